@@ -1,0 +1,17 @@
+"""xfit: reconstruct a 3D CT volume from two X-rays by fitting a 3D StyleGAN2 anatomical prior."""
+
+__version__ = "0.1.0"
+
+from .errors import CheckpointError, GeometryError, InputError, OutputExistsError, XfitError  # noqa: E402
+from .geometry import View, make_rays  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "View",
+    "make_rays",
+    "XfitError",
+    "InputError",
+    "GeometryError",
+    "CheckpointError",
+    "OutputExistsError",
+]

@@ -1,0 +1,416 @@
+"""X-ray view geometry: the conventions of ``ARCHITECTURE.md`` implemented once.
+
+World frame is RAS+ in millimetres (+x patient's right, +y anterior, +z superior).
+
+A :class:`View` is a gantry angle ``theta`` about +z through the isocentre. With
+``s = (sin theta, cos theta, 0)``:
+
+* source = iso + sod * s, detector centre = iso - (sdd - sod) * s;
+* detector column axis ``u = (-cos theta, sin theta, 0)``, row axis ``v = (0, 0, -1)``;
+* pixel (r, c) centre = det_centre + (c - (cols-1)/2 + offset_c) * dc * u
+                                   + (r - (rows-1)/2 + offset_r) * dr * v.
+
+theta = 0 is AP (beam anterior -> posterior, the patient's right on the image left); theta = 90
+is a left lateral (source on the patient's right, anterior on the image right). An optional
+4x4 rigid ``pose`` moves the whole source/detector pair about the isocentre:
+``p -> iso + R (p - iso) + t``.
+
+Parallel beam: every ray has direction ``-s`` and starts ``sdd`` before its detector pixel;
+``sod`` is only used to place the detector. Pixel spacing is always given at the detector plane.
+
+Everything that produces rays is differentiable with respect to the angle and the pose.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import GeometryError
+
+PROJECTIONS = ("cone", "parallel")
+
+#: Keys of a sidecar JSON, in the order they are written.
+SIDECAR_KEYS = (
+    "angle_deg",
+    "sdd_mm",
+    "sod_mm",
+    "pixel_spacing_mm",
+    "projection",
+    "flip_lr",
+    "line_integral_scale",
+)
+#: Optional keys a sidecar may also hold.
+SIDECAR_OPTIONAL_KEYS = ("offset_px", "pose", "shape", "invert")
+
+
+def _finite(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(value):
+        raise GeometryError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _pair(name: str, value: Any, *, positive: bool) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        value = (value, value)
+    try:
+        a, b = value
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f"{name} must be one number or a pair, got {value!r}") from exc
+    a, b = _finite(name, a), _finite(name, b)
+    if positive and (a <= 0 or b <= 0):
+        raise GeometryError(f"{name} must be > 0, got {value!r}")
+    return a, b
+
+
+@dataclass(frozen=True)
+class View:
+    """One X-ray view: source, detector and their placement around the isocentre.
+
+    Attributes:
+        angle_deg: gantry angle theta in degrees about +z (0 = AP, 90 = left lateral).
+        sdd_mm: source-to-detector distance in mm.
+        sod_mm: source-to-isocentre distance in mm (must be < sdd for cone beam).
+        shape: detector (rows, cols) in pixels.
+        pixel_spacing_mm: (row, col) pixel spacing in mm at the detector plane.
+        projection: ``"cone"`` or ``"parallel"``.
+        offset_px: principal point offset (row, col) in pixels.
+        isocenter_mm: world position of the isocentre (x, y, z) in mm.
+        pose: optional 4x4 rigid transform (nested tuples) applied about the isocentre.
+    """
+
+    angle_deg: float = 0.0
+    sdd_mm: float = 1800.0
+    sod_mm: float = 1500.0
+    shape: tuple[int, int] = (128, 128)
+    pixel_spacing_mm: tuple[float, float] = (1.0, 1.0)
+    projection: str = "cone"
+    offset_px: tuple[float, float] = (0.0, 0.0)
+    isocenter_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pose: tuple[tuple[float, ...], ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("angle_deg", _finite("angle_deg", self.angle_deg))
+        set_("sdd_mm", _finite("sdd_mm", self.sdd_mm))
+        set_("sod_mm", _finite("sod_mm", self.sod_mm))
+        if self.sdd_mm <= 0:
+            raise GeometryError(f"sdd_mm must be > 0, got {self.sdd_mm}")
+        if self.sod_mm <= 0:
+            raise GeometryError(f"sod_mm must be > 0, got {self.sod_mm}")
+        if self.projection not in PROJECTIONS:
+            raise GeometryError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        if self.projection == "cone" and self.sod_mm >= self.sdd_mm:
+            raise GeometryError(
+                f"sod_mm ({self.sod_mm}) must be smaller than sdd_mm ({self.sdd_mm}): "
+                "the isocentre has to lie between source and detector"
+            )
+        try:
+            rows, cols = (int(x) for x in self.shape)
+        except (TypeError, ValueError) as exc:
+            raise GeometryError(f"shape must be (rows, cols), got {self.shape!r}") from exc
+        if rows < 1 or cols < 1:
+            raise GeometryError(f"detector shape must be positive, got {self.shape!r}")
+        set_("shape", (rows, cols))
+        set_("pixel_spacing_mm", _pair("pixel_spacing_mm", self.pixel_spacing_mm, positive=True))
+        set_("offset_px", _pair("offset_px", self.offset_px, positive=False))
+        iso = tuple(_finite("isocenter_mm", x) for x in self.isocenter_mm)
+        if len(iso) != 3:
+            raise GeometryError(f"isocenter_mm must have 3 values, got {self.isocenter_mm!r}")
+        set_("isocenter_mm", iso)
+        if self.pose is not None:
+            set_("pose", _validate_pose(self.pose))
+
+    @property
+    def magnification(self) -> float:
+        """Detector-plane size of an object at the isocentre divided by its true size."""
+        return self.sdd_mm / self.sod_mm if self.projection == "cone" else 1.0
+
+    @property
+    def iso_pixel_spacing_mm(self) -> tuple[float, float]:
+        """Pixel spacing (row, col) in mm back-projected to the isocentre plane."""
+        m = self.magnification
+        return (self.pixel_spacing_mm[0] / m, self.pixel_spacing_mm[1] / m)
+
+    def with_(self, **changes: Any) -> "View":
+        """Return a copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_sidecar(self, line_integral_scale: float | None = None, flip_lr: bool = False) -> dict:
+        """Sidecar dictionary with the keys of the conventions (plus optional extras if set)."""
+        out: dict[str, Any] = {
+            "angle_deg": self.angle_deg,
+            "sdd_mm": self.sdd_mm,
+            "sod_mm": self.sod_mm,
+            "pixel_spacing_mm": list(self.pixel_spacing_mm),
+            "projection": self.projection,
+            "flip_lr": bool(flip_lr),
+            "line_integral_scale": line_integral_scale,
+        }
+        if any(self.offset_px):
+            out["offset_px"] = list(self.offset_px)
+        if self.pose is not None:
+            out["pose"] = [list(row) for row in self.pose]
+        return out
+
+    @classmethod
+    def from_sidecar(cls, data: Mapping[str, Any], shape: Sequence[int], **overrides: Any) -> "View":
+        """Build a view from a sidecar dictionary and the image shape (rows, cols).
+
+        Unknown keys are rejected so that typos do not silently fall back to defaults.
+        ``overrides`` (e.g. command-line options) win over the sidecar; ``None`` values are ignored.
+        """
+        if not isinstance(data, Mapping):
+            raise GeometryError(f"a sidecar must be a JSON object, got {type(data).__name__}")
+        unknown = set(data) - set(SIDECAR_KEYS) - set(SIDECAR_OPTIONAL_KEYS)
+        if unknown:
+            raise GeometryError(f"unknown sidecar key(s): {', '.join(sorted(unknown))}")
+        kwargs: dict[str, Any] = {}
+        for key in ("angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "projection", "offset_px"):
+            if data.get(key) is not None:
+                kwargs[key] = data[key]
+        if data.get("pose") is not None:
+            kwargs["pose"] = data["pose"]
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        kwargs["shape"] = tuple(shape)
+        if "angle_deg" not in kwargs:
+            raise GeometryError("the view angle is unknown: give angle_deg in the sidecar or --angles")
+        return cls(**kwargs)
+
+
+def _validate_pose(pose: Any) -> tuple[tuple[float, ...], ...]:
+    t = torch.as_tensor(pose, dtype=torch.float64)
+    if t.shape != (4, 4):
+        raise GeometryError(f"pose must be a 4x4 matrix, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise GeometryError("pose must be finite")
+    r = t[:3, :3]
+    if not torch.allclose(r @ r.T, torch.eye(3, dtype=t.dtype), atol=1e-4) or torch.det(r) < 0:
+        raise GeometryError("pose rotation must be a proper rotation matrix")
+    if not torch.allclose(t[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=t.dtype)):
+        raise GeometryError("pose last row must be (0, 0, 0, 1)")
+    return tuple(tuple(float(x) for x in row) for row in t.tolist())
+
+
+def parse_angles(text: str) -> list[float]:
+    """Parse ``"0,90"`` (degrees, comma separated) into floats; raise GeometryError otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(p == "" for p in parts):
+        raise GeometryError(f"cannot read angles {text!r}: expected comma-separated degrees like 0,90")
+    try:
+        angles = [float(p) for p in parts]
+    except ValueError as exc:
+        raise GeometryError(f"cannot read angles {text!r}: expected comma-separated degrees like 0,90") from exc
+    if not all(math.isfinite(a) for a in angles):
+        raise GeometryError(f"angles must be finite, got {text!r}")
+    return angles
+
+
+# ----------------------------------------------------------------------------- rigid transforms
+
+
+def rotation_matrix(axis_angle_rad: Tensor) -> Tensor:
+    """Rodrigues' formula, differentiable (also at zero).
+
+    Args:
+        axis_angle_rad: ``[..., 3]`` rotation vector (axis * angle, radians).
+    Returns:
+        ``[..., 3, 3]`` rotation matrices.
+    """
+    theta2 = (axis_angle_rad**2).sum(-1, keepdim=True)[..., None]  # [...,1,1]
+    small = theta2 < 1e-12
+    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = theta2_safe.sqrt()
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)
+    x, y, z = axis_angle_rad.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*x.shape, 3, 3)
+    eye = torch.eye(3, dtype=axis_angle_rad.dtype, device=axis_angle_rad.device)
+    return eye + a * k + b * (k @ k)
+
+
+def rigid_pose(axis_angle_rad: Tensor, translation_mm: Tensor) -> Tensor:
+    """4x4 rigid transforms ``[..., 4, 4]`` from rotation vectors and translations ``[..., 3]``."""
+    r = rotation_matrix(axis_angle_rad)
+    top = torch.cat([r, translation_mm[..., :, None]], -1)
+    bottom = torch.zeros(*top.shape[:-2], 1, 4, dtype=top.dtype, device=top.device)
+    bottom[..., 0, 3] = 1
+    return torch.cat([top, bottom], -2)
+
+
+# ----------------------------------------------------------------------------- rays
+
+
+@dataclass
+class Rays:
+    """Rays of a batch of views, all tensors in world millimetres.
+
+    Attributes:
+        origins: ``[V, R, C, 3]`` ray start points (the source for cone beam).
+        directions: ``[V, R, C, 3]`` unit direction vectors, from source toward detector.
+        lengths: ``[V, R, C]`` distance from origin to the detector pixel (mm).
+    """
+
+    origins: Tensor
+    directions: Tensor
+    lengths: Tensor
+
+
+def detector_frame(
+    views: Sequence[View],
+    *,
+    angle_deg: Tensor | None = None,
+    pose: Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Tensor]:
+    """Source position, detector centre and axes of each view, in world mm.
+
+    Args:
+        views: V views.
+        angle_deg: optional ``[V]`` tensor overriding the views' angles (for gradients).
+        pose: optional ``[V, 4, 4]`` rigid transforms overriding the views' poses.
+    Returns:
+        dict with ``source``, ``centre``, ``u``, ``v``, ``s`` (beam reversed), each ``[V, 3]``.
+    """
+    views = list(views)
+    if not views:
+        raise GeometryError("at least one view is needed")
+    kw = dict(device=device, dtype=dtype)
+    if angle_deg is None:
+        angle_deg = torch.tensor([v.angle_deg for v in views], **kw)
+    angle_deg = angle_deg.to(**kw)
+    if angle_deg.shape != (len(views),):
+        raise GeometryError(f"angle_deg must have shape [{len(views)}], got {tuple(angle_deg.shape)}")
+    theta = torch.deg2rad(angle_deg)
+    sin, cos, zero = torch.sin(theta), torch.cos(theta), torch.zeros_like(theta)
+    s = torch.stack([sin, cos, zero], -1)
+    u = torch.stack([-cos, sin, zero], -1)
+    v = torch.tensor([0.0, 0.0, -1.0], **kw).expand_as(u)
+    sod = torch.tensor([vw.sod_mm for vw in views], **kw)[:, None]
+    sdd = torch.tensor([vw.sdd_mm for vw in views], **kw)[:, None]
+    iso = torch.tensor([vw.isocenter_mm for vw in views], **kw)
+    source_rel = sod * s
+    centre_rel = -(sdd - sod) * s
+    if pose is None and any(vw.pose is not None for vw in views):
+        eye = torch.eye(4, dtype=torch.float64).tolist()
+        pose = torch.tensor([vw.pose if vw.pose is not None else eye for vw in views], **kw)
+    if pose is not None:
+        pose = pose.to(**kw)
+        if pose.shape != (len(views), 4, 4):
+            raise GeometryError(f"pose must have shape [{len(views)}, 4, 4], got {tuple(pose.shape)}")
+        rot, trans = pose[:, :3, :3], pose[:, :3, 3]
+        apply = lambda p: (rot @ p[..., None])[..., 0]  # noqa: E731
+        source_rel = apply(source_rel) + trans
+        centre_rel = apply(centre_rel) + trans
+        s, u, v = apply(s), apply(u), apply(v)
+    return {"source": iso + source_rel, "centre": iso + centre_rel, "u": u, "v": v, "s": s}
+
+
+def make_rays(
+    views: Sequence[View],
+    *,
+    angle_deg: Tensor | None = None,
+    pose: Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Rays:
+    """Rays through every detector pixel centre of a batch of views.
+
+    All views must share one detector shape and projection type (batch views that differ in
+    separate calls).
+
+    Args:
+        views: V views.
+        angle_deg: optional ``[V]`` angles in degrees overriding the views' (differentiable).
+        pose: optional ``[V, 4, 4]`` poses overriding the views' (differentiable).
+    Returns:
+        :class:`Rays` with tensors of shape ``[V, R, C, ...]``.
+    """
+    views = list(views)
+    if not views:
+        raise GeometryError("at least one view is needed")
+    shapes = {v.shape for v in views}
+    projections = {v.projection for v in views}
+    if len(shapes) != 1 or len(projections) != 1:
+        raise GeometryError("views in one batch must share detector shape and projection")
+    rows, cols = views[0].shape
+    kw = dict(device=device, dtype=dtype)
+    f = detector_frame(views, angle_deg=angle_deg, pose=pose, device=device, dtype=dtype)
+    spacing = torch.tensor([v.pixel_spacing_mm for v in views], **kw)  # [V,2] (row, col)
+    offset = torch.tensor([v.offset_px for v in views], **kw)
+    r = torch.arange(rows, **kw) - (rows - 1) / 2
+    c = torch.arange(cols, **kw) - (cols - 1) / 2
+    r_mm = (r[None, :] + offset[:, :1]) * spacing[:, :1]  # [V,R]
+    c_mm = (c[None, :] + offset[:, 1:]) * spacing[:, 1:]  # [V,C]
+    pixels = (
+        f["centre"][:, None, None, :]
+        + c_mm[:, None, :, None] * f["u"][:, None, None, :]
+        + r_mm[:, :, None, None] * f["v"][:, None, None, :]
+    )  # [V,R,C,3]
+    if views[0].projection == "cone":
+        delta = pixels - f["source"][:, None, None, :]
+        lengths = delta.norm(dim=-1)
+        directions = delta / lengths[..., None]
+        origins = f["source"][:, None, None, :].expand_as(pixels)
+    else:
+        sdd = torch.tensor([v.sdd_mm for v in views], **kw)
+        directions = (-f["s"])[:, None, None, :].expand_as(pixels)
+        lengths = sdd[:, None, None].expand(len(views), rows, cols)
+        origins = pixels - lengths[..., None] * directions
+    return Rays(origins=origins, directions=directions, lengths=lengths)
+
+
+def world_to_pixel(
+    points_mm: Tensor, view: View, *, angle_deg: Tensor | None = None, pose: Tensor | None = None
+) -> Tensor:
+    """Project world points onto a view's detector.
+
+    Args:
+        points_mm: ``[N, 3]`` world points in mm.
+    Returns:
+        ``[N, 2]`` fractional pixel coordinates (row, col); pixel centres are integers.
+    """
+    pts = points_mm.to(torch.float64)
+    f = detector_frame(
+        [view],
+        angle_deg=None if angle_deg is None else angle_deg.reshape(1),
+        pose=None if pose is None else pose.reshape(1, 4, 4),
+        dtype=torch.float64,
+        device=pts.device,
+    )
+    src, centre, u, v, s = (f[k][0] for k in ("source", "centre", "u", "v", "s"))
+    if view.projection == "cone":
+        d = pts - src
+        # intersect the ray src + t d with the detector plane (normal s through centre)
+        t = ((centre - src) @ s) / (d @ s)
+        hit = src + t[:, None] * d
+    else:
+        hit = pts - ((pts - centre) @ s)[:, None] * s
+    rel = hit - centre
+    rows, cols = view.shape
+    dr, dc = view.pixel_spacing_mm
+    col = rel @ u / dc + (cols - 1) / 2 - view.offset_px[1]
+    row = rel @ v / dr + (rows - 1) / 2 - view.offset_px[0]
+    return torch.stack([row, col], -1)
+
+
+def views_from(items: Iterable[View | Mapping[str, Any]]) -> list[View]:
+    """Accept Views or keyword dictionaries and return a list of Views."""
+    return [v if isinstance(v, View) else View(**v) for v in items]
+
+
+def view_dict(view: View) -> dict[str, Any]:
+    """Plain JSON-serializable dictionary of every field of a view (for reports)."""
+    d = asdict(view)
+    d["shape"] = list(view.shape)
+    return d
