@@ -1,0 +1,757 @@
+"""File input and output: NIfTI volumes, 8/16-bit images, DICOM X-rays, sidecars, atomic writes.
+
+Conventions (see ``ARCHITECTURE.md``):
+
+* Volumes are reoriented to the closest canonical RAS+ orientation on load and carried with
+  their 4x4 affine (voxel index -> world mm), data ``[I, J, K]``.
+* CT intensities are HU; ``mu = MU_WATER * max(0, 1 + HU / 1000)`` per mm.
+* A simulated X-ray is a 16-bit PNG holding ``round(65535 * p / line_integral_scale)`` of the
+  line integral ``p`` (bright = attenuating) with a JSON sidecar (``ap.png`` -> ``ap.json``).
+* Every file is written atomically (temporary name in the same folder, then ``os.replace``) and
+  an existing output is never overwritten unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import GeometryError, InputError, OutputExistsError
+from .geometry import View
+
+#: Linear attenuation coefficient of water in 1/mm (documented approximation, ~70 keV).
+MU_WATER: float = 0.02
+
+#: Defaults used for an X-ray without sidecar or DICOM geometry (once its angle is given).
+DEFAULT_SDD_MM = 1800.0
+DEFAULT_SOD_MM = 1500.0
+
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luminance weights
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, Tensor, float)
+
+PathLike = str | os.PathLike
+
+
+# ----------------------------------------------------------------------------- HU <-> mu
+
+
+def hu_to_mu(hu: ArrayLike) -> ArrayLike:
+    """Hounsfield units to linear attenuation ``mu = MU_WATER * max(0, 1 + HU/1000)`` (1/mm).
+
+    Works on torch tensors (differentiable), numpy arrays and Python numbers; shape is kept.
+    """
+    if isinstance(hu, Tensor):
+        return MU_WATER * torch.clamp(1.0 + hu / 1000.0, min=0.0)
+    if isinstance(hu, np.ndarray):
+        return MU_WATER * np.maximum(0.0, 1.0 + hu / 1000.0)
+    return MU_WATER * max(0.0, 1.0 + float(hu) / 1000.0)
+
+
+def mu_to_hu(mu: ArrayLike) -> ArrayLike:
+    """Inverse of :func:`hu_to_mu` for ``mu > 0``; ``mu <= 0`` maps to -1000 HU (air)."""
+    if isinstance(mu, Tensor):
+        return 1000.0 * (torch.clamp(mu, min=0.0) / MU_WATER - 1.0)
+    if isinstance(mu, np.ndarray):
+        return 1000.0 * (np.maximum(mu, 0.0) / MU_WATER - 1.0)
+    return 1000.0 * (max(float(mu), 0.0) / MU_WATER - 1.0)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _full_suffix(path: Path) -> str:
+    """``.nii.gz`` for compressed files, else the last suffix (``.png``), possibly ``""``."""
+    suffixes = path.suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() == ".gz":
+        return "".join(suffixes[-2:])
+    return path.suffix
+
+
+def _check_writable(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; cannot write a file there")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; use --force to overwrite")
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Context manager yielding a temporary path next to ``path`` that replaces it on success.
+
+    The temporary name keeps the suffix (``.recon.tmp-1a2b3c4d.nii.gz``) so writers that pick the
+    format from the name work. On an exception the temporary file is deleted and ``path`` is left
+    untouched. Missing parent folders are created.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is a folder.
+    """
+    path = Path(path)
+    _check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _full_suffix(path)
+    base = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    tmp = path.with_name(f".{base}.tmp-{secrets.token_hex(4)}{suffix}")
+    try:
+        yield tmp
+        _check_writable(path, force)  # something may have appeared meanwhile
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def prepare_output_dir(path: PathLike, *, force: bool = False) -> Path:
+    """Create an output folder (with parents) and return it.
+
+    Raises:
+        OutputExistsError: ``path`` is a file, or a non-empty folder and ``force`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise OutputExistsError(f"{path} exists; use --force to overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- NIfTI volumes
+
+
+@dataclass
+class Volume:
+    """A 3D volume with its voxel-index -> world (RAS+ mm) affine.
+
+    Attributes:
+        data: ``[I, J, K]`` voxel values (float32 HU for CT, integers for label maps).
+        affine: ``[4, 4]`` float64 voxel index -> world mm.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise InputError(f"affine must be 4x4, got shape {self.affine.shape}")
+        if np.asarray(self.data).ndim != 3:
+            raise InputError(f"volume data must be 3D [I, J, K], got shape {np.shape(self.data)}")
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size (mm) along I, J, K: the column norms of the affine."""
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(norms[0]), float(norms[1]), float(norms[2]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Grid size ``(I, J, K)``."""
+        i, j, k = self.data.shape
+        return (int(i), int(j), int(k))
+
+    @property
+    def centre_mm(self) -> np.ndarray:
+        """World position ``[3]`` (mm) of the volume centre (midpoint of the corner voxels)."""
+        centre_idx = (np.asarray(self.shape, dtype=np.float64) - 1.0) / 2.0
+        return self.affine[:3, :3] @ centre_idx + self.affine[:3, 3]
+
+
+def read_nifti(path: PathLike, *, dtype: Any = np.float32) -> Volume:
+    """Read a NIfTI (``.nii`` / ``.nii.gz``) volume reoriented to the closest canonical RAS+.
+
+    A 4D image with a trailing singleton dimension is squeezed to 3D. Float dtypes get the
+    header scaling applied; integer dtypes (label maps) are rounded.
+
+    Raises:
+        InputError: missing or unreadable file, not 3D, empty (a zero-size axis), non-finite
+            values. The message names the file.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"{path}: not a NIfTI file ({type(img).__name__})")
+        shape = tuple(img.shape)
+        while len(shape) > 3 and shape[-1] == 1:
+            img = img.slicer[(Ellipsis, 0)]
+            shape = tuple(img.shape)
+        if len(shape) != 3:
+            raise InputError(f"{path}: expected a 3D volume, got shape {shape}")
+        if 0 in shape:
+            raise InputError(f"{path}: the volume is empty (shape {shape})")
+        img = nib.as_closest_canonical(img)
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            data = img.get_fdata(dtype=np.float64).astype(dtype, copy=False)
+        else:
+            raw = np.asanyarray(img.dataobj)
+            if not np.all(np.isfinite(raw)):
+                raise InputError(f"{path}: the volume holds NaN or infinite values")
+            data = np.rint(raw).astype(dtype) if np.issubdtype(raw.dtype, np.floating) else raw.astype(dtype)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel raises many types for corrupt/foreign files
+        raise InputError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {_one_line(exc)})") from exc
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: the volume holds NaN or infinite values")
+    if not np.all(np.isfinite(affine)):
+        raise InputError(f"{path}: the affine is not finite")
+    return Volume(data=np.ascontiguousarray(data), affine=affine)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception message on one line (nibabel/PIL messages may span several)."""
+    return " ".join(str(exc).split())
+
+
+def _to_numpy(x: np.ndarray | Tensor) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def write_nifti(
+    path: PathLike,
+    data: np.ndarray | Tensor,
+    affine: np.ndarray | Tensor,
+    *,
+    force: bool = False,
+    dtype: Any = None,
+) -> Path:
+    """Write a 3D volume ``[I, J, K]`` as NIfTI (``.nii`` or ``.nii.gz`` from the suffix), atomically.
+
+    With ``dtype=None`` integer/bool arrays (label maps) are stored as int16 and floats as
+    float32. qform and sform both hold ``affine`` (scanner code), units are mm.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false.
+        InputError: wrong shape/affine, or integers outside the int16 range.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
+        raise InputError(f"{path}: a NIfTI file name must end with .nii or .nii.gz")
+    arr = _to_numpy(data)
+    aff = _to_numpy(affine).astype(np.float64)
+    if arr.ndim != 3:
+        raise InputError(f"{path}: volume data must be 3D [I, J, K], got shape {arr.shape}")
+    if aff.shape != (4, 4):
+        raise InputError(f"{path}: affine must be 4x4, got shape {aff.shape}")
+    if dtype is None:
+        if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+            if arr.size and (arr.min() < np.iinfo(np.int16).min or arr.max() > np.iinfo(np.int16).max):
+                raise InputError(f"{path}: label values do not fit int16")
+            dtype = np.int16
+        else:
+            dtype = np.float32
+    arr = np.ascontiguousarray(arr.astype(dtype))
+    img = nib.Nifti1Image(arr, aff)
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_write(path, force=force) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def _spacing3(spacing_mm: float | Sequence[float]) -> np.ndarray:
+    s = np.asarray(spacing_mm, dtype=np.float64).reshape(-1)
+    if s.size == 1:
+        s = np.repeat(s, 3)
+    if s.size != 3 or not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise InputError(f"spacing_mm must be one positive number or three, got {spacing_mm!r}")
+    return s
+
+
+def resample(
+    volume: Volume,
+    spacing_mm: float | Sequence[float],
+    *,
+    order: int = 1,
+    shape: Sequence[int] | None = None,
+    cval: float = -1000.0,
+) -> Volume:
+    """Resample a volume to a new voxel spacing, keeping its axis directions and world centre.
+
+    The output grid keeps the physical extent (``shape_out ~ shape_in * spacing_in /
+    spacing_out``) and its centre voxel position coincides with the input's. ``shape`` forces the
+    output grid size (crop/pad about the same centre); points outside the input get ``cval``.
+
+    Args:
+        volume: input volume ``[I, J, K]``.
+        spacing_mm: new voxel size in mm, one number (isotropic) or three.
+        order: spline order, 1 = trilinear (intensities), 0 = nearest (label maps).
+        shape: optional output grid ``(I, J, K)``.
+        cval: fill value outside the input (-1000 = air in HU; use 0 for label maps).
+    Returns:
+        A new :class:`Volume` of the input dtype.
+    """
+    from scipy import ndimage
+
+    s_out = _spacing3(spacing_mm)
+    a_in = volume.affine
+    s_in = np.asarray(volume.spacing_mm)
+    n_in = np.asarray(volume.shape, dtype=np.float64)
+    if shape is None:
+        n_out = np.maximum(1, np.rint(n_in * s_in / s_out)).astype(int)
+    else:
+        n_out = np.asarray(shape, dtype=int).reshape(-1)
+        if n_out.size != 3 or np.any(n_out < 1):
+            raise InputError(f"shape must be three positive sizes, got {shape!r}")
+    directions = a_in[:3, :3] / s_in[None, :]
+    a_out = np.eye(4)
+    a_out[:3, :3] = directions * s_out[None, :]
+    a_out[:3, 3] = volume.centre_mm - a_out[:3, :3] @ ((n_out - 1.0) / 2.0)
+    out_to_in = np.linalg.inv(a_in) @ a_out  # output index -> input index
+    matrix, offset = out_to_in[:3, :3], out_to_in[:3, 3]
+
+    src = volume.data
+    work = src if np.issubdtype(src.dtype, np.floating) or order == 0 else src.astype(np.float32)
+    out = ndimage.affine_transform(
+        work, matrix, offset=offset, output_shape=tuple(int(x) for x in n_out), order=order, mode="nearest"
+    )
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in n_out], indexing="ij")).reshape(3, -1)
+    corners_in = matrix @ corners + offset[:, None]
+    eps = 1e-6
+    if np.any(corners_in < -0.5 - eps) or np.any(corners_in > (n_in - 0.5 + eps)[:, None]):
+        inside = ndimage.affine_transform(
+            np.ones(volume.shape, np.uint8), matrix, offset=offset,
+            output_shape=tuple(int(x) for x in n_out), order=0, mode="constant", cval=0,
+        )
+        out = np.where(inside.astype(bool), out, np.asarray(cval, dtype=out.dtype))
+    if out.dtype != src.dtype:
+        out = np.rint(out) if not np.issubdtype(src.dtype, np.floating) else out
+        out = out.astype(src.dtype)
+    return Volume(data=np.ascontiguousarray(out), affine=a_out)
+
+
+# ----------------------------------------------------------------------------- 2D images
+
+
+def _to_gray(arr: np.ndarray) -> np.ndarray:
+    """``[R, C, 3|4]`` colour (alpha dropped) or ``[R, C, 2]`` gray+alpha -> ``[R, C]`` luminance."""
+    if arr.shape[-1] == 2:
+        return arr[..., 0]
+    gray = arr[..., :3].astype(np.float64) @ _LUMA
+    if np.issubdtype(arr.dtype, np.integer):
+        return np.clip(np.rint(gray), 0, np.iinfo(arr.dtype).max).astype(arr.dtype)
+    return gray.astype(arr.dtype)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tif:
+        series = tif.series[0]
+        axes, arr = series.axes, series.asarray()
+    if "S" in axes:  # colour samples, maybe planar (SYX)
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+    squeeze = tuple(i for i, a in enumerate(axes) if a not in "YXS" and arr.shape[i] == 1)
+    arr = np.squeeze(arr, axis=squeeze) if squeeze else arr
+    axes = "".join(a for i, a in enumerate(axes) if i not in squeeze)
+    if axes not in ("YX", "YXS"):
+        raise InputError(f"{path}: expected one 2D image, got a stack with axes {axes} shape {arr.shape}")
+    return arr
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(str(path)) as im:
+        if getattr(im, "n_frames", 1) > 1:
+            raise InputError(f"{path}: expected one 2D image, got a stack of {im.n_frames} frames")
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode == "1":
+            im = im.convert("L")
+        elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+        if im.mode == "I":  # 32-bit integer container (some 16-bit files)
+            if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                raise InputError(f"{path}: 32-bit integer images are not supported (8/16-bit only)")
+            arr = arr.astype(np.uint16)
+    return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder not in "=|" else arr
+
+
+def read_image_raw(path: PathLike) -> tuple[np.ndarray, int]:
+    """Read a 2D grayscale image without rescaling.
+
+    RGB(A) images are converted to luminance (BT.601). Float images (e.g. float TIFF) are
+    returned as float32 with ``bit_depth = 0``.
+
+    Returns:
+        ``([R, C] uint8 | uint16 | float32, bit_depth)`` with bit_depth 8, 16 or 0 (float).
+    Raises:
+        InputError: missing or unreadable file, 3D stacks, unsupported pixel types, NaN.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    is_tiff = path.suffix.lower() in (".tif", ".tiff")
+    try:
+        arr = _read_tiff(path) if is_tiff else _read_pil(path)
+    except InputError:
+        raise
+    except Exception as exc:
+        if not is_tiff:
+            raise InputError(f"{path}: cannot read as an image ({type(exc).__name__}: {_one_line(exc)})") from exc
+        try:
+            arr = _read_pil(path)
+        except InputError:
+            raise
+        except Exception as exc2:
+            raise InputError(f"{path}: cannot read as an image ({type(exc2).__name__}: {_one_line(exc2)})") from exc2
+    if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
+        arr = _to_gray(arr)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected a 2D grayscale image, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{path}: the image is empty (shape {arr.shape})")
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255, 8
+    if arr.dtype == np.uint8:
+        return arr, 8
+    if arr.dtype == np.uint16:
+        return arr, 16
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{path}: the image holds NaN or infinite values")
+        return arr, 0
+    if np.issubdtype(arr.dtype, np.integer) and arr.min() >= 0 and arr.max() <= 65535:
+        return arr.astype(np.uint16), 16
+    raise InputError(f"{path}: unsupported pixel type {arr.dtype} (8/16-bit grayscale expected)")
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an 8/16-bit grayscale PNG/JPEG/TIFF as float32 ``[R, C]`` in ``[0, 1]``.
+
+    8-bit values are divided by 255, 16-bit by 65535; RGB(A) is converted to luminance. Float
+    images are min-max normalized unless already within ``[0, 1]``.
+
+    Raises:
+        InputError: missing or unreadable file, 3D stacks, unsupported pixel types.
+    """
+    arr, bits = read_image_raw(path)
+    if bits == 8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    if bits == 16:
+        return arr.astype(np.float32) / np.float32(65535.0)
+    return _normalize(arr)
+
+
+def _normalize(arr: np.ndarray) -> np.ndarray:
+    """Float image to ``[0, 1]``: kept if already inside, else min-max (constant -> zeros)."""
+    arr = arr.astype(np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return arr
+    if hi <= lo:
+        return np.zeros_like(arr)
+    return (arr - lo) / np.float32(hi - lo)
+
+
+def _write_png(path: PathLike, image: np.ndarray, *, force: bool) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_write(path, force=force) as tmp:
+        Image.fromarray(image).save(str(tmp), format="PNG")
+    return path
+
+
+def write_png16(path: PathLike, image_uint16: np.ndarray | Tensor, *, force: bool = False) -> Path:
+    """Write a ``[R, C]`` uint16 image as a 16-bit grayscale PNG, atomically."""
+    arr = _to_numpy(image_uint16)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: a 16-bit PNG must be 2D [R, C], got shape {arr.shape}")
+    if arr.dtype != np.uint16:
+        raise InputError(f"{path}: write_png16 expects uint16 data, got {arr.dtype}")
+    return _write_png(path, np.ascontiguousarray(arr), force=force)
+
+
+def write_png8(path: PathLike, image_uint8_or_rgb: np.ndarray | Tensor, *, force: bool = False) -> Path:
+    """Write a ``[R, C]`` gray or ``[R, C, 3|4]`` RGB(A) uint8 image as PNG (previews), atomically."""
+    arr = _to_numpy(image_uint8_or_rgb)
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+        raise InputError(f"{path}: expected [R, C] or [R, C, 3|4], got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise InputError(f"{path}: write_png8 expects uint8 data, got {arr.dtype}")
+    return _write_png(path, np.ascontiguousarray(arr), force=force)
+
+
+# ----------------------------------------------------------------------------- sidecars
+
+
+def sidecar_path(image_path: PathLike) -> Path:
+    """The JSON sidecar next to an image: ``ap.png`` -> ``ap.json``."""
+    return Path(image_path).with_suffix(".json")
+
+
+def read_sidecar(path: PathLike) -> dict:
+    """Read a JSON sidecar (an object).
+
+    Raises:
+        InputError: missing file, invalid JSON or not a JSON object (the message names the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a sidecar must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, Tensor)):
+        return _to_numpy(obj).tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_sidecar(path: PathLike, data: dict, *, force: bool = False) -> Path:
+    """Write a dictionary as pretty JSON (2-space indent, trailing newline), atomically."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n"
+    with atomic_write(path, force=force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- X-rays
+
+
+@dataclass
+class XRay:
+    """An X-ray image with its view.
+
+    Attributes:
+        image: ``[R, C]`` float32, bright = attenuating, in the conventions' orientation (already
+            un-flipped / inverted). Line integrals when ``line_integral_scale`` is known, else
+            intensities in ``[0, 1]``.
+        view: the :class:`~xfit.geometry.View` (``shape`` = image shape).
+        line_integral_scale: the PNG scale of the sidecar, or None for uncalibrated images.
+        path: the file read.
+    """
+
+    image: np.ndarray
+    view: View
+    line_integral_scale: float | None
+    path: Path
+
+
+def write_xray(
+    path_png: PathLike,
+    line_integrals: np.ndarray | Tensor,
+    view: View,
+    *,
+    line_integral_scale: float | None = None,
+    force: bool = False,
+) -> float:
+    """Write a DRR as a 16-bit PNG plus its JSON sidecar (both atomically).
+
+    Pixel value ``round(65535 * p / scale)`` clipped to ``[0, 65535]`` (bright = attenuating).
+
+    Args:
+        path_png: output image path (the sidecar goes to :func:`sidecar_path`).
+        line_integrals: ``[R, C]`` line integrals ``p`` (dimensionless), ``R, C = view.shape``.
+        view: the view of the image.
+        line_integral_scale: value of ``p`` mapped to 65535; default
+            ``max(10, ceil(1.05 * max p))``.
+    Returns:
+        The scale used.
+    Raises:
+        InputError: wrong shape or non-finite values. GeometryError: shape differs from the view.
+        OutputExistsError: the PNG or sidecar exists and ``force`` is false (nothing is written).
+    """
+    path_png = Path(path_png)
+    p = _to_numpy(line_integrals).astype(np.float64)
+    if p.ndim != 2:
+        raise InputError(f"line integrals must be 2D [R, C], got shape {p.shape}")
+    if tuple(p.shape) != tuple(view.shape):
+        raise GeometryError(f"image shape {p.shape} differs from the view's detector shape {view.shape}")
+    if not np.all(np.isfinite(p)):
+        raise InputError("line integrals hold NaN or infinite values")
+    if line_integral_scale is None:
+        line_integral_scale = max(10.0, float(math.ceil(float(p.max()) * 1.05)))
+    scale = float(line_integral_scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise InputError(f"line_integral_scale must be > 0, got {line_integral_scale!r}")
+    side = sidecar_path(path_png)
+    for target in (path_png, side):
+        _check_writable(target, force)
+    pixels = np.clip(np.rint(65535.0 * p / scale), 0, 65535).astype(np.uint16)
+    write_png16(path_png, pixels, force=force)
+    write_sidecar(side, view.to_sidecar(line_integral_scale=scale), force=force)
+    return scale
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_dicom(path: PathLike) -> tuple[np.ndarray, dict]:
+    """Read a single-frame DICOM X-ray.
+
+    RescaleSlope/Intercept are applied, MONOCHROME1 is inverted (so bright = attenuating), and
+    the result is min-max normalized to ``[0, 1]``.
+
+    Returns:
+        ``([R, C] float32 image, geometry dict)`` where the dict holds the sidecar keys found in
+        the tags: ``sdd_mm`` (DistanceSourceToDetector), ``sod_mm`` (DistanceSourceToPatient),
+        ``pixel_spacing_mm`` (ImagerPixelSpacing, row/col) and ``angle_deg``
+        (PositionerPrimaryAngle, taken as the gantry angle as is).
+    Raises:
+        InputError: unreadable file, no pixel data, multi-frame or colour data.
+    """
+    import pydicom
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        ds = pydicom.dcmread(str(path), force=path.suffix.lower() in _DICOM_SUFFIXES)
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read as DICOM ({type(exc).__name__}: {_one_line(exc)})") from exc
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 or pixels.ndim != 2:
+        raise InputError(f"{path}: expected one 2D grayscale frame, got pixel data of shape {pixels.shape}")
+    if pixels.size == 0:
+        raise InputError(f"{path}: the image is empty")
+    arr = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    arr = arr + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        arr = -arr
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{path}: the image holds NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    image = np.zeros_like(arr, np.float32) if hi <= lo else ((arr - lo) / (hi - lo)).astype(np.float32)
+    geometry: dict[str, Any] = {}
+    tags = (
+        ("DistanceSourceToDetector", "sdd_mm"),
+        ("DistanceSourceToPatient", "sod_mm"),
+        ("PositionerPrimaryAngle", "angle_deg"),
+    )
+    for tag, key in tags:
+        value = getattr(ds, tag, None)
+        if value is not None and value != "":
+            geometry[key] = float(value)
+    spacing = getattr(ds, "ImagerPixelSpacing", None)
+    if spacing is not None and len(spacing) == 2:
+        geometry["pixel_spacing_mm"] = [float(spacing[0]), float(spacing[1])]
+    return image, geometry
+
+
+def read_xray(
+    path: PathLike,
+    *,
+    angle_deg: float | None = None,
+    sdd_mm: float | None = None,
+    sod_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+    projection: str | None = None,
+    flip_lr: bool | None = None,
+    invert: bool = False,
+) -> XRay:
+    """Read an X-ray (PNG/JPEG/TIFF or DICOM) and its geometry.
+
+    Geometry sources, later ones winning: DICOM tags, the JSON sidecar (if present), the keyword
+    arguments (``None`` = not given). Without a sidecar, sdd/sod default to 1800/1500 mm; the
+    angle and the pixel spacing must come from somewhere.
+
+    Intensities: 16-bit / 8-bit are divided by 65535 / 255 (DICOM is min-max normalized). If
+    ``invert`` (or the sidecar's ``invert``) is set, ``x -> 1 - x``. If the sidecar holds a
+    ``line_integral_scale``, the image is multiplied by it (line integrals). ``flip_lr`` (argument,
+    else sidecar) means the stored image is mirrored left-right, so it is flipped back here.
+
+    Returns:
+        :class:`XRay` with ``image`` ``[R, C]`` float32.
+    Raises:
+        InputError: unreadable image or sidecar. GeometryError: missing angle or pixel spacing,
+        or an impossible geometry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    data: dict[str, Any] = {}
+    if _is_dicom(path):
+        image, data = read_dicom(path)
+    else:
+        image = read_image(path)
+    side = sidecar_path(path)
+    has_sidecar = side.is_file() and side != path
+    if has_sidecar:
+        data.update(read_sidecar(side))
+    else:
+        data.setdefault("sdd_mm", DEFAULT_SDD_MM)
+        data.setdefault("sod_mm", DEFAULT_SOD_MM)
+    overrides = dict(
+        angle_deg=angle_deg, sdd_mm=sdd_mm, sod_mm=sod_mm,
+        pixel_spacing_mm=pixel_spacing_mm, projection=projection,
+    )
+    if data.get("pixel_spacing_mm") is None and pixel_spacing_mm is None:
+        where = f"in {side.name} " if has_sidecar else ""
+        raise GeometryError(f"{path}: the pixel spacing is unknown: give pixel_spacing_mm {where}or --pixel-spacing")
+    if data.get("angle_deg") is None and angle_deg is None:
+        raise GeometryError(f"{path}: the view angle is unknown: give angle_deg in a sidecar or --angles")
+    do_flip = bool(data.get("flip_lr", False)) if flip_lr is None else bool(flip_lr)
+    do_invert = bool(invert) or bool(data.get("invert", False))
+    scale = data.get("line_integral_scale")
+    view_data = {k: v for k, v in data.items() if k not in ("flip_lr", "line_integral_scale", "invert", "shape")}
+    try:
+        view = View.from_sidecar(view_data, image.shape, **overrides)
+    except GeometryError as exc:
+        raise GeometryError(f"{path}: {exc}") from exc
+    if do_invert:
+        image = 1.0 - image
+    if do_flip:
+        image = np.fliplr(image)
+    if scale is not None:
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{side}: line_integral_scale must be a number, got {scale!r}") from exc
+        if not math.isfinite(scale) or scale <= 0:
+            raise InputError(f"{side}: line_integral_scale must be > 0, got {scale}")
+        image = image * np.float32(scale)
+    return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path)

@@ -1,0 +1,464 @@
+"""Prior checkpoints and training state: safetensors + JSON metadata, no pickle.
+
+**Prior** (``save_prior`` / ``load_prior``): one ``.safetensors`` file holding
+
+* every tensor of the EMA generator (parameters and buffers: ``w_avg``, ``noise_const``),
+  named ``G.<state_dict key>``;
+* ``w_mean`` and ``w_std`` (``[w_dim]``): statistics of w = mapping(z) used by fitting;
+* metadata entry ``xfit``: JSON ``{"format": "xfit-prior", "format_version": 1, "config": ...,
+  "resolution", "spacing_mm", "hu_window", "label_names", "num_ws", "w_dim", "training": ...}``.
+
+The loader rebuilds the generator from ``config`` and accepts the file only if the tensor names
+and shapes match that architecture exactly.
+
+**Training state** (``save_training_state`` / ``load_training_state``): a separate safetensors
+file with arbitrary named tensors and a JSON ``meta`` (step, optimizer param groups, RNG states;
+see :func:`flatten_optimizer` and :func:`capture_rng_state`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, InputError, OutputExistsError
+from .config import PriorConfig
+from .networks import Generator, build_generator
+
+PRIOR_FORMAT = "xfit-prior"
+TRAIN_STATE_FORMAT = "xfit-train-state"
+FORMAT_VERSION = 1
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header size
+
+
+@dataclass
+class Prior:
+    """A loaded prior: frozen EMA generator plus w statistics and metadata.
+
+    Attributes:
+        G: generator in eval mode, ``requires_grad=False`` on every parameter.
+        w_mean, w_std: ``[w_dim]`` mean and std of mapping(z) over random z.
+        config: the :class:`PriorConfig` it was trained with.
+        meta: the full ``xfit`` metadata dictionary.
+        sha256: hex digest of the checkpoint file.
+        path: the file it was loaded from.
+    """
+
+    G: Generator
+    w_mean: Tensor
+    w_std: Tensor
+    config: PriorConfig
+    meta: dict
+    sha256: str
+    path: Path
+
+    @property
+    def resolution(self) -> int:
+        """Output volume side R (voxels)."""
+        return self.config.resolution
+
+    @property
+    def spacing_mm(self) -> float:
+        """Isotropic voxel spacing in mm."""
+        return self.config.spacing_mm
+
+    @property
+    def hu_window(self) -> tuple[float, float]:
+        """(low, high) HU mapped to [-1, 1] by the intensity channel."""
+        return self.config.hu_window
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Names of the label-logit channels 1.. of the generator output."""
+        return self.config.label_names
+
+    @property
+    def num_ws(self) -> int:
+        """Number of ws in a w_plus."""
+        return self.G.num_ws
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def state_dict_tensors(module: nn.Module, prefix: str) -> dict[str, Tensor]:
+    """``{prefix.key: tensor}`` for a module's state dict, detached contiguous CPU copies."""
+    return {f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous()
+            for k, v in module.state_dict().items()}
+
+
+def take_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Entries ``prefix.<key>`` as ``{key: tensor}`` (inverse of :func:`state_dict_tensors`)."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+
+
+def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str], force: bool
+                 ) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists (use force=True to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_safetensors(path: Path, what: str) -> tuple[bytes, dict[str, Any]]:
+    """File bytes and parsed safetensors header; CheckpointError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from exc
+    bad = f"{path} is not a safetensors file"
+    if len(data) < 8:
+        raise CheckpointError(f"{bad} (only {len(data)} bytes)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > min(_MAX_HEADER, len(data) - 8):
+        raise CheckpointError(f"{bad} (invalid header length)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{bad} (header is not JSON)") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{bad} (header is not a JSON object)")
+    return data, header
+
+
+def _xfit_meta(header: dict[str, Any], path: Path, fmt: str) -> dict[str, Any]:
+    """Decode and check the ``xfit`` metadata entry (format name and version)."""
+    raw = (header.get("__metadata__") or {}).get("xfit")
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not an xfit {fmt} file "
+                              "(no 'xfit' metadata)")
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: 'xfit' metadata is not valid JSON") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: expected format {fmt!r}, got {got!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported format_version {meta.get('format_version')!r} "
+                              f"(this xfit reads {FORMAT_VERSION})")
+    return meta
+
+
+def _load_tensors(data: bytes, path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError / others
+        raise CheckpointError(f"{path}: corrupt safetensors data ({exc})") from exc
+
+
+def _expected_shapes(cfg: PriorConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        G = build_generator(cfg)
+    shapes = {f"G.{k}": tuple(v.shape) for k, v in G.state_dict().items()}
+    shapes["w_mean"] = shapes["w_std"] = (cfg.w_dim,)
+    return shapes
+
+
+def _check_names_shapes(tensors: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]
+                        ) -> str | None:
+    """A message describing the mismatch, or ``None`` when names and shapes agree exactly."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(f"{k} {list(tensors[k].shape)} (expected {list(expected[k])})"
+                   for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+            parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    return "; ".join(parts) or None
+
+
+# ----------------------------------------------------------------------------------------------
+# Prior
+
+
+def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor,
+               config: PriorConfig, summary: Mapping[str, Any] | None = None,
+               label_names: tuple[str, ...] | list[str] | None = None, force: bool = False) -> Path:
+    """Write a prior checkpoint (atomically).
+
+    Args:
+        path: output ``.safetensors`` file.
+        G_ema: the EMA generator, built from ``config``.
+        w_mean, w_std: ``[w_dim]`` statistics (see :func:`compute_w_stats`).
+        config: the training config.
+        summary: JSON-able training summary (kimg, losses, data, timings...).
+        label_names: overrides ``config.label_names`` (same count).
+        force: overwrite an existing file.
+
+    Returns:
+        The written path.
+
+    Raises:
+        InputError: generator/statistics do not match ``config``, or summary is not JSON-able.
+        OutputExistsError: ``path`` exists and ``force`` is false.
+    """
+    if label_names is not None:
+        if len(label_names) != len(config.label_names):
+            raise InputError(f"label_names {list(label_names)} must have "
+                             f"{len(config.label_names)} entries like the config")
+        config = dataclasses.replace(config, label_names=tuple(label_names))
+    tensors = state_dict_tensors(G_ema, "G")
+    tensors["w_mean"], tensors["w_std"] = w_mean.detach().float(), w_std.detach().float()
+    problem = _check_names_shapes(tensors, _expected_shapes(config))
+    if problem:
+        raise InputError(f"generator does not match the config: {problem}")
+    meta = {
+        "format": PRIOR_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "resolution": config.resolution,
+        "spacing_mm": config.spacing_mm,
+        "hu_window": list(config.hu_window),
+        "label_names": list(config.label_names),
+        "num_ws": G_ema.num_ws,
+        "w_dim": config.w_dim,
+        "training": dict(summary or {}),
+    }
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"prior metadata is not JSON-serialisable: {exc}") from exc
+    return _atomic_save(Path(path), tensors, {"xfit": text}, force)
+
+
+def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Prior:
+    """Load and validate a prior checkpoint.
+
+    Args:
+        path: ``.safetensors`` file written by :func:`save_prior`.
+        device: where to put the generator and statistics.
+
+    Returns:
+        A :class:`Prior` with a frozen generator in eval mode.
+
+    Raises:
+        CheckpointError: missing/unreadable file, not safetensors, no xfit metadata, unknown
+            format or version, invalid config, or tensors not matching the architecture.
+    """
+    path = Path(path)
+    data, header = _read_safetensors(path, "prior checkpoint")
+    meta = _xfit_meta(header, path, PRIOR_FORMAT)
+    try:
+        config = PriorConfig.from_dict(meta.get("config"))
+    except InputError as exc:
+        raise CheckpointError(f"{path}: invalid config in metadata: {exc}") from exc
+    tensors = _load_tensors(data, path)
+    problem = _check_names_shapes(tensors, _expected_shapes(config))
+    if problem:
+        raise CheckpointError(f"{path}: tensors do not match the architecture of its config: "
+                              f"{problem}")
+    bad = sorted(k for k, v in tensors.items() if not v.is_floating_point())
+    if bad:
+        raise CheckpointError(f"{path}: non-floating-point tensors: {', '.join(bad[:5])}")
+    w_mean, w_std = tensors.pop("w_mean"), tensors.pop("w_std")
+    if not (torch.isfinite(w_mean).all() and torch.isfinite(w_std).all() and (w_std > 0).all()):
+        raise CheckpointError(f"{path}: w_mean/w_std must be finite with w_std > 0")
+    with torch.device("meta"):
+        G = build_generator(config)
+    G.load_state_dict(take_prefix(tensors, "G"), strict=True, assign=True)
+    G = G.to(device).eval().requires_grad_(False)
+    return Prior(G=G, w_mean=w_mean.to(device), w_std=w_std.to(device), config=config, meta=meta,
+                 sha256=hashlib.sha256(data).hexdigest(), path=path)
+
+
+@torch.no_grad()
+def compute_w_stats(G: Generator, n: int = 10000, batch: int = 1000, seed: int = 0,
+                    device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Mean and std of w = mapping(z) (no truncation) over ``n`` seeded random z.
+
+    Args:
+        G: generator (its ``mapping`` is used).
+        n: number of samples.
+        batch: samples per mapping call.
+        seed: seed of the z sampler.
+        device: where to run (default: the mapping's device).
+
+    Returns:
+        ``(w_mean, w_std)``, each ``[w_dim]`` float32 on the CPU (std is unbiased).
+    """
+    if n < 2 or batch < 1:
+        raise InputError(f"compute_w_stats needs n >= 2 and batch >= 1, got n={n}, batch={batch}")
+    device = torch.device(device) if device is not None else G.mapping.w_avg.device
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(G.w_dim, dtype=torch.float64)
+    total_sq = torch.zeros(G.w_dim, dtype=torch.float64)
+    done = 0
+    while done < n:
+        b = min(batch, n - done)
+        z = torch.randn(b, G.z_dim, generator=gen).to(device)
+        w = G.mapping(z, num_ws=None, update_emas=False).to("cpu", torch.float64)
+        total += w.sum(0)
+        total_sq += w.square().sum(0)
+        done += b
+    mean = total / n
+    var = (total_sq / n - mean.square()).clamp_min(0) * (n / (n - 1))
+    return mean.float(), var.sqrt().float()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training state
+
+
+def save_training_state(path: str | Path, tensors: Mapping[str, Tensor], meta: Mapping[str, Any],
+                        force: bool = False) -> Path:
+    """Write named tensors plus JSON ``meta`` as one safetensors file (atomically).
+
+    Raises:
+        InputError: ``meta`` is not JSON-serialisable.
+        OutputExistsError: ``path`` exists and ``force`` is false.
+    """
+    try:
+        text = json.dumps({"format": TRAIN_STATE_FORMAT, "format_version": FORMAT_VERSION,
+                           "meta": dict(meta)})
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"training-state metadata is not JSON-serialisable: {exc}") from exc
+    return _atomic_save(Path(path), dict(tensors), {"xfit": text}, force)
+
+
+def load_training_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_training_state`: ``(tensors, meta)`` on the CPU.
+
+    Raises:
+        CheckpointError: missing, not safetensors, foreign or of an unknown format/version.
+    """
+    path = Path(path)
+    data, header = _read_safetensors(path, "training state")
+    meta = _xfit_meta(header, path, TRAIN_STATE_FORMAT)
+    return _load_tensors(data, path), meta.get("meta", {})
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt"
+                      ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors and JSON.
+
+    Tensor state entries become ``{prefix}.state.{param_index}.{name}`` (e.g.
+    ``opt_g.state.3.exp_avg``); tensors inside param groups ``{prefix}.group.{i}.{key}``.
+
+    Returns:
+        ``(tensors, meta)`` where ``meta`` is JSON-able and names every tensor it refers to.
+
+    Raises:
+        InputError: a non-tensor value that JSON cannot hold.
+    """
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    state_meta: dict[str, dict[str, Any]] = {}
+    for idx, entries in sd["state"].items():
+        item: dict[str, Any] = {}
+        for name, value in entries.items():
+            if isinstance(value, Tensor):
+                key = f"{prefix}.state.{idx}.{name}"
+                tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+                item[name] = {"tensor": key}
+            else:
+                item[name] = {"value": value}
+        state_meta[str(idx)] = item
+    groups = []
+    for i, group in enumerate(sd["param_groups"]):
+        g: dict[str, Any] = {}
+        for name, value in group.items():
+            if isinstance(value, Tensor):
+                key = f"{prefix}.group.{i}.{name}"
+                tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+                g[name] = {"tensor": key}
+            else:
+                g[name] = {"value": value, "tuple": isinstance(value, tuple)}
+        groups.append(g)
+    meta = {"prefix": prefix, "state": state_meta, "param_groups": groups}
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        name = type(opt).__name__
+        raise InputError(f"optimizer state of {name} is not JSON-able: {exc}") from exc
+    return tensors, meta
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor],
+                      meta: Mapping[str, Any]) -> None:
+    """Load a state flattened by :func:`flatten_optimizer` into ``opt`` (same param layout).
+
+    Raises:
+        CheckpointError: a referenced tensor is missing or the state does not fit ``opt``.
+    """
+    def value(entry: Mapping[str, Any]) -> Any:
+        if "tensor" in entry:
+            if entry["tensor"] not in tensors:
+                raise CheckpointError(f"optimizer tensor {entry['tensor']!r} is missing")
+            return tensors[entry["tensor"]]
+        v = entry["value"]
+        return tuple(v) if entry.get("tuple") else v
+
+    try:
+        state = {int(idx): {name: value(e) for name, e in item.items()}
+                 for idx, item in meta["state"].items()}
+        groups = [{name: value(e) for name, e in g.items()} for g in meta["param_groups"]]
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot restore optimizer {type(opt).__name__}: {exc}") from exc
+
+
+def capture_rng_state(prefix: str = "rng") -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states as ``(tensors, JSON meta)``.
+
+    Torch states are uint8 tensors ``{prefix}.torch`` and ``{prefix}.cuda.{i}``.
+    """
+    tensors = {f"{prefix}.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"{prefix}.cuda.{i}"] = s
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    meta = {
+        "prefix": prefix,
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss_next],
+    }
+    return tensors, meta
+
+
+def restore_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+    """Restore states captured by :func:`capture_rng_state` (CUDA only where available)."""
+    prefix = meta["prefix"]
+    torch.set_rng_state(tensors[f"{prefix}.torch"])
+    cuda_states = take_prefix(tensors, f"{prefix}.cuda")
+    cuda = [cuda_states[k] for k in sorted(cuda_states, key=int)]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    name, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = meta["python"]
+    random.setstate((version, tuple(internal), gauss_next))

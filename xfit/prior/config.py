@@ -1,0 +1,387 @@
+"""Configuration of the 3D StyleGAN2 prior: architecture, data window and training settings.
+
+A :class:`PriorConfig` is read from YAML (``configs/prior-<name>.yaml``) and travels with every
+prior checkpoint as JSON (:meth:`PriorConfig.to_dict` / :meth:`PriorConfig.from_dict`), so a
+checkpoint alone is enough to rebuild its generator.
+
+Intensity window: HU values are clamped to ``hu_window`` (default ``(-1000, 1500)``: air to dense
+cortical bone) and mapped linearly to ``[-1, 1]`` (:func:`hu_to_unit`), which is what the
+generator's channel 0 produces; :func:`unit_to_hu` maps back.
+
+Named configs (``load_config("tiny" | "64" | "128")``) are looked up in the repository's
+``configs/`` folder and then in the packaged copy ``xfit/configs/`` (``package_data``); the two
+must hold the same files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import Tensor
+
+from ..errors import InputError
+
+#: Names accepted by :func:`load_config` besides a path.
+CONFIG_NAMES = ("tiny", "64", "128")
+
+#: Folders searched for ``prior-<name>.yaml``: the repository first, then the package data.
+CONFIG_DIRS = (
+    Path(__file__).resolve().parents[2] / "configs",
+    Path(__file__).resolve().parents[1] / "configs",
+)
+
+
+@dataclass
+class AugmentConfig:
+    """Data augmentation applied to training volumes.
+
+    Attributes:
+        flip_lr: randomly mirror left-right (the RAS x axis, voxel axis I).
+        rotate_deg: maximum random rotation about the z (superior) axis in degrees.
+        shift_vox: maximum random integer shift per axis in voxels.
+        intensity: maximum random scale and offset jitter of the unit intensity channel.
+    """
+
+    flip_lr: bool = True
+    rotate_deg: float = 5.0
+    shift_vox: int = 2
+    intensity: float = 0.05
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings of the GAN training loop (StyleGAN2 defaults where they apply).
+
+    Attributes:
+        batch_size: volumes per step.
+        g_lr, d_lr: Adam learning rates of the generator and discriminator.
+        betas: Adam betas.
+        r1_gamma: R1 gradient-penalty weight (grows with the volume size).
+        r1_interval: lazy regularisation interval for R1 in steps.
+        style_mix_prob: probability of style mixing per batch.
+        ema_half_life_kimg: half-life of the generator EMA in thousands of images.
+        ema_rampup: EMA ramp-up ratio (``None`` for none), as in StyleGAN2-ADA.
+        total_kimg: training length in thousands of images.
+        checkpoint_every: steps between training-state/prior checkpoints.
+        sample_every: steps between sample previews.
+        seed: global random seed.
+        log_every: steps between lines of ``log.jsonl``.
+        vertebra_labels: mask values that are vertebrae (a crop is centred on each).
+        augment: data augmentation settings.
+    """
+
+    batch_size: int = 4
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    style_mix_prob: float = 0.9
+    ema_half_life_kimg: float = 2.0
+    ema_rampup: float | None = 0.05
+    total_kimg: float = 50.0
+    checkpoint_every: int = 500
+    sample_every: int = 250
+    seed: int = 0
+    log_every: int = 10
+    vertebra_labels: tuple[int, ...] = (1,)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class PriorConfig:
+    """Everything needed to build, train and interpret a prior.
+
+    Attributes:
+        name: short name (``tiny``, ``64``, ``128`` or anything).
+        resolution: output volume side R (power of two, >= 8); volumes are ``[B, C, R, R, R]``.
+        spacing_mm: isotropic voxel spacing in mm (field of view = R * spacing_mm).
+        hu_window: (low, high) HU mapped linearly to [-1, 1] (clamped).
+        label_names: names of the label channels after the intensity channel.
+        z_dim, w_dim: latent sizes.
+        mapping_layers: fully connected layers of the mapping network.
+        mapping_lr_multiplier: learning-rate multiplier of the mapping network (equalized lr).
+        w_avg_beta: decay of the tracked mean w used for truncation.
+        g_channels: generator width per resolution {4: C4, 8: C8, ..., R: CR}.
+        d_channels: discriminator width per resolution, same keys.
+        mbstd_group_size, mbstd_num_channels: minibatch standard deviation layer settings.
+        training: training-loop settings.
+    """
+
+    name: str = "custom"
+    resolution: int = 64
+    spacing_mm: float = 1.25
+    hu_window: tuple[float, float] = (-1000.0, 1500.0)
+    label_names: tuple[str, ...] = ("bone",)
+    z_dim: int = 256
+    w_dim: int = 256
+    mapping_layers: int = 4
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.998
+    g_channels: dict[int, int] = field(
+        default_factory=lambda: {4: 256, 8: 128, 16: 64, 32: 32, 64: 16})
+    d_channels: dict[int, int] = field(
+        default_factory=lambda: {4: 128, 8: 64, 16: 32, 32: 16, 64: 8})
+    mbstd_group_size: int = 4
+    mbstd_num_channels: int = 1
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def out_channels(self) -> int:
+        """Generator output channels: intensity plus one logit per label."""
+        return 1 + len(self.label_names)
+
+    @property
+    def fov_mm(self) -> float:
+        """Field of view (side of the cube) in mm."""
+        return self.resolution * self.spacing_mm
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dictionary (tuples become lists; channel keys stay ints)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PriorConfig":
+        """Build and validate a config from a (possibly JSON-decoded) dictionary.
+
+        Raises:
+            InputError: unknown keys, wrong types or invalid values.
+        """
+        return _build(cls, data, "config")
+
+
+# ----------------------------------------------------------------------------------------------
+# Dictionary <-> dataclass
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"unknown key(s) in {where}: {', '.join(map(str, unknown))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(key, value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InputError(f"invalid {where}: {exc}") from exc
+
+
+_NESTED = {"training": TrainingConfig, "augment": AugmentConfig}
+_INT_FIELDS = {"resolution", "z_dim", "w_dim", "mapping_layers", "mbstd_group_size",
+               "mbstd_num_channels", "batch_size", "r1_interval", "checkpoint_every",
+               "sample_every", "seed", "shift_vox", "log_every"}
+_FLOAT_FIELDS = {"spacing_mm", "mapping_lr_multiplier", "w_avg_beta", "g_lr", "d_lr", "r1_gamma",
+                 "style_mix_prob", "ema_half_life_kimg", "total_kimg", "rotate_deg", "intensity"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    if name in _NESTED:
+        return _build(_NESTED[name], value, where)
+    if name in _INT_FIELDS:
+        return _to_int(value, where)
+    if name in _FLOAT_FIELDS:
+        return _to_float(value, where)
+    if name == "ema_rampup":
+        return None if value is None else _to_float(value, where)
+    if name in ("hu_window", "betas"):
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise InputError(f"{where} must be a pair of numbers, got {value!r}")
+        return (_to_float(value[0], where), _to_float(value[1], where))
+    if name in ("g_channels", "d_channels"):
+        if not isinstance(value, Mapping):
+            raise InputError(f"{where} must map resolution -> width, got {value!r}")
+        return {_to_int(k, f"{where} key"): _to_int(v, f"{where}[{k}]") for k, v in value.items()}
+    if name == "label_names":
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise InputError(f"{where} must be a list of names, got {value!r}")
+        if not all(isinstance(v, str) and v for v in value):
+            raise InputError(f"{where} must hold non-empty strings, got {value!r}")
+        return tuple(value)
+    if name == "flip_lr":
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if name == "vertebra_labels":
+        if not isinstance(value, (list, tuple)) or not value:
+            raise InputError(f"{where} must be a non-empty list of label values, got {value!r}")
+        return tuple(_to_int(v, where) for v in value)
+    if name == "name":
+        return str(value)
+    raise InputError(f"{where}: unsupported key")  # pragma: no cover (fields are listed above)
+
+
+def _to_int(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{where} must be an integer, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise InputError(f"{where} must be an integer, got {value!r}") from exc
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, int):
+        raise InputError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"{where} must be finite, got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def expected_resolutions(resolution: int) -> list[int]:
+    """Resolutions of the synthesis blocks: ``[4, 8, ..., resolution]``."""
+    return [2**i for i in range(2, int(math.log2(resolution)) + 1)]
+
+
+def _validate(cfg: PriorConfig) -> None:
+    r = cfg.resolution
+    if not isinstance(r, int) or r < 8 or r & (r - 1):
+        raise InputError(f"resolution must be a power of two >= 8, got {r!r}")
+    if not cfg.spacing_mm > 0:
+        raise InputError(f"spacing_mm must be > 0, got {cfg.spacing_mm}")
+    lo, hi = cfg.hu_window
+    if not lo < hi:
+        raise InputError(f"hu_window must be (low, high) with low < high, got {cfg.hu_window}")
+    if len(cfg.label_names) < 1:
+        raise InputError("label_names must name at least one label channel")
+    if len(set(cfg.label_names)) != len(cfg.label_names):
+        raise InputError(f"label_names must be unique, got {cfg.label_names}")
+    for key in ("z_dim", "w_dim", "mapping_layers", "mbstd_group_size", "mbstd_num_channels"):
+        if getattr(cfg, key) < 1:
+            raise InputError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if not cfg.mapping_lr_multiplier > 0:
+        raise InputError(f"mapping_lr_multiplier must be > 0, got {cfg.mapping_lr_multiplier}")
+    if not 0 <= cfg.w_avg_beta < 1:
+        raise InputError(f"w_avg_beta must be in [0, 1), got {cfg.w_avg_beta}")
+    want = expected_resolutions(r)
+    for key in ("g_channels", "d_channels"):
+        widths = getattr(cfg, key)
+        if sorted(widths) != want:
+            raise InputError(f"{key} must have exactly the keys {want} for resolution {r}, "
+                             f"got {sorted(widths)}")
+        bad = {k: v for k, v in widths.items() if v < 1}
+        if bad:
+            raise InputError(f"{key} widths must be >= 1, got {bad}")
+    _validate_training(cfg.training)
+
+
+def _validate_training(t: TrainingConfig) -> None:
+    positive = ("batch_size", "g_lr", "d_lr", "r1_interval", "ema_half_life_kimg", "total_kimg",
+                "checkpoint_every", "sample_every", "log_every")
+    for key in positive:
+        if not getattr(t, key) > 0:
+            raise InputError(f"training.{key} must be > 0, got {getattr(t, key)}")
+    if t.r1_gamma < 0:
+        raise InputError(f"training.r1_gamma must be >= 0, got {t.r1_gamma}")
+    if not all(0 <= b < 1 for b in t.betas):
+        raise InputError(f"training.betas must be in [0, 1), got {t.betas}")
+    if not 0 <= t.style_mix_prob <= 1:
+        raise InputError(f"training.style_mix_prob must be in [0, 1], got {t.style_mix_prob}")
+    if t.ema_rampup is not None and not t.ema_rampup > 0:
+        raise InputError(f"training.ema_rampup must be > 0 or null, got {t.ema_rampup}")
+    a = t.augment
+    if a.rotate_deg < 0 or a.shift_vox < 0 or a.intensity < 0:
+        raise InputError(f"training.augment values must be >= 0, got {a}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def config_path(name: str) -> Path:
+    """Path of the named config ``prior-<name>.yaml`` (repository first, then package data).
+
+    Raises:
+        InputError: no such file in either folder.
+    """
+    for folder in CONFIG_DIRS:
+        path = folder / f"prior-{name}.yaml"
+        if path.is_file():
+            return path
+    raise InputError(f"config 'prior-{name}.yaml' not found in {', '.join(map(str, CONFIG_DIRS))}")
+
+
+def load_config(path_or_name: str | Path) -> PriorConfig:
+    """Load a prior config from a YAML file or by name (``tiny``, ``64``, ``128``).
+
+    Raises:
+        InputError: missing/unreadable file, invalid YAML, unknown keys or invalid values.
+    """
+    import yaml
+
+    if isinstance(path_or_name, str) and path_or_name in CONFIG_NAMES:
+        path = config_path(path_or_name)
+    else:
+        path = Path(path_or_name)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path} (names: {', '.join(CONFIG_NAMES)})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read config {path}: {exc}") from exc
+    try:
+        return PriorConfig.from_dict(data)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Intensity mapping
+
+
+def hu_to_unit(hu: Tensor, window: tuple[float, float]) -> Tensor:
+    """Clamp HU to ``window`` and map it linearly to [-1, 1].
+
+    Args:
+        hu: any-shape tensor in HU.
+        window: (low, high) HU.
+
+    Returns:
+        Tensor of the same shape in [-1, 1].
+    """
+    lo, hi = float(window[0]), float(window[1])
+    return (hu.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+def unit_to_hu(x: Tensor, window: tuple[float, float]) -> Tensor:
+    """Inverse of :func:`hu_to_unit` without clamping (so gradients flow everywhere).
+
+    Args:
+        x: any-shape tensor in unit intensity (nominally [-1, 1]).
+        window: (low, high) HU.
+
+    Returns:
+        Tensor of the same shape in HU.
+    """
+    lo, hi = float(window[0]), float(window[1])
+    return (x + 1.0) * (0.5 * (hi - lo)) + lo
+

@@ -1,0 +1,416 @@
+"""Train the 3D StyleGAN2 prior: ``xfit train-prior CT_DIR -o RUN`` or
+``torchrun --nproc-per-node N -m xfit.prior.train CT_DIR -o RUN``.
+
+StyleGAN2 recipe in 3D: non-saturating logistic loss, lazy R1 on reals, style mixing, an EMA
+generator and differentiable augmentation of reals and fakes alike (left-right flip, small
+rotation about the spine axis, shift, intensity gain/offset) for small data sets. Mixed precision
+(bfloat16 autocast) on CUDA. Several processes train with DistributedDataParallel semantics:
+gradients are all-reduced by hand after each backward (as stylegan2-ada does), so lazy R1 and
+alternating G/D steps stay simple.
+
+Every random draw comes from one ``torch.Generator`` per process whose state is checkpointed with
+the weights, optimizers and the global torch RNG, so ``--resume`` continues bit-for-bit.
+
+Run folder: ``config.json``, ``log.jsonl``, ``state.safetensors`` (resume), ``prior.safetensors``
+(the usable prior, refreshed at each checkpoint), ``samples/stepNNNNNN.png``, ``cache/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..errors import InputError, OutputExistsError
+from ..io import atomic_write
+from .checkpoint import (
+    compute_w_stats,
+    flatten_optimizer,
+    load_training_state,
+    restore_optimizer,
+    save_prior,
+    save_training_state,
+)
+from .config import AugmentConfig, PriorConfig, load_config
+from .data import DataSettings, load_training_set
+from .networks import build_discriminator, build_generator
+
+STATE_FILE = "state.safetensors"
+PRIOR_FILE = "prior.safetensors"
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group started by torchrun (gloo on CPU, nccl on CUDA); (rank, world)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _world()
+
+
+def _all_reduce_grads(module: torch.nn.Module) -> None:
+    rank, world = _world()
+    if world == 1:
+        return
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
+def _broadcast_module(module: torch.nn.Module) -> None:
+    if _world()[1] == 1:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Differentiable augmentation applied identically in kind to reals and fakes.
+
+    Args:
+        x: ``[B, 2, R, R, R]`` (intensity, label) in [-1, 1]; voxel axes (i, j, k) = (x, y, z).
+        cfg: ``flip_lr`` (mirror half of the batch left-right), ``rotate_deg`` (max |angle| about
+            z), ``shift_vox`` (max |shift| per axis), ``intensity`` (max gain and offset change
+            of channel 0).
+    Returns:
+        augmented ``[B, 2, R, R, R]``.
+    """
+    b, dev = x.shape[0], x.device
+    rnd = lambda *shape: torch.rand(*shape, generator=gen).to(dev)  # noqa: E731
+    if cfg.flip_lr:
+        flip = rnd(b) < 0.5
+        x = torch.where(flip[:, None, None, None, None], x.flip(2), x)
+    rot, shift = float(cfg.rotate_deg), float(cfg.shift_vox)
+    if rot > 0 or shift > 0:
+        ang = torch.deg2rad((rnd(b) * 2 - 1) * rot)
+        res = x.shape[-1]
+        t = (rnd(b, 3) * 2 - 1) * shift * 2 / max(res - 1, 1)
+        c, s = torch.cos(ang), torch.sin(ang)
+        theta = torch.zeros(b, 3, 4, device=dev, dtype=x.dtype)
+        # affine_grid's (x, y, z) index the last three dims in reverse order: (k, j, i);
+        # rotation about world z = mixing of the i and j axes = grid components 2 and 1.
+        theta[:, 0, 0] = 1
+        theta[:, 1, 1], theta[:, 1, 2] = c, -s
+        theta[:, 2, 1], theta[:, 2, 2] = s, c
+        theta[:, :, 3] = t.to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+        pad = torch.tensor([-1.0, -1.0], device=dev, dtype=x.dtype).view(1, 2, 1, 1, 1)
+        x = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=True) + pad
+    jitter = float(cfg.intensity)
+    if jitter > 0:
+        g = 1 + (rnd(b) * 2 - 1) * jitter
+        o = (rnd(b) * 2 - 1) * jitter
+        ch0 = (x[:, :1] + 1) * g.view(b, 1, 1, 1, 1) - 1 + o.view(b, 1, 1, 1, 1)
+        x = torch.cat([ch0, x[:, 1:]], 1)
+    return x
+
+
+def to_discriminator(volume: torch.Tensor) -> torch.Tensor:
+    """Generator output (intensity, label logit) -> discriminator input in [-1, 1]."""
+    return torch.cat([volume[:, :1], torch.tanh(volume[:, 1:2] / 2)], 1)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class Trainer:
+    """Holds networks, optimizers and RNG of one training process."""
+
+    def __init__(self, cfg: PriorConfig, device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        t = cfg.training
+        torch.manual_seed(t.seed)
+        self.G = build_generator(cfg).to(device)
+        self.D = build_discriminator(cfg).to(device)
+        _broadcast_module(self.G)
+        _broadcast_module(self.D)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        c = t.r1_interval / (t.r1_interval + 1)
+        betas = tuple(t.betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(
+            self.D.parameters(), lr=t.d_lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8
+        )
+        self.gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
+        torch.manual_seed(t.seed * 1000 + rank)
+        self.step = 0
+        self.amp = device.type == "cuda"
+
+    # -- pieces of one step
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.z_dim, generator=self.gen).to(self.device)
+
+    def _mapped(self, n: int) -> torch.Tensor:
+        """W+ codes ``[n, num_ws, w_dim]`` with style mixing."""
+        G = self.G
+        ws = G.mapping(self._z(n))
+        if torch.rand((), generator=self.gen).item() < self.cfg.training.style_mix_prob:
+            cutoff = int(torch.randint(1, G.num_ws, (), generator=self.gen))
+            ws2 = G.mapping(self._z(n))
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], 1)
+        return ws
+
+    def _fake(self, n: int) -> torch.Tensor:
+        ws = self._mapped(n)
+        noise = [torch.randn(n, *s[1:], generator=self.gen).to(self.device) for s in self.G.synthesis.noise_shapes()]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.G.synthesis(ws, noise=noise)
+
+    def _d(self, x: torch.Tensor) -> torch.Tensor:
+        x = augment(x, self.cfg.training.augment, self.gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.D(x).float()
+
+    def train_step(self, reals: torch.Tensor) -> dict[str, float]:
+        """One D step (with lazy R1) and one G step on a batch of reals ``[B, 2, R, R, R]``."""
+        t, b = self.cfg.training, reals.shape[0]
+        logs: dict[str, float] = {}
+        # --- discriminator
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        with torch.no_grad():
+            fake = to_discriminator(self._fake(b).float())
+        loss_d = F.softplus(self._d(fake)).mean() + F.softplus(-self._d(reals)).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        logs["loss_d"] = loss_d.item()
+        if t.r1_gamma > 0 and self.step % t.r1_interval == 0:
+            real = reals.detach().requires_grad_(True)
+            score = self._d(real)
+            (grad,) = torch.autograd.grad(score.sum(), real, create_graph=True)
+            r1 = grad.square().flatten(1).sum(1).mean()
+            (r1 * (t.r1_gamma / 2) * t.r1_interval).backward()
+            logs["r1"] = r1.item()
+        _all_reduce_grads(self.D)
+        self.opt_d.step()
+        # --- generator
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        loss_g = F.softplus(-self._d(to_discriminator(self._fake(b).float()))).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        _all_reduce_grads(self.G)
+        self.opt_g.step()
+        logs["loss_g"] = loss_g.item()
+        # --- EMA
+        ema_nimg = t.ema_half_life_kimg * 1000
+        if t.ema_rampup is not None:  # short half-life early on, as in stylegan2-ada
+            ema_nimg = min(ema_nimg, self.step * b * self.world * t.ema_rampup)
+        beta = 0.5 ** (b * self.world / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.lerp_(p, 1 - beta)
+            for b_ema, b_ in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b_)
+        self.step += 1
+        return logs
+
+    # -- state
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue bit-for-bit, as (tensors, JSON metadata)."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            for k, v in module.state_dict().items():
+                tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
+        meta: dict[str, Any] = {"step": self.step, "world_size": self.world}
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            ts, m = flatten_optimizer(opt)
+            tensors.update({f"{name}.{k}": v for k, v in ts.items()})
+            meta[name] = m
+        rng = {"gen": self.gen.get_state(), "global": torch.get_rng_state()}
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
+            for r, st in enumerate(gathered):
+                for k, v in st.items():
+                    tensors[f"rng.{r}.{k}"] = torch.tensor(v, dtype=torch.uint8)
+        else:
+            for k, v in rng.items():
+                tensors[f"rng.0.{k}"] = v
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("world_size", 1) != self.world:
+            raise InputError(
+                f"the run was trained with {meta.get('world_size')} process(es); resume with the same number"
+            )
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            prefix = f"{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(sd, strict=True)
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            prefix = f"{name}."
+            restore_optimizer(opt, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta[name])
+        self.gen.set_state(tensors[f"rng.{self.rank}.gen"])
+        torch.set_rng_state(tensors[f"rng.{self.rank}.global"])
+        self.step = int(meta["step"])
+
+
+def _write_samples(trainer: Trainer, path: Path, n: int = 4) -> None:
+    """PNG montage of EMA samples from fixed latents (slices and DRRs)."""
+    from ..preview import volume_montage
+
+    g = torch.Generator().manual_seed(1234)
+    z = torch.randn(n, trainer.cfg.z_dim, generator=g).to(trainer.device)
+    with torch.no_grad():
+        ws = trainer.G_ema.mapping(z)
+        vol = trainer.G_ema.synthesis(ws, noise_mode="const").float().cpu()
+    volume_montage(vol, trainer.cfg.hu_window, path, spacing_mm=trainer.cfg.spacing_mm)
+
+
+def _export_prior(trainer: Trainer, run_dir: Path, summary: dict, n_w: int) -> None:
+    w_mean, w_std = compute_w_stats(trainer.G_ema, n=n_w, seed=0)
+    save_prior(
+        run_dir / PRIOR_FILE,
+        trainer.G_ema,
+        w_mean,
+        w_std,
+        trainer.cfg,
+        summary,
+        trainer.cfg.label_names,
+        force=True,
+    )
+
+
+def train(
+    cfg: PriorConfig,
+    ct_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    masks_dir: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    device: str | torch.device | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume training) a prior; returns the training summary.
+
+    Args:
+        cfg: prior configuration (architecture, data and training settings).
+        ct_dir: folder of NIfTI CT volumes (``*_seg`` masks beside them or in ``masks_dir``).
+        run_dir: output folder (see the module docstring).
+        resume: continue from ``run_dir/state.safetensors``.
+        max_steps: stop after this many total steps (default: ``total_kimg`` of the config).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world = init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    run_dir = Path(run_dir)
+    state_path = run_dir / STATE_FILE
+    if rank == 0:
+        if resume and not state_path.exists():
+            raise InputError(f"nothing to resume: {state_path} does not exist")
+        if not resume and run_dir.exists() and any(run_dir.iterdir()) and not force:
+            raise OutputExistsError(f"run folder {run_dir} exists; use --resume to continue or --force to restart")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+    if world > 1:
+        dist.barrier()
+    t = cfg.training
+    settings = DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), tuple(t.vertebra_labels))
+    data = load_training_set(ct_dir, settings, masks_dir=masks_dir, cache_dir=run_dir / "cache", progress=progress and rank == 0)
+    trainer = Trainer(cfg, device, rank, world)
+    if resume:
+        tensors, meta = load_training_state(state_path)
+        trainer.load_state(tensors, meta)
+    elif rank == 0:
+        with atomic_write(run_dir / "config.json", force=True) as tmp:
+            Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+    batch = int(t.batch_size)
+    total = max_steps if max_steps is not None else math.ceil(t.total_kimg * 1000 / (batch * world))
+    summary: dict[str, Any] = {
+        "examples": len(data.sources),
+        "skipped": [list(s) for s in data.skipped],
+        "world_size": world,
+        "device": str(device),
+    }
+    from tqdm.auto import tqdm
+
+    log_path = run_dir / "log.jsonl"
+    bar = tqdm(total=total, initial=trainer.step, desc="train-prior", disable=not (progress and rank == 0))
+    t0, step0 = time.perf_counter(), trainer.step
+    volumes = data.volumes
+    while trainer.step < total:
+        idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
+        reals = volumes[idx].to(device=device, dtype=torch.float32)
+        logs = trainer.train_step(reals)
+        step = trainer.step
+        elapsed = time.perf_counter() - t0
+        ips = (step - step0) * batch * world / max(elapsed, 1e-9)
+        bar.update(1)
+        bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}", img_s=f"{ips:.2f}")
+        if rank == 0 and (step % t.log_every == 0 or step == total):
+            rec = {"step": step, "kimg": step * batch * world / 1000, "img_per_s": ips, **logs, "time": time.time()}
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        if step % t.sample_every == 0 or step == total:
+            if rank == 0:
+                _write_samples(trainer, run_dir / "samples" / f"step{step:06d}.png")
+        if step % t.checkpoint_every == 0 or step == total:
+            tensors, meta = trainer.state()  # collective in DDP: every rank calls it
+            if rank == 0:
+                summary.update({"steps": step, "kimg": step * batch * world / 1000, "img_per_s": ips})
+                _export_prior(trainer, run_dir, summary, n_w=10000 if step == total else 2000)
+                save_training_state(state_path, tensors, meta, force=True)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``python -m xfit.prior.train`` (and torchrun)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m xfit.prior.train", description=__doc__.splitlines()[0])
+    p.add_argument("ct_dir")
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--config", default="64")
+    p.add_argument("--masks", default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    a = p.parse_args(argv)
+    try:
+        train(load_config(a.config), a.ct_dir, a.out, masks_dir=a.masks, resume=a.resume, force=a.force,
+              device=a.device, max_steps=a.max_steps)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
