@@ -4,11 +4,14 @@ __version__ = "0.1.0"
 
 from .errors import CheckpointError, GeometryError, InputError, OutputExistsError, XfitError  # noqa: E402
 from .geometry import View, make_rays  # noqa: E402
+from .projector import backproject, project  # noqa: E402
 
 __all__ = [
     "__version__",
     "View",
     "make_rays",
+    "project",
+    "backproject",
     "XfitError",
     "InputError",
     "GeometryError",

@@ -1,0 +1,174 @@
+"""Differentiable X-ray projector: DRRs (line integrals of mu) of volumes for xfit views.
+
+``project(mu, affine, views)`` returns ``[B, V, R, C]`` line integrals; ``backproject`` is its
+exact adjoint w.r.t. the volume. The math lives in :mod:`xfit.projector.reference` (pure torch,
+trilinear ray marching, the oracle). :mod:`xfit.projector.triton` (fused GPU kernels, optional)
+must expose the same two functions with the same signatures and results::
+
+    project_rays(mu, affine, rays, *, step_mm=None, chunk_rays=None) -> Tensor [B, ...]
+    backproject_rays(images, affine, rays, volume_shape, *, step_mm=None, chunk_rays=None)
+        -> Tensor [B, 1, I, J, K]
+
+``backend="auto"`` picks Triton for CUDA tensors when that module imports, else the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import GeometryError, InputError
+from ..geometry import Rays, View, make_rays
+from . import reference
+from .reference import as_volume
+
+BACKENDS = ("auto", "reference", "triton")
+
+__all__ = ["BACKENDS", "get_backend", "project", "project_rays", "backproject", "backproject_rays", "reference"]
+
+
+@functools.lru_cache(maxsize=1)
+def _triton() -> ModuleType | None:
+    """The Triton backend module, or None when it (or triton, or a GPU stack) is unavailable."""
+    try:
+        from . import triton as module  # noqa: PLC0415 (optional backend)
+    except Exception:  # ImportError, or a broken GPU stack raising at import
+        return None
+    return module
+
+
+def get_backend(backend: str, device: torch.device) -> ModuleType:
+    """Module implementing ``project_rays`` / ``backproject_rays`` for a backend name.
+
+    Args:
+        backend: ``"reference"``, ``"triton"`` or ``"auto"`` (Triton on CUDA when importable).
+        device: device of the tensors to be projected.
+    Raises:
+        InputError: unknown backend, or ``"triton"`` requested but unavailable.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return reference
+    module = _triton() if torch.device(device).type == "cuda" or backend == "triton" else None
+    if backend == "triton" and module is None:
+        raise InputError("backend 'triton' is unavailable (needs triton and xfit.projector.triton)")
+    return module if module is not None else reference
+
+
+def _views(views: View | Sequence[View]) -> list[View]:
+    views = [views] if isinstance(views, View) else list(views)
+    if not views or not all(isinstance(v, View) for v in views):
+        raise GeometryError("views must be a non-empty list of xfit.geometry.View")
+    if len({v.shape for v in views}) != 1 or len({v.projection for v in views}) != 1:
+        raise GeometryError(
+            "views in one call must share detector shape and projection; project them in separate calls"
+        )
+    return views
+
+
+def project_rays(
+    mu: Tensor | np.ndarray,
+    affine: Tensor | np.ndarray,
+    rays: Rays,
+    *,
+    step_mm: float | None = None,
+    chunk_rays: int | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Line integrals of ``mu`` along arbitrary rays; see :func:`reference.project_rays`.
+
+    Returns:
+        ``[B, ...]`` for rays with tensors ``[..., 3]``.
+    """
+    mu = as_volume(mu)
+    impl = get_backend(backend, mu.device)
+    return impl.project_rays(mu, affine, rays, step_mm=step_mm, chunk_rays=chunk_rays)
+
+
+def project(
+    mu: Tensor | np.ndarray,
+    affine: Tensor | np.ndarray,
+    views: View | Sequence[View],
+    *,
+    angle_deg: Tensor | None = None,
+    pose: Tensor | None = None,
+    step_mm: float | None = None,
+    chunk_rays: int | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Digitally reconstructed radiographs (line integrals of mu) of volumes for views.
+
+    Args:
+        mu: attenuation in 1/mm, ``[B, 1, I, J, K]``; ``[I, J, K]`` and ``[B, I, J, K]`` are
+            accepted and treated as B = 1 / one channel.
+        affine: ``[4, 4]`` or ``[B, 4, 4]`` voxel index -> world mm (tensor or numpy).
+        views: V views sharing detector shape ``(R, C)`` and projection type.
+        angle_deg: optional ``[V]`` differentiable angles overriding the views' (degrees).
+        pose: optional ``[V, 4, 4]`` differentiable poses overriding the views'.
+        step_mm: ray-marching step in mm (default half the smallest voxel spacing).
+        chunk_rays: rays per chunk (default: about 2^22 samples per chunk).
+        backend: ``"auto"``, ``"reference"`` or ``"triton"``.
+    Returns:
+        ``[B, V, R, C]`` line integrals (dimensionless), in ``mu``'s dtype and device;
+        differentiable w.r.t. ``mu``, ``angle_deg``, ``pose`` and a tensor ``affine``.
+    Raises:
+        InputError: bad volume shape or backend. GeometryError: bad affine or views.
+    """
+    mu = as_volume(mu)
+    views = _views(views)
+    rays = make_rays(views, angle_deg=angle_deg, pose=pose, device=mu.device, dtype=mu.dtype)
+    return project_rays(mu, affine, rays, step_mm=step_mm, chunk_rays=chunk_rays, backend=backend)
+
+
+def backproject_rays(
+    images: Tensor,
+    affine: Tensor | np.ndarray,
+    rays: Rays,
+    volume_shape: Sequence[int],
+    *,
+    step_mm: float | None = None,
+    chunk_rays: int | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Adjoint of :func:`project_rays` w.r.t. the volume; see :func:`reference.backproject_rays`."""
+    impl = get_backend(backend, images.device)
+    return impl.backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm, chunk_rays=chunk_rays)
+
+
+def backproject(
+    images: Tensor,
+    affine: Tensor | np.ndarray,
+    views: View | Sequence[View],
+    volume_shape: Sequence[int],
+    *,
+    angle_deg: Tensor | None = None,
+    pose: Tensor | None = None,
+    step_mm: float | None = None,
+    chunk_rays: int | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Exact adjoint ``A^T`` of :func:`project` w.r.t. the volume (same discretisation).
+
+    ``<project(x), y> == <x, backproject(y)>`` up to rounding for the same arguments.
+
+    Args:
+        images: ``[B, V, R, C]`` (units of line integrals).
+        affine: ``[4, 4]`` or ``[B, 4, 4]`` voxel index -> world mm.
+        views: the V views of ``images``.
+        volume_shape: (I, J, K) of the volume to back-project into.
+    Returns:
+        ``[B, 1, I, J, K]`` in ``images``' dtype and device (units of images x mm),
+        differentiable w.r.t. ``images``.
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise InputError(f"images must be a [B, V, R, C] tensor, got {getattr(images, 'shape', type(images))}")
+    views = _views(views)
+    rays = make_rays(views, angle_deg=angle_deg, pose=pose, device=images.device, dtype=images.dtype)
+    return backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm,
+                            chunk_rays=chunk_rays, backend=backend)
