@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..errors import InputError, OutputExistsError
+from ..errors import CheckpointError, InputError, OutputExistsError
 from ..io import atomic_write
 from .checkpoint import (
     compute_w_stats,
@@ -41,7 +41,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .config import AugmentConfig, PriorConfig, load_config
-from .data import DataSettings, load_training_set
+from .data import DataSettings, find_ct_files, load_training_set
 from .networks import build_discriminator, build_generator
 
 STATE_FILE = "state.safetensors"
@@ -220,6 +220,9 @@ class Trainer:
         _all_reduce_grads(self.G)
         self.opt_g.step()
         logs["loss_g"] = loss_g.item()
+        if self.world > 1:  # keep the tracked mean w identical on every rank
+            dist.all_reduce(self.G.mapping.w_avg)
+            self.G.mapping.w_avg /= self.world
         # --- EMA
         ema_nimg = t.ema_half_life_kimg * 1000
         if t.ema_rampup is not None:  # short half-life early on, as in stylegan2-ada
@@ -329,6 +332,11 @@ def train(
         torch.cuda.set_device(device)
     run_dir = Path(run_dir)
     state_path = run_dir / STATE_FILE
+    find_ct_files(ct_dir, masks_dir)  # fail on a bad folder before creating anything
+    if resume and (run_dir / "config.json").exists():
+        saved = json.loads((run_dir / "config.json").read_text())
+        if saved != json.loads(json.dumps(cfg.to_dict())):
+            raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
     if rank == 0:
         if resume and not state_path.exists():
             raise InputError(f"nothing to resume: {state_path} does not exist")
@@ -344,7 +352,15 @@ def train(
     trainer = Trainer(cfg, device, rank, world)
     if resume:
         tensors, meta = load_training_state(state_path)
-        trainer.load_state(tensors, meta)
+        try:
+            trainer.load_state(tensors, meta)
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{state_path}: does not match this config ({str(exc).splitlines()[0]})") from exc
+        if rank == 0 and (run_dir / "log.jsonl").exists():  # drop lines logged after the checkpoint
+            lines = (run_dir / "log.jsonl").read_text().splitlines()
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= trainer.step]
+            with atomic_write(run_dir / "log.jsonl", force=True) as tmp:
+                Path(tmp).write_text("".join(ln + "\n" for ln in kept))
     elif rank == 0:
         with atomic_write(run_dir / "config.json", force=True) as tmp:
             Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))

@@ -1,0 +1,242 @@
+"""Tests of xfit.prior.train: bit-exact resume (in process and after SIGKILL), 2-process training
+with gloo, and input errors. Tiny config on 32^3 phantoms, CPU, one torch thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from xfit.cli import main
+from xfit.errors import InputError, OutputExistsError
+from xfit.phantoms import write_phantoms
+from xfit.prior.checkpoint import load_prior, load_training_state
+from xfit.prior.config import config_path, load_config
+from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def ct_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(out, 3, size=32, spacing_mm=2.5, seed=5, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("tiny")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _custom_config(tmp_path: Path, **training) -> Path:
+    """A YAML config derived from tiny with some training settings replaced."""
+    data = yaml.safe_load(config_path("tiny").read_text())
+    data["training"].update(training)
+    path = tmp_path / "prior-custom.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return load_training_state(run / STATE_FILE)
+
+
+def assert_same_state(run_a: Path, run_b: Path) -> None:
+    ta, ma = _state(run_a)
+    tb, mb = _state(run_b)
+    assert ma["step"] == mb["step"]
+    assert sorted(ta) == sorted(tb)
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_in_process_is_bit_exact(tmp_path, ct_dir, cfg):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    s = train(cfg, ct_dir, straight, max_steps=4, progress=False, device="cpu")
+    assert s["steps"] == 4 and s["examples"] == 3
+    train(cfg, ct_dir, resumed, max_steps=2, progress=False, device="cpu")
+    assert _state(resumed)[1]["step"] == 2
+    train(cfg, ct_dir, resumed, max_steps=4, resume=True, progress=False, device="cpu")
+    assert_same_state(straight, resumed)
+    prior = load_prior(resumed / PRIOR_FILE)
+    assert prior.config.resolution == 32 and prior.meta["training"]["steps"] == 4
+    # training moved the weights: the compared states are not just the initial ones
+    fresh = Trainer(cfg, torch.device("cpu"))
+    trained = _state(straight)[0]
+    for name, p in fresh.G.named_parameters():
+        if name.endswith("weight"):
+            assert not torch.equal(trained[f"G.{name}"], p.detach()), name
+
+
+def test_run_folder_rules(tmp_path, ct_dir, cfg):
+    run = tmp_path / "run"
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(cfg, ct_dir, run, resume=True, max_steps=1, progress=False, device="cpu")
+    train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")
+
+
+def _train_cmd(ct_dir: Path, run: Path, config: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "xfit.prior.train", str(ct_dir), "-o", str(run), "--config",
+            str(config), "--max-steps", str(steps), *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_exact(tmp_path, ct_dir):
+    config = _custom_config(tmp_path, checkpoint_every=2, sample_every=1000)
+    steps = 10
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = subprocess.Popen(_train_cmd(ct_dir, killed, config, steps), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (killed / STATE_FILE).exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no training state appeared"
+            time.sleep(0.05)
+        assert proc.poll() is None, "training finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    step_at_kill = _state(killed)[1]["step"]
+    assert 2 <= step_at_kill < steps and step_at_kill % 2 == 0
+    for cmd in (_train_cmd(ct_dir, killed, config, steps, "--resume"),
+                _train_cmd(ct_dir, straight, config, steps)):
+        res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert_same_state(killed, straight)
+
+
+# ----------------------------------------------------------------------------- two processes
+
+DDP_SCRIPT = textwrap.dedent('''
+    """Train under torchrun, then gather a hash of every rank's weights (written by rank 0)."""
+    import hashlib, json, sys
+    import torch
+    import torch.distributed as dist
+    import xfit.prior.train as T
+    from xfit.prior.config import load_config
+
+    made = []
+
+    class Recording(T.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    T.Trainer = Recording
+    ct_dir, config, run, out = sys.argv[1:5]
+    summary = T.train(load_config(config), ct_dir, run, max_steps=2, progress=False, device="cpu")
+    tr = made[0]
+    digest = {}
+    for name, module in (("G", tr.G), ("D", tr.D), ("G_ema", tr.G_ema)):
+        for k, v in sorted(module.state_dict().items()):
+            data = v.detach().cpu().contiguous().numpy().tobytes()
+            digest[f"{name}.{k}"] = hashlib.sha256(data).hexdigest()
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, {"rank": dist.get_rank(), "digest": digest,
+                                      "step": tr.step, "summary": summary})
+    if dist.get_rank() == 0:
+        with open(out, "w") as fh:
+            json.dump(gathered, fh)
+    dist.barrier()  # tearing gloo down while the peer is still busy can abort the process
+    dist.destroy_process_group()
+''')
+
+
+def test_two_process_training_keeps_ranks_identical(tmp_path, ct_dir):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ranks.json"
+    config = _custom_config(tmp_path, batch_size=2, sample_every=1000)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), str(ct_dir), str(config), str(tmp_path / "run"), str(out)]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(r["step"] == 2 and r["summary"]["world_size"] == 2 for r in ranks)
+    # every parameter and buffer agrees bit for bit, except the tracked mean w (``w_avg``, only
+    # used for truncation): each rank updates it from its own latents, as in stylegan2-ada
+    # (whose DDP consistency check ignores ``*_avg``); only rank 0's is saved.
+    d0, d1 = ranks[0]["digest"], ranks[1]["digest"]
+    assert sorted(d0) == sorted(d1) and len(d0) > 50
+    differ = sorted(k for k in d0 if d0[k] != d1[k] and not k.endswith("mapping.w_avg"))
+    assert not differ, differ
+    meta = _state(tmp_path / "run")[1]
+    assert meta["world_size"] == 2 and meta["step"] == 2
+    assert "rng.1.gen" in _state(tmp_path / "run")[0]  # each rank's RNG is saved for resume
+
+
+# ----------------------------------------------------------------------------- input errors
+
+
+def test_empty_folder_and_junk(tmp_path, cfg):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="empty"):
+        train(cfg, empty, tmp_path / "r1", max_steps=1, progress=False, device="cpu")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="notes.txt"):
+        train(cfg, junk, tmp_path / "r2", max_steps=1, progress=False, device="cpu")
+    (junk / "broken_ct.nii.gz").write_bytes(b"not a nifti file")
+    with pytest.raises(InputError, match="broken_ct.nii.gz"):
+        train(cfg, junk, tmp_path / "r3", max_steps=1, progress=False, device="cpu")
+
+
+def test_cli_train_prior_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in ([empty, "-o", tmp_path / "run", "--config", "tiny"],
+                 [tmp_path / "missing", "-o", tmp_path / "run2", "--config", "tiny"],
+                 [empty, "-o", tmp_path / "run3", "--config", "no-such-config"]):
+        res = CliRunner().invoke(main, ["train-prior", *map(str, args)])
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("xfit: error:"), res.stderr
+        assert "Traceback" not in res.output
+
+
+def test_cli_train_prior_runs(tmp_path, ct_dir):
+    res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
+                                    "--config", "tiny", "--max-steps", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "trained 1 steps" in res.output
+    assert (tmp_path / "run" / PRIOR_FILE).is_file()
+    # --resume with another config is a one-line error; without --config the run's own is used
+    res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
+                                    "--config", "64", "--resume", "--max-steps", "2"])
+    assert res.exit_code == 2 and "differs" in res.stderr, res.output
+    res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
+                                    "--resume", "--max-steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0 and "trained 2 steps" in res.output, res.output
