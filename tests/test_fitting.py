@@ -1,0 +1,442 @@
+"""Tests of xfit.fitting: loss terms, objective gradients, the optimizer and its guards.
+
+Everything uses the tiny prior architecture (32^3 at 2.5 mm), randomly initialised with a fixed
+seed and non-zero noise strengths, and detectors of 32x32 px.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from xfit.errors import GeometryError, InputError
+from xfit.fitting import (
+    FitConfig,
+    Objective,
+    PerceptualLoss,
+    background_penalty,
+    fit,
+    gradient_ncc_loss,
+    group_views,
+    half_resolution,
+    load_fit_config,
+    lr_schedule,
+    multiscale_ncc_loss,
+    ncc_loss,
+    noise_prior,
+    w_cosine_prior,
+    w_gaussian_prior,
+)
+from xfit.fitting import objective as objective_module
+from xfit.fitting.config import DEFAULT_FIT_CONFIG
+from xfit.geometry import View
+from xfit.io import hu_to_mu
+from xfit.prior.checkpoint import Prior, compute_w_stats
+from xfit.prior.config import load_config
+from xfit.prior.networks import build_generator
+from xfit.prior.sample import generate_hu, prior_affine
+from xfit.projector import project
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny problems gain nothing from more, and on a shared 2-core
+    machine OpenMP spin-waiting made them up to 20x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def prior() -> Prior:
+    torch.manual_seed(0)
+    cfg = load_config("tiny")
+    G = build_generator(cfg).eval().requires_grad_(False)
+    for layer in G.synthesis.layers:
+        layer.noise_strength.fill_(0.1)
+    w_mean, w_std = compute_w_stats(G, n=2000)
+    return Prior(G=G, w_mean=w_mean, w_std=w_std, config=cfg, meta={}, sha256="0" * 64,
+                 path=Path("tiny.safetensors"))
+
+
+def make_views(angles=(0.0, 90.0), n: int = 32) -> list[View]:
+    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0))
+            for a in angles]
+
+
+def sample_target(prior: Prior, seed: int = 1, zero_noise: bool = False):
+    """A random volume of the prior: (w_plus [1,K,D], noise, hu [1,R,R,R])."""
+    gen = torch.Generator().manual_seed(seed)
+    w = prior.G.mapping(torch.randn(1, prior.G.z_dim, generator=gen))
+    noise = prior.G.synthesis.make_noise(1, generator=gen)
+    if zero_noise:
+        noise = [torch.zeros_like(n) for n in noise]
+    hu, _ = generate_hu(prior, w, noise)
+    return w, noise, hu
+
+
+def drr(prior: Prior, hu: torch.Tensor, views: list[View]) -> list[np.ndarray]:
+    images = project(hu_to_mu(hu)[:, None], prior_affine(prior), views)[0]
+    return [im.numpy() for im in images]
+
+
+def mae_hu(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+@pytest.fixture(scope="module")
+def target(prior):
+    w, noise, hu = sample_target(prior, seed=1)
+    lo, hi = prior.hu_window
+    return {"w": w, "hu": hu.clamp(lo, hi)[0].numpy(), "images": drr(prior, hu, make_views())}
+
+
+@pytest.fixture(scope="module")
+def fitted(prior, target):
+    """One short fit with 2 batched restarts, shared by several tests."""
+    cfg = load_fit_config(steps=40, restarts=2, background=False, early_stop_tol=0.0)
+    return fit(prior, target["images"], make_views(), cfg, progress=False)
+
+
+# ----------------------------------------------------------------------------- loss terms
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ncc_identical_and_invariant(batch, dtype):
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 16, 20, generator=gen, dtype=dtype)
+    pred = torch.stack([3.0 * target + 7.0] * batch)  # gain and offset
+    assert ncc_loss(pred, target).shape == (batch,)
+    torch.testing.assert_close(ncc_loss(pred, target), torch.zeros(batch, dtype=dtype),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(multiscale_ncc_loss(pred, target), torch.zeros(batch, dtype=dtype),
+                               atol=1e-5, rtol=0)
+    # anti-correlated images give the maximum loss 2, unrelated ones about 1
+    assert ncc_loss(-pred, target)[0] == pytest.approx(2.0, abs=1e-5)
+    other = torch.rand(batch, 2, 16, 20, generator=gen, dtype=dtype)
+    assert 0.7 < float(ncc_loss(other, target).mean()) < 1.3
+
+
+def test_ncc_mask_and_gradcheck():
+    gen = torch.Generator().manual_seed(1)
+    target = torch.rand(1, 6, 6, generator=gen, dtype=torch.float64)
+    pred = target.clone()[None]
+    pred[..., :3, :] = torch.rand(3, 6, generator=gen, dtype=torch.float64)  # top half differs
+    mask = torch.zeros(1, 6, 6, dtype=torch.float64)
+    mask[..., 3:, :] = 1
+    assert float(ncc_loss(pred, target)) > 0.05
+    assert float(ncc_loss(pred, target, mask)) == pytest.approx(0.0, abs=1e-9)
+    x = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(1, 8, 8, generator=gen, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: multiscale_ncc_loss(p, t, scales=(1, 2)), (x,))
+    assert torch.autograd.gradcheck(lambda p: gradient_ncc_loss(p, t, scales=(1, 2)), (x,))
+
+
+def test_ncc_shape_errors():
+    with pytest.raises(InputError):
+        ncc_loss(torch.rand(1, 2, 8, 8), torch.rand(3, 8, 8))
+    with pytest.raises(InputError):
+        ncc_loss(torch.rand(2, 8, 8), torch.rand(2, 8, 8))
+
+
+def test_latent_priors_values():
+    d, k = 8, 5
+    mean, std = torch.randn(d), torch.rand(d) + 0.5
+    at_mean = mean.expand(2, k, d)
+    assert torch.allclose(w_gaussian_prior(at_mean, mean, std), torch.zeros(2))
+    one_std = mean + std * torch.ones(1, k, d)  # every coordinate 1 std away -> 1
+    assert float(w_gaussian_prior(one_std, mean, std)) == pytest.approx(1.0, rel=1e-6)
+    # collinear centred ws (positive multiples of one direction) -> 0; orthogonal -> 1
+    direction = torch.randn(d)
+    collinear = mean + torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5])[:, None] * direction
+    assert float(w_cosine_prior(collinear[None], mean)) == pytest.approx(0.0, abs=1e-6)
+    eye = mean + torch.eye(d)[:k]
+    assert float(w_cosine_prior(eye[None], mean)) == pytest.approx(1.0, abs=1e-6)
+    opposite = mean + torch.stack([direction, -direction])
+    assert float(w_cosine_prior(opposite[None], mean)) == pytest.approx(2.0, abs=1e-6)
+    assert w_cosine_prior(eye[None, :1], mean).tolist() == [0.0]  # a single w
+    zeros = [torch.zeros(2, 1, 4, 4, 4), torch.zeros(2, 1, 8, 8, 8)]
+    assert noise_prior(zeros).tolist() == [0.0, 0.0]
+    ones = [torch.ones(2, 1, 4, 4, 4), 2 * torch.ones(2, 1, 8, 8, 8)]
+    assert noise_prior(ones).tolist() == pytest.approx([2.5, 2.5])  # mean of 1 and 4
+    w = torch.randn(1, k, d, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: w_cosine_prior(x, mean.double()), (w,))
+
+
+def test_background_penalty():
+    flat = torch.zeros(1, 2, 4, 4)
+    assert background_penalty(flat).tolist() == [0.0]
+    ramp = torch.linspace(0, 1, 4).expand(1, 2, 4, 4)  # linear: no curvature, only size
+    assert float(background_penalty(ramp)) == pytest.approx(float(ramp.square().mean()), rel=1e-6)
+    bumpy = ramp.clone()
+    bumpy[..., 1, 1] += 1
+    assert float(background_penalty(bumpy)) > float(background_penalty(ramp)) + 0.1
+
+
+def test_perceptual_fallback_warns_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("XFIT_LPIPS_BACKBONE", str(tmp_path / "missing.pth"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(PerceptualLoss, "_warned", False)
+    with pytest.warns(UserWarning, match="gradient-magnitude NCC"):
+        loss = PerceptualLoss("alex")
+    assert loss.kind == "gradient_ncc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second one must be silent
+        again = PerceptualLoss("alex")
+    target = torch.rand(2, 16, 16)
+    assert again(2 * target[None] + 1, target).abs().max() < 1e-5
+    assert float(again(torch.rand(1, 2, 16, 16), target)) > 0.3
+
+
+def test_perceptual_lpips_with_local_backbone(monkeypatch, tmp_path):
+    """The LPIPS path loads a torchvision AlexNet state dict from a local file (random here)."""
+    pytest.importorskip("lpips")
+    shapes = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256, 384, 3, 3),
+              10: (256, 256, 3, 3)}  # torchvision AlexNet 'features' convolutions
+    state = {}
+    for i, shape in shapes.items():
+        state[f"features.{i}.weight"] = 0.05 * torch.randn(shape)
+        state[f"features.{i}.bias"] = torch.zeros(shape[0])
+    path = tmp_path / "alexnet.pth"
+    torch.save(state, path)  # a third-party .pth file, read with weights_only=True
+    monkeypatch.setenv("XFIT_LPIPS_BACKBONE", str(path))
+    loss = PerceptualLoss("alex")
+    assert loss.kind == "lpips"
+    target = torch.rand(2, 16, 16)
+    same = loss(3 * target[None] + 1, target)  # gain/offset matched first
+    assert same.shape == (1,) and float(same) < 1e-4
+    assert float(loss(torch.rand(1, 2, 16, 16), target)) > float(same)
+    bad = tmp_path / "bad.pth"
+    torch.save({"classifier.weight": torch.zeros(1)}, bad)
+    monkeypatch.setenv("XFIT_LPIPS_BACKBONE", str(bad))
+    with pytest.raises(InputError):
+        PerceptualLoss("alex")
+
+
+def test_lr_schedule():
+    assert lr_schedule(0.0, 0.05, 0.25) == 0.0
+    assert lr_schedule(0.025, 0.05, 0.25) == pytest.approx(0.5)
+    assert lr_schedule(0.5, 0.05, 0.25) == 1.0
+    assert lr_schedule(0.875, 0.05, 0.25) == pytest.approx(0.5)
+    assert lr_schedule(1.0, 0.05, 0.25) == pytest.approx(0.0)
+
+
+def test_half_resolution_matches_pooled_projection(prior, target):
+    views = make_views()
+    w, _, hu = sample_target(prior, seed=1)
+    full = project(hu_to_mu(hu)[:, None], prior_affine(prior), views)
+    pooled = torch.nn.functional.avg_pool2d(full[0], 2)
+    for odd in (False, True):
+        vs = [v.with_(shape=(31, 31), offset_px=(0.5, 0.5)) for v in views] if odd else views
+        half = project(hu_to_mu(hu)[:, None], prior_affine(prior), [half_resolution(v) for v in vs])
+        ref = pooled if not odd else torch.nn.functional.avg_pool2d(
+            project(hu_to_mu(hu)[:, None], prior_affine(prior), vs)[0], 2)
+        assert half.shape[-2:] == ref.shape[-2:]
+        assert float(ncc_loss(half, ref)) < 0.01
+
+
+# ----------------------------------------------------------------------------- objective
+
+
+def test_objective_gradients_reach_all_parameters(prior, target):
+    views = make_views()
+    groups = group_views(views)
+    targets = [torch.stack([torch.from_numpy(target["images"][i]) for i in g.index]) for g in groups]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the LPIPS fallback notice (tested above)
+        obj = Objective(groups, targets, torch.as_tensor(prior_affine(prior), dtype=torch.float32),
+                        lambda_perceptual=0.1)
+    b = 2
+    u = torch.randn(b, prior.num_ws, prior.G.w_dim, requires_grad=True)
+    w_plus = prior.w_mean + prior.w_std * u
+    noise = [n.requires_grad_(True) for n in prior.G.synthesis.make_noise(b)]
+    background = torch.zeros(b, 2, 4, 4, requires_grad=True)
+    d_angle = torch.zeros(b, 2, requires_grad=True)
+    d_shift = torch.zeros(b, 2, 3, requires_grad=True)
+    hu, _ = generate_hu(prior, w_plus, noise)
+    terms = obj.evaluate(hu_to_mu(hu)[:, None], w_plus=w_plus, w_mean=prior.w_mean,
+                         w_std=prior.w_std, noise=noise, background=background,
+                         delta_angle_deg=d_angle, delta_shift_mm=d_shift)
+    assert set(terms) == {"data", "perceptual", "w_gauss", "w_cos", "noise", "background", "pose",
+                          "total"}
+    assert all(v.shape == (b,) and torch.isfinite(v).all() for v in terms.values())
+    terms["total"].sum().backward()
+    for name, p in [("w", u), ("noise", noise[-1]), ("background", background),
+                    ("angle", d_angle), ("shift", d_shift)]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # restarts are independent: the gradient of restart 0 ignores restart 1's loss
+    u0 = u.detach().clone().requires_grad_(True)
+    hu0, _ = generate_hu(prior, prior.w_mean + prior.w_std * u0, [n.detach() for n in noise])
+    t0 = obj.evaluate(hu_to_mu(hu0)[:, None], w_plus=prior.w_mean + prior.w_std * u0,
+                      w_mean=prior.w_mean, w_std=prior.w_std)
+    t0["total"][0].backward()
+    assert u0.grad[1].abs().sum() == 0 and u0.grad[0].abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def test_fit_decreases_data_term_and_approaches_target(prior, target, fitted):
+    res = fitted
+    r = prior.resolution
+    assert res.hu.shape == res.label_prob.shape == res.labels.shape == (r, r, r)
+    assert res.hu.dtype == np.float32 and res.labels.dtype == np.uint8
+    assert res.affine.shape == (4, 4) and res.w_plus.shape == (prior.num_ws, prior.G.w_dim)
+    first, last = res.history[0]["data"], res.history[-1]["data"]
+    assert last < 0.3 * first, (first, last)
+    assert min(res.view_ncc) > 0.95
+    w_mean_plus = prior.w_mean.expand(1, prior.num_ws, -1).contiguous()
+    lo, hi = prior.hu_window
+    hu_mean = generate_hu(prior, w_mean_plus, [torch.zeros(1, *s[1:]) for s in
+                                               prior.G.synthesis.noise_shapes()])[0]
+    mae_mean = mae_hu(hu_mean.clamp(lo, hi)[0].numpy(), target["hu"])
+    mae_fit = mae_hu(res.hu, target["hu"])
+    assert mae_fit < 0.85 * mae_mean, (mae_fit, mae_mean)
+    # re-projections are matched to the input's units
+    for p, im in zip(res.projections, target["images"]):
+        assert p.shape == im.shape and abs(p.mean() - im.mean()) < 0.05 * im.std()
+    assert {h["stage"] for h in res.history if "stage" in h} == {"coarse", "fine"}
+    assert res.config["steps"] == 40 and set(res.timings) >= {"generator", "projector", "total"}
+
+
+def test_fit_restarts_give_uncertainty(fitted):
+    res = fitted
+    assert len(res.restarts) == 2 and res.best_restart in (0, 1)
+    assert res.uncertainty is not None and res.uncertainty.shape == res.hu.shape
+    assert np.isfinite(res.uncertainty).all() and res.uncertainty.max() > 0
+    best = res.restarts[res.best_restart]["final_data"]
+    assert best == min(r["final_data"] for r in res.restarts)
+
+
+def test_fit_divergence_guard(prior, target):
+    def inject(step, state):
+        if step == 2:
+            with torch.no_grad():
+                state["params"]["u"][1].fill_(float("nan"))
+
+    cfg = load_fit_config(steps=6, restarts=2, coarse_fraction=0.0, early_stop_tol=0.0)
+    res = fit(prior, target["images"], make_views(), cfg, progress=False, callback=inject)
+    assert res.restarts[1]["divergences"] == 1 and res.restarts[1]["lr_scale"] == 0.5
+    assert res.restarts[0]["divergences"] == 0
+    assert not res.restarts[1]["failed"] and np.isfinite(res.restarts[1]["final_data"])
+    assert np.isfinite(res.hu).all()
+
+
+def test_fit_refine_pose_reduces_angle_error(prior):
+    w, noise, hu = sample_target(prior, seed=3, zero_noise=True)
+    true_views = make_views()
+    images = drr(prior, hu, true_views)
+    error = 3.0
+    wrong = [true_views[0], true_views[1].with_(angle_deg=90.0 + error)]
+    cfg = load_fit_config(steps=30, restarts=1, refine_pose=True, lr=1e-4, lr_pose=0.3,
+                          coarse_fraction=0.0, background=False, early_stop_tol=0.0,
+                          optimize_noise=False)
+    res = fit(prior, images, wrong, cfg, w_init=w[0], progress=False)
+    refined = res.views[1].angle_deg
+    assert abs(refined - 90.0) < 0.5 * error, refined
+    assert res.pose is not None and len(res.pose["delta_shift_mm"]) == 2
+
+
+def test_fit_background_model(prior):
+    """X-rays plus a smooth additive background (a larger body) fitted with background=true."""
+    w, noise, hu = sample_target(prior, seed=2, zero_noise=True)
+    views = make_views()
+    clean = drr(prior, hu, views)
+    r = np.linspace(-1, 1, 32)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    bg = 3.0 * np.exp(-((xx - 0.3) ** 2 + (yy + 0.2) ** 2) / 0.8) + xx + 2.0
+    common = dict(steps=30, restarts=1, coarse_fraction=0.0, early_stop_tol=0.0, lr=0.02)
+    with_bg = fit(prior, [c + bg for c in clean], views,
+                  load_fit_config(background=True, **common), w_init=w[0], progress=False)
+    without = fit(prior, [c + bg for c in clean], views,
+                  load_fit_config(background=False, **common), w_init=w[0], progress=False)
+    lo, hi = prior.hu_window
+    truth = hu.clamp(lo, hi)[0].numpy()
+    assert with_bg.backgrounds is not None and without.backgrounds is None
+    assert min(with_bg.view_ncc) > min(without.view_ncc)
+    assert mae_hu(with_bg.hu, truth) < mae_hu(without.hu, truth)
+    # the fitted background has the shape of the true one (up to gain/offset)
+    fitted_bg = torch.from_numpy(np.stack(with_bg.backgrounds))[None]
+    assert float(ncc_loss(fitted_bg, torch.from_numpy(np.stack([bg, bg])).float())) < 0.3
+
+
+# ----------------------------------------------------------------------------- errors and config
+
+
+def test_fit_input_errors(prior, target):
+    views = make_views()
+    cfg = load_fit_config(steps=1, restarts=1)
+    with pytest.raises(InputError, match="2 views"):
+        fit(prior, target["images"][:1], views, cfg, progress=False)
+    with pytest.raises(InputError, match="shape"):
+        fit(prior, [target["images"][0][:16], target["images"][1]], views, cfg, progress=False)
+    with pytest.raises(InputError, match="constant"):
+        fit(prior, [np.ones((32, 32)), target["images"][1]], views, cfg, progress=False)
+    with pytest.raises(InputError, match="NaN"):
+        fit(prior, [np.full((32, 32), np.nan), target["images"][1]], views, cfg, progress=False)
+    with pytest.raises(GeometryError, match="identical"):
+        fit(prior, target["images"], make_views((0.0, 360.0)), cfg, progress=False)
+    with pytest.raises(GeometryError, match="isocent"):
+        fit(prior, target["images"], [views[0], views[1].with_(isocenter_mm=(0, 0, 10))], cfg,
+            progress=False)
+    with pytest.raises(InputError, match="w_init"):
+        fit(prior, target["images"], views, cfg, w_init=np.zeros(3), progress=False)
+
+
+def test_fit_views_of_different_shapes(prior, target):
+    w, noise, hu = sample_target(prior, seed=1)
+    views = [make_views((0.0,), 32)[0], make_views((90.0,), 24)[0]]
+    images = [drr(prior, hu, [v])[0] for v in views]
+    res = fit(prior, images, views, load_fit_config(steps=3, restarts=1, background=True),
+              progress=False)
+    assert [p.shape for p in res.projections] == [(32, 32), (24, 24)]
+    assert [b.shape for b in res.backgrounds] == [(32, 32), (24, 24)]
+
+
+def test_fit_config_file_and_errors(tmp_path):
+    on_disk = yaml.safe_load(DEFAULT_FIT_CONFIG.read_text())
+    defaults = FitConfig().to_dict()
+    assert on_disk == defaults  # configs/fit.yaml repeats the dataclass defaults
+    cfg = load_fit_config(steps=7, lr=None)
+    assert cfg.steps == 7 and cfg.lr == defaults["lr"]
+    path = tmp_path / "fit.yaml"
+    path.write_text("steps: 5\nscales: [1, 2]\n")
+    assert dataclasses.astuple(load_fit_config(path))[:1] == (5,)
+    assert load_fit_config(path).scales == (1, 2)
+    path.write_text("stepz: 5\n")
+    with pytest.raises(InputError, match="stepz"):
+        load_fit_config(path)
+    for bad in (dict(steps=0), dict(lr=-1.0), dict(noise_init="ones"), dict(scales=[]),
+                dict(coarse_fraction=2.0), dict(background="yes")):
+        with pytest.raises(InputError):
+            load_fit_config(**bad)
+    with pytest.raises(InputError):
+        load_fit_config(tmp_path / "missing.yaml")
+
+
+def test_objective_target_mismatch(prior):
+    groups = group_views(make_views())
+    with pytest.raises(InputError):
+        Objective(groups, [torch.zeros(2, 16, 16)], torch.eye(4))
+
+
+def test_module_exports_perceptual_constants():
+    assert objective_module.LPIPS_BACKBONE_FILES["alex"] == "alexnet-owt-7be5be79.pth"
+
+
+def test_fit_early_stopping(prior, target):
+    cfg = load_fit_config(steps=40, restarts=1, coarse_fraction=0.0, early_stop_tol=0.5,
+                          early_stop_window=3)
+    res = fit(prior, target["images"], make_views(), cfg, progress=False)
+    assert 4 <= res.stopped_at < 40
+    assert len(res.history) == res.stopped_at

@@ -1,0 +1,540 @@
+"""Objective of test-time fitting: data terms, latent priors and a smooth background model.
+
+Following X2Vision / BRGM, the fit is a MAP estimate: ``total = data + lambda_perceptual *
+perceptual + regularizers``, where every regularizer is a negative log-prior up to constants and
+a positive scale folded into its weight. Functions return one value per batch element ``[B]``
+(the batch is the set of restarts), so restarts stay independent when their totals are summed.
+
+Data term: ``1 - NCC`` per view, averaged over views and over an avg-pool pyramid. NCC is
+invariant to a per-view gain and offset, so images may be line integrals or [0, 1] intensities
+of unknown calibration (bright = attenuating).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..geometry import View
+from ..projector import project
+
+_EPS = 1e-8
+_TINY_VAR = 1e-20  # squared per-pixel variance floor of NCC (keeps constant images finite)
+
+#: torchvision file names of the ImageNet backbones LPIPS uses.
+LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+#: Environment variable naming a backbone state-dict file (overrides the torch hub cache).
+LPIPS_BACKBONE_ENV = "XFIT_LPIPS_BACKBONE"
+
+
+# ----------------------------------------------------------------------------- data terms
+
+
+def _check_pred_target(pred: Tensor, target: Tensor) -> None:
+    if pred.ndim != 4 or target.ndim != 3 or tuple(pred.shape[1:]) != tuple(target.shape):
+        raise InputError(f"pred must be [B, V, R, C] and target [V, R, C] of the same views, "
+                         f"got {list(pred.shape)} and {list(target.shape)}")
+
+
+def ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Normalised cross-correlation of each predicted view with its target.
+
+    Args:
+        pred: ``[B, V, R, C]`` predicted images.
+        target: ``[V, R, C]`` target images.
+        mask: optional ``[V, R, C]`` weights (1 = use the pixel).
+    Returns:
+        ``[B, V]`` NCC in [-1, 1]; 0 where an image is constant.
+    """
+    _check_pred_target(pred, target)
+    t = target[None].to(pred.dtype)
+    w = torch.ones_like(t) if mask is None else mask[None].to(pred.dtype).expand_as(t)
+    n = w.sum((-2, -1)).clamp_min(_EPS)
+    mp = (w * pred).sum((-2, -1)) / n
+    mt = (w * t).sum((-2, -1)) / n
+    dp = pred - mp[..., None, None]
+    dt = t - mt[..., None, None]
+    cov = (w * dp * dt).sum((-2, -1))
+    var_p = (w * dp * dp).sum((-2, -1))
+    var_t = (w * dt * dt).sum((-2, -1))
+    return cov / torch.sqrt(var_p * var_t + _TINY_VAR * n * n)
+
+
+def ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``1 - NCC`` averaged over views.
+
+    Args:
+        pred: ``[B, V, R, C]``; target: ``[V, R, C]``; mask: optional ``[V, R, C]``.
+    Returns:
+        ``[B]`` loss in [0, 2]; 0 for images equal up to a positive gain and an offset.
+    """
+    return 1.0 - ncc_per_view(pred, target, mask).mean(-1)
+
+
+def _pool(x: Tensor, s: int) -> Tensor:
+    """Average-pool the last two axes of ``[..., R, C]`` by ``s`` (no-op for s = 1)."""
+    if s == 1:
+        return x
+    lead = x.shape[:-2]
+    y = F.avg_pool2d(x.reshape(-1, 1, *x.shape[-2:]), s)
+    return y.reshape(*lead, *y.shape[-2:])
+
+
+def multiscale_ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                            scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+    """``1 - NCC`` per view averaged over an avg-pool pyramid.
+
+    Scales that would leave fewer than 4 pixels per side are skipped (scale 1 is always used).
+
+    Args:
+        pred: ``[B, V, R, C]``; target: ``[V, R, C]``; mask: optional ``[V, R, C]``.
+        scales: pooling factors.
+    Returns:
+        ``[B, V]`` loss.
+    """
+    _check_pred_target(pred, target)
+    used = [s for s in scales if s == 1 or min(target.shape[-2:]) // s >= 4] or [1]
+    terms = [1.0 - ncc_per_view(_pool(pred, s), _pool(target, s),
+                                None if mask is None else _pool(mask.to(pred.dtype), s))
+             for s in used]
+    return torch.stack(terms).mean(0)
+
+
+def multiscale_ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                        scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+    """Multi-scale ``1 - NCC`` (see :func:`multiscale_ncc_per_view`) averaged over views: ``[B]``."""
+    return multiscale_ncc_per_view(pred, target, mask, scales).mean(-1)
+
+
+def gradient_magnitude(x: Tensor) -> Tensor:
+    """Central-difference gradient magnitude of images ``[..., R, C]`` (same shape, replicate edges)."""
+    lead = x.shape[:-2]
+    y = F.pad(x.reshape(-1, 1, *x.shape[-2:]), (1, 1, 1, 1), mode="replicate")
+    gr = 0.5 * (y[..., 2:, 1:-1] - y[..., :-2, 1:-1])
+    gc = 0.5 * (y[..., 1:-1, 2:] - y[..., 1:-1, :-2])
+    return torch.sqrt(gr * gr + gc * gc + 1e-12).reshape(*lead, *x.shape[-2:])
+
+
+def gradient_ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                      scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+    """Edge agreement: multi-scale ``1 - NCC`` of gradient magnitudes (the LPIPS fallback).
+
+    The images are pooled first, then differentiated, so coarse scales compare coarse edges.
+
+    Returns:
+        ``[B]`` loss in [0, 2].
+    """
+    _check_pred_target(pred, target)
+    used = [s for s in scales if s == 1 or min(target.shape[-2:]) // s >= 4] or [1]
+    terms = [1.0 - ncc_per_view(gradient_magnitude(_pool(pred, s)),
+                                gradient_magnitude(_pool(target, s)),
+                                None if mask is None else _pool(mask.to(pred.dtype), s)).mean(-1)
+             for s in used]
+    return torch.stack(terms).mean(0)
+
+
+def match_gain_offset(pred: Tensor, target: Tensor) -> Tensor:
+    """Least-squares gain/offset fit of ``pred`` to ``target`` per image (differentiable).
+
+    Args:
+        pred: ``[B, V, R, C]``; target: ``[V, R, C]``.
+    Returns:
+        ``[B, V, R, C]`` ``a * pred + b`` with ``a, b`` minimising ``||a pred + b - target||^2``.
+    """
+    t = target[None].to(pred.dtype)
+    mp, mt = pred.mean((-2, -1), keepdim=True), t.mean((-2, -1), keepdim=True)
+    dp = pred - mp
+    a = (dp * (t - mt)).sum((-2, -1), keepdim=True) / (dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
+    return a * dp + mt
+
+
+# ----------------------------------------------------------------------------- perceptual term
+
+
+def lpips_backbone_path(net: str = "alex", path: str | Path | None = None) -> Path | None:
+    """Local file of the LPIPS ImageNet backbone, or ``None`` (never downloads).
+
+    Looked up in order: ``path``, ``$XFIT_LPIPS_BACKBONE``, ``torch.hub.get_dir()/checkpoints``.
+    """
+    candidates = [path, os.environ.get(LPIPS_BACKBONE_ENV)]
+    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net])
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def _build_lpips(net: str, backbone: Path) -> nn.Module:
+    """LPIPS with its packaged linear layers and a backbone loaded from a local file.
+
+    ``torch.load(weights_only=True)`` reads the torchvision/LPIPS ``.pth`` tensors without
+    executing pickled code; these files are third-party and exist only in that format.
+    """
+    import lpips  # noqa: PLC0415 (optional dependency)
+
+    state = torch.load(backbone, map_location="cpu", weights_only=True)
+    feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    if not feats:
+        raise InputError(f"{backbone} is not a torchvision {net} state dict (no 'features.' keys)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's 'pretrained' deprecation
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    mapped = {}
+    for name, module in model.net.named_children():  # slice1..N keep torchvision's indices
+        for idx, _ in module.named_children():
+            for p in ("weight", "bias"):
+                if f"{idx}.{p}" in feats:
+                    mapped[f"{name}.{idx}.{p}"] = feats[f"{idx}.{p}"]
+    missing = [k for k in model.net.state_dict() if k not in mapped]
+    if missing:
+        raise InputError(f"{backbone} is not a torchvision {net} state dict (missing {missing[:3]})")
+    model.net.load_state_dict(mapped, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS between predicted and target views, or an edge-agreement substitute.
+
+    LPIPS is used when its ImageNet backbone is on disk (see :func:`lpips_backbone_path`); it
+    is never downloaded. Otherwise the loss falls back, with one warning per process, to
+    :func:`gradient_ncc_loss` (multi-scale NCC of gradient magnitudes), which like LPIPS rewards
+    matching edges and textures and ignores gain/offset. ``self.kind`` says which is in use.
+
+    Before LPIPS, ``pred`` is gain/offset-matched to the target and both are mapped to [-1, 1]
+    with the target's range, replicated to 3 channels and upsampled to at least 64 pixels.
+    """
+
+    _warned = False
+
+    def __init__(self, net: str = "alex", backbone: str | Path | None = None,
+                 scales: Sequence[int] = (1, 2, 4)):
+        super().__init__()
+        self.scales = tuple(scales)
+        path = lpips_backbone_path(net, backbone)
+        self.model: nn.Module | None = None
+        if path is not None:
+            try:
+                self.model = _build_lpips(net, path)
+            except ImportError:
+                self.model = None
+        self.kind = "lpips" if self.model is not None else "gradient_ncc"
+        if self.model is None and not PerceptualLoss._warned:
+            PerceptualLoss._warned = True
+            warnings.warn(
+                f"LPIPS backbone weights ({LPIPS_BACKBONE_FILES[net]}) not found locally (set "
+                f"${LPIPS_BACKBONE_ENV} or place them in torch.hub's checkpoints folder); the "
+                "perceptual term falls back to multi-scale gradient-magnitude NCC",
+                stacklevel=2,
+            )
+
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``pred [B, V, R, C]``, ``target [V, R, C]`` -> ``[B]`` loss."""
+        if self.model is None:
+            return gradient_ncc_loss(pred, target, mask, self.scales)
+        _check_pred_target(pred, target)
+        b, v, r, c = pred.shape
+        p = match_gain_offset(pred, target)
+        t = target[None].to(pred.dtype).expand_as(p)
+        lo = t.amin((-2, -1), keepdim=True)
+        span = (t.amax((-2, -1), keepdim=True) - lo).clamp_min(_EPS)
+        p, t = 2 * (p - lo) / span - 1, 2 * (t - lo) / span - 1
+        size = (max(64, r), max(64, c))
+        prep = lambda x: F.interpolate(x.reshape(b * v, 1, r, c), size=size, mode="bilinear",  # noqa: E731
+                                       align_corners=False).expand(-1, 3, -1, -1)
+        out = self.model(prep(p), prep(t))  # [B*V, 1, 1, 1]
+        return out.reshape(b, v).mean(-1)
+
+
+# ----------------------------------------------------------------------------- latent priors
+
+
+def w_gaussian_prior(w_plus: Tensor, w_mean: Tensor, w_std: Tensor) -> Tensor:
+    """Gaussian negative log-prior of every w of W+: ``mean_k ||(w_k - w_mean) / w_std||^2 / w_dim``.
+
+    Equals ``(2 / (num_ws * w_dim)) * -log N(w_plus; w_mean, diag(w_std^2))`` + const.
+
+    Args:
+        w_plus: ``[B, num_ws, w_dim]``; w_mean, w_std: ``[w_dim]``.
+    Returns:
+        ``[B]``; 0 at ``w_mean``, about 1 for typical samples of the mapping network.
+    """
+    z = (w_plus - w_mean) / w_std
+    return z.square().sum(-1).mean(-1) / w_plus.shape[-1]
+
+
+def w_cosine_prior(w_plus: Tensor, w_mean: Tensor) -> Tensor:
+    """von Mises negative log-prior on the angles between pairs of centred ws (BRGM).
+
+    ``mean_{i<j} (1 - cos angle(w_i - w_mean, w_j - w_mean))``; the von Mises concentration
+    kappa is folded into the weight: ``-log vM = -kappa cos + const``.
+
+    Args:
+        w_plus: ``[B, num_ws, w_dim]``; w_mean: ``[w_dim]``.
+    Returns:
+        ``[B]`` in [0, 2]; 0 when all centred ws point the same way (or num_ws == 1).
+    """
+    k = w_plus.shape[1]
+    if k < 2:
+        return w_plus.new_zeros(w_plus.shape[0])
+    d = w_plus - w_mean
+    d = d / torch.sqrt(d.square().sum(-1, keepdim=True) + 1e-12)
+    cos = d @ d.transpose(1, 2)  # [B, K, K]
+    i, j = torch.triu_indices(k, k, offset=1, device=w_plus.device)
+    return (1.0 - cos[:, i, j]).mean(-1)
+
+
+def noise_prior(noise: Sequence[Tensor]) -> Tensor:
+    """Standard-normal negative log-prior on the noise maps: mean over maps of ``mean(n^2)``.
+
+    Equals ``sum_maps (2 / numel) * -log N(n; 0, I)`` / maps + const (each map counts alike,
+    whatever its resolution).
+
+    Args:
+        noise: list of ``[B, 1, r, r, r]`` maps.
+    Returns:
+        ``[B]``; 0 for zero maps, about 1 for standard-normal maps.
+    """
+    if len(noise) == 0:
+        raise InputError("noise_prior needs at least one noise map")
+    return torch.stack([n.square().flatten(1).mean(-1) for n in noise]).mean(0)
+
+
+def pose_prior(delta_angle_deg: Tensor, delta_shift_mm: Tensor, sigma_deg: float, sigma_mm: float
+               ) -> Tensor:
+    """Gaussian negative log-prior on pose corrections (mean of squared z-scores).
+
+    Args:
+        delta_angle_deg: ``[B, V]``; delta_shift_mm: ``[B, V, 3]``.
+    Returns:
+        ``[B]``.
+    """
+    za = (delta_angle_deg / sigma_deg).square().mean(-1)
+    zt = (delta_shift_mm / sigma_mm).square().flatten(1).mean(-1)
+    return za + zt
+
+
+# ----------------------------------------------------------------------------- background
+
+
+def upsample_background(grid: Tensor, shape: Sequence[int]) -> Tensor:
+    """Bilinear upsampling of control points to a detector.
+
+    Args:
+        grid: ``[B, g, g]`` (or ``[B, V, g, g]``) control-point values (line-integral units).
+        shape: detector (rows, cols).
+    Returns:
+        ``[B, R, C]`` (or ``[B, V, R, C]``); corner control points sit on the corner pixels.
+    """
+    lead = grid.shape[:-2]
+    up = F.interpolate(grid.reshape(-1, 1, *grid.shape[-2:]), size=tuple(shape), mode="bilinear",
+                       align_corners=True)
+    return up.reshape(*lead, *up.shape[-2:])
+
+
+def background_penalty(grid: Tensor) -> Tensor:
+    """Size + smoothness penalty of background control points ``[B, V, g, g]`` -> ``[B]``.
+
+    ``mean(b^2) + mean(second differences^2)`` along rows and columns: a zero-mean Gaussian
+    prior on the values and on their curvature (negative log-prior up to constants). Only the
+    non-constant part matters to the NCC data term; the size term keeps the offset from drifting.
+    """
+    size = grid.square().flatten(1).mean(-1)
+    d2r = grid[..., 2:, :] - 2 * grid[..., 1:-1, :] + grid[..., :-2, :]
+    d2c = grid[..., :, 2:] - 2 * grid[..., :, 1:-1] + grid[..., :, :-2]
+    curv = grid.new_zeros(grid.shape[0])
+    if d2r.numel():
+        curv = curv + d2r.square().flatten(1).mean(-1)
+    if d2c.numel():
+        curv = curv + d2c.square().flatten(1).mean(-1)
+    return size + curv
+
+
+# ----------------------------------------------------------------------------- objective
+
+
+@dataclass(frozen=True)
+class ViewGroup:
+    """Views sharing detector shape and projection, projected in one call.
+
+    Attributes:
+        index: positions of these views in the full list (``[V_g]``).
+        views: the views themselves.
+    """
+
+    index: tuple[int, ...]
+    views: tuple[View, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Detector (rows, cols) of the group."""
+        return self.views[0].shape
+
+
+def group_views(views: Sequence[View]) -> list[ViewGroup]:
+    """Split views into groups of equal detector shape and projection (first-seen order)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, v in enumerate(views):
+        groups.setdefault((v.shape, v.projection), []).append(i)
+    return [ViewGroup(tuple(ix), tuple(views[i] for i in ix)) for ix in groups.values()]
+
+
+class Objective:
+    """Forward model (projection + background) and the weighted MAP objective.
+
+    Args:
+        groups: view groups (see :func:`group_views`); V views in all.
+        targets: per group ``[V_g, R_g, C_g]`` target images.
+        affine: ``[4, 4]`` voxel index -> world mm of the fitted volumes.
+        lambda_w, lambda_c, lambda_n, lambda_perceptual, lambda_background, lambda_pose: weights.
+        scales: pyramid of the NCC data term.
+        pose_sigma_deg, pose_sigma_mm: std of the pose prior.
+        perceptual: a :class:`PerceptualLoss` (built when ``lambda_perceptual > 0`` and not given).
+        masks: optional per group ``[V_g, R_g, C_g]`` pixel weights.
+        step_mm: projector step (``None``: half a voxel).
+    """
+
+    def __init__(self, groups: Sequence[ViewGroup], targets: Sequence[Tensor], affine: Tensor, *,
+                 lambda_w: float = 0.1, lambda_c: float = 0.05, lambda_n: float = 10.0,
+                 lambda_perceptual: float = 0.0, lambda_background: float = 0.01,
+                 lambda_pose: float = 0.01, scales: Sequence[int] = (1, 2, 4),
+                 pose_sigma_deg: float = 5.0, pose_sigma_mm: float = 5.0,
+                 perceptual: PerceptualLoss | None = None, perceptual_net: str = "alex",
+                 masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None):
+        self.groups, self.targets = list(groups), list(targets)
+        if len(self.groups) != len(self.targets):
+            raise InputError(f"{len(self.groups)} view groups but {len(self.targets)} target groups")
+        for g, t in zip(self.groups, self.targets):
+            if tuple(t.shape) != (len(g.views), *g.shape):
+                raise InputError(f"targets {list(t.shape)} do not match views of shape {g.shape}")
+        self.masks = list(masks) if masks is not None else [None] * len(self.targets)
+        if len(self.masks) != len(self.targets):
+            raise InputError("masks must match targets")
+        self.affine = affine
+        self.num_views = sum(len(g.views) for g in self.groups)
+        self.step_mm = step_mm
+        self.lambda_w, self.lambda_c, self.lambda_n = lambda_w, lambda_c, lambda_n
+        self.lambda_perceptual, self.lambda_background = lambda_perceptual, lambda_background
+        self.lambda_pose = lambda_pose
+        self.scales = tuple(scales)
+        self.pose_sigma_deg, self.pose_sigma_mm = pose_sigma_deg, pose_sigma_mm
+        if perceptual is None and lambda_perceptual > 0:
+            perceptual = PerceptualLoss(perceptual_net, scales=self.scales)
+        self.perceptual = perceptual
+
+    # -- forward model
+
+    def render(self, mu: Tensor, *, background: Tensor | None = None,
+               delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None
+               ) -> list[Tensor]:
+        """Re-projections of volumes for every view group.
+
+        Args:
+            mu: ``[B, 1, I, J, K]`` attenuation (1/mm).
+            background: optional ``[B, V, g, g]`` control points added after projection.
+            delta_angle_deg, delta_shift_mm: optional ``[B, V]`` / ``[B, V, 3]`` pose corrections
+                (angle added to each view's, shift applied after each view's pose).
+        Returns:
+            per group ``[B, V_g, R_g, C_g]`` line integrals (+ background).
+        """
+        out = []
+        for g in self.groups:
+            ix = list(g.index)
+            if delta_angle_deg is None and delta_shift_mm is None:
+                pred = project(mu, self.affine, list(g.views), step_mm=self.step_mm)
+            else:
+                pred = torch.cat([self._project_posed(mu[b:b + 1], g, ix, delta_angle_deg,
+                                                      delta_shift_mm, b)
+                                  for b in range(mu.shape[0])])
+            if background is not None:
+                pred = pred + upsample_background(background[:, ix], g.shape)
+            out.append(pred)
+        return out
+
+    def _project_posed(self, mu: Tensor, g: ViewGroup, ix: list[int], d_angle: Tensor | None,
+                       d_shift: Tensor | None, b: int) -> Tensor:
+        kw = dict(dtype=mu.dtype, device=mu.device)
+        angle = torch.tensor([v.angle_deg for v in g.views], **kw)
+        if d_angle is not None:
+            angle = angle + d_angle[b, ix]
+        pose = None
+        if d_shift is not None:
+            base = torch.stack([torch.tensor(v.pose, **kw) if v.pose is not None
+                                else torch.eye(4, **kw) for v in g.views])
+            pose = _translate(base, d_shift[b, ix])
+        return project(mu, self.affine, list(g.views), angle_deg=angle, pose=pose,
+                       step_mm=self.step_mm)
+
+    # -- loss
+
+    def data_per_view(self, preds: Sequence[Tensor]) -> Tensor:
+        """Multi-scale ``1 - NCC`` of each view: per group ``[B, V_g, R, C]`` -> ``[B, V]``
+        (in group order; see :attr:`groups` for the view indices)."""
+        if len(preds) != len(self.targets):
+            raise InputError(f"expected {len(self.targets)} groups of predictions, got {len(preds)}")
+        return torch.cat([multiscale_ncc_per_view(p, t, m, self.scales)
+                          for p, t, m in zip(preds, self.targets, self.masks)], dim=1)
+
+    def terms(self, preds: Sequence[Tensor], *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
+              noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
+              delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None
+              ) -> dict[str, Tensor]:
+        """All loss terms, each ``[B]``, and their weighted sum ``total``.
+
+        Args:
+            preds: per view group ``[B, V_g, R, C]`` (from :meth:`render`).
+            w_plus: ``[B, num_ws, w_dim]``; w_mean, w_std: ``[w_dim]``.
+            noise: optional list of ``[B, 1, r, r, r]`` noise maps being fitted.
+            background: optional ``[B, V, g, g]`` background control points.
+            delta_angle_deg, delta_shift_mm: optional ``[B, V]`` / ``[B, V, 3]`` pose corrections.
+        Returns:
+            dict with ``data``, ``perceptual``, ``w_gauss``, ``w_cos``, ``noise``, ``background``,
+            ``pose`` (unweighted, ``[B]``) and ``total`` (weighted sum).
+        """
+        zero = w_plus.new_zeros(w_plus.shape[0])
+        terms: dict[str, Tensor] = {"data": self.data_per_view(preds).mean(-1)}
+        if self.lambda_perceptual > 0 and self.perceptual is not None:
+            per = [self.perceptual(p, t, m) * p.shape[1]
+                   for p, t, m in zip(preds, self.targets, self.masks)]
+            terms["perceptual"] = torch.stack(per).sum(0) / sum(p.shape[1] for p in preds)
+        else:
+            terms["perceptual"] = zero
+        terms["w_gauss"] = w_gaussian_prior(w_plus, w_mean, w_std)
+        terms["w_cos"] = w_cosine_prior(w_plus, w_mean)
+        terms["noise"] = noise_prior(noise) if noise else zero
+        terms["background"] = background_penalty(background) if background is not None else zero
+        if delta_angle_deg is not None or delta_shift_mm is not None:
+            da = delta_angle_deg if delta_angle_deg is not None else zero[:, None]
+            ds = delta_shift_mm if delta_shift_mm is not None else zero[:, None, None]
+            terms["pose"] = pose_prior(da, ds, self.pose_sigma_deg, self.pose_sigma_mm)
+        else:
+            terms["pose"] = zero
+        weights = {"data": 1.0, "perceptual": self.lambda_perceptual, "w_gauss": self.lambda_w,
+                   "w_cos": self.lambda_c, "noise": self.lambda_n,
+                   "background": self.lambda_background, "pose": self.lambda_pose}
+        terms["total"] = sum(weights[k] * terms[k] for k in weights)
+        return terms
+
+    def evaluate(self, mu: Tensor, *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
+                 noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
+                 delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None
+                 ) -> dict[str, Tensor]:
+        """:meth:`render` then :meth:`terms`: volumes ``mu [B, 1, I, J, K]`` (1/mm) -> terms ``[B]``."""
+        preds = self.render(mu, background=background, delta_angle_deg=delta_angle_deg,
+                            delta_shift_mm=delta_shift_mm)
+        return self.terms(preds, w_plus=w_plus, w_mean=w_mean, w_std=w_std, noise=noise,
+                          background=background, delta_angle_deg=delta_angle_deg,
+                          delta_shift_mm=delta_shift_mm)
+
+
+def _translate(pose: Tensor, shift_mm: Tensor) -> Tensor:
+    """Compose ``[V, 4, 4]`` poses with translations ``[V, 3]`` applied after them."""
+    top = torch.cat([pose[:, :3, :3], pose[:, :3, 3:] + shift_mm[:, :, None]], -1)
+    return torch.cat([top, pose[:, 3:]], -2)
