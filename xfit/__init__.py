@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .errors import CheckpointError, GeometryError, InputError, OutputExistsError, XfitError  # noqa: E402
 from .geometry import View, make_rays  # noqa: E402
 from .projector import backproject, project  # noqa: E402
+from .reconstruct import reconstruct  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -12,6 +13,7 @@ __all__ = [
     "make_rays",
     "project",
     "backproject",
+    "reconstruct",
     "XfitError",
     "InputError",
     "GeometryError",

@@ -233,5 +233,68 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
         click.echo(f"report: {out}")
 
 
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--prior", type=click.Path(dir_okay=False), default=None, help="prior checkpoint (default: the one shipped with xfit)")
+@click.option("--angles", default=None, help="gantry angle of each image in degrees, e.g. 0,90 (default: from sidecars/DICOM)")
+@click.option("--sdd", "sdd_mm", type=float, default=None, help="source-detector distance (mm), overrides sidecars")
+@click.option("--sod", "sod_mm", type=float, default=None, help="source-isocentre distance (mm), overrides sidecars")
+@click.option("--spacing", "pixel_spacing", default=None, help="detector pixel spacing row[,col] (mm), overrides sidecars")
+@click.option("--flip-lr/--no-flip-lr", default=None, help="the images are mirrored left-right relative to the conventions")
+@click.option("--invert", is_flag=True, help="the images show bone dark (invert them)")
+@click.option("--config", "fit_config", type=click.Path(dir_okay=False), default=None, help="fitting config YAML (default configs/fit.yaml)")
+@click.option("--steps", type=click.IntRange(1), default=None, help="optimizer steps per restart")
+@click.option("--restarts", type=click.IntRange(1), default=None, help="independent restarts (their spread -> uncertainty)")
+@click.option("--refine-pose", is_flag=True, default=None, help="also fit each view's angle and shift")
+@click.option("--encoder", type=click.Path(dir_okay=False), default=None, help="warm-start encoder checkpoint")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--gt", type=click.Path(dir_okay=False), default=None, help="ground-truth CT (NIfTI) centred on the isocentre: adds metrics")
+@click.option("--gt-seg", type=click.Path(dir_okay=False), default=None, help="ground-truth labels (default: *_seg beside --gt)")
+@click.option("--mesh", is_flag=True, help="also write surface.stl of the vertebra label")
+@click.option("--allow-single-view", is_flag=True, help="accept one image (depth then comes from the prior alone)")
+@click.option("--force", is_flag=True, help="overwrite an existing output folder")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_lr, invert, fit_config, steps, restarts,
+                refine_pose, encoder, device, seed, gt, gt_seg, mesh, allow_single_view, force, quiet) -> None:
+    """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
+    import warnings
+
+    from .geometry import parse_angles
+    from .reconstruct import check_output_free, reconstruct as run, write_reconstruction
+
+    check_output_free(out, force)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda m, *a, **k: click.echo(f"xfit: warning: {m}", err=True)
+        rec = run(
+            images,
+            prior=prior,
+            angles=None if angles is None else parse_angles(angles),
+            sdd_mm=sdd_mm,
+            sod_mm=sod_mm,
+            pixel_spacing_mm=_pair_option(pixel_spacing, "--spacing"),
+            flip_lr=flip_lr,
+            invert=invert,
+            allow_single_view=allow_single_view,
+            config=fit_config,
+            steps=steps,
+            restarts=restarts,
+            refine_pose=refine_pose,
+            device=device,
+            seed=seed,
+            gt=gt,
+            gt_seg=gt_seg,
+            encoder=encoder,
+            progress=not quiet,
+        )
+    folder = write_reconstruction(rec, out, force=force, mesh=mesh)
+    ncc = ", ".join(f"{n:.3f}" for n in rec.fit.view_ncc)
+    click.echo(f"wrote {folder}/recon.nii.gz ({rec.seconds:.1f} s; re-projection NCC per view: {ncc})")
+    if rec.metrics:
+        click.echo("  ".join(f"{k} {v:.3f}" for k, v in rec.metrics.items()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

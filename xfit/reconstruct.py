@@ -175,6 +175,7 @@ def reconstruct(
     seed: int = 0,
     gt: str | Path | None = None,
     gt_seg: str | Path | None = None,
+    encoder: str | Path | None = None,
     progress: bool = True,
 ) -> Reconstruction:
     """Reconstruct a CT volume from X-ray files; see the module docstring.
@@ -184,8 +185,11 @@ def reconstruct(
         prior: prior checkpoint (default: the one shipped with xfit).
         config: fitting config YAML (default ``configs/fit.yaml``); ``steps``, ``restarts`` and
             ``refine_pose`` override it.
+        encoder: warm-start encoder checkpoint (default: ``<prior>.encoder.safetensors`` beside
+            the prior when it exists; otherwise the fit starts from ``w_mean``).
     """
     from .fitting import fit, load_fit_config
+    from .fitting.encoder import warm_start_w_plus
     from .prior.checkpoint import load_prior
 
     t0 = time.perf_counter()
@@ -209,7 +213,8 @@ def reconstruct(
     if gt is not None:
         r = loaded.config.resolution
         gt_hu, gt_labels = gt_on_grid(gt, (r, r, r), loaded.config.spacing_mm, gt_seg)
-    result = fit(loaded, inputs.images, inputs.views, cfg, seed=seed, progress=progress)
+    w_init, init_note = warm_start_w_plus(loaded, inputs.images, inputs.views, encoder=encoder)
+    result = fit(loaded, inputs.images, inputs.views, cfg, seed=seed, w_init=w_init, progress=progress)
     rec = Reconstruction(
         fit=result,
         inputs=inputs,
@@ -219,6 +224,7 @@ def reconstruct(
             "angles_deg": [v.angle_deg for v in inputs.views],
             "device": device,
             "seed": seed,
+            "init": init_note,
             "invert": invert,
             "flip_lr": flip_lr,
             "fit": result.config,
@@ -275,8 +281,8 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
     views = []
     for i, (path, view) in enumerate(zip(rec.inputs.paths, rec.inputs.views)):
         entry = {"image": str(path), "view": view_dict(view), "ncc": float(f.view_ncc[i])}
-        if getattr(f, "refined_views", None):
-            entry["refined_view"] = view_dict(f.refined_views[i])
+        if f.pose is not None:
+            entry["refined_view"] = view_dict(f.views[i])
         views.append(entry)
     return {
         "xfit_version": __version__,
@@ -286,6 +292,9 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
         "views": views,
         "losses": {"final": f.history[-1] if f.history else {}, "history": f.history},
         "restarts": f.restarts,
+        "best_restart": f.best_restart,
+        "steps_run": f.stopped_at,
+        "perceptual_term": f.perceptual,
         "timings_s": {**f.timings, "total_with_io": rec.seconds},
         "metrics_vs_gt": rec.metrics,
         "versions": {

@@ -1,0 +1,143 @@
+"""`xfit reconstruct` end to end on a tiny random prior, and every bad input of the fitting issue."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import xfit
+from xfit.cli import main
+from xfit.prior.checkpoint import compute_w_stats, save_prior
+from xfit.prior.config import load_config
+from xfit.prior.networks import build_generator
+
+FAST = ["--steps", "4", "--restarts", "2", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_user_error(res, *words):
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("xfit: warning")]
+    assert len(lines) == 1 and lines[0].startswith("xfit: error:"), res.stderr
+    assert "Traceback" not in res.output
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("rec")
+    cfg = load_config("tiny")
+    G = build_generator(cfg).eval()
+    w_mean, w_std = compute_w_stats(G, n=500, seed=0)
+    prior = root / "tiny.safetensors"
+    save_prior(prior, G, w_mean, w_std, cfg, {"note": "random init, for tests"}, cfg.label_names)
+    assert run("phantoms", root / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
+    ct = root / "ct" / "case0000_ct.nii.gz"
+    res = run("simulate", ct, "--angles", "0,90", "-o", root / "xr", "--detector", 32, "--pixel-spacing", 3.0)
+    assert res.exit_code == 0, res.output
+    return dict(root=root, prior=prior, ct=ct, ap=root / "xr" / "ap.png", lat=root / "xr" / "lat.png")
+
+
+def test_reconstruct_writes_all_outputs(setup, tmp_path):
+    out = tmp_path / "out"
+    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"], "--gt", setup["ct"], "--mesh", *FAST)
+    assert res.exit_code == 0, (res.output, res.stderr)
+    for name in ("recon.nii.gz", "labels.nii.gz", "uncertainty.nii.gz", "preview.png", "report.json", "surface.stl"):
+        assert (out / name).exists(), name
+    img = nib.load(str(out / "recon.nii.gz"))
+    assert img.shape == (32, 32, 32)
+    centre = img.affine @ np.array([15.5, 15.5, 15.5, 1.0])
+    assert np.allclose(centre[:3], 0, atol=1e-4)  # isocentre at the world origin
+    report = json.loads((out / "report.json").read_text())
+    assert report["prior"]["sha256"] and len(report["views"]) == 2
+    assert {"psnr_db", "ssim", "mae_hu", "dice"} <= set(report["metrics_vs_gt"])
+    assert report["steps_run"] <= 4 and "generator" in report["timings_s"]
+    # never overwrite without --force
+    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"], *FAST)
+    assert_user_error(res, "exists")
+
+
+def test_python_api_in_memory(setup):
+    rec = xfit.reconstruct([setup["ap"], setup["lat"]], prior=setup["prior"], steps=3, restarts=1, progress=False)
+    assert rec.hu.shape == (32, 32, 32) and rec.fit.uncertainty is None
+    assert len(rec.fit.projections) == 2 and rec.fit.projections[0].shape == (32, 32)
+
+
+def test_single_view_needs_flag(setup, tmp_path):
+    res = run("reconstruct", setup["ap"], "-o", tmp_path / "a", "--prior", setup["prior"], *FAST)
+    assert_user_error(res, "one x-ray", "--allow-single-view")
+    res = run("reconstruct", setup["ap"], "-o", tmp_path / "b", "--prior", setup["prior"], "--allow-single-view", *FAST)
+    assert res.exit_code == 0, res.stderr
+    assert "warning" in res.stderr and "single view" in res.stderr
+
+
+def _png(path, shape, value=100):
+    arr = np.full(shape, value, np.uint8)
+    arr[shape[0] // 3 : shape[0] // 2, shape[1] // 3 : shape[1] // 2] = 200
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        ("unreadable", ("ap.png",)),
+        ("sizes_no_spacing", ("spacing",)),
+        ("angle_count", ("angle",)),
+        ("identical", ("same angle",)),
+        ("corrupt_prior", ("prior",)),
+        ("foreign_prior", ("xfit",)),
+        ("missing_image", ("not found",)),
+    ],
+)
+def test_bad_input(setup, tmp_path, case, words):
+    images = [setup["ap"], setup["lat"]]
+    extra = []
+    prior = setup["prior"]
+    if case == "unreadable":
+        bad = tmp_path / "ap.png"
+        bad.write_bytes(b"not an image at all")
+        (tmp_path / "ap.json").write_text(setup["ap"].with_suffix(".json").read_text())
+        images = [bad, setup["lat"]]
+    elif case == "sizes_no_spacing":
+        images = [_png(tmp_path / "a.png", (40, 40)), _png(tmp_path / "b.png", (30, 50))]
+        extra = ["--angles", "0,90"]
+    elif case == "angle_count":
+        extra = ["--angles", "0,45,90"]
+    elif case == "identical":
+        extra = ["--angles", "0,0"]
+    elif case == "corrupt_prior":
+        prior = tmp_path / "prior.safetensors"
+        prior.write_bytes(np.random.default_rng(0).bytes(1000))
+    elif case == "foreign_prior":
+        from safetensors.torch import save_file
+
+        prior = tmp_path / "foreign.safetensors"
+        save_file({"weight": torch.zeros(3)}, str(prior))
+    elif case == "missing_image":
+        images = [tmp_path / "nope.png", setup["lat"]]
+    out = tmp_path / "out"
+    res = run("reconstruct", *images, "-o", out, "--prior", prior, *extra, *FAST)
+    assert_user_error(res, *words)
+    assert not out.exists()  # nothing written, not even an empty folder
+
+
+def test_out_of_memory_is_one_line(setup, tmp_path, monkeypatch):
+    import xfit.fitting
+
+    def boom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")
+
+    monkeypatch.setattr(xfit.fitting, "fit", boom)
+    res = run("reconstruct", setup["ap"], setup["lat"], "-o", tmp_path / "o", "--prior", setup["prior"], *FAST)
+    assert_user_error(res, "out of memory", "smaller")
+    assert not (tmp_path / "o").exists()
