@@ -332,3 +332,24 @@ def test_rng_capture_restore(tmp_path):
     assert torch.equal(first[0], second[0])
     assert np.array_equal(first[1], second[1])
     assert first[2] == second[2]
+
+
+def test_half_precision_prior_loads_as_float32(tmp_path):
+    import torch
+
+    from xfit.prior.checkpoint import compute_w_stats, load_prior, save_prior
+    from xfit.prior.config import load_config
+    from xfit.prior.networks import build_generator
+
+    cfg = load_config("tiny")
+    G = build_generator(cfg).eval()
+    w_mean, w_std = compute_w_stats(G, n=200, seed=0)
+    full = save_prior(tmp_path / "full.safetensors", G, w_mean, w_std, cfg)
+    half = save_prior(tmp_path / "half.safetensors", G, w_mean, w_std, cfg, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    p_full, p_half = load_prior(full), load_prior(half)
+    assert all(t.dtype == torch.float32 for t in p_half.G.state_dict().values())
+    ws = p_full.w_mean.view(1, 1, -1).expand(1, p_full.G.num_ws, -1)
+    a = p_full.G.synthesis(ws, noise_mode="const")
+    b = p_half.G.synthesis(ws, noise_mode="const")
+    assert torch.allclose(a, b, atol=2e-2) and not torch.equal(a, b)

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, OutputExistsError
-from .io import MU_WATER, atomic_write, write_nifti
+from . import preview
+from .io import atomic_write, write_nifti
 
 #: Label values of the phantom label maps.
 LABELS: dict[int, str] = {
@@ -896,12 +897,6 @@ def _params_json(sp, to, lay, noise, n, spacing, seed) -> dict:
 # ----------------------------------------------------------------------------- previews and files
 
 
-def _drr(hu: np.ndarray, spacing: float, axis: int) -> np.ndarray:
-    """Parallel-beam line integrals of ``mu = MU_WATER * max(0, 1 + HU/1000)`` along ``axis``."""
-    mu = np.float32(MU_WATER) * np.clip(1.0 + hu / np.float32(1000.0), 0.0, None)
-    return mu.sum(axis) * np.float32(spacing)
-
-
 def _views(ph: Phantom) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
     """Display images: axial/coronal/sagittal slices through the origin, AP and lateral DRRs.
 
@@ -911,11 +906,11 @@ def _views(ph: Phantom) -> list[tuple[str, np.ndarray, tuple[float, float] | Non
     hu, c = ph.hu, ph.hu.shape[0] // 2
     yb = ph.params["vertebra"]["body_centre_mm"][1]
     cj = int(np.clip(round(yb / ph.spacing_mm + (hu.shape[1] - 1) / 2), 0, hu.shape[1] - 1))
-    return [("axial", hu[::-1, ::-1, c].T, BONE_WINDOW),
-            ("coronal", hu[::-1, cj, ::-1].T, BONE_WINDOW),
-            ("sagittal", hu[c, :, ::-1].T, BONE_WINDOW),
-            ("AP DRR", _drr(hu, ph.spacing_mm, 1)[::-1, ::-1].T, None),
-            ("lateral DRR", _drr(hu, ph.spacing_mm, 0)[:, ::-1].T, None)]
+    return [("axial", preview.axial(hu, c), BONE_WINDOW),
+            ("coronal", preview.coronal(hu, cj), BONE_WINDOW),
+            ("sagittal", preview.sagittal(hu, c), BONE_WINDOW),
+            ("AP DRR", preview.drr_ap(hu, ph.spacing_mm), None),
+            ("lateral DRR", preview.drr_lat(hu, ph.spacing_mm), None)]
 
 
 def montage(phantoms: Sequence[Phantom], path: str | Path, *, force: bool = True,

@@ -207,7 +207,8 @@ def _check_names_shapes(tensors: Mapping[str, Tensor], expected: Mapping[str, tu
 
 def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor,
                config: PriorConfig, summary: Mapping[str, Any] | None = None,
-               label_names: tuple[str, ...] | list[str] | None = None, force: bool = False) -> Path:
+               label_names: tuple[str, ...] | list[str] | None = None, force: bool = False,
+               half: bool = False) -> Path:
     """Write a prior checkpoint (atomically).
 
     Args:
@@ -218,6 +219,8 @@ def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor
         summary: JSON-able training summary (kimg, losses, data, timings...).
         label_names: overrides ``config.label_names`` (same count).
         force: overwrite an existing file.
+        half: store the generator's tensors as float16 (half the size, for shipping; loading
+            converts back to float32).
 
     Returns:
         The written path.
@@ -232,6 +235,8 @@ def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor
                              f"{len(config.label_names)} entries like the config")
         config = dataclasses.replace(config, label_names=tuple(label_names))
     tensors = state_dict_tensors(G_ema, "G")
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     tensors["w_mean"], tensors["w_std"] = w_mean.detach().float(), w_std.detach().float()
     problem = _check_names_shapes(tensors, _expected_shapes(config))
     if problem:
@@ -284,6 +289,7 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Prior:
     bad = sorted(k for k, v in tensors.items() if not v.is_floating_point())
     if bad:
         raise CheckpointError(f"{path}: non-floating-point tensors: {', '.join(bad[:5])}")
+    tensors = {k: v.float() for k, v in tensors.items()}  # float16 shipping copies -> float32
     w_mean, w_std = tensors.pop("w_mean"), tensors.pop("w_std")
     if not (torch.isfinite(w_mean).all() and torch.isfinite(w_std).all() and (w_std > 0).all()):
         raise CheckpointError(f"{path}: w_mean/w_std must be finite with w_std > 0")
