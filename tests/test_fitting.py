@@ -440,3 +440,20 @@ def test_fit_early_stopping(prior, target):
     res = fit(prior, target["images"], make_views(), cfg, progress=False)
     assert 4 <= res.stopped_at < 40
     assert len(res.history) == res.stopped_at
+
+
+def test_footprint_mask_keeps_rays_through_the_field_of_view():
+    from xfit.fitting.objective import group_views
+    from xfit.fitting.optimize import footprint_masks
+
+    res, spacing = 16, 5.0
+    affine = torch.eye(4)
+    affine[:3, :3] *= spacing
+    affine[:3, 3] = -(res - 1) / 2 * spacing
+    views = [View(0.0, shape=(24, 24), pixel_spacing_mm=(6.0, 6.0)), View(90.0, shape=(24, 24), pixel_spacing_mm=(6.0, 6.0))]
+    (mask,) = footprint_masks(group_views(views), affine, res, 0.9)
+    assert mask.shape == (2, 24, 24)
+    assert mask[:, 12, 12].eq(1).all() and mask[:, 0, 0].eq(0).all()  # centre in, corner (air) out
+    assert 0.2 < mask.mean() < 0.8
+    (loose,) = footprint_masks(group_views(views), affine, res, 0.01)
+    assert loose.sum() > mask.sum()

@@ -43,6 +43,9 @@ class FitConfig:
         perceptual_net: LPIPS backbone, ``"alex"`` or ``"vgg"``.
         scales: avg-pool factors of the multi-scale NCC data term.
         coarse_fraction: first fraction of steps fitted at half detector resolution.
+        footprint: the data term only uses pixels whose ray crosses at least this fraction of the
+            longest chord through the prior's field of view (0 = every pixel). Without it the
+            sharp silhouette of the field-of-view cube dominates the correlation.
         background: fit a smooth additive background per view (for X-rays larger than the FOV).
         background_grid: control points per side of the background grid.
         lambda_background: weight of the background size + smoothness penalty.
@@ -74,6 +77,7 @@ class FitConfig:
     perceptual_net: str = "alex"
     scales: tuple[int, ...] = (1, 2, 4)
     coarse_fraction: float = 0.3
+    footprint: float = 0.9
     background: bool = True
     background_grid: int = 4
     lambda_background: float = 0.01
@@ -113,7 +117,7 @@ def _validate(cfg: FitConfig) -> None:
     need(isinstance(cfg.max_divergences, int) and cfg.max_divergences >= 0,
          "max_divergences must be an integer >= 0")
     floats = ("lr", "lr_rampup", "lr_rampdown", "init_perturbation", "lambda_w", "lambda_c",
-              "lambda_n", "lambda_perceptual", "coarse_fraction", "lambda_background",
+              "lambda_n", "lambda_perceptual", "coarse_fraction", "footprint", "lambda_background",
               "early_stop_tol", "lr_pose", "pose_sigma_deg", "pose_sigma_mm", "lambda_pose")
     for name in floats:
         value = getattr(cfg, name)
@@ -122,7 +126,7 @@ def _validate(cfg: FitConfig) -> None:
         object.__setattr__(cfg, name, float(value))
     need(cfg.lr > 0, "lr must be > 0")
     need(cfg.pose_sigma_deg > 0 and cfg.pose_sigma_mm > 0, "pose sigmas must be > 0")
-    for name in ("lr_rampup", "lr_rampdown", "coarse_fraction"):
+    for name in ("lr_rampup", "lr_rampdown", "coarse_fraction", "footprint"):
         need(getattr(cfg, name) <= 1, f"{name} must be in [0, 1]")
     need(cfg.noise_init in NOISE_INITS, f"noise_init must be one of {NOISE_INITS}")
     need(cfg.perceptual_net in ("alex", "vgg"), "perceptual_net must be 'alex' or 'vgg'")

@@ -31,6 +31,7 @@ from ..geometry import View, view_dict
 from ..io import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
+from ..projector import project
 from .config import FitConfig, load_fit_config
 from .objective import (Objective, ViewGroup, group_views, match_gain_offset, ncc_per_view,
                         upsample_background)
@@ -55,7 +56,8 @@ class FitResult:
         w_plus: ``[num_ws, w_dim]`` fitted styles of the best restart.
         noise: fitted noise maps of the best restart, each ``[r, r, r]``.
         history: per step, the loss terms of the best restart (``step``, ``stage``, ``lr``, ...).
-        view_ncc: NCC of each input image with its final re-projection (input order).
+        view_ncc: NCC of each input image with its final re-projection (input order), over the
+            footprint mask of the data term (all pixels when ``footprint`` is 0).
         projections: re-projections ``[R_v, C_v]`` matched to each input by the least-squares
             gain and offset (the fitted background included when enabled).
         backgrounds: fitted backgrounds ``[R_v, C_v]`` in line-integral units, or ``None``.
@@ -189,6 +191,22 @@ def _groups_targets(views: list[View], images: list[Tensor], coarse: bool
         images = [F.avg_pool2d(im[None, None], 2)[0, 0] for im in images]
     groups = group_views(views)
     return groups, [torch.stack([images[i] for i in g.index]) for g in groups]
+
+
+def footprint_masks(groups: list[ViewGroup], affine: Tensor, resolution: int, fraction: float) -> list[Tensor]:
+    """Per group ``[V_g, R, C]`` masks of the pixels whose ray crosses the field of view.
+
+    A pixel is kept when its chord through the prior's cube is at least ``fraction`` of the
+    longest chord of its view.
+    """
+    ones = torch.ones(1, 1, resolution, resolution, resolution, dtype=affine.dtype, device=affine.device)
+    masks = []
+    for g in groups:
+        with torch.no_grad():
+            chord = project(ones, affine, list(g.views))[0]  # [V_g, R, C] in voxel-mm units
+        peak = chord.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        masks.append((chord >= fraction * peak).to(affine.dtype))
+    return masks
 
 
 def _progress(total: int, enabled: bool):
@@ -337,7 +355,8 @@ def fit(
 
     def make_objective(coarse: bool, perceptual=None) -> Objective:
         groups, tg = _groups_targets(views, targets, coarse)
-        return Objective(groups, tg, affine, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
+        masks = footprint_masks(groups, affine, prior.config.resolution, cfg.footprint) if cfg.footprint > 0 else None
+        return Objective(groups, tg, affine, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
                          lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
                          lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
                          scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
@@ -519,10 +538,10 @@ def _finish(prior: Prior, state: _Restarts, objective: Objective, views: list[Vi
     # per-view outputs in input order
     ncc, proj = [0.0] * len(views), [None] * len(views)
     backgrounds = [None] * len(views) if cfg.background else None
-    for g, p in zip(objective.groups, preds):
+    for g, p, m in zip(objective.groups, preds, objective.masks):
         pb = p[best:best + 1]
         raw = torch.stack([torch.from_numpy(arrays[i]).to(pb) for i in g.index])
-        values = ncc_per_view(pb, raw)[0].cpu().tolist()
+        values = ncc_per_view(pb, raw, m)[0].cpu().tolist()
         matched = match_gain_offset(pb, raw)[0].cpu().numpy()
         for j, i in enumerate(g.index):
             ncc[i], proj[i] = float(values[j]), matched[j].astype(np.float32)
