@@ -12,7 +12,8 @@ Every random draw comes from one ``torch.Generator`` per process whose state is 
 the weights, optimizers and the global torch RNG, so ``--resume`` continues bit-for-bit.
 
 Run folder: ``config.json``, ``log.jsonl``, ``state.safetensors`` (resume), ``prior.safetensors``
-(the usable prior, refreshed at each checkpoint), ``samples/stepNNNNNN.png``, ``cache/``.
+(the usable prior, refreshed at each checkpoint), ``snapshots/prior-stepNNNNNN.safetensors``
+(half-precision copies, one per checkpoint), ``samples/stepNNNNNN.png``, ``cache/``.
 """
 
 from __future__ import annotations
@@ -291,17 +292,12 @@ def _write_samples(trainer: Trainer, path: Path, n: int = 4) -> None:
 
 
 def _export_prior(trainer: Trainer, run_dir: Path, summary: dict, n_w: int) -> None:
+    """Write ``prior.safetensors`` and a half-precision snapshot ``snapshots/prior-stepNNNNNN``
+    (for ``evaluate-prior`` curves over training)."""
     w_mean, w_std = compute_w_stats(trainer.G_ema, n=n_w, seed=0)
-    save_prior(
-        run_dir / PRIOR_FILE,
-        trainer.G_ema,
-        w_mean,
-        w_std,
-        trainer.cfg,
-        summary,
-        trainer.cfg.label_names,
-        force=True,
-    )
+    args = (trainer.G_ema, w_mean, w_std, trainer.cfg, summary, trainer.cfg.label_names)
+    save_prior(run_dir / PRIOR_FILE, *args, force=True)
+    save_prior(run_dir / "snapshots" / f"prior-step{trainer.step:06d}.safetensors", *args, force=True, half=True)
 
 
 def train(
@@ -344,6 +340,7 @@ def train(
             raise OutputExistsError(f"run folder {run_dir} exists; use --resume to continue or --force to restart")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
+        (run_dir / "snapshots").mkdir(exist_ok=True)
     if world > 1:
         dist.barrier()
     t = cfg.training
