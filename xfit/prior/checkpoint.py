@@ -21,10 +21,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, InputError, OutputExistsError
+from ..io import atomic_write
 from .config import PriorConfig
 from .networks import Generator, build_generator
 
@@ -108,21 +107,15 @@ def take_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]
 
 def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str], force: bool
                  ) -> Path:
+    """Write a safetensors file atomically (temporary name, then rename; normal permissions)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists (use force=True to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, force=force) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
