@@ -62,7 +62,7 @@ class FitConfig:
         seed: seed of restart perturbations and random noise initialisation.
     """
 
-    steps: int = 150
+    steps: int = 80
     restarts: int = 2
     lr: float = 0.05
     lr_rampup: float = 0.05

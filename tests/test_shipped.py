@@ -1,0 +1,36 @@
+"""What a new user gets on a fresh install: the shipped prior and the example X-rays work."""
+
+from pathlib import Path
+
+import numpy as np
+
+import xfit
+from xfit.io import read_nifti, read_xray
+from xfit.prior.checkpoint import load_prior
+from xfit.reconstruct import DEFAULT_PRIOR
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_shipped_prior_loads_with_its_metadata():
+    prior = load_prior(DEFAULT_PRIOR)
+    assert prior.config.resolution == 64 and prior.config.spacing_mm == 1.25
+    assert prior.meta["training"]["kimg"] > 0  # trained, not a random initialisation
+    assert DEFAULT_PRIOR.stat().st_size < 20e6
+
+
+def test_examples_have_geometry_and_truth():
+    ap, lat = read_xray(EXAMPLES / "ap.png"), read_xray(EXAMPLES / "lat.png")
+    assert (ap.view.angle_deg, lat.view.angle_deg) == (0.0, 90.0)
+    assert ap.line_integral_scale and ap.image.max() > 1.0
+    ct, seg = read_nifti(EXAMPLES / "ct.nii.gz"), read_nifti(EXAMPLES / "seg.nii.gz")
+    assert ct.data.shape == (64, 64, 64) and (np.rint(seg.data) == 1).any()
+
+
+def test_default_reconstruction_runs_on_the_examples():
+    rec = xfit.reconstruct(
+        [EXAMPLES / "ap.png", EXAMPLES / "lat.png"], steps=2, restarts=1, gt=EXAMPLES / "ct.nii.gz", progress=False
+    )
+    assert rec.hu.shape == (64, 64, 64)
+    assert rec.prior_path == DEFAULT_PRIOR
+    assert {"psnr_db", "dice"} <= set(rec.metrics)
