@@ -35,7 +35,7 @@ def assert_user_error(res, *words):
 
 def test_help_and_version():
     assert run("--version").exit_code == 0
-    for cmd in ("phantoms", "simulate"):
+    for cmd in ("phantoms", "simulate", "train-prior", "sample", "evaluate-prior", "reconstruct"):
         res = run(cmd, "--help")
         assert res.exit_code == 0 and "Usage" in res.output
 
