@@ -155,7 +155,7 @@ def test_write_phantoms(tmp_path):
     assert (out / "case0000_ct.nii.gz").exists() and (out / "case0001_seg.nii.gz").exists()
     assert (out / "case0001.json").exists() and (out / "montage.png").exists()
     assert len(paths) == 7
-    ref = make_phantom(8, size=32, spacing_mm=2.5)
+    ref = make_phantom(8, size=32, spacing_mm=2.5, centre="vertebra")  # write_phantoms' default
     ct = nib.load(out / "case0001_ct.nii.gz")
     seg = nib.load(out / "case0001_seg.nii.gz")
     np.testing.assert_allclose(ct.affine, ref.affine)
@@ -174,3 +174,39 @@ def test_montage(tmp_path, phantoms):
         montage([phantoms[0]], path, force=False)
     with pytest.raises(InputError):
         montage([], tmp_path / "e.png")
+
+
+def test_vertebra_centred_phantom():
+    """centre="vertebra": the centroid of label 1 is at the grid centre (within half a voxel),
+    the anatomy is the grid-centred phantom shifted by whole voxels, and no air is padded in."""
+    from scipy import ndimage
+
+    for seed in (0, 3):
+        grid = make_phantom(seed, size=48, spacing_mm=1.25, noise_hu=0.0)
+        vert = make_phantom(seed, size=48, spacing_mm=1.25, noise_hu=0.0, centre="vertebra")
+        whole = make_phantom(seed, size=48, spacing_mm=1.25, noise_hu=0.0, fov_mm=120.0, centre="vertebra")
+        c = np.array(ndimage.center_of_mass(whole.labels == 1))  # the whole vertebra is inside
+        assert np.all(np.abs(c - (whole.hu.shape[0] - 1) / 2) <= 0.5 + 1e-6), c
+        assert vert.hu.min() > -999.0  # no air padding (the crop's fill value is -1000)
+        shift = np.rint(np.array(vert.params["centre_shift_mm"]) / 1.25).astype(int)
+        assert np.abs(shift).max() > 0  # the vertebra is not at the drawing centre
+        # overlapping block of both grids holds the same voxels
+        sl_v = tuple(slice(max(0, -d), 48 - max(0, d)) for d in shift)
+        sl_g = tuple(slice(max(0, d), 48 + min(0, d)) for d in shift)
+        np.testing.assert_array_equal(vert.labels[sl_v], grid.labels[sl_g])
+        np.testing.assert_allclose(vert.hu[sl_v], grid.hu[sl_g], atol=1e-3)
+        np.testing.assert_allclose(vert.affine, grid.affine)
+    with pytest.raises(InputError):
+        make_phantom(0, size=32, centre="middle")
+
+
+def test_vertebra_centred_matches_training_crop():
+    """The prior's data loader cuts the same cube from a larger phantom."""
+    from xfit.io import Volume
+    from xfit.prior.data import DataSettings, examples_from_volume
+
+    big = make_phantom(5, size=32, spacing_mm=2.5, fov_mm=140.0, noise_hu=0.0)
+    ex = examples_from_volume(Volume(big.hu, big.affine), Volume(big.labels.astype(np.float32), big.affine),
+                              DataSettings(32, 2.5, (-1000.0, 1500.0), (1,)))
+    ref = make_phantom(5, size=32, spacing_mm=2.5, noise_hu=0.0, centre="vertebra")
+    np.testing.assert_array_equal(ex[0][0][1] > 0, ref.labels == 1)

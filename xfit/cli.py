@@ -87,12 +87,16 @@ def _pair_option(text: str | None, name: str, cast: Callable = float) -> tuple |
 @click.option("--spacing", default=1.25, show_default=True, type=click.FloatRange(min=0.05), help="voxel size (mm)")
 @click.option("--fov", "fov_mm", default=None, type=click.FloatRange(min=1), help="field of view (mm) with the torso around the spine (the grid then has fov/spacing voxels)")
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of case 0 (case i uses seed+i)")
+@click.option("--centre", type=click.Choice(["vertebra", "grid"]), default="vertebra", show_default=True,
+              help="grid centre: the centroid of the centred vertebra (label 1, as the prior's training crops) or the spine's drawing centre")
 @click.option("--force", is_flag=True, help="overwrite existing files")
-def phantoms(out: str, n: int, size: int, spacing: float, fov_mm: float | None, seed: int, force: bool) -> None:
+def phantoms(out: str, n: int, size: int, spacing: float, fov_mm: float | None, seed: int, centre: str,
+             force: bool) -> None:
     """Write N procedural spine phantoms (caseNNNN_ct.nii.gz + caseNNNN_seg.nii.gz) to OUT."""
     from .phantoms import write_phantoms
 
-    paths = write_phantoms(out, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=force)
+    paths = write_phantoms(out, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=force,
+                           centre=centre)
     click.echo(f"wrote {len(paths)} files to {out} (montage: {out}/montage.png)")
 
 

@@ -755,3 +755,24 @@ def read_xray(
             raise InputError(f"{side}: line_integral_scale must be > 0, got {scale}")
         image = image * np.float32(scale)
     return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path)
+
+
+def crop_centred(data: np.ndarray, centre_vox: Sequence[float], size: int, fill: float) -> np.ndarray:
+    """Cut a ``size^3`` cube centred on a voxel position, padding with ``fill`` outside.
+
+    Args:
+        data: ``[I, J, K]`` array.
+        centre_vox: fractional voxel index of the cube centre (rounded to the nearest voxel grid
+            position that keeps the cube centre at ``(size-1)/2``).
+    """
+    out = np.full((size,) * 3, fill, dtype=data.dtype)
+    start = [int(round(c - (size - 1) / 2)) for c in centre_vox]
+    src, dst = [], []
+    for ax, s0 in enumerate(start):
+        a0, a1 = max(s0, 0), min(s0 + size, data.shape[ax])
+        if a1 <= a0:
+            return out
+        src.append(slice(a0, a1))
+        dst.append(slice(a0 - s0, a1 - s0))
+    out[tuple(dst)] = data[tuple(src)]
+    return out

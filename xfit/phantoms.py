@@ -824,9 +824,17 @@ def _abdomen_organs(abd: np.ndarray, g: _Grid, xs_line, ys_line, sp, lay, cage, 
             abd[sl] += _occupancy(pd, h) * (mus_hu - abd[sl])
 
 
+#: Grid centring choices of :func:`make_phantom`.
+CENTRES = ("grid", "vertebra")
+
+#: Extra voxels per side drawn before a vertebra-centred crop (the centred vertebra's centroid
+#: lies within ~10 voxels of the spine's drawing centre at 1.25 mm).
+CENTRE_MARGIN_VOX = 16
+
+
 def make_phantom(seed: int, *, size: int = 64, spacing_mm: float = 1.25,
                  fov_mm: float | None = None, noise_hu: float | None = None,
-                 level: str | None = None) -> Phantom:
+                 level: str | None = None, centre: str = "grid") -> Phantom:
     """Draw a procedural spine CT phantom.
 
     Args:
@@ -838,13 +846,25 @@ def make_phantom(seed: int, *, size: int = 64, spacing_mm: float = 1.25,
             of ``size`` so that its central ``size^3`` block is exactly the crop of the same seed.
         noise_hu: standard deviation of white CT noise (HU); ``None`` draws one in [5, 20].
         level: ``"lumbar"``, ``"thoracic"`` or ``None`` (drawn).
+        centre: ``"grid"`` (the spine's drawing centre) or ``"vertebra"``: the grid is moved so
+            that its centre is the centroid of the centred vertebra (label 1), rounded to whole
+            voxels exactly as the prior's training crops are cut
+            (:func:`xfit.io.crop_centred`). This is where X-rays aimed at that vertebra have
+            their isocentre, and what the shipped prior was trained on.
 
     Returns:
-        :class:`Phantom` with ``hu`` / ``labels`` of shape ``[N, N, N]``.
+        :class:`Phantom` with ``hu`` / ``labels`` of shape ``[N, N, N]``; the grid centre is the
+        world origin. With ``centre="vertebra"``, ``params["centre_shift_mm"]`` holds the shift
+        from the drawing centre.
 
     Raises:
-        InputError: bad size, spacing, field of view or level.
+        InputError: bad size, spacing, field of view, level or centre.
     """
+    if centre not in CENTRES:
+        raise InputError(f"centre must be one of {CENTRES}, got {centre!r}")
+    if centre == "vertebra":
+        return _vertebra_centred(seed, size=size, spacing_mm=spacing_mm, fov_mm=fov_mm,
+                                 noise_hu=noise_hu, level=level)
     if level is not None and level not in LEVELS:
         raise InputError(f"level must be one of {LEVELS} or None, got {level!r}")
     if int(size) < 8 or spacing_mm <= 0 or not math.isfinite(spacing_mm):
@@ -881,6 +901,37 @@ def make_phantom(seed: int, *, size: int = 64, spacing_mm: float = 1.25,
                    params=params)
 
 
+def _vertebra_centred(seed: int, *, size: int, spacing_mm: float, fov_mm: float | None,
+                      noise_hu: float | None, level: str | None) -> Phantom:
+    """:func:`make_phantom` on a grid centred on the centroid of label 1 (see ``centre``)."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    from .io import crop_centred  # noqa: PLC0415
+
+    n = int(size)
+    if fov_mm is not None:  # the grid make_phantom would use (same parity as size)
+        k = int(round(fov_mm / spacing_mm))
+        n = max(k + ((k - n) % 2), 8)
+    m = CENTRE_MARGIN_VOX
+    big = make_phantom(seed, size=size, spacing_mm=spacing_mm, fov_mm=(n + 2 * m) * spacing_mm,
+                       noise_hu=noise_hu, level=level)
+    if big.hu.shape[0] != n + 2 * m:
+        raise InputError(f"internal: expected a {n + 2 * m}^3 grid, got {big.hu.shape}")
+    sel = big.labels == 1
+    centre_vox = ndimage.center_of_mass(sel) if sel.any() else [(n + 2 * m - 1) / 2] * 3
+    hu = crop_centred(big.hu, centre_vox, n, -1000.0)
+    labels = crop_centred(big.labels, centre_vox, n, 0)
+    start = np.array([int(round(c - (n - 1) / 2)) for c in centre_vox])
+    shift_vox = start - m  # the crop's first voxel in the unshifted n^3 grid
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]).astype(np.float64)
+    affine[:3, 3] = -(n - 1) / 2.0 * spacing_mm
+    params = dict(big.params)
+    params["shape"] = [n, n, n]
+    params["centre"] = "vertebra"
+    params["centre_shift_mm"] = [float(x) * spacing_mm for x in shift_vox]
+    return Phantom(hu=hu, labels=labels, affine=affine, params=params)
+
+
 def _params_json(sp, to, lay, noise, n, spacing, seed) -> dict:
     v0 = sp["vertebrae"][0]
     verts = {str(k): {kk: vv for kk, vv in v.items()} for k, v in sp["vertebrae"].items()}
@@ -904,7 +955,7 @@ def _views(ph: Phantom) -> list[tuple[str, np.ndarray, tuple[float, float] | Non
     left. Sagittal and lateral: superior up, anterior on the right.
     """
     hu, c = ph.hu, ph.hu.shape[0] // 2
-    yb = ph.params["vertebra"]["body_centre_mm"][1]
+    yb = ph.params["vertebra"]["body_centre_mm"][1] - ph.params.get("centre_shift_mm", [0.0] * 3)[1]
     cj = int(np.clip(round(yb / ph.spacing_mm + (hu.shape[1] - 1) / 2), 0, hu.shape[1] - 1))
     return [("axial", preview.axial(hu, c), BONE_WINDOW),
             ("coronal", preview.coronal(hu, cj), BONE_WINDOW),
@@ -954,11 +1005,13 @@ def montage(phantoms: Sequence[Phantom], path: str | Path, *, force: bool = True
 def write_phantoms(out_dir: str | Path, n: int, *, size: int = 64, spacing_mm: float = 1.25,
                    seed: int = 0, fov_mm: float | None = None, force: bool = False,
                    progress: bool = True, level: str | None = None,
-                   noise_hu: float | None = None, n_montage: int = 4) -> list[Path]:
+                   noise_hu: float | None = None, n_montage: int = 4,
+                   centre: str = "vertebra") -> list[Path]:
     """Write ``n`` phantoms as ``caseNNNN_ct.nii.gz`` / ``caseNNNN_seg.nii.gz`` / ``caseNNNN.json``.
 
     Case ``i`` uses seed ``seed + i``. A ``montage.png`` of the first ``n_montage`` cases is
-    written too.
+    written too. ``centre`` as in :func:`make_phantom`; the default (``"vertebra"``) gives grids
+    centred like the prior's training crops, so that training never pads with air.
 
     Returns:
         The written paths (CT, labels and JSON of each case, then the montage).
@@ -985,7 +1038,7 @@ def write_phantoms(out_dir: str | Path, n: int, *, size: int = 64, spacing_mm: f
     shown: list[Phantom] = []
     for i in tqdm(range(n), desc="phantoms", disable=not progress):
         ph = make_phantom(seed + i, size=size, spacing_mm=spacing_mm, fov_mm=fov_mm,
-                          level=level, noise_hu=noise_hu)
+                          level=level, noise_hu=noise_hu, centre=centre)
         ct, seg, js = (out / x for x in names[i])
         written.append(write_nifti(ct, ph.hu, ph.affine, force=force))
         written.append(write_nifti(seg, ph.labels, ph.affine, force=force))

@@ -351,12 +351,16 @@ def fit(
     device = next(iter(prior.G.parameters())).device
     torch.manual_seed(seed)
     targets = [_normalise(a).to(device) for a in arrays]
-    affine = torch.as_tensor(prior_affine(prior), dtype=torch.float32, device=device)
+
+    full_res = int(prior.config.resolution)
+    coarse_res = full_res // 2 if cfg.coarse_generator and full_res >= 8 else None
 
     def make_objective(coarse: bool, perceptual=None) -> Objective:
         groups, tg = _groups_targets(views, targets, coarse)
-        masks = footprint_masks(groups, affine, prior.config.resolution, cfg.footprint) if cfg.footprint > 0 else None
-        return Objective(groups, tg, affine, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
+        res = coarse_res if coarse and coarse_res else full_res
+        aff = torch.as_tensor(prior_affine(prior, res), dtype=torch.float32, device=device)
+        masks = footprint_masks(groups, aff, res, cfg.footprint) if cfg.footprint > 0 else None
+        return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
                          lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
                          lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
                          scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
@@ -401,7 +405,8 @@ def fit(
 
             t0 = time.perf_counter()
             x = state.batch()
-            hu, _ = generate_hu(prior, x["w_plus"], x["noise"])
+            hu, _ = generate_hu(prior, x["w_plus"], x["noise"],
+                                resolution=coarse_res if stage == "coarse" else None)
             mu = hu_to_mu(hu)[:, None]
             t1 = time.perf_counter()
             preds = objective.render(mu, background=x["background"],

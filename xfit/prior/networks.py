@@ -411,7 +411,8 @@ class SynthesisNetwork(nn.Module):
                 raise InputError(f"noise[{i}] must have shape [1 or {batch}, {want}], got {got}")
 
     def forward(self, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
-                noise_mode: str = "random", fused: bool | None = None) -> Tensor:
+                noise_mode: str = "random", fused: bool | None = None,
+                max_resolution: int | None = None) -> Tensor:
         """Synthesise volumes.
 
         Args:
@@ -419,10 +420,18 @@ class SynthesisNetwork(nn.Module):
             noise: optional list (see :meth:`noise_shapes`) overriding ``noise_mode``.
             noise_mode: ``random`` (fresh each call), ``const`` (stored buffers) or ``none``.
             fused: grouped-conv modulation or not (see :func:`modulated_conv3d`).
+            max_resolution: stop after the block of this resolution and return the skip
+                architecture's running output there (a coarse version of the full output, the
+                same cube at ``R / max_resolution`` times the voxel size; coarse-to-fine fitting).
+                ``None``: the full resolution. Later ws and noise inputs are not used.
 
         Returns:
-            ``[B, img_channels, R, R, R]``: channel 0 unit intensity, 1.. label logits.
+            ``[B, img_channels, r, r, r]`` with ``r = max_resolution or R``: channel 0 unit
+            intensity, 1.. label logits.
         """
+        if max_resolution is not None and max_resolution not in self.block_resolutions:
+            raise InputError(f"max_resolution must be one of {self.block_resolutions}, "
+                             f"got {max_resolution!r}")
         if w_plus.ndim != 3 or tuple(w_plus.shape[1:]) != (self.num_ws, self.w_dim):
             raise InputError(f"w_plus must be [B, {self.num_ws}, {self.w_dim}], "
                              f"got {list(w_plus.shape)}")
@@ -440,6 +449,8 @@ class SynthesisNetwork(nn.Module):
             block_noise = [next(noise_iter) for _ in block.layers]
             x, img = block(x, img, block_ws, block_noise, noise_mode=noise_mode, fused=fused)
             w_idx += block.num_conv
+            if block.resolution == max_resolution:
+                break
         return img
 
     def extra_repr(self) -> str:

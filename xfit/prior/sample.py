@@ -33,19 +33,23 @@ def as_prior(prior: Prior | str | Path, device: str | torch.device = "cpu") -> P
     return prior if isinstance(prior, Prior) else load_prior(prior, device=device)
 
 
-def prior_affine(prior: Prior) -> np.ndarray:
+def prior_affine(prior: Prior, resolution: int | None = None) -> np.ndarray:
     """Voxel index -> world (RAS mm) ``[4, 4]`` of the prior grid, its centre at the origin.
 
-    ``diag(s, s, s, 1)`` with translation ``-s (R - 1) / 2`` per axis (``s = spacing_mm``).
+    ``diag(s, s, s, 1)`` with translation ``-s (r - 1) / 2`` per axis. By default ``r`` is the
+    prior's resolution and ``s`` its ``spacing_mm``; a coarser ``resolution`` (a block output of
+    the skip generator, :func:`generate_hu`) covers the same cube with ``s * R / r`` voxels.
     """
-    s, r = float(prior.config.spacing_mm), int(prior.config.resolution)
+    full = int(prior.config.resolution)
+    r = full if resolution is None else int(resolution)
+    s = float(prior.config.spacing_mm) * full / r
     affine = np.diag([s, s, s, 1.0])
     affine[:3, 3] = -s * (r - 1) / 2.0
     return affine
 
 
-def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = None
-                ) -> tuple[Tensor, Tensor]:
+def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
+                resolution: int | None = None) -> tuple[Tensor, Tensor]:
     """Synthesise HU volumes and label logits from styles (differentiable in ``w_plus``/noise).
 
     Args:
@@ -53,12 +57,14 @@ def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = N
         w_plus: ``[B, num_ws, w_dim]`` styles on the prior's device.
         noise: optional per-layer noise (``prior.G.synthesis.noise_shapes()``); ``None`` uses the
             generator's stored constant noise (deterministic).
+        resolution: stop the generator at this block (coarse-to-fine fitting; its grid is
+            :func:`prior_affine` with the same ``resolution``); ``None``: full resolution.
 
     Returns:
-        ``(hu, label_logit)``, each ``[B, R, R, R]``: HU (unclamped, so gradients flow outside the
+        ``(hu, label_logit)``, each ``[B, r, r, r]``: HU (unclamped, so gradients flow outside the
         window) and the first label channel's logit (> 0 = inside).
     """
-    out = prior.G.synthesis(w_plus, noise=noise, noise_mode="const")
+    out = prior.G.synthesis(w_plus, noise=noise, noise_mode="const", max_resolution=resolution)
     hu = unit_to_hu(out[:, 0].float(), prior.config.hu_window)
     return hu, out[:, 1].float()
 

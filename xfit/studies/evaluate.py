@@ -1,7 +1,8 @@
 """Measured quality of the fit on held-out phantoms, beside two references computed the same way.
 
 For each held-out phantom (seeds never used for training: the shipped prior was trained on
-seeds 1000-1599), the X-rays are simulated on the prior's grid with the given views, then:
+seeds 1000-1599), on the prior's grid centred on its vertebra like the training crops, the
+X-rays are simulated with the given views (isocentre at that vertebra), then:
 
 * **fit**: :func:`xfit.fitting.fit` (the method);
 * **mean**: the prior's mean volume, ``G(w_mean)`` with its constant noise;
@@ -53,7 +54,7 @@ def default_views(angles: Sequence[float], detector: int, pixel_spacing_mm: floa
 def make_case(seed: int, prior, views: Sequence[View]) -> Case:
     """Phantom ``seed`` on the prior's grid and its noiseless X-rays."""
     cfg = prior.config
-    ph = make_phantom(seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm)
+    ph = make_phantom(seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra")
     mu = hu_to_mu(torch.from_numpy(ph.hu))[None, None]
     images = []
     for v in views:
