@@ -3,7 +3,7 @@
     python examples/make_examples.py [--force]
 
 Writes ``examples/ct.nii.gz``, ``examples/seg.nii.gz`` (ground truth, 64^3 at 1.25 mm, the
-grid centre at the world origin = the isocentre) and ``examples/ap.png``, ``examples/lat.png``
+grid centred on the centroid of the vertebra, at the world origin = the isocentre) and ``examples/ap.png``, ``examples/lat.png``
 with their sidecars (cone beam, sdd 1800 mm, sod 1500 mm, 128 x 128 px of 1.0 mm). The prior
 shipped with xfit was trained on phantom seeds 1000-1599; the example uses seed 9001.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--force", action="store_true")
     a = p.parse_args()
-    ph = make_phantom(SEED, size=64, spacing_mm=1.25)
+    ph = make_phantom(SEED, size=64, spacing_mm=1.25, centre="vertebra")
     write_nifti(HERE / "ct.nii.gz", ph.hu, ph.affine, force=a.force)
     write_nifti(HERE / "seg.nii.gz", ph.labels, ph.affine, force=a.force)
     with tempfile.TemporaryDirectory() as tmp:
