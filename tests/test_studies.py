@@ -36,3 +36,20 @@ def test_study_writes_table_and_results(prior_path, tmp_path):
     # the oracle picks the best PSNR of the same samples the X-ray criterion chooses from
     for case in data["cases"]:
         assert case["best_of_n_oracle"]["psnr_db"] >= case["best_of_n_xray"]["psnr_db"]
+
+
+def test_whole_body_case_keeps_the_crop_truth():
+    """Whole-body X-rays integrate more anatomy than the crop; the truth is the same crop."""
+    from xfit.prior.config import load_config as load_prior_config
+    from xfit.studies.evaluate import default_views, make_case
+
+    class _P:  # only .config is used
+        config = load_prior_config("tiny")
+
+    views = default_views((0.0, 90.0), 32, 3.0)
+    crop = make_case(3, _P, views)
+    body = make_case(3, _P, views, whole_body_fov_mm=200.0)
+    np.testing.assert_array_equal(crop.hu, body.hu)
+    np.testing.assert_array_equal(crop.vertebra, body.vertebra)
+    for a, b in zip(crop.images, body.images):
+        assert a.shape == b.shape and float((b - a).mean()) > 0.5  # extra tissue along every ray

@@ -51,15 +51,22 @@ def default_views(angles: Sequence[float], detector: int, pixel_spacing_mm: floa
     return [View(a, shape=(detector, detector), pixel_spacing_mm=(pixel_spacing_mm,) * 2) for a in angles]
 
 
-def make_case(seed: int, prior, views: Sequence[View]) -> Case:
-    """Phantom ``seed`` on the prior's grid and its noiseless X-rays."""
+def make_case(seed: int, prior, views: Sequence[View], whole_body_fov_mm: float | None = None) -> Case:
+    """Phantom ``seed`` on the prior's grid and its noiseless X-rays.
+
+    With ``whole_body_fov_mm`` the X-rays integrate the whole torso of the same phantom drawn
+    on a ``whole_body_fov_mm`` grid (as real radiographs do), while the ground truth stays the
+    prior-grid crop (the central block of that grid).
+    """
     cfg = prior.config
     ph = make_phantom(seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra")
-    mu = hu_to_mu(torch.from_numpy(ph.hu))[None, None]
+    src = ph if whole_body_fov_mm is None else make_phantom(
+        seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra", fov_mm=whole_body_fov_mm)
+    mu = hu_to_mu(torch.from_numpy(src.hu))[None, None]
     images = []
     for v in views:
         with torch.no_grad():
-            images.append(project(mu, ph.affine, [v])[0, 0].numpy())
+            images.append(project(mu, src.affine, [v])[0, 0].numpy())
     return Case(seed, ph.hu, ph.labels == 1, images)
 
 
@@ -142,6 +149,7 @@ def run_study(
     pixel_spacing_mm: float = 1.0,
     n_random: int = 32,
     fit_config: str | Path | None = None,
+    whole_body_fov_mm: float | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -158,7 +166,8 @@ def run_study(
     views = default_views(angles, detector, pixel_spacing_mm)
     results = []
     for s in tqdm(range(first_seed, first_seed + cases), desc="evaluate", disable=not progress):
-        results.append(evaluate_case(prior, make_case(s, prior, views), views, cfg, n_random=n_random))
+        case = make_case(s, prior, views, whole_body_fov_mm)
+        results.append(evaluate_case(prior, case, views, cfg, n_random=n_random))
         with atomic_write(out / "results.json", force=True) as tmp:  # partial results survive interruption
             Path(tmp).write_text(json.dumps({"cases": results}, indent=2))
     table = summarize(results)
@@ -169,6 +178,7 @@ def run_study(
         "detector": [detector, detector],
         "pixel_spacing_mm": pixel_spacing_mm,
         "n_random": n_random,
+        "whole_body_fov_mm": whole_body_fov_mm,
         "fit_config": cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg),
         "mean_fit_seconds": float(np.mean([r["fit_seconds"] for r in results])),
         "summary": table,
@@ -194,13 +204,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pixel-spacing", type=float, default=1.0)
     p.add_argument("--random", type=int, default=32)
     p.add_argument("--fit-config", default=None)
+    p.add_argument("--whole-body", type=float, default=None, metavar="FOV_MM",
+                   help="simulate the X-rays through the whole torso drawn on a FOV_MM grid (e.g. 320)")
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
     from ..geometry import parse_angles
 
     s = run_study(
         a.prior, a.out, cases=a.cases, first_seed=a.first_seed, angles=parse_angles(a.angles), detector=a.detector,
-        pixel_spacing_mm=a.pixel_spacing, n_random=a.random, fit_config=a.fit_config, force=a.force,
+        pixel_spacing_mm=a.pixel_spacing, n_random=a.random, fit_config=a.fit_config, whole_body_fov_mm=a.whole_body, force=a.force,
     )
     print(markdown_table(s["summary"], a.cases, a.random))
 
