@@ -80,16 +80,24 @@ def _metrics(hu, label_logit, case: Case, spacing: float) -> dict[str, float]:
     return volume_metrics(hu, case.hu, label_logit > 0, case.vertebra, spacing)
 
 
-def evaluate_case(prior, case: Case, views: Sequence[View], cfg, *, n_random: int = 32, seed: int = 0) -> dict[str, Any]:
-    """All methods on one case; returns ``{method: metrics}`` plus timing."""
+def evaluate_case(prior, case: Case, views: Sequence[View], cfg, *, n_random: int = 32, seed: int = 0,
+                  warm_start: bool = True) -> dict[str, Any]:
+    """All methods on one case; returns ``{method: metrics}`` plus timing.
+
+    The fit starts like ``xfit reconstruct``: from the prior's encoder when
+    ``<prior>.encoder.safetensors`` exists and ``warm_start``, else from ``w_mean``.
+    """
     from ..fitting import fit
+    from ..fitting.encoder import warm_start_w_plus
     from ..prior.sample import generate_hu, prior_affine, sample_w_plus
 
     spacing = prior.config.spacing_mm
     affine = prior_affine(prior)
     out: dict[str, Any] = {"seed": case.seed}
     t0 = time.perf_counter()
-    res = fit(prior, case.images, list(views), cfg, seed=seed, progress=False)
+    w_init, out["start"] = warm_start_w_plus(prior, case.images, list(views)) if warm_start \
+        else (None, "w_mean (warm start off)")
+    res = fit(prior, case.images, list(views), cfg, seed=seed, w_init=w_init, progress=False)
     out["fit_seconds"] = time.perf_counter() - t0
     out["fit"] = _metrics(res.hu, res.label_prob - 0.5, case, spacing)
     out["fit"]["view_ncc"] = float(np.mean(res.view_ncc))
@@ -150,6 +158,7 @@ def run_study(
     n_random: int = 32,
     fit_config: str | Path | None = None,
     whole_body_fov_mm: float | None = None,
+    warm_start: bool = True,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -167,7 +176,7 @@ def run_study(
     results = []
     for s in tqdm(range(first_seed, first_seed + cases), desc="evaluate", disable=not progress):
         case = make_case(s, prior, views, whole_body_fov_mm)
-        results.append(evaluate_case(prior, case, views, cfg, n_random=n_random))
+        results.append(evaluate_case(prior, case, views, cfg, n_random=n_random, warm_start=warm_start))
         with atomic_write(out / "results.json", force=True) as tmp:  # partial results survive interruption
             Path(tmp).write_text(json.dumps({"cases": results}, indent=2))
     table = summarize(results)
@@ -179,6 +188,7 @@ def run_study(
         "pixel_spacing_mm": pixel_spacing_mm,
         "n_random": n_random,
         "whole_body_fov_mm": whole_body_fov_mm,
+        "starts": sorted({r["start"] for r in results}),
         "fit_config": cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg),
         "mean_fit_seconds": float(np.mean([r["fit_seconds"] for r in results])),
         "summary": table,
@@ -204,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pixel-spacing", type=float, default=1.0)
     p.add_argument("--random", type=int, default=32)
     p.add_argument("--fit-config", default=None)
+    p.add_argument("--no-warm-start", action="store_true", help="start every fit at w_mean even if the prior has an encoder")
     p.add_argument("--whole-body", type=float, default=None, metavar="FOV_MM",
                    help="simulate the X-rays through the whole torso drawn on a FOV_MM grid (e.g. 320)")
     p.add_argument("--force", action="store_true")
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
 
     s = run_study(
         a.prior, a.out, cases=a.cases, first_seed=a.first_seed, angles=parse_angles(a.angles), detector=a.detector,
-        pixel_spacing_mm=a.pixel_spacing, n_random=a.random, fit_config=a.fit_config, whole_body_fov_mm=a.whole_body, force=a.force,
+        pixel_spacing_mm=a.pixel_spacing, n_random=a.random, fit_config=a.fit_config, whole_body_fov_mm=a.whole_body, warm_start=not a.no_warm_start, force=a.force,
     )
     print(markdown_table(s["summary"], a.cases, a.random))
 
