@@ -457,3 +457,40 @@ def test_footprint_mask_keeps_rays_through_the_field_of_view():
     assert 0.2 < mask.mean() < 0.8
     (loose,) = footprint_masks(group_views(views), affine, res, 0.01)
     assert loose.sum() > mask.sum()
+
+
+def test_best_prior_samples_finds_the_sample_that_made_the_images(prior):
+    """Images made from sample j of the candidate pool: j is ranked first and its score is ~0."""
+    from xfit.fitting.optimize import best_prior_samples
+    from xfit.prior.sample import sample_w_plus
+
+    views = make_views()
+    pool = sample_w_plus(prior, 8, seed=7_777_777 + 3)
+    for j in (2, 6):
+        hu, _ = generate_hu(prior, pool[j:j + 1])
+        images = drr(prior, hu, views)
+        groups = group_views(views)
+        tg = [torch.stack([torch.from_numpy(images[i]).float() for i in g.index]) for g in groups]
+        obj = Objective(groups, tg, torch.as_tensor(prior_affine(prior), dtype=torch.float32))
+        best = best_prior_samples(prior, obj, 8, 2, seed=3)
+        assert best.shape == (2, prior.G.num_ws, prior.G.w_dim)
+        torch.testing.assert_close(best[0], pool[j])
+        assert not torch.equal(best[1], pool[j])
+
+
+def test_init_samples_start_restarts_from_prior_samples(prior, target):
+    """With init_samples the second restart starts at a prior sample, not near w_mean."""
+    starts = {}
+
+    def grab(step, info):
+        if step == 0:
+            starts["u"] = [u.detach().clone() for u in info["params"]["u"]]
+        return True  # stop after the first step
+
+    for n in (0, 8):
+        cfg = load_fit_config(steps=5, restarts=2, init_samples=n, coarse_fraction=0.0)
+        fit(prior, target["images"], make_views(), cfg, progress=False, callback=grab)
+        # u = (w - w_mean) / w_std: a perturbation of w_mean has mean square
+        # init_perturbation^2 = 0.25, a prior sample about 1
+        starts[n] = float(starts["u"][1].square().mean())
+    assert starts[0] < 0.5 < starts[8]

@@ -20,10 +20,10 @@ from .objective import (
     w_cosine_prior,
     w_gaussian_prior,
 )
-from .optimize import FitResult, check_images, check_views, fit, half_resolution, lr_schedule
+from .optimize import FitResult, best_prior_samples, check_images, check_views, fit, half_resolution, lr_schedule
 
 __all__ = [
-    "FitConfig", "FitResult", "Objective", "PerceptualLoss", "ViewGroup", "background_penalty",
+    "FitConfig", "FitResult", "Objective", "PerceptualLoss", "ViewGroup", "background_penalty", "best_prior_samples",
     "check_images", "check_views", "fit", "fit_config_from_dict", "gradient_ncc_loss",
     "group_views", "half_resolution", "load_fit_config", "lr_schedule", "multiscale_ncc_loss",
     "ncc_loss", "ncc_per_view", "noise_prior", "pose_prior", "w_cosine_prior", "w_gaussian_prior",

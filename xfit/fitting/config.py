@@ -35,6 +35,9 @@ class FitConfig:
         init_perturbation: std (in units of ``w_std``) of the random start of restarts 1.. (restart
             0 always starts at ``w_mean``).
         noise_init: ``"zero"`` (the mode of the noise prior, default) or ``"randn"``.
+        init_samples: draw this many random prior samples, score their data term (at the coarse
+            stage's resolution, no gradients) and start restarts 1.. from the best of them
+            instead of random perturbations of restart 0's start (0 = off).
         optimize_noise: optimise the per-layer noise maps as well as W+.
         lambda_w: weight of the Gaussian prior on every w of W+.
         lambda_c: weight of the von Mises (cosine) prior between pairs of w's.
@@ -72,6 +75,7 @@ class FitConfig:
     lr_rampdown: float = 0.25
     init_perturbation: float = 0.5
     noise_init: str = "zero"
+    init_samples: int = 16
     optimize_noise: bool = True
     lambda_w: float = 0.1
     lambda_c: float = 0.05
@@ -111,11 +115,12 @@ def _validate(cfg: FitConfig) -> None:
         if not ok:
             raise InputError(f"fit config: {msg}")
 
-    for name in ("steps", "restarts", "background_grid", "early_stop_window", "seed"):
+    for name in ("steps", "restarts", "background_grid", "early_stop_window", "seed", "init_samples"):
         value = getattr(cfg, name)
         need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
     need(cfg.steps >= 1, "steps must be >= 1")
     need(cfg.restarts >= 1, "restarts must be >= 1")
+    need(cfg.init_samples >= 0, "init_samples must be >= 0")
     need(cfg.background_grid >= 2, "background_grid must be >= 2")
     need(cfg.early_stop_window >= 1, "early_stop_window must be >= 1")
     need(isinstance(cfg.max_divergences, int) and cfg.max_divergences >= 0,
@@ -134,7 +139,7 @@ def _validate(cfg: FitConfig) -> None:
         need(getattr(cfg, name) <= 1, f"{name} must be in [0, 1]")
     need(cfg.noise_init in NOISE_INITS, f"noise_init must be one of {NOISE_INITS}")
     need(cfg.perceptual_net in ("alex", "vgg"), "perceptual_net must be 'alex' or 'vgg'")
-    for name in ("optimize_noise", "background", "refine_pose"):
+    for name in ("optimize_noise", "background", "refine_pose", "coarse_generator"):
         need(isinstance(getattr(cfg, name), bool), f"{name} must be true or false")
     try:
         scales = tuple(int(s) for s in cfg.scales)

@@ -209,6 +209,31 @@ def footprint_masks(groups: list[ViewGroup], affine: Tensor, resolution: int, fr
     return masks
 
 
+@torch.no_grad()
+def best_prior_samples(prior: Prior, objective: Objective, n: int, k: int, *, seed: int = 0,
+                       resolution: int | None = None, batch: int = 4) -> Tensor:
+    """The ``k`` of ``n`` random prior samples whose projections best match the targets.
+
+    Samples are ``w = mapping(z)`` broadcast over W+, with the generator's constant noise; they
+    are scored by the objective's data term (at ``resolution``: the coarse generator output when
+    the objective is the coarse one).
+
+    Returns:
+        ``[k, num_ws, w_dim]`` W+ of the best samples, best first.
+    """
+    from ..prior.sample import sample_w_plus  # noqa: PLC0415
+
+    ws = sample_w_plus(prior, n, seed=7_777_777 + seed)  # a pool apart from the study's references
+    scores = []
+    for i in range(0, n, batch):
+        w = ws[i:i + batch]
+        hu, _ = generate_hu(prior, w, resolution=resolution)
+        preds = objective.render(hu_to_mu(hu)[:, None])
+        scores.append(objective.data_per_view(preds).mean(-1))
+    order = torch.argsort(torch.cat(scores))
+    return ws[order[:k]]
+
+
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
@@ -226,7 +251,7 @@ class _Restarts:
     """Leaf parameters of every restart (one set per restart so each has its own Adam lr)."""
 
     def __init__(self, prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None,
-                 seed: int, device: torch.device):
+                 seed: int, device: torch.device, w_starts: Tensor | None = None):
         G = prior.G
         b, k, d = cfg.restarts, G.num_ws, G.w_dim
         gen = torch.Generator().manual_seed(seed)
@@ -245,6 +270,9 @@ class _Restarts:
             u0 = ((w_init - mean.cpu()) / std.cpu()).expand(b, k, d).clone()
         if b > 1:  # restart 0 starts exactly at the given / mean W+, the others nearby
             u0[1:] += cfg.init_perturbation * torch.randn(b - 1, 1, d, generator=gen)
+        if w_starts is not None and b > 1:  # ... or at the best prior samples
+            k = min(b - 1, w_starts.shape[0])
+            u0[1:1 + k] = (w_starts[:k].float().cpu() - mean.cpu()) / std.cpu()
         shapes = G.synthesis.noise_shapes()
         if cfg.noise_init == "randn":
             n0 = [[torch.randn(1, *s[1:], generator=gen) for s in shapes] for _ in range(b)]
@@ -372,7 +400,12 @@ def fit(
     n_coarse = int(round(cfg.coarse_fraction * cfg.steps)) if can_coarse else 0
     coarse = make_objective(True, fine.perceptual) if n_coarse > 0 else None
 
-    state = _Restarts(prior, cfg, len(views), w_init, seed, device)
+    w_starts = None
+    if cfg.init_samples > 0 and cfg.restarts > 1:
+        w_starts = best_prior_samples(prior, coarse if coarse is not None else fine,
+                                      cfg.init_samples, cfg.restarts - 1, seed=seed,
+                                      resolution=coarse_res if coarse is not None else None)
+    state = _Restarts(prior, cfg, len(views), w_init, seed, device, w_starts=w_starts)
     b = cfg.restarts
     opt = torch.optim.Adam(
         [{"params": state.latent_params(r), "kind": "latent", "restart": r} for r in range(b)]
