@@ -70,6 +70,7 @@ def main() -> None:
     cases = [("default (128 px, 1.0 mm)", 128, 1.0, {})]
     cases += [(f"steps {default.steps // 2}", 128, 1.0, {"steps": default.steps // 2, "early_stop_tol": 0.0})]
     cases += [("steps default, no early stop", 128, 1.0, {"early_stop_tol": 0.0})]
+    cases += [("coarse stage with the full generator", 128, 1.0, {"coarse_generator": False})]
     cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}), ("restarts 1", 128, 1.0, {"restarts": 1})]
     if not a.quick:
         cases += [("detector 256 px, 0.5 mm", 256, 0.5, {}), ("restarts 4", 128, 1.0, {"restarts": 4})]
