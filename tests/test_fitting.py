@@ -494,3 +494,15 @@ def test_init_samples_start_restarts_from_prior_samples(prior, target):
         # init_perturbation^2 = 0.25, a prior sample about 1
         starts[n] = float(starts["u"][1].square().mean())
     assert starts[0] < 0.5 < starts[8]
+
+
+def test_coarse_prior_affine_covers_the_same_cube(prior):
+    """A coarse voxel's centre is the mean of the two fine voxel centres it pools."""
+    r = prior.config.resolution
+    fine, coarse = prior_affine(prior), prior_affine(prior, r // 2)
+    i = np.array([0.0, 3.0, r // 2 - 1.0])
+    world_coarse = coarse[:3, :3] @ np.stack([i, i, i]) + coarse[:3, 3:]
+    world_fine = 0.5 * ((fine[:3, :3] @ np.stack([2 * i] * 3) + fine[:3, 3:])
+                        + (fine[:3, :3] @ np.stack([2 * i + 1] * 3) + fine[:3, 3:]))
+    np.testing.assert_allclose(world_coarse, world_fine)
+    assert coarse[0, 0] == 2 * fine[0, 0]

@@ -51,6 +51,24 @@ def test_generator_shapes(G, cfg, batch):
     assert G.mapping(z, num_ws=None).shape == (batch, cfg.w_dim)
 
 
+def test_max_resolution_returns_the_skip_output_of_that_block(G, cfg):
+    """Stopping at R/2 gives the running skip output there: unaffected by the last block."""
+    ws = G.mapping(torch.randn(2, cfg.z_dim))
+    r = cfg.resolution
+    full = G.synthesis(ws, noise_mode="const")
+    assert torch.equal(G.synthesis(ws, noise_mode="const", max_resolution=r), full)
+    half = G.synthesis(ws, noise_mode="const", max_resolution=r // 2)
+    assert half.shape == (2, 2, r // 2, r // 2, r // 2)
+    with torch.no_grad():
+        last = G.synthesis.blocks[-1]
+        last.to_output.weight.add_(1.0)
+        last.conv1.weight.add_(1.0)
+    assert torch.equal(G.synthesis(ws, noise_mode="const", max_resolution=r // 2), half)
+    assert not torch.allclose(G.synthesis(ws, noise_mode="const"), full)
+    with pytest.raises(InputError, match="max_resolution"):
+        G.synthesis(ws, max_resolution=r // 2 + 1)
+
+
 def test_generator_float64(G, cfg):
     ws = G.mapping(torch.randn(2, cfg.z_dim, dtype=torch.float64))
     out = G.synthesis(ws, noise_mode="const")
