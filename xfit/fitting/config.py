@@ -85,7 +85,7 @@ class FitConfig:
     lambda_perceptual: float = 0.0
     perceptual_net: str = "alex"
     scales: tuple[int, ...] = (1, 2, 4)
-    coarse_fraction: float = 0.3
+    coarse_fraction: float = 0.5
     coarse_generator: bool = True
     footprint: float = 0.9
     background: bool = True
