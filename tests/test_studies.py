@@ -53,3 +53,18 @@ def test_whole_body_case_keeps_the_crop_truth():
     np.testing.assert_array_equal(crop.vertebra, body.vertebra)
     for a, b in zip(crop.images, body.images):
         assert a.shape == b.shape and float((b - a).mean()) > 0.5  # extra tissue along every ray
+
+
+def test_paired_wins_counts_strictly_better_cases():
+    from xfit.studies.evaluate import markdown_table, paired_wins, summarize
+
+    def m(psnr, mae):
+        return {"psnr_db": psnr, "ssim": 0.1, "mae_hu": mae, "dice": 0.5}
+
+    results = [{"fit": m(20, 100), "mean": m(15, 200), "best_of_n_xray": m(21, 90), "best_of_n_oracle": m(20, 100)},
+               {"fit": m(20, 100), "mean": m(15, 200), "best_of_n_xray": m(19, 110), "best_of_n_oracle": m(22, 80)}]
+    wins = paired_wins(results)
+    assert wins["mean"] == {"psnr_db": 2, "ssim": 0, "mae_hu": 2, "dice": 0}
+    assert wins["best_of_n_xray"]["psnr_db"] == 1 and wins["best_of_n_xray"]["mae_hu"] == 1
+    assert wins["best_of_n_oracle"]["psnr_db"] == 0 and wins["best_of_n_oracle"]["mae_hu"] == 0
+    assert "| 2/2 | 0/2 | 2/2 | 0/2 |" in markdown_table(summarize(results), 2, 8, wins)

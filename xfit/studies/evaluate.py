@@ -131,7 +131,24 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[fl
     return table
 
 
-def markdown_table(table: dict[str, dict[str, tuple[float, float]]], n_cases: int, n_random: int) -> str:
+#: Metrics where lower is better.
+LOWER_IS_BETTER = ("mae_hu",)
+
+
+def paired_wins(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per reference method and metric: in how many cases the fit is strictly better."""
+    wins: dict[str, dict[str, int]] = {}
+    for m in METHODS[1:]:
+        wins[m] = {}
+        for k in KEYS:
+            sign = -1.0 if k in LOWER_IS_BETTER else 1.0
+            wins[m][k] = int(sum(sign * (r["fit"][k] - r[m][k]) > 0 for r in results))
+    return wins
+
+
+def markdown_table(table: dict[str, dict[str, tuple[float, float]]], n_cases: int, n_random: int,
+                   wins: dict[str, dict[str, int]] | None = None) -> str:
+    """The study's table (mean ± std per method), plus paired win counts when given."""
     names = {
         "fit": "xfit fit",
         "mean": "prior mean volume",
@@ -143,7 +160,13 @@ def markdown_table(table: dict[str, dict[str, tuple[float, float]]], n_cases: in
     for m in METHODS:
         cells = [f"{table[m][k][0]:.3f} ± {table[m][k][1]:.3f}" if k in ("ssim", "dice") else f"{table[m][k][0]:.1f} ± {table[m][k][1]:.1f}" for k in KEYS]
         rows.append(f"| {names[m]} | " + " | ".join(cells) + " |")
-    return head + "\n".join(rows) + f"\n\n({n_cases} held-out phantoms, mean ± std)\n"
+    text = head + "\n".join(rows) + f"\n\n({n_cases} held-out phantoms, mean ± std)\n"
+    if wins:
+        text += "\nCases where the fit is better (paired, same phantom):\n\n"
+        text += "| fit better than | PSNR | SSIM | MAE | Dice |\n|---|---|---|---|---|\n"
+        for m, w in wins.items():
+            text += f"| {names[m]} | " + " | ".join(f"{w[k]}/{n_cases}" for k in KEYS) + " |\n"
+    return text
 
 
 def run_study(
@@ -192,12 +215,13 @@ def run_study(
         "fit_config": cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg),
         "mean_fit_seconds": float(np.mean([r["fit_seconds"] for r in results])),
         "summary": table,
+        "fit_better_than": paired_wins(results),
         "cases": results,
     }
     with atomic_write(out / "results.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2))
     with atomic_write(out / "table.md", force=True) as tmp:
-        Path(tmp).write_text(markdown_table(table, cases, n_random))
+        Path(tmp).write_text(markdown_table(table, cases, n_random, paired_wins(results)))
     return summary
 
 
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         a.prior, a.out, cases=a.cases, first_seed=a.first_seed, angles=parse_angles(a.angles), detector=a.detector,
         pixel_spacing_mm=a.pixel_spacing, n_random=a.random, fit_config=a.fit_config, whole_body_fov_mm=a.whole_body, warm_start=not a.no_warm_start, force=a.force,
     )
-    print(markdown_table(s["summary"], a.cases, a.random))
+    print(markdown_table(s["summary"], a.cases, a.random, s["fit_better_than"]))
 
 
 if __name__ == "__main__":
