@@ -757,16 +757,22 @@ def read_xray(
     return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path)
 
 
+def crop_start(centre_vox: Sequence[float], size: int) -> list[int]:
+    """First voxel index per axis of the ``size^3`` cube :func:`crop_centred` cuts around
+    ``centre_vox`` (rounded to whole voxels)."""
+    return [int(round(c - (size - 1) / 2)) for c in centre_vox]
+
+
 def crop_centred(data: np.ndarray, centre_vox: Sequence[float], size: int, fill: float) -> np.ndarray:
     """Cut a ``size^3`` cube centred on a voxel position, padding with ``fill`` outside.
 
     Args:
         data: ``[I, J, K]`` array.
         centre_vox: fractional voxel index of the cube centre (rounded to the nearest voxel grid
-            position that keeps the cube centre at ``(size-1)/2``).
+            position that keeps the cube centre at ``(size-1)/2``, see :func:`crop_start`).
     """
     out = np.full((size,) * 3, fill, dtype=data.dtype)
-    start = [int(round(c - (size - 1) / 2)) for c in centre_vox]
+    start = crop_start(centre_vox, size)
     src, dst = [], []
     for ax, s0 in enumerate(start):
         a0, a1 = max(s0, 0), min(s0 + size, data.shape[ax])

@@ -869,12 +869,9 @@ def make_phantom(seed: int, *, size: int = 64, spacing_mm: float = 1.25,
         raise InputError(f"level must be one of {LEVELS} or None, got {level!r}")
     if int(size) < 8 or spacing_mm <= 0 or not math.isfinite(spacing_mm):
         raise InputError(f"need size >= 8 and spacing_mm > 0, got {size}, {spacing_mm}")
-    n = int(size)
-    if fov_mm is not None:
-        if not (fov_mm > 0 and math.isfinite(fov_mm)):
-            raise InputError(f"fov_mm must be positive, got {fov_mm}")
-        m = int(round(fov_mm / spacing_mm))
-        n = max(m + ((m - n) % 2), 8)
+    if fov_mm is not None and not (fov_mm > 0 and math.isfinite(fov_mm)):
+        raise InputError(f"fov_mm must be positive, got {fov_mm}")
+    n = _grid_side(size, spacing_mm, fov_mm)
     if n > 640:
         raise InputError(f"grid of {n}^3 voxels is too large")
     sp = _draw_spine(_rng(seed, 0), level)
@@ -894,11 +891,26 @@ def make_phantom(seed: int, *, size: int = 64, spacing_mm: float = 1.25,
     if noise > 0:
         hu += np.float32(noise) * _voxel_noise(n, seed * 7919 + 17)
     labels = cv.labels
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]).astype(np.float64)
-    affine[:3, 3] = -(n - 1) / 2.0 * spacing_mm
+    affine = _centred_affine(n, spacing_mm)
     params = _params_json(sp, to, lay, noise, n, spacing_mm, seed)
     return Phantom(hu=hu.astype(np.float32), labels=labels.astype(np.int16), affine=affine,
                    params=params)
+
+
+def _grid_side(size: int, spacing_mm: float, fov_mm: float | None) -> int:
+    """Voxels per axis: ``size``, or ``fov_mm / spacing_mm`` nudged to the parity of ``size``."""
+    n = int(size)
+    if fov_mm is None:
+        return n
+    k = int(round(fov_mm / spacing_mm))
+    return max(k + ((k - n) % 2), 8)
+
+
+def _centred_affine(n: int, spacing_mm: float) -> np.ndarray:
+    """``[4, 4]`` voxel index -> world mm of an ``n^3`` grid whose centre is the origin."""
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]).astype(np.float64)
+    affine[:3, 3] = -(n - 1) / 2.0 * spacing_mm
+    return affine
 
 
 def _vertebra_centred(seed: int, *, size: int, spacing_mm: float, fov_mm: float | None,
@@ -906,12 +918,9 @@ def _vertebra_centred(seed: int, *, size: int, spacing_mm: float, fov_mm: float 
     """:func:`make_phantom` on a grid centred on the centroid of label 1 (see ``centre``)."""
     from scipy import ndimage  # noqa: PLC0415
 
-    from .io import crop_centred  # noqa: PLC0415
+    from .io import crop_centred, crop_start  # noqa: PLC0415
 
-    n = int(size)
-    if fov_mm is not None:  # the grid make_phantom would use (same parity as size)
-        k = int(round(fov_mm / spacing_mm))
-        n = max(k + ((k - n) % 2), 8)
+    n = _grid_side(size, spacing_mm, fov_mm)  # the grid make_phantom would use
     m = CENTRE_MARGIN_VOX
     big = make_phantom(seed, size=size, spacing_mm=spacing_mm, fov_mm=(n + 2 * m) * spacing_mm,
                        noise_hu=noise_hu, level=level)
@@ -921,10 +930,8 @@ def _vertebra_centred(seed: int, *, size: int, spacing_mm: float, fov_mm: float 
     centre_vox = ndimage.center_of_mass(sel) if sel.any() else [(n + 2 * m - 1) / 2] * 3
     hu = crop_centred(big.hu, centre_vox, n, -1000.0)
     labels = crop_centred(big.labels, centre_vox, n, 0)
-    start = np.array([int(round(c - (n - 1) / 2)) for c in centre_vox])
-    shift_vox = start - m  # the crop's first voxel in the unshifted n^3 grid
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]).astype(np.float64)
-    affine[:3, 3] = -(n - 1) / 2.0 * spacing_mm
+    shift_vox = np.array(crop_start(centre_vox, n)) - m  # crop start in the unshifted n^3 grid
+    affine = _centred_affine(n, spacing_mm)
     params = dict(big.params)
     params["shape"] = [n, n, n]
     params["centre"] = "vertebra"
