@@ -23,3 +23,8 @@ class CheckpointError(XfitError, ValueError):
 
 class OutputExistsError(XfitError, FileExistsError):
     """An output path exists already and ``force`` was not given."""
+
+
+class OutputError(XfitError, OSError):
+    """An output path that cannot be written: its parent is a file, it is read-only, full, a
+    dangling symlink or a symlink loop, or it would replace the inputs or the current folder."""

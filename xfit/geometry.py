@@ -24,6 +24,7 @@ Everything that produces rays is differentiable with respect to the angle and th
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -48,19 +49,50 @@ SIDECAR_KEYS = (
 SIDECAR_OPTIONAL_KEYS = ("offset_px", "pose", "shape", "invert")
 
 
+#: Documented ranges of view geometry (sidecars, command-line options and :class:`View`).
+#: Angles given by a user (sidecar, ``--angles``) lie in [-MAX_ANGLE_DEG, MAX_ANGLE_DEG].
+MAX_ANGLE_DEG = 360.0
+#: A :class:`View` itself accepts angles up to this (fitted corrections may leave [-360, 360]).
+MAX_VIEW_ANGLE_DEG = 3600.0
+#: Source-detector and source-isocentre distances in (0, MAX_DISTANCE_MM] (100 m).
+MAX_DISTANCE_MM = 1.0e5
+#: Detector pixel spacing in (0, MAX_PIXEL_SPACING_MM] per axis.
+MAX_PIXEL_SPACING_MM = 100.0
+#: Principal point offset and isocentre coordinates: |value| <= MAX_OFFSET (pixels / mm).
+MAX_OFFSET = 1.0e5
+#: Detector size limits: at most MAX_DETECTOR_SIDE pixels per side and MAX_DETECTOR_PIXELS in all
+#: (the rays alone take 24 bytes per pixel and view; 8192 x 4096 is about 0.8 GB of rays).
+MAX_DETECTOR_SIDE = 8192
+MAX_DETECTOR_PIXELS = 8192 * 4096
+#: ``line_integral_scale`` of a sidecar in (0, MAX_LINE_INTEGRAL_SCALE].
+MAX_LINE_INTEGRAL_SCALE = 1.0e6
+
+
 def _finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise GeometryError(f"{name} must be a number, got {value!r}")
     try:
         value = float(value)
-    except (TypeError, ValueError) as exc:
-        raise GeometryError(f"{name} must be a number, got {value!r}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise GeometryError(f"{name} must be a finite number, got {value!r}") from exc
     if not math.isfinite(value):
         raise GeometryError(f"{name} must be finite, got {value}")
     return value
 
 
-def _pair(name: str, value: Any, *, positive: bool) -> tuple[float, float]:
-    if isinstance(value, (int, float)):
+def _in_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        raise GeometryError(f"{name} must be in {left}{lo:g}, {hi:g}], got {value:g}")
+    return value
+
+
+def _pair(name: str, value: Any, *, positive: bool, limit: float = math.inf) -> tuple[float, float]:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         value = (value, value)
+    if isinstance(value, (str, bytes, Mapping)):
+        raise GeometryError(f"{name} must be one number or a pair, got {value!r}")
     try:
         a, b = value
     except (TypeError, ValueError) as exc:
@@ -68,7 +100,33 @@ def _pair(name: str, value: Any, *, positive: bool) -> tuple[float, float]:
     a, b = _finite(name, a), _finite(name, b)
     if positive and (a <= 0 or b <= 0):
         raise GeometryError(f"{name} must be > 0, got {value!r}")
+    if max(abs(a), abs(b)) > limit:
+        raise GeometryError(f"{name} must be at most {limit:g} in size, got {value!r}")
     return a, b
+
+
+def check_detector_shape(shape: Any, name: str = "detector shape") -> tuple[int, int]:
+    """``(rows, cols)`` as positive integers within the documented size limits.
+
+    Raises:
+        GeometryError: not two integers, not positive, more than :data:`MAX_DETECTOR_SIDE` per
+            side or :data:`MAX_DETECTOR_PIXELS` in all (checked before anything is allocated).
+    """
+    try:
+        rows, cols = shape
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f"{name} must be (rows, cols), got {shape!r}") from exc
+    for x in (rows, cols):
+        if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+            if not (isinstance(x, float) and x.is_integer()):
+                raise GeometryError(f"{name} must be whole numbers of pixels, got {shape!r}")
+    rows, cols = int(rows), int(cols)
+    if rows < 1 or cols < 1:
+        raise GeometryError(f"{name} must be positive, got {shape!r}")
+    if rows > MAX_DETECTOR_SIDE or cols > MAX_DETECTOR_SIDE or rows * cols > MAX_DETECTOR_PIXELS:
+        raise GeometryError(f"{name} {rows}x{cols} is too large: at most {MAX_DETECTOR_SIDE} pixels per side "
+                            f"and {MAX_DETECTOR_PIXELS} pixels in all")
+    return rows, cols
 
 
 @dataclass(frozen=True)
@@ -100,29 +158,33 @@ class View:
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("angle_deg", _finite("angle_deg", self.angle_deg))
+        if abs(self.angle_deg) > MAX_VIEW_ANGLE_DEG:
+            raise GeometryError(f"angle_deg must be in [-{MAX_ANGLE_DEG:g}, {MAX_ANGLE_DEG:g}], got {self.angle_deg:g}")
         set_("sdd_mm", _finite("sdd_mm", self.sdd_mm))
         set_("sod_mm", _finite("sod_mm", self.sod_mm))
         if self.sdd_mm <= 0:
             raise GeometryError(f"sdd_mm must be > 0, got {self.sdd_mm}")
         if self.sod_mm <= 0:
             raise GeometryError(f"sod_mm must be > 0, got {self.sod_mm}")
-        if self.projection not in PROJECTIONS:
+        _in_range("sdd_mm", self.sdd_mm, 0.0, MAX_DISTANCE_MM, lo_open=True)
+        _in_range("sod_mm", self.sod_mm, 0.0, MAX_DISTANCE_MM, lo_open=True)
+        if not isinstance(self.projection, str) or self.projection not in PROJECTIONS:
             raise GeometryError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
         if self.projection == "cone" and self.sod_mm >= self.sdd_mm:
             raise GeometryError(
                 f"sod_mm ({self.sod_mm}) must be smaller than sdd_mm ({self.sdd_mm}): "
                 "the isocentre has to lie between source and detector"
             )
+        set_("shape", check_detector_shape(self.shape))
+        set_("pixel_spacing_mm", _pair("pixel_spacing_mm", self.pixel_spacing_mm, positive=True,
+                                       limit=MAX_PIXEL_SPACING_MM))
+        set_("offset_px", _pair("offset_px", self.offset_px, positive=False, limit=MAX_OFFSET))
         try:
-            rows, cols = (int(x) for x in self.shape)
-        except (TypeError, ValueError) as exc:
-            raise GeometryError(f"shape must be (rows, cols), got {self.shape!r}") from exc
-        if rows < 1 or cols < 1:
-            raise GeometryError(f"detector shape must be positive, got {self.shape!r}")
-        set_("shape", (rows, cols))
-        set_("pixel_spacing_mm", _pair("pixel_spacing_mm", self.pixel_spacing_mm, positive=True))
-        set_("offset_px", _pair("offset_px", self.offset_px, positive=False))
-        iso = tuple(_finite("isocenter_mm", x) for x in self.isocenter_mm)
+            iso = tuple(_finite("isocenter_mm", x) for x in self.isocenter_mm)
+        except TypeError as exc:
+            raise GeometryError(f"isocenter_mm must have 3 values, got {self.isocenter_mm!r}") from exc
+        if any(abs(x) > MAX_OFFSET for x in iso):
+            raise GeometryError(f"isocenter_mm must be within {MAX_OFFSET:g} mm of the origin, got {iso}")
         if len(iso) != 3:
             raise GeometryError(f"isocenter_mm must have 3 values, got {self.isocenter_mm!r}")
         set_("isocenter_mm", iso)
@@ -168,11 +230,7 @@ class View:
         Unknown keys are rejected so that typos do not silently fall back to defaults.
         ``overrides`` (e.g. command-line options) win over the sidecar; ``None`` values are ignored.
         """
-        if not isinstance(data, Mapping):
-            raise GeometryError(f"a sidecar must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - set(SIDECAR_KEYS) - set(SIDECAR_OPTIONAL_KEYS)
-        if unknown:
-            raise GeometryError(f"unknown sidecar key(s): {', '.join(sorted(unknown))}")
+        data = validate_sidecar(data)
         kwargs: dict[str, Any] = {}
         for key in ("angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "projection", "offset_px"):
             if data.get(key) is not None:
@@ -200,6 +258,82 @@ def _validate_pose(pose: Any) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(x) for x in row) for row in t.tolist())
 
 
+def _sidecar_number(key: str, value: Any, lo: float, hi: float, *, lo_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise GeometryError(f"{key} must be a number, got {value!r}")
+    return _in_range(key, _finite(key, value), lo, hi, lo_open=lo_open)
+
+
+def _sidecar_pair(key: str, value: Any, lo: float, hi: float, *, lo_open: bool, single: bool) -> list[float]:
+    if single and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = [value, value]
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise GeometryError(f"{key} must be {'one number or ' if single else ''}a list of two numbers, got {value!r}")
+    return [_sidecar_number(key, v, lo, hi, lo_open=lo_open) for v in value]
+
+
+def validate_sidecar(data: Any) -> dict[str, Any]:
+    """Check a sidecar dictionary against the typed schema and return a cleaned copy.
+
+    Schema (``null`` = not given, for every key):
+
+    ==================== ===================================================================
+    angle_deg            number in [-360, 360]
+    sdd_mm, sod_mm       number in (0, 1e5]
+    pixel_spacing_mm     number or [row, col], each in (0, 100]
+    projection           "cone" or "parallel"
+    flip_lr, invert      JSON boolean (``true``/``false``; the string "false" is an error)
+    line_integral_scale  number in (0, 1e6]
+    offset_px            number or [row, col], each in [-1e5, 1e5]
+    pose                 4x4 list of numbers (a rigid transform, checked by :class:`View`)
+    shape                [rows, cols] whole numbers within the detector size limits
+    ==================== ===================================================================
+
+    Raises:
+        GeometryError: unknown keys (named), wrong types, non-finite or out-of-range values.
+    """
+    if not isinstance(data, Mapping):
+        raise GeometryError(f"a sidecar must be a JSON object, got {type(data).__name__}")
+    unknown = [k for k in data if k not in SIDECAR_KEYS and k not in SIDECAR_OPTIONAL_KEYS]
+    if unknown:
+        raise GeometryError(f"unknown sidecar key(s): {', '.join(sorted(map(str, unknown)))} "
+                            f"(known: {', '.join(SIDECAR_KEYS + SIDECAR_OPTIONAL_KEYS)})")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            out[key] = None
+        elif key == "angle_deg":
+            out[key] = _sidecar_number(key, value, -MAX_ANGLE_DEG, MAX_ANGLE_DEG, lo_open=False)
+        elif key in ("sdd_mm", "sod_mm"):
+            out[key] = _sidecar_number(key, value, 0.0, MAX_DISTANCE_MM, lo_open=True)
+        elif key == "pixel_spacing_mm":
+            out[key] = _sidecar_pair(key, value, 0.0, MAX_PIXEL_SPACING_MM, lo_open=True, single=True)
+        elif key == "offset_px":
+            out[key] = _sidecar_pair(key, value, -MAX_OFFSET, MAX_OFFSET, lo_open=False, single=True)
+        elif key == "line_integral_scale":
+            out[key] = _sidecar_number(key, value, 0.0, MAX_LINE_INTEGRAL_SCALE, lo_open=True)
+        elif key == "projection":
+            if not isinstance(value, str) or value not in PROJECTIONS:
+                raise GeometryError(f"projection must be one of {', '.join(PROJECTIONS)}, got {value!r}")
+            out[key] = value
+        elif key in ("flip_lr", "invert"):
+            if not isinstance(value, bool):
+                raise GeometryError(f"{key} must be true or false (a JSON boolean, not a string or number), "
+                                    f"got {value!r}")
+            out[key] = value
+        elif key == "shape":
+            if not isinstance(value, (list, tuple)):
+                raise GeometryError(f"shape must be [rows, cols], got {value!r}")
+            out[key] = list(check_detector_shape(value, "shape"))
+        elif key == "pose":
+            rows = value if isinstance(value, (list, tuple)) else None
+            if rows is None or len(rows) != 4 or not all(isinstance(r, (list, tuple)) and len(r) == 4 for r in rows):
+                raise GeometryError(f"pose must be a 4x4 list of numbers, got {value!r}")
+            out[key] = [[_finite("pose", x) if not isinstance(x, bool) else _finite("pose", None) for x in r]
+                        for r in rows]
+    return out
+
+
 def parse_angles(text: str) -> list[float]:
     """Parse ``"0,90"`` (degrees, comma separated) into floats; raise GeometryError otherwise."""
     parts = [p.strip() for p in str(text).split(",")]
@@ -211,6 +345,8 @@ def parse_angles(text: str) -> list[float]:
         raise GeometryError(f"cannot read angles {text!r}: expected comma-separated degrees like 0,90") from exc
     if not all(math.isfinite(a) for a in angles):
         raise GeometryError(f"angles must be finite, got {text!r}")
+    if any(abs(a) > MAX_ANGLE_DEG for a in angles):
+        raise GeometryError(f"angles must be in [-{MAX_ANGLE_DEG:g}, {MAX_ANGLE_DEG:g}] degrees, got {text!r}")
     return angles
 
 

@@ -14,10 +14,14 @@ Conventions (see ``ARCHITECTURE.md``):
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import math
 import os
 import secrets
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
@@ -26,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import GeometryError, InputError, OutputExistsError
+from .devices import check_device  # noqa: F401 (re-exported: io.check_device)
+from .errors import GeometryError, InputError, OutputError, OutputExistsError, XfitError
 from .geometry import View
 
 #: Linear attenuation coefficient of water in 1/mm (documented approximation, ~70 keV).
@@ -86,6 +91,11 @@ def _check_writable(path: Path, force: bool) -> None:
         raise OutputExistsError(f"{path} exists; use --force to overwrite")
 
 
+def _os_reason(exc: OSError) -> str:
+    """The reason of an OSError in words (``No space left on device``), without the path."""
+    return exc.strerror or _one_line(exc) or type(exc).__name__
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike, *, force: bool = False) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path`` that replaces it on success.
@@ -96,25 +106,29 @@ def atomic_write(path: PathLike, *, force: bool = False) -> Iterator[Path]:
 
     Raises:
         OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is a folder.
+        OutputError: the file system refused (read-only, full, permission); names ``path``.
     """
     path = Path(path)
     _check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = _full_suffix(path)
     base = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     tmp = path.with_name(f".{base}.tmp-{secrets.token_hex(4)}{suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         _check_writable(path, force)  # something may have appeared meanwhile
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, XfitError):
+            raise OutputError(f"cannot write {path}: {_os_reason(exc)}") from exc
         raise
 
 
 def prepare_output_dir(path: PathLike, *, force: bool = False) -> Path:
-    """Create an output folder (with parents) and return it.
+    """Create an output folder (with parents) and return it (files are then written one by one;
+    prefer :func:`atomic_folder`, which writes the folder as a whole).
 
     Raises:
         OutputExistsError: ``path`` is a file, or a non-empty folder and ``force`` is false.
@@ -126,6 +140,179 @@ def prepare_output_dir(path: PathLike, *, force: bool = False) -> Path:
         raise OutputExistsError(f"{path} exists; use --force to overwrite")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ----------------------------------------------------------------------------- whole output folders
+
+
+def _check_path_components(path: Path) -> Path:
+    """Walk ``path`` from the root; fail on a symlink loop, a dangling symlink or a file used as
+    a folder. Returns the deepest existing ancestor (or ``path`` itself when it exists)."""
+    path = Path(os.path.abspath(path))
+    parts = path.parts
+    existing = Path(parts[0])
+    for i in range(1, len(parts)):
+        here = Path(*parts[: i + 1])
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            break
+        except OSError as exc:  # ENOTDIR (a file above), ELOOP, EACCES
+            raise OutputError(f"cannot use output {path}: {here}: {_os_reason(exc)}") from exc
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                os.stat(here)
+            except FileNotFoundError as exc:
+                raise OutputError(f"cannot use output {path}: {here} is a dangling symlink "
+                                  f"(to {os.readlink(here)})") from exc
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise OutputError(f"cannot use output {path}: {here} is a symlink loop") from exc
+                raise OutputError(f"cannot use output {path}: {here}: {_os_reason(exc)}") from exc
+        if i < len(parts) - 1 and not here.is_dir():
+            raise OutputError(f"cannot use output {path}: {here} is a file, not a folder")
+        existing = here
+    return existing
+
+
+def _probe_writable(folder: Path, target: Path) -> None:
+    """Create and remove a small folder in ``folder`` (catches read-only, full, permission)."""
+    probe = folder / f".xfit-probe-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot write output {target}: {folder}: {_os_reason(exc)}") from exc
+    with contextlib.suppress(OSError):
+        probe.rmdir()
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    try:
+        inner.relative_to(outer)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_folder(path: PathLike, *, force: bool = False, inputs: Sequence[PathLike] = ()) -> Path:
+    """Pre-flight check of an output folder, before any work.
+
+    Checks that no path component is a file, a dangling symlink or a symlink loop, that the
+    folder is free (missing or empty) unless ``force``, that it can be written (a probe folder is
+    created and removed in it or its nearest existing parent) and, with ``force``, that replacing
+    it would not delete the ``inputs``, the current folder or the home folder.
+
+    Returns:
+        The resolved (absolute, symlink-free) path.
+    Raises:
+        OutputExistsError: the folder exists, is not empty and ``force`` is false.
+        OutputError: any other reason the folder cannot be written (the message names the path).
+    """
+    path = Path(path)
+    if str(path) == "":
+        raise OutputError("the output folder name is empty")
+    existing = _check_path_components(path)
+    resolved = Path(os.path.realpath(path))
+    if resolved.exists():
+        if not resolved.is_dir():
+            raise OutputError(f"output {path} exists and is a file, not a folder")
+        try:
+            non_empty = any(resolved.iterdir())
+        except OSError as exc:
+            raise OutputError(f"cannot use output {path}: {_os_reason(exc)}") from exc
+        if non_empty and not force:
+            raise OutputExistsError(f"output {path} exists; use --force to replace it")
+        danger = [Path.cwd().resolve(), Path.home().resolve(), Path(resolved.anchor)]
+        if any(_is_within(d, resolved) for d in danger):
+            raise OutputError(f"refusing to replace {path}: it holds the current folder or the home folder")
+        _probe_writable(resolved.parent, path)  # the new folder is renamed into the parent
+    else:
+        _probe_writable(Path(os.path.realpath(existing)), path)
+    for p in inputs:
+        if p is not None and _is_within(Path(os.path.realpath(p)), resolved):
+            raise OutputError(f"output folder {path} holds the input {p}; choose another output folder")
+    return resolved
+
+
+def check_output_file(path: PathLike, *, force: bool = False) -> Path:
+    """Pre-flight check of one output file (like :func:`check_output_folder`, for a file).
+
+    Raises:
+        OutputExistsError: it exists and ``force`` is false. OutputError: it is a folder, or its
+        folder cannot be written, or a path component is a file, dangling symlink or loop.
+    """
+    path = Path(path)
+    existing = _check_path_components(path)
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; use --force to overwrite")
+    folder = Path(os.path.realpath(existing if existing != path else path.parent))
+    _probe_writable(folder, path)
+    return Path(os.path.realpath(path))
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Write an output folder as a whole.
+
+    Yields a fresh temporary sibling folder (``.out.tmp-1a2b3c4d``); write every output file
+    inside it (``force=True`` is fine there: the folder is new). On normal exit it is renamed to
+    ``path``; with ``force`` an existing ``path`` is moved aside only once the new folder is
+    complete and deleted after the new one is in place, so an existing folder is never mixed
+    with new files. On any exception (including KeyboardInterrupt) the temporary folder is
+    removed and ``path`` is left as it was.
+
+    Raises:
+        OutputExistsError: ``path`` exists, is not empty and ``force`` is false (checked before
+            and again at the end).
+        OutputError: the folder cannot be written (see :func:`check_output_folder`), or the
+            file system failed while writing (the message names ``path``).
+    """
+    import shutil
+
+    target = check_output_folder(path, force=force)
+    shown = Path(path)
+    tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot write output {shown}: {_os_reason(exc)}") from exc
+    try:
+        yield tmp
+        _move_into_place(tmp, target, shown, force)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, XfitError):
+            raise OutputError(f"cannot write output {shown}: {_os_reason(exc)}") from exc
+        raise
+
+
+def _move_into_place(tmp: Path, target: Path, shown: Path, force: bool) -> None:
+    """Rename the complete ``tmp`` folder to ``target``, replacing an old one only with force."""
+    import shutil
+
+    if not target.exists():
+        os.rename(tmp, target)  # also fine if an empty folder appeared meanwhile
+        return
+    if not target.is_dir():
+        raise OutputError(f"output {shown} exists and is a file, not a folder")
+    if any(target.iterdir()):
+        if not force:
+            raise OutputExistsError(f"output {shown} exists; use --force to replace it")
+        old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+        os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            os.rename(old, target)  # put the old folder back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            warnings.warn(f"could not delete the replaced folder {old}")
+        return
+    os.rename(tmp, target)  # replaces the empty folder
 
 
 # ----------------------------------------------------------------------------- NIfTI volumes
@@ -508,26 +695,140 @@ def sidecar_path(image_path: PathLike) -> Path:
     return Path(image_path).with_suffix(".json")
 
 
+#: Sidecars and config files larger than this are refused (they hold a few numbers).
+MAX_SMALL_FILE_BYTES = 1 << 20
+
+
+def _read_small_text(path: Path, what: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_SMALL_FILE_BYTES:
+            raise InputError(f"{path}: {size} bytes is too large for a {what} "
+                             f"(at most {MAX_SMALL_FILE_BYTES // 1024} KiB)")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({_os_reason(exc)})") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise InputError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise InputError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def parse_json_strict(text: str) -> Any:
+    """``json.loads`` that rejects ``NaN``/``Infinity``, duplicate keys and absurd nesting.
+
+    Raises:
+        InputError: with the reason (and line/column for syntax errors); the caller adds the file.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InputError("invalid JSON (nested too deeply)") from exc
+
+
 def read_sidecar(path: PathLike) -> dict:
-    """Read a JSON sidecar (an object).
+    """Read a JSON sidecar (an object), strictly: ``NaN``/``Infinity`` literals, duplicate keys
+    and files over :data:`MAX_SMALL_FILE_BYTES` are refused. The keys and values are checked
+    against the sidecar schema by :func:`xfit.geometry.validate_sidecar` when the X-ray is read.
 
     Raises:
         InputError: missing file, invalid JSON or not a JSON object (the message names the file).
     """
     path = Path(path)
+    text = _read_small_text(path, "sidecar")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+        data = parse_json_strict(text)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise InputError(f"{path}: a sidecar must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_yaml_mapping(path: PathLike, what: str = "config") -> dict:
+    """Read a YAML config file as a mapping, strictly.
+
+    YAML 1.2 scalars: only ``true``/``false`` are booleans (``yes``, ``on``, ``n`` stay strings
+    and are then rejected by the schema), ``1e-3`` is a float, duplicate keys are an error.
+    An empty file is an empty mapping.
+
+    Raises:
+        InputError: missing, unreadable or too large file, invalid YAML, or not a mapping (the
+            message names the file).
+    """
+    import yaml
+
+    path = Path(path)
+    text = _read_small_text(path, what)
+    try:
+        data = yaml.load(text, Loader=_strict_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: invalid YAML ({_one_line(exc)})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path}: invalid YAML (nested too deeply)") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a {what} must be a YAML mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _make_strict_yaml_loader() -> type:
+    import re
+
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader with YAML 1.2 booleans and floats and no duplicate keys."""
+
+    StrictLoader.yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+    def construct_mapping(loader, node, deep=False):  # type: ignore[no-untyped-def]
+        loader.flatten_mapping(node)
+        out = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError as exc:
+                raise InputError(f"line {key_node.start_mark.line + 1}: a key must be a plain value") from exc
+            if key in out:
+                raise InputError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice")
+            out[key] = loader.construct_object(value_node, deep=deep)
+        return out
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
+    return StrictLoader
+
+
+@functools.lru_cache(maxsize=1)
+def _strict_yaml_loader() -> type:
+    return _make_strict_yaml_loader()
 
 
 def _json_default(obj: Any) -> Any:
@@ -713,18 +1014,30 @@ def read_xray(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    from .geometry import validate_sidecar
+
     data: dict[str, Any] = {}
     if _is_dicom(path):
         image, data = read_dicom(path)
+        try:
+            data = validate_sidecar(data)
+        except GeometryError as exc:
+            raise GeometryError(f"{path}: DICOM geometry tag: {exc}") from exc
     else:
         image = read_image(path)
     side = sidecar_path(path)
     has_sidecar = side.is_file() and side != path
     if has_sidecar:
-        data.update(read_sidecar(side))
+        try:
+            data.update(validate_sidecar(read_sidecar(side)))
+        except GeometryError as exc:
+            raise GeometryError(f"{side}: {exc}") from exc
     else:
         data.setdefault("sdd_mm", DEFAULT_SDD_MM)
         data.setdefault("sod_mm", DEFAULT_SOD_MM)
+    if data.get("shape") is not None and tuple(data["shape"]) != tuple(image.shape):
+        raise GeometryError(f"{side}: shape {data['shape']} differs from the image's {list(image.shape)} "
+                            f"pixels (rows, cols) of {path.name}")
     overrides = dict(
         angle_deg=angle_deg, sdd_mm=sdd_mm, sod_mm=sod_mm,
         pixel_spacing_mm=pixel_spacing_mm, projection=projection,
@@ -734,8 +1047,12 @@ def read_xray(
         raise GeometryError(f"{path}: the pixel spacing is unknown: give pixel_spacing_mm {where}or --pixel-spacing")
     if data.get("angle_deg") is None and angle_deg is None:
         raise GeometryError(f"{path}: the view angle is unknown: give angle_deg in a sidecar or --angles")
-    do_flip = bool(data.get("flip_lr", False)) if flip_lr is None else bool(flip_lr)
-    do_invert = bool(invert) or bool(data.get("invert", False))
+    for name, value in (("flip_lr", flip_lr), ("invert", invert)):
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"{name} must be True or False, got {value!r}")
+    side_flip, side_invert = data.get("flip_lr"), data.get("invert")
+    do_flip = bool(side_flip) if flip_lr is None else bool(flip_lr)
+    do_invert = bool(invert) or bool(side_invert)
     scale = data.get("line_integral_scale")
     view_data = {k: v for k, v in data.items() if k not in ("flip_lr", "line_integral_scale", "invert", "shape")}
     try:
@@ -747,12 +1064,7 @@ def read_xray(
     if do_flip:
         image = np.fliplr(image)
     if scale is not None:
-        try:
-            scale = float(scale)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{side}: line_integral_scale must be a number, got {scale!r}") from exc
-        if not math.isfinite(scale) or scale <= 0:
-            raise InputError(f"{side}: line_integral_scale must be > 0, got {scale}")
+        scale = float(scale)  # validated by the schema: finite, in (0, 1e6]
         image = image * np.float32(scale)
     return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path)
 

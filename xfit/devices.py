@@ -1,0 +1,66 @@
+"""Checking a ``--device`` string before any work (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``).
+
+Every command that takes ``--device`` calls :func:`check_device` first, so that a device that
+does not exist ends in one clear line instead of a traceback deep inside torch.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import InputError
+
+#: Device types xfit runs on (``meta`` holds no data; ``xla``, ``tpu`` ... are not supported).
+SUPPORTED = ("cpu", "cuda", "mps")
+
+_DEVICE_RE = re.compile(r"^(?P<type>[a-z]+)(?::(?P<index>\d+))?$")
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """Validate a device string and return the :class:`torch.device` it names.
+
+    Accepted: ``cpu``, ``cuda``, ``cuda:N`` (N below the number of visible GPUs), ``mps`` (Apple)
+    and ``auto`` or ``None`` (``cuda`` when a GPU is visible, else ``cpu``). Surrounding spaces and
+    upper case are tolerated.
+
+    Raises:
+        InputError: an unknown or unsupported device (``meta``, ``tpu``, ``cuda:x``), CUDA asked
+            for without a usable GPU, or a GPU index out of range. The message says what exists.
+    """
+    if isinstance(device, torch.device):
+        text = str(device)
+    elif device is None:
+        text = "auto"
+    elif isinstance(device, str):
+        text = device.strip().lower()
+    else:
+        raise InputError(f"--device must be a string like cpu or cuda:0, got {device!r}")
+    if text in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    m = _DEVICE_RE.match(text)
+    if m is None or m["type"] not in SUPPORTED:
+        raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
+    kind, index = m["type"], m["index"]
+    if kind == "cpu":
+        if index not in (None, "0"):
+            raise InputError(f"unknown device {device!r}: there is only one cpu device (use cpu)")
+        return torch.device("cpu")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"--device {text}: Apple MPS is not available on this machine; use --device cpu")
+        return torch.device("mps")
+    try:
+        available = torch.cuda.is_available()
+        count = torch.cuda.device_count() if available else 0
+    except Exception:  # a broken driver install: treat as no GPU  # pragma: no cover
+        available, count = False, 0
+    if not available or count == 0:
+        raise InputError(f"--device {text}: CUDA is not available on this machine (no usable GPU or "
+                         "driver); use --device cpu")
+    if index is not None and int(index) >= count:
+        raise InputError(f"--device {text}: there is no GPU {int(index)} (this machine has {count}: "
+                         f"cuda:0..cuda:{count - 1})")
+    return torch.device(text)
