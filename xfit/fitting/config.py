@@ -112,45 +112,73 @@ class FitConfig:
         return d
 
 
+#: Documented ranges (inclusive) of the integer settings.
+INT_RANGES = {
+    "steps": (1, 1_000_000),
+    "restarts": (1, 1024),
+    "init_samples": (0, 100_000),
+    "background_grid": (2, 256),
+    "early_stop_window": (1, 1_000_000),
+    "max_divergences": (0, 100),
+    "seed": (0, 2**32 - 1),
+}
+#: Documented ranges (inclusive) of the float settings.
+FLOAT_RANGES = {
+    "lr": (0.0, 10.0), "lr_rampup": (0.0, 1.0), "lr_rampdown": (0.0, 1.0),
+    "init_perturbation": (0.0, 100.0), "lambda_w": (0.0, 1e6), "lambda_c": (0.0, 1e6),
+    "lambda_n": (0.0, 1e6), "lambda_perceptual": (0.0, 1e6), "coarse_fraction": (0.0, 1.0),
+    "footprint": (0.0, 1.0), "lambda_background": (0.0, 1e6), "early_stop_tol": (0.0, 1.0),
+    "lr_pose": (0.0, 100.0), "pose_sigma_deg": (0.0, 180.0), "pose_sigma_mm": (0.0, 1000.0),
+    "lambda_pose": (0.0, 1e6),
+}
+#: Settings that must be > 0 (not just >= 0).
+POSITIVE = ("lr", "pose_sigma_deg", "pose_sigma_mm")
+BOOLS = ("optimize_noise", "background", "refine_pose", "coarse_generator")
+MAX_SCALE = 64
+MAX_STEP_MM = 100.0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _validate(cfg: FitConfig) -> None:
+    """Typed schema: integers and numbers are never booleans or strings, every number is finite
+    and in its documented range (:data:`INT_RANGES`, :data:`FLOAT_RANGES`), booleans are booleans."""
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise InputError(f"fit config: {msg}")
 
-    for name in ("steps", "restarts", "background_grid", "early_stop_window", "seed", "init_samples"):
+    for name, (lo, hi) in INT_RANGES.items():
         value = getattr(cfg, name)
-        need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
-    need(cfg.steps >= 1, "steps must be >= 1")
-    need(cfg.restarts >= 1, "restarts must be >= 1")
-    need(cfg.init_samples >= 0, "init_samples must be >= 0")
-    need(cfg.background_grid >= 2, "background_grid must be >= 2")
-    need(cfg.early_stop_window >= 1, "early_stop_window must be >= 1")
-    need(isinstance(cfg.max_divergences, int) and cfg.max_divergences >= 0,
-         "max_divergences must be an integer >= 0")
-    floats = ("lr", "lr_rampup", "lr_rampdown", "init_perturbation", "lambda_w", "lambda_c",
-              "lambda_n", "lambda_perceptual", "coarse_fraction", "footprint", "lambda_background",
-              "early_stop_tol", "lr_pose", "pose_sigma_deg", "pose_sigma_mm", "lambda_pose")
-    for name in floats:
+        need(_is_int(value), f"{name} must be an integer, got {value!r}")
+        need(lo <= value <= hi, f"{name} must be in [{lo}, {hi}], got {value}")
+    for name, (lo, hi) in FLOAT_RANGES.items():
         value = getattr(cfg, name)
-        need(isinstance(value, (int, float)) and not isinstance(value, bool)
-             and math.isfinite(value) and value >= 0, f"{name} must be a number >= 0, got {value!r}")
+        need(_is_number(value) and math.isfinite(value), f"{name} must be a finite number, got {value!r}")
+        need(lo <= value <= hi, f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
         object.__setattr__(cfg, name, float(value))
-    need(cfg.lr > 0, "lr must be > 0")
-    need(cfg.pose_sigma_deg > 0 and cfg.pose_sigma_mm > 0, "pose sigmas must be > 0")
-    for name in ("lr_rampup", "lr_rampdown", "coarse_fraction", "footprint"):
-        need(getattr(cfg, name) <= 1, f"{name} must be in [0, 1]")
-    need(cfg.noise_init in NOISE_INITS, f"noise_init must be one of {NOISE_INITS}")
-    need(cfg.perceptual_net in ("alex", "vgg"), "perceptual_net must be 'alex' or 'vgg'")
-    for name in ("optimize_noise", "background", "refine_pose", "coarse_generator"):
-        need(isinstance(getattr(cfg, name), bool), f"{name} must be true or false")
-    try:
-        scales = tuple(int(s) for s in cfg.scales)
-    except (TypeError, ValueError):
-        scales = ()
-    need(len(scales) > 0 and all(s >= 1 for s in scales), "scales must be integers >= 1")
-    cfg.scales = scales
+    for name in POSITIVE:
+        need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)!r}")
+    need(isinstance(cfg.noise_init, str) and cfg.noise_init in NOISE_INITS,
+         f"noise_init must be one of {', '.join(NOISE_INITS)}, got {cfg.noise_init!r}")
+    need(isinstance(cfg.perceptual_net, str) and cfg.perceptual_net in ("alex", "vgg"),
+         f"perceptual_net must be 'alex' or 'vgg', got {cfg.perceptual_net!r}")
+    for name in BOOLS:
+        value = getattr(cfg, name)
+        need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+    scales = cfg.scales
+    need(isinstance(scales, (list, tuple)) and len(scales) > 0
+         and all(_is_int(s) and 1 <= s <= MAX_SCALE for s in scales),
+         f"scales must be a non-empty list of integers in [1, {MAX_SCALE}], got {scales!r}")
+    cfg.scales = tuple(scales)
     if cfg.step_mm is not None:
-        need(isinstance(cfg.step_mm, (int, float)) and cfg.step_mm > 0, "step_mm must be > 0")
+        need(_is_number(cfg.step_mm) and math.isfinite(cfg.step_mm) and 0 < cfg.step_mm <= MAX_STEP_MM,
+             f"step_mm must be null or a number in (0, {MAX_STEP_MM:g}], got {cfg.step_mm!r}")
         cfg.step_mm = float(cfg.step_mm)
 
 
@@ -159,9 +187,9 @@ def fit_config_from_dict(data: Mapping[str, Any]) -> FitConfig:
     if not isinstance(data, Mapping):
         raise InputError(f"fit config must be a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(FitConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted((k for k in data if k not in known), key=str)
     if unknown:
-        raise InputError(f"unknown fit config key(s): {', '.join(unknown)}")
+        raise InputError(f"unknown fit config key(s): {', '.join(map(str, unknown))}")
     return FitConfig(**dict(data))
 
 
@@ -172,19 +200,18 @@ def load_fit_config(path: str | Path | None = None, **overrides: Any) -> FitConf
         path: YAML file; ``None`` reads ``configs/fit.yaml`` when present (defaults otherwise).
         overrides: field values that win over the file.
     Raises:
-        InputError: unreadable file, unknown keys or invalid values.
+        InputError: unreadable file, unknown keys or invalid values (the typed schema of
+            :func:`_validate`; the file is read as YAML 1.2 by :func:`xfit.io.read_yaml_mapping`).
     """
-    import yaml
+    from ..io import read_yaml_mapping
 
     data: dict[str, Any] = {}
     file = Path(path) if path is not None else DEFAULT_FIT_CONFIG
-    if path is not None or file.is_file():
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read fit config {file}: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, Mapping):
-            raise InputError(f"fit config {file} must be a YAML mapping")
-        data.update(loaded or {})
+    from_file = path is not None or file.is_file()
+    if from_file:
+        data.update(read_yaml_mapping(file, "fit config"))
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return fit_config_from_dict(data)
+    try:
+        return fit_config_from_dict(data)
+    except InputError as exc:
+        raise InputError(f"{file}: {exc}" if from_file and path is not None else str(exc)) from exc

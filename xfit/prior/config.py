@@ -173,7 +173,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, Mapping):
         raise InputError(f"{where} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
         raise InputError(f"unknown key(s) in {where}: {', '.join(map(str, unknown))}")
     kwargs: dict[str, Any] = {}
@@ -209,7 +209,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     if name in ("g_channels", "d_channels"):
         if not isinstance(value, Mapping):
             raise InputError(f"{where} must map resolution -> width, got {value!r}")
-        return {_to_int(k, f"{where} key"): _to_int(v, f"{where}[{k}]") for k, v in value.items()}
+        return {_to_int(k, f"{where} key", digits_ok=True): _to_int(v, f"{where}[{k}]")
+                for k, v in value.items()}
     if name == "label_names":
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise InputError(f"{where} must be a list of names, got {value!r}")
@@ -225,20 +226,23 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             raise InputError(f"{where} must be a non-empty list of label values, got {value!r}")
         return tuple(_to_int(v, where) for v in value)
     if name == "name":
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise InputError(f"{where} must be a string, got {value!r}")
         return str(value)
     raise InputError(f"{where}: unsupported key")  # pragma: no cover (fields are listed above)
 
 
-def _to_int(value: Any, where: str) -> int:
+def _to_int(value: Any, where: str, *, digits_ok: bool = False) -> int:
+    """An integer of the typed schema: never a boolean, a fraction or (except the channel-width
+    keys, which JSON turns into strings when ``digits_ok``) a string."""
     if isinstance(value, bool):
         raise InputError(f"{where} must be an integer, got {value!r}")
     if isinstance(value, str):
-        try:
+        if digits_ok and value.strip().isdigit() and len(value.strip()) <= 9:
             return int(value)
-        except ValueError as exc:
-            raise InputError(f"{where} must be an integer, got {value!r}") from exc
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+        raise InputError(f"{where} must be an integer, got {value!r}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)  # 64.0 from a JSON writer that has no integers
     if not isinstance(value, int):
         raise InputError(f"{where} must be an integer, got {value!r}")
     return value
@@ -247,7 +251,10 @@ def _to_int(value: Any, where: str) -> int:
 def _to_float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"{where} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError as exc:
+        raise InputError(f"{where} must be finite, got a number too large") from exc
     if not math.isfinite(value):
         raise InputError(f"{where} must be finite, got {value}")
     return value
@@ -262,10 +269,52 @@ def expected_resolutions(resolution: int) -> list[int]:
     return [2**i for i in range(2, int(math.log2(resolution)) + 1)]
 
 
+#: Documented upper limits (inclusive) of the config's numbers; see :func:`_check_ranges`.
+MAX_RESOLUTION = 1024
+RANGES: dict[str, tuple[float, float]] = {
+    "spacing_mm": (0.0, 100.0),
+    "z_dim": (1, 8192), "w_dim": (1, 8192), "mapping_layers": (1, 64),
+    "mapping_lr_multiplier": (0.0, 100.0), "mbstd_group_size": (1, 1024), "mbstd_num_channels": (1, 64),
+    "training.batch_size": (1, 65536), "training.g_lr": (0.0, 10.0), "training.d_lr": (0.0, 10.0),
+    "training.r1_gamma": (0.0, 1e6), "training.r1_interval": (1, 1_000_000),
+    "training.ema_half_life_kimg": (0.0, 1e6), "training.ema_rampup": (0.0, 1e3),
+    "training.total_kimg": (0.0, 1e9), "training.checkpoint_every": (1, 10**9),
+    "training.sample_every": (1, 10**9), "training.log_every": (1, 10**9),
+    "training.seed": (0, 2**32 - 1),
+    "training.augment.rotate_deg": (0.0, 180.0), "training.augment.shift_vox": (0, 1024),
+    "training.augment.intensity": (0.0, 1.0),
+}
+#: Channel widths, HU window bounds and label values must lie within these.
+MAX_CHANNELS = 8192
+HU_LIMITS = (-10000.0, 100000.0)
+LABEL_LIMITS = (0, 32767)
+MAX_LABEL_NAMES = 64
+
+
+def _check_ranges(cfg: PriorConfig) -> None:
+    for key, (lo, hi) in RANGES.items():
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj is not None and not lo <= obj <= hi:
+            raise InputError(f"{key} must be in [{lo:g}, {hi:g}], got {obj!r}")
+    if not all(HU_LIMITS[0] <= v <= HU_LIMITS[1] for v in cfg.hu_window):
+        raise InputError(f"hu_window must lie within [{HU_LIMITS[0]:g}, {HU_LIMITS[1]:g}] HU, got {cfg.hu_window}")
+    for key in ("g_channels", "d_channels"):
+        big = {k: v for k, v in getattr(cfg, key).items() if v > MAX_CHANNELS}
+        if big:
+            raise InputError(f"{key} widths must be at most {MAX_CHANNELS}, got {big}")
+    if len(cfg.label_names) > MAX_LABEL_NAMES:
+        raise InputError(f"label_names may name at most {MAX_LABEL_NAMES} channels, got {len(cfg.label_names)}")
+    bad = [v for v in cfg.training.vertebra_labels if not LABEL_LIMITS[0] <= v <= LABEL_LIMITS[1]]
+    if bad:
+        raise InputError(f"training.vertebra_labels must be in [{LABEL_LIMITS[0]}, {LABEL_LIMITS[1]}], got {bad}")
+
+
 def _validate(cfg: PriorConfig) -> None:
     r = cfg.resolution
-    if not isinstance(r, int) or r < 8 or r & (r - 1):
-        raise InputError(f"resolution must be a power of two >= 8, got {r!r}")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 8 or r > MAX_RESOLUTION or r & (r - 1):
+        raise InputError(f"resolution must be a power of two in [8, {MAX_RESOLUTION}], got {r!r}")
     if not cfg.spacing_mm > 0:
         raise InputError(f"spacing_mm must be > 0, got {cfg.spacing_mm}")
     lo, hi = cfg.hu_window
@@ -292,6 +341,7 @@ def _validate(cfg: PriorConfig) -> None:
         if bad:
             raise InputError(f"{key} widths must be >= 1, got {bad}")
     _validate_training(cfg.training)
+    _check_ranges(cfg)
 
 
 def _validate_training(t: TrainingConfig) -> None:
@@ -334,9 +384,11 @@ def load_config(path_or_name: str | Path) -> PriorConfig:
     """Load a prior config from a YAML file or by name (``tiny``, ``64``, ``128``).
 
     Raises:
-        InputError: missing/unreadable file, invalid YAML, unknown keys or invalid values.
+        InputError: missing/unreadable file, invalid YAML, unknown keys (named), or values of
+            the wrong type (booleans must be booleans, integers integers, numbers finite) or
+            outside their documented ranges (:data:`RANGES`).
     """
-    import yaml
+    from ..io import read_yaml_mapping
 
     if isinstance(path_or_name, str) and path_or_name in CONFIG_NAMES:
         path = config_path(path_or_name)
@@ -344,10 +396,7 @@ def load_config(path_or_name: str | Path) -> PriorConfig:
         path = Path(path_or_name)
     if not path.is_file():
         raise InputError(f"config file not found: {path} (names: {', '.join(CONFIG_NAMES)})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read config {path}: {exc}") from exc
+    data = read_yaml_mapping(path, "prior config")  # YAML 1.2 booleans/floats, no duplicate keys
     try:
         return PriorConfig.from_dict(data)
     except InputError as exc:
