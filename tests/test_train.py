@@ -19,10 +19,11 @@ from click.testing import CliRunner
 
 from xfit.cli import main
 from xfit.errors import InputError, OutputExistsError
-from xfit.phantoms import write_phantoms
 from xfit.prior.checkpoint import load_prior, load_training_state
 from xfit.prior.config import config_path, load_config
 from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, train
+
+from spine_synth import write_xfit_collection
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -30,8 +31,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def ct_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("phantoms")
-    write_phantoms(out, 3, size=32, spacing_mm=2.5, seed=5, progress=False)
-    return out
+    # three vertebra-centred 32^3 cases (new phantom format): one crop each, neighbours skipped
+    return write_xfit_collection(out, 3, centres=["T12", "L1", "L2"], levels=("T11", "T12", "L1", "L2", "L3"))
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,37 @@ def test_run_folder_rules(tmp_path, ct_dir, cfg):
     train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")
     with pytest.raises(OutputExistsError, match="--resume"):
         train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")
+
+
+def test_failed_start_does_not_block_a_retry(tmp_path, ct_dir, cfg):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x_ct.nii.gz").write_bytes(b"broken")
+    (bad / "x_seg.nii.gz").write_bytes(b"broken")
+    run = tmp_path / "run"
+    with pytest.raises(InputError, match="no usable vertebra crop.*x_ct.nii.gz: cannot read"):
+        train(cfg, bad, run, max_steps=1, progress=False, device="cpu")
+    assert not (run / STATE_FILE).exists() and not (run / "log.jsonl").exists()
+    s = train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")  # no --force needed
+    assert s["steps"] == 1 and s["levels"] == {"T12": 1, "L1": 1, "L2": 1}
+    assert s["skipped_count"] == 6 and s["layout"] == "xfit"
+
+
+def test_force_restarts_without_stale_log_lines(tmp_path, ct_dir):
+    config = _custom_config(tmp_path, log_every=1, checkpoint_every=2, sample_every=2)
+    cfg = load_config(config)
+    run = tmp_path / "run"
+    train(cfg, ct_dir, run, max_steps=4, progress=False, device="cpu")
+    assert [json.loads(ln)["step"] for ln in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert len(list((run / "snapshots").iterdir())) == 2
+    cache = sorted((run / "cache").iterdir())
+    train(cfg, ct_dir, run, max_steps=2, force=True, progress=False, device="cpu")
+    assert [json.loads(ln)["step"] for ln in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["prior-step000002.safetensors"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step000002.png"]
+    assert sorted((run / "cache").iterdir()) == cache  # the prepared data is kept
+    rec = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert rec["img_per_s"] > 0 and rec["kimg"] == pytest.approx(2 * 4 / 1000)
 
 
 def _train_cmd(ct_dir: Path, run: Path, config: Path, steps: int, *extra: str) -> list[str]:

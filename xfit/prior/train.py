@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError, OutputExistsError
 from ..io import atomic_write
+from ..levels import format_levels, parse_levels
 from .checkpoint import (
     compute_w_stats,
     flatten_optimizer,
@@ -42,7 +43,8 @@ from .checkpoint import (
     save_training_state,
 )
 from .config import AugmentConfig, PriorConfig, load_config
-from .data import DataSettings, find_ct_files, load_training_set
+from .data import MAX_OUTSIDE, DataSettings, load_training_set
+from .datasets import find_cases
 from .networks import build_discriminator, build_generator
 
 STATE_FILE = "state.safetensors"
@@ -300,12 +302,64 @@ def _export_prior(trainer: Trainer, run_dir: Path, summary: dict, n_w: int) -> N
     save_prior(run_dir / "snapshots" / f"prior-step{trainer.step:06d}.safetensors", *args, force=True, half=True)
 
 
+#: Files and folders of a run that mean training has started (a folder holding only others, e.g.
+#: after a start that failed while preparing the data, may be reused without ``--force``).
+STARTED_MARKERS = (STATE_FILE, PRIOR_FILE, "log.jsonl")
+
+
+def run_started(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a started run (a training state, a prior or a log)."""
+    run_dir = Path(run_dir)
+    return any((run_dir / m).exists() for m in STARTED_MARKERS)
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Remove what a previous run wrote (``--force``), keeping the data cache."""
+    import shutil
+
+    for name in (STATE_FILE, PRIOR_FILE, "log.jsonl", "config.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for sub in ("samples", "snapshots"):
+        if (run_dir / sub).is_dir():
+            shutil.rmtree(run_dir / sub)
+
+
+def _levels_arg(levels: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    if levels is None:
+        return None
+    if isinstance(levels, str):
+        return parse_levels(levels)
+    return tuple(int(x) for x in levels)
+
+
+def _skip_lines(skipped: list[tuple[str, str]], limit: int = 10) -> list[list[str]]:
+    """The first ``limit`` skips, then one entry counting the rest (for the summary)."""
+    out = [list(s) for s in skipped[:limit]]
+    if len(skipped) > limit:
+        out.append(["...", f"{len(skipped) - limit} more (all listed in the cache's index.json)"])
+    return out
+
+
+def data_settings(cfg: PriorConfig, levels: str | tuple[int, ...] | list[int] | None = None,
+                  max_outside: float = MAX_OUTSIDE) -> DataSettings:
+    """The crop settings of a prior config (``levels``: ``"T10-L5"``, labels, or ``None`` = all).
+
+    The config's legacy ``training.vertebra_labels`` (label values of the old phantom format) is
+    not used: crops are chosen by level.
+    """
+    return DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), _levels_arg(levels), max_outside)
+
+
 def train(
     cfg: PriorConfig,
     ct_dir: str | Path,
     run_dir: str | Path,
     *,
     masks_dir: str | Path | None = None,
+    layout: str | None = None,
+    levels: str | tuple[int, ...] | list[int] | None = None,
+    max_outside: float = MAX_OUTSIDE,
+    workers: int | None = None,
     resume: bool = False,
     force: bool = False,
     device: str | torch.device | None = None,
@@ -316,9 +370,16 @@ def train(
 
     Args:
         cfg: prior configuration (architecture, data and training settings).
-        ct_dir: folder of NIfTI CT volumes (``*_seg`` masks beside them or in ``masks_dir``).
+        ct_dir: CT collection (see :mod:`xfit.prior.datasets` for the layouts).
         run_dir: output folder (see the module docstring).
+        masks_dir: folder of masks named like the CTs.
+        layout: collection layout (``None``: detected).
+        levels: vertebrae to train on (``"T10-L5"``, VerSe labels, or ``None`` for all).
+        max_outside: largest fraction of a crop allowed outside its scan.
+        workers: data preparation processes (default: one per CPU core).
         resume: continue from ``run_dir/state.safetensors``.
+        force: restart in a folder holding a started run (its log, state, prior, samples and
+            snapshots are removed; the data cache is kept).
         max_steps: stop after this many total steps (default: ``total_kimg`` of the config).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -328,7 +389,8 @@ def train(
         torch.cuda.set_device(device)
     run_dir = Path(run_dir)
     state_path = run_dir / STATE_FILE
-    find_ct_files(ct_dir, masks_dir)  # fail on a bad folder before creating anything
+    find_cases(ct_dir, layout, masks_dir)  # fail on a bad folder before creating anything
+    settings = data_settings(cfg, levels, max_outside)
     if resume and (run_dir / "config.json").exists():
         saved = json.loads((run_dir / "config.json").read_text())
         if saved != json.loads(json.dumps(cfg.to_dict())):
@@ -336,16 +398,26 @@ def train(
     if rank == 0:
         if resume and not state_path.exists():
             raise InputError(f"nothing to resume: {state_path} does not exist")
-        if not resume and run_dir.exists() and any(run_dir.iterdir()) and not force:
-            raise OutputExistsError(f"run folder {run_dir} exists; use --resume to continue or --force to restart")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "samples").mkdir(exist_ok=True)
-        (run_dir / "snapshots").mkdir(exist_ok=True)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise OutputExistsError(f"run folder {run_dir} exists and is a file")
+        if not resume and run_started(run_dir):
+            if not force:
+                raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to "
+                                        "continue or --force to restart")
+            _clear_run(run_dir)
     if world > 1:
         dist.barrier()
     t = cfg.training
-    settings = DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), tuple(t.vertebra_labels))
-    data = load_training_set(ct_dir, settings, masks_dir=masks_dir, cache_dir=run_dir / "cache", progress=progress and rank == 0)
+    load = dict(layout=layout, masks_dir=masks_dir, cache_dir=run_dir / "cache", workers=workers)
+    if rank == 0:  # rank 0 prepares the crops, the others then read its cache
+        data = load_training_set(ct_dir, settings, progress=progress, **load)
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        data = load_training_set(ct_dir, settings, progress=False, **load)
+    if rank == 0:
+        (run_dir / "samples").mkdir(exist_ok=True)
+        (run_dir / "snapshots").mkdir(exist_ok=True)
     trainer = Trainer(cfg, device, rank, world)
     if resume:
         tensors, meta = load_training_state(state_path)
@@ -363,9 +435,15 @@ def train(
             Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
     batch = int(t.batch_size)
     total = max_steps if max_steps is not None else math.ceil(t.total_kimg * 1000 / (batch * world))
+    counts = data.level_counts()
     summary: dict[str, Any] = {
         "examples": len(data.sources),
-        "skipped": [list(s) for s in data.skipped],
+        "levels": counts,
+        "levels_text": format_levels(sorted(set(data.levels))),
+        "layout": data.layout,
+        "data_files": len(data.reports),
+        "skipped_count": len(data.skipped),
+        "skipped": _skip_lines(data.skipped),
         "world_size": world,
         "device": str(device),
     }
@@ -412,13 +490,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--config", default="64")
     p.add_argument("--masks", default=None)
+    p.add_argument("--layout", default=None)
+    p.add_argument("--levels", default=None)
+    p.add_argument("--workers", type=int, default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--force", action="store_true")
     p.add_argument("--device", default=None)
     p.add_argument("--max-steps", type=int, default=None)
     a = p.parse_args(argv)
     try:
-        train(load_config(a.config), a.ct_dir, a.out, masks_dir=a.masks, resume=a.resume, force=a.force,
+        train(load_config(a.config), a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, levels=a.levels,
+              workers=a.workers, resume=a.resume, force=a.force,
               device=a.device, max_steps=a.max_steps)
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -1,0 +1,86 @@
+"""Tiny synthetic spine CTs with VerSe label maps, written in the layouts xfit reads.
+
+Not a phantom generator: a body cylinder of soft tissue with air around it and one ellipsoid
+"vertebra" (a cortical shell over trabecular bone) per level stacked along z, each labelled with
+its VerSe number. Enough to test the loaders' geometry and bookkeeping cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from xfit.levels import level_label
+
+GAP_MM = 28.0  # centre-to-centre distance of neighbouring vertebrae
+
+
+def spine_volume(shape: Sequence[int], spacing: Sequence[float], centre_level: str,
+                 levels: Sequence[str], *, seed: int = 0, centre_vox: Sequence[float] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HU ``float32``, VerSe labels ``int16`` and a RAS affine with ``centre_level``'s centroid
+    at ``centre_vox`` (default: the grid centre), its neighbours ``GAP_MM`` apart along +z
+    (cranial levels above)."""
+    shape = tuple(int(s) for s in shape)
+    sp = np.asarray(spacing, dtype=np.float64)
+    c = np.asarray([(n - 1) / 2 for n in shape] if centre_vox is None else centre_vox, dtype=np.float64)
+    affine = np.diag([*sp, 1.0])
+    affine[:3, 3] = -sp * c  # the centred vertebra's centroid at world (0, 0, 0)
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    x, y, z = (ii - c[0]) * sp[0], (jj - c[1]) * sp[1], (kk - c[2]) * sp[2]
+    rng = np.random.default_rng(seed)
+    hu = np.full(shape, -1000.0, np.float32)
+    body = x ** 2 + y ** 2 < 38.0 ** 2
+    hu[body] = 40.0
+    seg = np.zeros(shape, np.int16)
+    order = list(levels)
+    ci = order.index(centre_level)
+    for n, name in enumerate(order):
+        zc = (ci - n) * GAP_MM  # cranial (earlier in the list) is superior
+        r = (x / 14.0) ** 2 + (y / 12.0) ** 2 + ((z - zc) / 10.0) ** 2
+        inside = r <= 1.0
+        seg[inside] = level_label(name)
+        hu[inside] = np.where(r[inside] > 0.6, 900.0, 200.0)
+    hu += rng.normal(0, 5, shape).astype(np.float32) * body
+    return hu.astype(np.float32), seg, affine
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, slope: float | None = None,
+                inter: float = 0.0, dtype=None) -> Path:
+    img = nib.Nifti1Image(np.asarray(data if dtype is None else data.astype(dtype)), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+def write_xfit_case(folder: Path, n: int, *, size: int = 32, spacing: float = 2.5,
+                    centre_level: str = "L1", levels: Sequence[str] = ("T12", "L1", "L2"),
+                    fov: Sequence[int] | None = None, seed: int = 0, suffix: str = ".nii.gz") -> Path:
+    """One case in the ``xfit phantoms`` format: ``caseNNNN_ct``, ``_seg``, ``_tissue``, ``.json``."""
+    shape = tuple(fov) if fov is not None else (size,) * 3
+    hu, seg, affine = spine_volume(shape, (spacing,) * 3, centre_level, levels, seed=seed + n)
+    stem = folder / f"case{n:04d}"
+    write_nifti(Path(f"{stem}_ct{suffix}"), hu, affine)
+    write_nifti(Path(f"{stem}_seg{suffix}"), seg, affine)
+    write_nifti(Path(f"{stem}_tissue{suffix}"), (hu > 0).astype(np.int16) + 1, affine)  # must be ignored
+    Path(f"{stem}.json").write_text(json.dumps({"centre_level": centre_level,
+                                                 "centre_label": level_label(centre_level)}))
+    return Path(f"{stem}_ct{suffix}")
+
+
+def write_xfit_collection(folder: Path, n: int, **kw) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    centres = kw.pop("centres", None)
+    for i in range(n):
+        c = centres[i % len(centres)] if centres else kw.get("centre_level", "L1")
+        lv = kw.get("levels", ("T12", "L1", "L2"))
+        write_xfit_case(folder, i, **{**kw, "centre_level": c, "levels": lv})
+    return folder

@@ -1,0 +1,251 @@
+"""Tests of xfit.prior.datasets (layouts) and xfit.prior.data (crops, skips, cache) on tiny
+synthetic spines written by tests/spine_synth.py."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from xfit.errors import InputError
+from xfit.io import crop_centred
+from xfit.levels import level_label, parse_levels
+from xfit.prior.data import (MAX_OUTSIDE, CropStore, DataSettings, hu_to_unit_np, load_training_set,
+                             prepare_case)
+from xfit.prior.datasets import find_cases
+
+from spine_synth import spine_volume, write_nifti, write_xfit_case, write_xfit_collection
+
+LEVELS5 = ("T11", "T12", "L1", "L2", "L3")
+S32 = DataSettings(32, 2.5, (-1000.0, 1500.0))
+
+
+def _load(folder, settings=S32, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("workers", 1)
+    return load_training_set(folder, settings, **kw)
+
+
+# ----------------------------------------------------------------------------- xfit layout
+
+
+def test_vertebra_centred_cases_give_one_crop_each(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 3, centres=["T12", "L1", "L2"], levels=LEVELS5)
+    coll = find_cases(d)
+    assert coll.layout == "xfit" and len(coll.cases) == 3
+    assert all("tissue" not in str(f) for c in coll.cases for f in c.files)  # tissue map ignored
+    data = _load(d)
+    assert len(data.volumes) == 3 and data.volumes.shape == (3, 2, 32, 32, 32)
+    assert data.levels == [level_label("T12"), level_label("L1"), level_label("L2")]
+    assert data.sources == ["case0000_ct.nii.gz:T12", "case0001_ct.nii.gz:L1", "case0002_ct.nii.gz:L2"]
+    assert data.level_counts() == {"T12": 1, "L1": 1, "L2": 1}
+    # each neighbour's crop hangs out of the scan: skipped and said so, two per case
+    assert len(data.skipped) == 6
+    assert all("outside the scan" in why for _, why in data.skipped)
+    assert ("case0001_ct.nii.gz:T12", data.skipped[2][1]) == data.skipped[2]
+    rep = data.reports[1]
+    assert rep.found == [19, 20, 21] and rep.crops == [20] and [s[0] for s in rep.skipped] == ["T12", "L2"]
+
+
+def test_crop_copies_voxels_exactly_and_label_is_the_centred_vertebra(tmp_path):
+    ct = write_xfit_case(tmp_path, 0, fov=(40, 36, 64), levels=LEVELS5, centre_level="L1")
+    hu = nib.load(str(ct)).get_fdata().astype(np.float32)
+    seg = np.asarray(nib.load(str(ct).replace("_ct", "_seg")).dataobj)
+    data = _load(tmp_path)
+    assert data.level_counts() == {"T12": 1, "L1": 1, "L2": 1}  # T11/L3 hang out of the 64-slice scan
+    i = data.levels.index(level_label("L2"))
+    from scipy import ndimage
+
+    centre = ndimage.center_of_mass(seg == level_label("L2"))
+    want_hu = crop_centred(hu, centre, 32, -1000.0)
+    want_lab = crop_centred((seg == level_label("L2")).astype(np.float32), centre, 32, 0.0)
+    got = data.volumes[i].float().numpy()
+    np.testing.assert_allclose(got[0], hu_to_unit_np(want_hu, (-1000, 1500)), atol=1e-3)
+    np.testing.assert_array_equal(got[1] > 0, want_lab > 0)
+    # the label channel holds only the centred vertebra, not its neighbours
+    assert (got[1] > 0).sum() == (seg == level_label("L2")).sum()
+
+
+def test_levels_choose_the_crops(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 1, fov=(32, 32, 96), levels=LEVELS5)
+    assert _load(d).level_counts() == {n: 1 for n in LEVELS5}
+    only = DataSettings(32, 2.5, (-1000.0, 1500.0), parse_levels("L1-L5"))
+    data = _load(d, only, cache_dir=tmp_path / "cache")
+    assert data.level_counts() == {"L1": 1, "L2": 1, "L3": 1}
+    assert data.reports[0].found == [level_label(n) for n in LEVELS5]  # found, but not chosen
+    none = DataSettings(32, 2.5, (-1000.0, 1500.0), parse_levels("C1-C7"))
+    with pytest.raises(InputError, match="no usable vertebra crop"):
+        _load(d, none)
+
+
+@pytest.mark.parametrize("shift,kept", [((0, 0, 0), True), ((1, 0, 0), True), ((0, -1, 0), True),
+                                        ((1, 1, 0), False), ((0, 0, 3), False)])
+def test_outside_threshold(tmp_path, shift, kept):
+    """A crop may hang at most 5 % out of the scan: one voxel of 32 is 3.1 %, two are 6.2 %
+    (at 64^3 one voxel along every axis is 4.6 %)."""
+    c = np.array([15.5, 15.5, 15.5]) + np.array(shift)
+    hu, seg, aff = spine_volume((32, 32, 32), (2.5,) * 3, "L1", ("L1",), centre_vox=c)
+    write_nifti(tmp_path / "a_ct.nii.gz", hu, aff)
+    write_nifti(tmp_path / "a_seg.nii.gz", seg, aff)
+    coll = find_cases(tmp_path)
+    _, rep = prepare_case(coll.cases[0], S32, with_data=False)
+    out = 1 - np.prod([(32 - s) / 32 for s in shift])
+    assert (rep.crops == [20]) == kept and bool(out <= MAX_OUTSIDE) == kept
+    if not kept:
+        assert rep.skipped[0][0] == "L1" and f"{100 * out:.0f} %" in rep.skipped[0][1]
+
+
+def test_nii_and_scaled_int16_give_the_same_crops(tmp_path):
+    hu, seg, aff = spine_volume((32, 32, 32), (2.5,) * 3, "L1", ("T12", "L1", "L2"), seed=3)
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_nifti(a / "x_ct.nii.gz", hu, aff)
+    write_nifti(a / "x_seg.nii.gz", seg, aff)
+    raw = np.rint((hu + 1024) / 2).astype(np.int16)  # HU = 2 * stored - 1024
+    write_nifti(b / "x_ct.nii", raw, aff, slope=2.0, inter=-1024.0)
+    write_nifti(b / "x_seg.nii", seg.astype(np.uint8), aff)
+    va, vb = _load(a).volumes[0].float(), _load(b).volumes[0].float()
+    assert torch.equal(va[1], vb[1])
+    assert (va[0] - vb[0]).abs().max() < 2.5 / 1250 + 1e-3  # one stored step = 2 HU
+
+
+def test_any_orientation_gives_the_same_crop(tmp_path):
+    """LPS storage (flipped x, y) and swapped axes describe the same world: same crop."""
+    hu, seg, aff = spine_volume((32, 34, 36), (2.5,) * 3, "L1", ("T12", "L1", "L2"), seed=1)
+    write_nifti(tmp_path / "ras" / "x_ct.nii.gz", hu, aff)
+    write_nifti(tmp_path / "ras" / "x_seg.nii.gz", seg, aff)
+    # flip i and j, then store axes as (k, i, j)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:3, 3] = [31, 33, 0]
+    perm = np.zeros((4, 4))
+    perm[0, 1] = perm[1, 2] = perm[2, 0] = perm[3, 3] = 1  # new index (k, i, j) -> old (i, j, k)
+    aff2 = aff @ flip @ perm
+    hu2 = np.transpose(hu[::-1, ::-1, :], (2, 0, 1))
+    seg2 = np.transpose(seg[::-1, ::-1, :], (2, 0, 1))
+    write_nifti(tmp_path / "lps" / "x_ct.nii.gz", hu2, aff2)
+    write_nifti(tmp_path / "lps" / "x_seg.nii.gz", seg2, aff2)
+    a, b = _load(tmp_path / "ras").volumes[0], _load(tmp_path / "lps").volumes[0]
+    assert torch.equal(a, b)
+
+
+def _mask_centre_offset(vol: torch.Tensor) -> float:
+    m = (vol[1] > 0).numpy()
+    from scipy import ndimage
+
+    return float(np.abs(np.array(ndimage.center_of_mass(m)) - 15.5).max())
+
+
+def test_oblique_and_anisotropic_ct(tmp_path):
+    """An oblique affine and a 1.25 x 1.25 x 5 mm grid still give a crop centred on its vertebra
+    with about the vertebra's volume (world ellipsoid 14 x 12 x 10 mm semi-axes)."""
+    want = 4 / 3 * np.pi * 14 * 12 * 10 / 2.5 ** 3
+    # anisotropic
+    hu, seg, aff = spine_volume((64, 64, 16), (1.25, 1.25, 5.0), "L1", ("T12", "L1", "L2"))
+    write_nifti(tmp_path / "an" / "x_ct.nii.gz", hu, aff)
+    write_nifti(tmp_path / "an" / "x_seg.nii.gz", seg, aff)
+    v = _load(tmp_path / "an").volumes[0]
+    assert _mask_centre_offset(v) < 1.0 and abs((v[1] > 0).sum().item() / want - 1) < 0.15
+    # oblique: the voxel grid is rotated 20 degrees about z in the world; the vertebra, drawn in
+    # voxel space, turns with it, so its crop (world axes) holds the rotated ellipsoid
+    hu, seg, aff = spine_volume((40, 40, 40), (2.5,) * 3, "L1", ("L1",))
+    t = np.deg2rad(20)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    write_nifti(tmp_path / "ob" / "x_ct.nii.gz", hu, rot @ aff)
+    write_nifti(tmp_path / "ob" / "x_seg.nii.gz", seg, rot @ aff)
+    v = _load(tmp_path / "ob").volumes[0]
+    assert _mask_centre_offset(v) < 0.6 and abs((v[1] > 0).sum().item() / want - 1) < 0.1
+    assert (v[0] > hu_to_unit_np(np.float32(500), (-1000, 1500))).any()  # the cortex made it
+
+
+def test_mask_on_another_grid_and_not_overlapping(tmp_path):
+    hu, seg, aff = spine_volume((32, 32, 32), (2.5,) * 3, "L1", ("L1",))
+    write_nifti(tmp_path / "g" / "x_ct.nii.gz", hu, aff)
+    fine, fseg, faff = spine_volume((80, 80, 80), (1.25,) * 3, "L1", ("L1",))  # same world, finer
+    write_nifti(tmp_path / "g" / "x_seg.nii.gz", fseg, faff)
+    same = tmp_path / "same"
+    write_nifti(same / "x_ct.nii.gz", hu, aff)
+    write_nifti(same / "x_seg.nii.gz", seg, aff)
+    a, b = _load(tmp_path / "g").volumes[0], _load(same).volumes[0]
+    assert torch.equal(a[0], b[0])
+    agree = ((a[1] > 0) == (b[1] > 0)).float().mean().item()
+    assert agree > 0.995
+    far = faff.copy()
+    far[:3, 3] += 500.0
+    write_nifti(tmp_path / "far" / "x_ct.nii.gz", hu, aff)
+    write_nifti(tmp_path / "far" / "x_seg.nii.gz", fseg, far)
+    with pytest.raises(InputError, match="x_ct.nii.gz: mask x_seg.nii.gz does not overlap its CT"):
+        _load(tmp_path / "far")
+
+
+def test_corrupt_and_unlabelled_files_are_reported(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 2)
+    (d / "case0009_ct.nii.gz").write_bytes(b"garbage")
+    (d / "case0009_seg.nii.gz").write_bytes(b"garbage")
+    hu, _, aff = spine_volume((32, 32, 32), (2.5,) * 3, "L1", ("L1",))
+    write_nifti(d / "lonely_ct.nii.gz", hu, aff)  # no mask
+    write_nifti(d / "empty_ct.nii.gz", hu, aff)
+    write_nifti(d / "empty_seg.nii.gz", np.zeros((32, 32, 32), np.int16), aff)
+    with pytest.warns(UserWarning, match="skipped 3 of 5"):
+        data = _load(d)
+    assert len(data.volumes) == 2
+    errors = {r.name: r.error for r in data.reports if r.error}
+    assert set(errors) == {"case0009_ct.nii.gz", "lonely_ct.nii.gz", "empty_ct.nii.gz"}
+    assert "cannot read as NIfTI" in errors["case0009_ct.nii.gz"]
+    assert "no vertebra mask" in errors["lonely_ct.nii.gz"]
+    assert "mask is empty" in errors["empty_ct.nii.gz"]
+    assert {w for w, _ in data.skipped} >= set(errors)
+
+
+def test_cache_is_reused_and_invalidated(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 2)
+    cache = tmp_path / "cache"
+    a = _load(d, cache_dir=cache)
+    entries = sorted(p.name for p in cache.iterdir())
+    assert len(entries) == 1 and entries[0].startswith("data-")
+    assert sorted(p.name for p in (cache / entries[0]).iterdir()) == ["crops.f16", "index.json"]
+    b = _load(d, cache_dir=cache)
+    assert torch.equal(a.volumes[:], b.volumes[:]) and a.sources == b.sources and a.levels == b.levels
+    write_xfit_case(d, 1, seed=7)  # rewritten file: new key
+    _load(d, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+    meta = json.loads((cache / entries[0] / "index.json").read_text())
+    assert meta["n"] == 2 and meta["levels"] == [20, 20]
+
+
+def test_parallel_preparation_matches_serial(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 4, centres=["L1", "L2"], levels=LEVELS5)
+    (d / "case0009_ct.nii.gz").write_bytes(b"garbage")
+    with pytest.warns(UserWarning):
+        a = _load(d, workers=1)
+    with pytest.warns(UserWarning):
+        b = _load(d, workers=2)
+    assert a.sources == b.sources and torch.equal(a.volumes[:], b.volumes[:])
+    assert [r.line() for r in a.reports] == [r.line() for r in b.reports]
+
+
+def test_crop_store_indexing(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 3, centres=["T12", "L1", "L2"], levels=LEVELS5)
+    store = _load(d, cache_dir=tmp_path / "cache").volumes
+    assert isinstance(store, CropStore) and len(store) == 3
+    full = store[:]
+    assert full.dtype == torch.float16 and full.shape == (3, 2, 32, 32, 32)
+    assert torch.equal(store[torch.tensor([2, 0, 2])], full[[2, 0, 2]])
+    assert torch.equal(store[-1], full[2]) and torch.equal(store[1:3], full[1:3])
+    assert torch.equal(store[::2], full[::2]) and torch.equal(store.float(), full.float())
+    with pytest.raises(IndexError):
+        store[3]
+    with pytest.raises(IndexError):
+        store[[0, 5]]
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        find_cases(tmp_path / "missing")
+    (tmp_path / "e").mkdir()
+    with pytest.raises(InputError, match="empty"):
+        find_cases(tmp_path / "e")
+    with pytest.raises(InputError, match="unknown layout"):
+        find_cases(write_xfit_collection(tmp_path / "c", 1), layout="nope")
