@@ -1,0 +1,25 @@
+"""Procedural spine CT phantoms in HU, with every vertebra labelled by its level.
+
+The package's modules follow the model:
+
+| module | what it holds |
+|---|---|
+| :mod:`.morphometry` | published per-level vertebra dimensions, posture ranges, tissue HU (with sources) |
+| :mod:`.vertebra` | per-level vertebra shape: correlated draws and the signed distance |
+| :mod:`.posture` | lordosis, kyphosis, scoliosis and the pose of every vertebra |
+| :mod:`.materials` | bone density across ages, cortical shell, trabecular texture |
+| :mod:`.anatomy` | discs, canal and cord, ribs, and the surroundings by level |
+| :mod:`.scanner` | slice thickness, in-plane blur, correlated noise, metal |
+| :mod:`.labels` | the tissue classes, writing of cases and the montage |
+| :mod:`.model` | draw all parameters from the seed, sample them on a grid |
+| :mod:`.report` | the realism report (measured against the published tables) |
+
+Drawn parameters are typed dataclasses (:mod:`.params`); random fields and noise are functions of
+world positions (:mod:`.fields`), so a crop of a large phantom equals the small phantom.
+"""
+
+from .labels import TISSUE, TISSUE_NAMES, case_names, montage, write_phantoms
+from .model import CENTRES, LEVELS, REGIONS, Phantom, draw_params, make_phantom
+
+__all__ = ["CENTRES", "LEVELS", "REGIONS", "TISSUE", "TISSUE_NAMES", "Phantom", "case_names",
+           "draw_params", "make_phantom", "montage", "write_phantoms"]
