@@ -75,7 +75,9 @@ def test_simulate_noise_and_parallel(ct, tmp_path):
 
 def test_simulate_centre_label_moves_isocentre(ct, tmp_path):
     seg = ct.with_name("case0000_seg.nii.gz")
-    res = run("simulate", ct, "--angles", "0", "-o", tmp_path / "c", "--mask", seg, "--center-label", 1, "--detector", 32)
+    values = np.asarray(nib.load(str(seg)).dataobj).astype(int)
+    label = int(np.bincount(values[values > 0]).argmax())  # 1, or a VerSe level number
+    res = run("simulate", ct, "--angles", "0", "-o", tmp_path / "c", "--mask", seg, "--center-label", label, "--detector", 32)
     assert res.exit_code == 0, res.output
     iso = json.loads((tmp_path / "c" / "simulate.json").read_text())["isocenter_mm"]
     assert np.linalg.norm(iso) > 0.1  # the vertebra centroid is not the grid centre

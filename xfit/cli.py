@@ -1,12 +1,19 @@
 """The ``xfit`` command line: parse options, call the library, print, exit codes.
 
-Every user error (an :class:`xfit.errors.XfitError`, a missing file, ...) ends in a one-line
-``xfit: error: ...`` message and exit code 2, never a traceback.
+Every user error ends in one line ``xfit: error: ...`` on stderr and exit code 2, never a
+traceback: an :class:`xfit.errors.XfitError`, a bad option (floats must be finite and in their
+documented range), a device that does not exist, an OSError of the file system (read-only, full,
+permission, symlink loop; the path is named), an allocation failure or an overflow. Warnings
+print as ``xfit: warning: ...``, one line each. Every command checks its device, inputs and
+output folder before any work, and writes its output folder as a whole
+(:func:`xfit.io.atomic_folder`).
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 from typing import Any, Callable
 
 import click
@@ -14,39 +21,77 @@ import click
 from . import __version__
 from .errors import XfitError
 
+#: Seeds of every command lie in [0, SEED_MAX] (numpy and torch accept them all).
+SEED_MAX = 2**32 - 1
+
 
 def _one_line(exc: BaseException) -> str:
     msg = (getattr(exc, "format_message", None) or (lambda: str(exc)))() or type(exc).__name__
     return " ".join(msg.split())
 
 
+def _os_error_line(exc: OSError) -> str:
+    """``path: reason`` of an OSError (both paths of a rename), else its message."""
+    if isinstance(exc, XfitError) or exc.strerror is None:
+        return _one_line(exc)
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return " ".join(f"{where}: {exc.strerror}".split()) if where else " ".join(exc.strerror.split())
+
+
+_ALLOC_WORDS = ("can't allocate memory", "not enough memory", "defaultcpuallocator", "out of memory",
+                "array is too big", "maximum allowed dimension")
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    return isinstance(exc, (RuntimeError, ValueError)) and any(w in str(exc).lower() for w in _ALLOC_WORDS)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    click.echo(f"xfit: warning: {_one_line(message) if isinstance(message, BaseException) else ' '.join(str(message).split())}",
+               err=True)
+
+
 class XfitGroup(click.Group):
     """Click group that ends every user error in one line ``xfit: error: ...`` and exit code 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("always", module=r"xfit(\..*)?$")
+            warnings.showwarning = _show_warning
+            rv = self._main(args, prog_name, complete_var, **extra)
+        if isinstance(rv, int) and standalone_mode:
+            sys.exit(rv)
+        return rv
+
+    def _main(self, args, prog_name, complete_var, **extra):  # noqa: ANN001
+        def fail(text: str) -> None:
+            click.echo(f"xfit: error: {text}", err=True)
+            sys.exit(2)
+
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("xfit: interrupted", err=True)
             sys.exit(130)
         except click.ClickException as exc:  # bad option or argument
-            click.echo(f"xfit: error: {_one_line(exc)}", err=True)
-            sys.exit(2)
-        except (XfitError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-            click.echo(f"xfit: error: {_one_line(exc)}", err=True)
-            sys.exit(2)
+            fail(_one_line(exc))
+        except XfitError as exc:
+            fail(_one_line(exc))
         except (MemoryError, torch_oom_errors()) as exc:
-            click.echo(
-                "xfit: error: out of memory; try a smaller detector (--detector), fewer --restarts, "
-                f"or --device cpu ({_one_line(exc)[:120]})",
-                err=True,
-            )
-            sys.exit(2)
-        if isinstance(rv, int) and standalone_mode:
-            sys.exit(rv)
-        return rv
+            fail("out of memory; try a smaller detector (--detector), fewer --restarts, "
+                 f"or --device cpu ({_one_line(exc)[:120]})")
+        except OSError as exc:  # read-only or full file system, permission, symlink loop ...
+            fail(_os_error_line(exc))
+        except OverflowError as exc:
+            fail(f"a number is too large ({_one_line(exc)[:160]})")
+        except (RuntimeError, ValueError) as exc:
+            if not _is_allocation_failure(exc):
+                raise  # a bug in xfit: keep the traceback
+            fail("out of memory; try a smaller detector (--detector), fewer samples or --restarts "
+                 f"({_one_line(exc)[:120]})")
+        return None
 
 
 def torch_oom_errors() -> type[BaseException]:
@@ -59,44 +104,93 @@ def torch_oom_errors() -> type[BaseException]:
         return MemoryError
 
 
+class FiniteFloat(click.ParamType):
+    """A float option that must be finite and within ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+
+    name = "float"
+
+    def __init__(self, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def describe(self) -> str:
+        left = "(" if self.lo_open else "["
+        return f"a finite number in {left}{self.lo:g}, {self.hi:g}]"
+
+    def convert(self, value: Any, param, ctx) -> float:  # noqa: ANN001
+        try:
+            x = float(value)
+        except (TypeError, ValueError, OverflowError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not finite; expected {self.describe()}", param, ctx)
+        if not ((x > self.lo if self.lo_open else x >= self.lo) and x <= self.hi):
+            self.fail(f"{value!r} is out of range; expected {self.describe()}", param, ctx)
+        return x
+
+    def __repr__(self) -> str:
+        return f"FiniteFloat({self.lo}, {self.hi})"
+
+
+SEED = click.IntRange(0, SEED_MAX)
+
+
+def _pair_option(text: str | None, name: str, cast: Callable = float, *, lo: float = -math.inf,
+                 hi: float = math.inf, lo_open: bool = False) -> tuple | None:
+    """Parse ``"128"`` or ``"128,96"`` into a pair (a single value is repeated); numbers must be
+    finite and in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    if text is None:
+        return None
+    bad = f"expected a number or a pair like 1,2, got {text!r}"
+    try:
+        parts = [cast(p.strip()) for p in str(text).split(",")]
+    except (ValueError, OverflowError):
+        raise click.BadParameter(bad, param_hint=name)
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise click.BadParameter(bad, param_hint=name)
+    for x in parts:
+        if not math.isfinite(x) or not ((x > lo if lo_open else x >= lo) and x <= hi):
+            left = "(" if lo_open else "["
+            raise click.BadParameter(f"{text!r}: each value must be a finite number in {left}{lo:g}, {hi:g}]",
+                                     param_hint=name)
+    return tuple(parts)
+
+
 @click.group(cls=XfitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="xfit")
 def main() -> None:
     """xfit: reconstruct a 3D CT volume from two X-rays with a 3D StyleGAN2 anatomical prior."""
 
 
-def _pair_option(text: str | None, name: str, cast: Callable = float) -> tuple | None:
-    """Parse ``"128"`` or ``"128,96"`` into a pair (a single value is repeated)."""
-    if text is None:
-        return None
-    try:
-        parts = [cast(p) for p in str(text).split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected a number or a pair like 1,2, got {text!r}", param_hint=name)
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2:
-        raise click.BadParameter(f"expected a number or a pair like 1,2, got {text!r}", param_hint=name)
-    return tuple(parts)
+#: Largest grid side of ``xfit phantoms`` (1024^3 float32 is 4 GiB per volume).
+MAX_PHANTOM_SIDE = 1024
 
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("-n", "--num", "n", default=10, show_default=True, type=click.IntRange(1), help="number of cases")
-@click.option("--size", default=64, show_default=True, type=click.IntRange(8), help="voxels per side")
-@click.option("--spacing", default=1.25, show_default=True, type=click.FloatRange(min=0.05), help="voxel size (mm)")
-@click.option("--fov", "fov_mm", default=None, type=click.FloatRange(min=1), help="field of view (mm) with the torso around the spine (the grid then has fov/spacing voxels)")
-@click.option("--seed", default=0, show_default=True, type=int, help="seed of case 0 (case i uses seed+i)")
+@click.option("-n", "--num", "n", default=10, show_default=True, type=click.IntRange(1, 100_000), help="number of cases")
+@click.option("--size", default=64, show_default=True, type=click.IntRange(8, MAX_PHANTOM_SIDE), help="voxels per side")
+@click.option("--spacing", default=1.25, show_default=True, type=FiniteFloat(0.05, 100.0), help="voxel size (mm)")
+@click.option("--fov", "fov_mm", default=None, type=FiniteFloat(1.0, 10_000.0), help="field of view (mm) with the torso around the spine (the grid then has fov/spacing voxels)")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="seed of case 0 (case i uses seed+i)")
 @click.option("--centre", type=click.Choice(["vertebra", "grid"]), default="vertebra", show_default=True,
               help="grid centre: the centroid of the centred vertebra (label 1, as the prior's training crops) or the spine's drawing centre")
-@click.option("--force", is_flag=True, help="overwrite existing files")
+@click.option("--force", is_flag=True, help="replace an existing output folder")
 def phantoms(out: str, n: int, size: int, spacing: float, fov_mm: float | None, seed: int, centre: str,
              force: bool) -> None:
     """Write N procedural spine phantoms (caseNNNN_ct.nii.gz + caseNNNN_seg.nii.gz) to OUT."""
+    from .errors import InputError
+    from .io import atomic_folder, check_output_folder
     from .phantoms import write_phantoms
 
-    paths = write_phantoms(out, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=force,
-                           centre=centre)
+    if fov_mm is not None and fov_mm / spacing > MAX_PHANTOM_SIDE:
+        raise InputError(f"--fov {fov_mm:g} at --spacing {spacing:g} gives {math.ceil(fov_mm / spacing)} voxels "
+                         f"per side; at most {MAX_PHANTOM_SIDE}")
+    check_output_folder(out, force=force)
+    with atomic_folder(out, force=force) as tmp:  # the folder appears whole or not at all
+        paths = write_phantoms(tmp, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=True,
+                               centre=centre)
     click.echo(f"wrote {len(paths)} files to {out} (montage: {out}/montage.png)")
 
 
@@ -104,30 +198,31 @@ def phantoms(out: str, n: int, size: int, spacing: float, fov_mm: float | None, 
 @click.argument("ct", type=click.Path(dir_okay=False))
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles in degrees, comma separated (0 = AP, 90 = left lateral)")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output folder")
-@click.option("--sdd", "sdd_mm", default=1800.0, show_default=True, type=float, help="source-detector distance (mm)")
-@click.option("--sod", "sod_mm", default=1500.0, show_default=True, type=float, help="source-isocentre distance (mm)")
-@click.option("--detector", default="128", show_default=True, help="detector rows[,cols] in pixels")
+@click.option("--sdd", "sdd_mm", default=1800.0, show_default=True, type=FiniteFloat(0, 1e5, lo_open=True), help="source-detector distance (mm)")
+@click.option("--sod", "sod_mm", default=1500.0, show_default=True, type=FiniteFloat(0, 1e5, lo_open=True), help="source-isocentre distance (mm)")
+@click.option("--detector", default="128", show_default=True, help="detector rows[,cols] in pixels (at most 8192 per side)")
 @click.option("--pixel-spacing", default="1.0", show_default=True, help="detector pixel spacing row[,col] (mm)")
 @click.option("--projection", type=click.Choice(["cone", "parallel"]), default="cone", show_default=True)
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="label map for --center-label")
-@click.option("--center-label", type=int, default=None, help="centre the views on this label of --mask")
-@click.option("--dose", "photons", type=float, default=None, help="Poisson noise: unattenuated photons per pixel")
-@click.option("--scale", "line_integral_scale", type=float, default=None, help="line integral mapped to 65535 (default: automatic)")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--force", is_flag=True, help="overwrite an existing output folder")
+@click.option("--center-label", type=click.IntRange(0, 32767), default=None, help="centre the views on this label of --mask")
+@click.option("--dose", "photons", type=FiniteFloat(0, 1e12, lo_open=True), default=None, help="Poisson noise: unattenuated photons per pixel")
+@click.option("--scale", "line_integral_scale", type=FiniteFloat(0, 1e6, lo_open=True), default=None, help="line integral mapped to 65535 (default: automatic)")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--force", is_flag=True, help="replace an existing output folder")
 def simulate(ct, angles, out, sdd_mm, sod_mm, detector, pixel_spacing, projection, mask, center_label, photons, line_integral_scale, seed, force) -> None:
     """Simulate X-rays of CT (NIfTI, HU): one 16-bit PNG + sidecar JSON per angle."""
-    from .geometry import parse_angles
+    from .geometry import MAX_PIXEL_SPACING_MM, check_detector_shape, parse_angles
     from .simulate import simulate as run
 
+    shape = check_detector_shape(_pair_option(detector, "--detector", int), "--detector")
     results = run(
         ct,
         parse_angles(angles),
         out,
         sdd_mm=sdd_mm,
         sod_mm=sod_mm,
-        detector_shape=_pair_option(detector, "--detector", int),
-        pixel_spacing_mm=_pair_option(pixel_spacing, "--pixel-spacing"),
+        detector_shape=shape,
+        pixel_spacing_mm=_pair_option(pixel_spacing, "--pixel-spacing", lo=0.0, hi=MAX_PIXEL_SPACING_MM, lo_open=True),
         projection=projection,
         mask_path=mask,
         center_label=center_label,
@@ -148,21 +243,28 @@ def simulate(ct, angles, out, sdd_mm, sod_mm, detector, pixel_spacing, projectio
 @click.option("--resume", is_flag=True, help="continue from OUT/state.safetensors")
 @click.option("--force", is_flag=True, help="restart in an existing, non-empty run folder")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="stop after this many steps in total")
+@click.option("--max-steps", type=click.IntRange(1, 10**9), default=None, help="stop after this many steps in total")
 def train_prior(ct_dir, out, config_name, masks_dir, resume, force, device, max_steps) -> None:
     """Train the 3D StyleGAN2 prior on a folder of NIfTI CTs (multi-GPU: torchrun -m xfit.prior.train)."""
     import json
     from pathlib import Path
 
     from .errors import InputError
+    from .io import check_device, check_output_path, parse_json_strict
     from .prior.config import PriorConfig, load_config
     from .prior.train import train
 
+    if device is not None:
+        check_device(device)
+    check_output_path(out)
+    for folder in (ct_dir, masks_dir):
+        if folder is not None and not Path(folder).is_dir():
+            raise InputError(f"{folder}: folder not found" if not Path(folder).exists() else f"{folder} is not a folder")
     saved = Path(out) / "config.json"
     cfg = load_config(config_name or "64")
     if resume and saved.is_file():
         try:
-            run_cfg = PriorConfig.from_dict(json.loads(saved.read_text()))
+            run_cfg = PriorConfig.from_dict(parse_json_strict(saved.read_text()))
         except ValueError as exc:
             raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
         if config_name is None:
@@ -181,18 +283,22 @@ def train_prior(ct_dir, out, config_name, masks_dir, resume, force, device, max_
 
 @main.command()
 @click.argument("prior", type=click.Path(dir_okay=False))
-@click.option("-n", "--num", "n", default=8, show_default=True, type=click.IntRange(1), help="number of samples")
+@click.option("-n", "--num", "n", default=8, show_default=True, type=click.IntRange(1, 100_000), help="number of samples")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output folder")
-@click.option("--seed", default=0, show_default=True, type=int, help="latent seed (sample i is the same for any -n)")
-@click.option("--truncation", "truncation_psi", default=1.0, show_default=True, type=float, help="truncation psi (1 = none)")
-@click.option("--device", default="cpu", show_default=True, help="torch device")
-@click.option("--force", is_flag=True, help="overwrite existing files")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="latent seed (sample i is the same for any -n)")
+@click.option("--truncation", "truncation_psi", default=1.0, show_default=True, type=FiniteFloat(-2.0, 2.0),
+              help="truncation psi in [-2, 2] (1 = none, 0 = the average anatomy)")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto")
+@click.option("--force", is_flag=True, help="replace an existing output folder")
 def sample(prior, n, out, seed, truncation_psi, device, force) -> None:
     """Write N prior samples (sampleNNN_ct/seg.nii.gz, samples.json, montage.png) to OUT."""
+    from .io import check_device, check_output_folder
     from .prior.checkpoint import load_prior
     from .prior.sample import sample_prior
 
-    paths = sample_prior(load_prior(prior, device=device), n, out, seed=seed, truncation_psi=truncation_psi,
+    dev = check_device(device)
+    check_output_folder(out, force=force, inputs=[prior])  # before the prior is loaded
+    paths = sample_prior(load_prior(prior, device=dev), n, out, seed=seed, truncation_psi=truncation_psi,
                          force=force)
     click.echo(f"wrote {n} samples to {out} (montage: {paths[-1]})")
 
@@ -201,18 +307,22 @@ def sample(prior, n, out, seed, truncation_psi, device, force) -> None:
 @click.argument("prior", type=click.Path(dir_okay=False))
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="held-out NIfTI CT folder")
 @click.option("--train", "train_dir", default=None, type=click.Path(file_okay=False), help="training CT folder (memorisation check)")
-@click.option("-n", "--num", "n", default=64, show_default=True, type=click.IntRange(1), help="generated samples")
-@click.option("--max-real", default=None, type=click.IntRange(1), help="use at most this many real crops")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-n", "--num", "n", default=64, show_default=True, type=click.IntRange(1, 100_000), help="generated samples")
+@click.option("--max-real", default=None, type=click.IntRange(1, 10**7), help="use at most this many real crops")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="write the report as JSON here")
-@click.option("--device", default="cpu", show_default=True, help="torch device")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto")
 @click.option("--force", is_flag=True, help="overwrite --out")
 def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, force) -> None:
     """Compare prior samples with held-out real CTs (HU histogram, bone, sizes, FD, diversity)."""
+    from .io import check_device, check_output_file
     from .prior.evaluate import evaluate_prior as run
 
+    dev = check_device(device)
+    if out is not None:
+        check_output_file(out, force=force)
     r = run(prior, data_dir, n_samples=n, seed=seed, max_real=max_real, train_dir=train_dir, out=out,
-            force=force, device=device)
+            force=force, device=dev)
 
     def num(x) -> str:
         return "-" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
@@ -242,57 +352,58 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--prior", type=click.Path(dir_okay=False), default=None, help="prior checkpoint (default: the one shipped with xfit)")
 @click.option("--angles", default=None, help="gantry angle of each image in degrees, e.g. 0,90 (default: from sidecars/DICOM)")
-@click.option("--sdd", "sdd_mm", type=float, default=None, help="source-detector distance (mm), overrides sidecars")
-@click.option("--sod", "sod_mm", type=float, default=None, help="source-isocentre distance (mm), overrides sidecars")
+@click.option("--sdd", "sdd_mm", type=FiniteFloat(0, 1e5, lo_open=True), default=None, help="source-detector distance (mm), overrides sidecars")
+@click.option("--sod", "sod_mm", type=FiniteFloat(0, 1e5, lo_open=True), default=None, help="source-isocentre distance (mm), overrides sidecars")
 @click.option("--spacing", "pixel_spacing", default=None, help="detector pixel spacing row[,col] (mm), overrides sidecars")
 @click.option("--flip-lr/--no-flip-lr", default=None, help="the images are mirrored left-right relative to the conventions")
 @click.option("--invert", is_flag=True, help="the images show bone dark (invert them)")
 @click.option("--config", "fit_config", type=click.Path(dir_okay=False), default=None, help="fitting config YAML (default configs/fit.yaml)")
-@click.option("--steps", type=click.IntRange(1), default=None, help="optimizer steps per restart")
-@click.option("--restarts", type=click.IntRange(1), default=None, help="independent restarts (their spread -> uncertainty)")
+@click.option("--steps", type=click.IntRange(1, 1_000_000), default=None, help="optimizer steps per restart")
+@click.option("--restarts", type=click.IntRange(1, 1024), default=None, help="independent restarts (their spread -> uncertainty)")
 @click.option("--refine-pose", is_flag=True, default=None, help="also fit each view's angle and shift")
 @click.option("--encoder", type=click.Path(dir_okay=False), default=None, help="warm-start encoder checkpoint")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... or auto")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--gt", type=click.Path(dir_okay=False), default=None, help="ground-truth CT (NIfTI) centred on the isocentre: adds metrics")
 @click.option("--gt-seg", type=click.Path(dir_okay=False), default=None, help="ground-truth labels (default: *_seg beside --gt)")
 @click.option("--mesh", is_flag=True, help="also write surface.stl of the vertebra label")
 @click.option("--allow-single-view", is_flag=True, help="accept one image (depth then comes from the prior alone)")
-@click.option("--force", is_flag=True, help="overwrite an existing output folder")
+@click.option("--force", is_flag=True, help="replace an existing output folder (once the new one is complete)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_lr, invert, fit_config, steps, restarts,
                 refine_pose, encoder, device, seed, gt, gt_seg, mesh, allow_single_view, force, quiet) -> None:
     """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
-    import warnings
+    from .geometry import MAX_PIXEL_SPACING_MM, parse_angles
+    from .io import check_device
+    from .reconstruct import preflight, reconstruct as run, write_reconstruction
 
-    from .geometry import parse_angles
-    from .reconstruct import check_output_free, reconstruct as run, write_reconstruction
-
-    check_output_free(out, force)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda m, *a, **k: click.echo(f"xfit: warning: {m}", err=True)
-        rec = run(
-            images,
-            prior=prior,
-            angles=None if angles is None else parse_angles(angles),
-            sdd_mm=sdd_mm,
-            sod_mm=sod_mm,
-            pixel_spacing_mm=_pair_option(pixel_spacing, "--spacing"),
-            flip_lr=flip_lr,
-            invert=invert,
-            allow_single_view=allow_single_view,
-            config=fit_config,
-            steps=steps,
-            restarts=restarts,
-            refine_pose=refine_pose,
-            device=device,
-            seed=seed,
-            gt=gt,
-            gt_seg=gt_seg,
-            encoder=encoder,
-            progress=not quiet,
-        )
+    # every cheap check before the fit: device, output folder, input files, fit config, options
+    dev = str(check_device(device))
+    preflight(images, out, force=force, device=dev, prior=prior, config=fit_config, gt=gt, gt_seg=gt_seg,
+              encoder=encoder)
+    parsed_angles = None if angles is None else parse_angles(angles)
+    spacing = _pair_option(pixel_spacing, "--spacing", lo=0.0, hi=MAX_PIXEL_SPACING_MM, lo_open=True)
+    rec = run(
+        images,
+        prior=prior,
+        angles=parsed_angles,
+        sdd_mm=sdd_mm,
+        sod_mm=sod_mm,
+        pixel_spacing_mm=spacing,
+        flip_lr=flip_lr,
+        invert=invert,
+        allow_single_view=allow_single_view,
+        config=fit_config,
+        steps=steps,
+        restarts=restarts,
+        refine_pose=refine_pose,
+        device=dev,
+        seed=seed,
+        gt=gt,
+        gt_seg=gt_seg,
+        encoder=encoder,
+        progress=not quiet,
+    )
     folder = write_reconstruction(rec, out, force=force, mesh=mesh)
     ncc = ", ".join(f"{n:.3f}" for n in rec.fit.view_ncc)
     click.echo(f"wrote {folder}/recon.nii.gz ({rec.seconds:.1f} s; re-projection NCC per view: {ncc})")

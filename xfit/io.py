@@ -215,7 +215,7 @@ def check_output_folder(path: PathLike, *, force: bool = False, inputs: Sequence
     resolved = Path(os.path.realpath(path))
     if resolved.exists():
         if not resolved.is_dir():
-            raise OutputError(f"output {path} exists and is a file, not a folder")
+            raise OutputExistsError(f"output {path} exists and is a file, not a folder")
         try:
             non_empty = any(resolved.iterdir())
         except OSError as exc:
@@ -231,6 +231,23 @@ def check_output_folder(path: PathLike, *, force: bool = False, inputs: Sequence
     for p in inputs:
         if p is not None and _is_within(Path(os.path.realpath(p)), resolved):
             raise OutputError(f"output folder {path} holds the input {p}; choose another output folder")
+    return resolved
+
+
+def check_output_path(path: PathLike) -> Path:
+    """Pre-flight check of an output folder that may exist and be reused (a training run
+    folder): no path component is a file, a dangling symlink or a loop, and it can be written.
+    Whether it may be reused is the caller's decision. Returns the resolved path.
+
+    Raises:
+        OutputError: the message names the path and the reason.
+    """
+    path = Path(path)
+    existing = _check_path_components(path)
+    resolved = Path(os.path.realpath(path))
+    if resolved.exists() and not resolved.is_dir():
+        raise OutputExistsError(f"output {path} exists and is a file, not a folder")
+    _probe_writable(resolved if resolved.exists() else Path(os.path.realpath(existing)), path)
     return resolved
 
 
@@ -841,6 +858,19 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return list(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def finite_json(obj: Any) -> Any:
+    """A copy of nested dicts/lists/tuples with NaN and infinite floats as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite_json(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
 
 
 def write_sidecar(path: PathLike, data: dict, *, force: bool = False) -> Path:

@@ -25,9 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import InputError, OutputExistsError
+from .errors import InputError
 from .geometry import View, view_dict
-from .io import Volume, atomic_write, read_nifti, read_xray, resample, write_nifti
+from .io import (Volume, atomic_folder, atomic_write, check_device, check_output_folder, finite_json, read_nifti,
+                 read_xray, resample, write_nifti)
 
 #: The prior shipped inside the package (trained on xfit's phantoms with configs/prior-64.yaml).
 DEFAULT_PRIOR = Path(__file__).parent / "data" / "prior-64.safetensors"
@@ -193,6 +194,7 @@ def reconstruct(
     from .prior.checkpoint import load_prior
 
     t0 = time.perf_counter()
+    check_device(device)
     inputs = load_inputs(
         images,
         angles=angles,
@@ -206,9 +208,12 @@ def reconstruct(
     prior_path = Path(prior) if prior is not None else DEFAULT_PRIOR
     if prior is None and not prior_path.exists():
         raise InputError(f"the default prior {prior_path} is missing from this installation; give --prior")
-    loaded = load_prior(prior_path, device=device)
     overrides = {k: v for k, v in dict(steps=steps, restarts=restarts, refine_pose=refine_pose).items() if v is not None}
-    cfg = load_fit_config(config, **overrides)
+    cfg = load_fit_config(config, **overrides)  # a bad config fails before the prior is loaded
+    for extra in (gt, gt_seg, encoder):
+        if extra is not None and not Path(extra).is_file():
+            raise InputError(f"{extra}: file not found")
+    loaded = load_prior(prior_path, device=device)
     gt_hu = gt_labels = None
     if gt is not None:
         r = loaded.config.resolution
@@ -307,22 +312,37 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
 
 
 def write_reconstruction(rec: Reconstruction, out_dir: str | Path, *, force: bool = False, mesh: bool = False) -> Path:
-    """Write the output folder (see the module docstring); returns its path."""
-    from .io import prepare_output_dir
+    """Write the output folder (see the module docstring) as a whole; returns its path.
 
-    out = prepare_output_dir(out_dir, force=force)
+    Every file is written into a temporary sibling folder that replaces ``out_dir`` only when
+    complete (:func:`xfit.io.atomic_folder`): an error or interrupt leaves the old folder (or
+    nothing), never a mix, and ``force`` leaves no stale file of an earlier run. With ``mesh`` and
+    an empty label volume the STL is skipped with a warning (noted in the report).
+    """
     f = rec.fit
-    write_nifti(out / "recon.nii.gz", f.hu.astype(np.float32), f.affine, force=True)
-    write_nifti(out / "labels.nii.gz", f.labels.astype(np.int16), f.affine, force=True)
-    if f.uncertainty is not None:
-        write_nifti(out / "uncertainty.nii.gz", f.uncertainty.astype(np.float32), f.affine, force=True)
-    if mesh:
-        verts, faces = surface_mesh(f.label_prob, f.affine)
-        write_stl(out / "surface.stl", verts, faces, force=True)
-    write_preview(rec, out / "preview.png")
-    with atomic_write(out / "report.json", force=True) as tmp:
-        Path(tmp).write_text(json.dumps(_report(rec), indent=2, default=_json_default))
-    return out
+    with atomic_folder(out_dir, force=force) as out:
+        write_nifti(out / "recon.nii.gz", f.hu.astype(np.float32), f.affine, force=True)
+        write_nifti(out / "labels.nii.gz", f.labels.astype(np.int16), f.affine, force=True)
+        if f.uncertainty is not None:
+            write_nifti(out / "uncertainty.nii.gz", f.uncertainty.astype(np.float32), f.affine, force=True)
+        surface = None
+        if mesh:
+            try:
+                verts, faces = surface_mesh(f.label_prob, f.affine)
+            except InputError as exc:
+                surface = f"not written: {exc}"
+                warnings.warn(f"no surface.stl: {exc}")
+            else:
+                write_stl(out / "surface.stl", verts, faces, force=True)
+                surface = "surface.stl"
+        write_preview(rec, out / "preview.png")
+        report = _report(rec)
+        if mesh:
+            report["surface"] = surface
+        with atomic_write(out / "report.json", force=True) as tmp:
+            Path(tmp).write_text(json.dumps(finite_json(report), indent=2, default=_json_default,
+                                            allow_nan=False) + "\n")
+    return Path(out_dir)
 
 
 def _json_default(obj: Any) -> Any:
@@ -390,8 +410,29 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
     return figure_to_png(fig, path)
 
 
-def check_output_free(out_dir: str | Path, force: bool) -> None:
-    """Fail before any work when the output folder exists, is not empty and ``force`` is off."""
-    out = Path(out_dir)
-    if out.exists() and (out.is_file() or any(out.iterdir())) and not force:
-        raise OutputExistsError(f"output {out} exists; use --force to overwrite")
+def check_output_free(out_dir: str | Path, force: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Fail before any work when the output folder cannot be written or is taken (no ``force``);
+    see :func:`xfit.io.check_output_folder`."""
+    return check_output_folder(out_dir, force=force, inputs=inputs)
+
+
+def preflight(images: Sequence[str | Path], out_dir: str | Path, *, force: bool = False,
+              device: str = "cpu", prior: str | Path | None = None, config: str | Path | None = None,
+              gt: str | Path | None = None, gt_seg: str | Path | None = None,
+              encoder: str | Path | None = None) -> None:
+    """Every check of ``xfit reconstruct`` that is cheap, in one place, before any work: the
+    device, the output folder (free or ``force``, writable, not holding an input), that every
+    input file exists, and that the fit config is valid.
+
+    Raises:
+        InputError, OutputError, OutputExistsError: the first problem found.
+    """
+    from .fitting import load_fit_config
+
+    check_device(device)
+    files = [Path(p) for p in images] + [Path(p) for p in (prior, config, gt, gt_seg, encoder) if p is not None]
+    check_output_free(out_dir, force, inputs=files + ([DEFAULT_PRIOR] if prior is None else []))
+    for p in files:
+        if not p.is_file():
+            raise InputError(f"{p}: file not found" if not p.is_dir() else f"{p} is a folder, not a file")
+    load_fit_config(config)

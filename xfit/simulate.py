@@ -19,7 +19,11 @@ import torch
 
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import Volume, atomic_write, hu_to_mu, prepare_output_dir, read_nifti, write_xray
+from .io import Volume, atomic_folder, atomic_write, check_output_folder, hu_to_mu, read_nifti, write_xray
+
+#: Documented ranges of the dose (photons per pixel) and the PNG scale of ``simulate``.
+MAX_PHOTONS = 1.0e12
+MAX_LINE_INTEGRAL_SCALE = 1.0e6
 from .projector import project
 
 
@@ -48,10 +52,17 @@ def label_centroid_mm(mask: Volume, label: int) -> np.ndarray:
 
 def add_poisson_noise(p: torch.Tensor, photons: float, generator: torch.Generator) -> torch.Tensor:
     """Line integrals ``p`` with quantum noise of ``photons`` unattenuated photons per pixel."""
-    if photons <= 0 or not math.isfinite(photons):
-        raise InputError(f"dose must be a positive number of photons per pixel, got {photons}")
+    check_photons(photons)
     counts = torch.poisson(photons * torch.exp(-p.double()), generator=generator)
     return (-torch.log(counts.clamp_min(0.5) / photons)).to(p.dtype)
+
+
+def check_photons(photons: float) -> float:
+    """The dose: a finite number of photons per pixel in (0, :data:`MAX_PHOTONS`]."""
+    if isinstance(photons, bool) or not isinstance(photons, (int, float)) or not math.isfinite(photons) \
+            or not 0 < photons <= MAX_PHOTONS:
+        raise InputError(f"dose must be a number of photons per pixel in (0, {MAX_PHOTONS:g}], got {photons!r}")
+    return float(photons)
 
 
 @dataclass
@@ -115,14 +126,26 @@ def simulate(
     Returns:
         the simulated views, in the order of ``angles``.
     """
+    ct_path = Path(ct_path)
     if not angles:
         raise InputError("give at least one angle")
-    volume = read_nifti(ct_path)
     if isocenter_mm is not None and center_label is not None:
         raise InputError("give either an isocentre or a centre label, not both")
+    if center_label is not None and mask_path is None:
+        raise InputError("--center-label needs --mask")
+    if photons is not None:
+        check_photons(photons)
+    if line_integral_scale is not None and (
+            isinstance(line_integral_scale, bool) or not isinstance(line_integral_scale, (int, float))
+            or not math.isfinite(line_integral_scale) or not 0 < line_integral_scale <= MAX_LINE_INTEGRAL_SCALE):
+        raise InputError(f"the line integral scale must be in (0, {MAX_LINE_INTEGRAL_SCALE:g}], got {line_integral_scale!r}")
+    # the geometry (detector size limits included) is checked before the CT is even read
+    probe = [View(angle_deg=a, sdd_mm=sdd_mm, sod_mm=sod_mm, shape=tuple(detector_shape),
+                  pixel_spacing_mm=tuple(pixel_spacing_mm), projection=projection) for a in angles]
+    inputs = [ct_path] + ([Path(mask_path)] if mask_path is not None else [])
+    check_output_folder(out_dir, force=force, inputs=inputs)
+    volume = read_nifti(ct_path)
     if center_label is not None:
-        if mask_path is None:
-            raise InputError("--center-label needs --mask")
         mask = read_nifti(mask_path)
         if mask.data.shape != volume.data.shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
             raise InputError(f"mask {mask_path} does not share the grid of {ct_path}")
@@ -131,36 +154,27 @@ def simulate(
         iso = np.asarray(isocenter_mm, dtype=np.float64)
     else:
         iso = volume_centre_mm(volume)
-    views = [
-        View(
-            angle_deg=a,
-            sdd_mm=sdd_mm,
-            sod_mm=sod_mm,
-            shape=tuple(detector_shape),
-            pixel_spacing_mm=tuple(pixel_spacing_mm),
-            projection=projection,
-            isocenter_mm=tuple(float(x) for x in iso),
-        )
-        for a in angles
-    ]
+    views = [v.with_(isocenter_mm=tuple(float(x) for x in iso)) for v in probe]
     images = simulate_views(volume, views, photons=photons, seed=seed, device=device)
-    out = prepare_output_dir(out_dir, force=force)
-    used: set[str] = set()
-    results = []
-    for i, (view, img) in enumerate(zip(views, images)):
-        png = out / f"{view_name(view.angle_deg, i, used)}.png"
-        scale = write_xray(png, img, view.with_(isocenter_mm=(0.0, 0.0, 0.0)), line_integral_scale=line_integral_scale, force=True)
-        results.append(SimulatedView(img, view, png, scale))
-    settings = {
-        "ct": str(ct_path),
-        "isocenter_mm": [float(x) for x in iso],
-        "photons_per_pixel": photons,
-        "seed": seed,
-        "views": [dict(view_dict(r.view), png=r.png.name, line_integral_scale=r.line_integral_scale) for r in results],
-    }
-    with atomic_write(out / "simulate.json", force=True) as tmp:
-        Path(tmp).write_text(json.dumps(settings, indent=2))
-    write_views_preview([r.image for r in results], [r.png.stem for r in results], out / "views.png")
+    with atomic_folder(out_dir, force=force) as out:  # the folder appears whole or not at all
+        used: set[str] = set()
+        results = []
+        for i, (view, img) in enumerate(zip(views, images)):
+            png = out / f"{view_name(view.angle_deg, i, used)}.png"
+            scale = write_xray(png, img, view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
+                               line_integral_scale=line_integral_scale, force=True)
+            results.append(SimulatedView(img, view, Path(out_dir) / png.name, scale))
+        settings = {
+            "ct": str(ct_path),
+            "isocenter_mm": [float(x) for x in iso],
+            "photons_per_pixel": photons,
+            "seed": seed,
+            "views": [dict(view_dict(r.view), png=r.png.name, line_integral_scale=r.line_integral_scale)
+                      for r in results],
+        }
+        with atomic_write(out / "simulate.json", force=True) as tmp:
+            Path(tmp).write_text(json.dumps(settings, indent=2, allow_nan=False) + "\n")
+        write_views_preview([r.image for r in results], [r.png.stem for r in results], out / "views.png")
     return results
 
 

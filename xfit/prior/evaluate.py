@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, OutputExistsError
-from ..io import atomic_write
+from ..errors import InputError
+from ..io import atomic_write, check_device, check_output_file, finite_json
 from ..metrics import ssim3d
 from .checkpoint import Prior
 from .config import PriorConfig, unit_to_hu
 from .data import BONE_HU, DataSettings, load_training_set
-from .sample import as_prior, generate_samples
+from .sample import as_prior, check_num_samples, check_truncation, generate_samples
 
 FEATURES_VERSION = 1
 HIST_BINS = 250
@@ -281,10 +281,19 @@ def evaluate_prior(prior: Prior | str | Path, data_dir: str | Path, *, n_samples
         InputError: unusable data folder or n_samples < 1; CheckpointError: bad prior;
         OutputExistsError: ``out`` exists without ``force``.
     """
-    if out is not None and Path(out).exists() and not force:
-        raise OutputExistsError(f"{out} exists; use --force to overwrite")
-    if n_samples < 1:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise InputError(f"n_samples must be >= 1, got {n_samples}")
+    check_num_samples(n_samples)
+    truncation_psi = check_truncation(truncation_psi)
+    if max_real is not None and (isinstance(max_real, bool) or not isinstance(max_real, int) or max_real < 1):
+        raise InputError(f"max_real must be a whole number >= 1, got {max_real!r}")
+    if not isinstance(prior, Prior):
+        device = check_device(device)
+    for folder in (data_dir, train_dir, masks_dir):
+        if folder is not None and not Path(folder).is_dir():
+            raise InputError(f"{folder}: folder not found" if not Path(folder).exists() else f"{folder} is not a folder")
+    if out is not None:  # checked before any work: free (or force) and writable
+        check_output_file(out, force=force)
     prior = as_prior(prior, device=device)
     cfg = prior.config
     real = load_real_set(data_dir, cfg, masks_dir=masks_dir, max_real=max_real, progress=progress)
@@ -302,5 +311,5 @@ def evaluate_prior(prior: Prior | str | Path, data_dir: str | Path, *, n_samples
     }
     if out is not None:
         with atomic_write(out, force=force) as tmp:
-            Path(tmp).write_text(json.dumps(report, indent=2, allow_nan=False))
+            Path(tmp).write_text(json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n")
     return report

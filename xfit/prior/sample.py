@@ -12,6 +12,7 @@ fitting code uses it too.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -19,13 +20,32 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError, OutputExistsError
-from ..io import atomic_write, write_nifti
+from ..errors import CheckpointError, InputError
+from ..io import atomic_folder, atomic_write, check_output_folder, write_nifti
 from .checkpoint import Prior, load_prior
 from .config import unit_to_hu
 
 #: At most this many samples are drawn in the montage.
 MONTAGE_MAX = 8
+#: Documented range of the truncation psi (1 = none, 0 = the mean, > 1 exaggerates).
+TRUNCATION_RANGE = (-2.0, 2.0)
+#: At most this many samples per call.
+MAX_SAMPLES = 100_000
+
+
+def check_truncation(psi: float) -> float:
+    """A finite truncation psi within :data:`TRUNCATION_RANGE`, else InputError."""
+    lo, hi = TRUNCATION_RANGE
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi) or not lo <= psi <= hi:
+        raise InputError(f"truncation psi must be a number in [{lo:g}, {hi:g}] (1 = none), got {psi!r}")
+    return float(psi)
+
+
+def check_num_samples(n: int) -> int:
+    """A sample count in [1, :data:`MAX_SAMPLES`], else InputError."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise InputError(f"number of samples must be an integer in [1, {MAX_SAMPLES}], got {n!r}")
+    return n
 
 
 def as_prior(prior: Prior | str | Path, device: str | torch.device = "cpu") -> Prior:
@@ -76,8 +96,8 @@ def sample_w_plus(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float 
 
     Truncation pulls w toward the generator's tracked mean ``w_avg`` (psi = 1: none).
     """
-    if n < 1:
-        raise InputError(f"number of samples must be >= 1, got {n}")
+    check_num_samples(n)
+    truncation_psi = check_truncation(truncation_psi)
     G = prior.G
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(int(seed)))
     device = G.mapping.w_avg.device
@@ -91,14 +111,28 @@ def generate_samples(prior: Prior, n: int, *, seed: int = 0, truncation_psi: flo
 
     Memory stays bounded by generating ``batch`` volumes at a time.
     """
+    hus, labels = [], []
+    for hu, lab in iter_samples(prior, n, seed=seed, truncation_psi=truncation_psi, batch=batch):
+        hus.append(hu)
+        labels.append(lab)
+    return np.concatenate(hus), np.concatenate(labels)
+
+
+@torch.no_grad()
+def iter_samples(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float = 1.0, batch: int = 4):
+    """Yield ``(hu [b, R, R, R] float32, labels [b, R, R, R] bool)`` batches of :func:`generate_samples`.
+
+    Raises:
+        CheckpointError: the generator produced NaN or infinite values (a corrupt prior).
+    """
     ws = sample_w_plus(prior, n, seed=seed, truncation_psi=truncation_psi)
     lo, hi = prior.config.hu_window
-    hus, labels = [], []
     for i in range(0, n, max(1, batch)):
         hu, logit = generate_hu(prior, ws[i:i + batch])
-        hus.append(hu.clamp(lo, hi).cpu().numpy().astype(np.float32))
-        labels.append((logit > 0).cpu().numpy())
-    return np.concatenate(hus), np.concatenate(labels)
+        if not (torch.isfinite(hu).all() and torch.isfinite(logit).all()):
+            raise CheckpointError(f"the prior {prior.path} generates NaN or infinite values (sample {i} on); "
+                                  "the checkpoint is corrupt or its training diverged")
+        yield hu.clamp(lo, hi).cpu().numpy().astype(np.float32), (logit > 0).cpu().numpy()
 
 
 def sample_paths(out_dir: Path, n: int) -> list[Path]:
@@ -123,34 +157,40 @@ def sample_prior(prior: Prior | str | Path, n: int, out_dir: str | Path, *, seed
         The written paths (see :func:`sample_paths`).
 
     Raises:
-        OutputExistsError: an output file exists and ``force`` is false (checked before writing).
-        InputError: ``n < 1``; CheckpointError: unreadable prior.
+        OutputExistsError: ``out_dir`` exists, is not empty and ``force`` is false (checked
+            before the prior is loaded). With ``force`` the whole folder is replaced once the new
+            one is complete (:func:`xfit.io.atomic_folder`).
+        OutputError: ``out_dir`` cannot be written.
+        InputError: ``n`` outside [1, MAX_SAMPLES] or truncation outside [-2, 2] or not finite;
+        CheckpointError: unreadable prior, or one that generates NaN.
     """
-    prior = as_prior(prior)
+    check_num_samples(n)
+    truncation_psi = check_truncation(truncation_psi)
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, force=force, inputs=[] if isinstance(prior, Prior) else [prior])
+    prior = as_prior(prior)
     paths = sample_paths(out_dir, n)
-    if n < 1:
-        raise InputError(f"number of samples must be >= 1, got {n}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"{out_dir} exists and is a file, not a folder")
-    existing = [p.name for p in paths if p.exists()]
-    if existing and not force:
-        raise OutputExistsError(f"{out_dir} already holds {', '.join(existing[:3])}"
-                                f"{' ...' if len(existing) > 3 else ''}; use --force to overwrite")
-    hu, labels = generate_samples(prior, n, seed=seed, truncation_psi=truncation_psi, batch=batch)
     affine = prior_affine(prior)
-    for i in range(n):
-        write_nifti(paths[2 * i], hu[i], affine, force=force)
-        write_nifti(paths[2 * i + 1], labels[i].astype(np.int16), affine, force=force)
-    record = {"n": n, "seed": seed, "truncation_psi": truncation_psi, "prior": str(prior.path),
-              "prior_sha256": prior.sha256, "resolution": prior.config.resolution,
-              "spacing_mm": prior.config.spacing_mm, "hu_window": list(prior.config.hu_window)}
-    with atomic_write(paths[-2], force=force) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2))
-    from ..preview import volumes_montage
+    shown_hu, shown_labels = [], []
+    with atomic_folder(out_dir, force=force) as tmp:  # the folder appears whole or not at all
+        local = sample_paths(tmp, n)
+        i = 0
+        for hu, labels in iter_samples(prior, n, seed=seed, truncation_psi=truncation_psi, batch=batch):
+            for h, lab in zip(hu, labels):  # written batch by batch: memory stays bounded for any n
+                write_nifti(local[2 * i], h, affine, force=True)
+                write_nifti(local[2 * i + 1], lab.astype(np.int16), affine, force=True)
+                if i < MONTAGE_MAX:
+                    shown_hu.append(h)
+                    shown_labels.append(lab)
+                i += 1
+        record = {"n": n, "seed": seed, "truncation_psi": truncation_psi, "prior": str(prior.path),
+                  "prior_sha256": prior.sha256, "resolution": prior.config.resolution,
+                  "spacing_mm": prior.config.spacing_mm, "hu_window": list(prior.config.hu_window)}
+        with atomic_write(local[-2], force=True) as f:
+            Path(f).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+        from ..preview import volumes_montage
 
-    k = min(n, MONTAGE_MAX)
-    volumes_montage(list(hu[:k]), paths[-1], spacing_mm=prior.config.spacing_mm,
-                    labels=list(labels[:k]), titles=[f"sample{i:03d}" for i in range(k)],
-                    force=force)
+        k = len(shown_hu)
+        volumes_montage(shown_hu, local[-1], spacing_mm=prior.config.spacing_mm,
+                        labels=shown_labels, titles=[f"sample{j:03d}" for j in range(k)], force=True)
     return paths
