@@ -233,3 +233,18 @@ def test_montage(tmp_path, phantoms):
         montage([phantoms[0]], path, force=False)
     with pytest.raises(InputError):
         montage([], tmp_path / "e.png")
+
+
+def test_realism_report(tmp_path):
+    from xfit.phantoms.report import run_report
+
+    rep = run_report(3, tmp_path / "rep", seed=1, size=32, spacing_mm=2.5, n_images=2,
+                     progress=False)
+    assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.md", "report.json",
+                                                              "montage.png", "whole_body.png"}
+    lvl = next(iter(rep["dimensions"]))
+    row = rep["dimensions"][lvl]["body_width"]
+    assert row["published_mean"] == MORPHOMETRY[lvl].body_width.mean and row["mean"] > 10
+    assert "fat" in rep["tissues"] and 0 < rep["hu_bands"]["above 450"] < 0.2
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| level |" in text and "HU per tissue class" in text

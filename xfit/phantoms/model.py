@@ -146,21 +146,27 @@ def _shape(size: int | Sequence[int], spacing_mm: float, fov_mm: float | None) -
     return tuple(max(k + ((k - n) % 2), 8) for n in sizes)
 
 
-def vertebra_centroid(p: PhantomParams, lay: dict, spacing_mm: float) -> np.ndarray:
-    """World centroid (mm) of the centred vertebra's label on the lattice of ``spacing_mm``."""
+def vertebra_centroid(p: PhantomParams, lay: dict, spacing_mm: float,
+                      halves: Sequence[float] = (0.0, 0.5)) -> dict[float, np.ndarray]:
+    """World centroid (mm) of the centred vertebra's label on lattices of ``spacing_mm``.
+
+    Args:
+        halves: lattice offsets in voxels: 0 (points at whole multiples of the spacing, grids of
+            odd size) and/or 0.5 (even size).
+    """
     sp = p.spine
     v, L = sp.vertebrae[sp.centre_level], lay[sp.centre_level]
     corners = (L["R"] @ local_box(v).T).T + L["c"]
     lo = np.floor(corners.min(0) / spacing_mm) - 2
     hi = np.ceil(corners.max(0) / spacing_mm) + 2
-    out = []
-    for half in (0.0, 0.5):  # even and odd grids sit on different lattices
+    out = {}
+    for half in sorted(set(halves)):  # even and odd grids sit on different lattices
         g = Grid((hi - lo + 1).astype(int), spacing_mm, (lo + hi) / 2 * spacing_mm + half * spacing_mm)
         sdf = vertebra_sdf(to_local(g.points(g.full()), L["c"], L["R"]), v)[0]
         m = occupancy(sdf, spacing_mm) >= 0.5
         idx = np.argwhere(m)
-        out.append(np.array([g.axes[d][idx[:, d]].mean() for d in range(3)]))
-    return np.stack(out)
+        out[half] = np.array([g.axes[d][idx[:, d]].mean() for d in range(3)])
+    return out
 
 
 def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float = 1.25,
@@ -219,10 +225,10 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
     h = float(spacing_mm)
     origin = np.zeros(3)
     if centre == "vertebra":
-        cents = vertebra_centroid(p, lay, h)
+        halves = [0.5 if n % 2 == 0 else 0.0 for n in shape]
+        cents = vertebra_centroid(p, lay, h, halves)
         # the crop rule of xfit.io.crop_centred, on the lattice of each axis' parity
-        origin = np.array([round(float(cents[1 if n % 2 == 0 else 0][d]) / h) * h
-                           for d, n in enumerate(shape)])
+        origin = np.array([round(float(cents[hv][d]) / h) * h for d, hv in enumerate(halves)])
     m = margin_vox(sc, h) if (blur or sc.noise_hu > 0) else 0
     grid = Grid([n + 2 * m for n in shape], h, origin)
     cv = Canvas(grid)

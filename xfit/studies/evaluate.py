@@ -67,7 +67,7 @@ def make_case(seed: int, prior, views: Sequence[View], whole_body_fov_mm: float 
     for v in views:
         with torch.no_grad():
             images.append(project(mu, src.affine, [v])[0, 0].numpy())
-    return Case(seed, ph.hu, ph.labels == 1, images)
+    return Case(seed, ph.hu, ph.vertebra_mask, images)
 
 
 def _project_hu(hu: torch.Tensor, affine: np.ndarray, views: Sequence[View]) -> list[np.ndarray]:
