@@ -84,3 +84,67 @@ def write_xfit_collection(folder: Path, n: int, **kw) -> Path:
         lv = kw.get("levels", ("T12", "L1", "L2"))
         write_xfit_case(folder, i, **{**kw, "centre_level": c, "levels": lv})
     return folder
+
+
+# ----------------------------------------------------------------------------- public layouts
+
+TS_V1 = {18 + n: lev for n, lev in enumerate(["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)]
+                                             + [f"C{i}" for i in range(7, 0, -1)])}
+TS_V2 = {27 + n: lev for n, lev in enumerate(["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)]
+                                             + [f"C{i}" for i in range(7, 0, -1)])}
+
+
+def caret_label_table(table: dict[int, str]) -> bytes:
+    """The XML TotalSegmentator v2 puts in a multilabel file's NIfTI extension (code 0)."""
+    body = "".join(f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]></Label>\n'
+                   for k, v in table.items())
+    return ('<?xml version="1.0" encoding="UTF-8"?> <CaretExtension> <VolumeInformation Index="0"> '
+            f"<LabelTable>\n{body}</LabelTable> <VolumeType><![CDATA[Label]]></VolumeType> "
+            "</VolumeInformation></CaretExtension>").encode()
+
+
+def write_layout(root: Path, layout: str, n: int, *, size: int = 32, spacing: float = 2.5,
+                 levels: Sequence[str] = ("T12", "L1", "L2"), centres: Sequence[str] = ("L1",),
+                 seed: int = 0, ts_mode: str = "folders") -> Path:
+    """Write ``n`` cases in a public layout: ``verse``, ``ctspine1k`` or ``totalsegmentator``
+    (``ts_mode``: ``folders`` (one file per structure), ``ml-header`` (v2 multilabel with its label
+    table), ``ml-v1`` (v1 multilabel, no table))."""
+    for i in range(n):
+        c = centres[i % len(centres)]
+        hu, seg, aff = spine_volume((size,) * 3, (spacing,) * 3, c, levels, seed=seed + i)
+        if layout == "verse":
+            sub = f"sub-verse{500 + i:03d}"
+            tag = "_dir-ax" if i % 2 else ""
+            write_nifti(root / "01_training" / "rawdata" / sub / f"{sub}{tag}_ct.nii.gz", hu, aff)
+            d = root / "01_training" / "derivatives" / sub
+            write_nifti(d / f"{sub}{tag}_seg-vert_msk.nii.gz", seg, aff)
+            (d / f"{sub}{tag}_seg-subreg_ctd.json").write_text(json.dumps([{"direction": ["P", "I", "R"]}]))
+        elif layout == "ctspine1k":
+            src = ["COLONOG", "HNSCC-3DCT-RT"][i % 2]
+            write_nifti(root / "volumes" / src / f"1.3.6.1.4.1.9328.50.4.{i:04d}.nii.gz", hu, aff)
+            write_nifti(root / "labels" / src / f"1.3.6.1.4.1.9328.50.4.{i:04d}_seg.nii.gz", seg, aff)
+        elif layout == "totalsegmentator":
+            s = root / f"s{i:04d}"
+            write_nifti(s / "ct.nii.gz", hu, aff)
+            if ts_mode == "folders":
+                for lev in levels:
+                    write_nifti(s / "segmentations" / f"vertebrae_{lev}.nii.gz",
+                                (seg == level_label(lev)).astype(np.uint8), aff)
+                write_nifti(s / "segmentations" / "spleen.nii.gz", np.zeros_like(seg, np.uint8), aff)
+            else:
+                table = TS_V2 if ts_mode == "ml-header" else TS_V1
+                to_file = {level_label(v): k for k, v in table.items()}
+                ml = np.zeros_like(seg, np.uint8)
+                for lab in np.unique(seg[seg > 0]):
+                    ml[seg == lab] = to_file[int(lab)]
+                ml[(hu < -500) & (seg == 0)] = 0
+                ml[(np.abs(hu - 40) < 30) & (seg == 0)] = 1  # "spleen": a non-vertebra class
+                img = nib.Nifti1Image(ml, aff)
+                if ts_mode == "ml-header":
+                    names = {1: "spleen", **{k: f"vertebrae_{v}" for k, v in TS_V2.items()}, 26: "vertebrae_S1"}
+                    img.header.extensions.append(nib.nifti1.Nifti1Extension(0, caret_label_table(names)))
+                s.mkdir(parents=True, exist_ok=True)
+                nib.save(img, str(s / "segmentations.nii.gz"))
+        else:
+            raise ValueError(layout)
+    return root

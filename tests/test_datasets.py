@@ -13,11 +13,11 @@ import torch
 from xfit.errors import InputError
 from xfit.io import crop_centred
 from xfit.levels import level_label, parse_levels
-from xfit.prior.data import (MAX_OUTSIDE, CropStore, DataSettings, hu_to_unit_np, load_training_set,
+from xfit.prior.data import (MAX_OUTSIDE, CropStore, DataSettings, dry_run, hu_to_unit_np, load_training_set,
                              prepare_case)
-from xfit.prior.datasets import find_cases
+from xfit.prior.datasets import TOTALSEG_CLASS_MAPS, detect_layout, find_cases, read_class_map
 
-from spine_synth import spine_volume, write_nifti, write_xfit_case, write_xfit_collection
+from spine_synth import TS_V1, TS_V2, spine_volume, write_layout, write_nifti, write_xfit_case, write_xfit_collection
 
 LEVELS5 = ("T11", "T12", "L1", "L2", "L3")
 S32 = DataSettings(32, 2.5, (-1000.0, 1500.0))
@@ -249,3 +249,95 @@ def test_bad_folders(tmp_path):
         find_cases(tmp_path / "e")
     with pytest.raises(InputError, match="unknown layout"):
         find_cases(write_xfit_collection(tmp_path / "c", 1), layout="nope")
+
+
+# ----------------------------------------------------------------------------- public layouts
+
+
+@pytest.mark.parametrize("layout,mode", [("verse", None), ("ctspine1k", None), ("totalsegmentator", "folders"),
+                                         ("totalsegmentator", "ml-header")])
+def test_public_layouts_are_detected_and_give_the_same_crops(tmp_path, layout, mode):
+    """The same two spines in each layout give the same crops as in xfit's own layout."""
+    ref = _load(write_xfit_collection(tmp_path / "xfit", 2, centres=["L1", "T12"]))
+    root = write_layout(tmp_path / layout, layout, 2, centres=("L1", "T12"), ts_mode=mode or "folders")
+    assert detect_layout(root) == layout
+    data = _load(root)
+    assert data.layout == layout and data.levels == ref.levels == [20, 19]
+    assert torch.equal(data.volumes[:], ref.volumes[:])
+    assert len(data.skipped) == 3 and all("outside the scan" in w for _, w in data.skipped)
+    assert _load(root, layout=layout).sources == data.sources  # chosen explicitly: the same
+
+
+def test_totalsegmentator_numbering_comes_from_the_class_map(tmp_path):
+    assert read_class_map("totalseg-v1")[22] == "vertebrae_L1" and read_class_map("totalseg-v2")[31] == "vertebrae_L1"
+    assert {k: v[len("vertebrae_"):] for k, v in TOTALSEG_CLASS_MAPS["totalseg-v1"].items()} == TS_V1
+    assert {k: v[len("vertebrae_"):] for k, v in TOTALSEG_CLASS_MAPS["totalseg-v2"].items() if k > 26} == TS_V2
+    root = write_layout(tmp_path / "v1", "totalsegmentator", 2, centres=("L1", "T12"), ts_mode="ml-v1")
+    with pytest.raises(InputError, match="without a class map.*numbering differs"):
+        _load(root)  # never guessed
+    data = _load(root, class_map="totalseg-v1")
+    assert data.levels == [20, 19]
+    cm = tmp_path / "classes.json"
+    cm.write_text(json.dumps({str(k): f"vertebrae_{v}" for k, v in TS_V1.items()}))
+    assert torch.equal(_load(root, class_map=cm).volumes[:], data.volumes[:])
+    with pytest.raises(InputError, match="hold no vertebra"):  # the wrong version: v1's L1 is v2's prostate
+        _load(root, class_map="totalseg-v2")
+    with pytest.raises(InputError, match="neither a file nor"):
+        _load(root, class_map="totalseg-v9")
+
+
+def test_masks_dir(tmp_path):
+    hu, seg, aff = spine_volume((32, 32, 32), (2.5,) * 3, "L1", ("T12", "L1", "L2"))
+    write_nifti(tmp_path / "ct" / "a.nii.gz", hu, aff)
+    write_nifti(tmp_path / "ct" / "b.nii", hu, aff)
+    write_nifti(tmp_path / "masks" / "a.nii.gz", seg, aff)  # same name as the CT
+    write_nifti(tmp_path / "masks" / "b_seg.nii.gz", seg, aff)
+    data = _load(tmp_path / "ct", masks_dir=tmp_path / "masks")
+    assert data.sources == ["a.nii.gz:L1", "b.nii:L1"]
+    with pytest.raises(InputError, match="mask folder .* does not exist"):
+        _load(tmp_path / "ct", masks_dir=tmp_path / "nope")
+
+
+def test_mixed_folder(tmp_path):
+    write_layout(tmp_path / "m" / "verse19", "verse", 1)
+    write_xfit_collection(tmp_path / "m" / "phantoms", 2)
+    write_layout(tmp_path / "m" / "ts", "totalsegmentator", 1)
+    (tmp_path / "m" / "notes").mkdir()
+    (tmp_path / "m" / "notes" / "x.txt").write_text("no images here")
+    assert detect_layout(tmp_path / "m") == "mixed"
+    data = _load(tmp_path / "m")
+    assert data.layout == "mixed(phantoms=xfit,ts=totalsegmentator,verse19=verse)"
+    assert [s.split(":")[0] for s in data.sources] == [
+        "phantoms/case0000_ct.nii.gz", "phantoms/case0001_ct.nii.gz", "ts/s0000/ct.nii.gz",
+        "verse19/01_training/rawdata/sub-verse500/sub-verse500_ct.nii.gz"]
+    # a flat folder with a collection below it reads the flat files and reports the subfolder
+    write_xfit_collection(tmp_path / "m2", 1)
+    write_layout(tmp_path / "m2" / "more", "verse", 1)
+    with pytest.warns(UserWarning, match="skipped 2"):  # the subfolder and a stray mask
+        (tmp_path / "m2" / "orphan_seg.nii.gz").write_bytes((tmp_path / "m2" / "case0000_seg.nii.gz").read_bytes())
+        data = _load(tmp_path / "m2")
+    errors = {r.name: r.error for r in data.reports if r.error}
+    assert "subfolder not read" in errors["more/"] and "without its CT" in errors["orphan_seg.nii.gz"]
+
+
+def test_dry_run_explains_and_draws(tmp_path):
+    d = write_xfit_collection(tmp_path / "c", 3, centres=["T12", "L1"], fov=(32, 32, 64), levels=("T11", "T12", "L1", "L2", "L3"))
+    (d / "case0009_ct.nii.gz").write_bytes(b"garbage")
+    (d / "case0009_seg.nii.gz").write_bytes(b"garbage")
+    rep = dry_run(d, S32, montage=tmp_path / "montage.png", n_montage=3, workers=1, progress=False)
+    lines = rep.lines()
+    assert lines[0] == "layout xfit; crops of 32^3 at 2.5 mm around C1-L6, at most 5 % outside the scan"
+    assert lines[1] == ("case0000_ct.nii.gz: levels T11-T12,L1-L3; 3 crop(s) (T11-T12,L1); skip L2: 19 % of the "
+                        "crop lies outside the scan (at most 5 % allowed); skip L3: 47 % of the crop lies outside "
+                        "the scan (at most 5 % allowed)")
+    assert lines[4].startswith("case0009_ct.nii.gz: SKIPPED (cannot read as NIfTI")
+    assert rep.level_counts() == {"T11": 2, "T12": 3, "L1": 3, "L2": 1}
+    assert lines[5] == "total: 9 crop(s) from 3 file(s), 1 file(s) skipped, 6 vertebra(e) skipped"
+    assert lines[6] == "crops per level: T11 2, T12 3, L1 3, L2 1"
+    assert rep.montage == tmp_path / "montage.png" and rep.montage.stat().st_size > 10_000
+    from PIL import Image
+
+    assert Image.open(rep.montage).size[1] > 3 * 150  # three rows
+    # the dry run agrees with what preparation really does
+    with pytest.warns(UserWarning):
+        assert _load(d).level_counts() == rep.level_counts()

@@ -52,7 +52,8 @@ import torch
 from ..errors import InputError
 from ..io import Volume
 from ..levels import VERTEBRA_LABELS, format_levels, level_name
-from .datasets import Case, Collection, LabelMap, MaskFiles, file_signature, find_cases
+from .datasets import (Case, Collection, LabelMap, MaskFiles, class_map_values, file_signature, find_cases,
+                       nifti_class_map)
 
 #: Default largest fraction of a crop that may lie outside the scan.
 MAX_OUTSIDE = 0.05
@@ -172,7 +173,12 @@ def open_labels(labels: LabelMap | MaskFiles) -> tuple[list["_Nifti"], dict[int,
     """Open a label source: ``(images, spec)`` where ``spec`` is the value map of a label map
     (file value -> VerSe label) or the VerSe label of each mask file."""
     if isinstance(labels, LabelMap):
-        return [_Nifti(labels.path)], labels.value_map()
+        img = _Nifti(labels.path)
+        if labels.values is None:  # a label table in the header says what the values mean
+            table = nifti_class_map(labels.path)
+            if table is not None and class_map_values(table):
+                return [img], dict(class_map_values(table))
+        return [img], labels.value_map()
     return [_Nifti(p) for _, p in labels.masks], [lab for lab, _ in labels.masks]
 
 
@@ -669,6 +675,7 @@ def load_training_set(
     *,
     layout: str | None = None,
     masks_dir: str | Path | None = None,
+    class_map: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
     workers: int | None = None,
@@ -680,6 +687,8 @@ def load_training_set(
         settings: what a crop is (see :class:`DataSettings`).
         layout: collection layout (:data:`xfit.prior.datasets.LAYOUTS`; ``None``: detected).
         masks_dir: folder of masks named like the CTs (overrides the layout's mask locations).
+        class_map: value -> structure table for label maps not in the VerSe numbering
+            (:func:`xfit.prior.datasets.read_class_map`).
         cache_dir: where prepared crops are kept (``None``: an unnamed temporary file, deleted
             when the returned set is).
         progress: show a progress bar.
@@ -687,7 +696,7 @@ def load_training_set(
     Raises:
         InputError: bad folder, or no usable crop (the message names the skipped files).
     """
-    coll = find_cases(ct_dir, layout, masks_dir)
+    coll = find_cases(ct_dir, layout, masks_dir, class_map)
     folder = None
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
@@ -760,3 +769,111 @@ def load_training_set(
         warnings.warn(f"skipped {n_bad} of {len(data.reports)} CT file(s): "
                       + "; ".join(r.name for r in data.reports if r.error is not None)[:500])
     return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Dry run
+
+
+@dataclass
+class DryRun:
+    """What :func:`load_training_set` would do, without cutting or caching crops.
+
+    Attributes:
+        layout: the collection layout.
+        reports: one :class:`CaseReport` per CT (and per unusable file of the collection).
+        settings: the crop settings.
+        montage: the montage PNG written, or ``None``.
+    """
+
+    layout: str
+    reports: list[CaseReport]
+    settings: DataSettings
+    montage: Path | None = None
+
+    def level_counts(self) -> dict[str, int]:
+        """Crops per level name, in anatomical order."""
+        c = Counter(lab for r in self.reports for lab in r.crops)
+        return {level_name(lab): c[lab] for lab in VERTEBRA_LABELS if c[lab]}
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return skipped_of(self.reports)
+
+    def lines(self) -> list[str]:
+        """The report a person reads: one line per file, then the totals."""
+        s = self.settings
+        out = [f"layout {self.layout}; crops of {s.resolution}^3 at {s.spacing_mm} mm around "
+               f"{format_levels(s.chosen())}, at most {100 * s.max_outside:.0f} % outside the scan"]
+        out += [r.line() for r in self.reports]
+        counts = self.level_counts()
+        n_files = sum(r.error is None for r in self.reports)
+        n_bad = len(self.reports) - n_files
+        out.append(f"total: {sum(counts.values())} crop(s) from {n_files} file(s)"
+                   + (f", {n_bad} file(s) skipped" if n_bad else "")
+                   + f", {sum(len(r.skipped) for r in self.reports)} vertebra(e) skipped")
+        out.append("crops per level: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+        if self.montage is not None:
+            out.append(f"montage of a few crops: {self.montage}")
+        return out
+
+
+def dry_run(
+    ct_dir: str | Path,
+    settings: DataSettings,
+    *,
+    layout: str | None = None,
+    masks_dir: str | Path | None = None,
+    class_map: str | Path | None = None,
+    montage: str | Path | None = None,
+    n_montage: int = 6,
+    workers: int | None = None,
+    progress: bool = True,
+) -> DryRun:
+    """Report per file the levels found, the crops it would give and what is skipped and why,
+    reading only headers and label maps; optionally write a montage PNG of a few crops (one per
+    level first, as many levels as fit in ``n_montage`` rows).
+
+    Raises:
+        InputError: a bad folder (files that cannot be used are reported, not raised).
+    """
+    from tqdm.auto import tqdm
+
+    coll = find_cases(ct_dir, layout, masks_dir, class_map)
+    reports = [CaseReport(name, error=why) for name, why in coll.skipped]
+    by_case: list[tuple[Case, CaseReport]] = []
+    bar = tqdm(total=len(coll.cases), desc="checking", unit="CT", disable=not progress, leave=False)
+    for case, (_, rep) in zip(coll.cases, iter_prepared(coll.cases, settings, with_data=False, workers=workers)):
+        reports.append(rep)
+        by_case.append((case, rep))
+        bar.update(1)
+    bar.close()
+    out = DryRun(coll.layout, reports, settings)
+    if montage is not None and n_montage > 0:
+        picks: list[tuple[Case, int]] = []
+        seen: set[int] = set()
+        for rounds in range(2):  # first one crop per level, then fill up
+            for case, rep in by_case:
+                for lab in rep.crops:
+                    if len(picks) < n_montage and (rounds or lab not in seen) and (case, lab) not in picks:
+                        picks.append((case, lab))
+                        seen.add(lab)
+        if picks:
+            import dataclasses
+
+            lo, hi = settings.hu_window
+            hu_list, labels, titles = [], [], []
+            for case, lab in picks:
+                crops, rep = prepare_case(case, dataclasses.replace(settings, levels=(lab,)))
+                if not crops:
+                    continue
+                c = crops[0].astype(np.float32)
+                hu_list.append((c[0] + 1.0) * (0.5 * (hi - lo)) + lo)
+                labels.append(c[1] > 0)
+                titles.append(f"{case.name} {level_name(lab)}")
+            if hu_list:
+                from ..preview import volumes_montage
+
+                out.montage = volumes_montage(hu_list, montage, spacing_mm=settings.spacing_mm,
+                                              labels=labels, titles=titles)
+    return out

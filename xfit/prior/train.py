@@ -357,6 +357,7 @@ def train(
     *,
     masks_dir: str | Path | None = None,
     layout: str | None = None,
+    class_map: str | Path | None = None,
     levels: str | tuple[int, ...] | list[int] | None = None,
     max_outside: float = MAX_OUTSIDE,
     workers: int | None = None,
@@ -374,6 +375,7 @@ def train(
         run_dir: output folder (see the module docstring).
         masks_dir: folder of masks named like the CTs.
         layout: collection layout (``None``: detected).
+        class_map: class map of label maps in another numbering than VerSe's (TotalSegmentator).
         levels: vertebrae to train on (``"T10-L5"``, VerSe labels, or ``None`` for all).
         max_outside: largest fraction of a crop allowed outside its scan.
         workers: data preparation processes (default: one per CPU core).
@@ -389,7 +391,7 @@ def train(
         torch.cuda.set_device(device)
     run_dir = Path(run_dir)
     state_path = run_dir / STATE_FILE
-    find_cases(ct_dir, layout, masks_dir)  # fail on a bad folder before creating anything
+    find_cases(ct_dir, layout, masks_dir, class_map)  # fail on a bad folder before creating anything
     settings = data_settings(cfg, levels, max_outside)
     if resume and (run_dir / "config.json").exists():
         saved = json.loads((run_dir / "config.json").read_text())
@@ -408,7 +410,7 @@ def train(
     if world > 1:
         dist.barrier()
     t = cfg.training
-    load = dict(layout=layout, masks_dir=masks_dir, cache_dir=run_dir / "cache", workers=workers)
+    load = dict(layout=layout, masks_dir=masks_dir, class_map=class_map, cache_dir=run_dir / "cache", workers=workers)
     if rank == 0:  # rank 0 prepares the crops, the others then read its cache
         data = load_training_set(ct_dir, settings, progress=progress, **load)
     if world > 1:
@@ -492,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--masks", default=None)
     p.add_argument("--layout", default=None)
     p.add_argument("--levels", default=None)
+    p.add_argument("--class-map", default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--force", action="store_true")
@@ -499,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=None)
     a = p.parse_args(argv)
     try:
-        train(load_config(a.config), a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, levels=a.levels,
+        train(load_config(a.config), a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
               workers=a.workers, resume=a.resume, force=a.force,
               device=a.device, max_steps=a.max_steps)
     finally:
