@@ -301,8 +301,11 @@ def atomic_folder(path: PathLike, *, force: bool = False) -> Iterator[Path]:
         _move_into_place(tmp, target, shown, force)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, XfitError):
-            raise OutputError(f"cannot write output {shown}: {_os_reason(exc)}") from exc
+        # a file system failure inside (also one already wrapped by atomic_write, which names the
+        # temporary file) is reported for the output folder the user asked for
+        cause = exc.__cause__ if isinstance(exc, OutputError) else exc
+        if isinstance(cause, OSError) and not isinstance(cause, XfitError):
+            raise OutputError(f"cannot write output {shown}: {_os_reason(cause)}") from cause
         raise
 
 
