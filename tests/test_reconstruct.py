@@ -141,3 +141,70 @@ def test_out_of_memory_is_one_line(setup, tmp_path, monkeypatch):
     res = run("reconstruct", setup["ap"], setup["lat"], "-o", tmp_path / "o", "--prior", setup["prior"], *FAST)
     assert_user_error(res, "out of memory", "smaller")
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- issue 12: whole folders, checks first
+
+
+def test_fault_while_writing_leaves_no_partial_folder(setup, tmp_path, monkeypatch):
+    import importlib
+
+    R = importlib.import_module("xfit.reconstruct")  # xfit.reconstruct is also the function
+    out = tmp_path / "out"
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # after recon, labels, uncertainty and the STL were written
+
+    monkeypatch.setattr(R, "write_preview", boom)
+    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"], "--mesh", *FAST)
+    assert res.exit_code == 130 and "interrupted" in res.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    monkeypatch.undo()
+    # the rerun is not refused, and --force later leaves no stale surface.stl
+    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"], "--mesh", *FAST)
+    assert res.exit_code == 0, res.stderr
+    assert (out / "surface.stl").exists()
+    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"], "--force", *FAST)
+    assert res.exit_code == 0, res.stderr
+    assert not (out / "surface.stl").exists() and (out / "report.json").exists()
+
+
+def test_output_and_config_checked_before_the_fit(setup, tmp_path, monkeypatch):
+    import xfit.fitting
+    import xfit.prior.checkpoint
+
+    def no_work(*a, **k):
+        raise AssertionError("expensive work started before the checks")
+
+    monkeypatch.setattr(xfit.fitting, "fit", no_work)
+    monkeypatch.setattr(xfit.prior.checkpoint, "load_prior", no_work)
+    base = ("reconstruct", setup["ap"], setup["lat"], "--prior", setup["prior"], *FAST)
+    (tmp_path / "afile").write_text("x")
+    assert_user_error(run(*base, "-o", tmp_path / "afile" / "out"), "afile")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    assert_user_error(run(*base, "-o", taken), "exists", "--force")
+    assert_user_error(run(*base, "-o", setup["ap"].parent, "--force"), "holds the input")
+    bad = tmp_path / "fit.yaml"
+    bad.write_text("refine_pose: 'false'\n")
+    assert_user_error(run(*base, "-o", tmp_path / "o", "--config", bad), "refine_pose")
+    assert_user_error(run(*base, "-o", tmp_path / "o", "--gt", tmp_path / "nogt.nii.gz"), "not found")
+    assert_user_error(run(*base, "-o", tmp_path / "o", "--sdd", "nan"), "--sdd")
+    assert_user_error(run(*base, "-o", tmp_path / "o", "--spacing", "0,1"), "--spacing")
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_is_strict_json_and_empty_mesh_warns(setup, tmp_path):
+    rec = xfit.reconstruct([setup["ap"], setup["lat"]], prior=setup["prior"], steps=2, restarts=1, progress=False)
+    rec.fit.history.append({"total": float("nan"), "data": float("inf")})
+    rec.fit.label_prob = np.zeros_like(rec.fit.label_prob)
+    from xfit.io import parse_json_strict
+    from xfit.reconstruct import write_reconstruction
+
+    with pytest.warns(UserWarning, match="surface"):
+        write_reconstruction(rec, tmp_path / "o", mesh=True)
+    report = parse_json_strict((tmp_path / "o" / "report.json").read_text())
+    assert report["losses"]["history"][-1] == {"total": None, "data": None}
+    assert report["surface"].startswith("not written") and not (tmp_path / "o" / "surface.stl").exists()
