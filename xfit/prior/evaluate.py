@@ -75,8 +75,8 @@ def load_real_set(data_dir: str | Path, config: PriorConfig, *, masks_dir: str |
     Raises:
         InputError: no usable CT in the folder (the message names the files).
     """
-    settings = DataSettings(config.resolution, config.spacing_mm, tuple(config.hu_window),
-                            tuple(config.training.vertebra_labels))
+    # every vertebra level, cropped exactly as for training (xfit.prior.train.data_settings)
+    settings = DataSettings(config.resolution, config.spacing_mm, tuple(config.hu_window), None)
     data = load_training_set(data_dir, settings, masks_dir=masks_dir, cache_dir=None,
                              progress=progress)
     vol = data.volumes if max_real is None else data.volumes[:max_real]
