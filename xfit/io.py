@@ -580,10 +580,19 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr
 
 
+def _check_image_size(path: Path, rows: int, cols: int) -> None:
+    from .geometry import MAX_DETECTOR_PIXELS, MAX_DETECTOR_SIDE
+
+    if rows > MAX_DETECTOR_SIDE or cols > MAX_DETECTOR_SIDE or rows * cols > MAX_DETECTOR_PIXELS:
+        raise InputError(f"{path}: {rows}x{cols} pixels is too large for an X-ray (at most {MAX_DETECTOR_SIDE} "
+                         f"per side and {MAX_DETECTOR_PIXELS} in all; downsample it)")
+
+
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(str(path)) as im:
+        _check_image_size(path, im.size[1], im.size[0])  # from the header, before decoding
         if getattr(im, "n_frames", 1) > 1:
             raise InputError(f"{path}: expected one 2D image, got a stack of {im.n_frames} frames")
         if im.mode == "P":
