@@ -143,3 +143,36 @@ def test_parse_angles():
     for bad in ("", "0,,90", "ap,lat", "0;90", "nan"):
         with pytest.raises(GeometryError):
             parse_angles(bad)
+
+
+# ----------------------------------------------------------------------------- issue 12: documented ranges
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(angle_deg=True), "angle_deg"),
+    (dict(angle_deg=1e308), "angle_deg"),
+    (dict(sdd_mm=1e9, sod_mm=10.0), "sdd_mm"),
+    (dict(shape=(100000, 100000)), "too large"),
+    (dict(shape=(True, 4)), "whole numbers"),
+    (dict(shape=(4.5, 4)), "whole numbers"),
+    (dict(pixel_spacing_mm=(1.0, 1e6)), "pixel_spacing_mm"),
+    (dict(pixel_spacing_mm=(True, 1.0)), "pixel_spacing_mm"),
+    (dict(offset_px=(1e9, 0.0)), "offset_px"),
+    (dict(isocenter_mm=(0.0, 0.0, 1e12)), "isocenter_mm"),
+    (dict(projection=["cone"]), "projection"),
+])
+def test_view_ranges(kwargs, words):
+    with pytest.raises(GeometryError, match=words):
+        View(**kwargs)
+
+
+def test_detector_limits_and_angles():
+    from xfit.geometry import MAX_DETECTOR_SIDE, check_detector_shape, parse_angles
+
+    assert check_detector_shape((MAX_DETECTOR_SIDE, 16)) == (MAX_DETECTOR_SIDE, 16)
+    with pytest.raises(GeometryError, match="too large"):
+        check_detector_shape((MAX_DETECTOR_SIDE + 1, 16))
+    assert parse_angles("-360,360") == [-360.0, 360.0]
+    with pytest.raises(GeometryError, match="360"):
+        parse_angles("0,361")
+    assert View(angle_deg=365.0).angle_deg == 365.0  # fitted angles may leave [-360, 360] a little

@@ -504,3 +504,45 @@ def test_dicom_unreadable(tmp_path):
     (tmp_path / "bad.dcm").write_bytes(b"not dicom")
     with pytest.raises(InputError, match="bad.dcm"):
         read_xray(tmp_path / "bad.dcm", angle_deg=0.0, pixel_spacing_mm=0.5)
+
+
+# ----------------------------------------------------------------------------- issue 12
+
+
+def test_atomic_write_names_the_final_path_on_os_errors(tmp_path, monkeypatch):
+    import errno
+
+    from xfit.errors import OutputError
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError, match=r"out\.txt: No space left on device"):
+        with atomic_write(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
+
+
+def test_image_larger_than_a_detector_is_refused_before_decoding(tmp_path):
+    Image.new("L", (9000, 4)).save(tmp_path / "wide.png")
+    with pytest.raises(InputError, match="too large"):
+        read_image(tmp_path / "wide.png")
+
+
+def test_check_output_file_and_path(tmp_path):
+    from xfit.errors import OutputError
+    from xfit.io import check_output_file, check_output_path
+
+    assert check_output_file(tmp_path / "new" / "r.json") == (tmp_path / "new" / "r.json").resolve()
+    (tmp_path / "r.json").write_text("{}")
+    with pytest.raises(OutputExistsError):
+        check_output_file(tmp_path / "r.json")
+    assert check_output_file(tmp_path / "r.json", force=True)
+    with pytest.raises(OutputError, match="folder"):
+        check_output_file(tmp_path)
+    assert check_output_path(tmp_path) == tmp_path.resolve()  # an existing run folder is fine
+    with pytest.raises(OutputError, match="file, not a folder"):
+        check_output_path(tmp_path / "r.json" / "run")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".xfit-probe")]
