@@ -618,3 +618,39 @@ def test_validate_sidecar_round_trip():
     data = view.to_sidecar(line_integral_scale=10.0)
     assert validate_sidecar(data) == {**data, "pixel_spacing_mm": [1.0, 1.0], "offset_px": [1.0, -2.0]}
     assert View.from_sidecar(data, (8, 8)) == view.with_(isocenter_mm=(0.0, 0.0, 0.0))
+
+
+# ============================================================================ beyond the list
+
+
+def test_sigterm_cleans_up_like_ctrl_c(ct, tmp_path, monkeypatch):
+    import signal
+
+    import xfit.simulate as sim
+
+    real = sim.write_views_preview
+
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. a batch system's time limit, mid-write
+        return real(*a, **k)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(sim, "write_views_preview", killed)
+    res = run("simulate", ct, "-o", tmp_path / "xr", "--detector", 8)
+    assert res.exit_code == 130 and "interrupted" in res.stderr
+    assert not (tmp_path / "xr").exists() and no_temp_left(tmp_path)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored
+
+
+def test_sidecar_with_bom_and_sidecar_that_is_not_a_file(xray_pair):
+    side = xray_pair / "ap.json"
+    side.write_bytes(b"\xef\xbb\xbf" + side.read_bytes())  # saved by a Windows editor
+    assert read_xray(xray_pair / "ap.png").view.angle_deg == 0.0
+    side.unlink()
+    os.symlink(xray_pair / "missing.json", side)  # dangling: not silently ignored
+    with pytest.raises(InputError, match="not a readable file"):
+        read_xray(xray_pair / "ap.png", angle_deg=0.0)
+    side.unlink()
+    side.mkdir()
+    with pytest.raises(InputError, match="not a readable file"):
+        read_xray(xray_pair / "ap.png", angle_deg=0.0)

@@ -12,7 +12,9 @@ output folder before any work, and writes its output folder as a whole
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import warnings
 from typing import Any, Callable
 
@@ -51,14 +53,34 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
                err=True)
 
 
+def _sigterm_as_interrupt():
+    """Turn SIGTERM (``kill``, a batch system's time limit) into KeyboardInterrupt, so output
+    folders are cleaned up as on Ctrl-C. Returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover
+        return None
+
+
 class XfitGroup(click.Group):
     """Click group that ends every user error in one line ``xfit: error: ...`` and exit code 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("always", module=r"xfit(\..*)?$")
-            warnings.showwarning = _show_warning
-            rv = self._main(args, prog_name, complete_var, **extra)
+        previous = _sigterm_as_interrupt()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("always", module=r"xfit(\..*)?$")
+                warnings.showwarning = _show_warning
+                rv = self._main(args, prog_name, complete_var, **extra)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if isinstance(rv, int) and standalone_mode:
             sys.exit(rv)
         return rv

@@ -734,7 +734,7 @@ def _read_small_text(path: Path, what: str) -> str:
         if size > MAX_SMALL_FILE_BYTES:
             raise InputError(f"{path}: {size} bytes is too large for a {what} "
                              f"(at most {MAX_SMALL_FILE_BYTES // 1024} KiB)")
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is fine
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
     except UnicodeDecodeError as exc:
@@ -1069,6 +1069,8 @@ def read_xray(
         image = read_image(path)
     side = sidecar_path(path)
     has_sidecar = side.is_file() and side != path
+    if not has_sidecar and side != path and os.path.lexists(side):  # a folder, dangling link, loop
+        raise InputError(f"{side}: the sidecar of {path.name} is not a readable file")
     if has_sidecar:
         try:
             data.update(validate_sidecar(read_sidecar(side)))
