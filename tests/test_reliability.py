@@ -256,6 +256,15 @@ def test_atomic_folder_new_replace_and_failure(tmp_path):
     assert (tmp_path / "empty" / "c.txt").exists()
 
 
+def test_atomic_folder_failure_removes_parents_it_created(tmp_path):
+    (tmp_path / "keep").mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_folder(tmp_path / "a" / "b" / "out") as tmp:
+            (tmp / "x").write_text("x")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
 def test_atomic_folder_rename_failure_restores_old(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()

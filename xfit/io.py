@@ -291,6 +291,7 @@ def atomic_folder(path: PathLike, *, force: bool = False) -> Iterator[Path]:
     target = check_output_folder(path, force=force)
     shown = Path(path)
     tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]  # made here
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
@@ -301,6 +302,9 @@ def atomic_folder(path: PathLike, *, force: bool = False) -> Iterator[Path]:
         _move_into_place(tmp, target, shown, force)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # parents created for this output, deepest first, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         # a file system failure inside (also one already wrapped by atomic_write, which names the
         # temporary file) is reported for the output folder the user asked for
         cause = exc.__cause__ if isinstance(exc, OutputError) else exc
