@@ -203,16 +203,16 @@ def phantoms(out: str, n: int, size: int, spacing: float, fov_mm: float | None, 
              force: bool) -> None:
     """Write N procedural spine phantoms (caseNNNN_ct.nii.gz + caseNNNN_seg.nii.gz) to OUT."""
     from .errors import InputError
-    from .io import atomic_folder, check_output_folder
+    from .io import check_output_folder
     from .phantoms import write_phantoms
 
     if fov_mm is not None and fov_mm / spacing > MAX_PHANTOM_SIDE:
         raise InputError(f"--fov {fov_mm:g} at --spacing {spacing:g} gives {math.ceil(fov_mm / spacing)} voxels "
                          f"per side; at most {MAX_PHANTOM_SIDE}")
     check_output_folder(out, force=force)
-    with atomic_folder(out, force=force) as tmp:  # the folder appears whole or not at all
-        paths = write_phantoms(tmp, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=True,
-                               centre=centre)
+    # write_phantoms builds the folder with xfit.io.atomic_folder: whole or not at all
+    paths = write_phantoms(out, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=force,
+                           centre=centre)
     click.echo(f"wrote {len(paths)} files to {out} (montage: {out}/montage.png)")
 
 
