@@ -353,3 +353,34 @@ def test_half_precision_prior_loads_as_float32(tmp_path):
     a = p_full.G.synthesis(ws, noise_mode="const")
     b = p_half.G.synthesis(ws, noise_mode="const")
     assert torch.allclose(a, b, atol=2e-2) and not torch.equal(a, b)
+
+
+def test_snapshot_round_trip_and_errors(tmp_path):
+    from xfit.prior.checkpoint import levels_seen, load_snapshot, save_snapshot, snapshot_config
+    from xfit.prior.config import load_config
+    from xfit.prior.networks import build_discriminator, build_generator
+
+    cfg = load_config("tiny")
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    G.mapping.w_avg.normal_()
+    nets = {"G": G, "G_ema": G, "D": D}
+    path = save_snapshot(tmp_path / "s.safetensors", nets, step=7, kimg=0.028, config=cfg, dtype="bfloat16",
+                         summary={"levels": {"L1": 3, "T12": 0, "bogus": 2}})
+    tensors, meta = load_snapshot(path)
+    assert meta["step"] == 7 and meta["dtype"] == "bfloat16" and snapshot_config(path) == cfg
+    assert torch.equal(tensors["G.mapping.w_avg"], G.mapping.w_avg)  # kept in float32
+    w = tensors["D.b32.conv0.weight"] if "D.b32.conv0.weight" in tensors else next(
+        v for k, v in tensors.items() if k.startswith("D.") and v.ndim == 5)
+    assert w.dtype == torch.float32
+    key = next(k for k, v in tensors.items() if k.startswith("G.") and v.ndim == 5)
+    ref = G.state_dict()[key[2:]]
+    assert torch.equal(tensors[key], ref.bfloat16().float()) and not torch.equal(tensors[key], ref)
+    assert levels_seen(meta["summary"]) == {20}
+    with pytest.raises(InputError, match="dtype"):
+        save_snapshot(tmp_path / "t.safetensors", nets, step=1, kimg=0, config=cfg, dtype="int8")
+    with pytest.raises(InputError, match="needs the D"):
+        save_snapshot(tmp_path / "t.safetensors", {"G": G, "G_ema": G}, step=1, kimg=0, config=cfg)
+    with pytest.raises(CheckpointError, match="expected format 'xfit-train-snapshot'"):
+        load_snapshot(save_training_state(tmp_path / "st.safetensors", {"a": torch.zeros(1)}, {"step": 1}))
+    with pytest.raises(OutputExistsError):
+        save_snapshot(path, nets, step=7, kimg=0.028, config=cfg)

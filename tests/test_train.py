@@ -21,7 +21,8 @@ from xfit.cli import main
 from xfit.errors import InputError, OutputExistsError
 from xfit.prior.checkpoint import load_prior, load_training_state
 from xfit.prior.config import config_path, load_config
-from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, train
+from xfit.prior.checkpoint import levels_seen, load_snapshot
+from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, main as train_main, snapshot_run, train
 
 from spine_synth import write_xfit_collection
 
@@ -129,6 +130,57 @@ def test_force_restarts_without_stale_log_lines(tmp_path, ct_dir):
     assert sorted((run / "cache").iterdir()) == cache  # the prepared data is kept
     rec = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert rec["img_per_s"] > 0 and rec["kimg"] == pytest.approx(2 * 4 / 1000)
+
+
+def test_snapshot_resume_continues(tmp_path, ct_dir):
+    """A compact snapshot (G, G_ema, D in fp16, step, config; no optimizer state) starts a new run
+    folder that continues the step count from weights equal to fp16 precision."""
+    config = _custom_config(tmp_path, checkpoint_every=2, sample_every=1000, log_every=1)
+    cfg = load_config(config)
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(cfg, ct_dir, a, max_steps=4, progress=False, device="cpu")
+    out = tmp_path / "data" / "prior-tiny.state.safetensors"
+    train_main(["snapshot", str(a), "-o", str(out)])  # the CLI-callable entry
+    assert out.stat().st_size < 0.4 * (a / STATE_FILE).stat().st_size
+    assert b"pickle" not in out.read_bytes()[:200] and out.read_bytes()[8:9] == b"{"  # safetensors header
+    snap, meta = load_snapshot(out)
+    assert meta["step"] == 4 and meta["kimg"] == pytest.approx(0.016) and meta["dtype"] == "float16"
+    assert meta["config"] == json.loads(json.dumps(cfg.to_dict()))
+    assert meta["summary"]["levels"] == {"T12": 1, "L1": 1, "L2": 1}
+    full, _ = _state(a)
+    assert sorted(snap) == sorted(k for k in full if k.split(".")[0] in ("G", "G_ema", "D"))
+    for k, v in snap.items():
+        want = full[k] if k.endswith("w_avg") else full[k].half().float()
+        assert torch.equal(v, want), k
+    with pytest.raises(OutputExistsError):
+        snapshot_run(a, out)
+    s = train(cfg, ct_dir, b, resume_from=out, max_steps=6, progress=False, device="cpu")
+    assert s["steps"] == 6 and s["resumed_from"]["step"] == 4
+    tb, mb = _state(b)
+    steps = [v for k, v in tb.items() if k.startswith("opt_g.") and k.endswith(".step")]
+    assert mb["step"] == 6 and steps and all(int(v) == 2 for v in steps)  # fresh Adam moments
+    assert [json.loads(ln)["step"] for ln in (b / "log.jsonl").read_text().splitlines()] == [5, 6]
+    assert not torch.equal(tb["G.synthesis.blocks.0.conv1.weight"], snap["G.synthesis.blocks.0.conv1.weight"])  # trained on
+    # the continued run resumes normally from its own state
+    train(cfg, ct_dir, b, resume=True, max_steps=7, progress=False, device="cpu")
+    assert _state(b)[1]["step"] == 7
+    other = load_config("tiny")
+    other.training.g_lr = 0.001
+    with pytest.raises(InputError, match="another config"):
+        train(other, ct_dir, tmp_path / "c", resume_from=out, max_steps=5, progress=False, device="cpu")
+    with pytest.raises(InputError, match="give one"):
+        train(cfg, ct_dir, b, resume=True, resume_from=out, max_steps=8, progress=False, device="cpu")
+
+
+def test_levels_provenance_and_amp_choice(tmp_path, ct_dir, cfg):
+    train(cfg, ct_dir, tmp_path / "r", max_steps=1, progress=False, device="cpu", levels="T12-L1")
+    prior = load_prior(tmp_path / "r" / PRIOR_FILE)
+    assert prior.meta["training"]["levels"] == {"T12": 1, "L1": 1}
+    assert levels_seen(prior.meta) == {19, 20} and levels_seen({"training": {}}) == set()
+    assert amp_enabled("bf16", torch.device("cpu")) and not amp_enabled("off", torch.device("cuda"))
+    assert amp_enabled("auto", torch.device("cuda"))
+    with pytest.raises(InputError, match="amp must be"):
+        amp_enabled("fp8", torch.device("cpu"))
 
 
 def _train_cmd(ct_dir: Path, run: Path, config: Path, steps: int, *extra: str) -> list[str]:

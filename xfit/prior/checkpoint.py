@@ -14,6 +14,17 @@ and shapes match that architecture exactly.
 **Training state** (``save_training_state`` / ``load_training_state``): a separate safetensors
 file with arbitrary named tensors and a JSON ``meta`` (step, optimizer param groups, RNG states;
 see :func:`flatten_optimizer` and :func:`capture_rng_state`).
+
+**Training snapshot** (``save_snapshot`` / ``load_snapshot``): a compact file to carry a run across
+sessions: the tensors of ``G``, ``G_ema`` and ``D`` in float16 (or bfloat16; ``*.w_avg``, the
+tracked mean w, stays float32), and metadata ``{"format": "xfit-train-snapshot", "step", "kimg",
+"world_size", "config", "dtype", "summary"}``. No optimizer moments: with Adam's beta1 = 0 the
+first moment is not used and the second moment, restarted at zero, is bias-corrected from the
+first step and re-estimated within a few hundred steps (beta2 = 0.99); the random streams are
+reseeded from the step. Continuing from a snapshot is therefore not bit-exact, unlike ``--resume``.
+
+**Provenance.** The prior's ``training`` metadata holds ``levels`` (crops per level name) and
+``levels_text``; :func:`levels_seen` reads them back.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ from .networks import Generator, build_generator
 
 PRIOR_FORMAT = "xfit-prior"
 TRAIN_STATE_FORMAT = "xfit-train-state"
+SNAPSHOT_FORMAT = "xfit-train-snapshot"
+SNAPSHOT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMAT_VERSION = 1
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header size
 
@@ -461,3 +474,93 @@ def restore_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) ->
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss_next = meta["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+# ----------------------------------------------------------------------------------------------
+# Compact training snapshot
+
+
+def save_snapshot(path: str | Path, modules: Mapping[str, nn.Module] | Mapping[str, Tensor], *,
+                  step: int, kimg: float, config: PriorConfig, world_size: int = 1,
+                  dtype: str = "float16", summary: Mapping[str, Any] | None = None,
+                  force: bool = False) -> Path:
+    """Write a compact, resumable snapshot of the networks (atomically).
+
+    Args:
+        path: output ``.safetensors`` file.
+        modules: ``{"G": G, "G_ema": G_ema, "D": D}`` modules, or already flattened tensors
+            ``{"G.<key>": tensor, ...}`` (e.g. from a training state file).
+        step, kimg: training progress.
+        config: the training config (stored; resuming needs the same one).
+        dtype: ``float16`` or ``bfloat16`` for the floating-point tensors.
+        summary: JSON-able training summary to carry along (e.g. levels and data counts).
+
+    Raises:
+        InputError: unknown dtype, missing networks, or metadata that JSON cannot hold.
+        OutputExistsError: ``path`` exists and ``force`` is false.
+    """
+    if dtype not in SNAPSHOT_DTYPES:
+        raise InputError(f"snapshot dtype must be one of {', '.join(SNAPSHOT_DTYPES)}, got {dtype!r}")
+    half = SNAPSHOT_DTYPES[dtype]
+    tensors: dict[str, Tensor] = {}
+    for name in ("G", "G_ema", "D"):
+        if name not in modules and not any(k.startswith(name + ".") for k in modules):
+            raise InputError(f"snapshot needs the {name} network")
+    for key, value in modules.items():
+        if isinstance(value, nn.Module):
+            tensors.update(state_dict_tensors(value, key))
+        elif key.split(".")[0] in ("G", "G_ema", "D"):
+            tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+    tensors = {k: v.to(half) if v.is_floating_point() and not k.endswith("w_avg") else v
+               for k, v in tensors.items()}
+    meta = {"format": SNAPSHOT_FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
+            "kimg": float(kimg), "world_size": int(world_size), "dtype": dtype,
+            "config": config.to_dict(), "summary": dict(summary or {})}
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"snapshot metadata is not JSON-serialisable: {exc}") from exc
+    return _atomic_save(Path(path), tensors, {"xfit": text}, force)
+
+
+def load_snapshot(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a snapshot: ``(float32 tensors "G.*", "G_ema.*", "D.*", metadata)`` (no pickle).
+
+    Raises:
+        CheckpointError: missing, not safetensors, foreign, of an unknown format/version, or with
+            an invalid config.
+    """
+    path = Path(path)
+    data, header = _read_safetensors(path, "training snapshot")
+    meta = _xfit_meta(header, path, SNAPSHOT_FORMAT)
+    try:
+        PriorConfig.from_dict(meta.get("config"))
+    except InputError as exc:
+        raise CheckpointError(f"{path}: invalid config in metadata: {exc}") from exc
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in _load_tensors(data, path).items()}
+    return tensors, meta
+
+
+def snapshot_config(path: str | Path) -> PriorConfig:
+    """The config a snapshot was trained with (what ``--resume-from`` must use)."""
+    return PriorConfig.from_dict(load_snapshot(path)[1]["config"])
+
+
+def levels_seen(prior_meta: Mapping[str, Any]) -> set[int]:
+    """VerSe labels of the levels a prior was trained on (from :attr:`Prior.meta` or its
+    ``training`` summary); empty when the prior records none (trained before provenance, so
+    unknown: callers should say so rather than warn about a level)."""
+    from ..levels import level_label
+
+    training = prior_meta.get("training", prior_meta) if isinstance(prior_meta, Mapping) else {}
+    counts = training.get("levels") if isinstance(training, Mapping) else None
+    if not isinstance(counts, Mapping):
+        return set()
+    out = set()
+    for name, n in counts.items():
+        try:
+            if int(n) > 0:
+                out.add(level_label(str(name)))
+        except (InputError, TypeError, ValueError):
+            continue
+    return out

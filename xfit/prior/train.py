@@ -37,10 +37,13 @@ from ..levels import format_levels, parse_levels
 from .checkpoint import (
     compute_w_stats,
     flatten_optimizer,
+    load_snapshot,
     load_training_state,
     restore_optimizer,
+    save_snapshot,
     save_prior,
     save_training_state,
+    snapshot_config,
 )
 from .config import AugmentConfig, PriorConfig, load_config
 from .data import MAX_OUTSIDE, DataSettings, load_training_set
@@ -143,10 +146,31 @@ def to_discriminator(volume: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- training
 
 
+AMP_CHOICES = ("auto", "bf16", "off")
+#: Whether ``amp="auto"`` uses bfloat16 autocast on the CPU (see bench/train_amp.py and the module
+#: docstring for the measurement that decides it).
+CPU_BF16_AUTO = False
+
+
+def amp_enabled(amp: str, device: torch.device) -> bool:
+    """Resolve ``amp`` (``auto`` | ``bf16`` | ``off``) for a device: ``auto`` is bf16 on CUDA and
+    :data:`CPU_BF16_AUTO` on the CPU.
+
+    Raises:
+        InputError: another value.
+    """
+    if amp not in AMP_CHOICES:
+        raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    if amp == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and CPU_BF16_AUTO)
+    return amp == "bf16"
+
+
 class Trainer:
     """Holds networks, optimizers and RNG of one training process."""
 
-    def __init__(self, cfg: PriorConfig, device: torch.device, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, cfg: PriorConfig, device: torch.device, rank: int = 0, world: int = 1,
+                 amp: str = "auto") -> None:
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         t = cfg.training
         torch.manual_seed(t.seed)
@@ -164,7 +188,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
         torch.manual_seed(t.seed * 1000 + rank)
         self.step = 0
-        self.amp = device.type == "cuda"
+        self.amp = amp_enabled(amp, device)
 
     # -- pieces of one step
 
@@ -184,12 +208,12 @@ class Trainer:
     def _fake(self, n: int) -> torch.Tensor:
         ws = self._mapped(n)
         noise = [torch.randn(n, *s[1:], generator=self.gen).to(self.device) for s in self.G.synthesis.noise_shapes()]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.G.synthesis(ws, noise=noise)
 
     def _d(self, x: torch.Tensor) -> torch.Tensor:
         x = augment(x, self.cfg.training.augment, self.gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.D(x).float()
 
     def train_step(self, reals: torch.Tensor) -> dict[str, float]:
@@ -281,6 +305,51 @@ class Trainer:
         self.step = int(meta["step"])
 
 
+    def load_snapshot(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue from a compact snapshot (:func:`xfit.prior.checkpoint.save_snapshot`): weights
+        and step; fresh Adam moments; random streams reseeded from the seed, rank and step."""
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            prefix = f"{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(sd, strict=True)
+        self.step = int(meta["step"])
+        seed = self.cfg.training.seed * 1000 + self.rank + 7919 * (self.step + 1)
+        self.gen.manual_seed(seed)
+        torch.manual_seed(seed)
+
+
+def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16",
+                 force: bool = False) -> Path:
+    """Write a compact resumable snapshot of a run's last checkpoint (``state.safetensors``).
+
+    Args:
+        run_dir: a run folder (``config.json`` and ``state.safetensors``).
+        out: the snapshot file (e.g. ``xfit/data/prior-64.state.safetensors``).
+        dtype: ``float16`` or ``bfloat16``.
+    Raises:
+        InputError: no training state or config in ``run_dir``.
+        CheckpointError: a corrupt state file.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / STATE_FILE).is_file() or not (run_dir / "config.json").is_file():
+        raise InputError(f"{run_dir} holds no training state (needs {STATE_FILE} and config.json)")
+    cfg = PriorConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    tensors, meta = load_training_state(run_dir / STATE_FILE)
+    world = int(meta.get("world_size", 1))
+    step = int(meta["step"])
+    summary = {}
+    if (run_dir / PRIOR_FILE).is_file():
+        from .checkpoint import load_prior
+
+        try:
+            summary = dict(load_prior(run_dir / PRIOR_FILE).meta.get("training", {}))
+        except CheckpointError:
+            summary = {}
+    nets = {k: v for k, v in tensors.items() if k.split(".")[0] in ("G", "G_ema", "D")}
+    return save_snapshot(out, nets, step=step, kimg=step * cfg.training.batch_size * world / 1000,
+                         config=cfg, world_size=world, dtype=dtype, summary=summary, force=force)
+
+
 def _write_samples(trainer: Trainer, path: Path, n: int = 4) -> None:
     """PNG montage of EMA samples from fixed latents (slices and DRRs)."""
     from ..preview import volume_montage
@@ -361,7 +430,9 @@ def train(
     levels: str | tuple[int, ...] | list[int] | None = None,
     max_outside: float = MAX_OUTSIDE,
     workers: int | None = None,
+    amp: str = "auto",
     resume: bool = False,
+    resume_from: str | Path | None = None,
     force: bool = False,
     device: str | torch.device | None = None,
     max_steps: int | None = None,
@@ -379,7 +450,12 @@ def train(
         levels: vertebrae to train on (``"T10-L5"``, VerSe labels, or ``None`` for all).
         max_outside: largest fraction of a crop allowed outside its scan.
         workers: data preparation processes (default: one per CPU core).
+        amp: bfloat16 autocast of G and D: ``auto`` (CUDA: on; CPU: :data:`CPU_BF16_AUTO`), ``bf16``
+            or ``off``. Not part of the config, so a run may resume with another choice.
         resume: continue from ``run_dir/state.safetensors``.
+        resume_from: continue from a compact snapshot (:func:`snapshot_run`) in a new run folder:
+            weights and step, fresh optimizer moments (not bit-exact; see
+            :mod:`xfit.prior.checkpoint`). ``cfg`` must be the snapshot's config.
         force: restart in a folder holding a started run (its log, state, prior, samples and
             snapshots are removed; the data cache is kept).
         max_steps: stop after this many total steps (default: ``total_kimg`` of the config).
@@ -393,6 +469,14 @@ def train(
     state_path = run_dir / STATE_FILE
     find_cases(ct_dir, layout, masks_dir, class_map)  # fail on a bad folder before creating anything
     settings = data_settings(cfg, levels, max_outside)
+    snap = None
+    if resume_from is not None:
+        if resume:
+            raise InputError("--resume continues a run folder, --resume-from a snapshot: give one")
+        snap = load_snapshot(resume_from)
+        if json.loads(json.dumps(snap[1]["config"])) != json.loads(json.dumps(cfg.to_dict())):
+            raise InputError(f"{resume_from} was trained with another config; resume from it with its own "
+                             "(the default without --config)")
     if resume and (run_dir / "config.json").exists():
         saved = json.loads((run_dir / "config.json").read_text())
         if saved != json.loads(json.dumps(cfg.to_dict())):
@@ -420,8 +504,16 @@ def train(
     if rank == 0:
         (run_dir / "samples").mkdir(exist_ok=True)
         (run_dir / "snapshots").mkdir(exist_ok=True)
-    trainer = Trainer(cfg, device, rank, world)
-    if resume:
+    trainer = Trainer(cfg, device, rank, world, amp=amp)
+    if snap is not None:
+        try:
+            trainer.load_snapshot(*snap)
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{resume_from}: does not match this config ({str(exc).splitlines()[0]})") from exc
+        if rank == 0:
+            with atomic_write(run_dir / "config.json", force=True) as tmp:
+                Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+    elif resume:
         tensors, meta = load_training_state(state_path)
         try:
             trainer.load_state(tensors, meta)
@@ -448,7 +540,10 @@ def train(
         "skipped": _skip_lines(data.skipped),
         "world_size": world,
         "device": str(device),
+        "amp_bf16": trainer.amp,
     }
+    if snap is not None:
+        summary["resumed_from"] = {"snapshot": str(resume_from), "step": snap[1]["step"]}
     from tqdm.auto import tqdm
 
     log_path = run_dir / "log.jsonl"
@@ -484,26 +579,52 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for ``python -m xfit.prior.train`` (and torchrun)."""
+    """Entry point for ``python -m xfit.prior.train`` (and torchrun); ``python -m xfit.prior.train
+    snapshot RUN -o FILE`` writes a compact snapshot of a run."""
     import argparse
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["snapshot"]:
+        sp = argparse.ArgumentParser(prog="python -m xfit.prior.train snapshot",
+                                     description="compact resumable snapshot of a run (G, G_ema, D in half precision)")
+        sp.add_argument("run_dir")
+        sp.add_argument("-o", "--out", required=True)
+        sp.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
+        sp.add_argument("--force", action="store_true")
+        a = sp.parse_args(args[1:])
+        path = snapshot_run(a.run_dir, a.out, dtype=a.dtype, force=a.force)
+        print(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return
+    argv = args
 
     p = argparse.ArgumentParser(prog="python -m xfit.prior.train", description=__doc__.splitlines()[0])
     p.add_argument("ct_dir")
     p.add_argument("-o", "--out", required=True)
-    p.add_argument("--config", default="64")
+    p.add_argument("--config", default=None)
     p.add_argument("--masks", default=None)
     p.add_argument("--layout", default=None)
     p.add_argument("--levels", default=None)
     p.add_argument("--class-map", default=None)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume-from", default=None)
     p.add_argument("--force", action="store_true")
     p.add_argument("--device", default=None)
     p.add_argument("--max-steps", type=int, default=None)
     a = p.parse_args(argv)
+    if a.config is not None:
+        cfg = load_config(a.config)
+    elif a.resume_from is not None:
+        cfg = snapshot_config(a.resume_from)
+    elif a.resume and (Path(a.out) / "config.json").is_file():
+        cfg = PriorConfig.from_dict(json.loads((Path(a.out) / "config.json").read_text()))
+    else:
+        cfg = load_config("64")
     try:
-        train(load_config(a.config), a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
-              workers=a.workers, resume=a.resume, force=a.force,
+        train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
+              workers=a.workers, amp=a.amp, resume=a.resume, resume_from=a.resume_from, force=a.force,
               device=a.device, max_steps=a.max_steps)
     finally:
         if dist.is_available() and dist.is_initialized():
