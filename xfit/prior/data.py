@@ -103,7 +103,9 @@ class _Nifti:
 
         self.path = Path(path)
         try:
-            img = nib.load(str(path))
+            # the file handle stays open so that slab reads of a .nii.gz stream forwards instead of
+            # decompressing from the start for each read
+            img = nib.load(str(path), keep_file_open=True)
         except Exception as exc:  # nibabel raises many types for corrupt or foreign files
             raise InputError(f"{path.name}: cannot read as NIfTI ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())})") from exc
@@ -121,15 +123,40 @@ class _Nifti:
             raise InputError(f"{path.name}: the affine is not finite or is singular")
         self.img, self.shape, self.affine = img, shape, affine
         self.extra = len(img.shape) - 3
+        self.compressed = self.path.name.endswith(".gz")
+        self._win: np.ndarray | None = None  # slices [_w0, _w0 + len) along the last axis
+        self._w0 = 0
 
-    def block(self, lo: Sequence[int], hi: Sequence[int], *, integer: bool = False) -> np.ndarray:
-        """Voxels ``[lo, hi)`` per axis: float32 with the NIfTI scaling, or int64 labels."""
+    def _read(self, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)) + (0,) * self.extra
         try:
-            raw = np.asarray(self.img.dataobj[sl])
+            return np.asarray(self.img.dataobj[sl])
         except Exception as exc:
             raise InputError(f"{self.path.name}: cannot read voxels ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())})") from exc
+
+    def _slices(self, k0: int, k1: int) -> np.ndarray:
+        """Whole slices ``[k0, k1)`` of a compressed file through a forward-moving window: a gzip
+        stream can only be read forwards cheaply, and whole slices are contiguous on disk."""
+        n0, n1 = self.shape[0], self.shape[1]
+        w = self._win
+        w1 = self._w0 + (w.shape[2] if w is not None else 0)
+        if w is not None and self._w0 <= k0 and k1 <= w1:
+            return w[:, :, k0 - self._w0:k1 - self._w0]
+        if w is not None and self._w0 <= k0 < w1:  # overlap: keep the tail, read on from w1
+            new = self._read((0, 0, w1), (n0, n1, k1))
+            w = np.concatenate([w[:, :, k0 - self._w0:], new.astype(w.dtype, copy=False)], axis=2)
+        else:
+            w = self._read((0, 0, k0), (n0, n1, k1))
+        self._win, self._w0 = w, k0
+        return w
+
+    def block(self, lo: Sequence[int], hi: Sequence[int], *, integer: bool = False) -> np.ndarray:
+        """Voxels ``[lo, hi)`` per axis: float32 with the NIfTI scaling, or int64 labels."""
+        if self.compressed:
+            raw = self._slices(int(lo[2]), int(hi[2]))[int(lo[0]):int(hi[0]), int(lo[1]):int(hi[1])]
+        else:
+            raw = self._read(lo, hi)
         if integer:
             if raw.dtype.kind == "f":
                 if not np.all(np.isfinite(raw)):
@@ -384,7 +411,7 @@ def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[i
                              f"{np.round(lo_m).tolist()}..{np.round(hi_m).tolist()} mm)")
     chosen = set(settings.chosen())
     size = settings.resolution
-    crops: list[np.ndarray] = []
+    todo: list[tuple[int, np.ndarray]] = []
     for lab in rep.found:
         if lab not in chosen:
             continue
@@ -395,16 +422,21 @@ def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[i
                                 f"scan (at most {100 * settings.max_outside:.0f} % allowed)"))
             continue
         rep.crops.append(lab)
-        if not with_data:
-            continue
+        todo.append((lab, aff))
+    if not with_data:
+        return []
+    # cut in the order of the CT's last (slowest on disk) axis, return in anatomical order
+    first_k = {lab: float(_index_coords(ct, aff, size)[2].min()) for lab, aff in todo}
+    done: dict[int, np.ndarray] = {}
+    for lab, aff in sorted(todo, key=lambda t: first_k[t[0]]):
         hu = sample_ct(ct, aff, size)
         if isinstance(spec, dict):
             mask = sample_mask(images[0], aff, size, [v for v, l in spec.items() if l == lab])
         else:
             mask = sample_mask(images[spec.index(lab)], aff, size, None)
-        crops.append(np.stack([hu_to_unit_np(hu, settings.hu_window),
-                               np.where(mask, 1.0, -1.0).astype(np.float32)]).astype(np.float16))
-    return crops
+        done[lab] = np.stack([hu_to_unit_np(hu, settings.hu_window),
+                              np.where(mask, 1.0, -1.0).astype(np.float32)]).astype(np.float16)
+    return [done[lab] for lab, _ in todo]
 
 
 def prepare_case(case: Case, settings: DataSettings, *, with_data: bool = True
