@@ -101,6 +101,21 @@ def test_run_folder_rules(tmp_path, ct_dir, cfg):
         train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")
 
 
+def test_resume_accepts_a_config_json_without_newer_keys(tmp_path, ct_dir, cfg):
+    """A run whose config.json predates a config key (it holds the default) still resumes."""
+    run = tmp_path / "run"
+    train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")
+    saved = json.loads((run / "config.json").read_text())
+    del saved["training"]["log_every"]  # as if log_every had been added to the config later
+    (run / "config.json").write_text(json.dumps(saved))
+    train(cfg, ct_dir, run, max_steps=2, resume=True, progress=False, device="cpu")
+    assert _state(run)[1]["step"] == 2
+    other = load_config("tiny")
+    other.training.seed = 5
+    with pytest.raises(InputError, match="another config"):
+        train(other, ct_dir, run, max_steps=3, resume=True, progress=False, device="cpu")
+
+
 def test_failed_start_does_not_block_a_retry(tmp_path, ct_dir, cfg):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -401,6 +401,17 @@ def _levels_arg(levels: str | tuple[int, ...] | list[int] | None) -> tuple[int, 
     return tuple(int(x) for x in levels)
 
 
+def same_config(saved: dict, cfg: PriorConfig) -> bool:
+    """Whether a stored config (``config.json``, snapshot metadata) is ``cfg``: compared after
+    parsing, so that a key added to :class:`PriorConfig` later (with its default) does not stop
+    an older run from resuming."""
+    try:
+        parsed = PriorConfig.from_dict(saved)
+    except InputError:
+        return False
+    return json.loads(json.dumps(parsed.to_dict())) == json.loads(json.dumps(cfg.to_dict()))
+
+
 def _skip_lines(skipped: list[tuple[str, str]], limit: int = 10) -> list[list[str]]:
     """The first ``limit`` skips, then one entry counting the rest (for the summary)."""
     out = [list(s) for s in skipped[:limit]]
@@ -474,12 +485,12 @@ def train(
         if resume:
             raise InputError("--resume continues a run folder, --resume-from a snapshot: give one")
         snap = load_snapshot(resume_from)
-        if json.loads(json.dumps(snap[1]["config"])) != json.loads(json.dumps(cfg.to_dict())):
+        if not same_config(snap[1]["config"], cfg):
             raise InputError(f"{resume_from} was trained with another config; resume from it with its own "
                              "(the default without --config)")
     if resume and (run_dir / "config.json").exists():
         saved = json.loads((run_dir / "config.json").read_text())
-        if saved != json.loads(json.dumps(cfg.to_dict())):
+        if not same_config(saved, cfg):
             raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
     if rank == 0:
         if resume and not state_path.exists():
