@@ -192,27 +192,42 @@ MAX_PHANTOM_SIDE = 1024
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("-n", "--num", "n", default=10, show_default=True, type=click.IntRange(1, 100_000), help="number of cases")
-@click.option("--size", default=64, show_default=True, type=click.IntRange(8, MAX_PHANTOM_SIDE), help="voxels per side")
+@click.option("--size", default="64", show_default=True, help="voxels per side, or three sizes I,J,K (each 8 to 1024)")
 @click.option("--spacing", default=1.25, show_default=True, type=FiniteFloat(0.05, 100.0), help="voxel size (mm)")
 @click.option("--fov", "fov_mm", default=None, type=FiniteFloat(1.0, 10_000.0), help="field of view (mm) with the torso around the spine (the grid then has fov/spacing voxels)")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="seed of case 0 (case i uses seed+i)")
+@click.option("--level", default=None, help="the vertebra each grid is centred on: a level (L1), a range (T10-L5, one drawn per case), lumbar or thoracic [default: half L1-L5, half T6-T12]")
 @click.option("--centre", type=click.Choice(["vertebra", "grid"]), default="vertebra", show_default=True,
-              help="grid centre: the centroid of the centred vertebra (label 1, as the prior's training crops) or the spine's drawing centre")
+              help="grid centre: the centroid of the centred vertebra (as the prior's training crops) or the middle of its antero-posterior extent")
+@click.option("--noise", "noise_hu", default=None, type=FiniteFloat(0.0, 500.0), help="CT noise standard deviation (HU; 0 = none) [default: drawn, 5-30]")
+@click.option("--blur/--no-blur", default=True, show_default=True, help="slice thickness and in-plane blur of the drawn scanner")
+@click.option("--metal/--no-metal", default=None, help="pedicle screws in every case / in none [default: drawn, a few % of cases]")
 @click.option("--force", is_flag=True, help="replace an existing output folder")
-def phantoms(out: str, n: int, size: int, spacing: float, fov_mm: float | None, seed: int, centre: str,
-             force: bool) -> None:
-    """Write N procedural spine phantoms (caseNNNN_ct.nii.gz + caseNNNN_seg.nii.gz) to OUT."""
+def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, seed: int, level: str | None,
+             centre: str, noise_hu: float | None, blur: bool, metal: bool | None, force: bool) -> None:
+    """Write N procedural spine CT phantoms to OUT: caseNNNN_ct.nii.gz (HU), caseNNNN_seg.nii.gz
+    (every vertebra by its VerSe level), caseNNNN_tissue.nii.gz (tissue classes), caseNNNN.json
+    and montage.png."""
     from .errors import InputError
     from .io import check_output_folder
-    from .phantoms import write_phantoms
+    from .phantoms import make_phantom, write_phantoms
 
+    try:
+        sizes = tuple(int(x) for x in str(size).split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected a number or three like 64,64,96, got {size!r}", param_hint="--size")
+    if len(sizes) not in (1, 3) or not all(8 <= x <= MAX_PHANTOM_SIDE for x in sizes):
+        raise click.BadParameter(f"expected one or three sizes of 8 to {MAX_PHANTOM_SIDE}, got {size!r}",
+                                 param_hint="--size")
     if fov_mm is not None and fov_mm / spacing > MAX_PHANTOM_SIDE:
         raise InputError(f"--fov {fov_mm:g} at --spacing {spacing:g} gives {math.ceil(fov_mm / spacing)} voxels "
                          f"per side; at most {MAX_PHANTOM_SIDE}")
     check_output_folder(out, force=force)
+    kw = dict(size=sizes[0] if len(sizes) == 1 else sizes, spacing_mm=spacing, fov_mm=fov_mm, level=level,
+              centre=centre, noise_hu=noise_hu, blur=blur, metal=metal)
+    make_phantom(seed, **{**kw, "size": 8, "fov_mm": None, "blur": False, "noise_hu": 0.0})  # bad level: now
     # write_phantoms builds the folder with xfit.io.atomic_folder: whole or not at all
-    paths = write_phantoms(out, n, size=size, spacing_mm=spacing, seed=seed, fov_mm=fov_mm, force=force,
-                           centre=centre)
+    paths = write_phantoms(out, n, seed=seed, force=force, **kw)
     click.echo(f"wrote {len(paths)} files to {out} (montage: {out}/montage.png)")
 
 

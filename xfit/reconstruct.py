@@ -8,7 +8,7 @@ The library entry point is :func:`reconstruct` (in memory: returns a :class:`Rec
 
 Ground truth (``gt``) for the report: a CT whose grid centre is the isocentre of the X-rays (as
 ``xfit simulate`` makes them by default); it is resampled onto the prior's grid. Its label map is
-taken from ``gt_seg`` or from a ``*_seg.nii.gz`` / ``seg.nii.gz`` beside it (label 1 = vertebra).
+taken from ``gt_seg`` or from a ``*_seg.nii.gz`` / ``seg.nii.gz`` beside it (the vertebra at the grid centre is the truth, :func:`centred_vertebra`).
 """
 
 from __future__ import annotations
@@ -147,6 +147,27 @@ def gt_on_grid(gt_path: str | Path, shape: Sequence[int], spacing_mm: float, gt_
     return hu, labels
 
 
+def centred_vertebra(labels: np.ndarray) -> np.ndarray:
+    """Mask ``[I, J, K]`` of the vertebra a label map's grid is centred on.
+
+    Label maps hold every vertebra by its level (VerSe numbering); the ground truth of a
+    reconstruction is the one at the grid centre: the label found there, or else the label whose
+    centroid is nearest to the centre. Empty maps give an empty mask.
+    """
+    centre = tuple(s // 2 for s in labels.shape)
+    value = int(labels[centre])
+    if value == 0:
+        values = [int(v) for v in np.unique(labels) if v != 0]
+        if not values:
+            return np.zeros(labels.shape, bool)
+        from scipy import ndimage
+
+        cents = ndimage.center_of_mass(np.ones(labels.shape), labels, values)
+        c = (np.asarray(labels.shape) - 1) / 2.0
+        value = values[int(np.argmin([np.sum((np.asarray(x) - c) ** 2) for x in cents]))]
+    return labels == value
+
+
 def _find_seg(ct_path: Path) -> Path | None:
     name = ct_path.name
     for a, b in (("_ct.nii.gz", "_seg.nii.gz"), ("_ct.nii", "_seg.nii"), ("ct.nii.gz", "seg.nii.gz"), (".nii.gz", "_seg.nii.gz")):
@@ -240,7 +261,7 @@ def reconstruct(
     if gt_hu is not None:
         from .metrics import volume_metrics
 
-        gt_mask = None if gt_labels is None else gt_labels == 1
+        gt_mask = None if gt_labels is None else centred_vertebra(gt_labels)
         pred_mask = None if gt_mask is None else result.labels.astype(bool)
         rec.metrics = volume_metrics(result.hu, gt_hu, pred_mask, gt_mask, loaded.config.spacing_mm)
     rec.seconds = time.perf_counter() - t0
@@ -369,7 +390,7 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
     f = rec.fit
     vols = [("reconstruction", f.hu, f.labels)]
     if rec.gt_hu is not None:
-        vols.append(("ground truth", rec.gt_hu, None if rec.gt_labels is None else rec.gt_labels == 1))
+        vols.append(("ground truth", rec.gt_hu, None if rec.gt_labels is None else centred_vertebra(rec.gt_labels)))
     if f.uncertainty is not None:
         vols.append(("uncertainty (HU std)", f.uncertainty, None))
     n_views = len(rec.inputs.images)

@@ -91,10 +91,10 @@ def _centre_choices(level: str | None) -> tuple[str, ...]:
     if level in REGIONS:
         return REGIONS[level]
     names = tuple(LABEL_TO_LEVEL[x] for x in parse_levels(level))
-    bad = [n for n in names if n not in MORPHOMETRY]
-    if bad:
-        raise InputError(f"phantoms are drawn for T1-L5 only, not {', '.join(bad)}")
-    return names
+    drawable = tuple(n for n in names if n in MORPHOMETRY)  # ranges skip T13 / L6
+    if not drawable:
+        raise InputError(f"phantoms are drawn for T1-L5 only, not {level!r}")
+    return drawable
 
 
 def draw_spine(rng: np.random.Generator, level: str | None) -> SpineParams:
