@@ -362,3 +362,31 @@ def test_gz_window_reads_match_direct_reads(tmp_path):
     a, b = _load(tmp_path / "nii.gz"), _load(tmp_path / "nii")
     assert len(a.volumes) == 7 and a.levels == [level_label(n) for n in levels]
     assert torch.equal(a.volumes[:], b.volumes[:])
+
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+
+@hsettings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(angle=st.floats(-40, 40), axis=st.sampled_from([0, 1, 2]),
+       spacing=st.tuples(st.sampled_from([1.5, 2.0, 2.5, 3.0]), st.sampled_from([1.5, 2.5]), st.sampled_from([2.0, 4.0])),
+       flip=st.booleans())
+def test_any_affine_gives_a_centred_vertebra(tmp_path_factory, angle, axis, spacing, flip):
+    """Whatever the voxel grid's rotation, spacing and handedness, the crop is centred on its
+    vertebra and holds about its world volume (ellipsoid 14 x 12 x 10 mm drawn in voxel space)."""
+    tmp = tmp_path_factory.mktemp("aff")
+    shape = tuple(int(np.ceil(110 / s)) for s in spacing)
+    hu, seg, aff = spine_volume(shape, spacing, "L1", ("L1",))
+    t = np.deg2rad(angle)
+    c, s_ = np.cos(t), np.sin(t)
+    i, j = [a for a in range(3) if a != axis]
+    rot = np.eye(4)
+    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = c, -s_, s_, c
+    if flip:
+        rot[0] *= -1  # a left-handed (LAS) grid
+    write_nifti(tmp / "x_ct.nii.gz", hu, rot @ aff)
+    write_nifti(tmp / "x_seg.nii.gz", seg, rot @ aff)
+    v = _load(tmp).volumes[0]
+    want = 4 / 3 * np.pi * 14 * 12 * 10 / 2.5 ** 3
+    assert _mask_centre_offset(v) < 0.75
+    assert abs((v[1] > 0).sum().item() / want - 1) < 0.2
