@@ -124,7 +124,12 @@ def test_failed_start_does_not_block_a_retry(tmp_path, ct_dir, cfg):
     run = tmp_path / "run"
     with pytest.raises(InputError, match="no usable vertebra crop.*x_ct.nii.gz: cannot read"):
         train(cfg, bad, run, max_steps=1, progress=False, device="cpu")
-    assert not (run / STATE_FILE).exists() and not (run / "log.jsonl").exists()
+    assert not run.exists()  # the failed start left no folder behind
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")  # a folder that existed is kept, with what it held
+    with pytest.raises(InputError):
+        train(cfg, bad, run, max_steps=1, progress=False, device="cpu")
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
     s = train(cfg, ct_dir, run, max_steps=1, progress=False, device="cpu")  # no --force needed
     assert s["steps"] == 1 and s["levels"] == {"T12": 1, "L1": 1, "L2": 1}
     assert s["skipped_count"] == 6 and s["layout"] == "xfit"

@@ -471,6 +471,37 @@ def train(
             snapshots are removed; the data cache is kept).
         max_steps: stop after this many total steps (default: ``total_kimg`` of the config).
     """
+    created = not Path(run_dir).exists()
+    try:
+        return _train(cfg, ct_dir, run_dir, masks_dir=masks_dir, layout=layout, class_map=class_map,
+                      levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume,
+                      resume_from=resume_from, force=force, device=device, max_steps=max_steps,
+                      progress=progress)
+    except BaseException:
+        if _world()[0] == 0 and not run_started(run_dir):
+            _prune_empty(Path(run_dir), created)  # a start that failed leaves nothing behind
+        raise
+
+
+def _prune_empty(run_dir: Path, remove_dir: bool) -> None:
+    """Remove the empty folders of a run folder, then (``remove_dir``) the run folder if that
+    leaves it empty."""
+    if not run_dir.is_dir():
+        return
+    for sub in ("cache", "samples", "snapshots"):
+        try:
+            (run_dir / sub).rmdir()
+        except OSError:
+            pass
+    if remove_dir:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
+
+
+def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_outside, workers, amp,
+           resume, resume_from, force, device, max_steps, progress) -> dict[str, Any]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
