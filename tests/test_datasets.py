@@ -266,6 +266,9 @@ def test_public_layouts_are_detected_and_give_the_same_crops(tmp_path, layout, m
     assert torch.equal(data.volumes[:], ref.volumes[:])
     assert len(data.skipped) == 3 and all("outside the scan" in w for _, w in data.skipped)
     assert _load(root, layout=layout).sources == data.sources  # chosen explicitly: the same
+    if mode == "ml-header":  # the multilabel file's other classes are named in the report
+        assert data.reports[0].ignored_values == [1]
+        assert data.reports[0].line().endswith("label values that are not vertebrae, ignored: [1]")
 
 
 def test_totalsegmentator_numbering_comes_from_the_class_map(tmp_path):

@@ -390,6 +390,9 @@ class CaseReport:
         parts = [f"{self.name}: levels {format_levels(self.found) or 'none'}",
                  f"{len(self.crops)} crop(s)" + (f" ({format_levels(self.crops)})" if self.crops else "")]
         parts += [f"skip {lev}: {why}" for lev, why in self.skipped]
+        if self.ignored_values:
+            more = f" and {len(self.ignored_values) - 8} more" if len(self.ignored_values) > 8 else ""
+            parts.append(f"label values that are not vertebrae, ignored: {self.ignored_values[:8]}{more}")
         return "; ".join(parts)
 
 
