@@ -24,7 +24,7 @@ from xfit.prior.config import config_path, load_config
 from xfit.prior.checkpoint import levels_seen, load_snapshot
 from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, main as train_main, snapshot_run, train
 
-from spine_synth import write_xfit_collection
+from spine_synth import write_layout, write_xfit_collection
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -190,6 +190,21 @@ def test_snapshot_resume_continues(tmp_path, ct_dir):
         train(other, ct_dir, tmp_path / "c", resume_from=out, max_steps=5, progress=False, device="cpu")
     with pytest.raises(InputError, match="give one"):
         train(cfg, ct_dir, b, resume=True, resume_from=out, max_steps=8, progress=False, device="cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout,mode", [("verse", "folders"), ("ctspine1k", "folders"),
+                                         ("totalsegmentator", "folders"), ("totalsegmentator", "ml-header")])
+def test_each_layout_trains_with_one_command(tmp_path, layout, mode):
+    root = write_layout(tmp_path / "data", layout, 3, centres=("T12", "L1", "L2"),
+                        levels=("T11", "T12", "L1", "L2", "L3"), ts_mode=mode)
+    run = tmp_path / "run"
+    train_main([str(root), "-o", str(run), "--config", "tiny", "--max-steps", "2", "--device", "cpu",
+                "--amp", "bf16"])
+    prior = load_prior(run / PRIOR_FILE)
+    assert prior.meta["training"]["layout"] == layout and prior.meta["training"]["steps"] == 2
+    assert prior.meta["training"]["levels"] == {"T12": 1, "L1": 1, "L2": 1}
+    assert prior.meta["training"]["amp_bf16"] is True
 
 
 def test_levels_provenance_and_amp_choice(tmp_path, ct_dir, cfg):
