@@ -208,6 +208,11 @@ def test_cache_is_reused_and_invalidated(tmp_path):
     assert sorted(p.name for p in (cache / entries[0]).iterdir()) == ["crops.f16", "index.json"]
     b = _load(d, cache_dir=cache)
     assert torch.equal(a.volumes[:], b.volumes[:]) and a.sources == b.sources and a.levels == b.levels
+    ref = a.volumes[:]
+    crops = cache / entries[0] / "crops.f16"
+    crops.write_bytes(crops.read_bytes()[:1000])  # a damaged entry is prepared again
+    c = _load(d, cache_dir=cache)
+    assert torch.equal(c.volumes[:], ref)
     write_xfit_case(d, 1, seed=7)  # rewritten file: new key
     _load(d, cache_dir=cache)
     assert len(list(cache.iterdir())) == 2

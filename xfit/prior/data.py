@@ -466,8 +466,10 @@ def prepare_case(case: Case, settings: DataSettings, *, with_data: bool = True
         msg = str(exc)
         head = f"{case.ct.name}: "
         rep.error = msg[len(head):] if msg.startswith(head) else msg
-        rep.crops = []
-        return [], rep
+    except (Exception, MemoryError) as exc:  # one bad file must not stop a whole collection
+        rep.error = f"cannot prepare it ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+    rep.crops = []
+    return [], rep
 
 
 class _ArrayImage(_Nifti):
@@ -693,15 +695,23 @@ def _report_from_json(d: dict) -> CaseReport:
 
 
 def _open_cached(folder: Path) -> TrainingSet | None:
+    """The cache entry in ``folder``, or ``None`` when there is none; a damaged entry (missing or
+    truncated crops, unreadable index) is removed so that it is prepared again."""
     index = folder / "index.json"
     if not index.is_file():
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
         return None
-    meta = json.loads(index.read_text())
-    if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+    try:
+        meta = json.loads(index.read_text())
+        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+            raise ValueError("another cache format")
+        store = CropStore(folder / "crops.f16", meta["n"], meta["resolution"])
+        reports = [_report_from_json(d) for d in meta["reports"]]
+        return TrainingSet(store, meta["sources"], skipped_of(reports), meta["levels"], reports, meta["layout"])
+    except (OSError, ValueError, KeyError, TypeError, InputError):
+        shutil.rmtree(folder, ignore_errors=True)
         return None
-    store = CropStore(folder / "crops.f16", meta["n"], meta["resolution"])
-    reports = [_report_from_json(d) for d in meta["reports"]]
-    return TrainingSet(store, meta["sources"], skipped_of(reports), meta["levels"], reports, meta["layout"])
 
 
 def load_training_set(
