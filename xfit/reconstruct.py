@@ -147,6 +147,21 @@ def gt_on_grid(gt_path: str | Path, shape: Sequence[int], spacing_mm: float, gt_
     return hu, labels
 
 
+def _warn_unseen_level(prior_meta: dict, level: str) -> None:
+    """Warn when the prior's training provenance does not include ``level``."""
+    import warnings
+
+    from .levels import format_levels, level_label, level_name
+    from .prior.checkpoint import levels_seen
+
+    seen = levels_seen(prior_meta)
+    lab = level_label(level)
+    if not seen:
+        warnings.warn(f"the prior does not record which levels it was trained on; cannot check {level_name(lab)}")
+    elif lab not in seen:
+        warnings.warn(f"the prior was trained on {format_levels(sorted(seen))}, never on {level_name(lab)}")
+
+
 def centred_vertebra(labels: np.ndarray) -> np.ndarray:
     """Mask ``[I, J, K]`` of the vertebra a label map's grid is centred on.
 
@@ -198,6 +213,7 @@ def reconstruct(
     gt: str | Path | None = None,
     gt_seg: str | Path | None = None,
     encoder: str | Path | None = None,
+    level: str | None = None,
     progress: bool = True,
 ) -> Reconstruction:
     """Reconstruct a CT volume from X-ray files; see the module docstring.
@@ -209,6 +225,8 @@ def reconstruct(
             ``refine_pose`` override it.
         encoder: warm-start encoder checkpoint (default: ``<prior>.encoder.safetensors`` beside
             the prior when it exists; otherwise the fit starts from ``w_mean``).
+        level: the vertebra the X-rays are aimed at (``"L1"``), recorded in the report; a warning
+            says so when the prior was never trained on that level.
     """
     from .fitting import fit, load_fit_config
     from .fitting.encoder import warm_start_w_plus
@@ -216,6 +234,10 @@ def reconstruct(
 
     t0 = time.perf_counter()
     check_device(device)
+    if level is not None:
+        from .levels import level_label
+
+        level_label(level)  # an unknown level fails before any work
     inputs = load_inputs(
         images,
         angles=angles,
@@ -235,6 +257,8 @@ def reconstruct(
         if extra is not None and not Path(extra).is_file():
             raise InputError(f"{extra}: file not found")
     loaded = load_prior(prior_path, device=device)
+    if level is not None:
+        _warn_unseen_level(loaded.meta, level)
     gt_hu = gt_labels = None
     if gt is not None:
         r = loaded.config.resolution
@@ -248,6 +272,7 @@ def reconstruct(
         prior_sha256=loaded.sha256,
         settings={
             "angles_deg": [v.angle_deg for v in inputs.views],
+            "level": level,
             "device": device,
             "seed": seed,
             "init": init_note,

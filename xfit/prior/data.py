@@ -88,7 +88,7 @@ class DataSettings:
 
     def key(self) -> str:
         return json.dumps([self.resolution, float(self.spacing_mm), [float(x) for x in self.hu_window],
-                           list(self.chosen()), float(self.max_outside)])
+                           list(self.chosen()), float(self.max_outside), "pad-nearest"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,26 +313,32 @@ def _bounds(coords: np.ndarray, shape: Sequence[int], margin: int) -> tuple[np.n
     return None if np.any(hi <= lo) else (lo, hi)
 
 
-def sample_ct(ct: _Nifti, affine: np.ndarray, size: int, fill: float = -1000.0) -> np.ndarray:
-    """HU ``[size]*3`` float32 of the crop (trilinear; ``fill`` outside the scan)."""
+def sample_ct(ct: _Nifti, affine: np.ndarray, size: int) -> np.ndarray:
+    """HU ``[size]*3`` float32 of the crop (trilinear, or an exact copy when lattice-aligned).
+
+    Crop voxels outside the scan (at most ``max_outside`` of them, see :data:`MAX_OUTSIDE`) take
+    the value of the nearest scan voxel: padding with air would teach the prior air slabs at the
+    crop's edges.
+    """
     from scipy import ndimage
 
     coords = _index_coords(ct, affine, size)
-    inside = _inside(coords, ct.shape)
-    out = np.full(coords.shape[1], fill, np.float32)
+    hi = np.asarray(ct.shape, dtype=np.float64)[:, None] - 1.0
+    coords = np.clip(coords, 0.0, hi)  # outside -> the nearest voxel of the scan
     box = _bounds(coords, ct.shape, 1)
-    if box is not None and inside.any():
-        lo, hi = box
-        block = ct.block(lo, hi)
-        local = coords[:, inside] - lo[:, None]
-        rounded = np.rint(local)
-        if np.allclose(local, rounded, atol=1e-4):  # lattice-aligned crop: copy voxels exactly
-            r = rounded.astype(int)
-            for a in range(3):
-                np.clip(r[a], 0, block.shape[a] - 1, out=r[a])
-            out[inside] = block[r[0], r[1], r[2]]
-        else:
-            out[inside] = ndimage.map_coordinates(block, local, order=1, mode="nearest")
+    if box is None:
+        return np.full((size,) * 3, -1000.0, np.float32)
+    lo, hi_ = box
+    block = ct.block(lo, hi_)
+    local = coords - lo[:, None]
+    rounded = np.rint(local)
+    if np.allclose(local, rounded, atol=1e-4):  # lattice-aligned crop: copy voxels exactly
+        r = rounded.astype(int)
+        for a in range(3):
+            np.clip(r[a], 0, block.shape[a] - 1, out=r[a])
+        out = block[r[0], r[1], r[2]].astype(np.float32)
+    else:
+        out = ndimage.map_coordinates(block, local, order=1, mode="nearest").astype(np.float32)
     return out.reshape((size,) * 3)
 
 
