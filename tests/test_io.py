@@ -546,3 +546,20 @@ def test_check_output_file_and_path(tmp_path):
     with pytest.raises(OutputError, match="file, not a folder"):
         check_output_path(tmp_path / "r.json" / "run")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".xfit-probe")]
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    """safetensors creates files readable by the owner only; atomic_write hands over 0666 - umask."""
+    import os
+
+    from safetensors.torch import save_file
+    import torch
+
+    from xfit.io import atomic_write
+
+    p = tmp_path / "x.safetensors"
+    with atomic_write(p) as tmp:
+        save_file({"a": torch.zeros(2)}, str(tmp))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~mask

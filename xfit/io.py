@@ -117,6 +117,7 @@ def atomic_write(path: PathLike, *, force: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         _check_writable(path, force)  # something may have appeared meanwhile
+        _normal_permissions(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -124,6 +125,16 @@ def atomic_write(path: PathLike, *, force: bool = False) -> Iterator[Path]:
         if isinstance(exc, OSError) and not isinstance(exc, XfitError):
             raise OutputError(f"cannot write {path}: {_os_reason(exc)}") from exc
         raise
+
+
+def _normal_permissions(path: Path) -> None:
+    """Give a finished file the permissions a plain ``open`` would (0666 minus the umask); some
+    writers (safetensors) create theirs readable by the owner only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    with contextlib.suppress(OSError):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~mask)
 
 
 def prepare_output_dir(path: PathLike, *, force: bool = False) -> Path:
