@@ -271,7 +271,7 @@ def test_cone_beam_tends_to_parallel_beam():
     parallel = View(37.0, sdd_mm=400, sod_mm=250, shape=(20, 20), pixel_spacing_mm=1.2, projection="parallel")
     reference_drr = project(mu, affine, [parallel])
     diffs = []
-    for sod in (300.0, 1e3, 1e4, 1e5):
+    for sod in (300.0, 1e3, 1e4, 9.9e4):  # sdd stays within the 1e5 mm limit of View
         sdd = sod + 300.0
         cone = parallel.with_(projection="cone", sod_mm=sod, sdd_mm=sdd, pixel_spacing_mm=1.2 * sdd / sod)
         diffs.append(float((project(mu, affine, [cone]) - reference_drr).abs().max() / reference_drr.max()))

@@ -208,3 +208,17 @@ def test_report_is_strict_json_and_empty_mesh_warns(setup, tmp_path):
     report = parse_json_strict((tmp_path / "o" / "report.json").read_text())
     assert report["losses"]["history"][-1] == {"total": None, "data": None}
     assert report["surface"].startswith("not written") and not (tmp_path / "o" / "surface.stl").exists()
+
+
+def test_centred_vertebra_picks_the_label_at_the_grid_centre():
+    import numpy as np
+
+    from xfit.reconstruct import centred_vertebra
+
+    lab = np.zeros((20, 20, 20), np.int16)
+    lab[6:14, 6:14, 2:9] = 19  # T12 below
+    lab[6:14, 6:14, 9:16] = 20  # L1 holds the centre voxel (10, 10, 10)
+    assert np.array_equal(centred_vertebra(lab), lab == 20)
+    lab[10, 10, 10] = 0  # a hole at the centre: the label whose centroid is nearest
+    assert np.array_equal(centred_vertebra(lab), lab == 20)
+    assert not centred_vertebra(np.zeros((4, 4, 4), np.int16)).any()

@@ -7,7 +7,7 @@ import numpy as np
 import xfit
 from xfit.io import read_nifti, read_xray
 from xfit.prior.checkpoint import load_prior
-from xfit.reconstruct import DEFAULT_PRIOR
+from xfit.reconstruct import DEFAULT_PRIOR, centred_vertebra
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -24,7 +24,11 @@ def test_examples_have_geometry_and_truth():
     assert (ap.view.angle_deg, lat.view.angle_deg) == (0.0, 90.0)
     assert ap.line_integral_scale and ap.image.max() > 1.0
     ct, seg = read_nifti(EXAMPLES / "ct.nii.gz"), read_nifti(EXAMPLES / "seg.nii.gz")
-    assert ct.data.shape == (64, 64, 64) and (np.rint(seg.data) == 1).any()
+    labels = np.rint(seg.data).astype(np.int16)
+    assert ct.data.shape == (64, 64, 64)
+    centred = centred_vertebra(labels)  # every vertebra carries its VerSe level; the truth is the centred one
+    assert centred.any() and 8 <= int(labels[centred][0]) <= 24
+    assert labels[32, 32, 32] == labels[centred][0] or not labels[32, 32, 32]
 
 
 def test_default_reconstruction_runs_on_the_examples():
