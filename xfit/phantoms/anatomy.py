@@ -326,10 +326,13 @@ def _abdominal_organs(cv: Canvas, x, xl, yl, z, zl: dict, abd, cage: dict, v0, t
     full = g.full()
     yb, a0, b0 = cage["y_body"], v0.a, v0.b
     occ = lambda d: occupancy(d, h)  # noqa: E731
-    z11, z12, zl1, zl3 = zl["T11"], zl["T12"], zl["L1"], zl["L3"]
-    # liver: right upper quadrant under the diaphragm; spleen: left, posterior
-    liver = ellipsoid((x, yl, z), (to.half_width * 0.45, yb + 45.0, z11 - 35.0),
-                      (to.half_width * 0.75, 95.0, 95.0))
+    z11, z12, zl3 = zl["T11"], zl["T12"], zl["L3"]
+    # liver: right upper quadrant under the diaphragm, right of the vena cava and the crura
+    liver = ellipsoid((x, yl, z), (to.half_width * 0.5, yb + 55.0, z11 - 40.0),
+                      (to.half_width * 0.65, 85.0, 90.0))
+    liver = np.maximum(liver, (a0 + 12.0) - xl)
+    cv.soft(full, occ(liver) * abd, np.float32(to.liver_hu), "liver")
+    # spleen: left, posterior
     spleen = ellipsoid((xl, yl, z), (-(a0 + 70.0), yb + 5.0, z11 - 10.0), (28.0, 45.0, 55.0))
     cv.soft(full, occ(spleen) * abd, np.float32(to.spleen_hu), "spleen")
     # kidneys (the right one lower) in perirenal fat, beside the psoas

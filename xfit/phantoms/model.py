@@ -21,7 +21,7 @@ from .anatomy import (draw_torso, render_discs_and_canal, render_ribs, render_to
                       render_vertebrae, ribcage)
 from .materials import draw_bone
 from .morphometry import MORPHOMETRY
-from .params import PhantomParams, ScannerParams, SpineParams
+from .params import PhantomParams, SpineParams
 from .posture import SPINE_LEVELS, draw_posture, layout
 from .render import Canvas, Grid, to_local
 from .scanner import apply_blur, correlated_noise, draw_scanner, margin_vox, render_metal

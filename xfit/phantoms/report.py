@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .labels import TISSUE, TISSUE_NAMES
+from .labels import TISSUE
 from .model import Phantom, make_phantom
 from .morphometry import MORPHOMETRY, TISSUE_HU
 from .posture import layout
@@ -65,7 +65,6 @@ def measure_vertebra(ph: Phantom) -> dict[str, float]:
     world = idx * h + ph.affine[:3, 3] + np.asarray(ph.info["centre_mm"])
     u, vv, w = ((world - lay["c"]) @ lay["R"]).T
     near_top = (w > 0.55 * v.hb) & (w < 0.8 * v.hb)  # endplate dimensions, below the rim
-    slab = np.abs(w) < 0.35 * v.hb
     mid = np.abs(u) < 2.5
     out = dict(body_width=_extent(u[near_top & (vv > -0.3 * v.b)], h),
                body_depth=_extent(vv[mid & (vv > -v.b - 3) & near_top], h),

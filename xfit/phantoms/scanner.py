@@ -24,7 +24,7 @@ from scipy import ndimage
 from .fields import voxel_noise
 from .params import ScannerParams, SpineParams
 from .posture import SPINE_LEVELS
-from .render import Canvas, to_local
+from .render import Canvas
 from .sdf import ellcapsule, occupancy
 
 FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -56,7 +56,6 @@ def margin_vox(sc: ScannerParams, spacing: float) -> int:
 
 def render_metal(cv: Canvas, sp: SpineParams, lay: dict, sc: ScannerParams) -> None:
     """Pedicle screws and rods (replace whatever is there; vertebra labels are kept)."""
-    g = cv.grid
     heads = {-1.0: [], 1.0: []}
     for lvl in sc.metal_levels:
         v, L = sp.vertebrae[lvl], lay[lvl]
