@@ -472,7 +472,9 @@ def _write_dicom(path: Path, pixels: np.ndarray, *, photometric="MONOCHROME2", s
         ds.DistanceSourceToDetector = 1100.0
         ds.DistanceSourceToPatient = 700.0
         ds.ImagerPixelSpacing = [0.2, 0.3]
-        ds.PositionerPrimaryAngle = 30.0
+        ds.PositionerType = "CARM"
+        ds.PositionerPrimaryAngle = 30.0  # LAO 30 -> theta = 180 - 30
+        ds.PatientOrientation = ["R", "F"]  # beam's-eye view of theta 150: no flip
     ds.PixelData = pixels.astype("<u2").tobytes()
     ds.save_as(str(path), enforce_file_format=True)
 
@@ -481,21 +483,26 @@ def test_dicom_geometry_and_pixels(tmp_path):
     pixels = np.array([[0, 100, 200], [300, 400, 1000]], np.uint16)
     _write_dicom(tmp_path / "x.dcm", pixels, slope=2.0, intercept=-50.0)
     image, geo = read_dicom(tmp_path / "x.dcm")
-    assert geo == {"sdd_mm": 1100.0, "sod_mm": 700.0, "angle_deg": 30.0, "pixel_spacing_mm": [0.2, 0.3]}
+    assert geo == {"sdd_mm": 1100.0, "sod_mm": 700.0, "angle_deg": 150.0, "pixel_spacing_mm": [0.2, 0.3]}
     np.testing.assert_allclose(image, pixels / 1000.0, atol=1e-6)
     xr = read_xray(tmp_path / "x.dcm")
-    assert xr.view.angle_deg == 30.0 and xr.view.sdd_mm == 1100.0 and xr.view.sod_mm == 700.0
+    assert xr.view.angle_deg == 150.0 and xr.view.sdd_mm == 1100.0 and xr.view.sod_mm == 700.0
     assert xr.view.pixel_spacing_mm == (0.2, 0.3) and xr.view.shape == (2, 3)
     assert xr.line_integral_scale is None
-    # overrides win; detection by content works without the .dcm suffix
+    np.testing.assert_allclose(xr.image, pixels / 1000.0, atol=1e-6)
+    # an option that agrees is fine, one that contradicts the tags is an error naming them;
+    # detection by content works without the .dcm suffix
     os.replace(tmp_path / "x.dcm", tmp_path / "x.img")
-    assert read_xray(tmp_path / "x.img", angle_deg=0.0).view.angle_deg == 0.0
+    assert read_xray(tmp_path / "x.img", angle_deg=150.0).view.angle_deg == 150.0
+    with pytest.raises(InputError, match="PositionerPrimaryAngle"):
+        read_xray(tmp_path / "x.img", angle_deg=0.0)
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):
     pixels = np.array([[0, 500, 1000]], np.uint16)
     _write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1", geometry=False)
-    xr = read_xray(tmp_path / "m1.dcm", angle_deg=90.0, pixel_spacing_mm=0.15)
+    with pytest.warns(UserWarning, match="no PatientOrientation"):
+        xr = read_xray(tmp_path / "m1.dcm", angle_deg=90.0, pixel_spacing_mm=0.15)
     np.testing.assert_allclose(xr.image, [[1.0, 0.5, 0.0]], atol=1e-6)
     assert xr.view.sdd_mm == 1800.0 and xr.view.sod_mm == 1500.0
 

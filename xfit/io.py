@@ -22,7 +22,7 @@ import os
 import secrets
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
 
@@ -923,12 +923,16 @@ class XRay:
         view: the :class:`~xfit.geometry.View` (``shape`` = image shape).
         line_integral_scale: the PNG scale of the sidecar, or None for uncalibrated images.
         path: the file read.
+        sources: for each geometry value (``angle_deg``, ``sdd_mm``, ``sod_mm``,
+            ``pixel_spacing_mm``, ``projection``, ``orientation``, ``invert``...), the DICOM tag,
+            option, sidecar key or default that supplied it (recorded in ``report.json``).
     """
 
     image: np.ndarray
     view: View
     line_integral_scale: float | None
     path: Path
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 def write_xray(
@@ -989,55 +993,40 @@ def _is_dicom(path: Path) -> bool:
 
 
 def read_dicom(path: PathLike) -> tuple[np.ndarray, dict]:
-    """Read a single-frame DICOM X-ray.
+    """Read a single-frame DICOM X-ray and the geometry its tags give (see :mod:`xfit.dicom`).
 
-    RescaleSlope/Intercept are applied, MONOCHROME1 is inverted (so bright = attenuating), and
-    the result is min-max normalized to ``[0, 1]``.
+    RescaleSlope/Intercept (and a VOILUTSequence) are applied, MONOCHROME1 / PresentationLUTShape
+    INVERSE are inverted (so bright = attenuating), and the result is min-max normalized to
+    ``[0, 1]``. The image is returned as stored (not yet flipped to the beam's-eye view:
+    :func:`read_xray` does that from PatientOrientation).
 
     Returns:
-        ``([R, C] float32 image, geometry dict)`` where the dict holds the sidecar keys found in
-        the tags: ``sdd_mm`` (DistanceSourceToDetector), ``sod_mm`` (DistanceSourceToPatient),
-        ``pixel_spacing_mm`` (ImagerPixelSpacing, row/col) and ``angle_deg``
-        (PositionerPrimaryAngle, taken as the gantry angle as is).
+        ``([R, C] float32 image, geometry dict)`` with the sidecar keys the tags supply:
+        ``angle_deg`` (ViewPosition, or the C-arm PositionerPrimaryAngle as theta = 180 - angle),
+        ``sdd_mm``, ``sod_mm``, ``pixel_spacing_mm`` (detector plane) and ``pose`` (a cranial or
+        caudal tilt).
     Raises:
-        InputError: unreadable file, no pixel data, multi-frame or colour data.
+        InputError: unreadable file, no pixel data, multi-frame or colour data, contradictory tags.
     """
-    import pydicom
+    from .dicom import read_dataset
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        ds = pydicom.dcmread(str(path), force=path.suffix.lower() in _DICOM_SUFFIXES)
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read as DICOM ({type(exc).__name__}: {_one_line(exc)})") from exc
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 or pixels.ndim != 2:
-        raise InputError(f"{path}: expected one 2D grayscale frame, got pixel data of shape {pixels.shape}")
-    if pixels.size == 0:
-        raise InputError(f"{path}: the image is empty")
-    arr = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    arr = arr + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-        arr = -arr
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{path}: the image holds NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    image = np.zeros_like(arr, np.float32) if hi <= lo else ((arr - lo) / (hi - lo)).astype(np.float32)
-    geometry: dict[str, Any] = {}
-    tags = (
-        ("DistanceSourceToDetector", "sdd_mm"),
-        ("DistanceSourceToPatient", "sod_mm"),
-        ("PositionerPrimaryAngle", "angle_deg"),
-    )
-    for tag, key in tags:
-        value = getattr(ds, tag, None)
-        if value is not None and value != "":
-            geometry[key] = float(value)
-    spacing = getattr(ds, "ImagerPixelSpacing", None)
-    if spacing is not None and len(spacing) == 2:
-        geometry["pixel_spacing_mm"] = [float(spacing[0]), float(spacing[1])]
-    return image, geometry
+    info = read_dataset(path)
+    return info.image, dict(info.values)
+
+
+def _geometry_sources(data: dict, overrides: dict, sidecar_name: str | None, defaulted: set) -> dict[str, str]:
+    """Which option, sidecar key or default supplied each geometry value of a non-DICOM image."""
+    names = {"angle_deg": "--angles", "sdd_mm": "--sdd", "sod_mm": "--sod", "pixel_spacing_mm": "--pixel-spacing",
+             "projection": "--projection"}
+    out: dict[str, str] = {}
+    for key in ("angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "projection", "offset_px", "pose"):
+        if overrides.get(key) is not None:
+            out[key] = f"option {key} ({names.get(key, key)})"
+        elif key in defaulted:
+            out[key] = f"default ({data[key]:g} mm)"
+        elif data.get(key) is not None:
+            out[key] = f"{sidecar_name} {key}"
+    return out
 
 
 def read_xray(
@@ -1053,9 +1042,15 @@ def read_xray(
 ) -> XRay:
     """Read an X-ray (PNG/JPEG/TIFF or DICOM) and its geometry.
 
-    Geometry sources, later ones winning: DICOM tags, the JSON sidecar (if present), the keyword
-    arguments (``None`` = not given). Without a sidecar, sdd/sod default to 1800/1500 mm; the
+    PNG/JPEG/TIFF: geometry from the JSON sidecar (if present), then the keyword arguments
+    (``None`` = not given, they win). Without a sidecar, sdd/sod default to 1800/1500 mm; the
     angle and the pixel spacing must come from somewhere.
+
+    DICOM: the tags give the view, orientation, spacing and distances (:mod:`xfit.dicom`, one
+    table); a sidecar or keyword argument may fill what the tags lack but must agree with what
+    they give (else :class:`InputError` naming both). The image is transposed/flipped to the
+    beam's-eye view from PatientOrientation (or, without it, from how such images are stored,
+    with a warning).
 
     Intensities: 16-bit / 8-bit are divided by 65535 / 255 (DICOM is min-max normalized). If
     ``invert`` (or the sidecar's ``invert``) is set, ``x -> 1 - x``. If the sidecar holds a
@@ -1063,61 +1058,84 @@ def read_xray(
     else sidecar) means the stored image is mirrored left-right, so it is flipped back here.
 
     Returns:
-        :class:`XRay` with ``image`` ``[R, C]`` float32.
+        :class:`XRay` with ``image`` ``[R, C]`` float32 and ``sources`` (which tag, option,
+        sidecar key or default supplied each geometry value).
     Raises:
-        InputError: unreadable image or sidecar. GeometryError: missing angle or pixel spacing,
-        or an impossible geometry.
+        InputError: unreadable image or sidecar, contradictory DICOM tags / options.
+        GeometryError: missing angle or pixel spacing, or an impossible geometry.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     from .geometry import validate_sidecar
 
-    data: dict[str, Any] = {}
-    if _is_dicom(path):
-        image, data = read_dicom(path)
-        try:
-            data = validate_sidecar(data)
-        except GeometryError as exc:
-            raise GeometryError(f"{path}: DICOM geometry tag: {exc}") from exc
-    else:
-        image = read_image(path)
+    for name, value in (("flip_lr", flip_lr), ("invert", invert)):
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"{name} must be True or False, got {value!r}")
     side = sidecar_path(path)
     has_sidecar = side.is_file() and side != path
     if not has_sidecar and side != path and os.path.lexists(side):  # a folder, dangling link, loop
         raise InputError(f"{side}: the sidecar of {path.name} is not a readable file")
+    side_data: dict[str, Any] = {}
     if has_sidecar:
         try:
-            data.update(validate_sidecar(read_sidecar(side)))
+            side_data = validate_sidecar(read_sidecar(side))
         except GeometryError as exc:
             raise GeometryError(f"{side}: {exc}") from exc
-    else:
-        data.setdefault("sdd_mm", DEFAULT_SDD_MM)
-        data.setdefault("sod_mm", DEFAULT_SOD_MM)
-    if data.get("shape") is not None and tuple(data["shape"]) != tuple(image.shape):
-        raise GeometryError(f"{side}: shape {data['shape']} differs from the image's {list(image.shape)} "
-                            f"pixels (rows, cols) of {path.name}")
     overrides = dict(
         angle_deg=angle_deg, sdd_mm=sdd_mm, sod_mm=sod_mm,
         pixel_spacing_mm=pixel_spacing_mm, projection=projection,
     )
-    if data.get("pixel_spacing_mm") is None and pixel_spacing_mm is None:
+    if _is_dicom(path):
+        from .dicom import read_dataset, resolve
+
+        info = read_dataset(path)
+        defaults = None if has_sidecar else {"sdd_mm": DEFAULT_SDD_MM, "sod_mm": DEFAULT_SOD_MM}
+        image, data, sources = resolve(info, path, sidecar=side_data, sidecar_name=side.name, options=overrides,
+                                       flip_lr=None if flip_lr is None else bool(flip_lr), defaults=defaults)
+        overrides = {}  # merged (and checked against the tags) by resolve
+        do_flip = False  # done by resolve
+        if side_data.get("invert"):
+            sources["invert"] = f"{side.name} invert" + (f" (after {sources['invert']})" if "invert" in sources else "")
+    else:
+        image = read_image(path)
+        data = dict(side_data)
+        defaulted: set = set()
+        if not has_sidecar:
+            for key, value in (("sdd_mm", DEFAULT_SDD_MM), ("sod_mm", DEFAULT_SOD_MM)):
+                if key not in data:
+                    data[key] = value
+                    defaulted.add(key)
+        side_flip = data.get("flip_lr")
+        do_flip = bool(side_flip) if flip_lr is None else bool(flip_lr)
+        sources = _geometry_sources(data, overrides, side.name, defaulted)
+        if flip_lr is not None:
+            sources["orientation"] = f"option flip_lr (--flip-lr) = {do_flip}"
+        elif side_flip is not None:
+            sources["orientation"] = f"{side.name} flip_lr = {do_flip}"
+        else:
+            sources["orientation"] = "default (stored as the beam's-eye view)"
+        if data.get("invert"):
+            sources["invert"] = f"{side.name} invert"
+    if invert:
+        sources["invert"] = "option invert (--invert)" + (f" (after {sources['invert']})" if "invert" in sources else "")
+    if data.get("shape") is not None and tuple(data["shape"]) != tuple(image.shape):
+        raise GeometryError(f"{side}: shape {data['shape']} differs from the image's {list(image.shape)} "
+                            f"pixels (rows, cols) of {path.name}")
+    if data.get("pixel_spacing_mm") is None and overrides.get("pixel_spacing_mm") is None:
         where = f"in {side.name} " if has_sidecar else ""
         raise GeometryError(f"{path}: the pixel spacing is unknown: give pixel_spacing_mm {where}or --pixel-spacing")
-    if data.get("angle_deg") is None and angle_deg is None:
+    if data.get("angle_deg") is None and overrides.get("angle_deg") is None:
         raise GeometryError(f"{path}: the view angle is unknown: give angle_deg in a sidecar or --angles")
-    for name, value in (("flip_lr", flip_lr), ("invert", invert)):
-        if value is not None and not isinstance(value, (bool, np.bool_)):
-            raise InputError(f"{name} must be True or False, got {value!r}")
-    side_flip, side_invert = data.get("flip_lr"), data.get("invert")
-    do_flip = bool(side_flip) if flip_lr is None else bool(flip_lr)
-    do_invert = bool(invert) or bool(side_invert)
+    do_invert = bool(invert) or bool(side_data.get("invert"))
     scale = data.get("line_integral_scale")
     view_data = {k: v for k, v in data.items() if k not in ("flip_lr", "line_integral_scale", "invert", "shape")}
     try:
         view = View.from_sidecar(view_data, image.shape, **overrides)
     except GeometryError as exc:
         raise GeometryError(f"{path}: {exc}") from exc
+    if "projection" not in sources:
+        sources["projection"] = "default (cone)"
     if do_invert:
         image = 1.0 - image
     if do_flip:
@@ -1125,7 +1143,8 @@ def read_xray(
     if scale is not None:
         scale = float(scale)  # validated by the schema: finite, in (0, 1e6]
         image = image * np.float32(scale)
-    return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path)
+    return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path,
+                sources=sources)
 
 
 def crop_start(centre_vox: Sequence[float], size: int) -> list[int]:

@@ -42,6 +42,8 @@ class Inputs:
     views: list[View]
     paths: list[Path]
     calibrated: list[bool]
+    #: per image: which DICOM tag, option, sidecar key or default supplied each geometry value
+    sources: list[dict[str, str]] = field(default_factory=list)
 
 
 def load_inputs(
@@ -98,6 +100,7 @@ def load_inputs(
         views=views,
         paths=paths,
         calibrated=[x.line_integral_scale is not None for x in xrays],
+        sources=[dict(x.sources) for x in xrays],
     )
 
 
@@ -332,6 +335,8 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
     views = []
     for i, (path, view) in enumerate(zip(rec.inputs.paths, rec.inputs.views)):
         entry = {"image": str(path), "view": view_dict(view), "ncc": float(f.view_ncc[i])}
+        if i < len(rec.inputs.sources):
+            entry["geometry_sources"] = rec.inputs.sources[i]
         if f.pose is not None:
             entry["refined_view"] = view_dict(f.views[i])
         views.append(entry)
