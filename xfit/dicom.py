@@ -215,6 +215,9 @@ def tilt_pose(angle_deg: float, tilt_deg: float) -> list[list[float]]:
 
 
 def _pixels(ds: Any, path: Path, info: DicomInfo) -> np.ndarray:
+    if not _text(ds, "PhotometricInterpretation") and "PixelData" in ds:
+        ds.PhotometricInterpretation = "MONOCHROME2"  # decoders need it; noted below as assumed
+        info.assumptions.append("no PhotometricInterpretation: MONOCHROME2 assumed (bright = attenuating)")
     try:
         raw = ds.pixel_array
     except Exception as exc:
@@ -235,9 +238,7 @@ def _pixels(ds: Any, path: Path, info: DicomInfo) -> np.ndarray:
     photometric = _text(ds, "PhotometricInterpretation")
     shape = _text(ds, "PresentationLUTShape")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        if photometric:
-            raise InputError(f"{path}: PhotometricInterpretation {photometric} is not a grayscale radiograph")
-        info.assumptions.append("no PhotometricInterpretation: MONOCHROME2 assumed (bright = attenuating)")
+        raise InputError(f"{path}: PhotometricInterpretation {photometric} is not a grayscale radiograph")
     if shape not in ("", "IDENTITY", "INVERSE"):
         raise InputError(f"{path}: PresentationLUTShape {shape!r} must be IDENTITY or INVERSE")
     if photometric == "MONOCHROME2" and shape == "INVERSE" and _text(ds, "Modality") in ("DX", "CR", "MG", "IO"):
@@ -273,9 +274,9 @@ def view_angle_from_tags(ds: Any, path: Path, info: DicomInfo) -> None:
             if not -180.0 <= primary <= 180.0:
                 raise InputError(f"{path}: PositionerPrimaryAngle {primary:g} must be in [-180, 180]")
             side = "LAO" if primary > 0 else "RAO" if primary < 0 else ""
+            what = f"{side} {abs(primary):g}" if side else "PA"
             candidates.append((_wrap(180.0 - primary),
-                               f"DICOM PositionerPrimaryAngle {primary:g} ({side} {abs(primary):g}; theta = 180 - angle)"
-                               if side else "DICOM PositionerPrimaryAngle 0 (PA; theta = 180 - angle)"))
+                               f"DICOM PositionerPrimaryAngle {primary:g} ({what}; theta = 180 - angle)"))
         if secondary is not None and not -90.0 <= secondary <= 90.0:
             raise InputError(f"{path}: PositionerSecondaryAngle {secondary:g} must be in [-90, 90]")
     else:
@@ -290,7 +291,7 @@ def view_angle_from_tags(ds: Any, path: Path, info: DicomInfo) -> None:
         raise InputError(f"{path}: {candidates[0][1]} (theta {candidates[0][0]:g}) contradicts "
                          f"{candidates[1][1]} (theta {candidates[1][0]:g})")
     if candidates:
-        angle, source = candidates[-1] if carm else candidates[0]
+        angle = candidates[-1][0] if carm else candidates[0][0]
         info.values["angle_deg"] = angle
         info.sources["angle_deg"] = " and ".join(c[1] for c in candidates)
         if secondary:
@@ -486,11 +487,21 @@ def resolve(
         data["line_integral_scale"] = sidecar["line_integral_scale"]
     if sidecar.get("shape") is not None:
         data["shape"] = sidecar["shape"]
-    for key in ("sdd_mm", "sod_mm"):
-        if key not in data and defaults and key in defaults:
-            data[key], sources[key] = float(defaults[key]), f"default ({defaults[key]:g} mm)"
-            assumptions.append(f"no {'DistanceSourceToDetector' if key == 'sdd_mm' else 'DistanceSourceToPatient'}: "
-                               f"{key} = {defaults[key]:g} mm assumed")
+    if defaults and ("sdd_mm" not in data or "sod_mm" not in data):
+        sdd0, sod0 = float(defaults["sdd_mm"]), float(defaults["sod_mm"])
+        if "sdd_mm" in data and "sod_mm" not in data:  # keep the default ratio when the default would not fit
+            value = sod0 if sod0 < data["sdd_mm"] else data["sdd_mm"] * sod0 / sdd0
+            data["sod_mm"], sources["sod_mm"] = value, f"default ({value:g} mm)"
+            assumptions.append(f"no DistanceSourceToIsocenter/DistanceSourceToPatient: sod_mm = {value:g} mm assumed")
+        elif "sod_mm" in data and "sdd_mm" not in data:
+            value = sdd0 if sdd0 > data["sod_mm"] else data["sod_mm"] * sdd0 / sod0
+            data["sdd_mm"], sources["sdd_mm"] = value, f"default ({value:g} mm)"
+            assumptions.append(f"no DistanceSourceToDetector: sdd_mm = {value:g} mm assumed")
+        elif "sdd_mm" not in data and "sod_mm" not in data:
+            data["sdd_mm"], sources["sdd_mm"] = sdd0, f"default ({sdd0:g} mm)"
+            data["sod_mm"], sources["sod_mm"] = sod0, f"default ({sod0:g} mm)"
+            assumptions.append(f"no DistanceSourceToDetector/DistanceSourceToPatient: sdd_mm = {sdd0:g} mm and "
+                               f"sod_mm = {sod0:g} mm assumed")
     if info.patient_spacing is not None and "pixel_spacing_mm" not in data:
         sdd, sod = data.get("sdd_mm"), data.get("sod_mm")
         if sdd is None or sod is None:
@@ -553,9 +564,11 @@ def _default_flip(info: DicomInfo, angle: float) -> tuple[bool, str]:
     u, _ = beam_axes(angle)
     if info.default_display == "display":
         # radiology display of AP/PA: the patient's right on the image left (columns toward L)
-        return bool(u @ np.array([-1.0, 0.0, 0.0]) < 0), "stored as displayed, the patient's right on the image left (L\\F)"
+        return (bool(u @ np.array([-1.0, 0.0, 0.0]) < 0),
+                "stored as displayed, the patient's right on the image left (L\\F)")
     if info.default_display == "detector":
-        return True, f"{info.modality or 'C-arm'} image stored as seen from the detector (mirror of the beam's-eye view)"
+        return True, (f"{info.modality or 'C-arm'} image stored as seen from the detector "
+                      "(mirror of the beam's-eye view)")
     return False, f"{info.view_position or 'image'} stored as the beam's-eye view (seen from the X-ray tube)"
 
 

@@ -1118,7 +1118,8 @@ def read_xray(
         if data.get("invert"):
             sources["invert"] = f"{side.name} invert"
     if invert:
-        sources["invert"] = "option invert (--invert)" + (f" (after {sources['invert']})" if "invert" in sources else "")
+        after = f" (after {sources['invert']})" if "invert" in sources else ""
+        sources["invert"] = "option invert (--invert)" + after
     if data.get("shape") is not None and tuple(data["shape"]) != tuple(image.shape):
         raise GeometryError(f"{side}: shape {data['shape']} differs from the image's {list(image.shape)} "
                             f"pixels (rows, cols) of {path.name}")
