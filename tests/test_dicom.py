@@ -207,6 +207,21 @@ def test_monochrome1_presentation_lut_and_rescale(tmp_path):
     assert both.sources["invert"].startswith("option invert")
 
 
+def test_voi_lut_sequence_is_applied(tmp_path):
+    from pydicom.dataset import Dataset
+
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 4096, size=(ROWS, COLS)).astype(np.uint16)
+    stored[0, 0], stored[1, 1] = 0, 4095
+    lut = np.rint(65535 * np.sqrt(np.arange(4096) / 4095)).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "US", lut.tolist())  # LUTData as US (the OW default would need bytes)
+    dcm = _dicom(tmp_path / "v.dcm", stored, ViewPosition="AP", PatientOrientation=["L", "F"], VOILUTSequence=[item])
+    xr = _quiet(_same, dcm, _png(tmp_path / "v.png", lut[stored], angle_deg=0.0))
+    assert "VOILUTSequence" in xr.sources["voi_lut"]
+
+
 # ----------------------------------------------------------------------------- spacing and distances
 
 
@@ -374,3 +389,21 @@ def test_pa_and_left_lateral_pair_equals_png_pair_and_report_sources(tmp_path):
     assert sources["orientation"] == "DICOM PatientOrientation P\\F: columns flipped"
     assert sources["pixel_spacing_mm"].startswith("DICOM ImagerPixelSpacing")
     assert sources["projection"] == "default (cone)"
+
+
+def test_tilts_that_are_not_modelled_are_warned_about(tmp_path):
+    truth = _beams_eye()
+    png = _png(tmp_path / "x.png", truth, angle_deg=0.0)
+    # a DX column stand: PositionerPrimaryAngle is defined for C-arms only
+    dcm = _dicom(tmp_path / "a.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"],
+                 PositionerType="COLUMN", PositionerPrimaryAngle=30.0)
+    with pytest.warns(UserWarning, match="PositionerPrimaryAngle 30 ignored.*C-arm"):
+        _same(dcm, png)
+    dcm = _dicom(tmp_path / "b.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"],
+                 DetectorPrimaryAngle=10.0)
+    with pytest.warns(UserWarning, match="DetectorPrimaryAngle 10"):
+        _same(dcm, png)
+    # PositionerType CARM on a DX: the C-arm convention (0 = PA)
+    dcm = _dicom(tmp_path / "c.dcm", np.fliplr(truth), PositionerType="CARM", PositionerPrimaryAngle=0.0,
+                 ViewPosition="PA", PatientOrientation=["L", "F"])
+    _quiet(_same, dcm, _png(tmp_path / "c.png", truth, angle_deg=180.0))

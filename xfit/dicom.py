@@ -9,7 +9,7 @@ source-isocentre (sod) distances. :mod:`xfit.io` reads the file and calls :func:
 Tag table (PS3.3 section in brackets; the same table is in ``docs/dicom.md``):
 
 ============================================ =================================================
-ViewPosition (0018,5101) [C.8.11.5]           AP -> theta 0; PA -> 180; LL -> 90; RL -> -90.
+ViewPosition (0018,5101) [C.8.1.1]            AP -> theta 0; PA -> 180; LL -> 90; RL -> -90.
                                               Obliques/decubitus (LLO, RLO, LAO, RAO, RLD, LLD,
                                               ...) give no angle: use the positioner angle or
                                               ``--angles``.
@@ -18,12 +18,14 @@ PositionerPrimaryAngle (0018,1510) [C.8.7.5]  XA/RF, or PositionerType CARM: ang
                                               chest (a PA beam), +90 = LAO 90 (detector on the
                                               patient's left), -90 = RAO 90:
                                               theta = 180 - alpha (wrapped to (-180, 180]).
-                                              Otherwise (DX column stand) it is a beam tilt
-                                              relative to the detector normal: not modelled,
-                                              ignored with a warning when non-zero.
+                                              PS3.3 defines it for CARM (and MAMMOGRAPHIC)
+                                              positioners only: otherwise a non-zero value is
+                                              ignored with a warning.
 PositionerSecondaryAngle (0018,1511)          XA/RF/CARM: beta, +90 = cranial (detector toward
                                               the head): the view is tilted by beta about its
                                               detector column axis (a ``pose``).
+Detector{Primary,Secondary}Angle              beam tilt relative to the detector normal: not
+(0018,1530/1531) [C.8.7.5.1.4]                modelled; a non-zero value is warned about.
 PatientOrientation (0020,0020) [C.7.6.1.1.1]  directions of the image rows (first value) and
                                               columns (second); the image is flipped (and
                                               transposed if needed) until they equal the
@@ -43,12 +45,14 @@ EstimatedRadiographicMagnificationFactor      ERMF = SID / SOD: converts PixelSp
                                               ImagerPixelSpacing / PixelSpacing when all exist.
 DistanceSourceToDetector (0018,1110)          sdd_mm.
 DistanceSourceToIsocenter (0018,9402)         sod_mm (preferred).
-DistanceSourceToPatient (0018,1111)           sod_mm when there is no isocentre distance; must
-                                              be < sdd.
+DistanceSourceToPatient (0018,1111)           sod_mm when there is no isocentre distance (XA
+                                              defines it as source to isocentre; DX as source
+                                              to the table or support nearest the patient);
+                                              must be < sdd.
 PhotometricInterpretation (0028,0004)         MONOCHROME1 is inverted (bright = attenuating).
 PresentationLUTShape (2050,0020)              INVERSE inverts (once: DX pairs it with
                                               MONOCHROME1).
-RescaleSlope/Intercept (0028,1053/1052),      applied (pydicom's modality LUT), then a
+RescaleSlope/Intercept (0028,1053/1052),      applied (the modality LUT), then a
 VOILUTSequence (0028,3010)                    VOILUTSequence if present; WindowCenter/Width
                                               are not applied (a linear window only clips).
 ============================================ =================================================
@@ -83,6 +87,7 @@ TAG_TABLE: tuple[tuple[str, str, str], ...] = (
     ("(0018,1110)", "DistanceSourceToDetector", "sdd_mm"),
     ("(0018,9402)", "DistanceSourceToIsocenter", "sod_mm"),
     ("(0018,1111)", "DistanceSourceToPatient", "sod_mm (without DistanceSourceToIsocenter)"),
+    ("(0018,1530)", "DetectorPrimaryAngle", "beam tilt: not modelled, warned when non-zero"),
     ("(0028,0004)", "PhotometricInterpretation", "MONOCHROME1 -> inverted"),
     ("(2050,0020)", "PresentationLUTShape", "INVERSE -> inverted (once)"),
 )
@@ -233,7 +238,13 @@ def _pixels(ds: Any, path: Path, info: DicomInfo) -> np.ndarray:
             from pydicom.pixels import apply_voi
         except ImportError:  # pydicom < 3
             from pydicom.pixel_data_handlers.util import apply_voi  # type: ignore[no-redef]
-        arr = np.asarray(apply_voi(arr, ds), np.float64)
+        as_int = np.rint(arr)
+        if np.array_equal(as_int, arr):  # LUT entries are looked up by whole values
+            arr = as_int.astype(np.int64)
+        try:
+            arr = np.asarray(apply_voi(arr, ds), np.float64)
+        except Exception as exc:
+            raise InputError(f"{path}: cannot apply the VOILUTSequence ({type(exc).__name__}: {exc})") from exc
         info.sources["voi_lut"] = "DICOM VOILUTSequence (0028,3010)"
     photometric = _text(ds, "PhotometricInterpretation")
     shape = _text(ds, "PresentationLUTShape")
@@ -280,13 +291,17 @@ def view_angle_from_tags(ds: Any, path: Path, info: DicomInfo) -> None:
         if secondary is not None and not -90.0 <= secondary <= 90.0:
             raise InputError(f"{path}: PositionerSecondaryAngle {secondary:g} must be in [-90, 90]")
     else:
-        if primary not in (None, 0.0):
-            info.assumptions.append(f"PositionerPrimaryAngle {primary:g} of a {modality or 'non-C-arm'} image "
-                                    "(a beam tilt relative to the detector normal) is not modelled: ignored")
-        if secondary not in (None, 0.0):
-            info.assumptions.append(f"PositionerSecondaryAngle {secondary:g} of a {modality or 'non-C-arm'} "
-                                    "image (a beam tilt) is not modelled: ignored")
+        for name, value in (("PositionerPrimaryAngle", primary), ("PositionerSecondaryAngle", secondary)):
+            if value not in (None, 0.0):
+                info.assumptions.append(f"{name} {value:g} ignored: it is defined for C-arm positioners only "
+                                        f"(PositionerType {_text(ds, 'PositionerType') or 'absent'}, "
+                                        f"Modality {modality or 'absent'})")
         secondary = None
+    for name in ("DetectorPrimaryAngle", "DetectorSecondaryAngle"):
+        value = _number(ds, name, path)
+        if value not in (None, 0.0):
+            info.assumptions.append(f"{name} {value:g} (a beam tilt relative to the detector normal) "
+                                    "is not modelled: ignored")
     if len(candidates) == 2 and _angle_diff(candidates[0][0], candidates[1][0]) > _ANGLE_TOL_DEG:
         raise InputError(f"{path}: {candidates[0][1]} (theta {candidates[0][0]:g}) contradicts "
                          f"{candidates[1][1]} (theta {candidates[1][0]:g})")
@@ -552,8 +567,9 @@ def resolve(
         image = image[::-1, :]
     if do_flip:
         image = image[:, ::-1]
-    if "invert" in info.sources:
-        sources["invert"] = info.sources["invert"]
+    for key in ("invert", "voi_lut"):
+        if key in info.sources:
+            sources[key] = info.sources[key]
     if assumptions:
         warnings.warn(f"{path.name}: " + "; ".join(assumptions), stacklevel=3)
     return np.ascontiguousarray(image, dtype=np.float32), data, sources

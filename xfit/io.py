@@ -1135,8 +1135,10 @@ def read_xray(
         view = View.from_sidecar(view_data, image.shape, **overrides)
     except GeometryError as exc:
         raise GeometryError(f"{path}: {exc}") from exc
-    if "projection" not in sources:
-        sources["projection"] = "default (cone)"
+    for key in ("sdd_mm", "sod_mm", "projection"):  # what nothing gave: the View's defaults
+        if key not in sources:
+            value = getattr(view, key)
+            sources[key] = f"default ({value:g} mm)" if isinstance(value, float) else f"default ({value})"
     if do_invert:
         image = 1.0 - image
     if do_flip:
