@@ -313,6 +313,9 @@ def view_angle_from_tags(ds: Any, path: Path, info: DicomInfo) -> None:
             info.values["pose"] = tilt_pose(angle, secondary)
             direction = "cranial" if secondary > 0 else "caudal"
             info.sources["pose"] = f"DICOM PositionerSecondaryAngle {secondary:g} ({direction} tilt)"
+    elif secondary:
+        info.assumptions.append(f"PositionerSecondaryAngle {secondary:g} ignored: there is no gantry angle "
+                                "from the tags to tilt")
     # how the image is stored when PatientOrientation is missing
     if carm:
         info.default_display = "detector"
