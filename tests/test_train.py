@@ -192,15 +192,19 @@ def test_snapshot_resume_continues(tmp_path, ct_dir):
         train(cfg, ct_dir, b, resume=True, resume_from=out, max_steps=8, progress=False, device="cpu")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layout,mode", [("verse", "folders"), ("ctspine1k", "folders"),
                                          ("totalsegmentator", "folders"), ("totalsegmentator", "ml-header")])
 def test_each_layout_trains_with_one_command(tmp_path, layout, mode):
     root = write_layout(tmp_path / "data", layout, 3, centres=("T12", "L1", "L2"),
                         levels=("T11", "T12", "L1", "L2", "L3"), ts_mode=mode)
     run = tmp_path / "run"
-    train_main([str(root), "-o", str(run), "--config", "tiny", "--max-steps", "2", "--device", "cpu",
-                "--amp", "bf16"])
+    from click.testing import CliRunner
+
+    from xfit.cli import main as cli
+
+    res = CliRunner().invoke(cli, ["train-prior", str(root), "-o", str(run), "--config", "tiny", "--max-steps",
+                                   "2", "--device", "cpu", "--amp", "bf16"])
+    assert res.exit_code == 0, res.output
     prior = load_prior(run / PRIOR_FILE)
     assert prior.meta["training"]["layout"] == layout and prior.meta["training"]["steps"] == 2
     assert prior.meta["training"]["levels"] == {"T12": 1, "L1": 1, "L2": 1}
