@@ -8,6 +8,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import Phantom
+
 #: Tissue class values of the tissue maps.
 TISSUE: dict[str, int] = {
     "air": 0,  # outside the body
@@ -32,13 +39,6 @@ TISSUE_NAMES: dict[int, str] = {v: k for k, v in TISSUE.items()}
 
 
 # ----------------------------------------------------------------------------- writing
-
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Sequence  # noqa: E402
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import Phantom
 
 
 def montage(phantoms: "Sequence[Phantom]", path: str | Path, *, force: bool = True,

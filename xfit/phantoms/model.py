@@ -85,9 +85,8 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream]))
 
 
-def _centre_choices(level: str | None) -> tuple[str, ...]:
-    if level is None:
-        return REGIONS["lumbar"] + REGIONS["thoracic"]
+def _centre_choices(level: str) -> tuple[str, ...]:
+    """The levels a ``level`` argument lets the centred vertebra be drawn from."""
     if level in REGIONS:
         return REGIONS[level]
     names = tuple(LABEL_TO_LEVEL[x] for x in parse_levels(level))
@@ -99,13 +98,11 @@ def _centre_choices(level: str | None) -> tuple[str, ...]:
 
 def draw_spine(rng: np.random.Generator, level: str | None) -> SpineParams:
     """All spine draws: centred level, size, bone age, degeneration, posture, each vertebra."""
-    choices = _centre_choices(level)
     if level is None:  # half lumbar, half thoracic
-        lumbar = rng.random() < 0.5
-        pool = REGIONS["lumbar"] if lumbar else REGIONS["thoracic"]
+        pool = REGIONS["lumbar"] if rng.random() < 0.5 else REGIONS["thoracic"]
     else:
-        pool = choices
-        rng.random()
+        pool = _centre_choices(level)
+        rng.random()  # the same draws follow whatever the level
     centre = pool[int(rng.integers(len(pool)))]
     z_size = float(np.clip(rng.standard_normal(), -2.5, 2.5))
     age = float(rng.beta(1.6, 2.2))
