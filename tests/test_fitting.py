@@ -34,6 +34,8 @@ from xfit.fitting import (
     w_gaussian_prior,
 )
 from xfit.fitting import objective as objective_module
+from xfit.fitting.residual import upsample_residual
+from xfit.fitting.transform import TransformSigmas, moved_affine
 from xfit.fitting.config import DEFAULT_FIT_CONFIG
 from xfit.geometry import View
 from xfit.io import hu_to_mu
@@ -263,17 +265,25 @@ def test_objective_gradients_reach_all_parameters(prior, target):
     background = torch.zeros(b, 2, 4, 4, requires_grad=True)
     d_angle = torch.zeros(b, 2, requires_grad=True)
     d_shift = torch.zeros(b, 2, 3, requires_grad=True)
+    transform = torch.full((b, 7), 0.1, requires_grad=True)
+    residual = torch.full((b, 1, 4, 4, 4), 0.1, requires_grad=True)
     hu, _ = generate_hu(prior, w_plus, noise)
-    terms = obj.evaluate(hu_to_mu(hu)[:, None], w_plus=w_plus, w_mean=prior.w_mean,
-                         w_std=prior.w_std, noise=noise, background=background,
-                         delta_angle_deg=d_angle, delta_shift_mm=d_shift)
+    hu = hu + upsample_residual(residual, hu.shape[-3:])[:, 0]
+    moved = moved_affine(obj.affine, transform, torch.zeros(3), TransformSigmas())
+    preds = obj.render(hu_to_mu(hu)[:, None], background=background, delta_angle_deg=d_angle,
+                       delta_shift_mm=d_shift, affine=moved)
+    terms = obj.terms(preds, w_plus=w_plus, w_mean=prior.w_mean, w_std=prior.w_std, noise=noise,
+                      background=background, delta_angle_deg=d_angle, delta_shift_mm=d_shift,
+                      transform=transform, residual=residual)
     assert set(terms) == {"data", "perceptual", "w_gauss", "w_cos", "noise", "background", "pose",
-                          "total"}
+                          "transform", "residual", "total"}
     assert all(v.shape == (b,) and torch.isfinite(v).all() for v in terms.values())
     terms["total"].sum().backward()
     for name, p in [("w", u), ("noise", noise[-1]), ("background", background),
-                    ("angle", d_angle), ("shift", d_shift)]:
+                    ("angle", d_angle), ("shift", d_shift), ("transform", transform),
+                    ("residual", residual)]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert (transform.grad.abs() > 0).all(), "every transform parameter moves the projections"
     # restarts are independent: the gradient of restart 0 ignores restart 1's loss
     u0 = u.detach().clone().requires_grad_(True)
     hu0, _ = generate_hu(prior, prior.w_mean + prior.w_std * u0, [n.detach() for n in noise])
@@ -373,6 +383,19 @@ def test_fit_background_model(prior):
 # ----------------------------------------------------------------------------- errors and config
 
 
+def test_fit_is_translation_equivariant(prior, target):
+    """Moving the views' isocentre and the cube's centre together changes nothing but the affine."""
+    cfg = load_fit_config(steps=4, restarts=1, init_samples=0)
+    here = fit(prior, target["images"], make_views(), cfg, progress=False)
+    shift = np.array([30.0, -20.0, 45.0])
+    moved_views = [v.with_(isocenter_mm=tuple(shift)) for v in make_views()]
+    there = fit(prior, target["images"], moved_views, cfg, centre_mm=shift, progress=False)
+    assert np.allclose(there.affine[:3, 3] - here.affine[:3, 3], shift)
+    assert np.allclose(there.affine[:3, :3], here.affine[:3, :3])
+    assert np.abs(there.hu - here.hu).max() < 1.0  # HU; float32 rounding of the moved rays
+    assert there.centre_mm == pytest.approx(shift.tolist())
+
+
 def test_fit_input_errors(prior, target):
     views = make_views()
     cfg = load_fit_config(steps=1, restarts=1)
@@ -386,9 +409,8 @@ def test_fit_input_errors(prior, target):
         fit(prior, [np.full((32, 32), np.nan), target["images"][1]], views, cfg, progress=False)
     with pytest.raises(GeometryError, match="identical"):
         fit(prior, target["images"], make_views((0.0, 360.0)), cfg, progress=False)
-    with pytest.raises(GeometryError, match="isocent"):
-        fit(prior, target["images"], [views[0], views[1].with_(isocenter_mm=(0, 0, 10))], cfg,
-            progress=False)
+    with pytest.raises(GeometryError, match="outside view 0"):
+        fit(prior, target["images"], views, cfg, centre_mm=(0.0, 0.0, 200.0), progress=False)
     with pytest.raises(InputError, match="w_init"):
         fit(prior, target["images"], views, cfg, w_init=np.zeros(3), progress=False)
 

@@ -64,6 +64,18 @@ class FitConfig:
         lr_pose: Adam learning rate of the pose (degrees and mm per step).
         pose_sigma_deg, pose_sigma_mm: std of the Gaussian prior on the angle and shift corrections.
         lambda_pose: weight of that prior.
+        transform: fit a global similarity transform of the volume (rotation about three axes,
+            translation, isotropic scale; :mod:`xfit.fitting.transform`) with W+ and noise.
+        lr_transform: its Adam learning rate (units of its sigmas).
+        transform_sigma_deg, transform_sigma_mm, transform_sigma_log_scale: std of its Gaussian
+            prior on each rotation-vector component (deg), each translation (mm) and the log
+            of the scale.
+        lambda_transform: weight of that prior.
+        residual_steps: steps of the last stage that fits a smooth HU residual volume with W+
+            and noise frozen (0 = off; :mod:`xfit.fitting.residual`).
+        residual_grid: control points per side of the residual.
+        lr_residual: its Adam learning rate (units of 100 HU).
+        lambda_residual: weight of its size + curvature penalty.
         step_mm: projector ray-marching step (``None``: one voxel of the rendered grid; on a
             64^3 phantom crop the DRRs differ from half-voxel steps by < 0.03 % of their maximum,
             and the projector forward+backward is twice as fast).
@@ -99,6 +111,16 @@ class FitConfig:
     pose_sigma_deg: float = 5.0
     pose_sigma_mm: float = 5.0
     lambda_pose: float = 0.01
+    transform: bool = False
+    lr_transform: float = 0.05
+    transform_sigma_deg: float = 10.0
+    transform_sigma_mm: float = 5.0
+    transform_sigma_log_scale: float = 0.1
+    lambda_transform: float = 0.01
+    residual_steps: int = 0
+    residual_grid: int = 8
+    lr_residual: float = 0.05
+    lambda_residual: float = 1.0
     step_mm: float | None = None
     seed: int = 0
 
@@ -111,6 +133,13 @@ class FitConfig:
         d["scales"] = list(self.scales)
         return d
 
+    def transform_sigmas(self):
+        """The :class:`~xfit.fitting.transform.TransformSigmas` of these settings."""
+        from .transform import TransformSigmas  # noqa: PLC0415
+
+        return TransformSigmas(self.transform_sigma_deg, self.transform_sigma_mm,
+                               self.transform_sigma_log_scale)
+
 
 #: Documented ranges (inclusive) of the integer settings.
 INT_RANGES = {
@@ -120,6 +149,8 @@ INT_RANGES = {
     "background_grid": (2, 256),
     "early_stop_window": (1, 1_000_000),
     "max_divergences": (0, 100),
+    "residual_steps": (0, 1_000_000),
+    "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
 }
 #: Documented ranges (inclusive) of the float settings.
@@ -129,11 +160,14 @@ FLOAT_RANGES = {
     "lambda_n": (0.0, 1e6), "lambda_perceptual": (0.0, 1e6), "coarse_fraction": (0.0, 1.0),
     "footprint": (0.0, 1.0), "lambda_background": (0.0, 1e6), "early_stop_tol": (0.0, 1.0),
     "lr_pose": (0.0, 100.0), "pose_sigma_deg": (0.0, 180.0), "pose_sigma_mm": (0.0, 1000.0),
-    "lambda_pose": (0.0, 1e6),
+    "lambda_pose": (0.0, 1e6), "lr_transform": (0.0, 10.0), "transform_sigma_deg": (0.0, 90.0),
+    "transform_sigma_mm": (0.0, 1000.0), "transform_sigma_log_scale": (0.0, 2.0),
+    "lambda_transform": (0.0, 1e6), "lr_residual": (0.0, 10.0), "lambda_residual": (0.0, 1e6),
 }
 #: Settings that must be > 0 (not just >= 0).
-POSITIVE = ("lr", "pose_sigma_deg", "pose_sigma_mm")
-BOOLS = ("optimize_noise", "background", "refine_pose", "coarse_generator")
+POSITIVE = ("lr", "pose_sigma_deg", "pose_sigma_mm", "transform_sigma_deg", "transform_sigma_mm",
+            "transform_sigma_log_scale")
+BOOLS = ("optimize_noise", "background", "refine_pose", "coarse_generator", "transform")
 MAX_SCALE = 64
 MAX_STEP_MM = 100.0
 

@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..geometry import View
 from ..projector import project
+from .residual import residual_penalty, smoothness_penalty
+from .transform import transform_prior
 
 _EPS = 1e-8
 _TINY_VAR = 1e-20  # squared per-pixel variance floor of NCC (keeps constant images finite)
@@ -346,15 +348,7 @@ def background_penalty(grid: Tensor) -> Tensor:
     prior on the values and on their curvature (negative log-prior up to constants). Only the
     non-constant part matters to the NCC data term; the size term keeps the offset from drifting.
     """
-    size = grid.square().flatten(1).mean(-1)
-    d2r = grid[..., 2:, :] - 2 * grid[..., 1:-1, :] + grid[..., :-2, :]
-    d2c = grid[..., :, 2:] - 2 * grid[..., :, 1:-1] + grid[..., :, :-2]
-    curv = grid.new_zeros(grid.shape[0])
-    if d2r.numel():
-        curv = curv + d2r.square().flatten(1).mean(-1)
-    if d2c.numel():
-        curv = curv + d2c.square().flatten(1).mean(-1)
-    return size + curv
+    return smoothness_penalty(grid, (-2, -1))
 
 
 # ----------------------------------------------------------------------------- objective
@@ -393,7 +387,8 @@ class Objective:
         groups: view groups (see :func:`group_views`); V views in all.
         targets: per group ``[V_g, R_g, C_g]`` target images.
         affine: ``[4, 4]`` voxel index -> world mm of the fitted volumes.
-        lambda_w, lambda_c, lambda_n, lambda_perceptual, lambda_background, lambda_pose: weights.
+        lambda_w, lambda_c, lambda_n, lambda_perceptual, lambda_background, lambda_pose,
+            lambda_transform, lambda_residual: weights (see :data:`PRIOR_TERMS`).
         scales: pyramid of the NCC data term.
         pose_sigma_deg, pose_sigma_mm: std of the pose prior.
         perceptual: a :class:`PerceptualLoss` (built when ``lambda_perceptual > 0`` and not given).
@@ -404,7 +399,8 @@ class Objective:
     def __init__(self, groups: Sequence[ViewGroup], targets: Sequence[Tensor], affine: Tensor, *,
                  lambda_w: float = 0.1, lambda_c: float = 0.05, lambda_n: float = 10.0,
                  lambda_perceptual: float = 0.0, lambda_background: float = 0.01,
-                 lambda_pose: float = 0.01, scales: Sequence[int] = (1, 2, 4),
+                 lambda_pose: float = 0.01, lambda_transform: float = 0.01,
+                 lambda_residual: float = 1.0, scales: Sequence[int] = (1, 2, 4),
                  pose_sigma_deg: float = 5.0, pose_sigma_mm: float = 5.0,
                  perceptual: PerceptualLoss | None = None, perceptual_net: str = "alex",
                  masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None):
@@ -422,7 +418,8 @@ class Objective:
         self.step_mm = step_mm
         self.lambda_w, self.lambda_c, self.lambda_n = lambda_w, lambda_c, lambda_n
         self.lambda_perceptual, self.lambda_background = lambda_perceptual, lambda_background
-        self.lambda_pose = lambda_pose
+        self.lambda_pose, self.lambda_transform = lambda_pose, lambda_transform
+        self.lambda_residual = lambda_residual
         self.scales = tuple(scales)
         self.pose_sigma_deg, self.pose_sigma_mm = pose_sigma_deg, pose_sigma_mm
         if perceptual is None and lambda_perceptual > 0:
@@ -432,12 +429,14 @@ class Objective:
     # -- forward model
 
     def render(self, mu: Tensor, *, background: Tensor | None = None,
-               delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None
-               ) -> list[Tensor]:
+               delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
+               affine: Tensor | None = None) -> list[Tensor]:
         """Re-projections of volumes for every view group.
 
         Args:
             mu: ``[B, 1, I, J, K]`` attenuation (1/mm).
+            affine: optional ``[B, 4, 4]`` affines of the volumes (a moved volume,
+                :func:`xfit.fitting.transform.moved_affine`); default :attr:`affine`.
             background: optional ``[B, V, g, g]`` control points added after projection.
             delta_angle_deg, delta_shift_mm: optional ``[B, V]`` / ``[B, V, 3]`` pose corrections
                 (angle added to each view's, shift applied after each view's pose).
@@ -445,21 +444,22 @@ class Objective:
             per group ``[B, V_g, R_g, C_g]`` line integrals (+ background).
         """
         out = []
+        affine = self.affine if affine is None else affine
         for g in self.groups:
             ix = list(g.index)
             if delta_angle_deg is None and delta_shift_mm is None:
-                pred = project(mu, self.affine, list(g.views), step_mm=self.step_mm)
+                pred = project(mu, affine, list(g.views), step_mm=self.step_mm)
             else:
-                pred = torch.cat([self._project_posed(mu[b:b + 1], g, ix, delta_angle_deg,
-                                                      delta_shift_mm, b)
+                pred = torch.cat([self._project_posed(mu[b:b + 1], _batch_item(affine, b), g, ix,
+                                                      delta_angle_deg, delta_shift_mm, b)
                                   for b in range(mu.shape[0])])
             if background is not None:
                 pred = pred + upsample_background(background[:, ix], g.shape)
             out.append(pred)
         return out
 
-    def _project_posed(self, mu: Tensor, g: ViewGroup, ix: list[int], d_angle: Tensor | None,
-                       d_shift: Tensor | None, b: int) -> Tensor:
+    def _project_posed(self, mu: Tensor, affine: Tensor, g: ViewGroup, ix: list[int],
+                       d_angle: Tensor | None, d_shift: Tensor | None, b: int) -> Tensor:
         kw = dict(dtype=mu.dtype, device=mu.device)
         angle = torch.tensor([v.angle_deg for v in g.views], **kw)
         if d_angle is not None:
@@ -469,8 +469,7 @@ class Objective:
             base = torch.stack([torch.tensor(v.pose, **kw) if v.pose is not None
                                 else torch.eye(4, **kw) for v in g.views])
             pose = _translate(base, d_shift[b, ix])
-        return project(mu, self.affine, list(g.views), angle_deg=angle, pose=pose,
-                       step_mm=self.step_mm)
+        return project(mu, affine, list(g.views), angle_deg=angle, pose=pose, step_mm=self.step_mm)
 
     # -- loss
 
@@ -484,7 +483,8 @@ class Objective:
 
     def terms(self, preds: Sequence[Tensor], *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
               noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
-              delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None
+              delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
+              transform: Tensor | None = None, residual: Tensor | None = None
               ) -> dict[str, Tensor]:
         """All loss terms, each ``[B]``, and their weighted sum ``total``.
 
@@ -494,11 +494,18 @@ class Objective:
             noise: optional list of ``[B, 1, r, r, r]`` noise maps being fitted.
             background: optional ``[B, V, g, g]`` background control points.
             delta_angle_deg, delta_shift_mm: optional ``[B, V]`` / ``[B, V, 3]`` pose corrections.
+            transform: optional ``[B, 7]`` similarity transform (sigma units,
+                :mod:`xfit.fitting.transform`).
+            residual: optional ``[B, 1, g, g, g]`` residual volume control points
+                (:mod:`xfit.fitting.residual`).
         Returns:
-            dict with ``data``, ``perceptual``, ``w_gauss``, ``w_cos``, ``noise``, ``background``,
-            ``pose`` (unweighted, ``[B]``) and ``total`` (weighted sum).
+            dict with ``data``, ``perceptual`` and one entry per prior term of :data:`PRIOR_TERMS`
+            (unweighted, ``[B]``; zero when its input is absent) and ``total`` (weighted sum).
         """
         zero = w_plus.new_zeros(w_plus.shape[0])
+        inputs = {"w_plus": w_plus, "w_mean": w_mean, "w_std": w_std, "noise": noise or None,
+                  "background": background, "delta_angle_deg": delta_angle_deg,
+                  "delta_shift_mm": delta_shift_mm, "transform": transform, "residual": residual}
         terms: dict[str, Tensor] = {"data": self.data_per_view(preds).mean(-1)}
         if self.lambda_perceptual > 0 and self.perceptual is not None:
             per = [self.perceptual(p, t, m) * p.shape[1]
@@ -506,19 +513,11 @@ class Objective:
             terms["perceptual"] = torch.stack(per).sum(0) / sum(p.shape[1] for p in preds)
         else:
             terms["perceptual"] = zero
-        terms["w_gauss"] = w_gaussian_prior(w_plus, w_mean, w_std)
-        terms["w_cos"] = w_cosine_prior(w_plus, w_mean)
-        terms["noise"] = noise_prior(noise) if noise else zero
-        terms["background"] = background_penalty(background) if background is not None else zero
-        if delta_angle_deg is not None or delta_shift_mm is not None:
-            da = delta_angle_deg if delta_angle_deg is not None else zero[:, None]
-            ds = delta_shift_mm if delta_shift_mm is not None else zero[:, None, None]
-            terms["pose"] = pose_prior(da, ds, self.pose_sigma_deg, self.pose_sigma_mm)
-        else:
-            terms["pose"] = zero
-        weights = {"data": 1.0, "perceptual": self.lambda_perceptual, "w_gauss": self.lambda_w,
-                   "w_cos": self.lambda_c, "noise": self.lambda_n,
-                   "background": self.lambda_background, "pose": self.lambda_pose}
+        for term in PRIOR_TERMS:
+            present = any(inputs[k] is not None for k in term.needs)
+            terms[term.name] = term.fn(self, inputs) if present else zero
+        weights = {"data": 1.0, "perceptual": self.lambda_perceptual,
+                   **{t.name: getattr(self, t.weight) for t in PRIOR_TERMS}}
         terms["total"] = sum(weights[k] * terms[k] for k in weights)
         return terms
 
@@ -532,6 +531,51 @@ class Objective:
         return self.terms(preds, w_plus=w_plus, w_mean=w_mean, w_std=w_std, noise=noise,
                           background=background, delta_angle_deg=delta_angle_deg,
                           delta_shift_mm=delta_shift_mm)
+
+
+def _pose_term(obj: "Objective", x: dict) -> Tensor:
+    zero = x["w_plus"].new_zeros(x["w_plus"].shape[0])
+    da = x["delta_angle_deg"] if x["delta_angle_deg"] is not None else zero[:, None]
+    ds = x["delta_shift_mm"] if x["delta_shift_mm"] is not None else zero[:, None, None]
+    return pose_prior(da, ds, obj.pose_sigma_deg, obj.pose_sigma_mm)
+
+
+@dataclass(frozen=True)
+class PriorTerm:
+    """A regularizer of the objective: its name, weight attribute, inputs and function.
+
+    ``fn(objective, inputs) -> [B]`` is evaluated when any of ``needs`` is given.
+    """
+
+    name: str
+    weight: str
+    needs: tuple[str, ...]
+    fn: Callable[["Objective", dict], Tensor]
+
+
+def _transform_prior(obj: "Objective", x: dict) -> Tensor:
+    return transform_prior(x["transform"])
+
+
+def _residual_prior(obj: "Objective", x: dict) -> Tensor:
+    return residual_penalty(x["residual"])
+
+
+#: The regularizers (negative log-priors up to constants), in report order.
+PRIOR_TERMS = (
+    PriorTerm("w_gauss", "lambda_w", ("w_plus",), lambda o, x: w_gaussian_prior(x["w_plus"], x["w_mean"], x["w_std"])),
+    PriorTerm("w_cos", "lambda_c", ("w_plus",), lambda o, x: w_cosine_prior(x["w_plus"], x["w_mean"])),
+    PriorTerm("noise", "lambda_n", ("noise",), lambda o, x: noise_prior(x["noise"])),
+    PriorTerm("background", "lambda_background", ("background",), lambda o, x: background_penalty(x["background"])),
+    PriorTerm("pose", "lambda_pose", ("delta_angle_deg", "delta_shift_mm"), _pose_term),
+    PriorTerm("transform", "lambda_transform", ("transform",), _transform_prior),
+    PriorTerm("residual", "lambda_residual", ("residual",), _residual_prior),
+)
+
+
+def _batch_item(affine: Tensor, b: int) -> Tensor:
+    """The affine of batch element ``b``: ``[4, 4]`` shared, or row ``b`` of ``[B, 4, 4]``."""
+    return affine if affine.ndim == 2 else affine[b]
 
 
 def _translate(pose: Tensor, shift_mm: Tensor) -> Tensor:

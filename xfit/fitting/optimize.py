@@ -1,12 +1,23 @@
 """Test-time fitting of a 3D StyleGAN2 prior to X-rays (X2Vision / BRGM style MAP estimate).
 
-:func:`fit` is a plain function in the manner of stylegan2-ada's ``projector.py``: Adam over W+
-(parametrised as ``w_mean + w_std * u``, so the learning rate is in units of ``w_std``) and the
-per-layer noise maps, the stylegan2-ada learning-rate schedule (linear ramp-up, cosine
-ramp-down), several restarts batched into one generator call, coarse-to-fine detector
-resolution, early stopping, a divergence guard and optional per-view pose refinement. Its
-settings (:class:`~xfit.fitting.config.FitConfig`) are returned with the result so that they can
-be saved next to the outputs.
+:func:`fit` follows stylegan2-ada's ``projector.py``: Adam over W+ (parametrised as
+``w_mean + w_std * u``, so the learning rate is in units of ``w_std``) and the per-layer noise
+maps, with the stylegan2-ada learning-rate schedule (linear ramp-up, cosine ramp-down).
+
+Structure: every restart is one :class:`Restart` (its parameters, learning-rate scale,
+divergences and history); the restarts are batched into one generator call. The fit is a list
+of :class:`Stage` s (coarse, fine, optional residual; :func:`plan_stages`) run by one
+:class:`StageRunner`, which owns the step loop, divergence guard and early stopping. Extras are
+parameters plus a prior term of the objective, never branches of the loop:
+
+* ``background``: a smooth additive background per view;
+* ``pose`` (``refine_pose``): per-view angle and shift corrections;
+* ``transform``: a global similarity transform of the volume (:mod:`xfit.fitting.transform`);
+* ``residual`` (``residual_steps``): a smooth HU residual after W+ has converged
+  (:mod:`xfit.fitting.residual`).
+
+Its settings (:class:`~xfit.fitting.config.FitConfig`) are returned with the result so that
+they can be saved next to the outputs.
 
 Noise maps start at zero by default: zero is the mode of their standard-normal prior, it keeps
 restart 0 deterministic (``w_mean``, zero noise) and avoids an initial penalty that dominates
@@ -27,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GeometryError, InputError, XfitError
-from ..geometry import View, view_dict
+from ..geometry import View, view_dict, world_to_pixel
 from ..io import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
@@ -35,6 +46,9 @@ from ..projector import project
 from .config import FitConfig, load_fit_config
 from .objective import (Objective, ViewGroup, group_views, match_gain_offset, ncc_per_view,
                         upsample_background)
+from .residual import upsample_residual
+from .transform import NUM_PARAMS as NUM_TRANSFORM_PARAMS
+from .transform import describe, moved_affine, resample_to_grid, similarity_matrix
 
 #: Smallest detector side (pixels) for which a half-resolution coarse stage is used.
 MIN_COARSE_SIDE = 16
@@ -52,7 +66,7 @@ class FitResult:
         labels: ``[R, R, R]`` uint8, ``label_prob > 0.5``.
         uncertainty: ``[R, R, R]`` float32 per-voxel std of HU over the successful restarts
             (``None`` with fewer than two).
-        affine: ``[4, 4]`` voxel index -> world mm (isocentre at the origin).
+        affine: ``[4, 4]`` voxel index -> world mm of the cube, centred at ``centre_mm``.
         w_plus: ``[num_ws, w_dim]`` fitted styles of the best restart.
         noise: fitted noise maps of the best restart, each ``[r, r, r]``.
         history: per step, the loss terms of the best restart (``step``, ``stage``, ``lr``, ...).
@@ -71,6 +85,11 @@ class FitResult:
         timings: seconds in ``generator``, ``projector`` (forward passes), ``optimizer`` (loss,
             backward and Adam), ``total``, and ``per_step``.
         config: the :class:`FitConfig` as a dictionary (plus ``seed`` actually used).
+        transform: the fitted similarity transform of the best restart (``rotation_deg``,
+            ``translation_mm``, ``scale``) when enabled; the outputs are resampled from the moved
+            volume onto the fixed cube.
+        residual_rms_hu: RMS of the fitted HU residual (``residual_steps`` > 0), else ``None``.
+        centre_mm: world position of the cube's centre.
     """
 
     hu: np.ndarray
@@ -92,6 +111,9 @@ class FitResult:
     perceptual: str | None
     timings: dict[str, float]
     config: dict[str, Any] = field(default_factory=dict)
+    transform: dict | None = None
+    residual_rms_hu: float | None = None
+    centre_mm: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -101,16 +123,12 @@ def check_views(views: Sequence[View]) -> list[View]:
     """Validate the views of a fit.
 
     Raises:
-        GeometryError: not Views, an isocentre away from the world origin (the prior grid's
-            centre), or two identical views (same angle modulo 360 and pose).
+        GeometryError: not Views, or two identical views (same angle modulo 360, pose and
+            isocentre).
     """
     views = list(views)
     if not views or not all(isinstance(v, View) for v in views):
         raise GeometryError("views must be a non-empty list of xfit.geometry.View")
-    for i, v in enumerate(views):
-        if any(abs(x) > 1e-6 for x in v.isocenter_mm):
-            raise GeometryError(f"view {i} has isocenter_mm {v.isocenter_mm}: fitting needs the "
-                                "isocentre at the world origin (the centre of the prior's grid)")
     for i in range(len(views)):
         for j in range(i + 1, len(views)):
             a, b = views[i], views[j]
@@ -118,7 +136,7 @@ def check_views(views: Sequence[View]) -> list[View]:
             same_pose = (a.pose is None and b.pose is None) or (
                 a.pose is not None and b.pose is not None
                 and np.allclose(np.asarray(a.pose), np.asarray(b.pose), atol=1e-6))
-            if diff < 1e-3 and same_pose:
+            if diff < 1e-3 and same_pose and a.isocenter_mm == b.isocenter_mm:
                 raise GeometryError(f"views {i} and {j} are identical (angle {a.angle_deg} deg): "
                                     "a second copy adds no information")
     return views
@@ -247,96 +265,408 @@ def _progress(total: int, enabled: bool):
 # ----------------------------------------------------------------------------- state
 
 
-class _Restarts:
-    """Leaf parameters of every restart (one set per restart so each has its own Adam lr)."""
-
-    def __init__(self, prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None,
-                 seed: int, device: torch.device, w_starts: Tensor | None = None):
-        G = prior.G
-        b, k, d = cfg.restarts, G.num_ws, G.w_dim
-        gen = torch.Generator().manual_seed(seed)
-        mean, std = prior.w_mean.float(), prior.w_std.float()
-        if w_init is None:
-            u0 = torch.zeros(b, k, d)
-        else:
-            w_init = torch.as_tensor(w_init, dtype=torch.float32).cpu()
-            if w_init.ndim == 1 and w_init.shape[0] == d:
-                w_init = w_init[None, None].expand(1, k, d)
-            elif w_init.ndim == 2:
-                w_init = w_init[None]
-            if w_init.ndim != 3 or tuple(w_init.shape[1:]) != (k, d) or w_init.shape[0] not in (1, b):
-                raise InputError(f"w_init must be [w_dim], [num_ws, w_dim] or [B, num_ws, w_dim] "
-                                 f"with num_ws={k}, w_dim={d}, B in (1, {b}); got {list(w_init.shape)}")
-            u0 = ((w_init - mean.cpu()) / std.cpu()).expand(b, k, d).clone()
-        if b > 1:  # restart 0 starts exactly at the given / mean W+, the others nearby
-            u0[1:] += cfg.init_perturbation * torch.randn(b - 1, 1, d, generator=gen)
-        if w_starts is not None and b > 1:  # ... or at the best prior samples
-            k = min(b - 1, w_starts.shape[0])
-            u0[1:1 + k] = (w_starts[:k].float().cpu() - mean.cpu()) / std.cpu()
-        shapes = G.synthesis.noise_shapes()
-        if cfg.noise_init == "randn":
-            n0 = [[torch.randn(1, *s[1:], generator=gen) for s in shapes] for _ in range(b)]
-        else:
-            n0 = [[torch.zeros(1, *s[1:]) for s in shapes] for _ in range(b)]
-        g = cfg.background_grid
-        self.init = {
-            "u": [u0[i:i + 1].to(device) for i in range(b)],
-            "noise": [[n.to(device) for n in ns] for ns in n0],
-            "background": [torch.zeros(1, num_views, g, g, device=device) for _ in range(b)],
-            "delta_angle_deg": [torch.zeros(1, num_views, device=device) for _ in range(b)],
-            "delta_shift_mm": [torch.zeros(1, num_views, 3, device=device) for _ in range(b)],
-        }
-        self.params = {key: [_leaf(x) for x in value] if key != "noise"
-                       else [[_leaf(n) for n in ns] for ns in value]
-                       for key, value in self.init.items()}
-        self.cfg = cfg
-        self.mean, self.std = mean.to(device), std.to(device)
-
-    def latent_params(self, r: int) -> list[Tensor]:
-        """Parameters optimised with the W+ learning rate for restart ``r``."""
-        out = [self.params["u"][r]]
-        if self.cfg.optimize_noise:
-            out += self.params["noise"][r]
-        if self.cfg.background:
-            out.append(self.params["background"][r])
-        return out
-
-    def pose_params(self, r: int) -> list[Tensor]:
-        """Pose corrections of restart ``r`` (empty unless ``refine_pose``)."""
-        if not self.cfg.refine_pose:
-            return []
-        return [self.params["delta_angle_deg"][r], self.params["delta_shift_mm"][r]]
-
-    def all_params(self, r: int) -> list[Tensor]:
-        return self.latent_params(r) + self.pose_params(r)
-
-    def reset(self, r: int) -> None:
-        """Put restart ``r`` back at its initial values."""
-        with torch.no_grad():
-            for key in ("u", "background", "delta_angle_deg", "delta_shift_mm"):
-                self.params[key][r].copy_(self.init[key][r])
-            for p, p0 in zip(self.params["noise"][r], self.init["noise"][r]):
-                p.copy_(p0)
-
-    def batch(self) -> dict[str, Any]:
-        """Batched tensors over restarts: ``w_plus [B, K, D]``, noise list, background, pose."""
-        p = self.params
-        cat = lambda xs: torch.cat(list(xs))  # noqa: E731
-        out = {
-            "w_plus": self.mean + self.std * cat(p["u"]),
-            "noise": [cat(ns) for ns in zip(*p["noise"])],
-            "background": cat(p["background"]) if self.cfg.background else None,
-            "delta_angle_deg": cat(p["delta_angle_deg"]) if self.cfg.refine_pose else None,
-            "delta_shift_mm": cat(p["delta_shift_mm"]) if self.cfg.refine_pose else None,
-        }
-        return out
+#: Optimised parameters by name: the config setting of their learning rate.
+PARAM_LR = {"u": "lr", "noise": "lr", "background": "lr", "pose": "lr_pose",
+            "transform": "lr_transform", "residual": "lr_residual"}
 
 
 def _leaf(x: Tensor) -> Tensor:
     return x.detach().clone().requires_grad_(True)
 
 
+@dataclass
+class Restart:
+    """One restart of the fit: its parameters and everything the stages track about it.
+
+    Attributes:
+        index: position in the batch.
+        params: leaf tensors by name (``u``: ``[1, num_ws, w_dim]`` W+ in ``w_std`` units around
+            ``w_mean``; ``noise``: the per-layer maps; ``background``: ``[1, V, g, g]``; ``pose``:
+            ``delta_angle_deg [1, V]`` and ``delta_shift_mm [1, V, 3]``; ``transform``: ``[1, 7]``;
+            ``residual``: ``[1, 1, g, g, g]``). Only the names the config enables are present.
+        init: their initial values (a divergence puts them back).
+        lr_scale: learning-rate factor, halved at each divergence.
+        lr_start: step at which its learning-rate schedule (re)started.
+        seg_start: first step of its current segment of the current stage (early stopping).
+        divergences: how often it diverged; ``failed`` once more than ``max_divergences``.
+        totals: per step of the current segment, its total loss.
+        history: per step, its loss terms (and divergence events).
+    """
+
+    index: int
+    params: dict[str, list[Tensor]]
+    init: dict[str, list[Tensor]]
+    lr_scale: float = 1.0
+    lr_start: int = 0
+    seg_start: int = 0
+    divergences: int = 0
+    failed: bool = False
+    totals: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+    def leaves(self, names: Sequence[str] | None = None) -> list[Tensor]:
+        """The leaf tensors of the given parameter names (default: all)."""
+        names = self.params if names is None else [n for n in names if n in self.params]
+        return [p for n in names for p in self.params[n]]
+
+    def reset(self) -> None:
+        """Put every parameter back at its initial value."""
+        with torch.no_grad():
+            for name, leaves in self.params.items():
+                for p, p0 in zip(leaves, self.init[name]):
+                    p.copy_(p0)
+
+
+def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None, seed: int,
+                    w_starts: Tensor | None) -> list[dict[str, list[Tensor]]]:
+    """Per restart, the initial value of every enabled parameter (CPU tensors)."""
+    G = prior.G
+    b, k, d = cfg.restarts, G.num_ws, G.w_dim
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = prior.w_mean.float().cpu(), prior.w_std.float().cpu()
+    if w_init is None:
+        u0 = torch.zeros(b, k, d)
+    else:
+        w_init = torch.as_tensor(w_init, dtype=torch.float32).cpu()
+        if w_init.ndim == 1 and w_init.shape[0] == d:
+            w_init = w_init[None, None].expand(1, k, d)
+        elif w_init.ndim == 2:
+            w_init = w_init[None]
+        if w_init.ndim != 3 or tuple(w_init.shape[1:]) != (k, d) or w_init.shape[0] not in (1, b):
+            raise InputError(f"w_init must be [w_dim], [num_ws, w_dim] or [B, num_ws, w_dim] "
+                             f"with num_ws={k}, w_dim={d}, B in (1, {b}); got {list(w_init.shape)}")
+        u0 = ((w_init - mean) / std).expand(b, k, d).clone()
+    if b > 1:  # restart 0 starts exactly at the given / mean W+, the others nearby
+        u0[1:] += cfg.init_perturbation * torch.randn(b - 1, 1, d, generator=gen)
+    if w_starts is not None and b > 1:  # ... or at the best prior samples
+        n = min(b - 1, w_starts.shape[0])
+        u0[1:1 + n] = (w_starts[:n].float().cpu() - mean) / std
+    shapes = G.synthesis.noise_shapes()
+    if cfg.noise_init == "randn":
+        n0 = [[torch.randn(1, *s[1:], generator=gen) for s in shapes] for _ in range(b)]
+    else:
+        n0 = [[torch.zeros(1, *s[1:]) for s in shapes] for _ in range(b)]
+    out = []
+    for r in range(b):
+        values = {"u": [u0[r:r + 1]], "noise": n0[r]}
+        if cfg.background:
+            values["background"] = [torch.zeros(1, num_views, cfg.background_grid, cfg.background_grid)]
+        if cfg.refine_pose:
+            values["pose"] = [torch.zeros(1, num_views), torch.zeros(1, num_views, 3)]
+        if cfg.transform:
+            values["transform"] = [torch.zeros(1, NUM_TRANSFORM_PARAMS)]
+        if cfg.residual_steps > 0:
+            g = cfg.residual_grid
+            values["residual"] = [torch.zeros(1, 1, g, g, g)]
+        out.append(values)
+    return out
+
+
+def make_restarts(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None, seed: int,
+                  device: torch.device, w_starts: Tensor | None = None) -> list[Restart]:
+    """The restarts of a fit with their parameters on ``device`` (see :class:`Restart`)."""
+    restarts = []
+    for r, values in enumerate(_initial_values(prior, cfg, num_views, w_init, seed, w_starts)):
+        init = {n: [x.to(device) for x in xs] for n, xs in values.items()}
+        restarts.append(Restart(r, {n: [_leaf(x) for x in xs] for n, xs in init.items()}, init))
+    return restarts
+
+
+def batch_params(restarts: Sequence[Restart], w_mean: Tensor, w_std: Tensor) -> dict[str, Any]:
+    """Parameters of all restarts batched along dim 0 (``None`` for names not fitted).
+
+    Returns:
+        ``w_plus [B, K, D]``, ``noise`` (list of ``[B, 1, r, r, r]``), ``background``,
+        ``delta_angle_deg``, ``delta_shift_mm``, ``transform [B, 7]``, ``residual``.
+    """
+    first = restarts[0].params
+
+    def cat(name: str, i: int = 0) -> Tensor | None:
+        return torch.cat([r.params[name][i] for r in restarts]) if name in first else None
+
+    return {
+        "w_plus": w_mean + w_std * cat("u"),
+        "noise": [torch.cat(ns) for ns in zip(*(r.params["noise"] for r in restarts))],
+        "background": cat("background"),
+        "delta_angle_deg": cat("pose", 0),
+        "delta_shift_mm": cat("pose", 1),
+        "transform": cat("transform"),
+        "residual": cat("residual"),
+    }
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A part of the schedule: which resolution, which parameters, how many steps.
+
+    Stages of one ``schedule`` share one learning-rate ramp; when a stage converges early its
+    unused steps go to the next stage of the same schedule.
+
+    Attributes:
+        name: ``coarse``, ``fine`` or ``residual`` (recorded in the history).
+        steps: step budget.
+        coarse: half detector resolution (and half generator resolution with
+            ``coarse_generator``).
+        train: names of the parameters updated (:data:`PARAM_LR`).
+        schedule: learning-rate schedule the stage belongs to.
+    """
+
+    name: str
+    steps: int
+    coarse: bool
+    train: tuple[str, ...]
+    schedule: str = "main"
+
+
+def plan_stages(cfg: FitConfig, can_coarse: bool) -> list[Stage]:
+    """The stages of a fit: coarse, fine (W+, noise and the enabled extras), then residual."""
+    main = tuple(n for n in ("u", "noise", "background", "pose", "transform")
+                 if (n != "noise" or cfg.optimize_noise) and (n != "background" or cfg.background)
+                 and (n != "pose" or cfg.refine_pose) and (n != "transform" or cfg.transform))
+    n_coarse = int(round(cfg.coarse_fraction * cfg.steps)) if can_coarse else 0
+    stages = [Stage("coarse", n_coarse, True, main)] if n_coarse > 0 else []
+    if cfg.steps - n_coarse > 0:
+        stages.append(Stage("fine", cfg.steps - n_coarse, False, main))
+    if cfg.residual_steps > 0:
+        extra = ("residual", "background") if cfg.background else ("residual",)
+        stages.append(Stage("residual", cfg.residual_steps, False, extra, schedule="residual"))
+    return stages
+
+
+class StageRunner:
+    """Runs the stages of a fit over its restarts: the per-step loop, learning rates, divergence
+    handling and early stopping, in one place.
+
+    Args:
+        prior: the prior being fitted.
+        cfg: fit settings.
+        restarts: the restarts (see :func:`make_restarts`).
+        objectives: ``{False: full resolution, True: coarse}`` objectives.
+        centre_mm: ``[3]`` centre of the prior's cube in world mm (the transform's centre).
+        coarse_res: generator resolution of coarse stages (``None``: full).
+    """
+
+    def __init__(self, prior: Prior, cfg: FitConfig, restarts: list[Restart],
+                 objectives: dict[bool, Objective], centre_mm: Tensor, coarse_res: int | None,
+                 *, bar=None, callback: Callback | None = None):
+        self.prior, self.cfg, self.restarts = prior, cfg, restarts
+        self.objectives, self.centre_mm, self.coarse_res = objectives, centre_mm, coarse_res
+        self.bar, self.callback = bar, callback
+        self.sigmas = cfg.transform_sigmas()
+        self.mean, self.std = restarts_w_stats(prior, centre_mm.device)
+        self.opt = torch.optim.Adam(
+            [{"params": r.params[name], "name": name, "restart": r.index}
+             for r in restarts for name in r.params if name in PARAM_LR],
+            lr=cfg.lr, betas=(0.9, 0.999))
+        self.step = 0
+        self.times = {"generator": 0.0, "projector": 0.0, "optimizer": 0.0}
+        self._frozen_hu: Tensor | None = None
+
+    # -- one step
+
+    def volumes(self, x: dict[str, Any], stage: Stage) -> tuple[Tensor, Tensor]:
+        """HU ``[B, r, r, r]`` (generator output plus residual) and label logits of the batch.
+
+        Stages that train neither W+ nor noise reuse the generator output of their first step.
+        """
+        frozen = "u" not in stage.train and "noise" not in stage.train
+        if frozen and self._frozen_hu is not None:
+            hu, logit = self._frozen_hu
+        else:
+            with torch.set_grad_enabled(not frozen and torch.is_grad_enabled()):
+                hu, logit = generate_hu(self.prior, x["w_plus"], x["noise"],
+                                        resolution=self.coarse_res if stage.coarse else None)
+            if frozen:
+                self._frozen_hu = (hu.detach(), logit.detach())
+        if x["residual"] is not None:
+            hu = hu + upsample_residual(x["residual"], hu.shape[-3:])[:, 0]
+        return hu, logit
+
+    def forward(self, x: dict[str, Any], stage: Stage, objective: Objective
+                ) -> tuple[Tensor, Tensor, Tensor, list[Tensor], dict[str, Tensor]]:
+        """HU, label logits, mu ``[B, 1, r, r, r]``, re-projections and loss terms of the batch
+        ``x`` (see :func:`batch_params`)."""
+        t0 = time.perf_counter()
+        hu, logit = self.volumes(x, stage)
+        mu = hu_to_mu(hu)[:, None]
+        t1 = time.perf_counter()
+        affine = None
+        if x["transform"] is not None:
+            affine = moved_affine(objective.affine, x["transform"], self.centre_mm, self.sigmas)
+        preds = objective.render(mu, background=x["background"], delta_angle_deg=x["delta_angle_deg"],
+                                 delta_shift_mm=x["delta_shift_mm"], affine=affine)
+        t2 = time.perf_counter()
+        terms = objective.terms(preds, w_plus=x["w_plus"], w_mean=self.mean, w_std=self.std,
+                                noise=x["noise"] if self.cfg.optimize_noise else None,
+                                background=x["background"], delta_angle_deg=x["delta_angle_deg"],
+                                delta_shift_mm=x["delta_shift_mm"], transform=x["transform"],
+                                residual=x["residual"])
+        self.times["generator"] += t1 - t0
+        self.times["projector"] += t2 - t1
+        return hu, logit, mu, preds, terms
+
+    def set_lrs(self, stage: Stage, span: tuple[int, int]) -> list[float]:
+        """Learning rate of every parameter group at the current step; returns, per restart, the
+        rate of the stage's first parameter (W+ in the main stages)."""
+        cfg, lrs = self.cfg, [0.0] * len(self.restarts)
+        for group in self.opt.param_groups:
+            r = self.restarts[group["restart"]]
+            t = (self.step - r.lr_start + 0.5) / max(1, span[1] - r.lr_start)
+            trained = group["name"] in stage.train and not r.failed
+            base = getattr(cfg, PARAM_LR[group["name"]])
+            group["lr"] = base * r.lr_scale * lr_schedule(t, cfg.lr_rampup, cfg.lr_rampdown) if trained else 0.0
+            if group["name"] == stage.train[0]:
+                lrs[r.index] = group["lr"]
+        return lrs
+
+    def one_step(self, stage: Stage, span: tuple[int, int]) -> dict[str, list[float]]:
+        """Forward, backward, divergence guard and Adam update of every live restart."""
+        objective = self.objectives[stage.coarse]
+        lrs = self.set_lrs(stage, span)
+        x = batch_params(self.restarts, self.mean, self.std)
+        _, _, mu, _, terms = self.forward(x, stage, objective)
+        t2 = time.perf_counter()
+        total = terms["total"]
+        device = total.device
+        ok = torch.isfinite(total) & torch.isfinite(mu.detach()).flatten(1).all(-1)
+        ok &= torch.tensor([not r.failed for r in self.restarts], device=device)
+        self.opt.zero_grad(set_to_none=True)
+        if bool(ok.any()):
+            total[ok].sum().backward()
+        bad = []
+        for r in self.restarts:
+            if r.failed:
+                continue
+            for name in r.params:
+                if name not in stage.train:
+                    for p in r.params[name]:
+                        p.grad = None
+            leaves = r.leaves(stage.train)
+            grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in leaves)
+            if not (bool(ok[r.index]) and grads_ok):
+                bad.append(r)
+                for p in r.leaves():
+                    p.grad = None
+        self.opt.step()
+        for r in bad:
+            self.diverged(r)
+        self.times["optimizer"] += time.perf_counter() - t2
+        values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
+        for r in self.restarts:
+            if r.failed or r in bad:
+                continue
+            r.totals.append(values["total"][r.index])
+            entry = {"step": self.step, "stage": stage.name, "lr": lrs[r.index]}
+            entry.update({k: v[r.index] for k, v in values.items()})
+            r.history.append(entry)
+        return {"values": values, "lrs": lrs}
+
+    def diverged(self, r: Restart) -> None:
+        """Restart ``r`` produced a non-finite loss or gradient: reset it at half the lr."""
+        r.divergences += 1
+        r.reset()
+        for p in r.leaves():
+            self.opt.state.pop(p, None)
+        r.lr_scale *= 0.5
+        r.lr_start = r.seg_start = self.step + 1
+        r.totals = []
+        r.history.append({"step": self.step, "event": "diverged", "lr_scale": r.lr_scale})
+        if r.divergences > self.cfg.max_divergences:
+            r.failed = True
+
+    # -- stages
+
+    def run(self, stage: Stage, end: int, span: tuple[int, int]) -> str:
+        """Run ``stage`` until step ``end``; returns ``"done"``, ``"converged"`` or ``"stopped"``
+        (by the callback)."""
+        self._frozen_hu = None
+        for r in self.restarts:
+            r.seg_start, r.totals = self.step, []
+        while self.step < end:
+            out = self.one_step(stage, span)
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(data=f"{min(out['values']['data']):.4f}", stage=stage.name)
+            stop = False
+            if self.callback is not None:
+                info = {"stage": stage.name, "terms": out["values"], "lr": out["lrs"],
+                        "params": {n: [r.params[n][0] if len(r.params[n]) == 1 and n != "noise"
+                                       else r.params[n] for r in self.restarts]
+                                   for n in self.restarts[0].params},
+                        "divergences": [r.divergences for r in self.restarts]}
+                stop = bool(self.callback(self.step, info))
+            self.step += 1
+            if all(r.failed for r in self.restarts):
+                raise XfitError(f"every restart diverged {self.cfg.max_divergences + 1} times; try a "
+                                "smaller lr")
+            if stop:
+                return "stopped"
+            if converged(self.restarts, self.step - 1, self.cfg):
+                return "converged"
+        return "done"
+
+    def run_all(self, stages: Sequence[Stage]) -> None:
+        """Run the stages in order (see :class:`Stage` for how schedules and budgets work)."""
+        spans: dict[str, tuple[int, int]] = {}
+        ends: dict[str, int] = {}
+        for stage in stages:
+            if stage.schedule not in spans:
+                total = sum(s.steps for s in stages if s.schedule == stage.schedule)
+                spans[stage.schedule] = (self.step, self.step + total)
+                ends[stage.schedule] = self.step
+                for r in self.restarts:
+                    r.lr_start = max(r.lr_start, self.step)
+            ends[stage.schedule] += stage.steps
+            if self.run(stage, ends[stage.schedule], spans[stage.schedule]) == "stopped":
+                return
+
+
+def restarts_w_stats(prior: Prior, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(w_mean, w_std)`` of the prior as float32 on ``device``."""
+    return prior.w_mean.float().to(device), prior.w_std.float().to(device)
+
+
+def converged(restarts: Sequence[Restart], step: int, cfg: FitConfig) -> bool:
+    """Early stopping: every live restart improved its best total by less than ``tol`` (relative)
+    over the last ``window`` steps of its current segment."""
+    if cfg.early_stop_tol <= 0:
+        return False
+    w = cfg.early_stop_window
+    for r in restarts:
+        if r.failed:
+            continue
+        seg = r.totals
+        if len(seg) <= w:
+            return False
+        before, now = min(seg[:-w]), min(seg[-w:])
+        if (before - now) / max(abs(before), 1e-8) >= cfg.early_stop_tol:
+            return False
+    return True
+
+
 # ----------------------------------------------------------------------------- fit
+
+
+def check_centre(centre_mm: Sequence[float] | np.ndarray | None, views: Sequence[View]) -> np.ndarray:
+    """The world position ``[3]`` (mm) of the fitted cube's centre, checked to be seen by every view.
+
+    Raises:
+        GeometryError: not 3 finite numbers, or a view whose detector does not contain the
+            centre's projection.
+    """
+    c = np.zeros(3) if centre_mm is None else np.asarray(centre_mm, dtype=np.float64).reshape(-1)
+    if c.shape != (3,) or not np.isfinite(c).all():
+        raise GeometryError(f"centre_mm must be 3 finite numbers, got {centre_mm!r}")
+    for i, v in enumerate(views):
+        row, col = world_to_pixel(torch.as_tensor(c[None]), v)[0].tolist()
+        rows, cols = v.shape
+        if not (-0.5 <= row < rows - 0.5 and -0.5 <= col < cols - 0.5):
+            raise GeometryError(f"the fitted cube's centre {np.round(c, 1).tolist()} mm projects to "
+                                f"pixel ({row:.0f}, {col:.0f}), outside view {i} ({rows} x {cols})")
+    return c
 
 
 def fit(
@@ -347,28 +677,34 @@ def fit(
     *,
     seed: int | None = None,
     w_init: np.ndarray | Tensor | None = None,
+    centre_mm: Sequence[float] | np.ndarray | None = None,
     progress: bool = True,
     callback: Callback | None = None,
 ) -> FitResult:
-    """Fit the prior's generator to X-rays (MAP estimate over W+ and noise).
+    """Fit the prior's generator to X-rays (MAP estimate over W+, noise and the enabled extras).
+
+    The stages (:func:`plan_stages`) run through one :class:`StageRunner`; every restart is one
+    :class:`Restart`.
 
     Args:
         prior: loaded prior (generator, ``w_mean``/``w_std``, config).
         images: V images ``[R_v, C_v]``: line integrals or [0, 1] intensities, bright =
             attenuating (any gain/offset: the data term is NCC).
-        views: their V views, isocentre at the world origin; shapes may differ between views.
+        views: their V views; shapes may differ between views.
         cfg: settings (default: :func:`load_fit_config`).
         seed: seed of restart perturbations / random noise (default ``cfg.seed``).
         w_init: optional start ``[w_dim]``, ``[num_ws, w_dim]`` or ``[restarts, num_ws, w_dim]``.
+        centre_mm: world position (mm) of the centre of the prior's cube (default: the origin,
+            where xfit's simulated views put their isocentre). The outputs' affine says where.
         progress: show a tqdm bar when tqdm is installed.
         callback: ``callback(step, state)`` after every step; ``state`` holds ``stage``,
-            ``terms`` (per restart lists), ``lr`` and ``params`` (the live leaf tensors, which a
-            callback may modify). Returning True stops the fit.
+            ``terms`` (per restart lists), ``lr`` and ``params`` (per name, per restart, the live
+            leaf tensors, which a callback may modify). Returning True stops the fit.
     Returns:
         :class:`FitResult`.
     Raises:
         InputError: images that do not match the views, bad ``w_init``.
-        GeometryError: views off the origin or duplicated.
+        GeometryError: duplicated views, a cube centre that some view does not see.
         XfitError: every restart diverged.
     """
     t_start = time.perf_counter()
@@ -376,6 +712,7 @@ def fit(
     seed = cfg.seed if seed is None else int(seed)
     views = check_views(views)
     arrays = check_images(images, views)
+    centre = check_centre(centre_mm, views)
     device = next(iter(prior.G.parameters())).device
     torch.manual_seed(seed)
     targets = [_normalise(a).to(device) for a in arrays]
@@ -386,142 +723,46 @@ def fit(
     def make_objective(coarse: bool, perceptual=None) -> Objective:
         groups, tg = _groups_targets(views, targets, coarse)
         res = coarse_res if coarse and coarse_res else full_res
-        aff = torch.as_tensor(prior_affine(prior, res), dtype=torch.float32, device=device)
+        aff = torch.as_tensor(prior_affine(prior, res, centre_mm=centre), dtype=torch.float32, device=device)
         masks = footprint_masks(groups, aff, res, cfg.footprint) if cfg.footprint > 0 else None
         return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
                          lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
                          lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
+                         lambda_transform=cfg.lambda_transform, lambda_residual=cfg.lambda_residual,
                          scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
                          pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
                          perceptual_net=cfg.perceptual_net,
                          step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
 
     fine = make_objective(False)
-    can_coarse = min(min(v.shape) for v in views) >= MIN_COARSE_SIDE
-    n_coarse = int(round(cfg.coarse_fraction * cfg.steps)) if can_coarse else 0
-    coarse = make_objective(True, fine.perceptual) if n_coarse > 0 else None
+    stages = plan_stages(cfg, min(min(v.shape) for v in views) >= MIN_COARSE_SIDE)
+    coarse = make_objective(True, fine.perceptual) if any(s.coarse for s in stages) else None
 
     w_starts = None
     if cfg.init_samples > 0 and cfg.restarts > 1:
         w_starts = best_prior_samples(prior, coarse if coarse is not None else fine,
                                       cfg.init_samples, cfg.restarts - 1, seed=seed,
                                       resolution=coarse_res if coarse is not None else None)
-    state = _Restarts(prior, cfg, len(views), w_init, seed, device, w_starts=w_starts)
-    b = cfg.restarts
-    opt = torch.optim.Adam(
-        [{"params": state.latent_params(r), "kind": "latent", "restart": r} for r in range(b)]
-        + [{"params": state.pose_params(r), "kind": "pose", "restart": r}
-           for r in range(b) if cfg.refine_pose],
-        lr=cfg.lr, betas=(0.9, 0.999))
-    lr_scale, start = [1.0] * b, [0] * b
-    divergences, failed = [0] * b, [False] * b
-    seg_start = [0] * b
-    totals: list[list[float]] = [[] for _ in range(b)]
-    history: list[list[dict]] = [[] for _ in range(b)]
-    times = {"generator": 0.0, "projector": 0.0, "optimizer": 0.0}
-    bar = _progress(cfg.steps, progress)
-    stage = "coarse" if n_coarse > 0 else "fine"
-    step = 0
+    restarts = make_restarts(prior, cfg, len(views), w_init, seed, device, w_starts=w_starts)
+    bar = _progress(sum(s.steps for s in stages), progress)
+    runner = StageRunner(prior, cfg, restarts, {False: fine, True: coarse},
+                         torch.as_tensor(centre, dtype=torch.float32, device=device), coarse_res,
+                         bar=bar, callback=callback)
     try:
-        for step in range(cfg.steps):
-            if stage == "coarse" and step >= n_coarse:
-                stage, seg_start = "fine", [step] * b
-            objective = coarse if stage == "coarse" else fine
-            lrs = []
-            for group in opt.param_groups:
-                r = group["restart"]
-                t = (step - start[r] + 0.5) / max(1, cfg.steps - start[r])
-                base = cfg.lr if group["kind"] == "latent" else cfg.lr_pose
-                group["lr"] = 0.0 if failed[r] else base * lr_scale[r] * lr_schedule(
-                    t, cfg.lr_rampup, cfg.lr_rampdown)
-                if group["kind"] == "latent":
-                    lrs.append(group["lr"])
-
-            t0 = time.perf_counter()
-            x = state.batch()
-            hu, _ = generate_hu(prior, x["w_plus"], x["noise"],
-                                resolution=coarse_res if stage == "coarse" else None)
-            mu = hu_to_mu(hu)[:, None]
-            t1 = time.perf_counter()
-            preds = objective.render(mu, background=x["background"],
-                                     delta_angle_deg=x["delta_angle_deg"],
-                                     delta_shift_mm=x["delta_shift_mm"])
-            t2 = time.perf_counter()
-            terms = objective.terms(preds, w_plus=x["w_plus"], w_mean=state.mean, w_std=state.std,
-                                    noise=x["noise"] if cfg.optimize_noise else None,
-                                    background=x["background"],
-                                    delta_angle_deg=x["delta_angle_deg"],
-                                    delta_shift_mm=x["delta_shift_mm"])
-            total = terms["total"]
-            ok = torch.isfinite(total) & torch.isfinite(mu.detach()).flatten(1).all(-1)
-            ok &= torch.tensor([not f for f in failed], device=device)
-            opt.zero_grad(set_to_none=True)
-            if bool(ok.any()):
-                total[ok].sum().backward()
-            bad = []
-            for r in range(b):
-                if failed[r]:
-                    continue
-                grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all())
-                               for p in state.all_params(r))
-                if not (bool(ok[r]) and grads_ok):
-                    bad.append(r)
-                    for p in state.all_params(r):
-                        p.grad = None
-            opt.step()
-            for r in bad:
-                divergences[r] += 1
-                state.reset(r)
-                for p in state.all_params(r):
-                    opt.state.pop(p, None)
-                lr_scale[r] *= 0.5
-                start[r] = seg_start[r] = step + 1
-                totals[r] = []
-                history[r].append({"step": step, "event": "diverged", "lr_scale": lr_scale[r]})
-                if divergences[r] > cfg.max_divergences:
-                    failed[r] = True
-            t3 = time.perf_counter()
-            times["generator"] += t1 - t0
-            times["projector"] += t2 - t1
-            times["optimizer"] += t3 - t2
-
-            values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
-            for r in range(b):
-                if failed[r] or r in bad:
-                    continue
-                totals[r].append(values["total"][r])
-                entry = {"step": step, "stage": stage, "lr": lrs[r]}
-                entry.update({k: v[r] for k, v in values.items()})
-                history[r].append(entry)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(data=f"{min(values['data']):.4f}")
-            if callback is not None:
-                info = {"stage": stage, "terms": values, "lr": lrs, "params": state.params,
-                        "divergences": list(divergences)}
-                if callback(step, info):
-                    break
-            if all(failed):
-                raise XfitError(f"every restart diverged {cfg.max_divergences + 1} times; try a "
-                                "smaller lr")
-            if _converged(totals, seg_start, failed, step, cfg):
-                if stage == "coarse":
-                    n_coarse = step + 1  # go to full resolution now
-                else:
-                    break
+        runner.run_all(stages)
     finally:
         if bar is not None:
             bar.close()
 
     t_opt_end = time.perf_counter()
-    result = _finish(prior, state, fine, views, arrays, cfg, failed, divergences, lr_scale, history)
-    result.stopped_at = step + 1
+    result = _finish(runner, fine, views, arrays)
+    result.stopped_at = runner.step
     t_end = time.perf_counter()
     result.timings = {
-        **times,
+        **runner.times,
         "final": t_end - t_opt_end,
         "total": t_end - t_start,
-        "per_step": (t_opt_end - t_start) / max(1, step + 1),
+        "per_step": (t_opt_end - t_start) / max(1, runner.step),
     }
     result.config = {**cfg.to_dict(), "seed": seed}
     result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 \
@@ -529,50 +770,36 @@ def fit(
     return result
 
 
-def _converged(totals: list[list[float]], seg_start: list[int], failed: list[bool], step: int,
-               cfg: FitConfig) -> bool:
-    """Early stopping: every live restart improved its best total by less than ``tol`` (relative)
-    over the last ``window`` steps of its current stage."""
-    if cfg.early_stop_tol <= 0:
-        return False
-    w = cfg.early_stop_window
-    for r, values in enumerate(totals):
-        if failed[r]:
-            continue
-        seg = values[-(step + 1 - seg_start[r]):] if step + 1 > seg_start[r] else []
-        if len(seg) <= w:
-            return False
-        before, now = min(seg[:-w]), min(seg[-w:])
-        if (before - now) / max(abs(before), 1e-8) >= cfg.early_stop_tol:
-            return False
-    return True
-
-
 @torch.no_grad()
-def _finish(prior: Prior, state: _Restarts, objective: Objective, views: list[View],
-            arrays: list[np.ndarray], cfg: FitConfig, failed: list[bool], divergences: list[int],
-            lr_scale: list[float], history: list[list[dict]]) -> FitResult:
-    """Final full-resolution evaluation, best restart, uncertainty and re-projections."""
-    x = state.batch()
-    hu, logit = generate_hu(prior, x["w_plus"], x["noise"])
-    mu = hu_to_mu(hu)[:, None]
-    preds = objective.render(mu, background=x["background"], delta_angle_deg=x["delta_angle_deg"],
-                             delta_shift_mm=x["delta_shift_mm"])
-    terms = objective.terms(preds, w_plus=x["w_plus"], w_mean=state.mean, w_std=state.std,
-                            noise=x["noise"] if cfg.optimize_noise else None,
-                            background=x["background"], delta_angle_deg=x["delta_angle_deg"],
-                            delta_shift_mm=x["delta_shift_mm"])
+def _finish(runner: StageRunner, objective: Objective, views: list[View],
+            arrays: list[np.ndarray]) -> FitResult:
+    """Final full-resolution evaluation, best restart, uncertainty and re-projections.
+
+    A moved volume (``transform``) is resampled onto the fixed cube at ``centre_mm``, so every
+    output shares one axis-aligned grid with the affine of :attr:`FitResult.affine`.
+    """
+    prior, cfg, restarts = runner.prior, runner.cfg, runner.restarts
+    final = Stage("final", 0, False, ("u",))
+    x = batch_params(restarts, runner.mean, runner.std)
+    hu, logit, _, preds, terms = runner.forward(x, final, objective)
     data = terms["data"].cpu()
-    alive = [r for r in range(cfg.restarts) if not failed[r] and math.isfinite(float(data[r]))]
+    alive = [r.index for r in restarts if not r.failed and math.isfinite(float(data[r.index]))]
     if not alive:
         raise XfitError("no restart produced a finite result")
     best = min(alive, key=lambda r: float(data[r]))
     lo, hi = prior.hu_window
+    prob = torch.sigmoid(logit)
+    transform = None
+    if x["transform"] is not None:
+        T = similarity_matrix(x["transform"], runner.centre_mm, runner.sigmas)
+        hu = resample_to_grid(hu[:, None], T, objective.affine, fill=float(lo))[:, 0]
+        prob = resample_to_grid(prob[:, None], T, objective.affine, fill=0.0)[:, 0]
+        transform = describe(x["transform"][best], runner.sigmas)
     hu_c = hu.clamp(lo, hi)
     uncertainty = None
     if len(alive) > 1:
         uncertainty = hu_c[alive].std(0).cpu().numpy().astype(np.float32)
-    label_prob = torch.sigmoid(logit[best]).cpu().numpy().astype(np.float32)
+    label_prob = prob[best].cpu().numpy().astype(np.float32)
 
     # per-view outputs in input order
     ncc, proj = [0.0] * len(views), [None] * len(views)
@@ -601,27 +828,33 @@ def _finish(prior: Prior, state: _Restarts, objective: Objective, views: list[Vi
             out_views.append(v.with_(angle_deg=v.angle_deg + a, pose=base.tolist()))
         pose = {"delta_angle_deg": da, "delta_shift_mm": ds,
                 "views": [view_dict(v) for v in out_views]}
+    residual_hu = None
+    if x["residual"] is not None:
+        residual_hu = float(upsample_residual(x["residual"][best:best + 1], hu.shape[-3:]).square().mean().sqrt())
 
-    restarts = [{"final_data": float(data[r]), "final_total": float(terms["total"][r]),
-                 "divergences": divergences[r], "lr_scale": lr_scale[r], "failed": failed[r]}
-                for r in range(cfg.restarts)]
+    summary = [{"final_data": float(data[r.index]), "final_total": float(terms["total"][r.index]),
+                "divergences": r.divergences, "lr_scale": r.lr_scale, "failed": r.failed}
+               for r in restarts]
     return FitResult(
         hu=hu_c[best].cpu().numpy().astype(np.float32),
         label_prob=label_prob,
         labels=(label_prob > 0.5).astype(np.uint8),
         uncertainty=uncertainty,
-        affine=prior_affine(prior),
+        affine=objective.affine.double().cpu().numpy(),
         w_plus=x["w_plus"][best].cpu().numpy().astype(np.float32),
         noise=[n[best, 0].cpu().numpy().astype(np.float32) for n in x["noise"]],
-        history=history[best],
+        history=restarts[best].history,
         view_ncc=ncc,
         projections=proj,
         backgrounds=backgrounds,
         views=out_views,
         pose=pose,
-        restarts=restarts,
+        restarts=summary,
         best_restart=best,
         stopped_at=0,
         perceptual=None,
         timings={},
+        transform=transform,
+        residual_rms_hu=residual_hu,
+        centre_mm=[float(c) for c in runner.centre_mm.cpu().tolist()],
     )

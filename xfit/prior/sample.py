@@ -53,18 +53,23 @@ def as_prior(prior: Prior | str | Path, device: str | torch.device = "cpu") -> P
     return prior if isinstance(prior, Prior) else load_prior(prior, device=device)
 
 
-def prior_affine(prior: Prior, resolution: int | None = None) -> np.ndarray:
-    """Voxel index -> world (RAS mm) ``[4, 4]`` of the prior grid, its centre at the origin.
+def prior_affine(prior: Prior, resolution: int | None = None,
+                 centre_mm: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """Voxel index -> world (RAS mm) ``[4, 4]`` of the prior grid, its centre at ``centre_mm``
+    (default: the origin).
 
-    ``diag(s, s, s, 1)`` with translation ``-s (r - 1) / 2`` per axis. By default ``r`` is the
-    prior's resolution and ``s`` its ``spacing_mm``; a coarser ``resolution`` (a block output of
-    the skip generator, :func:`generate_hu`) covers the same cube with ``s * R / r`` voxels.
+    ``diag(s, s, s, 1)`` with translation ``centre - s (r - 1) / 2`` per axis. By default ``r``
+    is the prior's resolution and ``s`` its ``spacing_mm``; a coarser ``resolution`` (a block
+    output of the skip generator, :func:`generate_hu`) covers the same cube with ``s * R / r``
+    voxels.
     """
     full = int(prior.config.resolution)
     r = full if resolution is None else int(resolution)
     s = float(prior.config.spacing_mm) * full / r
     affine = np.diag([s, s, s, 1.0])
     affine[:3, 3] = -s * (r - 1) / 2.0
+    if centre_mm is not None:
+        affine[:3, 3] += np.asarray(centre_mm, dtype=np.float64).reshape(3)
     return affine
 
 
