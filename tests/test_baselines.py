@@ -1,0 +1,388 @@
+"""Tests of xfit.baselines (X2CT-CNN, X2CT-GAN, EAR): shapes, gradient flow, losses against hand
+computations, a tiny training run whose loss falls, checkpoint round trip, bit-exact resume,
+inference and bad input. Tiny configs (16^3 at 5 mm, 24 x 24 detectors), CPU, one thread."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from xfit.baselines import ear, x2ct
+from xfit.baselines.common import (METHODS, BaselineConfig, Lifter, build_model, check_method, cube_affine,
+                                   footprints, labels_from_hu, load_config, load_model, param_count, save_model)
+from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
+from xfit.errors import CheckpointError, InputError, OutputExistsError
+from xfit.geometry import View
+from xfit.prior.checkpoint import load_training_state
+
+from spine_synth import write_xfit_collection
+
+TINY_ARCH = {
+    "x2ct-cnn": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
+    "x2ct-gan": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16, "disc": [4, 8]},
+    "ear": {"stem": 4, "enc": [4, 8, 8]},
+}
+
+
+def tiny(method: str, **training) -> BaselineConfig:
+    t = {"batch_size": 2, "steps": 4, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1, "seed": 0, **training}
+    if method == "ear":
+        t.setdefault("betas", [0.9, 0.999])
+    return BaselineConfig.from_dict({
+        "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
+        "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}, "training": t})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ct_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantoms")
+    return write_xfit_collection(out, 3, centres=["T12", "L1", "L2"], levels=("T11", "T12", "L1", "L2", "L3"))
+
+
+def _crops(n: int = 2, seed: int = 0) -> torch.Tensor:
+    """Synthetic crops ``[n, 2, 16, 16, 16]``: a bright ellipsoid (and its mask) in soft tissue."""
+    g = torch.Generator().manual_seed(seed)
+    ax = torch.linspace(-1, 1, 16)
+    x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    out = []
+    for _ in range(n):
+        a, b, c = (0.3 + 0.3 * torch.rand(3, generator=g)).tolist()
+        inside = (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 < 1
+        vol = torch.where(inside, torch.tensor(0.2), torch.tensor(-0.2))
+        out.append(torch.stack([vol, inside.float() * 2 - 1]))
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# networks
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_network_shape_and_gradients(method, batch):
+    cfg = tiny(method)
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    views = [cfg.views.views() for _ in range(batch)]
+    x = torch.randn(batch, 2, 16, 16)
+    out = net(x, Lifter(views, (0, 0, 0), cfg.fov_mm))
+    assert out["volume"].shape == (batch, 1, 16, 16, 16)
+    if method == "ear":
+        assert out["edge_logit"].shape == (batch, 1, 16, 16, 16)
+    loss = sum(v.square().mean() for v in out.values())
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
+
+
+def test_full_size_parameter_budget():
+    for m in METHODS:
+        assert 0.5e6 < param_count(build_model(load_config(m))) < 4e6
+    assert param_count(x2ct.PatchDiscriminator3D.from_config(load_config("x2ct-gan"))) < 1e6
+
+
+def test_network_rejects_wrong_input_shape():
+    cfg = tiny("ear")
+    net = build_model(cfg)
+    with pytest.raises(InputError, match="footprints"):
+        net(torch.zeros(1, 2, 8, 8), Lifter([cfg.views.views()], (0, 0, 0), cfg.fov_mm))
+
+
+def test_lifting_copies_along_the_beam_axis():
+    """For parallel AP / lateral views the lifting is the papers' copy along y / x."""
+    vs = [View(a, shape=(32, 32), pixel_spacing_mm=(2.5, 2.5), projection="parallel") for a in (0.0, 90.0)]
+    lif = Lifter([vs], (0, 0, 0), 80.0)
+    feat = torch.randn(1, 3, 16, 16)
+    ap, lat = lif.lift(feat, 0, 16), lif.lift(feat, 1, 16)
+    assert torch.allclose(ap, ap[:, :, :, :1].expand_as(ap), atol=1e-5)  # constant along y
+    assert torch.allclose(lat, lat[:, :, :1].expand_as(lat), atol=1e-5)  # constant along x
+    # superior (high k) on the top row; the patient's right (+x, high i) on the AP image's left
+    assert torch.allclose(ap[0, :, -1, 0, -1], feat[0, :, 0, 0], atol=1e-5)
+    assert torch.allclose(ap[0, :, 0, 0, 0], feat[0, :, -1, -1], atol=1e-5)
+    # lateral: anterior (+y, high j) on the image's right
+    assert torch.allclose(lat[0, :, 0, -1, -1], feat[0, :, 0, -1], atol=1e-5)
+
+
+def test_footprint_is_standardised_and_gain_invariant():
+    v = View(0.0, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0))
+    img = torch.rand(1, 1, 24, 24)
+    a = footprints(img, [[v]], (0, 0, 0), 80.0, 16)
+    b = footprints(3 * img + 1, [[v]], (0, 0, 0), 80.0, 16)
+    assert a.shape == (1, 1, 16, 16)
+    assert abs(float(a.mean())) < 1e-5 and abs(float(a.std()) - 1) < 1e-4
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# losses against hand computations
+
+
+def test_x2ct_losses_by_hand():
+    pred = torch.zeros(1, 1, 2, 2, 2)
+    target = torch.zeros(1, 1, 2, 2, 2)
+    target[0, 0, 0, 0, 0] = 1.0
+    # MSE = 1/8; each mean projection has one entry 1/2 and three zeros: L1 mean = 1/8 on each axis
+    d_fake = torch.full((1, 1, 1, 1, 1), 0.5)
+    t = x2ct.generator_losses(pred, target, x2ct.GAN_WEIGHTS, d_fake)
+    assert math.isclose(t["recon"].item(), 1 / 8, rel_tol=1e-6)
+    assert math.isclose(t["proj"].item(), 1 / 8, rel_tol=1e-6)
+    assert math.isclose(t["adv"].item(), 0.5 * 0.25, rel_tol=1e-6)
+    assert math.isclose(t["total"].item(), 0.1 * 0.125 + 10 * 0.125 + 10 * 0.125, rel_tol=1e-6)
+    d = x2ct.discriminator_loss(torch.full((1,), 0.5), torch.full((1,), 0.25))
+    assert math.isclose(d.item(), 0.5 * (0.25 + 0.0625), rel_tol=1e-6)
+
+
+def test_ear_losses_by_hand():
+    pred = torch.zeros(1, 1, 2, 2, 2)
+    target = torch.zeros(1, 1, 2, 2, 2)
+    target[0, 0, 0, 0, 0] = 1.0
+    # orthonormal FFT of a unit impulse at the origin: every coefficient 1/sqrt(8), real
+    # D_real = sqrt(8 * (1/8) / 8) = 1/sqrt(8), D_imag = 0
+    assert math.isclose(ear.frequency_distance(pred, target).item(), math.log10(1 / math.sqrt(8)), rel_tol=1e-5)
+    # maximum projections: one entry 1 of four on each axis
+    assert math.isclose(ear.mip_loss(pred, target).item(), 0.25, rel_tol=1e-6)
+    label = -torch.ones(1, 1, 4, 4, 4)
+    label[0, 0, 1:3, 1:3, 1:3] = 1
+    e = ear.edges_of(label > 0)
+    assert e.sum() == 64 and e.max() == 1  # 3^3 dilation covers the whole 4^3 grid, erosion nothing
+    out = {"volume": pred, "edge_logit": torch.zeros(1, 1, 2, 2, 2)}
+    t = ear.losses(out, target, torch.ones(1, 1, 2, 2, 2), ear.WEIGHTS)
+    assert math.isclose(t["recon"].item(), 1 / 8, rel_tol=1e-6)
+    # all-bone label: no edges; BCE of logit 0 against 0 is ln 2
+    assert math.isclose(t["edge"].item(), math.log(2), rel_tol=1e-6)
+    want = 1 / 8 + 0.1 * math.log(2) + 0.1 * math.log10(1 / math.sqrt(8)) + 0.1 * 0.25
+    assert math.isclose(t["total"].item(), want, rel_tol=1e-5)
+
+
+def test_labels_from_threshold():
+    hu = np.full((16, 16, 16), -100.0, np.float32)
+    hu[5:11, 5:11, 5:11] = 400.0
+    hu[7:9, 7:9, 7:9] = 50.0  # a hole: filled
+    hu[0:2, 0:2, 0:2] = 800.0  # another component: dropped
+    lab = labels_from_hu(hu)
+    assert lab.dtype == np.uint8 and lab.sum() == 216 and lab[0, 0, 0] == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_training_loss_falls(method):
+    cfg = tiny(method, lr=3e-3)
+    tr = BaselineTrainer(cfg)
+    crops = _crops(2)
+    first = tr.train_step(crops)["loss_recon"]
+    for _ in range(24):
+        last = tr.train_step(crops)["loss_recon"]
+    assert last < 0.7 * first, (first, last)
+
+
+@pytest.mark.parametrize("method", ["x2ct-gan", "ear"])
+def test_resume_is_bit_exact(tmp_path, ct_dir, method):
+    cfg = tiny(method)
+    cfg.views.angle_jitter_deg = 3.0  # the views' random stream is checkpointed too
+    train(cfg, ct_dir, tmp_path / "a", max_steps=4, progress=False, workers=1)
+    train(cfg, ct_dir, tmp_path / "b", max_steps=2, progress=False, workers=1)
+    train(cfg, ct_dir, tmp_path / "b", max_steps=4, resume=True, progress=False, workers=1)
+    ta, ma = load_training_state(tmp_path / "a" / STATE_FILE)
+    tb, mb = load_training_state(tmp_path / "b" / STATE_FILE)
+    assert ma["step"] == mb["step"] == 4
+    assert set(ta) == set(tb)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    la = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [x["loss"] for x in la] == [x["loss"] for x in lb]
+
+
+def test_run_folder_rules(tmp_path, ct_dir):
+    cfg = tiny("x2ct-cnn")
+    train(cfg, ct_dir, tmp_path / "r", max_steps=1, progress=False, workers=1)
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cfg, ct_dir, tmp_path / "r", max_steps=1, progress=False, workers=1)
+    other = tiny("x2ct-cnn", lr=5e-4)
+    with pytest.raises(InputError, match="another config"):
+        train(other, ct_dir, tmp_path / "r", max_steps=2, resume=True, progress=False, workers=1)
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(cfg, ct_dir, tmp_path / "empty", resume=True, progress=False, workers=1)
+    train(cfg, ct_dir, tmp_path / "r", max_steps=1, force=True, progress=False, workers=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints and inference
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ct_dir):
+    run = tmp_path_factory.mktemp("run")
+    train(tiny("x2ct-cnn"), ct_dir, run, max_steps=2, progress=False, workers=1)
+    return run / MODEL_FILE
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_checkpoint_round_trip(tmp_path, method):
+    cfg = tiny(method)
+    torch.manual_seed(1)
+    net = build_model(cfg).eval()
+    path = save_model(tmp_path / "m.safetensors", net, cfg, {"steps": 3})
+    b = load_model(path, method)
+    assert b.config.to_dict() == cfg.to_dict() and b.meta["training"]["steps"] == 3
+    lif = Lifter([cfg.views.views()], (0, 0, 0), cfg.fov_mm)
+    x = torch.randn(1, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x, lif)["volume"], b.model(x, lif)["volume"])
+    half = load_model(save_model(tmp_path / "h.safetensors", net, cfg, half=True), method)
+    with torch.no_grad():
+        assert torch.allclose(net(x, lif)["volume"], half.model(x, lif)["volume"], atol=5e-2)
+    with pytest.raises(OutputExistsError):
+        save_model(path, net, cfg)
+
+
+def test_bad_checkpoints(tmp_path, trained):
+    with pytest.raises(CheckpointError, match="'x2ct-cnn' checkpoint, not 'ear'"):
+        load_model(trained, "ear")
+    with pytest.raises(InputError, match="unknown baseline method"):
+        load_model(trained, "x2ct")
+    # architecture mismatch: tensors of one width under the metadata of another
+    from xfit.prior.checkpoint import _atomic_save
+
+    cfg = tiny("x2ct-cnn")
+    wide = BaselineConfig.from_dict({**cfg.to_dict(), "arch": {"enc": [4, 8, 16], "dec": [4, 8, 8], "fc_hidden": 16}})
+    tensors = {f"G.{k}": v for k, v in build_model(wide).state_dict().items()}
+    meta = {"format": "xfit-baseline", "format_version": 1, "method": "x2ct-cnn", "config": cfg.to_dict(), "training": {}}
+    bad = _atomic_save(tmp_path / "bad.safetensors", tensors, {"xfit": json.dumps(meta)}, False)
+    with pytest.raises(CheckpointError, match="do not match the x2ct-cnn architecture"):
+        load_model(bad, "x2ct-cnn")
+    with pytest.raises(CheckpointError, match="expected format 'xfit-baseline', got 'xfit-prior'"):
+        load_model(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors", "ear")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_model(tmp_path / "junk.safetensors")
+
+
+def test_training_state_of_another_method(tmp_path):
+    tr = BaselineTrainer(tiny("x2ct-cnn"))
+    other = BaselineTrainer(tiny("ear"))
+    with pytest.raises(CheckpointError, match="method 'x2ct-cnn', not 'ear'"):
+        other.load_state(*tr.state())
+    wider = BaselineTrainer(BaselineConfig.from_dict({**tiny("x2ct-cnn").to_dict(),
+                                                      "arch": {"enc": [4, 8, 16], "dec": [4, 8, 8], "fc_hidden": 16}}))
+    with pytest.raises(CheckpointError, match="does not match this architecture"):
+        wider.load_state(*tr.state())
+
+
+def test_bad_configs(tmp_path):
+    with pytest.raises(InputError, match="unknown baseline method"):
+        check_method("nerf")
+    with pytest.raises(InputError, match="not found"):
+        load_config("nerf")
+    with pytest.raises(InputError, match="unknown key"):
+        BaselineConfig.from_dict({"method": "ear", "widths": 3})
+    with pytest.raises(InputError, match="unknown term"):
+        BaselineConfig.from_dict({"method": "x2ct-cnn", "training": {"weights": {"edge": 1}}})
+    with pytest.raises(InputError, match="finite number"):
+        BaselineConfig.from_dict({"method": "ear", "spacing_mm": True})
+    for m in METHODS:
+        assert load_config(m).method == m
+
+
+def test_predict(trained):
+    from xfit.baselines.infer import predict
+
+    cfg = tiny("x2ct-cnn")
+    views = cfg.views.views()
+    images = [np.random.default_rng(i).random((24, 24)).astype(np.float32) for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hu, lab, aff, notes = predict("x2ct-cnn", trained, images, views)
+    assert hu.shape == (16, 16, 16) and hu.dtype == np.float32 and lab.dtype == np.uint8
+    assert np.allclose(aff, cube_affine(16, 5.0)) and "threshold" in notes["labels"]
+    assert -1000 <= hu.min() and hu.max() <= 1500
+    other = [views[0], views[1].with_(angle_deg=60.0, sdd_mm=1700.0)]
+    with pytest.warns(UserWarning, match="angle 60 deg .*sdd 1700") as rec:
+        predict("x2ct-cnn", trained, images, other)
+    assert len(rec) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        _, _, aff2, n2 = predict("x2ct-cnn", trained, images, other, target_mm=(0, 0, 10))
+    assert n2["view_differences"] and np.allclose(aff2[:3, 3], aff[:3, 3] + [0, 0, 10])
+    with pytest.raises(CheckpointError, match="not 'ear'"):
+        predict("ear", trained, images, views)
+    with pytest.raises(InputError, match="trained on 2 views"):
+        predict("x2ct-cnn", trained, images[:1], views[:1])
+    with pytest.raises(InputError, match="unknown baseline"):
+        predict("foo", trained, images, views)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _cli():
+    import click
+
+    from xfit.baselines.cli import train_baseline
+    from xfit.cli import XfitGroup
+
+    @click.group(cls=XfitGroup)
+    def group():
+        pass
+
+    group.add_command(train_baseline)
+    return group
+
+
+def test_cli_train_baseline(tmp_path, ct_dir):
+    import yaml
+
+    cfgfile = tmp_path / "tiny.yaml"
+    cfgfile.write_text(yaml.safe_dump(tiny("ear").to_dict()))
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--config",
+                                 str(cfgfile), "--max-steps", "1", "--quiet", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "trained ear 1 steps" in res.output and (tmp_path / "run" / MODEL_FILE).is_file()
+    res = runner.invoke(_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--resume",
+                                 "--max-steps", "2", "--quiet", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(tmp_path / "r2"), "--config",
+                                 str(cfgfile)])
+    assert res.exit_code == 2 and "xfit: error: the config is for method 'ear', not 'x2ct-cnn'" in res.output
+    res = runner.invoke(_cli(), ["train-baseline", "nerf", str(ct_dir), "-o", str(tmp_path / "r3")])
+    assert res.exit_code == 2 and res.output.startswith("xfit: error:") and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_footprint_and_lifting_agree_with_the_projector():
+    """A blob's X-ray, resampled to the footprint and lifted back, peaks along the blob's rays."""
+    from xfit.io import hu_to_mu
+    from xfit.projector import project
+
+    hu = torch.full((16, 16, 16), -1000.0)
+    hu[11:14, 6:9, 11:14] = 1500.0  # right (+x), superior (+z)
+    aff = torch.as_tensor(cube_affine(16, 5.0), dtype=torch.float32)
+    vs = [View(a, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0)) for a in (0.0, 90.0)]
+    img = project(hu_to_mu(hu)[None, None], aff, vs)
+    fp = footprints(img, [vs], (0, 0, 0), 80.0, 16)
+    lif = Lifter([vs], (0, 0, 0), 80.0)
+    prod = lif.lift(fp[:, :1], 0, 16) + lif.lift(fp[:, 1:], 1, 16)  # backprojection of both views
+    peak = np.unravel_index(int(prod.argmax()), (16, 16, 16))
+    assert 11 <= peak[0] <= 13 and 6 <= peak[1] <= 8 and 11 <= peak[2] <= 13, peak

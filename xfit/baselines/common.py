@@ -1,0 +1,418 @@
+"""What every feed-forward baseline shares: its config, the view geometry of its X-rays, the
+footprint images its networks see, the 2D-to-3D lifting along the rays, labels by threshold, and
+its checkpoint file.
+
+**Geometry.** A baseline reconstructs the prior's cube (``resolution^3`` voxels at ``spacing_mm``,
+RAS-aligned, centred on the target; the world origin = the views' isocentre when no target is
+given). Its X-rays are simulated exactly as ``xfit simulate`` makes them (:func:`xfit.projector
+.project` of ``hu_to_mu`` of the crop, :class:`xfit.geometry.View` with the defaults of
+:func:`xfit.studies.evaluate.default_views`: 128 x 128 pixels of 1 mm, SDD 1800 mm, SOD 1500 mm,
+cone beam, angles 0 and 90).
+
+**Footprint.** Each X-ray is resampled (bilinearly) onto a ``resolution^2`` image of the cube's
+footprint on the detector: the square of side ``fov * magnification`` centred on the projection
+of the cube centre, rows pointing to the feet (detector row axis) and columns along the detector
+column axis. Each footprint is standardised to zero mean and unit variance, so the networks, like
+the fit's data term, do not depend on the X-ray's gain and offset (uncalibrated images work).
+
+**Lifting.** "Expanding a 2D feature map along its beam axis" (X2CT-GAN's connection B, EAR's
+dimension enhancement) is done for any geometry by sampling the footprint feature map at the
+projection of each voxel centre of the 3D grid (:class:`Lifter`): for an orthogonal parallel-beam
+view this is exactly the papers' copy along the beam axis; for the cone beam it follows the rays
+(about 3 % magnification change across the 80 mm cube) and it stays right for other angles,
+tilted poses and other detectors.
+
+**Checkpoint.** One ``.safetensors`` file: the generator's tensors ``G.<key>`` (float32, or
+float16 for shipped files) and a metadata entry ``xfit`` = JSON ``{"format": "xfit-baseline",
+"format_version": 1, "method", "config", "training"}``; the loader rebuilds the network from
+``config`` and accepts the file only when names and shapes match exactly. No pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, InputError
+from ..geometry import View, world_to_pixel
+
+#: The baselines by CLI name.
+METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
+MODEL_FORMAT = "xfit-baseline"
+#: Loss terms each method may weight (``training.weights``).
+LOSS_TERMS = {"x2ct-cnn": ("recon", "proj"), "x2ct-gan": ("adv", "recon", "proj"),
+              "ear": ("recon", "edge", "freq", "proj")}
+#: Reconstructions without a segmentation output get their vertebra label from this threshold
+#: (see :func:`labels_from_hu`).
+LABEL_THRESHOLD_HU = 150.0
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def check_method(method: str) -> str:
+    """The method name, or InputError naming the known ones."""
+    if method not in METHODS:
+        raise InputError(f"unknown baseline method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class ViewsConfig:
+    """Views of the simulated training X-rays (the defaults are ``xfit simulate``'s and the
+    study's). ``angle_jitter_deg``: each angle is drawn uniformly in ``angle +- jitter`` per
+    example."""
+
+    angles_deg: list[float] = field(default_factory=lambda: [0.0, 90.0])
+    angle_jitter_deg: float = 0.0
+    sdd_mm: float = 1800.0
+    sod_mm: float = 1500.0
+    detector: list[int] = field(default_factory=lambda: [128, 128])
+    pixel_spacing_mm: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    projection: str = "cone"
+
+    def views(self, angles: Sequence[float] | None = None) -> list[View]:
+        return [View(float(a), sdd_mm=self.sdd_mm, sod_mm=self.sod_mm, shape=tuple(self.detector),
+                     pixel_spacing_mm=tuple(self.pixel_spacing_mm), projection=self.projection)
+                for a in (self.angles_deg if angles is None else angles)]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``schedule``: ``constant`` or ``cosine`` (cosine annealing after a
+    linear warm-up of ``warmup_steps``). ``weights``: loss weights by term name (per method)."""
+
+    batch_size: int = 2
+    steps: int = 20000
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+    d_lr: float = 2e-4
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BaselineConfig:
+    """A baseline: method, cube, architecture widths (``arch``, per method), views, training."""
+
+    method: str
+    name: str = ""
+    resolution: int = 64
+    spacing_mm: float = 1.25
+    hu_window: list[float] = field(default_factory=lambda: [-1000.0, 1500.0])
+    arch: dict[str, Any] = field(default_factory=dict)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
+        if int(self.resolution) < 16 or int(self.resolution) & (int(self.resolution) - 1):
+            raise InputError(f"resolution must be a power of two >= 16, got {self.resolution}")
+        if not (math.isfinite(float(self.spacing_mm)) and float(self.spacing_mm) > 0):
+            raise InputError(f"spacing_mm must be a positive number, got {self.spacing_mm}")
+        lo, hi = (float(x) for x in self.hu_window)
+        if not lo < hi:
+            raise InputError(f"hu_window must be [low, high] with low < high, got {self.hu_window}")
+        t = self.training
+        if t.schedule not in ("constant", "cosine"):
+            raise InputError(f"training.schedule must be constant or cosine, got {t.schedule!r}")
+        for k in ("batch_size", "steps", "checkpoint_every", "log_every"):
+            if int(getattr(t, k)) < 1:
+                raise InputError(f"training.{k} must be >= 1, got {getattr(t, k)}")
+        allowed = LOSS_TERMS[self.method]
+        bad = sorted(set(t.weights) - set(allowed))
+        if bad:
+            raise InputError(f"training.weights: unknown term(s) {', '.join(bad)} for {self.method} "
+                             f"(known: {', '.join(allowed)})")
+        if len(self.views.angles_deg) < 1:
+            raise InputError("views.angles_deg needs at least one angle")
+        self.views.views()  # GeometryError on impossible views
+
+    @property
+    def fov_mm(self) -> float:
+        return float(self.resolution) * float(self.spacing_mm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "BaselineConfig":
+        if not isinstance(data, Mapping):
+            raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+        d = dict(data)
+        _no_unknown(d, cls, where)
+        if "method" not in d:
+            raise InputError(f"{where}: missing key 'method'")
+        views = d.pop("views", {}) or {}
+        training = d.pop("training", {}) or {}
+        for sub, sub_cls, name in ((views, ViewsConfig, "views"), (training, TrainConfig, "training")):
+            if not isinstance(sub, Mapping):
+                raise InputError(f"{where}: {name} must be a mapping")
+            _no_unknown(sub, sub_cls, f"{where}: {name}")
+        try:
+            return cls(views=ViewsConfig(**_typed(views, ViewsConfig, f"{where}: views")),
+                       training=TrainConfig(**_typed(training, TrainConfig, f"{where}: training")),
+                       **_typed(d, cls, where))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{where}: {exc}") from exc
+
+
+def _no_unknown(d: Mapping[str, Any], cls: type, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def _typed(d: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """Coerce scalars to the dataclass field's type (bool is not a number; numbers finite)."""
+    out = {}
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        t = str(types[k])
+        if t in ("int", "float"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InputError(f"{where}: {k} must be a finite number, got {v!r}")
+            if t == "int" and float(v) != int(v):
+                raise InputError(f"{where}: {k} must be an integer, got {v!r}")
+            v = int(v) if t == "int" else float(v)
+        elif t == "str" and not isinstance(v, str):
+            raise InputError(f"{where}: {k} must be a string, got {v!r}")
+        elif t.startswith("list") and not isinstance(v, (list, tuple)):
+            raise InputError(f"{where}: {k} must be a list, got {v!r}")
+        elif t.startswith("dict") and not isinstance(v, Mapping):
+            raise InputError(f"{where}: {k} must be a mapping, got {v!r}")
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_path(name: str) -> Path:
+    """``configs/baseline-<name>.yaml`` for a method or config name, else the path itself."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml", ".json") or p.exists():
+        return p
+    return CONFIG_DIR / f"baseline-{name}.yaml"
+
+
+def load_config(path_or_name: str | Path) -> BaselineConfig:
+    """Read a baseline config (YAML or JSON) by path or by name (``x2ct-cnn`` ...)."""
+    import yaml
+
+    path = config_path(str(path_or_name))
+    if not path.is_file():
+        raise InputError(f"baseline config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read the config: {' '.join(str(exc).split())}") from exc
+    return BaselineConfig.from_dict(data or {}, where=str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Cube, footprints, lifting
+
+
+def cube_affine(resolution: int, spacing_mm: float, centre_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Affine of the RAS-aligned reconstruction cube centred on ``centre_mm``."""
+    a = np.eye(4)
+    a[:3, :3] *= float(spacing_mm)
+    a[:3, 3] = np.asarray(centre_mm, dtype=np.float64) - float(spacing_mm) * (resolution - 1) / 2
+    return a
+
+
+def _footprint_frame(view: View, centre: Tensor, fov_mm: float) -> tuple[Tensor, Tensor]:
+    """(centre pixel (row, col), half side in pixels (row, col)) of the cube's footprint."""
+    c = world_to_pixel(centre[None], view)[0]
+    mag = view.sdd_mm / view.sod_mm if view.projection == "cone" else 1.0
+    dr, dc = view.pixel_spacing_mm
+    half = torch.tensor([fov_mm / 2 * mag / dr, fov_mm / 2 * mag / dc], dtype=torch.float64)
+    return c, half
+
+
+def footprint(image: Tensor, view: View, centre_mm: Sequence[float], fov_mm: float, res: int) -> Tensor:
+    """Resample one X-ray ``[R, C]`` onto the standardised ``[res, res]`` footprint of the cube."""
+    centre = torch.as_tensor(np.asarray(centre_mm, dtype=np.float64))
+    c, half = _footprint_frame(view, centre, fov_mm)
+    t = (torch.arange(res, dtype=torch.float64) + 0.5) / res * 2 - 1
+    rows = c[0] + t * half[0]
+    cols = c[1] + t * half[1]
+    nr, nc = view.shape
+    gy = rows / max(nr - 1, 1) * 2 - 1
+    gx = cols / max(nc - 1, 1) * 2 - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)[None].float()
+    img = image.float()[None, None]
+    fp = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+    return (fp - fp.mean()) / (fp.std() + 1e-6)
+
+
+def footprints(images: Tensor, views: Sequence[Sequence[View]], centre_mm: Sequence[float], fov_mm: float,
+               res: int) -> Tensor:
+    """``[B, V, R, C]`` X-rays with per-example views ``views[b][v]`` -> ``[B, V, res, res]``."""
+    return torch.stack([torch.stack([footprint(images[b, v], views[b][v], centre_mm, fov_mm, res)
+                                     for v in range(images.shape[1])]) for b in range(images.shape[0])])
+
+
+class Lifter:
+    """Samples 2D footprint feature maps at the projections of 3D voxel centres.
+
+    Args:
+        views: per example, its V views (``views[b][v]``).
+        centre_mm: cube centre; fov_mm: cube side.
+    """
+
+    def __init__(self, views: Sequence[Sequence[View]], centre_mm: Sequence[float], fov_mm: float) -> None:
+        self.views = [list(v) for v in views]
+        self.centre = torch.as_tensor(np.asarray(centre_mm, dtype=np.float64))
+        self.fov = float(fov_mm)
+        self._grids: dict[tuple[int, int], Tensor] = {}
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views[0])
+
+    def grid(self, v: int, r: int) -> Tensor:
+        """``[B, r^3, 1, 2]`` grid_sample coordinates (x = column, y = row) of view ``v``."""
+        key = (v, r)
+        if key not in self._grids:
+            s = self.fov / r
+            ax = (torch.arange(r, dtype=torch.float64) + 0.5 - r / 2) * s
+            pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3) + self.centre
+            out = []
+            for views in self.views:
+                view = views[v]
+                c, half = _footprint_frame(view, self.centre, self.fov)
+                pix = world_to_pixel(pts, view)
+                n = (pix - c) / half
+                out.append(torch.stack([n[:, 1], n[:, 0]], -1))
+            self._grids[key] = torch.stack(out)[:, :, None, :].float()
+        return self._grids[key]
+
+    def lift(self, feat: Tensor, v: int, r: int) -> Tensor:
+        """``[B, C, h, w]`` footprint features of view ``v`` -> ``[B, C, r, r, r]``."""
+        g = self.grid(v, r).to(device=feat.device, dtype=feat.dtype)
+        out = F.grid_sample(feat, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.reshape(feat.shape[0], feat.shape[1], r, r, r)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small shared pieces
+
+
+def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(cin, cout, 3, stride, 1)
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_shape(x: Tensor, shape: Sequence[int | None], name: str) -> None:
+    """InputError unless ``x`` has ``len(shape)`` dims and each given size (None = any)."""
+    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise InputError(f"{name} must have shape {want}, got {list(x.shape)}")
+
+
+def labels_from_hu(hu: np.ndarray, threshold_hu: float = LABEL_THRESHOLD_HU) -> np.ndarray:
+    """Vertebra label of a reconstruction without a segmentation output: the connected
+    component of ``hu > threshold_hu`` nearest the cube centre, holes filled (uint8 0/1)."""
+    from scipy import ndimage
+
+    mask = hu > threshold_hu
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros(hu.shape, np.uint8)
+    idx = np.argwhere(lab > 0)
+    centre = (np.array(hu.shape) - 1) / 2
+    nearest = lab[tuple(idx[np.argmin(((idx - centre) ** 2).sum(1))])]
+    return ndimage.binary_fill_holes(lab == nearest).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model checkpoint
+
+
+def build_model(cfg: BaselineConfig) -> nn.Module:
+    """The generator (reconstruction network) of a config."""
+    from . import ear, x2ct
+
+    if cfg.method in ("x2ct-cnn", "x2ct-gan"):
+        return x2ct.X2CTGenerator.from_config(cfg)
+    return ear.EAR.from_config(cfg)
+
+
+def save_model(path: str | Path, model: nn.Module, cfg: BaselineConfig, summary: Mapping[str, Any] | None = None,
+               *, half: bool = False, force: bool = False) -> Path:
+    """Write a baseline checkpoint (atomically; float16 tensors with ``half``)."""
+    from ..prior.checkpoint import FORMAT_VERSION, _atomic_save
+
+    tensors = {f"G.{k}": (v.half() if half and v.is_floating_point() else v)
+               for k, v in model.state_dict().items()}
+    meta = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "method": cfg.method,
+            "config": cfg.to_dict(), "training": dict(summary or {})}
+    try:
+        text = json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"baseline metadata is not JSON-serialisable: {exc}") from exc
+    return _atomic_save(Path(path), tensors, {"xfit": text}, force)
+
+
+@dataclass
+class Baseline:
+    """A loaded baseline: network (eval mode, float32), config, metadata."""
+
+    model: nn.Module
+    config: BaselineConfig
+    meta: dict[str, Any]
+    path: Path | None = None
+
+
+def load_model(path: str | Path, method: str | None = None, device: str | torch.device = "cpu") -> Baseline:
+    """Read a baseline checkpoint; with ``method``, refuse a checkpoint of another method.
+
+    Raises:
+        CheckpointError: missing, not safetensors, foreign format, another method, or tensors
+            that do not match the stored architecture.
+        InputError: an unknown ``method``.
+    """
+    from ..prior.checkpoint import _check_names_shapes, _load_tensors, _read_safetensors, _xfit_meta
+
+    if method is not None:
+        check_method(method)
+    path = Path(path)
+    data, header = _read_safetensors(path, "baseline checkpoint")
+    meta = _xfit_meta(header, path, MODEL_FORMAT)
+    if method is not None and meta.get("method") != method:
+        raise CheckpointError(f"{path} is a {meta.get('method')!r} checkpoint, not {method!r}")
+    try:
+        cfg = BaselineConfig.from_dict(meta.get("config") or {}, where=f"{path} config")
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if cfg.method != meta.get("method"):
+        raise CheckpointError(f"{path}: metadata names method {meta.get('method')!r} but its config {cfg.method!r}")
+    model = build_model(cfg)
+    tensors = _load_tensors(data, path)
+    expected = {f"G.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    bad = _check_names_shapes(tensors, expected)
+    if bad:
+        raise CheckpointError(f"{path}: tensors do not match the {cfg.method} architecture of its config ({bad})")
+    model.load_state_dict({k[2:]: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return Baseline(model.to(device).eval().requires_grad_(False), cfg, meta, path)

@@ -1,0 +1,152 @@
+"""Inference of a trained baseline: X-rays + views -> HU volume, labels, affine, notes.
+
+:func:`predict` is what ``xfit reconstruct --method NAME`` calls. The cube is the network's
+(``resolution^3`` at ``spacing_mm``, RAS-aligned) centred on ``target_mm`` (default: the world
+origin = the views' isocentre), so the output lies in the X-rays' world frame like the fit's.
+Labels: no baseline has a segmentation output, so the vertebra label is the connected component of
+``HU > LABEL_THRESHOLD_HU`` (150 HU) nearest the cube centre, holes filled
+(:func:`xfit.baselines.common.labels_from_hu`); ``notes["labels"]`` says so.
+
+Views that differ from the training views (angles beyond the trained jitter, distances, detector
+shape or pixel spacing, projection, a pose) still run: the footprint resampling and the lifting
+follow the given geometry, and one warning names every difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, InputError
+from ..geometry import View
+from ..prior.config import unit_to_hu
+from .common import LABEL_THRESHOLD_HU, Baseline, Lifter, check_method, cube_affine, footprints, labels_from_hu, load_model
+
+#: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+_warned: set[str] = set()
+_cache: dict[tuple[str, str, str], Baseline] = {}
+
+
+def shipped_checkpoint(method: str) -> Path:
+    """Path of the shipped checkpoint of ``method`` (it may not exist yet)."""
+    return DATA_DIR / f"baseline-{check_method(method)}.safetensors"
+
+
+def view_differences(views: Sequence[View], baseline: Baseline) -> list[str]:
+    """Human-readable differences between ``views`` and the views the baseline was trained on."""
+    vc = baseline.config.views
+    trained = vc.views()
+    out = []
+    jit = float(vc.angle_jitter_deg)
+    for i, (v, t) in enumerate(zip(views, trained)):
+        d = (v.angle_deg - t.angle_deg + 180.0) % 360.0 - 180.0
+        if abs(d) > jit + 1e-6:
+            out.append(f"view {i} angle {v.angle_deg:g} deg (trained {t.angle_deg:g}"
+                       + (f" +- {jit:g}" if jit else "") + ")")
+        for key, unit in (("sdd_mm", " mm"), ("sod_mm", " mm")):
+            if abs(getattr(v, key) - getattr(t, key)) > 1e-6:
+                out.append(f"view {i} {key[:3]} {getattr(v, key):g}{unit} (trained {getattr(t, key):g})")
+        if tuple(v.shape) != tuple(t.shape):
+            out.append(f"view {i} detector {v.shape[0]}x{v.shape[1]} (trained {t.shape[0]}x{t.shape[1]})")
+        if not np.allclose(v.pixel_spacing_mm, t.pixel_spacing_mm, atol=1e-9):
+            out.append(f"view {i} pixel spacing {v.pixel_spacing_mm[0]:g},{v.pixel_spacing_mm[1]:g} mm "
+                       f"(trained {t.pixel_spacing_mm[0]:g},{t.pixel_spacing_mm[1]:g})")
+        if v.projection != t.projection:
+            out.append(f"view {i} {v.projection} beam (trained {t.projection})")
+        if v.pose is not None or any(abs(x) > 1e-9 for x in v.offset_px):
+            out.append(f"view {i} has a pose or principal point offset (trained without)")
+    return out
+
+
+def load_baseline(method: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Baseline:
+    """Load (and cache) a baseline checkpoint of ``method`` (default: the shipped one)."""
+    path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(method)
+    if checkpoint is None and not path.is_file():
+        raise CheckpointError(f"no shipped checkpoint for {method} ({path}); train one with "
+                              f"`xfit train-baseline {method} CT_DIR -o RUN` and pass --checkpoint RUN/baseline.safetensors")
+    key = (method, str(path.resolve()), str(device))
+    stat = path.stat() if path.is_file() else None
+    hit = _cache.get(key)
+    if hit is None or stat is None or hit.meta.get("_mtime") != stat.st_mtime_ns:
+        hit = load_model(path, method, device)
+        hit.meta["_mtime"] = stat.st_mtime_ns if stat else None
+        _cache[key] = hit
+    return hit
+
+
+def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray], views: Sequence[View], *,
+            device: str | torch.device = "cpu", target_mm: Sequence[float] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Reconstruct with a trained baseline.
+
+    Args:
+        method: ``x2ct-cnn``, ``x2ct-gan`` or ``ear``.
+        checkpoint: a ``baseline.safetensors`` (``None``: the shipped one of ``method``).
+        images: one ``[R, C]`` X-ray per view (line integrals or any gray scale, bright = bone;
+            each is standardised, so gain and offset do not matter).
+        views: their geometry, in the order the network was trained on (AP first).
+        device: torch device.
+        target_mm: cube centre in the views' world frame (default: the origin).
+    Returns:
+        ``(hu [R, R, R] float32, labels [R, R, R] uint8, affine [4, 4] float64, notes)``.
+    Raises:
+        InputError: an unknown method, another number of views than trained, bad images.
+        CheckpointError: a missing, foreign or mismatched checkpoint.
+    """
+    check_method(method)
+    t0 = time.perf_counter()
+    b = load_baseline(method, checkpoint, device)
+    cfg = b.config
+    n_trained = len(cfg.views.angles_deg)
+    if len(images) != len(views):
+        raise InputError(f"got {len(images)} images but {len(views)} views")
+    if len(views) != n_trained:
+        raise InputError(f"the {method} network was trained on {n_trained} views; got {len(views)}")
+    arrs = []
+    for i, (img, v) in enumerate(zip(images, views)):
+        a = np.asarray(img, dtype=np.float32)
+        if a.ndim != 2 or tuple(a.shape) != tuple(v.shape):
+            raise InputError(f"image {i} has shape {list(a.shape)}, its view's detector is {list(v.shape)}")
+        if not np.isfinite(a).all():
+            raise InputError(f"image {i} holds NaN or infinite values")
+        arrs.append(a)
+    diffs = view_differences(views, b)
+    if diffs:
+        msg = f"{method} was trained on other views: " + "; ".join(diffs) + "; it runs, but expect lower quality"
+        if msg not in _warned:
+            _warned.add(msg)
+            warnings.warn(msg, stacklevel=2)
+    centre = tuple(float(x) for x in (target_mm if target_mm is not None else (0.0, 0.0, 0.0)))
+    R = cfg.resolution
+    vs = [list(views)]
+    fps = []
+    for i, a in enumerate(arrs):  # views may differ in detector shape: one footprint each
+        fps.append(footprints(torch.from_numpy(a)[None, None], [[views[i]]], centre, cfg.fov_mm, R)[:, 0])
+    x = torch.stack(fps, 1).to(device)
+    with torch.no_grad():
+        out = b.model(x, Lifter(vs, centre, cfg.fov_mm))
+        hu = unit_to_hu(out["volume"][0, 0].float().clamp(-1, 1), tuple(cfg.hu_window)).cpu().numpy()
+    hu = hu.astype(np.float32)
+    labels = labels_from_hu(hu)
+    sha = None
+    if b.path is not None:
+        sha = hashlib.sha256(b.path.read_bytes()).hexdigest()
+    notes = {
+        "method": method,
+        "checkpoint": str(b.path) if b.path else None,
+        "checkpoint_sha256": sha,
+        "labels": f"threshold: connected component of HU > {LABEL_THRESHOLD_HU:g} nearest the cube centre, "
+                  "holes filled (the network has no segmentation output)",
+        "view_differences": diffs,
+        "trained_views": cfg.to_dict()["views"],
+        "training": {k: v for k, v in b.meta.get("training", {}).items() if k in ("steps", "images", "examples", "levels")},
+        "seconds": time.perf_counter() - t0,
+    }
+    return hu, labels, cube_affine(R, cfg.spacing_mm, centre), notes

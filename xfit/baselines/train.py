@@ -1,0 +1,427 @@
+"""One trainer for every baseline: ``xfit train-baseline NAME CT_DIR -o RUN`` or
+``torchrun --nproc-per-node N -m xfit.baselines.train NAME CT_DIR -o RUN``.
+
+Data: the prior's vertebra-centred crops of a CT collection (same layouts, levels, crop size,
+spacing and HU window; :func:`xfit.prior.data.load_training_set`, cached in ``RUN/cache``). Each
+step draws a batch of crops, simulates their X-rays on the fly with :func:`xfit.projector.project`
+exactly as ``xfit simulate`` does (HU of the crop -> mu -> line integrals; views of the config
+with the isocentre at the crop centre; each angle drawn in ``angle +- angle_jitter_deg``), turns
+them into footprints (:mod:`xfit.baselines.common`) and takes one optimiser step on the method's
+loss (X2CT-GAN: one LSGAN discriminator step, then one generator step).
+
+Every random draw comes from one ``torch.Generator`` per process, checkpointed with the weights,
+the optimisers and the global torch RNG, so ``--resume`` continues bit-for-bit. Several processes
+(torchrun, gloo on the CPU) all-reduce gradients by hand after each backward, as
+:mod:`xfit.prior.train` does, and average the batch-norm statistics after each step.
+
+Run folder: ``config.json``, ``log.jsonl`` (one JSON line per ``log_every`` steps),
+``state.safetensors`` (resume), ``baseline.safetensors`` (the usable network, refreshed at each
+checkpoint; :func:`xfit.baselines.common.load_model`), ``cache/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..errors import CheckpointError, InputError, OutputExistsError
+from ..io import atomic_write, hu_to_mu
+from ..levels import format_levels
+from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_optimizer, save_training_state
+from ..prior.config import unit_to_hu
+from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
+from ..prior.datasets import find_cases
+from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
+                           _world, amp_enabled, init_distributed)
+from ..projector import project
+from . import ear, x2ct
+from .common import BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
+
+STATE_FILE = "state.safetensors"
+MODEL_FILE = "baseline.safetensors"
+STARTED_MARKERS = (STATE_FILE, MODEL_FILE, "log.jsonl")
+
+
+def default_weights(method: str) -> dict[str, float]:
+    """The paper's loss weights of a method."""
+    return ear.default_weights() if method == "ear" else x2ct.default_weights(method)
+
+
+def data_settings(cfg: BaselineConfig, levels=None, max_outside: float = MAX_OUTSIDE) -> DataSettings:
+    """The prior's crop settings for a baseline config."""
+    return DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), _levels_arg(levels), max_outside)
+
+
+class BaselineTrainer:
+    """Networks, optimisers and random stream of one training process."""
+
+    def __init__(self, cfg: BaselineConfig, device: torch.device | str = "cpu", rank: int = 0, world: int = 1,
+                 amp: str = "off") -> None:
+        self.cfg, self.device, self.rank, self.world = cfg, torch.device(device), rank, world
+        t = cfg.training
+        torch.manual_seed(t.seed)
+        self.G = build_model(cfg).to(self.device).train()
+        self.D = x2ct.PatchDiscriminator3D.from_config(cfg).to(self.device).train() if cfg.method == "x2ct-gan" else None
+        for m in self.modules().values():
+            _broadcast_module(m)
+        betas = tuple(float(b) for b in t.betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=betas, weight_decay=t.weight_decay)
+        self.opt_d = None if self.D is None else torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=betas)
+        self.weights = {**default_weights(cfg.method), **{k: float(v) for k, v in t.weights.items()}}
+        self.gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
+        torch.manual_seed(t.seed * 1000 + rank)
+        self.step = 0
+        self.amp = amp_enabled(amp, self.device)
+        self.affine = torch.as_tensor(cube_affine(cfg.resolution, cfg.spacing_mm), dtype=torch.float32)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"G": self.G} if self.D is None else {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g} if self.opt_d is None else {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of ``step`` (0-based): constant, or linear warm-up then cosine."""
+        t = self.cfg.training
+        if t.warmup_steps and step < t.warmup_steps:
+            return t.lr * (step + 1) / t.warmup_steps
+        if t.schedule == "constant":
+            return t.lr
+        span = max(t.steps - t.warmup_steps, 1)
+        return 0.5 * t.lr * (1 + math.cos(math.pi * min((step - t.warmup_steps) / span, 1.0)))
+
+    # -- data
+
+    def draw_views(self, n: int) -> list[list]:
+        """Per example, the config's views with jittered angles (from the trainer's stream)."""
+        vc = self.cfg.views
+        jit = float(vc.angle_jitter_deg)
+        out = []
+        for _ in range(n):
+            if jit > 0:
+                d = (torch.rand(len(vc.angles_deg), generator=self.gen, dtype=torch.float64) * 2 - 1) * jit
+                out.append(vc.views([a + float(x) for a, x in zip(vc.angles_deg, d)]))
+            else:
+                out.append(vc.views())
+        return out
+
+    def make_inputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, Lifter, torch.Tensor, torch.Tensor]:
+        """Crops ``[B, 2, R, R, R]`` (unit intensity, label) -> footprints, lifter, target, label."""
+        crops = crops.float()
+        target, label = crops[:, :1].to(self.device), crops[:, 1:2].to(self.device)
+        views = self.draw_views(crops.shape[0])
+        mu = hu_to_mu(unit_to_hu(crops[:, :1], tuple(self.cfg.hu_window)))
+        with torch.no_grad():
+            images = torch.cat([project(mu[b : b + 1], self.affine, views[b]) for b in range(crops.shape[0])])
+        x = footprints(images, views, (0.0, 0.0, 0.0), self.cfg.fov_mm, self.cfg.resolution).to(self.device)
+        return x, Lifter(views, (0.0, 0.0, 0.0), self.cfg.fov_mm), target, label
+
+    # -- one step
+
+    def _forward(self, x: torch.Tensor, lifter: Lifter) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.G(x, lifter)
+        return {k: v.float() for k, v in out.items()}
+
+    def _d(self, v: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.D(v).float()
+
+    def losses(self, out: dict[str, torch.Tensor], target: torch.Tensor, label: torch.Tensor,
+               d_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.cfg.method == "ear":
+            return ear.losses(out, target, label, self.weights)
+        return x2ct.generator_losses(out["volume"], target, self.weights, d_fake)
+
+    def train_step(self, crops: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch of crops ``[B, 2, R, R, R]``; returns the loss terms."""
+        lr = self.lr_at(self.step)
+        for g in self.opt_g.param_groups:
+            g["lr"] = lr
+        x, lifter, target, label = self.make_inputs(crops)
+        logs: dict[str, float] = {"lr": lr}
+        out = self._forward(x, lifter)
+        d_fake = None
+        if self.D is not None:
+            self.D.requires_grad_(True)
+            loss_d = x2ct.discriminator_loss(self._d(target), self._d(out["volume"].detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            _all_reduce_grads(self.D)
+            self.opt_d.step()
+            logs["loss_d"] = loss_d.item()
+            self.D.requires_grad_(False)
+            d_fake = self._d(out["volume"])
+        terms = self.losses(out, target, label, d_fake)
+        self.opt_g.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        _all_reduce_grads(self.G)
+        self.opt_g.step()
+        self._sync_buffers()
+        self.step += 1
+        logs.update({f"loss_{k}" if k != "total" else "loss": v.item() for k, v in terms.items()})
+        return logs
+
+    def _sync_buffers(self) -> None:
+        if self.world == 1:
+            return
+        for m in self.modules().values():
+            for b in m.buffers():
+                if b.is_floating_point():
+                    dist.all_reduce(b)
+                    b /= self.world
+
+    # -- state
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue bit-for-bit, as (tensors, JSON metadata)."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in self.modules().items():
+            for k, v in module.state_dict().items():
+                tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
+        meta: dict[str, Any] = {"step": self.step, "world_size": self.world, "method": self.cfg.method,
+                                "config": self.cfg.to_dict()}
+        for name, opt in self.optimizers().items():
+            ts, m = flatten_optimizer(opt, name)
+            tensors.update(ts)
+            meta[name] = m
+        rng = {"gen": self.gen.get_state(), "global": torch.get_rng_state()}
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
+            for r, st in enumerate(gathered):
+                for k, v in st.items():
+                    tensors[f"rng.{r}.{k}"] = torch.tensor(v, dtype=torch.uint8)
+        else:
+            for k, v in rng.items():
+                tensors[f"rng.0.{k}"] = v
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore :meth:`state`.
+
+        Raises:
+            CheckpointError: a state of another method or architecture.
+            InputError: another number of processes.
+        """
+        if meta.get("method") != self.cfg.method:
+            raise CheckpointError(f"the training state is of method {meta.get('method')!r}, not {self.cfg.method!r}")
+        if meta.get("world_size", 1) != self.world:
+            raise InputError(f"the run was trained with {meta.get('world_size')} process(es); resume with the same number")
+        try:
+            for name, module in self.modules().items():
+                head = f"{name}."
+                module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"the training state does not match this architecture "
+                                  f"({str(exc).splitlines()[0]})") from exc
+        for name, opt in self.optimizers().items():
+            restore_optimizer(opt, tensors, meta[name])
+        self.gen.set_state(tensors[f"rng.{self.rank}.gen"])
+        torch.set_rng_state(tensors[f"rng.{self.rank}.global"])
+        self.step = int(meta["step"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Run
+
+
+def run_started(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a started run (state, network or log)."""
+    return any((Path(run_dir) / m).exists() for m in STARTED_MARKERS)
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in (*STARTED_MARKERS, "config.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def same_config(saved: dict, cfg: BaselineConfig) -> bool:
+    try:
+        return BaselineConfig.from_dict(saved).to_dict() == cfg.to_dict()
+    except InputError:
+        return False
+
+
+def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks_dir=None, layout=None,
+          class_map=None, levels=None, max_outside: float = MAX_OUTSIDE, workers: int | None = None,
+          amp: str = "off", resume: bool = False, force: bool = False, device: str | torch.device | None = None,
+          max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a baseline on a CT collection; returns the training summary.
+
+    Args:
+        cfg: the baseline config (method, cube, widths, views, training).
+        ct_dir, masks_dir, layout, class_map, levels, max_outside, workers: the collection and
+            its crops, as for :func:`xfit.prior.train.train`.
+        amp: bfloat16 autocast (``auto``: on CUDA only; ``bf16``; ``off``).
+        resume: continue bit-for-bit from ``run_dir/state.safetensors``.
+        force: restart in a folder holding a started run (the data cache is kept).
+        max_steps: stop after this many total steps (default ``training.steps``).
+    Raises:
+        InputError, OutputExistsError, CheckpointError: before any training work.
+    """
+    if amp not in AMP_CHOICES:
+        raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    created = not Path(run_dir).exists()
+    try:
+        return _train(cfg, ct_dir, Path(run_dir), masks_dir=masks_dir, layout=layout, class_map=class_map,
+                      levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume, force=force,
+                      device=device, max_steps=max_steps, progress=progress)
+    except BaseException:
+        if _world()[0] == 0 and not run_started(run_dir):
+            _prune_empty(Path(run_dir), created)
+        raise
+
+
+def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, max_outside, workers, amp, resume,
+           force, device, max_steps, progress) -> dict[str, Any]:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world = init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    state_path = run_dir / STATE_FILE
+    find_cases(ct_dir, layout, masks_dir, class_map)  # a bad folder fails before anything is created
+    settings = data_settings(cfg, levels, max_outside)
+    if resume:
+        if not state_path.exists():
+            raise InputError(f"nothing to resume: {state_path} does not exist")
+        saved = run_dir / "config.json"
+        if saved.exists() and not same_config(json.loads(saved.read_text()), cfg):
+            raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
+    if rank == 0:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise OutputExistsError(f"run folder {run_dir} exists and is a file")
+        if not resume and run_started(run_dir):
+            if not force:
+                raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
+                                        "or --force to restart")
+            _clear_run(run_dir)
+    if world > 1:
+        dist.barrier()
+    load = dict(layout=layout, masks_dir=masks_dir, class_map=class_map, cache_dir=run_dir / "cache", workers=workers)
+    if rank == 0:
+        data = load_training_set(ct_dir, settings, progress=progress, **load)
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        data = load_training_set(ct_dir, settings, progress=False, **load)
+    trainer = BaselineTrainer(cfg, device, rank, world, amp=amp)
+    if resume:
+        tensors, meta = load_training_state(state_path)
+        trainer.load_state(tensors, meta)
+        if rank == 0 and (run_dir / "log.jsonl").exists():  # drop lines logged after the checkpoint
+            lines = (run_dir / "log.jsonl").read_text().splitlines()
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= trainer.step]
+            with atomic_write(run_dir / "log.jsonl", force=True) as tmp:
+                Path(tmp).write_text("".join(ln + "\n" for ln in kept))
+    elif rank == 0:
+        with atomic_write(run_dir / "config.json", force=True) as tmp:
+            Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+    t = cfg.training
+    batch = int(t.batch_size)
+    total = max_steps if max_steps is not None else int(t.steps)
+    summary: dict[str, Any] = {
+        "method": cfg.method,
+        "examples": len(data.sources),
+        "levels": data.level_counts(),
+        "levels_text": format_levels(sorted(set(data.levels))),
+        "layout": data.layout,
+        "skipped_count": len(data.skipped),
+        "skipped": _skip_lines(data.skipped),
+        "world_size": world,
+        "device": str(device),
+        "amp_bf16": trainer.amp,
+        "views": cfg.to_dict()["views"],
+    }
+    from tqdm.auto import tqdm
+
+    log_path = run_dir / "log.jsonl"
+    bar = tqdm(total=total, initial=trainer.step, desc=f"train-baseline {cfg.method}",
+               disable=not (progress and rank == 0))
+    t0, step0, seconds0 = time.perf_counter(), trainer.step, 0.0
+    volumes = data.volumes
+    while trainer.step < total:
+        idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
+        logs = trainer.train_step(volumes[idx])
+        step = trainer.step
+        elapsed = time.perf_counter() - t0
+        ips = (step - step0) * batch * world / max(elapsed, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{ips:.2f}")
+        if rank == 0 and (step % t.log_every == 0 or step == total):
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps({"step": step, "images": step * batch * world, "img_per_s": ips, **logs,
+                                     "time": time.time()}) + "\n")
+        if step % t.checkpoint_every == 0 or step == total:
+            tensors, meta = trainer.state()  # collective with several processes
+            if rank == 0:
+                summary.update({"steps": step, "images": step * batch * world, "img_per_s": ips,
+                                "seconds_this_session": seconds0 + elapsed})
+                save_model(run_dir / MODEL_FILE, trainer.G, cfg, summary, force=True)
+                save_training_state(state_path, tensors, meta, force=True)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m xfit.baselines.train NAME CT_DIR -o RUN`` (and torchrun)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m xfit.baselines.train", description=__doc__.splitlines()[0])
+    p.add_argument("method")
+    p.add_argument("ct_dir")
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--config", default=None)
+    p.add_argument("--masks", default=None)
+    p.add_argument("--layout", default=None)
+    p.add_argument("--levels", default=None)
+    p.add_argument("--class-map", default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--amp", default="off", choices=AMP_CHOICES)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    a = p.parse_args(argv)
+    cfg = resolve_config(a.method, a.config, a.out, a.resume)
+    try:
+        train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
+              workers=a.workers, amp=a.amp, resume=a.resume, force=a.force, device=a.device, max_steps=a.max_steps)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_config(method: str, config: str | None, run_dir: str | Path, resume: bool) -> BaselineConfig:
+    """The config of a run: ``config`` (name or file), else the run's own with ``resume``, else
+    ``configs/baseline-<method>.yaml``; its method must be ``method``."""
+    from .common import check_method
+
+    check_method(method)
+    saved = Path(run_dir) / "config.json"
+    if config is not None:
+        cfg = load_config(config)
+    elif resume and saved.is_file():
+        try:
+            cfg = BaselineConfig.from_dict(json.loads(saved.read_text()), where=str(saved))
+        except ValueError as exc:
+            raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
+    else:
+        cfg = load_config(method)
+    if cfg.method != method:
+        raise InputError(f"the config is for method {cfg.method!r}, not {method!r}")
+    return cfg
+
+
+if __name__ == "__main__":
+    main()
