@@ -386,3 +386,62 @@ def test_footprint_and_lifting_agree_with_the_projector():
     prod = lif.lift(fp[:, :1], 0, 16) + lif.lift(fp[:, 1:], 1, 16)  # backprojection of both views
     peak = np.unravel_index(int(prod.argmax()), (16, 16, 16))
     assert 11 <= peak[0] <= 13 and 6 <= peak[1] <= 8 and 11 <= peak[2] <= 13, peak
+
+
+DDP_SCRIPT = '''
+import hashlib, json, sys
+import torch
+import torch.distributed as dist
+import xfit.baselines.train as T
+from xfit.baselines.common import BaselineConfig
+
+made = []
+class Recording(T.BaselineTrainer):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        made.append(self)
+T.BaselineTrainer = Recording
+ct_dir, config, run, out = sys.argv[1:5]
+cfg = BaselineConfig.from_dict(json.loads(open(config).read()))
+summary = T.train(cfg, ct_dir, run, max_steps=2, progress=False, device="cpu", workers=1)
+tr = made[0]
+digest = {f"{n}.{k}": hashlib.sha256(v.detach().contiguous().numpy().tobytes()).hexdigest()
+          for n, m in tr.modules().items() for k, v in sorted(m.state_dict().items())}
+gathered = [None] * dist.get_world_size()
+dist.all_gather_object(gathered, {"rank": dist.get_rank(), "digest": digest, "step": tr.step})
+if dist.get_rank() == 0:
+    open(out, "w").write(json.dumps(gathered))
+dist.barrier()
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ear", "x2ct-gan"])
+def test_two_process_training_keeps_ranks_identical(tmp_path, ct_dir, method):
+    import os
+    import subprocess
+    import sys
+
+    script, config, out = tmp_path / "ddp.py", tmp_path / "cfg.json", tmp_path / "ranks.json"
+    script.write_text(DDP_SCRIPT)
+    config.write_text(json.dumps(tiny(method).to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), str(ct_dir), str(config), str(tmp_path / "run"), str(out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    assert [r["step"] for r in ranks] == [2, 2]
+    d0, d1 = ranks[0]["digest"], ranks[1]["digest"]
+    assert sorted(d0) == sorted(d1) and not [k for k in d0 if d0[k] != d1[k]]
+    meta = load_training_state(tmp_path / "run" / STATE_FILE)[1]
+    assert meta["world_size"] == 2
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bf16_autocast_step(method):
+    tr = BaselineTrainer(tiny(method), amp="bf16")
+    assert tr.amp
+    logs = tr.train_step(_crops(2))
+    assert all(math.isfinite(v) for v in logs.values())
