@@ -1,0 +1,11 @@
+"""Feed-forward baselines, one module per published method, one shared trainer.
+
+* :mod:`.common`: config, footprints and lifting, labels by threshold, checkpoints;
+* :mod:`.x2ct`: X2CT-CNN and X2CT-GAN (Ying et al., CVPR 2019);
+* :mod:`.ear`: EAR (Tan et al.);
+* :mod:`.train`: the trainer (``xfit train-baseline``, torchrun);
+* :mod:`.infer`: :func:`~xfit.baselines.infer.predict`;
+* :mod:`.cli`: the click command ``train-baseline``.
+
+See ``docs/baselines.md``. Nothing is imported here, so ``import xfit`` stays light.
+"""
