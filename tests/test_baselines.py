@@ -300,6 +300,14 @@ def test_bad_configs(tmp_path):
         BaselineConfig.from_dict({"method": "x2ct-cnn", "training": {"weights": {"edge": 1}}})
     with pytest.raises(InputError, match="finite number"):
         BaselineConfig.from_dict({"method": "ear", "spacing_mm": True})
+    with pytest.raises(InputError, match="arch: unknown key"):
+        BaselineConfig.from_dict({"method": "ear", "arch": {"fc_hidden": 3}})
+    with pytest.raises(InputError, match="arch.enc must be a list"):
+        BaselineConfig.from_dict({"method": "x2ct-cnn", "arch": {"enc": "wide"}})
+    with pytest.raises(InputError, match="one width per level"):
+        BaselineConfig.from_dict({"method": "x2ct-gan", "arch": {"enc": [4, 8]}})
+    with pytest.raises(InputError, match="too many"):
+        BaselineConfig.from_dict({"method": "ear", "resolution": 16, "arch": {"enc": [4, 4, 4, 4]}})
     for m in METHODS:
         assert load_config(m).method == m
 

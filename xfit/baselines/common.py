@@ -140,6 +140,7 @@ class BaselineConfig:
         if bad:
             raise InputError(f"training.weights: unknown term(s) {', '.join(bad)} for {self.method} "
                              f"(known: {', '.join(allowed)})")
+        _check_arch(self)
         if len(self.views.angles_deg) < 1:
             raise InputError("views.angles_deg needs at least one angle")
         self.views.views()  # GeometryError on impossible views
@@ -173,6 +174,41 @@ class BaselineConfig:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"{where}: {exc}") from exc
+
+
+#: Architecture keys per method: (kind, minimum list length); kinds ``int`` or ``ints``.
+ARCH_KEYS = {
+    "x2ct-cnn": {"enc": ("ints", 2), "dec": ("ints", 2), "fc_hidden": ("int", 0)},
+    "x2ct-gan": {"enc": ("ints", 2), "dec": ("ints", 2), "fc_hidden": ("int", 0), "disc": ("ints", 1)},
+    "ear": {"stem": ("int", 0), "enc": ("ints", 3), "cbam_reduction": ("int", 0)},
+}
+
+
+def _check_arch(cfg: "BaselineConfig") -> None:
+    """InputError for unknown architecture keys, non-positive widths or too many levels."""
+    keys = ARCH_KEYS[cfg.method]
+    unknown = sorted(set(cfg.arch) - set(keys))
+    if unknown:
+        raise InputError(f"arch: unknown key(s) {', '.join(unknown)} for {cfg.method} (known: {', '.join(keys)})")
+    good = lambda x: isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096  # noqa: E731
+    for k, v in cfg.arch.items():
+        kind, n = keys[k]
+        if kind == "int" and not good(v):
+            raise InputError(f"arch.{k} must be an integer in [1, 4096], got {v!r}")
+        if kind == "ints" and (not isinstance(v, (list, tuple)) or len(v) < n or not all(good(x) for x in v)):
+            raise InputError(f"arch.{k} must be a list of at least {n} integers in [1, 4096], got {v!r}")
+    a = cfg.arch
+    if cfg.method.startswith("x2ct"):
+        from .x2ct import DEFAULT_ARCH
+        enc, dec = a.get("enc", DEFAULT_ARCH["enc"]), a.get("dec", DEFAULT_ARCH["dec"])
+        if len(enc) != len(dec):
+            raise InputError(f"arch.enc and arch.dec need one width per level, got {len(enc)} and {len(dec)}")
+        levels = len(enc)
+    else:
+        from .ear import DEFAULT_ARCH
+        levels = len(a.get("enc", DEFAULT_ARCH["enc"])) + 1
+    if int(cfg.resolution) >> (levels - 1) < 2:
+        raise InputError(f"arch: {levels} levels are too many for resolution {cfg.resolution}")
 
 
 def _no_unknown(d: Mapping[str, Any], cls: type, where: str) -> None:

@@ -31,7 +31,7 @@ from .common import LABEL_THRESHOLD_HU, Baseline, Lifter, check_method, cube_aff
 #: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 _warned: set[str] = set()
-_cache: dict[tuple[str, str, str], Baseline] = {}
+_cache: dict[tuple[str, str, str], tuple[int, Baseline]] = {}
 
 
 def shipped_checkpoint(method: str) -> Path:
@@ -71,14 +71,15 @@ def load_baseline(method: str, checkpoint: str | Path | None = None, device: str
     if checkpoint is None and not path.is_file():
         raise CheckpointError(f"no shipped checkpoint for {method} ({path}); train one with "
                               f"`xfit train-baseline {method} CT_DIR -o RUN` and pass --checkpoint RUN/baseline.safetensors")
+    if not path.is_file():
+        return load_model(path, method, device)  # CheckpointError naming the file
     key = (method, str(path.resolve()), str(device))
-    stat = path.stat() if path.is_file() else None
+    mtime = path.stat().st_mtime_ns
     hit = _cache.get(key)
-    if hit is None or stat is None or hit.meta.get("_mtime") != stat.st_mtime_ns:
-        hit = load_model(path, method, device)
-        hit.meta["_mtime"] = stat.st_mtime_ns if stat else None
+    if hit is None or hit[0] != mtime:
+        hit = (mtime, load_model(path, method, device))
         _cache[key] = hit
-    return hit
+    return hit[1]
 
 
 def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray], views: Sequence[View], *,
