@@ -453,3 +453,10 @@ def test_bf16_autocast_step(method):
     assert tr.amp
     logs = tr.train_step(_crops(2))
     assert all(math.isfinite(v) for v in logs.values())
+
+
+def test_default_views_are_the_studys():
+    from xfit.studies.evaluate import default_views
+
+    for m in METHODS:
+        assert load_config(m).views.views() == default_views([0.0, 90.0], 128, 1.0)
