@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -433,6 +433,12 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--restarts", type=click.IntRange(1, 1024), default=None, help="independent restarts (their spread -> uncertainty)")
 @click.option("--refine-pose", is_flag=True, default=None, help="also fit each view's angle and shift")
 @click.option("--encoder", type=click.Path(dir_okay=False), default=None, help="warm-start encoder checkpoint")
+@click.option("--target", "targets", multiple=True, help="ROW,COL of the vertebra's centre in each image, in image order "
+              "(repeat per image; several vertebrae: V values each), or 'auto'; crops each image around it")
+@click.option("--levels", "levels", default=None, help="with several targeted vertebrae: their levels in target order "
+              "(e.g. L1-L3), used as folder names and label values")
+@click.option("--transform/--no-transform", default=None, help="fit a global rotation, shift and scale of the "
+              "volume with W+ (default: the fit config)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... or auto")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--gt", type=click.Path(dir_okay=False), default=None, help="ground-truth CT (NIfTI) centred on the isocentre: adds metrics")
@@ -443,11 +449,12 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--force", is_flag=True, help="replace an existing output folder (once the new one is complete)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_lr, invert, fit_config, steps, restarts,
-                refine_pose, encoder, device, seed, gt, gt_seg, level, mesh, allow_single_view, force, quiet) -> None:
+                refine_pose, encoder, targets, levels, transform, device, seed, gt, gt_seg, level, mesh,
+                allow_single_view, force, quiet) -> None:
     """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
     from .geometry import MAX_PIXEL_SPACING_MM, parse_angles
     from .io import check_device
-    from .reconstruct import preflight, reconstruct as run, write_reconstruction
+    from .reconstruct import preflight, reconstruct_vertebrae as run, write_reconstruction, write_vertebrae
 
     # every cheap check before the fit: device, output folder, input files, fit config, options
     dev = str(check_device(device))
@@ -459,8 +466,12 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
               encoder=encoder)
     parsed_angles = None if angles is None else parse_angles(angles)
     spacing = _pair_option(pixel_spacing, "--spacing", lo=0.0, hi=MAX_PIXEL_SPACING_MM, lo_open=True)
-    rec = run(
+    clicks = _target_option(targets, len(images))
+    level_values = _levels_option(levels, clicks)
+    recs = run(
         images,
+        targets=clicks,
+        transform=transform,
         prior=prior,
         angles=parsed_angles,
         sdd_mm=sdd_mm,
@@ -481,11 +492,62 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
         level=level,
         progress=not quiet,
     )
-    folder = write_reconstruction(rec, out, force=force, mesh=mesh)
-    ncc = ", ".join(f"{n:.3f}" for n in rec.fit.view_ncc)
-    click.echo(f"wrote {folder}/recon.nii.gz ({rec.seconds:.1f} s; re-projection NCC per view: {ncc})")
-    if rec.metrics:
-        click.echo("  ".join(f"{k} {v:.3f}" for k, v in rec.metrics.items()))
+    if len(recs) == 1:
+        folder = write_reconstruction(recs[0], out, force=force, mesh=mesh)
+        names = [None]
+    else:
+        from .levels import level_name
+
+        names = ([level_name(v) for v in level_values] if level_values
+                 else [f"vertebra{k + 1}" for k in range(len(recs))])
+        values = list(level_values) if level_values else list(range(1, len(recs) + 1))
+        folder = write_vertebrae(recs, out, names=names, values=values, force=force,
+                                 mesh=mesh)
+    for rec, name in zip(recs, names):
+        ncc = ", ".join(f"{n:.3f}" for n in rec.fit.view_ncc)
+        where = folder if name is None else folder / name
+        if rec.target is not None and rec.target.method != "isocentre":
+            click.echo(f"target ({rec.target.method}): {_fmt_point(rec.target.point_mm)} mm"
+                       + (f", rays {rec.target.details['residual_mm']:.1f} mm apart (RMS)"
+                          if "residual_mm" in rec.target.details else ""))
+        click.echo(f"wrote {where}/recon.nii.gz ({rec.seconds:.1f} s; re-projection NCC per view: {ncc})")
+        if rec.metrics:
+            click.echo("  ".join(f"{k} {v:.3f}" for k, v in rec.metrics.items()))
+    if len(recs) > 1:
+        click.echo(f"wrote {folder}/labels.nii.gz ({len(recs)} vertebrae)")
+
+
+def _fmt_point(p) -> str:
+    return "(" + ", ".join(f"{float(x):.1f}" for x in p) + ")"
+
+
+def _target_option(values: Sequence[str], n_images: int):
+    """``--target`` values: none, ``auto``, or ROW,COL pairs grouped per vertebra."""
+    if not values:
+        return None
+    if any(v.strip().lower() == "auto" for v in values):
+        if len(values) != 1:
+            raise click.BadParameter("'auto' finds one vertebra: give it alone", param_hint="--target")
+        return "auto"
+    pairs = [_pair_option(v, "--target", lo=-1e6, hi=1e6) for v in values]
+    if any("," not in v for v in values):
+        raise click.BadParameter("each --target is ROW,COL (pixels) or 'auto'", param_hint="--target")
+    from .reconstruct import group_targets
+
+    return group_targets(pairs, n_images)
+
+
+def _levels_option(levels: str | None, clicks) -> tuple[int, ...] | None:
+    """``--levels`` of several targeted vertebrae: as many levels as vertebrae."""
+    if levels is None:
+        return None
+    from .levels import parse_levels
+
+    values = parse_levels(levels)
+    n = len(clicks) if isinstance(clicks, list) else 1
+    if len(values) != n:
+        raise click.BadParameter(f"{len(values)} level(s) for {n} targeted vertebra(e)", param_hint="--levels")
+    return values
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -526,8 +526,6 @@ def resample(
     Returns:
         A new :class:`Volume` of the input dtype.
     """
-    from scipy import ndimage
-
     s_out = _spacing3(spacing_mm)
     a_in = volume.affine
     s_in = np.asarray(volume.spacing_mm)
@@ -542,7 +540,24 @@ def resample(
     a_out = np.eye(4)
     a_out[:3, :3] = directions * s_out[None, :]
     a_out[:3, 3] = volume.centre_mm - a_out[:3, :3] @ ((n_out - 1.0) / 2.0)
-    out_to_in = np.linalg.inv(a_in) @ a_out  # output index -> input index
+    return resample_onto(volume, a_out, n_out, order=order, cval=cval)
+
+
+def resample_onto(volume: Volume, affine: np.ndarray, shape: Sequence[int], *, order: int = 1,
+                  cval: float = -1000.0) -> Volume:
+    """Resample a volume onto any grid: voxel index -> world mm ``affine`` ``[4, 4]`` and ``shape``.
+
+    Both volumes live in one world frame; output voxels whose world point lies outside the input
+    get ``cval`` (-1000 = air in HU; 0 for label maps). ``order``: 1 trilinear, 0 nearest.
+    """
+    from scipy import ndimage
+
+    n_out = np.asarray(shape, dtype=int).reshape(-1)
+    if n_out.size != 3 or np.any(n_out < 1):
+        raise InputError(f"shape must be three positive sizes, got {shape!r}")
+    a_out = np.asarray(affine, dtype=np.float64)
+    n_in = np.asarray(volume.shape, dtype=np.float64)
+    out_to_in = np.linalg.inv(volume.affine) @ a_out  # output index -> input index
     matrix, offset = out_to_in[:3, :3], out_to_in[:3, 3]
 
     src = volume.data

@@ -1,14 +1,24 @@
 """``xfit reconstruct AP LAT [MORE...] -o OUT``: read X-rays, fit the prior, write the outputs.
 
-The library entry point is :func:`reconstruct` (in memory: returns a :class:`Reconstruction`);
-:func:`write_reconstruction` writes the output folder of the conventions:
-``recon.nii.gz`` (HU, RAS, isocentre at the world origin), ``labels.nii.gz``,
+The library entry points are :func:`reconstruct` (one vertebra) and
+:func:`reconstruct_vertebrae` (one fit per target), in memory (:class:`Reconstruction`);
+:func:`write_reconstruction` writes the output folder of the conventions: ``recon.nii.gz`` (HU,
+RAS, in the X-rays' world frame: the affine says where the cube is), ``labels.nii.gz``,
 ``uncertainty.nii.gz`` (several restarts), ``preview.png``, ``report.json`` and optionally
-``surface.stl``.
+``surface.stl``; :func:`write_vertebrae` writes one such folder per vertebra plus a combined
+``labels.nii.gz``.
+
+Targets: without one the prior's cube sits at the isocentre and the whole images are fitted
+(xfit's simulated views). With ``--target ROW,COL`` per image the clicks are triangulated
+(:func:`xfit.fitting.roi.triangulate`), with ``--target auto`` the prior's mean vertebra is
+searched for (:func:`xfit.fitting.roi.auto_target`); the cube is centred there and each image
+cropped to what the cube sees, area-averaged to about one prior voxel
+(:func:`regions_of_interest`).
 
 Ground truth (``gt``) for the report: a CT whose grid centre is the isocentre of the X-rays (as
-``xfit simulate`` makes them by default); it is resampled onto the prior's grid. Its label map is
-taken from ``gt_seg`` or from a ``*_seg.nii.gz`` / ``seg.nii.gz`` beside it (the vertebra at the grid centre is the truth, :func:`centred_vertebra`).
+``xfit simulate`` makes them by default); it is resampled onto the fit's grid. Its label map is
+taken from ``gt_seg`` or from a ``*_seg.nii.gz`` / ``seg.nii.gz`` beside it (the vertebra at the
+grid centre is the truth, :func:`centred_vertebra`).
 """
 
 from __future__ import annotations
@@ -27,8 +37,8 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import (Volume, atomic_folder, atomic_write, check_device, check_output_folder, finite_json, read_nifti,
-                 read_xray, resample, write_nifti)
+from .io import (atomic_folder, atomic_write, check_device, check_output_folder, finite_json, read_nifti,
+                 read_xray, resample_onto, write_nifti)
 
 #: The prior shipped inside the package (trained on xfit's phantoms with configs/prior-64.yaml).
 DEFAULT_PRIOR = Path(__file__).parent / "data" / "prior-64.safetensors"
@@ -117,6 +127,13 @@ class Reconstruction:
     gt_hu: np.ndarray | None = None
     gt_labels: np.ndarray | None = None
     seconds: float = 0.0
+    #: where the cube was placed and how (None: at the isocentre, as before targets existed)
+    target: "Target | None" = None
+    #: per view, the region of interest fitted (None: the whole images)
+    rois: list | None = None
+    #: the images and views actually fitted (the ROI crops; the inputs without a target)
+    fit_images: list[np.ndarray] = field(default_factory=list)
+    fit_views: list[View] = field(default_factory=list)
 
     @property
     def hu(self) -> np.ndarray:
@@ -131,22 +148,32 @@ class Reconstruction:
         return self.fit.affine
 
 
-def gt_on_grid(gt_path: str | Path, shape: Sequence[int], spacing_mm: float, gt_seg: str | Path | None = None):
-    """Ground-truth HU (and label map, or None) resampled onto a grid centred on its own centre.
+def gt_on_grid(gt_path: str | Path, affine: np.ndarray, shape: Sequence[int], gt_seg: str | Path | None = None,
+               iso_in_gt_mm: Sequence[float] | None = None):
+    """Ground-truth HU (and label map, or None) resampled onto the fit's grid.
 
+    The X-rays' world frame has their isocentre at the origin; in the CT's own frame that point
+    is ``iso_in_gt_mm`` (default: the CT's grid centre, where ``xfit simulate`` puts it).
+
+    Args:
+        affine: ``[4, 4]`` voxel index -> X-ray world mm of the fit's grid.
+        shape: its (I, J, K).
     Returns:
-        ``(hu [I, J, K], labels [I, J, K] int16 or None)`` on the prior's grid.
+        ``(hu [I, J, K], labels [I, J, K] int16 or None)``.
     """
     gt_path = Path(gt_path)
     gt = read_nifti(gt_path)
-    hu = resample(gt, spacing_mm, order=1, shape=tuple(shape), cval=-1000.0).data
+    iso = gt.centre_mm if iso_in_gt_mm is None else np.asarray(iso_in_gt_mm, dtype=np.float64)
+    grid = np.asarray(affine, dtype=np.float64).copy()
+    grid[:3, 3] += iso  # X-ray world -> CT world
+    hu = resample_onto(gt, grid, shape, order=1, cval=-1000.0).data
     seg_path = Path(gt_seg) if gt_seg is not None else _find_seg(gt_path)
     labels = None
     if seg_path is not None:
         seg = read_nifti(seg_path)
         if seg.data.shape != gt.data.shape:
             raise InputError(f"{seg_path} does not share the grid of {gt_path}")
-        labels = np.rint(resample(seg, spacing_mm, order=0, shape=tuple(shape), cval=0.0).data).astype(np.int16)
+        labels = np.rint(resample_onto(seg, grid, shape, order=0, cval=0.0).data).astype(np.int16)
     return hu, labels
 
 
@@ -196,9 +223,142 @@ def _find_seg(ct_path: Path) -> Path | None:
     return None
 
 
+#: Margin of each region of interest around the projection of the prior's cube (fraction of
+#: its size per side): room for the similarity transform and the pose corrections.
+ROI_MARGIN = 0.15
+#: Largest combined label map of several vertebrae (voxels; int16 plus float32 work arrays).
+MAX_COMBINED_VOXELS = 256**3
+#: HU above which the prior's mean vertebra counts as bone in the auto-target template.
+TEMPLATE_BONE_HU = 150.0
+#: Largest number of vertebrae in one run.
+MAX_TARGETS = 64
+
+
+@dataclass
+class Target:
+    """Where the prior's cube is placed: its centre in the X-rays' world frame.
+
+    Attributes:
+        point_mm: ``[3]`` world mm (the X-rays' frame: their isocentre is the origin).
+        method: ``"isocentre"`` (no target given), ``"clicks"`` (``--target ROW,COL`` per image,
+            triangulated) or ``"auto"`` (:func:`xfit.fitting.roi.auto_target`).
+        pixels_rc: per view, the (row, col) of the point in the input image.
+        details: triangulation residuals or the auto-search candidates.
+    """
+
+    point_mm: np.ndarray
+    method: str
+    pixels_rc: list[tuple[float, float]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"point_mm": [float(x) for x in self.point_mm], "method": self.method,
+                "pixels_rc": [[float(r), float(c)] for r, c in self.pixels_rc], **self.details}
+
+
+def group_targets(pixels: Sequence[Sequence[float]], n_views: int) -> list[list[tuple[float, float]]]:
+    """``--target`` values in the order given: one per image for each vertebra.
+
+    Raises:
+        InputError: a count that is not a multiple of the number of images, or too many.
+    """
+    if len(pixels) == 0 or len(pixels) % n_views:
+        raise InputError(f"{len(pixels)} --target value(s) for {n_views} images: give one ROW,COL per "
+                         "image for each vertebra, in the order of the images")
+    groups = [[(float(r), float(c)) for r, c in pixels[i:i + n_views]] for i in range(0, len(pixels), n_views)]
+    if len(groups) > MAX_TARGETS:
+        raise InputError(f"{len(groups)} vertebrae targeted; at most {MAX_TARGETS} per run")
+    return groups
+
+
+def mean_volume(prior) -> tuple[Any, np.ndarray]:
+    """The prior's mean vertebra as its bone's attenuation above soft tissue ``[R, R, R]``
+    (1/mm, torch; 0 below :data:`TEMPLATE_BONE_HU`) and its affine: the auto-target template.
+
+    Only the bone is kept: the soft tissue of the cube would project as a box whose edges match
+    any edge in a radiograph (the end of the field, the pelvis) better than the vertebra does.
+    """
+    import torch
+
+    from .io import hu_to_mu
+    from .prior.sample import generate_hu, prior_affine
+
+    w = prior.w_mean.float()[None, None].expand(1, prior.num_ws, -1)
+    with torch.no_grad():
+        hu, _ = generate_hu(prior, w)
+    hu = hu.clamp(*prior.hu_window)[0].cpu()
+    return hu_to_mu(hu.clamp_min(TEMPLATE_BONE_HU)) - hu_to_mu(hu.new_tensor(TEMPLATE_BONE_HU)), prior_affine(prior)
+
+
+def locate(prior, inputs: Inputs, clicks: Sequence[tuple[float, float]] | str | None) -> Target:
+    """The cube's centre: the isocentre, the triangulated clicks, or the automatic search.
+
+    Raises:
+        InputError: a click outside its image, or clicks whose rays do not meet.
+        GeometryError: views too close to parallel to triangulate.
+    """
+    import torch
+
+    from .fitting.roi import auto_target, triangulate
+    from .geometry import world_to_pixel
+
+    if clicks is None:
+        origin = torch.zeros(1, 3, dtype=torch.float64)
+        pix = [tuple(world_to_pixel(origin, v)[0].tolist()) for v in inputs.views]
+        return Target(np.zeros(3), "isocentre", pix)
+    if isinstance(clicks, str):
+        if clicks != "auto":
+            raise InputError(f"--target must be ROW,COL or 'auto', got {clicks!r}")
+        mu, affine = mean_volume(prior)
+        found = auto_target(inputs.images, inputs.views, mu, affine)
+        info = found.to_dict()
+        return Target(np.asarray(found.point_mm, dtype=np.float64), "auto", list(found.pixels_rc),
+                      {"score": info["score"], "candidates": info["candidates"]})
+    tri = triangulate(inputs.views, list(clicks))
+    info = tri.to_dict()
+    return Target(np.asarray(tri.point_mm, dtype=np.float64), "clicks", list(clicks),
+                  {"residual_mm": info["residual_mm"], "distances_mm": info["distances_mm"]})
+
+
+def regions_of_interest(prior, inputs: Inputs, target: Target):
+    """Crops of every image around the cube at ``target`` (area-averaged to about one prior
+    voxel at the target) with their views.
+
+    Returns:
+        ``(images [list of [r, c]], views, rois)``.
+    Raises:
+        InputError: the cube's projection leaves an image.
+    """
+    from .fitting.roi import crop_image, roi_for_cube
+
+    spacing = float(prior.config.spacing_mm)
+    fov = spacing * int(prior.config.resolution)
+    rois = [roi_for_cube(v, target.point_mm, fov, margin=ROI_MARGIN, spacing_mm=spacing, index=i)
+            for i, v in enumerate(inputs.views)]
+    images = [crop_image(img, roi) for img, roi in zip(inputs.images, rois)]
+    return images, [roi.view for roi in rois], rois
+
+
 def reconstruct(
     images: Sequence[str | Path],
     *,
+    target: Sequence[tuple[float, float]] | str | None = None,
+    **kwargs: Any,
+) -> Reconstruction:
+    """Reconstruct one vertebra from X-ray files; see :func:`reconstruct_vertebrae`.
+
+    Args:
+        target: ``None`` (the cube at the isocentre, the whole images fitted), one (row, col)
+            per image (the vertebra's centre as clicked in each), or ``"auto"``.
+    """
+    clicks = [list(target)] if target is not None and not isinstance(target, str) else target
+    return reconstruct_vertebrae(images, targets=clicks, **kwargs)[0]
+
+
+def reconstruct_vertebrae(
+    images: Sequence[str | Path],
+    *,
+    targets: Sequence[Sequence[tuple[float, float]]] | str | None = None,
     prior: str | Path | None = None,
     angles: Sequence[float] | None = None,
     sdd_mm: float | None = None,
@@ -211,25 +371,36 @@ def reconstruct(
     steps: int | None = None,
     restarts: int | None = None,
     refine_pose: bool | None = None,
+    transform: bool | None = None,
     device: str = "cpu",
     seed: int = 0,
     gt: str | Path | None = None,
     gt_seg: str | Path | None = None,
+    gt_isocenter_mm: Sequence[float] | None = None,
     encoder: str | Path | None = None,
     level: str | None = None,
     progress: bool = True,
-) -> Reconstruction:
-    """Reconstruct a CT volume from X-ray files; see the module docstring.
+) -> list[Reconstruction]:
+    """Reconstruct vertebrae from X-ray files, one fit per target; see the module docstring.
 
     Args:
         images: two or more X-ray files (PNG/JPEG/TIFF 8/16-bit with sidecars, or DICOM).
+        targets: ``None`` (one fit, the cube at the isocentre, the whole images), ``"auto"``
+            (one vertebra found automatically), or per vertebra one (row, col) per image. With a
+            target each image is cropped to the region the cube sees (:func:`regions_of_interest`)
+            and the outputs sit at the target in the X-rays' world frame.
         prior: prior checkpoint (default: the one shipped with xfit).
-        config: fitting config YAML (default ``configs/fit.yaml``); ``steps``, ``restarts`` and
-            ``refine_pose`` override it.
+        config: fitting config YAML (default ``configs/fit.yaml``); ``steps``, ``restarts``,
+            ``refine_pose`` and ``transform`` override it.
         encoder: warm-start encoder checkpoint (default: ``<prior>.encoder.safetensors`` beside
-            the prior when it exists; otherwise the fit starts from ``w_mean``).
+            the prior when it exists; otherwise the fit starts from ``w_mean``). Not used with a
+            target: the encoder expects the vertebra at the isocentre.
         level: the vertebra the X-rays are aimed at (``"L1"``), recorded in the report; a warning
             says so when the prior was never trained on that level.
+        gt_isocenter_mm: where the X-rays' isocentre lies in the ground truth CT's frame
+            (default: its grid centre; ``xfit simulate`` records it in ``simulate.json``).
+    Raises:
+        InputError, GeometryError: bad inputs, targets or geometry (before any fit).
     """
     from .fitting import fit, load_fit_config
     from .fitting.encoder import warm_start_w_plus
@@ -251,10 +422,21 @@ def reconstruct(
         invert=invert,
         allow_single_view=allow_single_view,
     )
+    groups: list = [None] if targets is None else (["auto"] if isinstance(targets, str) else
+                                                   group_targets([p for g in targets for p in g], len(inputs.views)))
+    if isinstance(targets, str) and targets != "auto":
+        raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
+    if groups[0] not in (None, "auto"):
+        from .fitting.roi import check_target
+
+        for g in groups:  # every click is checked before the prior is loaded
+            for i, (view, rc) in enumerate(zip(inputs.views, g)):
+                check_target(view, rc, i)
     prior_path = Path(prior) if prior is not None else DEFAULT_PRIOR
     if prior is None and not prior_path.exists():
         raise InputError(f"the default prior {prior_path} is missing from this installation; give --prior")
-    overrides = {k: v for k, v in dict(steps=steps, restarts=restarts, refine_pose=refine_pose).items() if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, restarts=restarts, refine_pose=refine_pose,
+                                       transform=transform).items() if v is not None}
     cfg = load_fit_config(config, **overrides)  # a bad config fails before the prior is loaded
     for extra in (gt, gt_seg, encoder):
         if extra is not None and not Path(extra).is_file():
@@ -262,38 +444,100 @@ def reconstruct(
     loaded = load_prior(prior_path, device=device)
     if level is not None:
         _warn_unseen_level(loaded.meta, level)
-    gt_hu = gt_labels = None
-    if gt is not None:
-        r = loaded.config.resolution
-        gt_hu, gt_labels = gt_on_grid(gt, (r, r, r), loaded.config.spacing_mm, gt_seg)
-    w_init, init_note = warm_start_w_plus(loaded, inputs.images, inputs.views, encoder=encoder)
-    result = fit(loaded, inputs.images, inputs.views, cfg, seed=seed, w_init=w_init, progress=progress)
-    rec = Reconstruction(
-        fit=result,
-        inputs=inputs,
-        prior_path=prior_path,
-        prior_sha256=loaded.sha256,
-        settings={
-            "angles_deg": [v.angle_deg for v in inputs.views],
-            "level": level,
-            "device": device,
-            "seed": seed,
-            "init": init_note,
-            "invert": invert,
-            "flip_lr": flip_lr,
-            "fit": result.config,
-        },
-        gt_hu=gt_hu,
-        gt_labels=gt_labels,
-    )
-    if gt_hu is not None:
-        from .metrics import volume_metrics
+    located = [locate(loaded, inputs, g) for g in groups]  # all targets checked before any fit
+    crops = [regions_of_interest(loaded, inputs, t) if t.method != "isocentre" else None for t in located]
+    if len(located) > 1:
+        check_combined_grid([t.point_mm for t in located], loaded)
+    t_setup = time.perf_counter() - t0
+    out = []
+    for target, crop in zip(located, crops):
+        t1 = time.perf_counter()
+        fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
+        if crop is None:
+            w_init, init_note = warm_start_w_plus(loaded, fit_images, fit_views, encoder=encoder)
+        else:
+            w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
+        result = fit(loaded, fit_images, fit_views, cfg, seed=seed, w_init=w_init,
+                     centre_mm=target.point_mm, progress=progress)
+        rec = Reconstruction(
+            fit=result,
+            inputs=inputs,
+            prior_path=prior_path,
+            prior_sha256=loaded.sha256,
+            settings={
+                "angles_deg": [v.angle_deg for v in inputs.views],
+                "level": level,
+                "device": device,
+                "seed": seed,
+                "init": init_note,
+                "invert": invert,
+                "flip_lr": flip_lr,
+                "fit": result.config,
+            },
+            target=target,
+            rois=rois,
+            fit_images=list(fit_images),
+            fit_views=list(fit_views),
+        )
+        if gt is not None:
+            from .metrics import volume_metrics
 
-        gt_mask = None if gt_labels is None else centred_vertebra(gt_labels)
-        pred_mask = None if gt_mask is None else result.labels.astype(bool)
-        rec.metrics = volume_metrics(result.hu, gt_hu, pred_mask, gt_mask, loaded.config.spacing_mm)
-    rec.seconds = time.perf_counter() - t0
-    return rec
+            r = loaded.config.resolution
+            rec.gt_hu, rec.gt_labels = gt_on_grid(gt, result.affine, (r, r, r), gt_seg, gt_isocenter_mm)
+            gt_mask = None if rec.gt_labels is None else centred_vertebra(rec.gt_labels)
+            pred_mask = None if gt_mask is None else result.labels.astype(bool)
+            rec.metrics = volume_metrics(result.hu, rec.gt_hu, pred_mask, gt_mask, loaded.config.spacing_mm)
+        rec.seconds = time.perf_counter() - t1 + t_setup / len(located)
+        out.append(rec)
+    return out
+
+
+def combined_grid(points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int
+                  ) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Axis-aligned grid (affine, shape) at ``spacing_mm`` covering every vertebra's cube of
+    ``resolution`` voxels per side centred at ``points_mm``."""
+    s = float(spacing_mm)
+    half = s * (int(resolution) - 1) / 2.0
+    pts = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
+    lo, hi = pts.min(0) - half, pts.max(0) + half
+    shape = tuple(int(n) for n in np.rint((hi - lo) / s).astype(int) + 1)
+    affine = np.diag([s, s, s, 1.0])
+    affine[:3, 3] = lo
+    return affine, shape
+
+
+def check_combined_grid(points_mm: Sequence[np.ndarray], prior) -> None:
+    """Raise InputError when the combined label map of these vertebrae would not fit in memory."""
+    _, shape = combined_grid(points_mm, prior.config.spacing_mm, prior.config.resolution)
+    voxels = int(np.prod(shape))
+    if voxels > MAX_COMBINED_VOXELS:
+        extent = [round(n * float(prior.config.spacing_mm)) for n in shape]
+        raise InputError(f"the {len(points_mm)} targets span {extent} mm: their combined label map "
+                         f"would need {voxels / 1e6:.0f} M voxels (at most {MAX_COMBINED_VOXELS / 1e6:.0f} M); "
+                         "check the clicks, or reconstruct the vertebrae in separate runs")
+
+
+def combined_labels(recs: Sequence[Reconstruction], values: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """One label map ``[I, J, K]`` int16 in the X-rays' frame: vertebra ``k`` carries ``values[k]``.
+
+    Each fit's label probability is resampled onto the common grid (:func:`combined_grid`); a
+    voxel takes the vertebra of highest probability above 0.5.
+    Returns:
+        ``(labels, affine)``.
+    """
+    from .io import Volume
+
+    f = recs[0].fit
+    spacing = float(np.linalg.norm(np.asarray(f.affine)[:3, 0]))
+    affine, shape = combined_grid([np.asarray(r.fit.centre_mm) for r in recs], spacing, f.hu.shape[0])
+    best = np.full(shape, 0.5, np.float32)
+    labels = np.zeros(shape, np.int16)
+    for rec, value in zip(recs, values):
+        prob = resample_onto(Volume(rec.fit.label_prob.astype(np.float32), rec.fit.affine), affine, shape,
+                             order=1, cval=0.0).data
+        take = prob > best
+        labels[take], best[take] = value, prob[take]
+    return labels, affine
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -340,11 +584,17 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
         if f.pose is not None:
             entry["refined_view"] = view_dict(f.views[i])
         views.append(entry)
+    for entry, roi in zip(views, rec.rois or []):
+        entry["region_of_interest"] = roi.to_dict()
     return {
         "xfit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "prior": {"path": str(rec.prior_path), "sha256": rec.prior_sha256},
         "settings": rec.settings,
+        "target": None if rec.target is None else rec.target.to_dict(),
+        "grid": {"affine": np.asarray(f.affine).tolist(), "centre_mm": f.centre_mm},
+        "transform": f.transform,
+        "residual_rms_hu": f.residual_rms_hu,
         "views": views,
         "losses": {"final": f.history[-1] if f.history else {}, "history": f.history},
         "restarts": f.restarts,
@@ -423,9 +673,10 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
         vols.append(("ground truth", rec.gt_hu, None if rec.gt_labels is None else centred_vertebra(rec.gt_labels)))
     if f.uncertainty is not None:
         vols.append(("uncertainty (HU std)", f.uncertainty, None))
-    n_views = len(rec.inputs.images)
+    fit_images = rec.fit_images or rec.inputs.images
+    n_views = len(fit_images)
     cols = max(3, n_views)
-    rows = len(vols) + 3
+    rows = len(vols) + 3 + (1 if rec.rois else 0)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -444,7 +695,7 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
             ax.set_title(f"{name}: {sname}", fontsize=8)
     base = len(vols)
     for c in range(n_views):
-        inp = rec.inputs.images[c]
+        inp = fit_images[c]
         rep = f.projections[c]
         res = inp - rep
         lim = max(float(np.abs(res).max()), 1e-6)
@@ -454,11 +705,45 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
         axes[base + 1, c].set_title(f"re-projection (NCC {f.view_ncc[c]:.3f})", fontsize=8)
         axes[base + 2, c].imshow(res, cmap="coolwarm", vmin=-lim, vmax=lim)
         axes[base + 2, c].set_title("residual", fontsize=8)
+        if rec.rois:
+            _show_roi(axes[base + 3, c], rec.inputs.images[c], rec.rois[c], rec.target.pixels_rc[c])
     if rec.metrics:
         txt = "  ".join(f"{k} {v:.3g}" for k, v in rec.metrics.items() if isinstance(v, (int, float)))
         fig.suptitle(txt, fontsize=9)
     fig.tight_layout()
     return figure_to_png(fig, path)
+
+
+def _show_roi(ax, image: np.ndarray, roi, target_rc) -> None:
+    """The whole input image with the region of interest (box) and the target (cross)."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image, cmap="gray")
+    ax.add_patch(Rectangle((roi.col0 - 0.5, roi.row0 - 0.5), roi.cols, roi.rows, fill=False, edgecolor="y",
+                           linewidth=0.8))
+    ax.plot([target_rc[1]], [target_rc[0]], "r+", markersize=8)
+    ax.set_title(f"whole image {image.shape[0]}x{image.shape[1]}: region of interest", fontsize=8)
+
+
+def write_vertebrae(recs: Sequence[Reconstruction], out_dir: str | Path, *, names: Sequence[str],
+                    values: Sequence[int], force: bool = False, mesh: bool = False) -> Path:
+    """Several vertebrae: one reconstruction folder per vertebra (``OUT/<name>/``) and one
+    combined ``OUT/labels.nii.gz`` in the X-rays' frame (vertebra ``k`` labelled ``values[k]``),
+    with ``OUT/report.json`` listing them. Written as a whole (:func:`xfit.io.atomic_folder`)."""
+    with atomic_folder(out_dir, force=force) as out:
+        for rec, name in zip(recs, names):
+            write_reconstruction(rec, out / name, mesh=mesh)
+        labels, affine = combined_labels(recs, values)
+        write_nifti(out / "labels.nii.gz", labels, affine, force=True)
+        summary = {"xfit_version": __version__, "labels": "labels.nii.gz",
+                   "vertebrae": [{"name": n, "label": int(v), "folder": n,
+                                  "target": None if r.target is None else r.target.to_dict(),
+                                  "metrics_vs_gt": r.metrics}
+                                 for r, n, v in zip(recs, names, values)]}
+        with atomic_write(out / "report.json", force=True) as tmp:
+            Path(tmp).write_text(json.dumps(finite_json(summary), indent=2, default=_json_default,
+                                            allow_nan=False) + "\n")
+    return Path(out_dir)
 
 
 def check_output_free(out_dir: str | Path, force: bool, inputs: Sequence[str | Path] = ()) -> Path:

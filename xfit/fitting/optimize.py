@@ -47,6 +47,7 @@ from .config import FitConfig, load_fit_config
 from .objective import (Objective, ViewGroup, group_views, match_gain_offset, ncc_per_view,
                         upsample_background)
 from .residual import upsample_residual
+from .roi import crop_view, rescale_view
 from .transform import NUM_PARAMS as NUM_TRANSFORM_PARAMS
 from .transform import describe, moved_affine, resample_to_grid, similarity_matrix
 
@@ -188,12 +189,12 @@ def lr_schedule(t: float, rampup: float, rampdown: float) -> float:
 def half_resolution(view: View) -> View:
     """The view with half the pixels per side and twice the spacing (same detector area).
 
-    Matches ``avg_pool2d(image, 2)`` (an odd last row/column is dropped; the principal point
-    offset is adjusted so that pixel centres stay where the pooled pixels are).
+    Matches ``avg_pool2d(image, 2)``: an odd last row/column is dropped, then pixel pairs merge
+    (:func:`~xfit.fitting.roi.crop_view`, :func:`~xfit.fitting.roi.rescale_view`).
     """
-    (rows, cols), (dr, dc) = view.shape, view.pixel_spacing_mm
-    off = tuple(o / 2 - 0.25 * (n % 2) for o, n in zip(view.offset_px, (rows, cols)))
-    return view.with_(shape=(rows // 2, cols // 2), pixel_spacing_mm=(2 * dr, 2 * dc), offset_px=off)
+    rows, cols = view.shape
+    even = crop_view(view, 0, 0, rows - rows % 2, cols - cols % 2)
+    return rescale_view(even, (rows // 2, cols // 2))
 
 
 def _normalise(img: np.ndarray) -> Tensor:
