@@ -543,11 +543,18 @@ def _levels_option(levels: str | None, clicks) -> tuple[int, ...] | None:
         return None
     from .levels import parse_levels
 
-    values = parse_levels(levels)
+    values = tuple(v for item in levels.split(",") for v in parse_levels(item))  # in the order given
+    if len(set(values)) != len(values):
+        raise click.BadParameter(f"{levels!r} names a level twice", param_hint="--levels")
     n = len(clicks) if isinstance(clicks, list) else 1
     if len(values) != n:
         raise click.BadParameter(f"{len(values)} level(s) for {n} targeted vertebra(e)", param_hint="--levels")
     return values
+
+
+from .baselines.cli import train_baseline  # noqa: E402 (registered after the group exists)
+
+main.add_command(train_baseline)
 
 
 if __name__ == "__main__":  # pragma: no cover
