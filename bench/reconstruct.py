@@ -2,6 +2,7 @@
 projector / optimizer time, and how time grows with steps, detector size and resolution.
 
     python bench/reconstruct.py [--prior PATH] [--quick]
+    python bench/reconstruct.py --radiograph     # README example vs a 2500 x 2000 px pair with --target
 
 Each case runs in a fresh subprocess (so peak resident memory is per case). The X-rays are
 simulated from a held-out phantom (seed 9001) on the prior's grid. Prints a table; the first row
@@ -39,6 +40,55 @@ print(json.dumps({"wall_s": wall, "steps": res.stopped_at, "timings": res.timing
 """
 
 
+RADIOGRAPH = r"""
+import json, sys, time, torch
+import numpy as np
+from xfit.geometry import world_to_pixel
+from xfit.io import write_nifti
+from xfit.phantoms.model import make_phantom
+from xfit.reconstruct import reconstruct
+from xfit.simulate import simulate
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+if args["case"] == "example":
+    t0 = time.perf_counter()
+    rec = reconstruct([args["root"] + "/examples/ap.png", args["root"] + "/examples/lat.png"], progress=False)
+else:
+    ph = make_phantom(9002, size=(160, 144, 224), spacing_mm=1.5, level="L2")
+    write_nifti(args["tmp"] + "/ct.nii.gz", ph.hu, ph.affine, force=True)
+    iso = np.array([15.0, -5.0, 25.0])
+    sims = simulate(args["tmp"] + "/ct.nii.gz", [0.0, 90.0], args["tmp"] + "/xr", detector_shape=(2500, 2000),
+                    pixel_spacing_mm=(0.14, 0.14), isocenter_mm=iso, force=True)
+    origin = torch.zeros(1, 3, dtype=torch.float64)
+    clicks = [tuple(world_to_pixel(origin, s.view)[0].tolist()) for s in sims]
+    t0 = time.perf_counter()
+    rec = reconstruct([s.png for s in sims], target=clicks, progress=False)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "steps": rec.fit.stopped_at, "timings": rec.fit.timings,
+                  "fitted_shapes": [list(im.shape) for im in rec.fit_images], "ncc": rec.fit.view_ncc}))
+"""
+
+
+def radiograph(threads: int) -> None:
+    """The README example's reconstruct against a 2500 x 2000 px pair with --target (whole
+    ``xfit.reconstruct.reconstruct`` calls: reading, targeting, cropping, fitting)."""
+    import tempfile
+
+    root = str(Path(__file__).resolve().parents[1])
+    out = {}
+    for case in ("example", "radiograph"):
+        with tempfile.TemporaryDirectory() as tmp:
+            args = dict(case=case, threads=threads, root=root, tmp=tmp)
+            res = subprocess.run([sys.executable, "-c", RADIOGRAPH, json.dumps(args)], capture_output=True, text=True,
+                                 check=True)
+            out[case] = json.loads(res.stdout.strip().splitlines()[-1])
+    ex, rg = out["example"], out["radiograph"]
+    print(f"{threads} thread(s)")
+    print(f"README example (128 x 128 px):             {ex['wall_s']:6.1f} s, {ex['steps']} steps, fitted {ex['fitted_shapes']}")
+    print(f"2500 x 2000 px pair with --target (clicks): {rg['wall_s']:6.1f} s, {rg['steps']} steps, fitted {rg['fitted_shapes']}")
+    print(f"ratio radiograph / example: {rg['wall_s'] / ex['wall_s']:.2f}")
+
+
 def run_case(prior: str, detector: int, pixel_spacing: float, overrides: dict, threads: int) -> dict:
     """Fit once in a fresh interpreter; returns its timing record."""
     args = dict(prior=prior, detector=detector, pixel_spacing=pixel_spacing, overrides=overrides, threads=threads)
@@ -59,7 +109,10 @@ def main() -> None:
     p.add_argument("--prior", default=str(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="only the default and one variation per axis")
+    p.add_argument("--radiograph", action="store_true", help="only: README example vs a 2500 x 2000 px pair with --target")
     a = p.parse_args()
+    if a.radiograph:
+        return radiograph(a.threads)
     import torch
 
     from xfit.fitting import load_fit_config

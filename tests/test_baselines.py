@@ -460,3 +460,26 @@ def test_default_views_are_the_studys():
 
     for m in METHODS:
         assert load_config(m).views.views() == default_views([0.0, 90.0], 128, 1.0)
+
+
+def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir):
+    """`xfit reconstruct --method` writes the fit's outputs from a baseline's prediction."""
+    from xfit.cli import main
+
+    ct = sorted(Path(ct_dir).rglob("*_ct.nii.gz"))[0]
+    runner = CliRunner()
+    res = runner.invoke(main, ["simulate", str(ct), "--angles", "0,90", "--detector", "24", "--pixel-spacing", "4",
+                               "-o", str(tmp_path / "xr")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(tmp_path / "xr" / "ap.png"), str(tmp_path / "xr" / "lat.png"), "-o", str(out),
+            "--method", "x2ct-cnn", "--checkpoint", str(trained), "--quiet"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    for name in ("recon.nii.gz", "labels.nii.gz", "preview.png", "report.json"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["method"] == "x2ct-cnn" and "threshold" in report["settings"]["fit"]["labels"]
+    assert len(report["views"]) == 2 and all(-1 <= v["ncc"] <= 1 for v in report["views"])
+    bad = runner.invoke(main, args[:4] + [str(tmp_path / "rec2"), "--method", "x2ct-nope", "--quiet"])
+    assert bad.exit_code == 2 and "unknown baseline method" in bad.stderr and not (tmp_path / "rec2").exists()

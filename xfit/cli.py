@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
@@ -437,6 +438,10 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
               "(repeat per image; several vertebrae: V values each), or 'auto'; crops each image around it")
 @click.option("--levels", "levels", default=None, help="with several targeted vertebrae: their levels in target order "
               "(e.g. L1-L3), used as folder names and label values")
+@click.option("--method", default="fit", show_default=True, help="fit (the prior) or a feed-forward baseline: "
+              "x2ct-cnn, x2ct-gan, ear")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="the baseline's checkpoint "
+              "(default: the one shipped for --method)")
 @click.option("--transform/--no-transform", default=None, help="fit a global rotation, shift and scale of the "
               "volume with W+ (default: the fit config)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... or auto")
@@ -449,7 +454,7 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--force", is_flag=True, help="replace an existing output folder (once the new one is complete)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_lr, invert, fit_config, steps, restarts,
-                refine_pose, encoder, targets, levels, transform, device, seed, gt, gt_seg, level, mesh,
+                refine_pose, encoder, targets, levels, method, checkpoint, transform, device, seed, gt, gt_seg, level, mesh,
                 allow_single_view, force, quiet) -> None:
     """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
     from .geometry import MAX_PIXEL_SPACING_MM, parse_angles
@@ -468,9 +473,19 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
     spacing = _pair_option(pixel_spacing, "--spacing", lo=0.0, hi=MAX_PIXEL_SPACING_MM, lo_open=True)
     clicks = _target_option(targets, len(images))
     level_values = _levels_option(levels, clicks)
+    if method != "fit":
+        from .baselines.common import check_method
+
+        check_method(method)
+    from .errors import InputError
+
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise InputError(f"{checkpoint}: file not found")
     recs = run(
         images,
         targets=clicks,
+        method=method,
+        checkpoint=checkpoint,
         transform=transform,
         prior=prior,
         angles=parsed_angles,

@@ -379,6 +379,8 @@ def reconstruct_vertebrae(
     gt_isocenter_mm: Sequence[float] | None = None,
     encoder: str | Path | None = None,
     level: str | None = None,
+    method: str = "fit",
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> list[Reconstruction]:
     """Reconstruct vertebrae from X-ray files, one fit per target; see the module docstring.
@@ -399,6 +401,8 @@ def reconstruct_vertebrae(
             says so when the prior was never trained on that level.
         gt_isocenter_mm: where the X-rays' isocentre lies in the ground truth CT's frame
             (default: its grid centre; ``xfit simulate`` records it in ``simulate.json``).
+        method: ``"fit"`` (the prior) or a feed-forward baseline (``x2ct-cnn``, ``x2ct-gan``,
+            ``ear``; :mod:`xfit.baselines`) with its ``checkpoint`` (default: the shipped one).
     Raises:
         InputError, GeometryError: bad inputs, targets or geometry (before any fit).
     """
@@ -408,6 +412,10 @@ def reconstruct_vertebrae(
 
     t0 = time.perf_counter()
     check_device(device)
+    if method != "fit":
+        from .baselines.infer import load_baseline
+
+        load_baseline(method, checkpoint, device)  # an unknown method or bad checkpoint fails first
     if level is not None:
         from .levels import level_label
 
@@ -453,12 +461,16 @@ def reconstruct_vertebrae(
     for target, crop in zip(located, crops):
         t1 = time.perf_counter()
         fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
-        if crop is None:
-            w_init, init_note = warm_start_w_plus(loaded, fit_images, fit_views, encoder=encoder)
+        if method != "fit":
+            result = baseline_result(method, checkpoint, fit_images, fit_views, target.point_mm, device)
+            init_note = f"feed-forward baseline {method}"
         else:
-            w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
-        result = fit(loaded, fit_images, fit_views, cfg, seed=seed, w_init=w_init,
-                     centre_mm=target.point_mm, progress=progress)
+            if crop is None:
+                w_init, init_note = warm_start_w_plus(loaded, fit_images, fit_views, encoder=encoder)
+            else:
+                w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
+            result = fit(loaded, fit_images, fit_views, cfg, seed=seed, w_init=w_init,
+                         centre_mm=target.point_mm, progress=progress)
         rec = Reconstruction(
             fit=result,
             inputs=inputs,
@@ -469,6 +481,7 @@ def reconstruct_vertebrae(
                 "level": level,
                 "device": device,
                 "seed": seed,
+                "method": method,
                 "init": init_note,
                 "invert": invert,
                 "flip_lr": flip_lr,
@@ -490,6 +503,34 @@ def reconstruct_vertebrae(
         rec.seconds = time.perf_counter() - t1 + t_setup / len(located)
         out.append(rec)
     return out
+
+
+def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray],
+                    views: Sequence[View], centre_mm: np.ndarray, device: str):
+    """A feed-forward baseline's prediction as a :class:`~xfit.fitting.FitResult`, with its
+    re-projections compared to the images exactly as a fit's are."""
+    import torch
+
+    from .baselines.infer import predict
+    from .fitting import FitResult, load_fit_config
+    from .fitting.optimize import build_objective, compare_views, normalised_targets
+    from .io import hu_to_mu
+
+    t0 = time.perf_counter()
+    hu, labels, affine, notes = predict(method, checkpoint, images, views, device=device, target_mm=centre_mm)
+    cfg = load_fit_config(None)
+    arrays = [np.asarray(a, dtype=np.float64) for a in images]
+    objective = build_objective(views, normalised_targets(arrays, "cpu"), affine, hu.shape[0], cfg)
+    with torch.no_grad():
+        preds = objective.render(hu_to_mu(torch.from_numpy(np.ascontiguousarray(hu, np.float32)))[None, None])
+    ncc, proj = compare_views(objective, preds, arrays)
+    return FitResult(
+        hu=hu.astype(np.float32), label_prob=labels.astype(np.float32), labels=labels.astype(np.uint8),
+        uncertainty=None, affine=np.asarray(affine, np.float64), w_plus=np.zeros((0, 0), np.float32), noise=[],
+        history=[], view_ncc=ncc, projections=proj, backgrounds=None, views=list(views), pose=None, restarts=[],
+        best_restart=0, stopped_at=0, perceptual=None, timings={"total": time.perf_counter() - t0},
+        config={"method": method, **{k: v for k, v in notes.items() if k != "training"}},
+        centre_mm=[float(x) for x in centre_mm])
 
 
 def combined_grid(points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int

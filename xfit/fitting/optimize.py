@@ -651,6 +651,58 @@ def converged(restarts: Sequence[Restart], step: int, cfg: FitConfig) -> bool:
 # ----------------------------------------------------------------------------- fit
 
 
+@torch.no_grad()
+def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray]
+                  ) -> tuple[list[float], list[np.ndarray]]:
+    """Per input view (input order): NCC of its re-projection with the image over the
+    objective's footprint mask, and the re-projection matched to the image by the least-squares
+    gain and offset.
+
+    Args:
+        objective: the objective whose groups and masks the predictions follow.
+        preds: per view group ``[1, V_g, R, C]`` re-projections of one volume.
+        arrays: the input images ``[R_v, C_v]``.
+    """
+    n = sum(len(g.index) for g in objective.groups)
+    ncc, proj = [0.0] * n, [None] * n
+    for g, p, m in zip(objective.groups, preds, objective.masks):
+        raw = torch.stack([torch.from_numpy(np.asarray(arrays[i])).to(p) for i in g.index])
+        values = ncc_per_view(p, raw, m)[0].cpu().tolist()
+        matched = match_gain_offset(p, raw)[0].cpu().numpy()
+        for j, i in enumerate(g.index):
+            ncc[i], proj[i] = float(values[j]), matched[j].astype(np.float32)
+    return ncc, proj
+
+
+def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np.ndarray, resolution: int,
+                    cfg: FitConfig, *, coarse: bool = False, perceptual=None) -> Objective:
+    """The fit's objective for volumes of ``resolution`` voxels per side on ``affine``.
+
+    Args:
+        views, targets: the views and their normalised images ``[R_v, C_v]`` (tensors).
+        affine: ``[4, 4]`` voxel index -> world mm of the volumes.
+        cfg: the weights, scales, footprint and projector step.
+        coarse: at half detector resolution (:func:`half_resolution`).
+    """
+    device = targets[0].device
+    groups, tg = _groups_targets(list(views), list(targets), coarse)
+    aff = torch.as_tensor(affine, dtype=torch.float32, device=device)
+    masks = footprint_masks(groups, aff, resolution, cfg.footprint) if cfg.footprint > 0 else None
+    return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
+                     lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
+                     lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
+                     lambda_transform=cfg.lambda_transform, lambda_residual=cfg.lambda_residual,
+                     scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
+                     pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
+                     perceptual_net=cfg.perceptual_net,
+                     step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
+
+
+def normalised_targets(arrays: Sequence[np.ndarray], device) -> list[Tensor]:
+    """Zero-mean unit-std float32 copies of the images on ``device`` (NCC does not see it)."""
+    return [_normalise(a).to(device) for a in arrays]
+
+
 def check_centre(centre_mm: Sequence[float] | np.ndarray | None, views: Sequence[View]) -> np.ndarray:
     """The world position ``[3]`` (mm) of the fitted cube's centre, checked to be seen by every view.
 
@@ -716,24 +768,15 @@ def fit(
     centre = check_centre(centre_mm, views)
     device = next(iter(prior.G.parameters())).device
     torch.manual_seed(seed)
-    targets = [_normalise(a).to(device) for a in arrays]
+    targets = normalised_targets(arrays, device)
 
     full_res = int(prior.config.resolution)
     coarse_res = full_res // 2 if cfg.coarse_generator and full_res >= 8 else None
 
     def make_objective(coarse: bool, perceptual=None) -> Objective:
-        groups, tg = _groups_targets(views, targets, coarse)
         res = coarse_res if coarse and coarse_res else full_res
-        aff = torch.as_tensor(prior_affine(prior, res, centre_mm=centre), dtype=torch.float32, device=device)
-        masks = footprint_masks(groups, aff, res, cfg.footprint) if cfg.footprint > 0 else None
-        return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
-                         lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
-                         lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
-                         lambda_transform=cfg.lambda_transform, lambda_residual=cfg.lambda_residual,
-                         scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
-                         pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
-                         perceptual_net=cfg.perceptual_net,
-                         step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
+        aff = prior_affine(prior, res, centre_mm=centre)
+        return build_objective(views, targets, aff, res, cfg, coarse=coarse, perceptual=perceptual)
 
     fine = make_objective(False)
     stages = plan_stages(cfg, min(min(v.shape) for v in views) >= MIN_COARSE_SIDE)
@@ -802,16 +845,8 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         uncertainty = hu_c[alive].std(0).cpu().numpy().astype(np.float32)
     label_prob = prob[best].cpu().numpy().astype(np.float32)
 
-    # per-view outputs in input order
-    ncc, proj = [0.0] * len(views), [None] * len(views)
+    ncc, proj = compare_views(objective, [p[best:best + 1] for p in preds], arrays)
     backgrounds = [None] * len(views) if cfg.background else None
-    for g, p, m in zip(objective.groups, preds, objective.masks):
-        pb = p[best:best + 1]
-        raw = torch.stack([torch.from_numpy(arrays[i]).to(pb) for i in g.index])
-        values = ncc_per_view(pb, raw, m)[0].cpu().tolist()
-        matched = match_gain_offset(pb, raw)[0].cpu().numpy()
-        for j, i in enumerate(g.index):
-            ncc[i], proj[i] = float(values[j]), matched[j].astype(np.float32)
     if backgrounds is not None:
         for i, v in enumerate(views):
             bg = upsample_background(x["background"][best:best + 1, i], v.shape)[0]
