@@ -426,3 +426,19 @@ def test_chunks_bound_the_working_set(monkeypatch):
     assert total > 5 * budget and n_forward >= total / budget
     assert len(seen) == 3 * n_forward  # forward, backward recompute, adjoint: same chunks
     assert max(seen) <= budget
+
+
+def test_auto_backend_warns_once_when_cuda_falls_back(monkeypatch):
+    import warnings
+
+    import xfit.projector as projector
+
+    monkeypatch.setattr(projector, "_triton", lambda: None)
+    projector._warn_fallback.cache_clear()
+    with pytest.warns(UserWarning, match="reference backend"):
+        assert projector.get_backend("auto", torch.device("cuda")) is projector.reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert projector.get_backend("auto", torch.device("cuda")) is projector.reference  # once only
+        assert projector.get_backend("auto", torch.device("cpu")) is projector.reference  # CPU: no warning
+    projector._warn_fallback.cache_clear()

@@ -55,10 +55,22 @@ def get_backend(backend: str, device: torch.device) -> ModuleType:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
         return reference
-    module = _triton() if torch.device(device).type == "cuda" or backend == "triton" else None
+    cuda = torch.device(device).type == "cuda"
+    module = _triton() if cuda or backend == "triton" else None
     if backend == "triton" and module is None:
         raise InputError("backend 'triton' is unavailable (needs triton and xfit.projector.triton)")
+    if module is None and cuda:
+        _warn_fallback()
     return module if module is not None else reference
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_fallback() -> None:
+    """Warn once per process that CUDA tensors are projected by the (slower) reference backend."""
+    import warnings  # noqa: PLC0415
+
+    warnings.warn("the Triton projector is unavailable (triton missing or failed to import): CUDA tensors are "
+                  "projected by the pure-PyTorch reference backend, which is slower", stacklevel=3)
 
 
 def _views(views: View | Sequence[View]) -> list[View]:
