@@ -67,6 +67,9 @@ class FitConfig:
         transform: fit a global similarity transform of the volume (rotation about three axes,
             translation, isotropic scale; :mod:`xfit.fitting.transform`) with W+ and noise.
         lr_transform: its Adam learning rate (units of its sigmas).
+        align_steps: with ``transform``, steps of a first stage that fits the transform (and the
+            background) alone, W+ and noise frozen at their start: global registration before
+            the shape moves.
         transform_sigma_deg, transform_sigma_mm, transform_sigma_log_scale: std of its Gaussian
             prior on each rotation-vector component (deg), each translation (mm) and the log
             of the scale.
@@ -113,6 +116,7 @@ class FitConfig:
     lambda_pose: float = 0.01
     transform: bool = False
     lr_transform: float = 0.05
+    align_steps: int = 20
     transform_sigma_deg: float = 10.0
     transform_sigma_mm: float = 5.0
     transform_sigma_log_scale: float = 0.1
@@ -150,6 +154,7 @@ INT_RANGES = {
     "early_stop_window": (1, 1_000_000),
     "max_divergences": (0, 100),
     "residual_steps": (0, 1_000_000),
+    "align_steps": (0, 1_000_000),
     "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
 }

@@ -407,7 +407,7 @@ class Stage:
     unused steps go to the next stage of the same schedule.
 
     Attributes:
-        name: ``coarse``, ``fine`` or ``residual`` (recorded in the history).
+        name: ``align``, ``coarse``, ``fine`` or ``residual`` (recorded in the history).
         steps: step budget.
         coarse: half detector resolution (and half generator resolution with
             ``coarse_generator``).
@@ -423,12 +423,18 @@ class Stage:
 
 
 def plan_stages(cfg: FitConfig, can_coarse: bool) -> list[Stage]:
-    """The stages of a fit: coarse, fine (W+, noise and the enabled extras), then residual."""
+    """The stages of a fit: align (with ``transform``: the transform alone, W+ frozen), coarse,
+    fine (W+, noise and the enabled extras), then residual."""
     main = tuple(n for n in ("u", "noise", "background", "pose", "transform")
                  if (n != "noise" or cfg.optimize_noise) and (n != "background" or cfg.background)
                  and (n != "pose" or cfg.refine_pose) and (n != "transform" or cfg.transform))
     n_coarse = int(round(cfg.coarse_fraction * cfg.steps)) if can_coarse else 0
-    stages = [Stage("coarse", n_coarse, True, main)] if n_coarse > 0 else []
+    stages = []
+    if cfg.transform and cfg.align_steps > 0:  # register the volume as a whole before W+ moves
+        align = ("transform", "background") if cfg.background else ("transform",)
+        stages.append(Stage("align", cfg.align_steps, can_coarse, align, schedule="align"))
+    if n_coarse > 0:
+        stages.append(Stage("coarse", n_coarse, True, main))
     if cfg.steps - n_coarse > 0:
         stages.append(Stage("fine", cfg.steps - n_coarse, False, main))
     if cfg.residual_steps > 0:
@@ -687,7 +693,11 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
     device = targets[0].device
     groups, tg = _groups_targets(list(views), list(targets), coarse)
     aff = torch.as_tensor(affine, dtype=torch.float32, device=device)
-    masks = footprint_masks(groups, aff, resolution, cfg.footprint) if cfg.footprint > 0 else None
+    masks = None
+    if cfg.footprint > 0:
+        shrink = footprint_shrink(cfg, resolution * float(aff[0, 0]))
+        seen = torch.as_tensor(shrunk_affine(affine, shrink, resolution), dtype=torch.float32, device=device)
+        masks = footprint_masks(groups, seen, resolution, cfg.footprint)
     return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
                      lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
                      lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
@@ -696,6 +706,28 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
                      pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
                      perceptual_net=cfg.perceptual_net,
                      step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
+
+
+def footprint_shrink(cfg: FitConfig, fov_mm: float) -> float:
+    """Scale of the cube whose footprint the data term uses: 1, or with ``transform`` the cube a
+    moved volume still covers after a shrink and a shift of two sigmas (``exp(-2 sigma_log_scale)
+    - 2 sigma_mm / fov``). Otherwise a smaller volume would leave empty, dark borders inside the
+    footprint, which the data term punishes: a bias towards larger scales."""
+    if not cfg.transform:
+        return 1.0
+    return max(0.25, math.exp(-2 * cfg.transform_sigma_log_scale) - 2 * cfg.transform_sigma_mm / fov_mm)
+
+
+def shrunk_affine(affine: np.ndarray, scale: float, resolution: int) -> np.ndarray:
+    """The affine ``[4, 4]`` of a ``resolution``-voxel grid scaled by ``scale`` about its centre."""
+    a = np.asarray(affine, dtype=np.float64)
+    if scale == 1.0:
+        return a
+    mid = np.full(3, (resolution - 1) / 2.0)
+    out = a.copy()
+    out[:3, :3] *= scale
+    out[:3, 3] = a[:3, :3] @ mid + a[:3, 3] - out[:3, :3] @ mid
+    return out
 
 
 def normalised_targets(arrays: Sequence[np.ndarray], device) -> list[Tensor]:
@@ -836,7 +868,7 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
     transform = None
     if x["transform"] is not None:
         T = similarity_matrix(x["transform"], runner.centre_mm, runner.sigmas)
-        hu = resample_to_grid(hu[:, None], T, objective.affine, fill=float(lo))[:, 0]
+        hu = resample_to_grid(hu[:, None], T, objective.affine, fill=None)[:, 0]
         prob = resample_to_grid(prob[:, None], T, objective.affine, fill=0.0)[:, 0]
         transform = describe(x["transform"][best], runner.sigmas)
     hu_c = hu.clamp(lo, hi)

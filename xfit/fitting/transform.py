@@ -98,7 +98,7 @@ def transform_prior(v: Tensor) -> Tensor:
     return v.square().mean(-1)
 
 
-def resample_to_grid(volume: Tensor, transform: Tensor, affine: Tensor, fill: float) -> Tensor:
+def resample_to_grid(volume: Tensor, transform: Tensor, affine: Tensor, fill: float | None) -> Tensor:
     """Values of moved volumes on the fixed grid of ``affine`` (trilinear).
 
     The moved volume ``b`` has voxel ``x`` at world ``T_b A x``; the fixed grid's voxel ``y``
@@ -108,7 +108,9 @@ def resample_to_grid(volume: Tensor, transform: Tensor, affine: Tensor, fill: fl
         volume: ``[B, 1, I, J, K]`` values on the generated grid.
         transform: ``[B, 4, 4]`` world-to-world transforms ``T``.
         affine: ``[4, 4]`` voxel index -> world mm of both grids.
-        fill: value outside the moved volume (e.g. -1000 HU).
+        fill: value outside the moved volume (e.g. 0 for a label probability), or ``None`` to
+            repeat its border voxels (HU: the tissue at the cube's faces goes on, as it does in
+            the patient).
     Returns:
         ``[B, 1, I, J, K]``.
     """
@@ -120,6 +122,8 @@ def resample_to_grid(volume: Tensor, transform: Tensor, affine: Tensor, fill: fl
     src = grid @ index_map[:, :3, :3].transpose(1, 2) + index_map[:, None, :3, 3]  # [B, N, 3]
     size = torch.tensor([i, j, k], dtype=volume.dtype, device=volume.device)
     norm = (2 * src / (size - 1) - 1).flip(-1).reshape(b, i, j, k, 3)  # grid_sample wants (k, j, i)
+    if fill is None:
+        return F.grid_sample(volume, norm, mode="bilinear", padding_mode="border", align_corners=True)
     out = F.grid_sample(volume - fill, norm, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out + fill
 
