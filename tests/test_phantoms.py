@@ -10,7 +10,7 @@ from scipy import ndimage
 from xfit.errors import InputError, OutputExistsError
 from xfit.io import crop_centred
 from xfit.levels import LEVEL_TO_LABEL
-from xfit.phantoms import TISSUE, Phantom, draw_params, make_phantom, montage, write_phantoms
+from xfit.phantoms import TISSUE, draw_params, make_phantom, montage, write_phantoms
 from xfit.phantoms.morphometry import MORPHOMETRY
 from xfit.phantoms.posture import SPINE_LEVELS, sagittal_tilts
 from xfit.phantoms.report import hu_bands, measure_vertebra, tissue_stats

@@ -38,6 +38,7 @@ from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_o
 from ..prior.config import unit_to_hu
 from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
+from ..prior.train import amp_enabled as prior_amp_enabled
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, init_distributed)
 from ..projector import project
@@ -53,17 +54,9 @@ CPU_BF16_AUTO = True
 
 
 def amp_enabled(amp: str, device: torch.device) -> bool:
-    """Resolve ``amp`` (``auto`` | ``bf16`` | ``off``): ``auto`` is bf16 on CUDA and
-    :data:`CPU_BF16_AUTO` on the CPU.
-
-    Raises:
-        InputError: another value.
-    """
-    if amp not in AMP_CHOICES:
-        raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
-    if amp == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and CPU_BF16_AUTO)
-    return amp == "bf16"
+    """Resolve ``amp`` for a baseline: :func:`xfit.prior.train.amp_enabled` with
+    :data:`CPU_BF16_AUTO` (bf16 measured faster for every baseline on this CPU)."""
+    return prior_amp_enabled(amp, device, CPU_BF16_AUTO)
 
 
 def default_weights(method: str) -> dict[str, float]:

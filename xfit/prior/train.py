@@ -23,7 +23,6 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +151,9 @@ AMP_CHOICES = ("auto", "bf16", "off")
 CPU_BF16_AUTO = False
 
 
-def amp_enabled(amp: str, device: torch.device) -> bool:
+def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) -> bool:
     """Resolve ``amp`` (``auto`` | ``bf16`` | ``off``) for a device: ``auto`` is bf16 on CUDA and
-    :data:`CPU_BF16_AUTO` on the CPU.
+    ``cpu_auto`` (default :data:`CPU_BF16_AUTO`, measured for the prior) on the CPU.
 
     Raises:
         InputError: another value.
@@ -162,7 +161,7 @@ def amp_enabled(amp: str, device: torch.device) -> bool:
     if amp not in AMP_CHOICES:
         raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
     if amp == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and CPU_BF16_AUTO)
+        return device.type == "cuda" or (device.type == "cpu" and cpu_auto)
     return amp == "bf16"
 
 

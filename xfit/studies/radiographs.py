@@ -24,8 +24,6 @@ Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,11 +32,12 @@ import numpy as np
 import torch
 
 from ..geometry import world_to_pixel
-from ..io import Volume, atomic_write, read_nifti, resample_onto, write_nifti
+from ..io import Volume, read_nifti, resample_onto, write_nifti
 from ..metrics import volume_metrics
 from ..phantoms.model import make_phantom
 from ..prior.sample import prior_affine
 from ..simulate import simulate
+from .cases import mode_table, run_cases, write_summary
 
 MODES = ("isocentre", "clicks", "auto")
 #: Seeds of the study's phantoms (apart from the training 1000.. and held-out 0.. seeds).
@@ -129,15 +128,8 @@ def run_case(index: int, out: Path, prior_path: Path | None, *, steps: int | Non
 
 
 def summarize(results: Sequence[dict[str, Any]], modes: Sequence[str]) -> str:
-    keys = ("psnr_db", "ssim", "mae_hu", "dice", "target_error_mm", "wanted_vertebra", "seconds")
-    lines = ["| mode | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for mode in modes:
-        cells = []
-        for k in keys:
-            v = np.array([r["modes"][mode][k] for r in results if mode in r["modes"] and k in r["modes"][mode]])
-            cells.append(f"{v.mean():.3g} ± {v.std():.2g}" if v.size else "-")
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return mode_table(results, modes, ("psnr_db", "ssim", "mae_hu", "dice", "target_error_mm", "wanted_vertebra",
+                                       "seconds"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,27 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     detector = tuple(int(x) for x in a.detector.split(","))
     offset = tuple(float(x) for x in a.offset_mm.split(","))
     modes = [m for m in a.modes.split(",") if m]
-    a.out.mkdir(parents=True, exist_ok=True)
-    results = []
     t0 = time.perf_counter()
-    for i in range(a.cases):
-        path = a.out / f"case{i:02d}.json"
-        if path.is_file():
-            results.append(json.loads(path.read_text()))
-            continue
-        res = run_case(i, a.out, a.prior, steps=a.steps, detector=detector, pixel_mm=a.pixel_mm, offset_mm=offset,
-                       modes=modes, keep=a.keep)
-        with atomic_write(path, force=True) as tmp:
-            Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
-        results.append(res)
-        print(json.dumps({m: {k: round(v, 3) for k, v in d.items()} for m, d in res["modes"].items()}), flush=True)
+    results = run_cases(a.out, a.cases, lambda i: run_case(
+        i, a.out, a.prior, steps=a.steps, detector=detector, pixel_mm=a.pixel_mm, offset_mm=offset, modes=modes,
+        keep=a.keep))
     table = summarize(results, modes)
     head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}, lumbar), AP + lateral "
             f"{detector[0]}x{detector[1]} px of {a.pixel_mm} mm, isocentre {offset[0]:g}-{offset[1]:g} mm from the "
             f"vertebra; metrics on the cube centred on the wanted vertebra. {time.perf_counter() - t0:.0f} s.\n\n")
-    with atomic_write(a.out / "summary.md", force=True) as tmp:
-        Path(tmp).write_text(head + table)
-    print(head + table)
+    write_summary(a.out, head + table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,6 @@ central half of the detector, inside the cube's silhouette). Run::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,10 +20,11 @@ import numpy as np
 import torch
 
 from ..fitting import fit, load_fit_config
-from ..io import atomic_write, hu_to_mu
+from ..io import hu_to_mu
 from ..metrics import ncc, volume_metrics
 from ..phantoms.model import make_phantom
 from ..projector import project
+from .cases import mode_table, run_cases, write_summary
 from .evaluate import default_views
 
 #: Seeds of this study's phantoms.
@@ -68,19 +68,12 @@ def run_case(index: int, prior, cfg_path, residual_steps: int, third_angle: floa
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> str:
-    keys = ("psnr_db", "ssim", "mae_hu", "dice", "fitted_views_ncc", "third_view_ncc", "seconds")
-    names = list(results[0]["modes"])
-    lines = ["| fit | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for mode in names:
-        cells = []
-        for k in keys:
-            v = np.array([r["modes"][mode][k] for r in results])
-            cells.append(f"{v.mean():.4g} ± {v.std():.2g}")
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    a, b = names
+    a, b = list(results[0]["modes"])
+    table = mode_table(results, (a, b), ("psnr_db", "ssim", "mae_hu", "dice", "fitted_views_ncc", "third_view_ncc",
+                                         "seconds"), label="fit")
     worse = sum(r["modes"][b]["third_view_ncc"] < r["modes"][a]["third_view_ncc"] for r in results)
     better = sum(r["modes"][b]["psnr_db"] > r["modes"][a]["psnr_db"] for r in results)
-    return ("\n".join(lines) + f"\n\nWith the residual: higher PSNR in {better} of {len(results)} cases; "
+    return (table + f"\nWith the residual: higher PSNR in {better} of {len(results)} cases; "
             f"a worse third-view NCC in {worse} of {len(results)}.\n")
 
 
@@ -98,23 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--third-angle", type=float, default=45.0)
     a = ap.parse_args(argv)
     prior = load_prior(a.prior)
-    a.out.mkdir(parents=True, exist_ok=True)
-    results, t0 = [], time.perf_counter()
-    for i in range(a.cases):
-        path = a.out / f"case{i:02d}.json"
-        if not path.is_file():
-            res = run_case(i, prior, a.fit_config, a.residual_steps, a.third_angle, a.steps)
-            with atomic_write(path, force=True) as tmp:
-                Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
-            print(json.dumps({m: {k: round(v, 4) for k, v in d.items()} for m, d in res["modes"].items()}), flush=True)
-        results.append(json.loads(path.read_text()))
+    t0 = time.perf_counter()
+    results = run_cases(a.out, a.cases,
+                        lambda i: run_case(i, prior, a.fit_config, a.residual_steps, a.third_angle, a.steps))
     head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}); AP + lateral 128 px of 1 mm; "
             f"residual stage {a.residual_steps} steps; third view at {a.third_angle:g} deg; prior {a.prior.name}. "
             f"{time.perf_counter() - t0:.0f} s.\n\n")
-    with atomic_write(a.out / "summary.md", force=True) as tmp:
-        Path(tmp).write_text(head + summarize(results))
-    print(head + summarize(results))
-
+    write_summary(a.out, head + summarize(results))
 
 if __name__ == "__main__":  # pragma: no cover
     main()

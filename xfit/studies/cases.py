@@ -1,0 +1,53 @@
+"""What every case-by-case study shares: resumable runs over cases and the table of modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..io import atomic_write
+
+
+def run_cases(out: Path, n: int, run_one: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results of cases ``0..n-1``: each is saved to ``out/caseNN.json`` (atomically) as it
+    finishes and read back on a later run, so an interrupted study resumes where it stopped.
+
+    ``run_one(i)`` returns a JSON-ready dict with a ``modes`` entry ``{mode: {metric: value}}``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i in range(n):
+        path = out / f"case{i:02d}.json"
+        if not path.is_file():
+            res = run_one(i)
+            with atomic_write(path, force=True) as tmp:
+                Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
+            print(json.dumps({m: {k: round(v, 4) for k, v in d.items() if isinstance(v, (int, float))}
+                              for m, d in res["modes"].items()}), flush=True)
+        results.append(json.loads(path.read_text()))
+    return results
+
+
+def mode_table(results: Sequence[dict[str, Any]], modes: Sequence[str], keys: Sequence[str],
+               label: str = "mode") -> str:
+    """Markdown table: per mode, mean ± std over the cases of each metric (non-finite values,
+    such as HD95 of an empty label, left out)."""
+    lines = [f"| {label} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for mode in modes:
+        cells = []
+        for k in keys:
+            v = np.array([r["modes"][mode][k] for r in results if k in r["modes"].get(mode, {})], dtype=float)
+            v = v[np.isfinite(v)]
+            cells.append(f"{v.mean():.4g} ± {v.std():.2g}" if v.size else "-")
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, text: str) -> None:
+    """``out/summary.md`` (atomically), also printed."""
+    with atomic_write(out / "summary.md", force=True) as tmp:
+        Path(tmp).write_text(text)
+    print(text)
