@@ -394,6 +394,10 @@ def test_fit_is_translation_equivariant(prior, target):
     assert np.allclose(there.affine[:3, :3], here.affine[:3, :3])
     assert np.abs(there.hu - here.hu).max() < 1.0  # HU; float32 rounding of the moved rays
     assert there.centre_mm == pytest.approx(shift.tolist())
+    default = fit(prior, target["images"], moved_views, cfg, progress=False)  # the views' isocentre
+    assert np.allclose(default.affine, there.affine)
+    with pytest.raises(GeometryError, match="different isocentres"):
+        fit(prior, target["images"], [moved_views[0], make_views()[1]], cfg, progress=False)
 
 
 def test_fit_input_errors(prior, target):

@@ -309,3 +309,10 @@ def test_auto_target_rejects_bad_input():
         auto_target([np.zeros((20, 20))], [view.with_(shape=(20, 20))], tmu, taffine)
     with pytest.raises(InputError, match="search grid"):
         auto_target([np.zeros((240, 300))], [view], tmu, taffine, spacing_mm=0.5)
+
+
+def test_roi_for_cube_crops_a_cube_slightly_off_the_image_with_a_warning():
+    view = _view(0.0, shape=(100, 120), pixel_spacing_mm=0.5, pose=None)
+    with pytest.warns(UserWarning, match="the fit sees"):
+        roi = roi_for_cube(view, [0.0, 0.0, 7.7], 30.0, index=0)
+    assert roi.rows < 100 and (roi.row0 == 0 or roi.row0 + roi.rows == 100)  # cut at the edge

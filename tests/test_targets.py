@@ -126,7 +126,7 @@ def test_bad_targets_get_one_line(setup, tmp_path, targets, words):
 def test_a_cube_leaving_the_image_is_refused(setup, tmp_path):
     out = tmp_path / "edge"
     # a consistent point near the top edge of both images: the 80 mm cube does not fit
-    top = torch.tensor([[0.0, 0.0, 90.0]], dtype=torch.float64) - torch.as_tensor(ISO)
+    top = torch.tensor([[0.0, 0.0, 125.0]], dtype=torch.float64) - torch.as_tensor(ISO)
     from xfit.io import read_xray
 
     views = [read_xray(p).view for p in (setup["ap"], setup["lat"])]
@@ -152,4 +152,29 @@ def test_more_vertebrae_than_memory_allows(setup, tmp_path, monkeypatch):
     assert_user_error(res, "at most 1")
     res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
               "--target", rc(setup["pix"][0]), "--target", rc(setup["pix"][1]), "--levels", "L1,L2", *FAST)
-    assert_user_error(res, "2 level(s) for 1")
+    assert_user_error(res, "for one vertebra use --level")
+
+
+def test_clicks_are_read_in_the_file_as_stored(setup, tmp_path):
+    """A PNG stored mirrored (sidecar flip_lr): the click is in the stored pixels, as a viewer shows."""
+    from PIL import Image
+
+    from xfit.io import stored_to_image
+
+    img = np.asarray(Image.open(setup["ap"]))
+    mirrored = tmp_path / "ap.png"
+    Image.fromarray(np.ascontiguousarray(img[:, ::-1])).save(mirrored)
+    side = json.loads(setup["ap"].with_suffix(".json").read_text())
+    side["flip_lr"] = True
+    mirrored.with_suffix(".json").write_text(json.dumps(side))
+    r, c = setup["pix"][0]
+    stored = (r, img.shape[1] - 1 - c)
+    out = tmp_path / "out"
+    res = run("reconstruct", mirrored, setup["lat"], "-o", out, "--prior", setup["prior"],
+              "--target", rc(stored), "--target", rc(setup["pix"][1]), *FAST)
+    assert res.exit_code == 0, (res.output, res.stderr)
+    report = json.loads((out / "report.json").read_text())
+    assert np.allclose(report["grid"]["centre_mm"], -ISO, atol=0.01)
+    assert report["target"]["clicked_rc"][0] == pytest.approx(list(stored), abs=1e-3)  # --target has 3 decimals
+    assert stored_to_image((2, 5), (10, 20), (True, False, False)) == (5, 2)
+    assert stored_to_image((2, 5), (10, 20), (True, True, True)) == (20 - 1 - 5, 10 - 1 - 2)

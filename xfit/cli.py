@@ -434,8 +434,9 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--restarts", type=click.IntRange(1, 1024), default=None, help="independent restarts (their spread -> uncertainty)")
 @click.option("--refine-pose", is_flag=True, default=None, help="also fit each view's angle and shift")
 @click.option("--encoder", type=click.Path(dir_okay=False), default=None, help="warm-start encoder checkpoint")
-@click.option("--target", "targets", multiple=True, help="ROW,COL of the vertebra's centre in each image, in image order "
-              "(repeat per image; several vertebrae: V values each), or 'auto'; crops each image around it")
+@click.option("--target", "targets", multiple=True, help="ROW,COL (pixels of the file as stored, as a viewer shows "
+              "it) of the vertebra's centre in each image, in image order (repeat per image; several vertebrae: V "
+              "values each), or 'auto'; crops each image around it")
 @click.option("--levels", "levels", default=None, help="with several targeted vertebrae: their levels in target order "
               "(e.g. L1-L3), used as folder names and label values")
 @click.option("--method", default="fit", show_default=True, help="fit (the prior) or a feed-forward baseline: "
@@ -448,13 +449,16 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--gt", type=click.Path(dir_okay=False), default=None, help="ground-truth CT (NIfTI) centred on the isocentre: adds metrics")
 @click.option("--gt-seg", type=click.Path(dir_okay=False), default=None, help="ground-truth labels (default: *_seg beside --gt)")
+@click.option("--gt-isocenter", default=None, help="X,Y,Z (mm): where the X-rays' isocentre lies in the --gt CT "
+              "(default: its grid centre; xfit simulate writes it to simulate.json)")
 @click.option("--level", default=None, help="the vertebra the X-rays are aimed at (e.g. L1): recorded in the report; warns when the prior never saw it")
 @click.option("--mesh", is_flag=True, help="also write surface.stl of the vertebra label")
 @click.option("--allow-single-view", is_flag=True, help="accept one image (depth then comes from the prior alone)")
 @click.option("--force", is_flag=True, help="replace an existing output folder (once the new one is complete)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_lr, invert, fit_config, steps, restarts,
-                refine_pose, encoder, targets, levels, method, checkpoint, transform, device, seed, gt, gt_seg, level, mesh,
+                refine_pose, encoder, targets, levels, method, checkpoint, transform, device, seed, gt, gt_seg,
+                gt_isocenter, level, mesh,
                 allow_single_view, force, quiet) -> None:
     """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
     from .geometry import MAX_PIXEL_SPACING_MM, parse_angles
@@ -471,6 +475,7 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
               encoder=encoder)
     parsed_angles = None if angles is None else parse_angles(angles)
     spacing = _pair_option(pixel_spacing, "--spacing", lo=0.0, hi=MAX_PIXEL_SPACING_MM, lo_open=True)
+    gt_iso = _point_option(gt_isocenter, "--gt-isocenter")
     clicks = _target_option(targets, len(images))
     level_values = _levels_option(levels, clicks)
     if method != "fit":
@@ -503,6 +508,7 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
         seed=seed,
         gt=gt,
         gt_seg=gt_seg,
+        gt_isocenter_mm=gt_iso,
         encoder=encoder,
         level=level,
         progress=not quiet,
@@ -532,6 +538,19 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
         click.echo(f"wrote {folder}/labels.nii.gz ({len(recs)} vertebrae)")
 
 
+def _point_option(text: str | None, name: str) -> tuple[float, float, float] | None:
+    """``X,Y,Z`` in mm (finite, within 100 m)."""
+    if text is None:
+        return None
+    try:
+        xyz = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        xyz = ()
+    if len(xyz) != 3 or not all(math.isfinite(v) and abs(v) <= 1e5 for v in xyz):
+        raise click.BadParameter(f"expected X,Y,Z in mm, got {text!r}", param_hint=name)
+    return xyz
+
+
 def _fmt_point(p) -> str:
     return "(" + ", ".join(f"{float(x):.1f}" for x in p) + ")"
 
@@ -558,6 +577,9 @@ def _levels_option(levels: str | None, clicks) -> tuple[int, ...] | None:
         return None
     from .levels import parse_levels
 
+    if not isinstance(clicks, list) or len(clicks) < 2:
+        raise click.BadParameter("names the vertebrae of several --target groups; for one vertebra use --level",
+                                 param_hint="--levels")
     values = tuple(v for item in levels.split(",") for v in parse_levels(item))  # in the order given
     if len(set(values)) != len(values):
         raise click.BadParameter(f"{levels!r} names a level twice", param_hint="--levels")

@@ -562,6 +562,7 @@ def resolve(
                                " (give PatientOrientation or flip_lr / --flip-lr to say otherwise)")
     else:
         do_flip = bool(user_flip) if user_flip is not None else False
+    data["_orientation"] = (bool(transpose), bool(flip_ud), bool(do_flip))
     if transpose:
         image = image.T
         if "pixel_spacing_mm" in data and isinstance(data["pixel_spacing_mm"], (list, tuple)):

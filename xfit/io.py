@@ -948,6 +948,25 @@ class XRay:
     line_integral_scale: float | None
     path: Path
     sources: dict[str, str] = field(default_factory=dict)
+    #: how the file's pixel array became :attr:`image`: (transposed, rows flipped, columns
+    #: flipped), applied in that order; see :func:`stored_to_image`
+    orientation: tuple[bool, bool, bool] = (False, False, False)
+    #: (rows, cols) of the file's pixel array
+    stored_shape: tuple[int, int] | None = None
+
+
+def stored_to_image(rc: Sequence[float], stored_shape: Sequence[int], orientation: Sequence[bool]) -> tuple[float, float]:
+    """A pixel (row, col) of the file's own array (as a viewer shows it) -> the same pixel of the
+    image as xfit orients it (:attr:`XRay.image`: transposed, then rows, then columns flipped)."""
+    transpose, flip_ud, flip_lr = (bool(x) for x in orientation)
+    (r, c), (rows, cols) = (float(x) for x in rc), (int(n) for n in stored_shape)
+    if transpose:
+        r, c, rows, cols = c, r, cols, rows
+    if flip_ud:
+        r = rows - 1 - r
+    if flip_lr:
+        c = cols - 1 - c
+    return r, c
 
 
 def write_xray(
@@ -1108,6 +1127,8 @@ def read_xray(
         defaults = None if has_sidecar else {"sdd_mm": DEFAULT_SDD_MM, "sod_mm": DEFAULT_SOD_MM}
         image, data, sources = resolve(info, path, sidecar=side_data, sidecar_name=side.name, options=overrides,
                                        flip_lr=None if flip_lr is None else bool(flip_lr), defaults=defaults)
+        orientation = tuple(data.pop("_orientation"))
+        stored_shape = image.shape[::-1] if orientation[0] else image.shape
         overrides = {}  # merged (and checked against the tags) by resolve
         do_flip = False  # done by resolve
         if side_data.get("invert"):
@@ -1123,6 +1144,7 @@ def read_xray(
                     defaulted.add(key)
         side_flip = data.get("flip_lr")
         do_flip = bool(side_flip) if flip_lr is None else bool(flip_lr)
+        orientation, stored_shape = (False, False, do_flip), image.shape
         sources = _geometry_sources(data, overrides, side.name, defaulted)
         if flip_lr is not None:
             sources["orientation"] = f"option flip_lr (--flip-lr) = {do_flip}"
@@ -1162,7 +1184,7 @@ def read_xray(
         scale = float(scale)  # validated by the schema: finite, in (0, 1e6]
         image = image * np.float32(scale)
     return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path,
-                sources=sources)
+                sources=sources, orientation=orientation, stored_shape=tuple(int(n) for n in stored_shape))
 
 
 def crop_start(centre_vox: Sequence[float], size: int) -> list[int]:

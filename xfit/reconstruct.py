@@ -54,6 +54,25 @@ class Inputs:
     calibrated: list[bool]
     #: per image: which DICOM tag, option, sidecar key or default supplied each geometry value
     sources: list[dict[str, str]] = field(default_factory=list)
+    #: per image: (transposed, rows flipped, columns flipped) from the file's array to ``images``
+    orientations: list[tuple[bool, bool, bool]] = field(default_factory=list)
+    #: per image: (rows, cols) of the file's array
+    stored_shapes: list[tuple[int, int]] = field(default_factory=list)
+
+    def clicked(self, index: int, rc: Sequence[float]) -> tuple[float, float]:
+        """A pixel (row, col) clicked in file ``index`` as stored -> the pixel of ``images[index]``.
+
+        Raises:
+            InputError: the pixel lies outside the file's image.
+        """
+        from .io import stored_to_image
+
+        rows, cols = self.stored_shapes[index]
+        r, c = (float(x) for x in rc)
+        if not (-0.5 <= r < rows - 0.5 and -0.5 <= c < cols - 0.5):
+            raise InputError(f"--target {r:g},{c:g} lies outside image {index} ({self.paths[index].name}: "
+                             f"{rows} x {cols} px)")
+        return stored_to_image((r, c), self.stored_shapes[index], self.orientations[index])
 
 
 def load_inputs(
@@ -111,6 +130,8 @@ def load_inputs(
         paths=paths,
         calibrated=[x.line_integral_scale is not None for x in xrays],
         sources=[dict(x.sources) for x in xrays],
+        orientations=[tuple(x.orientation) for x in xrays],
+        stored_shapes=[tuple(x.stored_shape or x.image.shape) for x in xrays],
     )
 
 
@@ -230,6 +251,12 @@ ROI_MARGIN = 0.15
 MAX_COMBINED_VOXELS = 256**3
 #: HU above which the prior's mean vertebra counts as bone in the auto-target template.
 TEMPLATE_BONE_HU = 150.0
+#: ``--target auto`` warns when the inverted images match better by this much (NCC), or when its
+#: best match is below :data:`AUTO_MIN_SCORE`.
+AUTO_DARK_MARGIN = 0.1
+AUTO_MIN_SCORE = 0.2
+#: Without a target, images larger than this (pixels) get a warning: the whole image is fitted.
+LARGE_IMAGE_PIXELS = 512 * 512
 #: Largest number of vertebrae in one run.
 MAX_TARGETS = 64
 
@@ -312,6 +339,13 @@ def locate(prior, inputs: Inputs, clicks: Sequence[tuple[float, float]] | str | 
         mu, affine = mean_volume(prior)
         found = auto_target(inputs.images, inputs.views, mu, affine)
         info = found.to_dict()
+        dark = auto_target([img.max() - img for img in inputs.images], inputs.views, mu, affine, top_k=1)
+        if dark.score > found.score + AUTO_DARK_MARGIN:
+            warnings.warn(f"--target auto matches the prior's vertebra better with the images inverted (NCC "
+                          f"{dark.score:.2f} against {found.score:.2f}): is bone dark in them? then give --invert")
+        elif found.score < AUTO_MIN_SCORE:
+            warnings.warn(f"--target auto found no clear vertebra (best NCC {found.score:.2f}); check the region of "
+                          "interest in preview.png, or click the vertebra with --target ROW,COL")
         return Target(np.asarray(found.point_mm, dtype=np.float64), "auto", list(found.pixels_rc),
                       {"score": info["score"], "candidates": info["candidates"]})
     tri = triangulate(inputs.views, list(clicks))
@@ -388,7 +422,9 @@ def reconstruct_vertebrae(
     Args:
         images: two or more X-ray files (PNG/JPEG/TIFF 8/16-bit with sidecars, or DICOM).
         targets: ``None`` (one fit, the cube at the isocentre, the whole images), ``"auto"``
-            (one vertebra found automatically), or per vertebra one (row, col) per image. With a
+            (one vertebra found automatically), or per vertebra one (row, col) per image, in the
+            file's own pixel array as stored (a viewer's rows and columns; xfit maps them through
+            the same flips and transpose as the image, :meth:`Inputs.clicked`). With a
             target each image is cropped to the region the cube sees (:func:`regions_of_interest`)
             and the outputs sit at the target in the X-rays' world frame.
         prior: prior checkpoint (default: the one shipped with xfit).
@@ -434,12 +470,16 @@ def reconstruct_vertebrae(
                                                    group_targets([p for g in targets for p in g], len(inputs.views)))
     if isinstance(targets, str) and targets != "auto":
         raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
-    if groups[0] not in (None, "auto"):
-        from .fitting.roi import check_target
-
-        for g in groups:  # every click is checked before the prior is loaded
-            for i, (view, rc) in enumerate(zip(inputs.views, g)):
-                check_target(view, rc, i)
+    if targets is None:
+        for i, img in enumerate(inputs.images):
+            if img.size > LARGE_IMAGE_PIXELS:
+                warnings.warn(f"{inputs.paths[i].name} is {img.shape[0]} x {img.shape[1]} px: without --target the "
+                              "whole image is fitted, which is slow; --target ROW,COL per image (or auto) fits only "
+                              "what the prior's cube sees")
+    clicked = None
+    if groups[0] not in (None, "auto"):  # every click is checked before the prior is loaded
+        clicked = groups
+        groups = [[inputs.clicked(i, rc) for i, rc in enumerate(g)] for g in groups]
     prior_path = Path(prior) if prior is not None else DEFAULT_PRIOR
     if prior is None and not prior_path.exists():
         raise InputError(f"the default prior {prior_path} is missing from this installation; give --prior")
@@ -453,6 +493,8 @@ def reconstruct_vertebrae(
     if level is not None:
         _warn_unseen_level(loaded.meta, level)
     located = [locate(loaded, inputs, g) for g in groups]  # all targets checked before any fit
+    for target, g in zip(located, clicked or []):
+        target.details["clicked_rc"] = [[float(r), float(c)] for r, c in g]  # in the files, as stored
     crops = [regions_of_interest(loaded, inputs, t) if t.method != "isocentre" else None for t in located]
     if len(located) > 1:
         check_combined_grid([t.point_mm for t in located], loaded)

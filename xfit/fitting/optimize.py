@@ -285,12 +285,12 @@ class Restart:
             ``w_mean``; ``noise``: the per-layer maps; ``background``: ``[1, V, g, g]``; ``pose``:
             ``delta_angle_deg [1, V]`` and ``delta_shift_mm [1, V, 3]``; ``transform``: ``[1, 7]``;
             ``residual``: ``[1, 1, g, g, g]``). Only the names the config enables are present.
-        init: their initial values (a divergence puts them back).
+        init: the values a divergence puts them back to (their start, or their values when the
+            current learning-rate schedule began).
         lr_scale: learning-rate factor, halved at each divergence.
         lr_start: step at which its learning-rate schedule (re)started.
-        seg_start: first step of its current segment of the current stage (early stopping).
         divergences: how often it diverged; ``failed`` once more than ``max_divergences``.
-        totals: per step of the current segment, its total loss.
+        totals: its total loss per step since the stage began or it last diverged.
         history: per step, its loss terms (and divergence events).
     """
 
@@ -299,7 +299,6 @@ class Restart:
     init: dict[str, list[Tensor]]
     lr_scale: float = 1.0
     lr_start: int = 0
-    seg_start: int = 0
     divergences: int = 0
     failed: bool = False
     totals: list[float] = field(default_factory=list)
@@ -310,12 +309,18 @@ class Restart:
         names = self.params if names is None else [n for n in names if n in self.params]
         return [p for n in names for p in self.params[n]]
 
-    def reset(self) -> None:
-        """Put every parameter back at its initial value."""
+    def reset(self, names: Sequence[str]) -> None:
+        """Put the parameters ``names`` back at their values of :attr:`init`."""
         with torch.no_grad():
-            for name, leaves in self.params.items():
-                for p, p0 in zip(leaves, self.init[name]):
+            for name in names:
+                for p, p0 in zip(self.params.get(name, []), self.init[name]):
                     p.copy_(p0)
+
+    def checkpoint(self, names: Sequence[str]) -> None:
+        """Make the current values of ``names`` the ones a divergence goes back to."""
+        for name in names:
+            if name in self.params:
+                self.init[name] = [p.detach().clone() for p in self.params[name]]
 
 
 def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None, seed: int,
@@ -463,7 +468,7 @@ class StageRunner:
         self.objectives, self.centre_mm, self.coarse_res = objectives, centre_mm, coarse_res
         self.bar, self.callback = bar, callback
         self.sigmas = cfg.transform_sigmas()
-        self.mean, self.std = restarts_w_stats(prior, centre_mm.device)
+        self.mean, self.std = prior.w_mean.float().to(centre_mm.device), prior.w_std.float().to(centre_mm.device)
         self.opt = torch.optim.Adam(
             [{"params": r.params[name], "name": name, "restart": r.index}
              for r in restarts for name in r.params if name in PARAM_LR],
@@ -559,7 +564,7 @@ class StageRunner:
                     p.grad = None
         self.opt.step()
         for r in bad:
-            self.diverged(r)
+            self.diverged(r, stage)
         self.times["optimizer"] += time.perf_counter() - t2
         values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
         for r in self.restarts:
@@ -571,14 +576,15 @@ class StageRunner:
             r.history.append(entry)
         return {"values": values, "lrs": lrs}
 
-    def diverged(self, r: Restart) -> None:
-        """Restart ``r`` produced a non-finite loss or gradient: reset it at half the lr."""
+    def diverged(self, r: Restart, stage: Stage) -> None:
+        """Restart ``r`` produced a non-finite loss or gradient: its parameters of this stage go
+        back to where the stage's schedule began, at half the lr (frozen ones keep their values)."""
         r.divergences += 1
-        r.reset()
-        for p in r.leaves():
+        r.reset(stage.train)
+        for p in r.leaves(stage.train):
             self.opt.state.pop(p, None)
         r.lr_scale *= 0.5
-        r.lr_start = r.seg_start = self.step + 1
+        r.lr_start = self.step + 1
         r.totals = []
         r.history.append({"step": self.step, "event": "diverged", "lr_scale": r.lr_scale})
         if r.divergences > self.cfg.max_divergences:
@@ -591,7 +597,7 @@ class StageRunner:
         (by the callback)."""
         self._frozen_hu = None
         for r in self.restarts:
-            r.seg_start, r.totals = self.step, []
+            r.totals = []
         while self.step < end:
             out = self.one_step(stage, span)
             if self.bar is not None:
@@ -611,7 +617,7 @@ class StageRunner:
                                 "smaller lr")
             if stop:
                 return "stopped"
-            if converged(self.restarts, self.step - 1, self.cfg):
+            if converged(self.restarts, self.cfg):
                 return "converged"
         return "done"
 
@@ -624,21 +630,18 @@ class StageRunner:
                 total = sum(s.steps for s in stages if s.schedule == stage.schedule)
                 spans[stage.schedule] = (self.step, self.step + total)
                 ends[stage.schedule] = self.step
+                names = sorted({n for s in stages if s.schedule == stage.schedule for n in s.train})
                 for r in self.restarts:
                     r.lr_start = max(r.lr_start, self.step)
+                    r.checkpoint(names)
             ends[stage.schedule] += stage.steps
             if self.run(stage, ends[stage.schedule], spans[stage.schedule]) == "stopped":
                 return
 
 
-def restarts_w_stats(prior: Prior, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(w_mean, w_std)`` of the prior as float32 on ``device``."""
-    return prior.w_mean.float().to(device), prior.w_std.float().to(device)
-
-
-def converged(restarts: Sequence[Restart], step: int, cfg: FitConfig) -> bool:
+def converged(restarts: Sequence[Restart], cfg: FitConfig) -> bool:
     """Early stopping: every live restart improved its best total by less than ``tol`` (relative)
-    over the last ``window`` steps of its current segment."""
+    over the last ``window`` of its :attr:`Restart.totals`."""
     if cfg.early_stop_tol <= 0:
         return False
     w = cfg.early_stop_window
@@ -736,13 +739,20 @@ def normalised_targets(arrays: Sequence[np.ndarray], device) -> list[Tensor]:
 
 
 def check_centre(centre_mm: Sequence[float] | np.ndarray | None, views: Sequence[View]) -> np.ndarray:
-    """The world position ``[3]`` (mm) of the fitted cube's centre, checked to be seen by every view.
+    """The world position ``[3]`` (mm) of the fitted cube's centre (default: the views' common
+    isocentre), checked to be seen by every view.
 
     Raises:
         GeometryError: not 3 finite numbers, or a view whose detector does not contain the
             centre's projection.
     """
-    c = np.zeros(3) if centre_mm is None else np.asarray(centre_mm, dtype=np.float64).reshape(-1)
+    if centre_mm is None:  # the views' common isocentre
+        isos = {tuple(v.isocenter_mm) for v in views}
+        if len(isos) > 1:
+            raise GeometryError(f"the views have different isocentres {sorted(isos)}: say where the cube goes "
+                                "(centre_mm)")
+        centre_mm = isos.pop()
+    c = np.asarray(centre_mm, dtype=np.float64).reshape(-1)
     if c.shape != (3,) or not np.isfinite(c).all():
         raise GeometryError(f"centre_mm must be 3 finite numbers, got {centre_mm!r}")
     for i, v in enumerate(views):
@@ -779,8 +789,8 @@ def fit(
         cfg: settings (default: :func:`load_fit_config`).
         seed: seed of restart perturbations / random noise (default ``cfg.seed``).
         w_init: optional start ``[w_dim]``, ``[num_ws, w_dim]`` or ``[restarts, num_ws, w_dim]``.
-        centre_mm: world position (mm) of the centre of the prior's cube (default: the origin,
-            where xfit's simulated views put their isocentre). The outputs' affine says where.
+        centre_mm: world position (mm) of the centre of the prior's cube (default: the views'
+            common isocentre, the origin for xfit's sidecars). The outputs' affine says where.
         progress: show a tqdm bar when tqdm is installed.
         callback: ``callback(step, state)`` after every step; ``state`` holds ``stage``,
             ``terms`` (per restart lists), ``lr`` and ``params`` (per name, per restart, the live
@@ -789,7 +799,8 @@ def fit(
         :class:`FitResult`.
     Raises:
         InputError: images that do not match the views, bad ``w_init``.
-        GeometryError: duplicated views, a cube centre that some view does not see.
+        GeometryError: duplicated views, a cube centre that some view does not see, views with
+            different isocentres and no ``centre_mm``.
         XfitError: every restart diverged.
     """
     t_start = time.perf_counter()
@@ -831,7 +842,7 @@ def fit(
             bar.close()
 
     t_opt_end = time.perf_counter()
-    result = _finish(runner, fine, views, arrays)
+    result = _finish(runner, fine, views, arrays, centre)
     result.stopped_at = runner.step
     t_end = time.perf_counter()
     result.timings = {
@@ -848,7 +859,7 @@ def fit(
 
 @torch.no_grad()
 def _finish(runner: StageRunner, objective: Objective, views: list[View],
-            arrays: list[np.ndarray]) -> FitResult:
+            arrays: list[np.ndarray], centre_mm: np.ndarray) -> FitResult:
     """Final full-resolution evaluation, best restart, uncertainty and re-projections.
 
     A moved volume (``transform``) is resampled onto the fixed cube at ``centre_mm``, so every
@@ -908,7 +919,7 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         label_prob=label_prob,
         labels=(label_prob > 0.5).astype(np.uint8),
         uncertainty=uncertainty,
-        affine=objective.affine.double().cpu().numpy(),
+        affine=prior_affine(prior, centre_mm=centre_mm),
         w_plus=x["w_plus"][best].cpu().numpy().astype(np.float32),
         noise=[n[best, 0].cpu().numpy().astype(np.float32) for n in x["noise"]],
         history=restarts[best].history,
@@ -924,5 +935,5 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         timings={},
         transform=transform,
         residual_rms_hu=residual_hu,
-        centre_mm=[float(c) for c in runner.centre_mm.cpu().tolist()],
+        centre_mm=[float(c) for c in centre_mm],
     )

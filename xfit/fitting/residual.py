@@ -39,14 +39,14 @@ def smoothness_penalty(grid: Tensor, dims: Sequence[int]) -> Tensor:
     A zero-mean Gaussian prior on the values and on their curvature (negative log-prior up to
     constants). Args: ``grid [B, ...]``. Returns ``[B]``.
     """
-    out = grid.square().flatten(1).mean(-1)
+    curvature = grid.new_zeros(grid.shape[0])
     for d in dims:
         n = grid.shape[d]
         if n < 3:
             continue
         d2 = grid.narrow(d, 2, n - 2) - 2 * grid.narrow(d, 1, n - 2) + grid.narrow(d, 0, n - 2)
-        out = out + d2.square().flatten(1).mean(-1)
-    return out
+        curvature = curvature + d2.square().flatten(1).mean(-1)
+    return grid.square().flatten(1).mean(-1) + curvature
 
 
 def residual_penalty(grid: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -29,6 +30,9 @@ from ..errors import GeometryError, InputError
 from ..geometry import View, check_detector_shape, detector_frame, view_dict, world_to_pixel
 from ..projector import project
 
+#: Largest fraction of the cube's projection (per detector axis) that may lie outside an image;
+#: less is cropped with a warning (a vertebra at the edge of a radiograph), more is an error.
+MAX_OUTSIDE_FRACTION = 0.25
 #: Smallest side (pixels) of a region of interest, before and after resampling.
 MIN_ROI_SIDE = 16
 #: Auto-targeting candidates closer than this (mm) are one candidate (non-maximum suppression).
@@ -357,7 +361,9 @@ def roi_for_cube(view: View, centre_mm: Any, fov_mm: float, *, margin: float = 0
     ``spacing_mm`` (mm), it is resampled (any factor >= 1) to pixels of about ``spacing_mm``.
 
     Raises:
-        InputError: the cube itself (without margin) does not project fully inside the image.
+        InputError: more than :data:`MAX_OUTSIDE_FRACTION` of the cube's projection (without
+            margin) lies outside the image along an axis (less: a warning, and the crop stops
+            at the image's edge).
         GeometryError: the cube reaches behind the source of a cone-beam view.
     """
     corners = cube_corners(centre_mm, fov_mm)
@@ -370,11 +376,16 @@ def roi_for_cube(view: View, centre_mm: Any, fov_mm: float, *, margin: float = 0
     rc = _project_points(corners, view)
     lo, hi = rc.min(0), rc.max(0)
     (n_rows, n_cols) = view.shape
-    if (lo < -0.5).any() or hi[0] > n_rows - 0.5 or hi[1] > n_cols - 0.5:
+    size = np.array([n_rows, n_cols], dtype=np.float64)
+    outside = (np.maximum(0, -0.5 - lo) + np.maximum(0, hi - (size - 0.5))) / np.maximum(hi - lo, 1e-9)
+    if outside.max() > 0:
         c = corners.mean(0)
-        raise InputError(f"the region of interest around the target leaves image {index}: the {fov_mm:g} mm cube "
-                         f"at ({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f}) mm projects to rows {lo[0]:.0f}..{hi[0]:.0f}, "
-                         f"cols {lo[1]:.0f}..{hi[1]:.0f} of a {n_rows} x {n_cols} image")
+        where = (f"the {fov_mm:g} mm cube at ({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f}) mm projects to rows "
+                 f"{lo[0]:.0f}..{hi[0]:.0f}, cols {lo[1]:.0f}..{hi[1]:.0f} of a {n_rows} x {n_cols} image")
+        if outside.max() > MAX_OUTSIDE_FRACTION:
+            raise InputError(f"the region of interest around the target leaves image {index}: {where} "
+                             f"({100 * outside.max():.0f} % outside, at most {100 * MAX_OUTSIDE_FRACTION:.0f} %)")
+        warnings.warn(f"image {index}: {where}; the fit sees {100 * (1 - outside.max()):.0f} % of it along that axis")
     grow = margin * (hi - lo)
     row0, rows = _crop_range(lo[0] - grow[0], hi[0] + grow[0], n_rows)
     col0, cols = _crop_range(lo[1] - grow[1], hi[1] + grow[1], n_cols)
