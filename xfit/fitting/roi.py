@@ -570,6 +570,7 @@ def _suppress(grid: np.ndarray, scores: Tensor, top_k: int) -> list[tuple[np.nda
 
 
 def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tensor, template_affine: Any, *,
+                combine: str = "mean",
                 spacing_mm: float = 4.0, search_mm: float | None = None, top_k: int = 5) -> AutoTarget:
     """Find the vertebra in the images without clicks, by template matching in 3D.
 
@@ -609,7 +610,7 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
                         dtype=np.float64)
     grid = _search_grid(views, float(spacing_mm), search_mm)
     points = torch.from_numpy(grid.reshape(-1, 3))
-    total = torch.zeros(points.shape[0], dtype=torch.float64)
+    per_view = []
     for i, (image, view) in enumerate(zip(images, views)):
         img = np.asarray(image.detach().cpu() if isinstance(image, Tensor) else image, dtype=np.float64)
         if img.shape != view.shape or not np.isfinite(img).all():
@@ -621,8 +622,9 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
                              "projection: give a smaller spacing_mm or a larger image")
         scores = ncc_map(torch.from_numpy(coarse_img), template)
         rc = world_to_pixel(points, coarse_view) - torch.from_numpy(anchor)
-        total += _bilinear(scores, rc, fill=-1.0)
-    mean = (total / len(views)).reshape(grid.shape[:3])
+        per_view.append(_bilinear(scores, rc, fill=-1.0))
+    stacked = torch.stack(per_view)
+    mean = (stacked.amin(0) if combine == "min" else stacked.mean(0)).reshape(grid.shape[:3])
     candidates = _suppress(grid, mean, int(top_k))
     best, score = candidates[0]
     pixels = [tuple(float(x) for x in _project_points(best, v)[0]) for v in views]
