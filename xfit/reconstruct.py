@@ -321,8 +321,8 @@ def locate(prior, inputs: Inputs, clicks: Sequence[tuple[float, float]] | str | 
     """The cube's centre: the isocentre, the triangulated clicks, or the automatic search.
 
     Raises:
-        InputError: a click outside its image, or clicks whose rays do not meet.
-        GeometryError: views too close to parallel to triangulate.
+        InputError: a click outside its image, clicks whose rays do not meet, or views too
+            close to parallel to triangulate.
     """
     import torch
 
@@ -466,10 +466,13 @@ def reconstruct_vertebrae(
         invert=invert,
         allow_single_view=allow_single_view,
     )
-    groups: list = [None] if targets is None else (["auto"] if isinstance(targets, str) else
-                                                   group_targets([p for g in targets for p in g], len(inputs.views)))
     if isinstance(targets, str) and targets != "auto":
         raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
+    if targets is not None and not isinstance(targets, str) and any(len(g) != len(inputs.views) for g in targets):
+        raise InputError(f"each vertebra needs one (row, col) per image ({len(inputs.views)}), got groups of "
+                         f"{sorted({len(g) for g in targets})}")
+    groups: list = [None] if targets is None else (["auto"] if isinstance(targets, str) else
+                                                   group_targets([p for g in targets for p in g], len(inputs.views)))
     if targets is None:
         for i, img in enumerate(inputs.images):
             if img.size > LARGE_IMAGE_PIXELS:
