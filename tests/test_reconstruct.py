@@ -6,40 +6,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 import xfit
-from xfit.cli import main
-from xfit.prior.checkpoint import compute_w_stats, save_prior
-from xfit.prior.config import load_config
-from xfit.prior.networks import build_generator
+
+from cli_helpers import assert_user_error, run, save_tiny_prior
 
 FAST = ["--steps", "4", "--restarts", "2", "--quiet"]
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_user_error(res, *words):
-    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("xfit: warning")]
-    assert len(lines) == 1 and lines[0].startswith("xfit: error:"), res.stderr
-    assert "Traceback" not in res.output
-    for w in words:
-        assert w.lower() in lines[0].lower(), lines[0]
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("rec")
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    w_mean, w_std = compute_w_stats(G, n=500, seed=0)
-    prior = root / "tiny.safetensors"
-    save_prior(prior, G, w_mean, w_std, cfg, {"note": "random init, for tests"}, cfg.label_names)
+    prior = save_tiny_prior(root / "tiny.safetensors", n=500)
     assert run("phantoms", root / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
     ct = root / "ct" / "case0000_ct.nii.gz"
     res = run("simulate", ct, "--angles", "0,90", "-o", root / "xr", "--detector", 32, "--pixel-spacing", 3.0)

@@ -5,22 +5,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from xfit.prior.checkpoint import compute_w_stats, save_prior
-from xfit.prior.config import load_config
-from xfit.prior.networks import build_generator
 from xfit.studies.evaluate import METHODS, run_study
+
+from cli_helpers import save_tiny_prior
 
 
 @pytest.fixture(scope="module")
 def prior_path(tmp_path_factory):
-    torch.manual_seed(1)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(path, G, *compute_w_stats(G, n=300, seed=0), cfg)
-    return path
+    return save_tiny_prior(tmp_path_factory.mktemp("prior") / "tiny.safetensors", torch_seed=1, n=300)
 
 
 def test_study_writes_table_and_results(prior_path, tmp_path):

@@ -8,16 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-
-from xfit.cli import main
 from xfit.geometry import world_to_pixel
 from xfit.phantoms.model import make_phantom
 from xfit.io import write_nifti
-from xfit.prior.checkpoint import compute_w_stats, save_prior
-from xfit.prior.config import load_config
-from xfit.prior.networks import build_generator
 from xfit.simulate import simulate
+
+from cli_helpers import assert_user_error, run, save_tiny_prior
 
 reconstruct_module = importlib.import_module("xfit.reconstruct")
 FAST = ["--steps", "3", "--restarts", "1", "--quiet"]
@@ -25,28 +21,10 @@ FAST = ["--steps", "3", "--restarts", "1", "--quiet"]
 ISO = np.array([12.0, -8.0, 30.0])
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_user_error(res, *words):
-    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("xfit: warning")]
-    assert len(lines) == 1 and lines[0].startswith("xfit: error:"), res.stderr
-    assert "Traceback" not in res.output
-    for w in words:
-        assert w.lower() in lines[0].lower(), lines[0]
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("targets")
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    w_mean, w_std = compute_w_stats(G, n=200, seed=0)
-    prior = root / "tiny.safetensors"
-    save_prior(prior, G, w_mean, w_std, cfg, {"note": "random init, for tests"}, cfg.label_names)
+    prior = save_tiny_prior(root / "tiny.safetensors")
     ph = make_phantom(3, size=(64, 56, 96), spacing_mm=2.5, level="L3", noise_hu=0, blur=False)
     ct = root / "ct.nii.gz"
     write_nifti(ct, ph.hu, ph.affine, force=True)

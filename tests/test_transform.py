@@ -78,16 +78,10 @@ def test_residual_upsampling_and_penalty():
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
-    from xfit.prior.checkpoint import compute_w_stats, load_prior, save_prior
-    from xfit.prior.config import load_config
-    from xfit.prior.networks import build_generator
+    from cli_helpers import save_tiny_prior
+    from xfit.prior.checkpoint import load_prior
 
-    torch.manual_seed(0)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    path = tmp_path_factory.mktemp("tp") / "tiny.safetensors"
-    save_prior(path, G, *compute_w_stats(G, n=200, seed=0), cfg)
-    return load_prior(path)
+    return load_prior(save_tiny_prior(tmp_path_factory.mktemp("tp") / "tiny.safetensors"))
 
 
 def test_fit_recovers_a_moved_volume(tiny_prior):

@@ -39,6 +39,7 @@ from ..prior.config import unit_to_hu
 from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
+from ..prior.train import rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, init_distributed)
 from ..projector import project
@@ -202,16 +203,7 @@ class BaselineTrainer:
             ts, m = flatten_optimizer(opt, name)
             tensors.update(ts)
             meta[name] = m
-        rng = {"gen": self.gen.get_state(), "global": torch.get_rng_state()}
-        if self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
-            for r, st in enumerate(gathered):
-                for k, v in st.items():
-                    tensors[f"rng.{r}.{k}"] = torch.tensor(v, dtype=torch.uint8)
-        else:
-            for k, v in rng.items():
-                tensors[f"rng.0.{k}"] = v
+        tensors.update(rng_state_tensors(self.gen, self.world))
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -165,6 +165,18 @@ def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) 
     return amp == "bf16"
 
 
+def rng_state_tensors(gen: torch.Generator, world: int) -> dict[str, torch.Tensor]:
+    """Every process's RNG states (its generator ``gen`` and torch's global one) as
+    ``rng.<rank>.gen`` / ``rng.<rank>.global`` uint8 tensors (gathered across ``world``
+    processes), for bit-exact resume."""
+    rng = {"gen": gen.get_state(), "global": torch.get_rng_state()}
+    if world == 1:
+        return {f"rng.0.{k}": v for k, v in rng.items()}
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
+    return {f"rng.{r}.{k}": torch.tensor(v, dtype=torch.uint8) for r, st in enumerate(gathered) for k, v in st.items()}
+
+
 class Trainer:
     """Holds networks, optimizers and RNG of one training process."""
 
@@ -275,16 +287,7 @@ class Trainer:
             ts, m = flatten_optimizer(opt)
             tensors.update({f"{name}.{k}": v for k, v in ts.items()})
             meta[name] = m
-        rng = {"gen": self.gen.get_state(), "global": torch.get_rng_state()}
-        if self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
-            for r, st in enumerate(gathered):
-                for k, v in st.items():
-                    tensors[f"rng.{r}.{k}"] = torch.tensor(v, dtype=torch.uint8)
-        else:
-            for k, v in rng.items():
-                tensors[f"rng.0.{k}"] = v
+        tensors.update(rng_state_tensors(self.gen, self.world))
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -13,10 +13,8 @@ Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,7 +26,7 @@ from ..io import Volume, hu_to_mu, resample_onto
 from ..metrics import volume_metrics
 from ..phantoms.model import make_phantom
 from ..projector import project
-from .cases import mode_table, run_cases, write_summary
+from .cases import mode_table, run_cases, study_parser, write_summary
 from .evaluate import default_views
 
 #: Seeds of this study's phantoms (apart from the training, held-out and radiograph seeds).
@@ -91,14 +89,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from ..prior.checkpoint import load_prior
-    from ..reconstruct import DEFAULT_PRIOR
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
-    ap.add_argument("--fit-config", default=None)
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=None)
+    ap = study_parser(__doc__)
     ap.add_argument("--rotation-deg", type=float, default=20.0)
     ap.add_argument("--scales", default="0.8,1.25")
     a = ap.parse_args(argv)

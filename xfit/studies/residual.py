@@ -11,9 +11,7 @@ central half of the detector, inside the cube's silhouette). Run::
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,7 +22,7 @@ from ..io import hu_to_mu
 from ..metrics import ncc, volume_metrics
 from ..phantoms.model import make_phantom
 from ..projector import project
-from .cases import mode_table, run_cases, write_summary
+from .cases import mode_table, run_cases, study_parser, write_summary
 from .evaluate import default_views
 
 #: Seeds of this study's phantoms.
@@ -79,14 +77,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from ..prior.checkpoint import load_prior
-    from ..reconstruct import DEFAULT_PRIOR
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
-    ap.add_argument("--fit-config", default=None)
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=None)
+    ap = study_parser(__doc__)
     ap.add_argument("--residual-steps", type=int, default=30)
     ap.add_argument("--third-angle", type=float, default=45.0)
     a = ap.parse_args(argv)
