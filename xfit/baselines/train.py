@@ -39,7 +39,7 @@ from ..prior.config import unit_to_hu
 from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
-from ..prior.train import rng_state_tensors
+from ..prior.train import add_run_arguments, rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, init_distributed)
 from ..projector import project
@@ -383,18 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m xfit.baselines.train", description=__doc__.splitlines()[0])
     p.add_argument("method")
     p.add_argument("ct_dir")
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--config", default=None)
-    p.add_argument("--masks", default=None)
-    p.add_argument("--layout", default=None)
-    p.add_argument("--levels", default=None)
-    p.add_argument("--class-map", default=None)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--device", default=None)
-    p.add_argument("--max-steps", type=int, default=None)
+    add_run_arguments(p)
     a = p.parse_args(argv)
     cfg = resolve_config(a.method, a.config, a.out, a.resume)
     try:

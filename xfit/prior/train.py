@@ -165,6 +165,22 @@ def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) 
     return amp == "bf16"
 
 
+def add_run_arguments(p) -> None:
+    """The options a training entry point for torchrun shares (after its positional arguments):
+    ``-o``, ``--config``, the collection's ``--masks --layout --levels --class-map --workers``,
+    ``--amp``, ``--resume``, ``--force``, ``--device``, ``--max-steps``."""
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--config", default=None)
+    for name in ("--masks", "--layout", "--levels", "--class-map"):
+        p.add_argument(name, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+
+
 def rng_state_tensors(gen: torch.Generator, world: int) -> dict[str, torch.Tensor]:
     """Every process's RNG states (its generator ``gen`` and torch's global one) as
     ``rng.<rank>.gen`` / ``rng.<rank>.global`` uint8 tensors (gathered across ``world``
@@ -644,19 +660,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m xfit.prior.train", description=__doc__.splitlines()[0])
     p.add_argument("ct_dir")
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--config", default=None)
-    p.add_argument("--masks", default=None)
-    p.add_argument("--layout", default=None)
-    p.add_argument("--levels", default=None)
-    p.add_argument("--class-map", default=None)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
-    p.add_argument("--resume", action="store_true")
+    add_run_arguments(p)
     p.add_argument("--resume-from", default=None)
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--device", default=None)
-    p.add_argument("--max-steps", type=int, default=None)
     a = p.parse_args(argv)
     if a.config is not None:
         cfg = load_config(a.config)
