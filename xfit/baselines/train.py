@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import CheckpointError, InputError, OutputExistsError
+from ..errors import CheckpointError, InputError
 from ..io import atomic_write, hu_to_mu
 from ..levels import format_levels
 from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_optimizer, save_training_state
@@ -39,7 +39,7 @@ from ..prior.config import unit_to_hu
 from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
-from ..prior.train import add_run_arguments, rng_state_tensors
+from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, init_distributed)
 from ..projector import project
@@ -293,20 +293,8 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
     state_path = run_dir / STATE_FILE
     find_cases(ct_dir, layout, masks_dir, class_map)  # a bad folder fails before anything is created
     settings = data_settings(cfg, levels, max_outside)
-    if resume:
-        if not state_path.exists():
-            raise InputError(f"nothing to resume: {state_path} does not exist")
-        saved = run_dir / "config.json"
-        if saved.exists() and not same_config(json.loads(saved.read_text()), cfg):
-            raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
-    if rank == 0:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise OutputExistsError(f"run folder {run_dir} exists and is a file")
-        if not resume and run_started(run_dir):
-            if not force:
-                raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
-                                        "or --force to restart")
-            _clear_run(run_dir)
+    check_run_folder(run_dir, resume=resume, force=force, rank=rank, started=run_started,
+                     config_matches=lambda saved: same_config(saved, cfg), clear=_clear_run)
     if world > 1:
         dist.barrier()
     load = dict(layout=layout, masks_dir=masks_dir, class_map=class_map, cache_dir=run_dir / "cache", workers=workers)

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -411,6 +411,32 @@ def _clear_run(run_dir: Path) -> None:
             shutil.rmtree(run_dir / sub)
 
 
+def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, started: Callable[[Path], bool],
+                     config_matches: Callable[[dict], bool], clear: Callable[[Path], None]) -> None:
+    """The run-folder rules every trainer follows, before any work: ``--resume`` needs the
+    folder's ``state.safetensors`` and its own ``config.json``; a started run (``started``) is not
+    overwritten without ``force`` (then rank 0 ``clear`` s it); a file is not a run folder.
+
+    Raises:
+        InputError: nothing to resume, or another config. OutputExistsError: a started run
+        without ``force`` or ``resume``, or a file in the folder's place.
+    """
+    saved = run_dir / "config.json"
+    if resume and saved.exists() and not config_matches(json.loads(saved.read_text())):
+        raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
+    if resume and not (run_dir / STATE_FILE).exists():
+        raise InputError(f"nothing to resume: {run_dir / STATE_FILE} does not exist")
+    if rank != 0:
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputExistsError(f"run folder {run_dir} exists and is a file")
+    if not resume and started(run_dir):
+        if not force:
+            raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
+                                    "or --force to restart")
+        clear(run_dir)
+
+
 def _levels_arg(levels: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
     if levels is None:
         return None
@@ -537,20 +563,8 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
         if not same_config(snap[1]["config"], cfg):
             raise InputError(f"{resume_from} was trained with another config; resume from it with its own "
                              "(the default without --config)")
-    if resume and (run_dir / "config.json").exists():
-        saved = json.loads((run_dir / "config.json").read_text())
-        if not same_config(saved, cfg):
-            raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
-    if rank == 0:
-        if resume and not state_path.exists():
-            raise InputError(f"nothing to resume: {state_path} does not exist")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise OutputExistsError(f"run folder {run_dir} exists and is a file")
-        if not resume and run_started(run_dir):
-            if not force:
-                raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to "
-                                        "continue or --force to restart")
-            _clear_run(run_dir)
+    check_run_folder(run_dir, resume=resume, force=force, rank=rank, started=run_started,
+                     config_matches=lambda saved: same_config(saved, cfg), clear=_clear_run)
     if world > 1:
         dist.barrier()
     t = cfg.training
