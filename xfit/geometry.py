@@ -506,6 +506,13 @@ def make_rays(
     return Rays(origins=origins, directions=directions, lengths=lengths)
 
 
+def pixel_inside(rc: Sequence[float], shape: Sequence[int]) -> bool:
+    """Whether a fractional pixel (row, col) lies on a detector of ``shape`` (rows, cols): inside
+    the pixel edges ``[-0.5, rows - 0.5) x [-0.5, cols - 0.5)``."""
+    (r, c), (rows, cols) = rc, shape
+    return -0.5 <= r < rows - 0.5 and -0.5 <= c < cols - 0.5
+
+
 def world_to_pixel(
     points_mm: Tensor, view: View, *, angle_deg: Tensor | None = None, pose: Tensor | None = None
 ) -> Tensor:

@@ -65,11 +65,12 @@ class Inputs:
         Raises:
             InputError: the pixel lies outside the file's image.
         """
+        from .geometry import pixel_inside
         from .io import stored_to_image
 
         rows, cols = self.stored_shapes[index]
         r, c = (float(x) for x in rc)
-        if not (-0.5 <= r < rows - 0.5 and -0.5 <= c < cols - 0.5):
+        if not pixel_inside((r, c), (rows, cols)):
             raise InputError(f"--target {r:g},{c:g} lies outside image {index} ({self.paths[index].name}: "
                              f"{rows} x {cols} px)")
         return stored_to_image((r, c), self.stored_shapes[index], self.orientations[index])

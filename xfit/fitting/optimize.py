@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GeometryError, InputError, XfitError
-from ..geometry import View, view_dict, world_to_pixel
+from ..geometry import View, pixel_inside, view_dict, world_to_pixel
 from ..io import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
@@ -758,7 +758,7 @@ def check_centre(centre_mm: Sequence[float] | np.ndarray | None, views: Sequence
     for i, v in enumerate(views):
         row, col = world_to_pixel(torch.as_tensor(c[None]), v)[0].tolist()
         rows, cols = v.shape
-        if not (-0.5 <= row < rows - 0.5 and -0.5 <= col < cols - 0.5):
+        if not pixel_inside((row, col), (rows, cols)):
             raise GeometryError(f"the fitted cube's centre {np.round(c, 1).tolist()} mm projects to "
                                 f"pixel ({row:.0f}, {col:.0f}), outside view {i} ({rows} x {cols})")
     return c

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GeometryError, InputError
-from ..geometry import View, check_detector_shape, detector_frame, view_dict, world_to_pixel
+from ..geometry import View, check_detector_shape, detector_frame, pixel_inside, view_dict, world_to_pixel
 from ..projector import project
 
 #: Largest fraction of the cube's projection (per detector axis) that may lie outside an image;
@@ -141,7 +141,7 @@ def check_target(view: View, rc: Any, index: int) -> tuple[float, float]:
         raise InputError(f"the target in image {index} must be one (row, col), got {points.shape[0]} points")
     row, col = points[0]
     rows, cols = view.shape
-    if not (-0.5 <= row < rows - 0.5 and -0.5 <= col < cols - 0.5):
+    if not pixel_inside((row, col), (rows, cols)):
         raise InputError(f"the target (row {row:g}, col {col:g}) lies outside image {index} "
                          f"({rows} x {cols} pixels)")
     return float(row), float(col)
