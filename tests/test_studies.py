@@ -1,63 +1,223 @@
-"""The evaluation study runs end to end on a tiny random prior (quality is not asserted here:
-an untrained prior has none; the README's table comes from `python -m xfit.studies.evaluate`)."""
+"""``xfit evaluate`` and ``xfit study angles|geometry|noise`` end to end on a tiny random prior and
+an untrained tiny baseline (quality is not asserted: untrained networks have none; the README's
+tables come from the commands it names), plus resume, the paired test and bad input."""
 
+import csv
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from xfit.studies.evaluate import METHODS, run_study
+from xfit.errors import InputError, OutputExistsError
+from xfit.studies import evaluate as ev
+from xfit.studies.evaluate import EvalSpec, evaluate, observe, paired_test, parse_methods
 
-from cli_helpers import save_tiny_prior
+from cli_helpers import assert_user_error, run, save_tiny_prior
+from spine_synth import write_xfit_collection
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def prior_path(tmp_path_factory):
-    return save_tiny_prior(tmp_path_factory.mktemp("prior") / "tiny.safetensors", torch_seed=1, n=300)
+def tiny(tmp_path_factory):
+    """A tiny prior, a 3-step fit config and an untrained tiny X2CT-CNN checkpoint."""
+    from xfit.baselines.common import BaselineConfig, build_model, save_model
+
+    d = tmp_path_factory.mktemp("tiny")
+    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    (d / "fit.yaml").write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
+    cfg = BaselineConfig.from_dict({"method": "x2ct-cnn", "resolution": 16, "spacing_mm": 5.0,
+                                    "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
+                                    "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]}})
+    torch.manual_seed(0)
+    ckpt = save_model(d / "x2ct.safetensors", build_model(cfg).eval(), cfg, {"steps": 0})
+    return {"prior": prior, "fit": d / "fit.yaml", "ckpt": ckpt}
 
 
-def test_study_writes_table_and_results(prior_path, tmp_path):
-    cfg = tmp_path / "fit.yaml"
-    cfg.write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
-    out = tmp_path / "study"
-    summary = run_study(prior_path, out, cases=2, detector=32, pixel_spacing_mm=3.0, n_random=3, fit_config=cfg, progress=False)
-    assert (out / "table.md").read_text().count("|") > 20
-    data = json.loads((out / "results.json").read_text())
-    assert len(data["cases"]) == 2 and data["cases"][0]["seed"] == 0
-    for m in METHODS:
-        assert np.isfinite(summary["summary"][m]["psnr_db"][0])
-    # the oracle picks the best PSNR of the same samples the X-ray criterion chooses from
-    for case in data["cases"]:
-        assert case["best_of_n_oracle"]["psnr_db"] >= case["best_of_n_xray"]["psnr_db"]
+def _spec(tiny, **kw) -> EvalSpec:
+    base = dict(prior=str(tiny["prior"]), methods=("fit", "mean"), phantoms=2, detector=32, pixel_spacing_mm=3.0,
+                n_random=3, fit_config=str(tiny["fit"]))
+    return EvalSpec(**{**base, **kw})
+
+
+def _rows(out: Path) -> list[dict]:
+    return list(csv.DictReader((out / "cases.csv").open()))
+
+
+def test_evaluate_writes_rows_summary_and_panel(tiny, tmp_path):
+    methods = ("fit", "mean", "best-of-n", "best-of-n-oracle", "x2ct-cnn")
+    spec = _spec(tiny, methods=methods, checkpoints={"x2ct-cnn": str(tiny["ckpt"])})
+    rows = evaluate(spec, tmp_path / "ev", progress=False)  # the baseline's 16^3 at 5 mm resampled onto 32^3 at 2.5 mm
+    assert [(r["case"], r["method"]) for r in rows] == [(f"phantom{s:04d}", m) for s in (0, 1) for m in methods]
+    for r in rows:
+        for k in ("psnr_db", "ssim", "mae_hu", "dice", "view_ncc", "third_view_ncc", "seconds"):
+            assert math.isfinite(r[k]), (r["method"], k)
+    for case in ("phantom0000", "phantom0001"):  # the oracle picks the best PSNR of the samples the X-ray criterion sees
+        by = {r["method"]: r for r in rows if r["case"] == case}
+        assert by["best-of-n-oracle"]["psnr_db"] >= by["best-of-n"]["psnr_db"]
+    assert len(_rows(tmp_path / "ev")) == 10
+    text = (tmp_path / "ev" / "summary.md").read_text()
+    assert "Wilcoxon" in text and "`x2ct-cnn`" in text and "best of 3 samples" in text
+    assert (tmp_path / "ev" / "panel.png").stat().st_size > 1000
+    s = np.load(tmp_path / "ev" / "slices" / "phantom0001__x2ct-cnn.npy", allow_pickle=False)
+    assert s.shape == (3, 32, 32)
+    meta = json.loads((tmp_path / "ev" / "settings.json").read_text())
+    assert meta["wall_seconds"] > 0 and "cores" in meta["machine"] and set(meta["sources"]) == set(methods)
+
+
+def test_interrupted_run_resumes_and_skips_finished_cases(tiny, tmp_path, monkeypatch):
+    spec = _spec(tiny, methods=("mean",), phantoms=3)
+    real = ev.evaluate_case
+    calls = []
+
+    def stop_at_second(spec_, index, methods):
+        calls.append((index, tuple(methods)))
+        if index == 1:
+            raise KeyboardInterrupt
+        return real(spec_, index, methods)
+
+    monkeypatch.setattr(ev, "evaluate_case", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(spec, tmp_path / "ev", progress=False)
+    assert [r["case"] for r in _rows(tmp_path / "ev")] == ["phantom0000"]
+    calls.clear()
+    monkeypatch.setattr(ev, "evaluate_case", lambda s, i, m: (calls.append((i, tuple(m))), real(s, i, m))[1])
+    evaluate(spec, tmp_path / "ev", progress=False)
+    assert calls == [(1, ("mean",)), (2, ("mean",))]  # case 0 is not run again
+    calls.clear()
+    evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # a method added
+    assert calls == [(i, ("fit",)) for i in range(3)]
+    assert len(_rows(tmp_path / "ev")) == 6
+    with pytest.raises(OutputExistsError, match="other settings"):
+        evaluate(_spec(tiny, methods=("mean",), phantoms=3, angles=(0.0, 80.0)), tmp_path / "ev", progress=False)
+
+
+def test_changed_checkpoint_is_not_mixed_into_a_run(tiny, tmp_path):
+    import shutil
+
+    ck = tmp_path / "c.safetensors"
+    shutil.copy(tiny["ckpt"], ck)
+    spec = _spec(tiny, methods=("x2ct-cnn",), phantoms=1, checkpoints={"x2ct-cnn": str(ck)})
+    evaluate(spec, tmp_path / "ev", progress=False)
+    ck.write_bytes(ck.read_bytes() + b" ")
+    with pytest.raises(OutputExistsError, match="changed"):
+        evaluate(spec, tmp_path / "ev", progress=False)
+
+
+def test_paired_test_by_hand():
+    rows = [{"case": f"c{i}", "method": "fit", "psnr_db": 10.0, "mae_hu": 100.0} for i in range(5)]
+    rows += [{"case": f"c{i}", "method": "m", "psnr_db": 10.0 + i + 1, "mae_hu": 100.0 + i + 1} for i in range(5)]
+    n, better, p = paired_test(rows, "m", "fit", "psnr_db")
+    assert (n, better) == (5, 5) and p == pytest.approx(2 / 32)  # exact: all five ranks positive
+    n, better, p = paired_test(rows, "m", "fit", "mae_hu")  # lower is better: never better
+    assert (n, better) == (5, 0) and p == pytest.approx(2 / 32)
+    assert math.isnan(paired_test(rows, "fit", "fit", "psnr_db")[2])  # all differences zero
+
+
+def test_observe_perturbs_what_the_method_is_handed():
+    from xfit.geometry import View
+
+    case = ev.Case(3, np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), bool),
+                   [np.full((8, 8), 2.0, np.float32)] * 2, "phantom0003")
+    views = [View(0.0, shape=(8, 8)), View(90.0, shape=(8, 8))]
+    obs = observe(case, views, angle_error_deg=2.0, shift_error_mm=5.0, photons=1e4, seed=1)
+    for v, t in zip(obs.views, views):
+        assert abs(abs(v.angle_deg - t.angle_deg) - 2.0) < 1e-9
+        assert np.linalg.norm(np.subtract(v.isocenter_mm, t.isocenter_mm)) == pytest.approx(5.0)
+    assert not np.array_equal(obs.images[0], case.images[0]) and abs(float(obs.images[0].mean()) - 2.0) < 0.1
+    again = observe(case, views, angle_error_deg=2.0, shift_error_mm=5.0, photons=1e4, seed=1)
+    assert again.views == obs.views and np.array_equal(again.images[0], obs.images[0])
+    clean = observe(case, views)
+    assert clean.views == views and np.array_equal(clean.images[1], case.images[1])
 
 
 def test_whole_body_case_keeps_the_crop_truth():
     """Whole-body X-rays integrate more anatomy than the crop; the truth is the same crop."""
     from xfit.prior.config import load_config as load_prior_config
-    from xfit.studies.evaluate import default_views, make_case
 
     class _P:  # only .config is used
         config = load_prior_config("tiny")
 
-    views = default_views((0.0, 90.0), 32, 3.0)
-    crop = make_case(3, _P, views)
-    body = make_case(3, _P, views, whole_body_fov_mm=200.0)
+    views = ev.default_views((0.0, 90.0), 32, 3.0)
+    crop = ev.make_case(3, _P, views)
+    body = ev.make_case(3, _P, views, whole_body_fov_mm=200.0)
     np.testing.assert_array_equal(crop.hu, body.hu)
     np.testing.assert_array_equal(crop.vertebra, body.vertebra)
     for a, b in zip(crop.images, body.images):
         assert a.shape == b.shape and float((b - a).mean()) > 0.5  # extra tissue along every ray
 
 
-def test_paired_wins_counts_strictly_better_cases():
-    from xfit.studies.evaluate import markdown_table, paired_wins, summarize
+def test_data_folder_cases(tiny, tmp_path):
+    data = write_xfit_collection(tmp_path / "ct", 1, centres=["L1"], levels=("T12", "L1", "L2"))
+    rows = evaluate(EvalSpec(prior=str(tiny["prior"]), methods=("mean",), phantoms=None, data=str(data),
+                             detector=32, pixel_spacing_mm=3.0), tmp_path / "ev", progress=False)
+    assert rows and all(r["case"].startswith("case0000") and r["case"].split(":")[1] in ("T12", "L1", "L2") for r in rows)
+    assert all(r["dice"] >= 0 for r in rows)
 
-    def m(psnr, mae):
-        return {"psnr_db": psnr, "ssim": 0.1, "mae_hu": mae, "dice": 0.5}
 
-    results = [{"fit": m(20, 100), "mean": m(15, 200), "best_of_n_xray": m(21, 90), "best_of_n_oracle": m(20, 100)},
-               {"fit": m(20, 100), "mean": m(15, 200), "best_of_n_xray": m(19, 110), "best_of_n_oracle": m(22, 80)}]
-    wins = paired_wins(results)
-    assert wins["mean"] == {"psnr_db": 2, "ssim": 0, "mae_hu": 2, "dice": 0}
-    assert wins["best_of_n_xray"]["psnr_db"] == 1 and wins["best_of_n_xray"]["mae_hu"] == 1
-    assert wins["best_of_n_oracle"]["psnr_db"] == 0 and wins["best_of_n_oracle"]["mae_hu"] == 0
-    assert "| 2/2 | 0/2 | 2/2 | 0/2 |" in markdown_table(summarize(results), 2, 8, wins)
+def test_parse_methods():
+    assert parse_methods("fit,x2ct-cnn@jitter,x2ct-cnn") == ("fit", "x2ct-cnn@jitter", "x2ct-cnn")
+    for bad in ("fit,fit", "nope", "fit@x", "ear@a b"):
+        with pytest.raises(InputError):
+            parse_methods(bad)
+
+
+def _opts(tiny, *extra):
+    return ["--prior", tiny["prior"], "--phantoms", "1", "--detector", "32", "--pixel-spacing", "3",
+            "--random", "2", "--fit-config", tiny["fit"], "--quiet", *extra]
+
+
+def test_cli_evaluate_and_studies(tiny, tmp_path):
+    res = run("evaluate", *_opts(tiny, "--methods", "mean,fit", "-o", tmp_path / "ev"))
+    assert res.exit_code == 0, res.output
+    assert "xfit fit (`fit`)" in res.output
+    res = run("study", "angles", *_opts(tiny, "--methods", "mean", "--second-angle", "60:90:30", "-o", tmp_path / "ang"))
+    assert res.exit_code == 0, res.output
+    curve = list(csv.DictReader((tmp_path / "ang" / "curve.csv").open()))
+    assert {(r["value"], r["method"]) for r in curve} == {("60", "mean"), ("90", "mean")}
+    assert (tmp_path / "ang" / "curve_second_angle_deg.png").is_file()
+    res = run("study", "geometry", *_opts(tiny, "--methods", "mean,fit-pose", "--angle-error", "0,2",
+                                          "--shift-error", "0,3", "-o", tmp_path / "geo"))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "geo").iterdir() if p.is_dir()) == \
+        ["angle_error_0", "angle_error_2", "shift_error_3"]
+    for axis in ("angle_error_deg", "shift_error_mm"):
+        assert (tmp_path / "geo" / f"curve_{axis}.png").is_file()
+    res = run("study", "noise", *_opts(tiny, "--methods", "mean", "--dose", "1e3", "-o", tmp_path / "noise"))
+    assert res.exit_code == 0, res.output
+    assert "dose" in (tmp_path / "noise" / "summary.md").read_text()
+
+
+def test_cli_bad_input(tiny, tmp_path):
+    assert_user_error(run("evaluate", *_opts(tiny, "--methods", "fit,magic", "-o", tmp_path / "a")), "unknown method")
+    assert_user_error(run("study", "angles", *_opts(tiny, "--second-angle", "60,200", "-o", tmp_path / "b")), "[-180, 180]")
+    assert_user_error(run("study", "angles", *_opts(tiny, "--second-angle", "5", "-o", tmp_path / "b")), "same projection")
+    assert_user_error(run("study", "geometry", *_opts(tiny, "--angle-error", "x", "-o", tmp_path / "b")), "cannot read")
+    bare = tmp_path / "nomasks"
+    bare.mkdir()
+    data = write_xfit_collection(tmp_path / "ct", 1)
+    for f in data.glob("*_seg.nii.gz"):
+        f.rename(bare / f.name.replace("_seg", "_x"))
+    (bare / "x.txt").write_text("")
+    for f in data.glob("*_ct.nii.gz"):
+        f.rename(bare / f.name)
+    res = run("evaluate", "--prior", tiny["prior"], "--data", bare, "--methods", "mean", "--quiet", "-o", tmp_path / "c")
+    assert_user_error(res)
+    assert_user_error(run("evaluate", *_opts(tiny, "--methods", "ear", "-o", tmp_path / "d")), "ear")
+    assert_user_error(run("evaluate", *_opts(tiny, "--checkpoint", "ear=/nonexistent", "-o", tmp_path / "e")), "not among")
+
+
+def test_cases_in_two_processes_match_one(tiny, tmp_path):
+    spec = _spec(tiny, methods=("mean",), phantoms=2)
+    one = evaluate(spec, tmp_path / "one", progress=False)
+    two = evaluate(spec, tmp_path / "two", workers=2, progress=False)
+    assert [(r["case"], r["psnr_db"]) for r in one] == [(r["case"], r["psnr_db"]) for r in two]

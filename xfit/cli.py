@@ -589,6 +589,147 @@ def _levels_option(levels: str | None, clicks) -> tuple[int, ...] | None:
     return values
 
 
+# ----------------------------------------------------------------------------------------------
+# evaluate and the studies
+
+
+def _eval_options(f: Callable) -> Callable:
+    """The options ``xfit evaluate`` and every ``xfit study`` share."""
+    opts = [
+        click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (resumed when it holds the same settings)"),
+        click.option("--methods", default="fit,mean,best-of-n", show_default=True,
+                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, x2ct-cnn, x2ct-gan, ear (a baseline may carry a tag: x2ct-cnn@jitter)"),
+        click.option("--checkpoint", "checkpoints", multiple=True, metavar="METHOD=FILE",
+                     help="a baseline's checkpoint (repeatable) [default: the shipped one]"),
+        click.option("--prior", default=None, type=click.Path(dir_okay=False), help="prior checkpoint [default: the shipped prior]"),
+        click.option("--phantoms", default=None, type=click.IntRange(1, 100_000), help="held-out phantoms to evaluate [default: 20 without --data]"),
+        click.option("--first-seed", default=0, show_default=True, type=SEED, help="seed of the first phantom (the shipped prior trained on 1000-1799)"),
+        click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False), help="CT folder in any train-prior layout instead of phantoms"),
+        click.option("--layout", type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]), default=None, help="layout of --data [default: detected]"),
+        click.option("--levels", default=None, help="vertebrae of --data to evaluate, e.g. T10-L5 [default: all]"),
+        click.option("--max-cases", default=None, type=click.IntRange(1, 10**7), help="at most this many crops of --data"),
+        click.option("--detector", default=128, show_default=True, type=click.IntRange(8, 4096), help="detector pixels per side"),
+        click.option("--pixel-spacing", default=1.0, show_default=True, type=FiniteFloat(0.01, 10.0), help="detector pixel spacing (mm)"),
+        click.option("--third-view", default=45.0, show_default=True, type=FiniteFloat(-360.0, 360.0), help="angle of the held-out view (deg)"),
+        click.option("--whole-body", "whole_body", default=None, type=FiniteFloat(80.0, 2000.0), metavar="FOV_MM", help="phantom X-rays through the whole torso on a FOV_MM grid"),
+        click.option("--random", "n_random", default=32, show_default=True, type=click.IntRange(1, 10_000), help="prior samples of best-of-n"),
+        click.option("--fit-config", default=None, type=click.Path(dir_okay=False), help="fit config YAML [default: configs/fit.yaml]"),
+        click.option("--no-warm-start", is_flag=True, help="start every fit at w_mean even when the prior has an encoder"),
+        click.option("--seed", default=0, show_default=True, type=SEED, help="seed of the fit and of the perturbations"),
+        click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="cases run in parallel processes (threads are split between them)"),
+        click.option("--force", is_flag=True, help="start the run folder afresh"),
+        click.option("--quiet", is_flag=True, help="no progress bar"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
+    """The :class:`xfit.studies.evaluate.EvalSpec` of the shared options (checked, nothing run)."""
+    from .errors import InputError
+    from .reconstruct import DEFAULT_PRIOR
+    from .studies.evaluate import EvalSpec, parse_methods
+
+    methods = parse_methods(kw["methods"])
+    checkpoints = {}
+    for item in kw["checkpoints"]:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise click.BadParameter(f"expected METHOD=FILE, got {item!r}", param_hint="--checkpoint")
+        if name not in methods:
+            raise click.BadParameter(f"{name!r} is not among --methods", param_hint="--checkpoint")
+        if not Path(path).is_file():
+            raise InputError(f"{path}: checkpoint not found")
+        checkpoints[name] = path
+    if kw["data_dir"] is not None and kw["phantoms"] is not None:
+        raise click.BadParameter("give --phantoms or --data, not both", param_hint="--data")
+    if kw["data_dir"] is not None and not Path(kw["data_dir"]).is_dir():
+        raise InputError(f"{kw['data_dir']}: folder not found")
+    if kw["levels"] is not None:
+        from .levels import parse_levels
+
+        parse_levels(kw["levels"])
+    prior = Path(kw["prior"]) if kw["prior"] else DEFAULT_PRIOR
+    if not prior.is_file():
+        raise InputError(f"{prior}: prior not found")
+    from .io import check_output_path
+
+    check_output_path(kw["out"])
+    return EvalSpec(prior=str(prior), methods=methods, checkpoints=checkpoints,
+                    phantoms=None if kw["data_dir"] else (kw["phantoms"] or 20), first_seed=kw["first_seed"],
+                    data=kw["data_dir"], layout=kw["layout"], levels=kw["levels"], max_cases=kw["max_cases"],
+                    angles=tuple(angles), detector=kw["detector"], pixel_spacing_mm=kw["pixel_spacing"],
+                    third_view_deg=kw["third_view"], whole_body_fov_mm=kw["whole_body"], n_random=kw["n_random"],
+                    fit_config=kw["fit_config"], warm_start=not kw["no_warm_start"], seed=kw["seed"])
+
+
+@main.command("evaluate")
+@click.option("--angles", default="0,90", show_default=True, help="gantry angles of the X-rays (deg)")
+@click.option("--dose", "photons", type=FiniteFloat(0, 1e12, lo_open=True), default=None, help="Poisson noise: photons per pixel")
+@_eval_options
+def evaluate_cmd(angles, photons, **kw) -> None:
+    """Run each method on held-out phantoms or a CT folder: OUT/cases.csv, summary.md (mean ± std,
+    paired Wilcoxon tests against the fit), panel.png."""
+    import dataclasses as dc
+
+    from .geometry import parse_angles
+    from .studies.evaluate import evaluate
+
+    spec = dc.replace(_eval_spec(kw, parse_angles(angles)), photons=photons)
+    evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"])
+    click.echo((Path(kw["out"]) / "summary.md").read_text())
+
+
+@main.group()
+def study() -> None:
+    """Sweeps of `xfit evaluate`: angles between the views, geometry errors, dose."""
+
+
+def _run_study(conds, kw, angles=(0.0, 90.0)) -> None:
+    from .studies.sweeps import run_sweep
+
+    run_sweep(_eval_spec(kw, angles), conds, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"])
+    click.echo((Path(kw["out"]) / "summary.md").read_text())
+
+
+@study.command("angles")
+@click.option("--second-angle", default="60:140:10", show_default=True, help="angles of the second view (deg), a list or START:STOP:STEP; the first is at 0")
+@_eval_options
+def study_angles(second_angle, **kw) -> None:
+    """Each metric against the angle between the two views (EAR's experiment)."""
+    from .studies.sweeps import angle_conditions, parse_values
+
+    _run_study(angle_conditions(parse_values(second_angle, "--second-angle", -180.0, 180.0)), kw)
+
+
+@study.command("geometry")
+@click.option("--angle-error", default="0,1,2,5", show_default=True, help="angle errors handed to the methods (deg)")
+@click.option("--shift-error", default="0,2,5", show_default=True, help="isocentre errors handed to the methods (mm)")
+@click.option("--angles", default="0,90", show_default=True, help="true gantry angles (deg)")
+@_eval_options
+def study_geometry(angle_error, shift_error, angles, **kw) -> None:
+    """Each metric against the error of the geometry handed to the methods (add fit-pose to --methods)."""
+    from .geometry import parse_angles
+    from .studies.sweeps import geometry_conditions, parse_values
+
+    conds = geometry_conditions(parse_values(angle_error, "--angle-error", 0.0, 45.0),
+                                parse_values(shift_error, "--shift-error", 0.0, 100.0))
+    _run_study(conds, kw, parse_angles(angles))
+
+
+@study.command("noise")
+@click.option("--dose", default="1e3,1e4,1e5,1e6", show_default=True, help="photons per pixel (Poisson noise of xfit simulate --dose)")
+@click.option("--angles", default="0,90", show_default=True, help="gantry angles (deg)")
+@_eval_options
+def study_noise(dose, angles, **kw) -> None:
+    """Each metric against the X-ray dose."""
+    from .geometry import parse_angles
+    from .studies.sweeps import noise_conditions, parse_values
+
+    _run_study(noise_conditions(parse_values(dose, "--dose", 1.0, 1e12)), kw, parse_angles(angles))
+
+
 from .baselines.cli import train_baseline  # noqa: E402 (registered after the group exists)
 
 main.add_command(train_baseline)

@@ -1,49 +1,106 @@
-"""Measured quality of the fit on held-out phantoms, beside two references computed the same way.
+"""``xfit evaluate``: every method on every held-out case, a per-case CSV, a summary, a panel.
 
-For each held-out phantom (seeds never used for training: the shipped prior was trained on
-seeds 1000-1599), on the prior's grid centred on its vertebra like the training crops, the
-X-rays are simulated with the given views (isocentre at that vertebra), then:
+**Cases.** Held-out phantoms (``phantoms=N``: seeds ``first_seed..``; the shipped prior and
+baselines were trained on seeds 1000-1799, the README example is seed 9001), or the vertebra
+crops of a CT folder in any layout ``train-prior`` reads (``data=DIR``). The ground truth is
+the prior's cube (64³ at 1.25 mm, RAS-aligned) centred on the vertebra, placed at the world
+origin, with that vertebra's mask.
 
-* **fit**: :func:`xfit.fitting.fit` (the method);
-* **mean**: the prior's mean volume, ``G(w_mean)`` with its constant noise;
-* **best of N (X-ray)**: of N random prior samples, the one whose projections agree best (NCC)
-  with the X-rays, i.e. the best a method could pick without fitting;
-* **best of N (oracle)**: of the same samples, the one closest to the ground truth (PSNR), an
-  upper bound for sample selection that no real method can reach.
+**X-rays.** Simulated noiselessly through the crop (or, for phantoms with ``whole_body_fov_mm``,
+through the whole torso drawn on a grid of that field of view) with the study views: cone beam,
+SDD 1800 mm, SOD 1500 mm, isocentre at the vertebra. What a method is *handed*
+(:class:`Observation`) may differ from what made the images: the geometry study hands views with
+angle and isocentre errors, the noise study adds Poisson noise (:func:`observe`). Every method
+reconstructs the cube at the world origin, where the truth lies.
 
-``python -m xfit.studies.evaluate PRIOR --cases 20 -o OUT`` writes ``results.json`` and
-``table.md``.
+**Methods** (:data:`METHODS`): ``fit`` (the method, :func:`xfit.fitting.fit`, started like
+``xfit reconstruct``), ``fit-pose`` (the same with ``refine_pose``), ``mean`` (the prior's mean
+volume), ``best-of-n`` (of N prior samples, the one whose projections agree best with the
+X-rays), ``best-of-n-oracle`` (of the same samples, the one closest to the truth in PSNR: an upper
+bound of sample selection that no real method can reach), and the baselines ``x2ct-cnn``,
+``x2ct-gan``, ``ear`` (:func:`xfit.baselines.infer.predict`). A method name may carry a tag,
+``x2ct-cnn@jitter``, to evaluate a second checkpoint of the same method beside the first.
+
+**Metrics** per case and method (:data:`METRICS`): :func:`xfit.metrics.volume_metrics` (HU clipped
+to [-1000, 1500], PSNR and SSIM with data range 2500 HU, MAE in HU, vertebra Dice, HD95 in mm),
+``view_ncc`` (agreement of the re-projection with the images handed to the method, through the
+views it was handed) and ``third_view_ncc`` (agreement of the re-projection with the truth's
+projection at a third angle that no method saw, through the true geometry).
+
+**Output folder.** ``settings.json``, ``cases.csv`` (one row per case and method, rewritten
+atomically after each case, so an interrupted run resumes and skips what is done; methods can be
+added to a finished run), ``summary.md`` (mean ± std, and a paired Wilcoxon signed-rank test of
+each method against the reference method), ``panel.png`` (the methods on the same slices), and
+``slices/`` (the mid slices the panel is drawn from).
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import hashlib
+import io
 import json
+import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..errors import InputError, OutputExistsError
 from ..geometry import View
 from ..io import atomic_write, hu_to_mu
-from ..metrics import ncc, volume_metrics
+from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
 
-METHODS = ("fit", "mean", "best_of_n_xray", "best_of_n_oracle")
-KEYS = ("psnr_db", "ssim", "mae_hu", "dice")
+#: Every metric column of ``cases.csv``, and whether lower is better.
+METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "mae_mask_hu": True, "dice": False,
+                            "hd95_mm": True, "view_ncc": False, "third_view_ncc": False, "seconds": True}
+#: Columns of the summary table.
+SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "third_view_ncc", "seconds")
+#: The HU window of every volume metric (``volume_metrics``' default).
+HU_RANGE = (-1000.0, 1500.0)
+BASELINES = ("x2ct-cnn", "x2ct-gan", "ear")
+PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle")
+LABELS = {"fit": "xfit fit", "fit-pose": "xfit fit, pose refined", "mean": "prior mean volume",
+          "best-of-n": "best of {n} samples (by X-ray NCC)", "best-of-n-oracle": "best of {n} samples (oracle, PSNR to truth)",
+          "x2ct-cnn": "X2CT-CNN", "x2ct-gan": "X2CT-GAN", "ear": "EAR"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases and what a method is handed
 
 
 @dataclass
 class Case:
-    """One held-out phantom on the prior grid with its simulated X-rays."""
+    """One held-out case on the prior grid (centred at the world origin) with its X-rays.
+
+    Attributes:
+        seed: phantom seed (``-1`` for a crop of a CT folder).
+        hu: ``[R, R, R]`` float32 truth in HU.
+        vertebra: ``[R, R, R]`` bool mask of the centred vertebra.
+        images: one ``[rows, cols]`` noiseless line-integral image per study view.
+        name: ``phantom0003`` or ``<case>:<level>``.
+    """
 
     seed: int
     hu: np.ndarray
     vertebra: np.ndarray
     images: list[np.ndarray]
+    name: str = ""
+
+
+@dataclass
+class Observation:
+    """What a method is handed: the images and the views it is told they were taken with."""
+
+    images: list[np.ndarray]
+    views: list[View]
 
 
 def default_views(angles: Sequence[float], detector: int, pixel_spacing_mm: float) -> list[View]:
@@ -62,195 +119,590 @@ def make_case(seed: int, prior, views: Sequence[View], whole_body_fov_mm: float 
     ph = make_phantom(seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra")
     src = ph if whole_body_fov_mm is None else make_phantom(
         seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra", fov_mm=whole_body_fov_mm)
-    mu = hu_to_mu(torch.from_numpy(src.hu))[None, None]
-    images = []
-    for v in views:
-        with torch.no_grad():
-            images.append(project(mu, src.affine, [v])[0, 0].numpy())
-    return Case(seed, ph.hu, ph.vertebra_mask, images)
+    return Case(seed, ph.hu, ph.vertebra_mask, project_hu(src.hu, src.affine, views), f"phantom{seed:04d}")
 
 
-def _project_hu(hu: torch.Tensor, affine: np.ndarray, views: Sequence[View]) -> list[np.ndarray]:
-    mu = hu_to_mu(hu)[:, None]
+def project_hu(hu: np.ndarray, affine: np.ndarray, views: Sequence[View]) -> list[np.ndarray]:
+    """Noiseless line integrals ``[rows, cols]`` of a ``[I, J, K]`` HU volume, one per view."""
+    mu = hu_to_mu(torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32)))[None, None]
     with torch.no_grad():
-        return [project(mu, affine, [v])[:, 0].numpy() for v in views]
+        return [project(mu, affine, [v])[0, 0].numpy() for v in views]
 
 
-def _metrics(hu, label_logit, case: Case, spacing: float) -> dict[str, float]:
-    return volume_metrics(hu, case.hu, label_logit > 0, case.vertebra, spacing)
+def observe(case: Case, views: Sequence[View], *, angle_error_deg: float = 0.0, shift_error_mm: float = 0.0,
+            photons: float | None = None, seed: int = 0) -> Observation:
+    """The case as a method sees it.
 
-
-def evaluate_case(prior, case: Case, views: Sequence[View], cfg, *, n_random: int = 32, seed: int = 0,
-                  warm_start: bool = True) -> dict[str, Any]:
-    """All methods on one case; returns ``{method: metrics}`` plus timing.
-
-    The fit starts like ``xfit reconstruct``: from the prior's encoder when
-    ``<prior>.encoder.safetensors`` exists and ``warm_start``, else from ``w_mean``.
+    Each view handed over has its angle off by ``±angle_error_deg`` (random sign) and its
+    isocentre off by ``shift_error_mm`` in a random 3D direction; with ``photons`` the images
+    carry Poisson noise of that many unattenuated photons per pixel (``xfit simulate --dose``).
+    The draws depend only on ``seed`` and the case, so every method sees the same observation.
     """
-    from ..fitting import fit
-    from ..fitting.encoder import warm_start_w_plus
-    from ..prior.sample import generate_hu, prior_affine, sample_w_plus
+    from ..simulate import add_poisson_noise
 
-    spacing = prior.config.spacing_mm
-    affine = prior_affine(prior)
-    out: dict[str, Any] = {"seed": case.seed}
-    t0 = time.perf_counter()
-    w_init, out["start"] = warm_start_w_plus(prior, case.images, list(views)) if warm_start \
-        else (None, "w_mean (warm start off)")
-    res = fit(prior, case.images, list(views), cfg, seed=seed, w_init=w_init, progress=False)
-    out["fit_seconds"] = time.perf_counter() - t0
-    out["fit"] = _metrics(res.hu, res.label_prob - 0.5, case, spacing)
-    out["fit"]["view_ncc"] = float(np.mean(res.view_ncc))
-    with torch.no_grad():
-        w_mean = prior.w_mean.view(1, 1, -1).expand(1, prior.G.num_ws, -1)
-        hu, logit = generate_hu(prior, w_mean)
-        out["mean"] = _metrics(hu[0].numpy(), logit[0].numpy(), case, spacing)
-        ws = sample_w_plus(prior, n_random, seed=10_000 + case.seed)
-        best_x = best_o = None
-        for i in range(n_random):
-            hu, logit = generate_hu(prior, ws[i : i + 1])
-            proj = _project_hu(hu, affine, views)
-            agree = float(np.mean([ncc(p[0], img) for p, img in zip(proj, case.images)]))
-            m = _metrics(hu[0].numpy(), logit[0].numpy(), case, spacing)
-            if best_x is None or agree > best_x[0]:
-                best_x = (agree, m)
-            if best_o is None or m["psnr_db"] > best_o["psnr_db"]:
-                best_o = m
-    out["best_of_n_xray"], out["best_of_n_oracle"] = best_x[1], best_o
+    rng = np.random.default_rng([seed, max(case.seed, 0), int(hashlib.sha256(case.name.encode()).hexdigest()[:8], 16)])
+    given = []
+    for v in views:
+        sign = rng.choice([-1.0, 1.0])
+        d = rng.normal(size=3)
+        d *= shift_error_mm / max(float(np.linalg.norm(d)), 1e-12)
+        given.append(dataclasses.replace(v, angle_deg=v.angle_deg + sign * angle_error_deg,
+                                         isocenter_mm=tuple(float(a + b) for a, b in zip(v.isocenter_mm, d))))
+    images = [np.asarray(im, np.float32) for im in case.images]
+    if photons is not None:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        images = [add_poisson_noise(torch.from_numpy(im), photons, gen).numpy() for im in images]
+    return Observation(images, given)
+
+
+def data_cases(ct_dir: str | Path, prior, *, layout: str | None = None, levels: str | None = None,
+               masks_dir: str | Path | None = None, class_map: str | Path | None = None
+               ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, hu [R, R, R], vertebra [R, R, R] bool)`` of every vertebra crop of a CT folder.
+
+    The crops are ``train-prior``'s (:func:`xfit.prior.data.load_training_set` with the prior's
+    resolution, spacing and HU window): the HU is clamped to that window.
+    """
+    from ..levels import parse_levels
+    from ..prior.config import unit_to_hu
+    from ..prior.data import DataSettings, load_training_set
+
+    cfg = prior.config
+    settings = DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window),
+                            tuple(parse_levels(levels)) if levels else None)
+    data = load_training_set(ct_dir, settings, layout=layout, masks_dir=masks_dir, class_map=class_map,
+                             progress=False, workers=1)
+    out = []
+    for i, name in enumerate(data.sources):
+        crop = data.volumes[i].float()
+        hu = unit_to_hu(crop[0], tuple(cfg.hu_window)).numpy().astype(np.float32)
+        out.append((name, hu, crop[1].numpy() > 0))
     return out
 
 
-def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Mean and standard deviation of each metric per method."""
-    table: dict[str, dict[str, tuple[float, float]]] = {}
-    for m in METHODS:
-        table[m] = {}
-        for k in KEYS:
-            vals = np.array([r[m][k] for r in results if k in r[m]], dtype=np.float64)
-            table[m][k] = (float(vals.mean()), float(vals.std())) if vals.size else (float("nan"), float("nan"))
-    return table
+# ----------------------------------------------------------------------------------------------
+# The settings of a run
 
 
-#: Metrics where lower is better.
-LOWER_IS_BETTER = ("mae_hu",)
+@dataclass
+class EvalSpec:
+    """Everything that decides a run's numbers (``settings.json``).
+
+    ``methods`` and ``checkpoints`` may grow on a resumed run; everything else must match.
+    """
+
+    prior: str
+    methods: tuple[str, ...] = ("fit", "mean", "best-of-n")
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    phantoms: int | None = 20
+    first_seed: int = 0
+    data: str | None = None
+    layout: str | None = None
+    levels: str | None = None
+    max_cases: int | None = None
+    angles: tuple[float, ...] = (0.0, 90.0)
+    detector: int = 128
+    pixel_spacing_mm: float = 1.0
+    third_view_deg: float = 45.0
+    whole_body_fov_mm: float | None = None
+    n_random: int = 32
+    fit_config: str | None = None
+    warm_start: bool = True
+    angle_error_deg: float = 0.0
+    shift_error_mm: float = 0.0
+    photons: float | None = None
+    seed: int = 0
+
+    def key(self) -> dict[str, Any]:
+        """The settings a resumed run must share."""
+        d = dataclasses.asdict(self)
+        for k in ("methods", "checkpoints"):
+            d.pop(k)
+        d["angles"] = [float(a) for a in self.angles]
+        return d
 
 
-def paired_wins(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per reference method and metric: in how many cases the fit is strictly better."""
-    wins: dict[str, dict[str, int]] = {}
-    for m in METHODS[1:]:
-        wins[m] = {}
-        for k in KEYS:
-            sign = -1.0 if k in LOWER_IS_BETTER else 1.0
-            wins[m][k] = int(sum(sign * (r["fit"][k] - r[m][k]) > 0 for r in results))
-    return wins
+def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"fit,mean,x2ct-cnn@jitter"`` -> names; unknown methods and repeats raise InputError."""
+    names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text)]
+    known = PRIOR_METHODS + BASELINES
+    for m in names:
+        base = m.split("@", 1)[0]
+        if base not in known:
+            raise InputError(f"unknown method {m!r}; choose from {', '.join(known)} (a baseline may carry a tag: x2ct-cnn@jitter)")
+        if "@" in m and (base not in BASELINES or not m.split("@", 1)[1].replace("-", "").replace("_", "").isalnum()):
+            raise InputError(f"{m!r}: only a baseline takes a tag, made of letters, digits, - and _")
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"methods {text!r}: give each method once")
+    return tuple(names)
 
 
-def markdown_table(table: dict[str, dict[str, tuple[float, float]]], n_cases: int, n_random: int,
-                   wins: dict[str, dict[str, int]] | None = None) -> str:
-    """The study's table (mean ± std per method), plus paired win counts when given."""
-    names = {
-        "fit": "xfit fit",
-        "mean": "prior mean volume",
-        "best_of_n_xray": f"best of {n_random} samples (by X-ray NCC)",
-        "best_of_n_oracle": f"best of {n_random} samples (oracle, by PSNR to truth)",
-    }
-    head = "| method | PSNR (dB) | SSIM | MAE (HU) | vertebra Dice |\n|---|---|---|---|---|\n"
-    rows = []
-    for m in METHODS:
-        cells = [f"{table[m][k][0]:.3f} ± {table[m][k][1]:.3f}" if k in ("ssim", "dice") else f"{table[m][k][0]:.1f} ± {table[m][k][1]:.1f}" for k in KEYS]
-        rows.append(f"| {names[m]} | " + " | ".join(cells) + " |")
-    text = head + "\n".join(rows) + f"\n\n({n_cases} held-out phantoms, mean ± std)\n"
-    if wins:
-        text += "\nCases where the fit is better (paired, same phantom):\n\n"
-        text += "| fit better than | PSNR | SSIM | MAE | Dice |\n|---|---|---|---|---|\n"
-        for m, w in wins.items():
-            text += f"| {names[m]} | " + " | ".join(f"{w[k]}/{n_cases}" for k in KEYS) + " |\n"
+def _file_sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def method_sources(spec: EvalSpec) -> dict[str, str]:
+    """Per method, the sha256 of the file its numbers come from (prior or checkpoint)."""
+    from ..baselines.infer import shipped_checkpoint
+
+    out = {}
+    for m in spec.methods:
+        base = m.split("@", 1)[0]
+        if base in BASELINES:
+            path = spec.checkpoints.get(m) or (None if "@" in m else shipped_checkpoint(base))
+            if path is None:
+                raise InputError(f"{m}: a tagged method needs its own checkpoint (--checkpoint {m}=FILE)")
+            if not Path(path).is_file():
+                raise InputError(f"{m}: checkpoint {path} not found" + (
+                    "" if spec.checkpoints.get(m) else f" (none ships yet: train one with `xfit train-baseline {base} CT_DIR -o RUN`"
+                    f" and pass --checkpoint {m}=RUN/baseline.safetensors)"))
+            out[m] = _file_sha(path)
+        else:
+            out[m] = _file_sha(spec.prior)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods
+
+
+@dataclass
+class Recon:
+    """A method's volume on the case's grid: ``hu`` ``[R, R, R]`` float32, ``vertebra`` bool."""
+
+    hu: np.ndarray
+    vertebra: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """What the methods of one process share: the spec, the prior, the fit config, a per-case memo."""
+
+    def __init__(self, spec: EvalSpec) -> None:
+        from ..fitting import load_fit_config
+        from ..prior.checkpoint import load_prior
+
+        self.spec = spec
+        self.prior = load_prior(spec.prior)
+        self.cfg = load_fit_config(spec.fit_config)
+        self.memo: dict[str, Any] = {}
+
+    @property
+    def affine(self) -> np.ndarray:
+        from ..prior.sample import prior_affine
+
+        return prior_affine(self.prior)
+
+
+def _fit(ctx: Context, case: Case, obs: Observation, **overrides: Any) -> Recon:
+    from ..fitting import fit
+    from ..fitting.encoder import warm_start_w_plus
+
+    cfg = dataclasses.replace(ctx.cfg, **overrides) if overrides else ctx.cfg
+    w_init, start = warm_start_w_plus(ctx.prior, obs.images, obs.views) if ctx.spec.warm_start \
+        else (None, "w_mean (warm start off)")
+    res = fit(ctx.prior, obs.images, obs.views, cfg, seed=ctx.spec.seed, w_init=w_init, centre_mm=(0.0, 0.0, 0.0),
+              progress=False)
+    return Recon(res.hu, res.label_prob > 0.5, {"start": start})
+
+
+def _mean(ctx: Context, case: Case, obs: Observation) -> Recon:
+    from ..prior.sample import generate_hu
+
+    p = ctx.prior
+    with torch.no_grad():
+        hu, logit = generate_hu(p, p.w_mean.view(1, 1, -1).expand(1, p.G.num_ws, -1))
+    return Recon(hu[0].numpy(), logit[0].numpy() > 0)
+
+
+def _samples(ctx: Context, case: Case, obs: Observation) -> tuple[Recon, Recon]:
+    """(best by X-ray NCC, best by PSNR to the truth) of the same ``n_random`` prior samples."""
+    if "samples" not in ctx.memo:
+        from ..prior.sample import generate_hu, sample_w_plus
+
+        t0 = time.perf_counter()
+        ws = sample_w_plus(ctx.prior, ctx.spec.n_random, seed=10_000 + max(case.seed, 0))
+        best_x = best_o = None
+        for i in range(ctx.spec.n_random):
+            with torch.no_grad():
+                hu, logit = generate_hu(ctx.prior, ws[i: i + 1])
+            r = Recon(hu[0].numpy(), logit[0].numpy() > 0)
+            agree = float(np.mean([ncc(p, im) for p, im in zip(project_hu(r.hu, ctx.affine, obs.views), obs.images)]))
+            score = psnr(np.clip(r.hu, *HU_RANGE), np.clip(case.hu, *HU_RANGE), HU_RANGE[1] - HU_RANGE[0])
+            if best_x is None or agree > best_x[0]:
+                best_x = (agree, r)
+            if best_o is None or score > best_o[0]:
+                best_o = (score, r)
+        seconds = {"seconds": time.perf_counter() - t0}  # the draw both choices share
+        ctx.memo["samples"] = (Recon(best_x[1].hu, best_x[1].vertebra, seconds), Recon(best_o[1].hu, best_o[1].vertebra, seconds))
+    return ctx.memo["samples"]
+
+
+def _baseline(ctx: Context, case: Case, obs: Observation, method: str) -> Recon:
+    from ..baselines.infer import predict
+    from ..io import Volume, resample_onto
+
+    hu, labels, affine, notes = predict(method.split("@", 1)[0], ctx.spec.checkpoints.get(method), obs.images, obs.views)
+    if hu.shape != case.hu.shape or not np.allclose(affine, ctx.affine):
+        hu = resample_onto(Volume(hu, affine), ctx.affine, case.hu.shape).data
+        labels = resample_onto(Volume(labels.astype(np.float32), affine), ctx.affine, case.hu.shape, cval=0.0).data > 0.5
+    return Recon(np.asarray(hu, np.float32), np.asarray(labels, bool), {"labels": notes["labels"]})
+
+
+#: name -> ``method(ctx, case, observation) -> Recon``.
+METHODS: dict[str, Callable[[Context, Case, Observation], Recon]] = {
+    "fit": _fit,
+    "fit-pose": lambda ctx, case, obs: _fit(ctx, case, obs, refine_pose=True),
+    "mean": _mean,
+    "best-of-n": lambda ctx, case, obs: _samples(ctx, case, obs)[0],
+    "best-of-n-oracle": lambda ctx, case, obs: _samples(ctx, case, obs)[1],
+}
+for _b in BASELINES:
+    METHODS[_b] = lambda ctx, case, obs, _m=_b: _baseline(ctx, case, obs, _m)
+
+
+def run_method(ctx: Context, name: str, case: Case, obs: Observation) -> Recon:
+    """Method ``name`` (``base@tag`` for a tagged baseline) on one case."""
+    base = name.split("@", 1)[0]
+    if base in BASELINES:
+        return _baseline(ctx, case, obs, name)
+    return METHODS[base](ctx, case, obs)
+
+
+def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: Sequence[View]) -> dict[str, float]:
+    """The metric columns of one reconstruction (see the module docstring)."""
+    m = volume_metrics(recon.hu, case.hu, recon.vertebra, case.vertebra, ctx.prior.config.spacing_mm)
+    m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(project_hu(recon.hu, ctx.affine, obs.views), obs.images)]))
+    third = dataclasses.replace(true_views[0], angle_deg=float(ctx.spec.third_view_deg))
+    m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], project_hu(case.hu, ctx.affine, [third])[0])
+    return m
+
+
+def mid_slices(hu: np.ndarray) -> np.ndarray:
+    """``[3, R, R]`` float16: the axial, coronal and sagittal mid slices (display orientation)."""
+    from ..preview import axial, coronal, sagittal
+
+    return np.stack([axial(hu), coronal(hu), sagittal(hu)]).astype(np.float16)
+
+
+# ----------------------------------------------------------------------------------------------
+# One case, in any process
+
+
+_ctx: Context | None = None
+
+
+def _context(spec: EvalSpec) -> Context:
+    global _ctx
+    if _ctx is None or _ctx.spec != spec:
+        _ctx = Context(spec)
+    return _ctx
+
+
+def case_names(spec: EvalSpec) -> list[str]:
+    """The names of the run's cases, in order (reads a CT folder's crops once)."""
+    if spec.data is None:
+        return [f"phantom{s:04d}" for s in range(spec.first_seed, spec.first_seed + int(spec.phantoms or 0))]
+    return [c[0] for c in _data(spec)][: spec.max_cases]
+
+
+_data_memo: dict[str, list] = {}
+
+
+def _data(spec: EvalSpec) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    key = json.dumps(spec.key(), sort_keys=True)
+    if key not in _data_memo:
+        _data_memo[key] = data_cases(spec.data, _context(spec).prior, layout=spec.layout, levels=spec.levels)
+    return _data_memo[key]
+
+
+def build_case(spec: EvalSpec, index: int, views: Sequence[View]) -> Case:
+    """Case ``index`` of the run with its noiseless X-rays through the true views."""
+    ctx = _context(spec)
+    if spec.data is None:
+        return make_case(spec.first_seed + index, ctx.prior, views, spec.whole_body_fov_mm)
+    name, hu, vert = _data(spec)[index]
+    return Case(-1, hu, vert, project_hu(hu, ctx.affine, views), name)
+
+
+def evaluate_case(spec: EvalSpec, index: int, methods: Sequence[str]) -> tuple[str, list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Run ``methods`` on case ``index``: ``(case name, CSV rows, {method or 'truth': mid slices})``."""
+    ctx = _context(spec)
+    ctx.memo = {}
+    views = default_views(spec.angles, spec.detector, spec.pixel_spacing_mm)
+    case = build_case(spec, index, views)
+    obs = observe(case, views, angle_error_deg=spec.angle_error_deg, shift_error_mm=spec.shift_error_mm,
+                  photons=spec.photons, seed=spec.seed)
+    rows, slices = [], {"truth": mid_slices(case.hu)}
+    for m in methods:
+        t0 = time.perf_counter()
+        recon = run_method(ctx, m, case, obs)
+        seconds = float(recon.extra.get("seconds", time.perf_counter() - t0))
+        row = {"case": case.name, "method": m, **score(ctx, case, obs, recon, views), "seconds": seconds}
+        rows.append(row)
+        slices[m] = mid_slices(recon.hu)
+    return case.name, rows, slices
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(max(1, threads))
+
+
+def _worker(args: tuple[dict[str, Any], int, list[str]]):
+    spec_d, index, methods = args
+    return evaluate_case(_spec_from_dict(spec_d), index, methods)
+
+
+def _spec_from_dict(d: dict[str, Any]) -> EvalSpec:
+    d = dict(d)
+    d["methods"], d["angles"] = tuple(d["methods"]), tuple(d["angles"])
+    return EvalSpec(**d)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run: settings, resume, CSV
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``cases.csv`` with the metric columns as floats."""
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    for r in rows:
+        for k in METRICS:
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else math.nan
+    return rows
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``cases.csv``, atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["case", "method", *METRICS], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in w.fieldnames})
+    with atomic_write(path, force=True) as tmp:
+        Path(tmp).write_text(buf.getvalue())
+
+
+def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
+    """Check or create the run folder; return the rows already done.
+
+    A folder holding another run's settings, or a method whose prior or checkpoint changed,
+    raises :class:`OutputExistsError` unless ``force`` (which starts afresh).
+    """
+    settings = out / "settings.json"
+    sources = method_sources(spec)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file, not a folder")
+    if force and out.is_dir():
+        for name in ("settings.json", "cases.csv", "summary.md", "panel.png"):
+            (out / name).unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(out / "slices", ignore_errors=True)
+    rows: list[dict[str, Any]] = []
+    if settings.is_file():
+        old = json.loads(settings.read_text())
+        if old.get("key") != json.loads(json.dumps(spec.key())):
+            diff = sorted(k for k in spec.key() if old.get("key", {}).get(k) != json.loads(json.dumps(spec.key()))[k])
+            raise OutputExistsError(f"{out} holds a run with other settings ({', '.join(diff)}); "
+                                    "use another folder or --force")
+        changed = [m for m, sha in sources.items() if old.get("sources", {}).get(m, sha) != sha]
+        if changed:
+            raise OutputExistsError(f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
+                                    "were computed; use another folder or --force")
+        rows = read_rows(out / "cases.csv")
+        sources = {**old.get("sources", {}), **sources}
+        methods = list(dict.fromkeys(old.get("methods", []) + list(spec.methods)))
+    elif out.is_dir() and any(out.iterdir()):
+        raise OutputExistsError(f"{out} exists and is not an evaluate run; use another folder or --force")
+    else:
+        methods = list(spec.methods)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"key": spec.key(), "methods": methods, "checkpoints": spec.checkpoints, "sources": sources}
+    with atomic_write(settings, force=True) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+    return rows
+
+
+def machine() -> str:
+    """A line naming this machine: CPU model and cores used, torch, GPU if any."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}{gpu}"
+
+
+def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool = False,
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Run every method of ``spec`` on every case; write the folder described in the module
+    docstring; return all rows. Cases run in ``workers`` processes (threads split between them)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    t_start = time.perf_counter()
+    rows = open_run(spec, out, force=force)
+    names = case_names(spec)
+    if not names:
+        raise InputError("no case to evaluate")
+    done = {(r["case"], r["method"]) for r in rows}
+    todo = [(i, [m for m in spec.methods if (n, m) not in done]) for i, n in enumerate(names)]
+    todo = [(i, ms) for i, ms in todo if ms]
+    bar = tqdm(total=len(todo), desc="evaluate", unit="case", disable=not progress)
+
+    def collect(result) -> None:
+        name, new, slices = result
+        rows.extend(new)
+        write_rows(out / "cases.csv", rows)
+        (out / "slices").mkdir(exist_ok=True)
+        for m, s in slices.items():
+            with atomic_write(out / "slices" / f"{name.replace(':', '_')}__{m}.npy", force=True) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, s, allow_pickle=False)
+        bar.update(1)
+
+    if workers <= 1 or len(todo) <= 1:
+        for i, ms in todo:
+            collect(evaluate_case(spec, i, ms))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        spec_d = dataclasses.asdict(spec)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            futures = [pool.submit(_worker, (spec_d, i, ms)) for i, ms in todo]
+            try:
+                for f in as_completed(futures):
+                    collect(f.result())
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    bar.close()
+    order = {n: i for i, n in enumerate(names)}
+    meta = json.loads((out / "settings.json").read_text())
+    meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
+    meta["machine"] = machine()
+    with atomic_write(out / "settings.json", force=True) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+    methods = meta["methods"]
+    rows.sort(key=lambda r: (order.get(r["case"], len(order)), methods.index(r["method"]) if r["method"] in methods else 99))
+    write_rows(out / "cases.csv", rows)
+    with atomic_write(out / "summary.md", force=True) as tmp:
+        Path(tmp).write_text(summary_markdown(rows, methods, spec))
+    write_panel(out, names[:3], methods)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary and panel
+
+
+def paired_test(rows: Sequence[dict[str, Any]], method: str, reference: str, key: str) -> tuple[int, int, float]:
+    """``(n pairs, cases where method is strictly better, two-sided Wilcoxon signed-rank p)`` of
+    ``method`` against ``reference`` on ``key``, over the cases both have (finite values only).
+    ``p`` is NaN with fewer than two pairs or when every difference is zero."""
+    from scipy.stats import wilcoxon
+
+    a = {r["case"]: r[key] for r in rows if r["method"] == method}
+    b = {r["case"]: r[key] for r in rows if r["method"] == reference}
+    pairs = [(a[c], b[c]) for c in a if c in b and math.isfinite(a[c]) and math.isfinite(b[c])]
+    if not pairs:
+        return 0, 0, math.nan
+    d = np.array([x - y for x, y in pairs]) * (-1.0 if METRICS[key] else 1.0)
+    better = int((d > 0).sum())
+    if len(d) < 2 or not np.any(d != 0):
+        return len(d), better, math.nan
+    return len(d), better, float(wilcoxon(d).pvalue)
+
+
+def _fmt(key: str, v: np.ndarray) -> str:
+    if not v.size:
+        return "-"
+    digits = 3 if key in ("ssim", "dice", "view_ncc", "third_view_ncc") else 1
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spec: EvalSpec | None = None) -> str:
+    """Mean ± std per method of :data:`SUMMARY_KEYS`, then the paired tests against ``fit`` (or
+    the first method)."""
+    present = [m for m in methods if any(r["method"] == m for r in rows)]
+    ref = "fit" if "fit" in present else (present[0] if present else None)
+    lines = ["| method | n | " + " | ".join(SUMMARY_KEYS) + " |", "|---" * (len(SUMMARY_KEYS) + 2) + "|"]
+    for m in present:
+        mine = [r for r in rows if r["method"] == m]
+        cells = []
+        for k in SUMMARY_KEYS:
+            v = np.array([r[k] for r in mine], dtype=float)
+            cells.append(_fmt(k, v[np.isfinite(v)]))
+        name = LABELS.get(m.split("@", 1)[0], m) + (f" @{m.split('@', 1)[1]}" if "@" in m else "")
+        name = name.replace("{n}", str(spec.n_random) if spec is not None else "N")
+        lines.append(f"| {name} (`{m}`) | {len(mine)} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n\n(mean ± std over the cases; lower is better for MAE, HD95 and seconds)\n"
+    if ref is not None and len(present) > 1:
+        keys = ("psnr_db", "ssim", "mae_hu", "dice", "third_view_ncc")
+        text += (f"\nPaired against `{ref}` (same cases): cases where the method is better, and the two-sided "
+                 "Wilcoxon signed-rank p-value.\n\n| method | " + " | ".join(keys) + " |\n" + "|---" * (len(keys) + 1) + "|\n")
+        for m in present:
+            if m == ref:
+                continue
+            cells = []
+            for k in keys:
+                n, better, p = paired_test(rows, m, ref, k)
+                cells.append(f"{better}/{n}, p={p:.2g}" if n else "-")
+            text += f"| `{m}` | " + " | ".join(cells) + " |\n"
+    if spec is not None:
+        what = f"{spec.phantoms} held-out phantoms (seeds {spec.first_seed}-{spec.first_seed + (spec.phantoms or 0) - 1})" \
+            if spec.data is None else f"the vertebra crops of {spec.data}"
+        text += (f"\nCases: {what}; views {', '.join(f'{a:g}' for a in spec.angles)} deg, {spec.detector}² px of "
+                 f"{spec.pixel_spacing_mm:g} mm, cone beam, SDD 1800 / SOD 1500 mm"
+                 + (f", X-rays through the whole torso ({spec.whole_body_fov_mm:g} mm)" if spec.whole_body_fov_mm else "")
+                 + (f"; handed views off by {spec.angle_error_deg:g} deg and {spec.shift_error_mm:g} mm"
+                    if spec.angle_error_deg or spec.shift_error_mm else "")
+                 + (f"; Poisson noise, {spec.photons:g} photons/pixel" if spec.photons else "")
+                 + f"; third view at {spec.third_view_deg:g} deg.\n")
     return text
 
 
-def run_study(
-    prior_path: str | Path,
-    out_dir: str | Path,
-    *,
-    cases: int = 20,
-    first_seed: int = 0,
-    angles: Sequence[float] = (0.0, 90.0),
-    detector: int = 128,
-    pixel_spacing_mm: float = 1.0,
-    n_random: int = 32,
-    fit_config: str | Path | None = None,
-    whole_body_fov_mm: float | None = None,
-    warm_start: bool = True,
-    force: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the study and write ``results.json`` and ``table.md`` to ``out_dir``."""
-    from tqdm.auto import tqdm
+def write_panel(out: Path, names: Sequence[str], methods: Sequence[str]) -> Path | None:
+    """``panel.png``: per case a row of coronal and a row of sagittal mid slices, truth first."""
+    import matplotlib
 
-    from ..fitting import load_fit_config
-    from ..io import prepare_output_dir
-    from ..prior.checkpoint import load_prior
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    out = prepare_output_dir(out_dir, force=force)
-    prior = load_prior(prior_path)
-    cfg = load_fit_config(fit_config)
-    views = default_views(angles, detector, pixel_spacing_mm)
-    results = []
-    for s in tqdm(range(first_seed, first_seed + cases), desc="evaluate", disable=not progress):
-        case = make_case(s, prior, views, whole_body_fov_mm)
-        results.append(evaluate_case(prior, case, views, cfg, n_random=n_random, warm_start=warm_start))
-        with atomic_write(out / "results.json", force=True) as tmp:  # partial results survive interruption
-            Path(tmp).write_text(json.dumps({"cases": results}, indent=2))
-    table = summarize(results)
-    summary = {
-        "prior": str(prior_path),
-        "prior_sha256": prior.sha256,
-        "angles_deg": list(angles),
-        "detector": [detector, detector],
-        "pixel_spacing_mm": pixel_spacing_mm,
-        "n_random": n_random,
-        "whole_body_fov_mm": whole_body_fov_mm,
-        "starts": sorted({r["start"] for r in results}),
-        "fit_config": cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg),
-        "mean_fit_seconds": float(np.mean([r["fit_seconds"] for r in results])),
-        "summary": table,
-        "fit_better_than": paired_wins(results),
-        "cases": results,
-    }
-    with atomic_write(out / "results.json", force=True) as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2))
-    with atomic_write(out / "table.md", force=True) as tmp:
-        Path(tmp).write_text(markdown_table(table, cases, n_random, paired_wins(results)))
-    return summary
+    from ..preview import figure_to_png
 
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m xfit.studies.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("prior")
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--cases", type=int, default=20)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--angles", default="0,90")
-    p.add_argument("--detector", type=int, default=128)
-    p.add_argument("--pixel-spacing", type=float, default=1.0)
-    p.add_argument("--random", type=int, default=32)
-    p.add_argument("--fit-config", default=None)
-    p.add_argument("--no-warm-start", action="store_true", help="start every fit at w_mean even if the prior has an encoder")
-    p.add_argument("--whole-body", type=float, default=None, metavar="FOV_MM",
-                   help="simulate the X-rays through the whole torso drawn on a FOV_MM grid (e.g. 320)")
-    p.add_argument("--force", action="store_true")
-    a = p.parse_args(argv)
-    from ..geometry import parse_angles
-
-    s = run_study(
-        a.prior, a.out, cases=a.cases, first_seed=a.first_seed, angles=parse_angles(a.angles), detector=a.detector,
-        pixel_spacing_mm=a.pixel_spacing, n_random=a.random, fit_config=a.fit_config, whole_body_fov_mm=a.whole_body, warm_start=not a.no_warm_start, force=a.force,
-    )
-    print(markdown_table(s["summary"], a.cases, a.random, s["fit_better_than"]))
-
-
-if __name__ == "__main__":
-    main()
+    cols = ["truth"] + list(methods)
+    grid = []
+    for n in names:
+        stem = n.replace(":", "_")
+        got = {c: out / "slices" / f"{stem}__{c}.npy" for c in cols}
+        if got["truth"].is_file():
+            grid.append((n, {c: np.load(p, allow_pickle=False) for c, p in got.items() if p.is_file()}))
+    if not grid:
+        return None
+    fig, axes = plt.subplots(2 * len(grid), len(cols), figsize=(1.6 * len(cols), 3.3 * len(grid)), squeeze=False)
+    for r, (n, sl) in enumerate(grid):
+        for c, col in enumerate(cols):
+            for k, plane in enumerate((1, 2)):
+                ax = axes[2 * r + k, c]
+                ax.axis("off")
+                if col in sl:
+                    ax.imshow(sl[col][plane].astype(np.float32), cmap="gray", vmin=-1000, vmax=1500)
+                if r == 0 and k == 0:
+                    ax.set_title(col, fontsize=8)
+                if c == 0:
+                    ax.text(-4, 32, f"{n}\n{'coronal' if k == 0 else 'sagittal'}", fontsize=6, ha="right", va="center")
+    return figure_to_png(fig, out / "panel.png")
