@@ -221,3 +221,24 @@ def test_cases_in_two_processes_match_one(tiny, tmp_path):
     one = evaluate(spec, tmp_path / "one", progress=False)
     two = evaluate(spec, tmp_path / "two", workers=2, progress=False)
     assert [(r["case"], r["psnr_db"]) for r in one] == [(r["case"], r["psnr_db"]) for r in two]
+
+
+def test_results_section_is_generated_from_run_folders(tiny, tmp_path):
+    from xfit.studies.results import BEGIN, END, main, update_readme
+
+    root = tmp_path / "docs" / "results"
+    evaluate(_spec(tiny, methods=("mean",), phantoms=1), root / "ev", progress=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nOLD-TEXT\n{END}\n\nafter\n")
+    assert update_readme(readme, root)
+    text = readme.read_text()
+    assert "OLD-TEXT" not in text and text.endswith("after\n") and "prior mean volume (`mean`)" in text
+    assert "wall time" in text and "docs/results/ev/panel.png" in text
+    assert not update_readme(readme, root)  # idempotent
+    with pytest.raises(SystemExit) as e:
+        main(["--readme", str(readme), "--results", str(root), "--check"])
+    assert e.value.code == 0
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--readme", str(readme), "--results", str(root), "--check"])
+    assert e.value.code == 1

@@ -22,7 +22,8 @@ bound of sample selection that no real method can reach), and the baselines ``x2
 ``x2ct-cnn@jitter``, to evaluate a second checkpoint of the same method beside the first.
 
 **Metrics** per case and method (:data:`METRICS`): :func:`xfit.metrics.volume_metrics` (HU clipped
-to [-1000, 1500], PSNR and SSIM with data range 2500 HU, MAE in HU, vertebra Dice, HD95 in mm),
+to [-1000, 1500], PSNR and SSIM with data range 2500 HU, MAE in HU, vertebra Dice, HD95 and average
+symmetric surface distance in mm, EAR's frequency distance on the window scaled to [-1, 1]),
 ``view_ncc`` (agreement of the re-projection with the images handed to the method, through the
 views it was handed) and ``third_view_ncc`` (agreement of the re-projection with the truth's
 projection at a third angle that no method saw, through the true geometry).
@@ -60,7 +61,8 @@ from ..projector import project
 
 #: Every metric column of ``cases.csv``, and whether lower is better.
 METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "mae_mask_hu": True, "dice": False,
-                            "hd95_mm": True, "view_ncc": False, "third_view_ncc": False, "seconds": True}
+                            "hd95_mm": True, "asd_mm": True, "freq_dist": True, "view_ncc": False,
+                            "third_view_ncc": False, "seconds": True}
 #: Columns of the summary table.
 SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "third_view_ncc", "seconds")
 #: The HU window of every volume metric (``volume_metrics``' default).
@@ -371,7 +373,8 @@ def run_method(ctx: Context, name: str, case: Case, obs: Observation) -> Recon:
 
 def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: Sequence[View]) -> dict[str, float]:
     """The metric columns of one reconstruction (see the module docstring)."""
-    m = volume_metrics(recon.hu, case.hu, recon.vertebra, case.vertebra, ctx.prior.config.spacing_mm)
+    m = volume_metrics(recon.hu, case.hu, recon.vertebra, case.vertebra, ctx.prior.config.spacing_mm,
+                       with_asd=True, with_freq=True)
     m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(project_hu(recon.hu, ctx.affine, obs.views), obs.images)]))
     third = dataclasses.replace(true_views[0], angle_deg=float(ctx.spec.third_view_deg))
     m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], project_hu(case.hu, ctx.affine, [third])[0])

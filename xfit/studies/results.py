@@ -1,0 +1,98 @@
+"""The README's "Results" section, generated from the committed result folders.
+
+``python -m xfit.studies.results`` reads every run folder under ``docs/results/`` (an
+``xfit evaluate`` run: ``settings.json`` + ``summary.md``; an ``xfit study`` sweep:
+``curve.csv`` + ``summary.md``) and rewrites the README between the markers
+``<!-- results:begin -->`` and ``<!-- results:end -->``. Each entry names the command's settings,
+the machine and the wall time recorded by the run; no figure is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ..io import atomic_write
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _evaluate_entry(folder: Path, base: Path) -> str:
+    meta = json.loads((folder / "settings.json").read_text())
+    wall = meta.get("wall_seconds")
+    rel = _rel(folder, base)
+    text = f"#### `{folder.name}`\n\n"
+    text += f"Run folder `{rel}`; prior `{Path(meta['key']['prior']).name}`; methods {', '.join(meta['methods'])}. "
+    text += f"Machine: {meta.get('machine', 'not recorded')}; wall time {wall / 60:.0f} min in all.\n\n" if wall \
+        else f"Machine: {meta.get('machine', 'not recorded')}.\n\n"
+    text += (folder / "summary.md").read_text().strip() + "\n"
+    if (folder / "panel.png").is_file():
+        text += f"\n![{folder.name}]({rel}/panel.png)\n"
+    return text
+
+
+def _sweep_entry(folder: Path, base: Path) -> str:
+    rel = _rel(folder, base)
+    metas = [json.loads(p.read_text()) for p in sorted(folder.glob("*/settings.json"))]
+    machine = metas[0].get("machine", "not recorded") if metas else "not recorded"
+    text = f"#### `{folder.name}` (sweep)\n\nRun folder `{rel}`; machine: {machine}.\n\n"
+    text += (folder / "summary.md").read_text().strip() + "\n\n"
+    text += "".join(f"![{p.stem}]({rel}/{p.name})\n" for p in sorted(folder.glob("curve_*.png")))
+    return text
+
+
+def _rel(folder: Path, base: Path) -> Path:
+    folder, base = folder.resolve(), base.resolve()
+    return folder.relative_to(base) if folder.is_relative_to(base) else folder
+
+
+def results_section(root: str | Path, base: str | Path = ".") -> str:
+    """Markdown of every run folder under ``root`` (sorted by name), paths relative to ``base``
+    (the README's folder)."""
+    root, base = Path(root), Path(base)
+    if not root.is_dir():
+        raise InputError(f"{root}: no results folder")
+    parts = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (folder / "curve.csv").is_file() and (folder / "summary.md").is_file():
+            parts.append(_sweep_entry(folder, base))
+        elif (folder / "settings.json").is_file() and (folder / "summary.md").is_file():
+            parts.append(_evaluate_entry(folder, base))
+    if not parts:
+        return "No committed result yet.\n"
+    return "\n".join(parts)
+
+
+def update_readme(readme: str | Path, root: str | Path) -> bool:
+    """Replace the text between the markers; returns whether the file changed."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise InputError(f"{readme} must hold one {BEGIN} ... {END} block")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    new = head + BEGIN + "\n" + results_section(root, readme.parent).rstrip() + "\n" + END + tail
+    if new == text:
+        return False
+    with atomic_write(readme, force=True) as tmp:
+        Path(tmp).write_text(new)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m xfit.studies.results", description=__doc__.splitlines()[0])
+    ap.add_argument("--readme", default="README.md")
+    ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--check", action="store_true", help="exit 1 when the README is not up to date (write nothing)")
+    a = ap.parse_args(argv)
+    if a.check:
+        text = Path(a.readme).read_text()
+        want = BEGIN + "\n" + results_section(a.results, Path(a.readme).parent).rstrip() + "\n" + END
+        raise SystemExit(0 if want in text else 1)
+    print("README updated" if update_readme(a.readme, a.results) else "README already up to date")
+
+
+if __name__ == "__main__":
+    main()
