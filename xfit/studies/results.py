@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--check", action="store_true", help="exit 1 when the README is not up to date (write nothing)")
     a = ap.parse_args(argv)
+    try:
+        _main(a)
+    except InputError as exc:
+        raise SystemExit(f"xfit: error: {exc}") from None
+
+
+def _main(a: argparse.Namespace) -> None:
     if a.check:
         text = Path(a.readme).read_text()
         want = BEGIN + "\n" + results_section(a.results, Path(a.readme).parent).rstrip() + "\n" + END
