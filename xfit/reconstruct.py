@@ -439,7 +439,8 @@ def reconstruct_vertebrae(
         gt_isocenter_mm: where the X-rays' isocentre lies in the ground truth CT's frame
             (default: its grid centre; ``xfit simulate`` records it in ``simulate.json``).
         method: ``"fit"`` (the prior) or a feed-forward baseline (``x2ct-cnn``, ``x2ct-gan``,
-            ``ear``; :mod:`xfit.baselines`) with its ``checkpoint`` (default: the shipped one).
+            ``ear``, ``transvert``, ``xctrsnet``; :mod:`xfit.baselines`) with its ``checkpoint``
+            (default: the shipped one).
     Raises:
         InputError, GeometryError: bad inputs, targets or geometry (before any fit).
     """
@@ -508,7 +509,8 @@ def reconstruct_vertebrae(
         t1 = time.perf_counter()
         fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
         if method != "fit":
-            result = baseline_result(method, checkpoint, fit_images, fit_views, target.point_mm, device)
+            result = baseline_result(method, checkpoint, fit_images, fit_views, target.point_mm, device,
+                                     centroid_rc=target_pixels(target, rois))
             init_note = f"feed-forward baseline {method}"
         else:
             if crop is None:
@@ -551,10 +553,22 @@ def reconstruct_vertebrae(
     return out
 
 
+def target_pixels(target: Target, rois) -> list[tuple[float, float]]:
+    """The target's pixel in each image handed to a baseline: ``target.pixels_rc`` (clicks, the
+    automatic search's pixels or the projected isocentre), mapped into the region-of-interest
+    crops when there are any (a crop pixel ``j`` covers original pixels ``row0 + j f .. + f``)."""
+    if not rois:
+        return [(float(r), float(c)) for r, c in target.pixels_rc]
+    return [((r - roi.row0 + 0.5) / roi.factor[0] - 0.5, (c - roi.col0 + 0.5) / roi.factor[1] - 0.5)
+            for (r, c), roi in zip(target.pixels_rc, rois)]
+
+
 def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray],
-                    views: Sequence[View], centre_mm: np.ndarray, device: str):
+                    views: Sequence[View], centre_mm: np.ndarray, device: str,
+                    centroid_rc: Sequence[Sequence[float]] | None = None):
     """A feed-forward baseline's prediction as a :class:`~xfit.fitting.FitResult`, with its
-    re-projections compared to the images exactly as a fit's are."""
+    re-projections compared to the images exactly as a fit's are. ``centroid_rc``: the target's
+    pixel in each image (TransVert's annotation; :func:`target_pixels`)."""
     import torch
 
     from .baselines.infer import predict
@@ -563,7 +577,8 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
     from .io import hu_to_mu
 
     t0 = time.perf_counter()
-    hu, labels, affine, notes = predict(method, checkpoint, images, views, device=device, target_mm=centre_mm)
+    hu, labels, affine, notes = predict(method, checkpoint, images, views, device=device, target_mm=centre_mm,
+                                        centroid_rc=centroid_rc)
     cfg = load_fit_config(None)
     arrays = [np.asarray(a, dtype=np.float64) for a in images]
     objective = build_objective(views, normalised_targets(arrays, "cpu"), affine, hu.shape[0], cfg)

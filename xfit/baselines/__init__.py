@@ -3,9 +3,11 @@
 * :mod:`.common`: config, footprints and lifting, labels by threshold, checkpoints;
 * :mod:`.x2ct`: X2CT-CNN and X2CT-GAN (Ying et al., CVPR 2019);
 * :mod:`.ear`: EAR (Tan et al.);
+* :mod:`.transvert`: TransVert (Bayat et al., MICCAI 2020), shape and level, no CT;
+* :mod:`.xctrsnet`: X-CTRSNet (Ge et al.), CT and segmentation;
 * :mod:`.train`: the trainer (``xfit train-baseline``, torchrun);
 * :mod:`.infer`: :func:`~xfit.baselines.infer.predict`;
 * :mod:`.cli`: the click command ``train-baseline``.
 
-See ``docs/baselines.md``. Nothing is imported here, so ``import xfit`` stays light.
+See ``docs/baselines.md`` and ``docs/baselines_part2.md``. Nothing is imported here, so ``import xfit`` stays light.
 """

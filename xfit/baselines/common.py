@@ -45,12 +45,25 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, InputError
 from ..geometry import View, world_to_pixel
 
-#: The baselines by CLI name.
+#: Part 1's baselines (two X-rays -> CT), by CLI name. Kept as it was: ``tests/test_baselines.py``
+#: parametrises its part-1 tests over it. Every registry check uses :data:`ALL_METHODS`.
 METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
+#: Part 2's baselines (``docs/baselines_part2.md``).
+PART2_METHODS = ("transvert", "xctrsnet")
+#: Every baseline by CLI name.
+ALL_METHODS = METHODS + PART2_METHODS
 MODEL_FORMAT = "xfit-baseline"
 #: Loss terms each method may weight (``training.weights``).
 LOSS_TERMS = {"x2ct-cnn": ("recon", "proj"), "x2ct-gan": ("adv", "recon", "proj"),
-              "ear": ("recon", "edge", "freq", "proj")}
+              "ear": ("recon", "edge", "freq", "proj"), "transvert": ("recon", "adv"),
+              "xctrsnet": ("recon", "perc", "dice", "dice_gt", "rsc")}
+#: Methods trained with an LSGAN discriminator (the trainer builds one for them).
+ADVERSARIAL = ("x2ct-gan", "transvert")
+#: Methods whose network outputs a CT volume; the others output only the vertebra's shape, and
+#: :func:`xfit.baselines.infer.predict` renders that shape as a two-level "CT" (see there).
+CT_OUTPUT = {"x2ct-cnn": True, "x2ct-gan": True, "ear": True, "transvert": False, "xctrsnet": True}
+#: Methods with a segmentation (or shape) output: their labels are their own, not the threshold.
+SEGMENTATION_OUTPUT = {"x2ct-cnn": False, "x2ct-gan": False, "ear": False, "transvert": True, "xctrsnet": True}
 #: Reconstructions without a segmentation output get their vertebra label from this threshold
 #: (see :func:`labels_from_hu`).
 LABEL_THRESHOLD_HU = 150.0
@@ -59,8 +72,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 def check_method(method: str) -> str:
     """The method name, or InputError naming the known ones."""
-    if method not in METHODS:
-        raise InputError(f"unknown baseline method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in ALL_METHODS:
+        raise InputError(f"unknown baseline method {method!r}; choose one of {', '.join(ALL_METHODS)}")
     return method
 
 
@@ -181,6 +194,8 @@ ARCH_KEYS = {
     "x2ct-cnn": {"enc": ("ints", 2), "dec": ("ints", 2), "fc_hidden": ("int", 0)},
     "x2ct-gan": {"enc": ("ints", 2), "dec": ("ints", 2), "fc_hidden": ("int", 0), "disc": ("ints", 1)},
     "ear": {"stem": ("int", 0), "enc": ("ints", 3), "cbam_reduction": ("int", 0)},
+    "transvert": {"enc": ("ints", 2), "map": ("int", 0), "dec": ("ints", 1), "disc": ("ints", 1)},
+    "xctrsnet": {"enc": ("ints", 2), "path": ("ints", 2), "seg": ("ints", 2)},
 }
 
 
@@ -204,9 +219,21 @@ def _check_arch(cfg: "BaselineConfig") -> None:
         if len(enc) != len(dec):
             raise InputError(f"arch.enc and arch.dec need one width per level, got {len(enc)} and {len(dec)}")
         levels = len(enc)
-    else:
+    elif cfg.method == "ear":
         from .ear import DEFAULT_ARCH
         levels = len(a.get("enc", DEFAULT_ARCH["enc"])) + 1
+    elif cfg.method == "transvert":
+        from .transvert import DEFAULT_ARCH
+        enc, dec = a.get("enc", DEFAULT_ARCH["enc"]), a.get("dec", DEFAULT_ARCH["dec"])
+        if len(enc) != len(dec):
+            raise InputError(f"arch.enc and arch.dec need one width per level, got {len(enc)} and {len(dec)}")
+        levels = len(enc) + 1
+    else:
+        from .xctrsnet import DEFAULT_ARCH
+        enc, path = a.get("enc", DEFAULT_ARCH["enc"]), a.get("path", DEFAULT_ARCH["path"])
+        if len(enc) != len(path):
+            raise InputError(f"arch.enc and arch.path need one width per scale, got {len(enc)} and {len(path)}")
+        levels = max(len(enc), len(a.get("seg", DEFAULT_ARCH["seg"]))) + 1
     if int(cfg.resolution) >> (levels - 1) < 2:
         raise InputError(f"arch: {levels} levels are too many for resolution {cfg.resolution}")
 
@@ -347,6 +374,58 @@ class Lifter:
         out = F.grid_sample(feat, g, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.reshape(feat.shape[0], feat.shape[1], r, r, r)
 
+    def grid3(self, v: int, r: int) -> Tensor:
+        """``[B, r, r, r, 3]`` 5D grid_sample coordinates (x = column, y = row, z = depth) of
+        view ``v`` for the voxel centres of an ``r^3`` cube: (column, row) as :meth:`grid`, depth
+        = distance along the central beam (source -> detector) from the cube centre, in units of
+        half the cube side."""
+        key = (v, r, 3)
+        if key not in self._grids:
+            from ..geometry import detector_frame
+
+            s = self.fov / r
+            ax = (torch.arange(r, dtype=torch.float64) + 0.5 - r / 2) * s
+            pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+            depth = []
+            for views in self.views:
+                beam = -detector_frame([views[v]], dtype=torch.float64)["s"][0]
+                depth.append((pts @ beam) / (self.fov / 2))
+            xy = self.grid(v, r)[:, :, 0, :]
+            g = torch.cat([xy, torch.stack(depth)[..., None].float()], -1)
+            self._grids[key] = g.reshape(len(self.views), r, r, r, 3)
+        return self._grids[key]
+
+    def lift_volume(self, feat: Tensor, v: int, r: int) -> Tensor:
+        """View-aligned 3D features ``[B, C, D, h, w]`` of view ``v`` (D along its beam, source
+        side first; h, w the footprint's rows and columns) -> ``[B, C, r, r, r]`` in the cube's
+        voxel order. For orthogonal parallel views this is the papers' axis permutation (the
+        tests check it); otherwise it follows the rays as :meth:`lift` does."""
+        g = self.grid3(v, r).to(device=feat.device, dtype=feat.dtype)
+        return F.grid_sample(feat, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def footprint_pixels(rc: Tensor, view: View, centre_mm: Sequence[float], fov_mm: float, res: int) -> Tensor:
+    """Detector pixels ``[N, 2]`` (row, col) of ``view`` -> the same points in pixels of its
+    ``[res, res]`` footprint (see :func:`footprint`; pixel centres at integers)."""
+    centre = torch.as_tensor(np.asarray(centre_mm, dtype=np.float64))
+    c, half = _footprint_frame(view, centre, fov_mm)
+    n = (rc.double() - c) / half  # [-1, 1] across the footprint
+    return (n + 1) * res / 2 - 0.5
+
+
+def annotation_disc(centres: Tensor, res: int, radius_px: float = 1.0) -> Tensor:
+    """TransVert's annotation image: 1 on the pixels within ``radius_px`` of each centre.
+
+    Args:
+        centres: ``[..., 2]`` (row, col) in footprint pixels.
+    Returns:
+        ``[..., res, res]`` float32 of 0 / 1 (all 0 when the centre is off the image).
+    """
+    ax = torch.arange(res, dtype=torch.float64)
+    dr = ax.view(*([1] * (centres.dim() - 1)), res, 1) - centres[..., 0, None, None].double()
+    dc = ax.view(*([1] * (centres.dim() - 1)), 1, res) - centres[..., 1, None, None].double()
+    return (dr.square() + dc.square() <= radius_px ** 2 + 1e-9).float()
+
 
 # ----------------------------------------------------------------------------------------------
 # Small shared pieces
@@ -370,14 +449,19 @@ def check_shape(x: Tensor, shape: Sequence[int | None], name: str) -> None:
 def labels_from_hu(hu: np.ndarray, threshold_hu: float = LABEL_THRESHOLD_HU) -> np.ndarray:
     """Vertebra label of a reconstruction without a segmentation output: the connected
     component of ``hu > threshold_hu`` nearest the cube centre, holes filled (uint8 0/1)."""
+    return centred_component(hu > threshold_hu)
+
+
+def centred_component(mask: np.ndarray) -> np.ndarray:
+    """The connected component of a boolean ``[I, J, K]`` mask nearest the cube centre, holes
+    filled (uint8 0/1): the vertebra of interest, in the fit's label convention."""
     from scipy import ndimage
 
-    mask = hu > threshold_hu
     lab, n = ndimage.label(mask)
     if n == 0:
-        return np.zeros(hu.shape, np.uint8)
+        return np.zeros(mask.shape, np.uint8)
     idx = np.argwhere(lab > 0)
-    centre = (np.array(hu.shape) - 1) / 2
+    centre = (np.array(mask.shape) - 1) / 2
     nearest = lab[tuple(idx[np.argmin(((idx - centre) ** 2).sum(1))])]
     return ndimage.binary_fill_holes(lab == nearest).astype(np.uint8)
 
@@ -388,10 +472,14 @@ def labels_from_hu(hu: np.ndarray, threshold_hu: float = LABEL_THRESHOLD_HU) -> 
 
 def build_model(cfg: BaselineConfig) -> nn.Module:
     """The generator (reconstruction network) of a config."""
-    from . import ear, x2ct
+    from . import ear, transvert, x2ct, xctrsnet
 
     if cfg.method in ("x2ct-cnn", "x2ct-gan"):
         return x2ct.X2CTGenerator.from_config(cfg)
+    if cfg.method == "transvert":
+        return transvert.TransVert.from_config(cfg)
+    if cfg.method == "xctrsnet":
+        return xctrsnet.XCTRSNet.from_config(cfg)
     return ear.EAR.from_config(cfg)
 
 

@@ -3,9 +3,15 @@
 :func:`predict` is what ``xfit reconstruct --method NAME`` calls. The cube is the network's
 (``resolution^3`` at ``spacing_mm``, RAS-aligned) centred on ``target_mm`` (default: the world
 origin = the views' isocentre), so the output lies in the X-rays' world frame like the fit's.
-Labels: no baseline has a segmentation output, so the vertebra label is the connected component of
-``HU > LABEL_THRESHOLD_HU`` (150 HU) nearest the cube centre, holes filled
-(:func:`xfit.baselines.common.labels_from_hu`); ``notes["labels"]`` says so.
+Labels: X2CT-CNN, X2CT-GAN and EAR have no segmentation output, so their vertebra label is the
+connected component of ``HU > LABEL_THRESHOLD_HU`` (150 HU) nearest the cube centre, holes filled
+(:func:`xfit.baselines.common.labels_from_hu`). X-CTRSNet's labels come from its segmentation
+network and TransVert's from its shape output (with the predicted level in ``notes["level"]``);
+both in the fit's convention (the vertebra of interest = 1). ``notes["labels"]`` says which.
+
+CT: TransVert has no CT output. Its ``hu`` is the predicted shape rendered as two levels
+(:data:`SHAPE_HU`: water outside, bone inside), so the front door can write and re-project it;
+``notes["ct_output"]`` is False and CT metrics of it mean nothing.
 
 Views that differ from the training views (angles beyond the trained jitter, distances, detector
 shape or pixel spacing, projection, a pose) still run: the footprint resampling and the lifting
@@ -26,12 +32,15 @@ import torch
 from ..errors import CheckpointError, InputError
 from ..geometry import View
 from ..prior.config import unit_to_hu
-from .common import LABEL_THRESHOLD_HU, Baseline, Lifter, check_method, cube_affine, footprints, labels_from_hu, load_model
+from .common import (CT_OUTPUT, LABEL_THRESHOLD_HU, Baseline, Lifter, centred_component, check_method, cube_affine,
+                     footprints, labels_from_hu, load_model)
 
 #: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 _warned: set[str] = set()
 _cache: dict[tuple[str, str, str], tuple[int, Baseline]] = {}
+#: (outside, inside) HU of the two-level volume a shape-only method (TransVert) returns as ``hu``.
+SHAPE_HU = (0.0, 700.0)
 
 
 def shipped_checkpoint(method: str) -> Path:
@@ -83,18 +92,22 @@ def load_baseline(method: str, checkpoint: str | Path | None = None, device: str
 
 
 def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray], views: Sequence[View], *,
-            device: str | torch.device = "cpu", target_mm: Sequence[float] | None = None
+            device: str | torch.device = "cpu", target_mm: Sequence[float] | None = None,
+            centroid_rc: Sequence[Sequence[float]] | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Reconstruct with a trained baseline.
 
     Args:
-        method: ``x2ct-cnn``, ``x2ct-gan`` or ``ear``.
+        method: ``x2ct-cnn``, ``x2ct-gan``, ``ear``, ``transvert`` or ``xctrsnet``.
         checkpoint: a ``baseline.safetensors`` (``None``: the shipped one of ``method``).
         images: one ``[R, C]`` X-ray per view (line integrals or any gray scale, bright = bone;
             each is standardised, so gain and offset do not matter).
         views: their geometry, in the order the network was trained on (AP first).
         device: torch device.
         target_mm: cube centre in the views' world frame (default: the origin).
+        centroid_rc: TransVert's vertebra annotation: per view, the (row, col) of the vertebra's
+            centroid in that image (``--target``); default: the projection of ``target_mm``.
+            Ignored by the other methods.
     Returns:
         ``(hu [R, R, R] float32, labels [R, R, R] uint8, affine [4, 4] float64, notes)``.
     Raises:
@@ -131,11 +144,21 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
     for i, a in enumerate(arrs):  # views may differ in detector shape: one footprint each
         fps.append(footprints(torch.from_numpy(a)[None, None], [[views[i]]], centre, cfg.fov_mm, R)[:, 0])
     x = torch.stack(fps, 1).to(device)
+    lifter = Lifter(vs, centre, cfg.fov_mm)
+    extra: dict[str, Any] = {}
     with torch.no_grad():
-        out = b.model(x, Lifter(vs, centre, cfg.fov_mm))
-        hu = unit_to_hu(out["volume"][0, 0].float().clamp(-1, 1), tuple(cfg.hu_window)).cpu().numpy()
+        if method == "transvert":
+            hu, labels, extra = _transvert(b, x, lifter, views, centre, centroid_rc)
+        else:
+            out = b.model(x, lifter)
+            hu = unit_to_hu(out["volume"][0, 0].float().clamp(-1, 1), tuple(cfg.hu_window)).cpu().numpy()
+            if "seg_logit" in out:
+                labels = centred_component(torch.sigmoid(out["seg_logit"][0, 0].float()).cpu().numpy() > 0.5)
+                extra["labels"] = ("segmentation output: sigmoid > 0.5, the component nearest the cube centre, "
+                                   "holes filled")
+            else:
+                labels = labels_from_hu(hu.astype(np.float32))
     hu = hu.astype(np.float32)
-    labels = labels_from_hu(hu)
     sha = None
     if b.path is not None:
         sha = hashlib.sha256(b.path.read_bytes()).hexdigest()
@@ -145,9 +168,46 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
         "checkpoint_sha256": sha,
         "labels": f"threshold: connected component of HU > {LABEL_THRESHOLD_HU:g} nearest the cube centre, "
                   "holes filled (the network has no segmentation output)",
+        "ct_output": CT_OUTPUT[method],
         "view_differences": diffs,
         "trained_views": cfg.to_dict()["views"],
         "training": {k: v for k, v in b.meta.get("training", {}).items() if k in ("steps", "images", "examples", "levels")},
         "seconds": time.perf_counter() - t0,
     }
+    notes.update(extra)
     return hu, labels, cube_affine(R, cfg.spacing_mm, centre), notes
+
+
+def _transvert(b: Baseline, x: torch.Tensor, lifter: Lifter, views: Sequence[View], centre: tuple[float, ...],
+               centroid_rc: Sequence[Sequence[float]] | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """TransVert's prediction: (two-level hu, labels, notes)."""
+    from ..geometry import world_to_pixel
+    from ..levels import LABEL_TO_LEVEL, level_name
+    from . import transvert
+
+    cfg = b.config
+    if centroid_rc is None:
+        pt = torch.tensor([centre], dtype=torch.float64)
+        centroid_rc = [tuple(world_to_pixel(pt, v)[0].tolist()) for v in views]
+        where = "the projected cube centre"
+    else:
+        if len(centroid_rc) != len(views):
+            raise InputError(f"centroid_rc needs one (row, col) per view ({len(views)}), got {len(centroid_rc)}")
+        centroid_rc = [tuple(float(c) for c in rc) for rc in centroid_rc]
+        if any(len(rc) != 2 or not all(np.isfinite(rc)) for rc in centroid_rc):
+            raise InputError(f"centroid_rc must hold finite (row, col) pairs, got {centroid_rc}")
+        where = "the given target pixels"
+    ann = transvert.annotation_pixels(list(centroid_rc), list(views), centre, cfg.fov_mm, cfg.resolution)
+    shape = b.model(x, lifter, ann.to(x.device))["shape"][0, 0].float().cpu().numpy()
+    labels, level = transvert.decode_shape(shape)
+    hu = np.where(labels > 0, SHAPE_HU[1], SHAPE_HU[0]).astype(np.float32)
+    notes = {
+        "labels": "shape output: voxels above half the predicted level index, the component nearest the cube "
+                  "centre, holes filled",
+        "level": level_name(level) if level in LABEL_TO_LEVEL else None,
+        "level_index": level,
+        "annotation": f"disc of radius 1 px at {where}: "
+                      + "; ".join(f"view {i} ({r:.1f}, {c:.1f})" for i, (r, c) in enumerate(centroid_rc)),
+        "hu": f"no CT output: the shape rendered as {SHAPE_HU[1]:g} HU inside, {SHAPE_HU[0]:g} HU outside",
+    }
+    return hu, labels, notes

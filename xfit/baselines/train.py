@@ -43,8 +43,8 @@ from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, init_distributed)
 from ..projector import project
-from . import ear, x2ct
-from .common import BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
+from . import ear, transvert, x2ct, xctrsnet
+from .common import ADVERSARIAL, BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
 
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "baseline.safetensors"
@@ -62,7 +62,13 @@ def amp_enabled(amp: str, device: torch.device) -> bool:
 
 def default_weights(method: str) -> dict[str, float]:
     """The paper's loss weights of a method."""
-    return ear.default_weights() if method == "ear" else x2ct.default_weights(method)
+    if method == "ear":
+        return ear.default_weights()
+    if method == "transvert":
+        return transvert.default_weights()
+    if method == "xctrsnet":
+        return xctrsnet.default_weights()
+    return x2ct.default_weights(method)
 
 
 def data_settings(cfg: BaselineConfig, levels=None, max_outside: float = MAX_OUTSIDE) -> DataSettings:
@@ -79,7 +85,7 @@ class BaselineTrainer:
         t = cfg.training
         torch.manual_seed(t.seed)
         self.G = build_model(cfg).to(self.device).train()
-        self.D = x2ct.PatchDiscriminator3D.from_config(cfg).to(self.device).train() if cfg.method == "x2ct-gan" else None
+        self.D = x2ct.PatchDiscriminator3D.from_config(cfg).to(self.device).train() if cfg.method in ADVERSARIAL else None
         for m in self.modules().values():
             _broadcast_module(m)
         betas = tuple(float(b) for b in t.betas)
@@ -136,10 +142,17 @@ class BaselineTrainer:
 
     # -- one step
 
-    def _forward(self, x: torch.Tensor, lifter: Lifter) -> dict[str, torch.Tensor]:
+    def _forward(self, x: torch.Tensor, lifter: Lifter, *extra: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.G(x, lifter)
+            out = self.G(x, lifter, *extra)
         return {k: v.float() for k, v in out.items()}
+
+    def annotation(self, label: torch.Tensor, lifter: Lifter) -> torch.Tensor:
+        """TransVert's annotation discs ``[B, V, R, R]`` around the projected centroids of the
+        crops' vertebra masks (``label [B, 1, R, R, R]``)."""
+        cfg = self.cfg
+        pts = transvert.mask_centroids(label, cfg.spacing_mm)
+        return transvert.annotation_points(pts, lifter.views, (0.0, 0.0, 0.0), cfg.fov_mm, cfg.resolution).to(self.device)
 
     def _d(self, v: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -147,29 +160,50 @@ class BaselineTrainer:
 
     def losses(self, out: dict[str, torch.Tensor], target: torch.Tensor, label: torch.Tensor,
                d_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The method's loss terms; for TransVert ``target`` is its level-valued voxel map."""
         if self.cfg.method == "ear":
             return ear.losses(out, target, label, self.weights)
+        if self.cfg.method == "xctrsnet":
+            return xctrsnet.losses(out, target, label, self.weights)
+        if self.cfg.method == "transvert":
+            return transvert.generator_losses(out["shape"], target, self.weights, d_fake)
         return x2ct.generator_losses(out["volume"], target, self.weights, d_fake)
 
-    def train_step(self, crops: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch of crops ``[B, 2, R, R, R]``; returns the loss terms."""
+    def train_step(self, crops: torch.Tensor, levels: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimisation step on a batch of crops ``[B, 2, R, R, R]``; returns the loss terms.
+
+        ``levels``: ``[B]`` VerSe values of the crops' vertebrae (TransVert's target; required
+        for it, ignored by the others)."""
         lr = self.lr_at(self.step)
         for g in self.opt_g.param_groups:
             g["lr"] = lr
         x, lifter, target, label = self.make_inputs(crops)
         logs: dict[str, float] = {"lr": lr}
-        out = self._forward(x, lifter)
+        method = self.cfg.method
+        if method == "transvert":
+            if levels is None or levels.shape != (crops.shape[0],):
+                raise InputError(f"transvert needs one level per crop ([{crops.shape[0]}]), got "
+                                 f"{None if levels is None else list(levels.shape)}")
+            target = transvert.shape_target(label, levels)
+            out = self._forward(x, lifter, self.annotation(label, lifter))
+        elif method == "xctrsnet":
+            out = self._forward(x, lifter, target)
+        else:
+            out = self._forward(x, lifter)
+        key = "shape" if method == "transvert" else "volume"
+        scale = 1.0 / transvert.MAX_LEVEL if method == "transvert" else 1.0
+        d_loss = transvert.discriminator_loss if method == "transvert" else x2ct.discriminator_loss
         d_fake = None
         if self.D is not None:
             self.D.requires_grad_(True)
-            loss_d = x2ct.discriminator_loss(self._d(target), self._d(out["volume"].detach()))
+            loss_d = d_loss(self._d(target * scale), self._d(out[key].detach() * scale))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             _all_reduce_grads(self.D)
             self.opt_d.step()
             logs["loss_d"] = loss_d.item()
             self.D.requires_grad_(False)
-            d_fake = self._d(out["volume"])
+            d_fake = self._d(out[key] * scale)
         terms = self.losses(out, target, label, d_fake)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -339,9 +373,10 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
                disable=not (progress and rank == 0))
     t0, step0, seconds0 = time.perf_counter(), trainer.step, 0.0
     volumes = data.volumes
+    levels_all = torch.tensor([int(x) for x in data.levels], dtype=torch.float32)
     while trainer.step < total:
         idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
-        logs = trainer.train_step(volumes[idx])
+        logs = trainer.train_step(volumes[idx], levels_all[idx])
         step = trainer.step
         elapsed = time.perf_counter() - t0
         ips = (step - step0) * batch * world / max(elapsed, 1e-9)
