@@ -1,0 +1,396 @@
+"""Tests of xfit.baselines part 2 (TransVert, X-CTRSNet): shapes, gradient flow, the view-aligned
+lifting, annotation discs, losses against hand computations (and the perceptual term against
+xfit.metrics.ssim2d_slices), a tiny training run whose loss falls, checkpoint round trip,
+bit-exact resume, inference, the front door and bad input. Tiny configs (16^3 at 5 mm, 24 x 24
+detectors), CPU, one thread."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from xfit.baselines import transvert, xctrsnet
+from xfit.baselines.common import (ALL_METHODS, PART2_METHODS, BaselineConfig, Lifter, annotation_disc, build_model,
+                                   check_method, footprint_pixels, load_config, load_model, param_count, save_model)
+from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
+from xfit.errors import CheckpointError, InputError
+from xfit.geometry import View, world_to_pixel
+from xfit.prior.checkpoint import load_training_state
+
+from spine_synth import write_xfit_collection
+
+TINY_ARCH = {
+    "transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
+    "xctrsnet": {"enc": [4, 8], "path": [4, 4], "seg": [4, 8]},
+}
+LEVELS = torch.tensor([20.0, 21.0])
+
+
+def tiny(method: str, **training) -> BaselineConfig:
+    t = {"batch_size": 2, "steps": 4, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1, "seed": 0, **training}
+    return BaselineConfig.from_dict({
+        "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
+        "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}, "training": t})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ct_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantoms")
+    return write_xfit_collection(out, 3, centres=["T12", "L1", "L2"], levels=("T11", "T12", "L1", "L2", "L3"))
+
+
+def _crops(n: int = 2, seed: int = 0) -> torch.Tensor:
+    """Synthetic crops ``[n, 2, 16, 16, 16]``: a bright ellipsoid (and its mask) in soft tissue."""
+    g = torch.Generator().manual_seed(seed)
+    ax = torch.linspace(-1, 1, 16)
+    x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    out = []
+    for _ in range(n):
+        a, b, c = (0.3 + 0.3 * torch.rand(3, generator=g)).tolist()
+        inside = (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 < 1
+        vol = torch.where(inside, torch.tensor(0.2), torch.tensor(-0.2))
+        out.append(torch.stack([vol, inside.float() * 2 - 1]))
+    return torch.stack(out)
+
+
+def _forward(net, method, x, lifter):
+    if method == "transvert":
+        ann = annotation_disc(torch.full((x.shape[0], 2, 2), 7.5), 16)
+        return net(x, lifter, ann)
+    return net(x, lifter, torch.randn(x.shape[0], 1, 16, 16, 16))
+
+
+# ----------------------------------------------------------------------------------------------
+# registry, networks, geometry
+
+
+def test_registry():
+    assert set(PART2_METHODS) <= set(ALL_METHODS)
+    for m in PART2_METHODS:
+        assert check_method(m) == m and load_config(m).method == m
+
+
+@pytest.mark.parametrize("method", PART2_METHODS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_network_shape_and_gradients(method, batch):
+    cfg = tiny(method)
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    if method == "transvert":  # the attention's gain starts at 0, which would hide q, k and v
+        for enc in net.encoders:
+            enc.attention.gamma.data.fill_(0.5)
+    views = [cfg.views.views() for _ in range(batch)]
+    out = _forward(net, method, torch.randn(batch, 2, 16, 16), Lifter(views, (0, 0, 0), cfg.fov_mm))
+    keys = {"transvert": {"shape"}, "xctrsnet": {"volume", "seg_logit", "seg_gt_logit"}}[method]
+    assert set(out) == keys
+    for v in out.values():
+        assert v.shape == (batch, 1, 16, 16, 16)
+    sum(v.square().mean() for v in out.values()).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_full_size_parameter_budget():
+    for m in PART2_METHODS:
+        assert 0.1e6 < param_count(build_model(load_config(m))) < 4e6
+
+
+def test_lift_volume_is_the_papers_axis_permutation():
+    """Parallel AP / lateral views: a view-aligned volume [depth, rows, cols] lands in the cube as
+    the permutation the papers write (AP: depth = posterior, rows = inferior, cols = patient's
+    left; lateral: depth = patient's left, cols = anterior)."""
+    vs = [View(a, shape=(32, 32), pixel_spacing_mm=(2.5, 2.5), projection="parallel") for a in (0.0, 90.0)]
+    lif = Lifter([vs], (0, 0, 0), 80.0)
+    r = 8
+    feat = torch.randn(1, 2, r, r, r)
+    ap, lat = lif.lift_volume(feat, 0, r)[0], lif.lift_volume(feat, 1, r)[0]
+    f = feat[0]
+    # AP: out[i, j, k] = feat[depth = r-1-j, row = r-1-k, col = r-1-i]
+    assert torch.allclose(ap, f.flip(1, 2, 3).permute(0, 3, 1, 2), atol=1e-5)
+    # lateral: out[i, j, k] = feat[depth = r-1-i, row = r-1-k, col = j]
+    assert torch.allclose(lat, f.flip(1, 2).permute(0, 1, 3, 2), atol=1e-5)
+    assert not torch.allclose(ap, lat)
+
+
+def test_annotation_disc_and_footprint_pixels():
+    d = annotation_disc(torch.tensor([3.0, 4.0]), 8)
+    assert d.shape == (8, 8) and d.sum() == 5 and d[3, 4] == 1 and d[2, 4] == 1 and d[4, 5] == 0
+    assert annotation_disc(torch.tensor([[-5.0, 3.0]]), 8).sum() == 0
+    v = View(90.0, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0))
+    centre_px = world_to_pixel(torch.zeros(1, 3, dtype=torch.float64), v)
+    assert torch.allclose(footprint_pixels(centre_px, v, (0, 0, 0), 80.0, 16), torch.tensor([[7.5, 7.5]], dtype=torch.float64))
+    # a point 20 mm superior sits a quarter of the footprint higher (cone magnification cancels)
+    up = world_to_pixel(torch.tensor([[0.0, 0.0, 20.0]], dtype=torch.float64), v)
+    assert torch.allclose(footprint_pixels(up, v, (0, 0, 0), 80.0, 16)[0, 0], torch.tensor(3.5, dtype=torch.float64), atol=1e-6)
+    ann = transvert.annotation_points(torch.tensor([[0.0, 0.0, 20.0]]), [[View(0.0, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0)), v]],
+                                      (0, 0, 0), 80.0, 16)
+    # centre (3.5, 7.5): the four pixels within 1 px are (3|4, 7|8), in both views
+    assert ann.shape == (1, 2, 16, 16) and (ann[0, :, 3:5, 7:9] == 1).all() and ann.sum() == 8
+
+
+def test_network_rejects_wrong_input():
+    cfg = tiny("transvert")
+    net = build_model(cfg)
+    lif = Lifter([cfg.views.views()], (0, 0, 0), cfg.fov_mm)
+    with pytest.raises(InputError, match="annotation"):
+        net(torch.zeros(1, 2, 16, 16), lif, torch.zeros(1, 1, 16, 16))
+    with pytest.raises(InputError, match="footprints"):
+        build_model(tiny("xctrsnet"))(torch.zeros(1, 2, 8, 8), lif)
+    with pytest.raises(InputError, match="transvert needs one level per crop"):
+        BaselineTrainer(cfg).train_step(_crops(2))
+
+
+# ----------------------------------------------------------------------------------------------
+# losses against hand computations
+
+
+def test_transvert_losses_by_hand():
+    pred = torch.zeros(1, 1, 2, 2, 2)
+    label = -torch.ones(1, 1, 2, 2, 2)
+    label[0, 0, 0, 0, 0] = 1
+    target = transvert.shape_target(label, torch.tensor([20.0]))
+    assert target.sum() == 20 and target[0, 0, 0, 0, 0] == 20
+    t = transvert.generator_losses(pred, target, transvert.WEIGHTS, torch.full((1, 1, 1, 1, 1), 0.5))
+    assert math.isclose(t["recon"].item(), 20 / 8, rel_tol=1e-6)  # mean |y - G|
+    assert math.isclose(t["adv"].item(), 0.25, rel_tol=1e-6)  # (0.5 - 1)^2
+    assert math.isclose(t["total"].item(), 10 * 2.5 + 0.1 * 0.25, rel_tol=1e-6)
+    d = transvert.discriminator_loss(torch.full((1,), 0.5), torch.full((1,), 0.25))
+    assert math.isclose(d.item(), 0.25 + 0.0625, rel_tol=1e-6)  # eq. 3, no factor 1/2
+    lab = -torch.ones(1, 1, 4, 4, 4)
+    lab[0, 0, 3, 1:3, 0] = 1  # voxel centres (3 - 1.5) * 5 = 7.5 mm; y at -2.5 and 2.5; z -7.5
+    assert torch.allclose(transvert.mask_centroids(lab, 5.0), torch.tensor([[7.5, 0.0, -7.5]], dtype=torch.float64))
+
+
+def test_transvert_decode_shape():
+    shape = np.zeros((8, 8, 8), np.float32)
+    shape[2:6, 2:6, 2:6] = 21.3
+    shape[3, 3, 3] = 9.0  # below half of 21: a hole, filled
+    shape[0, 0, 0] = 20.0  # another component: dropped
+    labels, level = transvert.decode_shape(shape)
+    assert level == 21 and labels.dtype == np.uint8 and labels.sum() == 64 and labels[0, 0, 0] == 0
+    assert transvert.decode_shape(np.full((4, 4, 4), 3.0, np.float32))[1] is None
+
+
+def test_xctrsnet_losses_by_hand():
+    logit = torch.zeros(1, 1, 2, 2, 2)
+    mask = torch.zeros(1, 1, 2, 2, 2)
+    mask[0, 0, 0, 0, :] = 1
+    # p = 0.5 everywhere: 1 - (2 * 0.5 * 2 + 1) / (4 + 2 + 1) = 4/7
+    assert math.isclose(xctrsnet.dice_loss(logit, mask).item(), 4 / 7, rel_tol=1e-6)
+    assert math.isclose(xctrsnet.rsc_loss(logit, torch.full_like(logit, math.log(3))).item(), 0.25, rel_tol=1e-6)
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.random((10, 10, 10)))
+    b = a + 0.3 * torch.from_numpy(rng.random((10, 10, 10)))
+    from xfit.metrics import ssim2d_slices
+
+    for axis in range(3):
+        got = xctrsnet.ssim_slices(a[None, None], b[None, None], axis + 2).item()
+        assert math.isclose(got, ssim2d_slices(a.numpy(), b.numpy(), 2.0, axis=axis), rel_tol=1e-5, abs_tol=1e-6)
+    assert abs(xctrsnet.multiview_ssim_loss(a[None, None].float(), a[None, None].float()).item()) < 1e-6
+    pred = torch.zeros(1, 1, 2, 2, 2)
+    target = torch.zeros(1, 1, 2, 2, 2)
+    target[0, 0, 0, 0, 0] = 1.0
+    out = {"volume": pred, "seg_logit": logit, "seg_gt_logit": logit}
+    t = xctrsnet.losses(out, target, mask * 2 - 1, xctrsnet.WEIGHTS)
+    assert math.isclose(t["recon"].item(), 1 / 8, rel_tol=1e-6) and t["rsc"].item() == 0
+    assert math.isclose(t["dice"].item(), 4 / 7, rel_tol=1e-6) and math.isclose(t["dice_gt"].item(), 4 / 7, rel_tol=1e-6)
+    want = 1 / 8 + t["perc"].item() + 2 * 4 / 7
+    assert math.isclose(t["total"].item(), want, rel_tol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+@pytest.mark.parametrize("method", PART2_METHODS)
+def test_tiny_training_loss_falls(method):
+    tr = BaselineTrainer(tiny(method, lr=3e-3))
+    crops = _crops(2)
+    first = tr.train_step(crops, LEVELS)
+    for _ in range(24):
+        last = tr.train_step(crops, LEVELS)
+    assert last["loss_recon"] < 0.7 * first["loss_recon"], (first, last)
+    if method == "xctrsnet":  # the soft Dice of a small mask falls slowly from p = 0.5 everywhere
+        assert last["loss_perc"] < 0.7 * first["loss_perc"], (first, last)
+        assert last["loss_dice"] < first["loss_dice"] - 0.02 and last["loss_dice_gt"] < first["loss_dice_gt"] - 0.02
+
+
+@pytest.mark.parametrize("method", PART2_METHODS)
+def test_resume_is_bit_exact(tmp_path, ct_dir, method):
+    cfg = tiny(method)
+    cfg.views.angle_jitter_deg = 3.0
+    train(cfg, ct_dir, tmp_path / "a", max_steps=4, progress=False, workers=1)
+    train(cfg, ct_dir, tmp_path / "b", max_steps=2, progress=False, workers=1)
+    train(cfg, ct_dir, tmp_path / "b", max_steps=4, resume=True, progress=False, workers=1)
+    ta, ma = load_training_state(tmp_path / "a" / STATE_FILE)
+    tb, mb = load_training_state(tmp_path / "b" / STATE_FILE)
+    assert ma["step"] == mb["step"] == 4 and set(ta) == set(tb)
+    if method == "transvert":
+        assert any(k.startswith("D.") for k in ta)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    la = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [x["loss"] for x in la] == [x["loss"] for x in lb]
+
+
+@pytest.mark.parametrize("method", PART2_METHODS)
+def test_bf16_autocast_step(method):
+    tr = BaselineTrainer(tiny(method), amp="bf16")
+    logs = tr.train_step(_crops(2), LEVELS)
+    assert tr.amp and all(math.isfinite(v) for v in logs.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints, configs, inference
+
+
+@pytest.mark.parametrize("method", PART2_METHODS)
+def test_checkpoint_round_trip(tmp_path, method):
+    cfg = tiny(method)
+    torch.manual_seed(1)
+    net = build_model(cfg).eval()
+    path = save_model(tmp_path / "m.safetensors", net, cfg, {"steps": 3})
+    b = load_model(path, method)
+    assert b.config.to_dict() == cfg.to_dict() and b.meta["training"]["steps"] == 3
+    lif = Lifter([cfg.views.views()], (0, 0, 0), cfg.fov_mm)
+    x = torch.randn(1, 2, 16, 16)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        a = _forward(net, method, x, lif)
+        torch.manual_seed(2)
+        c = _forward(b.model, method, x, lif)
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(CheckpointError, match=f"'{method}' checkpoint, not 'ear'"):
+        load_model(path, "ear")
+    assert not any("pickle" in p.name for p in tmp_path.iterdir())
+
+
+def test_bad_configs():
+    with pytest.raises(InputError, match="unknown term"):
+        BaselineConfig.from_dict({"method": "transvert", "training": {"weights": {"dice": 1}}})
+    with pytest.raises(InputError, match="one width per level"):
+        BaselineConfig.from_dict({"method": "transvert", "arch": {"enc": [4, 8]}})
+    with pytest.raises(InputError, match="one width per scale"):
+        BaselineConfig.from_dict({"method": "xctrsnet", "arch": {"path": [4, 4]}})
+    with pytest.raises(InputError, match="too many"):
+        BaselineConfig.from_dict({"method": "xctrsnet", "resolution": 16, "arch": {"enc": [4, 4, 4, 4], "path": [4, 4, 4, 4]}})
+    with pytest.raises(InputError, match="arch: unknown key"):
+        BaselineConfig.from_dict({"method": "xctrsnet", "arch": {"map": 3}})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ct_dir):
+    out = {}
+    for m in PART2_METHODS:
+        run = tmp_path_factory.mktemp(f"run-{m}")
+        train(tiny(m), ct_dir, run, max_steps=2, progress=False, workers=1)
+        out[m] = run / MODEL_FILE
+    return out
+
+
+def test_predict(trained):
+    from xfit.baselines.infer import SHAPE_HU, predict
+
+    cfg = tiny("transvert")
+    views = cfg.views.views()
+    images = [np.random.default_rng(i).random((24, 24)).astype(np.float32) for i in range(2)]
+    hu, lab, aff, notes = predict("transvert", trained["transvert"], images, views)
+    assert hu.shape == (16, 16, 16) and hu.dtype == np.float32 and lab.dtype == np.uint8
+    assert set(np.unique(hu)) <= set(SHAPE_HU) and notes["ct_output"] is False and "no CT output" in notes["hu"]
+    assert "shape output" in notes["labels"] and "projected cube centre" in notes["annotation"]
+    assert np.array_equal(hu > SHAPE_HU[0], lab > 0)
+    _, _, _, n2 = predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, 6.0), (7.0, 8.0)])
+    assert "given target pixels: view 0 (5.0, 6.0); view 1 (7.0, 8.0)" in n2["annotation"]
+    with pytest.raises(InputError, match="one \\(row, col\\) per view"):
+        predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, 6.0)])
+    with pytest.raises(InputError, match="finite"):
+        predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, float("nan")), (1.0, 1.0)])
+    hu, lab, _, notes = predict("xctrsnet", trained["xctrsnet"], images, views)
+    assert notes["ct_output"] is True and "segmentation output" in notes["labels"] and lab.dtype == np.uint8
+    assert -1000 <= hu.min() and hu.max() <= 1500
+    with pytest.raises(CheckpointError, match="not 'transvert'"):
+        predict("transvert", trained["xctrsnet"], images, views)
+
+
+def test_target_pixels_map_into_the_crops():
+    from types import SimpleNamespace
+
+    from xfit.reconstruct import target_pixels
+
+    t = SimpleNamespace(pixels_rc=[(100.0, 50.0), (30.0, 40.0)])
+    assert target_pixels(t, None) == [(100.0, 50.0), (30.0, 40.0)]
+    rois = [SimpleNamespace(row0=90, col0=20, factor=(2.0, 2.0)), SimpleNamespace(row0=0, col0=0, factor=(1.0, 1.0))]
+    # crop pixel j covers original pixels row0 + 2j .. row0 + 2j + 1: (100 - 90 + 0.5) / 2 - 0.5 = 4.75
+    assert target_pixels(t, rois) == [(4.75, 14.75), (30.0, 40.0)]
+
+
+def _cli():
+    import click
+
+    from xfit.baselines.cli import train_baseline
+    from xfit.cli import XfitGroup
+
+    @click.group(cls=XfitGroup)
+    def group():
+        pass
+
+    group.add_command(train_baseline)
+    return group
+
+
+def test_cli_train_baseline(tmp_path, ct_dir):
+    import yaml
+
+    cfgfile = tmp_path / "tiny.yaml"
+    cfgfile.write_text(yaml.safe_dump(tiny("transvert").to_dict()))
+    res = CliRunner().invoke(_cli(), ["train-baseline", "transvert", str(ct_dir), "-o", str(tmp_path / "run"),
+                                      "--config", str(cfgfile), "--max-steps", "1", "--quiet", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "trained transvert 1 steps" in res.output and (tmp_path / "run" / MODEL_FILE).is_file()
+
+
+@pytest.mark.parametrize("method", PART2_METHODS)
+def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir, method):
+    """`xfit reconstruct --method transvert|xctrsnet` writes the fit's outputs with its own labels."""
+    import nibabel as nib
+
+    from xfit.cli import main
+
+    ct = sorted(Path(ct_dir).rglob("*_ct.nii.gz"))[0]
+    runner = CliRunner()
+    res = runner.invoke(main, ["simulate", str(ct), "--angles", "0,90", "--detector", "24", "--pixel-spacing", "4",
+                               "-o", str(tmp_path / "xr")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(tmp_path / "xr" / "ap.png"), str(tmp_path / "xr" / "lat.png"), "-o", str(out),
+            "--method", method, "--checkpoint", str(trained[method]), "--quiet"]
+    if method == "transvert":
+        args += ["--target", "12,11", "--target", "12,12"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    for name in ("recon.nii.gz", "labels.nii.gz", "preview.png", "report.json"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    fit = report["settings"]["fit"]
+    assert report["settings"]["method"] == method and "threshold" not in fit["labels"]
+    assert fit["ct_output"] is (method == "xctrsnet")
+    if method == "transvert":
+        assert "given target pixels" in fit["annotation"] and report["target"]["method"] == "clicks"
+    lab = np.asarray(nib.load(out / "labels.nii.gz").dataobj)
+    assert set(np.unique(lab)) <= {0, 1}
