@@ -1,5 +1,6 @@
 """Cost of the feed-forward baselines at 64^3 on this machine: parameters, training images/s
-(fp32 and bfloat16 autocast), inference time and peak memory, per method.
+(fp32 and bfloat16 autocast), inference time and peak memory, per method (part 1: x2ct-cnn,
+x2ct-gan, ear; part 2: transvert, xctrsnet).
 
 Usage::
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
+METHODS = ("x2ct-cnn", "x2ct-gan", "ear", "transvert", "xctrsnet")
 
 
 def _crops(n: int, res: int) -> torch.Tensor:
@@ -53,14 +54,15 @@ def _one(method: str, steps: int, device: str, bf16: bool) -> dict:
     cfg = load_config(method)
     res = {"method": method, "device": device, "threads": torch.get_num_threads()}
     crops = _crops(cfg.training.batch_size, cfg.resolution)
+    levels = torch.full((cfg.training.batch_size,), 20.0)  # L1 (TransVert's target; ignored by the others)
     for mode in (["off", "bf16"] if bf16 else ["off"]):
         tr = BaselineTrainer(cfg, device, amp=mode)
         res["params_G"] = param_count(tr.G)
         res["params_D"] = param_count(tr.D) if tr.D is not None else 0
-        tr.train_step(crops)  # warm-up
+        tr.train_step(crops, levels)  # warm-up
         t0 = time.perf_counter()
         for _ in range(steps):
-            tr.train_step(crops)
+            tr.train_step(crops, levels)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / steps
@@ -91,7 +93,8 @@ def _one(method: str, steps: int, device: str, bf16: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", action="append", choices=METHODS, default=None)
+    p.add_argument("--method", action="append", choices=METHODS, default=None,
+                   help="repeatable [default: all five]")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
