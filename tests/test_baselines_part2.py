@@ -1,8 +1,8 @@
-"""Tests of xfit.baselines part 2 (TransVert, X-CTRSNet): shapes, gradient flow, the view-aligned
-lifting, annotation discs, losses against hand computations (and the perceptual term against
-xfit.metrics.ssim2d_slices), a tiny training run whose loss falls, checkpoint round trip,
-bit-exact resume, inference, the front door and bad input. Tiny configs (16^3 at 5 mm, 24 x 24
-detectors), CPU, one thread."""
+"""Tests of xfit.baselines part 2 (TransVert, X-CTRSNet, IGCN): shapes, gradient flow, the
+view-aligned lifting, annotation discs, point projection, losses against hand computations (and the
+perceptual term against xfit.metrics.ssim2d_slices), mesh voxelisation, a tiny training run whose
+loss falls, checkpoint round trip, bit-exact resume, inference, the front door and bad input. Tiny
+configs (16^3 at 5 mm, 24 x 24 detectors), CPU, one thread."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from xfit.baselines import transvert, xctrsnet
+from xfit.baselines import igcn, transvert, xctrsnet
 from xfit.baselines.common import (ALL_METHODS, PART2_METHODS, BaselineConfig, Lifter, annotation_disc, build_model,
                                    check_method, footprint_pixels, load_config, load_model, param_count, save_model)
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
@@ -28,15 +28,38 @@ from spine_synth import write_xfit_collection
 TINY_ARCH = {
     "transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
     "xctrsnet": {"enc": [4, 8], "path": [4, 4], "seg": [4, 8]},
+    "igcn": {"enc": [4, 8], "gcn": [8, 8], "gt_points": 200, "template_step": 1},
 }
 LEVELS = torch.tensor([20.0, 21.0])
 
 
 def tiny(method: str, **training) -> BaselineConfig:
     t = {"batch_size": 2, "steps": 4, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1, "seed": 0, **training}
+    views = {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}
+    if method == "igcn":
+        views["angles_deg"] = [0.0]
     return BaselineConfig.from_dict({
         "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
-        "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}, "training": t})
+        "views": views, "training": t})
+
+
+def n_views(method: str) -> int:
+    return 1 if method == "igcn" else 2
+
+
+def make_net(cfg: BaselineConfig):
+    """The network of a config; IGCN gets the template of the synthetic crops."""
+    net = build_model(cfg)
+    if cfg.method == "igcn":
+        net.set_template(*igcn.template_from_crops(_crops(2), cfg))
+    return net
+
+
+def make_trainer(cfg: BaselineConfig, **kw) -> BaselineTrainer:
+    tr = BaselineTrainer(cfg, **kw)
+    if cfg.method == "igcn":
+        tr.G.set_template(*igcn.template_from_crops(_crops(2), cfg))
+    return tr
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +94,8 @@ def _forward(net, method, x, lifter):
     if method == "transvert":
         ann = annotation_disc(torch.full((x.shape[0], 2, 2), 7.5), 16)
         return net(x, lifter, ann)
+    if method == "igcn":
+        return net(x, lifter)
     return net(x, lifter, torch.randn(x.shape[0], 1, 16, 16, 16))
 
 
@@ -89,16 +114,19 @@ def test_registry():
 def test_network_shape_and_gradients(method, batch):
     cfg = tiny(method)
     torch.manual_seed(0)
-    net = build_model(cfg)
+    net = make_net(cfg)
+    if method == "igcn":  # the last graph conv starts at zero (the template), which would hide the rest
+        for p in net.out.parameters():
+            p.data.normal_(0, 0.1)
     if method == "transvert":  # the attention's gain starts at 0, which would hide q, k and v
         for enc in net.encoders:
             enc.attention.gamma.data.fill_(0.5)
     views = [cfg.views.views() for _ in range(batch)]
-    out = _forward(net, method, torch.randn(batch, 2, 16, 16), Lifter(views, (0, 0, 0), cfg.fov_mm))
-    keys = {"transvert": {"shape"}, "xctrsnet": {"volume", "seg_logit", "seg_gt_logit"}}[method]
+    out = _forward(net, method, torch.randn(batch, n_views(method), 16, 16), Lifter(views, (0, 0, 0), cfg.fov_mm))
+    keys = {"transvert": {"shape"}, "xctrsnet": {"volume", "seg_logit", "seg_gt_logit"}, "igcn": {"vertices"}}[method]
     assert set(out) == keys
     for v in out.values():
-        assert v.shape == (batch, 1, 16, 16, 16)
+        assert v.shape == ((batch, net.template.shape[0], 3) if method == "igcn" else (batch, 1, 16, 16, 16))
     sum(v.square().mean() for v in out.values()).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -153,6 +181,73 @@ def test_network_rejects_wrong_input():
         build_model(tiny("xctrsnet"))(torch.zeros(1, 2, 8, 8), lif)
     with pytest.raises(InputError, match="transvert needs one level per crop"):
         BaselineTrainer(cfg).train_step(_crops(2))
+    g = build_model(tiny("igcn"))
+    lif1 = Lifter([tiny("igcn").views.views()], (0, 0, 0), 80.0)
+    with pytest.raises(InputError, match="no template"):
+        g(torch.zeros(1, 1, 16, 16), lif1)
+    with pytest.raises(InputError, match="do not exist"):
+        g.set_template(torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
+    with pytest.raises(InputError, match="single projection"):
+        BaselineConfig.from_dict({"method": "igcn", "views": {"angles_deg": [0, 90]}})
+
+
+def test_point_projection_agrees_with_the_grid():
+    """Lifter.project of the voxel centres is Lifter.grid (one footprint geometry)."""
+    vs = [View(a, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0)) for a in (0.0, 90.0)]
+    lif = Lifter([vs], (3.0, -2.0, 5.0), 80.0)
+    ax = (torch.arange(4, dtype=torch.float64) + 0.5 - 2) * 20.0
+    pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(1, -1, 3)
+    for v in (0, 1):
+        assert torch.allclose(lif.project(v, pts).float(), lif.grid(v, 4)[:, :, 0], atol=1e-6)
+    p = pts.float().requires_grad_(True)
+    lif.project(0, p).sum().backward()
+    assert p.grad.abs().sum() > 0
+
+
+def _box_mesh(lo=(4, 5, 6), hi=(12, 11, 10), res=16, spacing=5.0):
+    from skimage.measure import marching_cubes
+
+    m = np.zeros((res, res, res), np.float32)
+    m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+    v, f, _, _ = marching_cubes(np.pad(m, 1), 0.5)
+    return m, (v - 1 - (res - 1) / 2) * spacing, f
+
+
+def test_igcn_mesh_pieces_by_hand():
+    m, v, f = _box_mesh()
+    assert np.array_equal(igcn.voxelise(v, f, 16, 5.0), m > 0)  # surfaces halfway between voxel centres
+    assert igcn.decode_mesh(v, f, 16, 5.0).sum() == m.sum()
+    # template: closed (every undirected edge in exactly two faces), centred on the mask
+    tv, tf = igcn.template_from_labels(np.pad(np.ones((6, 6, 6)), 5) * 0.8, 5.0, 1)
+    e = torch.cat([tf[:, [0, 1]], tf[:, [1, 2]], tf[:, [2, 0]]]).sort(1)[0]
+    assert (e.unique(dim=0, return_counts=True)[1] == 2).all()
+    assert torch.allclose(tv.mean(0), torch.zeros(3), atol=1e-3)
+    with pytest.raises(InputError, match="empty"):
+        igcn.template_from_labels(np.full((8, 8, 8), 0.4), 5.0)
+    d, near = igcn.chamfer(torch.tensor([[[0.0, 0, 0]]]), torch.tensor([[[1.0, 0, 0], [0, 2, 0]]]))
+    assert math.isclose(d.item(), 1 + (1 + 4) / 2, rel_tol=1e-6) and near.tolist() == [[0]]
+    tri = torch.tensor([[0, 1, 2]])
+    edges, deg = igcn.mesh_edges(tri, 3)
+    assert edges.shape == (2, 6) and deg.tolist() == [2, 2, 2]
+    pts = torch.tensor([[[0.0, 0, 0], [2, 0, 0], [0, 4, 0]]])
+    assert torch.allclose(igcn.laplacian(pts, edges, deg)[0, 0], torch.tensor([-1.0, -2.0, 0.0]))
+
+
+def test_igcn_losses_by_hand():
+    cfg = tiny("igcn")
+    net = make_net(cfg)
+    lif = Lifter([cfg.views.views()], (0, 0, 0), cfg.fov_mm)
+    out = net(torch.randn(1, 1, 16, 16), lif)
+    assert torch.equal(out["vertices"][0], net.template)  # the last layer starts at zero
+    gt = net.template[None].clone()
+    normals = torch.zeros_like(gt)
+    t = igcn.losses(out, gt, normals, net, lif, igcn.WEIGHTS)
+    assert t["pos"].item() < 1e-7 and t["map"].item() < 1e-7 and t["laplacian"].item() == 0 and t["normal"] == 0
+    shifted = {"vertices": out["vertices"] + torch.tensor([8.0, 0.0, 0.0])}  # 8 mm = 0.2 half-sides along x
+    t = igcn.losses(shifted, gt, normals, net, lif, igcn.WEIGHTS)
+    assert t["laplacian"].item() < 1e-10  # a translation keeps the Laplacian coordinates
+    assert 0 < t["pos"].item() <= 2 * 0.2 ** 2 + 1e-6
+    assert math.isclose(t["total"].item(), t["pos"].item() + 10 * t["map"].item(), rel_tol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,12 +314,15 @@ def test_xctrsnet_losses_by_hand():
 
 @pytest.mark.parametrize("method", PART2_METHODS)
 def test_tiny_training_loss_falls(method):
-    tr = BaselineTrainer(tiny(method, lr=3e-3))
+    tr = make_trainer(tiny(method, lr=3e-3))
     crops = _crops(2)
     first = tr.train_step(crops, LEVELS)
     for _ in range(24):
         last = tr.train_step(crops, LEVELS)
-    assert last["loss_recon"] < 0.7 * first["loss_recon"], (first, last)
+    key = "loss_pos" if method == "igcn" else "loss_recon"
+    assert last[key] < 0.7 * first[key], (first, last)
+    if method == "igcn":
+        assert last["loss_map"] < 0.7 * first["loss_map"] and last["loss"] < 0.7 * first["loss"], (first, last)
     if method == "xctrsnet":  # the soft Dice of a small mask falls slowly from p = 0.5 everywhere
         assert last["loss_perc"] < 0.7 * first["loss_perc"], (first, last)
         assert last["loss_dice"] < first["loss_dice"] - 0.02 and last["loss_dice_gt"] < first["loss_dice_gt"] - 0.02
@@ -251,7 +349,7 @@ def test_resume_is_bit_exact(tmp_path, ct_dir, method):
 
 @pytest.mark.parametrize("method", PART2_METHODS)
 def test_bf16_autocast_step(method):
-    tr = BaselineTrainer(tiny(method), amp="bf16")
+    tr = make_trainer(tiny(method), amp="bf16")
     logs = tr.train_step(_crops(2), LEVELS)
     assert tr.amp and all(math.isfinite(v) for v in logs.values())
 
@@ -264,12 +362,12 @@ def test_bf16_autocast_step(method):
 def test_checkpoint_round_trip(tmp_path, method):
     cfg = tiny(method)
     torch.manual_seed(1)
-    net = build_model(cfg).eval()
+    net = make_net(cfg).eval()
     path = save_model(tmp_path / "m.safetensors", net, cfg, {"steps": 3})
     b = load_model(path, method)
     assert b.config.to_dict() == cfg.to_dict() and b.meta["training"]["steps"] == 3
     lif = Lifter([cfg.views.views()], (0, 0, 0), cfg.fov_mm)
-    x = torch.randn(1, 2, 16, 16)
+    x = torch.randn(1, n_views(method), 16, 16)
     torch.manual_seed(2)
     with torch.no_grad():
         a = _forward(net, method, x, lif)
@@ -321,6 +419,13 @@ def test_predict(trained):
         predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, 6.0)])
     with pytest.raises(InputError, match="finite"):
         predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, float("nan")), (1.0, 1.0)])
+    hu, lab, aff, notes = predict("igcn", trained["igcn"], images[:1], views[:1])
+    assert notes["ct_output"] is False and "mesh output" in notes["labels"] and lab.dtype == np.uint8
+    assert np.array_equal(hu > SHAPE_HU[0], lab > 0) and lab.sum() > 0
+    mesh = notes["mesh"]
+    assert mesh["faces"].shape[1] == 3 and mesh["vertices_mm"].shape == (notes["mesh_size"]["vertices"], 3)
+    with pytest.raises(InputError, match="trained on 1 views"):
+        predict("igcn", trained["igcn"], images, views)
     hu, lab, _, notes = predict("xctrsnet", trained["xctrsnet"], images, views)
     assert notes["ct_output"] is True and "segmentation output" in notes["labels"] and lab.dtype == np.uint8
     assert -1000 <= hu.min() and hu.max() <= 1500
@@ -378,10 +483,12 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir, me
                                "-o", str(tmp_path / "xr")])
     assert res.exit_code == 0, res.output
     out = tmp_path / "rec"
-    args = ["reconstruct", str(tmp_path / "xr" / "ap.png"), str(tmp_path / "xr" / "lat.png"), "-o", str(out),
-            "--method", method, "--checkpoint", str(trained[method]), "--quiet"]
+    images = [str(tmp_path / "xr" / "ap.png")] + ([] if method == "igcn" else [str(tmp_path / "xr" / "lat.png")])
+    args = ["reconstruct", *images, "-o", str(out), "--method", method, "--checkpoint", str(trained[method]), "--quiet"]
     if method == "transvert":
         args += ["--target", "12,11", "--target", "12,12"]
+    if method == "igcn":
+        args += ["--allow-single-view", "--mesh"]
     res = runner.invoke(main, args)
     assert res.exit_code == 0, (res.output, res.exception)
     for name in ("recon.nii.gz", "labels.nii.gz", "preview.png", "report.json"):
@@ -390,6 +497,10 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir, me
     fit = report["settings"]["fit"]
     assert report["settings"]["method"] == method and "threshold" not in fit["labels"]
     assert fit["ct_output"] is (method == "xctrsnet")
+    if method == "igcn":
+        assert report["surface"] == "surface.stl (the method's mesh)" and "mesh" not in fit
+        n_faces = int.from_bytes((out / "surface.stl").read_bytes()[80:84], "little")
+        assert n_faces == fit["mesh_size"]["faces"]
     if method == "transvert":
         assert "given target pixels" in fit["annotation"] and report["target"]["method"] == "clicks"
     lab = np.asarray(nib.load(out / "labels.nii.gz").dataobj)

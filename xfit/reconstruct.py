@@ -466,7 +466,7 @@ def reconstruct_vertebrae(
         pixel_spacing_mm=pixel_spacing_mm,
         flip_lr=flip_lr,
         invert=invert,
-        allow_single_view=allow_single_view,
+        allow_single_view=allow_single_view or method == "igcn",  # IGCN takes a single projection
     )
     if isinstance(targets, str) and targets != "auto":
         raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
@@ -579,19 +579,22 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
     t0 = time.perf_counter()
     hu, labels, affine, notes = predict(method, checkpoint, images, views, device=device, target_mm=centre_mm,
                                         centroid_rc=centroid_rc)
+    mesh = notes.pop("mesh", None)  # IGCN's own surface: written as surface.stl with --mesh
     cfg = load_fit_config(None)
     arrays = [np.asarray(a, dtype=np.float64) for a in images]
     objective = build_objective(views, normalised_targets(arrays, "cpu"), affine, hu.shape[0], cfg)
     with torch.no_grad():
         preds = objective.render(hu_to_mu(torch.from_numpy(np.ascontiguousarray(hu, np.float32)))[None, None])
     ncc, proj = compare_views(objective, preds, arrays)
-    return FitResult(
+    result = FitResult(
         hu=hu.astype(np.float32), label_prob=labels.astype(np.float32), labels=labels.astype(np.uint8),
         uncertainty=None, affine=np.asarray(affine, np.float64), w_plus=np.zeros((0, 0), np.float32), noise=[],
         history=[], view_ncc=ncc, projections=proj, backgrounds=None, views=list(views), pose=None, restarts=[],
         best_restart=0, stopped_at=0, perceptual=None, timings={"total": time.perf_counter() - t0},
         config={"method": method, **{k: v for k, v in notes.items() if k != "training"}},
         centre_mm=[float(x) for x in centre_mm])
+    result.mesh = mesh
+    return result
 
 
 def combined_grid(points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int
@@ -729,7 +732,11 @@ def write_reconstruction(rec: Reconstruction, out_dir: str | Path, *, force: boo
         if f.uncertainty is not None:
             write_nifti(out / "uncertainty.nii.gz", f.uncertainty.astype(np.float32), f.affine, force=True)
         surface = None
-        if mesh:
+        own = getattr(f, "mesh", None)  # a method's own mesh (IGCN), else marching cubes of the labels
+        if mesh and own is not None:
+            write_stl(out / "surface.stl", np.asarray(own["vertices_mm"]), np.asarray(own["faces"]), force=True)
+            surface = "surface.stl (the method's mesh)"
+        elif mesh:
             try:
                 verts, faces = surface_mesh(f.label_prob, f.affine)
             except InputError as exc:

@@ -49,21 +49,22 @@ from ..geometry import View, world_to_pixel
 #: parametrises its part-1 tests over it. Every registry check uses :data:`ALL_METHODS`.
 METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
 #: Part 2's baselines (``docs/baselines_part2.md``).
-PART2_METHODS = ("transvert", "xctrsnet")
+PART2_METHODS = ("transvert", "xctrsnet", "igcn")
 #: Every baseline by CLI name.
 ALL_METHODS = METHODS + PART2_METHODS
 MODEL_FORMAT = "xfit-baseline"
 #: Loss terms each method may weight (``training.weights``).
 LOSS_TERMS = {"x2ct-cnn": ("recon", "proj"), "x2ct-gan": ("adv", "recon", "proj"),
               "ear": ("recon", "edge", "freq", "proj"), "transvert": ("recon", "adv"),
-              "xctrsnet": ("recon", "perc", "dice", "dice_gt", "rsc")}
+              "xctrsnet": ("recon", "perc", "dice", "dice_gt", "rsc"), "igcn": ("pos", "map", "laplacian", "normal")}
 #: Methods trained with an LSGAN discriminator (the trainer builds one for them).
 ADVERSARIAL = ("x2ct-gan", "transvert")
 #: Methods whose network outputs a CT volume; the others output only the vertebra's shape, and
 #: :func:`xfit.baselines.infer.predict` renders that shape as a two-level "CT" (see there).
-CT_OUTPUT = {"x2ct-cnn": True, "x2ct-gan": True, "ear": True, "transvert": False, "xctrsnet": True}
+CT_OUTPUT = {"x2ct-cnn": True, "x2ct-gan": True, "ear": True, "transvert": False, "xctrsnet": True, "igcn": False}
 #: Methods with a segmentation (or shape) output: their labels are their own, not the threshold.
-SEGMENTATION_OUTPUT = {"x2ct-cnn": False, "x2ct-gan": False, "ear": False, "transvert": True, "xctrsnet": True}
+SEGMENTATION_OUTPUT = {"x2ct-cnn": False, "x2ct-gan": False, "ear": False, "transvert": True, "xctrsnet": True,
+                       "igcn": True}
 #: Reconstructions without a segmentation output get their vertebra label from this threshold
 #: (see :func:`labels_from_hu`).
 LABEL_THRESHOLD_HU = 150.0
@@ -196,6 +197,7 @@ ARCH_KEYS = {
     "ear": {"stem": ("int", 0), "enc": ("ints", 3), "cbam_reduction": ("int", 0)},
     "transvert": {"enc": ("ints", 2), "map": ("int", 0), "dec": ("ints", 1), "disc": ("ints", 1)},
     "xctrsnet": {"enc": ("ints", 2), "path": ("ints", 2), "seg": ("ints", 2)},
+    "igcn": {"enc": ("ints", 1), "gcn": ("ints", 1), "gt_points": ("int", 0), "template_step": ("int", 0)},
 }
 
 
@@ -228,6 +230,11 @@ def _check_arch(cfg: "BaselineConfig") -> None:
         if len(enc) != len(dec):
             raise InputError(f"arch.enc and arch.dec need one width per level, got {len(enc)} and {len(dec)}")
         levels = len(enc) + 1
+    elif cfg.method == "igcn":
+        from .igcn import DEFAULT_ARCH
+        levels = len(a.get("enc", DEFAULT_ARCH["enc"]))
+        if len(cfg.views.angles_deg) != 1:
+            raise InputError(f"igcn takes a single projection: views.angles_deg needs one angle, got {cfg.views.angles_deg}")
     else:
         from .xctrsnet import DEFAULT_ARCH
         enc, path = a.get("enc", DEFAULT_ARCH["enc"]), a.get("path", DEFAULT_ARCH["path"])
@@ -374,6 +381,18 @@ class Lifter:
         out = F.grid_sample(feat, g, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.reshape(feat.shape[0], feat.shape[1], r, r, r)
 
+    def project(self, v: int, points: Tensor) -> Tensor:
+        """Differentiable footprint coordinates ``[B, N, 2]`` (x = column, y = row, -1..1 across
+        the footprint, as :meth:`grid`) of points ``[B, N, 3]`` given in mm from the cube centre."""
+        out = []
+        for b, views in enumerate(self.views):
+            view = views[v]
+            c, half = _footprint_frame(view, self.centre, self.fov)
+            pix = world_to_pixel(points[b].double() + self.centre.to(points.device), view)
+            n = (pix - c.to(points.device)) / half.to(points.device)
+            out.append(torch.stack([n[:, 1], n[:, 0]], -1))
+        return torch.stack(out).to(points.dtype)
+
     def grid3(self, v: int, r: int) -> Tensor:
         """``[B, r, r, r, 3]`` 5D grid_sample coordinates (x = column, y = row, z = depth) of
         view ``v`` for the voxel centres of an ``r^3`` cube: (column, row) as :meth:`grid`, depth
@@ -472,7 +491,7 @@ def centred_component(mask: np.ndarray) -> np.ndarray:
 
 def build_model(cfg: BaselineConfig) -> nn.Module:
     """The generator (reconstruction network) of a config."""
-    from . import ear, transvert, x2ct, xctrsnet
+    from . import ear, igcn, transvert, x2ct, xctrsnet
 
     if cfg.method in ("x2ct-cnn", "x2ct-gan"):
         return x2ct.X2CTGenerator.from_config(cfg)
@@ -480,6 +499,8 @@ def build_model(cfg: BaselineConfig) -> nn.Module:
         return transvert.TransVert.from_config(cfg)
     if cfg.method == "xctrsnet":
         return xctrsnet.XCTRSNet.from_config(cfg)
+    if cfg.method == "igcn":
+        return igcn.IGCN.from_config(cfg)
     return ear.EAR.from_config(cfg)
 
 
@@ -534,6 +555,11 @@ def load_model(path: str | Path, method: str | None = None, device: str | torch.
         raise CheckpointError(f"{path}: metadata names method {meta.get('method')!r} but its config {cfg.method!r}")
     model = build_model(cfg)
     tensors = _load_tensors(data, path)
+    if cfg.method == "igcn" and "G.template" in tensors and "G.faces" in tensors:  # the mesh sizes are the file's
+        try:
+            model.set_template(tensors["G.template"].float(), tensors["G.faces"].long())
+        except InputError as exc:
+            raise CheckpointError(f"{path}: bad IGCN template ({exc})") from exc
     expected = {f"G.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
     bad = _check_names_shapes(tensors, expected)
     if bad:

@@ -9,9 +9,11 @@ connected component of ``HU > LABEL_THRESHOLD_HU`` (150 HU) nearest the cube cen
 network and TransVert's from its shape output (with the predicted level in ``notes["level"]``);
 both in the fit's convention (the vertebra of interest = 1). ``notes["labels"]`` says which.
 
-CT: TransVert has no CT output. Its ``hu`` is the predicted shape rendered as two levels
-(:data:`SHAPE_HU`: water outside, bone inside), so the front door can write and re-project it;
-``notes["ct_output"]`` is False and CT metrics of it mean nothing.
+CT: TransVert and IGCN have no CT output. Their ``hu`` is the predicted shape rendered as two
+levels (:data:`SHAPE_HU`: water outside, bone inside), so the front door can write and re-project
+it; ``notes["ct_output"]`` is False and CT metrics of it mean nothing. IGCN's mesh (world mm) is
+in ``notes["mesh"]`` (``vertices_mm [N, 3]``, ``faces [M, 3]``); its labels are the mesh
+voxelised.
 
 Views that differ from the training views (angles beyond the trained jitter, distances, detector
 shape or pixel spacing, projection, a pose) still run: the footprint resampling and the lifting
@@ -98,7 +100,8 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
     """Reconstruct with a trained baseline.
 
     Args:
-        method: ``x2ct-cnn``, ``x2ct-gan``, ``ear``, ``transvert`` or ``xctrsnet``.
+        method: ``x2ct-cnn``, ``x2ct-gan``, ``ear``, ``transvert``, ``xctrsnet`` or ``igcn``
+            (one view).
         checkpoint: a ``baseline.safetensors`` (``None``: the shipped one of ``method``).
         images: one ``[R, C]`` X-ray per view (line integrals or any gray scale, bright = bone;
             each is standardised, so gain and offset do not matter).
@@ -149,6 +152,8 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
     with torch.no_grad():
         if method == "transvert":
             hu, labels, extra = _transvert(b, x, lifter, views, centre, centroid_rc)
+        elif method == "igcn":
+            hu, labels, extra = _igcn(b, x, lifter, centre)
         else:
             out = b.model(x, lifter)
             hu = unit_to_hu(out["volume"][0, 0].float().clamp(-1, 1), tuple(cfg.hu_window)).cpu().numpy()
@@ -176,6 +181,26 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
     }
     notes.update(extra)
     return hu, labels, cube_affine(R, cfg.spacing_mm, centre), notes
+
+
+def _igcn(b: Baseline, x: torch.Tensor, lifter: Lifter, centre: tuple[float, ...]
+          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """IGCN's prediction: (two-level hu, labels, notes with the mesh in world mm)."""
+    from . import igcn
+
+    cfg = b.config
+    verts = b.model(x, lifter)["vertices"][0].float().cpu().numpy().astype(np.float64)
+    faces = b.model.faces.cpu().numpy()
+    labels = igcn.decode_mesh(verts, faces, cfg.resolution, cfg.spacing_mm)
+    hu = np.where(labels > 0, SHAPE_HU[1], SHAPE_HU[0]).astype(np.float32)
+    notes = {
+        "labels": "mesh output: the deformed template voxelised by ray parity, the component nearest the cube "
+                  "centre, holes filled",
+        "hu": f"no CT output: the labels rendered as {SHAPE_HU[1]:g} HU inside, {SHAPE_HU[0]:g} HU outside",
+        "mesh_size": {"vertices": int(verts.shape[0]), "faces": int(faces.shape[0])},
+        "mesh": {"vertices_mm": verts + np.asarray(centre), "faces": faces},
+    }
+    return hu, labels, notes
 
 
 def _transvert(b: Baseline, x: torch.Tensor, lifter: Lifter, views: Sequence[View], centre: tuple[float, ...],

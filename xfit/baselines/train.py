@@ -43,7 +43,7 @@ from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, init_distributed)
 from ..projector import project
-from . import ear, transvert, x2ct, xctrsnet
+from . import ear, igcn, transvert, x2ct, xctrsnet
 from .common import ADVERSARIAL, BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
 
 STATE_FILE = "state.safetensors"
@@ -68,6 +68,8 @@ def default_weights(method: str) -> dict[str, float]:
         return transvert.default_weights()
     if method == "xctrsnet":
         return xctrsnet.default_weights()
+    if method == "igcn":
+        return igcn.default_weights()
     return x2ct.default_weights(method)
 
 
@@ -190,6 +192,9 @@ class BaselineTrainer:
             out = self._forward(x, lifter, target)
         else:
             out = self._forward(x, lifter)
+        if method == "igcn":  # surface points of the masks, drawn from the trainer's stream
+            n_pts = int({**igcn.DEFAULT_ARCH, **self.cfg.arch}["gt_points"])
+            gt_pts, gt_normals = igcn.surface_points(label, self.cfg.spacing_mm, n_pts, self.gen)
         key = "shape" if method == "transvert" else "volume"
         scale = 1.0 / transvert.MAX_LEVEL if method == "transvert" else 1.0
         d_loss = transvert.discriminator_loss if method == "transvert" else x2ct.discriminator_loss
@@ -204,7 +209,10 @@ class BaselineTrainer:
             logs["loss_d"] = loss_d.item()
             self.D.requires_grad_(False)
             d_fake = self._d(out[key] * scale)
-        terms = self.losses(out, target, label, d_fake)
+        if method == "igcn":
+            terms = igcn.losses(out, gt_pts, gt_normals, self.G, lifter, self.weights)
+        else:
+            terms = self.losses(out, target, label, d_fake)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         _all_reduce_grads(self.G)
@@ -339,6 +347,8 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
     if rank != 0:
         data = load_training_set(ct_dir, settings, progress=False, **load)
     trainer = BaselineTrainer(cfg, device, rank, world, amp=amp)
+    if cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
+        trainer.G.set_template(*igcn.template_from_crops(data.volumes, cfg))
     if resume:
         tensors, meta = load_training_state(state_path)
         trainer.load_state(tensors, meta)
