@@ -1,6 +1,6 @@
 """Cost of the feed-forward baselines at 64^3 on this machine: parameters, training images/s
 (fp32 and bfloat16 autocast), inference time and peak memory, per method (part 1: x2ct-cnn,
-x2ct-gan, ear; part 2: transvert, xctrsnet).
+x2ct-gan, ear; part 2: transvert, xctrsnet, igcn).
 
 Usage::
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("x2ct-cnn", "x2ct-gan", "ear", "transvert", "xctrsnet")
+METHODS = ("x2ct-cnn", "x2ct-gan", "ear", "transvert", "xctrsnet", "igcn")
 
 
 def _crops(n: int, res: int) -> torch.Tensor:
@@ -57,6 +57,11 @@ def _one(method: str, steps: int, device: str, bf16: bool) -> dict:
     levels = torch.full((cfg.training.batch_size,), 20.0)  # L1 (TransVert's target; ignored by the others)
     for mode in (["off", "bf16"] if bf16 else ["off"]):
         tr = BaselineTrainer(cfg, device, amp=mode)
+        if method == "igcn":  # the template: the mean label of the (synthetic) crops
+            from xfit.baselines.igcn import template_from_crops
+
+            tr.G.set_template(*template_from_crops(crops, cfg))
+            res["template_vertices"] = int(tr.G.template.shape[0])
         res["params_G"] = param_count(tr.G)
         res["params_D"] = param_count(tr.D) if tr.D is not None else 0
         tr.train_step(crops, levels)  # warm-up
@@ -94,7 +99,7 @@ def _one(method: str, steps: int, device: str, bf16: bool) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", action="append", choices=METHODS, default=None,
-                   help="repeatable [default: all five]")
+                   help="repeatable [default: all six]")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
