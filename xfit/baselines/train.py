@@ -7,7 +7,12 @@ step draws a batch of crops, simulates their X-rays on the fly with :func:`xfit.
 exactly as ``xfit simulate`` does (HU of the crop -> mu -> line integrals; views of the config
 with the isocentre at the crop centre; each angle drawn in ``angle +- angle_jitter_deg``), turns
 them into footprints (:mod:`xfit.baselines.common`) and takes one optimiser step on the method's
-loss (X2CT-GAN: one LSGAN discriminator step, then one generator step).
+loss (X2CT-GAN and TransVert: one LSGAN discriminator step, then one generator step). TransVert's
+target is the crop's mask valued with its level (the training set's ``levels``) and its annotation
+the projected centroid of that mask; X-CTRSNet also segments the ground-truth crop (RSC); IGCN's
+template mesh is made from the mean label of all crops before the first step
+(:func:`xfit.baselines.igcn.template_from_crops`) and its targets are points of each crop's mask
+surface drawn from the trainer's random stream.
 
 Every random draw comes from one ``torch.Generator`` per process, checkpointed with the weights,
 the optimisers and the global torch RNG, so ``--resume`` continues bit-for-bit. Several processes
