@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from xfit.baselines import ear, x2ct
-from xfit.baselines.common import (METHODS, BaselineConfig, Lifter, build_model, check_method, cube_affine,
+from xfit.baselines.common import (PART1_METHODS as METHODS, BaselineConfig, Lifter, build_model, check_method, cube_affine,
                                    footprints, labels_from_hu, load_config, load_model, param_count, save_model)
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
 from xfit.errors import CheckpointError, InputError, OutputExistsError

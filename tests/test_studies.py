@@ -242,3 +242,30 @@ def test_results_section_is_generated_from_run_folders(tiny, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--readme", str(readme), "--results", str(root), "--check"])
     assert e.value.code == 1
+
+
+def test_shape_only_and_single_view_baselines(tiny, tmp_path):
+    """TransVert (shape, no CT) and IGCN (one view, shape) fill only the label columns."""
+    from xfit.baselines import igcn
+    from xfit.baselines.common import BaselineConfig, build_model, save_model
+
+    arch = {"transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
+            "igcn": {"enc": [4, 8], "gcn": [8, 8], "gt_points": 200, "template_step": 1}}
+    ckpts = {}
+    for m, a in arch.items():
+        views = {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0], **({"angles_deg": [0.0]} if m == "igcn" else {})}
+        cfg = BaselineConfig.from_dict({"method": m, "resolution": 16, "spacing_mm": 5.0, "arch": a, "views": views})
+        torch.manual_seed(0)
+        net = build_model(cfg).eval()
+        if m == "igcn":
+            crops = torch.zeros(2, 2, 16, 16, 16)
+            crops[:, 0] = -0.6
+            crops[:, :, 5:11, 4:12, 6:10] = 1.0  # a box vertebra and its mask
+            net.set_template(*igcn.template_from_crops(crops, cfg))
+        ckpts[m] = str(save_model(tmp_path / f"{m}.safetensors", net, cfg, {"steps": 0}))
+    rows = evaluate(_spec(tiny, methods=("transvert", "igcn"), phantoms=1, checkpoints=ckpts), tmp_path / "ev",
+                    progress=False)
+    for r in rows:
+        assert math.isnan(r["psnr_db"]) and math.isnan(r["third_view_ncc"]), r["method"]
+        assert math.isfinite(r["dice"]) and math.isfinite(r["seconds"])
+    assert "| - |" in (tmp_path / "ev" / "summary.md").read_text()

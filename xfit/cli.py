@@ -440,7 +440,7 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--levels", "levels", default=None, help="with several targeted vertebrae: their levels in target order "
               "(e.g. L1-L3), used as folder names and label values")
 @click.option("--method", default="fit", show_default=True, help="fit (the prior) or a feed-forward baseline: "
-              "x2ct-cnn, x2ct-gan, ear")
+              "x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (one view)")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="the baseline's checkpoint "
               "(default: the one shipped for --method)")
 @click.option("--transform/--no-transform", default=None, help="fit a global rotation, shift and scale of the "
@@ -598,7 +598,7 @@ def _eval_options(f: Callable) -> Callable:
     opts = [
         click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (resumed when it holds the same settings)"),
         click.option("--methods", default="fit,mean,best-of-n", show_default=True,
-                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, x2ct-cnn, x2ct-gan, ear (a baseline may carry a tag: x2ct-cnn@jitter)"),
+                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (a baseline may carry a tag: x2ct-cnn@jitter)"),
         click.option("--checkpoint", "checkpoints", multiple=True, metavar="METHOD=FILE",
                      help="a baseline's checkpoint (repeatable) [default: the shipped one]"),
         click.option("--prior", default=None, type=click.Path(dir_okay=False), help="prior checkpoint [default: the shipped prior]"),

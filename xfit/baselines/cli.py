@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import click
 
-from .common import ALL_METHODS
+from .common import METHODS
 
 
 @click.command("train-baseline")
-@click.argument("name", type=click.Choice(ALL_METHODS))
+@click.argument("name", type=click.Choice(METHODS))
 @click.argument("ct_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (state, baseline.safetensors, log)")
 @click.option("--config", "config_name", default=None,

@@ -45,13 +45,12 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, InputError
 from ..geometry import View, world_to_pixel
 
-#: Part 1's baselines (two X-rays -> CT), by CLI name. Kept as it was: ``tests/test_baselines.py``
-#: parametrises its part-1 tests over it. Every registry check uses :data:`ALL_METHODS`.
-METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
-#: Part 2's baselines (``docs/baselines_part2.md``).
+#: Part 1 (issue 13): the dense-CT methods X2CT-CNN, X2CT-GAN and EAR.
+PART1_METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
+#: Part 2 (issue 14): the shape-first methods TransVert, X-CTRSNet and IGCN.
 PART2_METHODS = ("transvert", "xctrsnet", "igcn")
 #: Every baseline by CLI name.
-ALL_METHODS = METHODS + PART2_METHODS
+METHODS = PART1_METHODS + PART2_METHODS
 MODEL_FORMAT = "xfit-baseline"
 #: Loss terms each method may weight (``training.weights``).
 LOSS_TERMS = {"x2ct-cnn": ("recon", "proj"), "x2ct-gan": ("adv", "recon", "proj"),
@@ -73,8 +72,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 def check_method(method: str) -> str:
     """The method name, or InputError naming the known ones."""
-    if method not in ALL_METHODS:
-        raise InputError(f"unknown baseline method {method!r}; choose one of {', '.join(ALL_METHODS)}")
+    if method not in METHODS:
+        raise InputError(f"unknown baseline method {method!r}; choose one of {', '.join(METHODS)}")
     return method
 
 

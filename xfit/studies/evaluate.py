@@ -18,7 +18,9 @@ reconstructs the cube at the world origin, where the truth lies.
 volume), ``best-of-n`` (of N prior samples, the one whose projections agree best with the
 X-rays), ``best-of-n-oracle`` (of the same samples, the one closest to the truth in PSNR: an upper
 bound of sample selection that no real method can reach), and the baselines ``x2ct-cnn``,
-``x2ct-gan``, ``ear`` (:func:`xfit.baselines.infer.predict`). A method name may carry a tag,
+``x2ct-gan``, ``ear``, ``transvert``, ``xctrsnet``, ``igcn`` (:func:`xfit.baselines.infer.predict`;
+IGCN gets the first view only; TransVert and IGCN output a shape, no CT, so only their label
+columns are filled). A method name may carry a tag,
 ``x2ct-cnn@jitter``, to evaluate a second checkpoint of the same method beside the first.
 
 **Metrics** per case and method (:data:`METRICS`): :func:`xfit.metrics.volume_metrics` (HU clipped
@@ -52,6 +54,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..baselines.common import CT_OUTPUT
+from ..baselines.common import METHODS as BASELINE_METHODS
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
 from ..io import atomic_write, hu_to_mu
@@ -67,11 +71,14 @@ METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "ma
 SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "third_view_ncc", "seconds")
 #: The HU window of every volume metric (``volume_metrics``' default).
 HU_RANGE = (-1000.0, 1500.0)
-BASELINES = ("x2ct-cnn", "x2ct-gan", "ear")
+BASELINES = BASELINE_METHODS
 PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle")
 LABELS = {"fit": "xfit fit", "fit-pose": "xfit fit, pose refined", "mean": "prior mean volume",
           "best-of-n": "best of {n} samples (by X-ray NCC)", "best-of-n-oracle": "best of {n} samples (oracle, PSNR to truth)",
-          "x2ct-cnn": "X2CT-CNN", "x2ct-gan": "X2CT-GAN", "ear": "EAR"}
+          "x2ct-cnn": "X2CT-CNN", "x2ct-gan": "X2CT-GAN", "ear": "EAR", "transvert": "TransVert (shape only)",
+          "xctrsnet": "X-CTRSNet", "igcn": "IGCN (one view, shape only)"}
+#: The columns that score a CT; left empty for a method without CT output (TransVert, IGCN).
+CT_METRICS = ("psnr_db", "ssim", "mae_hu", "mae_mask_hu", "freq_dist", "view_ncc", "third_view_ncc")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,14 +348,18 @@ def _samples(ctx: Context, case: Case, obs: Observation) -> tuple[Recon, Recon]:
 
 
 def _baseline(ctx: Context, case: Case, obs: Observation, method: str) -> Recon:
-    from ..baselines.infer import predict
+    """A trained baseline; a single-view method (IGCN) gets the first view (AP)."""
+    from ..baselines.infer import load_baseline, predict
     from ..io import Volume, resample_onto
 
-    hu, labels, affine, notes = predict(method.split("@", 1)[0], ctx.spec.checkpoints.get(method), obs.images, obs.views)
+    base, ckpt = method.split("@", 1)[0], ctx.spec.checkpoints.get(method)
+    n = len(load_baseline(base, ckpt).config.views.angles_deg)
+    hu, labels, affine, notes = predict(base, ckpt, obs.images[:n], obs.views[:n])
     if hu.shape != case.hu.shape or not np.allclose(affine, ctx.affine):
         hu = resample_onto(Volume(hu, affine), ctx.affine, case.hu.shape).data
         labels = resample_onto(Volume(labels.astype(np.float32), affine), ctx.affine, case.hu.shape, cval=0.0).data > 0.5
-    return Recon(np.asarray(hu, np.float32), np.asarray(labels, bool), {"labels": notes["labels"]})
+    return Recon(np.asarray(hu, np.float32), np.asarray(labels, bool),
+                 {"labels": notes["labels"], "ct_output": CT_OUTPUT[base]})
 
 
 #: name -> ``method(ctx, case, observation) -> Recon``.
@@ -378,6 +389,8 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
     m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(project_hu(recon.hu, ctx.affine, obs.views), obs.images)]))
     third = dataclasses.replace(true_views[0], angle_deg=float(ctx.spec.third_view_deg))
     m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], project_hu(case.hu, ctx.affine, [third])[0])
+    if not recon.extra.get("ct_output", True):  # a shape drawn as two HU levels is no CT to score
+        m.update({k: math.nan for k in CT_METRICS})
     return m
 
 
