@@ -33,7 +33,9 @@ from xfit.fitting import (
     w_cosine_prior,
     w_gaussian_prior,
 )
-from xfit.fitting import objective as objective_module
+import torch.nn.functional as F
+
+from xfit.fitting.objective import match_gain_offset
 from xfit.fitting.residual import upsample_residual
 from xfit.fitting.transform import TransformSigmas, moved_affine
 from xfit.fitting.config import DEFAULT_FIT_CONFIG
@@ -185,9 +187,8 @@ def test_background_penalty():
     assert float(background_penalty(bumpy)) > float(background_penalty(ramp)) + 0.1
 
 
-def test_perceptual_fallback_warns_once(monkeypatch, tmp_path):
-    monkeypatch.setenv("XFIT_LPIPS_BACKBONE", str(tmp_path / "missing.pth"))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+def test_perceptual_fallback_warns_once(monkeypatch):
+    monkeypatch.delenv("XFIT_LPIPS_WEIGHTS", raising=False)
     monkeypatch.setattr(PerceptualLoss, "_warned", False)
     with pytest.warns(UserWarning, match="gradient-magnitude NCC"):
         loss = PerceptualLoss("alex")
@@ -200,29 +201,38 @@ def test_perceptual_fallback_warns_once(monkeypatch, tmp_path):
     assert float(again(torch.rand(1, 2, 16, 16), target)) > 0.3
 
 
-def test_perceptual_lpips_with_local_backbone(monkeypatch, tmp_path):
-    """The LPIPS path loads a torchvision AlexNet state dict from a local file (random here)."""
-    pytest.importorskip("lpips")
-    shapes = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256, 384, 3, 3),
-              10: (256, 256, 3, 3)}  # torchvision AlexNet 'features' convolutions
-    state = {}
-    for i, shape in shapes.items():
-        state[f"features.{i}.weight"] = 0.05 * torch.randn(shape)
-        state[f"features.{i}.bias"] = torch.zeros(shape[0])
-    path = tmp_path / "alexnet.pth"
-    torch.save(state, path)  # a third-party .pth file, read with weights_only=True
-    monkeypatch.setenv("XFIT_LPIPS_BACKBONE", str(path))
+def test_perceptual_lpips_with_local_weights(monkeypatch, tmp_path):
+    """The LPIPS path reads the metric's safetensors weights (random here) and is the metric's
+    network: its value equals :func:`xfit.metrics.lpips_alex` of the same prepared images."""
+    from safetensors.torch import save_file
+
+    from xfit.metrics import load_lpips_weights, lpips_alex, lpips_tensor_shapes
+
+    torch.manual_seed(0)
+    path = tmp_path / "lpips.safetensors"
+    save_file({k: 0.05 * torch.randn(shape).abs() for k, shape in lpips_tensor_shapes().items()}, str(path))
+    monkeypatch.setenv("XFIT_LPIPS_WEIGHTS", str(path))
     loss = PerceptualLoss("alex")
     assert loss.kind == "lpips"
     target = torch.rand(2, 16, 16)
     same = loss(3 * target[None] + 1, target)  # gain/offset matched first
     assert same.shape == (1,) and float(same) < 1e-4
-    assert float(loss(torch.rand(1, 2, 16, 16), target)) > float(same)
-    bad = tmp_path / "bad.pth"
-    torch.save({"classifier.weight": torch.zeros(1)}, bad)
-    monkeypatch.setenv("XFIT_LPIPS_BACKBONE", str(bad))
+    other = torch.rand(1, 2, 16, 16)
+    got = loss(other, target)
+    assert float(got) > float(same)
+    p = match_gain_offset(other, target)[0]
+    lo, hi = target.amin((-2, -1), keepdim=True), target.amax((-2, -1), keepdim=True)
+    prep = lambda x: F.interpolate((2 * (x - lo) / (hi - lo) - 1)[:, None], size=(64, 64), mode="bilinear",  # noqa: E731
+                                   align_corners=False).expand(-1, 3, -1, -1)
+    want = lpips_alex(prep(p), prep(target), load_lpips_weights(path)).mean()
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"x": torch.zeros(1)}, str(bad))
+    monkeypatch.setenv("XFIT_LPIPS_WEIGHTS", str(bad))
     with pytest.raises(InputError):
         PerceptualLoss("alex")
+    with pytest.raises(InputError, match="alex"):
+        PerceptualLoss("vgg")
 
 
 def test_lr_schedule():
@@ -454,10 +464,6 @@ def test_objective_target_mismatch(prior):
     groups = group_views(make_views())
     with pytest.raises(InputError):
         Objective(groups, [torch.zeros(2, 16, 16)], torch.eye(4))
-
-
-def test_module_exports_perceptual_constants():
-    assert objective_module.LPIPS_BACKBONE_FILES["alex"] == "alexnet-owt-7be5be79.pth"
 
 
 def test_fit_early_stopping(prior, target):

@@ -426,8 +426,16 @@ def load_lpips_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     return out
 
 
-def _lpips(x: Tensor, y: Tensor, w: dict[str, Tensor]) -> Tensor:
-    """LPIPS v0.1 (AlexNet) of ``[N, 3, H, W]`` images in [-1, 1] -> ``[N]``."""
+def lpips_weights_path(path: str | os.PathLike | None = None) -> Path | None:
+    """The local LPIPS safetensors file: ``path``, else ``$XFIT_LPIPS_WEIGHTS``, else ``None``
+    (never downloaded). The one lookup of the metric and of the fit's perceptual term."""
+    found = path if path is not None else os.environ.get(LPIPS_WEIGHTS_ENV) or None
+    return Path(found) if found is not None else None
+
+
+def lpips_alex(x: Tensor, y: Tensor, w: dict[str, Tensor]) -> Tensor:
+    """LPIPS v0.1 (AlexNet) of ``[N, 3, H, W]`` images in [-1, 1] -> ``[N]`` (differentiable;
+    ``w`` from :func:`load_lpips_weights`)."""
     shift = torch.tensor(LPIPS_SHIFT, device=x.device).view(1, 3, 1, 1)
     scale = torch.tensor(LPIPS_SCALE, device=x.device).view(1, 3, 1, 1)
     h = (torch.cat([x, y]) - shift) / scale
@@ -479,7 +487,7 @@ def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
         raise InputError(f"lpips_slices: window must be (low, high) with low < high, got {window}")
     p = np.moveaxis((np.clip(p, lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0, axis, 0)
     t = np.moveaxis((np.clip(t, lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0, axis, 0)
-    path = weights if weights is not None else os.environ.get(LPIPS_WEIGHTS_ENV) or None
+    path = lpips_weights_path(weights)
     if path is None:
         if not _warned_lpips_fallback:
             _warned_lpips_fallback = True
@@ -497,7 +505,7 @@ def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
         for i in range(0, p.shape[0], max(1, int(batch))):
             x, y = (torch.from_numpy(a[i:i + batch]).float().to(device)[:, None].expand(-1, 3, -1, -1)
                     for a in (p, t))
-            vals.append(_lpips(x, y, w).double().cpu())
+            vals.append(lpips_alex(x, y, w).double().cpu())
     return PerceptualScore(float(torch.cat(vals).mean()), "lpips-alex")
 
 

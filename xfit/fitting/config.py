@@ -43,7 +43,7 @@ class FitConfig:
         lambda_c: weight of the von Mises (cosine) prior between pairs of w's.
         lambda_n: weight of the standard-normal prior on the noise maps.
         lambda_perceptual: weight of the perceptual term (LPIPS or its fallback).
-        perceptual_net: LPIPS backbone, ``"alex"`` or ``"vgg"``.
+        perceptual_net: LPIPS network: ``"alex"`` (the one xfit implements, :func:`xfit.metrics.lpips_alex`).
         scales: avg-pool factors of the multi-scale NCC data term.
         coarse_fraction: first fraction of steps fitted at half detector resolution.
         coarse_generator: during those steps also stop the generator one block early (the skip
@@ -205,8 +205,8 @@ def _validate(cfg: FitConfig) -> None:
         need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)!r}")
     need(isinstance(cfg.noise_init, str) and cfg.noise_init in NOISE_INITS,
          f"noise_init must be one of {', '.join(NOISE_INITS)}, got {cfg.noise_init!r}")
-    need(isinstance(cfg.perceptual_net, str) and cfg.perceptual_net in ("alex", "vgg"),
-         f"perceptual_net must be 'alex' or 'vgg', got {cfg.perceptual_net!r}")
+    need(isinstance(cfg.perceptual_net, str) and cfg.perceptual_net == "alex",
+         f"perceptual_net must be 'alex' (the LPIPS network xfit implements), got {cfg.perceptual_net!r}")
     for name in BOOLS:
         value = getattr(cfg, name)
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")

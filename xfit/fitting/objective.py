@@ -12,7 +12,6 @@ of unknown calibration (bright = attenuating).
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,6 @@ from .transform import transform_prior
 _EPS = 1e-8
 _TINY_VAR = 1e-20  # squared per-pixel variance floor of NCC (keeps constant images finite)
 
-#: torchvision file names of the ImageNet backbones LPIPS uses.
-LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
-#: Environment variable naming a backbone state-dict file (overrides the torch hub cache).
-LPIPS_BACKBONE_ENV = "XFIT_LPIPS_BACKBONE"
 
 
 # ----------------------------------------------------------------------------- data terms
@@ -161,52 +156,13 @@ def match_gain_offset(pred: Tensor, target: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- perceptual term
 
 
-def lpips_backbone_path(net: str = "alex", path: str | Path | None = None) -> Path | None:
-    """Local file of the LPIPS ImageNet backbone, or ``None`` (never downloads).
-
-    Looked up in order: ``path``, ``$XFIT_LPIPS_BACKBONE``, ``torch.hub.get_dir()/checkpoints``.
-    """
-    candidates = [path, os.environ.get(LPIPS_BACKBONE_ENV)]
-    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net])
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    return None
-
-
-def _build_lpips(net: str, backbone: Path) -> nn.Module:
-    """LPIPS with its packaged linear layers and a backbone loaded from a local file.
-
-    ``torch.load(weights_only=True)`` reads the torchvision/LPIPS ``.pth`` tensors without
-    executing pickled code; these files are third-party and exist only in that format.
-    """
-    import lpips  # noqa: PLC0415 (optional dependency)
-
-    state = torch.load(backbone, map_location="cpu", weights_only=True)
-    feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    if not feats:
-        raise InputError(f"{backbone} is not a torchvision {net} state dict (no 'features.' keys)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's 'pretrained' deprecation
-        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-    mapped = {}
-    for name, module in model.net.named_children():  # slice1..N keep torchvision's indices
-        for idx, _ in module.named_children():
-            for p in ("weight", "bias"):
-                if f"{idx}.{p}" in feats:
-                    mapped[f"{name}.{idx}.{p}"] = feats[f"{idx}.{p}"]
-    missing = [k for k in model.net.state_dict() if k not in mapped]
-    if missing:
-        raise InputError(f"{backbone} is not a torchvision {net} state dict (missing {missing[:3]})")
-    model.net.load_state_dict(mapped, strict=True)
-    return model.eval().requires_grad_(False)
-
-
 class PerceptualLoss(nn.Module):
     """LPIPS between predicted and target views, or an edge-agreement substitute.
 
-    LPIPS is used when its ImageNet backbone is on disk (see :func:`lpips_backbone_path`); it
-    is never downloaded. Otherwise the loss falls back, with one warning per process, to
+    LPIPS (v0.1, AlexNet: :func:`xfit.metrics.lpips_alex`, the same network as the metric
+    :func:`xfit.metrics.lpips_slices`) is used when its weights are on disk as safetensors
+    (``weights``, else ``$XFIT_LPIPS_WEIGHTS``; :func:`xfit.metrics.lpips_weights_path`); they
+    are never downloaded. Otherwise the loss falls back, with one warning per process, to
     :func:`gradient_ncc_loss` (multi-scale NCC of gradient magnitudes), which like LPIPS rewards
     matching edges and textures and ignores gain/offset. ``self.kind`` says which is in use.
 
@@ -216,30 +172,29 @@ class PerceptualLoss(nn.Module):
 
     _warned = False
 
-    def __init__(self, net: str = "alex", backbone: str | Path | None = None,
+    def __init__(self, net: str = "alex", weights: str | Path | None = None,
                  scales: Sequence[int] = (1, 2, 4)):
+        from ..metrics import LPIPS_WEIGHTS_ENV, load_lpips_weights, lpips_weights_path
+
         super().__init__()
+        if net != "alex":
+            raise InputError(f"perceptual_net must be 'alex' (the LPIPS network xfit implements), got {net!r}")
         self.scales = tuple(scales)
-        path = lpips_backbone_path(net, backbone)
-        self.model: nn.Module | None = None
-        if path is not None:
-            try:
-                self.model = _build_lpips(net, path)
-            except ImportError:
-                self.model = None
-        self.kind = "lpips" if self.model is not None else "gradient_ncc"
-        if self.model is None and not PerceptualLoss._warned:
+        path = lpips_weights_path(weights)
+        self.weights = load_lpips_weights(path) if path is not None else None
+        self.kind = "lpips" if self.weights is not None else "gradient_ncc"
+        if self.weights is None and not PerceptualLoss._warned:
             PerceptualLoss._warned = True
             warnings.warn(
-                f"LPIPS backbone weights ({LPIPS_BACKBONE_FILES[net]}) not found locally (set "
-                f"${LPIPS_BACKBONE_ENV} or place them in torch.hub's checkpoints folder); the "
-                "perceptual term falls back to multi-scale gradient-magnitude NCC",
+                f"LPIPS weights not found (set ${LPIPS_WEIGHTS_ENV} to a safetensors file of "
+                "lpips.LPIPS(net='alex').state_dict()); the perceptual term falls back to "
+                "multi-scale gradient-magnitude NCC",
                 stacklevel=2,
             )
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """``pred [B, V, R, C]``, ``target [V, R, C]`` -> ``[B]`` loss."""
-        if self.model is None:
+        if self.weights is None:
             return gradient_ncc_loss(pred, target, mask, self.scales)
         _check_pred_target(pred, target)
         b, v, r, c = pred.shape
@@ -251,8 +206,10 @@ class PerceptualLoss(nn.Module):
         size = (max(64, r), max(64, c))
         prep = lambda x: F.interpolate(x.reshape(b * v, 1, r, c), size=size, mode="bilinear",  # noqa: E731
                                        align_corners=False).expand(-1, 3, -1, -1)
-        out = self.model(prep(p), prep(t))  # [B*V, 1, 1, 1]
-        return out.reshape(b, v).mean(-1)
+        from ..metrics import lpips_alex
+
+        w = {k: x.to(device=p.device, dtype=p.dtype) for k, x in self.weights.items()}
+        return lpips_alex(prep(p), prep(t), w).reshape(b, v).mean(-1)
 
 
 # ----------------------------------------------------------------------------- latent priors
