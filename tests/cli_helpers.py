@@ -33,3 +33,18 @@ def save_tiny_prior(path: Path, *, torch_seed: int = 0, n: int = 200) -> Path:
     G = build_generator(cfg).eval()
     save_prior(path, G, *compute_w_stats(G, n=n, seed=0), cfg, {"note": "random init, for tests"}, cfg.label_names)
     return path
+
+
+def baseline_cli():
+    """A click group holding only ``train-baseline``, with xfit's error handling."""
+    import click
+
+    from xfit.baselines.cli import train_baseline
+    from xfit.cli import XfitGroup
+
+    @click.group(cls=XfitGroup)
+    def group():
+        pass
+
+    group.add_command(train_baseline)
+    return group

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from xfit.levels import level_label
 
@@ -148,3 +149,17 @@ def write_layout(root: Path, layout: str, n: int, *, size: int = 32, spacing: fl
         else:
             raise ValueError(layout)
     return root
+
+
+def synthetic_crops(n: int = 2, seed: int = 0) -> torch.Tensor:
+    """Synthetic crops ``[n, 2, 16, 16, 16]``: a bright ellipsoid (and its mask) in soft tissue."""
+    g = torch.Generator().manual_seed(seed)
+    ax = torch.linspace(-1, 1, 16)
+    x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    out = []
+    for _ in range(n):
+        a, b, c = (0.3 + 0.3 * torch.rand(3, generator=g)).tolist()
+        inside = (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 < 1
+        vol = torch.where(inside, torch.tensor(0.2), torch.tensor(-0.2))
+        out.append(torch.stack([vol, inside.float() * 2 - 1]))
+    return torch.stack(out)

@@ -22,7 +22,10 @@ from xfit.errors import CheckpointError, InputError, OutputExistsError
 from xfit.geometry import View
 from xfit.prior.checkpoint import load_training_state
 
-from spine_synth import write_xfit_collection
+from cli_helpers import baseline_cli
+from spine_synth import synthetic_crops as _crops
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_ARCH = {
     "x2ct-cnn": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
@@ -38,34 +41,6 @@ def tiny(method: str, **training) -> BaselineConfig:
     return BaselineConfig.from_dict({
         "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
         "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}, "training": t})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ct_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("phantoms")
-    return write_xfit_collection(out, 3, centres=["T12", "L1", "L2"], levels=("T11", "T12", "L1", "L2", "L3"))
-
-
-def _crops(n: int = 2, seed: int = 0) -> torch.Tensor:
-    """Synthetic crops ``[n, 2, 16, 16, 16]``: a bright ellipsoid (and its mask) in soft tissue."""
-    g = torch.Generator().manual_seed(seed)
-    ax = torch.linspace(-1, 1, 16)
-    x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
-    out = []
-    for _ in range(n):
-        a, b, c = (0.3 + 0.3 * torch.rand(3, generator=g)).tolist()
-        inside = (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 < 1
-        vol = torch.where(inside, torch.tensor(0.2), torch.tensor(-0.2))
-        out.append(torch.stack([vol, inside.float() * 2 - 1]))
-    return torch.stack(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,37 +319,23 @@ def test_predict(trained):
 # command line
 
 
-def _cli():
-    import click
-
-    from xfit.baselines.cli import train_baseline
-    from xfit.cli import XfitGroup
-
-    @click.group(cls=XfitGroup)
-    def group():
-        pass
-
-    group.add_command(train_baseline)
-    return group
-
-
 def test_cli_train_baseline(tmp_path, ct_dir):
     import yaml
 
     cfgfile = tmp_path / "tiny.yaml"
     cfgfile.write_text(yaml.safe_dump(tiny("ear").to_dict()))
     runner = CliRunner()
-    res = runner.invoke(_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--config",
+    res = runner.invoke(baseline_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--config",
                                  str(cfgfile), "--max-steps", "1", "--quiet", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "trained ear 1 steps" in res.output and (tmp_path / "run" / MODEL_FILE).is_file()
-    res = runner.invoke(_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--resume",
+    res = runner.invoke(baseline_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--resume",
                                  "--max-steps", "2", "--quiet", "--workers", "1"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(tmp_path / "r2"), "--config",
+    res = runner.invoke(baseline_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(tmp_path / "r2"), "--config",
                                  str(cfgfile)])
     assert res.exit_code == 2 and "xfit: error: the config is for method 'ear', not 'x2ct-cnn'" in res.output
-    res = runner.invoke(_cli(), ["train-baseline", "nerf", str(ct_dir), "-o", str(tmp_path / "r3")])
+    res = runner.invoke(baseline_cli(), ["train-baseline", "nerf", str(ct_dir), "-o", str(tmp_path / "r3")])
     assert res.exit_code == 2 and res.output.startswith("xfit: error:") and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 

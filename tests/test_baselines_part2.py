@@ -23,7 +23,10 @@ from xfit.errors import CheckpointError, InputError
 from xfit.geometry import View, world_to_pixel
 from xfit.prior.checkpoint import load_training_state
 
-from spine_synth import write_xfit_collection
+from cli_helpers import baseline_cli
+from spine_synth import synthetic_crops as _crops
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_ARCH = {
     "transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
@@ -60,34 +63,6 @@ def make_trainer(cfg: BaselineConfig, **kw) -> BaselineTrainer:
     if cfg.method == "igcn":
         tr.G.set_template(*igcn.template_from_crops(_crops(2), cfg))
     return tr
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ct_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("phantoms")
-    return write_xfit_collection(out, 3, centres=["T12", "L1", "L2"], levels=("T11", "T12", "L1", "L2", "L3"))
-
-
-def _crops(n: int = 2, seed: int = 0) -> torch.Tensor:
-    """Synthetic crops ``[n, 2, 16, 16, 16]``: a bright ellipsoid (and its mask) in soft tissue."""
-    g = torch.Generator().manual_seed(seed)
-    ax = torch.linspace(-1, 1, 16)
-    x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
-    out = []
-    for _ in range(n):
-        a, b, c = (0.3 + 0.3 * torch.rand(3, generator=g)).tolist()
-        inside = (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 < 1
-        vol = torch.where(inside, torch.tensor(0.2), torch.tensor(-0.2))
-        out.append(torch.stack([vol, inside.float() * 2 - 1]))
-    return torch.stack(out)
 
 
 def _forward(net, method, x, lifter):
@@ -445,26 +420,12 @@ def test_target_pixels_map_into_the_crops():
     assert target_pixels(t, rois) == [(4.75, 14.75), (30.0, 40.0)]
 
 
-def _cli():
-    import click
-
-    from xfit.baselines.cli import train_baseline
-    from xfit.cli import XfitGroup
-
-    @click.group(cls=XfitGroup)
-    def group():
-        pass
-
-    group.add_command(train_baseline)
-    return group
-
-
 def test_cli_train_baseline(tmp_path, ct_dir):
     import yaml
 
     cfgfile = tmp_path / "tiny.yaml"
     cfgfile.write_text(yaml.safe_dump(tiny("transvert").to_dict()))
-    res = CliRunner().invoke(_cli(), ["train-baseline", "transvert", str(ct_dir), "-o", str(tmp_path / "run"),
+    res = CliRunner().invoke(baseline_cli(), ["train-baseline", "transvert", str(ct_dir), "-o", str(tmp_path / "run"),
                                       "--config", str(cfgfile), "--max-steps", "1", "--quiet", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "trained transvert 1 steps" in res.output and (tmp_path / "run" / MODEL_FILE).is_file()

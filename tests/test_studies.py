@@ -18,13 +18,7 @@ from xfit.studies.evaluate import EvalSpec, evaluate, observe, paired_test, pars
 from cli_helpers import assert_user_error, run, save_tiny_prior
 from spine_synth import write_xfit_collection
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, main 
 
 from spine_synth import write_layout, write_xfit_collection
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -39,14 +41,6 @@ def ct_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cfg():
     return load_config("tiny")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _custom_config(tmp_path: Path, **training) -> Path:

@@ -296,6 +296,20 @@ def surface_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[f
     return d_to_y[sx], d_to_x[sy]
 
 
+def _pooled_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float], name: str
+                      ) -> np.ndarray | float:
+    """The pooled A->B and B->A surface distances (mm), or the answer itself when a mask is
+    empty: 0.0 for both, ``inf`` for one."""
+    x, y = _np(a, bool), _np(b, bool)
+    if not x.any() and not y.any():
+        _check_pair(x, y, name)
+        return 0.0
+    d_ab, d_ba = surface_distances(x, y, spacing_mm)
+    if d_ab.size == 0:
+        return math.inf
+    return np.concatenate([d_ab, d_ba])
+
+
 def hausdorff(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float],
               percentile: float = 100.0) -> float:
     """Symmetric (percentile) Hausdorff distance between two masks' surfaces, in mm.
@@ -308,16 +322,10 @@ def hausdorff(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float],
     Returns:
         Distance in mm; 0.0 when both masks are empty, ``inf`` when exactly one is empty.
     """
-    x, y = _np(a, bool), _np(b, bool)
     if not 0 <= percentile <= 100:
         raise InputError(f"percentile must be in [0, 100], got {percentile}")
-    if not x.any() and not y.any():
-        _check_pair(x, y, "hausdorff")
-        return 0.0
-    d_ab, d_ba = surface_distances(x, y, spacing_mm)
-    if d_ab.size == 0:
-        return math.inf
-    return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
+    d = _pooled_distances(a, b, spacing_mm, "hausdorff")
+    return d if isinstance(d, float) else float(np.percentile(d, percentile))
 
 
 def hd95(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float]) -> float:
@@ -341,14 +349,8 @@ def asd(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float]) -> floa
     Returns:
         ASD in mm; 0.0 when both masks are empty, ``inf`` when exactly one is empty.
     """
-    x, y = _np(a, bool), _np(b, bool)
-    if not x.any() and not y.any():
-        _check_pair(x, y, "asd")
-        return 0.0
-    d_ab, d_ba = surface_distances(x, y, spacing_mm)
-    if d_ab.size == 0:
-        return math.inf
-    return float(np.concatenate([d_ab, d_ba]).mean())
+    d = _pooled_distances(a, b, spacing_mm, "asd")
+    return d if isinstance(d, float) else float(d.mean())
 
 
 # ----------------------------------------------------------------------------- LPIPS on slices
