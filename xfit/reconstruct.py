@@ -586,15 +586,13 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
     with torch.no_grad():
         preds = objective.render(hu_to_mu(torch.from_numpy(np.ascontiguousarray(hu, np.float32)))[None, None])
     ncc, proj = compare_views(objective, preds, arrays)
-    result = FitResult(
+    return FitResult(
         hu=hu.astype(np.float32), label_prob=labels.astype(np.float32), labels=labels.astype(np.uint8),
         uncertainty=None, affine=np.asarray(affine, np.float64), w_plus=np.zeros((0, 0), np.float32), noise=[],
         history=[], view_ncc=ncc, projections=proj, backgrounds=None, views=list(views), pose=None, restarts=[],
         best_restart=0, stopped_at=0, perceptual=None, timings={"total": time.perf_counter() - t0},
         config={"method": method, **{k: v for k, v in notes.items() if k != "training"}},
-        centre_mm=[float(x) for x in centre_mm])
-    result.mesh = mesh
-    return result
+        centre_mm=[float(x) for x in centre_mm], mesh=mesh)
 
 
 def combined_grid(points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int
@@ -732,7 +730,7 @@ def write_reconstruction(rec: Reconstruction, out_dir: str | Path, *, force: boo
         if f.uncertainty is not None:
             write_nifti(out / "uncertainty.nii.gz", f.uncertainty.astype(np.float32), f.affine, force=True)
         surface = None
-        own = getattr(f, "mesh", None)  # a method's own mesh (IGCN), else marching cubes of the labels
+        own = f.mesh  # a method's own mesh (IGCN), else marching cubes of the labels
         if mesh and own is not None:
             write_stl(out / "surface.stl", np.asarray(own["vertices_mm"]), np.asarray(own["faces"]), force=True)
             surface = "surface.stl (the method's mesh)"

@@ -91,6 +91,8 @@ class FitResult:
             volume onto the fixed cube.
         residual_rms_hu: RMS of the fitted HU residual (``residual_steps`` > 0), else ``None``.
         centre_mm: world position of the cube's centre.
+        mesh: a method's own surface ``{"vertices_mm" [N, 3], "faces" [M, 3]}`` (IGCN), else
+            ``None`` (``--mesh`` then runs marching cubes on the labels).
     """
 
     hu: np.ndarray
@@ -115,6 +117,7 @@ class FitResult:
     transform: dict | None = None
     residual_rms_hu: float | None = None
     centre_mm: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    mesh: dict | None = None
 
 
 # ----------------------------------------------------------------------------- input checks
