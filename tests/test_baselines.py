@@ -444,3 +444,21 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir):
     assert len(report["views"]) == 2 and all(-1 <= v["ncc"] <= 1 for v in report["views"])
     bad = runner.invoke(main, args[:4] + [str(tmp_path / "rec2"), "--method", "x2ct-nope", "--quiet"])
     assert bad.exit_code == 2 and "unknown baseline method" in bad.stderr and not (tmp_path / "rec2").exists()
+
+
+def test_ship_exports_a_half_copy_with_the_wall_time(tmp_path, trained):
+    from safetensors import safe_open
+
+    from xfit.baselines.ship import export_half, run_wall_seconds
+
+    out = export_half(trained.parent, "x2ct-cnn", tmp_path / "baseline-x2ct-cnn.safetensors")
+    with safe_open(str(out), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    b, full = load_model(out, "x2ct-cnn"), load_model(trained, "x2ct-cnn")
+    assert b.meta["training"]["wall_seconds"] == run_wall_seconds(trained.parent) is not None
+    assert b.meta["training"]["steps"] == full.meta["training"]["steps"]
+    lif = Lifter([b.config.views.views()], (0, 0, 0), b.config.fov_mm)
+    x = torch.randn(1, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(b.model(x, lif)["volume"], full.model(x, lif)["volume"], atol=5e-2)
+    assert run_wall_seconds(tmp_path) is None
