@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 import xfit
 from xfit.io import read_nifti, read_xray
@@ -38,3 +40,21 @@ def test_default_reconstruction_runs_on_the_examples():
     assert rec.hu.shape == (64, 64, 64)
     assert rec.prior_path == DEFAULT_PRIOR
     assert {"psnr_db", "dice"} <= set(rec.metrics)
+
+
+@pytest.mark.parametrize("method", ["x2ct-cnn", "x2ct-gan", "ear"])
+def test_shipped_baselines_are_trained_on_the_priors_data(method):
+    """Each part-1 baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw."""
+    from safetensors import safe_open
+
+    from xfit.baselines.infer import load_baseline, shipped_checkpoint
+
+    path = shipped_checkpoint(method)
+    assert path.stat().st_size < 20e6
+    with safe_open(str(path), "pt") as f:
+        assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())
+    b = load_baseline(method)
+    prior = load_prior(DEFAULT_PRIOR)
+    t, p = b.meta["training"], prior.meta["training"]
+    assert t["steps"] == b.config.training.steps and t["images"] > 0 and t["wall_seconds"] > 0
+    assert (t["examples"], t["levels"], t["layout"]) == (p["examples"], p["levels"], p["layout"])
