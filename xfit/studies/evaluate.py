@@ -223,10 +223,12 @@ class EvalSpec:
     seed: int = 0
 
     def key(self) -> dict[str, Any]:
-        """The settings a resumed run must share."""
+        """The settings a resumed run must share (the prior by its sha256, not its path, so a
+        run folder moves with a checkout)."""
         d = dataclasses.asdict(self)
-        for k in ("methods", "checkpoints"):
+        for k in ("methods", "checkpoints", "prior"):
             d.pop(k)
+        d["prior_sha256"] = _file_sha(self.prior)
         d["angles"] = [float(a) for a in self.angles]
         return d
 
@@ -536,7 +538,8 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
     else:
         methods = list(spec.methods)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"key": spec.key(), "methods": methods, "checkpoints": spec.checkpoints, "sources": sources}
+    meta = {"key": spec.key(), "prior": str(spec.prior), "methods": methods, "checkpoints": spec.checkpoints,
+            "sources": sources}
     with atomic_write(settings, force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     return rows
