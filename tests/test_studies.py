@@ -90,6 +90,9 @@ def test_interrupted_run_resumes_and_skips_finished_cases(tiny, tmp_path, monkey
     calls.clear()
     evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # a method added
     assert calls == [(i, ("fit",)) for i in range(3)]
+    before = json.loads((tmp_path / "ev" / "settings.json").read_text())["wall_seconds"]
+    evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # nothing to do
+    assert json.loads((tmp_path / "ev" / "settings.json").read_text())["wall_seconds"] >= before  # times add up
     assert len(_rows(tmp_path / "ev")) == 6
     with pytest.raises(OutputExistsError, match="other settings"):
         evaluate(_spec(tiny, methods=("mean",), phantoms=3, angles=(0.0, 80.0)), tmp_path / "ev", progress=False)

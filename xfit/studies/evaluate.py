@@ -520,8 +520,10 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
 
         shutil.rmtree(out / "slices", ignore_errors=True)
     rows: list[dict[str, Any]] = []
+    wall = 0.0
     if settings.is_file():
         old = json.loads(settings.read_text())
+        wall = float(old.get("wall_seconds", 0.0))  # earlier runs of this folder
         if old.get("key") != json.loads(json.dumps(spec.key())):
             diff = sorted(k for k in spec.key() if old.get("key", {}).get(k) != json.loads(json.dumps(spec.key()))[k])
             raise OutputExistsError(f"{out} holds a run with other settings ({', '.join(diff)}); "
@@ -539,7 +541,7 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
         methods = list(spec.methods)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"key": spec.key(), "prior": str(spec.prior), "methods": methods, "checkpoints": spec.checkpoints,
-            "sources": sources}
+            "sources": sources, "wall_seconds": wall}
     with atomic_write(settings, force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     return rows
