@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -249,6 +250,13 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _file_sha(path: str | Path) -> str:
+    """sha256 of a file, read once per (path, size, mtime): ``EvalSpec.key`` asks for the prior's often."""
+    st = Path(path).stat()
+    return _sha_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha_of(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -390,7 +398,9 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
                        with_asd=True, with_freq=True)
     m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(project_hu(recon.hu, ctx.affine, obs.views), obs.images)]))
     third = dataclasses.replace(true_views[0], angle_deg=float(ctx.spec.third_view_deg))
-    m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], project_hu(case.hu, ctx.affine, [third])[0])
+    if "truth_third" not in ctx.memo:  # the truth's projection is the same for every method of the case
+        ctx.memo["truth_third"] = project_hu(case.hu, ctx.affine, [third])[0]
+    m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], ctx.memo["truth_third"])
     if not recon.extra.get("ct_output", True):  # a shape drawn as two HU levels is no CT to score
         m.update({k: math.nan for k in CT_METRICS})
     return m
