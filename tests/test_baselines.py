@@ -188,6 +188,24 @@ def test_resume_is_bit_exact(tmp_path, ct_dir, method):
     assert [x["loss"] for x in la] == [x["loss"] for x in lb]
 
 
+def test_per_view_jitter_draws_each_view_in_its_own_range():
+    cfg = tiny("x2ct-cnn")
+    cfg.views.angle_jitter_deg = [0, 50]
+    tr = BaselineTrainer(cfg)
+    angles = np.array([[v.angle_deg for v in vs] for vs in tr.draw_views(200)])
+    assert np.all(angles[:, 0] == 0.0)
+    assert 40 <= angles[:, 1].min() < 50 and 130 < angles[:, 1].max() <= 140
+    from xfit.baselines.infer import view_differences
+
+    class B:  # view_differences only reads the config
+        config = cfg
+    assert not view_differences(cfg.views.views([0, 135]), B)
+    assert view_differences(cfg.views.views([3, 90]), B)  # the AP has no jitter
+    for bad in ([1, 2, 3], [0, -5], "5", [0, True]):
+        with pytest.raises(InputError, match="angle_jitter_deg"):
+            BaselineConfig.from_dict({**cfg.to_dict(), "views": {**cfg.to_dict()["views"], "angle_jitter_deg": bad}})
+
+
 def test_run_folder_rules(tmp_path, ct_dir):
     cfg = tiny("x2ct-cnn")
     train(cfg, ct_dir, tmp_path / "r", max_steps=1, progress=False, workers=1)

@@ -42,9 +42,9 @@ def test_default_reconstruction_runs_on_the_examples():
     assert {"psnr_db", "dice"} <= set(rec.metrics)
 
 
-@pytest.mark.parametrize("method", ["x2ct-cnn", "x2ct-gan", "ear"])
+@pytest.mark.parametrize("method", ["x2ct-cnn", "x2ct-gan", "ear", "transvert", "igcn"])
 def test_shipped_baselines_are_trained_on_the_priors_data(method):
-    """Each part-1 baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw."""
+    """Each baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw."""
     from safetensors import safe_open
 
     from xfit.baselines.infer import load_baseline, shipped_checkpoint

@@ -209,7 +209,8 @@ def test_cli_bad_input(tiny, tmp_path):
         f.rename(bare / f.name)
     res = run("evaluate", "--prior", tiny["prior"], "--data", bare, "--methods", "mean", "--quiet", "-o", tmp_path / "c")
     assert_user_error(res)
-    assert_user_error(run("evaluate", *_opts(tiny, "--methods", "transvert", "-o", tmp_path / "d")), "none ships")
+    # a tagged baseline without --checkpoint looks for a shipped variant (baseline-x2ct-cnn-nope.safetensors)
+    assert_user_error(run("evaluate", *_opts(tiny, "--methods", "x2ct-cnn@nope", "-o", tmp_path / "d")), "none ships")
     assert_user_error(run("evaluate", *_opts(tiny, "--checkpoint", "ear=/nonexistent", "-o", tmp_path / "e")), "not among")
 
 

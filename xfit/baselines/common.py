@@ -85,10 +85,11 @@ def check_method(method: str) -> str:
 class ViewsConfig:
     """Views of the simulated training X-rays (the defaults are ``xfit simulate``'s and the
     study's). ``angle_jitter_deg``: each angle is drawn uniformly in ``angle +- jitter`` per
-    example."""
+    example; one number for every view, or one per view (``[0, 50]``: the AP stays at 0 degrees,
+    the second view anywhere in 40..140)."""
 
     angles_deg: list[float] = field(default_factory=lambda: [0.0, 90.0])
-    angle_jitter_deg: float = 0.0
+    angle_jitter_deg: float | list[float] = 0.0
     sdd_mm: float = 1800.0
     sod_mm: float = 1500.0
     detector: list[int] = field(default_factory=lambda: [128, 128])
@@ -99,6 +100,17 @@ class ViewsConfig:
         return [View(float(a), sdd_mm=self.sdd_mm, sod_mm=self.sod_mm, shape=tuple(self.detector),
                      pixel_spacing_mm=tuple(self.pixel_spacing_mm), projection=self.projection)
                 for a in (self.angles_deg if angles is None else angles)]
+
+    def jitters(self) -> list[float]:
+        """Angle jitter (degrees, >= 0) of each view of ``angles_deg``; InputError if malformed."""
+        j = self.angle_jitter_deg
+        vals = list(j) if isinstance(j, (list, tuple)) else [j] * len(self.angles_deg)
+        if len(vals) != len(self.angles_deg) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 180
+                for x in vals):
+            raise InputError(f"views.angle_jitter_deg must be a number in [0, 180] or one per view "
+                             f"({len(self.angles_deg)}), got {j!r}")
+        return [float(x) for x in vals]
 
 
 @dataclass
@@ -156,6 +168,7 @@ class BaselineConfig:
         _check_arch(self)
         if len(self.views.angles_deg) < 1:
             raise InputError("views.angles_deg needs at least one angle")
+        self.views.jitters()
         self.views.views()  # GeometryError on impossible views
 
     @property

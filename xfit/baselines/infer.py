@@ -45,9 +45,10 @@ _cache: dict[tuple[str, str, str], tuple[int, Baseline]] = {}
 SHAPE_HU = (0.0, 700.0)
 
 
-def shipped_checkpoint(method: str) -> Path:
-    """Path of the shipped checkpoint of ``method`` (it may not exist yet)."""
-    return DATA_DIR / f"baseline-{check_method(method)}.safetensors"
+def shipped_checkpoint(method: str, tag: str | None = None) -> Path:
+    """Path of the shipped checkpoint of ``method`` (it may not exist yet); with a ``tag``
+    (``jitter``) the shipped variant ``baseline-<method>-<tag>.safetensors``."""
+    return DATA_DIR / f"baseline-{check_method(method)}{'-' + tag if tag else ''}.safetensors"
 
 
 def view_differences(views: Sequence[View], baseline: Baseline) -> list[str]:
@@ -55,8 +56,7 @@ def view_differences(views: Sequence[View], baseline: Baseline) -> list[str]:
     vc = baseline.config.views
     trained = vc.views()
     out = []
-    jit = float(vc.angle_jitter_deg)
-    for i, (v, t) in enumerate(zip(views, trained)):
+    for i, (v, t, jit) in enumerate(zip(views, trained, vc.jitters())):
         d = (v.angle_deg - t.angle_deg + 180.0) % 360.0 - 180.0
         if abs(d) > jit + 1e-6:
             out.append(f"view {i} angle {v.angle_deg:g} deg (trained {t.angle_deg:g}"

@@ -1,13 +1,17 @@
 """Retrain the shipped baseline checkpoints in one command.
 
-``python -m xfit.baselines.ship CT_DIR -o RUNS [--methods x2ct-cnn,x2ct-gan,ear] [--data-dir DIR]``
+``python -m xfit.baselines.ship CT_DIR -o RUNS [--methods x2ct-cnn,...] [--jitter 0,50] [--data-dir DIR]``
 
 trains (or resumes, bit for bit) each method with its default config in ``RUNS/<method>/`` and
 writes a float16 copy of each finished network to ``DIR/baseline-<method>.safetensors`` (default:
 ``xfit/data/``, where ``xfit reconstruct --method`` and ``xfit evaluate`` find it). The copy's
-metadata keeps the training summary plus the run's wall time from its log. The shipped
-checkpoints were made with ``CT_DIR`` = the prior's training collection (README, "A prior on the
-new phantoms"): ``xfit phantoms train72 -n 800 --size 72 --seed 1000``.
+metadata keeps the training summary plus the run's wall time from its log. ``--jitter J`` (one
+number, or one per view) trains the same configs with ``views.angle_jitter_deg = J`` into
+``RUNS/<method>-jitter/`` and ships ``baseline-<method>-jitter.safetensors``, which ``xfit
+evaluate`` runs as ``<method>@jitter``. The shipped checkpoints were made with ``CT_DIR`` = the
+prior's training collection (README, "A prior on the new phantoms"):
+``xfit phantoms train72 -n 800 --size 72 --seed 1000``; the jittered ones with ``--jitter 0,50``
+(the AP at 0 degrees, the second view anywhere in 40..140).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .common import PART1_METHODS, check_method, load_model, save_model
+from .common import METHODS, check_method, load_model, save_model
 from .infer import DATA_DIR
 from .train import MODEL_FILE, STATE_FILE, resolve_config, train
 
@@ -39,31 +43,48 @@ def export_half(run_dir: Path, method: str, out: Path) -> Path:
     return save_model(out, b.model, b.config, summary, half=True, force=True)
 
 
-def ship(ct_dir: str | Path, runs: str | Path, methods: Sequence[str] = PART1_METHODS,
-         data_dir: str | Path = DATA_DIR, workers: int | None = None, progress: bool = True) -> list[Path]:
-    """Train every method to its config's steps (resuming a started run) and export it."""
+def ship(ct_dir: str | Path, runs: str | Path, methods: Sequence[str] = METHODS,
+         data_dir: str | Path = DATA_DIR, workers: int | None = None, progress: bool = True,
+         jitter: float | list[float] | None = None) -> list[Path]:
+    """Train every method to its config's steps (resuming a started run) and export it;
+    with ``jitter``, the angle-jittered variants (``<method>-jitter``)."""
     runs, data_dir = Path(runs), Path(data_dir)
+    suffix = "" if jitter is None else "-jitter"
     out = []
     for m in methods:
         check_method(m)
-        run = runs / m
+        run = runs / f"{m}{suffix}"
         resume = (run / STATE_FILE).is_file()
         cfg = resolve_config(m, None, run, resume)
+        if jitter is not None and not resume:
+            cfg.views.angle_jitter_deg = jitter
+            cfg.name = f"{cfg.name}-jitter"
+            cfg.views.jitters()  # InputError on a malformed jitter
         train(cfg, ct_dir, run, resume=resume, workers=workers, progress=progress)
-        out.append(export_half(run, m, data_dir / f"baseline-{m}.safetensors"))
-        print(f"{m}: {out[-1]}", flush=True)
+        out.append(export_half(run, m, data_dir / f"baseline-{m}{suffix}.safetensors"))
+        print(f"{m}{suffix}: {out[-1]}", flush=True)
     return out
+
+
+def parse_jitter(text: str | None) -> float | list[float] | None:
+    """``"3"`` -> 3.0, ``"0,50"`` -> [0.0, 50.0], None -> None."""
+    if text is None:
+        return None
+    vals = [float(x) for x in text.split(",")]
+    return vals[0] if len(vals) == 1 else vals
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m xfit.baselines.ship", description=__doc__.splitlines()[0])
     p.add_argument("ct_dir")
     p.add_argument("-o", "--out", required=True, help="folder of the run folders")
-    p.add_argument("--methods", default=",".join(PART1_METHODS))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--jitter", default=None, help="angle jitter in degrees: one number, or one per view (0,50)")
     p.add_argument("--data-dir", default=str(DATA_DIR), help="where the float16 copies go")
     p.add_argument("--workers", type=int, default=None)
     a = p.parse_args(argv)
-    ship(a.ct_dir, a.out, [m.strip() for m in a.methods.split(",")], a.data_dir, a.workers)
+    ship(a.ct_dir, a.out, [m.strip() for m in a.methods.split(",")], a.data_dir, a.workers,
+         jitter=parse_jitter(a.jitter))
 
 
 if __name__ == "__main__":

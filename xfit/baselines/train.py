@@ -126,10 +126,10 @@ class BaselineTrainer:
     def draw_views(self, n: int) -> list[list]:
         """Per example, the config's views with jittered angles (from the trainer's stream)."""
         vc = self.cfg.views
-        jit = float(vc.angle_jitter_deg)
+        jit = torch.tensor(vc.jitters(), dtype=torch.float64)
         out = []
         for _ in range(n):
-            if jit > 0:
+            if bool((jit > 0).any()):
                 d = (torch.rand(len(vc.angles_deg), generator=self.gen, dtype=torch.float64) * 2 - 1) * jit
                 out.append(vc.views([a + float(x) for a, x in zip(vc.angles_deg, d)]))
             else:

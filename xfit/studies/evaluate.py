@@ -260,18 +260,25 @@ def _sha_of(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def method_sources(spec: EvalSpec) -> dict[str, str]:
-    """Per method, the sha256 of the file its numbers come from (prior or checkpoint)."""
+def method_checkpoint(spec: EvalSpec, method: str) -> Path:
+    """Checkpoint of a baseline method: ``--checkpoint METHOD=FILE``, else the shipped one
+    (``x2ct-cnn@jitter`` -> ``xfit/data/baseline-x2ct-cnn-jitter.safetensors``)."""
     from ..baselines.infer import shipped_checkpoint
 
+    if spec.checkpoints.get(method):
+        return Path(spec.checkpoints[method])
+    base, _, tag = method.partition("@")
+    return shipped_checkpoint(base, tag or None)
+
+
+def method_sources(spec: EvalSpec) -> dict[str, str]:
+    """Per method, the sha256 of the file its numbers come from (prior or checkpoint)."""
     out = {}
     for m in spec.methods:
         base = m.split("@", 1)[0]
         if base in BASELINES:
-            path = spec.checkpoints.get(m) or (None if "@" in m else shipped_checkpoint(base))
-            if path is None:
-                raise InputError(f"{m}: a tagged method needs its own checkpoint (--checkpoint {m}=FILE)")
-            if not Path(path).is_file():
+            path = method_checkpoint(spec, m)
+            if not path.is_file():
                 raise InputError(f"{m}: checkpoint {path} not found" + (
                     "" if spec.checkpoints.get(m) else f" (none ships yet: train one with `xfit train-baseline {base} CT_DIR -o RUN`"
                     f" and pass --checkpoint {m}=RUN/baseline.safetensors)"))
@@ -362,7 +369,7 @@ def _baseline(ctx: Context, case: Case, obs: Observation, method: str) -> Recon:
     from ..baselines.infer import load_baseline, predict
     from ..io import Volume, resample_onto
 
-    base, ckpt = method.split("@", 1)[0], ctx.spec.checkpoints.get(method)
+    base, ckpt = method.split("@", 1)[0], method_checkpoint(ctx.spec, method)
     n = len(load_baseline(base, ckpt).config.views.angles_deg)
     hu, labels, affine, notes = predict(base, ckpt, obs.images[:n], obs.views[:n])
     if hu.shape != case.hu.shape or not np.allclose(affine, ctx.affine):
