@@ -267,3 +267,23 @@ def test_shape_only_and_single_view_baselines(tiny, tmp_path):
         assert math.isnan(r["psnr_db"]) and math.isnan(r["third_view_ncc"]), r["method"]
         assert math.isfinite(r["dice"]) and math.isfinite(r["seconds"])
     assert "| - |" in (tmp_path / "ev" / "summary.md").read_text()
+
+
+def test_run_cases_adds_and_reruns_modes_without_touching_the_others(tmp_path):
+    from xfit.studies.cases import drop_modes, run_cases
+
+    calls = []
+
+    def run_one(i, modes):
+        calls.append((i, tuple(modes)))
+        return {"case": i, "modes": {m: {"x": float(10 * i + len(calls))} for m in modes}}
+
+    first = run_cases(tmp_path, 2, run_one, modes=["a", "b"])
+    assert calls == [(0, ("a", "b")), (1, ("a", "b"))]
+    assert run_cases(tmp_path, 2, run_one, modes=["a", "b"]) == first and len(calls) == 2  # resumed: nothing runs
+    assert drop_modes(tmp_path, ["b"]) == 2
+    again = run_cases(tmp_path, 2, run_one, modes=["a", "b", "c"])
+    assert calls[2:] == [(0, ("b", "c")), (1, ("b", "c"))]
+    for old, new in zip(first, again):
+        assert new["modes"]["a"] == old["modes"]["a"] and new["modes"]["b"] != old["modes"]["b"]
+        assert set(new["modes"]) == {"a", "b", "c"}

@@ -69,6 +69,24 @@ def test_auto_target_runs_and_reports_its_choice(setup, tmp_path):
     assert np.allclose(report["grid"]["centre_mm"], report["target"]["point_mm"])
 
 
+def test_auto_target_warns_when_bone_is_dark_in_the_images(setup):
+    import dataclasses
+    import warnings
+
+    from xfit.prior.checkpoint import load_prior
+    from xfit.reconstruct import DEFAULT_PRIOR, load_inputs, locate
+
+    prior = load_prior(DEFAULT_PRIOR)  # its mean vertebra is the template
+    inputs = load_inputs([setup["ap"], setup["lat"]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = locate(prior, inputs, "auto")
+    assert np.linalg.norm(found.point_mm + ISO) < 10.0  # the phantom's vertebra sits at -ISO
+    dark = dataclasses.replace(inputs, images=[img.max() - img for img in inputs.images])
+    with pytest.warns(UserWarning, match="inverted"):
+        locate(prior, dark, "auto")
+
+
 def test_several_vertebrae_get_folders_and_one_label_map(setup, tmp_path):
     out = tmp_path / "many"
     res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],

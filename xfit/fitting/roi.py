@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GeometryError, InputError
-from ..geometry import View, check_detector_shape, detector_frame, pixel_inside, view_dict, world_to_pixel
+from ..geometry import (View, check_detector_shape, detector_frame, pixel_inside, rotation_matrix, view_dict,
+                        world_to_pixel)
 from ..projector import project
 
 #: Largest fraction of the cube's projection (per detector axis) that may lie outside an image;
@@ -41,6 +42,15 @@ MIN_CANDIDATE_DISTANCE_MM = 20.0
 MAX_SEARCH_POINTS = 4_000_000
 #: Most sub-pixels per coarse pixel and axis when projecting the template (anti-aliasing).
 MAX_TEMPLATE_SUPERSAMPLING = 4
+#: Rotation vectors (degrees, world RAS) of the template poses that ``auto_target`` tries: the
+#: sagittal tilt (about x, left-right) of a lumbar or thoracic vertebra spans about +-30 degrees
+#: (lordosis, kyphosis), the coronal one (about y) much less (scoliosis).
+#: Sigma (mm at the isocentre) of the Gaussian whose blur ``auto_target`` subtracts from the coarse
+#: images and the template before correlating them: what is left are the edges of bone, not the
+#: slow gradients of the body's soft tissue and outline. bench/auto_target.py measures it.
+AUTO_HIGHPASS_MM = 6.0
+AUTO_TILTS_DEG = ((0.0, 0.0, 0.0), (-15.0, 0.0, 0.0), (15.0, 0.0, 0.0), (-30.0, 0.0, 0.0), (30.0, 0.0, 0.0),
+                  (0.0, -12.0, 0.0), (0.0, 12.0, 0.0))
 
 __all__ = [
     "AutoTarget", "ROI", "Triangulation", "area_resample", "auto_target", "back_projected_spacing_mm",
@@ -426,17 +436,24 @@ class AutoTarget:
         candidates: up to ``top_k`` distinct matches ``(point_mm, score)``, best first
             (at least ``MIN_CANDIDATE_DISTANCE_MM`` apart); the first is the best.
         pixels_rc: per view, ``(row, col)`` of ``point_mm`` in the original image.
+        tilts_deg: per candidate, the rotation vector (degrees) of the template pose that
+            matched best there.
+        templates: per candidate, the index of the template that matched best (0 for one).
     """
 
     point_mm: np.ndarray
     score: float
     candidates: list[tuple[list[float], float]]
     pixels_rc: list[tuple[float, float]]
+    tilts_deg: list[list[float]]
+    templates: list[int]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return {"point_mm": [float(x) for x in self.point_mm], "score": float(self.score),
-                "candidates": [{"point_mm": [float(x) for x in p], "score": float(s)} for p, s in self.candidates],
+                "tilt_deg": self.tilts_deg[0],
+                "candidates": [{"point_mm": [float(x) for x in p], "score": float(s), "tilt_deg": t}
+                               for (p, s), t in zip(self.candidates, self.tilts_deg)],
                 "pixels_rc": [[float(r), float(c)] for r, c in self.pixels_rc]}
 
 
@@ -478,12 +495,16 @@ def _template_view(view: View, spacing_mm: tuple[float, float], corners_mm: np.n
     return probe.with_(shape=tuple(int(x) for x in 2 * half + 1))
 
 
-def _template_image(view: View, mu: Tensor, affine: np.ndarray) -> tuple[Tensor, np.ndarray]:
-    """Anti-aliased DRR ``[h, w]`` of the template placed at ``view``'s isocentre, trimmed to its
-    support, and the fractional (row, col) ``[2]`` of the template centre in it."""
+def _template_image(view: View, mu: Tensor, affine: np.ndarray,
+                    rotation: np.ndarray | None = None) -> tuple[Tensor, np.ndarray]:
+    """Anti-aliased DRR ``[h, w]`` of the template placed at ``view``'s isocentre (rotated about
+    its centre by ``rotation`` ``[3, 3]``, if given), trimmed to its support, and the fractional
+    (row, col) ``[2]`` of the template centre in it."""
     shape = np.array(mu.shape, dtype=np.float64)
     moved = affine.copy()
-    moved[:3, 3] += np.asarray(view.isocenter_mm) - (affine[:3, :3] @ ((shape - 1) / 2) + affine[:3, 3])
+    if rotation is not None:
+        moved[:3, :3] = np.asarray(rotation, dtype=np.float64) @ affine[:3, :3]
+    moved[:3, 3] = np.asarray(view.isocenter_mm) - moved[:3, :3] @ ((shape - 1) / 2)
     edges = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in shape], indexing="ij")).reshape(3, -1).T
     corners = edges @ moved[:3, :3].T + moved[:3, 3]
     tview = _template_view(view, view.pixel_spacing_mm, corners)
@@ -501,6 +522,14 @@ def _template_image(view: View, mu: Tensor, affine: np.ndarray) -> tuple[Tensor,
         raise InputError("template_mu projects to a flat image: it needs some positive attenuation")
     drr = drr[keep_r[0]:keep_r[-1] + 1, keep_c[0]:keep_c[-1] + 1]
     return torch.from_numpy(drr), anchor - np.array([keep_r[0], keep_c[0]])
+
+
+def _highpass(image: Tensor, sigma_px: float) -> Tensor:
+    """``image`` ``[H, W]`` minus its Gaussian blur of ``sigma_px`` (edges replicated)."""
+    from scipy import ndimage
+
+    x = image.double().numpy()
+    return torch.from_numpy(x - ndimage.gaussian_filter(x, sigma_px, mode="nearest"))
 
 
 def _coarse(image: np.ndarray, view: View, spacing_mm: float) -> tuple[np.ndarray, View]:
@@ -553,24 +582,26 @@ def _refine(scores: Tensor, index: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def _suppress(grid: np.ndarray, scores: Tensor, top_k: int) -> list[tuple[np.ndarray, float]]:
-    """Best distinct local maxima (``MIN_CANDIDATE_DISTANCE_MM`` apart), refined sub-grid."""
+def _suppress(grid: np.ndarray, scores: Tensor, top_k: int) -> list[tuple[np.ndarray, float, int]]:
+    """Best distinct local maxima (``MIN_CANDIDATE_DISTANCE_MM`` apart), refined sub-grid:
+    ``(point_mm, score, flat grid index)``."""
     step = float(np.linalg.norm(grid[1, 0, 0] - grid[0, 0, 0])) if grid.shape[0] > 1 else 0.0
     flat_grid = grid.reshape(-1, 3)
-    chosen: list[tuple[np.ndarray, float]] = []
+    chosen: list[tuple[np.ndarray, float, int]] = []
     for flat in _local_maxima(scores).tolist():
         p = flat_grid[flat]
-        if any(np.linalg.norm(p - q) < MIN_CANDIDATE_DISTANCE_MM for q, _ in chosen):
+        if any(np.linalg.norm(p - q) < MIN_CANDIDATE_DISTANCE_MM for q, _, _ in chosen):
             continue
         index = tuple(int(i) for i in np.unravel_index(flat, scores.shape))
-        chosen.append((p + step * _refine(scores, index), float(scores[index])))
+        chosen.append((p + step * _refine(scores, index), float(scores[index]), int(flat)))
         if len(chosen) == top_k:
             break
     return chosen
 
 
 def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tensor, template_affine: Any, *,
-                combine: str = "mean",
+                combine: str = "mean", tilts_deg: Sequence[Sequence[float]] = AUTO_TILTS_DEG,
+                highpass_mm: float = AUTO_HIGHPASS_MM,
                 spacing_mm: float = 4.0, search_mm: float | None = None, top_k: int = 5) -> AutoTarget:
     """Find the vertebra in the images without clicks, by template matching in 3D.
 
@@ -578,10 +609,13 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
     template (``template_mu`` placed at the isocentre) is projected at that pixel size
     (supersampled, area-averaged, trimmed to its support) and its zero-normalised
     cross-correlation (NCC) map over the coarse image is computed (placements where it does not
-    fit entirely count -1). A grid of candidate points (step ``spacing_mm``; a cube of side
+    fit entirely count -1), after both are high-passed (minus their Gaussian blur of
+    ``highpass_mm``; 0 = off). A grid of candidate points (step ``spacing_mm``; a cube of side
     ``search_mm`` around the mean isocentre, or by default one covering every view's field) is
     scored by the mean over views of the NCC maps sampled bilinearly at the points' projections.
-    Local maxima are refined to sub-grid precision by a parabola per axis and the best
+    This is repeated for the template in each pose of ``tilts_deg`` (one 3D rotation for all
+    views; a pose whose projection does not fit in an image is skipped), and each point keeps its
+    best pose. Local maxima are refined to sub-grid precision by a parabola per axis and the best
     ``top_k`` that are ``MIN_CANDIDATE_DISTANCE_MM`` apart are returned.
 
     Args:
@@ -589,6 +623,9 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
         views: V views.
         template_mu: ``[I, J, K]`` attenuation (1/mm), e.g. the prior's mean vertebra.
         template_affine: ``[4, 4]`` voxel index -> world mm of the template, centred at the origin.
+        tilts_deg: rotation vectors (degrees, world RAS) of the template poses tried; the
+            default ``AUTO_TILTS_DEG`` covers sagittal tilts of +-30 and coronal ones of +-12.
+        highpass_mm: sigma (mm at the isocentre) of that high-pass filter (0 = none).
         spacing_mm: coarse pixel size at the isocentre and search grid step (mm).
         search_mm: optional side (mm) of the searched cube around the isocentre.
         top_k: number of distinct candidates returned.
@@ -601,32 +638,67 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
         raise InputError(f"auto_target needs one image per view, got {len(images)} images and {len(views)} views")
     if not (math.isfinite(spacing_mm) and spacing_mm > 0) or (search_mm is not None and not search_mm > 0):
         raise InputError(f"spacing_mm and search_mm must be positive, got {spacing_mm!r} and {search_mm!r}")
+    if not (math.isfinite(highpass_mm) and highpass_mm >= 0):
+        raise InputError(f"highpass_mm must be >= 0, got {highpass_mm!r}")
     if int(top_k) < 1:
         raise InputError(f"top_k must be at least 1, got {top_k!r}")
-    mu = torch.as_tensor(template_mu).detach().to("cpu", torch.float32)
-    if mu.ndim != 3:
-        raise InputError(f"template_mu must be [I, J, K], got shape {tuple(mu.shape)}")
+    mus = torch.as_tensor(template_mu).detach().to("cpu", torch.float32)
+    if mus.ndim == 3:
+        mus = mus[None]
+    if mus.ndim != 4 or not len(mus):
+        raise InputError(f"template_mu must be [I, J, K] or [T, I, J, K], got shape {tuple(mus.shape)}")
     affine = np.asarray(template_affine.detach().cpu() if isinstance(template_affine, Tensor) else template_affine,
                         dtype=np.float64)
+    tilts = np.asarray(tilts_deg, dtype=np.float64).reshape(-1, 3) if len(tilts_deg) else np.zeros((0, 3))
+    if not len(tilts) or not np.isfinite(tilts).all():
+        raise InputError(f"tilts_deg must hold at least one finite rotation vector (degrees), got {tilts_deg!r}")
+    rotations = rotation_matrix(torch.from_numpy(np.radians(tilts))).numpy()
     grid = _search_grid(views, float(spacing_mm), search_mm)
     points = torch.from_numpy(grid.reshape(-1, 3))
-    per_view = []
+    coarse = []
     for i, (image, view) in enumerate(zip(images, views)):
         img = np.asarray(image.detach().cpu() if isinstance(image, Tensor) else image, dtype=np.float64)
         if img.shape != view.shape or not np.isfinite(img).all():
             raise InputError(f"image {i} must be finite and of its view's shape {view.shape}, got shape {img.shape}")
         coarse_img, coarse_view = _coarse(img, view, float(spacing_mm))
-        template, anchor = _template_image(coarse_view, mu, affine)
-        if template.shape[0] > coarse_img.shape[0] or template.shape[1] > coarse_img.shape[1]:
-            raise InputError(f"image {i} ({view.shape[0]} x {view.shape[1]} pixels) is smaller than the template's "
-                             "projection: give a smaller spacing_mm or a larger image")
-        scores = ncc_map(torch.from_numpy(coarse_img), template)
-        rc = world_to_pixel(points, coarse_view) - torch.from_numpy(anchor)
-        per_view.append(_bilinear(scores, rc, fill=-1.0))
-    stacked = torch.stack(per_view)
-    mean = (stacked.amin(0) if combine == "min" else stacked.mean(0)).reshape(grid.shape[:3])
-    candidates = _suppress(grid, mean, int(top_k))
-    best, score = candidates[0]
+        coarse_img = torch.from_numpy(coarse_img)
+        if highpass_mm:
+            coarse_img = _highpass(coarse_img, highpass_mm / spacing_mm)
+        coarse.append((coarse_img, coarse_view, world_to_pixel(points, coarse_view)))
+    poses = [(m, t) for m in range(len(mus)) for t in range(len(tilts))]
+    top, top_pose = None, None  # [N] best pose's score and index per grid point
+    too_small = None
+    for pose, (m, t) in enumerate(poses):
+        mu, rotation = mus[m], rotations[t]
+        per_view = []
+        for i, (coarse_img, coarse_view, rc) in enumerate(coarse):
+            template, anchor = _template_image(coarse_view, mu, affine, rotation)
+            if highpass_mm:
+                pad = int(math.ceil(2 * highpass_mm / spacing_mm))
+                template = _highpass(F.pad(template, (pad, pad, pad, pad)), highpass_mm / spacing_mm)
+                anchor = anchor + pad
+            if template.shape[0] > coarse_img.shape[0] or template.shape[1] > coarse_img.shape[1]:
+                too_small = i  # this pose does not fit in the image (a small detector): skip it
+                break
+            per_view.append(_bilinear(ncc_map(coarse_img, template), rc - torch.from_numpy(anchor), fill=-1.0))
+        if len(per_view) < len(coarse):
+            continue
+        stacked = torch.stack(per_view)
+        score = stacked.amin(0) if combine == "min" else stacked.mean(0)
+        if top is None:
+            top, top_pose = score, torch.zeros(score.shape, dtype=torch.long)
+        else:
+            better = score > top
+            top, top_pose = torch.where(better, score, top), torch.where(better, pose, top_pose)
+    if top is None:
+        i = int(too_small)
+        raise InputError(f"image {i} ({views[i].shape[0]} x {views[i].shape[1]} pixels) is smaller than the "
+                         "template's projection: give a smaller spacing_mm or a larger image")
+    found = _suppress(grid, top.reshape(grid.shape[:3]), int(top_k))
+    best, score, _ = found[0]
     pixels = [tuple(float(x) for x in _project_points(best, v)[0]) for v in views]
-    return AutoTarget(point_mm=best, score=score, candidates=[([float(x) for x in p], s) for p, s in candidates],
-                      pixels_rc=pixels)
+    chosen = [poses[int(top_pose[i])] for _, _, i in found]  # (template, tilt) per candidate
+    return AutoTarget(point_mm=best, score=score, pixels_rc=pixels,
+                      candidates=[([float(x) for x in p], s) for p, s, _ in found],
+                      tilts_deg=[[float(x) for x in tilts[t]] for _, t in chosen],
+                      templates=[int(m) for m, _ in chosen])

@@ -12,24 +12,46 @@ import numpy as np
 from ..io import atomic_write
 
 
-def run_cases(out: Path, n: int, run_one: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
+              modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Results of cases ``0..n-1``: each is saved to ``out/caseNN.json`` (atomically) as it
     finishes and read back on a later run, so an interrupted study resumes where it stopped.
 
     ``run_one(i)`` returns a JSON-ready dict with a ``modes`` entry ``{mode: {metric: value}}``.
+    With ``modes``, ``run_one(i, modes)`` is called with the modes a case still lacks (all of
+    them for a new case), and a saved case gains the missing ones: a study can add a mode, or
+    re-run one (:func:`drop_modes`), without re-running the others.
     """
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for i in range(n):
         path = out / f"case{i:02d}.json"
-        if not path.is_file():
-            res = run_one(i)
+        saved = json.loads(path.read_text()) if path.is_file() else None
+        missing = [] if modes is None else [m for m in modes if saved is None or m not in saved["modes"]]
+        if saved is None or missing:
+            res = run_one(i) if modes is None else run_one(i, missing)
+            if saved is not None:
+                res = {**saved, "modes": {**saved["modes"], **res["modes"]}}
             with atomic_write(path, force=True) as tmp:
                 Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
             print(json.dumps({m: {k: round(v, 4) for k, v in d.items() if isinstance(v, (int, float))}
                               for m, d in res["modes"].items()}), flush=True)
         results.append(json.loads(path.read_text()))
     return results
+
+
+def drop_modes(out: Path, modes: Sequence[str]) -> int:
+    """Remove ``modes`` from every saved ``out/case*.json`` (atomically), so that the next
+    :func:`run_cases` with ``modes`` runs them again; returns the number of files changed."""
+    changed = 0
+    for path in sorted(Path(out).glob("case*.json")):
+        res = json.loads(path.read_text())
+        if any(m in res.get("modes", {}) for m in modes):
+            res["modes"] = {k: v for k, v in res["modes"].items() if k not in modes}
+            with atomic_write(path, force=True) as tmp:
+                Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
+            changed += 1
+    return changed
 
 
 def mode_table(results: Sequence[dict[str, Any]], modes: Sequence[str], keys: Sequence[str],

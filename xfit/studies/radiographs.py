@@ -37,7 +37,7 @@ from ..metrics import volume_metrics
 from ..phantoms.model import make_phantom
 from ..prior.sample import prior_affine
 from ..simulate import simulate
-from .cases import mode_table, run_cases, write_summary
+from .cases import drop_modes, mode_table, run_cases, write_summary
 
 MODES = ("isocentre", "clicks", "auto")
 #: Seeds of the study's phantoms (apart from the training 1000.. and held-out 0.. seeds).
@@ -69,16 +69,21 @@ def make_case(seed: int, folder: Path, *, detector: tuple[int, int], pixel_mm: f
             "tilt_deg": ph.info["vertebra"]["sagittal_tilt_deg"]}
 
 
-def found_vertebra(point_mm: np.ndarray, case: dict[str, Any]) -> tuple[int, np.ndarray]:
-    """The label of the vertebra at (or nearest to) a point of the X-rays' frame, and its
-    centroid in the phantom's frame (mm)."""
+def vertebra_centroids(case: dict[str, Any]) -> tuple[list[int], np.ndarray]:
+    """The labels of the phantom's vertebrae (1..99) and their centroids ``[n, 3]`` in its frame (mm)."""
     from scipy import ndimage
 
     seg = read_nifti(case["seg"])
     data = np.rint(seg.data).astype(np.int16)
     labels = [int(v) for v in np.unique(data) if 0 < v < 100]
     cents = np.array(ndimage.center_of_mass(np.ones(data.shape), data, labels))  # voxel indices
-    cents_mm = cents @ seg.affine[:3, :3].T + seg.affine[:3, 3]
+    return labels, cents @ seg.affine[:3, :3].T + seg.affine[:3, 3]
+
+
+def found_vertebra(point_mm: np.ndarray, case: dict[str, Any]) -> tuple[int, np.ndarray]:
+    """The label of the vertebra at (or nearest to) a point of the X-rays' frame, and its
+    centroid in the phantom's frame (mm)."""
+    labels, cents_mm = vertebra_centroids(case)
     k = int(np.argmin(np.linalg.norm(cents_mm - (np.asarray(point_mm) + case["iso"]), axis=1)))
     return labels[k], cents_mm[k]
 
@@ -143,18 +148,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--offset-mm", default="25,50", help="isocentre offset range from the vertebra (mm)")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--keep", action="store_true", help="write each reconstruction folder (preview.png...)")
+    ap.add_argument("--redo", default="", help="modes to run again on the saved cases (e.g. auto), keeping the others")
     a = ap.parse_args(argv)
     detector = tuple(int(x) for x in a.detector.split(","))
     offset = tuple(float(x) for x in a.offset_mm.split(","))
     modes = [m for m in a.modes.split(",") if m]
+    redo = [m for m in a.redo.split(",") if m]
+    if set(modes + redo) - set(MODES):
+        ap.error(f"modes must be among {', '.join(MODES)}")
     t0 = time.perf_counter()
-    results = run_cases(a.out, a.cases, lambda i: run_case(
-        i, a.out, a.prior, steps=a.steps, detector=detector, pixel_mm=a.pixel_mm, offset_mm=offset, modes=modes,
-        keep=a.keep))
+    if redo:
+        drop_modes(a.out, redo)
+    results = run_cases(a.out, a.cases, lambda i, todo: run_case(
+        i, a.out, a.prior, steps=a.steps, detector=detector, pixel_mm=a.pixel_mm, offset_mm=offset, modes=todo,
+        keep=a.keep), modes=modes)
     table = summarize(results, modes)
     head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}, lumbar), AP + lateral "
             f"{detector[0]}x{detector[1]} px of {a.pixel_mm} mm, isocentre {offset[0]:g}-{offset[1]:g} mm from the "
-            f"vertebra; metrics on the cube centred on the wanted vertebra. {time.perf_counter() - t0:.0f} s.\n\n")
+            f"vertebra; metrics on the cube centred on the wanted vertebra. This run: {time.perf_counter() - t0:.0f} s"
+            + (f" (re-ran {', '.join(redo)})" if redo else "") + ".\n\n")
     write_summary(a.out, head + table)
 
 
