@@ -449,9 +449,10 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir, me
     if method == "transvert":
         args += ["--target", "12,11", "--target", "12,12"]
     if method == "igcn":
-        args += ["--allow-single-view", "--mesh"]
+        args += ["--mesh"]  # a single-view method: no --allow-single-view, and no warning about it
     res = runner.invoke(main, args)
     assert res.exit_code == 0, (res.output, res.exception)
+    assert "single view" not in res.output + (res.stderr if hasattr(res, "stderr") else "")
     for name in ("recon.nii.gz", "labels.nii.gz", "preview.png", "report.json"):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())

@@ -42,18 +42,21 @@ def test_default_reconstruction_runs_on_the_examples():
     assert {"psnr_db", "dice"} <= set(rec.metrics)
 
 
-@pytest.mark.parametrize("method", ["x2ct-cnn", "x2ct-gan", "ear", "transvert", "igcn"])
+@pytest.mark.parametrize("method", ["x2ct-cnn", "x2ct-gan", "ear", "transvert", "igcn", "x2ct-cnn@jitter"])
 def test_shipped_baselines_are_trained_on_the_priors_data(method):
-    """Each baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw."""
+    """Each baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw;
+    a ``@jitter`` variant with the second view anywhere in 40..140 degrees."""
     from safetensors import safe_open
 
     from xfit.baselines.infer import load_baseline, shipped_checkpoint
 
-    path = shipped_checkpoint(method)
+    base, _, tag = method.partition("@")
+    path = shipped_checkpoint(base, tag or None)
     assert path.stat().st_size < 20e6
     with safe_open(str(path), "pt") as f:
         assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())
-    b = load_baseline(method)
+    b = load_baseline(base, path)
+    assert b.config.views.jitters() == ([0.0, 50.0] if tag == "jitter" else [0.0] * len(b.config.views.angles_deg))
     prior = load_prior(DEFAULT_PRIOR)
     t, p = b.meta["training"], prior.meta["training"]
     assert t["steps"] == b.config.training.steps and t["images"] > 0 and t["wall_seconds"] > 0

@@ -100,7 +100,6 @@ def load_inputs(
     if len(paths) == 1:
         if not allow_single_view:
             raise InputError("only one X-ray given: a 3D reconstruction needs two views (or --allow-single-view)")
-        warnings.warn("fitting a single view: depth along the beam is determined by the prior alone")
     if angles is not None and len(angles) != len(paths):
         raise InputError(f"{len(angles)} angle(s) given for {len(paths)} image(s)")
     xrays = []
@@ -254,7 +253,7 @@ MAX_COMBINED_VOXELS = 256**3
 TEMPLATE_BONE_HU = 150.0
 #: ``--target auto`` warns when the inverted images match better by this much (NCC), or when its
 #: best match is below :data:`AUTO_MIN_SCORE`. On the 20 whole-body pairs of bench/auto_target.py
-#: the best match scored 0.25-0.39 and the inverted images' best 0.07-0.21 less (high-passed NCC).
+#: the best match scored 0.25-0.39 and the inverted images' best 0.065-0.21 less (high-passed NCC).
 AUTO_DARK_MARGIN = 0.02
 AUTO_MIN_SCORE = 0.2
 #: Without a target, images larger than this (pixels) get a warning: the whole image is fitted.
@@ -469,6 +468,8 @@ def reconstruct_vertebrae(
         invert=invert,
         allow_single_view=allow_single_view or method == "igcn",  # IGCN takes a single projection
     )
+    if len(inputs.views) == 1 and method != "igcn":
+        warnings.warn("fitting a single view: depth along the beam is determined by the prior alone")
     if isinstance(targets, str) and targets != "auto":
         raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
     if targets is not None and not isinstance(targets, str) and any(len(g) != len(inputs.views) for g in targets):
@@ -511,7 +512,7 @@ def reconstruct_vertebrae(
         fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
         if method != "fit":
             result = baseline_result(method, checkpoint, fit_images, fit_views, target.point_mm, device,
-                                     centroid_rc=target_pixels(target, rois))
+                                     centroid_rc=None if target.method == "isocentre" else target_pixels(target, rois))
             init_note = f"feed-forward baseline {method}"
         else:
             if crop is None:

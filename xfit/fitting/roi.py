@@ -621,8 +621,10 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
     Args:
         images: V images ``[R_v, C_v]`` (bright = attenuating), each of its view's shape.
         views: V views.
-        template_mu: ``[I, J, K]`` attenuation (1/mm), e.g. the prior's mean vertebra.
+        template_mu: ``[I, J, K]`` attenuation (1/mm), e.g. the prior's mean vertebra, or
+            ``[T, I, J, K]``: several templates on the same grid, each tried in every pose.
         template_affine: ``[4, 4]`` voxel index -> world mm of the template, centred at the origin.
+        combine: how a point's per-view scores combine: ``"mean"`` or ``"min"`` (worst view).
         tilts_deg: rotation vectors (degrees, world RAS) of the template poses tried; the
             default ``AUTO_TILTS_DEG`` covers sagittal tilts of +-30 and coronal ones of +-12.
         highpass_mm: sigma (mm at the isocentre) of that high-pass filter (0 = none).
