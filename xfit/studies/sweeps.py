@@ -146,18 +146,25 @@ def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
 
     paths = []
     for axis in dict.fromkeys(r["axis"] for r in rows):
-        fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4 * len(CURVE_KEYS), 3.2), squeeze=False)
+        methods = list(dict.fromkeys(r["method"] for r in rows if r["axis"] == axis and r["n"]))
+        cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+        colour = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}  # the same in every panel
+        fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4 * len(CURVE_KEYS) + 1.6, 3.2), squeeze=False)
+        handles = {}
         for ax, k in zip(axes[0], CURVE_KEYS):
             sel = [r for r in rows if r["axis"] == axis and r["metric"] == k and r["n"]]
             for m in dict.fromkeys(r["method"] for r in sel):
                 pts = sorted((r["value"], r["mean"], r["std"]) for r in sel if r["method"] == m)
                 x, y, e = (np.array(t) for t in zip(*pts))
-                ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=m)
+                handles[m] = ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=m, color=colour[m])
             ax.set_xlabel(AXIS_LABELS.get(axis, axis), fontsize=8)
             ax.set_title(k, fontsize=9)
             if axis == "photons":
                 ax.set_xscale("log")
-        axes[0][0].legend(fontsize=7)
+        # one legend for every method, also those (shape only) missing from some panels
+        fig.legend([handles[m] for m in methods if m in handles], [m for m in methods if m in handles],
+                   loc="center right", fontsize=7)
+        fig.subplots_adjust(right=1 - 1.5 / fig.get_figwidth(), wspace=0.3)
         paths.append(figure_to_png(fig, out / f"curve_{axis}.png"))
     return paths
 
