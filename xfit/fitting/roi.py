@@ -42,13 +42,13 @@ MIN_CANDIDATE_DISTANCE_MM = 20.0
 MAX_SEARCH_POINTS = 4_000_000
 #: Most sub-pixels per coarse pixel and axis when projecting the template (anti-aliasing).
 MAX_TEMPLATE_SUPERSAMPLING = 4
-#: Rotation vectors (degrees, world RAS) of the template poses that ``auto_target`` tries: the
-#: sagittal tilt (about x, left-right) of a lumbar or thoracic vertebra spans about +-30 degrees
-#: (lordosis, kyphosis), the coronal one (about y) much less (scoliosis).
 #: Sigma (mm at the isocentre) of the Gaussian whose blur ``auto_target`` subtracts from the coarse
 #: images and the template before correlating them: what is left are the edges of bone, not the
 #: slow gradients of the body's soft tissue and outline. bench/auto_target.py measures it.
 AUTO_HIGHPASS_MM = 6.0
+#: Rotation vectors (degrees, world RAS) of the template poses that ``auto_target`` tries: the
+#: sagittal tilt (about x, left-right) of a lumbar or thoracic vertebra spans about +-30 degrees
+#: (lordosis, kyphosis), the coronal one (about y) much less (scoliosis).
 AUTO_TILTS_DEG = ((0.0, 0.0, 0.0), (-15.0, 0.0, 0.0), (15.0, 0.0, 0.0), (-30.0, 0.0, 0.0), (30.0, 0.0, 0.0),
                   (0.0, -12.0, 0.0), (0.0, 12.0, 0.0))
 
@@ -438,7 +438,6 @@ class AutoTarget:
         pixels_rc: per view, ``(row, col)`` of ``point_mm`` in the original image.
         tilts_deg: per candidate, the rotation vector (degrees) of the template pose that
             matched best there.
-        templates: per candidate, the index of the template that matched best (0 for one).
     """
 
     point_mm: np.ndarray
@@ -446,7 +445,6 @@ class AutoTarget:
     candidates: list[tuple[list[float], float]]
     pixels_rc: list[tuple[float, float]]
     tilts_deg: list[list[float]]
-    templates: list[int]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -621,8 +619,7 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
     Args:
         images: V images ``[R_v, C_v]`` (bright = attenuating), each of its view's shape.
         views: V views.
-        template_mu: ``[I, J, K]`` attenuation (1/mm), e.g. the prior's mean vertebra, or
-            ``[T, I, J, K]``: several templates on the same grid, each tried in every pose.
+        template_mu: ``[I, J, K]`` attenuation (1/mm), e.g. the prior's mean vertebra.
         template_affine: ``[4, 4]`` voxel index -> world mm of the template, centred at the origin.
         combine: how a point's per-view scores combine: ``"mean"`` or ``"min"`` (worst view).
         tilts_deg: rotation vectors (degrees, world RAS) of the template poses tried; the
@@ -644,11 +641,9 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
         raise InputError(f"highpass_mm must be >= 0, got {highpass_mm!r}")
     if int(top_k) < 1:
         raise InputError(f"top_k must be at least 1, got {top_k!r}")
-    mus = torch.as_tensor(template_mu).detach().to("cpu", torch.float32)
-    if mus.ndim == 3:
-        mus = mus[None]
-    if mus.ndim != 4 or not len(mus):
-        raise InputError(f"template_mu must be [I, J, K] or [T, I, J, K], got shape {tuple(mus.shape)}")
+    mu = torch.as_tensor(template_mu).detach().to("cpu", torch.float32)
+    if mu.ndim != 3:
+        raise InputError(f"template_mu must be [I, J, K], got shape {tuple(mu.shape)}")
     affine = np.asarray(template_affine.detach().cpu() if isinstance(template_affine, Tensor) else template_affine,
                         dtype=np.float64)
     tilts = np.asarray(tilts_deg, dtype=np.float64).reshape(-1, 3) if len(tilts_deg) else np.zeros((0, 3))
@@ -667,11 +662,9 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
         if highpass_mm:
             coarse_img = _highpass(coarse_img, highpass_mm / spacing_mm)
         coarse.append((coarse_img, coarse_view, world_to_pixel(points, coarse_view)))
-    poses = [(m, t) for m in range(len(mus)) for t in range(len(tilts))]
     top, top_pose = None, None  # [N] best pose's score and index per grid point
     too_small = None
-    for pose, (m, t) in enumerate(poses):
-        mu, rotation = mus[m], rotations[t]
+    for pose, rotation in enumerate(rotations):
         per_view = []
         for i, (coarse_img, coarse_view, rc) in enumerate(coarse):
             template, anchor = _template_image(coarse_view, mu, affine, rotation)
@@ -699,8 +692,6 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
     found = _suppress(grid, top.reshape(grid.shape[:3]), int(top_k))
     best, score, _ = found[0]
     pixels = [tuple(float(x) for x in _project_points(best, v)[0]) for v in views]
-    chosen = [poses[int(top_pose[i])] for _, _, i in found]  # (template, tilt) per candidate
     return AutoTarget(point_mm=best, score=score, pixels_rc=pixels,
                       candidates=[([float(x) for x in p], s) for p, s, _ in found],
-                      tilts_deg=[[float(x) for x in tilts[t]] for _, t in chosen],
-                      templates=[int(m) for m, _ in chosen])
+                      tilts_deg=[[float(x) for x in tilts[int(top_pose[i])]] for _, _, i in found])

@@ -12,6 +12,12 @@ import numpy as np
 from ..io import atomic_write
 
 
+def _save_case(path: Path, res: dict[str, Any]) -> None:
+    """One case's results as indented JSON, written atomically."""
+    with atomic_write(path, force=True) as tmp:
+        Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
+
+
 def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
               modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Results of cases ``0..n-1``: each is saved to ``out/caseNN.json`` (atomically) as it
@@ -32,8 +38,7 @@ def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
             res = run_one(i) if modes is None else run_one(i, missing)
             if saved is not None:
                 res = {**saved, "modes": {**saved["modes"], **res["modes"]}}
-            with atomic_write(path, force=True) as tmp:
-                Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
+            _save_case(path, res)
             print(json.dumps({m: {k: round(v, 4) for k, v in d.items() if isinstance(v, (int, float))}
                               for m, d in res["modes"].items()}), flush=True)
         results.append(json.loads(path.read_text()))
@@ -48,8 +53,7 @@ def drop_modes(out: Path, modes: Sequence[str]) -> int:
         res = json.loads(path.read_text())
         if any(m in res.get("modes", {}) for m in modes):
             res["modes"] = {k: v for k, v in res["modes"].items() if k not in modes}
-            with atomic_write(path, force=True) as tmp:
-                Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
+            _save_case(path, res)
             changed += 1
     return changed
 
