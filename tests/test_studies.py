@@ -98,6 +98,30 @@ def test_interrupted_run_resumes_and_skips_finished_cases(tiny, tmp_path, monkey
         evaluate(_spec(tiny, methods=("mean",), phantoms=3, angles=(0.0, 80.0)), tmp_path / "ev", progress=False)
 
 
+def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, monkeypatch):
+    from xfit.studies.sweeps import angle_conditions, run_sweep
+
+    evaluate(_spec(tiny, methods=("mean", "fit")), tmp_path / "plain", progress=False)  # at (0, 90)
+    calls = []
+    real = ev.evaluate_case
+    monkeypatch.setattr(ev, "evaluate_case", lambda s, i, m: (calls.append((s.angles, i, tuple(m))), real(s, i, m))[1])
+    run_sweep(_spec(tiny, methods=("fit", "mean")), angle_conditions([60.0, 90.0]), tmp_path / "ang",
+              progress=False, reuse=[tmp_path / "plain"])
+    assert calls == [((0.0, 60.0), 0, ("fit", "mean")), ((0.0, 60.0), 1, ("fit", "mean"))]  # 90: all copied
+    key = lambda r: (r["case"], r["method"])  # noqa: E731
+    assert sorted(_rows(tmp_path / "ang" / "angle_90"), key=key) == sorted(_rows(tmp_path / "plain"), key=key)
+    assert (tmp_path / "ang" / "angle_90" / "slices" / "phantom0001__fit.npy").is_file()
+    meta = json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())
+    assert meta["reused_rows"] == {str(tmp_path / "plain"): 4}
+    assert "+4 rows reused" in (tmp_path / "ang" / "summary.md").read_text()
+    calls.clear()  # a method the other run lacks is computed; a sweep folder offers its conditions
+    evaluate(_spec(tiny, methods=("fit", "mean", "best-of-n"), angles=(0.0, 60.0)), tmp_path / "more",
+             progress=False, reuse=[tmp_path / "ang"])
+    assert calls == [((0.0, 60.0), 0, ("best-of-n",)), ((0.0, 60.0), 1, ("best-of-n",))]
+    with pytest.raises(InputError, match="not found"):
+        evaluate(_spec(tiny, methods=("mean",)), tmp_path / "x", progress=False, reuse=[tmp_path / "nowhere"])
+
+
 def test_changed_checkpoint_is_not_mixed_into_a_run(tiny, tmp_path):
     import shutil
 

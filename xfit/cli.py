@@ -617,6 +617,8 @@ def _eval_options(f: Callable) -> Callable:
         click.option("--no-warm-start", is_flag=True, help="start every fit at w_mean even when the prior has an encoder"),
         click.option("--seed", default=0, show_default=True, type=SEED, help="seed of the fit and of the perturbations"),
         click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="cases run in parallel processes (threads are split between them)"),
+        click.option("--reuse", multiple=True, type=click.Path(exists=True, file_okay=False),
+                     help="copy finished rows from this run folder (or sweep folder) where its settings match (repeatable)"),
         click.option("--force", is_flag=True, help="start the run folder afresh"),
         click.option("--quiet", is_flag=True, help="no progress bar"),
     ]
@@ -677,7 +679,7 @@ def evaluate_cmd(angles, photons, **kw) -> None:
     from .studies.evaluate import evaluate
 
     spec = dc.replace(_eval_spec(kw, parse_angles(angles)), photons=photons)
-    evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"])
+    evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"], reuse=kw["reuse"])
     click.echo((Path(kw["out"]) / "summary.md").read_text())
 
 
@@ -689,7 +691,8 @@ def study() -> None:
 def _run_study(conds, kw, angles=(0.0, 90.0)) -> None:
     from .studies.sweeps import run_sweep
 
-    run_sweep(_eval_spec(kw, angles), conds, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"])
+    run_sweep(_eval_spec(kw, angles), conds, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"],
+              reuse=kw["reuse"])
     click.echo((Path(kw["out"]) / "summary.md").read_text())
 
 

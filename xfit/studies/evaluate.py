@@ -32,7 +32,8 @@ projection at a third angle that no method saw, through the true geometry).
 
 **Output folder.** ``settings.json``, ``cases.csv`` (one row per case and method, rewritten
 atomically after each case, so an interrupted run resumes and skips what is done; methods can be
-added to a finished run), ``summary.md`` (mean ± std, and a paired Wilcoxon signed-rank test of
+added to a finished run; ``reuse`` copies in the rows of other run folders made with the same
+settings, such as the 90-degree point of the angle sweep from a plain evaluate run), ``summary.md`` (mean ± std, and a paired Wilcoxon signed-rank test of
 each method against the reference method), ``panel.png`` (the methods on the same slices), and
 ``slices/`` (the mid slices the panel is drawn from).
 """
@@ -564,6 +565,44 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Append to ``rows`` the (case, method) rows that ``rows`` lacks from other run folders with
+    the same settings key and, per method, the same prior or checkpoint (sha256), and copy their
+    slices into ``out/slices``. A sweep folder offers each of its condition folders; folders with
+    other settings are skipped. Returns the number of rows taken per folder (empty ones left out)."""
+    import shutil
+
+    key = json.loads(json.dumps(spec.key()))
+    sources = method_sources(spec)
+    names = set(case_names(spec))
+    taken: dict[str, int] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"--reuse {folder}: folder not found")
+        for run in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+            settings = run / "settings.json"
+            if run.resolve() == out.resolve() or not settings.is_file() or not (run / "cases.csv").is_file():
+                continue
+            meta = json.loads(settings.read_text())
+            if meta.get("key") != key:
+                continue
+            done = {(r["case"], r["method"]) for r in rows}
+            new = [r for r in read_rows(run / "cases.csv")
+                   if r["method"] in sources and r["case"] in names and (r["case"], r["method"]) not in done
+                   and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]]
+            for r in new:
+                src = run / "slices" / f"{r['case'].replace(':', '_')}__{r['method']}.npy"
+                if src.is_file():
+                    (out / "slices").mkdir(parents=True, exist_ok=True)
+                    with atomic_write(out / "slices" / src.name, force=True) as tmp:
+                        shutil.copyfile(src, tmp)
+            rows.extend(new)
+            if new:
+                taken[str(run)] = len(new)
+    return taken
+
+
 def machine() -> str:
     """A line naming this machine: CPU model and cores used, torch, GPU if any."""
     import platform
@@ -581,14 +620,18 @@ def machine() -> str:
 
 
 def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool = False,
-             progress: bool = True) -> list[dict[str, Any]]:
+             progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
     """Run every method of ``spec`` on every case; write the folder described in the module
-    docstring; return all rows. Cases run in ``workers`` processes (threads split between them)."""
+    docstring; return all rows. Cases run in ``workers`` processes (threads split between them);
+    rows found in the ``reuse`` folders (:func:`reuse_rows`) are copied, not recomputed."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     t_start = time.perf_counter()
     rows = open_run(spec, out, force=force)
+    reused = reuse_rows(spec, out, reuse, rows) if reuse else {}
+    if reused:
+        write_rows(out / "cases.csv", rows)
     names = case_names(spec)
     if not names:
         raise InputError("no case to evaluate")
@@ -632,6 +675,8 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     meta = json.loads((out / "settings.json").read_text())
     meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
     meta["machine"] = machine()
+    for k, n in reused.items():  # rows not computed here (their time is not in wall_seconds)
+        meta.setdefault("reused_rows", {})[k] = meta.get("reused_rows", {}).get(k, 0) + n
     with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     methods = meta["methods"]

@@ -169,8 +169,10 @@ def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
     return paths
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], conds: Sequence[Condition]) -> str:
-    """One table per axis (rows: method, columns: conditions) for each curve metric, and wall times."""
+def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], conds: Sequence[Condition],
+                     reused: dict[str, int] | None = None) -> str:
+    """One table per axis (rows: method, columns: conditions) for each curve metric, and wall
+    times (and how many rows of a condition were copied from another run, not timed here)."""
     text = ""
     for axis in dict.fromkeys(r["axis"] for r in rows):
         values = sorted({r["value"] for r in rows if r["axis"] == axis})
@@ -187,25 +189,31 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
                     for v in values) + " |\n"
             text += "\n"
     text += "Wall time per condition (this machine, as run): " + ", ".join(
-        f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min" for c in conds) + "\n"
+        f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min"
+        + (f" (+{reused[c.name]} rows reused from another run)" if reused and reused.get(c.name) else "")
+        for c in conds) + "\n"
     return text
 
 
 def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, workers: int = 1,
-              force: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Evaluate every condition into ``out/<condition>/``; write the curves; return their rows."""
+              force: bool = False, progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
+    """Evaluate every condition into ``out/<condition>/`` (taking the rows of ``reuse`` folders
+    with the same settings, see :func:`xfit.studies.evaluate.reuse_rows`); write the curves;
+    return their rows."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    results, walls = {}, {}
+    results, walls, reused = {}, {}, {}
     for c in conds:
         spec = dataclasses.replace(base, **dict(c.overrides))
-        results[c] = evaluate(spec, out / c.name, workers=workers, force=force, progress=progress)
-        walls[c.name] = float(json.loads((out / c.name / "settings.json").read_text()).get("wall_seconds", math.nan))
+        results[c] = evaluate(spec, out / c.name, workers=workers, force=force, progress=progress, reuse=reuse)
+        meta = json.loads((out / c.name / "settings.json").read_text())
+        walls[c.name] = float(meta.get("wall_seconds", math.nan))
+        reused[c.name] = sum(meta.get("reused_rows", {}).values())
     rows = curve_rows(results, conds)
     write_curve_csv(out / "curve.csv", rows)
     plot_curves(out, rows)
     with atomic_write(out / "summary.md", force=True) as tmp:
-        Path(tmp).write_text(summary_markdown(rows, walls, conds))
+        Path(tmp).write_text(summary_markdown(rows, walls, conds, reused))
     return rows
