@@ -3,6 +3,7 @@ an untrained tiny baseline (quality is not asserted: untrained networks have non
 tables come from the commands it names), plus resume, the paired test and bad input."""
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -120,6 +121,28 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     assert calls == [((0.0, 60.0), 0, ("best-of-n",)), ((0.0, 60.0), 1, ("best-of-n",))]
     with pytest.raises(InputError, match="not found"):
         evaluate(_spec(tiny, methods=("mean",)), tmp_path / "x", progress=False, reuse=[tmp_path / "nowhere"])
+    cfg = tmp_path / "fit2.yaml"  # the fit config edited since: the fit rows are not taken, the others are
+    cfg.write_text("steps: 2\nrestarts: 1\ncoarse_fraction: 0.0\n")
+    spec = _spec(tiny, methods=("fit", "mean"), phantoms=1, fit_config=str(cfg))
+    evaluate(spec, tmp_path / "old", progress=False)
+    cfg.write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
+    calls.clear()
+    evaluate(spec, tmp_path / "new", progress=False, reuse=[tmp_path / "old"])
+    assert calls == [((0.0, 90.0), 0, ("fit",))]
+
+
+def test_an_edited_fit_config_is_not_mixed_into_old_fit_rows(tiny, tmp_path):
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text("steps: 2\nrestarts: 1\ncoarse_fraction: 0.0\n")
+    spec = _spec(tiny, methods=("mean", "fit"), phantoms=1, fit_config=str(cfg))
+    evaluate(spec, tmp_path / "ev", progress=False)
+    assert json.loads((tmp_path / "ev" / "settings.json").read_text())["fit_settings"]["steps"] == 2
+    cfg.write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
+    with pytest.raises(OutputExistsError, match="fit config changed .*steps"):
+        evaluate(spec, tmp_path / "ev", progress=False)
+    evaluate(dataclasses.replace(spec, methods=("mean",)), tmp_path / "mean", progress=False)
+    cfg.write_text("steps: 2\nrestarts: 1\ncoarse_fraction: 0.0\n")
+    evaluate(spec, tmp_path / "mean", progress=False)  # no fit row yet: the config may change
 
 
 def test_changed_checkpoint_is_not_mixed_into_a_run(tiny, tmp_path):

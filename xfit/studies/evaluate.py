@@ -272,6 +272,18 @@ def method_checkpoint(spec: EvalSpec, method: str) -> Path:
     return shipped_checkpoint(base, tag or None)
 
 
+#: The methods whose numbers depend on the fit config.
+FIT_METHODS = ("fit", "fit-pose")
+
+
+def fit_settings(spec: EvalSpec) -> dict[str, Any]:
+    """The fit config the fit methods run with (``fit_config``, else ``configs/fit.yaml``), as JSON
+    values: recorded in ``settings.json`` so that an edited config is not mixed into old rows."""
+    from ..fitting import load_fit_config
+
+    return json.loads(json.dumps(dataclasses.asdict(load_fit_config(spec.fit_config))))
+
+
 def method_sources(spec: EvalSpec) -> dict[str, str]:
     """Per method, the sha256 of the file its numbers come from (prior or checkpoint)."""
     out = {}
@@ -529,6 +541,7 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
     """
     settings = out / "settings.json"
     sources = method_sources(spec)
+    fit_cfg = fit_settings(spec)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is a file, not a folder")
     if force and out.is_dir():
@@ -551,6 +564,11 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
             raise OutputExistsError(f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
                                     "were computed; use another folder or --force")
         rows = read_rows(out / "cases.csv")
+        fit_rows = any(r["method"] in FIT_METHODS for r in rows)
+        if fit_rows and old.get("fit_settings", fit_cfg) != fit_cfg:
+            diff = sorted(k for k in fit_cfg if old["fit_settings"].get(k) != fit_cfg[k])
+            raise OutputExistsError(f"{out}: the fit config changed since its fit rows were computed "
+                                    f"({', '.join(diff) or 'keys'}); use another folder or --force")
         sources = {**old.get("sources", {}), **sources}
         methods = list(dict.fromkeys(old.get("methods", []) + list(spec.methods)))
     elif out.is_dir() and any(out.iterdir()):
@@ -559,7 +577,7 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
         methods = list(spec.methods)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"key": spec.key(), "prior": str(spec.prior), "methods": methods, "checkpoints": spec.checkpoints,
-            "sources": sources, "wall_seconds": wall}
+            "sources": sources, "fit_settings": fit_cfg, "wall_seconds": wall}
     with atomic_write(settings, force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     return rows
@@ -567,13 +585,14 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
 
 def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: list[dict[str, Any]]) -> dict[str, int]:
     """Append to ``rows`` the (case, method) rows that ``rows`` lacks from other run folders with
-    the same settings key and, per method, the same prior or checkpoint (sha256), and copy their
-    slices into ``out/slices``. A sweep folder offers each of its condition folders; folders with
-    other settings are skipped. Returns the number of rows taken per folder (empty ones left out)."""
+    the same settings key and, per method, the same prior or checkpoint (sha256) and, for the fit
+    methods, the same fit config values, and copy their slices into ``out/slices``. A sweep folder
+    offers each of its condition folders; folders with other settings are skipped. Returns the number of rows taken per folder (empty ones left out)."""
     import shutil
 
     key = json.loads(json.dumps(spec.key()))
     sources = method_sources(spec)
+    fit_cfg = fit_settings(spec)
     names = set(case_names(spec))
     taken: dict[str, int] = {}
     for folder in folders:
@@ -590,7 +609,8 @@ def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: l
             done = {(r["case"], r["method"]) for r in rows}
             new = [r for r in read_rows(run / "cases.csv")
                    if r["method"] in sources and r["case"] in names and (r["case"], r["method"]) not in done
-                   and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]]
+                   and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
+                   and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)]
             for r in new:
                 src = run / "slices" / f"{r['case'].replace(':', '_')}__{r['method']}.npy"
                 if src.is_file():
