@@ -114,7 +114,14 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     assert (tmp_path / "ang" / "angle_90" / "slices" / "phantom0001__fit.npy").is_file()
     meta = json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())
     assert meta["reused_rows"] == {str(tmp_path / "plain"): 4}
-    assert "+4 rows reused" in (tmp_path / "ang" / "summary.md").read_text()
+    text = (tmp_path / "ang" / "summary.md").read_text()
+    assert "+4 rows reused" in text
+    best = {}
+    for r in csv.DictReader((tmp_path / "ang" / "curve.csv").open()):
+        if r["metric"] == "psnr_db" and r["value"] == "60":
+            best[r["method"]] = float(r["mean"])
+    top = max(best, key=best.get)
+    assert f"| **best** | `{top}` {best[top]:.1f} |" in text  # the best PSNR at 60 degrees
     calls.clear()  # a method the other run lacks is computed; a sweep folder offers its conditions
     evaluate(_spec(tiny, methods=("fit", "mean", "best-of-n"), angles=(0.0, 60.0)), tmp_path / "more",
              progress=False, reuse=[tmp_path / "ang"])

@@ -169,10 +169,20 @@ def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
     return paths
 
 
+def _best(sel: Sequence[dict[str, Any]], value: float, key: str, digits: int) -> str:
+    """``method (mean)`` of the best mean at one condition (oracles left out), or ``-``."""
+    cands = [r for r in sel if r["value"] == value and r["n"] and math.isfinite(r["mean"])
+             and not r["method"].startswith("best-of-n-oracle")]
+    if not cands:
+        return "-"
+    pick = (min if METRICS.get(key, False) else max)(cands, key=lambda r: r["mean"])
+    return f"`{pick['method']}` {pick['mean']:.{digits}f}"
+
+
 def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], conds: Sequence[Condition],
                      reused: dict[str, int] | None = None) -> str:
-    """One table per axis (rows: method, columns: conditions) for each curve metric, and wall
-    times (and how many rows of a condition were copied from another run, not timed here)."""
+    """One table per axis (rows: method, columns: conditions; last row the best method) for each
+    curve metric, and wall times (and how many rows of a condition were copied from another run, not timed here)."""
     text = ""
     for axis in dict.fromkeys(r["axis"] for r in rows):
         values = sorted({r["value"] for r in rows if r["axis"] == axis})
@@ -187,7 +197,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
                 text += f"| {LABELS.get(m.split('@')[0], m)} (`{m}`) | " + " | ".join(
                     f"{cell[v]['mean']:.{digits}f} ± {cell[v]['std']:.{digits}f}" if v in cell and cell[v]["n"] else "-"
                     for v in values) + " |\n"
-            text += "\n"
+            text += "| **best** | " + " | ".join(_best(sel, v, k, digits) for v in values) + " |\n\n"
     text += "Wall time per condition (this machine, as run): " + ", ".join(
         f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min"
         + (f" (+{reused[c.name]} rows reused from another run)" if reused and reused.get(c.name) else "")
