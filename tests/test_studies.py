@@ -122,6 +122,20 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
             best[r["method"]] = float(r["mean"])
     top = max(best, key=best.get)
     assert f"| **best** | `{top}` {best[top]:.1f} |" in text  # the best PSNR at 60 degrees
+    from xfit.studies.sweeps import main as sweeps_main
+
+    (tmp_path / "ang" / "summary.md").unlink()  # rewritten from the folders alone: the same
+    assert sweeps_main([str(tmp_path / "ang")]) == 0
+    assert (tmp_path / "ang" / "summary.md").read_text() == text
+    import shutil
+
+    shutil.copytree(tmp_path / "ang", tmp_path / "part")  # a sweep stopped part way: the short cell says so
+    ev.write_rows(tmp_path / "part" / "angle_60" / "cases.csv",
+                  [r for r in ev.read_rows(tmp_path / "part" / "angle_60" / "cases.csv")
+                   if not (r["method"] == "fit" and r["case"] == "phantom0001")])
+    assert sweeps_main([str(tmp_path / "part")]) == 0
+    assert "(n=1 of 2)" in (tmp_path / "part" / "summary.md").read_text()
+    assert sweeps_main([str(tmp_path / "plain")]) == 2  # not a sweep folder
     calls.clear()  # a method the other run lacks is computed; a sweep folder offers its conditions
     evaluate(_spec(tiny, methods=("fit", "mean", "best-of-n"), angles=(0.0, 60.0)), tmp_path / "more",
              progress=False, reuse=[tmp_path / "ang"])

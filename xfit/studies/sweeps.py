@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write
-from .evaluate import LABELS, METRICS, EvalSpec, evaluate
+from .evaluate import LABELS, METRICS, EvalSpec, evaluate, read_rows
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -182,7 +182,8 @@ def _best(sel: Sequence[dict[str, Any]], value: float, key: str, digits: int) ->
 def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], conds: Sequence[Condition],
                      reused: dict[str, int] | None = None) -> str:
     """One table per axis (rows: method, columns: conditions; last row the best method) for each
-    curve metric, and wall times (and how many rows of a condition were copied from another run, not timed here)."""
+    curve metric, and wall times (and how many rows of a condition were copied from another run,
+    not timed here). A cell averaged over fewer cases than the condition has says so (n=K of N)."""
     text = ""
     for axis in dict.fromkeys(r["axis"] for r in rows):
         values = sorted({r["value"] for r in rows if r["axis"] == axis})
@@ -191,12 +192,14 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
             text += f"**{k}** (mean ± std)\n\n| method | " + " | ".join(f"{v:g}" for v in values) + " |\n"
             text += "|---" * (len(values) + 1) + "|\n"
             sel = [r for r in rows if r["axis"] == axis and r["metric"] == k]
+            full = {v: max(r["n"] for r in sel if r["value"] == v) for v in values}  # cases of the condition
+            digits = 1 if k == "psnr_db" else 3
             for m in dict.fromkeys(r["method"] for r in sel):
                 cell = {r["value"]: r for r in sel if r["method"] == m}
-                digits = 1 if k == "psnr_db" else 3
                 text += f"| {LABELS.get(m.split('@')[0], m)} (`{m}`) | " + " | ".join(
-                    f"{cell[v]['mean']:.{digits}f} ± {cell[v]['std']:.{digits}f}" if v in cell and cell[v]["n"] else "-"
-                    for v in values) + " |\n"
+                    f"{cell[v]['mean']:.{digits}f} ± {cell[v]['std']:.{digits}f}"
+                    + (f" (n={cell[v]['n']} of {full[v]})" if cell[v]["n"] < full[v] else "")
+                    if v in cell and cell[v]["n"] else "-" for v in values) + " |\n"
             text += "| **best** | " + " | ".join(_best(sel, v, k, digits) for v in values) + " |\n\n"
     text += "Wall time per condition (this machine, as run): " + ", ".join(
         f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min"
@@ -214,11 +217,45 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    results, walls, reused = {}, {}, {}
     for c in conds:
         spec = dataclasses.replace(base, **dict(c.overrides))
-        results[c] = evaluate(spec, out / c.name, workers=workers, force=force, progress=progress, reuse=reuse)
+        evaluate(spec, out / c.name, workers=workers, force=force, progress=progress, reuse=reuse)
+    return write_sweep(out, conds)
+
+
+#: Condition folder prefixes and their axes (longest first: ``angle_error_`` before ``angle_``).
+PREFIXES = (("angle_error_", "angle_error_deg"), ("shift_error_", "shift_error_mm"), ("dose_", "photons"),
+            ("angle_", "second_angle_deg"))
+
+
+def folder_conditions(out: str | Path) -> list[Condition]:
+    """The conditions of a sweep folder, read from its condition folder names (for rewriting
+    the curves of a sweep that has not finished; ``overrides`` are left empty)."""
+    conds = []
+    for p in sorted(Path(out).iterdir()):
+        if not (p / "settings.json").is_file():
+            continue
+        for prefix, axis in PREFIXES:
+            if p.name.startswith(prefix):
+                try:
+                    conds.append(Condition(p.name, axis, float(p.name[len(prefix):]), ()))
+                except ValueError:
+                    pass
+                break
+    return sorted(conds, key=lambda c: ([a for _, a in PREFIXES].index(c.axis), c.value))
+
+
+def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
+    """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` from the condition folders' rows as
+    they are now (``conds``: default :func:`folder_conditions`); returns the curve rows."""
+    out = Path(out)
+    conds = folder_conditions(out) if conds is None else list(conds)
+    if not conds:
+        raise InputError(f"{out}: no condition folder of a sweep")
+    results, walls, reused = {}, {}, {}
+    for c in conds:
         meta = json.loads((out / c.name / "settings.json").read_text())
+        results[c] = read_rows(out / c.name / "cases.csv") if (out / c.name / "cases.csv").is_file() else []
         walls[c.name] = float(meta.get("wall_seconds", math.nan))
         reused[c.name] = sum(meta.get("reused_rows", {}).values())
     rows = curve_rows(results, conds)
@@ -227,3 +264,25 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
     with atomic_write(out / "summary.md", force=True) as tmp:
         Path(tmp).write_text(summary_markdown(rows, walls, conds, reused))
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xfit.studies.sweeps OUT [OUT ...]``: rewrite each sweep folder's curves and
+    summary from the rows it holds now (a sweep stopped part way shows what it has, with n)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m xfit.studies.sweeps", description=main.__doc__)
+    ap.add_argument("folders", nargs="+")
+    args = ap.parse_args(argv)
+    try:
+        for f in args.folders:
+            write_sweep(f)
+    except (InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
