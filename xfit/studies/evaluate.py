@@ -33,9 +33,10 @@ projection at a third angle that no method saw, through the true geometry).
 **Output folder.** ``settings.json``, ``cases.csv`` (one row per case and method, rewritten
 atomically after each case, so an interrupted run resumes and skips what is done; methods can be
 added to a finished run; ``reuse`` copies in the rows of other run folders made with the same
-settings, such as the 90-degree point of the angle sweep from a plain evaluate run), ``summary.md`` (mean ± std, and a paired Wilcoxon signed-rank test of
-each method against the reference method), ``panel.png`` (the methods on the same slices), and
-``slices/`` (the mid slices the panel is drawn from).
+settings, such as the 90-degree point of the angle sweep from a plain evaluate run),
+``summary.md`` (mean ± std, and a paired Wilcoxon signed-rank test of each method against the
+reference method), ``panel.png`` (the methods on the same slices), and ``slices/`` (the mid
+slices the panel is drawn from).
 """
 
 from __future__ import annotations
@@ -587,7 +588,8 @@ def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: l
     """Append to ``rows`` the (case, method) rows that ``rows`` lacks from other run folders with
     the same settings key and, per method, the same prior or checkpoint (sha256) and, for the fit
     methods, the same fit config values, and copy their slices into ``out/slices``. A sweep folder
-    offers each of its condition folders; folders with other settings are skipped. Returns the number of rows taken per folder (empty ones left out)."""
+    offers each of its condition folders; folders with other settings are skipped. Returns the
+    number of rows taken per folder (empty ones left out)."""
     import shutil
 
     key = json.loads(json.dumps(spec.key()))
@@ -612,7 +614,7 @@ def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: l
                    and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
                    and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)]
             for r in new:
-                src = run / "slices" / f"{r['case'].replace(':', '_')}__{r['method']}.npy"
+                src = slice_path(run, r["case"], r["method"])
                 if src.is_file():
                     (out / "slices").mkdir(parents=True, exist_ok=True)
                     with atomic_write(out / "slices" / src.name, force=True) as tmp:
@@ -621,6 +623,11 @@ def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: l
             if new:
                 taken[str(run)] = len(new)
     return taken
+
+
+def slice_path(run: Path, case: str, method: str) -> Path:
+    """Where a run folder keeps the mid slices of one case and method (or ``truth``)."""
+    return run / "slices" / f"{case.replace(':', '_')}__{method}.npy"
 
 
 def machine() -> str:
@@ -666,7 +673,7 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
         write_rows(out / "cases.csv", rows)
         (out / "slices").mkdir(exist_ok=True)
         for m, s in slices.items():
-            with atomic_write(out / "slices" / f"{name.replace(':', '_')}__{m}.npy", force=True) as tmp:
+            with atomic_write(slice_path(out, name, m), force=True) as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, s, allow_pickle=False)
         bar.update(1)
@@ -695,8 +702,9 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     meta = json.loads((out / "settings.json").read_text())
     meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
     meta["machine"] = machine()
-    for k, n in reused.items():  # rows not computed here (their time is not in wall_seconds)
-        meta.setdefault("reused_rows", {})[k] = meta.get("reused_rows", {}).get(k, 0) + n
+    taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
+    for k, n in reused.items():
+        taken[k] = taken.get(k, 0) + n
     with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     methods = meta["methods"]
@@ -790,8 +798,7 @@ def write_panel(out: Path, names: Sequence[str], methods: Sequence[str]) -> Path
     cols = ["truth"] + list(methods)
     grid = []
     for n in names:
-        stem = n.replace(":", "_")
-        got = {c: out / "slices" / f"{stem}__{c}.npy" for c in cols}
+        got = {c: slice_path(out, n, c) for c in cols}
         if got["truth"].is_file():
             grid.append((n, {c: np.load(p, allow_pickle=False) for c, p in got.items() if p.is_file()}))
     if not grid:
