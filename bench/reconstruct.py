@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 CASE = r"""
 import json, resource, sys, time, torch
+from xfit.allocator import keep_freed_memory
 from xfit.fitting import fit, load_fit_config
 from xfit.prior.checkpoint import load_prior
 from xfit.studies.evaluate import default_views, make_case
 args = json.loads(sys.argv[1])
+keep_freed_memory()  # as the command line does; XFIT_MALLOC=system in the environment opts out
 torch.set_num_threads(args["threads"])
 prior = load_prior(args["prior"])
 views = default_views((0.0, 90.0), args["detector"], args["pixel_spacing"])
@@ -89,10 +92,13 @@ def radiograph(threads: int) -> None:
     print(f"ratio radiograph / example: {rg['wall_s'] / ex['wall_s']:.2f}")
 
 
-def run_case(prior: str, detector: int, pixel_spacing: float, overrides: dict, threads: int) -> dict:
-    """Fit once in a fresh interpreter; returns its timing record."""
+def run_case(prior: str, detector: int, pixel_spacing: float, overrides: dict, threads: int,
+             env: dict[str, str] | None = None) -> dict:
+    """Fit once in a fresh interpreter (``env``: extra environment variables); returns its
+    timing record."""
     args = dict(prior=prior, detector=detector, pixel_spacing=pixel_spacing, overrides=overrides, threads=threads)
-    out = subprocess.run([sys.executable, "-c", CASE, json.dumps(args)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", CASE, json.dumps(args)], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -120,18 +126,19 @@ def main() -> None:
     default = load_fit_config(None)
     print(f"prior {a.prior}; torch {torch.__version__}; {a.threads} thread(s); default steps {default.steps}, "
           f"restarts {default.restarts}")
-    cases = [("default (128 px, 1.0 mm)", 128, 1.0, {})]
-    cases += [(f"steps {default.steps // 2}", 128, 1.0, {"steps": default.steps // 2, "early_stop_tol": 0.0})]
-    cases += [("steps default, no early stop", 128, 1.0, {"early_stop_tol": 0.0})]
-    cases += [("coarse stage with the full generator", 128, 1.0, {"coarse_generator": False})]
-    cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}), ("restarts 1", 128, 1.0, {"restarts": 1})]
+    cases = [("default (128 px, 1.0 mm)", 128, 1.0, {}, None)]
+    cases += [("glibc's allocator (XFIT_MALLOC=system)", 128, 1.0, {}, {"XFIT_MALLOC": "system"})]
+    cases += [(f"steps {default.steps // 2}", 128, 1.0, {"steps": default.steps // 2, "early_stop_tol": 0.0}, None)]
+    cases += [("steps default, no early stop", 128, 1.0, {"early_stop_tol": 0.0}, None)]
+    cases += [("coarse stage with the full generator", 128, 1.0, {"coarse_generator": False}, None)]
+    cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}, None), ("restarts 1", 128, 1.0, {"restarts": 1}, None)]
     if not a.quick:
-        cases += [("detector 256 px, 0.5 mm", 256, 0.5, {}), ("restarts 4", 128, 1.0, {"restarts": 4})]
+        cases += [("detector 256 px, 0.5 mm", 256, 0.5, {}, None), ("restarts 4", 128, 1.0, {"restarts": 4}, None)]
     head = f"{'case':34s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'gen s':>7s} {'proj s':>7s} {'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}"
     print(head)
     base = None
-    for name, det, sp, ov in cases:
-        r = run_case(a.prior, det, sp, ov, a.threads)
+    for name, det, sp, ov, env in cases:
+        r = run_case(a.prior, det, sp, ov, a.threads, env)
         base = base or r["wall_s"]
         print(row(name, r, base))
     # resolution: the tiny (32^3, 2.5 mm) architecture, untrained: the cost, not the quality

@@ -95,6 +95,12 @@ def test_interrupted_run_resumes_and_skips_finished_cases(tiny, tmp_path, monkey
     evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # nothing to do
     assert json.loads((tmp_path / "ev" / "settings.json").read_text())["wall_seconds"] >= before  # times add up
     assert len(_rows(tmp_path / "ev")) == 6
+    here = json.loads((tmp_path / "ev" / "settings.json").read_text())["machine"]
+    monkeypatch.setattr(ev, "machine", lambda: "Other CPU, 8 cores")  # resumed on another machine
+    for _ in range(2):
+        evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)
+        meta = json.loads((tmp_path / "ev" / "settings.json").read_text())
+        assert meta["machine"] == f"{here}; Other CPU, 8 cores" and ev.machines(meta) == [here, "Other CPU, 8 cores"]
     with pytest.raises(OutputExistsError, match="other settings"):
         evaluate(_spec(tiny, methods=("mean",), phantoms=3, angles=(0.0, 80.0)), tmp_path / "ev", progress=False)
 
@@ -114,6 +120,9 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     assert (tmp_path / "ang" / "angle_90" / "slices" / "phantom0001__fit.npy").is_file()
     meta = json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())
     assert meta["reused_rows"] == {str(tmp_path / "plain"): 4}
+    run_sweep(_spec(tiny, methods=("fit", "mean")), angle_conditions([60.0, 90.0]), tmp_path / "ang", progress=False)
+    assert json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())["reused_rows"] == \
+        meta["reused_rows"]  # a resumed sweep keeps the record
     text = (tmp_path / "ang" / "summary.md").read_text()
     assert "+4 rows reused" in text
     best = {}

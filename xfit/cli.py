@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import click
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .errors import XfitError
 
 #: Seeds of every command lie in [0, SEED_MAX] (numpy and torch accept them all).
@@ -73,6 +74,7 @@ class XfitGroup(click.Group):
     """Click group that ends every user error in one line ``xfit: error: ...`` and exit code 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        keep_freed_memory()
         previous = _sigterm_as_interrupt()
         try:
             with warnings.catch_warnings():

@@ -57,6 +57,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..allocator import keep_freed_memory
 from ..baselines.common import CT_OUTPUT
 from ..baselines.common import METHODS as BASELINE_METHODS
 from ..errors import InputError, OutputExistsError
@@ -494,6 +495,7 @@ def evaluate_case(spec: EvalSpec, index: int, methods: Sequence[str]) -> tuple[s
 
 
 def _worker_init(threads: int) -> None:
+    keep_freed_memory()
     torch.set_num_threads(max(1, threads))
 
 
@@ -552,6 +554,7 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
 
         shutil.rmtree(out / "slices", ignore_errors=True)
     rows: list[dict[str, Any]] = []
+    old: dict[str, Any] = {}  # what earlier runs of this folder recorded (machine, reused rows) is kept
     wall = 0.0
     if settings.is_file():
         old = json.loads(settings.read_text())
@@ -577,7 +580,7 @@ def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
     else:
         methods = list(spec.methods)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"key": spec.key(), "prior": str(spec.prior), "methods": methods, "checkpoints": spec.checkpoints,
+    meta = {**old, "key": spec.key(), "prior": str(spec.prior), "methods": methods, "checkpoints": spec.checkpoints,
             "sources": sources, "fit_settings": fit_cfg, "wall_seconds": wall}
     with atomic_write(settings, force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
@@ -646,6 +649,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}{gpu}"
 
 
+def machines(meta: dict[str, Any]) -> list[str]:
+    """The machine lines of a run's ``settings.json`` (a run resumed elsewhere lists each, "; "
+    between them)."""
+    return [m for m in str(meta.get("machine", "")).split("; ") if m]
+
+
 def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool = False,
              progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
     """Run every method of ``spec`` on every case; write the folder described in the module
@@ -701,7 +710,7 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     order = {n: i for i, n in enumerate(names)}
     meta = json.loads((out / "settings.json").read_text())
     meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
-    meta["machine"] = machine()
+    meta["machine"] = "; ".join(dict.fromkeys([*machines(meta), machine()]))
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n

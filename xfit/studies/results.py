@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write
+from .evaluate import machines
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -37,7 +38,7 @@ def _evaluate_entry(folder: Path, base: Path) -> str:
 def _sweep_entry(folder: Path, base: Path) -> str:
     rel = _rel(folder, base)
     metas = [json.loads(p.read_text()) for p in sorted(folder.glob("*/settings.json"))]
-    machine = metas[0].get("machine", "not recorded") if metas else "not recorded"
+    machine = "; ".join(dict.fromkeys(m for meta in metas for m in machines(meta))) or "not recorded"
     text = f"#### `{folder.name}` (sweep)\n\nRun folder `{rel}`; machine: {machine}.\n\n"
     text += (folder / "summary.md").read_text().strip() + "\n\n"
     text += "".join(f"![{p.stem}]({rel}/{p.name})\n" for p in sorted(folder.glob("curve_*.png")))
