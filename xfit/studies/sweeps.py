@@ -73,6 +73,16 @@ def parse_values(text: str, what: str, lo: float, hi: float) -> list[float]:
     return values
 
 
+#: Each sweep axis and the prefix of its condition folders, named ``<prefix><value:g>``.
+AXIS_PREFIX = {"second_angle_deg": "angle_", "angle_error_deg": "angle_error_", "shift_error_mm": "shift_error_",
+               "photons": "dose_"}
+
+
+def condition(axis: str, value: float, overrides: tuple = ()) -> Condition:
+    """The condition at ``value`` on ``axis``, in its folder ``<prefix><value:g>``."""
+    return Condition(f"{AXIS_PREFIX[axis]}{value:g}", axis, value, overrides)
+
+
 def angle_conditions(second_angles: Sequence[float], first: float = 0.0) -> list[Condition]:
     """The second view at each angle; raises InputError for (almost) parallel pairs."""
     out = []
@@ -81,21 +91,21 @@ def angle_conditions(second_angles: Sequence[float], first: float = 0.0) -> list
         if sep < 10.0 or sep > 170.0:
             raise InputError(f"second angle {a:g} deg is within 10 deg of the first view's line ({first:g} deg): "
                              "the pair sees the same projection")
-        out.append(Condition(f"angle_{a:g}", "second_angle_deg", a, (("angles", (first, float(a))),)))
+        out.append(condition("second_angle_deg", a, (("angles", (first, float(a))),)))
     return out
 
 
 def geometry_conditions(angle_errors: Sequence[float], shift_errors: Sequence[float]) -> list[Condition]:
     """Angle errors with the true isocentre, then shift errors with true angles (0 once)."""
-    out = [Condition(f"angle_error_{e:g}", "angle_error_deg", e, (("angle_error_deg", float(e)),)) for e in angle_errors]
-    out += [Condition(f"shift_error_{e:g}", "shift_error_mm", e, (("shift_error_mm", float(e)),))
+    out = [condition("angle_error_deg", e, (("angle_error_deg", float(e)),)) for e in angle_errors]
+    out += [condition("shift_error_mm", e, (("shift_error_mm", float(e)),))
             for e in shift_errors if not (e == 0 and 0 in angle_errors)]
     return out
 
 
 def noise_conditions(doses: Sequence[float]) -> list[Condition]:
     """Poisson noise at each dose (photons per pixel)."""
-    return [Condition(f"dose_{d:g}", "photons", d, (("photons", float(d)),)) for d in doses]
+    return [condition("photons", d, (("photons", float(d)),)) for d in doses]
 
 
 def _axes(cond: Condition, conds: Sequence[Condition]) -> list[str]:
@@ -223,26 +233,25 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
     return write_sweep(out, conds)
 
 
-#: Condition folder prefixes and their axes (longest first: ``angle_error_`` before ``angle_``).
-PREFIXES = (("angle_error_", "angle_error_deg"), ("shift_error_", "shift_error_mm"), ("dose_", "photons"),
-            ("angle_", "second_angle_deg"))
-
-
 def folder_conditions(out: str | Path) -> list[Condition]:
     """The conditions of a sweep folder, read from its condition folder names (for rewriting
     the curves of a sweep that has not finished; ``overrides`` are left empty)."""
+    prefixes = sorted(AXIS_PREFIX.items(), key=lambda kv: -len(kv[1]))  # angle_error_ before angle_
     conds = []
     for p in sorted(Path(out).iterdir()):
         if not (p / "settings.json").is_file():
             continue
-        for prefix, axis in PREFIXES:
+        for axis, prefix in prefixes:
             if p.name.startswith(prefix):
                 try:
-                    conds.append(Condition(p.name, axis, float(p.name[len(prefix):]), ()))
+                    c = condition(axis, float(p.name[len(prefix):]))
                 except ValueError:
-                    pass
+                    break
+                if c.name == p.name:  # a folder this module named (not angle_060, angle_1e2)
+                    conds.append(c)
                 break
-    return sorted(conds, key=lambda c: ([a for _, a in PREFIXES].index(c.axis), c.value))
+    axes = list(AXIS_PREFIX)
+    return sorted(conds, key=lambda c: (axes.index(c.axis), c.value))
 
 
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
