@@ -176,3 +176,22 @@ def test_detector_limits_and_angles():
     with pytest.raises(GeometryError, match="360"):
         parse_angles("0,361")
     assert View(angle_deg=365.0).angle_deg == 365.0  # fitted angles may leave [-360, 360] a little
+
+
+@pytest.mark.parametrize("projection", ["cone", "parallel"])
+def test_pixel_rays_match_the_detector_grid_and_project_back(projection):
+    from xfit.geometry import pixel_rays
+
+    pose = ((1.0, 0.0, 0.0, 1.5), (0.0, 0.6, -0.8, 0.0), (0.0, 0.8, 0.6, -2.0), (0.0, 0.0, 0.0, 1.0))
+    view = View(angle_deg=37.0, sdd_mm=1000.0, sod_mm=600.0, shape=(21, 17), pixel_spacing_mm=(1.2, 0.8),
+                offset_px=(1.5, -2.0), projection=projection, isocenter_mm=(5.0, -3.0, 2.0), pose=pose)
+    grid = make_rays([view], dtype=torch.float64)
+    rc = torch.tensor([[0.0, 0.0], [7.0, 11.0], [20.0, 16.0]], dtype=torch.float64)
+    rays = pixel_rays(view, rc)
+    for k, (r, c) in enumerate(rc.long().tolist()):
+        assert torch.allclose(rays.origins[k], grid.origins[0, r, c], atol=1e-9)
+        assert torch.allclose(rays.directions[k], grid.directions[0, r, c], atol=1e-12)
+    frac = torch.tensor([[3.25, 9.5], [-0.4, 16.4]], dtype=torch.float64)
+    rays = pixel_rays(view, frac)
+    points = rays.origins + 0.5 * rays.lengths[:, None] * rays.directions  # half way to the detector
+    assert torch.allclose(world_to_pixel(points, view), frac, atol=1e-9)

@@ -482,28 +482,50 @@ def make_rays(
     rows, cols = views[0].shape
     kw = dict(device=device, dtype=dtype)
     f = detector_frame(views, angle_deg=angle_deg, pose=pose, device=device, dtype=dtype)
-    spacing = torch.tensor([v.pixel_spacing_mm for v in views], **kw)  # [V,2] (row, col)
-    offset = torch.tensor([v.offset_px for v in views], **kw)
     r = torch.arange(rows, **kw) - (rows - 1) / 2
     c = torch.arange(cols, **kw) - (cols - 1) / 2
-    r_mm = (r[None, :] + offset[:, :1]) * spacing[:, :1]  # [V,R]
-    c_mm = (c[None, :] + offset[:, 1:]) * spacing[:, 1:]  # [V,C]
-    pixels = (
-        f["centre"][:, None, None, :]
-        + c_mm[:, None, :, None] * f["u"][:, None, None, :]
-        + r_mm[:, :, None, None] * f["v"][:, None, None, :]
-    )  # [V,R,C,3]
+    return rays_to_detector(views, f, r[None, :, None], c[None, None, :])
+
+
+def rays_to_detector(views: Sequence[View], frame: dict[str, Tensor], r_px: Tensor, c_px: Tensor) -> Rays:
+    """Rays to detector points given in pixels from the detector centre (before ``offset_px``).
+
+    Args:
+        views: V views of one projection type.
+        frame: their :func:`detector_frame`.
+        r_px, c_px: ``[V or 1, *S]`` row and column (pixels; 0 is the centre of the detector).
+    Returns:
+        :class:`Rays` with tensors of shape ``[V, *S, ...]``: from the source (cone beam) or from
+        ``sdd_mm`` before the detector (parallel beam) to each point.
+    """
+    f, n, k = frame, len(views), r_px.dim() - 1
+    kw = dict(device=r_px.device, dtype=r_px.dtype)
+    per_view = lambda t: t.reshape(n, *([1] * k), *t.shape[1:])  # noqa: E731  [V, 1.., ...]
+    spacing = torch.tensor([v.pixel_spacing_mm for v in views], **kw)  # [V,2] (row, col)
+    offset = torch.tensor([v.offset_px for v in views], **kw)
+    r_mm = (r_px + per_view(offset[:, 0])) * per_view(spacing[:, 0])  # [V,*S]
+    c_mm = (c_px + per_view(offset[:, 1])) * per_view(spacing[:, 1])
+    pixels = per_view(f["centre"]) + c_mm[..., None] * per_view(f["u"]) + r_mm[..., None] * per_view(f["v"])
     if views[0].projection == "cone":
-        delta = pixels - f["source"][:, None, None, :]
+        delta = pixels - per_view(f["source"])
         lengths = delta.norm(dim=-1)
         directions = delta / lengths[..., None]
-        origins = f["source"][:, None, None, :].expand_as(pixels)
+        origins = per_view(f["source"]).expand_as(pixels)
     else:
         sdd = torch.tensor([v.sdd_mm for v in views], **kw)
-        directions = (-f["s"])[:, None, None, :].expand_as(pixels)
-        lengths = sdd[:, None, None].expand(len(views), rows, cols)
+        directions = per_view(-f["s"]).expand_as(pixels)
+        lengths = per_view(sdd).expand(pixels.shape[:-1])
         origins = pixels - lengths[..., None] * directions
     return Rays(origins=origins, directions=directions, lengths=lengths)
+
+
+def pixel_rays(view: View, pixels_rc: Tensor) -> Rays:
+    """Rays through fractional pixels ``[N, 2]`` (row, col; pixel centres are integers) of one
+    view; :class:`Rays` of shape ``[N, ...]`` in the dtype of ``pixels_rc``."""
+    rows, cols = view.shape
+    f = detector_frame([view], device=pixels_rc.device, dtype=pixels_rc.dtype)
+    rays = rays_to_detector([view], f, pixels_rc[None, :, 0] - (rows - 1) / 2, pixels_rc[None, :, 1] - (cols - 1) / 2)
+    return Rays(rays.origins[0], rays.directions[0], rays.lengths[0])
 
 
 def pixel_inside(rc: Sequence[float], shape: Sequence[int]) -> bool:

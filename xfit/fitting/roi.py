@@ -29,6 +29,7 @@ from torch import Tensor
 from ..errors import GeometryError, InputError
 from ..geometry import (View, check_detector_shape, detector_frame, pixel_inside, rotation_matrix, view_dict,
                         world_to_pixel)
+from ..geometry import pixel_rays as geometry_pixel_rays
 from ..projector import project
 
 #: Largest fraction of the cube's projection (per detector axis) that may lie outside an image;
@@ -123,20 +124,8 @@ def pixel_rays(view: View, pixels_rc: Any) -> tuple[np.ndarray, np.ndarray]:
         ``(origins, directions)``, each ``[N, 3]`` float64 world mm: the source (cone beam) or a
         point ``sdd_mm`` before the pixel (parallel beam), and unit directions source -> detector.
     """
-    rc = _as_points(pixels_rc, 2, "pixels_rc")
-    f = _frame(view)
-    (rows, cols), (dr, dc) = view.shape, view.pixel_spacing_mm
-    r_mm = (rc[:, :1] - (rows - 1) / 2 + view.offset_px[0]) * dr
-    c_mm = (rc[:, 1:] - (cols - 1) / 2 + view.offset_px[1]) * dc
-    pixels = f["centre"] + c_mm * f["u"] + r_mm * f["v"]  # [N,3] on the detector
-    if view.projection == "cone":
-        delta = pixels - f["source"]
-        directions = delta / np.linalg.norm(delta, axis=1, keepdims=True)
-        origins = np.broadcast_to(f["source"], pixels.shape).copy()
-    else:
-        directions = np.broadcast_to(-f["s"], pixels.shape).copy()
-        origins = pixels - view.sdd_mm * directions
-    return origins, directions
+    rays = geometry_pixel_rays(view, torch.from_numpy(_as_points(pixels_rc, 2, "pixels_rc")))
+    return rays.origins.numpy(), rays.directions.numpy()
 
 
 def check_target(view: View, rc: Any, index: int) -> tuple[float, float]:
