@@ -211,7 +211,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
                     + (f" (n={cell[v]['n']} of {full[v]})" if cell[v]["n"] < full[v] else "")
                     if v in cell and cell[v]["n"] else "-" for v in values) + " |\n"
             text += "| **best** | " + " | ".join(_best(sel, v, k, digits) for v in values) + " |\n\n"
-    text += "Wall time per condition (this machine, as run): " + ", ".join(
+    text += "Wall time per condition (summed over its runs, on the machines its settings.json names): " + ", ".join(
         f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min"
         + (f" (+{reused[c.name]} rows reused from another run)" if reused and reused.get(c.name) else "")
         for c in conds) + "\n"
