@@ -67,6 +67,18 @@ def test_evaluate_writes_rows_summary_and_panel(tiny, tmp_path):
     assert s.shape == (3, 32, 32)
     meta = json.loads((tmp_path / "ev" / "settings.json").read_text())
     assert meta["wall_seconds"] > 0 and "cores" in meta["machine"] and set(meta["sources"]) == set(methods)
+    import shutil  # resumed on a fresh machine (slices are not committed): the panel's are recomputed, but not the fit's
+
+    assert meta["panel_cells"] == 2 * (1 + len(methods))
+    shutil.rmtree(tmp_path / "ev" / "slices")
+    before, png = _rows(tmp_path / "ev"), (tmp_path / "ev" / "panel.png").read_bytes()
+    evaluate(spec, tmp_path / "ev", progress=False)
+    assert _rows(tmp_path / "ev") == before  # no row recomputed
+    assert (tmp_path / "ev" / "panel.png").read_bytes() == png  # the fit's cells would be blank: kept
+    again = np.load(tmp_path / "ev" / "slices" / "phantom0001__x2ct-cnn.npy", allow_pickle=False)
+    assert np.array_equal(again, s)
+    assert not (tmp_path / "ev" / "slices" / "phantom0001__fit.npy").exists()
+    assert ev.fill_panel_slices(spec, tmp_path / "ev", ["phantom0000", "phantom0001"]) == []  # nothing left to do
 
 
 def test_interrupted_run_resumes_and_skips_finished_cases(tiny, tmp_path, monkeypatch):

@@ -276,6 +276,8 @@ def method_checkpoint(spec: EvalSpec, method: str) -> Path:
 
 #: The methods whose numbers depend on the fit config.
 FIT_METHODS = ("fit", "fit-pose")
+#: Cases shown in ``panel.png`` (the first ones).
+PANEL_CASES = 3
 
 
 def fit_settings(spec: EvalSpec) -> dict[str, Any]:
@@ -680,11 +682,7 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
         name, new, slices = result
         rows.extend(new)
         write_rows(out / "cases.csv", rows)
-        (out / "slices").mkdir(exist_ok=True)
-        for m, s in slices.items():
-            with atomic_write(slice_path(out, name, m), force=True) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, s, allow_pickle=False)
+        save_slices(out, name, slices)
         bar.update(1)
 
     if workers <= 1 or len(todo) <= 1:
@@ -714,15 +712,45 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
+    methods = meta["methods"]
+    panel = names[:PANEL_CASES]
+    fill_panel_slices(spec, out, panel)
+    cells = sum(len(got) for _, got in panel_slices(out, panel, methods))
+    # a panel written before this record existed was complete when written
+    shown = meta.get("panel_cells", len(panel) * (len(methods) + 1) if (out / "panel.png").is_file() else 0)
+    if cells >= shown:  # never replace a panel by one that shows less (fit slices made elsewhere)
+        write_panel(out, panel, methods)
+        meta["panel_cells"] = cells
     with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
-    methods = meta["methods"]
     rows.sort(key=lambda r: (order.get(r["case"], len(order)), methods.index(r["method"]) if r["method"] in methods else 99))
     write_rows(out / "cases.csv", rows)
     with atomic_write(out / "summary.md", force=True) as tmp:
         Path(tmp).write_text(summary_markdown(rows, methods, spec))
-    write_panel(out, names[:3], methods)
     return rows
+
+
+def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
+    """Write one case's mid slices (``{method or 'truth': [3, R, R]}``) under ``out/slices``."""
+    (out / "slices").mkdir(exist_ok=True)
+    for m, s in slices.items():
+        with atomic_write(slice_path(out, name, m), force=True) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, s, allow_pickle=False)
+
+
+def fill_panel_slices(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[str]:
+    """Recompute the panel cases' slices that are missing for the methods of ``spec`` other than
+    the fits (a run resumed on a fresh machine: slices are not committed, and rows computed
+    elsewhere left none here). The methods are deterministic, so the slices are those of the
+    rows; the fits are too slow to rerun for a picture and stay blank. Returns the methods run."""
+    ran = []
+    for i, n in enumerate(names):
+        missing = [m for m in spec.methods if m not in FIT_METHODS and not slice_path(out, n, m).is_file()]
+        if missing or not slice_path(out, n, "truth").is_file():
+            save_slices(out, n, evaluate_case(spec, i, missing)[2])
+            ran += missing
+    return list(dict.fromkeys(ran))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -795,6 +823,17 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
     return text
 
 
+def panel_slices(out: Path, names: Sequence[str], methods: Sequence[str]) -> list[tuple[str, dict[str, Path]]]:
+    """The slice files on disk for the panel: ``(case, {'truth' or method: path})`` of each case
+    whose truth slices exist."""
+    found = []
+    for n in names:
+        got = {c: slice_path(out, n, c) for c in ("truth", *methods)}
+        if got["truth"].is_file():
+            found.append((n, {c: p for c, p in got.items() if p.is_file()}))
+    return found
+
+
 def write_panel(out: Path, names: Sequence[str], methods: Sequence[str]) -> Path | None:
     """``panel.png``: per case a row of coronal and a row of sagittal mid slices, truth first."""
     import matplotlib
@@ -805,11 +844,7 @@ def write_panel(out: Path, names: Sequence[str], methods: Sequence[str]) -> Path
     from ..preview import figure_to_png
 
     cols = ["truth"] + list(methods)
-    grid = []
-    for n in names:
-        got = {c: slice_path(out, n, c) for c in cols}
-        if got["truth"].is_file():
-            grid.append((n, {c: np.load(p, allow_pickle=False) for c, p in got.items() if p.is_file()}))
+    grid = [(n, {c: np.load(p, allow_pickle=False) for c, p in got.items()}) for n, got in panel_slices(out, names, methods)]
     if not grid:
         return None
     fig, axes = plt.subplots(2 * len(grid), len(cols), figsize=(1.6 * len(cols), 3.3 * len(grid)), squeeze=False)
