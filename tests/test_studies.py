@@ -126,7 +126,7 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     monkeypatch.setattr(ev, "evaluate_case", lambda s, i, m: (calls.append((s.angles, i, tuple(m))), real(s, i, m))[1])
     run_sweep(_spec(tiny, methods=("fit", "mean")), angle_conditions([60.0, 90.0]), tmp_path / "ang",
               progress=False, reuse=[tmp_path / "plain"])
-    assert calls == [((0.0, 60.0), 0, ("fit", "mean")), ((0.0, 60.0), 1, ("fit", "mean"))]  # 90: all copied
+    assert [c for c in calls if c[2]] == [((0.0, 60.0), 0, ("fit", "mean")), ((0.0, 60.0), 1, ("fit", "mean"))]  # 90: all copied
     key = lambda r: (r["case"], r["method"])  # noqa: E731
     assert sorted(_rows(tmp_path / "ang" / "angle_90"), key=key) == sorted(_rows(tmp_path / "plain"), key=key)
     assert (tmp_path / "ang" / "angle_90" / "slices" / "phantom0001__fit.npy").is_file()
