@@ -124,8 +124,8 @@ def pixel_rays(view: View, pixels_rc: Any) -> tuple[np.ndarray, np.ndarray]:
         ``(origins, directions)``, each ``[N, 3]`` float64 world mm: the source (cone beam) or a
         point ``sdd_mm`` before the pixel (parallel beam), and unit directions source -> detector.
     """
-    rays = geometry_pixel_rays(view, torch.from_numpy(_as_points(pixels_rc, 2, "pixels_rc")))
-    return rays.origins.numpy(), rays.directions.numpy()
+    rays = geometry_pixel_rays(view, torch.from_numpy(np.ascontiguousarray(_as_points(pixels_rc, 2, "pixels_rc"))))
+    return rays.origins.contiguous().numpy(), rays.directions.contiguous().numpy()  # not views of one row
 
 
 def check_target(view: View, rc: Any, index: int) -> tuple[float, float]:

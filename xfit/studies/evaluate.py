@@ -618,8 +618,8 @@ def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: l
                    if r["method"] in sources and r["case"] in names and (r["case"], r["method"]) not in done
                    and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
                    and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)]
-            for r in new:
-                src = slice_path(run, r["case"], r["method"])
+            for case, method in {(r["case"], r["method"]) for r in new} | {(r["case"], "truth") for r in new}:
+                src = slice_path(run, case, method)
                 if src.is_file():
                     (out / "slices").mkdir(parents=True, exist_ok=True)
                     with atomic_write(out / "slices" / src.name, force=True) as tmp:
@@ -708,17 +708,17 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     order = {n: i for i, n in enumerate(names)}
     meta = json.loads((out / "settings.json").read_text())
     meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
-    meta["machine"] = "; ".join(dict.fromkeys([*machines(meta), machine()]))
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
     methods = meta["methods"]
     panel = names[:PANEL_CASES]
+    meta["machine"] = "; ".join(dict.fromkeys([*machines(meta), machine()]))
     fill_panel_slices(spec, out, panel)
-    cells = sum(len(got) for _, got in panel_slices(out, panel, methods))
+    cells = [f"{n}/{c}" for n, got in panel_slices(out, panel, methods) for c in got]
     # a panel written before this record existed was complete when written
-    shown = meta.get("panel_cells", len(panel) * (len(methods) + 1) if (out / "panel.png").is_file() else 0)
-    if cells >= shown:  # never replace a panel by one that shows less (fit slices made elsewhere)
+    old_panel = [f"{n}/{c}" for n in panel for c in ("truth", *methods)] if (out / "panel.png").is_file() else []
+    if set(cells) >= set(meta.get("panel_cells", old_panel)):  # never drop a cell shown (fit slices made elsewhere)
         write_panel(out, panel, methods)
         meta["panel_cells"] = cells
     with atomic_write(out / "settings.json", force=True) as tmp:
@@ -748,7 +748,10 @@ def fill_panel_slices(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[s
     for i, n in enumerate(names):
         missing = [m for m in spec.methods if m not in FIT_METHODS and not slice_path(out, n, m).is_file()]
         if missing or not slice_path(out, n, "truth").is_file():
-            save_slices(out, n, evaluate_case(spec, i, missing)[2])
+            name, _, slices = evaluate_case(spec, i, missing)
+            if name != n:
+                raise ValueError(f"fill_panel_slices: names must be the first cases of the spec ({n!r} is not case {i})")
+            save_slices(out, n, slices)
             ran += missing
     return list(dict.fromkeys(ran))
 
