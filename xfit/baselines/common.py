@@ -462,8 +462,31 @@ def annotation_disc(centres: Tensor, res: int, radius_px: float = 1.0) -> Tensor
 # Small shared pieces
 
 
-def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
-    return nn.Conv3d(cin, cout, 3, stride, 1)
+#: Inputs with a spatial side at most this run :class:`Conv3d` in float32 under CPU autocast.
+BF16_THIN_SIDE = 2
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that computes in float32 where CPU bfloat16 autocast is wrong.
+
+    On CPUs with AVX512-BF16 but no AMX (seen on an AMD EPYC, docs/NOTES), PyTorch 2.14.1's bf16
+    3x3x3 convolution returns a garbage weight gradient (values up to 1e36, inf, NaN; different on
+    every call) when the input depth is 2; the output and the input gradient are right.
+    ``tests/test_baselines.py::test_conv3d_bf16_weight_grad_on_thin_volumes`` checks it. Volumes
+    that thin are cheap, so an input ``[B, C, D, H, W]`` with a side <= :data:`BF16_THIN_SIDE`
+    runs in float32 (its output cast back to the autocast dtype); everything else is unchanged,
+    and the parameters are those of ``nn.Conv3d`` (same state-dict keys)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and min(x.shape[2:]) <= BF16_THIN_SIDE:
+            dtype = torch.get_autocast_dtype("cpu")
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float()).to(dtype)
+        return super().forward(x)
+
+
+def conv3(cin: int, cout: int, stride: int = 1) -> Conv3d:
+    return Conv3d(cin, cout, 3, stride, 1)
 
 
 def param_count(module: nn.Module) -> int:

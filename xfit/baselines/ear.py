@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import BaselineConfig, Lifter, check_shape, conv3
+from .common import BaselineConfig, Conv3d, Lifter, check_shape, conv3
 
 DEFAULT_ARCH = {"stem": 8, "enc": [16, 32, 64, 96], "cbam_reduction": 4}
 #: The paper's weights lambda_1..4.
@@ -61,8 +61,8 @@ class FEM(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
         self.norm = nn.InstanceNorm3d(c)
-        self.real = nn.Conv3d(c, c, 1)
-        self.imag = nn.Conv3d(c, c, 1)
+        self.real = Conv3d(c, c, 1)
+        self.imag = Conv3d(c, c, 1)
         self.out = nn.Sequential(conv3(2 * c, c), nn.InstanceNorm3d(c, affine=True), nn.ReLU())
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,10 +100,10 @@ class EAM(nn.Module):
 
     def __init__(self, c1: int, c2: int, c3: int) -> None:
         super().__init__()
-        self.p2, self.p3 = nn.Conv3d(c2, c1, 1), nn.Conv3d(c3, c1, 1)
+        self.p2, self.p3 = Conv3d(c2, c1, 1), Conv3d(c3, c1, 1)
         self.res = nn.ModuleList(ResBlock(c1) for _ in range(3))
         self.gc = nn.ModuleList(GatedConv(c1) for _ in range(2))
-        self.edge = nn.Conv3d(c1, 1, 1)
+        self.edge = Conv3d(c1, 1, 1)
 
     def forward(self, e1: Tensor, e2: Tensor, e3: Tensor) -> Tensor:
         size = e1.shape[2:]
@@ -121,8 +121,8 @@ class CBAM3D(nn.Module):
     def __init__(self, c: int, reduction: int = 4) -> None:
         super().__init__()
         h = max(c // reduction, 1)
-        self.mlp = nn.Sequential(nn.Conv3d(c, h, 1), nn.ReLU(), nn.Conv3d(h, c, 1))
-        self.spatial = nn.Conv3d(2, 1, 7, 1, 3)
+        self.mlp = nn.Sequential(Conv3d(c, h, 1), nn.ReLU(), Conv3d(h, c, 1))
+        self.spatial = Conv3d(2, 1, 7, 1, 3)
 
     def forward(self, x: Tensor) -> Tensor:
         a = torch.sigmoid(self.mlp(x.mean((2, 3, 4), keepdim=True)) + self.mlp(x.amax((2, 3, 4), keepdim=True)))
@@ -157,7 +157,7 @@ class EAR(nn.Module):
         self.cbam = nn.ModuleList(CBAM3D(widths[i], cbam_reduction) for i in range(n))
         self.up = nn.ModuleList(nn.ConvTranspose3d(widths[i + 1], widths[i], 2, 2) for i in range(n))
         self.dec = nn.ModuleList(_cbl(2 * widths[i], widths[i]) for i in range(n))
-        self.out = nn.Conv3d(stem, 1, 1)
+        self.out = Conv3d(stem, 1, 1)
 
     @classmethod
     def from_config(cls, cfg: BaselineConfig) -> "EAR":

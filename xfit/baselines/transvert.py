@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..geometry import View, world_to_pixel
-from .common import BaselineConfig, Lifter, annotation_disc, centred_component, check_shape, footprint_pixels
+from .common import BaselineConfig, Conv3d, Lifter, annotation_disc, centred_component, check_shape, footprint_pixels
 
 DEFAULT_ARCH = {"enc": [16, 32, 64], "map": 32, "dec": [32, 16, 8], "disc": [16, 32, 64]}
 #: The paper's weights: alpha_G = 10 (L1), alpha_D = 0.1 (LSGAN).
@@ -72,7 +72,7 @@ def _block2d(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 def _block3d(cin: int, cout: int, kernel=(3, 3, 3)) -> nn.Sequential:
     pad = tuple(k // 2 for k in kernel)
-    return nn.Sequential(nn.Conv3d(cin, cout, kernel, 1, pad), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2))
+    return nn.Sequential(Conv3d(cin, cout, kernel, 1, pad), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2))
 
 
 class SelfAttention2D(nn.Module):
@@ -152,7 +152,7 @@ class TransVert(nn.Module):
         self.fuse = _block3d(widths[0], widths[0])
         self.up = nn.ModuleList(nn.Sequential(nn.ConvTranspose3d(a, b, 2, 2), _block3d(b, b))
                                 for a, b in zip(widths[:-1], widths[1:]))
-        self.out = nn.Conv3d(dec[-1], 1, 1)
+        self.out = Conv3d(dec[-1], 1, 1)
 
     @classmethod
     def from_config(cls, cfg: BaselineConfig) -> "TransVert":

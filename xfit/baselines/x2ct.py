@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import BaselineConfig, Lifter, check_shape
+from .common import BaselineConfig, Conv3d, Lifter, check_shape
 
 DEFAULT_ARCH = {"enc": [8, 16, 32, 64, 64], "dec": [8, 16, 32, 64, 64], "fc_hidden": 128, "disc": [16, 32, 64]}
 #: Loss weights of the paper: adversarial 0.1, reconstruction 10, projection 10.
@@ -51,7 +51,7 @@ def _block2d(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 def _block3d(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, 1, 1), nn.InstanceNorm3d(cout, affine=True), nn.ReLU())
+    return nn.Sequential(Conv3d(cin, cout, 3, 1, 1), nn.InstanceNorm3d(cout, affine=True), nn.ReLU())
 
 
 class Encoder2D(nn.Module):
@@ -101,7 +101,7 @@ class X2CTGenerator(nn.Module):
                                     for _ in range(num_views))
         self.up = nn.ModuleList(nn.ConvTranspose3d(dec[i + 1], dec[i], 2, 2) for i in range(len(enc) - 1))
         self.fuse = nn.ModuleList(_block3d(2 * dec[i], dec[i]) for i in range(len(enc) - 1))
-        self.out = nn.Conv3d(dec[0], 1, 1)
+        self.out = Conv3d(dec[0], 1, 1)
         self.dec = dec
 
     @classmethod
@@ -132,12 +132,12 @@ class PatchDiscriminator3D(nn.Module):
         layers: list[nn.Module] = []
         cin = 1
         for i, c in enumerate(widths):
-            layers.append(nn.Conv3d(cin, c, 4, 2, 1))
+            layers.append(Conv3d(cin, c, 4, 2, 1))
             if i > 0:
                 layers.append(nn.InstanceNorm3d(c, affine=True))
             layers.append(nn.LeakyReLU(0.2))
             cin = c
-        layers.append(nn.Conv3d(cin, 1, 3, 1, 1))
+        layers.append(Conv3d(cin, 1, 3, 1, 1))
         self.net = nn.Sequential(*layers)
 
     @classmethod

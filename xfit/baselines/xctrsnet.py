@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..metrics import SSIM_K1, SSIM_K2, _blur, gaussian_window
-from .common import BaselineConfig, Lifter, check_shape
+from .common import BaselineConfig, Conv3d, Lifter, check_shape
 
 DEFAULT_ARCH = {"enc": [16, 32, 64], "path": [8, 16, 32], "seg": [8, 16, 32]}
 WEIGHTS = {"recon": 1.0, "perc": 1.0, "dice": 1.0, "dice_gt": 1.0, "rsc": 1.0}
@@ -70,7 +70,7 @@ def seq_conv3d(cin: int, cout: int, n: int = 2) -> nn.Sequential:
     """``SeqConv3D``: ``n`` 3^3 convs, each with instance norm and Leaky ReLU."""
     layers: list[nn.Module] = []
     for i in range(n):
-        layers += [nn.Conv3d(cin if i == 0 else cout, cout, 3, 1, 1), _in3(cout), nn.LeakyReLU(0.2)]
+        layers += [Conv3d(cin if i == 0 else cout, cout, 3, 1, 1), _in3(cout), nn.LeakyReLU(0.2)]
     return nn.Sequential(*layers)
 
 
@@ -129,13 +129,13 @@ class SpaDRNet(nn.Module):
                                    for _ in range(num_views))
         c = [num_views * p for p in path]
         n = len(c)
-        self.up_from = nn.ModuleList(nn.Conv3d(c[i + 1], c[i], 1) for i in range(n - 1))  # U
-        self.down_from = nn.ModuleList(nn.Conv3d(c[i - 1], c[i], 3, 2, 1) for i in range(1, n))  # D
+        self.up_from = nn.ModuleList(Conv3d(c[i + 1], c[i], 1) for i in range(n - 1))  # U
+        self.down_from = nn.ModuleList(Conv3d(c[i - 1], c[i], 3, 2, 1) for i in range(1, n))  # D
         self.merge = nn.ModuleList(seq_conv3d(c[i], c[i]) for i in range(n))
         self.ups = nn.ModuleList(uconv(c[i + 1], c[i]) for i in range(n - 1))
         self.decode = nn.ModuleList(seq_conv3d(2 * c[i], c[i]) for i in range(n - 1))
         self.last = uconv(c[0], c[0])
-        self.out = nn.Conv3d(c[0], 1, 1)
+        self.out = Conv3d(c[0], 1, 1)
 
     def forward(self, x: Tensor, lifter: Lifter) -> Tensor:
         feats = [enc(x[:, v : v + 1]) for v, enc in enumerate(self.encoders)]
@@ -164,9 +164,9 @@ class MultiScaleBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.d1 = nn.Conv3d(cin, cout, 3, 1, 1)
-        self.d2 = nn.Conv3d(cin, cout, 3, 1, 2, dilation=2)
-        self.mix = nn.Sequential(nn.Conv3d(2 * cout, cout, 1), _gn(cout), nn.LeakyReLU(0.2))
+        self.d1 = Conv3d(cin, cout, 3, 1, 1)
+        self.d2 = Conv3d(cin, cout, 3, 1, 2, dilation=2)
+        self.mix = nn.Sequential(Conv3d(2 * cout, cout, 1), _gn(cout), nn.LeakyReLU(0.2))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mix(torch.cat([F.leaky_relu(self.d1(x), 0.2), F.leaky_relu(self.d2(x), 0.2)], 1))
@@ -180,10 +180,10 @@ class MulSISNet(nn.Module):
         super().__init__()
         cins = [1] + list(widths[:-1])
         self.enc = nn.ModuleList(MultiScaleBlock(a, b) for a, b in zip(cins, widths))
-        self.down = nn.ModuleList(nn.Conv3d(w, w, 3, 2, 1) for w in widths[:-1])
+        self.down = nn.ModuleList(Conv3d(w, w, 3, 2, 1) for w in widths[:-1])
         self.up = nn.ModuleList(nn.ConvTranspose3d(widths[i + 1], widths[i], 2, 2) for i in range(len(widths) - 1))
         self.dec = nn.ModuleList(MultiScaleBlock(2 * widths[i], widths[i]) for i in range(len(widths) - 1))
-        self.out = nn.Conv3d(widths[0], 1, 1)
+        self.out = Conv3d(widths[0], 1, 1)
 
     def forward(self, ct: Tensor) -> Tensor:
         skips, h = [], ct
