@@ -62,6 +62,11 @@ def test_evaluate_writes_rows_summary_and_panel(tiny, tmp_path):
     assert len(_rows(tmp_path / "ev")) == 10
     text = (tmp_path / "ev" / "summary.md").read_text()
     assert "Wilcoxon" in text and "`x2ct-cnn`" in text and "best of 3 samples" in text
+    (tmp_path / "ev" / "summary.md").unlink()  # the summary is a function of the committed files
+    from xfit.studies.sweeps import main as sweeps_main
+
+    assert sweeps_main([str(tmp_path / "ev")]) == 0
+    assert (tmp_path / "ev" / "summary.md").read_text() == text
     assert (tmp_path / "ev" / "panel.png").stat().st_size > 1000
     s = np.load(tmp_path / "ev" / "slices" / "phantom0001__x2ct-cnn.npy", allow_pickle=False)
     assert s.shape == (3, 32, 32)
@@ -156,7 +161,11 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
                    if not (r["method"] == "fit" and r["case"] == "phantom0001")])
     assert sweeps_main([str(tmp_path / "part")]) == 0
     assert "(n=1 of 2)" in (tmp_path / "part" / "summary.md").read_text()
-    assert sweeps_main([str(tmp_path / "plain")]) == 2  # not a sweep folder
+    plain = (tmp_path / "plain" / "summary.md").read_text()
+    assert sweeps_main([str(tmp_path / "plain")]) == 0  # an evaluate run: its summary rewritten, the same
+    assert (tmp_path / "plain" / "summary.md").read_text() == plain
+    (tmp_path / "empty").mkdir()
+    assert sweeps_main([str(tmp_path / "empty")]) == 2  # neither a sweep nor a run folder
     calls.clear()  # a method the other run lacks is computed; a sweep folder offers its conditions
     evaluate(_spec(tiny, methods=("fit", "mean", "best-of-n"), angles=(0.0, 60.0)), tmp_path / "more",
              progress=False, reuse=[tmp_path / "ang"])
@@ -207,6 +216,11 @@ def test_paired_test_by_hand():
     n, better, p = paired_test(rows, "m", "fit", "mae_hu")  # lower is better: never better
     assert (n, better) == (5, 0) and p == pytest.approx(2 / 32)
     assert math.isnan(paired_test(rows, "fit", "fit", "psnr_db")[2])  # all differences zero
+    # tied differences (1, 1, 2, 3, 4): the tie-corrected normal approximation, by hand:
+    # W+ = 15, mean n(n+1)/4 = 7.5, var n(n+1)(2n+1)/24 - (2^3 - 2)/48 = 13.625
+    tied = rows[:5] + [{"case": f"c{i}", "method": "t", "psnr_db": 10.0 + d} for i, d in enumerate([1, 1, 2, 3, 4])]
+    z = 7.5 / math.sqrt(13.625)
+    assert paired_test(tied, "t", "fit", "psnr_db")[2] == pytest.approx(math.erfc(z / math.sqrt(2)))
 
 
 def test_observe_perturbs_what_the_method_is_handed():

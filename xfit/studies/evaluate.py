@@ -725,9 +725,22 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     rows.sort(key=lambda r: (order.get(r["case"], len(order)), methods.index(r["method"]) if r["method"] in methods else 99))
     write_rows(out / "cases.csv", rows)
-    with atomic_write(out / "summary.md", force=True) as tmp:
-        Path(tmp).write_text(summary_markdown(rows, methods, spec))
+    rewrite_summary(out, spec)
     return rows
+
+
+def rewrite_summary(out: str | Path, spec: EvalSpec | None = None) -> Path:
+    """Write ``out/summary.md`` from the run's ``cases.csv`` as committed (so the same file always
+    gives the same summary) and ``settings.json`` (``spec``: default rebuilt from its key)."""
+    out = Path(out)
+    meta = json.loads((out / "settings.json").read_text())
+    if spec is None:
+        key = {k: v for k, v in meta["key"].items() if k != "prior_sha256"}
+        spec = _spec_from_dict({**key, "prior": meta["prior"], "methods": meta["methods"],
+                                "checkpoints": meta.get("checkpoints", {})})
+    with atomic_write(out / "summary.md", force=True) as tmp:
+        Path(tmp).write_text(summary_markdown(read_rows(out / "cases.csv"), meta["methods"], spec))
+    return out / "summary.md"
 
 
 def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
@@ -763,7 +776,10 @@ def fill_panel_slices(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[s
 def paired_test(rows: Sequence[dict[str, Any]], method: str, reference: str, key: str) -> tuple[int, int, float]:
     """``(n pairs, cases where method is strictly better, two-sided Wilcoxon signed-rank p)`` of
     ``method`` against ``reference`` on ``key``, over the cases both have (finite values only).
-    ``p`` is NaN with fewer than two pairs or when every difference is zero."""
+    ``p`` is NaN with fewer than two pairs or when every difference is zero. It is the exact
+    distribution's for up to 50 pairs without zero or tied differences, else the normal
+    approximation (tie-corrected): chosen here, not by scipy, whose ``auto`` rule has changed
+    between releases (the same committed cases gave other p-values)."""
     from scipy.stats import wilcoxon
 
     a = {r["case"]: r[key] for r in rows if r["method"] == method}
@@ -775,7 +791,8 @@ def paired_test(rows: Sequence[dict[str, Any]], method: str, reference: str, key
     better = int((d > 0).sum())
     if len(d) < 2 or not np.any(d != 0):
         return len(d), better, math.nan
-    return len(d), better, float(wilcoxon(d).pvalue)
+    exact = len(d) <= 50 and np.all(d != 0) and len(np.unique(np.abs(d))) == len(d)
+    return len(d), better, float(wilcoxon(d, method="exact" if exact else "approx").pvalue)
 
 
 def _fmt(key: str, v: np.ndarray) -> str:

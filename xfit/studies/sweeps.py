@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write
-from .evaluate import LABELS, METRICS, EvalSpec, evaluate, read_rows
+from .evaluate import LABELS, METRICS, EvalSpec, evaluate, read_rows, rewrite_summary
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -255,14 +255,17 @@ def folder_conditions(out: str | Path) -> list[Condition]:
 
 
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
-    """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` from the condition folders' rows as
-    they are now (``conds``: default :func:`folder_conditions`); returns the curve rows."""
+    """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` (and each condition's own
+    ``summary.md``) from the condition folders' rows as they are now (``conds``: default
+    :func:`folder_conditions`); returns the curve rows."""
     out = Path(out)
     conds = folder_conditions(out) if conds is None else list(conds)
     if not conds:
         raise InputError(f"{out}: no condition folder of a sweep")
     results, walls, reused = {}, {}, {}
     for c in conds:
+        if (out / c.name / "cases.csv").is_file():
+            rewrite_summary(out / c.name)
         meta = json.loads((out / c.name / "settings.json").read_text())
         results[c] = read_rows(out / c.name / "cases.csv") if (out / c.name / "cases.csv").is_file() else []
         walls[c.name] = float(meta.get("wall_seconds", math.nan))
@@ -277,7 +280,8 @@ def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> li
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xfit.studies.sweeps OUT [OUT ...]``: rewrite each sweep folder's curves and
-    summary from the rows it holds now (a sweep stopped part way shows what it has, with n)."""
+    summaries from the rows it holds now (a sweep stopped part way shows what it has, with n); an
+    evaluate run folder (with its own settings.json) gets its summary rewritten."""
     import argparse
     import sys
 
@@ -286,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         for f in args.folders:
-            write_sweep(f)
+            if (Path(f) / "settings.json").is_file():
+                rewrite_summary(f)
+            else:
+                write_sweep(f)
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
