@@ -191,6 +191,8 @@ def test_pixel_rays_match_the_detector_grid_and_project_back(projection):
     for k, (r, c) in enumerate(rc.long().tolist()):
         assert torch.allclose(rays.origins[k], grid.origins[0, r, c], atol=1e-9)
         assert torch.allclose(rays.directions[k], grid.directions[0, r, c], atol=1e-12)
+    ints = pixel_rays(view, rc.long())  # integer pixels: float64 rays, not a truncated frame
+    assert ints.origins.dtype == torch.float64 and torch.equal(ints.directions, rays.directions)
     frac = torch.tensor([[3.25, 9.5], [-0.4, 16.4]], dtype=torch.float64)
     rays = pixel_rays(view, frac)
     points = rays.origins + 0.5 * rays.lengths[:, None] * rays.directions  # half way to the detector

@@ -109,15 +109,19 @@ def test_interrupted_run_resumes_and_skips_finished_cases(tiny, tmp_path, monkey
     evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # a method added
     assert calls == [(i, ("fit",)) for i in range(3)]
     before = json.loads((tmp_path / "ev" / "settings.json").read_text())["wall_seconds"]
-    evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # nothing to do
-    assert json.loads((tmp_path / "ev" / "settings.json").read_text())["wall_seconds"] >= before  # times add up
-    assert len(_rows(tmp_path / "ev")) == 6
+    assert before > 0
     here = json.loads((tmp_path / "ev" / "settings.json").read_text())["machine"]
-    monkeypatch.setattr(ev, "machine", lambda: "Other CPU, 8 cores")  # resumed on another machine
-    for _ in range(2):
+    monkeypatch.setattr(ev, "machine", lambda: "Other CPU, 8 cores")  # looked at on another machine
+    evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)  # nothing to do
+    meta = json.loads((tmp_path / "ev" / "settings.json").read_text())
+    assert meta["wall_seconds"] == before and meta["machine"] == here  # neither time nor machine added
+    assert len(_rows(tmp_path / "ev")) == 6
+    ev.write_rows(tmp_path / "ev" / "cases.csv", _rows(tmp_path / "ev")[:-1])  # one row left for it to compute
+    for _ in range(2):  # resumed there (then once more with nothing to do)
         evaluate(_spec(tiny, methods=("mean", "fit"), phantoms=3), tmp_path / "ev", progress=False)
         meta = json.loads((tmp_path / "ev" / "settings.json").read_text())
         assert meta["machine"] == f"{here}; Other CPU, 8 cores" and ev.machines(meta) == [here, "Other CPU, 8 cores"]
+        assert meta["wall_seconds"] > before and len(_rows(tmp_path / "ev")) == 6
     with pytest.raises(OutputExistsError, match="other settings"):
         evaluate(_spec(tiny, methods=("mean",), phantoms=3, angles=(0.0, 80.0)), tmp_path / "ev", progress=False)
 
@@ -390,3 +394,16 @@ def test_run_cases_adds_and_reruns_modes_without_touching_the_others(tmp_path):
     for old, new in zip(first, again):
         assert new["modes"]["a"] == old["modes"]["a"] and new["modes"]["b"] != old["modes"]["b"]
         assert set(new["modes"]) == {"a", "b", "c"}
+
+
+def test_folder_conditions_reads_only_the_names_a_sweep_writes(tmp_path):
+    from xfit.studies.sweeps import folder_conditions
+
+    for name in ("angle_60", "angle_060", "angle_nan", "angle_1e2", "shift_error_2", "angle_error_0.5", "dose_1e+06",
+                 "notes"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "settings.json").write_text("{}")
+    (tmp_path / "angle_70").mkdir()  # no settings.json: not a run
+    got = [(c.name, c.axis, c.value) for c in folder_conditions(tmp_path)]
+    assert got == [("angle_60", "second_angle_deg", 60.0), ("angle_error_0.5", "angle_error_deg", 0.5),
+                   ("shift_error_2", "shift_error_mm", 2.0), ("dose_1e+06", "photons", 1e6)]

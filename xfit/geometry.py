@@ -521,7 +521,10 @@ def rays_to_detector(views: Sequence[View], frame: dict[str, Tensor], r_px: Tens
 
 def pixel_rays(view: View, pixels_rc: Tensor) -> Rays:
     """Rays through fractional pixels ``[N, 2]`` (row, col; pixel centres are integers) of one
-    view; :class:`Rays` of shape ``[N, ...]`` in the dtype of ``pixels_rc``."""
+    view; :class:`Rays` of shape ``[N, ...]`` in the dtype of ``pixels_rc`` (float64 for integer
+    pixels, whose dtype would truncate the detector frame)."""
+    if not pixels_rc.is_floating_point():
+        pixels_rc = pixels_rc.to(torch.float64)
     rows, cols = view.shape
     f = detector_frame([view], device=pixels_rc.device, dtype=pixels_rc.dtype)
     rays = rays_to_detector([view], f, pixels_rc[None, :, 0] - (rows - 1) / 2, pixels_rc[None, :, 1] - (cols - 1) / 2)

@@ -707,14 +707,16 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     bar.close()
     order = {n: i for i, n in enumerate(names)}
     meta = json.loads((out / "settings.json").read_text())
-    meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
     methods = meta["methods"]
     panel = names[:PANEL_CASES]
-    meta["machine"] = "; ".join(dict.fromkeys([*machines(meta), machine()]))
-    fill_panel_slices(spec, out, panel)
+    worked = bool(todo) | bool(fill_panel_slices(spec, out, panel))
+    if worked:  # a rerun with nothing to do adds neither time nor machine
+        meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
+    if worked or not machines(meta):
+        meta["machine"] = "; ".join(dict.fromkeys([*machines(meta), machine()]))
     cells = [f"{n}/{c}" for n, got in panel_slices(out, panel, methods) for c in got]
     # a panel written before this record existed was complete when written
     old_panel = [f"{n}/{c}" for n in panel for c in ("truth", *methods)] if (out / "panel.png").is_file() else []

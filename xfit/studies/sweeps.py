@@ -247,7 +247,7 @@ def folder_conditions(out: str | Path) -> list[Condition]:
                     c = condition(axis, float(p.name[len(prefix):]))
                 except ValueError:
                     break
-                if c.name == p.name:  # a folder this module named (not angle_060, angle_1e2)
+                if c.name == p.name and math.isfinite(c.value):  # a folder this module named (not angle_060, angle_nan)
                     conds.append(c)
                 break
     axes = list(AXIS_PREFIX)
