@@ -407,3 +407,6 @@ def test_folder_conditions_reads_only_the_names_a_sweep_writes(tmp_path):
     got = [(c.name, c.axis, c.value) for c in folder_conditions(tmp_path)]
     assert got == [("angle_60", "second_angle_deg", 60.0), ("angle_error_0.5", "angle_error_deg", 0.5),
                    ("shift_error_2", "shift_error_mm", 2.0), ("dose_1e+06", "photons", 1e6)]
+    from xfit.studies.sweeps import main as sweeps_main
+
+    assert sweeps_main([str(tmp_path / "angle_60")]) == 2  # a settings.json that is not a run's: one line

@@ -469,7 +469,7 @@ BF16_THIN_SIDE = 2
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that computes in float32 where CPU bfloat16 autocast is wrong.
 
-    On CPUs with AVX512-BF16 but no AMX (seen on an AMD EPYC, docs/NOTES), PyTorch 2.14.1's bf16
+    On CPUs with AVX512-BF16 but no AMX (seen on an AMD EPYC; docs/baselines.md), PyTorch 2.14.1's bf16
     3x3x3 convolution returns a garbage weight gradient (values up to 1e36, inf, NaN; different on
     every call) when the input depth is 2; the output and the input gradient are right.
     ``tests/test_baselines.py::test_conv3d_bf16_weight_grad_on_thin_volumes`` checks it. Volumes

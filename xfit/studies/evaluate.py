@@ -712,7 +712,8 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
         taken[k] = taken.get(k, 0) + n
     methods = meta["methods"]
     panel = names[:PANEL_CASES]
-    worked = bool(todo) | bool(fill_panel_slices(spec, out, panel))
+    refilled = fill_panel_slices(spec, out, panel)
+    worked = bool(todo or refilled)
     if worked:  # a rerun with nothing to do adds neither time nor machine
         meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
     if worked or not machines(meta):
@@ -735,7 +736,13 @@ def rewrite_summary(out: str | Path, spec: EvalSpec | None = None) -> Path:
     """Write ``out/summary.md`` from the run's ``cases.csv`` as committed (so the same file always
     gives the same summary) and ``settings.json`` (``spec``: default rebuilt from its key)."""
     out = Path(out)
-    meta = json.loads((out / "settings.json").read_text())
+    try:
+        meta = json.loads((out / "settings.json").read_text())
+    except ValueError as exc:
+        raise InputError(f"{out}/settings.json is not JSON: {exc}") from None
+    missing = [k for k in ("key", "methods", "prior") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise InputError(f"{out}/settings.json is not an evaluate run's (no {', '.join(missing)})")
     if spec is None:
         key = {k: v for k, v in meta["key"].items() if k != "prior_sha256"}
         spec = _spec_from_dict({**key, "prior": meta["prior"], "methods": meta["methods"],

@@ -255,17 +255,14 @@ def folder_conditions(out: str | Path) -> list[Condition]:
 
 
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
-    """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` (and each condition's own
-    ``summary.md``) from the condition folders' rows as they are now (``conds``: default
-    :func:`folder_conditions`); returns the curve rows."""
+    """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` from the condition folders' rows as
+    they are now (``conds``: default :func:`folder_conditions`); returns the curve rows."""
     out = Path(out)
     conds = folder_conditions(out) if conds is None else list(conds)
     if not conds:
         raise InputError(f"{out}: no condition folder of a sweep")
     results, walls, reused = {}, {}, {}
     for c in conds:
-        if (out / c.name / "cases.csv").is_file():
-            rewrite_summary(out / c.name)
         meta = json.loads((out / c.name / "settings.json").read_text())
         results[c] = read_rows(out / c.name / "cases.csv") if (out / c.name / "cases.csv").is_file() else []
         walls[c.name] = float(meta.get("wall_seconds", math.nan))
@@ -292,8 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f in args.folders:
             if (Path(f) / "settings.json").is_file():
                 rewrite_summary(f)
-            else:
-                write_sweep(f)
+                continue
+            for c in folder_conditions(f):  # each condition's own summary, then the sweep's
+                rewrite_summary(Path(f) / c.name)
+            write_sweep(f)
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
