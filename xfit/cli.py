@@ -600,7 +600,7 @@ def _eval_options(f: Callable) -> Callable:
     opts = [
         click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (resumed when it holds the same settings)"),
         click.option("--methods", default="fit,mean,best-of-n", show_default=True,
-                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (a baseline may carry a tag: x2ct-cnn@jitter)"),
+                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, ceiling (oracle: the prior fitted to the 3D truth), x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (a baseline may carry a tag: x2ct-cnn@jitter)"),
         click.option("--checkpoint", "checkpoints", multiple=True, metavar="METHOD=FILE",
                      help="a baseline's checkpoint (repeatable) [default: the shipped one]"),
         click.option("--prior", default=None, type=click.Path(dir_okay=False), help="prior checkpoint [default: the shipped prior]"),

@@ -17,7 +17,9 @@ reconstructs the cube at the world origin, where the truth lies.
 ``xfit reconstruct``), ``fit-pose`` (the same with ``refine_pose``), ``mean`` (the prior's mean
 volume), ``best-of-n`` (of N prior samples, the one whose projections agree best with the
 X-rays), ``best-of-n-oracle`` (of the same samples, the one closest to the truth in PSNR: an upper
-bound of sample selection that no real method can reach), and the baselines ``x2ct-cnn``,
+bound of sample selection that no real method can reach), ``ceiling`` (the prior's W+ and noise
+fitted to the 3D truth, :mod:`xfit.fitting.invert`: the oracle upper bound of any reconstruction on
+the prior's manifold), and the baselines ``x2ct-cnn``,
 ``x2ct-gan``, ``ear``, ``transvert``, ``xctrsnet``, ``igcn`` (:func:`xfit.baselines.infer.predict`;
 IGCN gets the first view only; TransVert and IGCN output a shape, no CT, so only their label
 columns are filled). A method name may carry a tag,
@@ -27,7 +29,10 @@ columns are filled). A method name may carry a tag,
 to [-1000, 1500], PSNR and SSIM with data range 2500 HU, MAE in HU, vertebra Dice, HD95 and average
 symmetric surface distance in mm, EAR's frequency distance on the window scaled to [-1, 1]),
 ``view_ncc`` (agreement of the re-projection with the images handed to the method, through the
-views it was handed) and ``third_view_ncc`` (agreement of the re-projection with the truth's
+views it was handed, over the whole detector), ``volume_view_ncc`` (the same for the volume alone,
+over the central region that the cube covers (:data:`CENTRAL_FRACTION`): a fit whose own volume
+explains its X-rays scores like the ceiling; one that leans on a fitted background scores lower)
+and ``third_view_ncc`` (agreement of the re-projection with the truth's
 projection at a third angle that no method saw, through the true geometry).
 
 **Output folder.** ``settings.json``, ``cases.csv`` (one row per case and method, rewritten
@@ -70,19 +75,27 @@ from ..projector import project
 #: Every metric column of ``cases.csv``, and whether lower is better.
 METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "mae_mask_hu": True, "dice": False,
                             "hd95_mm": True, "asd_mm": True, "freq_dist": True, "view_ncc": False,
-                            "third_view_ncc": False, "seconds": True}
+                            "volume_view_ncc": False, "third_view_ncc": False, "seconds": True}
 #: Columns of the summary table.
-SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "third_view_ncc", "seconds")
+SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "volume_view_ncc", "third_view_ncc", "seconds")
 #: The HU window of every volume metric (``volume_metrics``' default).
 HU_RANGE = (-1000.0, 1500.0)
 BASELINES = BASELINE_METHODS
-PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle")
+PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle", "ceiling")
+#: The oracle methods: they see the truth (upper bounds, never a method a user can run on X-rays).
+ORACLE_METHODS = ("best-of-n-oracle", "ceiling")
+#: Adam steps of the ``ceiling`` inversion (:func:`xfit.fitting.invert.invert_volume`).
+CEILING_STEPS = 200
+#: ``volume_view_ncc`` compares pixels whose ray crosses at least this fraction of the cube's
+#: longest chord (the fit's default footprint): the central region, where the cube explains it all.
+CENTRAL_FRACTION = 0.9
 LABELS = {"fit": "xfit fit", "fit-pose": "xfit fit, pose refined", "mean": "prior mean volume",
           "best-of-n": "best of {n} samples (by X-ray NCC)", "best-of-n-oracle": "best of {n} samples (oracle, PSNR to truth)",
+          "ceiling": "prior fitted to the 3D truth (oracle ceiling)",
           "x2ct-cnn": "X2CT-CNN", "x2ct-gan": "X2CT-GAN", "ear": "EAR", "transvert": "TransVert (shape only)",
           "xctrsnet": "X-CTRSNet", "igcn": "IGCN (one view, shape only)"}
 #: The columns that score a CT; left empty for a method without CT output (TransVert, IGCN).
-CT_METRICS = ("psnr_db", "ssim", "mae_hu", "mae_mask_hu", "freq_dist", "view_ncc", "third_view_ncc")
+CT_METRICS = ("psnr_db", "ssim", "mae_hu", "mae_mask_hu", "freq_dist", "view_ncc", "volume_view_ncc", "third_view_ncc")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,6 +394,18 @@ def _samples(ctx: Context, case: Case, obs: Observation) -> tuple[Recon, Recon]:
     return ctx.memo["samples"]
 
 
+def _ceiling(ctx: Context, case: Case, obs: Observation) -> Recon:
+    """The oracle ceiling: the prior's W+ and noise fitted to the 3D truth (HU and vertebra mask).
+
+    No reconstruction that stays on the prior's manifold can be closer to the truth, so the gap
+    between ``fit`` and ``ceiling`` is what the search loses, and the gap between ``ceiling`` and
+    the truth is what the prior lacks."""
+    from ..fitting.invert import invert_volume
+
+    inv = invert_volume(ctx.prior, case.hu, case.vertebra, steps=CEILING_STEPS)
+    return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})
+
+
 def _baseline(ctx: Context, case: Case, obs: Observation, method: str) -> Recon:
     """A trained baseline; a single-view method (IGCN) gets the first view (AP)."""
     from ..baselines.infer import load_baseline, predict
@@ -403,6 +428,7 @@ METHODS: dict[str, Callable[[Context, Case, Observation], Recon]] = {
     "mean": _mean,
     "best-of-n": lambda ctx, case, obs: _samples(ctx, case, obs)[0],
     "best-of-n-oracle": lambda ctx, case, obs: _samples(ctx, case, obs)[1],
+    "ceiling": _ceiling,
 }
 for _b in BASELINES:
     METHODS[_b] = lambda ctx, case, obs, _m=_b: _baseline(ctx, case, obs, _m)
@@ -420,7 +446,9 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
     """The metric columns of one reconstruction (see the module docstring)."""
     m = volume_metrics(recon.hu, case.hu, recon.vertebra, case.vertebra, ctx.prior.config.spacing_mm,
                        with_asd=True, with_freq=True)
-    m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(project_hu(recon.hu, ctx.affine, obs.views), obs.images)]))
+    handed = project_hu(recon.hu, ctx.affine, obs.views)
+    m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(handed, obs.images)]))
+    m["volume_view_ncc"] = volume_view_ncc(handed, obs.images, central_masks(ctx, obs.views))
     third = dataclasses.replace(true_views[0], angle_deg=float(ctx.spec.third_view_deg))
     if "truth_third" not in ctx.memo:  # the truth's projection is the same for every method of the case
         ctx.memo["truth_third"] = project_hu(case.hu, ctx.affine, [third])[0]
@@ -428,6 +456,30 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
     if not recon.extra.get("ct_output", True):  # a shape drawn as two HU levels is no CT to score
         m.update({k: math.nan for k in CT_METRICS})
     return m
+
+
+def central_masks(ctx: Context, views: Sequence[View]) -> list[np.ndarray]:
+    """Per view ``[rows, cols]`` bool: the central region of :data:`CENTRAL_FRACTION` (memoised per case)."""
+    if "central" not in ctx.memo:
+        from ..fitting.objective import group_views
+        from ..fitting.optimize import footprint_masks
+
+        groups = group_views(views)
+        aff = torch.as_tensor(ctx.affine, dtype=torch.float32)
+        masks: list[np.ndarray] = [np.zeros(0, bool)] * len(views)
+        for g, m in zip(groups, footprint_masks(groups, aff, int(ctx.prior.config.resolution), CENTRAL_FRACTION)):
+            for j, i in enumerate(g.index):
+                masks[i] = m[j].numpy() > 0.5
+        ctx.memo["central"] = masks
+    return ctx.memo["central"]
+
+
+def volume_view_ncc(projections: Sequence[np.ndarray], images: Sequence[np.ndarray],
+                    masks: Sequence[np.ndarray]) -> float:
+    """Mean over views of the NCC between the projection of a volume alone (no background, no
+    gain: NCC ignores gain and offset) and the X-ray it was handed, over each view's central
+    mask: how much of the X-rays the returned volume itself explains."""
+    return float(np.mean([ncc(p[m], im[m]) for p, im, m in zip(projections, images, masks)]))
 
 
 def mid_slices(hu: np.ndarray) -> np.ndarray:
@@ -807,7 +859,7 @@ def paired_test(rows: Sequence[dict[str, Any]], method: str, reference: str, key
 def _fmt(key: str, v: np.ndarray) -> str:
     if not v.size:
         return "-"
-    digits = 3 if key in ("ssim", "dice", "view_ncc", "third_view_ncc") else 1
+    digits = 3 if key in ("ssim", "dice", "view_ncc", "volume_view_ncc", "third_view_ncc") else 1
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write
-from .evaluate import LABELS, METRICS, EvalSpec, evaluate, read_rows, rewrite_summary
+from .evaluate import LABELS, METRICS, ORACLE_METHODS, EvalSpec, evaluate, read_rows, rewrite_summary
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -182,7 +182,7 @@ def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
 def _best(sel: Sequence[dict[str, Any]], value: float, key: str, digits: int) -> str:
     """``method (mean)`` of the best mean at one condition (oracles left out), or ``-``."""
     cands = [r for r in sel if r["value"] == value and r["n"] and math.isfinite(r["mean"])
-             and not r["method"].startswith("best-of-n-oracle")]
+             and r["method"].split("@", 1)[0] not in ORACLE_METHODS]
     if not cands:
         return "-"
     pick = (min if METRICS.get(key, False) else max)(cands, key=lambda r: r["mean"])

@@ -1,0 +1,155 @@
+"""Invert a 3D volume into the prior: W+ (and noise) whose generated volume matches a given CT.
+
+Two uses, one piece of code:
+
+* the **ceiling** of a case (``xfit evaluate --methods ceiling``): the prior fitted to the 3D
+  truth itself. No method that stays on the prior's manifold can beat it, so it tells whether a
+  miss of the X-ray fit comes from the search (fit far below the ceiling) or from the prior
+  (ceiling low). It is an oracle: it sees the truth.
+* the **hybrid start** of the X-ray fit (``init: xctrsnet``): a feed-forward network's predicted
+  volume inverted into W+, which the X-ray fit then refines
+  (:func:`xfit.fitting.optimize.fit` with ``w_init``/``noise_init``).
+
+The loss is the mean squared error of the intensity channel on the prior's unit scale (HU
+clamped to the prior's window, mapped to [-1, 1]) plus the binary cross-entropy of the label
+channel against the vertebra mask, with the same Gaussian/noise priors as the X-ray fit
+(weights ``lambda_w``, ``lambda_n``) so that the result stays a plausible generator input.
+Optimisation follows the X-ray fit: Adam over ``u`` (W+ = ``w_mean + w_std * u``) and the noise
+maps with the stylegan2-ada learning-rate ramp.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError
+from ..prior.checkpoint import Prior
+from ..prior.config import hu_to_unit
+from ..prior.sample import generate_hu
+from .objective import noise_prior, w_gaussian_prior
+from .optimize import lr_schedule
+
+
+@dataclass
+class Inversion:
+    """Result of :func:`invert_volume`.
+
+    Attributes:
+        w_plus: ``[num_ws, w_dim]`` fitted styles.
+        noise: fitted noise maps, each ``[1, r, r, r]`` (generator layout without the batch).
+        hu: ``[R, R, R]`` float32 HU of the generated volume, clamped to the prior's window.
+        label_prob: ``[R, R, R]`` float32 sigmoid of the label logit.
+        loss: final loss terms (``mse``, ``bce``, ``w_gauss``, ``noise``, ``total``).
+        seconds: wall time.
+    """
+
+    w_plus: np.ndarray
+    noise: list[np.ndarray]
+    hu: np.ndarray
+    label_prob: np.ndarray
+    loss: dict[str, float]
+    seconds: float
+
+
+def check_target(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The target on the prior's unit scale ``[1, R, R, R]`` and the label ``[1, R, R, R]`` in {0, 1}.
+
+    Raises:
+        InputError: a volume that is not ``R^3`` of the prior's resolution, or not finite.
+    """
+    r = int(prior.config.resolution)
+    hu_t = torch.as_tensor(np.asarray(hu, dtype=np.float32))
+    if tuple(hu_t.shape) != (r, r, r):
+        raise InputError(f"the volume to invert must be {r}^3 on the prior's grid, got {list(hu_t.shape)}")
+    if not bool(torch.isfinite(hu_t).all()):
+        raise InputError("the volume to invert holds NaN or Inf")
+    unit = hu_to_unit(hu_t, tuple(prior.config.hu_window))[None]
+    lab = None
+    if label is not None:
+        lab = torch.as_tensor(np.asarray(label, dtype=np.float32))
+        if tuple(lab.shape) != (r, r, r):
+            raise InputError(f"the label to invert must be {r}^3, got {list(lab.shape)}")
+        lab = (lab > 0.5).float()[None]
+    return unit, lab
+
+
+def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None = None, *,
+                  steps: int = 150, lr: float = 0.1, optimize_noise: bool = True, lambda_w: float = 0.001,
+                  lambda_n: float = 0.01, label_weight: float = 0.1, w_init: Tensor | None = None,
+                  ) -> Inversion:
+    """Fit W+ (and noise) so that the generated volume matches ``hu`` (and ``label``).
+
+    Args:
+        prior: the prior.
+        hu: ``[R, R, R]`` HU on the prior's grid (clamped to its window before comparison).
+        label: optional ``[R, R, R]`` vertebra mask matched by the label channel.
+        steps: Adam steps.
+        lr: peak learning rate (units of ``w_std`` for W+; noise units for the maps).
+        optimize_noise: also fit the per-layer noise maps (zero otherwise).
+        lambda_w, lambda_n: weights of the Gaussian W+ prior and of the noise prior
+            (:func:`~xfit.fitting.objective.w_gaussian_prior`, :func:`~xfit.fitting.objective.noise_prior`).
+        label_weight: weight of the label BCE against the intensity MSE.
+        w_init: optional start ``[num_ws, w_dim]`` (default ``w_mean``).
+    Returns:
+        :class:`Inversion`.
+    """
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
+    t0 = time.perf_counter()
+    G = prior.G
+    device = prior.w_mean.device
+    unit, lab = check_target(prior, hu, label)
+    unit, lab = unit.to(device), None if lab is None else lab.to(device)
+    mean, std = prior.w_mean.float(), prior.w_std.float()
+    if w_init is None:
+        u = torch.zeros(1, G.num_ws, G.w_dim, device=device)
+    else:
+        u = ((torch.as_tensor(w_init, dtype=torch.float32, device=device) - mean) / std).reshape(1, G.num_ws, G.w_dim)
+    u = u.clone().requires_grad_(True)
+    noise = [torch.zeros(1, *s[1:], device=device, requires_grad=True) for s in G.synthesis.noise_shapes()]
+    params = [u] + (noise if optimize_noise else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    lo, hi = prior.config.hu_window
+    terms: dict[str, Tensor] = {}
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_schedule((step + 0.5) / steps, 0.05, 0.25)
+        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+    with torch.no_grad():
+        w = mean + std * u
+        out_hu, logit = generate_hu(prior, w, noise)
+        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight)
+    return Inversion(
+        w_plus=w[0].cpu().numpy().astype(np.float32),
+        noise=[n[0].detach().cpu().numpy().astype(np.float32) for n in noise],
+        hu=out_hu[0].clamp(lo, hi).cpu().numpy().astype(np.float32),
+        label_prob=torch.sigmoid(logit[0]).cpu().numpy().astype(np.float32),
+        loss={k: float(v) for k, v in terms.items()},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _terms(prior: Prior, u: Tensor, noise: list[Tensor], unit: Tensor, lab: Tensor | None, mean: Tensor,
+           std: Tensor, lambda_w: float, lambda_n: float, label_weight: float) -> dict[str, Tensor]:
+    """The inversion's loss terms (scalars) for styles ``u`` (``w_std`` units) and noise maps."""
+    w = mean + std * u
+    out = prior.G.synthesis(w, noise=noise, noise_mode="const")
+    pred = out[:, 0].float()
+    mse = (pred - unit).square().mean()
+    bce = F.binary_cross_entropy_with_logits(out[:, 1].float(), lab) if lab is not None else mse.new_zeros(())
+    wg = w_gaussian_prior(w, mean, std)[0]
+    nz = noise_prior(noise)[0]
+    total = mse + label_weight * bce + lambda_w * wg + lambda_n * nz
+    return {"mse": mse, "bce": bce, "w_gauss": wg, "noise": nz, "total": total}
+
+
+__all__ = ["Inversion", "check_target", "invert_volume"]
