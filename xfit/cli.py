@@ -70,8 +70,9 @@ def _sigterm_as_interrupt():
         return None
 
 
-class XfitGroup(click.Group):
-    """Click group that ends every user error in one line ``xfit: error: ...`` and exit code 2."""
+class _OneLineErrors:
+    """Mixin of a click command or group: every user error ends in one line ``xfit: error: ...``
+    and exit code 2; warnings print as ``xfit: warning: ...``; Ctrl-C and SIGTERM exit 130."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         keep_freed_memory()
@@ -119,6 +120,21 @@ class XfitGroup(click.Group):
         return None
 
 
+class XfitGroup(_OneLineErrors, click.Group):
+    """The ``xfit`` group: every user error ends in one line ``xfit: error: ...`` and exit code 2."""
+
+
+class XfitCommand(_OneLineErrors, click.Command):
+    """A command run on its own (``python -m xfit.baselines.ship``, ``python -m xfit.prior.train
+    snapshot``) under the same error contract as ``xfit``'s subcommands."""
+
+
+def run_entry_point(body: Callable[[], Any], prog: str) -> None:
+    """Run ``body``, the work of a ``python -m`` entry point whose arguments are parsed already
+    (torchrun's argparse trainers), under the same error contract."""
+    XfitCommand(prog, callback=body).main([], prog_name=prog)
+
+
 def torch_oom_errors() -> type[BaseException]:
     """The out-of-memory exception type of torch (lazy import keeps ``--help`` fast)."""
     try:
@@ -159,7 +175,7 @@ class FiniteFloat(click.ParamType):
 SEED = click.IntRange(0, SEED_MAX)
 
 
-def _pair_option(text: str | None, name: str, cast: Callable = float, *, lo: float = -math.inf,
+def _pair_option(text: str | None, name: str | Sequence[str], cast: Callable = float, *, lo: float = -math.inf,
                  hi: float = math.inf, lo_open: bool = False) -> tuple | None:
     """Parse ``"128"`` or ``"128,96"`` into a pair (a single value is repeated); numbers must be
     finite and in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
@@ -428,7 +444,8 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
 @click.option("--angles", default=None, help="gantry angle of each image in degrees, e.g. 0,90 (default: from sidecars/DICOM)")
 @click.option("--sdd", "sdd_mm", type=FiniteFloat(0, 1e5, lo_open=True), default=None, help="source-detector distance (mm), overrides sidecars")
 @click.option("--sod", "sod_mm", type=FiniteFloat(0, 1e5, lo_open=True), default=None, help="source-isocentre distance (mm), overrides sidecars")
-@click.option("--spacing", "pixel_spacing", default=None, help="detector pixel spacing row[,col] (mm), overrides sidecars")
+@click.option("--pixel-spacing", "--spacing", "pixel_spacing", default=None,
+              help="detector pixel spacing row[,col] (mm), overrides sidecars; stands in for an invalid DICOM tag")
 @click.option("--flip-lr/--no-flip-lr", default=None, help="the images are mirrored left-right relative to the conventions")
 @click.option("--invert", is_flag=True, help="the images show bone dark (invert them)")
 @click.option("--config", "fit_config", type=click.Path(dir_okay=False), default=None, help="fitting config YAML (default configs/fit.yaml)")
@@ -476,7 +493,8 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
     preflight(images, out, force=force, device=dev, prior=prior, config=fit_config, gt=gt, gt_seg=gt_seg,
               encoder=encoder)
     parsed_angles = None if angles is None else parse_angles(angles)
-    spacing = _pair_option(pixel_spacing, "--spacing", lo=0.0, hi=MAX_PIXEL_SPACING_MM, lo_open=True)
+    spacing = _pair_option(pixel_spacing, ("--pixel-spacing", "--spacing"), lo=0.0, hi=MAX_PIXEL_SPACING_MM,
+                           lo_open=True)
     gt_iso = _point_option(gt_isocenter, "--gt-isocenter")
     clicks = _target_option(targets, len(images))
     level_values = _levels_option(levels, clicks)
@@ -484,6 +502,10 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
         from .baselines.common import check_method
 
         check_method(method)
+        _refuse_fit_options(method, transform=transform, refine_pose=refine_pose, steps=steps, restarts=restarts,
+                            config=fit_config, encoder=encoder)
+    if clicks == "auto":
+        _check_not_constant(images)
     from .errors import InputError
 
     if checkpoint is not None and not Path(checkpoint).is_file():
@@ -573,6 +595,31 @@ def _target_option(values: Sequence[str], n_images: int):
     return group_targets(pairs, n_images)
 
 
+#: ``reconstruct`` options that only the fit reads (a feed-forward baseline would ignore them).
+FIT_ONLY_OPTIONS = {"transform": "--transform", "refine_pose": "--refine-pose", "steps": "--steps",
+                    "restarts": "--restarts", "config": "--config", "encoder": "--encoder"}
+
+
+def _refuse_fit_options(method: str, **given: Any) -> None:
+    """Refuse the fit-only options (:data:`FIT_ONLY_OPTIONS`) given with a baseline ``method``."""
+    names = [FIT_ONLY_OPTIONS[k] for k, v in given.items() if v is not None]
+    if names:
+        raise click.BadParameter(f"{', '.join(names)} only apply to --method fit, not to the feed-forward "
+                                 f"baseline {method}", param_hint="--method")
+
+
+def _check_not_constant(images: Sequence[str]) -> None:
+    """``--target auto`` searches the whole images: refuse a constant one, as the fit of a clicked
+    target's crops does."""
+    from .errors import InputError
+    from .io import read_pixels
+
+    for path in images:
+        pixels = read_pixels(path)
+        if float(pixels.max()) <= float(pixels.min()):
+            raise InputError(f"{path}: the image is constant: nothing to find or fit")
+
+
 def _levels_option(levels: str | None, clicks) -> tuple[int, ...] | None:
     """``--levels`` of several targeted vertebrae: as many levels as vertebrae."""
     if levels is None:
@@ -631,6 +678,7 @@ def _eval_options(f: Callable) -> Callable:
 
 def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
     """The :class:`xfit.studies.evaluate.EvalSpec` of the shared options (checked, nothing run)."""
+    from .baselines.common import METHODS as BASELINE_METHODS
     from .errors import InputError
     from .reconstruct import DEFAULT_PRIOR
     from .studies.evaluate import EvalSpec, parse_methods
@@ -643,6 +691,11 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
             raise click.BadParameter(f"expected METHOD=FILE, got {item!r}", param_hint="--checkpoint")
         if name not in methods:
             raise click.BadParameter(f"{name!r} is not among --methods", param_hint="--checkpoint")
+        if name.partition("@")[0] not in BASELINE_METHODS:
+            raise click.BadParameter(f"{name!r} takes no checkpoint (only a baseline does: "
+                                     f"{', '.join(BASELINE_METHODS)})", param_hint="--checkpoint")
+        if name in checkpoints:
+            raise click.BadParameter(f"{name!r} is given twice", param_hint="--checkpoint")
         if not Path(path).is_file():
             raise InputError(f"{path}: checkpoint not found")
         checkpoints[name] = path
@@ -650,6 +703,12 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
         raise click.BadParameter("give --phantoms or --data, not both", param_hint="--data")
     if kw["data_dir"] is not None and not Path(kw["data_dir"]).is_dir():
         raise InputError(f"{kw['data_dir']}: folder not found")
+    n_phantoms = None if kw["data_dir"] else (kw["phantoms"] or 20)
+    if n_phantoms is not None and kw["first_seed"] + n_phantoms - 1 > SEED_MAX:
+        raise click.BadParameter(f"{kw['first_seed']} + {n_phantoms} phantoms passes the largest seed {SEED_MAX}; "
+                                 f"at most {SEED_MAX - n_phantoms + 1}", param_hint="--first-seed")
+    if kw["levels"] is not None and kw["data_dir"] is None:
+        raise click.BadParameter("selects the vertebrae of --data; it does not apply to phantoms", param_hint="--levels")
     if kw["levels"] is not None:
         from .levels import parse_levels
 
@@ -661,7 +720,7 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
 
     check_output_path(kw["out"])
     return EvalSpec(prior=str(prior), methods=methods, checkpoints=checkpoints,
-                    phantoms=None if kw["data_dir"] else (kw["phantoms"] or 20), first_seed=kw["first_seed"],
+                    phantoms=n_phantoms, first_seed=kw["first_seed"],
                     data=kw["data_dir"], layout=kw["layout"], levels=kw["levels"], max_cases=kw["max_cases"],
                     angles=tuple(angles), detector=kw["detector"], pixel_spacing_mm=kw["pixel_spacing"],
                     third_view_deg=kw["third_view"], whole_body_fov_mm=kw["whole_body"], n_random=kw["n_random"],

@@ -58,13 +58,17 @@ VOILUTSequence (0028,3010)                    VOILUTSequence if present; WindowC
 ============================================ =================================================
 
 Tags that contradict each other, or a sidecar / option, raise :class:`~xfit.errors.InputError`
-naming both; missing tags produce one warning per image saying what was assumed.
+naming both; missing tags produce one warning per image saying what was assumed. A pixel spacing
+tag that is not two positive numbers (the ``PixelSpacing 0\\0`` of some CRs) is unusable: the other
+spacing tag, ``--pixel-spacing`` or a sidecar stands in for it, with that warning naming it;
+without any, it is an error naming it. A RescaleSlope of 0 or a non-numeric one is an error.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -120,6 +124,8 @@ class DicomInfo:
         patient_spacing: PixelSpacing in the patient (row, col) still to be multiplied by
             sdd/sod (no ImagerPixelSpacing, no ERMF), else None.
         modality, view_position: the tags' values ("" when absent).
+        invalid: pixel spacing tags present with unusable values (``PixelSpacing 0\\0``), by
+            keyword, each described; :func:`resolve` lets an option stand in for them.
     """
 
     image: np.ndarray
@@ -131,6 +137,7 @@ class DicomInfo:
     patient_spacing: list[float] | None = None
     modality: str = ""
     view_position: str = ""
+    invalid: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -154,17 +161,24 @@ def _number(ds: Any, keyword: str, path: Path) -> float | None:
     return out
 
 
-def _pair(ds: Any, keyword: str, path: Path) -> list[float] | None:
+_SPACING_TAGS = {"ImagerPixelSpacing": "(0018,1164)", "PixelSpacing": "(0028,0030)"}
+
+
+def _spacing_tag(ds: Any, keyword: str, info: DicomInfo) -> list[float] | None:
+    """A pixel spacing tag (row, col) in mm; None when absent or unusable. An unusable value (not
+    two positive numbers, such as the ``0\\0`` some CRs carry) is described in ``info.invalid``."""
     value = getattr(ds, keyword, None)
     if value is None or value == "":
         return None
     try:
         vals = [float(v) for v in value]
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: DICOM {keyword} must be two numbers (row\\col), got {value!r}") from exc
-    if len(vals) != 2 or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise InputError(f"{path}: DICOM {keyword} must be two positive numbers (row\\col), got {value!r}")
-    return vals
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) == 2 and all(math.isfinite(v) and v > 0 for v in vals):
+        return vals
+    shown = str(value) if isinstance(value, str) or not isinstance(value, Sequence) else "\\".join(map(str, value))
+    info.invalid[keyword] = f"DICOM {keyword} {_SPACING_TAGS[keyword]} is {shown}, not two positive numbers (row\\col)"
+    return None
 
 
 def _wrap(angle: float) -> float:
@@ -231,8 +245,10 @@ def _pixels(ds: Any, path: Path, info: DicomInfo) -> np.ndarray:
         raise InputError(f"{path}: expected one 2D grayscale frame, got pixel data of shape {raw.shape}")
     if raw.size == 0:
         raise InputError(f"{path}: the image is empty")
-    arr = raw.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    arr = arr + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = _number(ds, "RescaleSlope", path), _number(ds, "RescaleIntercept", path)
+    if slope == 0:
+        raise InputError(f"{path}: DICOM RescaleSlope (0028,1053) is 0: every pixel would be the intercept")
+    arr = raw.astype(np.float64) * (1.0 if slope is None else slope) + (intercept or 0.0)
     if "VOILUTSequence" in ds:
         try:
             from pydicom.pixels import apply_voi
@@ -382,8 +398,8 @@ def read_dataset(path: str | Path) -> DicomInfo:
         raise InputError(f"{path}: DICOM {sod_tag} ({info.values['sod_mm']:g} mm) must be smaller than "
                          f"DistanceSourceToDetector ({sdd:g} mm): the patient lies between source and detector")
     # pixel spacing
-    imager = _pair(ds, "ImagerPixelSpacing", path)
-    patient = _pair(ds, "PixelSpacing", path)
+    imager = _spacing_tag(ds, "ImagerPixelSpacing", info)
+    patient = _spacing_tag(ds, "PixelSpacing", info)
     if imager is not None:
         info.values["pixel_spacing_mm"] = imager
         info.sources["pixel_spacing_mm"] = "DICOM ImagerPixelSpacing (0018,1164)"
@@ -520,6 +536,14 @@ def resolve(
             data["sod_mm"], sources["sod_mm"] = sod0, f"default ({sod0:g} mm)"
             assumptions.append(f"no DistanceSourceToDetector/DistanceSourceToPatient: sdd_mm = {sdd0:g} mm and "
                                f"sod_mm = {sod0:g} mm assumed")
+    if info.invalid:  # an unusable spacing tag: another tag, or an option or sidecar, stands in for it
+        bad = "; ".join(info.invalid.values())
+        if "pixel_spacing_mm" in info.values or info.patient_spacing is not None:
+            assumptions.append(f"{bad}: ignored")
+        elif "pixel_spacing_mm" in data:
+            assumptions.append(f"{bad}: {sources['pixel_spacing_mm']} used instead")
+        else:
+            raise InputError(f"{path}: {bad}: give --pixel-spacing")
     if info.patient_spacing is not None and "pixel_spacing_mm" not in data:
         sdd, sod = data.get("sdd_mm"), data.get("sod_mm")
         if sdd is None or sod is None:

@@ -1038,7 +1038,8 @@ def read_dicom(path: PathLike) -> tuple[np.ndarray, dict]:
         ``([R, C] float32 image, geometry dict)`` with the sidecar keys the tags supply:
         ``angle_deg`` (ViewPosition, or the C-arm PositionerPrimaryAngle as theta = 180 - angle),
         ``sdd_mm``, ``sod_mm``, ``pixel_spacing_mm`` (detector plane) and ``pose`` (a cranial or
-        caudal tilt).
+        caudal tilt). An unusable pixel spacing tag (``PixelSpacing 0\\0``) gives no
+        ``pixel_spacing_mm``.
     Raises:
         InputError: unreadable file, no pixel data, multi-frame or colour data, contradictory tags.
     """
@@ -1046,6 +1047,23 @@ def read_dicom(path: PathLike) -> tuple[np.ndarray, dict]:
 
     info = read_dataset(path)
     return info.image, dict(info.values)
+
+
+def read_pixels(path: PathLike) -> np.ndarray:
+    """The image of an X-ray file as stored, without its geometry: :func:`read_dicom`'s image for
+    DICOM, :func:`read_image` otherwise (for checks on the pixels alone).
+
+    Raises:
+        InputError: a missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    if _is_dicom(path):
+        from .dicom import read_dataset
+
+        return read_dataset(path).image
+    return read_image(path)
 
 
 def _geometry_sources(data: dict, overrides: dict, sidecar_name: str | None, defaulted: set) -> dict[str, str]:

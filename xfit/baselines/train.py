@@ -15,7 +15,9 @@ template mesh is made from the mean label of all crops before the first step
 surface drawn from the trainer's random stream.
 
 Every random draw comes from one ``torch.Generator`` per process, checkpointed with the weights,
-the optimisers and the global torch RNG, so ``--resume`` continues bit-for-bit. Several processes
+the optimisers and the global torch RNG, so ``--resume`` continues bit-for-bit. The guards of
+:mod:`xfit.prior.train` apply (non-finite state, crops or loss; a torn log line), and
+:func:`check_training` refuses a seed or Adam numbers torch would reject, before anything is written. Several processes
 (torchrun, gloo on the CPU) all-reduce gradients by hand after each backward, as
 :mod:`xfit.prior.train` does, and average the batch-norm statistics after each step.
 
@@ -46,7 +48,7 @@ from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
 from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
-                           _world, init_distributed)
+                           _world, check_crops, check_losses, init_distributed, trim_log)
 from ..projector import project
 from . import ear, igcn, transvert, x2ct, xctrsnet
 from .common import ADVERSARIAL, BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
@@ -299,6 +301,25 @@ def same_config(saved: dict, cfg: BaselineConfig) -> bool:
         return False
 
 
+def check_training(cfg: BaselineConfig) -> None:
+    """The numbers of ``cfg.training`` that torch would take badly or refuse only after the crops
+    are prepared: ``seed`` in [0, 2^32 - 1], Adam ``betas`` two numbers in [0, 1), ``lr``,
+    ``d_lr`` and ``weight_decay`` >= 0.
+
+    Raises:
+        InputError: the first bad value.
+    """
+    t = cfg.training
+    if not 0 <= t.seed <= 2**32 - 1:
+        raise InputError(f"training.seed must be in [0, {2**32 - 1}], got {t.seed}")
+    if len(t.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                    for b in t.betas):
+        raise InputError(f"training.betas must be two numbers in [0, 1), got {t.betas}")
+    for key in ("lr", "d_lr", "weight_decay"):
+        if not getattr(t, key) >= 0:
+            raise InputError(f"training.{key} must be >= 0, got {getattr(t, key)}")
+
+
 def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks_dir=None, layout=None,
           class_map=None, levels=None, max_outside: float = MAX_OUTSIDE, workers: int | None = None,
           amp: str = "auto", resume: bool = False, force: bool = False, device: str | torch.device | None = None,
@@ -315,10 +336,13 @@ def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks
         force: restart in a folder holding a started run (the data cache is kept).
         max_steps: stop after this many total steps (default ``training.steps``).
     Raises:
-        InputError, OutputExistsError, CheckpointError: before any training work.
+        InputError, OutputExistsError, CheckpointError: before any training work (a state or
+        crops holding NaN or Inf included). XfitError: a loss that is not finite stops the run
+        at once (:func:`xfit.prior.train.check_losses`).
     """
     if amp not in AMP_CHOICES:
         raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    check_training(cfg)
     created = not Path(run_dir).exists()
     try:
         return _train(cfg, ct_dir, Path(run_dir), masks_dir=masks_dir, layout=layout, class_map=class_map,
@@ -351,17 +375,15 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
         dist.barrier()
     if rank != 0:
         data = load_training_set(ct_dir, settings, progress=False, **load)
+    check_crops(data.volumes)
     trainer = BaselineTrainer(cfg, device, rank, world, amp=amp)
     if cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
         trainer.G.set_template(*igcn.template_from_crops(data.volumes, cfg))
     if resume:
         tensors, meta = load_training_state(state_path)
         trainer.load_state(tensors, meta)
-        if rank == 0 and (run_dir / "log.jsonl").exists():  # drop lines logged after the checkpoint
-            lines = (run_dir / "log.jsonl").read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= trainer.step]
-            with atomic_write(run_dir / "log.jsonl", force=True) as tmp:
-                Path(tmp).write_text("".join(ln + "\n" for ln in kept))
+        if rank == 0:  # drop lines logged after the checkpoint
+            trim_log(run_dir / "log.jsonl", trainer.step)
     elif rank == 0:
         with atomic_write(run_dir / "config.json", force=True) as tmp:
             Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -389,33 +411,36 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
     t0, step0, seconds0 = time.perf_counter(), trainer.step, 0.0
     volumes = data.volumes
     levels_all = torch.tensor([int(x) for x in data.levels], dtype=torch.float32)
-    while trainer.step < total:
-        idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
-        logs = trainer.train_step(volumes[idx], levels_all[idx])
-        step = trainer.step
-        elapsed = time.perf_counter() - t0
-        ips = (step - step0) * batch * world / max(elapsed, 1e-9)
-        bar.update(1)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{ips:.2f}")
-        if rank == 0 and (step % t.log_every == 0 or step == total):
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps({"step": step, "images": step * batch * world, "img_per_s": ips, **logs,
-                                     "time": time.time()}) + "\n")
-        if step % t.checkpoint_every == 0 or step == total:
-            tensors, meta = trainer.state()  # collective with several processes
-            if rank == 0:
-                summary.update({"steps": step, "images": step * batch * world, "img_per_s": ips,
-                                "seconds_this_session": seconds0 + elapsed})
-                save_model(run_dir / MODEL_FILE, trainer.G, cfg, summary, force=True)
-                save_training_state(state_path, tensors, meta, force=True)
-    bar.close()
+    try:  # the bar ends its line before an error is printed
+        while trainer.step < total:
+            idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
+            logs = trainer.train_step(volumes[idx], levels_all[idx])
+            step = trainer.step
+            check_losses(logs, step, device)
+            elapsed = time.perf_counter() - t0
+            ips = (step - step0) * batch * world / max(elapsed, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{ips:.2f}")
+            if rank == 0 and (step % t.log_every == 0 or step == total):
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps({"step": step, "images": step * batch * world, "img_per_s": ips, **logs,
+                                         "time": time.time()}) + "\n")
+            if step % t.checkpoint_every == 0 or step == total:
+                tensors, meta = trainer.state()  # collective with several processes
+                if rank == 0:
+                    summary.update({"steps": step, "images": step * batch * world, "img_per_s": ips,
+                                    "seconds_this_session": seconds0 + elapsed})
+                    save_model(run_dir / MODEL_FILE, trainer.G, cfg, summary, force=True)
+                    save_training_state(state_path, tensors, meta, force=True)
+    finally:
+        bar.close()
     if world > 1:
         dist.barrier()
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m xfit.baselines.train NAME CT_DIR -o RUN`` (and torchrun)."""
+    """``python -m xfit.baselines.train NAME CT_DIR -o RUN`` (and torchrun); errors end as ``xfit``'s do."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m xfit.baselines.train", description=__doc__.splitlines()[0])
@@ -423,13 +448,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("ct_dir")
     add_run_arguments(p)
     a = p.parse_args(argv)
-    cfg = resolve_config(a.method, a.config, a.out, a.resume)
-    try:
-        train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
-              workers=a.workers, amp=a.amp, resume=a.resume, force=a.force, device=a.device, max_steps=a.max_steps)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+
+    def body() -> None:
+        cfg = resolve_config(a.method, a.config, a.out, a.resume)
+        try:
+            train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
+                  workers=a.workers, amp=a.amp, resume=a.resume, force=a.force, device=a.device,
+                  max_steps=a.max_steps)
+        finally:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+    from ..cli import run_entry_point
+
+    run_entry_point(body, "python -m xfit.baselines.train")
 
 
 def resolve_config(method: str, config: str | None, run_dir: str | Path, resume: bool) -> BaselineConfig:
@@ -450,6 +482,7 @@ def resolve_config(method: str, config: str | None, run_dir: str | Path, resume:
         cfg = load_config(method)
     if cfg.method != method:
         raise InputError(f"the config is for method {cfg.method!r}, not {method!r}")
+    check_training(cfg)
     return cfg
 
 

@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, InputError, OutputExistsError
+from ..errors import CheckpointError, InputError, OutputError, OutputExistsError
 from ..io import atomic_write
 from .config import PriorConfig
 from .networks import Generator, build_generator
@@ -120,16 +121,39 @@ def take_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]
 
 def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str], force: bool
                  ) -> Path:
-    """Write a safetensors file atomically (temporary name, then rename; normal permissions)."""
+    """Write a safetensors file atomically (temporary name, then rename; normal permissions).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false.
+        OutputError: the file system refused (full, read-only, permission); names ``path``.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists (use force=True to overwrite)")
+        raise OutputExistsError(f"{path} exists; use --force to overwrite")
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     with atomic_write(path, force=force) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # the writer's I/O errors (full or read-only disk) are not OSErrors
+            reason = re.search(r"I/O error: (.*?)(?: \(os error \d+\))?(?: at path|$)", str(exc))
+            raise OutputError(f"cannot write {path}: {reason.group(1) if reason else exc}") from exc
     return path
+
+
+def check_finite(tensors: Mapping[str, Tensor], path: Path) -> None:
+    """Refuse a training state or snapshot whose floating-point tensors hold NaN or Inf.
+
+    Raises:
+        CheckpointError: naming the file and the first such tensor.
+    """
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path} holds NaN or Inf in {bad[0]}{more}: training cannot continue from it; "
+                              "use an earlier state or restart with --force")
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[bytes, dict[str, Any]]:
@@ -365,12 +389,15 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, 
     """Read a file written by :func:`save_training_state`: ``(tensors, meta)`` on the CPU.
 
     Raises:
-        CheckpointError: missing, not safetensors, foreign or of an unknown format/version.
+        CheckpointError: missing, not safetensors, foreign, of an unknown format/version, or
+            holding NaN or Inf.
     """
     path = Path(path)
     data, header = _read_safetensors(path, "training state")
     meta = _xfit_meta(header, path, TRAIN_STATE_FORMAT)
-    return _load_tensors(data, path), meta.get("meta", {})
+    tensors = _load_tensors(data, path)
+    check_finite(tensors, path)
+    return tensors, meta.get("meta", {})
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt"
@@ -527,8 +554,8 @@ def load_snapshot(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read a snapshot: ``(float32 tensors "G.*", "G_ema.*", "D.*", metadata)`` (no pickle).
 
     Raises:
-        CheckpointError: missing, not safetensors, foreign, of an unknown format/version, or with
-            an invalid config.
+        CheckpointError: missing, not safetensors, foreign, of an unknown format/version, with
+            an invalid config, or holding NaN or Inf.
     """
     path = Path(path)
     data, header = _read_safetensors(path, "training snapshot")
@@ -538,6 +565,7 @@ def load_snapshot(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     except InputError as exc:
         raise CheckpointError(f"{path}: invalid config in metadata: {exc}") from exc
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in _load_tensors(data, path).items()}
+    check_finite(tensors, path)
     return tensors, meta
 
 

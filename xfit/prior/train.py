@@ -11,6 +11,10 @@ alternating G/D steps stay simple.
 Every random draw comes from one ``torch.Generator`` per process whose state is checkpointed with
 the weights, optimizers and the global torch RNG, so ``--resume`` continues bit-for-bit.
 
+Guards: a training state, snapshot or crop cache holding NaN or Inf is refused; a loss that is not
+finite stops training at the step it appears (N = 1, :func:`check_losses`), before that step's
+checkpoint; a torn last line of ``log.jsonl`` (a crash while appending) is dropped with a warning.
+
 Run folder: ``config.json``, ``log.jsonl``, ``state.safetensors`` (resume), ``prior.safetensors``
 (the usable prior, refreshed at each checkpoint), ``snapshots/prior-stepNNNNNN.safetensors``
 (half-precision copies, one per checkpoint), ``samples/stepNNNNNN.png``, ``cache/``.
@@ -23,14 +27,15 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, InputError, OutputExistsError
+from ..errors import CheckpointError, InputError, OutputExistsError, XfitError
 from ..io import atomic_write
 from ..levels import format_levels, parse_levels
 from .checkpoint import (
@@ -336,6 +341,20 @@ class Trainer:
         torch.manual_seed(seed)
 
 
+def _run_config(path: Path) -> PriorConfig:
+    """The config a run folder was started with (its ``config.json``).
+
+    Raises:
+        InputError: naming the file.
+    """
+    from ..io import parse_json_strict
+
+    try:
+        return PriorConfig.from_dict(parse_json_strict(path.read_text(errors="replace")))
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot read the run's config: {exc}") from exc
+
+
 def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16",
                  force: bool = False) -> Path:
     """Write a compact resumable snapshot of a run's last checkpoint (``state.safetensors``).
@@ -351,10 +370,12 @@ def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16"
     run_dir = Path(run_dir)
     if not (run_dir / STATE_FILE).is_file() or not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir} holds no training state (needs {STATE_FILE} and config.json)")
-    cfg = PriorConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg = _run_config(run_dir / "config.json")
     tensors, meta = load_training_state(run_dir / STATE_FILE)
-    world = int(meta.get("world_size", 1))
-    step = int(meta["step"])
+    try:
+        world, step = int(meta.get("world_size", 1)), int(meta["step"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir / STATE_FILE}: its metadata holds no valid step") from exc
     summary = {}
     if (run_dir / PRIOR_FILE).is_file():
         from .checkpoint import load_prior
@@ -421,9 +442,16 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, sta
         InputError: nothing to resume, or another config. OutputExistsError: a started run
         without ``force`` or ``resume``, or a file in the folder's place.
     """
+    from ..io import parse_json_strict
+
     saved = run_dir / "config.json"
-    if resume and saved.exists() and not config_matches(json.loads(saved.read_text())):
-        raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
+    if resume and saved.exists():
+        try:
+            saved_cfg = parse_json_strict(saved.read_text(errors="replace"))
+        except InputError as exc:
+            raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
+        if not config_matches(saved_cfg):
+            raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
     if resume and not (run_dir / STATE_FILE).exists():
         raise InputError(f"nothing to resume: {run_dir / STATE_FILE} does not exist")
     if rank != 0:
@@ -435,6 +463,72 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, sta
             raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
                                     "or --force to restart")
         clear(run_dir)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl``. The log is appended, so a crash mid-write leaves a
+    torn last line: it is dropped with a warning.
+
+    Raises:
+        InputError: a damaged line before the last.
+    """
+    lines = [(n, ln) for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1) if ln.strip()]
+    records = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            records.append(rec)
+        elif i == len(lines) - 1:
+            warnings.warn(f"{path}: the last line is torn (a crash while it was written); dropped")
+        else:
+            raise InputError(f"{path}: line {n} is not a log record; repair or remove the log")
+    return records
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the records of ``log.jsonl`` up to ``step`` (a resumed checkpoint's), so that the
+    continued run appends after them (see :func:`read_log`)."""
+    if not path.exists():
+        return
+    kept = [rec for rec in read_log(path) if rec["step"] <= step]
+    with atomic_write(path, force=True) as tmp:
+        Path(tmp).write_text("".join(json.dumps(rec) + "\n" for rec in kept))
+
+
+def check_crops(volumes: Any, chunk: int = 64) -> None:
+    """Refuse training crops that hold NaN or Inf (a damaged cache), read ``chunk`` at a time.
+
+    Raises:
+        InputError: naming the cache file.
+    """
+    where = getattr(volumes, "path", None)  # a CropStore's file
+    hint = f" in {where}; remove {where.parent} to prepare them again" if where is not None else ""
+    for start in range(0, len(volumes), chunk):
+        if not bool(torch.isfinite(volumes[start:start + chunk]).all()):
+            end = min(start + chunk, len(volumes)) - 1
+            raise InputError(f"training crops {start}..{end} hold NaN or Inf{hint}")
+
+
+def check_losses(logs: Mapping[str, float], step: int, device: torch.device) -> None:
+    """Stop training at the first step whose logged terms are not all finite, on every process.
+
+    N = 1 step: Adam's step after a non-finite loss already carries NaN into the weights, so later
+    steps cannot recover; stopping before this step's checkpoint leaves the last finite one on disk.
+
+    Raises:
+        XfitError: which terms, and what to do.
+    """
+    bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
+    if _world()[1] > 1:  # every process stops together
+        flag = torch.tensor([float(bool(bad))], device=device)
+        dist.all_reduce(flag)
+        bad = bad or (["a loss on another process"] if flag.item() else [])
+    if bad:
+        raise XfitError(f"training diverged at step {step}: {', '.join(bad)} not finite; the checkpoint on disk is "
+                        "the last one before; restart with a lower learning rate (--force)")
 
 
 def _levels_arg(levels: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
@@ -575,6 +669,7 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
         dist.barrier()
     if rank != 0:
         data = load_training_set(ct_dir, settings, progress=False, **load)
+    check_crops(data.volumes)
     if rank == 0:
         (run_dir / "samples").mkdir(exist_ok=True)
         (run_dir / "snapshots").mkdir(exist_ok=True)
@@ -593,11 +688,8 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
             trainer.load_state(tensors, meta)
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{state_path}: does not match this config ({str(exc).splitlines()[0]})") from exc
-        if rank == 0 and (run_dir / "log.jsonl").exists():  # drop lines logged after the checkpoint
-            lines = (run_dir / "log.jsonl").read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= trainer.step]
-            with atomic_write(run_dir / "log.jsonl", force=True) as tmp:
-                Path(tmp).write_text("".join(ln + "\n" for ln in kept))
+        if rank == 0:  # drop lines logged after the checkpoint
+            trim_log(run_dir / "log.jsonl", trainer.step)
     elif rank == 0:
         with atomic_write(run_dir / "config.json", force=True) as tmp:
             Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -624,74 +716,93 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
     bar = tqdm(total=total, initial=trainer.step, desc="train-prior", disable=not (progress and rank == 0))
     t0, step0 = time.perf_counter(), trainer.step
     volumes = data.volumes
-    while trainer.step < total:
-        idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
-        reals = volumes[idx].to(device=device, dtype=torch.float32)
-        logs = trainer.train_step(reals)
-        step = trainer.step
-        elapsed = time.perf_counter() - t0
-        ips = (step - step0) * batch * world / max(elapsed, 1e-9)
-        bar.update(1)
-        bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}", img_s=f"{ips:.2f}")
-        if rank == 0 and (step % t.log_every == 0 or step == total):
-            rec = {"step": step, "kimg": step * batch * world / 1000, "img_per_s": ips, **logs, "time": time.time()}
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-        if step % t.sample_every == 0 or step == total:
-            if rank == 0:
-                _write_samples(trainer, run_dir / "samples" / f"step{step:06d}.png")
-        if step % t.checkpoint_every == 0 or step == total:
-            tensors, meta = trainer.state()  # collective in DDP: every rank calls it
-            if rank == 0:
-                summary.update({"steps": step, "kimg": step * batch * world / 1000, "img_per_s": ips})
-                _export_prior(trainer, run_dir, summary, n_w=10000 if step == total else 2000)
-                save_training_state(state_path, tensors, meta, force=True)
-    bar.close()
+    try:  # the bar ends its line before an error is printed
+        while trainer.step < total:
+            idx = torch.randint(len(volumes), (batch,), generator=trainer.gen)
+            reals = volumes[idx].to(device=device, dtype=torch.float32)
+            logs = trainer.train_step(reals)
+            step = trainer.step
+            check_losses(logs, step, device)
+            elapsed = time.perf_counter() - t0
+            ips = (step - step0) * batch * world / max(elapsed, 1e-9)
+            bar.update(1)
+            bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}", img_s=f"{ips:.2f}")
+            if rank == 0 and (step % t.log_every == 0 or step == total):
+                rec = {"step": step, "kimg": step * batch * world / 1000, "img_per_s": ips, **logs, "time": time.time()}
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+            if step % t.sample_every == 0 or step == total:
+                if rank == 0:
+                    _write_samples(trainer, run_dir / "samples" / f"step{step:06d}.png")
+            if step % t.checkpoint_every == 0 or step == total:
+                tensors, meta = trainer.state()  # collective in DDP: every rank calls it
+                if rank == 0:
+                    summary.update({"steps": step, "kimg": step * batch * world / 1000, "img_per_s": ips})
+                    _export_prior(trainer, run_dir, summary, n_w=10000 if step == total else 2000)
+                    save_training_state(state_path, tensors, meta, force=True)
+    finally:
+        bar.close()
     if world > 1:
         dist.barrier()
     return summary
 
 
+def snapshot_command(argv: list[str]) -> None:
+    """``python -m xfit.prior.train snapshot RUN -o FILE``: a compact snapshot of a run, under
+    xfit's error contract (one line ``xfit: error: ...`` and exit code 2)."""
+    import click
+
+    from ..cli import XfitCommand
+
+    @click.command(cls=XfitCommand, help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
+    @click.argument("run_dir", type=click.Path(file_okay=False))
+    @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
+    @click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
+    @click.option("--force", is_flag=True, help="replace an existing snapshot")
+    def snapshot(run_dir: str, out: str, dtype: str, force: bool) -> None:
+        path = snapshot_run(run_dir, out, dtype=dtype, force=force)
+        click.echo(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+    snapshot.main(argv, prog_name="python -m xfit.prior.train snapshot")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for ``python -m xfit.prior.train`` (and torchrun); ``python -m xfit.prior.train
-    snapshot RUN -o FILE`` writes a compact snapshot of a run."""
+    snapshot RUN -o FILE`` writes a compact snapshot of a run. Errors end as ``xfit``'s do."""
     import argparse
     import sys
 
+    from ..cli import run_entry_point
+
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["snapshot"]:
-        sp = argparse.ArgumentParser(prog="python -m xfit.prior.train snapshot",
-                                     description="compact resumable snapshot of a run (G, G_ema, D in half precision)")
-        sp.add_argument("run_dir")
-        sp.add_argument("-o", "--out", required=True)
-        sp.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
-        sp.add_argument("--force", action="store_true")
-        a = sp.parse_args(args[1:])
-        path = snapshot_run(a.run_dir, a.out, dtype=a.dtype, force=a.force)
-        print(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        snapshot_command(args[1:])
         return
-    argv = args
 
     p = argparse.ArgumentParser(prog="python -m xfit.prior.train", description=__doc__.splitlines()[0])
     p.add_argument("ct_dir")
     add_run_arguments(p)
     p.add_argument("--resume-from", default=None)
-    a = p.parse_args(argv)
-    if a.config is not None:
-        cfg = load_config(a.config)
-    elif a.resume_from is not None:
-        cfg = snapshot_config(a.resume_from)
-    elif a.resume and (Path(a.out) / "config.json").is_file():
-        cfg = PriorConfig.from_dict(json.loads((Path(a.out) / "config.json").read_text()))
-    else:
-        cfg = load_config("64")
-    try:
-        train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
-              workers=a.workers, amp=a.amp, resume=a.resume, resume_from=a.resume_from, force=a.force,
-              device=a.device, max_steps=a.max_steps)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    a = p.parse_args(args)
+
+    def body() -> None:
+        if a.config is not None:
+            cfg = load_config(a.config)
+        elif a.resume_from is not None:
+            cfg = snapshot_config(a.resume_from)
+        elif a.resume and (Path(a.out) / "config.json").is_file():
+            cfg = _run_config(Path(a.out) / "config.json")
+        else:
+            cfg = load_config("64")
+        try:
+            train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
+                  workers=a.workers, amp=a.amp, resume=a.resume, resume_from=a.resume_from, force=a.force,
+                  device=a.device, max_steps=a.max_steps)
+        finally:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+    run_entry_point(body, "python -m xfit.prior.train")
 
 
 if __name__ == "__main__":
