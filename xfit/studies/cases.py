@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,6 +19,21 @@ def _save_case(path: Path, res: dict[str, Any]) -> None:
         Path(tmp).write_text(json.dumps(res, indent=2) + "\n")
 
 
+def _load_case(path: Path) -> dict[str, Any] | None:
+    """A saved case, or ``None`` when there is none or it is damaged (not JSON, no ``modes``
+    table): then, with a warning, it is computed again."""
+    if not path.exists():
+        return None
+    try:
+        res = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError:  # also UnicodeDecodeError
+        res = None
+    if isinstance(res, dict) and isinstance(res.get("modes"), dict) and all(isinstance(d, dict) for d in res["modes"].values()):
+        return res
+    warnings.warn(f"{path} is damaged; its case is computed again")
+    return None
+
+
 def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
               modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Results of cases ``0..n-1``: each is saved to ``out/caseNN.json`` (atomically) as it
@@ -26,13 +42,14 @@ def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
     ``run_one(i)`` returns a JSON-ready dict with a ``modes`` entry ``{mode: {metric: value}}``.
     With ``modes``, ``run_one(i, modes)`` is called with the modes a case still lacks (all of
     them for a new case), and a saved case gains the missing ones: a study can add a mode, or
-    re-run one (:func:`drop_modes`), without re-running the others.
+    re-run one (:func:`drop_modes`), without re-running the others. A damaged case file is
+    computed again (with a warning).
     """
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for i in range(n):
         path = out / f"case{i:02d}.json"
-        saved = json.loads(path.read_text()) if path.is_file() else None
+        saved = _load_case(path)
         missing = [] if modes is None else [m for m in modes if saved is None or m not in saved["modes"]]
         if saved is None or missing:
             res = run_one(i) if modes is None else run_one(i, missing)
@@ -41,7 +58,7 @@ def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
             _save_case(path, res)
             print(json.dumps({m: {k: round(v, 4) for k, v in d.items() if isinstance(v, (int, float))}
                               for m, d in res["modes"].items()}), flush=True)
-        results.append(json.loads(path.read_text()))
+        results.append(_load_case(path))
     return results
 
 
@@ -50,8 +67,8 @@ def drop_modes(out: Path, modes: Sequence[str]) -> int:
     :func:`run_cases` with ``modes`` runs them again; returns the number of files changed."""
     changed = 0
     for path in sorted(Path(out).glob("case*.json")):
-        res = json.loads(path.read_text())
-        if any(m in res.get("modes", {}) for m in modes):
+        res = _load_case(path)
+        if res is not None and any(m in res["modes"] for m in modes):
             res["modes"] = {k: v for k, v in res["modes"].items() if k not in modes}
             _save_case(path, res)
             changed += 1

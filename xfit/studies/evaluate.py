@@ -42,10 +42,17 @@ settings, such as the 90-degree point of the angle sweep from a plain evaluate r
 ``summary.md`` (mean ± std, and a paired Wilcoxon signed-rank test of each method against the
 reference method), ``panel.png`` (the methods on the same slices), and ``slices/`` (the mid
 slices the panel is drawn from).
+
+**A run folder cannot lie.** ``cases.csv`` is read strictly (:func:`parse_rows`): a row that is
+torn, not numeric, of an unknown case or method, or repeated is never averaged: a resumed run
+drops it and computes it again (one warning), a summary refuses it (one line). A run checks
+everything before it writes anything, holds ``OUT/.lock`` while it writes (a second writer is
+refused), and ``force`` replaces an old folder only once the new one is complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -54,10 +61,15 @@ import io
 import json
 import math
 import os
+import secrets
+import socket
 import time
+import types
+import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,9 +77,9 @@ import torch
 from ..allocator import keep_freed_memory
 from ..baselines.common import CT_OUTPUT
 from ..baselines.common import METHODS as BASELINE_METHODS
-from ..errors import InputError, OutputExistsError
+from ..errors import InputError, OutputError, OutputExistsError
 from ..geometry import View
-from ..io import atomic_write, hu_to_mu
+from ..io import atomic_folder, atomic_write, check_output_folder, hu_to_mu
 from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
@@ -514,7 +526,7 @@ _data_memo: dict[str, list] = {}
 
 
 def _data(spec: EvalSpec) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    key = json.dumps(spec.key(), sort_keys=True)
+    key = json.dumps([spec.data, spec.layout, spec.levels, _file_sha(spec.prior)])  # what the crops depend on
     if key not in _data_memo:
         _data_memo[key] = data_cases(spec.data, _context(spec).prior, layout=spec.layout, levels=spec.levels)
     return _data_memo[key]
@@ -560,27 +572,188 @@ def _worker(args: tuple[dict[str, Any], int, list[str]]):
 
 def _spec_from_dict(d: dict[str, Any]) -> EvalSpec:
     d = dict(d)
-    d["methods"], d["angles"] = tuple(d["methods"]), tuple(d["angles"])
+    d["methods"] = tuple(d["methods"])
+    if "angles" in d:
+        d["angles"] = tuple(d["angles"])
     return EvalSpec(**d)
 
 
 # ----------------------------------------------------------------------------------------------
 # The run: settings, resume, CSV
 
+#: The file that marks a run (or sweep) folder as being written by a process (``pid host``).
+LOCK_NAME = ".lock"
+#: The entries of ``settings.json`` and their types (``key`` is checked field by field: :data:`KEY_TYPES`).
+SETTINGS_TYPES: dict[str, Any] = {
+    "key": dict[str, Any], "prior": str, "methods": list[str], "checkpoints": dict[str, str],
+    "sources": dict[str, str], "fit_settings": dict[str, Any], "wall_seconds": float, "machine": str,
+    "panel_cells": list[str], "reused_rows": dict[str, int]}
+#: The fields of ``settings.json``'s ``key`` and their types (:meth:`EvalSpec.key`).
+KEY_TYPES: dict[str, Any] = {**{k: v for k, v in typing.get_type_hints(EvalSpec).items()
+                                if k not in ("prior", "methods", "checkpoints")}, "prior_sha256": str}
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``cases.csv`` with the metric columns as floats."""
-    if not path.is_file():
-        return []
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    for r in rows:
-        for k in METRICS:
-            r[k] = float(r[k]) if r.get(k) not in (None, "") else math.nan
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value is of ``kind``: ``str``, ``bool``, ``int``, ``float`` (finite, not a
+    bool), ``None``, ``Any``, a union, ``tuple[X, ...]`` or ``list[X]`` (a JSON list), ``dict[str, X]``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin in (tuple, list):
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _fits(v, args[1]) for k, v in value.items())
+    if kind is Any:
+        return True
+    if kind in (None, type(None)):
+        return value is None
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def read_settings(folder: str | Path) -> dict[str, Any]:
+    """A run folder's ``settings.json``, checked: a JSON object with ``key``, ``methods`` and
+    ``prior``, each entry of its type (:data:`SETTINGS_TYPES`, :data:`KEY_TYPES`), known methods.
+
+    Raises:
+        InputError: one line naming the file and what is wrong (truncated or not text, not an
+            object, a missing, unknown or mistyped entry, an unknown or repeated method).
+    """
+    path = Path(folder) / "settings.json"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise InputError(f"{path} is not JSON: {exc}") from None
+    missing = [k for k in ("key", "methods", "prior") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise InputError(f"{path} is not an evaluate run's (no {', '.join(missing)})")
+    wrong = [k for k, kind in SETTINGS_TYPES.items() if k in meta and not _fits(meta[k], kind)]
+    if not wrong:
+        wrong = [f"key.{k}" for k, v in meta["key"].items() if k not in KEY_TYPES or not _fits(v, KEY_TYPES[k])]
+    if wrong:
+        raise InputError(f"{path} is damaged: unknown or mistyped {', '.join(wrong)}")
+    try:
+        parse_methods(meta["methods"])
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return meta
+
+
+def spec_from_settings(meta: dict[str, Any]) -> EvalSpec:
+    """The :class:`EvalSpec` a run's checked settings (:func:`read_settings`) were made with."""
+    key = {k: v for k, v in meta["key"].items() if k != "prior_sha256"}
+    return _spec_from_dict({**key, "prior": meta["prior"], "methods": meta["methods"],
+                            "checkpoints": meta.get("checkpoints", {})})
+
+
+def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[str] | None,
+               methods: Collection[str] | None) -> tuple[dict[str, Any], str | None]:
+    """One ``cases.csv`` record as a row (metrics as floats, empty cells left out) and what is
+    wrong with it (``None`` when it is sound)."""
+    if len(fields) != len(header):
+        return {}, f"{len(fields)} fields, the header has {len(header)}"
+    raw = dict(zip(header, fields))
+    row: dict[str, Any] = {"case": raw["case"], "method": raw["method"]}
+    try:
+        known = parse_methods([raw["method"]]) == (raw["method"],)
+    except InputError:
+        known = False
+    if not known or (methods is not None and raw["method"] not in methods):
+        return row, f"method {raw['method']!r} is not one of this run's"
+    if not raw["case"] or (cases is not None and raw["case"] not in cases):
+        return row, f"case {raw['case']!r} is not one of this run's"
+    for k in METRICS:
+        if raw.get(k, "") != "":
+            try:
+                row[k] = float(raw[k])
+            except ValueError:
+                return row, f"{k} {raw[k]!r} is not a number"
+    return row, None
+
+
+def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Collection[str] | None = None
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sound rows of a ``cases.csv`` and, in words, the records left out.
+
+    A sound row has one field per column of the header, a method (of ``methods`` when given)
+    and a case (of ``cases`` when given), a number (``nan`` included) or nothing in each metric
+    cell, and is the only row of its (case, method); the last row must end its line (else it was
+    torn). Metric cells become floats; an empty cell, or a metric column the header lacks (a file
+    older than the column), is left out of the row: not measured.
+
+    Returns:
+        ``(rows, problems)``, each problem ``line N: ...``; a missing file has neither.
+    Raises:
+        InputError: the file is empty or not text, or its header is not ``case``, ``method``
+            and metric columns (:data:`METRICS`), each once.
+    """
+    if not path.exists():
+        return [], []
+    try:
+        text = path.read_bytes().decode("utf-8")
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, [])
+        records = [(reader.line_num, fields) for fields in reader if fields]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a cases.csv ({exc})") from None
+    columns = ("case", "method", *METRICS)
+    if not {"case", "method"} <= set(header) or len(set(header)) != len(header) or not set(header) <= set(columns):
+        raise InputError(f"{path}: the header {','.join(header)[:100]!r} is not case,method and metric columns "
+                         f"({', '.join(METRICS)}), each once")
+    torn = records[-1][0] if records and not text.endswith(("\n", "\r")) else None
+    rows: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+    problems = []
+    for line, fields in records:
+        row, problem = _parse_row(fields, header, cases, methods)
+        if problem is None and line == torn:
+            problem = "torn (the file ends inside it)"
+        if problem is not None:
+            problems.append(f"line {line}: {problem}")
+        else:
+            rows.setdefault((row["case"], row["method"]), []).append((line, row))
+    for (case, method), found in rows.items():
+        if len(found) > 1:
+            problems.append(f"lines {', '.join(str(n) for n, _ in found)}: {len(found)} rows of {case} {method}")
+    return [found[0][1] for found in rows.values() if len(found) == 1], problems
+
+
+def read_rows(path: Path, *, cases: Collection[str] | None = None,
+              methods: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of a ``cases.csv`` (:func:`parse_rows`), every one sound, else InputError (one
+    line naming the first damaged record): a damaged row is never averaged."""
+    rows, problems = parse_rows(path, cases=cases, methods=methods)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(f"{path}: {problems[0]}{more}; resume the run to compute it again")
     return rows
 
 
+def unfilled(row: dict[str, Any]) -> list[str]:
+    """The metric cells of a row that hold NaN although its method fills them (every metric,
+    but a method without CT output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN)."""
+    ct = CT_OUTPUT.get(row["method"].split("@", 1)[0], True)
+    return [k for k in METRICS if isinstance(row.get(k), float) and math.isnan(row[k]) and (ct or k not in CT_METRICS)]
+
+
+def known_cases(spec: EvalSpec) -> set[str] | None:
+    """The case names of a phantom run; ``None`` (not checked) for a CT folder, whose crops
+    would have to be read."""
+    return set(case_names(spec)) if spec.data is None else None
+
+
+def read_run(folder: str | Path, spec: EvalSpec | None = None) -> tuple[dict[str, Any], EvalSpec, list[dict[str, Any]]]:
+    """A run folder's checked settings, its spec (rebuilt from them unless given) and its rows,
+    every one sound (:func:`read_rows`). Raises InputError otherwise."""
+    meta = read_settings(folder)
+    spec = spec_from_settings(meta) if spec is None else spec
+    return meta, spec, read_rows(Path(folder) / "cases.csv", cases=known_cases(spec), methods=meta["methods"])
+
+
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``cases.csv``, atomically."""
+    """``cases.csv``, atomically (a metric a row lacks is an empty cell)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["case", "method", *METRICS], lineterminator="\n")
     w.writeheader()
@@ -590,96 +763,219 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         Path(tmp).write_text(buf.getvalue())
 
 
-def open_run(spec: EvalSpec, out: Path, *, force: bool) -> list[dict[str, Any]]:
-    """Check or create the run folder; return the rows already done.
+def folder_entries(folder: Path) -> list[Path]:
+    """What a folder holds besides its lock file (nothing when it is missing or a file)."""
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
 
-    A folder holding another run's settings, or a method whose prior or checkpoint changed,
-    raises :class:`OutputExistsError` unless ``force`` (which starts afresh).
+
+def _lock_holder(path: Path) -> str | None:
+    """The ``pid host`` line of a lock file, ``None`` when it is gone."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _is_stale(holder: str) -> bool:
+    """Whether a lock was left by a process of this host that no longer runs."""
+    pid, _, host = holder.partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # it runs under another user, or is no pid
+        pass
+    return False
+
+
+def _take_lock(path: Path) -> str:
+    """Create the lock file (``O_CREAT | O_EXCL``) holding ``pid host``; take over, with a warning,
+    one left by a process of this host that no longer runs. Returns the line written.
+
+    Raises:
+        OutputExistsError: another process holds it. OutputError: the folder cannot be written.
     """
-    settings = out / "settings.json"
-    sources = method_sources(spec)
-    fit_cfg = fit_settings(spec)
+    mine = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None and not _is_stale(holder):
+                pid, _, host = holder.partition(" ")
+                raise OutputExistsError(f"{path.parent} is being written by another xfit run (pid {pid or '?'} on "
+                                        f"{host or '?'}); wait for it, or delete {path} if no run is going on") from None
+            if holder is not None:
+                aside = path.with_name(f"{LOCK_NAME}.stale-{secrets.token_hex(4)}")
+                with contextlib.suppress(FileNotFoundError):  # another process may take it over first
+                    os.rename(path, aside)
+                    aside.unlink()
+                    warnings.warn(f"{path}: took over the lock of pid {holder.partition(' ')[0]}, which no longer runs")
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write {path.parent}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mine + "\n")
+        return mine
+    raise OutputExistsError(f"{path.parent}: cannot take the lock {path}; another xfit run is starting on it")
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` while a run or sweep writes ``folder`` (created here if missing), so
+    a second writer is refused with one line instead of both losing rows. On exit the lock is
+    released, and the folder (and parents) created here are removed again if still empty."""
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from exc
+    lock = folder / LOCK_NAME
+    mine = _take_lock(lock)
+    try:
+        yield
+    finally:
+        if _lock_holder(lock) == mine:  # a forced run's folder was replaced, lock and all
+            lock.unlink(missing_ok=True)
+        for p in created:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
+def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """What a run folder holds, read without writing: its checked ``settings.json`` (empty for a
+    new folder), the rows kept, and in words the rows to compute again (damaged, of a case not in
+    ``names`` (when given), or NaN where the method fills the column, :func:`unfilled`).
+
+    Raises:
+        OutputExistsError: ``out`` is a file, holds something other than an evaluate run, or a
+            run with other settings, a changed prior or checkpoint, or fit rows of another fit config.
+        InputError: a damaged ``settings.json`` or ``cases.csv`` header.
+    """
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is a file, not a folder")
-    if force and out.is_dir():
-        for name in ("settings.json", "cases.csv", "summary.md", "panel.png"):
-            (out / name).unlink(missing_ok=True)
-        import shutil
+    if not (out / "settings.json").exists():
+        if folder_entries(out):
+            raise OutputExistsError(f"{out} exists and is not an evaluate run; use another folder or --force")
+        return {}, [], []
+    old = read_settings(out)
+    key = json.loads(json.dumps(spec.key()))
+    if old["key"] != key:
+        diff = sorted(k for k in key.keys() | old["key"].keys() if old["key"].get(k) != key.get(k))
+        raise OutputExistsError(f"{out} holds a run with other settings ({', '.join(diff)}); use another folder or --force")
+    changed = [m for m, sha in method_sources(spec).items() if old.get("sources", {}).get(m, sha) != sha]
+    if changed:
+        raise OutputExistsError(f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
+                                "were computed; use another folder or --force")
+    rows, redo = parse_rows(out / "cases.csv", cases=None if names is None else set(names),
+                            methods=list(dict.fromkeys(old["methods"] + list(spec.methods))))
+    redo += [f"{r['case']} {r['method']}: NaN in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
+    rows = [r for r in rows if not unfilled(r)]
+    fit_cfg = fit_settings(spec)
+    if any(r["method"] in FIT_METHODS for r in rows) and old.get("fit_settings", fit_cfg) != fit_cfg:
+        diff = sorted(k for k in fit_cfg if old["fit_settings"].get(k) != fit_cfg[k])
+        raise OutputExistsError(f"{out}: the fit config changed since its fit rows were computed "
+                                f"({', '.join(diff) or 'keys'}); use another folder or --force")
+    return old, rows, redo
 
-        shutil.rmtree(out / "slices", ignore_errors=True)
-    rows: list[dict[str, Any]] = []
-    old: dict[str, Any] = {}  # what earlier runs of this folder recorded (machine, reused rows) is kept
-    wall = 0.0
-    if settings.is_file():
-        old = json.loads(settings.read_text())
-        wall = float(old.get("wall_seconds", 0.0))  # earlier runs of this folder
-        if old.get("key") != json.loads(json.dumps(spec.key())):
-            diff = sorted(k for k in spec.key() if old.get("key", {}).get(k) != json.loads(json.dumps(spec.key()))[k])
-            raise OutputExistsError(f"{out} holds a run with other settings ({', '.join(diff)}); "
-                                    "use another folder or --force")
-        changed = [m for m, sha in sources.items() if old.get("sources", {}).get(m, sha) != sha]
-        if changed:
-            raise OutputExistsError(f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
-                                    "were computed; use another folder or --force")
-        rows = read_rows(out / "cases.csv")
-        fit_rows = any(r["method"] in FIT_METHODS for r in rows)
-        if fit_rows and old.get("fit_settings", fit_cfg) != fit_cfg:
-            diff = sorted(k for k in fit_cfg if old["fit_settings"].get(k) != fit_cfg[k])
-            raise OutputExistsError(f"{out}: the fit config changed since its fit rows were computed "
-                                    f"({', '.join(diff) or 'keys'}); use another folder or --force")
-        sources = {**old.get("sources", {}), **sources}
-        methods = list(dict.fromkeys(old.get("methods", []) + list(spec.methods)))
-    elif out.is_dir() and any(out.iterdir()):
-        raise OutputExistsError(f"{out} exists and is not an evaluate run; use another folder or --force")
-    else:
-        methods = list(spec.methods)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {**old, "key": spec.key(), "prior": str(spec.prior), "methods": methods, "checkpoints": spec.checkpoints,
-            "sources": sources, "fit_settings": fit_cfg, "wall_seconds": wall}
-    with atomic_write(settings, force=True) as tmp:
+
+def open_run(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Check the run folder (:func:`check_folder`, again: under the lock), drop the rows to compute
+    again from ``cases.csv`` with one warning, write ``settings.json``; return the rows kept."""
+    old, rows, redo = check_folder(spec, out, names)
+    if redo:
+        warnings.warn(f"{out / 'cases.csv'}: {len(redo)} row(s) dropped, to be computed again: "
+                      + "; ".join(redo[:3]) + (" ..." if len(redo) > 3 else ""))
+        write_rows(out / "cases.csv", rows)
+    meta = {**old, "key": spec.key(), "prior": str(spec.prior),
+            "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
+            "checkpoints": spec.checkpoints, "sources": {**old.get("sources", {}), **method_sources(spec)},
+            "fit_settings": fit_settings(spec), "wall_seconds": float(old.get("wall_seconds", 0.0))}
+    with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     return rows
 
 
-def reuse_rows(spec: EvalSpec, out: Path, folders: Sequence[str | Path], rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Append to ``rows`` the (case, method) rows that ``rows`` lacks from other run folders with
-    the same settings key and, per method, the same prior or checkpoint (sha256) and, for the fit
-    methods, the same fit config values, and copy their slices into ``out/slices``. A sweep folder
-    offers each of its condition folders; folders with other settings are skipped. Returns the
-    number of rows taken per folder (empty ones left out)."""
-    import shutil
+def find_reusable(spec: EvalSpec, out: Path, folders: Sequence[str | Path], names: Sequence[str]
+                  ) -> list[tuple[Path, list[dict[str, Any]]]]:
+    """The rows the ``reuse`` folders offer, read without writing: of each run folder (a sweep
+    folder offers each of its condition folders) with the same settings key, the sound rows of
+    this run's cases and of a method with the same prior or checkpoint (sha256) and, for the fit
+    methods, the same fit config (rows with NaN where the method fills the column are left out).
 
+    Raises:
+        InputError: a folder not found, or a damaged ``settings.json`` or ``cases.csv`` header.
+    """
     key = json.loads(json.dumps(spec.key()))
-    sources = method_sources(spec)
-    fit_cfg = fit_settings(spec)
-    names = set(case_names(spec))
-    taken: dict[str, int] = {}
-    for folder in folders:
-        folder = Path(folder)
+    sources, fit_cfg = method_sources(spec), fit_settings(spec)
+    offers = []
+    for folder in map(Path, folders):
         if not folder.is_dir():
             raise InputError(f"--reuse {folder}: folder not found")
         for run in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-            settings = run / "settings.json"
-            if run.resolve() == out.resolve() or not settings.is_file() or not (run / "cases.csv").is_file():
+            if run.resolve() == out.resolve() or not (run / "settings.json").is_file() \
+                    or not (run / "cases.csv").is_file():
                 continue
-            meta = json.loads(settings.read_text())
-            if meta.get("key") != key:
+            meta = read_settings(run)
+            if meta["key"] != key:
                 continue
-            done = {(r["case"], r["method"]) for r in rows}
-            new = [r for r in read_rows(run / "cases.csv")
-                   if r["method"] in sources and r["case"] in names and (r["case"], r["method"]) not in done
-                   and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
-                   and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)]
-            for case, method in {(r["case"], r["method"]) for r in new} | {(r["case"], "truth") for r in new}:
-                src = slice_path(run, case, method)
-                if src.is_file():
-                    (out / "slices").mkdir(parents=True, exist_ok=True)
-                    with atomic_write(out / "slices" / src.name, force=True) as tmp:
-                        shutil.copyfile(src, tmp)
-            rows.extend(new)
-            if new:
-                taken[str(run)] = len(new)
+            rows, _ = parse_rows(run / "cases.csv", cases=set(names), methods=meta["methods"])
+            rows = [r for r in rows if r["method"] in sources and not unfilled(r)
+                    and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
+                    and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)]
+            if rows:
+                offers.append((run, rows))
+    return offers
+
+
+def take_reused(out: Path, offers: Sequence[tuple[Path, list[dict[str, Any]]]], rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Append to ``rows`` the offered rows (:func:`find_reusable`) it lacks and copy their slices
+    into ``out/slices``; returns the number of rows taken per folder (empty ones left out)."""
+    import shutil
+
+    taken: dict[str, int] = {}
+    for run, offered in offers:
+        done = {(r["case"], r["method"]) for r in rows}
+        new = [r for r in offered if (r["case"], r["method"]) not in done]
+        for case, method in {(r["case"], r["method"]) for r in new} | {(r["case"], "truth") for r in new}:
+            src = slice_path(run, case, method)
+            if src.is_file():
+                (out / "slices").mkdir(parents=True, exist_ok=True)
+                with atomic_write(out / "slices" / src.name, force=True) as tmp:
+                    shutil.copyfile(src, tmp)
+        rows.extend(new)
+        if new:
+            taken[str(run)] = len(new)
     return taken
+
+
+def check_spec(spec: EvalSpec) -> list[str]:
+    """Every check of a run's settings, before anything is written: the prior, the fit config,
+    each baseline's checkpoint and its number of views against the angles, and the cases (at
+    least one). Returns the case names.
+
+    Raises:
+        InputError, CheckpointError: the message names what is wrong.
+    """
+    from ..baselines.infer import load_baseline
+
+    method_sources(spec)
+    fit_settings(spec)
+    _context(spec)  # loads the prior
+    for m in spec.methods:
+        base = m.split("@", 1)[0]
+        if base in BASELINES:
+            n = len(load_baseline(base, method_checkpoint(spec, m)).config.views.angles_deg)
+            if len(spec.angles) < n:
+                raise InputError(f"{m}: the network takes {n} views; the run has {len(spec.angles)} "
+                                 f"({', '.join(f'{a:g}' for a in spec.angles)} deg)")
+    names = case_names(spec)
+    if not names:
+        raise InputError("no case to evaluate")
+    return names
 
 
 def slice_path(run: Path, case: str, method: str) -> Path:
@@ -713,18 +1009,37 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
              progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
     """Run every method of ``spec`` on every case; write the folder described in the module
     docstring; return all rows. Cases run in ``workers`` processes (threads split between them);
-    rows found in the ``reuse`` folders (:func:`reuse_rows`) are copied, not recomputed."""
+    rows found in the ``reuse`` folders (:func:`find_reusable`) are copied, not recomputed.
+
+    Every check (:func:`check_spec`, :func:`check_folder`, the ``reuse`` folders) runs before
+    anything is written, and the folder is locked (:func:`run_lock`) while it is written. With
+    ``force`` a folder that is not empty is replaced only once the new run is complete
+    (:func:`xfit.io.atomic_folder`): an error or interrupt leaves it as it was."""
+    out = Path(out)
+    replace = force and bool(folder_entries(out))
+    if replace:
+        check_output_folder(out, force=True)
+    else:
+        check_folder(spec, out)
+    names = check_spec(spec)
+    offers = find_reusable(spec, out, reuse, names)
+    with run_lock(out):
+        if not replace:
+            return _run(spec, out, names, offers, workers=workers, progress=progress)
+        with atomic_folder(out, force=True) as tmp:
+            return _run(spec, tmp, names, offers, workers=workers, progress=progress)
+
+
+def _run(spec: EvalSpec, out: Path, names: Sequence[str], offers: Sequence[tuple[Path, list[dict[str, Any]]]], *,
+         workers: int, progress: bool) -> list[dict[str, Any]]:
+    """:func:`evaluate` once its checks passed, in the locked folder ``out``."""
     from tqdm.auto import tqdm
 
-    out = Path(out)
     t_start = time.perf_counter()
-    rows = open_run(spec, out, force=force)
-    reused = reuse_rows(spec, out, reuse, rows) if reuse else {}
+    rows = open_run(spec, out, names)
+    reused = take_reused(out, offers, rows)
     if reused:
         write_rows(out / "cases.csv", rows)
-    names = case_names(spec)
-    if not names:
-        raise InputError("no case to evaluate")
     done = {(r["case"], r["method"]) for r in rows}
     todo = [(i, [m for m in spec.methods if (n, m) not in done]) for i, n in enumerate(names)]
     todo = [(i, ms) for i, ms in todo if ms]
@@ -758,7 +1073,7 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
                 raise
     bar.close()
     order = {n: i for i, n in enumerate(names)}
-    meta = json.loads((out / "settings.json").read_text())
+    meta = read_settings(out)
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
@@ -786,21 +1101,15 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
 
 def rewrite_summary(out: str | Path, spec: EvalSpec | None = None) -> Path:
     """Write ``out/summary.md`` from the run's ``cases.csv`` as committed (so the same file always
-    gives the same summary) and ``settings.json`` (``spec``: default rebuilt from its key)."""
+    gives the same summary) and ``settings.json`` (``spec``: default rebuilt from its key).
+
+    Raises:
+        InputError: a damaged ``settings.json`` or ``cases.csv`` (:func:`read_run`).
+    """
     out = Path(out)
-    try:
-        meta = json.loads((out / "settings.json").read_text())
-    except ValueError as exc:
-        raise InputError(f"{out}/settings.json is not JSON: {exc}") from None
-    missing = [k for k in ("key", "methods", "prior") if not isinstance(meta, dict) or k not in meta]
-    if missing:
-        raise InputError(f"{out}/settings.json is not an evaluate run's (no {', '.join(missing)})")
-    if spec is None:
-        key = {k: v for k, v in meta["key"].items() if k != "prior_sha256"}
-        spec = _spec_from_dict({**key, "prior": meta["prior"], "methods": meta["methods"],
-                                "checkpoints": meta.get("checkpoints", {})})
+    meta, spec, rows = read_run(out, spec)
     with atomic_write(out / "summary.md", force=True) as tmp:
-        Path(tmp).write_text(summary_markdown(read_rows(out / "cases.csv"), meta["methods"], spec))
+        Path(tmp).write_text(summary_markdown(rows, meta["methods"], spec))
     return out / "summary.md"
 
 
@@ -843,8 +1152,8 @@ def paired_test(rows: Sequence[dict[str, Any]], method: str, reference: str, key
     between releases (the same committed cases gave other p-values)."""
     from scipy.stats import wilcoxon
 
-    a = {r["case"]: r[key] for r in rows if r["method"] == method}
-    b = {r["case"]: r[key] for r in rows if r["method"] == reference}
+    a = {r["case"]: r.get(key, math.nan) for r in rows if r["method"] == method}
+    b = {r["case"]: r.get(key, math.nan) for r in rows if r["method"] == reference}
     pairs = [(a[c], b[c]) for c in a if c in b and math.isfinite(a[c]) and math.isfinite(b[c])]
     if not pairs:
         return 0, 0, math.nan
@@ -873,7 +1182,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
         mine = [r for r in rows if r["method"] == m]
         cells = []
         for k in SUMMARY_KEYS:
-            v = np.array([r[k] for r in mine], dtype=float)
+            v = np.array([r.get(k, math.nan) for r in mine], dtype=float)
             cells.append(_fmt(k, v[np.isfinite(v)]))
         name = LABELS.get(m.split("@", 1)[0], m) + (f" @{m.split('@', 1)[1]}" if "@" in m else "")
         name = name.replace("{n}", str(spec.n_random) if spec is not None else "N")

@@ -10,18 +10,17 @@ the machine and the wall time recorded by the run; no figure is typed by hand.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write
-from .evaluate import machines
+from .evaluate import machines, read_settings
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _evaluate_entry(folder: Path, base: Path) -> str:
-    meta = json.loads((folder / "settings.json").read_text())
+    meta = read_settings(folder)
     wall = meta.get("wall_seconds")
     rel = _rel(folder, base)
     text = f"#### `{folder.name}`\n\n"
@@ -37,7 +36,7 @@ def _evaluate_entry(folder: Path, base: Path) -> str:
 
 def _sweep_entry(folder: Path, base: Path) -> str:
     rel = _rel(folder, base)
-    metas = [json.loads(p.read_text()) for p in sorted(folder.glob("*/settings.json"))]
+    metas = [read_settings(p.parent) for p in sorted(folder.glob("*/settings.json"))]
     machine = "; ".join(dict.fromkeys(m for meta in metas for m in machines(meta))) or "not recorded"
     text = f"#### `{folder.name}` (sweep)\n\nRun folder `{rel}`; machine: {machine}.\n\n"
     text += (folder / "summary.md").read_text().strip() + "\n\n"

@@ -14,9 +14,12 @@ condition, then every metric against the condition.
   of ``xfit simulate --dose``).
 
 Each condition is a full evaluate run folder ``OUT/<condition>/`` (resumable; finished conditions
-are skipped). ``OUT/curve.csv`` holds per condition, method and metric the mean, std and count,
-``OUT/curve_<axis>.png`` plots them with error bars (± one std), and ``OUT/summary.md`` has the
-table and the wall time of each condition.
+are skipped), named by its exact value (:func:`value_text`: ``dose_1e+06``, ``dose_1000001``,
+``angle_90.0000001``), so two values never share a folder. ``OUT/curve.csv`` holds per condition,
+method and metric the mean, std and count, ``OUT/curve_<axis>.png`` plots them with error bars
+(± one std), and ``OUT/summary.md`` has the table and the wall time of each condition. Every check
+runs before any work; a study refuses an existing folder that is not a sweep of its axes unless
+``force``, which replaces the folder only once the new sweep is complete.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import atomic_write
-from .evaluate import LABELS, METRICS, ORACLE_METHODS, EvalSpec, evaluate, read_rows, rewrite_summary
+from ..errors import InputError, OutputExistsError, XfitError
+from ..io import atomic_folder, atomic_write, check_output_folder
+from .evaluate import (LABELS, METRICS, ORACLE_METHODS, EvalSpec, check_folder, check_spec, evaluate, folder_entries,
+                       read_run, rewrite_summary, run_lock)
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -73,14 +76,49 @@ def parse_values(text: str, what: str, lo: float, hi: float) -> list[float]:
     return values
 
 
-#: Each sweep axis and the prefix of its condition folders, named ``<prefix><value:g>``.
+#: Each sweep axis and the prefix of its condition folders, named ``<prefix><value>`` (:func:`value_text`).
 AXIS_PREFIX = {"second_angle_deg": "angle_", "angle_error_deg": "angle_error_", "shift_error_mm": "shift_error_",
                "photons": "dose_"}
 
 
+def value_text(value: float) -> str:
+    """The shortest text that reads back as exactly ``value``: ``f"{value:g}"`` where that is exact
+    (``60``, ``0.5``, ``1e+06``: every name a sweep has written), else the integer (``1000001``)
+    or ``repr`` (``90.0000001``)."""
+    value = float(value) + 0.0  # -0.0 -> 0.0
+    short = f"{value:g}"
+    if float(short) == value:
+        return short
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def condition(axis: str, value: float, overrides: tuple = ()) -> Condition:
-    """The condition at ``value`` on ``axis``, in its folder ``<prefix><value:g>``."""
-    return Condition(f"{AXIS_PREFIX[axis]}{value:g}", axis, value, overrides)
+    """The condition at ``value`` on ``axis``, in its folder ``<prefix><value>`` (:func:`value_text`)."""
+    return Condition(f"{AXIS_PREFIX[axis]}{value_text(value)}", axis, value, overrides)
+
+
+def parse_condition(name: str) -> Condition | None:
+    """The condition a folder name stands for, or ``None`` for a name no sweep writes
+    (``angle_060``, ``angle_nan``, ``notes``); ``overrides`` are left empty."""
+    for axis, prefix in sorted(AXIS_PREFIX.items(), key=lambda kv: -len(kv[1])):  # angle_error_ before angle_
+        if name.startswith(prefix):
+            try:
+                value = float(name[len(prefix):])
+            except ValueError:
+                return None
+            c = condition(axis, value) if math.isfinite(value) else None
+            return c if c is not None and c.name == name else None  # not angle_060, angle_1e2
+    return None
+
+
+def check_conditions(conds: Sequence[Condition]) -> None:
+    """Refuse (InputError) two conditions that would share a folder, before any work."""
+    seen: dict[str, Condition] = {}
+    for c in conds:
+        if c.name in seen:
+            raise InputError(f"the conditions {value_text(seen[c.name].value)} and {value_text(c.value)} would share "
+                             f"the folder {c.name}")
+        seen[c.name] = c
 
 
 def angle_conditions(second_angles: Sequence[float], first: float = 0.0) -> list[Condition]:
@@ -124,7 +162,7 @@ def curve_rows(results: dict[Condition, list[dict[str, Any]]], conds: Sequence[C
         for axis in _axes(c, conds):
             for m in methods:
                 for k in METRICS:
-                    v = np.array([r[k] for r in rows if r["method"] == m], dtype=float)
+                    v = np.array([r.get(k, math.nan) for r in rows if r["method"] == m], dtype=float)
                     v = v[np.isfinite(v)]
                     out.append({"axis": axis, "value": c.value, "method": m, "metric": k, "n": int(v.size),
                                 "mean": float(v.mean()) if v.size else math.nan, "std": float(v.std()) if v.size else math.nan})
@@ -132,11 +170,13 @@ def curve_rows(results: dict[Condition, list[dict[str, Any]]], conds: Sequence[C
 
 
 def write_curve_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``curve.csv``, atomically: the condition value exact (:func:`value_text`), statistics to 6 digits."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["axis", "value", "method", "metric", "n", "mean", "std"], lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in w.fieldnames})
+        w.writerow({k: (value_text(r[k]) if k == "value" else f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                    for k in w.fieldnames})
     with atomic_write(path, force=True) as tmp:
         Path(tmp).write_text(buf.getvalue())
 
@@ -199,7 +239,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
         values = sorted({r["value"] for r in rows if r["axis"] == axis})
         text += f"### {AXIS_LABELS.get(axis, axis)}\n\n"
         for k in CURVE_KEYS:
-            text += f"**{k}** (mean ± std)\n\n| method | " + " | ".join(f"{v:g}" for v in values) + " |\n"
+            text += f"**{k}** (mean ± std)\n\n| method | " + " | ".join(value_text(v) for v in values) + " |\n"
             text += "|---" * (len(values) + 1) + "|\n"
             sel = [r for r in rows if r["axis"] == axis and r["metric"] == k]
             full = {v: max(r["n"] for r in sel if r["value"] == v) for v in values}  # cases of the condition
@@ -218,53 +258,85 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
     return text
 
 
+def check_sweep_folder(out: Path, conds: Sequence[Condition]) -> None:
+    """Refuse (OutputExistsError) an ``out`` that is a file or holds anything but a sweep of the
+    axes of ``conds``: condition folders, ``curve.csv``, ``curve_<axis>.png``, ``summary.md``."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file, not a folder")
+    axes = {c.axis for c in conds}
+    files = {"curve.csv", "summary.md", *(f"curve_{a}.png" for a in AXIS_PREFIX)}
+
+    def ours(p: Path) -> bool:
+        return getattr(parse_condition(p.name), "axis", None) in axes if p.is_dir() else p.name in files
+
+    foreign = sorted(p.name for p in folder_entries(out) if not ours(p))
+    if foreign:
+        raise OutputExistsError(f"{out} exists and is not a sweep of {', '.join(sorted(axes))} (it holds "
+                                f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); use another folder or --force")
+
+
 def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, workers: int = 1,
               force: bool = False, progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
     """Evaluate every condition into ``out/<condition>/`` (taking the rows of ``reuse`` folders
-    with the same settings, see :func:`xfit.studies.evaluate.reuse_rows`); write the curves;
-    return their rows."""
+    with the same settings, see :func:`xfit.studies.evaluate.find_reusable`); write the curves;
+    return their rows.
+
+    Every check runs before any work: the condition folders are distinct, each condition's
+    settings pass :func:`xfit.studies.evaluate.check_spec`, and ``out`` is free or a sweep of
+    these axes (:func:`check_sweep_folder`) whose condition folders hold runs of the same
+    settings. ``out`` is locked while the sweep runs. With ``force`` a folder that is not empty
+    is replaced only once the whole sweep is complete (no old condition is left in it)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for c in conds:
-        spec = dataclasses.replace(base, **dict(c.overrides))
-        evaluate(spec, out / c.name, workers=workers, force=force, progress=progress, reuse=reuse)
-    return write_sweep(out, conds)
+    check_conditions(conds)
+    specs = [(c, dataclasses.replace(base, **dict(c.overrides))) for c in conds]
+    replace = force and bool(folder_entries(out))
+    if replace:
+        check_output_folder(out, force=True)
+    else:
+        check_sweep_folder(out, conds)
+        for c, spec in specs:
+            check_folder(spec, out / c.name)
+    for _, spec in specs:
+        check_spec(spec)
+    with run_lock(out):
+        if not replace:
+            return _sweep(specs, out, workers=workers, progress=progress, reuse=reuse)
+        with atomic_folder(out, force=True) as tmp:
+            return _sweep(specs, tmp, workers=workers, progress=progress, reuse=reuse)
+
+
+def _sweep(specs: Sequence[tuple[Condition, EvalSpec]], out: Path, *, workers: int, progress: bool,
+           reuse: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """:func:`run_sweep` once its checks passed, in the locked folder ``out``."""
+    for c, spec in specs:
+        evaluate(spec, out / c.name, workers=workers, progress=progress, reuse=reuse)
+    return write_sweep(out, [c for c, _ in specs])
 
 
 def folder_conditions(out: str | Path) -> list[Condition]:
-    """The conditions of a sweep folder, read from its condition folder names (for rewriting
-    the curves of a sweep that has not finished; ``overrides`` are left empty)."""
-    prefixes = sorted(AXIS_PREFIX.items(), key=lambda kv: -len(kv[1]))  # angle_error_ before angle_
-    conds = []
-    for p in sorted(Path(out).iterdir()):
-        if not (p / "settings.json").is_file():
-            continue
-        for axis, prefix in prefixes:
-            if p.name.startswith(prefix):
-                try:
-                    c = condition(axis, float(p.name[len(prefix):]))
-                except ValueError:
-                    break
-                if c.name == p.name and math.isfinite(c.value):  # a folder this module named (not angle_060, angle_nan)
-                    conds.append(c)
-                break
+    """The conditions of a sweep folder, read from its condition folder names (those holding a
+    ``settings.json``; for rewriting the curves of a sweep that has not finished; ``overrides``
+    are left empty)."""
+    conds = [c for p in sorted(Path(out).iterdir()) if (p / "settings.json").is_file()
+             and (c := parse_condition(p.name)) is not None]
     axes = list(AXIS_PREFIX)
     return sorted(conds, key=lambda c: (axes.index(c.axis), c.value))
 
 
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
     """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` from the condition folders' rows as
-    they are now (``conds``: default :func:`folder_conditions`); returns the curve rows."""
+    they are now (``conds``: default :func:`folder_conditions`); returns the curve rows.
+
+    Raises:
+        InputError: no condition folder, or a damaged ``settings.json`` or ``cases.csv`` in one.
+    """
     out = Path(out)
     conds = folder_conditions(out) if conds is None else list(conds)
     if not conds:
         raise InputError(f"{out}: no condition folder of a sweep")
     results, walls, reused = {}, {}, {}
     for c in conds:
-        meta = json.loads((out / c.name / "settings.json").read_text())
-        results[c] = read_rows(out / c.name / "cases.csv") if (out / c.name / "cases.csv").is_file() else []
+        meta, _, results[c] = read_run(out / c.name)
         walls[c.name] = float(meta.get("wall_seconds", math.nan))
         reused[c.name] = sum(meta.get("reused_rows", {}).values())
     rows = curve_rows(results, conds)
@@ -282,20 +354,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
 
+    import warnings
+
+    from ..cli import _os_error_line, _show_warning
+
     ap = argparse.ArgumentParser(prog="python -m xfit.studies.sweeps", description=main.__doc__)
     ap.add_argument("folders", nargs="+")
     args = ap.parse_args(argv)
-    try:
-        for f in args.folders:
-            if (Path(f) / "settings.json").is_file():
-                rewrite_summary(f)
-                continue
-            for c in folder_conditions(f):  # each condition's own summary, then the sweep's
-                rewrite_summary(Path(f) / c.name)
-            write_sweep(f)
-    except (InputError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # xfit: warning: ..., one line
+        try:
+            for f in args.folders:
+                if (Path(f) / "settings.json").exists():
+                    rewrite_summary(f)
+                    continue
+                if not Path(f).is_dir():
+                    raise InputError(f"{f}: folder not found")
+                for c in folder_conditions(f):  # each condition's own summary, then the sweep's
+                    rewrite_summary(Path(f) / c.name)
+                write_sweep(f)
+        except (XfitError, OSError) as exc:  # the error contract of the xfit command line
+            print(f"xfit: error: {_os_error_line(exc)}", file=sys.stderr)
+            return 2
     return 0
 
 
