@@ -286,7 +286,7 @@ def test_objective_gradients_reach_all_parameters(prior, target):
                       background=background, delta_angle_deg=d_angle, delta_shift_mm=d_shift,
                       transform=transform, residual=residual)
     assert set(terms) == {"data", "perceptual", "w_gauss", "w_cos", "noise", "background", "pose",
-                          "transform", "residual", "total"}
+                          "transform", "residual", "anchor", "total"}
     assert all(v.shape == (b,) and torch.isfinite(v).all() for v in terms.values())
     terms["total"].sum().backward()
     for name, p in [("w", u), ("noise", noise[-1]), ("background", background),

@@ -163,7 +163,7 @@ def test_sample_refuses_prior_that_generates_nan(tmp_path, prior_path):
 
 
 @pytest.mark.parametrize("text,words", [
-    ("background: 'false'\n", ("background", "true or false")),
+    ("background: 'false'\n", ("background", "true, false or auto")),
     ("refine_pose: yes\n", ("refine_pose",)),  # YAML 1.1 'yes' is not a boolean here
     ("steps: true\n", ("steps", "integer")),
     ("steps: 2.5\n", ("steps",)),

@@ -458,10 +458,11 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
               "values each), or 'auto'; crops each image around it")
 @click.option("--levels", "levels", default=None, help="with several targeted vertebrae: their levels in target order "
               "(e.g. L1-L3), used as folder names and label values")
-@click.option("--method", default="fit", show_default=True, help="fit (the prior) or a feed-forward baseline: "
-              "x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (one view)")
+@click.option("--method", default="fit", show_default=True, help="fit (the prior), a feed-forward baseline: "
+              "x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (one view), or ceiling (oracle: the prior "
+              "fitted to --gt, to see how well it can hold that anatomy)")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="the baseline's checkpoint "
-              "(default: the one shipped for --method)")
+              "(default: the one shipped for --method); with --method fit, that of the fit config's init_network")
 @click.option("--transform/--no-transform", default=None, help="fit a global rotation, shift and scale of the "
               "volume with W+ (default: the fit config)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... or auto")
@@ -498,10 +499,14 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
     gt_iso = _point_option(gt_isocenter, "--gt-isocenter")
     clicks = _target_option(targets, len(images))
     level_values = _levels_option(levels, clicks)
+    if method == "ceiling" and gt is None:
+        raise click.BadParameter("ceiling fits the prior to the 3D truth, not to the X-rays: give --gt CT.nii.gz",
+                                 param_hint="--method")
     if method != "fit":
-        from .baselines.common import check_method
+        if method != "ceiling":
+            from .baselines.common import check_method
 
-        check_method(method)
+            check_method(method)
         _refuse_fit_options(method, transform=transform, refine_pose=refine_pose, steps=steps, restarts=restarts,
                             config=fit_config, encoder=encoder)
     if clicks == "auto":
@@ -604,8 +609,8 @@ def _refuse_fit_options(method: str, **given: Any) -> None:
     """Refuse the fit-only options (:data:`FIT_ONLY_OPTIONS`) given with a baseline ``method``."""
     names = [FIT_ONLY_OPTIONS[k] for k, v in given.items() if v is not None]
     if names:
-        raise click.BadParameter(f"{', '.join(names)} only apply to --method fit, not to the feed-forward "
-                                 f"baseline {method}", param_hint="--method")
+        what = "the oracle ceiling" if method == "ceiling" else f"the feed-forward baseline {method}"
+        raise click.BadParameter(f"{', '.join(names)} only apply to --method fit, not to {what}", param_hint="--method")
 
 
 def _check_not_constant(images: Sequence[str]) -> None:

@@ -440,7 +440,8 @@ def reconstruct_vertebrae(
             (default: its grid centre; ``xfit simulate`` records it in ``simulate.json``).
         method: ``"fit"`` (the prior) or a feed-forward baseline (``x2ct-cnn``, ``x2ct-gan``,
             ``ear``, ``transvert``, ``xctrsnet``; :mod:`xfit.baselines`) with its ``checkpoint``
-            (default: the shipped one).
+            (default: the shipped one). With ``"fit"``, ``checkpoint`` is that of the fit
+            config's ``init_network`` (the network whose volume starts the fit).
     Raises:
         InputError, GeometryError: bad inputs, targets or geometry (before any fit).
     """
@@ -450,7 +451,9 @@ def reconstruct_vertebrae(
 
     t0 = time.perf_counter()
     check_device(device)
-    if method != "fit":
+    if method == "ceiling" and gt is None:
+        raise InputError("--method ceiling fits the prior to the 3D truth, not to the X-rays: give --gt CT.nii.gz")
+    if method not in ("fit", "ceiling"):
         from .baselines.infer import load_baseline
 
         load_baseline(method, checkpoint, device)  # an unknown method or bad checkpoint fails first
@@ -493,10 +496,17 @@ def reconstruct_vertebrae(
     overrides = {k: v for k, v in dict(steps=steps, restarts=restarts, refine_pose=refine_pose,
                                        transform=transform).items() if v is not None}
     cfg = load_fit_config(config, **overrides)  # a bad config fails before the prior is loaded
+    if method == "fit" and checkpoint is not None and cfg.init_network is None:
+        raise InputError("--checkpoint with --method fit is the checkpoint of the network that starts the fit; "
+                         "the fit config sets no init_network")
     for extra in (gt, gt_seg, encoder):
         if extra is not None and not Path(extra).is_file():
             raise InputError(f"{extra}: file not found")
     loaded = load_prior(prior_path, device=device)
+    if method == "fit" and cfg.init_network is not None and checkpoint is not None:
+        from .fitting.hybrid import check_init_network
+
+        check_init_network(loaded, cfg.init_network, checkpoint)  # a given network off the prior's grid fails first
     if level is not None:
         _warn_unseen_level(loaded.meta, level)
     located = [locate(loaded, inputs, g) for g in groups]  # all targets checked before any fit
@@ -510,7 +520,16 @@ def reconstruct_vertebrae(
     for target, crop in zip(located, crops):
         t1 = time.perf_counter()
         fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
-        if method != "fit":
+        if method == "ceiling":
+            from .prior.sample import prior_affine
+
+            r = loaded.config.resolution
+            affine = prior_affine(loaded, centre_mm=target.point_mm)
+            gt_hu, gt_labels = gt_on_grid(gt, affine, (r, r, r), gt_seg, gt_isocenter_mm)
+            result = ceiling_result(loaded, gt_hu, None if gt_labels is None else centred_vertebra(gt_labels),
+                                    fit_images, fit_views, target.point_mm)
+            init_note = "oracle ceiling: the prior fitted to the 3D truth (--gt)"
+        elif method != "fit":
             result = baseline_result(method, checkpoint, fit_images, fit_views, target.point_mm, device,
                                      centroid_rc=None if target.method == "isocentre" else target_pixels(target, rois))
             init_note = f"feed-forward baseline {method}"
@@ -520,7 +539,10 @@ def reconstruct_vertebrae(
             else:
                 w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
             result = fit(loaded, fit_images, fit_views, cfg, seed=seed, w_init=w_init,
-                         centre_mm=target.point_mm, progress=progress)
+                         centre_mm=target.point_mm, progress=progress,
+                         init_checkpoint=None if checkpoint is None else str(checkpoint))
+            if w_init is None:
+                init_note = result.start if cfg.init_network is not None else init_note
         rec = Reconstruction(
             fit=result,
             inputs=inputs,
@@ -595,6 +617,36 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
         best_restart=0, stopped_at=0, perceptual=None, timings={"total": time.perf_counter() - t0},
         config={"method": method, **{k: v for k, v in notes.items() if k != "training"}},
         centre_mm=[float(x) for x in centre_mm], mesh=mesh)
+
+
+def ceiling_result(prior, gt_hu: np.ndarray, gt_mask: np.ndarray | None, images: Sequence[np.ndarray],
+                   views: Sequence[View], centre_mm: np.ndarray):
+    """The oracle ceiling of a case as a :class:`~xfit.fitting.FitResult`: the prior's W+ and noise
+    fitted to the truth ``gt_hu`` (and its centred vertebra ``gt_mask``) on the prior's cube at
+    ``centre_mm`` (:func:`xfit.fitting.invert.invert_volume`), its re-projections compared to the
+    images as a fit's are. It tells how well the prior can hold this anatomy at all."""
+    import torch
+
+    from .fitting import FitResult, load_fit_config
+    from .fitting.invert import CEILING_STEPS, invert_volume
+    from .fitting.optimize import build_objective, compare_views, normalised_targets
+    from .io import hu_to_mu
+    from .prior.sample import prior_affine
+
+    inv = invert_volume(prior, gt_hu, gt_mask, steps=CEILING_STEPS)
+    affine = prior_affine(prior, centre_mm=centre_mm)
+    arrays = [np.asarray(a, dtype=np.float64) for a in images]
+    objective = build_objective(views, normalised_targets(arrays, "cpu"), affine, inv.hu.shape[0], load_fit_config(None))
+    with torch.no_grad():
+        preds = objective.render(hu_to_mu(torch.from_numpy(inv.hu))[None, None])
+    ncc, proj = compare_views(objective, preds, arrays)
+    labels = (inv.label_prob > 0.5).astype(np.uint8)
+    return FitResult(
+        hu=inv.hu, label_prob=inv.label_prob, labels=labels, uncertainty=None, affine=affine, w_plus=inv.w_plus,
+        noise=[n[0] for n in inv.noise], history=[], view_ncc=ncc, projections=proj, backgrounds=None,
+        views=list(views), pose=None, restarts=[], best_restart=0, stopped_at=CEILING_STEPS, perceptual=None,
+        timings={"total": inv.seconds}, config={"method": "ceiling", "steps": CEILING_STEPS, "loss": inv.loss},
+        centre_mm=[float(x) for x in centre_mm], start="oracle ceiling")
 
 
 def combined_grid(points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int

@@ -52,7 +52,10 @@ class FitConfig:
         footprint: the data term only uses pixels whose ray crosses at least this fraction of the
             longest chord through the prior's field of view (0 = every pixel). Without it the
             sharp silhouette of the field-of-view cube dominates the correlation.
-        background: fit a smooth additive background per view (for X-rays larger than the FOV).
+        background: fit a smooth additive background per view (for X-rays larger than the FOV):
+            ``true``, ``false``, or ``auto`` (on when the X-rays vary outside the cube's shadow,
+            :func:`xfit.fitting.optimize.needs_background`; off for crop-sized X-rays, where a
+            background can only stand in for anatomy that the volume should explain).
         background_grid: control points per side of the background grid.
         lambda_background: weight of the background size + smoothness penalty.
         early_stop_tol: stop when the relative improvement of every restart's total over
@@ -82,11 +85,29 @@ class FitConfig:
         step_mm: projector ray-marching step (``None``: one voxel of the rendered grid; on a
             64^3 phantom crop the DRRs differ from half-voxel steps by < 0.03 % of their maximum,
             and the projector forward+backward is twice as fast).
+        ensemble: return the mean over the restarts (HU and label probability) of those whose
+            data term is within ``ensemble_tol`` of the best one's, instead of the best restart
+            alone: an estimate of the posterior mean (MMSE) rather than one posterior mode. The
+            restarts agree where the X-rays decide and differ where they do not, so the mean
+            drops the texture that the X-rays cannot pin down.
+        ensemble_tol: relative data-term tolerance of the ensemble (0.2: within 20 % of the best).
+        init_network: ``null``, or a network with CT output (``xctrsnet``, ``ear``, ``x2ct-cnn``,
+            ``x2ct-gan``) whose reconstruction of the X-rays, inverted into W+ at the generator's
+            coarse resolution (:mod:`xfit.fitting.hybrid`), starts restart 0 instead of ``w_mean``
+            (an explicit ``w_init`` wins).
+        init_network_steps: Adam steps of that inversion.
+        lambda_anchor: weight of the anchor's intensity term: the mean squared difference, on the
+            prior's unit scale, between the generated volume and that network's volume during the
+            whole fit (:func:`xfit.fitting.objective.anchor_term`; needs ``init_network``).
+        lambda_anchor_label: weight of the anchor's label term: the BCE of the generated label
+            channel against the network's vertebra mask. The X-rays see the label channel only
+            through the anatomy the generator ties to it, so the network's mask is most of what
+            decides it.
         seed: seed of restart perturbations and random noise initialisation.
     """
 
     steps: int = 80
-    restarts: int = 2
+    restarts: int = 1
     lr: float = 0.05
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
@@ -103,7 +124,7 @@ class FitConfig:
     coarse_fraction: float = 0.5
     coarse_generator: bool = True
     footprint: float = 0.9
-    background: bool = True
+    background: bool | str = "auto"
     background_grid: int = 4
     lambda_background: float = 0.01
     early_stop_tol: float = 1e-3
@@ -126,6 +147,12 @@ class FitConfig:
     lr_residual: float = 0.05
     lambda_residual: float = 1.0
     step_mm: float | None = None
+    ensemble: bool = False
+    ensemble_tol: float = 0.2
+    init_network: str | None = "xctrsnet"
+    init_network_steps: int = 100
+    lambda_anchor: float = 5.0
+    lambda_anchor_label: float = 5.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -157,6 +184,7 @@ INT_RANGES = {
     "align_steps": (0, 1_000_000),
     "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
+    "init_network_steps": (1, 100_000),
 }
 #: Documented ranges (inclusive) of the float settings.
 FLOAT_RANGES = {
@@ -168,11 +196,12 @@ FLOAT_RANGES = {
     "lambda_pose": (0.0, 1e6), "lr_transform": (0.0, 10.0), "transform_sigma_deg": (0.0, 90.0),
     "transform_sigma_mm": (0.0, 1000.0), "transform_sigma_log_scale": (0.0, 2.0),
     "lambda_transform": (0.0, 1e6), "lr_residual": (0.0, 10.0), "lambda_residual": (0.0, 1e6),
+    "ensemble_tol": (0.0, 100.0), "lambda_anchor": (0.0, 1e6), "lambda_anchor_label": (0.0, 1e6),
 }
 #: Settings that must be > 0 (not just >= 0).
 POSITIVE = ("lr", "pose_sigma_deg", "pose_sigma_mm", "transform_sigma_deg", "transform_sigma_mm",
             "transform_sigma_log_scale")
-BOOLS = ("optimize_noise", "background", "refine_pose", "coarse_generator", "transform")
+BOOLS = ("optimize_noise", "refine_pose", "coarse_generator", "transform", "ensemble")
 MAX_SCALE = 64
 MAX_STEP_MM = 100.0
 
@@ -210,6 +239,13 @@ def _validate(cfg: FitConfig) -> None:
     for name in BOOLS:
         value = getattr(cfg, name)
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+    if cfg.init_network is not None:
+        from .hybrid import INIT_NETWORKS  # noqa: PLC0415
+
+        need(isinstance(cfg.init_network, str) and cfg.init_network in INIT_NETWORKS,
+             f"init_network must be null or one of {', '.join(INIT_NETWORKS)}, got {cfg.init_network!r}")
+    need(isinstance(cfg.background, bool) or cfg.background == "auto",
+         f"background must be true, false or auto, got {cfg.background!r}")
     scales = cfg.scales
     need(isinstance(scales, (list, tuple)) and len(scales) > 0
          and all(_is_int(s) and 1 <= s <= MAX_SCALE for s in scales),

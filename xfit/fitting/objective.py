@@ -351,6 +351,8 @@ class Objective:
         perceptual: a :class:`PerceptualLoss` (built when ``lambda_perceptual > 0`` and not given).
         masks: optional per group ``[V_g, R_g, C_g]`` pixel weights.
         step_mm: projector step (``None``: half a voxel).
+        anchor: optional :class:`Anchor` (a network's volume at the objective's resolution, with
+            its own weights; :func:`anchor_term`).
     """
 
     def __init__(self, groups: Sequence[ViewGroup], targets: Sequence[Tensor], affine: Tensor, *,
@@ -360,7 +362,8 @@ class Objective:
                  lambda_residual: float = 1.0, scales: Sequence[int] = (1, 2, 4),
                  pose_sigma_deg: float = 5.0, pose_sigma_mm: float = 5.0,
                  perceptual: PerceptualLoss | None = None, perceptual_net: str = "alex",
-                 masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None):
+                 masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None,
+                 anchor: "Anchor | None" = None):
         self.groups, self.targets = list(groups), list(targets)
         if len(self.groups) != len(self.targets):
             raise InputError(f"{len(self.groups)} view groups but {len(self.targets)} target groups")
@@ -382,6 +385,8 @@ class Objective:
         if perceptual is None and lambda_perceptual > 0:
             perceptual = PerceptualLoss(perceptual_net, scales=self.scales)
         self.perceptual = perceptual
+        self.anchor = anchor
+        self.lambda_anchor = 1.0 if anchor is not None else 0.0  # the anchor carries its weights
 
     # -- forward model
 
@@ -441,8 +446,8 @@ class Objective:
     def terms(self, preds: Sequence[Tensor], *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
               noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
               delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
-              transform: Tensor | None = None, residual: Tensor | None = None
-              ) -> dict[str, Tensor]:
+              transform: Tensor | None = None, residual: Tensor | None = None,
+              hu: Tensor | None = None, logit: Tensor | None = None) -> dict[str, Tensor]:
         """All loss terms, each ``[B]``, and their weighted sum ``total``.
 
         Args:
@@ -455,6 +460,7 @@ class Objective:
                 :mod:`xfit.fitting.transform`).
             residual: optional ``[B, 1, g, g, g]`` residual volume control points
                 (:mod:`xfit.fitting.residual`).
+            hu, logit: optional ``[B, r, r, r]`` generated HU and label logits (the anchor term).
         Returns:
             dict with ``data``, ``perceptual`` and one entry per prior term of :data:`PRIOR_TERMS`
             (unweighted, ``[B]``; zero when its input is absent) and ``total`` (weighted sum).
@@ -462,7 +468,8 @@ class Objective:
         zero = w_plus.new_zeros(w_plus.shape[0])
         inputs = {"w_plus": w_plus, "w_mean": w_mean, "w_std": w_std, "noise": noise or None,
                   "background": background, "delta_angle_deg": delta_angle_deg,
-                  "delta_shift_mm": delta_shift_mm, "transform": transform, "residual": residual}
+                  "delta_shift_mm": delta_shift_mm, "transform": transform, "residual": residual,
+                  "hu": hu if self.anchor is not None else None, "logit": logit}
         terms: dict[str, Tensor] = {"data": self.data_per_view(preds).mean(-1)}
         if self.lambda_perceptual > 0 and self.perceptual is not None:
             per = [self.perceptual(p, t, m) * p.shape[1]
@@ -527,7 +534,41 @@ PRIOR_TERMS = (
     PriorTerm("pose", "lambda_pose", ("delta_angle_deg", "delta_shift_mm"), _pose_term),
     PriorTerm("transform", "lambda_transform", ("transform",), _transform_prior),
     PriorTerm("residual", "lambda_residual", ("residual",), _residual_prior),
+    PriorTerm("anchor", "lambda_anchor", ("hu",), lambda o, x: anchor_term(o.anchor, x["hu"], x["logit"])),
 )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A network's reconstruction that the fitted volume is pulled toward (``lambda_anchor``).
+
+    Attributes:
+        unit: ``[r, r, r]`` its HU on the prior's unit scale (window mapped to [-1, 1]).
+        label: ``[r, r, r]`` its vertebra mask (soft at coarse resolutions).
+        window: the prior's HU window.
+        hu_weight, label_weight: weights of the intensity MSE and of the label BCE.
+    """
+
+    unit: Tensor
+    label: Tensor
+    window: tuple[float, float]
+    hu_weight: float = 1.0
+    label_weight: float = 1.0
+
+
+def anchor_term(anchor: Anchor, hu: Tensor, logit: Tensor) -> Tensor:
+    """``hu_weight * mean((unit(hu) - anchor)^2) + label_weight * BCE(logit, anchor label)`` per
+    volume: ``[B]``.
+
+    The negative log-likelihood (up to constants) of the generated volume under a Gaussian
+    centred on the network's estimate: the network's learned knowledge of what such X-rays
+    show, weighed against the X-rays themselves and the prior's manifold.
+    """
+    lo, hi = anchor.window
+    unit = (hu - lo) / (hi - lo) * 2.0 - 1.0  # the generator's raw output (unclamped: gradients flow)
+    mse = (unit - anchor.unit).square().flatten(1).mean(-1)
+    bce = F.binary_cross_entropy_with_logits(logit, anchor.label.expand_as(logit), reduction="none").flatten(1).mean(-1)
+    return anchor.hu_weight * mse + anchor.label_weight * bce
 
 
 def _batch_item(affine: Tensor, b: int) -> Tensor:

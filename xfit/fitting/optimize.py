@@ -27,6 +27,7 @@ the data term; restarts 1.. differ by a random perturbation of W+ (``init_pertur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class FitResult:
         centre_mm: world position of the cube's centre.
         mesh: a method's own surface ``{"vertices_mm" [N, 3], "faces" [M, 3]}`` (IGCN), else
             ``None`` (``--mesh`` then runs marching cubes on the labels).
+        start: where restart 0 started (``w_mean``, ``w_init``, or the initialising network).
     """
 
     hu: np.ndarray
@@ -118,6 +120,7 @@ class FitResult:
     residual_rms_hu: float | None = None
     centre_mm: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     mesh: dict | None = None
+    start: str = ""
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -518,7 +521,7 @@ class StageRunner:
                                 noise=x["noise"] if self.cfg.optimize_noise else None,
                                 background=x["background"], delta_angle_deg=x["delta_angle_deg"],
                                 delta_shift_mm=x["delta_shift_mm"], transform=x["transform"],
-                                residual=x["residual"])
+                                residual=x["residual"], hu=hu, logit=logit)
         self.times["generator"] += t1 - t0
         self.times["projector"] += t2 - t1
         return hu, logit, mu, preds, terms
@@ -687,7 +690,7 @@ def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequenc
 
 
 def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np.ndarray, resolution: int,
-                    cfg: FitConfig, *, coarse: bool = False, perceptual=None) -> Objective:
+                    cfg: FitConfig, *, coarse: bool = False, perceptual=None, anchor=None) -> Objective:
     """The fit's objective for volumes of ``resolution`` voxels per side on ``affine``.
 
     Args:
@@ -695,6 +698,8 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
         affine: ``[4, 4]`` voxel index -> world mm of the volumes.
         cfg: the weights, scales, footprint and projector step.
         coarse: at half detector resolution (:func:`half_resolution`).
+        anchor: optional :class:`~xfit.fitting.objective.Anchor` at ``resolution`` (weight
+            ``cfg.lambda_anchor``).
     """
     device = targets[0].device
     groups, tg = _groups_targets(list(views), list(targets), coarse)
@@ -710,8 +715,41 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
                      lambda_transform=cfg.lambda_transform, lambda_residual=cfg.lambda_residual,
                      scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
                      pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
-                     perceptual_net=cfg.perceptual_net,
+                     perceptual_net=cfg.perceptual_net, anchor=anchor,
                      step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
+
+
+#: ``background: auto`` fits a background when the X-rays vary outside the cube's shadow by more
+#: than this fraction of their variation inside it (std of 4x4-pooled pixels, so pixel noise
+#: does not count). Crop-sized X-rays (nothing outside the cube) are about 0; X-rays through a
+#: whole torso are far above it.
+BACKGROUND_AUTO_RATIO = 0.1
+
+
+def needs_background(views: Sequence[View], arrays: Sequence[np.ndarray], affine: np.ndarray,
+                     resolution: int) -> tuple[bool, float]:
+    """Whether the X-rays show anatomy outside the fitted cube, so that a smooth background must
+    explain it (``background: auto``).
+
+    Args:
+        views, arrays: the views and their images ``[R_v, C_v]``.
+        affine: ``[4, 4]`` of the fitted cube; resolution: its voxels per side.
+    Returns:
+        ``(decision, ratio)``: the largest over views of std outside / std inside the cube's shadow
+        (:data:`BACKGROUND_AUTO_RATIO` decides).
+    """
+    groups = group_views(list(views))
+    aff = torch.as_tensor(affine, dtype=torch.float32)
+    ratio = 0.0
+    for g, shadow in zip(groups, footprint_masks(groups, aff, resolution, 1e-3)):
+        for j, i in enumerate(g.index):
+            img = F.avg_pool2d(torch.as_tensor(np.asarray(arrays[i], np.float32))[None, None], 4)[0, 0]
+            inside = F.avg_pool2d(shadow[j][None, None], 4)[0, 0]
+            out, ins = img[inside == 0], img[inside == 1]
+            if out.numel() < 4 or ins.numel() < 4:
+                continue
+            ratio = max(ratio, float(out.std() / ins.std().clamp_min(1e-12)))
+    return ratio > BACKGROUND_AUTO_RATIO, ratio
 
 
 def footprint_shrink(cfg: FitConfig, fov_mm: float) -> float:
@@ -778,6 +816,7 @@ def fit(
     centre_mm: Sequence[float] | np.ndarray | None = None,
     progress: bool = True,
     callback: Callback | None = None,
+    init_checkpoint: str | None = None,
 ) -> FitResult:
     """Fit the prior's generator to X-rays (MAP estimate over W+, noise and the enabled extras).
 
@@ -798,6 +837,7 @@ def fit(
         callback: ``callback(step, state)`` after every step; ``state`` holds ``stage``,
             ``terms`` (per restart lists), ``lr`` and ``params`` (per name, per restart, the live
             leaf tensors, which a callback may modify). Returning True stops the fit.
+        init_checkpoint: checkpoint of ``cfg.init_network`` (``None``: the shipped one).
     Returns:
         :class:`FitResult`.
     Raises:
@@ -818,11 +858,30 @@ def fit(
 
     full_res = int(prior.config.resolution)
     coarse_res = full_res // 2 if cfg.coarse_generator and full_res >= 8 else None
+    background_ratio = None
+    if cfg.background == "auto":
+        use, background_ratio = needs_background(views, arrays, prior_affine(prior, centre_mm=centre), full_res)
+        cfg = dataclasses.replace(cfg, background=use)
+
+    start = "w_init" if w_init is not None else "w_mean"
+    anchor_at: dict[int, Any] = {}
+    if w_init is None and cfg.init_network is not None:
+        from .hybrid import anchors, network_start  # noqa: PLC0415
+
+        net = network_start(prior, arrays, views, centre, cfg.init_network, init_checkpoint,
+                            steps=cfg.init_network_steps, resolution=coarse_res)
+        w_init, start = net.w_init, net.note
+        if net.hu is not None and (cfg.lambda_anchor > 0 or cfg.lambda_anchor_label > 0):
+            anchor_at = anchors(prior, net.hu, net.labels, [full_res] + ([coarse_res] if coarse_res else []),
+                                cfg.lambda_anchor, cfg.lambda_anchor_label)
+    elif init_checkpoint is not None:
+        raise InputError("an init_checkpoint needs init_network in the fit config")
 
     def make_objective(coarse: bool, perceptual=None) -> Objective:
         res = coarse_res if coarse and coarse_res else full_res
         aff = prior_affine(prior, res, centre_mm=centre)
-        return build_objective(views, targets, aff, res, cfg, coarse=coarse, perceptual=perceptual)
+        return build_objective(views, targets, aff, res, cfg, coarse=coarse, perceptual=perceptual,
+                               anchor=anchor_at.get(res))
 
     fine = make_objective(False)
     stages = plan_stages(cfg, min(min(v.shape) for v in views) >= MIN_COARSE_SIDE)
@@ -847,6 +906,7 @@ def fit(
     t_opt_end = time.perf_counter()
     result = _finish(runner, fine, views, arrays, centre)
     result.stopped_at = runner.step
+    result.start = start
     t_end = time.perf_counter()
     result.timings = {
         **runner.times,
@@ -855,9 +915,18 @@ def fit(
         "per_step": (t_opt_end - t_start) / max(1, runner.step),
     }
     result.config = {**cfg.to_dict(), "seed": seed}
+    if background_ratio is not None:
+        result.config["background_auto_ratio"] = background_ratio
     result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 \
         else fine.perceptual.kind
     return result
+
+
+def ensemble_members(data: Tensor, alive: Sequence[int], best: int, tol: float) -> list[int]:
+    """The restarts averaged into the output: the live ones whose final data term (``data [B]``)
+    is at most ``(1 + tol)`` times the best one's (the best always included)."""
+    limit = float(data[best]) * (1.0 + tol)
+    return sorted({best, *(r for r in alive if float(data[r]) <= limit)})
 
 
 @torch.no_grad()
@@ -889,9 +958,20 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
     uncertainty = None
     if len(alive) > 1:
         uncertainty = hu_c[alive].std(0).cpu().numpy().astype(np.float32)
-    label_prob = prob[best].cpu().numpy().astype(np.float32)
+    members = ensemble_members(data, alive, best, cfg.ensemble_tol) if cfg.ensemble else [best]
+    out_hu = hu_c[members].mean(0)
+    label_prob = prob[members].mean(0).cpu().numpy().astype(np.float32)
 
-    ncc, proj = compare_views(objective, [p[best:best + 1] for p in preds], arrays)
+    if len(members) > 1 and x["transform"] is None:  # the report describes the volume returned
+        bg = None if x["background"] is None else x["background"][best:best + 1]
+        da = None if x["delta_angle_deg"] is None else x["delta_angle_deg"][best:best + 1]
+        ds = None if x["delta_shift_mm"] is None else x["delta_shift_mm"][best:best + 1]
+        preds = objective.render(hu_to_mu(out_hu)[None, None], background=bg, delta_angle_deg=da,
+                                 delta_shift_mm=ds)
+        preds_best = preds
+    else:
+        preds_best = [p[best:best + 1] for p in preds]
+    ncc, proj = compare_views(objective, preds_best, arrays)
     backgrounds = [None] * len(views) if cfg.background else None
     if backgrounds is not None:
         for i, v in enumerate(views):
@@ -915,10 +995,11 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         residual_hu = float(upsample_residual(x["residual"][best:best + 1], hu.shape[-3:]).square().mean().sqrt())
 
     summary = [{"final_data": float(data[r.index]), "final_total": float(terms["total"][r.index]),
-                "divergences": r.divergences, "lr_scale": r.lr_scale, "failed": r.failed}
+                "divergences": r.divergences, "lr_scale": r.lr_scale, "failed": r.failed,
+                "in_output": r.index in members}
                for r in restarts]
     return FitResult(
-        hu=hu_c[best].cpu().numpy().astype(np.float32),
+        hu=out_hu.cpu().numpy().astype(np.float32),
         label_prob=label_prob,
         labels=(label_prob > 0.5).astype(np.uint8),
         uncertainty=uncertainty,

@@ -96,8 +96,6 @@ BASELINES = BASELINE_METHODS
 PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle", "ceiling")
 #: The oracle methods: they see the truth (upper bounds, never a method a user can run on X-rays).
 ORACLE_METHODS = ("best-of-n-oracle", "ceiling")
-#: Adam steps of the ``ceiling`` inversion (:func:`xfit.fitting.invert.invert_volume`).
-CEILING_STEPS = 200
 #: ``volume_view_ncc`` compares pixels whose ray crosses at least this fraction of the cube's
 #: longest chord (the fit's default footprint): the central region, where the cube explains it all.
 CENTRAL_FRACTION = 0.9
@@ -371,7 +369,7 @@ def _fit(ctx: Context, case: Case, obs: Observation, **overrides: Any) -> Recon:
         else (None, "w_mean (warm start off)")
     res = fit(ctx.prior, obs.images, obs.views, cfg, seed=ctx.spec.seed, w_init=w_init, centre_mm=(0.0, 0.0, 0.0),
               progress=False)
-    return Recon(res.hu, res.label_prob > 0.5, {"start": start})
+    return Recon(res.hu, res.label_prob > 0.5, {"start": start if w_init is not None else res.start})
 
 
 def _mean(ctx: Context, case: Case, obs: Observation) -> Recon:
@@ -412,7 +410,7 @@ def _ceiling(ctx: Context, case: Case, obs: Observation) -> Recon:
     No reconstruction that stays on the prior's manifold can be closer to the truth, so the gap
     between ``fit`` and ``ceiling`` is what the search loses, and the gap between ``ceiling`` and
     the truth is what the prior lacks."""
-    from ..fitting.invert import invert_volume
+    from ..fitting.invert import CEILING_STEPS, invert_volume
 
     inv = invert_volume(ctx.prior, case.hu, case.vertebra, steps=CEILING_STEPS)
     return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})

@@ -1,0 +1,131 @@
+"""The fit's levers, one at a time, on held-out phantoms: ``docs/fit_levers.md``.
+
+Each lever is a fit config in ``bench/levers/`` (a full config: the old default plus one change,
+or the new default minus one). Every lever is one ``xfit evaluate`` run folder under ``OUT``
+(resumable, strict), with the oracle ``ceiling`` and the best shipped baseline evaluated once
+beside them. The table gives each lever's mean PSNR, SSIM, Dice, ``volume_view_ncc`` and seconds
+per case, and its paired difference from the reference lever.
+
+    python bench/fit_levers.py -o runs/levers --phantoms 8            # screening
+    python bench/fit_levers.py -o runs/levers --phantoms 8 --table docs/fit_levers.md
+
+Times are wall seconds per case on the machine named in the table, with the threads given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVERS = ROOT / "bench" / "levers"
+KEYS = ("psnr_db", "ssim", "dice", "volume_view_ncc", "seconds")
+
+
+def lever_files(names: list[str] | None) -> list[Path]:
+    """The lever configs in run order (``00-...yaml`` first), or those named."""
+    files = sorted(LEVERS.glob("*.yaml"))
+    if names:
+        by = {f.stem: f for f in files}
+        missing = [n for n in names if n not in by]
+        if missing:
+            raise SystemExit(f"fit_levers: no lever {', '.join(missing)} in {LEVERS}")
+        files = [by[n] for n in names]
+    return files
+
+
+def describe(path: Path) -> str:
+    """The first comment line of a lever config: what it changes."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return path.stem
+
+
+def table(out: Path, files: list[Path], reference: str, refs: list[str]) -> str:
+    """Markdown: one row per lever (means over the cases, and paired difference from ``reference``)."""
+    from xfit.studies.evaluate import machines, read_rows
+
+    import json
+
+    def rows_of(run: Path, method: str) -> dict[str, dict]:
+        return {r["case"]: r for r in read_rows(run / "cases.csv") if r["method"] == method}
+
+    runs = {f.stem: rows_of(out / f.stem, "fit") for f in files}
+    base = runs.get(reference, {})
+    head = "| lever | what it changes | n | " + " | ".join(KEYS) + " | Δ PSNR | Δ Dice |\n" + "|---" * (len(KEYS) + 5) + "|\n"
+    lines = []
+    for f in files:
+        got = runs[f.stem]
+        if not got:
+            continue
+        cells = []
+        for k in KEYS:
+            v = np.array([r[k] for r in got.values()], float)
+            v = v[np.isfinite(v)]
+            cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
+        common = [c for c in got if c in base]
+        dp = np.mean([got[c]["psnr_db"] - base[c]["psnr_db"] for c in common]) if common else np.nan
+        dd = np.mean([got[c]["dice"] - base[c]["dice"] for c in common]) if common else np.nan
+        lines.append(f"| `{f.stem}` | {describe(f)} | {len(got)} | " + " | ".join(cells) + f" | {dp:+.2f} | {dd:+.3f} |")
+    refrows = []
+    for m in refs:
+        got = rows_of(out / "reference", m)
+        if got:
+            cells = []
+            for k in KEYS:
+                v = np.array([r[k] for r in got.values()], float)
+                v = v[np.isfinite(v)]
+                cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
+            refrows.append(f"| `{m}` | reference method | {len(got)} | " + " | ".join(cells) + " | | |")
+    meta_files = [out / f.stem / "settings.json" for f in files if (out / f.stem / "settings.json").is_file()]
+    where = sorted({m for p in meta_files for m in machines(json.loads(p.read_text()))})
+    return (head + "\n".join(lines + refrows) + "\n\n"
+            f"Δ: paired mean difference from `{reference}` over the same cases. Machines: {'; '.join(where) or '-'}.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-o", "--out", required=True, type=Path, help="folder of the run folders")
+    ap.add_argument("--phantoms", type=int, default=8)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--levers", default=None, help="comma separated lever names (default: all)")
+    ap.add_argument("--reference", default="00-old-default", help="lever the differences are taken from")
+    ap.add_argument("--refs", default="ceiling,xctrsnet", help="methods evaluated once beside the levers")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--table", type=Path, default=None, help="also write the table to this markdown file")
+    ap.add_argument("--only-table", action="store_true", help="write the table from the folders, run nothing")
+    args = ap.parse_args(argv)
+
+    from xfit.allocator import keep_freed_memory
+    from xfit.studies.evaluate import EvalSpec, evaluate
+
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    prior = str(ROOT / "xfit" / "data" / "prior-64.safetensors")
+    files = lever_files(args.levers.split(",") if args.levers else None)
+    refs = [m for m in args.refs.split(",") if m]
+    if not args.only_table:
+        if refs:
+            evaluate(EvalSpec(prior=prior, methods=tuple(refs), phantoms=args.phantoms, first_seed=args.first_seed),
+                     args.out / "reference", progress=True)
+        for f in files:
+            print(f"lever {f.stem}: {describe(f)}", flush=True)
+            evaluate(EvalSpec(prior=prior, methods=("fit",), phantoms=args.phantoms, first_seed=args.first_seed,
+                              fit_config=str(f)), args.out / f.stem, progress=True)
+    text = table(args.out, lever_files(None), args.reference, refs)
+    print(text)
+    if args.table is not None:
+        head = ("# The fit's levers\n\nWritten by `python bench/fit_levers.py` (see its docstring for the command). "
+                f"Held-out phantoms: seeds {args.first_seed}-{args.first_seed + args.phantoms - 1}, "
+                "AP + lateral cone-beam DRRs of the 64³ crop, 128² px.\n\n")
+        args.table.write_text(head + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

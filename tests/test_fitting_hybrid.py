@@ -1,0 +1,203 @@
+"""Tests of the fit's newer parts: volume inversion (the ceiling), the posterior-mean ensemble,
+``background: auto``, the network anchor and the network start (xfit.fitting.invert, .hybrid).
+
+The tiny prior architecture (32^3 at 2.5 mm), randomly initialised with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xfit.errors import InputError
+from xfit.fitting import fit, load_fit_config
+from xfit.fitting.invert import invert_volume
+from xfit.fitting.objective import Anchor, anchor_term
+from xfit.fitting.optimize import ensemble_members, needs_background
+from xfit.geometry import View
+from xfit.io import hu_to_mu
+from xfit.prior.checkpoint import Prior, compute_w_stats
+from xfit.prior.config import hu_to_unit, load_config
+from xfit.prior.networks import build_generator
+from xfit.prior.sample import generate_hu, prior_affine
+from xfit.projector import project
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def prior() -> Prior:
+    torch.manual_seed(0)
+    cfg = load_config("tiny")
+    G = build_generator(cfg).eval().requires_grad_(False)
+    for layer in G.synthesis.layers:
+        layer.noise_strength.fill_(0.1)
+    w_mean, w_std = compute_w_stats(G, n=2000)
+    return Prior(G=G, w_mean=w_mean, w_std=w_std, config=cfg, meta={}, sha256="0" * 64,
+                 path=Path("tiny.safetensors"))
+
+
+def views(n: int = 32) -> list[View]:
+    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0))
+            for a in (0.0, 90.0)]
+
+
+def sample(prior: Prior, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    w = prior.G.mapping(torch.randn(1, prior.G.z_dim, generator=gen))
+    hu, logit = generate_hu(prior, w)
+    lo, hi = prior.hu_window
+    return w, hu[0].clamp(lo, hi).numpy(), (logit[0] > 0).numpy()
+
+
+# ----------------------------------------------------------------------------- inversion
+
+
+def test_invert_volume_recovers_a_prior_sample(prior):
+    """A volume the prior made is inverted much closer than the prior's mean volume is."""
+    _, hu, label = sample(prior, seed=3)
+    mean_hu, _ = generate_hu(prior, prior.w_mean.view(1, 1, -1).expand(1, prior.G.num_ws, -1))
+    lo, hi = prior.hu_window
+    before = float(np.abs(mean_hu[0].clamp(lo, hi).numpy() - hu).mean())
+    inv = invert_volume(prior, hu, label, steps=60, lr=0.1)
+    after = float(np.abs(inv.hu - hu).mean())
+    assert after < 0.5 * before
+    assert inv.w_plus.shape == (prior.G.num_ws, prior.G.w_dim)
+    assert inv.loss["mse"] < 0.5 * float(hu_to_unit(torch.from_numpy(hu), prior.hu_window).sub(
+        hu_to_unit(mean_hu[0], prior.hu_window)).square().mean())
+
+
+def test_invert_volume_at_coarse_resolution_and_errors(prior):
+    _, hu, label = sample(prior, seed=4)
+    r = int(prior.config.resolution)
+    inv = invert_volume(prior, hu, label, steps=5, resolution=r // 2)
+    assert inv.hu.shape == (r, r, r)  # the outputs stay at full resolution
+    with pytest.raises(InputError, match="resolution"):
+        invert_volume(prior, hu, label, steps=1, resolution=r // 2 + 1)
+    with pytest.raises(InputError, match=r"\^3"):
+        invert_volume(prior, hu[:-1], steps=1)
+    bad = hu.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        invert_volume(prior, bad, steps=1)
+    with pytest.raises(InputError, match="steps"):
+        invert_volume(prior, hu, steps=0)
+
+
+# ----------------------------------------------------------------------------- ensemble, background, anchor
+
+
+def test_ensemble_members_keeps_restarts_close_to_the_best():
+    data = torch.tensor([0.10, 0.05, 0.059, 0.2])
+    assert ensemble_members(data, [0, 1, 2, 3], best=1, tol=0.2) == [1, 2]
+    assert ensemble_members(data, [0, 1, 2, 3], best=1, tol=3.0) == [0, 1, 2, 3]
+    assert ensemble_members(data, [1, 3], best=1, tol=3.0) == [1, 3]  # dead restarts never join
+
+
+def test_fit_ensemble_returns_the_mean_of_its_members(prior):
+    _, hu, _ = sample(prior, seed=5)
+    images = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], prior_affine(prior), views())[0]]
+    common = dict(steps=6, restarts=3, background=False, early_stop_tol=0.0, init_samples=0)
+    single = fit(prior, images, views(), load_fit_config(**common), progress=False)
+    mean = fit(prior, images, views(), load_fit_config(ensemble=True, ensemble_tol=100.0, **common), progress=False)
+    assert all(r["in_output"] for r in mean.restarts)
+    assert sum(r["in_output"] for r in single.restarts) == 1
+    # same restarts, so the ensemble differs from the best one alone, and its uncertainty is the same
+    assert not np.allclose(mean.hu, single.hu)
+    np.testing.assert_allclose(mean.uncertainty, single.uncertainty, atol=1e-3)
+
+
+def test_needs_background_tells_crops_from_whole_bodies(prior):
+    """Images of the cube alone need no background; the same plus anatomy around it do."""
+    _, hu, _ = sample(prior, seed=6)
+    v = views(48)
+    aff = prior_affine(prior)
+    crop = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], aff, v)[0]]
+    r = np.linspace(-1, 1, 48)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    body = [c + 5.0 * np.exp(-(xx ** 2) / 0.5) * (1 + 0.3 * np.sin(6 * yy)) for c in crop]
+    res = int(prior.config.resolution)
+    assert needs_background(v, crop, aff, res) == (False, pytest.approx(0.0, abs=0.05))
+    assert needs_background(v, body, aff, res)[0]
+    cfg = load_fit_config(steps=2, restarts=1, background="auto", coarse_fraction=0.0)
+    assert fit(prior, crop, v, cfg, progress=False).backgrounds is None
+    assert fit(prior, body, v, cfg, progress=False).backgrounds is not None
+
+
+def test_anchor_term_is_zero_at_the_anchor_and_pulls_toward_it(prior):
+    _, hu, label = sample(prior, seed=7)
+    unit = hu_to_unit(torch.from_numpy(hu), prior.hu_window)
+    anchor = Anchor(unit, torch.from_numpy(label.astype(np.float32)), prior.hu_window, hu_weight=1.0, label_weight=0.0)
+    x = torch.from_numpy(hu)[None].clone().requires_grad_(True)
+    logit = torch.zeros_like(x)
+    assert float(anchor_term(anchor, x, logit).detach()) == pytest.approx(0.0, abs=1e-10)
+    shifted = (x + 100.0).detach().requires_grad_(True)
+    loss = anchor_term(anchor, shifted, logit).sum()
+    loss.backward()
+    assert float(loss) > 0 and float(shifted.grad.sum()) > 0  # the gradient points back down
+
+
+def test_fit_config_new_keys_are_checked():
+    for bad in (dict(background="yes"), dict(init_network="igcn"), dict(init_network="nope"),
+                dict(ensemble="true"), dict(lambda_anchor=-1.0), dict(init_network_steps=0)):
+        with pytest.raises(InputError):
+            load_fit_config(**bad)
+    assert load_fit_config(background="auto").background == "auto"
+
+
+def test_init_checkpoint_without_init_network_is_refused(prior):
+    _, hu, _ = sample(prior, seed=8)
+    images = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], prior_affine(prior), views())[0]]
+    with pytest.raises(InputError, match="init_network"):
+        fit(prior, images, views(), dataclasses.replace(load_fit_config(steps=1, restarts=1), init_network=None),
+            progress=False, init_checkpoint="x.safetensors")
+
+
+def test_init_network_off_the_prior_grid_is_refused(prior):
+    """The shipped networks reconstruct 64^3 at 1.25 mm; the tiny prior is 32^3 at 2.5 mm."""
+    from xfit.fitting.hybrid import check_init_network
+
+    with pytest.raises(InputError, match="cannot start this fit"):
+        check_init_network(prior, "xctrsnet")
+    with pytest.raises(InputError, match="CT output"):
+        check_init_network(prior, "transvert")
+
+
+# ----------------------------------------------------------------------------- with the shipped prior and network
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped 64^3 prior, a held-out phantom and its noiseless AP + lateral X-rays."""
+    from xfit.prior.checkpoint import load_prior
+    from xfit.reconstruct import DEFAULT_PRIOR
+    from xfit.studies.evaluate import default_views, make_case
+
+    prior = load_prior(DEFAULT_PRIOR)
+    v = default_views((0.0, 90.0), 64, 2.0)
+    return prior, make_case(3, prior, v), v
+
+
+def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
+    """A fit started from X-CTRSNet's volume (inverted into W+) and anchored to it ends closer to
+    that volume than a fit from the prior's mean; both run end to end and say how they started."""
+    from xfit.baselines.infer import predict
+
+    prior, case, v = shipped
+    net_hu, _, _, _ = predict("xctrsnet", None, case.images, v)
+    common = dict(steps=4, restarts=1, background=False, init_network_steps=4, early_stop_tol=0.0)
+    plain = fit(prior, case.images, v, dataclasses.replace(load_fit_config(**common), init_network=None), progress=False)
+    hybrid = fit(prior, case.images, v, load_fit_config(init_network="xctrsnet", lambda_anchor=50.0,
+                                                        lambda_anchor_label=5.0, **common), progress=False)
+    assert plain.start == "w_mean" and hybrid.start.startswith("xctrsnet")
+    assert float(np.abs(hybrid.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())

@@ -1,0 +1,143 @@
+"""Start the X-ray fit from a feed-forward network: its predicted volume, inverted into W+.
+
+A network trained on the same kind of data (``xctrsnet``, ``ear``, ``x2ct-cnn``, ``x2ct-gan``;
+:mod:`xfit.baselines`) reconstructs a case in about a second. Its volume is smooth but placed
+right, so W+ fitted to it (:func:`xfit.fitting.invert.invert_volume`, at the generator's coarse
+resolution) starts the X-ray fit near the answer instead of at the prior's mean. The X-ray fit
+then refines it against the images, so the network decides the start, never the result.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError
+from ..geometry import View
+from ..prior.checkpoint import Prior
+from .invert import invert_volume
+from .objective import Anchor
+
+_warned: set[str] = set()
+
+#: The networks that can start a fit: those whose output is a CT (TransVert and IGCN output shapes).
+INIT_NETWORKS = ("xctrsnet", "ear", "x2ct-cnn", "x2ct-gan")
+
+
+@dataclass
+class NetworkStart:
+    """What an initialising network gives the fit.
+
+    Attributes:
+        w_init: ``[num_ws, w_dim]`` its volume inverted into W+, or ``None`` (see ``note``).
+        note: where the fit starts, for the report.
+        hu: ``[R, R, R]`` the network's HU on the prior's grid (``None`` without ``w_init``).
+        labels: ``[R, R, R]`` bool, its vertebra mask.
+    """
+
+    w_init: Tensor | None
+    note: str
+    hu: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = None) -> str | None:
+    """Why ``method``'s network cannot start a fit of ``prior`` (its output grid, voxels and
+    spacing, is not the prior's), or ``None`` when it can.
+
+    Raises:
+        InputError: not a network with CT output.
+        CheckpointError: a missing, foreign or corrupt checkpoint.
+    """
+    from ..baselines.infer import load_baseline
+
+    if method not in INIT_NETWORKS:
+        raise InputError(f"init_network must be one of {', '.join(INIT_NETWORKS)} (a network with CT output), got {method!r}")
+    cfg = load_baseline(method, checkpoint).config
+    pr, ps = int(prior.config.resolution), float(prior.config.spacing_mm)
+    if int(cfg.resolution) == pr and abs(float(cfg.spacing_mm) - ps) <= 1e-6:
+        return None
+    where = f" ({checkpoint})" if checkpoint is not None else ""
+    return (f"the initialising network {method}{where} reconstructs {cfg.resolution}^3 voxels of "
+            f"{cfg.spacing_mm:g} mm, but the prior's grid is {pr}^3 of {ps:g} mm: it cannot start this fit")
+
+
+def check_init_network(prior: Prior, method: str, checkpoint: str | Path | None = None) -> None:
+    """Refuse a network that cannot start a fit of ``prior`` (see :func:`grid_mismatch`).
+
+    Raises:
+        InputError: not a CT network, or its output grid is not the prior's.
+        CheckpointError: a missing, foreign or corrupt checkpoint.
+    """
+    why = grid_mismatch(prior, method, checkpoint)
+    if why is not None:
+        raise InputError(why)
+
+
+def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[View], centre_mm: Sequence[float],
+                  method: str, checkpoint: str | Path | None = None, *, steps: int = 100,
+                  resolution: int | None = None) -> NetworkStart:
+    """W+ ``[num_ws, w_dim]`` that reproduces ``method``'s reconstruction of the X-rays.
+
+    Args:
+        prior: the prior being fitted.
+        images, views: the fit's inputs (the network takes the first views it was trained on).
+        centre_mm: world position of the fitted cube's centre.
+        method, checkpoint: the network (``None``: its shipped checkpoint).
+        steps: Adam steps of the inversion.
+        resolution: generator resolution of the inversion (``None``: full).
+    Returns:
+        :class:`NetworkStart`; its ``w_init`` is ``None`` (and ``note`` says why) when the network
+        cannot take these views (fewer than it was trained on), or when the *shipped* network
+        (``checkpoint`` ``None``) is not on the prior's grid (a user's own prior): the fit then
+        starts at the mean, with a warning.
+    Raises:
+        InputError: a given ``checkpoint`` whose grid is not the prior's; not a CT network.
+        CheckpointError: a missing, foreign or corrupt checkpoint.
+    """
+    from ..baselines.infer import load_baseline, predict
+
+    why = grid_mismatch(prior, method, checkpoint)
+    if why is not None:
+        if checkpoint is not None:
+            raise InputError(why)
+        if why not in _warned:  # once per process: a study fits many cases
+            _warned.add(why)
+            warnings.warn(f"{why}; starting at the prior's mean (set init_network: null in the fit config to silence this)")
+        return NetworkStart(None, f"w_mean (the shipped {method} is not on the prior's grid)")
+    n = len(load_baseline(method, checkpoint).config.views.angles_deg)
+    if len(views) < n:
+        return NetworkStart(None, f"w_mean ({method} needs {n} views, got {len(views)})")
+    hu, labels, _, _ = predict(method, checkpoint, list(images[:n]), list(views[:n]),
+                               device=prior.w_mean.device, target_mm=list(centre_mm))
+    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution)
+    return NetworkStart(torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
+                        f"{method} volume inverted into W+ ({steps} steps)", hu, labels.astype(bool))
+
+
+def anchors(prior: Prior, hu: np.ndarray, labels: np.ndarray, resolutions: Sequence[int],
+            hu_weight: float, label_weight: float) -> dict[int, Anchor]:
+    """The network's volume as an :class:`~xfit.fitting.objective.Anchor` at each generator
+    resolution of the fit (average-pooled from the prior's grid), with the weights of its terms."""
+    from ..prior.config import hu_to_unit
+
+    full = int(prior.config.resolution)
+    unit = hu_to_unit(torch.as_tensor(np.asarray(hu, np.float32)), tuple(prior.config.hu_window))
+    lab = torch.as_tensor(np.asarray(labels, np.float32))
+    device = prior.w_mean.device
+    out = {}
+    for r in resolutions:
+        k = full // r
+        u, la = (unit, lab) if k == 1 else (F.avg_pool3d(unit[None, None], k)[0, 0], F.avg_pool3d(lab[None, None], k)[0, 0])
+        out[r] = Anchor(u.to(device), la.to(device), tuple(prior.config.hu_window), hu_weight, label_weight)
+    return out
+
+
+__all__ = ["INIT_NETWORKS", "NetworkStart", "anchors", "check_init_network", "grid_mismatch", "network_start"]
