@@ -1,4 +1,4 @@
-"""Tests of the view conventions in xfit.geometry (ARCHITECTURE.md, 'Views')."""
+"""Tests of the view conventions in xfit.geometry (docs/architecture.md, 'Views')."""
 
 import math
 

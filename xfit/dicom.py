@@ -1,6 +1,6 @@
 """DICOM projection radiographs (DX, CR, XA, RF) -> xfit's view geometry and orientation.
 
-This module holds the one mapping from DICOM tags to xfit's conventions (``ARCHITECTURE.md``):
+This module holds the one mapping from DICOM tags to xfit's conventions (``docs/architecture.md``):
 gantry angle theta (0 = AP, source anterior; 90 = left lateral, source on the patient's right),
 beam's-eye images (AP: the patient's right on the image left; 90 degree lateral: anterior on the
 image right; superior at the top), detector-plane pixel spacing, source-detector (sdd) and

@@ -1,4 +1,4 @@
-"""X-ray view geometry: the conventions of ``ARCHITECTURE.md`` implemented once.
+"""X-ray view geometry: the conventions of ``docs/architecture.md`` implemented once.
 
 World frame is RAS+ in millimetres (+x patient's right, +y anterior, +z superior).
 

@@ -1,6 +1,6 @@
 """File input and output: NIfTI volumes, 8/16-bit images, DICOM X-rays, sidecars, atomic writes.
 
-Conventions (see ``ARCHITECTURE.md``):
+Conventions (see ``docs/architecture.md``):
 
 * Volumes are reoriented to the closest canonical RAS+ orientation on load and carried with
   their 4x4 affine (voxel index -> world mm), data ``[I, J, K]``.

@@ -3,7 +3,7 @@
 Display conventions (radiological): axial slices show the patient's right on the image left and
 anterior at the top; coronal slices and AP projections show the patient's right on the image
 left and superior at the top; sagittal slices and lateral projections show anterior on the image
-right and superior at the top (the 90 degree left lateral of ``ARCHITECTURE.md``).
+right and superior at the top (the 90 degree left lateral of ``docs/architecture.md``).
 Volumes are ``[I, J, K]`` arrays in canonical RAS voxel order.
 """
 

@@ -1,7 +1,7 @@
 """Simulate X-rays (DRRs) of a CT volume: ``xfit simulate CT.nii.gz --angles 0,90 -o OUT``.
 
 Each view is written as a 16-bit PNG of line integrals (bright = attenuating) with its sidecar
-JSON (``ARCHITECTURE.md``, 'Intensities' and 'Sidecar'). The isocentre is the volume centre unless
+JSON (``docs/architecture.md``, 'Intensities' and 'Sidecar'). The isocentre is the volume centre unless
 a label of a mask or an explicit point is given. Optional Poisson noise models a finite dose:
 ``counts ~ Poisson(I0 * exp(-p))`` and ``p_noisy = -log(max(counts, 0.5) / I0)``.
 """

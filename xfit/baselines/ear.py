@@ -1,5 +1,5 @@
 """EAR: Tan et al., "Edge-aware reconstruction of 3-D vertebrae structures from bi-planar X-ray
-images" (``shared/seeds/002_...``).
+images" ([EAR], ``docs/references.md``).
 
 Input: each X-ray replicated along its beam axis into a volume (two channels). Network: a
 symmetric 3D U-Net (each encoder layer: 3^3 stride-2 conv, 3^3 conv, BN, LeakyReLU; each decoder

@@ -1,6 +1,6 @@
 """IGCN: Nakao, Tong, Nakamura, Matsuda, "Image-to-graph convolutional network for deformable
-shape reconstruction from a single projection image", MICCAI 2021 (read through the survey
-``shared/seeds/004_...``, section 3.2; the paper itself is not in the seeds).
+shape reconstruction from a single projection image", MICCAI 2021 (read through a survey,
+section 3.2; the paper itself was not at hand; [IGCN] in ``docs/references.md``).
 
 One X-ray. A CNN (an "extended VGG-16", not pretrained) extracts image features. Every vertex of
 a template mesh is projected onto the image, the features under its projection are sampled and

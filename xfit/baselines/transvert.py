@@ -1,5 +1,5 @@
 """TransVert: Bayat, Sekuboyina et al., "Inferring the 3D standing spine posture from 2D
-radiographs", MICCAI 2020 (``shared/seeds/001_...``).
+radiographs", MICCAI 2020 ([TransVert], ``docs/references.md``).
 
 Input: the coronal (AP) and sagittal (lateral) vertebra patches and, for each, an annotation
 image of the vertebra of interest (VOI): a disc of radius 1 px around the projected vertebral

@@ -1,6 +1,6 @@
 """X2CT-CNN and X2CT-GAN: Ying et al., "X2CT-GAN: Reconstructing CT from Biplanar X-Rays with
-Generative Adversarial Networks", CVPR 2019 (read through the survey ``shared/seeds/004_...`` and
-the spine application ``003_...``).
+Generative Adversarial Networks", CVPR 2019 (read through a survey and
+the spine application [Saravi]; ``docs/references.md``).
 
 Generator: one 2D encoder per view, connection A (the deepest 2D features flattened, a fully
 connected layer, reshaped into the first 3D feature volume), connection B (2D encoder features

@@ -1,5 +1,5 @@
 """X-CTRSNet: Ge et al., "X-CTRSNet: 3D cervical vertebra CT reconstruction and segmentation
-directly from 2D X-ray images" (``shared/seeds/000_...``).
+directly from 2D X-ray images" ([X-CTRSNet], ``docs/references.md``).
 
 Three parts. **SpaDRNet** (reconstruction): per view a 2D encoder whose every scale is turned
 into 3D by its own path (progressive 2D-to-3D multi-path conversion), the 3D features of the AP

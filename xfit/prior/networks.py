@@ -5,7 +5,7 @@ from scratch in plain PyTorch for volumes: no custom ops, trilinear upsampling i
 filters, average pooling for downsampling.
 
 Shapes: latents ``z [B, z_dim]``, ``w [B, w_dim]``, ``w_plus [B, num_ws, w_dim]``; volumes
-``[B, C, R, R, R]`` in voxel order (I, J, K) of ``ARCHITECTURE.md``. The generator's channel 0
+``[B, C, R, R, R]`` in voxel order (I, J, K) of ``docs/architecture.md``. The generator's channel 0
 is intensity in unit range (HU window mapped to ~[-1, 1], see :mod:`xfit.prior.config`),
 channels 1.. are label logits (channel 1: bone/vertebra).
 
