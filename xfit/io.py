@@ -20,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import socket
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -348,6 +349,98 @@ def _move_into_place(tmp: Path, target: Path, shown: Path, force: bool) -> None:
             warnings.warn(f"could not delete the replaced folder {old}")
         return
     os.rename(tmp, target)  # replaces the empty folder
+
+
+# ----------------------------------------------------------------------------- folders being written
+
+#: The file that marks a folder as being written by a process (``pid host``): :func:`folder_lock`.
+LOCK_NAME = ".lock"
+
+
+def _lock_holder(path: Path) -> str | None:
+    """The ``pid host`` line of a lock file, ``None`` when it is gone."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _is_stale(holder: str) -> bool:
+    """Whether a lock was left by a process of this host that no longer runs."""
+    pid, _, host = holder.partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # it runs under another user, or is no pid
+        pass
+    return False
+
+
+def _take_lock(path: Path) -> str:
+    """Create the lock file (``O_CREAT | O_EXCL``) holding ``pid host``; take over, with a warning,
+    one left by a process of this host that no longer runs. Returns the line written.
+
+    Raises:
+        OutputExistsError: another process holds it. OutputError: the folder cannot be written.
+    """
+    mine = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None and not _is_stale(holder):
+                pid, _, host = holder.partition(" ")
+                raise OutputExistsError(f"{path.parent} is being written by another xfit run (pid {pid or '?'} on "
+                                        f"{host or '?'}); wait for it, or delete {path} if no run is going on") from None
+            if holder is not None:
+                aside = path.with_name(f"{LOCK_NAME}.stale-{secrets.token_hex(4)}")
+                with contextlib.suppress(FileNotFoundError):  # another process may take it over first
+                    os.rename(path, aside)
+                    aside.unlink()
+                    warnings.warn(f"{path}: took over the lock of pid {holder.partition(' ')[0]}, which no longer runs")
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write {path.parent}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mine + "\n")
+        return mine
+    raise OutputExistsError(f"{path.parent}: cannot take the lock {path}; another xfit run is starting on it")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike) -> Iterator[None]:
+    """Hold ``folder/.lock`` (:data:`LOCK_NAME`) while a process writes ``folder`` (created here
+    if missing): an evaluate run, a sweep, a training run. A second writer is refused with one
+    line instead of both losing work. On exit the lock is released, and the folder (and parents)
+    created here are removed again if still empty.
+
+    Raises:
+        OutputExistsError: another process holds the lock, or ``folder`` is a file.
+        OutputError: the folder cannot be written (read-only, full, permission).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{folder} exists and is a file, not a folder")
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from exc
+    lock = folder / LOCK_NAME
+    mine = None
+    try:
+        mine = _take_lock(lock)
+        yield
+    finally:
+        if mine is not None and _lock_holder(lock) == mine:  # a forced run's folder was replaced, lock and all
+            lock.unlink(missing_ok=True)
+        for p in created:
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 # ----------------------------------------------------------------------------- NIfTI volumes

@@ -48,7 +48,7 @@ from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
 from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
 from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
-                           _world, check_crops, check_losses, init_distributed, trim_log)
+                           _world, _writer_lock, check_crops, check_losses, init_distributed, trim_log)
 from ..projector import project
 from . import ear, igcn, transvert, x2ct, xctrsnet
 from .common import ADVERSARIAL, BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
@@ -345,9 +345,10 @@ def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks
     check_training(cfg)
     created = not Path(run_dir).exists()
     try:
-        return _train(cfg, ct_dir, Path(run_dir), masks_dir=masks_dir, layout=layout, class_map=class_map,
-                      levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume, force=force,
-                      device=device, max_steps=max_steps, progress=progress)
+        with _writer_lock(run_dir):  # a second trainer on this folder is refused
+            return _train(cfg, ct_dir, Path(run_dir), masks_dir=masks_dir, layout=layout, class_map=class_map,
+                          levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume, force=force,
+                          device=device, max_steps=max_steps, progress=progress)
     except BaseException:
         if _world()[0] == 0 and not run_started(run_dir):
             _prune_empty(Path(run_dir), created)
@@ -478,6 +479,8 @@ def resolve_config(method: str, config: str | None, run_dir: str | Path, resume:
             cfg = BaselineConfig.from_dict(json.loads(saved.read_text()), where=str(saved))
         except ValueError as exc:
             raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
+        except RecursionError:
+            raise InputError(f"{saved}: cannot read the run's config: nested too deeply") from None
     else:
         cfg = load_config(method)
     if cfg.method != method:

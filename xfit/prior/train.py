@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import contextlib
 import os
 import time
 import warnings
@@ -452,14 +453,21 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, sta
             raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
         if not config_matches(saved_cfg):
             raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
+    # a run stopped (a full disk, a crash) before its first checkpoint has a log but no state: it
+    # can only be restarted, so neither message sends the user to the other
+    no_state = run_dir.is_dir() and not (run_dir / STATE_FILE).exists() and started(run_dir)
     if resume and not (run_dir / STATE_FILE).exists():
-        raise InputError(f"nothing to resume: {run_dir / STATE_FILE} does not exist")
+        raise InputError(f"nothing to resume: {run_dir / STATE_FILE} does not exist"
+                         + (" (the run stopped before its first checkpoint; restart it with --force)" if no_state else ""))
     if rank != 0:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputExistsError(f"run folder {run_dir} exists and is a file")
     if not resume and started(run_dir):
         if not force:
+            if no_state:
+                raise OutputExistsError(f"run folder {run_dir} holds a run that stopped before its first checkpoint "
+                                        f"(no {STATE_FILE}, nothing to resume); use --force to restart it")
             raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
                                     "or --force to restart")
         clear(run_dir)
@@ -477,7 +485,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     for i, (n, line) in enumerate(lines):
         try:
             rec = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             rec = None
         if isinstance(rec, dict) and isinstance(rec.get("step"), int):
             records.append(rec)
@@ -611,14 +619,29 @@ def train(
     """
     created = not Path(run_dir).exists()
     try:
-        return _train(cfg, ct_dir, run_dir, masks_dir=masks_dir, layout=layout, class_map=class_map,
-                      levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume,
-                      resume_from=resume_from, force=force, device=device, max_steps=max_steps,
-                      progress=progress)
+        with _writer_lock(run_dir):  # a second trainer on this folder is refused
+            return _train(cfg, ct_dir, run_dir, masks_dir=masks_dir, layout=layout, class_map=class_map,
+                          levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume,
+                          resume_from=resume_from, force=force, device=device, max_steps=max_steps,
+                          progress=progress)
     except BaseException:
         if _world()[0] == 0 and not run_started(run_dir):
             _prune_empty(Path(run_dir), created)  # a start that failed leaves nothing behind
         raise
+
+
+def _writer_lock(run_dir: str | Path) -> contextlib.AbstractContextManager:
+    """``run_dir/.lock`` (:func:`xfit.io.folder_lock`), held while this process trains into the
+    run folder, so that a second trainer started on it is refused with one line (two of them
+    would interleave their logs and overwrite each other's state). Under torchrun only rank 0
+    writes the folder and holds it (``RANK`` is read before the process group exists)."""
+    from ..io import folder_lock
+
+    try:
+        rank = int(os.environ.get("RANK") or 0)
+    except ValueError:
+        rank = 0
+    return folder_lock(run_dir) if rank == 0 else contextlib.nullcontext()
 
 
 def _prune_empty(run_dir: Path, remove_dir: bool) -> None:

@@ -45,14 +45,16 @@ slices the panel is drawn from).
 
 **A run folder cannot lie.** ``cases.csv`` is read strictly (:func:`parse_rows`): a row that is
 torn, not numeric, of an unknown case or method, or repeated is never averaged: a resumed run
-drops it and computes it again (one warning), a summary refuses it (one line). A run checks
-everything before it writes anything, holds ``OUT/.lock`` while it writes (a second writer is
-refused), and ``force`` replaces an old folder only once the new one is complete.
+drops it and computes it again (one warning), a summary refuses it (one line); a summary cell
+averaged over fewer cases than its method's rows says ``(n=K of N)``. A damaged slice file is
+made again or left out of the panel. A run checks everything before it writes anything, holds
+``OUT/.lock`` while it writes (a second writer is refused), and ``force`` replaces an old folder
+only once the new one is complete, and never one that holds the run's prior, checkpoint, CT
+folder or fit config.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
@@ -61,15 +63,13 @@ import io
 import json
 import math
 import os
-import secrets
-import socket
 import time
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -77,9 +77,10 @@ import torch
 from ..allocator import keep_freed_memory
 from ..baselines.common import CT_OUTPUT
 from ..baselines.common import METHODS as BASELINE_METHODS
-from ..errors import InputError, OutputError, OutputExistsError
+from ..errors import InputError, OutputExistsError
 from ..geometry import View
-from ..io import atomic_folder, atomic_write, check_output_folder, hu_to_mu
+from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, hu_to_mu
+from ..io import folder_lock as run_lock  # noqa: F401 (a run or sweep folder is held while it is written)
 from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
@@ -579,8 +580,6 @@ def _spec_from_dict(d: dict[str, Any]) -> EvalSpec:
 # ----------------------------------------------------------------------------------------------
 # The run: settings, resume, CSV
 
-#: The file that marks a run (or sweep) folder as being written by a process (``pid host``).
-LOCK_NAME = ".lock"
 #: The entries of ``settings.json`` and their types (``key`` is checked field by field: :data:`KEY_TYPES`).
 SETTINGS_TYPES: dict[str, Any] = {
     "key": dict[str, Any], "prior": str, "methods": list[str], "checkpoints": dict[str, str],
@@ -612,19 +611,36 @@ def _fits(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
+#: The most phantoms of a run (``xfit evaluate --phantoms``).
+MAX_PHANTOMS = 100_000
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a key given twice (JSON would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
 def read_settings(folder: str | Path) -> dict[str, Any]:
     """A run folder's ``settings.json``, checked: a JSON object with ``key``, ``methods`` and
     ``prior``, each entry of its type (:data:`SETTINGS_TYPES`, :data:`KEY_TYPES`), known methods.
 
     Raises:
-        InputError: one line naming the file and what is wrong (truncated or not text, not an
-            object, a missing, unknown or mistyped entry, an unknown or repeated method).
+        InputError: one line naming the file and what is wrong (truncated or not text, nested
+            too deeply, a key given twice, not an object, a missing, unknown or mistyped entry, a
+            phantom count or seed out of range, an unknown or repeated method).
     """
     path = Path(folder) / "settings.json"
     try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except ValueError as exc:  # also UnicodeDecodeError
+        meta = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
+    except ValueError as exc:  # also UnicodeDecodeError, and a key given twice
         raise InputError(f"{path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{path} is not JSON: nested too deeply") from None
     missing = [k for k in ("key", "methods", "prior") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise InputError(f"{path} is not an evaluate run's (no {', '.join(missing)})")
@@ -633,6 +649,13 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
         wrong = [f"key.{k}" for k, v in meta["key"].items() if k not in KEY_TYPES or not _fits(v, KEY_TYPES[k])]
     if wrong:
         raise InputError(f"{path} is damaged: unknown or mistyped {', '.join(wrong)}")
+    absent = [f"key.{k}" for k in KEY_TYPES if k not in meta["key"]]  # a default would be reported instead
+    if absent:
+        raise InputError(f"{path} is damaged: no {', '.join(absent)}")
+    key = meta["key"]
+    if key["phantoms"] is not None and not 1 <= key["phantoms"] <= MAX_PHANTOMS or not 0 <= key["first_seed"] <= 2**32 - 1:
+        raise InputError(f"{path} is damaged: key.phantoms {key['phantoms']} or key.first_seed {key['first_seed']} "
+                         f"out of range (1 to {MAX_PHANTOMS} phantoms, seeds 0 to 2**32-1)")
     try:
         parse_methods(meta["methods"])
     except InputError as exc:
@@ -672,6 +695,14 @@ def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[s
     return row, None
 
 
+#: Metric columns added after the first committed runs: a ``cases.csv`` older than the column
+#: lacks it (its values are not measured); every other metric column must be in the header.
+LATER_METRICS = ("volume_view_ncc",)
+#: Metric columns that may hold NaN as computed (an empty truth mask, a constant image or
+#: projection: :func:`xfit.metrics.ncc`), so NaN there is no sign of damage (:func:`unfilled`).
+NAN_METRICS = ("mae_mask_hu", "view_ncc", "volume_view_ncc", "third_view_ncc")
+
+
 def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Collection[str] | None = None
                ) -> tuple[list[dict[str, Any]], list[str]]:
     """The sound rows of a ``cases.csv`` and, in words, the records left out.
@@ -679,14 +710,14 @@ def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Col
     A sound row has one field per column of the header, a method (of ``methods`` when given)
     and a case (of ``cases`` when given), a number (``nan`` included) or nothing in each metric
     cell, and is the only row of its (case, method); the last row must end its line (else it was
-    torn). Metric cells become floats; an empty cell, or a metric column the header lacks (a file
-    older than the column), is left out of the row: not measured.
+    torn). Metric cells become floats; an empty cell, or a column of :data:`LATER_METRICS` the
+    header lacks (a file older than the column), is left out of the row: not measured.
 
     Returns:
         ``(rows, problems)``, each problem ``line N: ...``; a missing file has neither.
     Raises:
         InputError: the file is empty or not text, or its header is not ``case``, ``method``
-            and metric columns (:data:`METRICS`), each once.
+            and metric columns (:data:`METRICS`), each once, every one but :data:`LATER_METRICS`.
     """
     if not path.exists():
         return [], []
@@ -701,6 +732,9 @@ def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Col
     if not {"case", "method"} <= set(header) or len(set(header)) != len(header) or not set(header) <= set(columns):
         raise InputError(f"{path}: the header {','.join(header)[:100]!r} is not case,method and metric columns "
                          f"({', '.join(METRICS)}), each once")
+    lacking = [k for k in METRICS if k not in header and k not in LATER_METRICS]
+    if lacking:  # a column every run has written was cut away: its values would read as not measured
+        raise InputError(f"{path}: the header lacks the column(s) {', '.join(lacking)}")
     torn = records[-1][0] if records and not text.endswith(("\n", "\r")) else None
     rows: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
     problems = []
@@ -730,10 +764,12 @@ def read_rows(path: Path, *, cases: Collection[str] | None = None,
 
 
 def unfilled(row: dict[str, Any]) -> list[str]:
-    """The metric cells of a row that hold NaN although its method fills them (every metric,
-    but a method without CT output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN)."""
+    """The metric cells of a row that hold NaN although its method fills them with a number
+    (every metric but :data:`NAN_METRICS`, which may be NaN as computed; a method without CT
+    output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN): damage, computed again on resume."""
     ct = CT_OUTPUT.get(row["method"].split("@", 1)[0], True)
-    return [k for k in METRICS if isinstance(row.get(k), float) and math.isnan(row[k]) and (ct or k not in CT_METRICS)]
+    return [k for k in METRICS if isinstance(row.get(k), float) and math.isnan(row[k]) and k not in NAN_METRICS
+            and (ct or k not in CT_METRICS)]
 
 
 def known_cases(spec: EvalSpec) -> set[str] | None:
@@ -764,82 +800,6 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def folder_entries(folder: Path) -> list[Path]:
     """What a folder holds besides its lock file (nothing when it is missing or a file)."""
     return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
-
-
-def _lock_holder(path: Path) -> str | None:
-    """The ``pid host`` line of a lock file, ``None`` when it is gone."""
-    try:
-        return path.read_text(errors="replace").strip()
-    except FileNotFoundError:
-        return None
-
-
-def _is_stale(holder: str) -> bool:
-    """Whether a lock was left by a process of this host that no longer runs."""
-    pid, _, host = holder.partition(" ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):  # it runs under another user, or is no pid
-        pass
-    return False
-
-
-def _take_lock(path: Path) -> str:
-    """Create the lock file (``O_CREAT | O_EXCL``) holding ``pid host``; take over, with a warning,
-    one left by a process of this host that no longer runs. Returns the line written.
-
-    Raises:
-        OutputExistsError: another process holds it. OutputError: the folder cannot be written.
-    """
-    mine = f"{os.getpid()} {socket.gethostname()}"
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is not None and not _is_stale(holder):
-                pid, _, host = holder.partition(" ")
-                raise OutputExistsError(f"{path.parent} is being written by another xfit run (pid {pid or '?'} on "
-                                        f"{host or '?'}); wait for it, or delete {path} if no run is going on") from None
-            if holder is not None:
-                aside = path.with_name(f"{LOCK_NAME}.stale-{secrets.token_hex(4)}")
-                with contextlib.suppress(FileNotFoundError):  # another process may take it over first
-                    os.rename(path, aside)
-                    aside.unlink()
-                    warnings.warn(f"{path}: took over the lock of pid {holder.partition(' ')[0]}, which no longer runs")
-            continue
-        except OSError as exc:
-            raise OutputError(f"cannot write {path.parent}: {exc.strerror or exc}") from exc
-        with os.fdopen(fd, "w") as fh:
-            fh.write(mine + "\n")
-        return mine
-    raise OutputExistsError(f"{path.parent}: cannot take the lock {path}; another xfit run is starting on it")
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder/.lock`` while a run or sweep writes ``folder`` (created here if missing), so
-    a second writer is refused with one line instead of both losing rows. On exit the lock is
-    released, and the folder (and parents) created here are removed again if still empty."""
-    created = [p for p in [folder, *folder.parents] if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write {folder}: {exc.strerror or exc}") from exc
-    lock = folder / LOCK_NAME
-    mine = _take_lock(lock)
-    try:
-        yield
-    finally:
-        if _lock_holder(lock) == mine:  # a forced run's folder was replaced, lock and all
-            lock.unlink(missing_ok=True)
-        for p in created:
-            with contextlib.suppress(OSError):
-                p.rmdir()
 
 
 def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
@@ -940,7 +900,7 @@ def take_reused(out: Path, offers: Sequence[tuple[Path, list[dict[str, Any]]]], 
         new = [r for r in offered if (r["case"], r["method"]) not in done]
         for case, method in {(r["case"], r["method"]) for r in new} | {(r["case"], "truth") for r in new}:
             src = slice_path(run, case, method)
-            if src.is_file():
+            if load_slices(src) is not None:  # a damaged slice of the other run is not copied
                 (out / "slices").mkdir(parents=True, exist_ok=True)
                 with atomic_write(out / "slices" / src.name, force=True) as tmp:
                     shutil.copyfile(src, tmp)
@@ -950,16 +910,34 @@ def take_reused(out: Path, offers: Sequence[tuple[Path, list[dict[str, Any]]]], 
     return taken
 
 
+def spec_inputs(spec: EvalSpec) -> list[str]:
+    """The files and folders a run reads (prior, checkpoints, CT folder, fit config): a forced
+    run refuses to replace a folder that holds one (:func:`xfit.io.check_output_folder`)."""
+    return [p for p in (spec.prior, *spec.checkpoints.values(), spec.data, spec.fit_config) if p]
+
+
 def check_spec(spec: EvalSpec) -> list[str]:
-    """Every check of a run's settings, before anything is written: the prior, the fit config,
-    each baseline's checkpoint and its number of views against the angles, and the cases (at
-    least one). Returns the case names.
+    """Every check of a run's settings, before anything is written: no setting that does not
+    apply to the cases (``max_cases``, ``layout`` or ``levels`` with phantoms, ``first_seed`` or
+    ``whole_body_fov_mm`` with a CT folder), the prior, the fit config, each baseline's checkpoint
+    and its number of views against the angles, and the cases (at least one). Returns the case
+    names.
 
     Raises:
         InputError, CheckpointError: the message names what is wrong.
     """
     from ..baselines.infer import load_baseline
 
+    ignored = [what for what, given in (
+        ("max_cases (--max-cases)", spec.data is None and spec.max_cases is not None),
+        ("layout (--layout)", spec.data is None and spec.layout is not None),
+        ("levels (--levels)", spec.data is None and spec.levels is not None),
+        ("first_seed (--first-seed)", spec.data is not None and spec.first_seed != 0),
+        ("whole_body_fov_mm (--whole-body)", spec.data is not None and spec.whole_body_fov_mm is not None)) if given]
+    if ignored:  # accepted, they would be recorded in settings.json and do nothing
+        raise InputError(f"{', '.join(ignored)} only appl{'ies' if len(ignored) == 1 else 'y'} to "
+                         f"{'a CT folder (--data)' if spec.data is None else 'phantoms'}, not to "
+                         f"{'phantoms' if spec.data is None else 'a CT folder'}")
     method_sources(spec)
     fit_settings(spec)
     _context(spec)  # loads the prior
@@ -1012,11 +990,12 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     Every check (:func:`check_spec`, :func:`check_folder`, the ``reuse`` folders) runs before
     anything is written, and the folder is locked (:func:`run_lock`) while it is written. With
     ``force`` a folder that is not empty is replaced only once the new run is complete
-    (:func:`xfit.io.atomic_folder`): an error or interrupt leaves it as it was."""
+    (:func:`xfit.io.atomic_folder`): an error or interrupt leaves it as it was; a folder holding
+    one of the run's inputs (:func:`spec_inputs`) is refused."""
     out = Path(out)
     replace = force and bool(folder_entries(out))
-    if replace:
-        check_output_folder(out, force=True)
+    if replace:  # the old folder goes once the new one is complete: it must not hold an input
+        check_output_folder(out, force=True, inputs=spec_inputs(spec))
     else:
         check_folder(spec, out)
     names = check_spec(spec)
@@ -1111,6 +1090,23 @@ def rewrite_summary(out: str | Path, spec: EvalSpec | None = None) -> Path:
     return out / "summary.md"
 
 
+def load_slices(path: Path, size: int | None = None) -> np.ndarray | None:
+    """The mid slices ``[3, R, R]`` (float) of a slice file (``R == size`` when given), or ``None``
+    when it is missing or damaged (truncated, pickled, not such an array): the slices are a cache,
+    made again (:func:`fill_panel_slices`) or left out of the panel, never a traceback."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        return None
+    if arr.ndim != 3 or arr.shape[0] != 3 or arr.shape[1] != arr.shape[2] \
+            or not np.issubdtype(arr.dtype, np.floating) or (size is not None and arr.shape[1] != size):
+        return None
+    return arr
+
+
 def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
     """Write one case's mid slices (``{method or 'truth': [3, R, R]}``) under ``out/slices``."""
     (out / "slices").mkdir(exist_ok=True)
@@ -1123,12 +1119,14 @@ def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
 def fill_panel_slices(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[str]:
     """Recompute the panel cases' slices that are missing for the methods of ``spec`` other than
     the fits (a run resumed on a fresh machine: slices are not committed, and rows computed
-    elsewhere left none here). The methods are deterministic, so the slices are those of the
-    rows; the fits are too slow to rerun for a picture and stay blank. Returns the methods run."""
+    elsewhere left none here; a damaged slice file counts as missing, :func:`load_slices`). The
+    methods are deterministic, so the slices are those of the rows; the fits are too slow to rerun
+    for a picture and stay blank. Returns the methods run."""
     ran = []
+    size = int(_context(spec).prior.config.resolution)
     for i, n in enumerate(names):
-        missing = [m for m in spec.methods if m not in FIT_METHODS and not slice_path(out, n, m).is_file()]
-        if missing or not slice_path(out, n, "truth").is_file():
+        missing = [m for m in spec.methods if m not in FIT_METHODS and load_slices(slice_path(out, n, m), size) is None]
+        if missing or load_slices(slice_path(out, n, "truth"), size) is None:
             name, _, slices = evaluate_case(spec, i, missing)
             if name != n:
                 raise ValueError(f"fill_panel_slices: names must be the first cases of the spec ({n!r} is not case {i})")
@@ -1171,7 +1169,8 @@ def _fmt(key: str, v: np.ndarray) -> str:
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spec: EvalSpec | None = None) -> str:
-    """Mean ± std per method of :data:`SUMMARY_KEYS`, then the paired tests against ``fit`` (or
+    """Mean ± std per method of :data:`SUMMARY_KEYS` (over the finite values; a cell over fewer
+    cases than the method's rows says ``(n=K of N)``), then the paired tests against ``fit`` (or
     the first method)."""
     present = [m for m in methods if any(r["method"] == m for r in rows)]
     ref = "fit" if "fit" in present else (present[0] if present else None)
@@ -1181,7 +1180,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
         cells = []
         for k in SUMMARY_KEYS:
             v = np.array([r.get(k, math.nan) for r in mine], dtype=float)
-            cells.append(_fmt(k, v[np.isfinite(v)]))
+            v = v[np.isfinite(v)]  # a cell over fewer cases than the method's rows says so
+            cells.append(_fmt(k, v) + (f" (n={v.size} of {len(mine)})" if 0 < v.size < len(mine) else ""))
         name = LABELS.get(m.split("@", 1)[0], m) + (f" @{m.split('@', 1)[1]}" if "@" in m else "")
         name = name.replace("{n}", str(spec.n_random) if spec is not None else "N")
         lines.append(f"| {name} (`{m}`) | {len(mine)} | " + " | ".join(cells) + " |")
@@ -1212,13 +1212,16 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
 
 
 def panel_slices(out: Path, names: Sequence[str], methods: Sequence[str]) -> list[tuple[str, dict[str, Path]]]:
-    """The slice files on disk for the panel: ``(case, {'truth' or method: path})`` of each case
-    whose truth slices exist."""
+    """The sound slice files on disk for the panel (:func:`load_slices`, of the truth's size):
+    ``(case, {'truth' or method: path})`` of each case whose truth slices are sound."""
     found = []
     for n in names:
-        got = {c: slice_path(out, n, c) for c in ("truth", *methods)}
-        if got["truth"].is_file():
-            found.append((n, {c: p for c, p in got.items() if p.is_file()}))
+        truth = load_slices(slice_path(out, n, "truth"))
+        if truth is None:
+            continue
+        got = {c: slice_path(out, n, c) for c in methods}
+        found.append((n, {"truth": slice_path(out, n, "truth"),
+                          **{c: p for c, p in got.items() if load_slices(p, truth.shape[1]) is not None}}))
     return found
 
 
@@ -1232,7 +1235,7 @@ def write_panel(out: Path, names: Sequence[str], methods: Sequence[str]) -> Path
     from ..preview import figure_to_png
 
     cols = ["truth"] + list(methods)
-    grid = [(n, {c: np.load(p, allow_pickle=False) for c, p in got.items()}) for n, got in panel_slices(out, names, methods)]
+    grid = [(n, {c: load_slices(p) for c, p in got.items()}) for n, got in panel_slices(out, names, methods)]
     if not grid:
         return None
     fig, axes = plt.subplots(2 * len(grid), len(cols), figsize=(1.6 * len(cols), 3.3 * len(grid)), squeeze=False)

@@ -19,7 +19,9 @@ are skipped), named by its exact value (:func:`value_text`: ``dose_1e+06``, ``do
 method and metric the mean, std and count, ``OUT/curve_<axis>.png`` plots them with error bars
 (± one std), and ``OUT/summary.md`` has the table and the wall time of each condition. Every check
 runs before any work; a study refuses an existing folder that is not a sweep of its axes unless
-``force``, which replaces the folder only once the new sweep is complete.
+``force``, which replaces the folder only once the new sweep is complete. The curves are drawn
+only from condition folders that make one sweep (:func:`check_sweep_runs`): a run renamed or
+copied into the folder is refused, not drawn at a value it was not run at.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 from ..errors import InputError, OutputExistsError, XfitError
 from ..io import atomic_folder, atomic_write, check_output_folder
 from .evaluate import (LABELS, METRICS, ORACLE_METHODS, EvalSpec, check_folder, check_spec, evaluate, folder_entries,
-                       read_run, rewrite_summary, run_lock)
+                       read_run, rewrite_summary, run_lock, spec_inputs)
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -61,13 +63,13 @@ def parse_values(text: str, what: str, lo: float, hi: float) -> list[float]:
             if len(parts) != 3 or not parts[2] > 0 or parts[1] < parts[0]:
                 raise ValueError
             n = int(math.floor((parts[1] - parts[0]) / parts[2] + 1e-9)) + 1
-            if n > 1000:
-                raise InputError(f"{what} {text!r}: more than 1000 values")
-            values = [round(parts[0] + i * parts[2], 9) for i in range(n)]
+            values = [round(parts[0] + i * parts[2], 9) for i in range(n)] if n <= 1000 else []
         else:
             values = [float(p) for p in text.split(",")]
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InputError(f"cannot read {what} {text!r}: expected a list like 0,1,2 or START:STOP:STEP") from None
+    if ":" in text and not values:
+        raise InputError(f"{what} {text!r}: more than 1000 values")
     bad = [v for v in values if not (math.isfinite(v) and lo <= v <= hi)]
     if bad or not values:
         raise InputError(f"{what} must lie in [{lo:g}, {hi:g}], got {text!r}")
@@ -290,8 +292,8 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
     check_conditions(conds)
     specs = [(c, dataclasses.replace(base, **dict(c.overrides))) for c in conds]
     replace = force and bool(folder_entries(out))
-    if replace:
-        check_output_folder(out, force=True)
+    if replace:  # the old sweep goes once the new one is complete: it must not hold an input
+        check_output_folder(out, force=True, inputs=[p for _, spec in specs for p in spec_inputs(spec)])
     else:
         check_sweep_folder(out, conds)
         for c, spec in specs:
@@ -323,22 +325,66 @@ def folder_conditions(out: str | Path) -> list[Condition]:
     return sorted(conds, key=lambda c: (axes.index(c.axis), c.value))
 
 
+#: The sweeps a study writes: their axes, and the settings (``key`` fields) those axes set.
+SWEEP_KINDS = (({"second_angle_deg"}, ("angles",)),
+               ({"angle_error_deg", "shift_error_mm"}, ("angle_error_deg", "shift_error_mm")),
+               ({"photons"}, ("photons",)))
+
+
+def _run_value(axis: str, key: dict[str, Any]) -> float | None:
+    """The value on ``axis`` of a run made with settings ``key`` (None: no point of that axis)."""
+    if axis == "second_angle_deg":
+        return float(key["angles"][1]) if len(key["angles"]) == 2 else None
+    if axis == "angle_error_deg":
+        return float(key["angle_error_deg"]) if key["shift_error_mm"] == 0 else None
+    if axis == "shift_error_mm":
+        return float(key["shift_error_mm"]) if key["angle_error_deg"] == 0 else None
+    return None if key["photons"] is None else float(key["photons"])
+
+
+def check_sweep_runs(out: Path, conds: Sequence[Condition], keys: Sequence[dict[str, Any]]) -> None:
+    """Refuse (InputError) a sweep folder whose condition folders do not make one sweep: the
+    conditions are of one study, each run was made at the value its folder names, and the runs
+    share every other setting (a folder renamed or copied in would otherwise be drawn at a value
+    it was not run at, or mix cases, prior or views into the curve)."""
+    axes = {c.axis for c in conds}
+    kind = next(((a, fields) for a, fields in SWEEP_KINDS if axes <= a), None)
+    if kind is None:
+        raise InputError(f"{out}: its condition folders are of several sweeps ({', '.join(sorted(axes))})")
+    first = None
+    for c, key in zip(conds, keys):
+        got = _run_value(c.axis, key)
+        if got != c.value:
+            raise InputError(f"{out / c.name}: a run made at {c.axis} {'none' if got is None else value_text(got)}, "
+                             f"not at the {value_text(c.value)} its folder name says")
+        rest = {k: v for k, v in key.items() if k not in kind[1]}
+        if first is None:
+            first = (c, rest)
+        elif rest != first[1]:
+            diff = sorted(k for k in rest.keys() | first[1].keys() if rest.get(k) != first[1].get(k))
+            raise InputError(f"{out}: the runs {first[0].name} and {c.name} differ in {', '.join(diff)}: "
+                             "the conditions of a sweep share every other setting")
+
+
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
     """``curve.csv``, ``curve_<axis>.png`` and ``summary.md`` from the condition folders' rows as
     they are now (``conds``: default :func:`folder_conditions`); returns the curve rows.
 
     Raises:
-        InputError: no condition folder, or a damaged ``settings.json`` or ``cases.csv`` in one.
+        InputError: no condition folder, a damaged ``settings.json`` or ``cases.csv`` in one, or
+            condition folders that do not make one sweep (:func:`check_sweep_runs`).
     """
     out = Path(out)
     conds = folder_conditions(out) if conds is None else list(conds)
     if not conds:
         raise InputError(f"{out}: no condition folder of a sweep")
-    results, walls, reused = {}, {}, {}
+    results, walls, reused, keys = {}, {}, {}, []
     for c in conds:
         meta, _, results[c] = read_run(out / c.name)
         walls[c.name] = float(meta.get("wall_seconds", math.nan))
         reused[c.name] = sum(meta.get("reused_rows", {}).values())
+        keys.append(meta["key"])
+    check_sweep_runs(out, conds, keys)
     rows = curve_rows(results, conds)
     write_curve_csv(out / "curve.csv", rows)
     plot_curves(out, rows)
@@ -353,12 +399,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate run folder (with its own settings.json) gets its summary rewritten."""
     import argparse
     import sys
+    import typing
 
     import warnings
 
     from ..cli import _os_error_line, _show_warning
 
-    ap = argparse.ArgumentParser(prog="python -m xfit.studies.sweeps", description=main.__doc__)
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> typing.NoReturn:  # a usage error: one line, exit 2
+            print(f"xfit: error: {message} (usage: {self.prog} OUT [OUT ...])", file=sys.stderr)
+            raise SystemExit(2)
+
+    ap = Parser(prog="python -m xfit.studies.sweeps", description=main.__doc__)
     ap.add_argument("folders", nargs="+")
     args = ap.parse_args(argv)
     with warnings.catch_warnings():
