@@ -69,3 +69,29 @@ def test_ceiling_reconstruction_with_a_truth(tmp_path, tiny):
     report = json.loads((out / "report.json").read_text())
     assert "ceiling" in json.dumps(report)
     assert (out / "recon.nii.gz").is_file() and (out / "labels.nii.gz").is_file()
+
+
+def test_constant_images_are_refused_by_a_baseline_too(tmp_path):
+    """The fit refused constant X-rays; a baseline wrote a reconstruction of them (exit 0)."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    for name in ("ap", "lat"):
+        Image.fromarray(np.full((128, 128), 1000, np.uint16)).save(tmp_path / f"{name}.png")
+        shutil.copyfile(EXAMPLES / f"{name}.json", tmp_path / f"{name}.json")
+    out = tmp_path / "out"
+    res = run("reconstruct", tmp_path / "ap.png", tmp_path / "lat.png", "--method", "x2ct-cnn", "-o", out)
+    assert_user_error(res, "constant")
+    assert not out.exists()
+
+
+def test_results_entry_point_speaks_one_line(tmp_path, capsys):
+    from xfit.studies.results import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--readme", str(tmp_path / "missing.md"), "--results", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xfit: error:")

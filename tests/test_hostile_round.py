@@ -340,3 +340,15 @@ def test_a_run_stopped_before_its_first_checkpoint_is_sent_to_force(tmp_path, ct
     assert_user_error(_train_baseline(ct_dir, run_dir, "--resume", "--max-steps", 2), "nothing to resume", "--force")
     assert _train_baseline(ct_dir, run_dir, "--config", config, "--max-steps", 2, "--force").exit_code == 0
     assert (run_dir / "state.safetensors").is_file()
+
+
+def test_a_crop_cache_index_holding_a_list_is_rebuilt_not_a_traceback(tmp_path):
+    """``index.json`` holding ``[]`` gave an AttributeError traceback on --resume; a damaged cache
+    is removed so that it is prepared again."""
+    from xfit.prior.data import _open_cached
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index.json").write_text("[]")
+    assert _open_cached(cache) is None
+    assert not cache.exists()

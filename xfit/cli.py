@@ -734,7 +734,7 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
 
 @main.command("evaluate")
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles of the X-rays (deg)")
-@click.option("--dose", "photons", type=FiniteFloat(0, 1e12, lo_open=True), default=None, help="Poisson noise: photons per pixel")
+@click.option("--dose", "photons", type=FiniteFloat(1, 1e12), default=None, help="Poisson noise: photons per pixel (as study noise --dose)")
 @_eval_options
 def evaluate_cmd(angles, photons, **kw) -> None:
     """Run each method on held-out phantoms or a CT folder: OUT/cases.csv, summary.md (mean ± std,

@@ -600,6 +600,9 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
     from .fitting.optimize import build_objective, compare_views, normalised_targets
     from .io import hu_to_mu
 
+    from .fitting.optimize import check_images
+
+    check_images(images, views)  # the fit's checks (a constant image has nothing to reconstruct)
     t0 = time.perf_counter()
     hu, labels, affine, notes = predict(method, checkpoint, images, views, device=device, target_mm=centre_mm,
                                         centroid_rc=centroid_rc)

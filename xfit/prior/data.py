@@ -715,8 +715,8 @@ def _open_cached(folder: Path) -> TrainingSet | None:
         store = CropStore(folder / "crops.f16", meta["n"], meta["resolution"])
         reports = [_report_from_json(d) for d in meta["reports"]]
         return TrainingSet(store, meta["sources"], skipped_of(reports), meta["levels"], reports, meta["layout"])
-    except (OSError, ValueError, KeyError, TypeError, InputError):
-        shutil.rmtree(folder, ignore_errors=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, InputError):
+        shutil.rmtree(folder, ignore_errors=True)  # e.g. an index.json holding [] or nested too deep
         return None
 
 

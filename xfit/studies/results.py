@@ -10,6 +10,7 @@ the machine and the wall time recorded by the run; no figure is typed by hand.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     try:
         _main(a)
-    except InputError as exc:
-        raise SystemExit(f"xfit: error: {exc}") from None
+    except (InputError, OSError) as exc:  # one line and exit 2, as every xfit command
+        print(f"xfit: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _main(a: argparse.Namespace) -> None:
