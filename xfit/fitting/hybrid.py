@@ -9,7 +9,6 @@ then refines it against the images, so the network decides the start, never the 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,8 +23,6 @@ from ..geometry import View
 from ..prior.checkpoint import Prior
 from .invert import invert_volume
 from .objective import Anchor
-
-_warned: set[str] = set()
 
 #: The networks that can start a fit: those whose output is a CT (TransVert and IGCN output shapes).
 INIT_NETWORKS = ("xctrsnet", "ear", "x2ct-cnn", "x2ct-gan")
@@ -97,7 +94,7 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
         :class:`NetworkStart`; its ``w_init`` is ``None`` (and ``note`` says why) when the network
         cannot take these views (fewer than it was trained on), or when the *shipped* network
         (``checkpoint`` ``None``) is not on the prior's grid (a user's own prior): the fit then
-        starts at the mean, with a warning.
+        starts at the mean, and ``note`` (the report's ``init``) says why.
     Raises:
         InputError: a given ``checkpoint`` whose grid is not the prior's; not a CT network.
         CheckpointError: a missing, foreign or corrupt checkpoint.
@@ -108,9 +105,7 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
     if why is not None:
         if checkpoint is not None:
             raise InputError(why)
-        if why not in _warned:  # once per process: a study fits many cases
-            _warned.add(why)
-            warnings.warn(f"{why}; starting at the prior's mean (set init_network: null in the fit config to silence this)")
+        # a default, not the user's choice: said in the report (``init``), not warned about
         return NetworkStart(None, f"w_mean (the shipped {method} is not on the prior's grid)")
     n = len(load_baseline(method, checkpoint).config.views.angles_deg)
     if len(views) < n:
