@@ -15,6 +15,26 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def tiny_prior():
+    """The tiny prior architecture (32^3 at 2.5 mm), randomly initialised with seed 0, with
+    non-zero noise strengths and its w statistics from 2000 samples (in memory, not saved)."""
+    from pathlib import Path
+
+    from xfit.prior.checkpoint import Prior, compute_w_stats
+    from xfit.prior.config import load_config
+    from xfit.prior.networks import build_generator
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny")
+    G = build_generator(cfg).eval().requires_grad_(False)
+    for layer in G.synthesis.layers:
+        layer.noise_strength.fill_(0.1)
+    w_mean, w_std = compute_w_stats(G, n=2000)
+    return Prior(G=G, w_mean=w_mean, w_std=w_std, config=cfg, meta={}, sha256="0" * 64,
+                 path=Path("tiny.safetensors"))
+
+
 @pytest.fixture(scope="module")
 def ct_dir(tmp_path_factory):
     """Three small spine CTs in xfit's layout, centred on T12, L1 and L2 (levels T11-L3)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,9 +40,7 @@ from xfit.fitting.transform import TransformSigmas, moved_affine
 from xfit.fitting.config import DEFAULT_FIT_CONFIG
 from xfit.geometry import View
 from xfit.io import hu_to_mu
-from xfit.prior.checkpoint import Prior, compute_w_stats
-from xfit.prior.config import load_config
-from xfit.prior.networks import build_generator
+from xfit.prior.checkpoint import Prior
 from xfit.prior.sample import generate_hu, prior_affine
 from xfit.projector import project
 
@@ -61,15 +58,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def prior() -> Prior:
-    torch.manual_seed(0)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval().requires_grad_(False)
-    for layer in G.synthesis.layers:
-        layer.noise_strength.fill_(0.1)
-    w_mean, w_std = compute_w_stats(G, n=2000)
-    return Prior(G=G, w_mean=w_mean, w_std=w_std, config=cfg, meta={}, sha256="0" * 64,
-                 path=Path("tiny.safetensors"))
+def prior(tiny_prior) -> Prior:
+    return tiny_prior
 
 
 def make_views(angles=(0.0, 90.0), n: int = 32) -> list[View]:

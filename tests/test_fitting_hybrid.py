@@ -7,7 +7,6 @@ The tiny prior architecture (32^3 at 2.5 mm), randomly initialised with a fixed 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,31 +19,18 @@ from xfit.fitting.objective import Anchor, anchor_term
 from xfit.fitting.optimize import ensemble_members, needs_background
 from xfit.geometry import View
 from xfit.io import hu_to_mu
-from xfit.prior.checkpoint import Prior, compute_w_stats
-from xfit.prior.config import hu_to_unit, load_config
-from xfit.prior.networks import build_generator
+from xfit.prior.checkpoint import Prior
+from xfit.prior.config import hu_to_unit
 from xfit.prior.sample import generate_hu, prior_affine
 from xfit.projector import project
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems gain nothing from more threads
 
 
 @pytest.fixture(scope="module")
-def prior() -> Prior:
-    torch.manual_seed(0)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval().requires_grad_(False)
-    for layer in G.synthesis.layers:
-        layer.noise_strength.fill_(0.1)
-    w_mean, w_std = compute_w_stats(G, n=2000)
-    return Prior(G=G, w_mean=w_mean, w_std=w_std, config=cfg, meta={}, sha256="0" * 64,
-                 path=Path("tiny.safetensors"))
+def prior(tiny_prior) -> Prior:
+    return tiny_prior
 
 
 def views(n: int = 32) -> list[View]:
