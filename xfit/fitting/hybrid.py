@@ -15,13 +15,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .invert import invert_volume
+from .invert import invert_volume, pool_to
 from .objective import Anchor
 
 #: The networks that can start a fit: those whose output is a CT (TransVert and IGCN output shapes).
@@ -123,16 +122,12 @@ def anchors(prior: Prior, hu: np.ndarray, labels: np.ndarray, resolutions: Seque
     resolution of the fit (average-pooled from the prior's grid), with the weights of its terms."""
     from ..prior.config import hu_to_unit
 
-    full = int(prior.config.resolution)
-    unit = hu_to_unit(torch.as_tensor(np.asarray(hu, np.float32)), tuple(prior.config.hu_window))
+    window = tuple(prior.config.hu_window)
+    unit = hu_to_unit(torch.as_tensor(np.asarray(hu, np.float32)), window)
     lab = torch.as_tensor(np.asarray(labels, np.float32))
     device = prior.w_mean.device
-    out = {}
-    for r in resolutions:
-        k = full // r
-        u, la = (unit, lab) if k == 1 else (F.avg_pool3d(unit[None, None], k)[0, 0], F.avg_pool3d(lab[None, None], k)[0, 0])
-        out[r] = Anchor(u.to(device), la.to(device), tuple(prior.config.hu_window), hu_weight, label_weight)
-    return out
+    return {r: Anchor(pool_to(unit, r).to(device), pool_to(lab, r).to(device), window, hu_weight, label_weight)
+            for r in resolutions}
 
 
 __all__ = ["INIT_NETWORKS", "NetworkStart", "anchors", "check_init_network", "grid_mismatch", "network_start"]

@@ -84,6 +84,17 @@ def check_target(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tens
     return unit, lab
 
 
+def pool_to(volume: Tensor, resolution: int) -> Tensor:
+    """Average-pool ``[..., R, R, R]`` to ``[..., r, r, r]`` (``r = resolution`` divides ``R``):
+    a prior-grid volume at one of the generator's coarser block outputs."""
+    k = volume.shape[-1] // int(resolution)
+    if k == 1:
+        return volume
+    lead = volume.shape[:-3]
+    out = F.avg_pool3d(volume.reshape(-1, 1, *volume.shape[-3:]), k)
+    return out.reshape(*lead, *out.shape[-3:])
+
+
 def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None = None, *,
                   steps: int = 150, lr: float = 0.1, optimize_noise: bool = True, lambda_w: float = 0.001,
                   lambda_n: float = 0.01, label_weight: float = 0.1, w_init: Tensor | None = None,
@@ -117,9 +128,8 @@ def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Ten
     if resolution is not None and resolution != full:
         if resolution < 4 or full % resolution:
             raise InputError(f"resolution must divide the prior's {full} and be >= 4, got {resolution}")
-        k = full // resolution
-        unit = F.avg_pool3d(unit[None], k)[0]
-        lab = None if lab is None else F.avg_pool3d(lab[None], k)[0]
+        unit = pool_to(unit, resolution)
+        lab = None if lab is None else pool_to(lab, resolution)
     mean, std = prior.w_mean.float(), prior.w_std.float()
     if w_init is None:
         u = torch.zeros(1, G.num_ws, G.w_dim, device=device)
@@ -168,4 +178,4 @@ def _terms(prior: Prior, u: Tensor, noise: list[Tensor], unit: Tensor, lab: Tens
     return {"mse": mse, "bce": bce, "w_gauss": wg, "noise": nz, "total": total}
 
 
-__all__ = ["CEILING_STEPS", "Inversion", "check_target", "invert_volume"]
+__all__ = ["CEILING_STEPS", "Inversion", "check_target", "invert_volume", "pool_to"]

@@ -698,8 +698,8 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
         affine: ``[4, 4]`` voxel index -> world mm of the volumes.
         cfg: the weights, scales, footprint and projector step.
         coarse: at half detector resolution (:func:`half_resolution`).
-        anchor: optional :class:`~xfit.fitting.objective.Anchor` at ``resolution`` (weight
-            ``cfg.lambda_anchor``).
+        anchor: optional :class:`~xfit.fitting.objective.Anchor` at ``resolution`` (it carries
+            its weights, ``cfg.lambda_anchor`` and ``cfg.lambda_anchor_label``).
     """
     device = targets[0].device
     groups, tg = _groups_targets(list(views), list(targets), coarse)
