@@ -264,12 +264,34 @@ def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, 
 @click.option("--dose", "photons", type=FiniteFloat(0, 1e12, lo_open=True), default=None, help="Poisson noise: unattenuated photons per pixel")
 @click.option("--scale", "line_integral_scale", type=FiniteFloat(0, 1e6, lo_open=True), default=None, help="line integral mapped to 65535 (default: automatic)")
 @click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--style", type=click.Choice(["ideal", "clinical"]), default="ideal", show_default=True,
+              help="ideal: line integrals (DRR); clinical: the processed radiograph of an X-ray room (spectrum, "
+                   "scatter, heel, noise, blur, LUT, edge enhancement, collimation, markers, grid), lumbar AP or "
+                   "lateral preset by angle; docs/radiographs.md")
+@click.option("--style-param", "style_params", multiple=True, metavar="NAME=VALUE",
+              help="set a clinical-style parameter, for both presets or one (ap.NAME=, lateral.NAME=); repeatable, "
+                   "e.g. --style-param kvp=90 --style-param spr=0 --style-param strength=0.5 (docs/radiographs.md "
+                   "lists them; configs/style-clinical.yaml holds the defaults)")
+@click.option("--style-file", type=click.Path(dir_okay=False), default=None,
+              help="YAML of clinical-style parameters: sections ap: and lateral:, or keys for both (see "
+                   "configs/style-clinical.yaml); --style-param wins over it")
 @click.option("--force", is_flag=True, help="replace an existing output folder")
-def simulate(ct, angles, out, sdd_mm, sod_mm, detector, pixel_spacing, projection, mask, center_label, photons, line_integral_scale, seed, force) -> None:
-    """Simulate X-rays of CT (NIfTI, HU): one 16-bit PNG + sidecar JSON per angle."""
+def simulate(ct, angles, out, sdd_mm, sod_mm, detector, pixel_spacing, projection, mask, center_label, photons, line_integral_scale, seed, style,
+             style_params, style_file, force) -> None:
+    """Simulate X-rays of CT (NIfTI, HU): one 16-bit PNG + sidecar JSON per angle.
+
+    With --style clinical each view is a processed, uncalibrated radiograph (8-16 bit PNG, no
+    line_integral_scale in its sidecar; invert: true when stored MONOCHROME1)."""
     from .geometry import MAX_PIXEL_SPACING_MM, check_detector_shape, parse_angles
     from .simulate import simulate as run
 
+    styles = None
+    if style == "clinical":
+        from .radiograph import load_styles
+
+        styles = load_styles(style_file, style_params)
+    elif style_params or style_file:
+        raise click.BadParameter("needs --style clinical", param_hint="--style-param" if style_params else "--style-file")
     shape = check_detector_shape(_pair_option(detector, "--detector", int), "--detector")
     results = run(
         ct,
@@ -286,9 +308,15 @@ def simulate(ct, angles, out, sdd_mm, sod_mm, detector, pixel_spacing, projectio
         line_integral_scale=line_integral_scale,
         seed=seed,
         force=force,
+        style=style,
+        styles=styles,
     )
     for r in results:
-        click.echo(f"{r.png}  angle {r.view.angle_deg:g} deg  max line integral {r.image.max():.3f}")
+        if r.radiograph is None:
+            click.echo(f"{r.png}  angle {r.view.angle_deg:g} deg  max line integral {r.image.max():.3f}")
+        else:
+            click.echo(f"{r.png}  angle {r.view.angle_deg:g} deg  clinical style ({r.preset} preset, "
+                       f"{r.radiograph.bits}-bit{', MONOCHROME1' if r.radiograph.inverted else ''})")
 
 
 @main.command("train-prior")

@@ -1108,6 +1108,49 @@ def write_xray(
     return scale
 
 
+def write_radiograph(
+    path_png: PathLike,
+    codes: np.ndarray,
+    bits: int,
+    view: View,
+    *,
+    invert: bool = False,
+    force: bool = False,
+) -> Path:
+    """Write a processed (uncalibrated) radiograph as PNG plus sidecar, both atomically.
+
+    ``bits`` <= 8: an 8-bit PNG of the codes; else a 16-bit PNG with the codes spread over the
+    full range (``round(code * 65535 / (2^bits - 1))``, so reading divides back to ``[0, 1]``).
+    The sidecar holds the view, no ``line_integral_scale`` (the image is not line integrals) and
+    ``invert: true`` for MONOCHROME1 images (bone dark), so :func:`read_xray` reads them right.
+
+    Args:
+        codes: ``[R, C]`` integer codes in ``[0, 2^bits - 1]``; view: its view (shape = codes.shape).
+    Raises:
+        InputError: bad codes or bit depth. OutputExistsError: a file exists and ``force`` is false.
+    """
+    path_png = Path(path_png)
+    arr = _to_numpy(codes)
+    top = (1 << int(bits)) - 1 if isinstance(bits, (int, np.integer)) and 1 <= bits <= 16 else None
+    if top is None or arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() > top:
+        raise InputError(f"codes must be [R, C] integers in [0, 2^bits - 1] with bits in 1..16, got {arr.dtype} "
+                         f"{arr.shape} and bits {bits!r}")
+    if tuple(arr.shape) != tuple(view.shape):
+        raise GeometryError(f"image shape {arr.shape} differs from the view's detector shape {view.shape}")
+    side = sidecar_path(path_png)
+    for target in (path_png, side):
+        _check_writable(target, force)
+    if bits <= 8:
+        write_png8(path_png, np.rint(arr.astype(np.float64) * 255.0 / top).astype(np.uint8), force=force)
+    else:
+        write_png16(path_png, np.rint(arr.astype(np.float64) * 65535.0 / top).astype(np.uint16), force=force)
+    data = view.to_sidecar(line_integral_scale=None)
+    if invert:
+        data["invert"] = True
+    write_sidecar(side, data, force=force)
+    return path_png
+
+
 def _is_dicom(path: Path) -> bool:
     if path.suffix.lower() in _DICOM_SUFFIXES:
         return True

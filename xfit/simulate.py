@@ -4,6 +4,12 @@ Each view is written as a 16-bit PNG of line integrals (bright = attenuating) wi
 JSON (``docs/architecture.md``, 'Intensities' and 'Sidecar'). The isocentre is the volume centre unless
 a label of a mask or an explicit point is given. Optional Poisson noise models a finite dose:
 ``counts ~ Poisson(I0 * exp(-p))`` and ``p_noisy = -log(max(counts, 0.5) / I0)``.
+
+``style="clinical"`` writes instead the processed radiograph of :mod:`xfit.radiograph` (spectrum,
+scatter, heel, noise, blur, vendor processing, collimation, markers, grid): each view with the
+preset of its angle (``ap`` or ``lateral``, :func:`xfit.radiograph.preset_for`), as an uncalibrated
+8/16-bit PNG whose sidecar has no ``line_integral_scale``. The default ``style="ideal"`` is the
+DRR above, unchanged.
 """
 
 from __future__ import annotations
@@ -12,14 +18,15 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import Volume, atomic_folder, atomic_write, check_output_folder, hu_to_mu, read_nifti, write_xray
+from .io import (Volume, atomic_folder, atomic_write, check_output_folder, hu_to_mu, read_nifti, write_radiograph,
+                 write_xray)
 
 #: Documented ranges of the dose (photons per pixel) and the PNG scale of ``simulate``.
 MAX_PHOTONS = 1.0e12
@@ -73,6 +80,10 @@ class SimulatedView:
     view: View
     png: Path | None = None
     line_integral_scale: float | None = None
+    #: the processed radiograph (``style="clinical"``), else None
+    radiograph: Any = None
+    #: the preset of its style (``ap`` or ``lateral``), else None
+    preset: str | None = None
 
 
 def simulate_views(
@@ -115,6 +126,8 @@ def simulate(
     seed: int = 0,
     force: bool = False,
     device: str = "cpu",
+    style: str = "ideal",
+    styles: Mapping[str, Any] | None = None,
 ) -> list[SimulatedView]:
     """Simulate one X-ray per angle and write PNG + sidecar per view into ``out_dir``.
 
@@ -123,6 +136,9 @@ def simulate(
         center_label: centre the views on the centroid of this label of ``mask_path``.
         isocenter_mm: explicit isocentre (world mm); default: the volume centre.
         photons: unattenuated photons per pixel for Poisson noise (``None``: noiseless).
+        style: ``"ideal"`` (line integrals) or ``"clinical"`` (processed radiographs).
+        styles: the :class:`xfit.radiograph.ClinicalStyle` per preset (``ap``, ``lateral``) for
+            ``"clinical"``; default :data:`xfit.radiograph.PRESETS`.
     Returns:
         the simulated views, in the order of ``angles``.
     """
@@ -142,6 +158,7 @@ def simulate(
     # the geometry (detector size limits included) is checked before the CT is even read
     probe = [View(angle_deg=a, sdd_mm=sdd_mm, sod_mm=sod_mm, shape=tuple(detector_shape),
                   pixel_spacing_mm=tuple(pixel_spacing_mm), projection=projection) for a in angles]
+    view_styles = _check_styles(style, styles, probe, photons, line_integral_scale)
     inputs = [ct_path] + ([Path(mask_path)] if mask_path is not None else [])
     check_output_folder(out_dir, force=force, inputs=inputs)
     volume = read_nifti(ct_path)
@@ -156,14 +173,21 @@ def simulate(
         iso = volume_centre_mm(volume)
     views = [v.with_(isocenter_mm=tuple(float(x) for x in iso)) for v in probe]
     images = simulate_views(volume, views, photons=photons, seed=seed, device=device)
+    radiographs = _clinical(volume, views, images, view_styles, seed, device) if view_styles else None
     with atomic_folder(out_dir, force=force) as out:  # the folder appears whole or not at all
         used: set[str] = set()
         results = []
         for i, (view, img) in enumerate(zip(views, images)):
             png = out / f"{view_name(view.angle_deg, i, used)}.png"
-            scale = write_xray(png, img, view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
-                               line_integral_scale=line_integral_scale, force=True)
-            results.append(SimulatedView(img, view, Path(out_dir) / png.name, scale))
+            if radiographs is None:
+                scale = write_xray(png, img, view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
+                                   line_integral_scale=line_integral_scale, force=True)
+                results.append(SimulatedView(img, view, Path(out_dir) / png.name, scale))
+            else:
+                rad = radiographs[i]
+                write_radiograph(png, rad.codes, rad.bits, view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
+                                 invert=rad.inverted, force=True)
+                results.append(SimulatedView(img, view, Path(out_dir) / png.name, None, rad, view_styles[i][0]))
         settings = {
             "ct": str(ct_path),
             "isocenter_mm": [float(x) for x in iso],
@@ -172,10 +196,58 @@ def simulate(
             "views": [dict(view_dict(r.view), png=r.png.name, line_integral_scale=r.line_integral_scale)
                       for r in results],
         }
+        if radiographs is not None:  # the ideal style's simulate.json stays as it was
+            settings["style"] = style
+            for entry, r, (_, st) in zip(settings["views"], results, view_styles):
+                entry["style"] = dict(preset=r.preset, **st.to_dict())
         with atomic_write(out / "simulate.json", force=True) as tmp:
             Path(tmp).write_text(json.dumps(settings, indent=2, allow_nan=False) + "\n")
-        write_views_preview([r.image for r in results], [r.png.stem for r in results], out / "views.png")
+        write_views_preview([r.image if r.radiograph is None else r.radiograph.image for r in results],
+                            [r.png.stem for r in results], out / "views.png")
     return results
+
+
+#: Styles of ``xfit simulate --style``.
+STYLES = ("ideal", "clinical")
+
+
+def _check_styles(style: str, styles: Mapping[str, Any] | None, views: Sequence[View], photons: float | None,
+                  line_integral_scale: float | None) -> list[tuple[str, Any]] | None:
+    """(preset, ClinicalStyle) per view for ``style="clinical"`` (None for ``"ideal"``), all checked
+    against the detector before anything is read or written."""
+    if style not in STYLES:
+        raise InputError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if style == "ideal":
+        if styles is not None:
+            raise InputError("style parameters need style 'clinical' (--style clinical)")
+        return None
+    from .radiograph import PRESETS, check_style, check_style_for_view, preset_for
+
+    if photons is not None:
+        raise InputError("--dose is the ideal style's noise: with --style clinical set the quantum noise with "
+                         "--style-param photons=N")
+    if line_integral_scale is not None:
+        raise InputError("--scale applies to line integrals: a clinical-style radiograph is not calibrated")
+    chosen = dict(PRESETS if styles is None else styles)
+    out = []
+    for view in views:
+        name = preset_for(view)
+        if name not in chosen:
+            raise InputError(f"no style for the {name} preset (have: {', '.join(chosen)})")
+        st = check_style(chosen[name])
+        check_style_for_view(st, view)
+        out.append((name, st))
+    return out
+
+
+def _clinical(volume: Volume, views: Sequence[View], images: Sequence[np.ndarray], view_styles: Sequence[tuple[str, Any]],
+              seed: int, device: str) -> list[Any]:
+    """The processed radiograph of each view (tissue path lengths projected once per view)."""
+    from .radiograph import material_paths, radiograph
+
+    paths = material_paths(volume.data, volume.affine, views, device=device)
+    return [radiograph(img, view, st, paths_mm=pth, seed=(seed, i))
+            for i, (view, img, pth, (_, st)) in enumerate(zip(views, images, paths, view_styles))]
 
 
 def write_views_preview(images: Sequence[np.ndarray], titles: Sequence[str], path: Path) -> Path:
