@@ -180,7 +180,7 @@ class ClinicalStyle:
     #: polychromatic spectrum and beam hardening (False: the ideal model's mu at one energy)
     polychromatic: bool = True
     #: tube potential (kV), in [20, 150]
-    kvp: float = 85.0
+    kvp: float = 80.0
     #: total filtration: aluminium and copper thickness (mm)
     filtration_mm_al: float = 3.0
     filtration_mm_cu: float = 0.1
@@ -200,7 +200,8 @@ class ClinicalStyle:
     #: electronic noise (standard deviation, in quanta per pixel; 0 = off)
     electronic_noise: float = 5.0
     #: auto-ranging window: percentiles of the log image behind the patient (inside the field)
-    #: mapped to black and white; direct exposure outside the patient saturates black
+    #: mapped to black and white; direct exposure outside the patient saturates black. (0, 100):
+    #: the whole field's range, nothing clipped
     window_percentiles: tuple[float, float] = (0.5, 99.5)
     #: steepness of the S-shaped LUT over the window (0 = linear)
     lut_slope: float = 5.0
@@ -743,7 +744,8 @@ def radiograph(line_integrals: np.ndarray, view: View, style: ClinicalStyle, *,
     floor = 0.5 / quanta if quanta > 0 else 1e-12
     q = -np.log(np.clip(total, floor, None))
     # 5. vendor processing
-    y = process(q, view, eff, body if body.any() and s > 0 else np.ones_like(inside))
+    full_range = tuple(eff.window_percentiles) == (0.0, 100.0)
+    y = process(q, view, eff, inside if full_range or not body.any() else body)
     y = burn_marker(y, eff, view, 1.0, amount=s)
     codes = quantise(y, eff.bit_depth)
     if eff.monochrome1:
