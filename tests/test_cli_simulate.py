@@ -124,3 +124,49 @@ def test_existing_output_needs_force(ct, tmp_path):
     assert (out / "ap.png").read_bytes() != before
     res = run("phantoms", ct.parent, "-n", 1, "--size", 32, "--spacing", 2.5)
     assert_user_error(res, "exists")
+
+
+# ----------------------------------------------------------------------------- --style clinical
+
+
+def test_simulate_clinical_style(ct, tmp_path):
+    out = tmp_path / "clin"
+    res = run("simulate", ct, "-o", out, "--detector", 48, "--pixel-spacing", 2.0, "--style", "clinical",
+              "--style-param", "lateral.monochrome1=true", "--style-param", "kvp=70")
+    assert res.exit_code == 0, res.output
+    assert "clinical style (ap preset, 12-bit)" in res.output and "lateral preset, 12-bit, MONOCHROME1" in res.output
+    ap, lat = (json.loads((out / f"{n}.json").read_text()) for n in ("ap", "lat"))
+    assert ap["line_integral_scale"] is None and "invert" not in ap and lat["invert"] is True
+    settings = json.loads((out / "simulate.json").read_text())
+    assert settings["style"] == "clinical"
+    assert [v["style"]["kvp"] for v in settings["views"]] == [70.0, 70.0]
+    assert [v["style"]["preset"] for v in settings["views"]] == ["ap", "lateral"]
+    assert read_xray(out / "lat.png").sources["invert"] == "lat.json invert"
+    help_text = run("simulate", "--help").output
+    assert "--style-param" in help_text and "--style-file" in help_text and "radiographs.md" in help_text
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--style", "clinical", "--style-param", "kvp=10"), ("kvp", "[20, 150]")),
+    (("--style", "clinical", "--style-param", "kvp=151"), ("kvp",)),
+    (("--style", "clinical", "--style-param", "kvpp=90"), ("unknown style parameter", "kvpp")),
+    (("--style", "clinical", "--style-param", "oblique.kvp=90"), ("unknown style preset", "oblique")),
+    (("--style", "clinical", "--style-param", "spr=-1"), ("spr",)),
+    (("--style", "clinical", "--style-param", "kvp"), ("NAME=VALUE",)),
+    (("--style", "clinical", "--style-param", "marker_position=0.5,1.5"), ("marker_position", "outside")),
+    (("--style", "clinical", "--style-param", "marker_position=0.99,0.99"), ("marker", "outside")),
+    (("--style", "clinical", "--style-param", "bit_depth=20"), ("bit_depth",)),
+    (("--style", "clinical", "--dose", "1000"), ("--dose", "photons")),
+    (("--style", "clinical", "--style-file", "{bad_yaml}"), ("unknown style parameter", "scatter")),
+    (("--style", "clinical", "--style-file", "{missing}"), ("missing.yaml",)),
+    (("--style-param", "kvp=90"), ("--style-param", "--style clinical")),
+    (("--style", "watercolour"), ("--style",)),
+])
+def test_simulate_bad_style_is_one_line_and_writes_nothing(ct, tmp_path, args, words):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ap:\n  scatter: 1.0\n")
+    out = tmp_path / "out"
+    fmt = dict(bad_yaml=bad, missing=tmp_path / "missing.yaml")
+    res = run("simulate", ct, "-o", out, "--detector", 48, *[a.format(**fmt) for a in args])
+    assert_user_error(res, *words)
+    assert not out.exists()
