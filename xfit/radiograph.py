@@ -202,7 +202,7 @@ class ClinicalStyle:
     #: auto-ranging window: percentiles of the log image behind the patient (inside the field)
     #: mapped to black and white; direct exposure outside the patient saturates black. (0, 100):
     #: the whole field's range, nothing clipped
-    window_percentiles: tuple[float, float] = (0.5, 99.5)
+    window_percentiles: tuple[float, float] = (2.0, 99.8)
     #: steepness of the S-shaped LUT over the window (0 = linear)
     lut_slope: float = 5.0
     #: multi-frequency enhancement: band edges (Gaussian sigmas, mm, increasing) and gain per band
@@ -239,10 +239,12 @@ class ClinicalStyle:
 
 
 #: The clinical presets: a lumbar spine AP (80 kV, right marker) and lateral (90 kV, more
-#: scatter, left marker on the anterior side). ``configs/style-clinical.yaml`` repeats them.
+#: scatter and dose, a window that lets the thin tissue at the back burn out, left marker on the
+#: anterior side). ``configs/style-clinical.yaml`` repeats them.
 PRESETS: dict[str, ClinicalStyle] = {
     "ap": ClinicalStyle(),
-    "lateral": ClinicalStyle(kvp=90.0, spr=1.0, scatter_sigma_mm=60.0, photons=3.0e6, marker="L",
+    "lateral": ClinicalStyle(kvp=90.0, spr=1.0, scatter_sigma_mm=60.0, photons=3.0e6, window_percentiles=(10.0, 99.8),
+                             marker="L",
                              marker_position=(0.12, 0.78), collimation_mm=(8.0, 8.0, 8.0, 8.0)),
 }
 #: The off value of every parameter that has one: ``ideal_style()`` sets all of them.
