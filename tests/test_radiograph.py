@@ -316,3 +316,25 @@ def test_the_clinical_style_through_the_simulator(tmp_path):
                  styles={**PRESETS, "ap": PRESETS["ap"].replace(collimation_mm=(0.0,) * 4, marker_size_mm=20.0)})
     assert not (tmp_path / "x3").exists()
     assert set(TISSUES) <= set(MATERIALS)
+
+
+def test_material_paths_are_the_projected_tissue_fractions():
+    """On a volume of the tissues' anchor HU, the ideal line integral is the sum over tissues of
+    mu_water (1 + HU_m / 1000) times the path length through tissue m."""
+    from xfit.io import hu_to_mu
+    from xfit.projector import project
+    from xfit.radiograph import material_paths
+
+    a = tissue_anchor_hu()
+    hu = np.full((24, 20, 28), -1000.0, dtype=np.float32)
+    hu[2:22, 2:18, 2:26] = a["soft_tissue"]
+    hu[2:22, 2:6, 2:26] = a["adipose"]
+    hu[9:15, 8:12, 2:26] = a["cortical_bone"]
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-23.0, -19.0, -27.0]
+    views = [View(angle, sdd_mm=1800, sod_mm=1500, shape=(30, 34), pixel_spacing_mm=2.0) for angle in (0.0, 90.0)]
+    for view, paths in zip(views, material_paths(hu, affine, views)):
+        assert paths.shape == (3, 30, 34) and paths.min() >= 0
+        p = project(hu_to_mu(hu), affine, [view])[0, 0].numpy()
+        mix = sum(MU_WATER * (1 + a[t] / 1000) * paths[i] for i, t in enumerate(TISSUES))
+        assert np.abs(mix - p).max() < 1e-3 * p.max() and paths[2].max() > 5.0
