@@ -197,7 +197,7 @@ class ClinicalStyle:
     mtf_sigma_mm: float = 0.3
     #: quanta per mm^2 of the unattenuated beam at the detector (quantum noise; 0 = off)
     photons: float = 1.0e6
-    #: electronic noise (standard deviation, in quanta per pixel; 0 = off)
+    #: electronic noise (standard deviation, in quanta per pixel; 0 = off; needs photons > 0)
     electronic_noise: float = 5.0
     #: auto-ranging window: percentiles of the log image behind the patient (inside the field)
     #: mapped to black and white; direct exposure outside the patient saturates black. (0, 100):
@@ -353,7 +353,7 @@ def check_style_for_view(style: ClinicalStyle, view: View) -> None:
         InputError: the collimation covers the whole image, or the marker lies (partly) outside it.
     """
     rows, cols = view.shape
-    field_px = _field_box(style.collimation_mm, view, 1.0)
+    field_px = _field_box(style.collimation_mm, view)
     if field_px[1] - field_px[0] < 2 or field_px[3] - field_px[2] < 2:
         raise _fail("collimation_mm", f"leaves no field on a {rows}x{cols} detector of "
                     f"{view.pixel_spacing_mm[0]:g} x {view.pixel_spacing_mm[1]:g} mm pixels", style.collimation_mm)
@@ -506,16 +506,17 @@ def grid_pattern(view: View, period_mm: float, contrast: float, lines: str) -> n
     return np.broadcast_to(g, (rows, cols))
 
 
-def _field_box(collimation_mm: Sequence[float], view: View, scale: float) -> tuple[int, int, int, int]:
+def _field_box(collimation_mm: Sequence[float], view: View) -> tuple[int, int, int, int]:
+    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of the collimated field."""
     rows, cols = view.shape
     dr, dc = view.pixel_spacing_mm
-    top, bottom, left, right = (float(m) * scale for m in collimation_mm)
+    top, bottom, left, right = (float(m) for m in collimation_mm)
     return (int(round(top / dr)), rows - int(round(bottom / dr)), int(round(left / dc)), cols - int(round(right / dc)))
 
 
 def field_mask(view: View, collimation_mm: Sequence[float]) -> np.ndarray:
     """Boolean ``[R, C]``: inside the collimated field (margins top, bottom, left, right in mm)."""
-    r0, r1, c0, c1 = _field_box(collimation_mm, view, 1.0)
+    r0, r1, c0, c1 = _field_box(collimation_mm, view)
     mask = np.zeros(view.shape, dtype=bool)
     mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
     return mask
