@@ -229,6 +229,8 @@ def test_parameters_from_text_and_files(tmp_path):
         style_from_params(PRESETS["ap"], {"kv": 90})
     with pytest.raises(InputError, match="kvp must be a number"):
         style_from_params(PRESETS["ap"], {"kvp": "ninety"})
+    with pytest.raises(InputError, match="monochrome1 must be true or false"):
+        style_from_params(PRESETS["ap"], {"monochrome1": "yes"})
     parsed = parse_style_params(["spr=0", "lateral.kvp=95"])
     assert parsed == {"ap": {"spr": "0"}, "lateral": {"spr": "0", "kvp": "95"}}
     for bad in ("spr", "=3", "oblique.kvp=80"):

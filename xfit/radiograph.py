@@ -367,9 +367,9 @@ def check_style_for_view(style: ClinicalStyle, view: View) -> None:
 def _coerce(name: str, default: Any, value: Any) -> Any:
     """A value from YAML or the command line (``"90"``, ``"10,10,12,12"``, ``"off"``) in the
     type of the parameter's default."""
-    if isinstance(default, bool):
-        if isinstance(value, str) and value.strip().lower() in ("true", "on", "yes", "1", "false", "off", "no", "0"):
-            return value.strip().lower() in ("true", "on", "yes", "1")
+    if isinstance(default, bool):  # only true / false, as everywhere in xfit's configs
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
         return value
     if isinstance(default, tuple):
         if isinstance(value, str):
