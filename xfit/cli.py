@@ -404,7 +404,8 @@ def sample(prior, n, out, seed, truncation_psi, device, force) -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto")
 @click.option("--force", is_flag=True, help="overwrite --out")
 def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, force) -> None:
-    """Compare prior samples with held-out real CTs (HU histogram, bone, sizes, FD, diversity)."""
+    """Compare prior samples with held-out real CTs (HU histogram, bone, sizes, label pieces, FD,
+    diversity)."""
     from .io import check_device, check_output_file
     from .prior.evaluate import evaluate_prior as run
 
@@ -420,10 +421,15 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
     def vec(x) -> str:
         return "/".join(num(v) for v in x)
 
+    lc = r["label_check"]
     rows = [("volumes", num(r["n_real"]), num(r["n_fake"])),
             ("bone fraction (>250 HU)", num(r["bone_fraction"]["real"]["mean"]), num(r["bone_fraction"]["fake"]["mean"])),
             ("vertebra extent x/y/z mm", vec(r["vertebra_extent_mm"]["real"]["mean"]), vec(r["vertebra_extent_mm"]["fake"]["mean"])),
             ("empty vertebra masks", num(r["vertebra_extent_mm"]["real"]["empty"]), num(r["vertebra_extent_mm"]["fake"]["empty"])),
+            ("label components (mean)", num(lc["real"]["components"]), num(lc["fake"]["components"])),
+            ("label largest-piece share", num(lc["real"]["largest_fraction"]), num(lc["fake"]["largest_fraction"])),
+            ("label beyond its z-range", num(lc["real"]["beyond_z_fraction"]), num(lc["fake"]["beyond_z_fraction"])),
+            ("labels not crisp", f"{lc['real']['not_crisp']}/{r['n_real']}", f"{lc['fake']['not_crisp']}/{r['n_fake']}"),
             ("diversity: mean pair SSIM", num(r["diversity_ssim"]["real"]), num(r["diversity_ssim"]["fake"]))]
     if r["nearest_train_mse"] is not None:
         rows.append(("nearest-train MSE (mean)", num(r["nearest_train_mse"]["real"]["mean"]),
