@@ -221,9 +221,12 @@ MAX_PHANTOM_SIDE = 1024
 @click.option("--noise", "noise_hu", default=None, type=FiniteFloat(0.0, 500.0), help="CT noise standard deviation (HU; 0 = none) [default: drawn, 5-30]")
 @click.option("--blur/--no-blur", default=True, show_default=True, help="slice thickness and in-plane blur of the drawn scanner")
 @click.option("--metal/--no-metal", default=None, help="pedicle screws in every case / in none [default: drawn, a few % of cases]")
+@click.option("--body-composition", type=click.Choice(["default", "published"]), default="default", show_default=True,
+              help="published: draw sex, BMI and the centred level's muscle and fat areas from published CT body-composition data "
+                   "and fit the torso to them; default: each seed's phantom as it always was")
 @click.option("--force", is_flag=True, help="replace an existing output folder")
 def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, seed: int, level: str | None,
-             centre: str, noise_hu: float | None, blur: bool, metal: bool | None, force: bool) -> None:
+             centre: str, noise_hu: float | None, blur: bool, metal: bool | None, body_composition: str, force: bool) -> None:
     """Write N procedural spine CT phantoms to OUT: caseNNNN_ct.nii.gz (HU), caseNNNN_seg.nii.gz
     (every vertebra by its VerSe level), caseNNNN_tissue.nii.gz (tissue classes), caseNNNN.json
     and montage.png."""
@@ -243,7 +246,7 @@ def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, 
                          f"per side; at most {MAX_PHANTOM_SIDE}")
     check_output_folder(out, force=force)
     kw = dict(size=sizes[0] if len(sizes) == 1 else sizes, spacing_mm=spacing, fov_mm=fov_mm, level=level,
-              centre=centre, noise_hu=noise_hu, blur=blur, metal=metal)
+              centre=centre, noise_hu=noise_hu, blur=blur, metal=metal, body_composition=body_composition)
     make_phantom(seed, **{**kw, "size": 8, "fov_mm": None, "blur": False, "noise_hu": 0.0})  # bad level: now
     # write_phantoms builds the folder with xfit.io.atomic_folder: whole or not at all
     paths = write_phantoms(out, n, seed=seed, force=force, **kw)
