@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from scipy import ndimage
 
 from xfit.cli import main
 from xfit.errors import CheckpointError, InputError, OutputExistsError
@@ -204,15 +205,9 @@ def test_label_check_on_phantom_levels():
     assert c["components"][0] == 1 and c["neighbour_overlap"][0] == 0.0 and c["crisp"][0]
     assert c["neighbour_overlap"][1] > 0.2 and not c["crisp"][1]
     # a neighbour's piece touching the centred vertebra is one component, but not crisp
-    touching = ph.vertebra_mask | ndimage_dilate(ph.vertebra_mask, 5) & others
+    touching = ph.vertebra_mask | ndimage.binary_dilation(ph.vertebra_mask, iterations=5) & others
     c2 = label_check(touching[None], 1.25, neighbours=others[None])
     assert 0 < c2["neighbour_overlap"][0] and not c2["crisp"][0]
-
-
-def ndimage_dilate(m, it):
-    from scipy import ndimage
-
-    return ndimage.binary_dilation(m, iterations=it)
 
 
 def test_real_vs_real_is_zero_and_perturbed_is_not(ct_dir, prior):
