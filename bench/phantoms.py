@@ -1,10 +1,12 @@
 """Phantom realism report: measured dimensions, HU per tissue, posture, and pictures.
 
     python bench/phantoms.py -n 60 -o docs/phantoms_report [--seed 0] [--force]
+    python bench/phantoms.py -n 60 -o docs/phantoms_report_published --body-composition published
 
 Writes ``report.md`` / ``report.json`` (generated vertebrae per level beside the published
 morphometry of ``xfit/phantoms/morphometry.py``, HU per tissue class beside the published ranges,
-tissue fractions, posture angles) and ``montage.png`` / ``whole_body.png`` (axial, coronal,
+tissue fractions, posture angles, the centred level's muscle and fat areas beside the published
+body-composition values of ``xfit/phantoms/composition.py``) and ``montage.png`` / ``whole_body.png`` (axial, coronal,
 sagittal slices and AP / lateral DRRs). See :mod:`xfit.phantoms.report`.
 """
 
@@ -23,9 +25,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=6, help="cases in the montage")
     p.add_argument("--force", action="store_true", help="replace the output folder")
+    p.add_argument("--body-composition", default="default", choices=["default", "published"],
+                   help="phantom model (xfit phantoms --body-composition)")
     a = p.parse_args()
     t0 = time.perf_counter()
-    run_report(a.n, a.out, seed=a.seed, n_images=a.images, force=a.force)
+    run_report(a.n, a.out, seed=a.seed, n_images=a.images, force=a.force, body_composition=a.body_composition)
     print(f"wrote {a.out}/report.md ({a.n} phantoms, {time.perf_counter() - t0:.0f} s)")
 
 

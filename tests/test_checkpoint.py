@@ -75,7 +75,7 @@ def _rewrite(src, dst, *, meta_edit=None, tensor_edit=None):
 def test_named_configs_load_and_build(name):
     cfg = load_config(name)
     assert cfg.out_channels == 2 and cfg.label_names == ("bone",)
-    assert cfg.fov_mm == pytest.approx(80.0)
+    assert cfg.fov_mm == pytest.approx(128.0 if name == "128" else 80.0)  # 128: 128^3 at 1 mm
     assert sorted(cfg.g_channels) == sorted(cfg.d_channels)
     assert max(cfg.g_channels) == cfg.resolution
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from scipy import ndimage
 
 from xfit.cli import main
 from xfit.errors import CheckpointError, InputError, OutputExistsError
 from xfit.io import read_nifti
-from xfit.phantoms import write_phantoms
+from xfit.phantoms import make_phantom, write_phantoms
 from xfit.prior.checkpoint import compute_w_stats, load_prior, save_prior
 from xfit.prior.config import load_config
 from xfit.prior.evaluate import (
@@ -22,6 +23,8 @@ from xfit.prior.evaluate import (
     evaluate_prior,
     frechet_distance,
     histogram_distances,
+    label_check,
+    label_check_summary,
     label_extents_mm,
     load_real_set,
     volume_features,
@@ -170,6 +173,43 @@ def test_label_extents():
     assert np.isnan(ext[1]).all()
 
 
+def test_label_check_flags_two_blobs():
+    m = np.zeros((3, 16, 16, 16), bool)
+    m[0, 4:10, 4:10, 4:10] = True  # one vertebra
+    m[1, 4:10, 4:10, 2:6] = True  # two blobs stacked along z: a piece of a neighbour
+    m[1, 4:10, 4:10, 10:14] = True
+    m[1, 5:7, 5:7, 10] = True  # (and one more voxel, so that one blob is the largest)
+    c = label_check(m, 2.0)
+    assert c["components"].tolist() == [1, 2, 0]
+    assert c["crisp"].tolist() == [True, False, False]
+    assert c["largest_fraction"][0] == 1.0 and 0.45 < c["largest_fraction"][1] < 0.55
+    assert c["beyond_z_fraction"][0] == 0.0 and c["beyond_z_fraction"][1] == pytest.approx(1 - c["largest_fraction"][1])
+    assert c["extent_excess_mm"][0].tolist() == [0, 0, 0]
+    assert c["extent_excess_mm"][1].tolist() == [0, 0, 16.0]  # z 2..13 (24 mm) against 4 slices (8 mm)
+    assert np.isnan(c["largest_fraction"][2]) and np.isnan(c["neighbour_overlap"]).all()
+    s = label_check_summary(c)
+    assert s["not_crisp"] == 1 and s["empty"] == 1 and s["components"] == 1.5
+    assert [v["crisp"] for v in s["per_volume"]] == [True, False, False]
+    json.dumps(s, allow_nan=False)
+    with pytest.raises(InputError):
+        label_check(m[0], 2.0)
+
+
+def test_label_check_on_phantom_levels():
+    """A phantom's centred label is crisp; a mask that takes in its neighbours' levels is not."""
+    ph = make_phantom(3, size=48, spacing_mm=1.25, noise_hu=0.0)
+    others = (ph.seg > 0) & ~ph.vertebra_mask
+    assert others.any()  # the neighbours are in the crop
+    masks = np.stack([ph.vertebra_mask, ph.seg > 0])
+    c = label_check(masks, 1.25, neighbours=np.stack([others, others]))
+    assert c["components"][0] == 1 and c["neighbour_overlap"][0] == 0.0 and c["crisp"][0]
+    assert c["neighbour_overlap"][1] > 0.2 and not c["crisp"][1]
+    # a neighbour's piece touching the centred vertebra is one component, but not crisp
+    touching = ph.vertebra_mask | ndimage.binary_dilation(ph.vertebra_mask, iterations=5) & others
+    c2 = label_check(touching[None], 1.25, neighbours=others[None])
+    assert 0 < c2["neighbour_overlap"][0] and not c2["crisp"][0]
+
+
 def test_real_vs_real_is_zero_and_perturbed_is_not(ct_dir, prior):
     real = load_real_set(ct_dir, prior.config)
     assert len(real) == 3 and real.hu.shape[1:] == (32, 32, 32)
@@ -197,6 +237,10 @@ def test_evaluate_prior_report(tmp_path, ct_dir, prior_path):
     for side in ("real", "fake"):
         assert 0 <= report["bone_fraction"][side]["mean"] <= 1
         assert math.isfinite(report["diversity_ssim"][side])
+    # training crops hold the centred vertebra only: one crisp piece each
+    assert report["label_check"]["real"]["not_crisp"] == 0
+    assert report["label_check"]["real"]["largest_fraction"] == 1.0
+    assert len(report["label_check"]["fake"]["per_volume"]) == 4
     # held-out == training folder here, so the real set's nearest distance is exactly zero
     assert report["nearest_train_mse"]["real"]["mean"] == pytest.approx(0.0, abs=1e-9)
     assert report["nearest_train_mse"]["fake"]["mean"] > 0
@@ -210,6 +254,7 @@ def test_evaluate_cli(tmp_path, ct_dir, prior_path):
     res = run("evaluate-prior", prior_path, "--data", ct_dir, "-n", 3, "-o", tmp_path / "r.json")
     assert res.exit_code == 0, res.output
     assert "bone fraction" in res.output and "feature FD" in res.output
+    assert "labels not crisp" in res.output and "0/3" in res.output
     assert json.loads((tmp_path / "r.json").read_text())["n_fake"] == 3
     assert_user_error(run("evaluate-prior", prior_path, "--data", ct_dir, "-o", tmp_path / "r.json"), "force")
     empty = tmp_path / "empty"

@@ -357,3 +357,44 @@ def test_cli_train_prior_runs(tmp_path, ct_dir):
     res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
                                     "--resume", "--max-steps", "2", "--device", "cpu"])
     assert res.exit_code == 0 and "trained 2 steps" in res.output, res.output
+
+
+# ----------------------------------------------------------------------------- the 128^3 GPU config
+
+
+def shrunk_128_config(tmp_path: Path, factor: int = 8) -> Path:
+    """``configs/prior-128.yaml`` shrunk for a CPU test: the same field of view, training settings,
+    mapping depth and batch, with ``factor`` times fewer voxels per side (``factor`` times the
+    spacing), the channel ladder of its top ``log2(128 / factor) - 1`` levels divided by
+    ``factor``, and 32-wide latents."""
+    data = yaml.safe_load(config_path("128").read_text())
+    res = data["resolution"] // factor
+    for key in ("g_channels", "d_channels"):
+        ladder = {int(r): int(c) for r, c in data[key].items()}
+        data[key] = {r // factor: max(c // factor, 2) for r, c in ladder.items() if r // factor >= 4}
+        assert max(data[key]) == res
+    data.update(name="128-shrunk", resolution=res, spacing_mm=data["spacing_mm"] * factor, z_dim=32, w_dim=32)
+    path = tmp_path / "prior-128-shrunk.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_prior_128_config_trains_two_steps_shrunk(tmp_path):
+    """The GPU config's structure (README, "A prior at 128^3 for GPUs") runs: 2 training steps of
+    it shrunk to 16^3 at 8 mm, on phantoms with the field of view of its 128^3 crops at 1 mm."""
+    full = load_config("128")
+    assert (full.resolution, full.spacing_mm, full.fov_mm) == (128, 1.0, 128.0)
+    assert full.training.batch_size % full.mbstd_group_size == 0
+    cfg = load_config(shrunk_128_config(tmp_path))
+    assert cfg.fov_mm == full.fov_mm and cfg.training == full.training
+    assert cfg.mapping_layers == full.mapping_layers and cfg.hu_window == full.hu_window
+    from xfit.phantoms import write_phantoms
+
+    data = tmp_path / "phantoms"  # 160 mm grids: one whole 128 mm crop each (resampled to 8 mm)
+    write_phantoms(data, 2, size=40, spacing_mm=4.0, seed=1000, progress=False, noise_hu=0.0, blur=False)
+    run = tmp_path / "run"
+    s = train(cfg, data, run, max_steps=2, progress=False, device="cpu")
+    assert s["steps"] == 2 and s["examples"] == 2
+    prior = load_prior(run / PRIOR_FILE)
+    assert prior.config.resolution == 16 and prior.config.fov_mm == 128.0
+    assert prior.meta["training"]["steps"] == 2

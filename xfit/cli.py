@@ -221,9 +221,12 @@ MAX_PHANTOM_SIDE = 1024
 @click.option("--noise", "noise_hu", default=None, type=FiniteFloat(0.0, 500.0), help="CT noise standard deviation (HU; 0 = none) [default: drawn, 5-30]")
 @click.option("--blur/--no-blur", default=True, show_default=True, help="slice thickness and in-plane blur of the drawn scanner")
 @click.option("--metal/--no-metal", default=None, help="pedicle screws in every case / in none [default: drawn, a few % of cases]")
+@click.option("--body-composition", type=click.Choice(["default", "published"]), default="default", show_default=True,
+              help="published: draw sex, BMI and the centred level's muscle and fat areas from published CT body-composition data "
+                   "and fit the torso to them; default: each seed's phantom as it always was")
 @click.option("--force", is_flag=True, help="replace an existing output folder")
 def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, seed: int, level: str | None,
-             centre: str, noise_hu: float | None, blur: bool, metal: bool | None, force: bool) -> None:
+             centre: str, noise_hu: float | None, blur: bool, metal: bool | None, body_composition: str, force: bool) -> None:
     """Write N procedural spine CT phantoms to OUT: caseNNNN_ct.nii.gz (HU), caseNNNN_seg.nii.gz
     (every vertebra by its VerSe level), caseNNNN_tissue.nii.gz (tissue classes), caseNNNN.json
     and montage.png."""
@@ -243,7 +246,7 @@ def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, 
                          f"per side; at most {MAX_PHANTOM_SIDE}")
     check_output_folder(out, force=force)
     kw = dict(size=sizes[0] if len(sizes) == 1 else sizes, spacing_mm=spacing, fov_mm=fov_mm, level=level,
-              centre=centre, noise_hu=noise_hu, blur=blur, metal=metal)
+              centre=centre, noise_hu=noise_hu, blur=blur, metal=metal, body_composition=body_composition)
     make_phantom(seed, **{**kw, "size": 8, "fov_mm": None, "blur": False, "noise_hu": 0.0})  # bad level: now
     # write_phantoms builds the folder with xfit.io.atomic_folder: whole or not at all
     paths = write_phantoms(out, n, seed=seed, force=force, **kw)
@@ -432,7 +435,8 @@ def sample(prior, n, out, seed, truncation_psi, device, force) -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto")
 @click.option("--force", is_flag=True, help="overwrite --out")
 def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, force) -> None:
-    """Compare prior samples with held-out real CTs (HU histogram, bone, sizes, FD, diversity)."""
+    """Compare prior samples with held-out real CTs (HU histogram, bone, sizes, label pieces, FD,
+    diversity)."""
     from .io import check_device, check_output_file
     from .prior.evaluate import evaluate_prior as run
 
@@ -448,10 +452,15 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
     def vec(x) -> str:
         return "/".join(num(v) for v in x)
 
+    lc = r["label_check"]
     rows = [("volumes", num(r["n_real"]), num(r["n_fake"])),
             ("bone fraction (>250 HU)", num(r["bone_fraction"]["real"]["mean"]), num(r["bone_fraction"]["fake"]["mean"])),
             ("vertebra extent x/y/z mm", vec(r["vertebra_extent_mm"]["real"]["mean"]), vec(r["vertebra_extent_mm"]["fake"]["mean"])),
             ("empty vertebra masks", num(r["vertebra_extent_mm"]["real"]["empty"]), num(r["vertebra_extent_mm"]["fake"]["empty"])),
+            ("label components (mean)", num(lc["real"]["components"]), num(lc["fake"]["components"])),
+            ("label largest-piece share", num(lc["real"]["largest_fraction"]), num(lc["fake"]["largest_fraction"])),
+            ("label beyond its z-range", num(lc["real"]["beyond_z_fraction"]), num(lc["fake"]["beyond_z_fraction"])),
+            ("labels not crisp", f"{lc['real']['not_crisp']}/{r['n_real']}", f"{lc['fake']['not_crisp']}/{r['n_fake']}"),
             ("diversity: mean pair SSIM", num(r["diversity_ssim"]["real"]), num(r["diversity_ssim"]["fake"]))]
     if r["nearest_train_mse"] is not None:
         rows.append(("nearest-train MSE (mean)", num(r["nearest_train_mse"]["real"]["mean"]),

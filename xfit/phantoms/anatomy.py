@@ -219,8 +219,15 @@ def ribcage(sp: SpineParams, lay: dict, to: TorsoParams) -> dict[str, float]:
 
 
 def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoParams,
-                 seed: int) -> None:
-    """Body outline, skin, fat, muscles and the thoracic or abdominal contents (soft tissue)."""
+                 seed: int, regions: dict | None = None) -> None:
+    """Body outline, skin, fat, muscles and the thoracic or abdominal contents (soft tissue).
+
+    Args:
+        regions: when given, receives the body compartments as ``[I, J, K]`` bool maps (nothing
+            else changes): ``"subcutaneous"`` (between the skin's outer surface and the outer
+            surface of the wall muscles) and ``"cavity"`` (inside the wall muscles' inner surface:
+            abdominal or thoracic cavity), as :mod:`.composition` measures them.
+    """
     g = cv.grid
     h = g.spacing
     x, y, z = g.points(g.full())
@@ -249,6 +256,9 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
     inner = depth - to.skin - sub
     cv.soft(full, occ(-inner), mus_hu, "muscle")
     cavity = occ(np.float32(to.wall) - inner)
+    if regions is not None:
+        regions["subcutaneous"] = (body >= 0.5) & (inner < 0)
+        regions["cavity"] = cavity >= 0.5
     del inner, depth, body
     # levels: diaphragm and where organs sit
     zl = {n: float(lay[n]["p"][2]) for n in SPINE_LEVELS}

@@ -86,12 +86,15 @@ def write_phantoms(out_dir: str | Path, n: int, *, size: int | Sequence[int] = 6
                    spacing_mm: float = 1.25, seed: int = 0, fov_mm: float | None = None,
                    force: bool = False, progress: bool = True, level: str | None = None,
                    centre: str = "vertebra", noise_hu: float | None = None, blur: bool = True,
-                   metal: bool | None = None, n_montage: int = 4) -> list[Path]:
+                   metal: bool | None = None, n_montage: int = 4,
+                   body_composition: str = "default") -> list[Path]:
     """Write ``n`` phantoms (case ``i`` uses seed ``seed + i``) as one folder, atomically.
 
     Per case: ``caseNNNN_ct.nii.gz`` (HU), ``caseNNNN_seg.nii.gz`` (vertebrae, VerSe labels),
     ``caseNNNN_tissue.nii.gz`` (:data:`TISSUE`) and ``caseNNNN.json`` (parameters); plus
-    ``montage.png`` of the first ``n_montage`` cases. The folder is built beside ``out_dir`` and
+    ``montage.png`` of the first ``n_montage`` cases. ``body_composition="published"`` draws the
+    bodies' muscle and fat areas from published CT data (:mod:`xfit.phantoms.composition`; the
+    default keeps every seed's phantom as it always was). The folder is built beside ``out_dir`` and
     renamed into place when complete (:func:`xfit.io.atomic_folder`).
 
     Returns:
@@ -111,7 +114,7 @@ def write_phantoms(out_dir: str | Path, n: int, *, size: int | Sequence[int] = 6
         raise InputError(f"n must be >= 1, got {n}")
     out = check_output_folder(out_dir, force=force)
     kw = dict(size=size, spacing_mm=spacing_mm, fov_mm=fov_mm, level=level, centre=centre,
-              noise_hu=noise_hu, blur=blur, metal=metal)
+              noise_hu=noise_hu, blur=blur, metal=metal, body_composition=body_composition)
     first = make_phantom(seed, **kw)  # bad arguments fail here, before any file
     written: list[Path] = []
     shown = []

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..levels import level_label, parse_levels, LABEL_TO_LEVEL
+from .composition import composition_json
 from .anatomy import (draw_torso, render_discs_and_canal, render_ribs, render_torso,
                       render_vertebrae, ribcage)
 from .materials import draw_bone
@@ -51,6 +52,8 @@ class Phantom:
         affine: ``[4, 4]`` float64 voxel index -> world RAS+ mm.
         params: the drawn parameters.
         info: grid facts and measured summary (JSON-serializable).
+        regions: with ``make_phantom(..., regions=True)``, ``[I, J, K]`` bool body compartments
+            (``"subcutaneous"``, ``"cavity"``; :func:`xfit.phantoms.anatomy.render_torso`).
     """
 
     hu: np.ndarray
@@ -59,6 +62,7 @@ class Phantom:
     affine: np.ndarray
     params: PhantomParams
     info: dict
+    regions: dict | None = None
 
     @property
     def spacing_mm(self) -> float:
@@ -125,11 +129,22 @@ def draw_spine(rng: np.random.Generator, level: str | None) -> SpineParams:
                        posture=posture)
 
 
-def draw_params(seed: int, level: str | None = None) -> PhantomParams:
-    """Every parameter of the phantom of ``seed`` (nothing depends on a grid)."""
+def draw_params(seed: int, level: str | None = None, body_composition: str = "default") -> PhantomParams:
+    """Every parameter of the phantom of ``seed`` (nothing depends on a grid).
+
+    ``body_composition="published"`` then draws sex, BMI and the centred level's muscle and fat
+    areas from their own stream (3) and fits the torso to them (:mod:`.composition`); the spine and
+    the scanner are the default phantom's.
+    """
+    from .composition import apply_published, check_body_composition
+
+    check_body_composition(body_composition)
     sp = draw_spine(_rng(seed, 0), level)
-    return PhantomParams(seed=int(seed), spine=sp, torso=draw_torso(_rng(seed, 1)),
-                         scanner=draw_scanner(_rng(seed, 2), sp.centre_level))
+    p = PhantomParams(seed=int(seed), spine=sp, torso=draw_torso(_rng(seed, 1)),
+                      scanner=draw_scanner(_rng(seed, 2), sp.centre_level))
+    if body_composition == "published":
+        p = apply_published(p, _rng(seed, 3))
+    return p
 
 
 def _shape(size: int | Sequence[int], spacing_mm: float, fov_mm: float | None) -> tuple[int, ...]:
@@ -169,7 +184,8 @@ def vertebra_centroid(p: PhantomParams, lay: dict, spacing_mm: float,
 def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float = 1.25,
                  fov_mm: float | None = None, level: str | None = None,
                  centre: str = "vertebra", noise_hu: float | None = None, blur: bool = True,
-                 metal: bool | None = None) -> Phantom:
+                 metal: bool | None = None, body_composition: str = "default",
+                 regions: bool = False) -> Phantom:
     """Draw a procedural spine CT phantom.
 
     Args:
@@ -188,6 +204,11 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
         noise_hu: CT noise standard deviation (HU); ``None`` draws one in 5-30, 0 switches it off.
         blur: apply the drawn slice thickness and in-plane blur.
         metal: pedicle screws: ``None`` as drawn (a small fraction of cases), True or False.
+        body_composition: ``"default"`` (the phantom of the seed as it always was) or
+            ``"published"``: sex, BMI and the centred level's muscle / fat areas drawn from
+            published CT body-composition data and the torso fitted to them
+            (:mod:`xfit.phantoms.composition`); recorded in ``info["body_composition"]``.
+        regions: also return the body compartments (``Phantom.regions``) for area measurements.
 
     Returns:
         :class:`Phantom` whose grid centre is the world origin (where X-rays aimed at the
@@ -195,7 +216,7 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
         (whose origin is the midpoint of the centred vertebra's antero-posterior extent).
 
     Raises:
-        InputError: bad size, spacing, field of view, level, centre or noise.
+        InputError: bad size, spacing, field of view, level, centre, noise or body composition.
     """
     if centre not in CENTRES:
         raise InputError(f"centre must be one of {CENTRES}, got {centre!r}")
@@ -208,7 +229,7 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
     shape = _shape(size, spacing_mm, fov_mm)
     if max(shape) > MAX_SIDE:
         raise InputError(f"a grid of {shape} voxels is too large (at most {MAX_SIDE} per side)")
-    p = draw_params(seed, level)
+    p = draw_params(seed, level, body_composition)
     sc = p.scanner
     if noise_hu is not None:
         sc.noise_hu = float(noise_hu)
@@ -230,7 +251,8 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
     grid = Grid([n + 2 * m for n in shape], h, origin)
     cv = Canvas(grid)
     cage = ribcage(sp, lay, p.torso)
-    render_torso(cv, sp, lay, cage, p.torso, seed)
+    reg: dict | None = {} if regions else None
+    render_torso(cv, sp, lay, cage, p.torso, seed, regions=reg)
     render_discs_and_canal(cv, sp, lay)
     render_ribs(cv, sp, lay, cage, p.torso, seed)
     render_vertebrae(cv, sp, lay, seed)
@@ -247,6 +269,7 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
     info = dict(seed=int(seed), shape=list(shape), spacing_mm=h, centre=centre,
                 centre_mm=[float(x) for x in origin], centre_level=sp.centre_level,
                 centre_label=sp.centre_label,
+                body_composition=composition_json(p.composition) or "default",
                 levels={lvl: sp.vertebrae[lvl].label for lvl in SPINE_LEVELS},
                 vertebra=dict(level=sp.centre_level, body_width_mm=2 * v.a,
                               body_depth_mm=2 * v.b, body_height_mm=2 * v.hb,
@@ -258,4 +281,5 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
     return Phantom(hu=np.ascontiguousarray(hu[crop], np.float32),
                    seg=np.ascontiguousarray(cv.seg[crop]),
                    tissue=np.ascontiguousarray(cv.tissue[crop]), affine=out_grid.affine,
-                   params=p, info=info)
+                   params=p, info=info,
+                   regions=None if reg is None else {k: np.ascontiguousarray(v[crop]) for k, v in reg.items()})

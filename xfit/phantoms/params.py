@@ -141,14 +141,36 @@ class ScannerParams:
 
 
 @dataclass
+class CompositionParams:
+    """Body composition drawn from published data (:mod:`.composition`): who the body is and the
+    cross-sectional areas (cm², at the centred level's mid-vertebral axial slice) the torso was
+    fitted to. ``vat_cm2`` is 0 above the diaphragm (the cavity holds lungs and mediastinum)."""
+
+    model: str  # "published" (the version of the body-composition model)
+    sex: str  # "female" or "male"
+    bmi: float  # kg/m^2
+    level: str  # the level the targets are for (the centred vertebra)
+    sma_cm2: float  # skeletal muscle area target
+    sat_cm2: float  # subcutaneous adipose tissue area target
+    vat_cm2: float  # visceral adipose tissue area target
+    body_cm2: float  # area inside the skin the outline was scaled to
+    fitted: dict[str, float] = field(default_factory=dict)  # areas measured when fitting
+
+
+@dataclass
 class PhantomParams:
-    """All draws of one phantom."""
+    """All draws of one phantom (``composition`` only with ``body_composition="published"``)."""
 
     seed: int
     spine: SpineParams
     torso: TorsoParams
     scanner: ScannerParams
+    composition: CompositionParams | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-serializable dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=float))
+        """JSON-serializable dict (tuples become lists; no ``composition`` key when there is none,
+        so the default phantoms' JSON is what it was before the key existed)."""
+        d = json.loads(json.dumps(dataclasses.asdict(self), default=float))
+        if d.get("composition") is None:
+            d.pop("composition", None)
+        return d

@@ -1,6 +1,6 @@
 """Realism report: generated phantoms measured against the published tables.
 
-``python bench/phantoms.py -n 40 -o docs/phantoms_report`` (or ``xfit phantoms OUT --report``)
+``python bench/phantoms.py -n 40 -o docs/phantoms_report [--body-composition published]``
 measures on the rendered label maps, in each centred vertebra's own frame:
 
 * body width, depth, anterior and posterior height, canal width and depth, the tip-to-tip width
@@ -8,6 +8,10 @@ measures on the rendered label maps, in each centred vertebra's own frame:
 * HU per tissue class (median and 5-95 %) beside :data:`.morphometry.TISSUE_HU`, and the tissue
   fractions of the crops;
 * the posture (lordosis, kyphosis, sacral slope, the centred vertebra's tilt);
+* the body composition of the centred level (:func:`composition_rows`): skeletal muscle,
+  subcutaneous and visceral fat areas on the mid-vertebral axial slice of the whole body, with
+  the standard HU windows, beside the published values of :mod:`.composition` (Framingham /
+  van der Werf / Derstine muscle, Kong fat; ``--body-composition published`` phantoms draw them);
 and writes ``report.md``, ``report.json`` and a PNG montage of slices and AP / lateral DRRs.
 """
 
@@ -109,10 +113,63 @@ def _ref_range(name: str) -> tuple[float, float] | None:
     return None
 
 
+#: Grid of the whole-body slab the body composition is measured on: in-plane voxels, slices, mm.
+COMPOSITION_GRID = (301, 9, 2.0)
+
+
+def measure_composition(seed: int, body_composition: str = "default", level: str | None = None
+                        ) -> dict[str, Any]:
+    """Body composition of phantom ``seed``'s centred level: :func:`.composition.slice_areas` of
+    the axial slice through the centred vertebra's centroid (a whole-body slab of
+    :data:`COMPOSITION_GRID`), the lung area, and who the body is."""
+    from .composition import slice_areas
+
+    n, k, h = COMPOSITION_GRID
+    ph = make_phantom(seed, size=(n, n, k), spacing_mm=h, level=level,
+                      body_composition=body_composition, regions=True)
+    mid = k // 2
+    out: dict[str, Any] = slice_areas(ph.hu[:, :, mid], ph.tissue[:, :, mid],
+                                      {a: b[:, :, mid] for a, b in ph.regions.items()}, h)
+    out["lung"] = float((ph.tissue[:, :, mid] == TISSUE["lung"]).sum() * h * h / 100.0)
+    c = ph.params.composition
+    out.update(level=ph.info["centre_level"], sex=c.sex if c else "-", bmi=c.bmi if c else None)
+    return out
+
+
+def composition_rows(measured: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per level and sex: measured SMA (mean ± SD), SAT / VAT (median), lung area, beside the
+    published SMA (mean ± SD) and the published SAT / VAT medians at the bodies' mean BMI
+    (:func:`.composition.fat_median`; both sexes when the phantoms have none)."""
+    from .composition import SMA_PUBLISHED, fat_median
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for m in measured:
+        groups[(m["level"], m["sex"])].append(m)
+    rows = []
+    for (lvl, sex), ms in sorted(groups.items(), key=lambda t: ((t[0][0][0] != "T"), int(t[0][0][1:]), t[0][1])):
+        sma = np.array([m["sma"] for m in ms])
+        bmis = [m["bmi"] for m in ms if m["bmi"] is not None]
+        bmi = float(np.mean(bmis)) if bmis else None
+        sexes = ("female", "male") if sex == "-" else (sex,)
+        pub = {x: dict(sma_mean=SMA_PUBLISHED[x][lvl].mean, sma_sd=SMA_PUBLISHED[x][lvl].sd,
+                       sma_source=SMA_PUBLISHED[x][lvl].source,
+                       sat_median=fat_median("sat", x, bmi if bmi else 23.5, lvl),
+                       vat_median=fat_median("vat", x, bmi if bmi else 23.5, lvl)) for x in sexes}
+        rows.append(dict(level=lvl, sex=sex, n=len(ms), bmi=bmi, sma_mean=float(sma.mean()),
+                         sma_sd=float(sma.std()) if len(ms) > 1 else None,
+                         sat_median=float(np.median([m["sat"] for m in ms])),
+                         vat_median=float(np.median([m["vat"] for m in ms])),
+                         lung_median=float(np.median([m["lung"] for m in ms])),
+                         body_median=float(np.median([m["body"] for m in ms])), published=pub))
+    return rows
+
+
 def run_report(n: int, out_dir: str | Path, *, seed: int = 0, size: int = 64,
                spacing_mm: float = 1.25, n_images: int = 6, force: bool = False,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, body_composition: str = "default") -> dict[str, Any]:
     """Draw ``n`` phantoms (seeds ``seed..``), measure them and write the report folder.
+
+    ``body_composition`` chooses the phantom model (``make_phantom``'s argument).
 
     Returns:
         The report as a dict (also ``report.json``).
@@ -125,9 +182,11 @@ def run_report(n: int, out_dir: str | Path, *, seed: int = 0, size: int = 64,
     phs: list[Phantom] = []
     dims: dict[str, list[dict[str, float]]] = defaultdict(list)
     posture: list[dict[str, float]] = []
+    comp: list[dict[str, Any]] = []
     for s in tqdm(range(seed, seed + n), desc="phantoms", disable=not progress):
-        ph = make_phantom(s, size=size, spacing_mm=spacing_mm)
+        ph = make_phantom(s, size=size, spacing_mm=spacing_mm, body_composition=body_composition)
         phs.append(ph)
+        comp.append(measure_composition(s, body_composition))
         dims[ph.info["centre_level"]].append(measure_vertebra(ph))
         p = ph.params.spine.posture
         posture.append(dict(lordosis=p.lordosis, kyphosis=p.kyphosis, sacral_slope=p.sacral_slope,
@@ -136,7 +195,9 @@ def run_report(n: int, out_dir: str | Path, *, seed: int = 0, size: int = 64,
     tissues = tissue_stats(phs)
     bands = hu_bands(phs)
     rep: dict[str, Any] = dict(n=n, seed=seed, size=size, spacing_mm=spacing_mm,
-                               dimensions={}, tissues=tissues, hu_bands=bands, posture={})
+                               body_composition_model=body_composition,
+                               dimensions={}, tissues=tissues, hu_bands=bands, posture={},
+                               composition=composition_rows(comp))
     for lvl in sorted(dims, key=lambda x: (x[0] != "T", int(x[1:]))):
         rows = {}
         for key, field in MEASURES.items():
@@ -154,7 +215,8 @@ def run_report(n: int, out_dir: str | Path, *, seed: int = 0, size: int = 64,
     rep["posture"]["scoliosis_fraction"] = float(np.mean([p["scoliosis_cobb"] > 0 for p in posture]))
     with atomic_folder(out_dir, force=force) as tmp:
         montage(phs[:n_images], tmp / "montage.png")
-        montage([make_phantom(s, size=size, spacing_mm=spacing_mm, fov_mm=320.0)
+        montage([make_phantom(s, size=size, spacing_mm=spacing_mm, fov_mm=320.0,
+                              body_composition=body_composition)
                  for s in range(seed, seed + 2)], tmp / "whole_body.png")
         with atomic_write(tmp / "report.json", force=True) as t:
             Path(t).write_text(json.dumps(rep, indent=1))
@@ -192,5 +254,34 @@ def markdown(rep: dict[str, Any]) -> str:
         if isinstance(st, dict):
             lines.append(f"| {k} | {st['mean']:.1f} | {st['sd']:.1f} | {st['min']:.1f} | {st['max']:.1f} |")
     lines.append(f"\nScoliosis in {rep['posture']['scoliosis_fraction']:.0%} of the cases.")
+    if rep.get("composition"):
+        lines += composition_markdown(rep["composition"], rep.get("body_composition_model", "default"))
     lines.append("\n![montage](montage.png)\n\n![whole body](whole_body.png)\n")
     return "\n".join(lines)
+
+
+def composition_markdown(rows: Sequence[dict[str, Any]], model: str) -> list[str]:
+    """Markdown lines of :func:`composition_rows`."""
+    from .composition import SOURCES
+
+    out = ["", f"## Body composition at the centred level (model: {model})", "",
+           "Mid-vertebral axial slice of the whole body (2 mm voxels), skeletal muscle -29..150 HU "
+           "within the muscles, fat -190..-30 HU between the skin and the wall muscles "
+           "(subcutaneous, SAT) or inside them (visceral, VAT); cm². Published: skeletal muscle "
+           "mean ± SD (Framingham women at T5/T8/T10/L3, men derived from van der Werf 2018; other "
+           "levels interpolated, see `xfit/phantoms/composition.py`), SAT / VAT medians at L3 "
+           "(Kong 2022) grown to the bodies' mean BMI. Sex '-': the default model draws none, so "
+           "both sexes' values are shown (F / M).", "",
+           "| level | sex | n | BMI | muscle (published) | SAT median (published) | VAT median (published) | lung median |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pubs = list(r["published"].values())
+        sma_pub = " / ".join(f"{p['sma_mean']:.0f} ± {p['sma_sd']:.0f}" for p in pubs)
+        sat_pub = " / ".join(f"{p['sat_median']:.0f}" for p in pubs)
+        vat_pub = " / ".join(f"{p['vat_median']:.0f}" if p["vat_median"] > 0 else "–" for p in pubs)
+        out.append(f"| {r['level']} | {r['sex']} | {r['n']} | {_fmt(r['bmi'])} | "
+                   f"{r['sma_mean']:.0f} ± {_fmt(r['sma_sd'], 0)} ({sma_pub}) | "
+                   f"{r['sat_median']:.0f} ({sat_pub}) | {r['vat_median']:.0f} ({vat_pub}) | "
+                   f"{r['lung_median']:.0f} |")
+    out += ["", "Sources: " + "; ".join(f"{k}: {v}" for k, v in SOURCES.items()), ""]
+    return out

@@ -9,6 +9,15 @@ generated volumes share one grid. Both are compared in HU clamped to the prior's
 * **Bone fraction**: fraction of voxels above 250 HU per volume, mean/std real vs generated.
 * **Vertebra size**: bounding-box extent (mm) of the label mask along x, y, z (RAS axes),
   mean/std real vs generated; volumes with an empty mask are counted, not measured.
+* **Label check** (:func:`label_check`): is each label mask one crisp vertebra? Per volume, the
+  connected components (26-connectivity) of the mask, the largest component's share of the mask,
+  the fraction of mask voxels in axial slices above or below the largest component (where the
+  neighbouring levels lie), the extent (mm) the other pieces add to the bounding box, and, where
+  the neighbours' labels are known (phantoms), the fraction of the mask on a neighbour's level. A
+  volume whose largest component holds less than :data:`CRISP_FRACTION` of its mask (or whose
+  mask overlaps a neighbour by more than :data:`MAX_NEIGHBOUR_OVERLAP`) is not crisp. Training
+  crops hold the centred vertebra only (:func:`xfit.prior.data.sample_mask` keeps its label
+  value), so real crops have one component; pieces in generated labels come from the generator.
 * **Feature Fréchet distance** (``feature_fd``): there is no pretrained 3D network offline, so the
   features are fixed and hand-made (:func:`volume_features`, version :data:`FEATURES_VERSION`):
   8-bin HU histograms at full, 1/2 and 1/4 resolution (average pooling) plus the log radial power
@@ -45,6 +54,10 @@ from .sample import as_prior, check_num_samples, check_truncation, generate_samp
 
 FEATURES_VERSION = 1
 HIST_BINS = 250
+#: A label mask is crisp when its largest connected component holds at least this share of it.
+CRISP_FRACTION = 0.99
+#: ... and at most this share of it lies on a neighbouring vertebra's label (when known).
+MAX_NEIGHBOUR_OVERLAP = 0.01
 DIVERSITY_PAIRS = 64
 _FEATURE_HIST_BINS = 8
 _SPECTRUM_SHELLS = 12
@@ -118,6 +131,82 @@ def label_extents_mm(labels: np.ndarray, spacing_mm: float) -> np.ndarray:
             if idx.size:
                 out[n, ax] = (idx[-1] - idx[0] + 1) * spacing_mm
     return out
+
+
+def label_check(labels: np.ndarray, spacing_mm: float, neighbours: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+    """Is each label mask one vertebra without pieces of its neighbours? (module docstring)
+
+    Args:
+        labels: ``[N, I, J, K]`` bool masks (axis 2 is z, superior).
+        spacing_mm: voxel size (mm).
+        neighbours: optional ``[N, I, J, K]`` bool masks of the other vertebrae (their levels are
+            known for phantoms), for ``neighbour_overlap``.
+
+    Returns:
+        Per volume (arrays of length N; NaN where a mask is empty or no neighbours are given):
+        ``components`` (int), ``largest_fraction``, ``beyond_z_fraction`` (mask voxels in slices
+        outside the largest component's z-range), ``extent_excess_mm`` ``[N, 3]`` (bounding-box
+        extent of the whole mask minus the largest component's, x/y/z), ``neighbour_overlap``
+        (fraction of the mask on neighbour voxels) and ``crisp`` (bool, see
+        :data:`CRISP_FRACTION` and :data:`MAX_NEIGHBOUR_OVERLAP`).
+
+    Raises:
+        InputError: ``labels`` is not 4-D or ``neighbours`` has another shape.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels, bool)
+    if labels.ndim != 4:
+        raise InputError(f"labels must be [N, I, J, K], got shape {list(labels.shape)}")
+    if neighbours is not None and np.shape(neighbours) != labels.shape:
+        raise InputError(f"neighbours must have the labels' shape {list(labels.shape)}, "
+                         f"got {list(np.shape(neighbours))}")
+    n = len(labels)
+    out = dict(components=np.zeros(n, np.int64), largest_fraction=np.full(n, np.nan),
+               beyond_z_fraction=np.full(n, np.nan), extent_excess_mm=np.full((n, 3), np.nan),
+               neighbour_overlap=np.full(n, np.nan), crisp=np.zeros(n, bool))
+    structure = np.ones((3, 3, 3), bool)
+    for i, m in enumerate(labels):
+        total = int(m.sum())
+        if total == 0:
+            continue
+        lab, k = ndimage.label(m, structure=structure)
+        sizes = np.bincount(lab.ravel())[1:]
+        big = lab == int(np.argmax(sizes)) + 1
+        out["components"][i] = k
+        out["largest_fraction"][i] = sizes.max() / total
+        zs = np.flatnonzero(big.any(axis=(0, 1)))
+        z_all = m.sum(axis=(0, 1))
+        out["beyond_z_fraction"][i] = (z_all[:zs[0]].sum() + z_all[zs[-1] + 1:].sum()) / total
+        out["extent_excess_mm"][i] = (label_extents_mm(m[None], spacing_mm)[0]
+                                      - label_extents_mm(big[None], spacing_mm)[0])
+        crisp = out["largest_fraction"][i] >= CRISP_FRACTION
+        if neighbours is not None:
+            out["neighbour_overlap"][i] = float((m & neighbours[i]).sum()) / total
+            crisp = crisp and out["neighbour_overlap"][i] <= MAX_NEIGHBOUR_OVERLAP
+        out["crisp"][i] = crisp
+    return out
+
+
+def label_check_summary(check: dict[str, np.ndarray]) -> dict[str, Any]:
+    """JSON-able summary of :func:`label_check`: means over the non-empty masks, the number of
+    masks that are not crisp, and the per-volume values."""
+    ok = ~np.isnan(check["largest_fraction"])
+    mean = lambda x: _json(np.mean(x[ok], 0)) if ok.any() else None  # noqa: E731
+    return {"components": mean(check["components"].astype(float)),
+            "largest_fraction": mean(check["largest_fraction"]),
+            "beyond_z_fraction": mean(check["beyond_z_fraction"]),
+            "extent_excess_mm": mean(check["extent_excess_mm"]),
+            "neighbour_overlap": mean(check["neighbour_overlap"])
+            if not np.isnan(check["neighbour_overlap"][ok]).all() else None,
+            "not_crisp": int((ok & ~check["crisp"]).sum()), "empty": int((~ok).sum()),
+            "crisp_fraction_threshold": CRISP_FRACTION,
+            "per_volume": [{"components": int(check["components"][i]),
+                            "largest_fraction": _json(check["largest_fraction"][i]),
+                            "beyond_z_fraction": _json(check["beyond_z_fraction"][i]),
+                            "neighbour_overlap": _json(check["neighbour_overlap"][i]),
+                            "crisp": bool(check["crisp"][i])} for i in range(len(ok))]}
 
 
 def _radial_power(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -241,6 +330,8 @@ def compare_volume_sets(real: VolumeSet, fake: VolumeSet, *, spacing_mm: float,
                           "fake": _stats(bone_fractions(fake.hu))},
         "vertebra_extent_mm": {"real": _stats(label_extents_mm(real.labels, spacing_mm)),
                                "fake": _stats(label_extents_mm(fake.labels, spacing_mm))},
+        "label_check": {"real": label_check_summary(label_check(real.labels, spacing_mm)),
+                        "fake": label_check_summary(label_check(fake.labels, spacing_mm))},
         "feature_fd": _json(frechet_distance(f_real, f_fake))
         if len(real) > 1 and len(fake) > 1 else None,
         "features_version": FEATURES_VERSION,
