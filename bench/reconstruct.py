@@ -3,6 +3,7 @@ projector / optimizer time, and how time grows with steps, detector size and res
 
     python bench/reconstruct.py [--prior PATH] [--quick]
     python bench/reconstruct.py --radiograph     # README example vs a 2500 x 2000 px pair with --target
+    python bench/reconstruct.py --profile [--set amp=off]   # seconds per part, top operators
 
 Each case runs in a fresh subprocess (so peak resident memory is per case). The X-rays are
 simulated from a held-out phantom (seed 9001) on the prior's grid. Prints a table; the first row
@@ -92,6 +93,136 @@ def radiograph(threads: int) -> None:
     print(f"ratio radiograph / example: {rg['wall_s'] / ex['wall_s']:.2f}")
 
 
+
+def _median_time(fn, reps: int) -> float:
+    """Median wall seconds of ``fn()`` over ``reps`` calls, after one warm-up call."""
+    import time
+
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+
+def cpu_line() -> str:
+    """The CPU model and its native bfloat16 units (``xfit.devices.cpu_bf16_units``)."""
+    import platform
+
+    from xfit.devices import cpu_bf16_units
+
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    units = cpu_bf16_units()
+    return f"CPU {model}, {os.cpu_count()} logical cores; native bf16: {', '.join(units) if units else 'none'}"
+
+
+def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None:
+    """Seconds per part of one fit step at each stage's resolution, the whole default fit's
+    timings, and the top operators (torch.profiler) of a short fit. In-process."""
+    import time
+
+    import torch
+
+    from xfit.allocator import keep_freed_memory
+    from xfit.devices import amp_enabled
+    from xfit.fitting import fit, load_fit_config
+    from xfit.fitting.optimize import build_objective, normalised_targets
+    from xfit.io import hu_to_mu
+    from xfit.prior.checkpoint import load_prior
+    from xfit.prior.sample import generate_hu, prior_affine, synthesize
+    from xfit.studies.evaluate import default_views, make_case
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    prior = load_prior(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors")
+    cfg = load_fit_config(None, **overrides)
+    amp = amp_enabled(cfg.amp, torch.device("cpu"))
+    print(cpu_line())
+    print(f"torch {torch.__version__}, {threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}")
+    views = default_views((0.0, 90.0), 128, 1.0)
+    case = make_case(9001, prior, views)
+    targets = normalised_targets(case.images, torch.device("cpu"))
+    S, full = prior.G.synthesis, int(prior.config.resolution)
+    mean, std = prior.w_mean.float(), prior.w_std.float()
+
+    print(f"\nper step, median of {reps} (seconds):")
+    print(f"{'part':34s} {'coarse':>8s} {'fine':>8s}")
+    rows: dict[str, list[float]] = {}
+    for col, (res, coarse) in enumerate(((full // 2, True), (full, False))):
+        u = torch.zeros(1, prior.num_ws, S.w_dim, requires_grad=True)
+        noise = [torch.zeros(1, *sh[1:], requires_grad=True) for sh in S.noise_shapes()]
+
+        def gen_fwd(r):
+            with torch.no_grad():
+                return synthesize(prior, mean + std * u, noise, r, amp)
+
+        def gen_fwd_bwd(r):
+            synthesize(prior, mean + std * u, noise, r, amp).square().mean().backward()
+
+        prev_f = prev_fb = 0.0
+        for r in S.block_resolutions:
+            if r > res:
+                break
+            tf, tfb = _median_time(lambda: gen_fwd(r), reps), _median_time(lambda: gen_fwd_bwd(r), reps)
+            rows.setdefault(f"synthesis block {r}^3 forward", [0.0, 0.0])[col] = tf - prev_f
+            rows.setdefault(f"synthesis block {r}^3 backward", [0.0, 0.0])[col] = (tfb - tf) - (prev_fb - prev_f)
+            prev_f, prev_fb = tf, tfb
+        objective = build_objective(views, targets, prior_affine(prior, res), res, cfg, coarse=coarse)
+        with torch.no_grad():
+            hu, _ = generate_hu(prior, mean + std * u, noise, res, amp)
+        mu = hu_to_mu(hu)[:, None].requires_grad_(True)
+        rows.setdefault("projector forward", [0.0, 0.0])[col] = _median_time(
+            lambda: [p.detach() for p in objective.render(mu.detach())], reps)
+
+        def proj_fwd_bwd():
+            preds = objective.render(mu)
+            sum(p.sum() for p in preds).backward()
+
+        rows.setdefault("projector backward", [0.0, 0.0])[col] = \
+            _median_time(proj_fwd_bwd, reps) - rows["projector forward"][col]
+        preds = [p.detach().requires_grad_(True) for p in objective.render(mu.detach())]
+        w = (mean + std * u).detach().requires_grad_(True)
+
+        def loss_fwd_bwd():
+            objective.terms(preds, w_plus=w, w_mean=mean, w_std=std, noise=noise)["total"].sum().backward()
+
+        rows.setdefault("loss forward + backward", [0.0, 0.0])[col] = _median_time(loss_fwd_bwd, reps)
+        params = [u] + noise
+        for p_ in params:
+            p_.grad = torch.zeros_like(p_)
+        opt = torch.optim.Adam(params, lr=1e-9)
+        rows.setdefault("Adam step", [0.0, 0.0])[col] = _median_time(opt.step, reps)
+    z = torch.randn(1, prior.G.z_dim)
+    with torch.no_grad():
+        t_map = _median_time(lambda: prior.G.mapping(z), reps)
+    rows["mapping forward (init samples only)"] = [t_map, t_map]
+    for name, (a, b) in rows.items():
+        print(f"{name:34s} {a:8.4f} {b:8.4f}")
+    print(f"{'sum':34s} {sum(v[0] for k, v in rows.items() if 'mapping' not in k):8.4f} "
+          f"{sum(v[1] for k, v in rows.items() if 'mapping' not in k):8.4f}")
+
+    t0 = time.perf_counter()
+    res = fit(prior, case.images, views, cfg, progress=False)
+    wall = time.perf_counter() - t0
+    print(f"\nwhole fit of the README example's phantom (seed 9001): {wall:.1f} s wall, {res.stopped_at} steps")
+    print("  " + ", ".join(f"{k} {v:.2f}" for k, v in res.timings.items()))
+
+    short = load_fit_config(None, **{**overrides, "steps": 16, "init_network_steps": 8})
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fit(prior, case.images, views, short, progress=False)
+    print(f"\ntop {top} operators of a short fit (16 steps, 8 inversion steps), by self CPU time:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
 def run_case(prior: str, detector: int, pixel_spacing: float, overrides: dict, threads: int,
              env: dict[str, str] | None = None) -> dict:
     """Fit once in a fresh interpreter (``env``: extra environment variables); returns its
@@ -116,9 +247,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="only the default and one variation per axis")
     p.add_argument("--radiograph", action="store_true", help="only: README example vs a 2500 x 2000 px pair with --target")
+    p.add_argument("--profile", action="store_true",
+                   help="only: seconds per part of a fit step (each synthesis block, projector, loss, Adam), "
+                        "the whole fit's timings and the top operators, with the CPU model and its bf16 units")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                   help="fit config override for --profile (repeatable), e.g. --set amp=off")
     a = p.parse_args()
     if a.radiograph:
         return radiograph(a.threads)
+    if a.profile:
+        import yaml
+
+        return profile(a.threads, {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.set)})
     import torch
 
     from xfit.fitting import load_fit_config

@@ -7,6 +7,8 @@ does not exist ends in one clear line instead of a traceback deep inside torch.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -64,3 +66,51 @@ def check_device(device: str | torch.device | None) -> torch.device:
         raise InputError(f"--device {text}: there is no GPU {int(index)} (this machine has {count}: "
                          f"cuda:0..cuda:{count - 1})")
     return torch.device(text)
+
+
+# ----------------------------------------------------------------------------- bfloat16 autocast
+
+AMP_CHOICES = ("auto", "bf16", "off")
+#: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic: Intel AMX tiles and AVX512-BF16
+#: dot products. Without them PyTorch emulates bf16, which is slower than float32.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The native bfloat16 units of this CPU (a subset of :data:`BF16_CPU_FLAGS`; empty when
+    none, or when ``cpuinfo`` cannot be read, as on macOS and Windows)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return ()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+
+
+def amp_enabled(amp: str, device: torch.device, cpu_auto: bool | None = None) -> bool:
+    """Resolve ``amp`` (``auto`` | ``bf16`` | ``off``) to whether bfloat16 autocast is on.
+
+    ``auto`` is on for CUDA, and on the CPU when ``cpu_auto`` says so; ``cpu_auto=None`` means
+    "when the CPU has native bf16 units" (:func:`cpu_bf16_units`).
+
+    Raises:
+        InputError: another value.
+    """
+    if amp not in AMP_CHOICES:
+        raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    if amp == "auto":
+        if device.type == "cuda":
+            return True
+        if device.type != "cpu":
+            return False
+        return bool(cpu_bf16_units()) if cpu_auto is None else bool(cpu_auto)
+    return amp == "bf16"
+
+
+def autocast(device: torch.device, enabled: bool):
+    """``torch.autocast`` to bfloat16 on ``device`` when ``enabled`` (a no-op context otherwise)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(enabled))

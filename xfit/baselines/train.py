@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..devices import AMP_CHOICES
 from ..errors import CheckpointError, InputError
 from ..io import atomic_write, hu_to_mu
 from ..levels import format_levels
@@ -47,7 +48,7 @@ from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
 from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
-from ..prior.train import (AMP_CHOICES, _all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
+from ..prior.train import (_all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, _writer_lock, check_crops, check_losses, init_distributed, trim_log)
 from ..projector import project
 from . import ear, igcn, transvert, x2ct, xctrsnet

@@ -79,7 +79,7 @@ def check_init_network(prior: Prior, method: str, checkpoint: str | Path | None 
 
 def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[View], centre_mm: Sequence[float],
                   method: str, checkpoint: str | Path | None = None, *, steps: int = 100,
-                  resolution: int | None = None) -> NetworkStart:
+                  resolution: int | None = None, amp: bool = False) -> NetworkStart:
     """W+ ``[num_ws, w_dim]`` that reproduces ``method``'s reconstruction of the X-rays.
 
     Args:
@@ -89,6 +89,7 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
         method, checkpoint: the network (``None``: its shipped checkpoint).
         steps: Adam steps of the inversion.
         resolution: generator resolution of the inversion (``None``: full).
+        amp: bfloat16 autocast of the generator during the inversion.
     Returns:
         :class:`NetworkStart`; its ``w_init`` is ``None`` (and ``note`` says why) when the network
         cannot take these views (fewer than it was trained on), or when the *shipped* network
@@ -111,7 +112,7 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
         return NetworkStart(None, f"w_mean ({method} needs {n} views, got {len(views)})")
     hu, labels, _, _ = predict(method, checkpoint, list(images[:n]), list(views[:n]),
                                device=prior.w_mean.device, target_mm=list(centre_mm))
-    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution)
+    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp)
     return NetworkStart(torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
                         f"{method} volume inverted into W+ ({steps} steps)", hu, labels.astype(bool))
 

@@ -31,7 +31,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..prior.checkpoint import Prior
 from ..prior.config import hu_to_unit
-from ..prior.sample import generate_hu
+from ..prior.sample import generate_hu, synthesize
 from .objective import noise_prior, w_gaussian_prior
 from .optimize import lr_schedule
 
@@ -98,7 +98,7 @@ def pool_to(volume: Tensor, resolution: int) -> Tensor:
 def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None = None, *,
                   steps: int = 150, lr: float = 0.1, optimize_noise: bool = True, lambda_w: float = 0.001,
                   lambda_n: float = 0.01, label_weight: float = 0.1, w_init: Tensor | None = None,
-                  resolution: int | None = None) -> Inversion:
+                  resolution: int | None = None, amp: bool = False) -> Inversion:
     """Fit W+ (and noise) so that the generated volume matches ``hu`` (and ``label``).
 
     Args:
@@ -114,6 +114,7 @@ def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Ten
         w_init: optional start ``[num_ws, w_dim]`` (default ``w_mean``).
         resolution: stop the generator at this block and compare with the target average-pooled
             to it (about 4x cheaper per halving; the outputs stay at full resolution).
+        amp: bfloat16 autocast of the generator (:func:`xfit.prior.sample.synthesize`).
     Returns:
         :class:`Inversion`.
     """
@@ -144,14 +145,14 @@ def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Ten
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * lr_schedule((step + 0.5) / steps, 0.05, 0.25)
-        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution)
+        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
     with torch.no_grad():
         w = mean + std * u
-        out_hu, logit = generate_hu(prior, w, noise)
-        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution)
+        out_hu, logit = generate_hu(prior, w, noise, amp=amp)
+        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp)
     return Inversion(
         w_plus=w[0].cpu().numpy().astype(np.float32),
         noise=[n[0].detach().cpu().numpy().astype(np.float32) for n in noise],
@@ -164,14 +165,14 @@ def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Ten
 
 def _terms(prior: Prior, u: Tensor, noise: list[Tensor], unit: Tensor, lab: Tensor | None, mean: Tensor,
            std: Tensor, lambda_w: float, lambda_n: float, label_weight: float,
-           resolution: int | None = None) -> dict[str, Tensor]:
+           resolution: int | None = None, amp: bool = False) -> dict[str, Tensor]:
     """The inversion's loss terms (scalars) for styles ``u`` (``w_std`` units) and noise maps,
-    the generator stopped at ``resolution`` (``None``: full)."""
+    the generator stopped at ``resolution`` (``None``: full), under bf16 autocast with ``amp``."""
     w = mean + std * u
-    out = prior.G.synthesis(w, noise=noise, noise_mode="const", max_resolution=resolution)
-    pred = out[:, 0].float()
+    out = synthesize(prior, w, noise, resolution, amp)
+    pred = out[:, 0]
     mse = (pred - unit).square().mean()
-    bce = F.binary_cross_entropy_with_logits(out[:, 1].float(), lab) if lab is not None else mse.new_zeros(())
+    bce = F.binary_cross_entropy_with_logits(out[:, 1], lab) if lab is not None else mse.new_zeros(())
     wg = w_gaussian_prior(w, mean, std)[0]
     nz = noise_prior(noise)[0]
     total = mse + label_weight * bce + lambda_w * wg + lambda_n * nz

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..devices import amp_enabled
 from ..errors import GeometryError, InputError, XfitError
 from ..geometry import View, pixel_inside, view_dict, world_to_pixel
 from ..io import hu_to_mu
@@ -84,9 +85,11 @@ class FitResult:
         best_restart: index of the restart returned.
         stopped_at: steps run (less than ``config['steps']`` after early stopping).
         perceptual: ``"lpips"``, ``"gradient_ncc"`` or ``None`` (weight 0).
-        timings: seconds in ``generator``, ``projector`` (forward passes), ``optimizer`` (loss,
-            backward and Adam), ``total``, and ``per_step``.
-        config: the :class:`FitConfig` as a dictionary (plus ``seed`` actually used).
+        timings: seconds in ``init`` (the initialising network and its inversion), ``generator``,
+            ``projector`` (forward passes), ``optimizer`` (loss, backward and Adam), ``final``,
+            ``total``, and ``per_step``.
+        config: the :class:`FitConfig` as a dictionary (plus ``seed`` actually used and
+            ``amp_resolved``, ``bf16`` or ``off``).
         transform: the fitted similarity transform of the best restart (``rotation_deg``,
             ``translation_mm``, ``scale``) when enabled; the outputs are resampled from the moved
             volume onto the fixed cube.
@@ -236,8 +239,9 @@ def footprint_masks(groups: list[ViewGroup], affine: Tensor, resolution: int, fr
 
 @torch.no_grad()
 def best_prior_samples(prior: Prior, objective: Objective, n: int, k: int, *, seed: int = 0,
-                       resolution: int | None = None, batch: int = 4) -> Tensor:
-    """The ``k`` of ``n`` random prior samples whose projections best match the targets.
+                       resolution: int | None = None, batch: int = 4, amp: bool = False) -> Tensor:
+    """The ``k`` of ``n`` random prior samples whose projections best match the targets
+    (``amp``: the generator under bf16 autocast).
 
     Samples are ``w = mapping(z)`` broadcast over W+, with the generator's constant noise; they
     are scored by the objective's data term (at ``resolution``: the coarse generator output when
@@ -252,7 +256,7 @@ def best_prior_samples(prior: Prior, objective: Objective, n: int, k: int, *, se
     scores = []
     for i in range(0, n, batch):
         w = ws[i:i + batch]
-        hu, _ = generate_hu(prior, w, resolution=resolution)
+        hu, _ = generate_hu(prior, w, resolution=resolution, amp=amp)
         preds = objective.render(hu_to_mu(hu)[:, None])
         scores.append(objective.data_per_view(preds).mean(-1))
     order = torch.argsort(torch.cat(scores))
@@ -465,12 +469,13 @@ class StageRunner:
         objectives: ``{False: full resolution, True: coarse}`` objectives.
         centre_mm: ``[3]`` centre of the prior's cube in world mm (the transform's centre).
         coarse_res: generator resolution of coarse stages (``None``: full).
+        amp: run the generator under bfloat16 autocast.
     """
 
     def __init__(self, prior: Prior, cfg: FitConfig, restarts: list[Restart],
                  objectives: dict[bool, Objective], centre_mm: Tensor, coarse_res: int | None,
-                 *, bar=None, callback: Callback | None = None):
-        self.prior, self.cfg, self.restarts = prior, cfg, restarts
+                 *, bar=None, callback: Callback | None = None, amp: bool = False):
+        self.prior, self.cfg, self.restarts, self.amp = prior, cfg, restarts, amp
         self.objectives, self.centre_mm, self.coarse_res = objectives, centre_mm, coarse_res
         self.bar, self.callback = bar, callback
         self.sigmas = cfg.transform_sigmas()
@@ -496,7 +501,7 @@ class StageRunner:
         else:
             with torch.set_grad_enabled(not frozen and torch.is_grad_enabled()):
                 hu, logit = generate_hu(self.prior, x["w_plus"], x["noise"],
-                                        resolution=self.coarse_res if stage.coarse else None)
+                                        resolution=self.coarse_res if stage.coarse else None, amp=self.amp)
             if frozen:
                 self._frozen_hu = (hu.detach(), logit.detach())
         if x["residual"] is not None:
@@ -853,6 +858,7 @@ def fit(
     arrays = check_images(images, views)
     centre = check_centre(centre_mm, views)
     device = next(iter(prior.G.parameters())).device
+    amp = amp_enabled(cfg.amp, device)
     torch.manual_seed(seed)
     targets = normalised_targets(arrays, device)
 
@@ -864,13 +870,15 @@ def fit(
         cfg = dataclasses.replace(cfg, background=use)
 
     start = "w_init" if w_init is not None else "w_mean"
+    t_init = 0.0
     anchor_at: dict[int, Any] = {}
     if w_init is None and cfg.init_network is not None:
         from .hybrid import anchors, network_start  # noqa: PLC0415
 
         net = network_start(prior, arrays, views, centre, cfg.init_network, init_checkpoint,
-                            steps=cfg.init_network_steps, resolution=coarse_res)
+                            steps=cfg.init_network_steps, resolution=coarse_res, amp=amp)
         w_init, start = net.w_init, net.note
+        t_init = time.perf_counter() - t_start
         if net.hu is not None and (cfg.lambda_anchor > 0 or cfg.lambda_anchor_label > 0):
             anchor_at = anchors(prior, net.hu, net.labels, [full_res] + ([coarse_res] if coarse_res else []),
                                 cfg.lambda_anchor, cfg.lambda_anchor_label)
@@ -891,12 +899,12 @@ def fit(
     if cfg.init_samples > 0 and cfg.restarts > 1:
         w_starts = best_prior_samples(prior, coarse if coarse is not None else fine,
                                       cfg.init_samples, cfg.restarts - 1, seed=seed,
-                                      resolution=coarse_res if coarse is not None else None)
+                                      resolution=coarse_res if coarse is not None else None, amp=amp)
     restarts = make_restarts(prior, cfg, len(views), w_init, seed, device, w_starts=w_starts)
     bar = _progress(sum(s.steps for s in stages), progress)
     runner = StageRunner(prior, cfg, restarts, {False: fine, True: coarse},
                          torch.as_tensor(centre, dtype=torch.float32, device=device), coarse_res,
-                         bar=bar, callback=callback)
+                         bar=bar, callback=callback, amp=amp)
     try:
         runner.run_all(stages)
     finally:
@@ -909,12 +917,13 @@ def fit(
     result.start = start
     t_end = time.perf_counter()
     result.timings = {
+        "init": t_init,
         **runner.times,
         "final": t_end - t_opt_end,
         "total": t_end - t_start,
         "per_step": (t_opt_end - t_start) / max(1, runner.step),
     }
-    result.config = {**cfg.to_dict(), "seed": seed}
+    result.config = {**cfg.to_dict(), "seed": seed, "amp_resolved": "bf16" if amp else "off"}
     if background_ratio is not None:
         result.config["background_auto_ratio"] = background_ratio
     result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 \

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..devices import autocast
 from ..errors import CheckpointError, InputError
 from ..io import atomic_folder, atomic_write, check_output_folder, write_nifti
 from .checkpoint import Prior, load_prior
@@ -73,8 +74,20 @@ def prior_affine(prior: Prior, resolution: int | None = None,
     return affine
 
 
+def synthesize(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
+               resolution: int | None = None, amp: bool = False) -> Tensor:
+    """The generator's raw output ``[B, C, r, r, r]`` in float32 (channel 0 unit intensity,
+    1.. label logits) from styles ``w_plus [B, num_ws, w_dim]``, with the stored constant noise
+    unless ``noise`` is given; ``resolution`` stops at that block; ``amp`` runs the synthesis
+    under bfloat16 autocast (:func:`xfit.devices.autocast`)."""
+    device = w_plus.device
+    with autocast(device, amp):
+        out = prior.G.synthesis(w_plus, noise=noise, noise_mode="const", max_resolution=resolution)
+    return out.float()
+
+
 def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
-                resolution: int | None = None) -> tuple[Tensor, Tensor]:
+                resolution: int | None = None, amp: bool = False) -> tuple[Tensor, Tensor]:
     """Synthesise HU volumes and label logits from styles (differentiable in ``w_plus``/noise).
 
     Args:
@@ -84,14 +97,15 @@ def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = N
             generator's stored constant noise (deterministic).
         resolution: stop the generator at this block (coarse-to-fine fitting; its grid is
             :func:`prior_affine` with the same ``resolution``); ``None``: full resolution.
+        amp: bfloat16 autocast of the synthesis (outputs are float32 either way).
 
     Returns:
         ``(hu, label_logit)``, each ``[B, r, r, r]``: HU (unclamped, so gradients flow outside the
         window) and the first label channel's logit (> 0 = inside).
     """
-    out = prior.G.synthesis(w_plus, noise=noise, noise_mode="const", max_resolution=resolution)
-    hu = unit_to_hu(out[:, 0].float(), prior.config.hu_window)
-    return hu, out[:, 1].float()
+    out = synthesize(prior, w_plus, noise, resolution, amp)
+    hu = unit_to_hu(out[:, 0], prior.config.hu_window)
+    return hu, out[:, 1]
 
 
 @torch.no_grad()

@@ -36,6 +36,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..devices import AMP_CHOICES
+from ..devices import amp_enabled as devices_amp_enabled
 from ..errors import CheckpointError, InputError, OutputExistsError, XfitError
 from ..io import atomic_write
 from ..levels import format_levels, parse_levels
@@ -151,24 +153,16 @@ def to_discriminator(volume: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- training
 
 
-AMP_CHOICES = ("auto", "bf16", "off")
 #: Whether ``amp="auto"`` uses bfloat16 autocast on the CPU (see bench/train_amp.py and the module
 #: docstring for the measurement that decides it).
 CPU_BF16_AUTO = False
 
 
 def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) -> bool:
-    """Resolve ``amp`` (``auto`` | ``bf16`` | ``off``) for a device: ``auto`` is bf16 on CUDA and
-    ``cpu_auto`` (default :data:`CPU_BF16_AUTO`, measured for the prior) on the CPU.
-
-    Raises:
-        InputError: another value.
-    """
-    if amp not in AMP_CHOICES:
-        raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
-    if amp == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_auto)
-    return amp == "bf16"
+    """Resolve ``amp`` (``auto`` | ``bf16`` | ``off``) for the prior's training:
+    :func:`xfit.devices.amp_enabled` with ``cpu_auto`` (default :data:`CPU_BF16_AUTO`, measured
+    for the prior) on the CPU."""
+    return devices_amp_enabled(amp, device, cpu_auto)
 
 
 def add_run_arguments(p) -> None:
