@@ -205,7 +205,13 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     with torch.no_grad():
         t_map = _median_time(lambda: prior.G.mapping(z), reps)
     rows["mapping forward (init samples only)"] = [t_map, t_map]
-    for name, (a, b) in rows.items():
+    def order(name: str) -> tuple:
+        if name.startswith("synthesis block"):
+            return (0, int(name.split()[2].split("^")[0]), "backward" in name)
+        return (1, list(rows).index(name))
+
+    for name in sorted(rows, key=order):
+        a, b = rows[name]
         print(f"{name:34s} {a:8.4f} {b:8.4f}")
     print(f"{'sum':34s} {sum(v[0] for k, v in rows.items() if 'mapping' not in k):8.4f} "
           f"{sum(v[1] for k, v in rows.items() if 'mapping' not in k):8.4f}")

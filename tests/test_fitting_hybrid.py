@@ -135,7 +135,7 @@ def test_anchor_term_is_zero_at_the_anchor_and_pulls_toward_it(prior):
 
 def test_fit_config_new_keys_are_checked():
     for bad in (dict(background="yes"), dict(init_network="igcn"), dict(init_network="nope"),
-                dict(ensemble="true"), dict(lambda_anchor=-1.0), dict(init_network_steps=0)):
+                dict(ensemble="true"), dict(lambda_anchor=-1.0), dict(init_network_steps=-1)):
         with pytest.raises(InputError):
             load_fit_config(**bad)
     assert load_fit_config(background="auto").background == "auto"
@@ -187,3 +187,9 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
                                                         lambda_anchor_label=5.0, **common), progress=False)
     assert plain.start == "w_mean" and hybrid.start.startswith("xctrsnet")
     assert float(np.abs(hybrid.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())
+    # no inversion: the fit starts at the mean and the network's volume only anchors it
+    anchored = fit(prior, case.images, v, load_fit_config(init_network="xctrsnet", lambda_anchor=50.0,
+                                                          lambda_anchor_label=5.0, **{**common, "init_network_steps": 0}),
+                   progress=False)
+    assert anchored.start == "w_mean (xctrsnet volume as anchor only)" and anchored.timings["init"] < hybrid.timings["init"]
+    assert float(np.abs(anchored.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())

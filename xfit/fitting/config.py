@@ -96,7 +96,8 @@ class FitConfig:
             ``x2ct-gan``) whose reconstruction of the X-rays, inverted into W+ at the generator's
             coarse resolution (:mod:`xfit.fitting.hybrid`), starts restart 0 instead of ``w_mean``
             (an explicit ``w_init`` wins).
-        init_network_steps: Adam steps of that inversion.
+        init_network_steps: Adam steps of that inversion (0: no inversion; the fit starts at
+            ``w_mean`` and the network's volume acts only through the anchor terms).
         lambda_anchor: weight of the anchor's intensity term: the mean squared difference, on the
             prior's unit scale, between the generated volume and that network's volume during the
             whole fit (:func:`xfit.fitting.objective.anchor_term`; needs ``init_network``).
@@ -191,7 +192,7 @@ INT_RANGES = {
     "align_steps": (0, 1_000_000),
     "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
-    "init_network_steps": (1, 100_000),
+    "init_network_steps": (0, 100_000),
 }
 #: Documented ranges (inclusive) of the float settings.
 FLOAT_RANGES = {

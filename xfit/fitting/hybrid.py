@@ -32,9 +32,11 @@ class NetworkStart:
     """What an initialising network gives the fit.
 
     Attributes:
-        w_init: ``[num_ws, w_dim]`` its volume inverted into W+, or ``None`` (see ``note``).
+        w_init: ``[num_ws, w_dim]`` its volume inverted into W+, or ``None`` (see ``note``; with
+            0 inversion steps the fit starts at ``w_mean`` and the volume only anchors it).
         note: where the fit starts, for the report.
-        hu: ``[R, R, R]`` the network's HU on the prior's grid (``None`` without ``w_init``).
+        hu: ``[R, R, R]`` the network's HU on the prior's grid (``None`` when the network could
+            not run on these inputs).
         labels: ``[R, R, R]`` bool, its vertebra mask.
     """
 
@@ -87,7 +89,8 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
         images, views: the fit's inputs (the network takes the first views it was trained on).
         centre_mm: world position of the fitted cube's centre.
         method, checkpoint: the network (``None``: its shipped checkpoint).
-        steps: Adam steps of the inversion.
+        steps: Adam steps of the inversion (0: none; the fit starts at ``w_mean`` and the
+            network's volume only enters through the anchor terms).
         resolution: generator resolution of the inversion (``None``: full).
         amp: bfloat16 autocast of the generator during the inversion.
     Returns:
@@ -112,6 +115,8 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
         return NetworkStart(None, f"w_mean ({method} needs {n} views, got {len(views)})")
     hu, labels, _, _ = predict(method, checkpoint, list(images[:n]), list(views[:n]),
                                device=prior.w_mean.device, target_mm=list(centre_mm))
+    if steps == 0:
+        return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
     inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp)
     return NetworkStart(torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
                         f"{method} volume inverted into W+ ({steps} steps)", hu, labels.astype(bool))
