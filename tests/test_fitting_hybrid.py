@@ -141,6 +141,19 @@ def test_fit_config_new_keys_are_checked():
     assert load_fit_config(background="auto").background == "auto"
 
 
+def test_inversion_resolution_defaults_to_the_coarse_stage():
+    from xfit.fitting.optimize import inversion_resolution
+
+    assert inversion_resolution(load_fit_config(), 64, 32) == 32
+    assert inversion_resolution(load_fit_config(init_network_resolution=16), 64, 32) == 16
+    assert inversion_resolution(load_fit_config(init_network_resolution=64), 64, 32) is None  # full
+    with pytest.raises(InputError, match="not a generator block"):
+        inversion_resolution(load_fit_config(init_network_resolution=128), 64, 32)
+    for bad in (3, 12, "16", True):
+        with pytest.raises(InputError, match="init_network_resolution"):
+            load_fit_config(init_network_resolution=bad)
+
+
 def test_init_checkpoint_without_init_network_is_refused(prior):
     _, hu, _ = sample(prior, seed=8)
     images = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], prior_affine(prior), views())[0]]

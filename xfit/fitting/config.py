@@ -98,6 +98,8 @@ class FitConfig:
             (an explicit ``w_init`` wins).
         init_network_steps: Adam steps of that inversion (0: no inversion; the fit starts at
             ``w_mean`` and the network's volume acts only through the anchor terms).
+        init_network_resolution: generator resolution of that inversion (``null``: the coarse
+            stage's, half the prior's; a smaller power of two is cheaper and coarser).
         lambda_anchor: weight of the anchor's intensity term: the mean squared difference, on the
             prior's unit scale, between the generated volume and that network's volume during the
             whole fit (:func:`xfit.fitting.objective.anchor_term`; needs ``init_network``).
@@ -158,6 +160,7 @@ class FitConfig:
     ensemble_tol: float = 0.2
     init_network: str | None = "xctrsnet"
     init_network_steps: int = 100
+    init_network_resolution: int | None = None
     lambda_anchor: float = 5.0
     lambda_anchor_label: float = 5.0
     amp: str = "auto"
@@ -261,6 +264,9 @@ def _validate(cfg: FitConfig) -> None:
          and all(_is_int(s) and 1 <= s <= MAX_SCALE for s in scales),
          f"scales must be a non-empty list of integers in [1, {MAX_SCALE}], got {scales!r}")
     cfg.scales = tuple(scales)
+    r = cfg.init_network_resolution
+    need(r is None or (_is_int(r) and 4 <= r <= 4096 and r & (r - 1) == 0),
+         f"init_network_resolution must be null or a power of two >= 4, got {r!r}")
     if cfg.step_mm is not None:
         need(_is_number(cfg.step_mm) and math.isfinite(cfg.step_mm) and 0 < cfg.step_mm <= MAX_STEP_MM,
              f"step_mm must be null or a number in (0, {MAX_STEP_MM:g}], got {cfg.step_mm!r}")

@@ -876,7 +876,8 @@ def fit(
         from .hybrid import anchors, network_start  # noqa: PLC0415
 
         net = network_start(prior, arrays, views, centre, cfg.init_network, init_checkpoint,
-                            steps=cfg.init_network_steps, resolution=coarse_res, amp=amp)
+                            steps=cfg.init_network_steps, resolution=inversion_resolution(cfg, full_res, coarse_res),
+                            amp=amp)
         w_init, start = net.w_init, net.note
         t_init = time.perf_counter() - t_start
         if net.hu is not None and (cfg.lambda_anchor > 0 or cfg.lambda_anchor_label > 0):
@@ -929,6 +930,22 @@ def fit(
     result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 \
         else fine.perceptual.kind
     return result
+
+
+def inversion_resolution(cfg: FitConfig, full_res: int, coarse_res: int | None) -> int | None:
+    """Generator resolution of the initialising network's inversion: ``cfg.init_network_resolution``
+    (``None``: the coarse stage's); ``None`` means the prior's full resolution.
+
+    Raises:
+        InputError: a resolution that is not one of the prior's blocks up to its full one.
+    """
+    r = cfg.init_network_resolution
+    if r is None:
+        return coarse_res
+    if r > full_res or full_res % r:
+        raise InputError(f"init_network_resolution {r} is not a generator block of this prior "
+                         f"(powers of two from 4 to {full_res})")
+    return None if r == full_res else r
 
 
 def ensemble_members(data: Tensor, alive: Sequence[int], best: int, tol: float) -> list[int]:
