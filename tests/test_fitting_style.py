@@ -227,6 +227,23 @@ def test_reconstruct_clinical_style_reports_the_map_and_masks(tmp_path):
     class _F:
         intensity_maps, data_masks, view_ncc = [{}], None, [0.9]
 
-    assert preview_projection_title(_F, 0).startswith("re-projection after the fitted intensity map")
+    assert preview_projection_title(_F, 0).startswith("re-projection, fitted intensity map")
     _F.intensity_maps = None
     assert preview_projection_title(_F, 0) == "re-projection (NCC 0.900)"
+
+
+def test_masked_gain_offset_match_ignores_blank_borders():
+    from xfit.fitting.objective import match_gain_offset
+
+    gen = torch.Generator().manual_seed(1)
+    target = torch.rand(1, 16, 16, generator=gen, dtype=torch.float64)
+    pred = (3.0 * target - 1.0)[None].clone()
+    mask = torch.zeros(1, 16, 16, dtype=torch.float64)
+    mask[:, 3:13, 3:13] = 1
+    target_blank = target.clone()
+    target_blank[mask == 0] = 0.0  # a black collimated border
+    masked = match_gain_offset(pred, target_blank, mask)[0]
+    assert torch.allclose(masked[mask == 1], target[mask == 1])
+    plain = match_gain_offset(pred, target_blank)[0]
+    assert not torch.allclose(plain[mask == 1], target[mask == 1], atol=1e-3)
+    assert torch.equal(match_gain_offset(pred, target), match_gain_offset(pred, target, None))

@@ -868,7 +868,8 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
         res = inp - rep
         lim = max(float(np.abs(res).max()), 1e-6)
         axes[base, c].imshow(inp, cmap="gray")
-        axes[base, c].set_title(f"input {rec.inputs.paths[c].name} ({rec.inputs.views[c].angle_deg:g} deg)", fontsize=8)
+        masked = " (yellow: masked)" if f.data_masks is not None else ""
+        axes[base, c].set_title(f"input {rec.inputs.paths[c].name} ({rec.inputs.views[c].angle_deg:g} deg){masked}", fontsize=8)
         if f.data_masks is not None and f.data_masks[c].shape == inp.shape and not f.data_masks[c].all():
             axes[base, c].contour(f.data_masks[c].astype(np.float32), levels=[0.5], colors="y", linewidths=0.5)
         axes[base + 1, c].imshow(rep, cmap="gray", vmin=float(inp.min()), vmax=float(inp.max()))
@@ -887,10 +888,9 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
 def preview_projection_title(fit: Any, c: int) -> str:
     """Title of view ``c``'s re-projection in ``preview.png``: it is shown after the fitted
     monotone intensity map when the fit had one (then comparable to a processed input), and the
-    masked pixels are outlined on the input."""
-    what = "re-projection after the fitted intensity map" if fit.intensity_maps is not None else "re-projection"
-    masked = " (yellow: masked)" if fit.data_masks is not None else ""
-    return f"{what} (NCC {fit.view_ncc[c]:.3f}){masked}"
+    masked pixels are outlined on the input (:func:`write_preview`)."""
+    what = "re-projection, fitted intensity map" if fit.intensity_maps is not None else "re-projection"
+    return f"{what} (NCC {fit.view_ncc[c]:.3f})"
 
 
 def _show_roi(ax, image: np.ndarray, roi, target_rc) -> None:

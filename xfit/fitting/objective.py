@@ -242,18 +242,27 @@ def saturation_mask(image: Tensor, *, dilate: int = 1, min_kept: float = 0.1) ->
     return keep
 
 
-def match_gain_offset(pred: Tensor, target: Tensor) -> Tensor:
+def match_gain_offset(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Least-squares gain/offset fit of ``pred`` to ``target`` per image (differentiable).
 
     Args:
         pred: ``[B, V, R, C]``; target: ``[V, R, C]``.
+        mask: optional ``[V, R, C]`` weights of the fit (every pixel is still mapped).
     Returns:
-        ``[B, V, R, C]`` ``a * pred + b`` with ``a, b`` minimising ``||a pred + b - target||^2``.
+        ``[B, V, R, C]`` ``a * pred + b`` with ``a, b`` minimising ``||a pred + b - target||^2``
+        (weighted by ``mask``).
     """
     t = target[None].to(pred.dtype)
-    mp, mt = pred.mean((-2, -1), keepdim=True), t.mean((-2, -1), keepdim=True)
+    if mask is None:
+        mp, mt = pred.mean((-2, -1), keepdim=True), t.mean((-2, -1), keepdim=True)
+        dp = pred - mp
+        a = (dp * (t - mt)).sum((-2, -1), keepdim=True) / (dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
+        return a * dp + mt
+    w = mask[None].to(pred.dtype).expand_as(pred)
+    n = w.sum((-2, -1), keepdim=True).clamp_min(_EPS)
+    mp, mt = (w * pred).sum((-2, -1), keepdim=True) / n, (w * t).sum((-2, -1), keepdim=True) / n
     dp = pred - mp
-    a = (dp * (t - mt)).sum((-2, -1), keepdim=True) / (dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
+    a = (w * dp * (t - mt)).sum((-2, -1), keepdim=True) / (w * dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
     return a * dp + mt
 
 

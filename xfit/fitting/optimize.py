@@ -79,7 +79,8 @@ class FitResult:
             footprint mask of the data term (all pixels when ``footprint`` is 0).
         projections: re-projections ``[R_v, C_v]`` matched to each input by the least-squares
             gain and offset (the fitted background included when enabled, and after the fitted
-            monotone intensity map with ``intensity_map: monotone``).
+            monotone intensity map with ``intensity_map: monotone``; with that map or
+            ``mask_saturated`` the gain and offset are fitted over the data term's pixels).
         backgrounds: fitted backgrounds ``[R_v, C_v]`` in line-integral units, or ``None``.
         views: the views used at the end (refined when ``refine_pose``).
         pose: ``{"delta_angle_deg": [V], "delta_shift_mm": [V][3]}`` when ``refine_pose``.
@@ -690,11 +691,12 @@ def converged(restarts: Sequence[Restart], cfg: FitConfig) -> bool:
 
 
 @torch.no_grad()
-def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray]
-                  ) -> tuple[list[float], list[np.ndarray]]:
+def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray],
+                  *, masked_match: bool = False) -> tuple[list[float], list[np.ndarray]]:
     """Per input view (input order): NCC of its re-projection with the image over the
     objective's footprint mask, and the re-projection matched to the image by the least-squares
-    gain and offset.
+    gain and offset (over every pixel, or with ``masked_match`` over the objective's mask: the
+    pixels the fit explains, not a processed image's blank borders and saturated pixels).
 
     Args:
         objective: the objective whose groups and masks the predictions follow.
@@ -706,7 +708,7 @@ def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequenc
     for g, p, m in zip(objective.groups, preds, objective.masks):
         raw = torch.stack([torch.from_numpy(np.asarray(arrays[i])).to(p) for i in g.index])
         values = ncc_per_view(p, raw, m)[0].cpu().tolist()
-        matched = match_gain_offset(p, raw)[0].cpu().numpy()
+        matched = match_gain_offset(p, raw, m if masked_match else None)[0].cpu().numpy()
         for j, i in enumerate(g.index):
             ncc[i], proj[i] = float(values[j]), matched[j].astype(np.float32)
     return ncc, proj
@@ -1019,7 +1021,8 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         preds_best = preds
     else:
         preds_best = [p[best:best + 1] for p in preds]
-    ncc, proj = compare_views(objective, preds_best, arrays)
+    levers = cfg.mask_saturated or cfg.intensity_map == "monotone"
+    ncc, proj = compare_views(objective, preds_best, arrays, masked_match=levers)
     backgrounds = [None] * len(views) if cfg.background else None
     if backgrounds is not None:
         for i, v in enumerate(views):
