@@ -267,21 +267,22 @@ def test_objective_gradients_reach_all_parameters(prior, target):
     d_shift = torch.zeros(b, 2, 3, requires_grad=True)
     transform = torch.full((b, 7), 0.1, requires_grad=True)
     residual = torch.full((b, 1, 4, 4, 4), 0.1, requires_grad=True)
+    intensity = torch.full((b, 2, 5), 0.1, requires_grad=True)
     hu, _ = generate_hu(prior, w_plus, noise)
     hu = hu + upsample_residual(residual, hu.shape[-3:])[:, 0]
     moved = moved_affine(obj.affine, transform, torch.zeros(3), TransformSigmas())
     preds = obj.render(hu_to_mu(hu)[:, None], background=background, delta_angle_deg=d_angle,
-                       delta_shift_mm=d_shift, affine=moved)
+                       delta_shift_mm=d_shift, affine=moved, intensity_map=intensity)
     terms = obj.terms(preds, w_plus=w_plus, w_mean=prior.w_mean, w_std=prior.w_std, noise=noise,
                       background=background, delta_angle_deg=d_angle, delta_shift_mm=d_shift,
-                      transform=transform, residual=residual)
+                      transform=transform, residual=residual, intensity_map=intensity)
     assert set(terms) == {"data", "perceptual", "w_gauss", "w_cos", "noise", "background", "pose",
-                          "transform", "residual", "anchor", "total"}
+                          "transform", "residual", "anchor", "intensity_map", "total"}
     assert all(v.shape == (b,) and torch.isfinite(v).all() for v in terms.values())
     terms["total"].sum().backward()
     for name, p in [("w", u), ("noise", noise[-1]), ("background", background),
                     ("angle", d_angle), ("shift", d_shift), ("transform", transform),
-                    ("residual", residual)]:
+                    ("residual", residual), ("intensity_map", intensity)]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert (transform.grad.abs() > 0).all(), "every transform parameter moves the projections"
     # restarts are independent: the gradient of restart 0 ignores restart 1's loss

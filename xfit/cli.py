@@ -772,8 +772,10 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
 @main.command("evaluate")
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles of the X-rays (deg)")
 @click.option("--dose", "photons", type=FiniteFloat(1, 1e12), default=None, help="Poisson noise: photons per pixel (as study noise --dose)")
+@click.option("--style-strength", type=FiniteFloat(0.0, 1.0), default=None,
+              help="hand clinical-style radiographs (xfit simulate --style clinical presets) at this strength (as study style)")
 @_eval_options
-def evaluate_cmd(angles, photons, **kw) -> None:
+def evaluate_cmd(angles, photons, style_strength, **kw) -> None:
     """Run each method on held-out phantoms or a CT folder: OUT/cases.csv, summary.md (mean ± std,
     paired Wilcoxon tests against the fit), panel.png."""
     import dataclasses as dc
@@ -781,14 +783,14 @@ def evaluate_cmd(angles, photons, **kw) -> None:
     from .geometry import parse_angles
     from .studies.evaluate import evaluate
 
-    spec = dc.replace(_eval_spec(kw, parse_angles(angles)), photons=photons)
+    spec = dc.replace(_eval_spec(kw, parse_angles(angles)), photons=photons, style_strength=style_strength)
     evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"], reuse=kw["reuse"])
     click.echo((Path(kw["out"]) / "summary.md").read_text())
 
 
 @main.group()
 def study() -> None:
-    """Sweeps of `xfit evaluate`: angles between the views, geometry errors, dose."""
+    """Sweeps of `xfit evaluate`: angles between the views, geometry errors, dose, radiograph style."""
 
 
 def _run_study(conds, kw, angles=(0.0, 90.0)) -> None:
@@ -834,6 +836,19 @@ def study_noise(dose, angles, **kw) -> None:
     from .studies.sweeps import noise_conditions, parse_values
 
     _run_study(noise_conditions(parse_values(dose, "--dose", 1.0, 1e12)), kw, parse_angles(angles))
+
+
+@study.command("style")
+@click.option("--strengths", default="0,0.25,0.5,1", show_default=True,
+              help="strengths of the clinical style (0: ideal images, 1: the lumbar AP / lateral presets of xfit simulate --style clinical)")
+@click.option("--angles", default="0,90", show_default=True, help="gantry angles (deg)")
+@_eval_options
+def study_style(strengths, angles, **kw) -> None:
+    """Each metric from ideal DRRs to processed clinical radiographs (scatter, noise, LUT, enhancement, collimation, markers)."""
+    from .geometry import parse_angles
+    from .studies.sweeps import parse_values, style_conditions
+
+    _run_study(style_conditions(parse_values(strengths, "--strengths", 0.0, 1.0)), kw, parse_angles(angles))
 
 
 from .baselines.cli import train_baseline  # noqa: E402 (registered after the group exists)

@@ -743,6 +743,10 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
             entry["geometry_sources"] = rec.inputs.sources[i]
         if f.pose is not None:
             entry["refined_view"] = view_dict(f.views[i])
+        if f.intensity_maps is not None:  # the fitted monotone map (input and output in std of the re-projection)
+            entry["intensity_map"] = f.intensity_maps[i]
+        if f.data_masks is not None:
+            entry["data_term_pixels"] = float(np.asarray(f.data_masks[i]).mean())
         views.append(entry)
     for entry, roi in zip(views, rec.rois or []):
         entry["region_of_interest"] = roi.to_dict()
@@ -864,9 +868,12 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
         res = inp - rep
         lim = max(float(np.abs(res).max()), 1e-6)
         axes[base, c].imshow(inp, cmap="gray")
-        axes[base, c].set_title(f"input {rec.inputs.paths[c].name} ({rec.inputs.views[c].angle_deg:g} deg)", fontsize=8)
+        masked = " (yellow: masked)" if f.data_masks is not None else ""
+        axes[base, c].set_title(f"input {rec.inputs.paths[c].name} ({rec.inputs.views[c].angle_deg:g} deg){masked}", fontsize=8)
+        if f.data_masks is not None and f.data_masks[c].shape == inp.shape and not f.data_masks[c].all():
+            axes[base, c].contour(f.data_masks[c].astype(np.float32), levels=[0.5], colors="y", linewidths=0.5)
         axes[base + 1, c].imshow(rep, cmap="gray", vmin=float(inp.min()), vmax=float(inp.max()))
-        axes[base + 1, c].set_title(f"re-projection (NCC {f.view_ncc[c]:.3f})", fontsize=8)
+        axes[base + 1, c].set_title(preview_projection_title(f, c), fontsize=8)
         axes[base + 2, c].imshow(res, cmap="coolwarm", vmin=-lim, vmax=lim)
         axes[base + 2, c].set_title("residual", fontsize=8)
         if rec.rois:
@@ -876,6 +883,14 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
         fig.suptitle(txt, fontsize=9)
     fig.tight_layout()
     return figure_to_png(fig, path)
+
+
+def preview_projection_title(fit: Any, c: int) -> str:
+    """Title of view ``c``'s re-projection in ``preview.png``: it is shown after the fitted
+    monotone intensity map when the fit had one (then comparable to a processed input), and the
+    masked pixels are outlined on the input (:func:`write_preview`)."""
+    what = "re-projection, fitted intensity map" if fit.intensity_maps is not None else "re-projection"
+    return f"{what} (NCC {fit.view_ncc[c]:.3f})"
 
 
 def _show_roi(ax, image: np.ndarray, roi, target_rc) -> None:

@@ -133,8 +133,38 @@ class TrainConfig:
 
 
 @dataclass
+class StyleConfig:
+    """Training augmentation with processed radiographs (issue 28): each example is, with
+    ``probability``, handed as clinical-style radiographs (:func:`xfit.radiograph.radiograph`, the
+    lumbar AP / lateral preset of each view, the line integrals taken as water) at a strength
+    drawn uniformly in ``[min_strength, max_strength]``, instead of line integrals.
+    ``probability`` 0 (the default) is off: the trainer draws nothing for it."""
+
+    probability: float = 0.0
+    min_strength: float = 0.0
+    max_strength: float = 1.0
+
+    def check(self, views: Sequence[Any]) -> None:
+        """InputError for values outside [0, 1], ``min_strength > max_strength``, or (when on) a
+        preset whose collimation or marker does not fit the views' detectors."""
+        for k in ("probability", "min_strength", "max_strength"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1):
+                raise InputError(f"style.{k} must be a number in [0, 1], got {v!r}")
+        if self.min_strength > self.max_strength:
+            raise InputError(f"style.min_strength {self.min_strength:g} exceeds style.max_strength {self.max_strength:g}")
+        if self.probability > 0:
+            from ..radiograph import PRESETS, check_style, check_style_for_view, preset_for
+
+            for v in views:
+                check_style_for_view(check_style(dataclasses.replace(PRESETS[preset_for(v)],
+                                                                     strength=float(self.max_strength))), v)
+
+
+@dataclass
 class BaselineConfig:
-    """A baseline: method, cube, architecture widths (``arch``, per method), views, training."""
+    """A baseline: method, cube, architecture widths (``arch``, per method), views, training,
+    and the optional clinical-style augmentation (``style``, :class:`StyleConfig`; off by default)."""
 
     method: str
     name: str = ""
@@ -144,6 +174,7 @@ class BaselineConfig:
     arch: dict[str, Any] = field(default_factory=dict)
     views: ViewsConfig = field(default_factory=ViewsConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
 
     def __post_init__(self) -> None:
         check_method(self.method)
@@ -169,7 +200,7 @@ class BaselineConfig:
         if len(self.views.angles_deg) < 1:
             raise InputError("views.angles_deg needs at least one angle")
         self.views.jitters()
-        self.views.views()  # GeometryError on impossible views
+        self.style.check(self.views.views())  # GeometryError on impossible views
 
     @property
     def fov_mm(self) -> float:
@@ -188,13 +219,16 @@ class BaselineConfig:
             raise InputError(f"{where}: missing key 'method'")
         views = d.pop("views", {}) or {}
         training = d.pop("training", {}) or {}
-        for sub, sub_cls, name in ((views, ViewsConfig, "views"), (training, TrainConfig, "training")):
+        style = d.pop("style", {}) or {}
+        for sub, sub_cls, name in ((views, ViewsConfig, "views"), (training, TrainConfig, "training"),
+                                   (style, StyleConfig, "style")):
             if not isinstance(sub, Mapping):
                 raise InputError(f"{where}: {name} must be a mapping")
             _no_unknown(sub, sub_cls, f"{where}: {name}")
         try:
             return cls(views=ViewsConfig(**_typed(views, ViewsConfig, f"{where}: views")),
                        training=TrainConfig(**_typed(training, TrainConfig, f"{where}: training")),
+                       style=StyleConfig(**_typed(style, StyleConfig, f"{where}: style")),
                        **_typed(d, cls, where))
         except (TypeError, ValueError) as exc:
             if isinstance(exc, InputError):

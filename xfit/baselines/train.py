@@ -6,7 +6,9 @@ spacing and HU window; :func:`xfit.prior.data.load_training_set`, cached in ``RU
 step draws a batch of crops, simulates their X-rays on the fly with :func:`xfit.projector.project`
 exactly as ``xfit simulate`` does (HU of the crop -> mu -> line integrals; views of the config
 with the isocentre at the crop centre; each angle drawn in ``angle +- angle_jitter_deg``), turns
-them into footprints (:mod:`xfit.baselines.common`) and takes one optimiser step on the method's
+them into footprints (:mod:`xfit.baselines.common`; with the config's ``style`` on, an example's
+X-rays are first made clinical-style radiographs at a random strength, :meth:`BaselineTrainer.styled`)
+and takes one optimiser step on the method's
 loss (X2CT-GAN and TransVert: one LSGAN discriminator step, then one generator step). TransVert's
 target is the crop's mask valued with its level (the training set's ``levels``) and its annotation
 the projected centroid of that mask; X-CTRSNet also segments the ground-truth crop (RSC); IGCN's
@@ -28,6 +30,7 @@ checkpoint; :func:`xfit.baselines.common.load_model`), ``cache/``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -147,8 +150,31 @@ class BaselineTrainer:
         mu = hu_to_mu(unit_to_hu(crops[:, :1], tuple(self.cfg.hu_window)))
         with torch.no_grad():
             images = torch.cat([project(mu[b : b + 1], self.affine, views[b]) for b in range(crops.shape[0])])
+        if self.cfg.style.probability > 0:
+            images = self.styled(images, views)
         x = footprints(images, views, (0.0, 0.0, 0.0), self.cfg.fov_mm, self.cfg.resolution).to(self.device)
         return x, Lifter(views, (0.0, 0.0, 0.0), self.cfg.fov_mm), target, label
+
+    def styled(self, images: torch.Tensor, views: list[list]) -> torch.Tensor:
+        """Line integrals ``[B, V, R, C]`` -> the same, each example with probability
+        ``style.probability`` replaced by its clinical-style radiographs at a random strength
+        (:class:`~xfit.baselines.common.StyleConfig`; draws from the trainer's stream, noise seeded
+        by the training seed, rank, step, example and view, so a resumed run repeats them)."""
+        from ..radiograph import PRESETS, preset_for, radiograph
+
+        st = self.cfg.style
+        out = images.clone()
+        for b in range(images.shape[0]):
+            use, u = torch.rand(2, generator=self.gen, dtype=torch.float64).tolist()
+            if use >= st.probability:
+                continue
+            strength = st.min_strength + u * (st.max_strength - st.min_strength)
+            for v, view in enumerate(views[b]):
+                style = dataclasses.replace(PRESETS[preset_for(view)], strength=strength)
+                rad = radiograph(images[b, v].double().cpu().numpy(), view, style,
+                                 seed=(self.cfg.training.seed, self.rank, self.step, b, v))
+                out[b, v] = torch.from_numpy(rad.image).to(out)
+        return out
 
     # -- one step
 

@@ -12,11 +12,13 @@ from .objective import (
     background_penalty,
     gradient_ncc_loss,
     group_views,
+    monotone_map,
     multiscale_ncc_loss,
     ncc_loss,
     ncc_per_view,
     noise_prior,
     pose_prior,
+    saturation_mask,
     w_cosine_prior,
     w_gaussian_prior,
 )
@@ -25,6 +27,7 @@ from .optimize import FitResult, best_prior_samples, check_images, check_views, 
 __all__ = [
     "FitConfig", "FitResult", "Objective", "PerceptualLoss", "ViewGroup", "background_penalty", "best_prior_samples",
     "check_images", "check_views", "fit", "fit_config_from_dict", "gradient_ncc_loss",
-    "group_views", "half_resolution", "load_fit_config", "lr_schedule", "multiscale_ncc_loss",
-    "ncc_loss", "ncc_per_view", "noise_prior", "pose_prior", "w_cosine_prior", "w_gaussian_prior",
+    "group_views", "half_resolution", "load_fit_config", "lr_schedule", "monotone_map", "multiscale_ncc_loss",
+    "ncc_loss", "ncc_per_view", "noise_prior", "pose_prior", "saturation_mask", "w_cosine_prior",
+    "w_gaussian_prior",
 ]

@@ -20,6 +20,10 @@ from ..errors import InputError
 DEFAULT_FIT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fit.yaml"
 
 NOISE_INITS = ("zero", "randn")
+#: Intensity maps between a re-projection and its X-ray that the data term is invariant to.
+INTENSITY_MAPS = ("affine", "monotone")
+#: Data terms: multi-scale NCC, or its mean with the multi-scale NCC of gradient magnitudes.
+DATA_TERMS = ("ncc", "ncc+gradient")
 
 
 @dataclass
@@ -112,6 +116,20 @@ class FitConfig:
             forward + backward; ``bf16``; ``off``). Its output differs from float32 by about
             1 HU on average; the projector and the loss stay float32. The resolved choice is
             in ``FitResult.config["amp_resolved"]``.
+        intensity_map: how a re-projection may differ from its X-ray in intensity: ``affine``
+            (a gain and an offset, which the NCC data term ignores) or ``monotone`` (a per-view
+            monotone piecewise-linear map with ``intensity_knots`` knots, fitted jointly with W+
+            and applied to each re-projection before the data term: a vendor's contrast curve,
+            :func:`xfit.fitting.objective.monotone_map`).
+        intensity_knots: knots of that map (over -3..3 standard deviations of the re-projection).
+        lr_intensity_map: Adam learning rate of its log-slopes.
+        lambda_intensity_map: weight of the Gaussian prior on those log-slopes (0 = identity map).
+        mask_saturated: drop from the data term the pixels of each X-ray at its lowest or highest
+            value (saturated anatomy, collimated borders and burned-in markers of processed
+            radiographs), one pixel around them, and constant border rows and columns
+            (:func:`xfit.fitting.objective.saturation_mask`).
+        data_term: ``ncc`` (multi-scale NCC) or ``ncc+gradient`` (the mean of it and the
+            multi-scale NCC of gradient magnitudes, which weighs edges over smooth intensity).
         seed: seed of restart perturbations and random noise initialisation.
     """
 
@@ -164,6 +182,12 @@ class FitConfig:
     lambda_anchor: float = 5.0
     lambda_anchor_label: float = 5.0
     amp: str = "auto"
+    intensity_map: str = "affine"
+    intensity_knots: int = 8
+    lr_intensity_map: float = 0.1
+    lambda_intensity_map: float = 0.001
+    mask_saturated: bool = False
+    data_term: str = "ncc"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -196,6 +220,7 @@ INT_RANGES = {
     "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
     "init_network_steps": (0, 100_000),
+    "intensity_knots": (3, 64),
 }
 #: Documented ranges (inclusive) of the float settings.
 FLOAT_RANGES = {
@@ -208,11 +233,12 @@ FLOAT_RANGES = {
     "transform_sigma_mm": (0.0, 1000.0), "transform_sigma_log_scale": (0.0, 2.0),
     "lambda_transform": (0.0, 1e6), "lr_residual": (0.0, 10.0), "lambda_residual": (0.0, 1e6),
     "ensemble_tol": (0.0, 100.0), "lambda_anchor": (0.0, 1e6), "lambda_anchor_label": (0.0, 1e6),
+    "lr_intensity_map": (0.0, 10.0), "lambda_intensity_map": (0.0, 1e6),
 }
 #: Settings that must be > 0 (not just >= 0).
 POSITIVE = ("lr", "pose_sigma_deg", "pose_sigma_mm", "transform_sigma_deg", "transform_sigma_mm",
             "transform_sigma_log_scale")
-BOOLS = ("optimize_noise", "refine_pose", "coarse_generator", "transform", "ensemble")
+BOOLS = ("optimize_noise", "refine_pose", "coarse_generator", "transform", "ensemble", "mask_saturated")
 MAX_SCALE = 64
 MAX_STEP_MM = 100.0
 
@@ -257,6 +283,10 @@ def _validate(cfg: FitConfig) -> None:
              f"init_network must be null or one of {', '.join(INIT_NETWORKS)}, got {cfg.init_network!r}")
     need(isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,
          f"amp must be one of {', '.join(AMP_CHOICES)}, got {cfg.amp!r}")
+    need(isinstance(cfg.intensity_map, str) and cfg.intensity_map in INTENSITY_MAPS,
+         f"intensity_map must be one of {', '.join(INTENSITY_MAPS)}, got {cfg.intensity_map!r}")
+    need(isinstance(cfg.data_term, str) and cfg.data_term in DATA_TERMS,
+         f"data_term must be one of {', '.join(DATA_TERMS)}, got {cfg.data_term!r}")
     need(isinstance(cfg.background, bool) or cfg.background == "auto",
          f"background must be true, false or auto, got {cfg.background!r}")
     scales = cfg.scales

@@ -12,6 +12,7 @@ of unknown calibration (bright = attenuating).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,36 +121,148 @@ def gradient_magnitude(x: Tensor) -> Tensor:
     return torch.sqrt(gr * gr + gc * gc + 1e-12).reshape(*lead, *x.shape[-2:])
 
 
-def gradient_ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-                      scales: Sequence[int] = (1, 2, 4)) -> Tensor:
-    """Edge agreement: multi-scale ``1 - NCC`` of gradient magnitudes (the LPIPS fallback).
+def gradient_ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                          scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+    """Edge agreement per view: multi-scale ``1 - NCC`` of gradient magnitudes.
 
     The images are pooled first, then differentiated, so coarse scales compare coarse edges.
 
+    Args:
+        pred: ``[B, V, R, C]``; target: ``[V, R, C]``; mask: optional ``[V, R, C]``.
     Returns:
-        ``[B]`` loss in [0, 2].
+        ``[B, V]`` loss in [0, 2].
     """
     _check_pred_target(pred, target)
     used = [s for s in scales if s == 1 or min(target.shape[-2:]) // s >= 4] or [1]
     terms = [1.0 - ncc_per_view(gradient_magnitude(_pool(pred, s)),
                                 gradient_magnitude(_pool(target, s)),
-                                None if mask is None else _pool(mask.to(pred.dtype), s)).mean(-1)
+                                None if mask is None else _pool(mask.to(pred.dtype), s))
              for s in used]
     return torch.stack(terms).mean(0)
 
 
-def match_gain_offset(pred: Tensor, target: Tensor) -> Tensor:
+def gradient_ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None,
+                      scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+    """:func:`gradient_ncc_per_view` averaged over views (the LPIPS fallback).
+
+    Returns:
+        ``[B]`` loss in [0, 2].
+    """
+    return gradient_ncc_per_view(pred, target, mask, scales).mean(-1)
+
+
+# ----------------------------------------------------------------------------- intensity model
+
+#: Span of the monotone map's knots, in standard deviations of the re-projection.
+MAP_SPAN = 3.0
+_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: zero log-slopes = identity
+
+
+def monotone_map(pred: Tensor, slopes: Tensor, mask: Tensor | None = None) -> Tensor:
+    """A monotone (increasing) piecewise-linear intensity map of each view, applied to its
+    standardised re-projection: a vendor's contrast curve that a gain and offset cannot express.
+
+    Each view's image is standardised (mean and std over ``mask``), then mapped through
+    ``K = slopes.shape[-1] + 1`` knots equally spaced over ``[-MAP_SPAN, MAP_SPAN]``; segment ``j``
+    has slope ``softplus(slopes[..., j] + c)`` (``c``: zero slopes give the identity), the first and
+    last segments extend beyond the knots. Differentiable in ``pred`` and ``slopes``.
+
+    Args:
+        pred: ``[B, V, R, C]`` re-projections (any units).
+        slopes: ``[B, V, K - 1]`` log-slope parameters (0 = identity).
+        mask: optional ``[V, R, C]`` weights of the standardising statistics.
+    Returns:
+        ``[B, V, R, C]`` mapped images (standardised units at the identity).
+    """
+    if slopes.ndim != 3 or tuple(slopes.shape[:2]) != tuple(pred.shape[:2]) or slopes.shape[-1] < 2:
+        raise InputError(f"slopes must be [B, V, K-1] with K >= 3 for pred {list(pred.shape)}, got {list(slopes.shape)}")
+    w = torch.ones_like(pred[:1]) if mask is None else mask[None].to(pred.dtype)
+    n = w.sum((-2, -1), keepdim=True).clamp_min(_EPS)
+    mean = (w * pred).sum((-2, -1), keepdim=True) / n
+    var = (w * (pred - mean).square()).sum((-2, -1), keepdim=True) / n
+    z = (pred - mean) / torch.sqrt(var + 1e-12)
+    k = slopes.shape[-1] + 1
+    dx = 2.0 * MAP_SPAN / (k - 1)
+    d = F.softplus(slopes + _SOFTPLUS_ONE)  # [B, V, K-1] segment slopes
+    y_knots = torch.cat([torch.full_like(d[..., :1], -MAP_SPAN), -MAP_SPAN + torch.cumsum(d * dx, -1)], -1)
+    flat = z.flatten(-2)  # [B, V, R*C]
+    j = ((flat.detach() + MAP_SPAN) / dx).floor().clamp(0, k - 2).long()
+    x_j = -MAP_SPAN + j.to(z.dtype) * dx
+    y = torch.gather(y_knots, -1, j) + torch.gather(d, -1, j) * (flat - x_j)
+    return y.reshape(pred.shape)
+
+
+def map_curve(slopes: Tensor) -> dict[str, list]:
+    """The knots of :func:`monotone_map` for one view's ``slopes [K - 1]``: ``{"z": [K], "y": [K]}``
+    (input and output in standard deviations of the re-projection), for reports."""
+    k = slopes.shape[-1] + 1
+    dx = 2.0 * MAP_SPAN / (k - 1)
+    d = F.softplus(slopes.detach().float().cpu() + _SOFTPLUS_ONE)
+    y = torch.cat([torch.tensor([-MAP_SPAN]), -MAP_SPAN + torch.cumsum(d * dx, -1)])
+    return {"z": [-MAP_SPAN + i * dx for i in range(k)], "y": y.tolist()}
+
+
+def saturation_mask(image: Tensor, *, dilate: int = 1, min_kept: float = 0.1) -> Tensor:
+    """Pixels of one X-ray that carry information for the data term (1) or not (0).
+
+    Dropped: pixels at the image's lowest or highest value (saturated anatomy, collimated borders
+    blanked to black or white, burned-in markers at full white) with ``dilate`` pixels around
+    them (a processed image's edge enhancement rings there), and constant border rows and
+    columns (blanked borders at any value). When less than ``min_kept`` of the pixels would
+    remain, nothing is dropped (the image is then mostly flat, and the mask would only hide it).
+
+    Args:
+        image: ``[R, C]`` the X-ray as given (or any increasing affine map of it).
+    Returns:
+        ``[R, C]`` float mask of 0 and 1, in ``image``'s dtype.
+    """
+    if image.ndim != 2:
+        raise InputError(f"image must be [R, C], got {list(image.shape)}")
+    lo, hi = image.min(), image.max()
+    drop = (image == lo) | (image == hi)
+    if dilate > 0:
+        drop = F.max_pool2d(drop[None, None].float(), 2 * dilate + 1, stride=1, padding=dilate)[0, 0] > 0
+    r0, r1, c0, c1 = 0, image.shape[0], 0, image.shape[1]
+    peeled = True
+    while peeled and r1 - r0 > 1 and c1 - c0 > 1:  # peel constant border lines, corners shared
+        peeled = False
+        for line, side in ((image[r0, c0:c1], "top"), (image[r1 - 1, c0:c1], "bottom"),
+                           (image[r0:r1, c0], "left"), (image[r0:r1, c1 - 1], "right")):
+            if bool(line.max() == line.min()):
+                r0, r1 = r0 + (side == "top"), r1 - (side == "bottom")
+                c0, c1 = c0 + (side == "left"), c1 - (side == "right")
+                peeled = True
+                break
+    inner = torch.zeros_like(drop)
+    inner[r0:r1, c0:c1] = True
+    drop = drop | ~inner
+    keep = (~drop).to(image.dtype)
+    if float(keep.mean()) < min_kept:
+        return torch.ones_like(image)
+    return keep
+
+
+def match_gain_offset(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Least-squares gain/offset fit of ``pred`` to ``target`` per image (differentiable).
 
     Args:
         pred: ``[B, V, R, C]``; target: ``[V, R, C]``.
+        mask: optional ``[V, R, C]`` weights of the fit (every pixel is still mapped).
     Returns:
-        ``[B, V, R, C]`` ``a * pred + b`` with ``a, b`` minimising ``||a pred + b - target||^2``.
+        ``[B, V, R, C]`` ``a * pred + b`` with ``a, b`` minimising ``||a pred + b - target||^2``
+        (weighted by ``mask``).
     """
     t = target[None].to(pred.dtype)
-    mp, mt = pred.mean((-2, -1), keepdim=True), t.mean((-2, -1), keepdim=True)
+    if mask is None:
+        mp, mt = pred.mean((-2, -1), keepdim=True), t.mean((-2, -1), keepdim=True)
+        dp = pred - mp
+        a = (dp * (t - mt)).sum((-2, -1), keepdim=True) / (dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
+        return a * dp + mt
+    w = mask[None].to(pred.dtype).expand_as(pred)
+    n = w.sum((-2, -1), keepdim=True).clamp_min(_EPS)
+    mp, mt = (w * pred).sum((-2, -1), keepdim=True) / n, (w * t).sum((-2, -1), keepdim=True) / n
     dp = pred - mp
-    a = (dp * (t - mt)).sum((-2, -1), keepdim=True) / (dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
+    a = (w * dp * (t - mt)).sum((-2, -1), keepdim=True) / (w * dp * dp).sum((-2, -1), keepdim=True).clamp_min(_EPS)
     return a * dp + mt
 
 
@@ -353,6 +466,8 @@ class Objective:
         step_mm: projector step (``None``: half a voxel).
         anchor: optional :class:`Anchor` (a network's volume at the objective's resolution, with
             its own weights; :func:`anchor_term`).
+        lambda_intensity_map: weight of the prior on the monotone intensity map's log-slopes.
+        data_term: ``"ncc"`` or ``"ncc+gradient"`` (:meth:`data_per_view`).
     """
 
     def __init__(self, groups: Sequence[ViewGroup], targets: Sequence[Tensor], affine: Tensor, *,
@@ -363,7 +478,10 @@ class Objective:
                  pose_sigma_deg: float = 5.0, pose_sigma_mm: float = 5.0,
                  perceptual: PerceptualLoss | None = None, perceptual_net: str = "alex",
                  masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None,
-                 anchor: "Anchor | None" = None):
+                 anchor: "Anchor | None" = None, lambda_intensity_map: float = 0.001,
+                 data_term: str = "ncc"):
+        if data_term not in ("ncc", "ncc+gradient"):
+            raise InputError(f"data_term must be ncc or ncc+gradient, got {data_term!r}")
         self.groups, self.targets = list(groups), list(targets)
         if len(self.groups) != len(self.targets):
             raise InputError(f"{len(self.groups)} view groups but {len(self.targets)} target groups")
@@ -380,6 +498,7 @@ class Objective:
         self.lambda_perceptual, self.lambda_background = lambda_perceptual, lambda_background
         self.lambda_pose, self.lambda_transform = lambda_pose, lambda_transform
         self.lambda_residual = lambda_residual
+        self.lambda_intensity_map, self.data_term = lambda_intensity_map, data_term
         self.scales = tuple(scales)
         self.pose_sigma_deg, self.pose_sigma_mm = pose_sigma_deg, pose_sigma_mm
         if perceptual is None and lambda_perceptual > 0:
@@ -392,7 +511,7 @@ class Objective:
 
     def render(self, mu: Tensor, *, background: Tensor | None = None,
                delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
-               affine: Tensor | None = None) -> list[Tensor]:
+               affine: Tensor | None = None, intensity_map: Tensor | None = None) -> list[Tensor]:
         """Re-projections of volumes for every view group.
 
         Args:
@@ -402,8 +521,11 @@ class Objective:
             background: optional ``[B, V, g, g]`` control points added after projection.
             delta_angle_deg, delta_shift_mm: optional ``[B, V]`` / ``[B, V, 3]`` pose corrections
                 (angle added to each view's, shift applied after each view's pose).
+            intensity_map: optional ``[B, V, K - 1]`` log-slopes of a monotone map applied last
+                (:func:`monotone_map`, standardised over the group's mask).
         Returns:
-            per group ``[B, V_g, R_g, C_g]`` line integrals (+ background).
+            per group ``[B, V_g, R_g, C_g]`` line integrals (+ background), or their mapped
+            intensities with ``intensity_map``.
         """
         out = []
         affine = self.affine if affine is None else affine
@@ -417,6 +539,8 @@ class Objective:
                                   for b in range(mu.shape[0])])
             if background is not None:
                 pred = pred + upsample_background(background[:, ix], g.shape)
+            if intensity_map is not None:
+                pred = monotone_map(pred, intensity_map[:, ix], self.masks[len(out)])
             out.append(pred)
         return out
 
@@ -437,17 +561,24 @@ class Objective:
 
     def data_per_view(self, preds: Sequence[Tensor]) -> Tensor:
         """Multi-scale ``1 - NCC`` of each view: per group ``[B, V_g, R, C]`` -> ``[B, V]``
-        (in group order; see :attr:`groups` for the view indices)."""
+        (in group order; see :attr:`groups` for the view indices). With ``data_term``
+        ``ncc+gradient``, the mean of that and :func:`gradient_ncc_per_view`."""
         if len(preds) != len(self.targets):
             raise InputError(f"expected {len(self.targets)} groups of predictions, got {len(preds)}")
-        return torch.cat([multiscale_ncc_per_view(p, t, m, self.scales)
-                          for p, t, m in zip(preds, self.targets, self.masks)], dim=1)
+        out = torch.cat([multiscale_ncc_per_view(p, t, m, self.scales)
+                         for p, t, m in zip(preds, self.targets, self.masks)], dim=1)
+        if self.data_term == "ncc+gradient":
+            grad = torch.cat([gradient_ncc_per_view(p, t, m, self.scales)
+                              for p, t, m in zip(preds, self.targets, self.masks)], dim=1)
+            out = 0.5 * (out + grad)
+        return out
 
     def terms(self, preds: Sequence[Tensor], *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
               noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
               delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
               transform: Tensor | None = None, residual: Tensor | None = None,
-              hu: Tensor | None = None, logit: Tensor | None = None) -> dict[str, Tensor]:
+              hu: Tensor | None = None, logit: Tensor | None = None,
+              intensity_map: Tensor | None = None) -> dict[str, Tensor]:
         """All loss terms, each ``[B]``, and their weighted sum ``total``.
 
         Args:
@@ -461,6 +592,7 @@ class Objective:
             residual: optional ``[B, 1, g, g, g]`` residual volume control points
                 (:mod:`xfit.fitting.residual`).
             hu, logit: optional ``[B, r, r, r]`` generated HU and label logits (the anchor term).
+            intensity_map: optional ``[B, V, K - 1]`` log-slopes of the monotone map (its prior).
         Returns:
             dict with ``data``, ``perceptual`` and one entry per prior term of :data:`PRIOR_TERMS`
             (unweighted, ``[B]``; zero when its input is absent) and ``total`` (weighted sum).
@@ -469,7 +601,8 @@ class Objective:
         inputs = {"w_plus": w_plus, "w_mean": w_mean, "w_std": w_std, "noise": noise or None,
                   "background": background, "delta_angle_deg": delta_angle_deg,
                   "delta_shift_mm": delta_shift_mm, "transform": transform, "residual": residual,
-                  "hu": hu if self.anchor is not None else None, "logit": logit}
+                  "hu": hu if self.anchor is not None else None, "logit": logit,
+                  "intensity_map": intensity_map}
         terms: dict[str, Tensor] = {"data": self.data_per_view(preds).mean(-1)}
         if self.lambda_perceptual > 0 and self.perceptual is not None:
             per = [self.perceptual(p, t, m) * p.shape[1]
@@ -535,6 +668,8 @@ PRIOR_TERMS = (
     PriorTerm("transform", "lambda_transform", ("transform",), _transform_prior),
     PriorTerm("residual", "lambda_residual", ("residual",), _residual_prior),
     PriorTerm("anchor", "lambda_anchor", ("hu",), lambda o, x: anchor_term(o.anchor, x["hu"], x["logit"])),
+    PriorTerm("intensity_map", "lambda_intensity_map", ("intensity_map",),
+              lambda o, x: x["intensity_map"].square().flatten(1).mean(-1)),
 )
 
 

@@ -14,7 +14,9 @@ parameters plus a prior term of the objective, never branches of the loop:
 * ``pose`` (``refine_pose``): per-view angle and shift corrections;
 * ``transform``: a global similarity transform of the volume (:mod:`xfit.fitting.transform`);
 * ``residual`` (``residual_steps``): a smooth HU residual after W+ has converged
-  (:mod:`xfit.fitting.residual`).
+  (:mod:`xfit.fitting.residual`);
+* ``intensity_map`` (``intensity_map: monotone``): a per-view monotone intensity map applied to
+  the re-projections before the data term (:func:`xfit.fitting.objective.monotone_map`).
 
 Its settings (:class:`~xfit.fitting.config.FitConfig`) are returned with the result so that
 they can be saved next to the outputs.
@@ -46,8 +48,8 @@ from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
 from ..projector import project
 from .config import FitConfig, load_fit_config
-from .objective import (Objective, ViewGroup, group_views, match_gain_offset, ncc_per_view,
-                        upsample_background)
+from .objective import (Objective, ViewGroup, group_views, map_curve, match_gain_offset, ncc_per_view,
+                        saturation_mask, upsample_background)
 from .residual import upsample_residual
 from .roi import crop_view, rescale_view
 from .transform import NUM_PARAMS as NUM_TRANSFORM_PARAMS
@@ -76,7 +78,9 @@ class FitResult:
         view_ncc: NCC of each input image with its final re-projection (input order), over the
             footprint mask of the data term (all pixels when ``footprint`` is 0).
         projections: re-projections ``[R_v, C_v]`` matched to each input by the least-squares
-            gain and offset (the fitted background included when enabled).
+            gain and offset (the fitted background included when enabled, and after the fitted
+            monotone intensity map with ``intensity_map: monotone``; with that map or
+            ``mask_saturated`` the gain and offset are fitted over the data term's pixels).
         backgrounds: fitted backgrounds ``[R_v, C_v]`` in line-integral units, or ``None``.
         views: the views used at the end (refined when ``refine_pose``).
         pose: ``{"delta_angle_deg": [V], "delta_shift_mm": [V][3]}`` when ``refine_pose``.
@@ -98,6 +102,10 @@ class FitResult:
         mesh: a method's own surface ``{"vertices_mm" [N, 3], "faces" [M, 3]}`` (IGCN), else
             ``None`` (``--mesh`` then runs marching cubes on the labels).
         start: where restart 0 started (``w_mean``, ``w_init``, or the initialising network).
+        intensity_maps: with ``intensity_map: monotone``, per view the fitted map's knots
+            (:func:`xfit.fitting.objective.map_curve`), else ``None``.
+        data_masks: with ``mask_saturated``, per view the ``[R_v, C_v]`` uint8 mask of the pixels
+            the data term used (footprint and saturation masks combined), else ``None``.
     """
 
     hu: np.ndarray
@@ -124,6 +132,8 @@ class FitResult:
     centre_mm: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     mesh: dict | None = None
     start: str = ""
+    intensity_maps: list[dict] | None = None
+    data_masks: list[np.ndarray] | None = None
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -278,7 +288,8 @@ def _progress(total: int, enabled: bool):
 
 #: Optimised parameters by name: the config setting of their learning rate.
 PARAM_LR = {"u": "lr", "noise": "lr", "background": "lr", "pose": "lr_pose",
-            "transform": "lr_transform", "residual": "lr_residual"}
+            "transform": "lr_transform", "residual": "lr_residual",
+            "intensity_map": "lr_intensity_map"}
 
 
 def _leaf(x: Tensor) -> Tensor:
@@ -294,7 +305,8 @@ class Restart:
         params: leaf tensors by name (``u``: ``[1, num_ws, w_dim]`` W+ in ``w_std`` units around
             ``w_mean``; ``noise``: the per-layer maps; ``background``: ``[1, V, g, g]``; ``pose``:
             ``delta_angle_deg [1, V]`` and ``delta_shift_mm [1, V, 3]``; ``transform``: ``[1, 7]``;
-            ``residual``: ``[1, 1, g, g, g]``). Only the names the config enables are present.
+            ``residual``: ``[1, 1, g, g, g]``; ``intensity_map``: ``[1, V, knots - 1]``). Only the
+            names the config enables are present.
         init: the values a divergence puts them back to (their start, or their values when the
             current learning-rate schedule began).
         lr_scale: learning-rate factor, halved at each divergence.
@@ -374,6 +386,8 @@ def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor
         if cfg.residual_steps > 0:
             g = cfg.residual_grid
             values["residual"] = [torch.zeros(1, 1, g, g, g)]
+        if cfg.intensity_map == "monotone":
+            values["intensity_map"] = [torch.zeros(1, num_views, cfg.intensity_knots - 1)]
         out.append(values)
     return out
 
@@ -393,7 +407,8 @@ def batch_params(restarts: Sequence[Restart], w_mean: Tensor, w_std: Tensor) -> 
 
     Returns:
         ``w_plus [B, K, D]``, ``noise`` (list of ``[B, 1, r, r, r]``), ``background``,
-        ``delta_angle_deg``, ``delta_shift_mm``, ``transform [B, 7]``, ``residual``.
+        ``delta_angle_deg``, ``delta_shift_mm``, ``transform [B, 7]``, ``residual``,
+        ``intensity_map [B, V, knots - 1]``.
     """
     first = restarts[0].params
 
@@ -408,6 +423,7 @@ def batch_params(restarts: Sequence[Restart], w_mean: Tensor, w_std: Tensor) -> 
         "delta_shift_mm": cat("pose", 1),
         "transform": cat("transform"),
         "residual": cat("residual"),
+        "intensity_map": cat("intensity_map"),
     }
 
 
@@ -440,9 +456,10 @@ class Stage:
 def plan_stages(cfg: FitConfig, can_coarse: bool) -> list[Stage]:
     """The stages of a fit: align (with ``transform``: the transform alone, W+ frozen), coarse,
     fine (W+, noise and the enabled extras), then residual."""
-    main = tuple(n for n in ("u", "noise", "background", "pose", "transform")
+    main = tuple(n for n in ("u", "noise", "background", "pose", "transform", "intensity_map")
                  if (n != "noise" or cfg.optimize_noise) and (n != "background" or cfg.background)
-                 and (n != "pose" or cfg.refine_pose) and (n != "transform" or cfg.transform))
+                 and (n != "pose" or cfg.refine_pose) and (n != "transform" or cfg.transform)
+                 and (n != "intensity_map" or cfg.intensity_map == "monotone"))
     n_coarse = int(round(cfg.coarse_fraction * cfg.steps)) if can_coarse else 0
     stages = []
     if cfg.transform and cfg.align_steps > 0:  # register the volume as a whole before W+ moves
@@ -520,13 +537,15 @@ class StageRunner:
         if x["transform"] is not None:
             affine = moved_affine(objective.affine, x["transform"], self.centre_mm, self.sigmas)
         preds = objective.render(mu, background=x["background"], delta_angle_deg=x["delta_angle_deg"],
-                                 delta_shift_mm=x["delta_shift_mm"], affine=affine)
+                                 delta_shift_mm=x["delta_shift_mm"], affine=affine,
+                                 intensity_map=x["intensity_map"])
         t2 = time.perf_counter()
         terms = objective.terms(preds, w_plus=x["w_plus"], w_mean=self.mean, w_std=self.std,
                                 noise=x["noise"] if self.cfg.optimize_noise else None,
                                 background=x["background"], delta_angle_deg=x["delta_angle_deg"],
                                 delta_shift_mm=x["delta_shift_mm"], transform=x["transform"],
-                                residual=x["residual"], hu=hu, logit=logit)
+                                residual=x["residual"], hu=hu, logit=logit,
+                                intensity_map=x["intensity_map"])
         self.times["generator"] += t1 - t0
         self.times["projector"] += t2 - t1
         return hu, logit, mu, preds, terms
@@ -672,11 +691,12 @@ def converged(restarts: Sequence[Restart], cfg: FitConfig) -> bool:
 
 
 @torch.no_grad()
-def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray]
-                  ) -> tuple[list[float], list[np.ndarray]]:
+def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray],
+                  *, masked_match: bool = False) -> tuple[list[float], list[np.ndarray]]:
     """Per input view (input order): NCC of its re-projection with the image over the
     objective's footprint mask, and the re-projection matched to the image by the least-squares
-    gain and offset.
+    gain and offset (over every pixel, or with ``masked_match`` over the objective's mask: the
+    pixels the fit explains, not a processed image's blank borders and saturated pixels).
 
     Args:
         objective: the objective whose groups and masks the predictions follow.
@@ -688,7 +708,7 @@ def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequenc
     for g, p, m in zip(objective.groups, preds, objective.masks):
         raw = torch.stack([torch.from_numpy(np.asarray(arrays[i])).to(p) for i in g.index])
         values = ncc_per_view(p, raw, m)[0].cpu().tolist()
-        matched = match_gain_offset(p, raw)[0].cpu().numpy()
+        matched = match_gain_offset(p, raw, m if masked_match else None)[0].cpu().numpy()
         for j, i in enumerate(g.index):
             ncc[i], proj[i] = float(values[j]), matched[j].astype(np.float32)
     return ncc, proj
@@ -714,6 +734,9 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
         shrink = footprint_shrink(cfg, resolution * float(aff[0, 0]))
         seen = torch.as_tensor(shrunk_affine(affine, shrink, resolution), dtype=torch.float32, device=device)
         masks = footprint_masks(groups, seen, resolution, cfg.footprint)
+    if cfg.mask_saturated:
+        auto = saturation_masks(groups, list(targets), coarse)
+        masks = auto if masks is None else [a * m for a, m in zip(auto, masks)]
     return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
                      lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
                      lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
@@ -721,7 +744,24 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
                      scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
                      pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
                      perceptual_net=cfg.perceptual_net, anchor=anchor,
-                     step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]))
+                     step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]),
+                     lambda_intensity_map=cfg.lambda_intensity_map, data_term=cfg.data_term)
+
+
+def saturation_masks(groups: list[ViewGroup], images: list[Tensor], coarse: bool) -> list[Tensor]:
+    """Per group ``[V_g, R, C]`` :func:`~xfit.fitting.objective.saturation_mask` of the full-
+    resolution images; at half resolution (``coarse``) a pixel is kept only when all four of its
+    pixels are."""
+    out = []
+    for g in groups:
+        ms = []
+        for i in g.index:
+            m = saturation_mask(images[i])
+            if coarse:
+                m = -F.max_pool2d(-m[None, None], 2)[0, 0]
+            ms.append(m)
+        out.append(torch.stack(ms))
+    return out
 
 
 #: ``background: auto`` fits a background when the X-rays vary outside the cube's shadow by more
@@ -992,12 +1032,14 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         bg = None if x["background"] is None else x["background"][best:best + 1]
         da = None if x["delta_angle_deg"] is None else x["delta_angle_deg"][best:best + 1]
         ds = None if x["delta_shift_mm"] is None else x["delta_shift_mm"][best:best + 1]
+        im = None if x["intensity_map"] is None else x["intensity_map"][best:best + 1]
         preds = objective.render(hu_to_mu(out_hu)[None, None], background=bg, delta_angle_deg=da,
-                                 delta_shift_mm=ds)
+                                 delta_shift_mm=ds, intensity_map=im)
         preds_best = preds
     else:
         preds_best = [p[best:best + 1] for p in preds]
-    ncc, proj = compare_views(objective, preds_best, arrays)
+    levers = cfg.mask_saturated or cfg.intensity_map == "monotone"
+    ncc, proj = compare_views(objective, preds_best, arrays, masked_match=levers)
     backgrounds = [None] * len(views) if cfg.background else None
     if backgrounds is not None:
         for i, v in enumerate(views):
@@ -1046,4 +1088,17 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         transform=transform,
         residual_rms_hu=residual_hu,
         centre_mm=[float(c) for c in centre_mm],
+        intensity_maps=None if x["intensity_map"] is None else [map_curve(x["intensity_map"][best, i])
+                                                                for i in range(len(views))],
+        data_masks=None if not cfg.mask_saturated else _view_masks(objective, len(views)),
     )
+
+
+def _view_masks(objective: Objective, n: int) -> list[np.ndarray]:
+    """The data term's masks per input view (input order) as ``[R_v, C_v]`` uint8 (1 = used)."""
+    out: list[np.ndarray] = [None] * n  # type: ignore[list-item]
+    for g, t, m in zip(objective.groups, objective.targets, objective.masks):
+        for j, i in enumerate(g.index):
+            out[i] = (np.ones(tuple(t.shape[1:]), np.uint8) if m is None
+                      else (m[j] > 0).cpu().numpy().astype(np.uint8))
+    return out

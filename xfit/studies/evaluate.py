@@ -10,8 +10,9 @@ origin, with that vertebra's mask.
 through the whole torso drawn on a grid of that field of view) with the study views: cone beam,
 SDD 1800 mm, SOD 1500 mm, isocentre at the vertebra. What a method is *handed*
 (:class:`Observation`) may differ from what made the images: the geometry study hands views with
-angle and isocentre errors, the noise study adds Poisson noise (:func:`observe`). Every method
-reconstructs the cube at the world origin, where the truth lies.
+angle and isocentre errors, the noise study adds Poisson noise, the style study hands processed
+radiographs (:mod:`xfit.radiograph`'s clinical presets at ``style_strength``; :func:`observe`).
+Every method reconstructs the cube at the world origin, where the truth lies.
 
 **Methods** (:data:`METHODS`): ``fit`` (the method, :func:`xfit.fitting.fit`, started like
 ``xfit reconstruct``), ``fit-pose`` (the same with ``refine_pose``), ``mean`` (the prior's mean
@@ -167,12 +168,15 @@ def project_hu(hu: np.ndarray, affine: np.ndarray, views: Sequence[View]) -> lis
 
 
 def observe(case: Case, views: Sequence[View], *, angle_error_deg: float = 0.0, shift_error_mm: float = 0.0,
-            photons: float | None = None, seed: int = 0) -> Observation:
+            photons: float | None = None, seed: int = 0, style_strength: float | None = None) -> Observation:
     """The case as a method sees it.
 
     Each view handed over has its angle off by ``±angle_error_deg`` (random sign) and its
     isocentre off by ``shift_error_mm`` in a random 3D direction; with ``photons`` the images
     carry Poisson noise of that many unattenuated photons per pixel (``xfit simulate --dose``).
+    With ``style_strength`` each image is the processed radiograph of its line integrals
+    (:func:`xfit.radiograph.radiograph`, the clinical preset of its true view at that strength,
+    the line integrals taken as water: no per-tissue paths), bright = attenuating, in [0, 1].
     The draws depend only on ``seed`` and the case, so every method sees the same observation.
     """
     from ..simulate import add_poisson_noise
@@ -189,7 +193,24 @@ def observe(case: Case, views: Sequence[View], *, angle_error_deg: float = 0.0, 
     if photons is not None:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         images = [add_poisson_noise(torch.from_numpy(im), photons, gen).numpy() for im in images]
+    if style_strength is not None:
+        images = styled_images(case, views, images, style_strength, seed)
     return Observation(images, given)
+
+
+def styled_images(case: Case, views: Sequence[View], images: Sequence[np.ndarray], strength: float,
+                  seed: int = 0) -> list[np.ndarray]:
+    """The clinical-style radiographs ``[R, C]`` float32 of line integrals through ``views`` at
+    ``strength`` (their noise seeded by ``seed``, the case and the view: deterministic)."""
+    from ..radiograph import PRESETS, preset_for, radiograph
+
+    name_hash = int(hashlib.sha256(case.name.encode()).hexdigest()[:8], 16)
+    out = []
+    for i, (im, v) in enumerate(zip(images, views)):
+        style = dataclasses.replace(PRESETS[preset_for(v)], strength=float(strength))
+        rad = radiograph(np.asarray(im, np.float64), v, style, seed=(seed, max(case.seed, 0), name_hash, 28, i))
+        out.append(rad.image.astype(np.float32))
+    return out
 
 
 def data_cases(ct_dir: str | Path, prior, *, layout: str | None = None, levels: str | None = None,
@@ -249,16 +270,27 @@ class EvalSpec:
     shift_error_mm: float = 0.0
     photons: float | None = None
     seed: int = 0
+    style_strength: float | None = None
 
     def key(self) -> dict[str, Any]:
         """The settings a resumed run must share (the prior by its sha256, not its path, so a
-        run folder moves with a checkout)."""
+        run folder moves with a checkout). Optional fields (:data:`OPTIONAL_KEYS`) at ``None``
+        are left out, so the runs made before they existed keep their keys."""
         d = dataclasses.asdict(self)
         for k in ("methods", "checkpoints", "prior"):
             d.pop(k)
+        for k in OPTIONAL_KEYS:
+            if d[k] is None:
+                d.pop(k)
         d["prior_sha256"] = _file_sha(self.prior)
         d["angles"] = [float(a) for a in self.angles]
         return d
+
+
+#: Fields of :meth:`EvalSpec.key` absent from a run folder when ``None`` (added after runs were committed).
+OPTIONAL_KEYS = ("style_strength",)
+#: Range of ``style_strength`` (0: ideal 16-bit images, 1: the clinical presets).
+STYLE_STRENGTH_RANGE = (0.0, 1.0)
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -547,7 +579,7 @@ def evaluate_case(spec: EvalSpec, index: int, methods: Sequence[str]) -> tuple[s
     views = default_views(spec.angles, spec.detector, spec.pixel_spacing_mm)
     case = build_case(spec, index, views)
     obs = observe(case, views, angle_error_deg=spec.angle_error_deg, shift_error_mm=spec.shift_error_mm,
-                  photons=spec.photons, seed=spec.seed)
+                  photons=spec.photons, seed=spec.seed, style_strength=spec.style_strength)
     rows, slices = [], {"truth": mid_slices(case.hu)}
     for m in methods:
         t0 = time.perf_counter()
@@ -649,7 +681,7 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
         wrong = [f"key.{k}" for k, v in meta["key"].items() if k not in KEY_TYPES or not _fits(v, KEY_TYPES[k])]
     if wrong:
         raise InputError(f"{path} is damaged: unknown or mistyped {', '.join(wrong)}")
-    absent = [f"key.{k}" for k in KEY_TYPES if k not in meta["key"]]  # a default would be reported instead
+    absent = [f"key.{k}" for k in KEY_TYPES if k not in meta["key"] and k not in OPTIONAL_KEYS]  # a default would be reported instead
     if absent:
         raise InputError(f"{path} is damaged: no {', '.join(absent)}")
     key = meta["key"]
@@ -916,6 +948,22 @@ def spec_inputs(spec: EvalSpec) -> list[str]:
     return [p for p in (spec.prior, *spec.checkpoints.values(), spec.data, spec.fit_config) if p]
 
 
+def check_style_strength(spec: EvalSpec) -> None:
+    """A style strength in :data:`STYLE_STRENGTH_RANGE`, without ``photons`` (the clinical style
+    has its own quantum noise), whose presets fit the run's detector (InputError otherwise)."""
+    from ..radiograph import PRESETS, check_style, check_style_for_view, preset_for
+
+    lo, hi = STYLE_STRENGTH_RANGE
+    s = spec.style_strength
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and lo <= s <= hi):
+        raise InputError(f"style strength must be a number in [{lo:g}, {hi:g}], got {s!r}")
+    if spec.photons is not None:
+        raise InputError("Poisson noise (--dose) is the ideal images' noise: the clinical style has its own")
+    for v in default_views(spec.angles, spec.detector, spec.pixel_spacing_mm):
+        style = check_style(dataclasses.replace(PRESETS[preset_for(v)], strength=float(s)))
+        check_style_for_view(style, v)
+
+
 def check_spec(spec: EvalSpec) -> list[str]:
     """Every check of a run's settings, before anything is written: no setting that does not
     apply to the cases (``max_cases``, ``layout`` or ``levels`` with phantoms, ``first_seed`` or
@@ -938,6 +986,8 @@ def check_spec(spec: EvalSpec) -> list[str]:
         raise InputError(f"{', '.join(ignored)} only appl{'ies' if len(ignored) == 1 else 'y'} to "
                          f"{'a CT folder (--data)' if spec.data is None else 'phantoms'}, not to "
                          f"{'phantoms' if spec.data is None else 'a CT folder'}")
+    if spec.style_strength is not None:
+        check_style_strength(spec)
     method_sources(spec)
     fit_settings(spec)
     _context(spec)  # loads the prior
@@ -1207,6 +1257,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
                  + (f"; handed views off by {spec.angle_error_deg:g} deg and {spec.shift_error_mm:g} mm"
                     if spec.angle_error_deg or spec.shift_error_mm else "")
                  + (f"; Poisson noise, {spec.photons:g} photons/pixel" if spec.photons else "")
+                 + (f"; clinical-style radiographs at strength {spec.style_strength:g}"
+                    if spec.style_strength is not None else "")
                  + f"; third view at {spec.third_view_deg:g} deg.\n")
     return text
 

@@ -1,4 +1,4 @@
-"""``xfit study angles|geometry|noise``: one :func:`xfit.studies.evaluate.evaluate` run per
+"""``xfit study angles|geometry|noise|style``: one :func:`xfit.studies.evaluate.evaluate` run per
 condition, then every metric against the condition.
 
 * **angles** (EAR's experiment): the first view at 0 degrees, the second at each of
@@ -12,6 +12,9 @@ condition, then every metric against the condition.
   ``refine_pose``.
 * **noise**: Poisson noise at each ``--dose`` (unattenuated photons per pixel, the noise model
   of ``xfit simulate --dose``).
+* **style**: processed radiographs, the clinical presets of ``xfit simulate --style clinical``
+  at each ``--strengths`` (0: ideal 16-bit images, an affine map of the line integrals; 1: the
+  presets; :func:`xfit.radiograph.scaled`), the line integrals taken as water.
 
 Each condition is a full evaluate run folder ``OUT/<condition>/`` (resumable; finished conditions
 are skipped), named by its exact value (:func:`value_text`: ``dose_1e+06``, ``dose_1000001``,
@@ -80,7 +83,7 @@ def parse_values(text: str, what: str, lo: float, hi: float) -> list[float]:
 
 #: Each sweep axis and the prefix of its condition folders, named ``<prefix><value>`` (:func:`value_text`).
 AXIS_PREFIX = {"second_angle_deg": "angle_", "angle_error_deg": "angle_error_", "shift_error_mm": "shift_error_",
-               "photons": "dose_"}
+               "photons": "dose_", "style_strength": "style_"}
 
 
 def value_text(value: float) -> str:
@@ -148,6 +151,11 @@ def noise_conditions(doses: Sequence[float]) -> list[Condition]:
     return [condition("photons", d, (("photons", float(d)),)) for d in doses]
 
 
+def style_conditions(strengths: Sequence[float]) -> list[Condition]:
+    """Clinical-style radiographs at each strength in [0, 1]."""
+    return [condition("style_strength", s, (("style_strength", float(s)),)) for s in strengths]
+
+
 def _axes(cond: Condition, conds: Sequence[Condition]) -> list[str]:
     """The axes a condition belongs to (the error-free geometry point belongs to both)."""
     if cond.value == 0 and cond.axis in ("angle_error_deg", "shift_error_mm"):
@@ -184,7 +192,8 @@ def write_curve_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 AXIS_LABELS = {"second_angle_deg": "angle of the second view (deg; first at 0)", "angle_error_deg": "angle error handed (deg)",
-               "shift_error_mm": "isocentre error handed (mm)", "photons": "dose (photons per pixel)"}
+               "shift_error_mm": "isocentre error handed (mm)", "photons": "dose (photons per pixel)",
+               "style_strength": "clinical style strength (0: ideal, 1: the presets)"}
 
 
 def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
@@ -328,7 +337,8 @@ def folder_conditions(out: str | Path) -> list[Condition]:
 #: The sweeps a study writes: their axes, and the settings (``key`` fields) those axes set.
 SWEEP_KINDS = (({"second_angle_deg"}, ("angles",)),
                ({"angle_error_deg", "shift_error_mm"}, ("angle_error_deg", "shift_error_mm")),
-               ({"photons"}, ("photons",)))
+               ({"photons"}, ("photons",)),
+               ({"style_strength"}, ("style_strength",)))
 
 
 def _run_value(axis: str, key: dict[str, Any]) -> float | None:
@@ -339,6 +349,8 @@ def _run_value(axis: str, key: dict[str, Any]) -> float | None:
         return float(key["angle_error_deg"]) if key["shift_error_mm"] == 0 else None
     if axis == "shift_error_mm":
         return float(key["shift_error_mm"]) if key["angle_error_deg"] == 0 else None
+    if axis == "style_strength":
+        return None if key.get("style_strength") is None else float(key["style_strength"])
     return None if key["photons"] is None else float(key["photons"])
 
 
