@@ -14,6 +14,13 @@ from xfit.projector import backproject, get_backend, project, project_rays, refe
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _reference_backend(monkeypatch):
+    """These tests check the reference (the oracle): "auto" means it even where numba is installed
+    (the fused CPU kernels are compared with it in tests/test_projector_fused.py)."""
+    monkeypatch.setenv("XFIT_PROJECTOR", "reference")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
