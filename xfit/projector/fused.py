@@ -23,7 +23,8 @@ Only for CPU float32/float64 volumes when no gradient w.r.t. the geometry is nee
 directions, a tensor affine: ``angle_deg`` / ``pose`` refinement). Otherwise :func:`project_rays`
 hands the call to the reference (whose backward recomputes samples with autograd).
 
-Threads follow ``torch.get_num_threads()`` (capped at numba's pool size). Kernels are compiled on
+Threads follow ``torch.get_num_threads()`` (capped at numba's pool size), on numba's ``workqueue``
+threading layer unless ``NUMBA_THREADING_LAYER`` says otherwise (see :func:`_kernels`). Kernels are compiled on
 first use, not at import; compiled code is cached under the user's cache directory
 (``$NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/xfit/numba`` or ``~/.cache/xfit/numba``;
 ``XFIT_NUMBA_CACHE=0`` turns the cache off).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -85,6 +87,12 @@ def _kernels():
         raise InputError("the fused CPU projector needs numba (pip install xfit[fast])")
     import numba  # noqa: PLC0415
 
+    if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
+        # numba's default OpenMP layer spins its idle workers on the libgomp that torch uses too:
+        # measured 10x slower torch ops around the kernels on 2 cores. The workqueue layer sleeps
+        # (not thread-safe: _LOCK serialises the calls; fork-safe). Takes effect unless numba
+        # already started its threads in this process.
+        numba.config.THREADING_LAYER = "workqueue"
     cache_dir = _cache_dir()
     saved = numba.config.CACHE_DIR
     try:  # numba picks the cache locator when a cached function is defined: point it at our folder
@@ -93,6 +101,9 @@ def _kernels():
     finally:
         numba.config.CACHE_DIR = saved
     return numba, k.forward, k.adjoint
+
+
+_LOCK = threading.Lock()  # one kernel call at a time (numba's workqueue layer is not thread-safe)
 
 
 def _threads(numba) -> int:
@@ -110,9 +121,10 @@ def march(mu: Tensor, first: Tensor, stride: Tensor, dt: Tensor, n: int) -> Tens
     """Line integrals (no autograd): ``mu [B, 1, I, J, K]``, ``first, stride [B, M, 3]`` and
     ``dt [B, M]`` from :func:`reference.ray_steps`, ``n`` samples -> ``[B, M]``."""
     numba, forward, _ = _kernels()
-    _threads(numba)
     out = torch.empty(dt.shape, dtype=mu.dtype)
-    forward(_np(mu[:, 0]), _np(first), _np(stride), _np(dt), int(n), out.numpy())
+    with _LOCK:
+        _threads(numba)
+        forward(_np(mu[:, 0]), _np(first), _np(stride), _np(dt), int(n), out.numpy())
     return out
 
 
@@ -120,10 +132,10 @@ def march_adjoint(grad: Tensor, volume_shape: Sequence[int], first: Tensor, stri
                   n: int) -> Tensor:
     """Adjoint of :func:`march` w.r.t. ``mu``: ``grad [B, M]`` -> ``[B, 1, I, J, K]``."""
     numba, _, adjoint = _kernels()
-    workers = _threads(numba)
-    batch = grad.shape[0]
-    buf = np.zeros((workers, batch, *volume_shape), dtype=_np(grad).dtype)
-    adjoint(_np(grad), _np(first), _np(stride), _np(dt), int(n), buf)
+    with _LOCK:
+        workers = _threads(numba)
+        buf = np.zeros((workers, grad.shape[0], *volume_shape), dtype=_np(grad).dtype)
+        adjoint(_np(grad), _np(first), _np(stride), _np(dt), int(n), buf)
     total = buf[0] if workers == 1 else buf.sum(axis=0)
     return torch.from_numpy(total)[:, None]
 
