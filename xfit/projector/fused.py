@@ -124,7 +124,8 @@ def march(mu: Tensor, first: Tensor, stride: Tensor, dt: Tensor, n: int) -> Tens
     out = torch.empty(dt.shape, dtype=mu.dtype)
     with _LOCK:
         _threads(numba)
-        forward(_np(mu[:, 0]), _np(first), _np(stride), _np(dt), int(n), out.numpy())
+        forward(_np(mu).reshape(mu.shape[0], -1), tuple(mu.shape[2:]), _np(first), _np(stride), _np(dt), int(n),
+                out.numpy())
     return out
 
 
@@ -134,10 +135,11 @@ def march_adjoint(grad: Tensor, volume_shape: Sequence[int], first: Tensor, stri
     numba, _, adjoint = _kernels()
     with _LOCK:
         workers = _threads(numba)
-        buf = np.zeros((workers, grad.shape[0], *volume_shape), dtype=_np(grad).dtype)
-        adjoint(_np(grad), _np(first), _np(stride), _np(dt), int(n), buf)
+        shape = tuple(int(x) for x in volume_shape)
+        buf = np.zeros((workers, grad.shape[0], int(np.prod(shape))), dtype=_np(grad).dtype)
+        adjoint(_np(grad), shape, _np(first), _np(stride), _np(dt), int(n), buf)
     total = buf[0] if workers == 1 else buf.sum(axis=0)
-    return torch.from_numpy(total)[:, None]
+    return torch.from_numpy(total).reshape(grad.shape[0], 1, *shape)
 
 
 class _FusedMarch(torch.autograd.Function):
