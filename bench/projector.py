@@ -4,6 +4,7 @@ renderer and nanodrr 0.1.7's torch backend, on identical geometry.
 Usage::
 
     python bench/projector.py [--quick] [--all] [--repeats N] [--threads T] [--no-memory]
+    python bench/projector.py --fit [--threads 2] [--repeats N]   # the fit's projector per step
 
 Cases (volume n^3, detector d^2, one cone-beam view at 30 degrees): 64^3/128^2 and 128^3/256^2
 (``--all`` adds 64^3/256^2 and 128^3/128^2; ``--quick``: 64^3/128^2 only, 2 repeats). Methods:
@@ -262,6 +263,59 @@ def memory_case(method: str, n: int, detector: int) -> dict:
     return {"fwd_mb": fwd_mb, "fwdbwd_mb": _peak_rss_mb() - base}
 
 
+def fit_steps(threads: int, repeats: int) -> None:
+    """The fit's projector cost per step (``Objective.render`` of the README example's two 128^2
+    views of the shipped prior's volume; coarse stage 32^3 / 64^2), reference vs fused, interleaved."""
+    from xfit.fitting import load_fit_config
+    from xfit.fitting.optimize import build_objective, normalised_targets
+    from xfit.io import hu_to_mu
+    from xfit.prior.checkpoint import load_prior
+    from xfit.prior.sample import generate_hu, prior_affine
+    from xfit.studies.evaluate import default_views, make_case
+
+    torch.set_num_threads(threads)
+    prior = load_prior(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "xfit", "data",
+                                    "prior-64.safetensors"))
+    cfg = load_fit_config(None)
+    views = default_views((0.0, 90.0), 128, 1.0)
+    targets = normalised_targets(make_case(9001, prior, views).images, torch.device("cpu"))
+    synthesis, full = prior.G.synthesis, int(prior.config.resolution)
+    backends = ["reference", "fused"]
+    print(f"\nthe fit's projector per step ({threads} thread(s), median of {repeats} interleaved rounds, seconds)")
+    for res, coarse in ((full // 2, True), (full, False)):
+        objective = build_objective(views, targets, prior_affine(prior, res), res, cfg, coarse=coarse)
+        u = torch.zeros(1, prior.num_ws, synthesis.w_dim)
+        noise = [torch.zeros(1, *sh[1:]) for sh in synthesis.noise_shapes()]
+        with torch.no_grad():
+            hu, _ = generate_hu(prior, prior.w_mean.float() + prior.w_std.float() * u, noise, res, False)
+        mu = hu_to_mu(hu)[:, None].contiguous()
+        sizes = ", ".join(f"{p.shape[1]} x {p.shape[2]}x{p.shape[3]}" for p in objective.render(mu))
+
+        def run(backend: str, grad: bool) -> float:
+            os.environ["XFIT_PROJECTOR"] = backend
+            t0 = time.perf_counter()
+            if grad:
+                m = mu.clone().requires_grad_(True)
+                sum(p.sum() for p in objective.render(m)).backward()
+            else:
+                with torch.no_grad():
+                    objective.render(mu)
+            return time.perf_counter() - t0
+
+        times = {b: ([], []) for b in backends}
+        for b in backends:  # warm-up
+            run(b, False), run(b, True)
+        for r in range(repeats):
+            for b in backends if r % 2 == 0 else backends[::-1]:
+                times[b][0].append(run(b, False))
+                times[b][1].append(run(b, True))
+        os.environ.pop("XFIT_PROJECTOR")
+        print(f"  {'coarse' if coarse else 'fine'} stage: volume {res}^3, views {sizes}")
+        for b, (fwd, fb) in times.items():
+            f, g = statistics.median(fwd), statistics.median(fb)
+            print(f"    {LABELS[b]:<15} forward {f:.4f}  forward+backward {g:.4f}  (backward {g - f:.4f})")
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -347,6 +401,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch (and numba) threads (default 1: stable timings on a shared CPU)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory processes")
+    parser.add_argument("--fit", action="store_true",
+                        help="instead: the fit's projector per step (reference vs fused), with --threads")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--methods", default="", help=argparse.SUPPRESS)
     parser.add_argument("--memory-of", default="", help=argparse.SUPPRESS)
@@ -359,6 +415,9 @@ def main() -> None:
         return
     if args.quick:
         args.repeats = 2
+    if args.fit:
+        fit_steps(args.threads, args.repeats)
+        return
     cases = [(64, 128), (128, 256)]
     if args.all:
         cases = [(64, 128), (64, 256), (128, 128), (128, 256)]
