@@ -147,7 +147,10 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     cfg = load_fit_config(None, **overrides)
     amp = amp_enabled(cfg.amp, torch.device("cpu"))
     print(cpu_line())
-    print(f"torch {torch.__version__}, {threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}")
+    from xfit.projector import resolved_backend
+
+    print(f"torch {torch.__version__}, {threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}, "
+          f"projector {resolved_backend('auto', torch.device('cpu'))} ($XFIT_PROJECTOR=reference for the oracle)")
     views = default_views((0.0, 90.0), 128, 1.0)
     case = make_case(9001, prior, views)
     targets = normalised_targets(case.images, torch.device("cpu"))

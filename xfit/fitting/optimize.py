@@ -46,7 +46,7 @@ from ..geometry import View, pixel_inside, view_dict, world_to_pixel
 from ..io import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
-from ..projector import project
+from ..projector import project, resolved_backend
 from .config import FitConfig, load_fit_config
 from .objective import (Objective, ViewGroup, group_views, map_curve, match_gain_offset, ncc_per_view,
                         saturation_mask, upsample_background)
@@ -93,7 +93,9 @@ class FitResult:
             ``projector`` (forward passes), ``optimizer`` (loss, backward and Adam), ``final``,
             ``total``, and ``per_step``.
         config: the :class:`FitConfig` as a dictionary (plus ``seed`` actually used and
-            ``amp_resolved``, ``bf16`` or ``off``).
+            ``amp_resolved``, ``bf16`` or ``off``, and ``projector_resolved``, the projector
+            backend that ran: ``fused``, ``reference`` or ``triton``; see
+            :func:`xfit.projector.resolved_backend`).
         transform: the fitted similarity transform of the best restart (``rotation_deg``,
             ``translation_mm``, ``scale``) when enabled; the outputs are resampled from the moved
             volume onto the fixed cube.
@@ -964,7 +966,8 @@ def fit(
         "total": t_end - t_start,
         "per_step": (t_opt_end - t_start) / max(1, runner.step),
     }
-    result.config = {**cfg.to_dict(), "seed": seed, "amp_resolved": "bf16" if amp else "off"}
+    result.config = {**cfg.to_dict(), "seed": seed, "amp_resolved": "bf16" if amp else "off",
+                     "projector_resolved": resolved_backend("auto", device)}
     if background_ratio is not None:
         result.config["background_auto_ratio"] = background_ratio
     result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 \

