@@ -411,6 +411,13 @@ def _take_lock(path: Path) -> str:
     raise OutputExistsError(f"{path.parent}: cannot take the lock {path}; another xfit run is starting on it")
 
 
+def held_lock(folder: PathLike) -> str | None:
+    """The ``pid host`` of the process holding ``folder``'s lock (:func:`folder_lock`), or ``None``
+    when there is none or it was left by a process of this host that no longer runs."""
+    holder = _lock_holder(Path(folder) / LOCK_NAME)
+    return None if holder is None or _is_stale(holder) else holder
+
+
 @contextlib.contextmanager
 def folder_lock(folder: PathLike) -> Iterator[None]:
     """Hold ``folder/.lock`` (:data:`LOCK_NAME`) while a process writes ``folder`` (created here
