@@ -323,7 +323,7 @@ def train_prior(ct_dir, out, config_name, layout, levels, masks_dir, class_map, 
     from .levels import parse_levels
     from .prior.checkpoint import snapshot_config
     from .prior.config import PriorConfig, load_config
-    from .prior.train import data_settings, train
+    from .prior.train import data_settings, require_run_config, train
 
     if device is not None:
         check_device(device)
@@ -336,6 +336,8 @@ def train_prior(ct_dir, out, config_name, layout, levels, masks_dir, class_map, 
     if resume and resume_from:
         raise InputError("use --resume (this run folder) or --resume-from SNAPSHOT (a new run folder), not both")
     saved = Path(out) / "config.json"
+    if config_name is None and resume:
+        require_run_config(out)
     if config_name is None and resume_from:
         cfg = snapshot_config(resume_from)
     else:
