@@ -78,3 +78,103 @@ def test_a_missing_config_json_on_resume_is_reported_missing(tmp_path, ct_dir):
     with pytest.raises(SystemExit) as exc:
         prior_train.main([str(ct_dir), "--out", str(prior), "--resume", "--max-steps", "3", "--workers", "1"])
     assert exc.value.code == 2
+
+
+# ----------------------------------------------------------------------------- round 3: cases.csv cells
+
+
+@pytest.fixture(scope="module")
+def run_of_two(tmp_path_factory):
+    """A finished run of ``mean`` on two phantoms, and its shards 1/2 and 2/2."""
+    from cli_helpers import save_tiny_prior
+    from xfit.studies.evaluate import EvalSpec, evaluate
+
+    d = tmp_path_factory.mktemp("round3")
+    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    spec = EvalSpec(prior=str(prior), methods=("mean",), phantoms=2, detector=32, pixel_spacing_mm=3.0, n_random=2)
+    evaluate(spec, d / "run", progress=False)
+    for k in (1, 2):
+        evaluate(spec, d / f"s{k}", progress=False, shard=(k, 2))
+    return {"spec": spec, "run": d / "run", "s1": d / "s1", "s2": d / "s2"}
+
+
+def _set_cell(folder: Path, column: str, value: str, line: int = 1) -> None:
+    import csv as csv_mod
+    import io
+
+    rows = list(csv_mod.reader(io.StringIO((folder / "cases.csv").read_text())))
+    rows[line][rows[0].index(column)] = value
+    (folder / "cases.csv").write_text("".join(",".join(r) + "\n" for r in rows))
+
+
+def _table(folder: Path) -> list[dict]:
+    import csv as csv_mod
+
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in csv_mod.DictReader((folder / "cases.csv").open())]
+
+
+# a value no computation gives: before, kept as done on resume (and, finite, averaged into summary.md)
+IMPOSSIBLE = [("dice", "1e999"), ("ssim", "inf"), ("ssim", "2"), ("mae_hu", "-5"), ("psnr_db", "-inf"),
+              ("third_view_ncc", "7"), ("seconds", "-1"), ("freq_dist", "3")]
+
+
+@pytest.mark.parametrize("column,value", IMPOSSIBLE)
+def test_a_value_a_metric_cannot_take_is_damage(run_of_two, tmp_path, capsys, column, value):
+    """Before (d757aa0): ``dice 1e999`` (inf) or ``ssim 2`` was read as a sound row: a resume kept
+    it as done, and a finite one (``ssim 2``, ``mae_hu -5``) was averaged into the summary."""
+    import shutil
+
+    from xfit.studies import evaluate as ev
+    from xfit.studies.sweeps import main as sweeps_main
+
+    out = tmp_path / "run"
+    shutil.copytree(run_of_two["run"], out)
+    good = _table(out)
+    _set_cell(out, column, value)
+    assert sweeps_main([str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "line 2" in err[0] and column in err[0], err
+    with pytest.warns(UserWarning, match="computed again"):
+        ev.evaluate(run_of_two["spec"], out, progress=False)
+    assert _table(out) == good
+
+
+def test_values_a_metric_can_take_stay(run_of_two, tmp_path, recwarn):
+    """inf PSNR (identical volumes), inf HD95 (one mask empty), -8 frequency distance and an NCC of
+    -1 are values the metrics give: kept, not recomputed."""
+    import shutil
+
+    from xfit.studies import evaluate as ev
+
+    out = tmp_path / "run"
+    shutil.copytree(run_of_two["run"], out)
+    for column, value in (("psnr_db", "inf"), ("hd95_mm", "inf"), ("freq_dist", "-8"), ("view_ncc", "-1")):
+        _set_cell(out, column, value)
+    calls, real = [], ev.evaluate_case
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "evaluate_case", lambda s, i, m: (calls.append(i), real(s, i, m))[1])
+        ev.evaluate(run_of_two["spec"], out, progress=False)
+    assert calls == [] and _table(out)[0]["psnr_db"] == "inf"
+    ev.rewrite_summary(out)
+
+
+def test_an_empty_cell_where_every_run_writes_one_is_damage(run_of_two, tmp_path, capsys):
+    """Before (d757aa0): an empty ``ssim`` cell read as "not measured": a resume kept the row as
+    done, so the run lacked that value for good, and a merge took the shard's row as finished."""
+    import shutil
+
+    from xfit.studies import evaluate as ev
+
+    out = tmp_path / "run"
+    shutil.copytree(run_of_two["run"], out)
+    good = _table(out)
+    _set_cell(out, "ssim", "")
+    with pytest.warns(UserWarning, match="computed again"):
+        ev.evaluate(run_of_two["spec"], out, progress=False)
+    assert _table(out) == good
+    shard = tmp_path / "s2"
+    shutil.copytree(run_of_two["s2"], shard)
+    _set_cell(shard, "ssim", "")
+    res = __import__("cli_helpers").run("merge", run_of_two["s1"], shard, "-o", tmp_path / "merged")
+    assert_user_error(res, "not finished")
+    assert not (tmp_path / "merged").exists()

@@ -757,7 +757,24 @@ def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[s
                 row[k] = float(raw[k])
             except ValueError:
                 return row, f"{k} {raw[k]!r} is not a number"
+            lo, hi = METRIC_RANGES[k]
+            v = row[k]
+            if not math.isnan(v) and not (lo - 1e-6 <= v <= hi + 1e-6 and (math.isfinite(v) or k in INF_METRICS)):
+                return row, f"{k} {raw[k]!r} is not a value it can take ([{lo:g}, {hi:g}]" + (
+                    ", inf" if k in INF_METRICS else "") + ")"
     return row, None
+
+
+#: The values each metric column can take as computed (NaN aside: :data:`NAN_METRICS`,
+#: :func:`unfilled`); :data:`INF_METRICS` may also be ``inf`` (identical volumes; one mask empty).
+#: A cell outside is damage. MAE is bounded by the HU window, NCC and SSIM by 1, the frequency
+#: distance (log10 of an RMS of differences in [-2, 2], plus 1e-8) by -8 and log10(2 sqrt 2) < 1.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "psnr_db": (0.0, math.inf), "ssim": (-1.0, 1.0), "mae_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]),
+    "mae_mask_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]), "dice": (0.0, 1.0), "hd95_mm": (0.0, math.inf),
+    "asd_mm": (0.0, math.inf), "freq_dist": (-8.0, 1.0), "view_ncc": (-1.0, 1.0), "volume_view_ncc": (-1.0, 1.0),
+    "third_view_ncc": (-1.0, 1.0), "seconds": (0.0, math.inf)}
+INF_METRICS = ("psnr_db", "hd95_mm", "asd_mm")
 
 
 #: Metric columns added after the first committed runs: a ``cases.csv`` older than the column
@@ -831,10 +848,11 @@ def read_rows(path: Path, *, cases: Collection[str] | None = None,
 def unfilled(row: dict[str, Any]) -> list[str]:
     """The metric cells of a row that hold NaN although its method fills them with a number
     (every metric but :data:`NAN_METRICS`, which may be NaN as computed; a method without CT
-    output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN): damage, computed again on resume."""
+    output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN), or are empty although every run
+    writes them (all but :data:`LATER_METRICS`): damage, computed again on resume."""
     ct = CT_OUTPUT.get(row["method"].split("@", 1)[0], True)
-    return [k for k in METRICS if isinstance(row.get(k), float) and math.isnan(row[k]) and k not in NAN_METRICS
-            and (ct or k not in CT_METRICS)]
+    return [k for k in METRICS if (k not in row and k not in LATER_METRICS)
+            or (isinstance(row.get(k), float) and math.isnan(row[k]) and k not in NAN_METRICS and (ct or k not in CT_METRICS))]
 
 
 def known_cases(spec: EvalSpec) -> set[str] | None:
@@ -908,7 +926,7 @@ def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
                                 "were computed; use another folder or --force")
     rows, redo = parse_rows(out / "cases.csv", cases=None if names is None else set(names),
                             methods=list(dict.fromkeys(old["methods"] + list(spec.methods))))
-    redo += [f"{r['case']} {r['method']}: NaN in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
+    redo += [f"{r['case']} {r['method']}: NaN or nothing in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
     rows = [r for r in rows if not unfilled(r)]
     fit_cfg = fit_settings(spec)
     if any(r["method"] in FIT_METHODS for r in rows) and old.get("fit_settings", fit_cfg) != fit_cfg:
