@@ -178,3 +178,24 @@ def test_an_empty_cell_where_every_run_writes_one_is_damage(run_of_two, tmp_path
     res = __import__("cli_helpers").run("merge", run_of_two["s1"], shard, "-o", tmp_path / "merged")
     assert_user_error(res, "not finished")
     assert not (tmp_path / "merged").exists()
+
+
+# ----------------------------------------------------------------------------- round 3: lock files
+
+
+@pytest.mark.parametrize("content", [bytes(range(128, 256)) + b"\n\x00 \x1b[2J", b"\xff\xfe", b"12 host with spaces",
+                                     b"abc def"])
+def test_a_lock_file_no_xfit_run_wrote_is_named_not_printed(tmp_path, content):
+    """Before (d757aa0): a damaged ``.lock`` was printed as its holder, ``(pid \\ufffd\\ufffd... on ?)``:
+    random bytes, escape codes and all, on the user's terminal."""
+    from xfit.errors import OutputExistsError
+    from xfit.io import folder_lock
+
+    (tmp_path / ".lock").write_bytes(content)
+    with pytest.raises(OutputExistsError) as exc:
+        with folder_lock(tmp_path):
+            pass
+    msg = str(exc.value)
+    assert "no xfit run wrote" in msg and str(tmp_path / ".lock") in msg
+    assert msg.isprintable() and msg.isascii()
+    assert (tmp_path / ".lock").read_bytes() == content  # not taken over: it may be another tool's

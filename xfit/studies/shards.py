@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError, OutputExistsError
-from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, held_lock
+from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, held_lock, holder_text
 from .evaluate import (FIT_METHODS, case_names, finish_run, folder_entries, load_slices, machines,
                        read_run, read_settings, run_lock, shard_cases, shard_of, shard_text, slice_path,
                        spec_from_settings, unfilled)
@@ -57,9 +57,9 @@ def _not_being_written(folder: Path) -> None:
     cannot be told dead: another host's)."""
     holder = held_lock(folder)
     if holder is not None:
-        pid, _, host = holder.partition(" ")
-        raise InputError(f"{folder} is being written by an xfit run (pid {pid or '?'} on {host or '?'}); merge it once "
-                         f"that run has finished (or delete {folder / LOCK_NAME} if no run is going on)")
+        who = holder_text(holder) or "a lock file no xfit run wrote"
+        raise InputError(f"{folder} is being written by an xfit run ({who}); merge it once that run has finished "
+                         f"(or delete {folder / LOCK_NAME} if no run is going on)")
 
 
 def read_shard(folder: str | Path) -> Shard:
