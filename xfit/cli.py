@@ -354,7 +354,7 @@ def train_prior(ct_dir, out, config_name, layout, levels, masks_dir, class_map, 
     from .levels import parse_levels
     from .prior.checkpoint import snapshot_config
     from .prior.config import PriorConfig, load_config
-    from .prior.train import data_settings, train
+    from .prior.train import data_settings, require_run_config, train
 
     if device is not None:
         check_device(device)
@@ -367,6 +367,8 @@ def train_prior(ct_dir, out, config_name, layout, levels, masks_dir, class_map, 
     if resume and resume_from:
         raise InputError("use --resume (this run folder) or --resume-from SNAPSHOT (a new run folder), not both")
     saved = Path(out) / "config.json"
+    if config_name is None and resume:
+        require_run_config(out)
     if config_name is None and resume_from:
         cfg = snapshot_config(resume_from)
     else:
@@ -684,6 +686,19 @@ def _levels_option(levels: str | None, clicks) -> tuple[int, ...] | None:
 # evaluate and the studies
 
 
+def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:  # noqa: ANN001
+    """``--shard K/N`` -> ``(K, N)`` (:func:`xfit.studies.evaluate.parse_shard`)."""
+    if value is None:
+        return None
+    from .errors import InputError
+    from .studies.evaluate import parse_shard
+
+    try:
+        return parse_shard(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--shard "), param=param) from None
+
+
 def _eval_options(f: Callable) -> Callable:
     """The options ``xfit evaluate`` and every ``xfit study`` share."""
     opts = [
@@ -710,6 +725,9 @@ def _eval_options(f: Callable) -> Callable:
         click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="cases run in parallel processes (threads are split between them)"),
         click.option("--reuse", multiple=True, type=click.Path(exists=True, file_okay=False),
                      help="copy finished rows from this run folder (or sweep folder) where its settings match (repeatable)"),
+        click.option("--shard", default=None, callback=_shard_option, metavar="K/N",
+                     help="run only shard K of N (K from 1 to N; a 0-based array index I is $((I+1))/N): the K-th "
+                          "of N equal blocks of the cases, into its own folder -o; `xfit merge` joins the N folders"),
         click.option("--force", is_flag=True, help="start the run folder afresh"),
         click.option("--quiet", is_flag=True, help="no progress bar"),
     ]
@@ -784,7 +802,8 @@ def evaluate_cmd(angles, photons, style_strength, **kw) -> None:
     from .studies.evaluate import evaluate
 
     spec = dc.replace(_eval_spec(kw, parse_angles(angles)), photons=photons, style_strength=style_strength)
-    evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"], reuse=kw["reuse"])
+    evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"], reuse=kw["reuse"],
+             shard=kw["shard"])
     click.echo((Path(kw["out"]) / "summary.md").read_text())
 
 
@@ -797,8 +816,13 @@ def _run_study(conds, kw, angles=(0.0, 90.0)) -> None:
     from .studies.sweeps import run_sweep
 
     run_sweep(_eval_spec(kw, angles), conds, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"],
-              reuse=kw["reuse"])
-    click.echo((Path(kw["out"]) / "summary.md").read_text())
+              reuse=kw["reuse"], shard=kw["shard"])
+    if kw["shard"] is None:
+        click.echo((Path(kw["out"]) / "summary.md").read_text())
+    else:
+        k, n = kw["shard"]
+        click.echo(f"{kw['out']}: shard {k}/{n} of the study, each condition folder holding its cases; "
+                   f"`xfit merge` its {n} shard folders to draw the curves")
 
 
 @study.command("angles")
@@ -849,6 +873,32 @@ def study_style(strengths, angles, **kw) -> None:
     from .studies.sweeps import parse_values, style_conditions
 
     _run_study(style_conditions(parse_values(strengths, "--strengths", 0.0, 1.0)), kw, parse_angles(angles))
+
+
+@main.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="the merged run or study folder")
+@click.option("--force", is_flag=True, help="replace OUT, once the merged folder is complete")
+def merge_cmd(shards, out, force) -> None:
+    """Join the N shard folders of `xfit evaluate --shard K/N` (or of `xfit study ... --shard K/N`)
+    into OUT: the folder one process would have written (cases.csv, summary.md, settings.json,
+    panel.png, slices/ byte for byte, but for the measured seconds; wall_seconds is the sum over
+    the shards). Refused, with nothing written: a shard that is unfinished, damaged or still being
+    written, shards of other settings, methods, checkpoints or fit config, of different N, a shard
+    given twice or missing.
+
+    \b
+    SLURM:   #SBATCH --array=1-8
+             xfit evaluate ... --shard $SLURM_ARRAY_TASK_ID/8 -o runs/ev.$SLURM_ARRAY_TASK_ID
+    then:    xfit merge runs/ev.{1..8} -o runs/ev
+    """
+    from .io import check_output_path
+    from .studies.shards import merge
+
+    check_output_path(out)
+    merge(shards, out, force=force)
+    summary = Path(out) / "summary.md"
+    click.echo(summary.read_text())
 
 
 from .baselines.cli import train_baseline  # noqa: E402 (registered after the group exists)

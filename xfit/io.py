@@ -365,6 +365,15 @@ def _lock_holder(path: Path) -> str | None:
         return None
 
 
+def holder_text(holder: str) -> str | None:
+    """``pid 123 on host`` of a lock line (:func:`folder_lock`), ``None`` for one no xfit run
+    writes (damaged: its bytes are not shown)."""
+    pid, _, host = holder.partition(" ")
+    if not (pid.isascii() and pid.isdigit() and host and host.isascii() and host.isprintable() and " " not in host):
+        return None
+    return f"pid {pid} on {host}"
+
+
 def _is_stale(holder: str) -> bool:
     """Whether a lock was left by a process of this host that no longer runs."""
     pid, _, host = holder.partition(" ")
@@ -393,9 +402,12 @@ def _take_lock(path: Path) -> str:
         except FileExistsError:
             holder = _lock_holder(path)
             if holder is not None and not _is_stale(holder):
-                pid, _, host = holder.partition(" ")
-                raise OutputExistsError(f"{path.parent} is being written by another xfit run (pid {pid or '?'} on "
-                                        f"{host or '?'}); wait for it, or delete {path} if no run is going on") from None
+                who = holder_text(holder)
+                if who is None:
+                    raise OutputExistsError(f"{path.parent} holds a lock file {path} that no xfit run wrote (not 'pid "
+                                            f"host'); delete it if no run is going on") from None
+                raise OutputExistsError(f"{path.parent} is being written by another xfit run ({who}); wait for it, "
+                                        f"or delete {path} if no run is going on") from None
             if holder is not None:
                 aside = path.with_name(f"{LOCK_NAME}.stale-{secrets.token_hex(4)}")
                 with contextlib.suppress(FileNotFoundError):  # another process may take it over first
@@ -409,6 +421,13 @@ def _take_lock(path: Path) -> str:
             fh.write(mine + "\n")
         return mine
     raise OutputExistsError(f"{path.parent}: cannot take the lock {path}; another xfit run is starting on it")
+
+
+def held_lock(folder: PathLike) -> str | None:
+    """The ``pid host`` of the process holding ``folder``'s lock (:func:`folder_lock`), or ``None``
+    when there is none or it was left by a process of this host that no longer runs."""
+    holder = _lock_holder(Path(folder) / LOCK_NAME)
+    return None if holder is None or _is_stale(holder) else holder
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ from ..prior.config import unit_to_hu
 from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
-from ..prior.train import add_run_arguments, check_run_folder, rng_state_tensors
+from ..prior.train import add_run_arguments, check_run_folder, require_run_config, rng_state_tensors, write_run_config
 from ..prior.train import (_all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
                            _world, _writer_lock, check_crops, check_losses, init_distributed, trim_log)
 from ..projector import project
@@ -412,9 +412,10 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
         trainer.load_state(tensors, meta)
         if rank == 0:  # drop lines logged after the checkpoint
             trim_log(run_dir / "log.jsonl", trainer.step)
+            if not (run_dir / "config.json").exists():  # resumed with --config: the state matched it
+                write_run_config(run_dir, cfg)
     elif rank == 0:
-        with atomic_write(run_dir / "config.json", force=True) as tmp:
-            Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_run_config(run_dir, cfg)
     t = cfg.training
     batch = int(t.batch_size)
     total = max_steps if max_steps is not None else int(t.steps)
@@ -509,6 +510,8 @@ def resolve_config(method: str, config: str | None, run_dir: str | Path, resume:
         except RecursionError:
             raise InputError(f"{saved}: cannot read the run's config: nested too deeply") from None
     else:
+        if resume:
+            require_run_config(run_dir)
         cfg = load_config(method)
     if cfg.method != method:
         raise InputError(f"the config is for method {cfg.method!r}, not {method!r}")

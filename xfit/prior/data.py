@@ -33,6 +33,7 @@ Preparation runs in parallel worker processes with a progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,7 +50,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, OutputError, XfitError
 from ..io import Volume
 from ..levels import VERTEBRA_LABELS, format_levels, level_name
 from .datasets import (Case, Collection, LabelMap, MaskFiles, class_map_values, file_signature, find_cases,
@@ -720,6 +721,18 @@ def _open_cached(folder: Path) -> TrainingSet | None:
         return None
 
 
+@contextlib.contextmanager
+def _writing_cache(where: str) -> Iterator[None]:
+    """Turn an OSError of a crop-cache write (a full or read-only disk raises one that names no
+    file) into an OutputError naming ``where``."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, XfitError):
+            raise
+        raise OutputError(f"cannot write the crop cache {where}: {exc.strerror or exc}") from exc
+
+
 def load_training_set(
     ct_dir: str | Path,
     settings: DataSettings,
@@ -759,10 +772,14 @@ def load_training_set(
         for stale in cache_dir.glob(".data-*.tmp-*"):  # left by an interrupted preparation
             shutil.rmtree(stale, ignore_errors=True)
         tmp_dir = cache_dir / f".{folder.name}.tmp-{secrets.token_hex(4)}"
-        tmp_dir.mkdir()
-        fh = open(tmp_dir / "crops.f16", "wb")
+        where = str(folder)
+        with _writing_cache(where):
+            tmp_dir.mkdir()
+            fh = open(tmp_dir / "crops.f16", "wb")
     else:
-        fh = tempfile.TemporaryFile(prefix="xfit-crops-")
+        where = f"(a temporary file in {tempfile.gettempdir()})"
+        with _writing_cache(where):
+            fh = tempfile.TemporaryFile(prefix="xfit-crops-")
     from tqdm.auto import tqdm
 
     sources: list[str] = []
@@ -772,14 +789,16 @@ def load_training_set(
         bar = tqdm(total=len(coll.cases), desc="preparing crops", unit="CT", disable=not progress, leave=False)
         for crops, rep in iter_prepared(coll.cases, settings, workers=workers):
             for arr, lab in zip(crops, rep.crops):
-                fh.write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
+                with _writing_cache(where):
+                    fh.write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
                 sources.append(f"{rep.name}:{level_name(lab)}")
                 levels.append(lab)
             reports.append(rep)
             bar.update(1)
             bar.set_postfix(crops=len(levels), refresh=False)
         bar.close()
-        fh.flush()
+        with _writing_cache(where):
+            fh.flush()
         extra = [CaseReport(name, error=why) for name, why in coll.skipped]
         reports = extra + reports
         skipped = skipped_of(reports)
@@ -792,12 +811,14 @@ def load_training_set(
             raise InputError(f"no usable vertebra crop in {ct_dir} (layout {coll.layout}; "
                              f"{len(coll.cases)} CT file(s); {detail})")
         if folder is not None:
-            fh.close()
+            with _writing_cache(where):
+                fh.close()
             meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "n": len(levels),
                     "resolution": settings.resolution, "dtype": "float16", "shape": [len(levels), 2] + [settings.resolution] * 3,
                     "settings": json.loads(settings.key()), "layout": coll.layout, "sources": sources,
                     "levels": levels, "reports": [_report_to_json(r) for r in reports]}
-            (tmp_dir / "index.json").write_text(json.dumps(meta))
+            with _writing_cache(where):
+                (tmp_dir / "index.json").write_text(json.dumps(meta))
             try:
                 os.replace(tmp_dir, folder)
             except OSError:  # another process finished the same entry first
@@ -811,7 +832,8 @@ def load_training_set(
                                levels, reports, coll.layout)
     except BaseException:
         if not fh.closed:
-            fh.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush of what is buffered again
+                fh.close()
         if folder is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -427,6 +427,26 @@ def _clear_run(run_dir: Path) -> None:
             shutil.rmtree(run_dir / sub)
 
 
+def write_run_config(run_dir: Path, cfg: Any) -> None:
+    """The run's ``config.json`` (``cfg.to_dict()``), atomically."""
+    with atomic_write(run_dir / "config.json", force=True) as tmp:
+        Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+
+
+def require_run_config(run_dir: str | Path) -> None:
+    """``--resume`` without ``--config`` takes the run's own ``config.json``: refuse (one line) a
+    run folder that holds a training state but no ``config.json``, rather than resume with a
+    default config that the state then does not match (reported as another architecture).
+
+    Raises:
+        InputError: ``config.json`` missing beside ``state.safetensors``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists() and (run_dir / STATE_FILE).exists():
+        raise InputError(f"{run_dir / 'config.json'} is missing, so the config the run was started with is unknown; "
+                         "resume with --config FILE (that config), or restart with --force")
+
+
 def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, started: Callable[[Path], bool],
                      config_matches: Callable[[dict], bool], clear: Callable[[Path], None]) -> None:
     """The run-folder rules every trainer follows, before any work: ``--resume`` needs the
@@ -697,8 +717,7 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{resume_from}: does not match this config ({str(exc).splitlines()[0]})") from exc
         if rank == 0:
-            with atomic_write(run_dir / "config.json", force=True) as tmp:
-                Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+            write_run_config(run_dir, cfg)
     elif resume:
         tensors, meta = load_training_state(state_path)
         try:
@@ -707,9 +726,10 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
             raise CheckpointError(f"{state_path}: does not match this config ({str(exc).splitlines()[0]})") from exc
         if rank == 0:  # drop lines logged after the checkpoint
             trim_log(run_dir / "log.jsonl", trainer.step)
+            if not (run_dir / "config.json").exists():  # resumed with --config: the state matched it
+                write_run_config(run_dir, cfg)
     elif rank == 0:
-        with atomic_write(run_dir / "config.json", force=True) as tmp:
-            Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_run_config(run_dir, cfg)
     batch = int(t.batch_size)
     total = max_steps if max_steps is not None else math.ceil(t.total_kimg * 1000 / (batch * world))
     counts = data.level_counts()
@@ -810,6 +830,8 @@ def main(argv: list[str] | None = None) -> None:
         elif a.resume and (Path(a.out) / "config.json").is_file():
             cfg = _run_config(Path(a.out) / "config.json")
         else:
+            if a.resume:
+                require_run_config(a.out)
             cfg = load_config("64")
         try:
             train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,

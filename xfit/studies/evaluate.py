@@ -52,6 +52,10 @@ made again or left out of the panel. A run checks everything before it writes an
 ``OUT/.lock`` while it writes (a second writer is refused), and ``force`` replaces an old folder
 only once the new one is complete, and never one that holds the run's prior, checkpoint, CT
 folder or fit config.
+
+**Shards.** ``shard=(K, N)`` runs the K-th of N contiguous blocks of the cases
+(:func:`shard_cases`) into a folder of its own, whose ``settings.json`` records the shard;
+:mod:`xfit.studies.shards` merges the N folders into the folder of the whole run.
 """
 
 from __future__ import annotations
@@ -553,6 +557,45 @@ def case_names(spec: EvalSpec) -> list[str]:
     return [c[0] for c in _data(spec)][: spec.max_cases]
 
 
+#: The most shards of a run (``--shard K/N``).
+MAX_SHARDS = 100_000
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``: shard K of N, K counting from 1 (a 0-based array index I is
+    ``$((I + 1))/N``).
+
+    Raises:
+        InputError: not two whole numbers ``K/N`` with ``1 <= K <= N <= MAX_SHARDS``.
+    """
+    k_text, sep, n_text = str(text).partition("/")
+    if not sep or not (k_text.isascii() and k_text.isdigit() and n_text.isascii() and n_text.isdigit()) \
+            or len(k_text) > 9 or len(n_text) > 9:
+        raise InputError(f"--shard {text!r}: expected K/N, shard K of N counted from 1 (e.g. 1/4)")
+    k, n = int(k_text), int(n_text)
+    if not 1 <= n <= MAX_SHARDS:
+        raise InputError(f"--shard {text!r}: N must lie in [1, {MAX_SHARDS}]")
+    if not 1 <= k <= n:
+        raise InputError(f"--shard {text!r}: K counts from 1 to N={n} (a 0-based array index I is $((I + 1))/{n})")
+    return k, n
+
+
+def shard_cases(names: Sequence[str], shard: tuple[int, int] | None) -> list[tuple[int, str]]:
+    """``(index in the run, name)`` of the cases of shard ``(K, N)`` (all cases for ``None``): the
+    K-th of N contiguous blocks, cases ``(K-1)*M//N`` to ``K*M//N - 1`` of the run's ``M``.
+
+    Raises:
+        InputError: more shards than cases (whichever K: some shard would have no case).
+    """
+    if shard is None:
+        return list(enumerate(names))
+    k, n = shard
+    if n > len(names):
+        raise InputError(f"shard {k}/{n}: {n} shards for {len(names)} case(s) leave some without a case; "
+                         f"use at most {len(names)} shards")
+    return list(enumerate(names))[(k - 1) * len(names) // n: k * len(names) // n]
+
+
 _data_memo: dict[str, list] = {}
 
 
@@ -616,7 +659,7 @@ def _spec_from_dict(d: dict[str, Any]) -> EvalSpec:
 SETTINGS_TYPES: dict[str, Any] = {
     "key": dict[str, Any], "prior": str, "methods": list[str], "checkpoints": dict[str, str],
     "sources": dict[str, str], "fit_settings": dict[str, Any], "wall_seconds": float, "machine": str,
-    "panel_cells": list[str], "reused_rows": dict[str, int]}
+    "panel_cells": list[str], "reused_rows": dict[str, int], "shard": dict[str, Any]}
 #: The fields of ``settings.json``'s ``key`` and their types (:meth:`EvalSpec.key`).
 KEY_TYPES: dict[str, Any] = {**{k: v for k, v in typing.get_type_hints(EvalSpec).items()
                                 if k not in ("prior", "methods", "checkpoints")}, "prior_sha256": str}
@@ -692,7 +735,29 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
         parse_methods(meta["methods"])
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+    if "shard" in meta and not _sound_shard(meta["shard"]):
+        raise InputError(f"{path} is damaged: shard {json.dumps(meta['shard'])[:80]} is not "
+                         '{"index": K, "count": N, "cases": [names]} with 1 <= K <= N')
     return meta
+
+
+def _sound_shard(entry: Any) -> bool:
+    """Whether a ``settings.json`` ``shard`` entry is ``{"index": K, "count": N, "cases": [...]}``
+    with ``1 <= K <= N <= MAX_SHARDS`` and distinct case names."""
+    return isinstance(entry, dict) and set(entry) == {"index", "count", "cases"} \
+        and _fits(entry["index"], int) and _fits(entry["count"], int) and 1 <= entry["index"] <= entry["count"] <= MAX_SHARDS \
+        and _fits(entry["cases"], list[str]) and len(entry["cases"]) > 0 and len(set(entry["cases"])) == len(entry["cases"])
+
+
+def shard_of(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """``(K, N)`` of a shard folder's checked settings (:func:`read_settings`), ``None`` for a whole run."""
+    entry = meta.get("shard")
+    return None if entry is None else (entry["index"], entry["count"])
+
+
+def shard_text(shard: tuple[int, int] | None) -> str:
+    """``shard 2/4`` or ``a whole run``."""
+    return "a whole run" if shard is None else f"shard {shard[0]}/{shard[1]}"
 
 
 def spec_from_settings(meta: dict[str, Any]) -> EvalSpec:
@@ -724,7 +789,24 @@ def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[s
                 row[k] = float(raw[k])
             except ValueError:
                 return row, f"{k} {raw[k]!r} is not a number"
+            lo, hi = METRIC_RANGES[k]
+            v = row[k]
+            if not math.isnan(v) and not (lo - 1e-6 <= v <= hi + 1e-6 and (math.isfinite(v) or k in INF_METRICS)):
+                return row, f"{k} {raw[k]!r} is not a value it can take ([{lo:g}, {hi:g}]" + (
+                    ", inf" if k in INF_METRICS else "") + ")"
     return row, None
+
+
+#: The values each metric column can take as computed (NaN aside: :data:`NAN_METRICS`,
+#: :func:`unfilled`); :data:`INF_METRICS` may also be ``inf`` (identical volumes; one mask empty).
+#: A cell outside is damage. MAE is bounded by the HU window, NCC and SSIM by 1, the frequency
+#: distance (log10 of an RMS of differences in [-2, 2], plus 1e-8) by -8 and log10(2 sqrt 2) < 1.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "psnr_db": (0.0, math.inf), "ssim": (-1.0, 1.0), "mae_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]),
+    "mae_mask_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]), "dice": (0.0, 1.0), "hd95_mm": (0.0, math.inf),
+    "asd_mm": (0.0, math.inf), "freq_dist": (-8.0, 1.0), "view_ncc": (-1.0, 1.0), "volume_view_ncc": (-1.0, 1.0),
+    "third_view_ncc": (-1.0, 1.0), "seconds": (0.0, math.inf)}
+INF_METRICS = ("psnr_db", "hd95_mm", "asd_mm")
 
 
 #: Metric columns added after the first committed runs: a ``cases.csv`` older than the column
@@ -798,10 +880,11 @@ def read_rows(path: Path, *, cases: Collection[str] | None = None,
 def unfilled(row: dict[str, Any]) -> list[str]:
     """The metric cells of a row that hold NaN although its method fills them with a number
     (every metric but :data:`NAN_METRICS`, which may be NaN as computed; a method without CT
-    output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN): damage, computed again on resume."""
+    output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN), or are empty although every run
+    writes them (all but :data:`LATER_METRICS`): damage, computed again on resume."""
     ct = CT_OUTPUT.get(row["method"].split("@", 1)[0], True)
-    return [k for k in METRICS if isinstance(row.get(k), float) and math.isnan(row[k]) and k not in NAN_METRICS
-            and (ct or k not in CT_METRICS)]
+    return [k for k in METRICS if (k not in row and k not in LATER_METRICS)
+            or (isinstance(row.get(k), float) and math.isnan(row[k]) and k not in NAN_METRICS and (ct or k not in CT_METRICS))]
 
 
 def known_cases(spec: EvalSpec) -> set[str] | None:
@@ -815,7 +898,14 @@ def read_run(folder: str | Path, spec: EvalSpec | None = None) -> tuple[dict[str
     every one sound (:func:`read_rows`). Raises InputError otherwise."""
     meta = read_settings(folder)
     spec = spec_from_settings(meta) if spec is None else spec
-    return meta, spec, read_rows(Path(folder) / "cases.csv", cases=known_cases(spec), methods=meta["methods"])
+    cases = known_cases(spec)
+    if "shard" in meta:  # a shard folder holds the cases of its shard only
+        mine = meta["shard"]["cases"]
+        if cases is not None and mine != [n for _, n in shard_cases(case_names(spec), shard_of(meta))]:
+            raise InputError(f"{Path(folder) / 'settings.json'} is damaged: the cases of {shard_text(shard_of(meta))} "
+                             "are not those of its settings")
+        cases = set(mine)
+    return meta, spec, read_rows(Path(folder) / "cases.csv", cases=cases, methods=meta["methods"])
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -834,7 +924,7 @@ def folder_entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
 
 
-def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
+def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None, shard: tuple[int, int] | None = None
                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """What a run folder holds, read without writing: its checked ``settings.json`` (empty for a
     new folder), the rows kept, and in words the rows to compute again (damaged, of a case not in
@@ -842,7 +932,8 @@ def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
 
     Raises:
         OutputExistsError: ``out`` is a file, holds something other than an evaluate run, or a
-            run with other settings, a changed prior or checkpoint, or fit rows of another fit config.
+            run with other settings, another shard (``shard``: ``(K, N)``, ``None`` for a whole
+            run), a changed prior or checkpoint, or fit rows of another fit config.
         InputError: a damaged ``settings.json`` or ``cases.csv`` header.
     """
     if out.exists() and not out.is_dir():
@@ -856,13 +947,18 @@ def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
     if old["key"] != key:
         diff = sorted(k for k in key.keys() | old["key"].keys() if old["key"].get(k) != key.get(k))
         raise OutputExistsError(f"{out} holds a run with other settings ({', '.join(diff)}); use another folder or --force")
+    if shard_of(old) != (None if shard is None else tuple(shard)):
+        hint = f"give --shard {shard_of(old)[0]}/{shard_of(old)[1]} to resume it, or merge its shards with `xfit merge`" \
+            if shard is None else "use one folder per shard"
+        raise OutputExistsError(f"{out} holds {shard_text(shard_of(old))} of these settings, not "
+                                f"{shard_text(shard)}; {hint}")
     changed = [m for m, sha in method_sources(spec).items() if old.get("sources", {}).get(m, sha) != sha]
     if changed:
         raise OutputExistsError(f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
                                 "were computed; use another folder or --force")
     rows, redo = parse_rows(out / "cases.csv", cases=None if names is None else set(names),
                             methods=list(dict.fromkeys(old["methods"] + list(spec.methods))))
-    redo += [f"{r['case']} {r['method']}: NaN in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
+    redo += [f"{r['case']} {r['method']}: NaN or nothing in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
     rows = [r for r in rows if not unfilled(r)]
     fit_cfg = fit_settings(spec)
     if any(r["method"] in FIT_METHODS for r in rows) and old.get("fit_settings", fit_cfg) != fit_cfg:
@@ -872,10 +968,11 @@ def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
     return old, rows, redo
 
 
-def open_run(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[dict[str, Any]]:
+def open_run(spec: EvalSpec, out: Path, names: Sequence[str], shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """Check the run folder (:func:`check_folder`, again: under the lock), drop the rows to compute
-    again from ``cases.csv`` with one warning, write ``settings.json``; return the rows kept."""
-    old, rows, redo = check_folder(spec, out, names)
+    again from ``cases.csv`` with one warning, write ``settings.json`` (with the ``shard`` and its
+    cases ``names``, for a shard); return the rows kept."""
+    old, rows, redo = check_folder(spec, out, names, shard)
     if redo:
         warnings.warn(f"{out / 'cases.csv'}: {len(redo)} row(s) dropped, to be computed again: "
                       + "; ".join(redo[:3]) + (" ..." if len(redo) > 3 else ""))
@@ -884,6 +981,8 @@ def open_run(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[dict[str, 
             "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
             "checkpoints": spec.checkpoints, "sources": {**old.get("sources", {}), **method_sources(spec)},
             "fit_settings": fit_settings(spec), "wall_seconds": float(old.get("wall_seconds", 0.0))}
+    if shard is not None:
+        meta["shard"] = {"index": shard[0], "count": shard[1], "cases": list(names)}
     with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     return rows
@@ -1032,10 +1131,14 @@ def machines(meta: dict[str, Any]) -> list[str]:
 
 
 def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool = False,
-             progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
+             progress: bool = True, reuse: Sequence[str | Path] = (), shard: tuple[int, int] | None = None
+             ) -> list[dict[str, Any]]:
     """Run every method of ``spec`` on every case; write the folder described in the module
     docstring; return all rows. Cases run in ``workers`` processes (threads split between them);
-    rows found in the ``reuse`` folders (:func:`find_reusable`) are copied, not recomputed.
+    rows found in the ``reuse`` folders (:func:`find_reusable`) are copied, not recomputed. With
+    ``shard=(K, N)`` only the cases of shard K of N run (:func:`shard_cases`), and ``settings.json``
+    records the shard and its cases: :func:`xfit.studies.shards.merge` joins the N shard folders
+    into the folder of the whole run.
 
     Every check (:func:`check_spec`, :func:`check_folder`, the ``reuse`` folders) runs before
     anything is written, and the folder is locked (:func:`run_lock`) while it is written. With
@@ -1043,32 +1146,36 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
     (:func:`xfit.io.atomic_folder`): an error or interrupt leaves it as it was; a folder holding
     one of the run's inputs (:func:`spec_inputs`) is refused."""
     out = Path(out)
+    if shard is not None:
+        parse_shard(f"{shard[0]}/{shard[1]}")
     replace = force and bool(folder_entries(out))
     if replace:  # the old folder goes once the new one is complete: it must not hold an input
         check_output_folder(out, force=True, inputs=spec_inputs(spec))
     else:
-        check_folder(spec, out)
-    names = check_spec(spec)
-    offers = find_reusable(spec, out, reuse, names)
+        check_folder(spec, out, shard=shard)
+    cases = shard_cases(check_spec(spec), shard)
+    offers = find_reusable(spec, out, reuse, [n for _, n in cases])
     with run_lock(out):
         if not replace:
-            return _run(spec, out, names, offers, workers=workers, progress=progress)
+            return _run(spec, out, cases, offers, workers=workers, progress=progress, shard=shard)
         with atomic_folder(out, force=True) as tmp:
-            return _run(spec, tmp, names, offers, workers=workers, progress=progress)
+            return _run(spec, tmp, cases, offers, workers=workers, progress=progress, shard=shard)
 
 
-def _run(spec: EvalSpec, out: Path, names: Sequence[str], offers: Sequence[tuple[Path, list[dict[str, Any]]]], *,
-         workers: int, progress: bool) -> list[dict[str, Any]]:
-    """:func:`evaluate` once its checks passed, in the locked folder ``out``."""
+def _run(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str]], offers: Sequence[tuple[Path, list[dict[str, Any]]]],
+         *, workers: int, progress: bool, shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """:func:`evaluate` once its checks passed, in the locked folder ``out``; ``cases`` are
+    ``(index in the run, name)``."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    rows = open_run(spec, out, names)
+    names = [n for _, n in cases]
+    rows = open_run(spec, out, names, shard)
     reused = take_reused(out, offers, rows)
     if reused:
         write_rows(out / "cases.csv", rows)
     done = {(r["case"], r["method"]) for r in rows}
-    todo = [(i, [m for m in spec.methods if (n, m) not in done]) for i, n in enumerate(names)]
+    todo = [(i, [m for m in spec.methods if (n, m) not in done]) for i, n in cases]
     todo = [(i, ms) for i, ms in todo if ms]
     bar = tqdm(total=len(todo), desc="evaluate", unit="case", disable=not progress)
 
@@ -1099,19 +1206,29 @@ def _run(spec: EvalSpec, out: Path, names: Sequence[str], offers: Sequence[tuple
                     f.cancel()
                 raise
     bar.close()
-    order = {n: i for i, n in enumerate(names)}
     meta = read_settings(out)
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
     methods = meta["methods"]
-    panel = names[:PANEL_CASES]
+    panel = list(cases[:PANEL_CASES])
     refilled = fill_panel_slices(spec, out, panel)
     worked = bool(todo or refilled)
     if worked:  # a rerun with nothing to do adds neither time nor machine
         meta["wall_seconds"] = float(meta.get("wall_seconds", 0.0)) + time.perf_counter() - t_start
     if worked or not machines(meta):
         meta["machine"] = "; ".join(dict.fromkeys([*machines(meta), machine()]))
+    return finish_run(out, spec, meta, rows, names)
+
+
+def finish_run(out: Path, spec: EvalSpec, meta: dict[str, Any], rows: list[dict[str, Any]],
+               names: Sequence[str]) -> list[dict[str, Any]]:
+    """The last writes of a run (or of merged shards) whose rows and slices are in ``out``:
+    ``panel.png`` of the first :data:`PANEL_CASES` of ``names`` (unless it would drop a cell shown
+    before), ``settings.json`` (``meta``), ``cases.csv`` in the order of ``names`` and of
+    ``meta["methods"]``, ``summary.md``. Returns the rows in that order."""
+    methods = meta["methods"]
+    panel = list(names[:PANEL_CASES])
     cells = [f"{n}/{c}" for n, got in panel_slices(out, panel, methods) for c in got]
     # a panel written before this record existed was complete when written
     old_panel = [f"{n}/{c}" for n in panel for c in ("truth", *methods)] if (out / "panel.png").is_file() else []
@@ -1120,6 +1237,7 @@ def _run(spec: EvalSpec, out: Path, names: Sequence[str], offers: Sequence[tuple
         meta["panel_cells"] = cells
     with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+    order = {n: i for i, n in enumerate(names)}
     rows.sort(key=lambda r: (order.get(r["case"], len(order)), methods.index(r["method"]) if r["method"] in methods else 99))
     write_rows(out / "cases.csv", rows)
     rewrite_summary(out, spec)
@@ -1135,8 +1253,13 @@ def rewrite_summary(out: str | Path, spec: EvalSpec | None = None) -> Path:
     """
     out = Path(out)
     meta, spec, rows = read_run(out, spec)
+    text = summary_markdown(rows, meta["methods"], spec)
+    if "shard" in meta:
+        mine = meta["shard"]["cases"]
+        text += (f"\nThis folder is {shard_text(shard_of(meta))} of that run: {len(mine)} case(s), {mine[0]} to "
+                 f"{mine[-1]}; `xfit merge` joins the {meta['shard']['count']} shard folders into one run folder.\n")
     with atomic_write(out / "summary.md", force=True) as tmp:
-        Path(tmp).write_text(summary_markdown(rows, meta["methods"], spec))
+        Path(tmp).write_text(text)
     return out / "summary.md"
 
 
@@ -1166,20 +1289,20 @@ def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
                 np.save(fh, s, allow_pickle=False)
 
 
-def fill_panel_slices(spec: EvalSpec, out: Path, names: Sequence[str]) -> list[str]:
-    """Recompute the panel cases' slices that are missing for the methods of ``spec`` other than
-    the fits (a run resumed on a fresh machine: slices are not committed, and rows computed
-    elsewhere left none here; a damaged slice file counts as missing, :func:`load_slices`). The
-    methods are deterministic, so the slices are those of the rows; the fits are too slow to rerun
-    for a picture and stay blank. Returns the methods run."""
+def fill_panel_slices(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str] | str]) -> list[str]:
+    """Recompute the panel cases' slices (``cases``: ``(index in the run, name)``, or the names of
+    the run's first cases) that are missing for the methods of ``spec`` other than the fits (a run resumed on a fresh machine:
+    slices are not committed, and rows computed elsewhere left none here; a damaged slice file
+    counts as missing, :func:`load_slices`). The methods are deterministic, so the slices are those
+    of the rows; the fits are too slow to rerun for a picture and stay blank. Returns the methods run."""
     ran = []
     size = int(_context(spec).prior.config.resolution)
-    for i, n in enumerate(names):
+    for i, n in (c if isinstance(c, tuple) else (j, c) for j, c in enumerate(cases)):
         missing = [m for m in spec.methods if m not in FIT_METHODS and load_slices(slice_path(out, n, m), size) is None]
         if missing or load_slices(slice_path(out, n, "truth"), size) is None:
             name, _, slices = evaluate_case(spec, i, missing)
             if name != n:
-                raise ValueError(f"fill_panel_slices: names must be the first cases of the spec ({n!r} is not case {i})")
+                raise ValueError(f"fill_panel_slices: {n!r} is not case {i} of the spec ({name!r} is)")
             save_slices(out, n, slices)
             ran += missing
     return list(dict.fromkeys(ran))

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import InputError, OutputExistsError, XfitError
 from ..io import atomic_folder, atomic_write, check_output_folder
 from .evaluate import (LABELS, METRICS, ORACLE_METHODS, EvalSpec, check_folder, check_spec, evaluate, folder_entries,
-                       read_run, rewrite_summary, run_lock, spec_inputs)
+                       parse_shard, read_run, rewrite_summary, run_lock, shard_cases, spec_inputs)
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -287,10 +287,13 @@ def check_sweep_folder(out: Path, conds: Sequence[Condition]) -> None:
 
 
 def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, workers: int = 1,
-              force: bool = False, progress: bool = True, reuse: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
+              force: bool = False, progress: bool = True, reuse: Sequence[str | Path] = (),
+              shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """Evaluate every condition into ``out/<condition>/`` (taking the rows of ``reuse`` folders
     with the same settings, see :func:`xfit.studies.evaluate.find_reusable`); write the curves;
-    return their rows.
+    return their rows. With ``shard=(K, N)`` each condition folder holds shard K of N of its
+    cases (:func:`xfit.studies.evaluate.shard_cases`) and no curve is written (an empty list is
+    returned): :func:`xfit.studies.shards.merge` joins the N shard folders into the whole sweep.
 
     Every check runs before any work: the condition folders are distinct, each condition's
     settings pass :func:`xfit.studies.evaluate.check_spec`, and ``out`` is free or a sweep of
@@ -298,6 +301,8 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
     settings. ``out`` is locked while the sweep runs. With ``force`` a folder that is not empty
     is replaced only once the whole sweep is complete (no old condition is left in it)."""
     out = Path(out)
+    if shard is not None:
+        parse_shard(f"{shard[0]}/{shard[1]}")
     check_conditions(conds)
     specs = [(c, dataclasses.replace(base, **dict(c.overrides))) for c in conds]
     replace = force and bool(folder_entries(out))
@@ -306,22 +311,22 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
     else:
         check_sweep_folder(out, conds)
         for c, spec in specs:
-            check_folder(spec, out / c.name)
+            check_folder(spec, out / c.name, shard=shard)
     for _, spec in specs:
-        check_spec(spec)
+        shard_cases(check_spec(spec), shard)
     with run_lock(out):
         if not replace:
-            return _sweep(specs, out, workers=workers, progress=progress, reuse=reuse)
+            return _sweep(specs, out, workers=workers, progress=progress, reuse=reuse, shard=shard)
         with atomic_folder(out, force=True) as tmp:
-            return _sweep(specs, tmp, workers=workers, progress=progress, reuse=reuse)
+            return _sweep(specs, tmp, workers=workers, progress=progress, reuse=reuse, shard=shard)
 
 
 def _sweep(specs: Sequence[tuple[Condition, EvalSpec]], out: Path, *, workers: int, progress: bool,
-           reuse: Sequence[str | Path]) -> list[dict[str, Any]]:
+           reuse: Sequence[str | Path], shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """:func:`run_sweep` once its checks passed, in the locked folder ``out``."""
     for c, spec in specs:
-        evaluate(spec, out / c.name, workers=workers, progress=progress, reuse=reuse)
-    return write_sweep(out, [c for c, _ in specs])
+        evaluate(spec, out / c.name, workers=workers, progress=progress, reuse=reuse, shard=shard)
+    return [] if shard is not None else write_sweep(out, [c for c, _ in specs])
 
 
 def folder_conditions(out: str | Path) -> list[Condition]:
@@ -330,8 +335,12 @@ def folder_conditions(out: str | Path) -> list[Condition]:
     are left empty)."""
     conds = [c for p in sorted(Path(out).iterdir()) if (p / "settings.json").is_file()
              and (c := parse_condition(p.name)) is not None]
-    axes = list(AXIS_PREFIX)
-    return sorted(conds, key=lambda c: (axes.index(c.axis), c.value))
+    return sorted(conds, key=condition_order)
+
+
+def condition_order(c: Condition) -> tuple[int, float]:
+    """The order of conditions in a sweep's files: by axis (:data:`AXIS_PREFIX`), then value."""
+    return list(AXIS_PREFIX).index(c.axis), c.value
 
 
 #: The sweeps a study writes: their axes, and the settings (``key`` fields) those axes set.
@@ -387,7 +396,7 @@ def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> li
             condition folders that do not make one sweep (:func:`check_sweep_runs`).
     """
     out = Path(out)
-    conds = folder_conditions(out) if conds is None else list(conds)
+    conds = folder_conditions(out) if conds is None else sorted(conds, key=condition_order)  # as the folders list them
     if not conds:
         raise InputError(f"{out}: no condition folder of a sweep")
     results, walls, reused, keys = {}, {}, {}, []
