@@ -64,7 +64,8 @@ def table(out: Path, files: list[Path], reference: str, refs: list[str], referen
         cases = {c for name, got in runs.items() if name != reference for c in got}
         runs[reference] = {c: r for c, r in runs[reference].items() if c in cases}
     base = runs.get(reference, {})
-    head = "| lever | what it changes | n | " + " | ".join(KEYS) + " | Δ PSNR | Δ Dice |\n" + "|---" * (len(KEYS) + 5) + "|\n"
+    head = ("| lever | what it changes | n | " + " | ".join(KEYS) + " | Δ PSNR | Δ SSIM | Δ Dice |\n"
+            + "|---" * (len(KEYS) + 6) + "|\n")
     lines = []
     for f in files:
         got = runs[f.stem]
@@ -77,8 +78,10 @@ def table(out: Path, files: list[Path], reference: str, refs: list[str], referen
             cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
         common = [c for c in got if c in base]
         dp = np.mean([got[c]["psnr_db"] - base[c]["psnr_db"] for c in common]) if common else np.nan
+        ds = np.mean([got[c]["ssim"] - base[c]["ssim"] for c in common]) if common else np.nan
         dd = np.mean([got[c]["dice"] - base[c]["dice"] for c in common]) if common else np.nan
-        lines.append(f"| `{f.stem}` | {describe(f)} | {len(got)} | " + " | ".join(cells) + f" | {dp:+.2f} | {dd:+.3f} |")
+        lines.append(f"| `{f.stem}` | {describe(f)} | {len(got)} | " + " | ".join(cells)
+                     + f" | {dp:+.2f} | {ds:+.3f} | {dd:+.3f} |")
     refrows = []
     for m in refs:
         got = rows_of(out / "reference", m)
@@ -88,7 +91,7 @@ def table(out: Path, files: list[Path], reference: str, refs: list[str], referen
                 v = np.array([r[k] for r in got.values()], float)
                 v = v[np.isfinite(v)]
                 cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
-            refrows.append(f"| `{m}` | reference method | {len(got)} | " + " | ".join(cells) + " | | |")
+            refrows.append(f"| `{m}` | reference method | {len(got)} | " + " | ".join(cells) + " | | | |")
     meta_files = [out / f.stem / "settings.json" for f in files if (out / f.stem / "settings.json").is_file()]
     if reference_run is not None:
         meta_files.append(reference_run / "settings.json")
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=LEVERS,
                     help="folder of lever configs (bench/levers: quality; bench/speed_levers: speed)")
     ap.add_argument("--title", default="The fit's levers", help="heading of the --table file")
+    ap.add_argument("--note", default="", help="a sentence under the heading of the --table file")
     ap.add_argument("--levers", default=None, help="comma separated lever names (default: all)")
     ap.add_argument("--reference", default="00-old-default", help="lever the differences are taken from")
     ap.add_argument("--refs", default="ceiling,xctrsnet", help="methods evaluated once beside the levers")
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python bench/fit_levers.py" + (f" --dir {args.dir.relative_to(ROOT)}" if args.dir != LEVERS else "")
         head = (f"# {args.title}\n\nWritten by `{cmd}` (see its docstring for the command). "
                 f"Held-out phantoms: seeds {args.first_seed}-{args.first_seed + args.phantoms - 1}, "
-                "AP + lateral cone-beam DRRs of the 64³ crop, 128² px.\n\n")
+                "AP + lateral cone-beam DRRs of the 64³ crop, 128² px." + (f" {args.note}" if args.note else "") + "\n\n")
         args.table.write_text(head + text)
     return 0
 

@@ -327,7 +327,7 @@ def available_methods() -> tuple[list[str], list[str]]:
     if fused.available():
         methods.append("fused")
     else:
-        notes.append("xfit fused skipped: numba not importable (pip install .[fast])")
+        notes.append("xfit fused skipped: numba not importable (pip install numba)")
     for name, mod in (("diffdrr", "diffdrr.drr"), ("nanodrr", "nanodrr.drr")):
         try:
             __import__(mod)

@@ -2,6 +2,7 @@
 projector / optimizer time, and how time grows with steps, detector size and resolution.
 
     python bench/reconstruct.py [--prior PATH] [--quick]
+    python bench/reconstruct.py --levers          # the default against its speed levers switched off
     python bench/reconstruct.py --radiograph     # README example vs a 2500 x 2000 px pair with --target
     python bench/reconstruct.py --profile [--set amp=off]   # seconds per part, top operators
 
@@ -245,8 +246,8 @@ def run_case(prior: str, detector: int, pixel_spacing: float, overrides: dict, t
 def row(name: str, r: dict, base: float) -> str:
     """One table line of a timing record."""
     t = r["timings"]
-    return (f"{name:34s} {r['wall_s']:7.1f} {r['steps']:5d} {r['wall_s'] / max(r['steps'], 1):7.2f} "
-            f"{t.get('generator', 0):7.1f} {t.get('projector', 0):7.1f} {t.get('optimizer', 0):7.1f} "
+    return (f"{name:48s} {r['wall_s']:7.1f} {r['steps']:5d} {r['wall_s'] / max(r['steps'], 1):7.2f} "
+            f"{t.get('init', 0):7.1f} {t.get('generator', 0):7.1f} {t.get('projector', 0):7.1f} {t.get('optimizer', 0):7.1f} "
             f"{r['peak_rss_mb']:8.0f} {r['wall_s'] / base:6.2f}")
 
 
@@ -255,6 +256,8 @@ def main() -> None:
     p.add_argument("--prior", default=str(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="only the default and one variation per axis")
+    p.add_argument("--levers", action="store_true",
+                   help="only the default and the speed levers kept (bf16 generator, fused projector) switched off")
     p.add_argument("--radiograph", action="store_true", help="only: README example vs a 2500 x 2000 px pair with --target")
     p.add_argument("--profile", action="store_true",
                    help="only: seconds per part of a fit step (each synthesis block, projector, loss, Adam), "
@@ -273,23 +276,32 @@ def main() -> None:
     from xfit.fitting import load_fit_config
 
     default = load_fit_config(None)
+    print(cpu_line())
     print(f"prior {a.prior}; torch {torch.__version__}; {a.threads} thread(s); default steps {default.steps}, "
           f"restarts {default.restarts}")
     cases = [("default (128 px, 1.0 mm)", 128, 1.0, {}, None)]
-    cases += [("glibc's allocator (XFIT_MALLOC=system)", 128, 1.0, {}, {"XFIT_MALLOC": "system"})]
-    cases += [(f"steps {default.steps // 2}", 128, 1.0, {"steps": default.steps // 2, "early_stop_tol": 0.0}, None)]
-    cases += [("steps default, no early stop", 128, 1.0, {"early_stop_tol": 0.0}, None)]
-    cases += [("coarse stage with the full generator", 128, 1.0, {"coarse_generator": False}, None)]
-    cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}, None), ("restarts 1", 128, 1.0, {"restarts": 1}, None)]
-    if not a.quick:
+    if a.levers:  # the speed levers kept, each switched off, then both (the default before them)
+        cases += [("float32 generator (amp: off)", 128, 1.0, {"amp": "off"}, None),
+                  ("reference projector (XFIT_PROJECTOR=reference)", 128, 1.0, {}, {"XFIT_PROJECTOR": "reference"}),
+                  ("both off (the default before them)", 128, 1.0, {"amp": "off"}, {"XFIT_PROJECTOR": "reference"})]
+    else:
+        cases += [("glibc's allocator (XFIT_MALLOC=system)", 128, 1.0, {}, {"XFIT_MALLOC": "system"})]
+    if not a.levers:
+        cases += [(f"steps {default.steps // 2}", 128, 1.0, {"steps": default.steps // 2, "early_stop_tol": 0.0}, None)]
+        cases += [("steps default, no early stop", 128, 1.0, {"early_stop_tol": 0.0}, None)]
+        cases += [("coarse stage with the full generator", 128, 1.0, {"coarse_generator": False}, None)]
+        cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}, None), ("restarts 2", 128, 1.0, {"restarts": 2}, None)]
+    if not a.quick and not a.levers:
         cases += [("detector 256 px, 0.5 mm", 256, 0.5, {}, None), ("restarts 4", 128, 1.0, {"restarts": 4}, None)]
-    head = f"{'case':34s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'gen s':>7s} {'proj s':>7s} {'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}"
+    head = f"{'case':48s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'init s':>7s} {'gen s':>7s} {'proj s':>7s} {'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}"
     print(head)
     base = None
     for name, det, sp, ov, env in cases:
         r = run_case(a.prior, det, sp, ov, a.threads, env)
         base = base or r["wall_s"]
         print(row(name, r, base))
+    if a.levers:
+        return None
     # resolution: the tiny (32^3, 2.5 mm) architecture, untrained: the cost, not the quality
     import tempfile
 

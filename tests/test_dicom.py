@@ -381,7 +381,8 @@ def test_pa_and_left_lateral_pair_equals_png_pair_and_report_sources(tmp_path):
     assert png.sources[0]["orientation"] == "pa.json flip_lr = False"
     fit = types.SimpleNamespace(view_ncc=[0.9, 0.8], pose=None, history=[], restarts=1, best_restart=0, stopped_at=0,
                                 perceptual=False, timings={}, views=dicom.views, affine=np.eye(4),
-                                centre_mm=[0.0, 0.0, 0.0], transform=None, residual_rms_hu=None)
+                                centre_mm=[0.0, 0.0, 0.0], transform=None, residual_rms_hu=None,
+                                intensity_maps=None, data_masks=None)
     rec = types.SimpleNamespace(fit=fit, inputs=dicom, prior_path=Path("p"), prior_sha256="0", settings={}, seconds=0.0,
                                 metrics={}, target=None, rois=None)
     report = json.loads(json.dumps(_report(rec), default=str))

@@ -13,7 +13,7 @@ from xfit.errors import InputError
 from xfit.geometry import View, make_rays
 from xfit.projector import backproject, fused, get_backend, project, reference, resolved_backend
 
-needs_numba = pytest.mark.skipif(not fused.available(), reason="numba not installed (pip install xfit[fast])")
+needs_numba = pytest.mark.skipif(not fused.available(), reason="numba not installed (pip install numba)")
 
 SHAPE = (9, 11, 13)
 

@@ -177,7 +177,7 @@ class FitConfig:
     ensemble: bool = False
     ensemble_tol: float = 0.2
     init_network: str | None = "xctrsnet"
-    init_network_steps: int = 100
+    init_network_steps: int = 50
     init_network_resolution: int | None = None
     lambda_anchor: float = 5.0
     lambda_anchor_label: float = 5.0

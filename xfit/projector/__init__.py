@@ -82,7 +82,7 @@ def get_backend(backend: str, device: torch.device) -> ModuleType:
     if backend == "fused":
         module = _fused()
         if module is None:
-            raise InputError("backend 'fused' is unavailable (needs numba: pip install xfit[fast])")
+            raise InputError("backend 'fused' is unavailable (needs numba: pip install numba)")
         return module
     cuda = torch.device(device).type == "cuda"
     module = _triton() if cuda or backend == "triton" else None

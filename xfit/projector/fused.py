@@ -1,6 +1,6 @@
 """Fused CPU projector (numba): the reference's line integrals and their adjoint in one pass per ray.
 
-Optional: needs ``numba`` (``pip install xfit[fast]``). Without it, :func:`available` is false and
+Needs ``numba`` (a dependency of xfit; an install without it falls back to the reference). Without it, :func:`available` is false and
 ``backend="auto"`` uses :mod:`xfit.projector.reference`, which stays the oracle; the tests compare
 the two.
 
@@ -84,7 +84,7 @@ def _kernels():
     """``(numba, forward, adjoint)``: import the kernels (:mod:`._fused_kernels`) with numba's cache
     pointed at :func:`_cache_dir` while they register; each compiles (or loads) on first call."""
     if not available():
-        raise InputError("the fused CPU projector needs numba (pip install xfit[fast])")
+        raise InputError("the fused CPU projector needs numba (pip install numba)")
     import numba  # noqa: PLC0415
 
     if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
