@@ -109,21 +109,13 @@ def _median_time(fn, reps: int) -> float:
 
 
 def cpu_line() -> str:
-    """The CPU model and its native bfloat16 units (``xfit.devices.cpu_bf16_units``)."""
-    import platform
-
+    """This machine (``xfit.studies.evaluate.machine``) and its CPU's native bfloat16 units
+    (``xfit.devices.cpu_bf16_units``)."""
     from xfit.devices import cpu_bf16_units
+    from xfit.studies.evaluate import machine
 
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     units = cpu_bf16_units()
-    return f"CPU {model}, {os.cpu_count()} logical cores; native bf16: {', '.join(units) if units else 'none'}"
+    return f"{machine()}; native bf16: {', '.join(units) if units else 'none'}"
 
 
 def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None:
@@ -150,7 +142,7 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     print(cpu_line())
     from xfit.projector import resolved_backend
 
-    print(f"torch {torch.__version__}, {threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}, "
+    print(f"{threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}, "
           f"projector {resolved_backend('auto', torch.device('cpu'))} ($XFIT_PROJECTOR=reference for the oracle)")
     views = default_views((0.0, 90.0), 128, 1.0)
     case = make_case(9001, prior, views)

@@ -222,14 +222,7 @@ def backproject_rays(
     if not isinstance(images, Tensor) or not _fusable(images):
         return reference.backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm,
                                           chunk_rays=chunk_rays)
-    shape = tuple(int(s) for s in volume_shape)
-    if len(shape) != 3 or min(shape) < 2:
-        raise InputError(f"volume_shape must be (I, J, K) with every axis >= 2, got {volume_shape!r}")
-    batch = images.shape[0] if images.ndim else 0
-    if tuple(images.shape[1:]) != tuple(rays.origins.shape[:-1]) or batch < 1:
-        raise InputError(
-            f"images must be [B, {', '.join(map(str, rays.origins.shape[:-1]))}], got {tuple(images.shape)}"
-        )
+    shape, batch = reference.check_backprojection(images, rays, volume_shape)
     affine_t = as_affine(affine, batch, dtype=images.dtype, device=images.device)
     _, o_idx, d_idx, t_near, t_far, n, _ = _prepare(rays, affine_t.detach(), shape, step_mm, chunk_rays, batch)
     first, stride, dt = ray_steps(o_idx.detach(), d_idx.detach(), t_near.detach(), t_far.detach(), n, shape)

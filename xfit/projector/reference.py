@@ -415,6 +415,26 @@ def project_rays(
     return out.reshape(mu.shape[0], *lead)
 
 
+def check_backprojection(images: Tensor, rays: Rays, volume_shape: Sequence[int]) -> tuple[tuple[int, ...], int]:
+    """Check the inputs of a back-projection; returns ``(volume_shape, batch)``.
+
+    Raises:
+        InputError: images that are not a floating-point ``[B, ...]`` tensor over the rays'
+            leading shape, or a volume shape that is not three axes of at least 2.
+    """
+    if not isinstance(images, Tensor) or not images.is_floating_point():
+        raise InputError("images must be a floating-point tensor")
+    shape = tuple(int(s) for s in volume_shape)
+    if len(shape) != 3 or min(shape) < 2:
+        raise InputError(f"volume_shape must be (I, J, K) with every axis >= 2, got {volume_shape!r}")
+    batch = images.shape[0] if images.ndim else 0
+    if tuple(images.shape[1:]) != tuple(rays.origins.shape[:-1]) or batch < 1:
+        raise InputError(
+            f"images must be [B, {', '.join(map(str, rays.origins.shape[:-1]))}], got {tuple(images.shape)}"
+        )
+    return shape, batch
+
+
 def backproject_rays(
     images: Tensor,
     affine: Tensor | np.ndarray,
@@ -435,16 +455,7 @@ def backproject_rays(
         ``[B, 1, I, J, K]`` back-projection (units of images x mm), differentiable w.r.t. images
         (not w.r.t. the geometry).
     """
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        raise InputError("images must be a floating-point tensor")
-    shape = tuple(int(s) for s in volume_shape)
-    if len(shape) != 3 or min(shape) < 2:
-        raise InputError(f"volume_shape must be (I, J, K) with every axis >= 2, got {volume_shape!r}")
-    batch = images.shape[0] if images.ndim else 0
-    if tuple(images.shape[1:]) != tuple(rays.origins.shape[:-1]) or batch < 1:
-        raise InputError(
-            f"images must be [B, {', '.join(map(str, rays.origins.shape[:-1]))}], got {tuple(images.shape)}"
-        )
+    shape, batch = check_backprojection(images, rays, volume_shape)
     affine_t = as_affine(affine, batch, dtype=images.dtype, device=images.device)
     _, o_idx, d_idx, t_near, t_far, n, chunk = _prepare(
         rays, affine_t.detach(), shape, step_mm, chunk_rays, batch
