@@ -1,6 +1,6 @@
 """Realism report: generated phantoms measured against the published tables.
 
-``python bench/phantoms.py -n 40 -o docs/phantoms_report [--body-composition published]``
+``python bench/phantoms.py -n 40 -o results/phantoms_report [--body-composition published]``
 measures on the rendered label maps, in each centred vertebra's own frame:
 
 * body width, depth, anterior and posterior height, canal width and depth, the tip-to-tip width
