@@ -97,7 +97,7 @@ def tissue_stats(phantoms: Sequence[Phantom]) -> dict[str, dict[str, float]]:
 
 
 def hu_bands(phantoms: Sequence[Phantom]) -> dict[str, float]:
-    """Fractions of crop voxels in HU bands (the figures NOTES.md quotes for real CT)."""
+    """Fractions of crop voxels in HU bands (``docs/measurements.md``, "Phantoms", quotes them)."""
     hu = np.concatenate([ph.hu.ravel() for ph in phantoms])
     return {"above 450": float((hu > 450).mean()), "120 to 450": float(((hu > 120) & (hu <= 450)).mean()),
             "fat -500 to -30": float(((hu > -500) & (hu <= -30)).mean()),
