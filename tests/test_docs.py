@@ -28,7 +28,10 @@ def test_readme_is_a_front_door_with_the_ci_commands():
         assert f"`{method}`" in readme, method
 
 
-@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))])
+PAGES = ["README.md", "CONTRIBUTING.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_relative_links_resolve(page):
     path = REPO / page
     missing = [t for t in _links(path.read_text()) if not (path.parent / t).exists()]
