@@ -9,7 +9,7 @@ per case, and its paired difference from the reference lever.
     python bench/fit_levers.py -o runs/levers --phantoms 8            # screening
     python bench/fit_levers.py -o runs/levers --phantoms 8 --table docs/fit_levers.md
     python bench/fit_levers.py --dir bench/speed_levers --reference 00-fp32 --refs "" \
-        --reference-run docs/results/heldout20 -o runs/speed --phantoms 10 \
+        --reference-run results/heldout20 -o runs/speed --phantoms 10 \
         --table docs/speed_levers.md --title "The fit's speed levers"
 
 Times are wall seconds per case on the machine named in the table, with the threads given.

@@ -3,7 +3,7 @@ rays per second of each projector backend, the fit's wall time at 64³ (the ship
 128³ (the ``prior-128`` architecture, untrained: the cost, not the quality), and prior training
 images per second (``bench/prior.py``).
 
-    python bench/gpu_check.py                      # on a CUDA machine: writes docs/gpu/<gpu name>.{json,md}
+    python bench/gpu_check.py                      # on a CUDA machine: writes results/gpu/<gpu name>.{json,md}
     python bench/gpu_check.py --dry-run --out /tmp/gpu   # CPU, Triton interpreter, tiny sizes (tested)
 
 ``--dry-run`` runs every step on the CPU at tiny sizes with ``TRITON_INTERPRET=1`` (set before
@@ -131,7 +131,7 @@ def training_rate(device, dry_run: bool) -> dict:
 
 
 def to_markdown(report: dict) -> str:
-    """The report as a page for ``docs/gpu/``."""
+    """The report as a page for ``results/gpu/``."""
     lines = [f"# GPU check: {report['device_name']}", "",
              f"`python bench/gpu_check.py` on {report['date']}, torch {report['torch']}, "
              f"dry run: {report['dry_run']}.", "", "## Projector", "",
@@ -154,7 +154,7 @@ def to_markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, Triton interpreter, tiny sizes")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gpu", help="folder of the report")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "gpu", help="folder of the report")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args(argv)
     if args.dry_run:

@@ -1,7 +1,7 @@
 """Phantom realism report: measured dimensions, HU per tissue, posture, and pictures.
 
-    python bench/phantoms.py -n 60 -o docs/phantoms_report [--seed 0] [--force]
-    python bench/phantoms.py -n 60 -o docs/phantoms_report_published --body-composition published
+    python bench/phantoms.py -n 60 -o results/phantoms_report [--seed 0] [--force]
+    python bench/phantoms.py -n 60 -o results/phantoms_report_published --body-composition published
 
 Writes ``report.md`` / ``report.json`` (generated vertebrae per level beside the published
 morphometry of ``xfit/phantoms/morphometry.py``, HU per tissue class beside the published ranges,

@@ -146,11 +146,11 @@ def test_a_missing_metric_column_is_not_measured_and_kept(tiny, tmp_path, monkey
 
 
 def test_committed_results_read_strictly_without_a_problem():
-    for settings in sorted((REPO / "docs" / "results").glob("**/settings.json")):
+    for settings in sorted((REPO / "results").glob("**/settings.json")):
         meta, spec, rows = ev.read_run(settings.parent)
         assert rows and len(rows) == len({(r["case"], r["method"]) for r in rows}), settings
         assert ev.parse_rows(settings.parent / "cases.csv", cases=ev.known_cases(spec), methods=meta["methods"])[1] == []
-    assert [c.name for c in folder_conditions(REPO / "docs" / "results" / "noise")] == \
+    assert [c.name for c in folder_conditions(REPO / "results" / "noise")] == \
         ["dose_1000", "dose_10000", "dose_100000", "dose_1e+06"]
 
 

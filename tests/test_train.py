@@ -380,7 +380,7 @@ def shrunk_128_config(tmp_path: Path, factor: int = 8) -> Path:
 
 
 def test_prior_128_config_trains_two_steps_shrunk(tmp_path):
-    """The GPU config's structure (README, "A prior at 128^3 for GPUs") runs: 2 training steps of
+    """The GPU config's structure (docs/training.md, "A prior at 128³ for GPUs") runs: 2 training steps of
     it shrunk to 16^3 at 8 mm, on phantoms with the field of view of its 128^3 crops at 1 mm."""
     full = load_config("128")
     assert (full.resolution, full.spacing_mm, full.fov_mm) == (128, 1.0, 128.0)

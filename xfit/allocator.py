@@ -3,7 +3,8 @@
 glibc's ``malloc`` serves each block above its mmap threshold (at most 32 MiB by default) with a
 fresh ``mmap`` and gives it back to the kernel on ``free``. A fit allocates and frees tensors of
 tens of MiB every step (a batch of 64^3 feature maps), so each step paid for hundreds of
-thousands of page faults: about a quarter of a CPU fit was system time (``../NOTES.md``).
+thousands of page faults: about a quarter of a CPU fit was system time (``docs/measurements.md``,
+"Freed memory stays in the process").
 :func:`keep_freed_memory` raises the mmap and trim thresholds to 1 GiB, so freed tensors stay
 in the heap and the next step reuses them. The arithmetic is untouched (results are bit for
 bit the same); the price is that the resident size stays near its peak until the process ends.

@@ -9,7 +9,7 @@ metadata keeps the training summary plus the run's wall time from its log. ``--j
 number, or one per view) trains the same configs with ``views.angle_jitter_deg = J`` into
 ``RUNS/<method>-jitter/`` and ships ``baseline-<method>-jitter.safetensors``, which ``xfit
 evaluate`` runs as ``<method>@jitter``. The shipped checkpoints were made with ``CT_DIR`` = the
-prior's training collection (README, "A prior on the new phantoms"):
+prior's training collection (docs/measurements.md, "The shipped prior"):
 ``xfit phantoms train72 -n 800 --size 72 --seed 1000``; the jittered ones with ``--jitter 0,50``
 (the AP at 0 degrees, the second view anywhere in 40..140).
 """

@@ -1,6 +1,6 @@
 """Realism report: generated phantoms measured against the published tables.
 
-``python bench/phantoms.py -n 40 -o docs/phantoms_report [--body-composition published]``
+``python bench/phantoms.py -n 40 -o results/phantoms_report [--body-composition published]``
 measures on the rendered label maps, in each centred vertebra's own frame:
 
 * body width, depth, anterior and posterior height, canal width and depth, the tip-to-tip width
@@ -97,7 +97,7 @@ def tissue_stats(phantoms: Sequence[Phantom]) -> dict[str, dict[str, float]]:
 
 
 def hu_bands(phantoms: Sequence[Phantom]) -> dict[str, float]:
-    """Fractions of crop voxels in HU bands (the figures NOTES.md quotes for real CT)."""
+    """Fractions of crop voxels in HU bands (``docs/measurements.md``, "Phantoms", quotes them)."""
     hu = np.concatenate([ph.hu.ravel() for ph in phantoms])
     return {"above 450": float((hu > 450).mean()), "120 to 450": float(((hu > 120) & (hu <= 450)).mean()),
             "fat -500 to -30": float(((hu > -500) & (hu <= -30)).mean()),

@@ -6,7 +6,7 @@ scale drawn from ``scales`` (outside what the training phantoms vary). The same 
 pair is fitted twice, with and without ``transform`` in the fit config, and both are judged
 against the moved phantom. Run::
 
-    python -m xfit.studies.moved -o docs/moved_study --cases 6
+    python -m xfit.studies.moved -o results/moved_study --cases 6
 
 Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 """

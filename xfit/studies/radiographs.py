@@ -16,7 +16,7 @@ vertebra it found (nearest centroid to its point), with ``wanted_vertebra`` sayi
 is the wanted one (vertebrae look alike: without a click the search cannot know which level
 is meant). Run::
 
-    python -m xfit.studies.radiographs -o docs/radiograph_study --cases 6
+    python -m xfit.studies.radiographs -o results/radiograph_study --cases 6
 
 Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 """

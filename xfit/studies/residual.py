@@ -6,7 +6,7 @@ config). Both are judged against the phantom, and by the re-projection of a thir
 ``--third-angle`` that neither fit sees (NCC with that view's true DRR over the
 central half of the detector, inside the cube's silhouette). Run::
 
-    python -m xfit.studies.residual -o docs/residual_study --cases 6 --residual-steps 30
+    python -m xfit.studies.residual -o results/residual_study --cases 6 --residual-steps 30
 """
 
 from __future__ import annotations

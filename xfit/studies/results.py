@@ -1,8 +1,8 @@
-"""The README's "Results" section, generated from the committed result folders.
+"""The docs' results page, generated from the committed result folders.
 
-``python -m xfit.studies.results`` reads every run folder under ``docs/results/`` (an
+``python -m xfit.studies.results`` reads every run folder under ``results/`` (an
 ``xfit evaluate`` run: ``settings.json`` + ``summary.md``; an ``xfit study`` sweep:
-``curve.csv`` + ``summary.md``) and rewrites the README between the markers
+``curve.csv`` + ``summary.md``) and rewrites ``docs/results.md`` (``--readme``) between the markers
 ``<!-- results:begin -->`` and ``<!-- results:end -->``. Each entry names the command's settings,
 the machine and the wall time recorded by the run; no figure is typed by hand.
 """
@@ -10,6 +10,7 @@ the machine and the wall time recorded by the run; no figure is typed by hand.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,13 +47,13 @@ def _sweep_entry(folder: Path, base: Path) -> str:
 
 
 def _rel(folder: Path, base: Path) -> Path:
-    folder, base = folder.resolve(), base.resolve()
-    return folder.relative_to(base) if folder.is_relative_to(base) else folder
+    """``folder`` as a relative link from a page in ``base`` (``../results/x`` from ``docs/``)."""
+    return Path(os.path.relpath(folder.resolve(), base.resolve()))
 
 
 def results_section(root: str | Path, base: str | Path = ".") -> str:
     """Markdown of every run folder under ``root`` (sorted by name), paths relative to ``base``
-    (the README's folder)."""
+    (the folder of the page that shows them)."""
     root, base = Path(root), Path(base)
     if not root.is_dir():
         raise InputError(f"{root}: no results folder")
@@ -85,9 +86,9 @@ def update_readme(readme: str | Path, root: str | Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m xfit.studies.results", description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", default="README.md")
-    ap.add_argument("--results", default="docs/results")
-    ap.add_argument("--check", action="store_true", help="exit 1 when the README is not up to date (write nothing)")
+    ap.add_argument("--readme", default="docs/results.md", help="the page to update [default: docs/results.md]")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--check", action="store_true", help="exit 1 when the page is not up to date (write nothing)")
     a = ap.parse_args(argv)
     try:
         _main(a)
@@ -101,7 +102,7 @@ def _main(a: argparse.Namespace) -> None:
         text = Path(a.readme).read_text()
         want = BEGIN + "\n" + results_section(a.results, Path(a.readme).parent).rstrip() + "\n" + END
         raise SystemExit(0 if want in text else 1)
-    print("README updated" if update_readme(a.readme, a.results) else "README already up to date")
+    print(f"{a.readme} updated" if update_readme(a.readme, a.results) else f"{a.readme} already up to date")
 
 
 if __name__ == "__main__":
