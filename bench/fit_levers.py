@@ -8,6 +8,8 @@ per case, and its paired difference from the reference lever.
 
     python bench/fit_levers.py -o runs/levers --phantoms 8            # screening
     python bench/fit_levers.py -o runs/levers --phantoms 8 --table docs/fit_levers.md
+    python bench/fit_levers.py --dir bench/gap_levers --reference 00-default \\
+        --refs-run results/heldout20 -o runs/gap --phantoms 10 --table docs/gap_levers.md
     python bench/fit_levers.py --dir bench/speed_levers --reference 00-fp32 --refs "" \
         --reference-run results/heldout20 -o runs/speed --phantoms 10 \
         --table docs/speed_levers.md --title "The fit's speed levers"
@@ -49,8 +51,11 @@ def describe(path: Path) -> str:
     return path.stem
 
 
-def table(out: Path, files: list[Path], reference: str, refs: list[str], reference_run: Path | None = None) -> str:
-    """Markdown: one row per lever (means over the cases, and paired difference from ``reference``)."""
+def table(out: Path, files: list[Path], reference: str, refs: list[str], reference_run: Path | None = None,
+          refs_run: Path | None = None) -> str:
+    """Markdown: one row per lever (means over the cases, and paired difference from ``reference``);
+    then one row per reference method in ``refs``, from ``OUT/reference`` or, with ``refs_run``,
+    from that run folder's rows of the levers' cases."""
     from xfit.studies.evaluate import machines, read_rows
 
     import json
@@ -83,8 +88,11 @@ def table(out: Path, files: list[Path], reference: str, refs: list[str], referen
         lines.append(f"| `{f.stem}` | {describe(f)} | {len(got)} | " + " | ".join(cells)
                      + f" | {dp:+.2f} | {ds:+.3f} | {dd:+.3f} |")
     refrows = []
+    lever_cases = {c for got in runs.values() for c in got}
     for m in refs:
-        got = rows_of(out / "reference", m)
+        got = rows_of(refs_run if refs_run is not None else out / "reference", m)
+        if refs_run is not None:
+            got = {c: r for c, r in got.items() if c in lever_cases}
         if got:
             cells = []
             for k in KEYS:
@@ -93,8 +101,9 @@ def table(out: Path, files: list[Path], reference: str, refs: list[str], referen
                 cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
             refrows.append(f"| `{m}` | reference method | {len(got)} | " + " | ".join(cells) + " | | | |")
     meta_files = [out / f.stem / "settings.json" for f in files if (out / f.stem / "settings.json").is_file()]
-    if reference_run is not None:
-        meta_files.append(reference_run / "settings.json")
+    for run in (reference_run, refs_run):
+        if run is not None:
+            meta_files.append(run / "settings.json")
     where = sorted({m for p in meta_files for m in machines(json.loads(p.read_text()))})
     return (head + "\n".join(lines + refrows) + "\n\n"
             f"Δ: paired mean difference from `{reference}` over the same cases. Machines: {'; '.join(where) or '-'}.\n")
@@ -115,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference-run", type=Path, default=None,
                     help="an existing run folder whose fit rows are the reference lever's (its config must be "
                          "the reference lever's; the fit is deterministic on one CPU type): it is not rerun")
+    ap.add_argument("--refs-run", type=Path, default=None,
+                    help="an existing run folder holding the --refs methods' rows (of the same phantoms): they are "
+                         "taken from it, for the levers' cases, instead of being evaluated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", type=Path, default=None, help="also write the table to this markdown file")
     ap.add_argument("--only-table", action="store_true", help="write the table from the folders, run nothing")
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     files = lever_files(args.levers.split(",") if args.levers else None, args.dir)
     refs = [m for m in args.refs.split(",") if m]
     if not args.only_table:
-        if refs:
+        if refs and args.refs_run is None:
             evaluate(EvalSpec(prior=prior, methods=tuple(refs), phantoms=args.phantoms, first_seed=args.first_seed),
                      args.out / "reference", progress=True)
         for f in files:
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lever {f.stem}: {describe(f)}", flush=True)
             evaluate(EvalSpec(prior=prior, methods=("fit",), phantoms=args.phantoms, first_seed=args.first_seed,
                               fit_config=str(f)), args.out / f.stem, progress=True)
-    text = table(args.out, lever_files(None, args.dir), args.reference, refs, args.reference_run)
+    text = table(args.out, lever_files(None, args.dir), args.reference, refs, args.reference_run, args.refs_run)
     print(text)
     if args.table is not None:
         cmd = "python bench/fit_levers.py" + (f" --dir {args.dir.relative_to(ROOT)}" if args.dir != LEVERS else "")
