@@ -14,12 +14,9 @@ from PIL import Image
 from xfit.errors import GeometryError, InputError, OutputExistsError
 from xfit.geometry import View
 from xfit.io import (
-    MU_WATER,
     Volume,
     XRay,
     atomic_write,
-    hu_to_mu,
-    mu_to_hu,
     prepare_output_dir,
     read_dicom,
     read_image,
@@ -46,32 +43,6 @@ def _lps_affine(spacing=(0.8, 0.9, 1.5)) -> np.ndarray:
     a = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
     a[:3, 3] = (40.0, 30.0, -20.0)
     return a
-
-
-# ----------------------------------------------------------------------------- HU <-> mu
-
-
-def test_hu_to_mu_values():
-    hu = np.array([-1000.0, -2000.0, 0.0, 1000.0])
-    np.testing.assert_allclose(hu_to_mu(hu), [0.0, 0.0, 0.02, 0.04])
-    assert MU_WATER == 0.02
-    assert hu_to_mu(0.0) == pytest.approx(0.02)
-    assert mu_to_hu(0.0) == pytest.approx(-1000.0)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_hu_mu_round_trip_torch(dtype):
-    hu = torch.linspace(-999.0, 3000.0, 50, dtype=dtype)
-    mu = hu_to_mu(hu)
-    assert mu.dtype == dtype and mu.shape == hu.shape
-    torch.testing.assert_close(mu_to_hu(mu), hu, rtol=1e-5, atol=1e-2)
-    np.testing.assert_allclose(mu_to_hu(hu_to_mu(hu.numpy())), hu.numpy(), rtol=1e-5, atol=1e-2)
-
-
-def test_hu_to_mu_gradcheck():
-    hu = torch.tensor([-500.0, 0.0, 250.0, 1200.0], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(hu_to_mu, (hu,))
-    assert torch.autograd.gradcheck(mu_to_hu, (hu_to_mu(hu).detach().requires_grad_(),))
 
 
 # ----------------------------------------------------------------------------- NIfTI

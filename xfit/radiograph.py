@@ -37,7 +37,7 @@ import torch
 
 from .errors import InputError
 from .geometry import View
-from .io import MU_WATER
+from .units import MU_WATER, mu_to_hu
 
 # ----------------------------------------------------------------------------- physics tables
 
@@ -81,7 +81,7 @@ def tissue_anchor_hu() -> dict[str, float]:
     """HU of each tissue of :data:`TISSUES` on a CT at :data:`CT_EFFECTIVE_KEV` (about -80 for
     adipose, +55 for soft tissue, +1600 for cortical bone)."""
     water = float(mu_per_mm("water", CT_EFFECTIVE_KEV))
-    return {t: 1000.0 * (float(mu_per_mm(t, CT_EFFECTIVE_KEV)) / water - 1.0) for t in TISSUES}
+    return {t: mu_to_hu(float(mu_per_mm(t, CT_EFFECTIVE_KEV)), mu_water=water) for t in TISSUES}
 
 
 def material_fractions(hu: np.ndarray) -> np.ndarray:
@@ -777,7 +777,7 @@ def load_styles(path: str | None = None, params: Sequence[str] = ()) -> dict[str
     Raises:
         InputError: an unreadable file, an unknown parameter or preset, or a bad value.
     """
-    from .io import read_yaml_mapping
+    from .io.text import read_yaml_mapping
 
     styles = dict(PRESETS)
     if path is not None:

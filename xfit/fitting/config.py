@@ -324,7 +324,7 @@ def load_fit_config(path: str | Path | None = None, **overrides: Any) -> FitConf
         InputError: unreadable file, unknown keys or invalid values (the typed schema of
             :func:`_validate`; the file is read as YAML 1.2 by :func:`xfit.io.read_yaml_mapping`).
     """
-    from ..io import read_yaml_mapping
+    from ..io.text import read_yaml_mapping
 
     data: dict[str, Any] = {}
     file = Path(path) if path is not None else DEFAULT_FIT_CONFIG

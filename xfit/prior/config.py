@@ -5,8 +5,8 @@ prior checkpoint as JSON (:meth:`PriorConfig.to_dict` / :meth:`PriorConfig.from_
 checkpoint alone is enough to rebuild its generator.
 
 Intensity window: HU values are clamped to ``hu_window`` (default ``(-1000, 1500)``: air to dense
-cortical bone) and mapped linearly to ``[-1, 1]`` (:func:`hu_to_unit`), which is what the
-generator's channel 0 produces; :func:`unit_to_hu` maps back.
+cortical bone) and mapped linearly to ``[-1, 1]`` (:func:`xfit.units.hu_to_unit`), which is what the
+generator's channel 0 produces; :func:`xfit.units.unit_to_hu` maps back.
 
 Named configs (``load_config("tiny" | "64" | "128")``) are looked up in the repository's
 ``configs/`` folder and then in the packaged copy ``xfit/configs/`` (``package_data``); the two
@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from torch import Tensor
-
 from ..errors import InputError
+from ..units import HU_WINDOW, hu_to_unit, unit_to_hu  # noqa: F401 (re-exported: the window maps)
 
 #: Names accepted by :func:`load_config` besides a path.
 CONFIG_NAMES = ("tiny", "64", "128")
@@ -115,7 +114,7 @@ class PriorConfig:
     name: str = "custom"
     resolution: int = 64
     spacing_mm: float = 1.25
-    hu_window: tuple[float, float] = (-1000.0, 1500.0)
+    hu_window: tuple[float, float] = HU_WINDOW
     label_names: tuple[str, ...] = ("bone",)
     z_dim: int = 256
     w_dim: int = 256
@@ -388,7 +387,7 @@ def load_config(path_or_name: str | Path) -> PriorConfig:
             the wrong type (booleans must be booleans, integers integers, numbers finite) or
             outside their documented ranges (:data:`RANGES`).
     """
-    from ..io import read_yaml_mapping
+    from ..io.text import read_yaml_mapping
 
     if isinstance(path_or_name, str) and path_or_name in CONFIG_NAMES:
         path = config_path(path_or_name)
@@ -401,36 +400,3 @@ def load_config(path_or_name: str | Path) -> PriorConfig:
         return PriorConfig.from_dict(data)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
-
-
-# ----------------------------------------------------------------------------------------------
-# Intensity mapping
-
-
-def hu_to_unit(hu: Tensor, window: tuple[float, float]) -> Tensor:
-    """Clamp HU to ``window`` and map it linearly to [-1, 1].
-
-    Args:
-        hu: any-shape tensor in HU.
-        window: (low, high) HU.
-
-    Returns:
-        Tensor of the same shape in [-1, 1].
-    """
-    lo, hi = float(window[0]), float(window[1])
-    return (hu.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
-
-
-def unit_to_hu(x: Tensor, window: tuple[float, float]) -> Tensor:
-    """Inverse of :func:`hu_to_unit` without clamping (so gradients flow everywhere).
-
-    Args:
-        x: any-shape tensor in unit intensity (nominally [-1, 1]).
-        window: (low, high) HU.
-
-    Returns:
-        Tensor of the same shape in HU.
-    """
-    lo, hi = float(window[0]), float(window[1])
-    return (x + 1.0) * (0.5 * (hi - lo)) + lo
-
