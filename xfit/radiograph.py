@@ -22,7 +22,7 @@ differentiated); :func:`radiograph` chains them, :class:`ClinicalStyle` holds ev
 
 ``strength`` in [0, 1] scales every effect from ideal (0: an affine map of the line integrals,
 16-bit) to the style's values (1). The presets :data:`PRESETS` are lumbar AP and lateral; the
-same values are written out in ``configs/style-clinical.yaml``.
+same values are written out in ``xfit/configs/style-clinical.yaml``.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class ClinicalStyle:
 
 #: The clinical presets: a lumbar spine AP (80 kV, right marker) and lateral (90 kV, more
 #: scatter and dose, a window that lets the thin tissue at the back burn out, left marker on the
-#: anterior side). ``configs/style-clinical.yaml`` repeats them.
+#: anterior side). ``xfit/configs/style-clinical.yaml`` repeats them.
 PRESETS: dict[str, ClinicalStyle] = {
     "ap": ClinicalStyle(),
     "lateral": ClinicalStyle(kvp=90.0, spr=1.0, scatter_sigma_mm=60.0, photons=3.0e6, window_percentiles=(10.0, 99.8),

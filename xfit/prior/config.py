@@ -1,6 +1,6 @@
 """Configuration of the 3D StyleGAN2 prior: architecture, data window and training settings.
 
-A :class:`PriorConfig` is read from YAML (``configs/prior-<name>.yaml``) and travels with every
+A :class:`PriorConfig` is read from YAML (``xfit/configs/prior-<name>.yaml``) and travels with every
 prior checkpoint as JSON (:meth:`PriorConfig.to_dict` / :meth:`PriorConfig.from_dict`), so a
 checkpoint alone is enough to rebuild its generator.
 
@@ -8,9 +8,9 @@ Intensity window: HU values are clamped to ``hu_window`` (default ``(-1000, 1500
 cortical bone) and mapped linearly to ``[-1, 1]`` (:func:`xfit.units.hu_to_unit`), which is what the
 generator's channel 0 produces; :func:`xfit.units.unit_to_hu` maps back.
 
-Named configs (``load_config("tiny" | "64" | "128")``) are looked up in the repository's
-``configs/`` folder and then in the packaged copy ``xfit/configs/`` (``package_data``); the two
-must hold the same files.
+Named configs (``load_config("tiny" | "64" | "128")``) are the ones shipped inside the package,
+``xfit/configs/prior-<name>.yaml`` (:func:`xfit.configs.config_path`), so they work from a plain
+``pip install .``; any other YAML file is given by its path.
 """
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..configs import config_path as shipped_config_path
 from ..errors import InputError
 from ..units import HU_WINDOW, hu_to_unit, unit_to_hu  # noqa: F401 (re-exported: the window maps)
 
 #: Names accepted by :func:`load_config` besides a path.
 CONFIG_NAMES = ("tiny", "64", "128")
-
-#: Folders searched for ``prior-<name>.yaml``: the repository first, then the package data.
-CONFIG_DIRS = (
-    Path(__file__).resolve().parents[2] / "configs",
-    Path(__file__).resolve().parents[1] / "configs",
-)
 
 
 @dataclass
@@ -367,16 +362,12 @@ def _validate_training(t: TrainingConfig) -> None:
 
 
 def config_path(name: str) -> Path:
-    """Path of the named config ``prior-<name>.yaml`` (repository first, then package data).
+    """Path of the shipped config ``xfit/configs/prior-<name>.yaml`` (:data:`CONFIG_NAMES`).
 
     Raises:
-        InputError: no such file in either folder.
+        InputError: no such shipped config.
     """
-    for folder in CONFIG_DIRS:
-        path = folder / f"prior-{name}.yaml"
-        if path.is_file():
-            return path
-    raise InputError(f"config 'prior-{name}.yaml' not found in {', '.join(map(str, CONFIG_DIRS))}")
+    return shipped_config_path(f"prior-{name}.yaml")
 
 
 def load_config(path_or_name: str | Path) -> PriorConfig:

@@ -341,7 +341,7 @@ PANEL_CASES = 3
 
 
 def fit_settings(spec: EvalSpec) -> dict[str, Any]:
-    """The fit config the fit methods run with (``fit_config``, else ``configs/fit.yaml``), as JSON
+    """The fit config the fit methods run with (``fit_config``, else ``xfit/configs/fit.yaml``), as JSON
     values: recorded in ``settings.json`` so that an edited config is not mixed into old rows."""
     from ..fitting import load_fit_config
 
