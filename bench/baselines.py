@@ -8,7 +8,7 @@ Usage::
 
 Each method runs in its own subprocess (so the peak resident memory, ``ru_maxrss``, is that
 method's alone; on CUDA ``max_memory_allocated``). Training: a :class:`xfit.baselines.train
-.BaselineTrainer` with the method's shipped config (``configs/baseline-NAME.yaml``) on synthetic
+.BaselineTrainer` with the method's shipped config (``xfit/configs/baseline-NAME.yaml``) on synthetic
 crops (ellipsoids; the cost does not depend on the content), one warm-up step, then ``--steps``
 timed steps; the time of the on-the-fly X-ray simulation (projector + footprints) is reported
 apart. Inference: :func:`xfit.baselines.infer.predict` from a checkpoint of the untrained network

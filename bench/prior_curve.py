@@ -4,7 +4,7 @@ Reads every ``prior-stepNNNNNN.json`` in DIR (one report per training snapshot, 
 ``xfit evaluate-prior SNAPSHOT --data HELDOUT -o DIR/prior-stepNNNNNN.json``) and draws HU
 Wasserstein-1, feature FD, pairwise SSIM and bone fraction against kimg, with the held-out
 data's own value as a dashed line where it has one. ``--batch`` is the training batch size
-(images per step; 4 in ``configs/prior-64.yaml``).
+(images per step; 4 in ``xfit/configs/prior-64.yaml``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ projector / optimizer time, and how time grows with steps, detector size and res
 
 Each case runs in a fresh subprocess (so peak resident memory is per case). The X-rays are
 simulated from a held-out phantom (seed 9001) on the prior's grid. Prints a table; the first row
-is the default setting (``configs/fit.yaml``), and later rows give their time as a ratio to it.
+is the default setting (``xfit/configs/fit.yaml``), and later rows give their time as a ratio to it.
 Wall times depend on the machine and its load: say which machine when quoting them.
 """
 

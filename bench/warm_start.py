@@ -5,7 +5,7 @@ Usage::
     python bench/warm_start.py [--prior PATH] [--encoder PATH | --save-encoder PATH]
                                [--n 4] [--steps 100] [--data DIR] [--target T] [--json OUT]
 
-Without ``--prior`` a tiny random prior (``configs/prior-tiny.yaml``, seed 0) is built in a
+Without ``--prior`` a tiny random prior (``xfit/configs/prior-tiny.yaml``, seed 0) is built in a
 temporary folder. The encoder is trained on the prior's own samples (``--enc-steps``,
 ``--bank``) unless ``--encoder`` loads one. For N held-out prior samples (and, with ``--data``,
 the CTs ``*_ct.nii.gz`` of a folder resampled onto the prior grid, centred on their grid centre)

@@ -13,9 +13,10 @@ import torch
 from xfit.errors import InputError
 from xfit.io import crop_centred
 from xfit.levels import level_label, parse_levels
-from xfit.prior.data import (MAX_OUTSIDE, CropStore, DataSettings, dry_run, hu_to_unit_np, load_training_set,
+from xfit.prior.data import (MAX_OUTSIDE, CropStore, DataSettings, dry_run, load_training_set,
                              prepare_case)
 from xfit.prior.datasets import TOTALSEG_CLASS_MAPS, detect_layout, find_cases, read_class_map
+from xfit.units import hu_to_unit as hu_to_unit_np
 
 from spine_synth import TS_V1, TS_V2, spine_volume, write_layout, write_nifti, write_xfit_case, write_xfit_collection
 

@@ -1,4 +1,4 @@
-"""Tests of xfit.dicom: DICOM radiographs read the way they are stored (issue 17).
+"""Tests of xfit.io.dicom: DICOM radiographs read the way they are stored (issue 17).
 
 Every DICOM file is written by pydicom in the test. In each case the array and the View that the
 fit sees must equal what the equivalent PNG + sidecar gives (``read_xray`` of both).
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xfit.dicom import TAG_TABLE, beam_axes, orientation_vectors, tilt_pose
+from xfit.io.dicom import TAG_TABLE, beam_axes, orientation_vectors, tilt_pose
 from xfit.errors import GeometryError, InputError, XfitError
 from xfit.geometry import View, detector_frame
 from xfit.io import read_dicom, read_xray, write_png16, write_sidecar

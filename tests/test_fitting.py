@@ -434,7 +434,7 @@ def test_fit_views_of_different_shapes(prior, target):
 def test_fit_config_file_and_errors(tmp_path):
     on_disk = yaml.safe_load(DEFAULT_FIT_CONFIG.read_text())
     defaults = FitConfig().to_dict()
-    assert on_disk == defaults  # configs/fit.yaml repeats the dataclass defaults
+    assert on_disk == defaults  # xfit/configs/fit.yaml repeats the dataclass defaults
     cfg = load_fit_config(steps=7, lr=None)
     assert cfg.steps == 7 and cfg.lr == defaults["lr"]
     path = tmp_path / "fit.yaml"

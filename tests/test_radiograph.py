@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xfit.configs import config_path
 from xfit.errors import InputError
 from xfit.geometry import View
 from xfit.io import MU_WATER, read_image_raw, read_xray, write_nifti
@@ -21,7 +22,6 @@ from xfit.radiograph import (
 )
 from xfit.simulate import simulate
 
-ROOT = Path(__file__).resolve().parents[1]
 VIEW = View(0.0, sdd_mm=1800, sod_mm=1500, shape=(60, 50), pixel_spacing_mm=1.0)
 
 
@@ -248,7 +248,7 @@ def test_parameters_from_text_and_files(tmp_path):
 
 
 def test_the_shipped_yaml_repeats_the_presets():
-    assert load_styles(ROOT / "configs" / "style-clinical.yaml") == PRESETS
+    assert load_styles(str(config_path("style-clinical.yaml"))) == PRESETS
     assert PRESETS["lateral"].spr > PRESETS["ap"].spr  # a lateral spine has more scatter
     assert scaled(PRESETS["ap"]) == PRESETS["ap"]
 

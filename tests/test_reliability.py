@@ -285,7 +285,7 @@ def test_atomic_folder_rename_failure_restores_old(tmp_path, monkeypatch):
 
 
 def _fail_after_first_file(monkeypatch, exc):
-    """Make xfit.io.write_png16 raise ``exc`` on its second call (between two files of a folder)."""
+    """Make xfit.io.xray.write_png16 raise ``exc`` on its second call (between two files of a folder)."""
     real = xio.write_png16
     calls = []
 
@@ -295,7 +295,7 @@ def _fail_after_first_file(monkeypatch, exc):
             raise exc
         return real(*a, **k)
 
-    monkeypatch.setattr(xio, "write_png16", writer)
+    monkeypatch.setattr(xio.xray, "write_png16", writer)  # write_xray looks it up in xfit.io.xray
     return calls
 
 

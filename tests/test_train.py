@@ -363,7 +363,7 @@ def test_cli_train_prior_runs(tmp_path, ct_dir):
 
 
 def shrunk_128_config(tmp_path: Path, factor: int = 8) -> Path:
-    """``configs/prior-128.yaml`` shrunk for a CPU test: the same field of view, training settings,
+    """``xfit/configs/prior-128.yaml`` shrunk for a CPU test: the same field of view, training settings,
     mapping depth and batch, with ``factor`` times fewer voxels per side (``factor`` times the
     spacing), the channel ladder of its top ``log2(128 / factor) - 1`` levels divided by
     ``factor``, and 32-wide latents."""

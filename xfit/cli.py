@@ -274,10 +274,10 @@ def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, 
 @click.option("--style-param", "style_params", multiple=True, metavar="NAME=VALUE",
               help="set a clinical-style parameter, for both presets or one (ap.NAME=, lateral.NAME=); repeatable, "
                    "e.g. --style-param kvp=90 --style-param spr=0 --style-param strength=0.5 (docs/radiographs.md "
-                   "lists them; configs/style-clinical.yaml holds the defaults)")
+                   "lists them; xfit/configs/style-clinical.yaml holds the defaults)")
 @click.option("--style-file", type=click.Path(dir_okay=False), default=None,
               help="YAML of clinical-style parameters: sections ap: and lateral:, or keys for both (see "
-                   "configs/style-clinical.yaml); --style-param wins over it")
+                   "xfit/configs/style-clinical.yaml); --style-param wins over it")
 @click.option("--force", is_flag=True, help="replace an existing output folder")
 def simulate(ct, angles, out, sdd_mm, sod_mm, detector, pixel_spacing, projection, mask, center_label, photons, line_integral_scale, seed, style,
              style_params, style_file, force) -> None:
@@ -487,7 +487,7 @@ def evaluate_prior(prior, data_dir, train_dir, n, max_real, seed, out, device, f
               help="detector pixel spacing row[,col] (mm), overrides sidecars; stands in for an invalid DICOM tag")
 @click.option("--flip-lr/--no-flip-lr", default=None, help="the images are mirrored left-right relative to the conventions")
 @click.option("--invert", is_flag=True, help="the images show bone dark (invert them)")
-@click.option("--config", "fit_config", type=click.Path(dir_okay=False), default=None, help="fitting config YAML (default configs/fit.yaml)")
+@click.option("--config", "fit_config", type=click.Path(dir_okay=False), default=None, help="fitting config YAML (default xfit/configs/fit.yaml)")
 @click.option("--steps", type=click.IntRange(1, 1_000_000), default=None, help="optimizer steps per restart")
 @click.option("--restarts", type=click.IntRange(1, 1024), default=None, help="independent restarts (their spread -> uncertainty)")
 @click.option("--refine-pose", is_flag=True, default=None, help="also fit each view's angle and shift")
@@ -719,7 +719,7 @@ def _eval_options(f: Callable) -> Callable:
         click.option("--third-view", default=45.0, show_default=True, type=FiniteFloat(-360.0, 360.0), help="angle of the held-out view (deg)"),
         click.option("--whole-body", "whole_body", default=None, type=FiniteFloat(80.0, 2000.0), metavar="FOV_MM", help="phantom X-rays through the whole torso on a FOV_MM grid"),
         click.option("--random", "n_random", default=32, show_default=True, type=click.IntRange(1, 10_000), help="prior samples of best-of-n"),
-        click.option("--fit-config", default=None, type=click.Path(dir_okay=False), help="fit config YAML [default: configs/fit.yaml]"),
+        click.option("--fit-config", default=None, type=click.Path(dir_okay=False), help="fit config YAML [default: xfit/configs/fit.yaml]"),
         click.option("--no-warm-start", is_flag=True, help="start every fit at w_mean even when the prior has an encoder"),
         click.option("--seed", default=0, show_default=True, type=SEED, help="seed of the fit and of the perturbations"),
         click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="cases run in parallel processes (threads are split between them)"),

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .units import HU_WINDOW
 
 ArrayLike = np.ndarray | Tensor
 
@@ -453,7 +454,7 @@ def lpips_alex(x: Tensor, y: Tensor, w: dict[str, Tensor]) -> Tensor:
 
 
 def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
-                 window: tuple[float, float] = (-1000.0, 1500.0), axis: int = 2,
+                 window: tuple[float, float] = HU_WINDOW, axis: int = 2,
                  weights: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
                  batch: int = 32) -> PerceptualScore:
     """Perceptual distance of two CT volumes: LPIPS averaged over the 2D slices along ``axis``.
@@ -520,7 +521,7 @@ def volume_metrics(
     pred_mask: ArrayLike | None = None,
     gt_mask: ArrayLike | None = None,
     spacing_mm: float | Sequence[float] = 1.0,
-    hu_range: tuple[float, float] = (-1000.0, 1500.0),
+    hu_range: tuple[float, float] = HU_WINDOW,
     *,
     with_asd: bool = False,
     with_freq: bool = False,

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import MU_WATER, atomic_write
+from .io.files import atomic_write
+from .units import hu_to_mu, unit_to_hu
 
 BONE_WINDOW = (-400.0, 1200.0)
 
@@ -39,13 +40,13 @@ def sagittal(vol: np.ndarray, i: int | None = None) -> np.ndarray:
 
 def drr_ap(hu: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Parallel-beam AP line integrals ``[K, I]`` (display orientation) of a HU volume."""
-    mu = MU_WATER * np.clip(1 + hu / 1000.0, 0, None)
+    mu = hu_to_mu(hu)
     return coronal(mu.sum(1, keepdims=True) * spacing_mm, 0)
 
 
 def drr_lat(hu: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Parallel-beam lateral line integrals ``[K, J]`` (display orientation) of a HU volume."""
-    mu = MU_WATER * np.clip(1 + hu / 1000.0, 0, None)
+    mu = hu_to_mu(hu)
     return sagittal(mu.sum(0, keepdims=True) * spacing_mm, 0)
 
 
@@ -107,7 +108,6 @@ def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *
     """Montage of generator outputs ``[B, 2, R, R, R]`` (intensity in [-1, 1], label logit)."""
     import torch
 
-    from .prior.config import unit_to_hu
 
     vol = unit_volumes.detach().float().cpu() if isinstance(unit_volumes, torch.Tensor) else torch.as_tensor(unit_volumes)
     hu = unit_to_hu(vol[:, 0].clamp(-1, 1), tuple(hu_window)).numpy()

@@ -22,7 +22,7 @@ differentiated); :func:`radiograph` chains them, :class:`ClinicalStyle` holds ev
 
 ``strength`` in [0, 1] scales every effect from ideal (0: an affine map of the line integrals,
 16-bit) to the style's values (1). The presets :data:`PRESETS` are lumbar AP and lateral; the
-same values are written out in ``configs/style-clinical.yaml``.
+same values are written out in ``xfit/configs/style-clinical.yaml``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 
 from .errors import InputError
 from .geometry import View
-from .io import MU_WATER
+from .units import MU_WATER, mu_to_hu
 
 # ----------------------------------------------------------------------------- physics tables
 
@@ -81,7 +81,7 @@ def tissue_anchor_hu() -> dict[str, float]:
     """HU of each tissue of :data:`TISSUES` on a CT at :data:`CT_EFFECTIVE_KEV` (about -80 for
     adipose, +55 for soft tissue, +1600 for cortical bone)."""
     water = float(mu_per_mm("water", CT_EFFECTIVE_KEV))
-    return {t: 1000.0 * (float(mu_per_mm(t, CT_EFFECTIVE_KEV)) / water - 1.0) for t in TISSUES}
+    return {t: mu_to_hu(float(mu_per_mm(t, CT_EFFECTIVE_KEV)), mu_water=water) for t in TISSUES}
 
 
 def material_fractions(hu: np.ndarray) -> np.ndarray:
@@ -240,7 +240,7 @@ class ClinicalStyle:
 
 #: The clinical presets: a lumbar spine AP (80 kV, right marker) and lateral (90 kV, more
 #: scatter and dose, a window that lets the thin tissue at the back burn out, left marker on the
-#: anterior side). ``configs/style-clinical.yaml`` repeats them.
+#: anterior side). ``xfit/configs/style-clinical.yaml`` repeats them.
 PRESETS: dict[str, ClinicalStyle] = {
     "ap": ClinicalStyle(),
     "lateral": ClinicalStyle(kvp=90.0, spr=1.0, scatter_sigma_mm=60.0, photons=3.0e6, window_percentiles=(10.0, 99.8),
@@ -777,7 +777,7 @@ def load_styles(path: str | None = None, params: Sequence[str] = ()) -> dict[str
     Raises:
         InputError: an unreadable file, an unknown parameter or preset, or a bad value.
     """
-    from .io import read_yaml_mapping
+    from .io.text import read_yaml_mapping
 
     styles = dict(PRESETS)
     if path is not None:

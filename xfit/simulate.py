@@ -25,8 +25,9 @@ import torch
 
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import (Volume, atomic_folder, atomic_write, check_output_folder, hu_to_mu, read_nifti, write_radiograph,
+from .io import (Volume, atomic_folder, atomic_write, check_output_folder, read_nifti, write_radiograph,
                  write_xray)
+from .units import hu_to_mu
 
 #: Documented ranges of the dose (photons per pixel) and the PNG scale of ``simulate``.
 MAX_PHOTONS = 1.0e12

@@ -20,7 +20,7 @@ from .common import METHODS
 @click.argument("ct_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (state, baseline.safetensors, log)")
 @click.option("--config", "config_name", default=None,
-              help="config: a name (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) or a YAML file [default: configs/baseline-NAME.yaml, or the run's own with --resume]")
+              help="config: a name (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) or a YAML file [default: xfit/configs/baseline-NAME.yaml, or the run's own with --resume]")
 @click.option("--layout", type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]), default=None,
               help="collection layout [default: detected], as for train-prior")
 @click.option("--levels", default=None, help="vertebrae to train on, e.g. T10-L5 [default: all]")

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..configs import CONFIG_DIR  # the shipped configs, xfit/configs/
 from ..errors import CheckpointError, InputError
 from ..geometry import View, world_to_pixel
 
@@ -67,7 +68,6 @@ SEGMENTATION_OUTPUT = {"x2ct-cnn": False, "x2ct-gan": False, "ear": False, "tran
 #: Reconstructions without a segmentation output get their vertebra label from this threshold
 #: (see :func:`labels_from_hu`).
 LABEL_THRESHOLD_HU = 150.0
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def check_method(method: str) -> str:
@@ -321,7 +321,7 @@ def _typed(d: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
 
 
 def config_path(name: str) -> Path:
-    """``configs/baseline-<name>.yaml`` for a method or config name, else the path itself."""
+    """``xfit/configs/baseline-<name>.yaml`` for a method or config name, else the path itself."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml", ".json") or p.exists():
         return p

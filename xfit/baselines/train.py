@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def resolve_config(method: str, config: str | None, run_dir: str | Path, resume: bool) -> BaselineConfig:
     """The config of a run: ``config`` (name or file), else the run's own with ``resume``, else
-    ``configs/baseline-<method>.yaml``; its method must be ``method``."""
+    ``xfit/configs/baseline-<method>.yaml``; its method must be ``method``."""
     from .common import check_method
 
     check_method(method)

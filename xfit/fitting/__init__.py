@@ -1,7 +1,7 @@
 """Test-time fitting of the 3D prior to X-rays: objective terms and the optimizer.
 
 ``fit(prior, images, views, cfg) -> FitResult`` (see :mod:`xfit.fitting.optimize`); settings in
-:class:`FitConfig` (``configs/fit.yaml``); loss terms in :mod:`xfit.fitting.objective`.
+:class:`FitConfig` (``xfit/configs/fit.yaml``); loss terms in :mod:`xfit.fitting.objective`.
 """
 
 from .config import FitConfig, fit_config_from_dict, load_fit_config

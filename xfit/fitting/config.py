@@ -1,6 +1,6 @@
-"""Settings of test-time fitting (:class:`FitConfig`), read from ``configs/fit.yaml``.
+"""Settings of test-time fitting (:class:`FitConfig`), read from ``xfit/configs/fit.yaml``.
 
-Every field has a default here; ``configs/fit.yaml`` repeats them so that the defaults are
+Every field has a default here; ``xfit/configs/fit.yaml`` (shipped inside the package) repeats them so that the defaults are
 visible and editable in one place (a test checks that the two agree). The whole config is
 saved with the fit's outputs (``FitResult.config``).
 """
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..configs import CONFIG_DIR
 from ..devices import AMP_CHOICES
 from ..errors import InputError
 
-#: Default config file (repository copy); missing in an installed wheel, then defaults apply.
-DEFAULT_FIT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fit.yaml"
+#: Default config file, shipped inside the package (:mod:`xfit.configs`).
+DEFAULT_FIT_CONFIG = CONFIG_DIR / "fit.yaml"
 
 NOISE_INITS = ("zero", "randn")
 #: Intensity maps between a re-projection and its X-ray that the data term is invariant to.
@@ -318,13 +319,13 @@ def load_fit_config(path: str | Path | None = None, **overrides: Any) -> FitConf
     """Read a fit config from YAML and apply keyword overrides (``None`` values are ignored).
 
     Args:
-        path: YAML file; ``None`` reads ``configs/fit.yaml`` when present (defaults otherwise).
+        path: YAML file; ``None`` reads the shipped ``xfit/configs/fit.yaml`` (:data:`DEFAULT_FIT_CONFIG`).
         overrides: field values that win over the file.
     Raises:
         InputError: unreadable file, unknown keys or invalid values (the typed schema of
             :func:`_validate`; the file is read as YAML 1.2 by :func:`xfit.io.read_yaml_mapping`).
     """
-    from ..io import read_yaml_mapping
+    from ..io.text import read_yaml_mapping
 
     data: dict[str, Any] = {}
     file = Path(path) if path is not None else DEFAULT_FIT_CONFIG

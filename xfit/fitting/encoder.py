@@ -36,7 +36,6 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, GeometryError, InputError
 from ..geometry import View
-from ..io import hu_to_mu
 from ..prior.checkpoint import (
     Prior,
     _atomic_save,
@@ -47,7 +46,7 @@ from ..prior.checkpoint import (
     state_dict_tensors,
     take_prefix,
 )
-from ..prior.config import unit_to_hu
+from ..units import hu_to_mu, unit_to_hu
 from ..prior.sample import prior_affine
 from ..projector import project
 

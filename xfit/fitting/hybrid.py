@@ -126,7 +126,7 @@ def anchors(prior: Prior, hu: np.ndarray, labels: np.ndarray, resolutions: Seque
             hu_weight: float, label_weight: float) -> dict[int, Anchor]:
     """The network's volume as an :class:`~xfit.fitting.objective.Anchor` at each generator
     resolution of the fit (average-pooled from the prior's grid), with the weights of its terms."""
-    from ..prior.config import hu_to_unit
+    from ..units import hu_to_unit
 
     window = tuple(prior.config.hu_window)
     unit = hu_to_unit(torch.as_tensor(np.asarray(hu, np.float32)), window)

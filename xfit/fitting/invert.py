@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..prior.checkpoint import Prior
-from ..prior.config import hu_to_unit
+from ..units import hu_to_unit
 from ..prior.sample import generate_hu, synthesize
 from .objective import noise_prior, w_gaussian_prior
 from .optimize import lr_schedule

@@ -43,7 +43,7 @@ from torch import Tensor
 from ..devices import amp_enabled
 from ..errors import GeometryError, InputError, XfitError
 from ..geometry import View, pixel_inside, view_dict, world_to_pixel
-from ..io import hu_to_mu
+from ..units import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
 from ..projector import project, resolved_backend

@@ -1,16 +1,16 @@
 """Configuration of the 3D StyleGAN2 prior: architecture, data window and training settings.
 
-A :class:`PriorConfig` is read from YAML (``configs/prior-<name>.yaml``) and travels with every
+A :class:`PriorConfig` is read from YAML (``xfit/configs/prior-<name>.yaml``) and travels with every
 prior checkpoint as JSON (:meth:`PriorConfig.to_dict` / :meth:`PriorConfig.from_dict`), so a
 checkpoint alone is enough to rebuild its generator.
 
 Intensity window: HU values are clamped to ``hu_window`` (default ``(-1000, 1500)``: air to dense
-cortical bone) and mapped linearly to ``[-1, 1]`` (:func:`hu_to_unit`), which is what the
-generator's channel 0 produces; :func:`unit_to_hu` maps back.
+cortical bone) and mapped linearly to ``[-1, 1]`` (:func:`xfit.units.hu_to_unit`), which is what the
+generator's channel 0 produces; :func:`xfit.units.unit_to_hu` maps back.
 
-Named configs (``load_config("tiny" | "64" | "128")``) are looked up in the repository's
-``configs/`` folder and then in the packaged copy ``xfit/configs/`` (``package_data``); the two
-must hold the same files.
+Named configs (``load_config("tiny" | "64" | "128")``) are the ones shipped inside the package,
+``xfit/configs/prior-<name>.yaml`` (:func:`xfit.configs.config_path`), so they work from a plain
+``pip install .``; any other YAML file is given by its path.
 """
 
 from __future__ import annotations
@@ -21,18 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from torch import Tensor
-
+from ..configs import config_path as shipped_config_path
 from ..errors import InputError
+from ..units import HU_WINDOW, hu_to_unit, unit_to_hu  # noqa: F401 (re-exported: the window maps)
 
 #: Names accepted by :func:`load_config` besides a path.
 CONFIG_NAMES = ("tiny", "64", "128")
-
-#: Folders searched for ``prior-<name>.yaml``: the repository first, then the package data.
-CONFIG_DIRS = (
-    Path(__file__).resolve().parents[2] / "configs",
-    Path(__file__).resolve().parents[1] / "configs",
-)
 
 
 @dataclass
@@ -115,7 +109,7 @@ class PriorConfig:
     name: str = "custom"
     resolution: int = 64
     spacing_mm: float = 1.25
-    hu_window: tuple[float, float] = (-1000.0, 1500.0)
+    hu_window: tuple[float, float] = HU_WINDOW
     label_names: tuple[str, ...] = ("bone",)
     z_dim: int = 256
     w_dim: int = 256
@@ -368,16 +362,12 @@ def _validate_training(t: TrainingConfig) -> None:
 
 
 def config_path(name: str) -> Path:
-    """Path of the named config ``prior-<name>.yaml`` (repository first, then package data).
+    """Path of the shipped config ``xfit/configs/prior-<name>.yaml`` (:data:`CONFIG_NAMES`).
 
     Raises:
-        InputError: no such file in either folder.
+        InputError: no such shipped config.
     """
-    for folder in CONFIG_DIRS:
-        path = folder / f"prior-{name}.yaml"
-        if path.is_file():
-            return path
-    raise InputError(f"config 'prior-{name}.yaml' not found in {', '.join(map(str, CONFIG_DIRS))}")
+    return shipped_config_path(f"prior-{name}.yaml")
 
 
 def load_config(path_or_name: str | Path) -> PriorConfig:
@@ -388,7 +378,7 @@ def load_config(path_or_name: str | Path) -> PriorConfig:
             the wrong type (booleans must be booleans, integers integers, numbers finite) or
             outside their documented ranges (:data:`RANGES`).
     """
-    from ..io import read_yaml_mapping
+    from ..io.text import read_yaml_mapping
 
     if isinstance(path_or_name, str) and path_or_name in CONFIG_NAMES:
         path = config_path(path_or_name)
@@ -401,36 +391,3 @@ def load_config(path_or_name: str | Path) -> PriorConfig:
         return PriorConfig.from_dict(data)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
-
-
-# ----------------------------------------------------------------------------------------------
-# Intensity mapping
-
-
-def hu_to_unit(hu: Tensor, window: tuple[float, float]) -> Tensor:
-    """Clamp HU to ``window`` and map it linearly to [-1, 1].
-
-    Args:
-        hu: any-shape tensor in HU.
-        window: (low, high) HU.
-
-    Returns:
-        Tensor of the same shape in [-1, 1].
-    """
-    lo, hi = float(window[0]), float(window[1])
-    return (hu.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
-
-
-def unit_to_hu(x: Tensor, window: tuple[float, float]) -> Tensor:
-    """Inverse of :func:`hu_to_unit` without clamping (so gradients flow everywhere).
-
-    Args:
-        x: any-shape tensor in unit intensity (nominally [-1, 1]).
-        window: (low, high) HU.
-
-    Returns:
-        Tensor of the same shape in HU.
-    """
-    lo, hi = float(window[0]), float(window[1])
-    return (x + 1.0) * (0.5 * (hi - lo)) + lo
-

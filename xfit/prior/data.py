@@ -53,6 +53,7 @@ import torch
 from ..errors import InputError, OutputError, XfitError
 from ..io import Volume
 from ..levels import VERTEBRA_LABELS, format_levels, level_name
+from ..units import hu_to_unit
 from .datasets import (Case, Collection, LabelMap, MaskFiles, class_map_values, file_signature, find_cases,
                        nifti_class_map)
 
@@ -360,12 +361,6 @@ def sample_mask(img: _Nifti, affine: np.ndarray, size: int, values: Iterable[int
     return out.reshape((size,) * 3)
 
 
-def hu_to_unit_np(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
-    """NumPy twin of :func:`xfit.prior.config.hu_to_unit` (float32)."""
-    lo, hi = float(window[0]), float(window[1])
-    return ((np.clip(hu, lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32)
-
-
 # ----------------------------------------------------------------------------------------------
 # One case
 
@@ -444,7 +439,7 @@ def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[i
             mask = sample_mask(images[0], aff, size, [v for v, l in spec.items() if l == lab])
         else:
             mask = sample_mask(images[spec.index(lab)], aff, size, None)
-        done[lab] = np.stack([hu_to_unit_np(hu, settings.hu_window),
+        done[lab] = np.stack([hu_to_unit(hu, settings.hu_window),
                               np.where(mask, 1.0, -1.0).astype(np.float32)]).astype(np.float16)
     return [done[lab] for lab, _ in todo]
 

@@ -47,8 +47,9 @@ import torch
 from ..errors import InputError
 from ..io import atomic_write, check_device, check_output_file, finite_json
 from ..metrics import ssim3d
+from ..units import unit_to_hu
 from .checkpoint import Prior
-from .config import PriorConfig, unit_to_hu
+from .config import PriorConfig
 from .data import BONE_HU, DataSettings, load_training_set
 from .sample import as_prior, check_num_samples, check_truncation, generate_samples
 

@@ -23,8 +23,8 @@ from torch import Tensor
 from ..devices import autocast
 from ..errors import CheckpointError, InputError
 from ..io import atomic_folder, atomic_write, check_output_folder, write_nifti
+from ..units import unit_to_hu
 from .checkpoint import Prior, load_prior
-from .config import unit_to_hu
 
 #: At most this many samples are drawn in the montage.
 MONTAGE_MAX = 8

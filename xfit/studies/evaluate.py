@@ -84,11 +84,12 @@ from ..baselines.common import CT_OUTPUT
 from ..baselines.common import METHODS as BASELINE_METHODS
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
-from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, hu_to_mu
+from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder
 from ..io import folder_lock as run_lock  # noqa: F401 (a run or sweep folder is held while it is written)
 from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
+from ..units import HU_WINDOW, hu_to_mu, unit_to_hu
 
 #: Every metric column of ``cases.csv``, and whether lower is better.
 METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "mae_mask_hu": True, "dice": False,
@@ -97,7 +98,7 @@ METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "ma
 #: Columns of the summary table.
 SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "volume_view_ncc", "third_view_ncc", "seconds")
 #: The HU window of every volume metric (``volume_metrics``' default).
-HU_RANGE = (-1000.0, 1500.0)
+HU_RANGE = HU_WINDOW
 BASELINES = BASELINE_METHODS
 PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle", "ceiling")
 #: The oracle methods: they see the truth (upper bounds, never a method a user can run on X-rays).
@@ -226,7 +227,6 @@ def data_cases(ct_dir: str | Path, prior, *, layout: str | None = None, levels: 
     resolution, spacing and HU window): the HU is clamped to that window.
     """
     from ..levels import parse_levels
-    from ..prior.config import unit_to_hu
     from ..prior.data import DataSettings, load_training_set
 
     cfg = prior.config
@@ -341,7 +341,7 @@ PANEL_CASES = 3
 
 
 def fit_settings(spec: EvalSpec) -> dict[str, Any]:
-    """The fit config the fit methods run with (``fit_config``, else ``configs/fit.yaml``), as JSON
+    """The fit config the fit methods run with (``fit_config``, else ``xfit/configs/fit.yaml``), as JSON
     values: recorded in ``settings.json`` so that an edited config is not mixed into old rows."""
     from ..fitting import load_fit_config
 

@@ -4,7 +4,7 @@ This module holds the one mapping from DICOM tags to xfit's conventions (``docs/
 gantry angle theta (0 = AP, source anterior; 90 = left lateral, source on the patient's right),
 beam's-eye images (AP: the patient's right on the image left; 90 degree lateral: anterior on the
 image right; superior at the top), detector-plane pixel spacing, source-detector (sdd) and
-source-isocentre (sod) distances. :mod:`xfit.io` reads the file and calls :func:`resolve`.
+source-isocentre (sod) distances. :mod:`xfit.io.xray` reads the file and calls :func:`resolve`.
 
 Tag table (PS3.3 section in brackets; the same table is in ``docs/dicom.md``):
 
@@ -75,7 +75,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import GeometryError, InputError
+from ..errors import GeometryError, InputError
 
 __all__ = ["DicomInfo", "read_dataset", "resolve", "view_angle_from_tags", "orientation_vectors", "TAG_TABLE"]
 
