@@ -8,7 +8,7 @@
 * :mod:`.xctrsnet`: X-CTRSNet (Ge et al.), CT and segmentation;
 * :mod:`.train`: the trainer (``xfit train-baseline``, torchrun);
 * :mod:`.infer`: :func:`~xfit.baselines.infer.predict`;
-* :mod:`.cli`: the click command ``train-baseline``.
+* the click command ``train-baseline`` is in :mod:`xfit.cli.baselines`.
 
 See ``docs/baselines.md`` and ``docs/baselines_part2.md``. Nothing is imported here, so ``import xfit`` stays light.
 """

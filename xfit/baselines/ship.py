@@ -22,7 +22,7 @@ from typing import Sequence
 
 import click
 
-from ..cli import XfitCommand
+from ..console import XfitCommand
 from ..errors import InputError
 from .common import METHODS, BaselineConfig, check_method, save_model
 from .infer import DATA_DIR

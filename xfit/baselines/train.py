@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()
 
-    from ..cli import run_entry_point
+    from ..console import run_entry_point
 
     run_entry_point(body, "python -m xfit.baselines.train")
 

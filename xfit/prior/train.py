@@ -30,10 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..console import XfitCommand, run_entry_point
 from ..devices import amp_enabled as devices_amp_enabled
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
@@ -542,23 +544,22 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
     return summary
 
 
+@click.command("snapshot", cls=XfitCommand,
+               help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
+@click.option("--force", is_flag=True, help="replace an existing snapshot")
+def snapshot_cli(run_dir: str, out: str, dtype: str, force: bool) -> None:
+    """``xfit snapshot RUN -o FILE`` (also ``python -m xfit.prior.train snapshot RUN -o FILE``):
+    :func:`snapshot_run`, under xfit's error contract (one line ``xfit: error: ...``, exit 2)."""
+    path = snapshot_run(run_dir, out, dtype=dtype, force=force)
+    click.echo(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def snapshot_command(argv: list[str]) -> None:
-    """``python -m xfit.prior.train snapshot RUN -o FILE``: a compact snapshot of a run, under
-    xfit's error contract (one line ``xfit: error: ...`` and exit code 2)."""
-    import click
-
-    from ..cli import XfitCommand
-
-    @click.command(cls=XfitCommand, help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
-    @click.argument("run_dir", type=click.Path(file_okay=False))
-    @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
-    @click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
-    @click.option("--force", is_flag=True, help="replace an existing snapshot")
-    def snapshot(run_dir: str, out: str, dtype: str, force: bool) -> None:
-        path = snapshot_run(run_dir, out, dtype=dtype, force=force)
-        click.echo(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-    snapshot.main(argv, prog_name="python -m xfit.prior.train snapshot")
+    """``python -m xfit.prior.train snapshot RUN -o FILE``: :func:`snapshot_cli` on its own."""
+    snapshot_cli.main(argv, prog_name="python -m xfit.prior.train snapshot")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -566,8 +567,6 @@ def main(argv: list[str] | None = None) -> None:
     snapshot RUN -o FILE`` writes a compact snapshot of a run. Errors end as ``xfit``'s do."""
     import argparse
     import sys
-
-    from ..cli import run_entry_point
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["snapshot"]:
