@@ -28,7 +28,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import click
 import torch
@@ -54,7 +54,7 @@ from .checkpoint import (
     save_training_state,
     snapshot_config,
 )
-from .config import AugmentConfig, PriorConfig, load_config
+from .config import AugmentConfig, PriorConfig, load_config, unit_to_hu
 from .data import MAX_OUTSIDE, DataSettings, load_training_set
 from .datasets import find_cases
 from .networks import build_discriminator, build_generator
@@ -317,10 +317,19 @@ def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16"
                          config=cfg, world_size=world, dtype=dtype, summary=summary, force=force)
 
 
+def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *, spacing_mm: float) -> Path:
+    """Montage of generator outputs ``[B, 2, R, R, R]`` (intensity in [-1, 1], label logit) through
+    :func:`xfit.preview.volumes_montage`."""
+    from ..preview import volumes_montage
+
+    vol = unit_volumes.detach().float().cpu() if isinstance(unit_volumes, torch.Tensor) else torch.as_tensor(unit_volumes)
+    hu = unit_to_hu(vol[:, 0].clamp(-1, 1), tuple(hu_window)).numpy()
+    labels = (vol[:, 1] > 0).numpy()
+    return volumes_montage(list(hu), path, spacing_mm=spacing_mm, labels=list(labels))
+
+
 def _write_samples(trainer: Trainer, path: Path, n: int = 4) -> None:
     """PNG montage of EMA samples from fixed latents (slices and DRRs)."""
-    from ..preview import volume_montage
-
     g = torch.Generator().manual_seed(1234)
     z = torch.randn(n, trainer.cfg.z_dim, generator=g).to(trainer.device)
     with torch.no_grad():
