@@ -56,7 +56,8 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
     """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
     from ..geometry import MAX_PIXEL_SPACING_MM, parse_angles
     from ..io import check_device
-    from ..reconstruct import preflight, reconstruct_vertebrae as run, write_reconstruction, write_vertebrae
+    from ..reconstruct import (ReconstructSettings, preflight, reconstruct_vertebrae, write_reconstruction,
+                               write_vertebrae)
 
     # every cheap check before the fit: device, output folder, input files, fit config, options
     dev = str(check_device(device))
@@ -88,8 +89,7 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"{checkpoint}: file not found")
-    recs = run(
-        images,
+    settings = ReconstructSettings(
         targets=clicks,
         method=method,
         checkpoint=checkpoint,
@@ -115,6 +115,7 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
         level=level,
         progress=not quiet,
     )
+    recs = reconstruct_vertebrae(images, settings)
     if len(recs) == 1:
         folder = write_reconstruction(recs[0], out, force=force, mesh=mesh)
         names = [None]
