@@ -1,7 +1,8 @@
 """``xfit reconstruct AP LAT [MORE...] -o OUT``: read X-rays, fit the prior, write the outputs.
 
 The library entry points are :func:`reconstruct` (one vertebra) and
-:func:`reconstruct_vertebrae` (one fit per target), in memory (:class:`Reconstruction`);
+:func:`reconstruct_vertebrae` (one fit per target, every choice in a :class:`ReconstructSettings`,
+run in stages), in memory (:class:`Reconstruction`);
 :func:`write_reconstruction` writes the output folder of the conventions: ``recon.nii.gz`` (HU,
 RAS, in the X-rays' world frame: the affine says where the cube is), ``labels.nii.gz``,
 ``uncertainty.nii.gz`` (several restarts), ``preview.png``, ``report.json`` and optionally

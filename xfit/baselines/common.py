@@ -24,8 +24,13 @@ tilted poses and other detectors.
 
 **Checkpoint.** One ``.safetensors`` file: the generator's tensors ``G.<key>`` (float32, or
 float16 for shipped files) and a metadata entry ``xfit`` = JSON ``{"format": "xfit-baseline",
-"format_version": 1, "method", "config", "training"}``; the loader rebuilds the network from
-``config`` and accepts the file only when names and shapes match exactly. No pickle.
+"format_version": 1, "method", "config", "training"}`` (:func:`save_model`); the loader
+(:func:`xfit.baselines.registry.load_model`) rebuilds the network from ``config`` and accepts the
+file only when names and shapes match exactly. No pickle.
+
+This module sits below the model modules and imports none of them; the per-method architecture
+defaults (:data:`DEFAULT_ARCHS`) live here so that a config is checked without building its
+network, and :mod:`xfit.baselines.registry` maps each method to its network.
 """
 
 from __future__ import annotations
