@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import save_tiny_prior
-from xfit.reconstruct import reconstruct_vertebrae
+from xfit.reconstruct import ReconstructSettings, reconstruct_vertebrae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,9 +75,10 @@ def check(rec, want: dict) -> None:
 
 
 def test_default_fit_with_a_tiny_prior_is_pinned(tmp_path, fit_config):
+    """Through a :class:`ReconstructSettings` (the shipped case below goes through keywords)."""
     prior = save_tiny_prior(tmp_path / "tiny.safetensors", n=200)
-    rec = reconstruct_vertebrae([EXAMPLES / "ap.png", EXAMPLES / "lat.png"], prior=prior, config=fit_config,
-                                seed=0, progress=False)[0]
+    settings = ReconstructSettings(prior=prior, config=fit_config, seed=0, progress=False)
+    rec = reconstruct_vertebrae([EXAMPLES / "ap.png", EXAMPLES / "lat.png"], settings)[0]
     check(rec, TINY)
     np.testing.assert_allclose(float(rec.fit.uncertainty.astype(np.float64).mean()), TINY["uncertainty_mean"],
                                rtol=1e-5)
@@ -89,3 +90,13 @@ def test_default_fit_with_the_shipped_prior_and_network_is_pinned(fit_config):
     check(rec, SHIPPED)
     for k, v in SHIPPED["metrics"].items():
         np.testing.assert_allclose(rec.metrics[k], v, rtol=1e-5, err_msg=k)
+
+
+def test_settings_are_given_one_way():
+    images = [EXAMPLES / "ap.png", EXAMPLES / "lat.png"]
+    with pytest.raises(TypeError, match="not both"):
+        reconstruct_vertebrae(images, ReconstructSettings(), steps=3)
+    with pytest.raises(TypeError, match="stepz"):
+        reconstruct_vertebrae(images, stepz=3)
+    assert ReconstructSettings().fit_overrides() == {}
+    assert ReconstructSettings(steps=3, transform=False).fit_overrides() == {"steps": 3, "transform": False}
