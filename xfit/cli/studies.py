@@ -136,7 +136,8 @@ def evaluate_cmd(angles, photons, style_strength, **kw) -> None:
 
 @click.group()
 def study() -> None:
-    """Sweeps of `xfit evaluate`: angles between the views, geometry errors, dose, radiograph style."""
+    """Sweeps of `xfit evaluate` (angles between the views, geometry errors, dose, radiograph
+    style) and the whole-body radiograph study."""
 
 
 def _run_study(conds, kw, angles=(0.0, 90.0)) -> None:
