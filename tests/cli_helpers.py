@@ -39,8 +39,8 @@ def baseline_cli():
     """A click group holding only ``train-baseline``, with xfit's error handling."""
     import click
 
-    from xfit.baselines.cli import train_baseline
-    from xfit.cli import XfitGroup
+    from xfit.cli.baselines import train_baseline
+    from xfit.console import XfitGroup
 
     @click.group(cls=XfitGroup)
     def group():

@@ -15,8 +15,9 @@ import torch
 from click.testing import CliRunner
 
 from xfit.baselines import ear, x2ct
-from xfit.baselines.common import (PART1_METHODS as METHODS, BaselineConfig, Conv3d, Lifter, build_model, check_method, cube_affine,
-                                   footprints, labels_from_hu, load_config, load_model, param_count, save_model)
+from xfit.baselines.common import (PART1_METHODS as METHODS, BaselineConfig, Conv3d, Lifter, check_method, cube_affine,
+                                   footprints, labels_from_hu, load_config, param_count, save_model)
+from xfit.baselines.registry import build_model, load_model
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
 from xfit.errors import CheckpointError, InputError, OutputExistsError
 from xfit.geometry import View
@@ -273,13 +274,13 @@ def test_bad_checkpoints(tmp_path, trained):
     with pytest.raises(InputError, match="unknown baseline method"):
         load_model(trained, "x2ct")
     # architecture mismatch: tensors of one width under the metadata of another
-    from xfit.prior.checkpoint import _atomic_save
+    from xfit.checkpoint import save_safetensors
 
     cfg = tiny("x2ct-cnn")
     wide = BaselineConfig.from_dict({**cfg.to_dict(), "arch": {"enc": [4, 8, 16], "dec": [4, 8, 8], "fc_hidden": 16}})
     tensors = {f"G.{k}": v for k, v in build_model(wide).state_dict().items()}
     meta = {"format": "xfit-baseline", "format_version": 1, "method": "x2ct-cnn", "config": cfg.to_dict(), "training": {}}
-    bad = _atomic_save(tmp_path / "bad.safetensors", tensors, {"xfit": json.dumps(meta)}, False)
+    bad = save_safetensors(tmp_path / "bad.safetensors", tensors, {"xfit": json.dumps(meta)}, False)
     with pytest.raises(CheckpointError, match="do not match the x2ct-cnn architecture"):
         load_model(bad, "x2ct-cnn")
     with pytest.raises(CheckpointError, match="expected format 'xfit-baseline', got 'xfit-prior'"):

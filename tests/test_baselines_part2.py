@@ -16,8 +16,9 @@ import torch
 from click.testing import CliRunner
 
 from xfit.baselines import igcn, transvert, xctrsnet
-from xfit.baselines.common import (METHODS, PART2_METHODS, BaselineConfig, Lifter, annotation_disc, build_model,
-                                   check_method, footprint_pixels, load_config, load_model, param_count, save_model)
+from xfit.baselines.common import (METHODS, PART2_METHODS, BaselineConfig, Lifter, annotation_disc, check_method,
+                                   footprint_pixels, load_config, param_count, save_model)
+from xfit.baselines.registry import build_model, load_model
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
 from xfit.errors import CheckpointError, InputError
 from xfit.geometry import View, world_to_pixel

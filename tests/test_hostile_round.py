@@ -267,7 +267,7 @@ def test_a_run_config_or_log_line_nested_too_deeply_is_one_line(tmp_path):
     # before: RecursionError tracebacks from `train-baseline --resume` (config.json) and from
     # both trainers' resume (a log.jsonl line)
     from xfit.baselines.train import resolve_config
-    from xfit.prior.train import read_log
+    from xfit.training import read_log
 
     deep = "[" * 100_000 + "]" * 100_000
     (tmp_path / "config.json").write_text(deep)

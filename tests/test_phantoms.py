@@ -208,9 +208,9 @@ def test_write_phantoms(tmp_path):
 
 
 def test_write_phantoms_interrupted_leaves_nothing(tmp_path, monkeypatch):
-    import xfit.phantoms.model as model
+    import xfit.phantoms.writing as writing
 
-    real = model.make_phantom
+    real = writing.make_phantom
     calls = []
 
     def failing(seed, **kw):
@@ -219,7 +219,7 @@ def test_write_phantoms_interrupted_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(seed, **kw)
 
-    monkeypatch.setattr(model, "make_phantom", failing)
+    monkeypatch.setattr(writing, "make_phantom", failing)
     out = tmp_path / "ph"
     with pytest.raises(KeyboardInterrupt):
         write_phantoms(out, 4, size=16, spacing_mm=5.0, progress=False)

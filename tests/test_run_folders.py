@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny(tmp_path_factory):
     """A tiny prior, an untrained two-view tiny X2CT-CNN checkpoint and a finished run of ``mean``
     on two phantoms (copied by each test that changes it)."""
-    from xfit.baselines.common import BaselineConfig, build_model, save_model
+    from xfit.baselines.common import BaselineConfig, save_model
+    from xfit.baselines.registry import build_model
 
     d = tmp_path_factory.mktemp("tiny")
     prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny prior, a 3-step fit config and an untrained tiny X2CT-CNN checkpoint."""
-    from xfit.baselines.common import BaselineConfig, build_model, save_model
+    from xfit.baselines.common import BaselineConfig, save_model
+    from xfit.baselines.registry import build_model
 
     d = tmp_path_factory.mktemp("tiny")
     prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
@@ -352,7 +353,8 @@ def test_results_section_is_generated_from_run_folders(tiny, tmp_path):
 def test_shape_only_and_single_view_baselines(tiny, tmp_path):
     """TransVert (shape, no CT) and IGCN (one view, shape) fill only the label columns."""
     from xfit.baselines import igcn
-    from xfit.baselines.common import BaselineConfig, build_model, save_model
+    from xfit.baselines.common import BaselineConfig, save_model
+    from xfit.baselines.registry import build_model
 
     arch = {"transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
             "igcn": {"enc": [4, 8], "gcn": [8, 8], "gt_points": 200, "template_step": 1}}

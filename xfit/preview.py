@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .io.files import atomic_write
-from .units import hu_to_mu, unit_to_hu
+from .units import hu_to_mu
 
 BONE_WINDOW = (-400.0, 1200.0)
 
@@ -102,14 +102,3 @@ def volumes_montage(
             ax.set_yticks([])
     fig.tight_layout()
     return figure_to_png(fig, path, force=force)
-
-
-def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *, spacing_mm: float) -> Path:
-    """Montage of generator outputs ``[B, 2, R, R, R]`` (intensity in [-1, 1], label logit)."""
-    import torch
-
-
-    vol = unit_volumes.detach().float().cpu() if isinstance(unit_volumes, torch.Tensor) else torch.as_tensor(unit_volumes)
-    hu = unit_to_hu(vol[:, 0].clamp(-1, 1), tuple(hu_window)).numpy()
-    labels = (vol[:, 1] > 0).numpy()
-    return volumes_montage(list(hu), path, spacing_mm=spacing_mm, labels=list(labels))

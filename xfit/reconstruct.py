@@ -1,7 +1,8 @@
 """``xfit reconstruct AP LAT [MORE...] -o OUT``: read X-rays, fit the prior, write the outputs.
 
 The library entry points are :func:`reconstruct` (one vertebra) and
-:func:`reconstruct_vertebrae` (one fit per target), in memory (:class:`Reconstruction`);
+:func:`reconstruct_vertebrae` (one fit per target, every choice in a :class:`ReconstructSettings`,
+run in stages), in memory (:class:`Reconstruction`);
 :func:`write_reconstruction` writes the output folder of the conventions: ``recon.nii.gz`` (HU,
 RAS, in the X-rays' world frame: the affine says where the cube is), ``labels.nii.gz``,
 ``uncertainty.nii.gz`` (several restarts), ``preview.png``, ``report.json`` and optionally
@@ -374,6 +375,72 @@ def regions_of_interest(prior, inputs: Inputs, target: Target):
     return images, [roi.view for roi in rois], rois
 
 
+@dataclass(frozen=True)
+class ReconstructSettings:
+    """Every choice of a reconstruction besides the X-ray files; the defaults are those of
+    ``xfit reconstruct``. See :func:`reconstruct_vertebrae`.
+
+    Attributes:
+        targets: ``None`` (one fit, the cube at the isocentre, the whole images), ``"auto"`` (one
+            vertebra found automatically), or per vertebra one (row, col) per image, in the
+            file's own pixel array as stored (a viewer's rows and columns; xfit maps them through
+            the same flips and transpose as the image, :meth:`Inputs.clicked`). With a target
+            each image is cropped to the region the cube sees (:func:`regions_of_interest`) and
+            the outputs sit at the target in the X-rays' world frame.
+        prior: prior checkpoint (default: the one shipped with xfit, :data:`DEFAULT_PRIOR`).
+        angles, sdd_mm, sod_mm, pixel_spacing_mm, flip_lr, invert: geometry and intensity
+            overrides of the images' sidecars and DICOM tags (:func:`load_inputs`).
+        allow_single_view: accept one image (depth then comes from the prior alone).
+        config: fitting config YAML (default ``configs/fit.yaml``); ``steps``, ``restarts``,
+            ``refine_pose`` and ``transform`` override it.
+        device: torch device; seed: the fit's seed.
+        gt, gt_seg: ground-truth CT (and labels) for the metrics (:func:`gt_on_grid`).
+        gt_isocenter_mm: where the X-rays' isocentre lies in the ground truth CT's frame
+            (default: its grid centre; ``xfit simulate`` records it in ``simulate.json``).
+        encoder: warm-start encoder checkpoint (default: ``<prior>.encoder.safetensors`` beside
+            the prior when it exists; otherwise the fit starts from ``w_mean``). Not used with a
+            target: the encoder expects the vertebra at the isocentre.
+        level: the vertebra the X-rays are aimed at (``"L1"``), recorded in the report; a warning
+            says so when the prior was never trained on that level.
+        method: ``"fit"`` (the prior), ``"ceiling"`` (the prior fitted to ``gt``) or a
+            feed-forward baseline (``x2ct-cnn``, ``x2ct-gan``, ``ear``, ``transvert``,
+            ``xctrsnet``, ``igcn``; :mod:`xfit.baselines`) with its ``checkpoint`` (default: the
+            shipped one). With ``"fit"``, ``checkpoint`` is that of the fit config's
+            ``init_network`` (the network whose volume starts the fit).
+        progress: show the fit's progress bar.
+    """
+
+    targets: Sequence[Sequence[tuple[float, float]]] | str | None = None
+    prior: str | Path | None = None
+    angles: Sequence[float] | None = None
+    sdd_mm: float | None = None
+    sod_mm: float | None = None
+    pixel_spacing_mm: float | Sequence[float] | None = None
+    flip_lr: bool | None = None
+    invert: bool = False
+    allow_single_view: bool = False
+    config: str | Path | None = None
+    steps: int | None = None
+    restarts: int | None = None
+    refine_pose: bool | None = None
+    transform: bool | None = None
+    device: str = "cpu"
+    seed: int = 0
+    gt: str | Path | None = None
+    gt_seg: str | Path | None = None
+    gt_isocenter_mm: Sequence[float] | None = None
+    encoder: str | Path | None = None
+    level: str | None = None
+    method: str = "fit"
+    checkpoint: str | Path | None = None
+    progress: bool = True
+
+    def fit_overrides(self) -> dict[str, Any]:
+        """The fit config keys these settings override (those given)."""
+        return {k: v for k, v in dict(steps=self.steps, restarts=self.restarts, refine_pose=self.refine_pose,
+                                      transform=self.transform).items() if v is not None}
+
+
 def reconstruct(
     images: Sequence[str | Path],
     *,
@@ -385,94 +452,128 @@ def reconstruct(
     Args:
         target: ``None`` (the cube at the isocentre, the whole images fitted), one (row, col)
             per image (the vertebra's centre as clicked in each), or ``"auto"``.
+        kwargs: the other fields of :class:`ReconstructSettings`.
     """
     clicks = [list(target)] if target is not None and not isinstance(target, str) else target
     return reconstruct_vertebrae(images, targets=clicks, **kwargs)[0]
 
 
-def reconstruct_vertebrae(
-    images: Sequence[str | Path],
-    *,
-    targets: Sequence[Sequence[tuple[float, float]]] | str | None = None,
-    prior: str | Path | None = None,
-    angles: Sequence[float] | None = None,
-    sdd_mm: float | None = None,
-    sod_mm: float | None = None,
-    pixel_spacing_mm: float | Sequence[float] | None = None,
-    flip_lr: bool | None = None,
-    invert: bool = False,
-    allow_single_view: bool = False,
-    config: str | Path | None = None,
-    steps: int | None = None,
-    restarts: int | None = None,
-    refine_pose: bool | None = None,
-    transform: bool | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    gt: str | Path | None = None,
-    gt_seg: str | Path | None = None,
-    gt_isocenter_mm: Sequence[float] | None = None,
-    encoder: str | Path | None = None,
-    level: str | None = None,
-    method: str = "fit",
-    checkpoint: str | Path | None = None,
-    progress: bool = True,
-) -> list[Reconstruction]:
+def reconstruct_vertebrae(images: Sequence[str | Path], settings: ReconstructSettings | None = None,
+                          **kwargs: Any) -> list[Reconstruction]:
     """Reconstruct vertebrae from X-ray files, one fit per target; see the module docstring.
+
+    Stages: the request is checked (:func:`check_request`), the images read
+    (:func:`read_inputs`), the targets grouped and checked (:func:`target_groups`), the fit
+    config and the files checked (:func:`fit_setup`), the prior loaded and checked against them
+    (:func:`check_prior`), every target placed (:func:`place_targets`); then per target the
+    method runs (:func:`run_method`) and its result is judged against the ground truth when
+    there is one (:func:`judge`). Every check comes before any fit.
 
     Args:
         images: two or more X-ray files (PNG/JPEG/TIFF 8/16-bit with sidecars, or DICOM).
-        targets: ``None`` (one fit, the cube at the isocentre, the whole images), ``"auto"``
-            (one vertebra found automatically), or per vertebra one (row, col) per image, in the
-            file's own pixel array as stored (a viewer's rows and columns; xfit maps them through
-            the same flips and transpose as the image, :meth:`Inputs.clicked`). With a
-            target each image is cropped to the region the cube sees (:func:`regions_of_interest`)
-            and the outputs sit at the target in the X-rays' world frame.
-        prior: prior checkpoint (default: the one shipped with xfit).
-        config: fitting config YAML (default ``configs/fit.yaml``); ``steps``, ``restarts``,
-            ``refine_pose`` and ``transform`` override it.
-        encoder: warm-start encoder checkpoint (default: ``<prior>.encoder.safetensors`` beside
-            the prior when it exists; otherwise the fit starts from ``w_mean``). Not used with a
-            target: the encoder expects the vertebra at the isocentre.
-        level: the vertebra the X-rays are aimed at (``"L1"``), recorded in the report; a warning
-            says so when the prior was never trained on that level.
-        gt_isocenter_mm: where the X-rays' isocentre lies in the ground truth CT's frame
-            (default: its grid centre; ``xfit simulate`` records it in ``simulate.json``).
-        method: ``"fit"`` (the prior) or a feed-forward baseline (``x2ct-cnn``, ``x2ct-gan``,
-            ``ear``, ``transvert``, ``xctrsnet``; :mod:`xfit.baselines`) with its ``checkpoint``
-            (default: the shipped one). With ``"fit"``, ``checkpoint`` is that of the fit
-            config's ``init_network`` (the network whose volume starts the fit).
+        settings: :class:`ReconstructSettings`; or give its fields as keyword arguments
+            (``targets=..., steps=...``), not both.
     Raises:
         InputError, GeometryError: bad inputs, targets or geometry (before any fit).
+        TypeError: an unknown keyword, or both ``settings`` and keywords.
     """
-    from .fitting import fit, load_fit_config
-    from .fitting.encoder import warm_start_w_plus
+    if settings is None:
+        settings = ReconstructSettings(**kwargs)
+    elif kwargs:
+        raise TypeError("give either a ReconstructSettings or its fields as keywords, not both")
+    s = settings
+    t0 = time.perf_counter()
+    check_request(s)
+    inputs = read_inputs(images, s)
+    groups, clicked = target_groups(inputs, s.targets)
+    prior_path, cfg = fit_setup(s)
     from .prior.checkpoint import load_prior
 
-    t0 = time.perf_counter()
-    check_device(device)
-    if method == "ceiling" and gt is None:
+    loaded = load_prior(prior_path, device=s.device)
+    check_prior(loaded, cfg, s)
+    located, crops = place_targets(loaded, inputs, groups, clicked)
+    t_setup = time.perf_counter() - t0
+    out = []
+    for target, crop in zip(located, crops):
+        t1 = time.perf_counter()
+        fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
+        result, init_note = run_method(loaded, fit_images, fit_views, target, rois, cfg, s)
+        rec = Reconstruction(
+            fit=result,
+            inputs=inputs,
+            prior_path=prior_path,
+            prior_sha256=loaded.sha256,
+            settings={
+                "angles_deg": [v.angle_deg for v in inputs.views],
+                "level": s.level,
+                "device": s.device,
+                "seed": s.seed,
+                "method": s.method,
+                "init": init_note,
+                "invert": s.invert,
+                "flip_lr": s.flip_lr,
+                "fit": result.config,
+            },
+            target=target,
+            rois=rois,
+            fit_images=list(fit_images),
+            fit_views=list(fit_views),
+        )
+        if s.gt is not None:
+            judge(rec, loaded, s)
+        rec.seconds = time.perf_counter() - t1 + t_setup / len(located)
+        out.append(rec)
+    return out
+
+
+def check_request(s: ReconstructSettings) -> None:
+    """The checks that need no file: the device, ``ceiling`` without ``gt``, the baseline (its
+    checkpoint loads) and the level's name.
+
+    Raises:
+        InputError, CheckpointError: the first problem found.
+    """
+    check_device(s.device)
+    if s.method == "ceiling" and s.gt is None:
         raise InputError("--method ceiling fits the prior to the 3D truth, not to the X-rays: give --gt CT.nii.gz")
-    if method not in ("fit", "ceiling"):
+    if s.method not in ("fit", "ceiling"):
         from .baselines.infer import load_baseline
 
-        load_baseline(method, checkpoint, device)  # an unknown method or bad checkpoint fails first
-    if level is not None:
+        load_baseline(s.method, s.checkpoint, s.device)  # an unknown method or bad checkpoint fails first
+    if s.level is not None:
         from .levels import level_label
 
-        level_label(level)  # an unknown level fails before any work
+        level_label(s.level)  # an unknown level fails before any work
+
+
+def read_inputs(images: Sequence[str | Path], s: ReconstructSettings) -> Inputs:
+    """The X-rays with the settings' geometry overrides (:func:`load_inputs`); warns when a
+    single view is fitted."""
     inputs = load_inputs(
         images,
-        angles=angles,
-        sdd_mm=sdd_mm,
-        sod_mm=sod_mm,
-        pixel_spacing_mm=pixel_spacing_mm,
-        flip_lr=flip_lr,
-        invert=invert,
-        allow_single_view=allow_single_view or method == "igcn",  # IGCN takes a single projection
+        angles=s.angles,
+        sdd_mm=s.sdd_mm,
+        sod_mm=s.sod_mm,
+        pixel_spacing_mm=s.pixel_spacing_mm,
+        flip_lr=s.flip_lr,
+        invert=s.invert,
+        allow_single_view=s.allow_single_view or s.method == "igcn",  # IGCN takes a single projection
     )
-    if len(inputs.views) == 1 and method != "igcn":
+    if len(inputs.views) == 1 and s.method != "igcn":
         warnings.warn("fitting a single view: depth along the beam is determined by the prior alone")
+    return inputs
+
+
+def target_groups(inputs: Inputs, targets: Sequence[Sequence[tuple[float, float]]] | str | None
+                  ) -> tuple[list, list | None]:
+    """The targets as one entry per fit: ``None`` (the isocentre), ``"auto"``, or per vertebra
+    one (row, col) per image of ``inputs.images`` (the clicks mapped from the files as stored).
+
+    Returns:
+        ``(groups, clicked)``: ``clicked`` the clicks as given (in the files), or ``None``.
+    Raises:
+        InputError: a bad target, a group of the wrong size, a click outside its image.
+    """
     if isinstance(targets, str) and targets != "auto":
         raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
     if targets is not None and not isinstance(targets, str) and any(len(g) != len(inputs.views) for g in targets):
@@ -490,91 +591,115 @@ def reconstruct_vertebrae(
     if groups[0] not in (None, "auto"):  # every click is checked before the prior is loaded
         clicked = groups
         groups = [[inputs.clicked(i, rc) for i, rc in enumerate(g)] for g in groups]
-    prior_path = Path(prior) if prior is not None else DEFAULT_PRIOR
-    if prior is None and not prior_path.exists():
+    return groups, clicked
+
+
+def fit_setup(s: ReconstructSettings):
+    """The prior's path and the fit config (:class:`~xfit.fitting.FitConfig`), with every file
+    of the settings checked before the prior is loaded.
+
+    Returns:
+        ``(prior_path, cfg)``.
+    Raises:
+        InputError: the default prior missing, a bad config, ``checkpoint`` with ``fit`` but no
+            ``init_network``, a missing ``gt``, ``gt_seg`` or ``encoder``.
+    """
+    from .fitting import load_fit_config
+
+    prior_path = Path(s.prior) if s.prior is not None else DEFAULT_PRIOR
+    if s.prior is None and not prior_path.exists():
         raise InputError(f"the default prior {prior_path} is missing from this installation; give --prior")
-    overrides = {k: v for k, v in dict(steps=steps, restarts=restarts, refine_pose=refine_pose,
-                                       transform=transform).items() if v is not None}
-    cfg = load_fit_config(config, **overrides)  # a bad config fails before the prior is loaded
-    if method == "fit" and checkpoint is not None and cfg.init_network is None:
+    cfg = load_fit_config(s.config, **s.fit_overrides())  # a bad config fails before the prior is loaded
+    if s.method == "fit" and s.checkpoint is not None and cfg.init_network is None:
         raise InputError("--checkpoint with --method fit is the checkpoint of the network that starts the fit; "
                          "the fit config sets no init_network")
-    for extra in (gt, gt_seg, encoder):
+    for extra in (s.gt, s.gt_seg, s.encoder):
         if extra is not None and not Path(extra).is_file():
             raise InputError(f"{extra}: file not found")
-    loaded = load_prior(prior_path, device=device)
-    if method == "fit" and cfg.init_network is not None and checkpoint is not None:
+    return prior_path, cfg
+
+
+def check_prior(prior, cfg, s: ReconstructSettings) -> None:
+    """Check the loaded prior against the settings: a given initialising network must be on its
+    grid; warn when it never saw ``s.level``.
+
+    Raises:
+        InputError: the ``checkpoint`` of ``init_network`` is off the prior's grid.
+    """
+    if s.method == "fit" and cfg.init_network is not None and s.checkpoint is not None:
         from .fitting.hybrid import check_init_network
 
-        check_init_network(loaded, cfg.init_network, checkpoint)  # a given network off the prior's grid fails first
-    if level is not None:
-        _warn_unseen_level(loaded.meta, level)
-    located = [locate(loaded, inputs, g) for g in groups]  # all targets checked before any fit
+        check_init_network(prior, cfg.init_network, s.checkpoint)  # a given network off the prior's grid fails first
+    if s.level is not None:
+        _warn_unseen_level(prior.meta, s.level)
+
+
+def place_targets(prior, inputs: Inputs, groups: list, clicked: list | None):
+    """Every target placed (:func:`locate`) and its region of interest cropped
+    (:func:`regions_of_interest`; ``None`` at the isocentre), all checked before any fit.
+
+    Returns:
+        ``(targets, crops)``.
+    Raises:
+        InputError: see :func:`locate`, :func:`regions_of_interest`, :func:`check_combined_grid`.
+    """
+    located = [locate(prior, inputs, g) for g in groups]  # all targets checked before any fit
     for target, g in zip(located, clicked or []):
         target.details["clicked_rc"] = [[float(r), float(c)] for r, c in g]  # in the files, as stored
-    crops = [regions_of_interest(loaded, inputs, t) if t.method != "isocentre" else None for t in located]
+    crops = [regions_of_interest(prior, inputs, t) if t.method != "isocentre" else None for t in located]
     if len(located) > 1:
-        check_combined_grid([t.point_mm for t in located], loaded)
-    t_setup = time.perf_counter() - t0
-    out = []
-    for target, crop in zip(located, crops):
-        t1 = time.perf_counter()
-        fit_images, fit_views, rois = crop if crop is not None else (inputs.images, inputs.views, None)
-        if method == "ceiling":
-            from .prior.sample import prior_affine
+        check_combined_grid([t.point_mm for t in located], prior)
+    return located, crops
 
-            r = loaded.config.resolution
-            affine = prior_affine(loaded, centre_mm=target.point_mm)
-            gt_hu, gt_labels = gt_on_grid(gt, affine, (r, r, r), gt_seg, gt_isocenter_mm)
-            result = ceiling_result(loaded, gt_hu, None if gt_labels is None else centred_vertebra(gt_labels),
-                                    fit_images, fit_views, target.point_mm)
-            init_note = "oracle ceiling: the prior fitted to the 3D truth (--gt)"
-        elif method != "fit":
-            result = baseline_result(method, checkpoint, fit_images, fit_views, target.point_mm, device,
-                                     centroid_rc=None if target.method == "isocentre" else target_pixels(target, rois))
-            init_note = f"feed-forward baseline {method}"
-        else:
-            if crop is None:
-                w_init, init_note = warm_start_w_plus(loaded, fit_images, fit_views, encoder=encoder)
-            else:
-                w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
-            result = fit(loaded, fit_images, fit_views, cfg, seed=seed, w_init=w_init,
-                         centre_mm=target.point_mm, progress=progress,
-                         init_checkpoint=None if checkpoint is None else str(checkpoint))
-            if w_init is None:
-                init_note = result.start if cfg.init_network is not None else init_note
-        rec = Reconstruction(
-            fit=result,
-            inputs=inputs,
-            prior_path=prior_path,
-            prior_sha256=loaded.sha256,
-            settings={
-                "angles_deg": [v.angle_deg for v in inputs.views],
-                "level": level,
-                "device": device,
-                "seed": seed,
-                "method": method,
-                "init": init_note,
-                "invert": invert,
-                "flip_lr": flip_lr,
-                "fit": result.config,
-            },
-            target=target,
-            rois=rois,
-            fit_images=list(fit_images),
-            fit_views=list(fit_views),
-        )
-        if gt is not None:
-            from .metrics import volume_metrics
 
-            r = loaded.config.resolution
-            rec.gt_hu, rec.gt_labels = gt_on_grid(gt, result.affine, (r, r, r), gt_seg, gt_isocenter_mm)
-            gt_mask = None if rec.gt_labels is None else centred_vertebra(rec.gt_labels)
-            pred_mask = None if gt_mask is None else result.labels.astype(bool)
-            rec.metrics = volume_metrics(result.hu, rec.gt_hu, pred_mask, gt_mask, loaded.config.spacing_mm)
-        rec.seconds = time.perf_counter() - t1 + t_setup / len(located)
-        out.append(rec)
-    return out
+def run_method(prior, images: Sequence[np.ndarray], views: Sequence[View], target: Target, rois: list | None, cfg,
+               s: ReconstructSettings):
+    """One target's reconstruction by the settings' method: the oracle ceiling, a feed-forward
+    baseline, or the fit (started from the encoder without a crop, else from the fit config's
+    start). ``rois``: the regions of interest the images were cropped to (``None``: the whole
+    images, the cube at the isocentre).
+
+    Returns:
+        ``(result, init_note)``: a :class:`~xfit.fitting.FitResult` and where it started.
+    """
+    if s.method == "ceiling":
+        from .prior.sample import prior_affine
+
+        r = prior.config.resolution
+        affine = prior_affine(prior, centre_mm=target.point_mm)
+        gt_hu, gt_labels = gt_on_grid(s.gt, affine, (r, r, r), s.gt_seg, s.gt_isocenter_mm)
+        result = ceiling_result(prior, gt_hu, None if gt_labels is None else centred_vertebra(gt_labels),
+                                images, views, target.point_mm)
+        return result, "oracle ceiling: the prior fitted to the 3D truth (--gt)"
+    if s.method != "fit":
+        result = baseline_result(s.method, s.checkpoint, images, views, target.point_mm, s.device,
+                                 centroid_rc=None if target.method == "isocentre" else target_pixels(target, rois))
+        return result, f"feed-forward baseline {s.method}"
+    from .fitting import fit
+    from .fitting.encoder import warm_start_w_plus
+
+    if rois is None:
+        w_init, init_note = warm_start_w_plus(prior, images, views, encoder=s.encoder)
+    else:
+        w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
+    result = fit(prior, images, views, cfg, seed=s.seed, w_init=w_init, centre_mm=target.point_mm,
+                 progress=s.progress, init_checkpoint=None if s.checkpoint is None else str(s.checkpoint))
+    if w_init is None:
+        init_note = result.start if cfg.init_network is not None else init_note
+    return result, init_note
+
+
+def judge(rec: Reconstruction, prior, s: ReconstructSettings) -> None:
+    """The ground truth ``s.gt`` on the fit's grid (``rec.gt_hu``, ``rec.gt_labels``) and the
+    metrics against it (``rec.metrics``, :func:`xfit.metrics.volume_metrics`)."""
+    from .metrics import volume_metrics
+
+    result = rec.fit
+    r = prior.config.resolution
+    rec.gt_hu, rec.gt_labels = gt_on_grid(s.gt, result.affine, (r, r, r), s.gt_seg, s.gt_isocenter_mm)
+    gt_mask = None if rec.gt_labels is None else centred_vertebra(rec.gt_labels)
+    pred_mask = None if gt_mask is None else result.labels.astype(bool)
+    rec.metrics = volume_metrics(result.hu, rec.gt_hu, pred_mask, gt_mask, prior.config.spacing_mm)
 
 
 def target_pixels(target: Target, rois) -> list[tuple[float, float]]:

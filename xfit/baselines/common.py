@@ -24,8 +24,13 @@ tilted poses and other detectors.
 
 **Checkpoint.** One ``.safetensors`` file: the generator's tensors ``G.<key>`` (float32, or
 float16 for shipped files) and a metadata entry ``xfit`` = JSON ``{"format": "xfit-baseline",
-"format_version": 1, "method", "config", "training"}``; the loader rebuilds the network from
-``config`` and accepts the file only when names and shapes match exactly. No pickle.
+"format_version": 1, "method", "config", "training"}`` (:func:`save_model`); the loader
+(:func:`xfit.baselines.registry.load_model`) rebuilds the network from ``config`` and accepts the
+file only when names and shapes match exactly. No pickle.
+
+This module sits below the model modules and imports none of them; the per-method architecture
+defaults (:data:`DEFAULT_ARCHS`) live here so that a config is checked without building its
+network, and :mod:`xfit.baselines.registry` maps each method to its network.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import CONFIG_DIR  # the shipped configs, xfit/configs/
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..geometry import View, world_to_pixel
 
 #: Part 1 (issue 13): the dense-CT methods X2CT-CNN, X2CT-GAN and EAR.
@@ -247,6 +252,19 @@ ARCH_KEYS = {
 }
 
 
+_X2CT_ARCH = {"enc": [8, 16, 32, 64, 64], "dec": [8, 16, 32, 64, 64], "fc_hidden": 128, "disc": [16, 32, 64]}
+#: Default architecture widths per method (a config's ``arch`` overrides them key by key); each
+#: model module names its own as ``DEFAULT_ARCH``.
+DEFAULT_ARCHS = {
+    "x2ct-cnn": _X2CT_ARCH,
+    "x2ct-gan": _X2CT_ARCH,
+    "ear": {"stem": 8, "enc": [16, 32, 64, 96], "cbam_reduction": 4},
+    "transvert": {"enc": [16, 32, 64], "map": 32, "dec": [32, 16, 8], "disc": [16, 32, 64]},
+    "xctrsnet": {"enc": [16, 32, 64], "path": [8, 16, 32], "seg": [8, 16, 32]},
+    "igcn": {"enc": [16, 32, 64, 64], "gcn": [64, 64, 64], "gt_points": 2000, "template_step": 2},
+}
+
+
 def _check_arch(cfg: "BaselineConfig") -> None:
     """InputError for unknown architecture keys, non-positive widths or too many levels."""
     keys = ARCH_KEYS[cfg.method]
@@ -261,28 +279,24 @@ def _check_arch(cfg: "BaselineConfig") -> None:
         if kind == "ints" and (not isinstance(v, (list, tuple)) or len(v) < n or not all(good(x) for x in v)):
             raise InputError(f"arch.{k} must be a list of at least {n} integers in [1, 4096], got {v!r}")
     a = cfg.arch
+    DEFAULT_ARCH = DEFAULT_ARCHS[cfg.method]
     if cfg.method.startswith("x2ct"):
-        from .x2ct import DEFAULT_ARCH
         enc, dec = a.get("enc", DEFAULT_ARCH["enc"]), a.get("dec", DEFAULT_ARCH["dec"])
         if len(enc) != len(dec):
             raise InputError(f"arch.enc and arch.dec need one width per level, got {len(enc)} and {len(dec)}")
         levels = len(enc)
     elif cfg.method == "ear":
-        from .ear import DEFAULT_ARCH
         levels = len(a.get("enc", DEFAULT_ARCH["enc"])) + 1
     elif cfg.method == "transvert":
-        from .transvert import DEFAULT_ARCH
         enc, dec = a.get("enc", DEFAULT_ARCH["enc"]), a.get("dec", DEFAULT_ARCH["dec"])
         if len(enc) != len(dec):
             raise InputError(f"arch.enc and arch.dec need one width per level, got {len(enc)} and {len(dec)}")
         levels = len(enc) + 1
     elif cfg.method == "igcn":
-        from .igcn import DEFAULT_ARCH
         levels = len(a.get("enc", DEFAULT_ARCH["enc"]))
         if len(cfg.views.angles_deg) != 1:
             raise InputError(f"igcn takes a single projection: views.angles_deg needs one angle, got {cfg.views.angles_deg}")
     else:
-        from .xctrsnet import DEFAULT_ARCH
         enc, path = a.get("enc", DEFAULT_ARCH["enc"]), a.get("path", DEFAULT_ARCH["path"])
         if len(enc) != len(path):
             raise InputError(f"arch.enc and arch.path need one width per scale, got {len(enc)} and {len(path)}")
@@ -558,25 +572,10 @@ def centred_component(mask: np.ndarray) -> np.ndarray:
 # Model checkpoint
 
 
-def build_model(cfg: BaselineConfig) -> nn.Module:
-    """The generator (reconstruction network) of a config."""
-    from . import ear, igcn, transvert, x2ct, xctrsnet
-
-    if cfg.method in ("x2ct-cnn", "x2ct-gan"):
-        return x2ct.X2CTGenerator.from_config(cfg)
-    if cfg.method == "transvert":
-        return transvert.TransVert.from_config(cfg)
-    if cfg.method == "xctrsnet":
-        return xctrsnet.XCTRSNet.from_config(cfg)
-    if cfg.method == "igcn":
-        return igcn.IGCN.from_config(cfg)
-    return ear.EAR.from_config(cfg)
-
-
 def save_model(path: str | Path, model: nn.Module, cfg: BaselineConfig, summary: Mapping[str, Any] | None = None,
                *, half: bool = False, force: bool = False) -> Path:
     """Write a baseline checkpoint (atomically; float16 tensors with ``half``)."""
-    from ..prior.checkpoint import FORMAT_VERSION, _atomic_save
+    from ..checkpoint import FORMAT_VERSION, save_safetensors
 
     tensors = {f"G.{k}": (v.half() if half and v.is_floating_point() else v)
                for k, v in model.state_dict().items()}
@@ -586,52 +585,4 @@ def save_model(path: str | Path, model: nn.Module, cfg: BaselineConfig, summary:
         text = json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError(f"baseline metadata is not JSON-serialisable: {exc}") from exc
-    return _atomic_save(Path(path), tensors, {"xfit": text}, force)
-
-
-@dataclass
-class Baseline:
-    """A loaded baseline: network (eval mode, float32), config, metadata."""
-
-    model: nn.Module
-    config: BaselineConfig
-    meta: dict[str, Any]
-    path: Path | None = None
-
-
-def load_model(path: str | Path, method: str | None = None, device: str | torch.device = "cpu") -> Baseline:
-    """Read a baseline checkpoint; with ``method``, refuse a checkpoint of another method.
-
-    Raises:
-        CheckpointError: missing, not safetensors, foreign format, another method, or tensors
-            that do not match the stored architecture.
-        InputError: an unknown ``method``.
-    """
-    from ..prior.checkpoint import _check_names_shapes, _load_tensors, _read_safetensors, _xfit_meta
-
-    if method is not None:
-        check_method(method)
-    path = Path(path)
-    data, header = _read_safetensors(path, "baseline checkpoint")
-    meta = _xfit_meta(header, path, MODEL_FORMAT)
-    if method is not None and meta.get("method") != method:
-        raise CheckpointError(f"{path} is a {meta.get('method')!r} checkpoint, not {method!r}")
-    try:
-        cfg = BaselineConfig.from_dict(meta.get("config") or {}, where=f"{path} config")
-    except InputError as exc:
-        raise CheckpointError(str(exc)) from exc
-    if cfg.method != meta.get("method"):
-        raise CheckpointError(f"{path}: metadata names method {meta.get('method')!r} but its config {cfg.method!r}")
-    model = build_model(cfg)
-    tensors = _load_tensors(data, path)
-    if cfg.method == "igcn" and "G.template" in tensors and "G.faces" in tensors:  # the mesh sizes are the file's
-        try:
-            model.set_template(tensors["G.template"].float(), tensors["G.faces"].long())
-        except InputError as exc:
-            raise CheckpointError(f"{path}: bad IGCN template ({exc})") from exc
-    expected = {f"G.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-    bad = _check_names_shapes(tensors, expected)
-    if bad:
-        raise CheckpointError(f"{path}: tensors do not match the {cfg.method} architecture of its config ({bad})")
-    model.load_state_dict({k[2:]: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-    return Baseline(model.to(device).eval().requires_grad_(False), cfg, meta, path)
+    return save_safetensors(Path(path), tensors, {"xfit": text}, force)

@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import BaselineConfig, Conv3d, Lifter, check_shape, conv3
+from .common import DEFAULT_ARCHS, BaselineConfig, Conv3d, Lifter, check_shape, conv3
 
-DEFAULT_ARCH = {"stem": 8, "enc": [16, 32, 64, 96], "cbam_reduction": 4}
+DEFAULT_ARCH = DEFAULT_ARCHS["ear"]
 #: The paper's weights lambda_1..4.
 WEIGHTS = {"recon": 1.0, "edge": 0.1, "freq": 0.1, "proj": 0.1}
 

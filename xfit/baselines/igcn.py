@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .common import BaselineConfig, Lifter, centred_component, check_shape
+from .common import DEFAULT_ARCHS, BaselineConfig, Lifter, centred_component, check_shape
 
-DEFAULT_ARCH = {"enc": [16, 32, 64, 64], "gcn": [64, 64, 64], "gt_points": 2000, "template_step": 2}
+DEFAULT_ARCH = DEFAULT_ARCHS["igcn"]
 #: The survey's weights (lambda_map = 10, lambda_laplacian = 1); the normal term is off.
 WEIGHTS = {"pos": 1.0, "map": 10.0, "laplacian": 1.0, "normal": 0.0}
 

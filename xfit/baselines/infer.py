@@ -34,8 +34,9 @@ import torch
 from ..errors import CheckpointError, InputError
 from ..geometry import View
 from ..prior.config import unit_to_hu
-from .common import (CT_OUTPUT, LABEL_THRESHOLD_HU, Baseline, Lifter, centred_component, check_method, cube_affine,
-                     footprints, labels_from_hu, load_model)
+from .common import (CT_OUTPUT, LABEL_THRESHOLD_HU, Lifter, centred_component, check_method, cube_affine, footprints,
+                     labels_from_hu)
+from .registry import Baseline, load_model
 
 #: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"

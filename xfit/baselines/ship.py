@@ -22,16 +22,17 @@ from typing import Sequence
 
 import click
 
-from ..cli import XfitCommand
+from ..console import XfitCommand
 from ..errors import InputError
-from .common import METHODS, BaselineConfig, check_method, load_model, save_model
+from .common import METHODS, BaselineConfig, check_method, save_model
 from .infer import DATA_DIR
+from .registry import load_model
 from .train import MODEL_FILE, STATE_FILE, resolve_config, train
 
 
 def run_wall_seconds(run_dir: Path) -> float | None:
     """Seconds between the first and the last line of ``run_dir/log.jsonl`` (None without one)."""
-    from ..prior.train import read_log
+    from ..training import read_log
 
     log = run_dir / "log.jsonl"
     if not log.is_file():

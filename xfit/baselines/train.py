@@ -25,7 +25,7 @@ the optimisers and the global torch RNG, so ``--resume`` continues bit-for-bit. 
 
 Run folder: ``config.json``, ``log.jsonl`` (one JSON line per ``log_every`` steps),
 ``state.safetensors`` (resume), ``baseline.safetensors`` (the usable network, refreshed at each
-checkpoint; :func:`xfit.baselines.common.load_model`), ``cache/``.
+checkpoint; :func:`xfit.baselines.registry.load_model`), ``cache/``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from ..devices import AMP_CHOICES
+from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
 from ..io import atomic_write, hu_to_mu
 from ..levels import format_levels
@@ -50,12 +51,12 @@ from ..prior.config import unit_to_hu
 from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
-from ..prior.train import add_run_arguments, check_run_folder, require_run_config, rng_state_tensors, write_run_config
-from ..prior.train import (_all_reduce_grads, _broadcast_module, _levels_arg, _prune_empty, _skip_lines,
-                           _world, _writer_lock, check_crops, check_losses, init_distributed, trim_log)
 from ..projector import project
+from ..training import (add_run_arguments, check_crops, check_losses, check_run_folder, levels_arg, prune_empty,
+                        require_run_config, rng_state_tensors, skip_lines, trim_log, write_run_config, writer_lock)
 from . import ear, igcn, transvert, x2ct, xctrsnet
-from .common import ADVERSARIAL, BaselineConfig, Lifter, build_model, cube_affine, footprints, load_config, save_model
+from .common import ADVERSARIAL, BaselineConfig, Lifter, cube_affine, footprints, load_config, save_model
+from .registry import build_model
 
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "baseline.safetensors"
@@ -86,7 +87,7 @@ def default_weights(method: str) -> dict[str, float]:
 
 def data_settings(cfg: BaselineConfig, levels=None, max_outside: float = MAX_OUTSIDE) -> DataSettings:
     """The prior's crop settings for a baseline config."""
-    return DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), _levels_arg(levels), max_outside)
+    return DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), levels_arg(levels), max_outside)
 
 
 class BaselineTrainer:
@@ -100,7 +101,7 @@ class BaselineTrainer:
         self.G = build_model(cfg).to(self.device).train()
         self.D = x2ct.PatchDiscriminator3D.from_config(cfg).to(self.device).train() if cfg.method in ADVERSARIAL else None
         for m in self.modules().values():
-            _broadcast_module(m)
+            broadcast_module(m)
         betas = tuple(float(b) for b in t.betas)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=betas, weight_decay=t.weight_decay)
         self.opt_d = None if self.D is None else torch.optim.Adam(self.D.parameters(), lr=t.d_lr, betas=betas)
@@ -238,7 +239,7 @@ class BaselineTrainer:
             loss_d = d_loss(self._d(target * scale), self._d(out[key].detach() * scale))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            _all_reduce_grads(self.D)
+            all_reduce_grads(self.D)
             self.opt_d.step()
             logs["loss_d"] = loss_d.item()
             self.D.requires_grad_(False)
@@ -249,7 +250,7 @@ class BaselineTrainer:
             terms = self.losses(out, target, label, d_fake)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
-        _all_reduce_grads(self.G)
+        all_reduce_grads(self.G)
         self.opt_g.step()
         self._sync_buffers()
         self.step += 1
@@ -365,20 +366,20 @@ def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks
     Raises:
         InputError, OutputExistsError, CheckpointError: before any training work (a state or
         crops holding NaN or Inf included). XfitError: a loss that is not finite stops the run
-        at once (:func:`xfit.prior.train.check_losses`).
+        at once (:func:`xfit.training.check_losses`).
     """
     if amp not in AMP_CHOICES:
         raise InputError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
     check_training(cfg)
     created = not Path(run_dir).exists()
     try:
-        with _writer_lock(run_dir):  # a second trainer on this folder is refused
+        with writer_lock(run_dir):  # a second trainer on this folder is refused
             return _train(cfg, ct_dir, Path(run_dir), masks_dir=masks_dir, layout=layout, class_map=class_map,
                           levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume, force=force,
                           device=device, max_steps=max_steps, progress=progress)
     except BaseException:
-        if _world()[0] == 0 and not run_started(run_dir):
-            _prune_empty(Path(run_dir), created)
+        if rank_world()[0] == 0 and not run_started(run_dir):
+            prune_empty(Path(run_dir), created)
         raise
 
 
@@ -426,7 +427,7 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
         "levels_text": format_levels(sorted(set(data.levels))),
         "layout": data.layout,
         "skipped_count": len(data.skipped),
-        "skipped": _skip_lines(data.skipped),
+        "skipped": skip_lines(data.skipped),
         "world_size": world,
         "device": str(device),
         "amp_bf16": trainer.amp,
@@ -488,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()
 
-    from ..cli import run_entry_point
+    from ..console import run_entry_point
 
     run_entry_point(body, "python -m xfit.baselines.train")
 

@@ -55,9 +55,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..geometry import View, world_to_pixel
-from .common import BaselineConfig, Conv3d, Lifter, annotation_disc, centred_component, check_shape, footprint_pixels
+from .common import DEFAULT_ARCHS, BaselineConfig, Conv3d, Lifter, annotation_disc, centred_component, check_shape, footprint_pixels
 
-DEFAULT_ARCH = {"enc": [16, 32, 64], "map": 32, "dec": [32, 16, 8], "disc": [16, 32, 64]}
+DEFAULT_ARCH = DEFAULT_ARCHS["transvert"]
 #: The paper's weights: alpha_G = 10 (L1), alpha_D = 0.1 (LSGAN).
 WEIGHTS = {"recon": 10.0, "adv": 0.1}
 #: The largest VerSe value (the discriminator sees the voxel map divided by it).

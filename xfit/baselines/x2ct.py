@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import BaselineConfig, Conv3d, Lifter, check_shape
+from .common import DEFAULT_ARCHS, BaselineConfig, Conv3d, Lifter, check_shape
 
-DEFAULT_ARCH = {"enc": [8, 16, 32, 64, 64], "dec": [8, 16, 32, 64, 64], "fc_hidden": 128, "disc": [16, 32, 64]}
+DEFAULT_ARCH = DEFAULT_ARCHS["x2ct-cnn"]
 #: Loss weights of the paper: adversarial 0.1, reconstruction 10, projection 10.
 GAN_WEIGHTS = {"adv": 0.1, "recon": 10.0, "proj": 10.0}
 CNN_WEIGHTS = {"recon": 10.0, "proj": 0.0}

@@ -54,9 +54,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..metrics import SSIM_K1, SSIM_K2, _blur, gaussian_window
-from .common import BaselineConfig, Conv3d, Lifter, check_shape
+from .common import DEFAULT_ARCHS, BaselineConfig, Conv3d, Lifter, check_shape
 
-DEFAULT_ARCH = {"enc": [16, 32, 64], "path": [8, 16, 32], "seg": [8, 16, 32]}
+DEFAULT_ARCH = DEFAULT_ARCHS["xctrsnet"]
 WEIGHTS = {"recon": 1.0, "perc": 1.0, "dice": 1.0, "dice_gt": 1.0, "rsc": 1.0}
 #: Data range of the unit intensities ([-1, 1]) in the SSIM constants.
 UNIT_RANGE = 2.0

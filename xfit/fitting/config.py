@@ -21,6 +21,9 @@ from ..errors import InputError
 DEFAULT_FIT_CONFIG = CONFIG_DIR / "fit.yaml"
 
 NOISE_INITS = ("zero", "randn")
+#: The networks that can start a fit (``init_network``, :mod:`xfit.fitting.hybrid`): those whose
+#: output is a CT (TransVert and IGCN output shapes).
+INIT_NETWORKS = ("xctrsnet", "ear", "x2ct-cnn", "x2ct-gan")
 #: Intensity maps between a re-projection and its X-ray that the data term is invariant to.
 INTENSITY_MAPS = ("affine", "monotone")
 #: Data terms: multi-scale NCC, or its mean with the multi-scale NCC of gradient magnitudes.
@@ -278,7 +281,6 @@ def _validate(cfg: FitConfig) -> None:
         value = getattr(cfg, name)
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
     if cfg.init_network is not None:
-        from .hybrid import INIT_NETWORKS  # noqa: PLC0415
 
         need(isinstance(cfg.init_network, str) and cfg.init_network in INIT_NETWORKS,
              f"init_network must be null or one of {', '.join(INIT_NETWORKS)}, got {cfg.init_network!r}")

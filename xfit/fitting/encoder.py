@@ -34,18 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import (check_names_shapes, load_tensors, read_safetensors, save_safetensors, state_dict_tensors,
+                          take_prefix, xfit_meta)
 from ..errors import CheckpointError, GeometryError, InputError
 from ..geometry import View
-from ..prior.checkpoint import (
-    Prior,
-    _atomic_save,
-    _check_names_shapes,
-    _load_tensors,
-    _read_safetensors,
-    _xfit_meta,
-    state_dict_tensors,
-    take_prefix,
-)
+from ..prior.checkpoint import Prior
 from ..units import hu_to_mu, unit_to_hu
 from ..prior.sample import prior_affine
 from ..projector import project
@@ -557,7 +550,7 @@ def save_encoder(path: str | Path, encoder: Encoder, meta: Mapping[str, Any] | N
         text = json.dumps(doc)
     except (TypeError, ValueError) as exc:
         raise InputError(f"encoder metadata is not JSON-serialisable: {exc}") from exc
-    return _atomic_save(Path(path), state_dict_tensors(encoder, "E"), {"xfit": text}, force)
+    return save_safetensors(Path(path), state_dict_tensors(encoder, "E"), {"xfit": text}, force)
 
 
 def load_encoder(path: str | Path, prior: Prior | None = None,
@@ -576,8 +569,8 @@ def load_encoder(path: str | Path, prior: Prior | None = None,
             architecture, or trained for another prior.
     """
     path = Path(path)
-    data, header = _read_safetensors(path, "encoder checkpoint")
-    meta = _xfit_meta(header, path, ENCODER_FORMAT)
+    data, header = read_safetensors(path, "encoder checkpoint")
+    meta = xfit_meta(header, path, ENCODER_FORMAT)
     arch = meta.get("arch")
     try:
         arch = dict(arch)
@@ -597,9 +590,9 @@ def load_encoder(path: str | Path, prior: Prior | None = None,
                                   f"{prior.sha256[:12]}... ({prior.path})")
         if (arch["num_ws"], arch["w_dim"]) != (prior.num_ws, prior.config.w_dim):
             raise CheckpointError(f"{path}: W+ shape does not match the prior")
-    tensors = take_prefix(_load_tensors(data, path), "E")
+    tensors = take_prefix(load_tensors(data, path), "E")
     expected = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
-    problem = _check_names_shapes(tensors, expected)
+    problem = check_names_shapes(tensors, expected)
     if problem:
         raise CheckpointError(f"{path}: tensors do not match the encoder architecture: {problem}")
     if not all(torch.isfinite(t).all() for t in tensors.values()):

@@ -21,10 +21,8 @@ from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
 from .invert import invert_volume, pool_to
+from .config import INIT_NETWORKS
 from .objective import Anchor
-
-#: The networks that can start a fit: those whose output is a CT (TransVert and IGCN output shapes).
-INIT_NETWORKS = ("xctrsnet", "ear", "x2ct-cnn", "x2ct-gan")
 
 
 @dataclass

@@ -33,7 +33,7 @@ from ..prior.checkpoint import Prior
 from ..units import hu_to_unit
 from ..prior.sample import generate_hu, synthesize
 from .objective import noise_prior, w_gaussian_prior
-from .optimize import lr_schedule
+from .schedule import lr_schedule
 
 #: Adam steps of the oracle ceiling (``xfit evaluate --methods ceiling``, ``reconstruct --method
 #: ceiling``). Measured on held-out phantoms 0 and 1: 100 steps give 0.45-0.6 dB less PSNR than

@@ -52,6 +52,7 @@ from .objective import (Objective, ViewGroup, group_views, map_curve, match_gain
                         saturation_mask, upsample_background)
 from .residual import upsample_residual
 from .roi import crop_view, rescale_view
+from .schedule import lr_schedule
 from .transform import NUM_PARAMS as NUM_TRANSFORM_PARAMS
 from .transform import describe, moved_affine, resample_to_grid, similarity_matrix
 
@@ -191,20 +192,6 @@ def check_images(images: Sequence[np.ndarray | Tensor], views: Sequence[View]) -
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def lr_schedule(t: float, rampup: float, rampdown: float) -> float:
-    """stylegan2-ada projector's learning-rate factor at progress ``t`` in [0, 1].
-
-    Linear ramp-up over the first ``rampup`` fraction, cosine ramp-down over the last
-    ``rampdown`` fraction, 1 in between.
-    """
-    t = min(max(t, 0.0), 1.0)
-    ramp = 1.0 if rampdown <= 0 else min(1.0, (1.0 - t) / rampdown)
-    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
-    if rampup > 0:
-        ramp *= min(1.0, t / rampup)
-    return ramp
 
 
 def half_resolution(view: View) -> View:

@@ -177,7 +177,7 @@ def run_report(n: int, out_dir: str | Path, *, seed: int = 0, size: int = 64,
     from tqdm import tqdm
 
     from ..io import atomic_folder, atomic_write
-    from .labels import montage
+    from .writing import montage
 
     phs: list[Phantom] = []
     dims: dict[str, list[dict[str, float]]] = defaultdict(list)

@@ -33,8 +33,6 @@ import dataclasses
 import hashlib
 import json
 import random
-import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,8 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, InputError, OutputError, OutputExistsError
-from ..io import atomic_write
+from ..checkpoint import (FORMAT_VERSION, check_finite, check_names_shapes, load_tensors, read_safetensors,
+                          save_safetensors, state_dict_tensors, take_prefix, xfit_meta)
+from ..errors import CheckpointError, InputError
 from .config import PriorConfig
 from .networks import Generator, build_generator
 
@@ -52,8 +51,6 @@ PRIOR_FORMAT = "xfit-prior"
 TRAIN_STATE_FORMAT = "xfit-train-state"
 SNAPSHOT_FORMAT = "xfit-train-snapshot"
 SNAPSHOT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-FORMAT_VERSION = 1
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header size
 
 
 @dataclass
@@ -104,108 +101,7 @@ class Prior:
 
 
 # ----------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def state_dict_tensors(module: nn.Module, prefix: str) -> dict[str, Tensor]:
-    """``{prefix.key: tensor}`` for a module's state dict, detached contiguous CPU copies."""
-    return {f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous()
-            for k, v in module.state_dict().items()}
-
-
-def take_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """Entries ``prefix.<key>`` as ``{key: tensor}`` (inverse of :func:`state_dict_tensors`)."""
-    head = prefix + "."
-    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
-
-
-def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str], force: bool
-                 ) -> Path:
-    """Write a safetensors file atomically (temporary name, then rename; normal permissions).
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``force`` is false.
-        OutputError: the file system refused (full, read-only, permission); names ``path``.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; use --force to overwrite")
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    with atomic_write(path, force=force) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as exc:  # the writer's I/O errors (full or read-only disk) are not OSErrors
-            reason = re.search(r"I/O error: (.*?)(?: \(os error \d+\))?(?: at path|$)", str(exc))
-            raise OutputError(f"cannot write {path}: {reason.group(1) if reason else exc}") from exc
-    return path
-
-
-def check_finite(tensors: Mapping[str, Tensor], path: Path) -> None:
-    """Refuse a training state or snapshot whose floating-point tensors hold NaN or Inf.
-
-    Raises:
-        CheckpointError: naming the file and the first such tensor.
-    """
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise CheckpointError(f"{path} holds NaN or Inf in {bad[0]}{more}: training cannot continue from it; "
-                              "use an earlier state or restart with --force")
-
-
-def _read_safetensors(path: Path, what: str) -> tuple[bytes, dict[str, Any]]:
-    """File bytes and parsed safetensors header; CheckpointError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {what} {path}: {exc}") from exc
-    bad = f"{path} is not a safetensors file"
-    if len(data) < 8:
-        raise CheckpointError(f"{bad} (only {len(data)} bytes)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(_MAX_HEADER, len(data) - 8):
-        raise CheckpointError(f"{bad} (invalid header length)")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{bad} (header is not JSON)") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{bad} (header is not a JSON object)")
-    return data, header
-
-
-def _xfit_meta(header: dict[str, Any], path: Path, fmt: str) -> dict[str, Any]:
-    """Decode and check the ``xfit`` metadata entry (format name and version)."""
-    raw = (header.get("__metadata__") or {}).get("xfit")
-    if raw is None:
-        raise CheckpointError(f"{path} is a safetensors file but not an xfit {fmt} file "
-                              "(no 'xfit' metadata)")
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: 'xfit' metadata is not valid JSON") from exc
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path}: expected format {fmt!r}, got {got!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported format_version {meta.get('format_version')!r} "
-                              f"(this xfit reads {FORMAT_VERSION})")
-    return meta
-
-
-def _load_tensors(data: bytes, path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load
-
-    try:
-        return load(data)
-    except Exception as exc:  # safetensors raises its own SafetensorError / others
-        raise CheckpointError(f"{path}: corrupt safetensors data ({exc})") from exc
+# Tensors of this format
 
 
 def _expected_shapes(cfg: PriorConfig) -> dict[str, tuple[int, ...]]:
@@ -214,21 +110,6 @@ def _expected_shapes(cfg: PriorConfig) -> dict[str, tuple[int, ...]]:
     shapes = {f"G.{k}": tuple(v.shape) for k, v in G.state_dict().items()}
     shapes["w_mean"] = shapes["w_std"] = (cfg.w_dim,)
     return shapes
-
-
-def _check_names_shapes(tensors: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]
-                        ) -> str | None:
-    """A message describing the mismatch, or ``None`` when names and shapes agree exactly."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(f"{k} {list(tensors[k].shape)} (expected {list(expected[k])})"
-                   for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-        if items:
-            more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-            parts.append(f"{label}: {', '.join(items[:5])}{more}")
-    return "; ".join(parts) or None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,7 +149,7 @@ def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     tensors["w_mean"], tensors["w_std"] = w_mean.detach().float(), w_std.detach().float()
-    problem = _check_names_shapes(tensors, _expected_shapes(config))
+    problem = check_names_shapes(tensors, _expected_shapes(config))
     if problem:
         raise InputError(f"generator does not match the config: {problem}")
     meta = {
@@ -287,7 +168,7 @@ def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor
         text = json.dumps(meta)
     except (TypeError, ValueError) as exc:
         raise InputError(f"prior metadata is not JSON-serialisable: {exc}") from exc
-    return _atomic_save(Path(path), tensors, {"xfit": text}, force)
+    return save_safetensors(Path(path), tensors, {"xfit": text}, force)
 
 
 def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Prior:
@@ -305,14 +186,14 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Prior:
             format or version, invalid config, or tensors not matching the architecture.
     """
     path = Path(path)
-    data, header = _read_safetensors(path, "prior checkpoint")
-    meta = _xfit_meta(header, path, PRIOR_FORMAT)
+    data, header = read_safetensors(path, "prior checkpoint")
+    meta = xfit_meta(header, path, PRIOR_FORMAT)
     try:
         config = PriorConfig.from_dict(meta.get("config"))
     except InputError as exc:
         raise CheckpointError(f"{path}: invalid config in metadata: {exc}") from exc
-    tensors = _load_tensors(data, path)
-    problem = _check_names_shapes(tensors, _expected_shapes(config))
+    tensors = load_tensors(data, path)
+    problem = check_names_shapes(tensors, _expected_shapes(config))
     if problem:
         raise CheckpointError(f"{path}: tensors do not match the architecture of its config: "
                               f"{problem}")
@@ -382,7 +263,7 @@ def save_training_state(path: str | Path, tensors: Mapping[str, Tensor], meta: M
                            "meta": dict(meta)})
     except (TypeError, ValueError) as exc:
         raise InputError(f"training-state metadata is not JSON-serialisable: {exc}") from exc
-    return _atomic_save(Path(path), dict(tensors), {"xfit": text}, force)
+    return save_safetensors(Path(path), dict(tensors), {"xfit": text}, force)
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -393,9 +274,9 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, 
             holding NaN or Inf.
     """
     path = Path(path)
-    data, header = _read_safetensors(path, "training state")
-    meta = _xfit_meta(header, path, TRAIN_STATE_FORMAT)
-    tensors = _load_tensors(data, path)
+    data, header = read_safetensors(path, "training state")
+    meta = xfit_meta(header, path, TRAIN_STATE_FORMAT)
+    tensors = load_tensors(data, path)
     check_finite(tensors, path)
     return tensors, meta.get("meta", {})
 
@@ -547,7 +428,7 @@ def save_snapshot(path: str | Path, modules: Mapping[str, nn.Module] | Mapping[s
         text = json.dumps(meta)
     except (TypeError, ValueError) as exc:
         raise InputError(f"snapshot metadata is not JSON-serialisable: {exc}") from exc
-    return _atomic_save(Path(path), tensors, {"xfit": text}, force)
+    return save_safetensors(Path(path), tensors, {"xfit": text}, force)
 
 
 def load_snapshot(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -558,13 +439,13 @@ def load_snapshot(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
             an invalid config, or holding NaN or Inf.
     """
     path = Path(path)
-    data, header = _read_safetensors(path, "training snapshot")
-    meta = _xfit_meta(header, path, SNAPSHOT_FORMAT)
+    data, header = read_safetensors(path, "training snapshot")
+    meta = xfit_meta(header, path, SNAPSHOT_FORMAT)
     try:
         PriorConfig.from_dict(meta.get("config"))
     except InputError as exc:
         raise CheckpointError(f"{path}: invalid config in metadata: {exc}") from exc
-    tensors = {k: v.float() if v.is_floating_point() else v for k, v in _load_tensors(data, path).items()}
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_tensors(data, path).items()}
     check_finite(tensors, path)
     return tensors, meta
 

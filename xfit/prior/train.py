@@ -25,22 +25,24 @@ from __future__ import annotations
 import copy
 import json
 import math
-import contextlib
 import os
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Sequence
 
+import click
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..devices import AMP_CHOICES
+from ..console import XfitCommand, run_entry_point
 from ..devices import amp_enabled as devices_amp_enabled
-from ..errors import CheckpointError, InputError, OutputExistsError, XfitError
-from ..io import atomic_write
-from ..levels import format_levels, parse_levels
+from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
+from ..errors import CheckpointError, InputError
+from ..levels import format_levels
+from ..training import (STATE_FILE, add_run_arguments, check_crops, check_losses, check_run_folder, levels_arg,
+                        prune_empty, require_run_config, rng_state_tensors, skip_lines, trim_log, write_run_config,
+                        writer_lock)
 from .checkpoint import (
     compute_w_stats,
     flatten_optimizer,
@@ -52,53 +54,12 @@ from .checkpoint import (
     save_training_state,
     snapshot_config,
 )
-from .config import AugmentConfig, PriorConfig, load_config
+from .config import AugmentConfig, PriorConfig, load_config, unit_to_hu
 from .data import MAX_OUTSIDE, DataSettings, load_training_set
 from .datasets import find_cases
 from .networks import build_discriminator, build_generator
 
-STATE_FILE = "state.safetensors"
 PRIOR_FILE = "prior.safetensors"
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """Join the process group started by torchrun (gloo on CPU, nccl on CUDA); (rank, world)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _world()
-
-
-def _all_reduce_grads(module: torch.nn.Module) -> None:
-    rank, world = _world()
-    if world == 1:
-        return
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-        offset += n
-
-
-def _broadcast_module(module: torch.nn.Module) -> None:
-    if _world()[1] == 1:
-        return
-    for t in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(t.data, src=0)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -165,34 +126,6 @@ def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) 
     return devices_amp_enabled(amp, device, cpu_auto)
 
 
-def add_run_arguments(p) -> None:
-    """The options a training entry point for torchrun shares (after its positional arguments):
-    ``-o``, ``--config``, the collection's ``--masks --layout --levels --class-map --workers``,
-    ``--amp``, ``--resume``, ``--force``, ``--device``, ``--max-steps``."""
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--config", default=None)
-    for name in ("--masks", "--layout", "--levels", "--class-map"):
-        p.add_argument(name, default=None)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--device", default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-
-
-def rng_state_tensors(gen: torch.Generator, world: int) -> dict[str, torch.Tensor]:
-    """Every process's RNG states (its generator ``gen`` and torch's global one) as
-    ``rng.<rank>.gen`` / ``rng.<rank>.global`` uint8 tensors (gathered across ``world``
-    processes), for bit-exact resume."""
-    rng = {"gen": gen.get_state(), "global": torch.get_rng_state()}
-    if world == 1:
-        return {f"rng.0.{k}": v for k, v in rng.items()}
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
-    return {f"rng.{r}.{k}": torch.tensor(v, dtype=torch.uint8) for r, st in enumerate(gathered) for k, v in st.items()}
-
-
 class Trainer:
     """Holds networks, optimizers and RNG of one training process."""
 
@@ -203,8 +136,8 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.G = build_generator(cfg).to(device)
         self.D = build_discriminator(cfg).to(device)
-        _broadcast_module(self.G)
-        _broadcast_module(self.D)
+        broadcast_module(self.G)
+        broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         c = t.r1_interval / (t.r1_interval + 1)
         betas = tuple(t.betas)
@@ -263,7 +196,7 @@ class Trainer:
             r1 = grad.square().flatten(1).sum(1).mean()
             (r1 * (t.r1_gamma / 2) * t.r1_interval).backward()
             logs["r1"] = r1.item()
-        _all_reduce_grads(self.D)
+        all_reduce_grads(self.D)
         self.opt_d.step()
         # --- generator
         self.G.requires_grad_(True)
@@ -271,7 +204,7 @@ class Trainer:
         loss_g = F.softplus(-self._d(to_discriminator(self._fake(b).float()))).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        _all_reduce_grads(self.G)
+        all_reduce_grads(self.G)
         self.opt_g.step()
         logs["loss_g"] = loss_g.item()
         if self.world > 1:  # keep the tracked mean w identical on every rank
@@ -384,10 +317,19 @@ def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16"
                          config=cfg, world_size=world, dtype=dtype, summary=summary, force=force)
 
 
+def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *, spacing_mm: float) -> Path:
+    """Montage of generator outputs ``[B, 2, R, R, R]`` (intensity in [-1, 1], label logit) through
+    :func:`xfit.preview.volumes_montage`."""
+    from ..preview import volumes_montage
+
+    vol = unit_volumes.detach().float().cpu() if isinstance(unit_volumes, torch.Tensor) else torch.as_tensor(unit_volumes)
+    hu = unit_to_hu(vol[:, 0].clamp(-1, 1), tuple(hu_window)).numpy()
+    labels = (vol[:, 1] > 0).numpy()
+    return volumes_montage(list(hu), path, spacing_mm=spacing_mm, labels=list(labels))
+
+
 def _write_samples(trainer: Trainer, path: Path, n: int = 4) -> None:
     """PNG montage of EMA samples from fixed latents (slices and DRRs)."""
-    from ..preview import volume_montage
-
     g = torch.Generator().manual_seed(1234)
     z = torch.randn(n, trainer.cfg.z_dim, generator=g).to(trainer.device)
     with torch.no_grad():
@@ -427,140 +369,6 @@ def _clear_run(run_dir: Path) -> None:
             shutil.rmtree(run_dir / sub)
 
 
-def write_run_config(run_dir: Path, cfg: Any) -> None:
-    """The run's ``config.json`` (``cfg.to_dict()``), atomically."""
-    with atomic_write(run_dir / "config.json", force=True) as tmp:
-        Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
-
-
-def require_run_config(run_dir: str | Path) -> None:
-    """``--resume`` without ``--config`` takes the run's own ``config.json``: refuse (one line) a
-    run folder that holds a training state but no ``config.json``, rather than resume with a
-    default config that the state then does not match (reported as another architecture).
-
-    Raises:
-        InputError: ``config.json`` missing beside ``state.safetensors``.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists() and (run_dir / STATE_FILE).exists():
-        raise InputError(f"{run_dir / 'config.json'} is missing, so the config the run was started with is unknown; "
-                         "resume with --config FILE (that config), or restart with --force")
-
-
-def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, started: Callable[[Path], bool],
-                     config_matches: Callable[[dict], bool], clear: Callable[[Path], None]) -> None:
-    """The run-folder rules every trainer follows, before any work: ``--resume`` needs the
-    folder's ``state.safetensors`` and its own ``config.json``; a started run (``started``) is not
-    overwritten without ``force`` (then rank 0 ``clear`` s it); a file is not a run folder.
-
-    Raises:
-        InputError: nothing to resume, or another config. OutputExistsError: a started run
-        without ``force`` or ``resume``, or a file in the folder's place.
-    """
-    from ..io import parse_json_strict
-
-    saved = run_dir / "config.json"
-    if resume and saved.exists():
-        try:
-            saved_cfg = parse_json_strict(saved.read_text(errors="replace"))
-        except InputError as exc:
-            raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
-        if not config_matches(saved_cfg):
-            raise InputError(f"{run_dir} was trained with another config; resume with its config.json")
-    # a run stopped (a full disk, a crash) before its first checkpoint has a log but no state: it
-    # can only be restarted, so neither message sends the user to the other
-    no_state = run_dir.is_dir() and not (run_dir / STATE_FILE).exists() and started(run_dir)
-    if resume and not (run_dir / STATE_FILE).exists():
-        raise InputError(f"nothing to resume: {run_dir / STATE_FILE} does not exist"
-                         + (" (the run stopped before its first checkpoint; restart it with --force)" if no_state else ""))
-    if rank != 0:
-        return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise OutputExistsError(f"run folder {run_dir} exists and is a file")
-    if not resume and started(run_dir):
-        if not force:
-            if no_state:
-                raise OutputExistsError(f"run folder {run_dir} holds a run that stopped before its first checkpoint "
-                                        f"(no {STATE_FILE}, nothing to resume); use --force to restart it")
-            raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
-                                    "or --force to restart")
-        clear(run_dir)
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a run's ``log.jsonl``. The log is appended, so a crash mid-write leaves a
-    torn last line: it is dropped with a warning.
-
-    Raises:
-        InputError: a damaged line before the last.
-    """
-    lines = [(n, ln) for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1) if ln.strip()]
-    records = []
-    for i, (n, line) in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested too deeply
-            rec = None
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
-            records.append(rec)
-        elif i == len(lines) - 1:
-            warnings.warn(f"{path}: the last line is torn (a crash while it was written); dropped")
-        else:
-            raise InputError(f"{path}: line {n} is not a log record; repair or remove the log")
-    return records
-
-
-def trim_log(path: Path, step: int) -> None:
-    """Keep the records of ``log.jsonl`` up to ``step`` (a resumed checkpoint's), so that the
-    continued run appends after them (see :func:`read_log`)."""
-    if not path.exists():
-        return
-    kept = [rec for rec in read_log(path) if rec["step"] <= step]
-    with atomic_write(path, force=True) as tmp:
-        Path(tmp).write_text("".join(json.dumps(rec) + "\n" for rec in kept))
-
-
-def check_crops(volumes: Any, chunk: int = 64) -> None:
-    """Refuse training crops that hold NaN or Inf (a damaged cache), read ``chunk`` at a time.
-
-    Raises:
-        InputError: naming the cache file.
-    """
-    where = getattr(volumes, "path", None)  # a CropStore's file
-    hint = f" in {where}; remove {where.parent} to prepare them again" if where is not None else ""
-    for start in range(0, len(volumes), chunk):
-        if not bool(torch.isfinite(volumes[start:start + chunk]).all()):
-            end = min(start + chunk, len(volumes)) - 1
-            raise InputError(f"training crops {start}..{end} hold NaN or Inf{hint}")
-
-
-def check_losses(logs: Mapping[str, float], step: int, device: torch.device) -> None:
-    """Stop training at the first step whose logged terms are not all finite, on every process.
-
-    N = 1 step: Adam's step after a non-finite loss already carries NaN into the weights, so later
-    steps cannot recover; stopping before this step's checkpoint leaves the last finite one on disk.
-
-    Raises:
-        XfitError: which terms, and what to do.
-    """
-    bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
-    if _world()[1] > 1:  # every process stops together
-        flag = torch.tensor([float(bool(bad))], device=device)
-        dist.all_reduce(flag)
-        bad = bad or (["a loss on another process"] if flag.item() else [])
-    if bad:
-        raise XfitError(f"training diverged at step {step}: {', '.join(bad)} not finite; the checkpoint on disk is "
-                        "the last one before; restart with a lower learning rate (--force)")
-
-
-def _levels_arg(levels: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
-    if levels is None:
-        return None
-    if isinstance(levels, str):
-        return parse_levels(levels)
-    return tuple(int(x) for x in levels)
-
-
 def same_config(saved: dict, cfg: PriorConfig) -> bool:
     """Whether a stored config (``config.json``, snapshot metadata) is ``cfg``: compared after
     parsing, so that a key added to :class:`PriorConfig` later (with its default) does not stop
@@ -572,14 +380,6 @@ def same_config(saved: dict, cfg: PriorConfig) -> bool:
     return json.loads(json.dumps(parsed.to_dict())) == json.loads(json.dumps(cfg.to_dict()))
 
 
-def _skip_lines(skipped: list[tuple[str, str]], limit: int = 10) -> list[list[str]]:
-    """The first ``limit`` skips, then one entry counting the rest (for the summary)."""
-    out = [list(s) for s in skipped[:limit]]
-    if len(skipped) > limit:
-        out.append(["...", f"{len(skipped) - limit} more (all listed in the cache's index.json)"])
-    return out
-
-
 def data_settings(cfg: PriorConfig, levels: str | tuple[int, ...] | list[int] | None = None,
                   max_outside: float = MAX_OUTSIDE) -> DataSettings:
     """The crop settings of a prior config (``levels``: ``"T10-L5"``, labels, or ``None`` = all).
@@ -587,7 +387,7 @@ def data_settings(cfg: PriorConfig, levels: str | tuple[int, ...] | list[int] | 
     The config's legacy ``training.vertebra_labels`` (label values of the old phantom format) is
     not used: crops are chosen by level.
     """
-    return DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), _levels_arg(levels), max_outside)
+    return DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), levels_arg(levels), max_outside)
 
 
 def train(
@@ -633,46 +433,15 @@ def train(
     """
     created = not Path(run_dir).exists()
     try:
-        with _writer_lock(run_dir):  # a second trainer on this folder is refused
+        with writer_lock(run_dir):  # a second trainer on this folder is refused
             return _train(cfg, ct_dir, run_dir, masks_dir=masks_dir, layout=layout, class_map=class_map,
                           levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume,
                           resume_from=resume_from, force=force, device=device, max_steps=max_steps,
                           progress=progress)
     except BaseException:
-        if _world()[0] == 0 and not run_started(run_dir):
-            _prune_empty(Path(run_dir), created)  # a start that failed leaves nothing behind
+        if rank_world()[0] == 0 and not run_started(run_dir):
+            prune_empty(Path(run_dir), created)  # a start that failed leaves nothing behind
         raise
-
-
-def _writer_lock(run_dir: str | Path) -> contextlib.AbstractContextManager:
-    """``run_dir/.lock`` (:func:`xfit.io.folder_lock`), held while this process trains into the
-    run folder, so that a second trainer started on it is refused with one line (two of them
-    would interleave their logs and overwrite each other's state). Under torchrun only rank 0
-    writes the folder and holds it (``RANK`` is read before the process group exists)."""
-    from ..io import folder_lock
-
-    try:
-        rank = int(os.environ.get("RANK") or 0)
-    except ValueError:
-        rank = 0
-    return folder_lock(run_dir) if rank == 0 else contextlib.nullcontext()
-
-
-def _prune_empty(run_dir: Path, remove_dir: bool) -> None:
-    """Remove the empty folders of a run folder, then (``remove_dir``) the run folder if that
-    leaves it empty."""
-    if not run_dir.is_dir():
-        return
-    for sub in ("cache", "samples", "snapshots"):
-        try:
-            (run_dir / sub).rmdir()
-        except OSError:
-            pass
-    if remove_dir:
-        try:
-            run_dir.rmdir()
-        except OSError:
-            pass
 
 
 def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_outside, workers, amp,
@@ -740,7 +509,7 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
         "layout": data.layout,
         "data_files": len(data.reports),
         "skipped_count": len(data.skipped),
-        "skipped": _skip_lines(data.skipped),
+        "skipped": skip_lines(data.skipped),
         "world_size": world,
         "device": str(device),
         "amp_bf16": trainer.amp,
@@ -784,23 +553,22 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
     return summary
 
 
+@click.command("snapshot", cls=XfitCommand,
+               help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
+@click.option("--force", is_flag=True, help="replace an existing snapshot")
+def snapshot_cli(run_dir: str, out: str, dtype: str, force: bool) -> None:
+    """``xfit snapshot RUN -o FILE`` (also ``python -m xfit.prior.train snapshot RUN -o FILE``):
+    :func:`snapshot_run`, under xfit's error contract (one line ``xfit: error: ...``, exit 2)."""
+    path = snapshot_run(run_dir, out, dtype=dtype, force=force)
+    click.echo(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def snapshot_command(argv: list[str]) -> None:
-    """``python -m xfit.prior.train snapshot RUN -o FILE``: a compact snapshot of a run, under
-    xfit's error contract (one line ``xfit: error: ...`` and exit code 2)."""
-    import click
-
-    from ..cli import XfitCommand
-
-    @click.command(cls=XfitCommand, help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
-    @click.argument("run_dir", type=click.Path(file_okay=False))
-    @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
-    @click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
-    @click.option("--force", is_flag=True, help="replace an existing snapshot")
-    def snapshot(run_dir: str, out: str, dtype: str, force: bool) -> None:
-        path = snapshot_run(run_dir, out, dtype=dtype, force=force)
-        click.echo(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-    snapshot.main(argv, prog_name="python -m xfit.prior.train snapshot")
+    """``python -m xfit.prior.train snapshot RUN -o FILE``: :func:`snapshot_cli` on its own."""
+    snapshot_cli.main(argv, prog_name="python -m xfit.prior.train snapshot")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -808,8 +576,6 @@ def main(argv: list[str] | None = None) -> None:
     snapshot RUN -o FILE`` writes a compact snapshot of a run. Errors end as ``xfit``'s do."""
     import argparse
     import sys
-
-    from ..cli import run_entry_point
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["snapshot"]:

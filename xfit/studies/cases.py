@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -95,17 +94,3 @@ def write_summary(out: Path, text: str) -> None:
     with atomic_write(out / "summary.md", force=True) as tmp:
         Path(tmp).write_text(text)
     print(text)
-
-
-def study_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every phantom study takes: ``-o``, ``--prior``, ``--fit-config``, ``--cases``,
-    ``--steps`` (add the study's own to the result)."""
-    from ..reconstruct import DEFAULT_PRIOR  # noqa: PLC0415 (reconstruct imports the fitting stack)
-
-    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
-    ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
-    ap.add_argument("--fit-config", default=None)
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=None)
-    return ap

@@ -16,14 +16,13 @@ vertebra it found (nearest centroid to its point), with ``wanted_vertebra`` sayi
 is the wanted one (vertebrae look alike: without a click the search cannot know which level
 is meant). Run::
 
-    python -m xfit.studies.radiographs -o results/radiograph_study --cases 6
+    xfit study radiographs -o results/radiograph_study --cases 6
 
 Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -137,38 +136,33 @@ def summarize(results: Sequence[dict[str, Any]], modes: Sequence[str]) -> str:
                                        "seconds"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--prior", type=Path, default=None)
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--detector", default="448,384", help="rows,cols")
-    ap.add_argument("--pixel-mm", type=float, default=0.6)
-    ap.add_argument("--offset-mm", default="25,50", help="isocentre offset range from the vertebra (mm)")
-    ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--keep", action="store_true", help="write each reconstruction folder (preview.png...)")
-    ap.add_argument("--redo", default="", help="modes to run again on the saved cases (e.g. auto), keeping the others")
-    a = ap.parse_args(argv)
-    detector = tuple(int(x) for x in a.detector.split(","))
-    offset = tuple(float(x) for x in a.offset_mm.split(","))
-    modes = [m for m in a.modes.split(",") if m]
-    redo = [m for m in a.redo.split(",") if m]
+def run_study(out: str | Path, *, prior: str | Path | None = None, cases: int = 6, steps: int | None = None,
+              detector: tuple[int, int] = (448, 384), pixel_mm: float = 0.6,
+              offset_mm: tuple[float, float] = (25.0, 50.0), modes: Sequence[str] = MODES, keep: bool = False,
+              redo: Sequence[str] = ()) -> Path:
+    """The study (``xfit study radiographs``): ``cases`` phantoms, each reconstructed in every
+    mode of ``modes`` (finished cases are kept and skipped; ``redo``: modes run again on them),
+    then ``OUT/summary.md``. ``keep`` writes each reconstruction folder.
+
+    Raises:
+        InputError: a mode that is not one of :data:`MODES`.
+    """
+    from ..errors import InputError
+
+    out = Path(out)
+    modes, redo = list(modes), list(redo)
     if set(modes + redo) - set(MODES):
-        ap.error(f"modes must be among {', '.join(MODES)}")
+        raise InputError(f"modes must be among {', '.join(MODES)}")
     t0 = time.perf_counter()
     if redo:
-        drop_modes(a.out, redo)
-    results = run_cases(a.out, a.cases, lambda i, todo: run_case(
-        i, a.out, a.prior, steps=a.steps, detector=detector, pixel_mm=a.pixel_mm, offset_mm=offset, modes=todo,
-        keep=a.keep), modes=modes)
+        drop_modes(out, redo)
+    results = run_cases(out, cases, lambda i, todo: run_case(
+        i, out, prior, steps=steps, detector=detector, pixel_mm=pixel_mm, offset_mm=offset_mm, modes=todo,
+        keep=keep), modes=modes)
     table = summarize(results, modes)
     head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}, lumbar), AP + lateral "
-            f"{detector[0]}x{detector[1]} px of {a.pixel_mm} mm, isocentre {offset[0]:g}-{offset[1]:g} mm from the "
+            f"{detector[0]}x{detector[1]} px of {pixel_mm} mm, isocentre {offset_mm[0]:g}-{offset_mm[1]:g} mm from the "
             f"vertebra; metrics on the cube centred on the wanted vertebra. This run: {time.perf_counter() - t0:.0f} s"
             + (f" (re-ran {', '.join(redo)})" if redo else "") + ".\n\n")
-    write_summary(a.out, head + table)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    write_summary(out, head + table)
+    return out

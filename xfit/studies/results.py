@@ -1,6 +1,6 @@
 """The docs' results page, generated from the committed result folders.
 
-``python -m xfit.studies.results`` reads every run folder under ``results/`` (an
+``xfit results`` (or ``python -m xfit.studies.results``) reads every run folder under ``results/`` (an
 ``xfit evaluate`` run: ``settings.json`` + ``summary.md``; an ``xfit study`` sweep:
 ``curve.csv`` + ``summary.md``) and rewrites ``docs/results.md`` (``--readme``) between the markers
 ``<!-- results:begin -->`` and ``<!-- results:end -->``. Each entry names the command's settings,
@@ -97,11 +97,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def readme_is_current(readme: str | Path, root: str | Path) -> bool:
+    """Whether ``readme``'s results block is what :func:`update_readme` would write."""
+    text = Path(readme).read_text()
+    want = BEGIN + "\n" + results_section(root, Path(readme).parent).rstrip() + "\n" + END
+    return want in text
+
+
 def _main(a: argparse.Namespace) -> None:
     if a.check:
-        text = Path(a.readme).read_text()
-        want = BEGIN + "\n" + results_section(a.results, Path(a.readme).parent).rstrip() + "\n" + END
-        raise SystemExit(0 if want in text else 1)
+        raise SystemExit(0 if readme_is_current(a.readme, a.results) else 1)
     print(f"{a.readme} updated" if update_readme(a.readme, a.results) else f"{a.readme} already up to date")
 
 

@@ -414,17 +414,35 @@ def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> li
     return rows
 
 
+def summarize_folders(folders: Sequence[str | Path]) -> None:
+    """Rewrite each sweep folder's curves and summaries from the rows it holds now (a sweep
+    stopped part way shows what it has, with n); an evaluate run folder (with its own
+    settings.json) gets its summary rewritten (``xfit summarize OUT [OUT ...]``).
+
+    Raises:
+        InputError: a folder that is missing, or neither a run nor a sweep, or damaged.
+    """
+    for f in folders:
+        if (Path(f) / "settings.json").exists():
+            rewrite_summary(f)
+            continue
+        if not Path(f).is_dir():
+            raise InputError(f"{f}: folder not found")
+        for c in folder_conditions(f):  # each condition's own summary, then the sweep's
+            rewrite_summary(Path(f) / c.name)
+        write_sweep(f)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xfit.studies.sweeps OUT [OUT ...]``: rewrite each sweep folder's curves and
-    summaries from the rows it holds now (a sweep stopped part way shows what it has, with n); an
-    evaluate run folder (with its own settings.json) gets its summary rewritten."""
+    """``python -m xfit.studies.sweeps OUT [OUT ...]`` (as ``xfit summarize``):
+    :func:`summarize_folders`; returns the exit code (2 after one line ``xfit: error: ...``)."""
     import argparse
     import sys
     import typing
 
     import warnings
 
-    from ..cli import _os_error_line, _show_warning
+    from ..console import os_error_line, show_warning
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> typing.NoReturn:  # a usage error: one line, exit 2
@@ -435,19 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("folders", nargs="+")
     args = ap.parse_args(argv)
     with warnings.catch_warnings():
-        warnings.showwarning = _show_warning  # xfit: warning: ..., one line
+        warnings.showwarning = show_warning  # xfit: warning: ..., one line
         try:
-            for f in args.folders:
-                if (Path(f) / "settings.json").exists():
-                    rewrite_summary(f)
-                    continue
-                if not Path(f).is_dir():
-                    raise InputError(f"{f}: folder not found")
-                for c in folder_conditions(f):  # each condition's own summary, then the sweep's
-                    rewrite_summary(Path(f) / c.name)
-                write_sweep(f)
+            summarize_folders(args.folders)
         except (XfitError, OSError) as exc:  # the error contract of the xfit command line
-            print(f"xfit: error: {_os_error_line(exc)}", file=sys.stderr)
+            print(f"xfit: error: {os_error_line(exc)}", file=sys.stderr)
             return 2
     return 0
 

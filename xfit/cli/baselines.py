@@ -1,18 +1,20 @@
-"""``xfit train-baseline NAME CT_DIR -o RUN``: the click command of the baselines' trainer.
+"""``xfit train-baseline`` and ``xfit ship-baselines``: the feed-forward baselines.
 
-Registered in :mod:`xfit.cli` (``from .baselines.cli import train_baseline``;
-``main.add_command(train_baseline)``), whose group turns every :class:`xfit.errors.XfitError`
-into one line ``xfit: error: ...`` and exit code 2 (this module raises them and never exits
-itself). Its pre-flight checks are ``train-prior``'s (:func:`xfit.io.check_device`,
-:func:`xfit.io.check_output_path`, :func:`xfit.levels.parse_levels`), imported inside the command;
-this module does not import :mod:`xfit.cli`, so registering it there makes no import cycle.
+``train-baseline`` trains one method (several processes: ``torchrun -m xfit.baselines.train``);
+``ship-baselines`` (:mod:`xfit.baselines.ship`, also ``python -m xfit.baselines.ship``) retrains
+the shipped checkpoints. Both raise :class:`xfit.errors.XfitError` and never exit themselves: the
+``xfit`` group turns errors into one line ``xfit: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
 
 import click
 
-from .common import METHODS
+from ..baselines.common import METHODS
+from ..baselines.ship import ship_command
+
+#: ``python -m xfit.baselines.ship`` as an ``xfit`` subcommand.
+ship_baselines = ship_command
 
 
 @click.command("train-baseline")
@@ -45,7 +47,7 @@ def train_baseline(name, ct_dir, out, config_name, layout, levels, masks_dir, cl
     from ..errors import InputError
     from ..io import check_device, check_output_path
     from ..levels import parse_levels
-    from .train import MODEL_FILE, resolve_config, train
+    from ..baselines.train import MODEL_FILE, resolve_config, train
 
     if device is not None:
         check_device(device)

@@ -6,7 +6,7 @@ scale drawn from ``scales`` (outside what the training phantoms vary). The same 
 pair is fitted twice, with and without ``transform`` in the fit config, and both are judged
 against the moved phantom. Run::
 
-    python -m xfit.studies.moved -o results/moved_study --cases 6
+    python experiments/moved.py -o results/moved_study --cases 6
 
 Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 """
@@ -20,14 +20,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..fitting import fit, load_fit_config
-from ..geometry import rotation_matrix
-from ..io import Volume, hu_to_mu, resample_onto
-from ..metrics import volume_metrics
-from ..phantoms.model import make_phantom
-from ..projector import project
-from .cases import mode_table, run_cases, study_parser, write_summary
-from .evaluate import default_views
+from xfit.fitting import fit, load_fit_config
+from xfit.geometry import rotation_matrix
+from xfit.io import Volume, hu_to_mu, resample_onto
+from xfit.metrics import volume_metrics
+from xfit.phantoms.model import make_phantom
+from xfit.projector import project
+from xfit.studies.cases import mode_table, run_cases, write_summary
+
+from _study import study_parser
+from xfit.studies.evaluate import default_views
 
 #: Seeds of this study's phantoms (apart from the training, held-out and radiograph seeds).
 SEED0 = 6000
@@ -56,7 +58,7 @@ def moved_phantom(seed: int, prior, rotation_deg: float, scales: Sequence[float]
 
 
 def run_case(index: int, prior, cfg_path, rotation_deg: float, scales: Sequence[float], steps: int | None) -> dict[str, Any]:
-    from ..prior.sample import prior_affine
+    from xfit.prior.sample import prior_affine
 
     seed = SEED0 + index
     hu, mask, move = moved_phantom(seed, prior, rotation_deg, scales)
@@ -88,7 +90,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..prior.checkpoint import load_prior
+    from xfit.prior.checkpoint import load_prior
 
     ap = study_parser(__doc__)
     ap.add_argument("--rotation-deg", type=float, default=20.0)

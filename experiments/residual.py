@@ -6,7 +6,7 @@ config). Both are judged against the phantom, and by the re-projection of a thir
 ``--third-angle`` that neither fit sees (NCC with that view's true DRR over the
 central half of the detector, inside the cube's silhouette). Run::
 
-    python -m xfit.studies.residual -o results/residual_study --cases 6 --residual-steps 30
+    python experiments/residual.py -o results/residual_study --cases 6 --residual-steps 30
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..fitting import fit, load_fit_config
-from ..io import hu_to_mu
-from ..metrics import ncc, volume_metrics
-from ..phantoms.model import make_phantom
-from ..projector import project
-from .cases import mode_table, run_cases, study_parser, write_summary
-from .evaluate import default_views
+from xfit.fitting import fit, load_fit_config
+from xfit.io import hu_to_mu
+from xfit.metrics import ncc, volume_metrics
+from xfit.phantoms.model import make_phantom
+from xfit.projector import project
+from xfit.studies.cases import mode_table, run_cases, write_summary
+
+from _study import study_parser
+from xfit.studies.evaluate import default_views
 
 #: Seeds of this study's phantoms.
 SEED0 = 7000
@@ -76,7 +78,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..prior.checkpoint import load_prior
+    from xfit.prior.checkpoint import load_prior
 
     ap = study_parser(__doc__)
     ap.add_argument("--residual-steps", type=int, default=30)

@@ -1,0 +1,5 @@
+"""``python -m xfit.cli``: the ``xfit`` command."""
+
+from . import main
+
+main()
