@@ -47,7 +47,7 @@ def test_results_subcommand_checks_and_writes_the_readme(tmp_path):
     (tmp_path / "results").mkdir()
     assert run("results", "--readme", readme, "--results", tmp_path / "results", "--check").exit_code == 1
     res = run("results", "--readme", readme, "--results", tmp_path / "results")
-    assert res.exit_code == 0 and "README updated" in res.output
+    assert res.exit_code == 0 and f"{readme} updated" in res.output
     assert "No committed result yet." in readme.read_text()
     assert run("results", "--readme", readme, "--results", tmp_path / "results", "--check").exit_code == 0
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import click
 
 from ..console import SEED, SEED_MAX, FiniteFloat, pair_option
+from ..studies import RESULTS_DIR, RESULTS_PAGE
 
 # ----------------------------------------------------------------------------------------------
 # evaluate and the studies
@@ -263,15 +264,16 @@ def summarize_cmd(folders) -> None:
 
 
 @click.command("results")
-@click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--results", "results_dir", default="docs/results", show_default=True, type=click.Path(file_okay=False),
+@click.option("--readme", default=RESULTS_PAGE, show_default=True, type=click.Path(dir_okay=False),
+              help="the generated page")
+@click.option("--results", "results_dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False),
               help="folder of the committed run folders")
-@click.option("--check", is_flag=True, help="exit 1 when the README is not up to date (write nothing)")
+@click.option("--check", is_flag=True, help="exit 1 when the page is not up to date (write nothing)")
 @click.pass_context
 def results_cmd(ctx, readme, results_dir, check) -> None:
-    """Rewrite the README's "Results" section from the committed run folders."""
+    """Rewrite the results page (docs/results.md) from the committed run folders under results/."""
     from ..studies.results import readme_is_current, update_readme
 
     if check:
         ctx.exit(0 if readme_is_current(readme, results_dir) else 1)
-    click.echo("README updated" if update_readme(readme, results_dir) else "README already up to date")
+    click.echo(f"{readme} updated" if update_readme(readme, results_dir) else f"{readme} already up to date")

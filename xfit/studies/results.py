@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write
+from . import RESULTS_DIR, RESULTS_PAGE
 from .evaluate import machines, read_settings
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -86,8 +87,8 @@ def update_readme(readme: str | Path, root: str | Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m xfit.studies.results", description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", default="docs/results.md", help="the page to update [default: docs/results.md]")
-    ap.add_argument("--results", default="results")
+    ap.add_argument("--readme", default=RESULTS_PAGE, help=f"the page to update [default: {RESULTS_PAGE}]")
+    ap.add_argument("--results", default=RESULTS_DIR)
     ap.add_argument("--check", action="store_true", help="exit 1 when the page is not up to date (write nothing)")
     a = ap.parse_args(argv)
     try:
