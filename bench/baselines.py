@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
                "--device", a.device] + (["--no-bf16"] if a.no_bf16 else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    head = f"{'method':9} {'params G':>9} {'params D':>9} {'img/s fp32':>10} {'img/s bf16':>10} {'sim s/img':>9} " \
-           f"{'infer s':>8} {'peak MB':>8}"
+    head = (f"{'method':9} {'params G':>9} {'params D':>9} {'img/s fp32':>10} {'img/s bf16':>10} {'sim s/img':>9} "
+            f"{'infer s':>8} {'peak MB':>8}")
     print(head)
     for r in rows:
         print(f"{r['method']:9} {r['params_G'] / 1e6:8.2f}M {r['params_D'] / 1e6:8.2f}M "

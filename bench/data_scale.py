@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             write_s = time.perf_counter() - t0
             env = {**os.environ, "OMP_NUM_THREADS": "2"}
             res = subprocess.run([sys.executable, "-c", RUNNER, str(root / "ct"), str(root / "run"), str(a.steps),
-                                  str(a.workers)], capture_output=True, text=True, env=env)
+                                  str(a.workers)], check=False, capture_output=True, text=True, env=env)
             if res.returncode != 0:
                 raise SystemExit(res.stderr[-3000:])
             rec = json.loads(res.stdout.strip().splitlines()[-1])

@@ -56,9 +56,9 @@ def table(out: Path, files: list[Path], reference: str, refs: list[str], referen
     """Markdown: one row per lever (means over the cases, and paired difference from ``reference``);
     then one row per reference method in ``refs``, from ``OUT/reference`` or, with ``refs_run``,
     from that run folder's rows of the levers' cases."""
-    from xfit.studies.evaluate import machines, read_rows
-
     import json
+
+    from xfit.studies.evaluate import machines, read_rows
 
     def rows_of(run: Path, method: str) -> dict[str, dict]:
         return {r["case"]: r for r in read_rows(run / "cases.csv") if r["method"] == method}

@@ -139,7 +139,7 @@ def train_case(config: str, device: torch.device, steps: int) -> dict:
 def _spawn(args: argparse.Namespace, **case) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps(case), "--threads", str(args.threads),
            "--repeats", str(args.repeats), "--train-steps", str(args.train_steps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}

@@ -116,6 +116,7 @@ def nanodrr_setup(mu: torch.Tensor, affine: torch.Tensor, view):
     import torchio
     from nanodrr.data import Subject
     from nanodrr.drr import DRR
+
     from xfit.geometry import detector_frame
 
     subject = Subject.from_images(torchio.ScalarImage(tensor=mu[None], affine=affine.numpy()),
@@ -350,7 +351,7 @@ def _child(args: argparse.Namespace) -> None:
 def _spawn(args: argparse.Namespace, n: int, detector: int, extra: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--child", "--n", str(n), "--detector", str(detector),
            "--repeats", str(args.repeats), "--threads", str(args.threads), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -89,8 +89,10 @@ def radiograph(threads: int) -> None:
             out[case] = json.loads(res.stdout.strip().splitlines()[-1])
     ex, rg = out["example"], out["radiograph"]
     print(f"{threads} thread(s)")
-    print(f"README example (128 x 128 px):             {ex['wall_s']:6.1f} s, {ex['steps']} steps, fitted {ex['fitted_shapes']}")
-    print(f"2500 x 2000 px pair with --target (clicks): {rg['wall_s']:6.1f} s, {rg['steps']} steps, fitted {rg['fitted_shapes']}")
+    print(f"README example (128 x 128 px):             {ex['wall_s']:6.1f} s, {ex['steps']} steps, "
+          f"fitted {ex['fitted_shapes']}")
+    print(f"2500 x 2000 px pair with --target (clicks): {rg['wall_s']:6.1f} s, {rg['steps']} steps, "
+          f"fitted {rg['fitted_shapes']}")
     print(f"ratio radiograph / example: {rg['wall_s'] / ex['wall_s']:.2f}")
 
 
@@ -203,7 +205,7 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     rows["mapping forward (init samples only)"] = [t_map, t_map]
     def order(name: str) -> tuple:
         if name.startswith("synthesis block"):
-            return (0, int(name.split()[2].split("^")[0]), "backward" in name)
+            return (0, int(name.split()[2].split("^", maxsplit=1)[0]), "backward" in name)
         return (1, list(rows).index(name))
 
     for name in sorted(rows, key=order):
@@ -239,7 +241,8 @@ def row(name: str, r: dict, base: float) -> str:
     """One table line of a timing record."""
     t = r["timings"]
     return (f"{name:48s} {r['wall_s']:7.1f} {r['steps']:5d} {r['wall_s'] / max(r['steps'], 1):7.2f} "
-            f"{t.get('init', 0):7.1f} {t.get('generator', 0):7.1f} {t.get('projector', 0):7.1f} {t.get('optimizer', 0):7.1f} "
+            f"{t.get('init', 0):7.1f} {t.get('generator', 0):7.1f} "
+            f"{t.get('projector', 0):7.1f} {t.get('optimizer', 0):7.1f} "
             f"{r['peak_rss_mb']:8.0f} {r['wall_s'] / base:6.2f}")
 
 
@@ -285,7 +288,8 @@ def main() -> None:
         cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}, None), ("restarts 2", 128, 1.0, {"restarts": 2}, None)]
     if not a.quick and not a.levers:
         cases += [("detector 256 px, 0.5 mm", 256, 0.5, {}, None), ("restarts 4", 128, 1.0, {"restarts": 4}, None)]
-    head = f"{'case':48s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'init s':>7s} {'gen s':>7s} {'proj s':>7s} {'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}"
+    head = (f"{'case':48s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'init s':>7s} {'gen s':>7s} {'proj s':>7s} "
+            f"{'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}")
     print(head)
     base = None
     for name, det, sp, ov, env in cases:

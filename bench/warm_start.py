@@ -133,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from xfit.fitting.encoder import (default_views, evaluate_encoder, load_encoder,
-                                      predict_w_plus, save_encoder, train_encoder)
+    from xfit.fitting.encoder import (
+        default_views,
+        evaluate_encoder,
+        load_encoder,
+        predict_w_plus,
+        save_encoder,
+        train_encoder,
+    )
     from xfit.prior.checkpoint import load_prior
 
     tmp = tempfile.TemporaryDirectory()

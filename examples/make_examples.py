@@ -4,9 +4,9 @@
 
 Writes ``examples/ct.nii.gz``, ``examples/seg.nii.gz`` (ground truth, 64^3 at 1.25 mm, the
 grid centred on the centroid of the vertebra, at the world origin = the isocentre; the label map
-holds every vertebra by its VerSe level; the centred one is the vertebra at the grid centre) and ``examples/ap.png``, ``examples/lat.png``
-with their sidecars (cone beam, sdd 1800 mm, sod 1500 mm, 128 x 128 px of 1.0 mm). The prior
-shipped with xfit was trained on phantom seeds 1000-1599; the example uses seed 9001.
+holds every vertebra by its VerSe level; the centred one is the vertebra at the grid centre) and
+``examples/ap.png``, ``examples/lat.png`` with their sidecars (cone beam, sdd 1800 mm, sod 1500 mm,
+128 x 128 px of 1.0 mm). The prior shipped with xfit was trained on phantom seeds 1000-1599; the example uses seed 9001.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,9 @@ from xfit.metrics import volume_metrics
 from xfit.phantoms.model import make_phantom
 from xfit.projector import project
 from xfit.studies.cases import mode_table, run_cases, write_summary
+from xfit.studies.evaluate import default_views
 
 from _study import study_parser
-from xfit.studies.evaluate import default_views
 
 #: Seeds of this study's phantoms (apart from the training, held-out and radiograph seeds).
 SEED0 = 6000

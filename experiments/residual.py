@@ -12,7 +12,8 @@ central half of the detector, inside the cube's silhouette). Run::
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +24,9 @@ from xfit.metrics import ncc, volume_metrics
 from xfit.phantoms.model import make_phantom
 from xfit.projector import project
 from xfit.studies.cases import mode_table, run_cases, write_summary
+from xfit.studies.evaluate import default_views
 
 from _study import study_parser
-from xfit.studies.evaluate import default_views
 
 #: Seeds of this study's phantoms.
 SEED0 = 7000

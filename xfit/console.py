@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
@@ -48,7 +49,7 @@ def is_allocation_failure(exc: BaseException) -> bool:
     return isinstance(exc, (RuntimeError, ValueError)) and any(w in str(exc).lower() for w in _ALLOC_WORDS)
 
 
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` of xfit's commands: ``xfit: warning: ...`` on one line."""
     click.echo(f"xfit: warning: {one_line(message) if isinstance(message, BaseException) else ' '.join(str(message).split())}",
                err=True)
@@ -60,7 +61,7 @@ def sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def handler(signum, frame):  # noqa: ANN001
+    def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
@@ -88,7 +89,7 @@ class OneLineErrors:
             sys.exit(rv)
         return rv
 
-    def _main(self, args, prog_name, complete_var, **extra):  # noqa: ANN001
+    def _main(self, args, prog_name, complete_var, **extra):
         def fail(text: str) -> None:
             click.echo(f"xfit: error: {text}", err=True)
             sys.exit(2)
@@ -156,7 +157,7 @@ class FiniteFloat(click.ParamType):
         left = "(" if self.lo_open else "["
         return f"a finite number in {left}{self.lo:g}, {self.hi:g}]"
 
-    def convert(self, value: Any, param, ctx) -> float:  # noqa: ANN001
+    def convert(self, value: Any, param, ctx) -> float:
         try:
             x = float(value)
         except (TypeError, ValueError, OverflowError):
@@ -184,7 +185,7 @@ def pair_option(text: str | None, name: str | Sequence[str], cast: Callable = fl
     try:
         parts = [cast(p.strip()) for p in str(text).split(",")]
     except (ValueError, OverflowError):
-        raise click.BadParameter(bad, param_hint=name)
+        raise click.BadParameter(bad, param_hint=name) from None
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2:

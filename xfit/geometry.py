@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -202,7 +203,7 @@ class View:
         m = self.magnification
         return (self.pixel_spacing_mm[0] / m, self.pixel_spacing_mm[1] / m)
 
-    def with_(self, **changes: Any) -> "View":
+    def with_(self, **changes: Any) -> View:
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
@@ -224,7 +225,7 @@ class View:
         return out
 
     @classmethod
-    def from_sidecar(cls, data: Mapping[str, Any], shape: Sequence[int], **overrides: Any) -> "View":
+    def from_sidecar(cls, data: Mapping[str, Any], shape: Sequence[int], **overrides: Any) -> View:
         """Build a view from a sidecar dictionary and the image shape (rows, cols).
 
         Unknown keys are rejected so that typos do not silently fall back to defaults.

@@ -110,7 +110,7 @@ def parse_levels(text: str | None) -> tuple[int, ...]:
     return tuple(LEVEL_TO_LABEL[n] for n in sorted(set(chosen), key=order.__getitem__))
 
 
-def format_levels(labels: "list[int] | tuple[int, ...]") -> str:
+def format_levels(labels: list[int] | tuple[int, ...]) -> str:
     """Compact text of VerSe labels in anatomical order, e.g. ``"T10-L2,L4"``."""
     order = {LEVEL_TO_LABEL[n]: i for i, n in enumerate(ANATOMICAL_ORDER)}
     idx = sorted({order[int(x)] for x in labels if int(x) in order})

@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -481,7 +482,7 @@ def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
         InputError: bad volumes, window or axis; a given weights file that is missing or invalid;
             slices smaller than 31 pixels on the LPIPS path.
     """
-    global _warned_lpips_fallback
+    global _warned_lpips_fallback  # noqa: PLW0603 (warn once per process)
     p, t = _np(pred_hu), _np(target_hu)
     _check_pair(p, t, "lpips_slices", ndim=3)
     axis = _check_axis(axis, "lpips_slices")

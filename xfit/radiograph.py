@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,7 +230,7 @@ class ClinicalStyle:
     grid_contrast: float = 0.03
     grid_lines: str = "vertical"
 
-    def replace(self, **changes: Any) -> "ClinicalStyle":
+    def replace(self, **changes: Any) -> ClinicalStyle:
         """A copy with some parameters changed (checked by :func:`check_style`)."""
         return check_style(dataclasses.replace(self, **changes))
 

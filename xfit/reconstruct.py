@@ -29,17 +29,27 @@ import platform
 import struct
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import (atomic_folder, atomic_write, check_device, check_output_folder, finite_json, read_nifti,
-                 read_xray, resample_onto, write_nifti)
+from .io import (
+    atomic_folder,
+    atomic_write,
+    check_device,
+    check_output_folder,
+    finite_json,
+    read_nifti,
+    read_xray,
+    resample_onto,
+    write_nifti,
+)
 
 #: The prior shipped inside the package (trained on xfit's phantoms with configs/prior-64.yaml).
 DEFAULT_PRIOR = Path(__file__).parent / "data" / "prior-64.safetensors"
@@ -150,7 +160,7 @@ class Reconstruction:
     gt_labels: np.ndarray | None = None
     seconds: float = 0.0
     #: where the cube was placed and how (None: at the isocentre, as before targets existed)
-    target: "Target | None" = None
+    target: Target | None = None
     #: per view, the region of interest fitted (None: the whole images)
     rois: list | None = None
     #: the images and views actually fitted (the ROI crops; the inputs without a target)
@@ -722,10 +732,8 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
 
     from .baselines.infer import predict
     from .fitting import FitResult, load_fit_config
-    from .fitting.optimize import build_objective, compare_views, normalised_targets
+    from .fitting.optimize import build_objective, check_images, compare_views, normalised_targets
     from .io import hu_to_mu
-
-    from .fitting.optimize import check_images
 
     check_images(images, views)  # the fit's checks (a constant image has nothing to reconstruct)
     t0 = time.perf_counter()

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import (Volume, atomic_folder, atomic_write, check_output_folder, read_nifti, write_radiograph,
-                 write_xray)
+from .io import Volume, atomic_folder, atomic_write, check_output_folder, read_nifti, write_radiograph, write_xray
+from .projector import project
 from .units import hu_to_mu
 
 #: Documented ranges of the dose (photons per pixel) and the PNG scale of ``simulate``.
 MAX_PHOTONS = 1.0e12
 MAX_LINE_INTEGRAL_SCALE = 1.0e6
-from .projector import project
 
 
 def view_name(angle_deg: float, index: int, used: set[str]) -> str:

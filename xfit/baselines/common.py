@@ -38,9 +38,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -215,7 +216,7 @@ class BaselineConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "BaselineConfig":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> BaselineConfig:
         if not isinstance(data, Mapping):
             raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
         d = dict(data)
@@ -265,7 +266,7 @@ DEFAULT_ARCHS = {
 }
 
 
-def _check_arch(cfg: "BaselineConfig") -> None:
+def _check_arch(cfg: BaselineConfig) -> None:
     """InputError for unknown architecture keys, non-positive widths or too many levels."""
     keys = ARCH_KEYS[cfg.method]
     unknown = sorted(set(cfg.arch) - set(keys))

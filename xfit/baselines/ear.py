@@ -160,7 +160,7 @@ class EAR(nn.Module):
         self.out = Conv3d(stem, 1, 1)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "EAR":
+    def from_config(cls, cfg: BaselineConfig) -> EAR:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, int(a["stem"]), list(a["enc"]), len(cfg.views.angles_deg), int(a["cbam_reduction"]))
 

@@ -156,7 +156,7 @@ class IGCN(nn.Module):
         self.register_buffer("degree", torch.ones(0), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "IGCN":
+    def from_config(cls, cfg: BaselineConfig) -> IGCN:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, cfg.fov_mm, list(a["enc"]), list(a["gcn"]), len(cfg.views.angles_deg))
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,16 @@ import torch
 from ..errors import CheckpointError, InputError
 from ..geometry import View
 from ..prior.config import unit_to_hu
-from .common import (CT_OUTPUT, LABEL_THRESHOLD_HU, Lifter, centred_component, check_method, cube_affine, footprints,
-                     labels_from_hu)
+from .common import (
+    CT_OUTPUT,
+    LABEL_THRESHOLD_HU,
+    Lifter,
+    centred_component,
+    check_method,
+    cube_affine,
+    footprints,
+    labels_from_hu,
+)
 from .registry import Baseline, load_model
 
 #: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.

@@ -17,8 +17,8 @@ prior's training collection (docs/measurements.md, "The shipped prior"):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 

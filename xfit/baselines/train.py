@@ -44,7 +44,7 @@ import torch.distributed as dist
 from ..devices import AMP_CHOICES
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
-from ..io import atomic_write, hu_to_mu
+from ..io import hu_to_mu
 from ..levels import format_levels
 from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_optimizer, save_training_state
 from ..prior.config import unit_to_hu
@@ -52,8 +52,20 @@ from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
 from ..projector import project
-from ..training import (add_run_arguments, check_crops, check_losses, check_run_folder, levels_arg, prune_empty,
-                        require_run_config, rng_state_tensors, skip_lines, trim_log, write_run_config, writer_lock)
+from ..training import (
+    add_run_arguments,
+    check_crops,
+    check_losses,
+    check_run_folder,
+    levels_arg,
+    prune_empty,
+    require_run_config,
+    rng_state_tensors,
+    skip_lines,
+    trim_log,
+    write_run_config,
+    writer_lock,
+)
 from . import ear, igcn, transvert, x2ct, xctrsnet
 from .common import ADVERSARIAL, BaselineConfig, Lifter, cube_affine, footprints, load_config, save_model
 from .registry import build_model
@@ -388,7 +400,7 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     state_path = run_dir / STATE_FILE
     find_cases(ct_dir, layout, masks_dir, class_map)  # a bad folder fails before anything is created

@@ -51,11 +51,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..geometry import View, world_to_pixel
-from .common import DEFAULT_ARCHS, BaselineConfig, Conv3d, Lifter, annotation_disc, centred_component, check_shape, footprint_pixels
+from .common import (
+    DEFAULT_ARCHS,
+    BaselineConfig,
+    Conv3d,
+    Lifter,
+    annotation_disc,
+    centred_component,
+    check_shape,
+    footprint_pixels,
+)
 
 DEFAULT_ARCH = DEFAULT_ARCHS["transvert"]
 #: The paper's weights: alpha_G = 10 (L1), alpha_D = 0.1 (LSGAN).
@@ -155,7 +163,7 @@ class TransVert(nn.Module):
         self.out = Conv3d(dec[-1], 1, 1)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "TransVert":
+    def from_config(cls, cfg: BaselineConfig) -> TransVert:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, list(a["enc"]), int(a["map"]), list(a["dec"]), len(cfg.views.angles_deg))
 

@@ -105,7 +105,7 @@ class X2CTGenerator(nn.Module):
         self.dec = dec
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "X2CTGenerator":
+    def from_config(cls, cfg: BaselineConfig) -> X2CTGenerator:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, list(a["enc"]), list(a["dec"]), int(a["fc_hidden"]), len(cfg.views.angles_deg))
 
@@ -141,7 +141,7 @@ class PatchDiscriminator3D(nn.Module):
         self.net = nn.Sequential(*layers)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "PatchDiscriminator3D":
+    def from_config(cls, cfg: BaselineConfig) -> PatchDiscriminator3D:
         return cls(list({**DEFAULT_ARCH, **cfg.arch}["disc"]))
 
     def forward(self, x: Tensor) -> Tensor:

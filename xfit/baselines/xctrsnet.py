@@ -216,7 +216,7 @@ class XCTRSNet(nn.Module):
         self.mulsis = MulSISNet(seg)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "XCTRSNet":
+    def from_config(cls, cfg: BaselineConfig) -> XCTRSNet:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, list(a["enc"]), list(a["path"]), list(a["seg"]), len(cfg.views.angles_deg))
 

@@ -22,7 +22,8 @@ ship_baselines = ship_command
 @click.argument("ct_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (state, baseline.safetensors, log)")
 @click.option("--config", "config_name", default=None,
-              help="config: a name (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) or a YAML file [default: xfit/configs/baseline-NAME.yaml, or the run's own with --resume]")
+              help="config: a name (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) or a YAML file "
+                   "[default: xfit/configs/baseline-NAME.yaml, or the run's own with --resume]")
 @click.option("--layout", type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]), default=None,
               help="collection layout [default: detected], as for train-prior")
 @click.option("--levels", default=None, help="vertebrae to train on, e.g. T10-L5 [default: all]")
@@ -40,14 +41,14 @@ ship_baselines = ship_command
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def train_baseline(name, ct_dir, out, config_name, layout, levels, masks_dir, class_map, max_outside, workers, amp,
                    resume, force, device, max_steps, quiet) -> None:
-    """Train a feed-forward baseline (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) on X-rays simulated from the prior's crops
-    of a CT collection (several processes: torchrun -m xfit.baselines.train)."""
+    """Train a feed-forward baseline (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) on X-rays simulated
+    from the prior's crops of a CT collection (several processes: torchrun -m xfit.baselines.train)."""
     from pathlib import Path
 
+    from ..baselines.train import MODEL_FILE, resolve_config, train
     from ..errors import InputError
     from ..io import check_device, check_output_path
     from ..levels import parse_levels
-    from ..baselines.train import MODEL_FILE, resolve_config, train
 
     if device is not None:
         check_device(device)

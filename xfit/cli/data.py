@@ -19,15 +19,17 @@ MAX_PHANTOM_SIDE = 1024
 @click.option("--spacing", default=1.25, show_default=True, type=FiniteFloat(0.05, 100.0), help="voxel size (mm)")
 @click.option("--fov", "fov_mm", default=None, type=FiniteFloat(1.0, 10_000.0), help="field of view (mm) with the torso around the spine (the grid then has fov/spacing voxels)")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="seed of case 0 (case i uses seed+i)")
-@click.option("--level", default=None, help="the vertebra each grid is centred on: a level (L1), a range (T10-L5, one drawn per case), lumbar or thoracic [default: half L1-L5, half T6-T12]")
+@click.option("--level", default=None, help="the vertebra each grid is centred on: a level (L1), a range (T10-L5, one drawn per case), "
+                   "lumbar or thoracic [default: half L1-L5, half T6-T12]")
 @click.option("--centre", type=click.Choice(["vertebra", "grid"]), default="vertebra", show_default=True,
-              help="grid centre: the centroid of the centred vertebra (as the prior's training crops) or the middle of its antero-posterior extent")
+              help="grid centre: the centroid of the centred vertebra (as the prior's training crops) "
+                   "or the middle of its antero-posterior extent")
 @click.option("--noise", "noise_hu", default=None, type=FiniteFloat(0.0, 500.0), help="CT noise standard deviation (HU; 0 = none) [default: drawn, 5-30]")
 @click.option("--blur/--no-blur", default=True, show_default=True, help="slice thickness and in-plane blur of the drawn scanner")
 @click.option("--metal/--no-metal", default=None, help="pedicle screws in every case / in none [default: drawn, a few % of cases]")
 @click.option("--body-composition", type=click.Choice(["default", "published"]), default="default", show_default=True,
-              help="published: draw sex, BMI and the centred level's muscle and fat areas from published CT body-composition data "
-                   "and fit the torso to them; default: each seed's phantom as it always was")
+              help="published: draw sex, BMI and the centred level's muscle and fat areas from published CT "
+                   "body-composition data and fit the torso to them; default: each seed's phantom as it always was")
 @click.option("--force", is_flag=True, help="replace an existing output folder")
 def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, seed: int, level: str | None,
              centre: str, noise_hu: float | None, blur: bool, metal: bool | None, body_composition: str, force: bool) -> None:
@@ -41,7 +43,7 @@ def phantoms(out: str, n: int, size: str, spacing: float, fov_mm: float | None, 
     try:
         sizes = tuple(int(x) for x in str(size).split(","))
     except ValueError:
-        raise click.BadParameter(f"expected a number or three like 64,64,96, got {size!r}", param_hint="--size")
+        raise click.BadParameter(f"expected a number or three like 64,64,96, got {size!r}", param_hint="--size") from None
     if len(sizes) not in (1, 3) or not all(8 <= x <= MAX_PHANTOM_SIDE for x in sizes):
         raise click.BadParameter(f"expected one or three sizes of 8 to {MAX_PHANTOM_SIDE}, got {size!r}",
                                  param_hint="--size")

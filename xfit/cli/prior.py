@@ -19,7 +19,8 @@ snapshot = snapshot_cli
               help="collection layout [default: detected]; see the README, 'Train on your own data'")
 @click.option("--levels", default=None, help="vertebrae to train on: names, ranges or lists, e.g. T10-L5 or L1,L3 [default: all]")
 @click.option("--masks", "masks_dir", default=None, type=click.Path(file_okay=False), help="folder of vertebra masks under the CTs' names (default: the layout's own)")
-@click.option("--class-map", default=None, help="class map of multilabel masks not in the VerSe numbering: totalseg-v1, totalseg-v2 or a JSON file {value: structure} [default: the file's header]")
+@click.option("--class-map", default=None, help="class map of multilabel masks not in the VerSe numbering: totalseg-v1, totalseg-v2 or a "
+                   "JSON file {value: structure} [default: the file's header]")
 @click.option("--max-outside", type=FiniteFloat(0.0, 1.0), default=0.05, show_default=True, help="largest fraction of a crop allowed outside its scan")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="processes preparing the crops [default: one per CPU core]")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 
 from ..console import SEED, FiniteFloat, pair_option
+
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -56,8 +58,13 @@ def reconstruct(images, out, prior, angles, sdd_mm, sod_mm, pixel_spacing, flip_
     """Reconstruct a CT volume from X-ray IMAGES (PNG/JPEG/TIFF with sidecars, or DICOM)."""
     from ..geometry import MAX_PIXEL_SPACING_MM, parse_angles
     from ..io import check_device
-    from ..reconstruct import (ReconstructSettings, preflight, reconstruct_vertebrae, write_reconstruction,
-                               write_vertebrae)
+    from ..reconstruct import (
+        ReconstructSettings,
+        preflight,
+        reconstruct_vertebrae,
+        write_reconstruction,
+        write_vertebrae,
+    )
 
     # every cheap check before the fit: device, output folder, input files, fit config, options
     dev = str(check_device(device))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 
@@ -14,7 +15,7 @@ from ..studies import RESULTS_DIR, RESULTS_PAGE
 # evaluate and the studies
 
 
-def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:  # noqa: ANN001
+def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:
     """``--shard K/N`` -> ``(K, N)`` (:func:`xfit.studies.evaluate.parse_shard`)."""
     if value is None:
         return None
@@ -32,7 +33,9 @@ def _eval_options(f: Callable) -> Callable:
     opts = [
         click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (resumed when it holds the same settings)"),
         click.option("--methods", default="fit,mean,best-of-n", show_default=True,
-                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, ceiling (oracle: the prior fitted to the 3D truth), x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (a baseline may carry a tag: x2ct-cnn@jitter)"),
+                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, ceiling (oracle: the prior "
+                          "fitted to the 3D truth), x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn "
+                          "(a baseline may carry a tag: x2ct-cnn@jitter)"),
         click.option("--checkpoint", "checkpoints", multiple=True, metavar="METHOD=FILE",
                      help="a baseline's checkpoint (repeatable) [default: the shipped one]"),
         click.option("--prior", default=None, type=click.Path(dir_okay=False), help="prior checkpoint [default: the shipped prior]"),
@@ -193,11 +196,13 @@ def study_noise(dose, angles, **kw) -> None:
 
 @study.command("style")
 @click.option("--strengths", default="0,0.25,0.5,1", show_default=True,
-              help="strengths of the clinical style (0: ideal images, 1: the lumbar AP / lateral presets of xfit simulate --style clinical)")
+              help="strengths of the clinical style (0: ideal images, 1: the lumbar AP / lateral presets of "
+                   "xfit simulate --style clinical)")
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles (deg)")
 @_eval_options
 def study_style(strengths, angles, **kw) -> None:
-    """Each metric from ideal DRRs to processed clinical radiographs (scatter, noise, LUT, enhancement, collimation, markers)."""
+    """Each metric from ideal DRRs to processed clinical radiographs (scatter, noise, LUT, enhancement,
+    collimation, markers)."""
     from ..geometry import parse_angles
     from ..studies.sweeps import parse_values, style_conditions
 

@@ -1,7 +1,7 @@
 """Settings of test-time fitting (:class:`FitConfig`), read from ``xfit/configs/fit.yaml``.
 
-Every field has a default here; ``xfit/configs/fit.yaml`` (shipped inside the package) repeats them so that the defaults are
-visible and editable in one place (a test checks that the two agree). The whole config is
+Every field has a default here; ``xfit/configs/fit.yaml`` (shipped inside the package) repeats them
+so that the defaults are visible and editable in one place (a test checks that the two agree). The whole config is
 saved with the fit's outputs (``FitResult.config``).
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..configs import CONFIG_DIR
 from ..devices import AMP_CHOICES
@@ -205,7 +206,7 @@ class FitConfig:
 
     def transform_sigmas(self):
         """The :class:`~xfit.fitting.transform.TransformSigmas` of these settings."""
-        from .transform import TransformSigmas  # noqa: PLC0415
+        from .transform import TransformSigmas
 
         return TransformSigmas(self.transform_sigma_deg, self.transform_sigma_mm,
                                self.transform_sigma_log_scale)

@@ -26,22 +26,30 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import (check_names_shapes, load_tensors, read_safetensors, save_safetensors, state_dict_tensors,
-                          take_prefix, xfit_meta)
+from ..checkpoint import (
+    check_names_shapes,
+    load_tensors,
+    read_safetensors,
+    save_safetensors,
+    state_dict_tensors,
+    take_prefix,
+    xfit_meta,
+)
 from ..errors import CheckpointError, GeometryError, InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from ..units import hu_to_mu, unit_to_hu
 from ..prior.sample import prior_affine
 from ..projector import project
+from ..units import hu_to_mu, unit_to_hu
 
 ENCODER_FORMAT = "xfit-encoder"
 FORMAT_VERSION = 1

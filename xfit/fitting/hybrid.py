@@ -9,9 +9,9 @@ then refines it against the images, so the network decides the start, never the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from torch import Tensor
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .invert import invert_volume, pool_to
 from .config import INIT_NETWORKS
+from .invert import invert_volume, pool_to
 from .objective import Anchor
 
 

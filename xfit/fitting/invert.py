@@ -30,8 +30,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..prior.checkpoint import Prior
-from ..units import hu_to_unit
 from ..prior.sample import generate_hu, synthesize
+from ..units import hu_to_unit
 from .objective import noise_prior, w_gaussian_prior
 from .schedule import lr_schedule
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -317,8 +317,10 @@ class PerceptualLoss(nn.Module):
         span = (t.amax((-2, -1), keepdim=True) - lo).clamp_min(_EPS)
         p, t = 2 * (p - lo) / span - 1, 2 * (t - lo) / span - 1
         size = (max(64, r), max(64, c))
-        prep = lambda x: F.interpolate(x.reshape(b * v, 1, r, c), size=size, mode="bilinear",  # noqa: E731
-                                       align_corners=False).expand(-1, 3, -1, -1)
+        def prep(x: Tensor) -> Tensor:
+            return F.interpolate(x.reshape(b * v, 1, r, c), size=size, mode="bilinear",
+                                 align_corners=False).expand(-1, 3, -1, -1)
+
         from ..metrics import lpips_alex
 
         w = {k: x.to(device=p.device, dtype=p.dtype) for k, x in self.weights.items()}
@@ -478,7 +480,7 @@ class Objective:
                  pose_sigma_deg: float = 5.0, pose_sigma_mm: float = 5.0,
                  perceptual: PerceptualLoss | None = None, perceptual_net: str = "alex",
                  masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None,
-                 anchor: "Anchor | None" = None, lambda_intensity_map: float = 0.001,
+                 anchor: Anchor | None = None, lambda_intensity_map: float = 0.001,
                  data_term: str = "ncc"):
         if data_term not in ("ncc", "ncc+gradient"):
             raise InputError(f"data_term must be ncc or ncc+gradient, got {data_term!r}")
@@ -630,7 +632,7 @@ class Objective:
                           delta_shift_mm=delta_shift_mm)
 
 
-def _pose_term(obj: "Objective", x: dict) -> Tensor:
+def _pose_term(obj: Objective, x: dict) -> Tensor:
     zero = x["w_plus"].new_zeros(x["w_plus"].shape[0])
     da = x["delta_angle_deg"] if x["delta_angle_deg"] is not None else zero[:, None]
     ds = x["delta_shift_mm"] if x["delta_shift_mm"] is not None else zero[:, None, None]
@@ -647,14 +649,14 @@ class PriorTerm:
     name: str
     weight: str
     needs: tuple[str, ...]
-    fn: Callable[["Objective", dict], Tensor]
+    fn: Callable[[Objective, dict], Tensor]
 
 
-def _transform_prior(obj: "Objective", x: dict) -> Tensor:
+def _transform_prior(obj: Objective, x: dict) -> Tensor:
     return transform_prior(x["transform"])
 
 
-def _residual_prior(obj: "Objective", x: dict) -> Tensor:
+def _residual_prior(obj: Objective, x: dict) -> Tensor:
     return residual_penalty(x["residual"])
 
 

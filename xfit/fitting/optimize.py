@@ -32,8 +32,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,13 +44,21 @@ from torch import Tensor
 from ..devices import amp_enabled
 from ..errors import GeometryError, InputError, XfitError
 from ..geometry import View, pixel_inside, view_dict, world_to_pixel
-from ..units import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
 from ..projector import project, resolved_backend
+from ..units import hu_to_mu
 from .config import FitConfig, load_fit_config
-from .objective import (Objective, ViewGroup, group_views, map_curve, match_gain_offset, ncc_per_view,
-                        saturation_mask, upsample_background)
+from .objective import (
+    Objective,
+    ViewGroup,
+    group_views,
+    map_curve,
+    match_gain_offset,
+    ncc_per_view,
+    saturation_mask,
+    upsample_background,
+)
 from .residual import upsample_residual
 from .roi import crop_view, rescale_view
 from .schedule import lr_schedule
@@ -249,7 +258,7 @@ def best_prior_samples(prior: Prior, objective: Objective, n: int, k: int, *, se
     Returns:
         ``[k, num_ws, w_dim]`` W+ of the best samples, best first.
     """
-    from ..prior.sample import sample_w_plus  # noqa: PLC0415
+    from ..prior.sample import sample_w_plus
 
     ws = sample_w_plus(prior, n, seed=7_777_777 + seed)  # a pool apart from the study's references
     scores = []
@@ -266,7 +275,7 @@ def _progress(total: int, enabled: bool):
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm  # noqa: PLC0415 (optional)
+        from tqdm.auto import tqdm  # only when a progress bar is asked for
     except ImportError:
         return None
     return tqdm(total=total, desc="fit", leave=False)
@@ -902,7 +911,7 @@ def fit(
     t_init = 0.0
     anchor_at: dict[int, Any] = {}
     if w_init is None and cfg.init_network is not None:
-        from .hybrid import anchors, network_start  # noqa: PLC0415
+        from .hybrid import anchors, network_start
 
         net = network_start(prior, arrays, views, centre, cfg.init_network, init_checkpoint,
                             steps=cfg.init_network_steps, resolution=inversion_resolution(cfg, full_res, coarse_res),

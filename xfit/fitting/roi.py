@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GeometryError, InputError
-from ..geometry import (View, check_detector_shape, detector_frame, pixel_inside, rotation_matrix, view_dict,
-                        world_to_pixel)
+from ..geometry import (
+    View,
+    check_detector_shape,
+    detector_frame,
+    pixel_inside,
+    rotation_matrix,
+    view_dict,
+    world_to_pixel,
+)
 from ..geometry import pixel_rays as geometry_pixel_rays
 from ..projector import project
 
@@ -54,9 +62,22 @@ AUTO_TILTS_DEG = ((0.0, 0.0, 0.0), (-15.0, 0.0, 0.0), (15.0, 0.0, 0.0), (-30.0, 
                   (0.0, -12.0, 0.0), (0.0, 12.0, 0.0))
 
 __all__ = [
-    "AutoTarget", "ROI", "Triangulation", "area_resample", "auto_target", "back_projected_spacing_mm",
-    "check_target", "closest_point", "crop_image", "crop_view", "cube_corners", "ncc_map", "pixel_rays",
-    "rescale_view", "roi_for_cube", "triangulate",
+    "ROI",
+    "AutoTarget",
+    "Triangulation",
+    "area_resample",
+    "auto_target",
+    "back_projected_spacing_mm",
+    "check_target",
+    "closest_point",
+    "crop_image",
+    "crop_view",
+    "cube_corners",
+    "ncc_map",
+    "pixel_rays",
+    "rescale_view",
+    "roi_for_cube",
+    "triangulate",
 ]
 
 

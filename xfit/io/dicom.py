@@ -68,16 +68,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import GeometryError, InputError
 
-__all__ = ["DicomInfo", "read_dataset", "resolve", "view_angle_from_tags", "orientation_vectors", "TAG_TABLE"]
+__all__ = ["TAG_TABLE", "DicomInfo", "orientation_vectors", "read_dataset", "resolve", "view_angle_from_tags"]
 
 #: (tag, keyword, what xfit takes from it) -- the documented mapping, one row per tag.
 TAG_TABLE: tuple[tuple[str, str, str], ...] = (

@@ -15,8 +15,8 @@ import secrets
 import socket
 import stat
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from torch import Tensor

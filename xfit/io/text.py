@@ -16,7 +16,6 @@ from torch import Tensor
 from ..errors import InputError
 from .files import PathLike, _one_line, _os_reason, _to_numpy, atomic_write
 
-
 #: Sidecars and config files larger than this are refused (they hold a few numbers).
 MAX_SMALL_FILE_BYTES = 1 << 20
 

@@ -4,9 +4,10 @@ reading (reoriented to the closest canonical RAS+), writing, resampling and cent
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor

@@ -73,7 +73,7 @@ def render_vertebrae(cv: Canvas, sp: SpineParams, lay: dict, seed: int) -> None:
     """Every vertebra as bone with its VerSe label; the centred vertebra last, so it is whole."""
     g = cv.grid
     order = sorted(SPINE_LEVELS, key=lambda n: (n == sp.centre_level, 0))
-    for i, lvl in enumerate(order):
+    for lvl in order:
         v, L = sp.vertebrae[lvl], lay[lvl]
         corners = (L["R"] @ local_box(v).T).T + L["c"]
         sl = g.box(corners.min(0), corners.max(0))

@@ -220,7 +220,7 @@ def slice_areas(hu: np.ndarray, tissue: np.ndarray, regions: dict[str, np.ndarra
 def _slab_areas(p: PhantomParams, lay: dict, spacing_mm: float = 2.0) -> dict[str, float]:
     """:func:`slice_areas` of the centred level's mid-vertebral slice, rendered on a thin slab
     (torso, discs, ribs and vertebrae; no scanner effects)."""
-    from .anatomy import ribcage, render_discs_and_canal, render_ribs, render_torso, render_vertebrae
+    from .anatomy import render_discs_and_canal, render_ribs, render_torso, render_vertebrae, ribcage
     from .render import Canvas, Grid
 
     sp, to = p.spine, p.torso

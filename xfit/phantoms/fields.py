@@ -7,7 +7,7 @@ so a crop of a large phantom equals the small phantom of the same seed (``xfit.p
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,7 +11,7 @@ vertical trabeculae), and a basivertebral venous channel crosses the back of eac
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,7 +29,8 @@ def draw_bone(rng: np.random.Generator, age_density: float) -> dict[str, float]:
     ``TISSUE_HU["trabecular_osteoporotic"]`` (1); the cortex from ``TISSUE_HU["cortical_bone"]``
     and :data:`CORTICAL_THICKNESS_MM`, thinner and less dense with age.
     """
-    from .morphometry import CORTICAL_THICKNESS_MM as ct, TISSUE_HU as t
+    from .morphometry import CORTICAL_THICKNESS_MM as ct
+    from .morphometry import TISSUE_HU as t
 
     young = rng.uniform(t["trabecular_young"].lo, t["trabecular_young"].hi)
     old = rng.uniform(t["trabecular_osteoporotic"].lo, t["trabecular_osteoporotic"].hi)

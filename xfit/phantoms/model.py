@@ -10,16 +10,16 @@ data loader cuts from a larger one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..levels import level_label, parse_levels, LABEL_TO_LEVEL
+from ..levels import LABEL_TO_LEVEL, level_label, parse_levels
+from .anatomy import draw_torso, render_discs_and_canal, render_ribs, render_torso, render_vertebrae, ribcage
 from .composition import composition_json
-from .anatomy import (draw_torso, render_discs_and_canal, render_ribs, render_torso,
-                      render_vertebrae, ribcage)
 from .materials import draw_bone
 from .morphometry import MORPHOMETRY
 from .params import PhantomParams, SpineParams

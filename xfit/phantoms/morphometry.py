@@ -60,15 +60,24 @@ lumbar_ct_nz, mri_disc_iran, mri_disc_nepal, lumbar_alignment_627,
 spine_secrets, vialle2005, srs_scoliosis, aaro1981, radclass_hu, prokop2003,
 pickhardt2013, hu_fracture_elderly, silva1994, ritzel1997, vanderhouwen2010,
 palepu2019, segami2021.
-"""
+"""  # noqa: E501 (the per-level Markdown table above)
 
 from dataclasses import dataclass, fields
-from typing import Dict, List, Tuple
 
 __all__ = [
-    "Stat", "LevelMorphometry", "Range", "LEVELS", "MORPHOMETRY", "SOURCES",
-    "FIELD_SOURCES", "POSTURE", "TISSUE_HU", "CORTICAL_THICKNESS_MM",
-    "INFERIOR_ENDPLATE_CONCAVITY_MM", "TISSUE_SOURCES", "POSTURE_SOURCES",
+    "CORTICAL_THICKNESS_MM",
+    "FIELD_SOURCES",
+    "INFERIOR_ENDPLATE_CONCAVITY_MM",
+    "LEVELS",
+    "MORPHOMETRY",
+    "POSTURE",
+    "POSTURE_SOURCES",
+    "SOURCES",
+    "TISSUE_HU",
+    "TISSUE_SOURCES",
+    "LevelMorphometry",
+    "Range",
+    "Stat",
     "table_markdown",
 ]
 
@@ -112,13 +121,13 @@ class Range:
     hi: float
 
 
-LEVELS: Tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] +
+LEVELS: tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] +
                                 [f"L{i}" for i in range(1, 6)])
 
 # ---------------------------------------------------------------------------
 # Per-field columns, 17 entries T1..L5, each (mean, sd).
 # ---------------------------------------------------------------------------
-_COLS: Dict[str, List[Tuple[float, float]]] = {
+_COLS: dict[str, list[tuple[float, float]]] = {
     # Panjabi 1991 (T) / 1992 (L) EPWu.
     "body_width": [
         (25.5, 2.0), (25.0, 2.0), (25.0, 2.0), (25.5, 2.0), (26.8, 2.0), (28.0, 2.1),
@@ -225,20 +234,20 @@ _COLS: Dict[str, List[Tuple[float, float]]] = {
 }
 
 
-def _build() -> Dict[str, LevelMorphometry]:
+def _build() -> dict[str, LevelMorphometry]:
     names = [f.name for f in fields(LevelMorphometry) if f.name != "level"]
     assert set(names) == set(_COLS), set(names) ^ set(_COLS)
-    out: Dict[str, LevelMorphometry] = {}
+    out: dict[str, LevelMorphometry] = {}
     for i, lev in enumerate(LEVELS):
         kw = {n: Stat(*_COLS[n][i]) for n in names}
         out[lev] = LevelMorphometry(level=lev, **kw)
     return out
 
 
-MORPHOMETRY: Dict[str, LevelMorphometry] = _build()
+MORPHOMETRY: dict[str, LevelMorphometry] = _build()
 
 # ---------------------------------------------------------------------------
-SOURCES: Dict[str, str] = {
+SOURCES: dict[str, str] = {
     "panjabi1991": "Panjabi MM, Takata K, Goel V, Federico D, Oxland T, Duranceau J, Krag M. "
                    "Thoracic human vertebrae. Quantitative three-dimensional anatomy. "
                    "Spine 1991;16(8):888-901. doi:10.1097/00007632-199108000-00006",
@@ -329,7 +338,7 @@ SOURCES: Dict[str, str] = {
                   "lumbar endplate. PLoS One 2021 (PMID 34705863).",
 }
 
-FIELD_SOURCES: Dict[str, str] = {
+FIELD_SOURCES: dict[str, str] = {
     "body_width": "panjabi1991 (T1-T12), panjabi1992 (L1-L5) EPWu; SD ~ SE*sqrt(12), rounded. "
                   "Cross-check: egwu2019/kaur2016 typical-thoracic ~25-30 mm; zhou2000 CT. "
                   "Cadaveric: in-vivo CT outlines run ~1 mm larger.",
@@ -387,7 +396,7 @@ FIELD_SOURCES: Dict[str, str] = {
 INFERIOR_ENDPLATE_CONCAVITY_MM: Stat = Stat(1.5, 0.8)  # wang2012 mean; SD ESTIMATED
 
 # ---------------------------------------------------------------------------
-POSTURE: Dict[str, Range] = {
+POSTURE: dict[str, Range] = {
     "lumbar_lordosis_L1_S1_deg": Range(40.0, 70.0),
     "lumbar_lordosis_L4_S1_deg": Range(26.0, 43.0),
     "thoracic_kyphosis_T4_T12_deg": Range(20.0, 45.0),
@@ -400,7 +409,7 @@ POSTURE: Dict[str, Range] = {
     "apical_axial_rotation_deg": Range(5.0, 25.0),
 }
 
-POSTURE_SOURCES: Dict[str, str] = {
+POSTURE_SOURCES: dict[str, str] = {
     "lumbar_lordosis_L1_S1_deg": "spine_secrets (45-70); lumbar_alignment_627 (49.8+-11.2 standing, "
                                  "36.8+-13.2 supine -- CT is supine, so lower values are realistic)",
     "lumbar_lordosis_L4_S1_deg": "lumbar_alignment_627 (34.2+-8.3 standing)",
@@ -416,7 +425,7 @@ POSTURE_SOURCES: Dict[str, str] = {
 }
 
 # ---------------------------------------------------------------------------
-TISSUE_HU: Dict[str, Range] = {
+TISSUE_HU: dict[str, Range] = {
     "fat_subcutaneous": Range(-120.0, -80.0),
     "fat_visceral": Range(-110.0, -70.0),
     "muscle": Range(30.0, 60.0),
@@ -440,7 +449,7 @@ TISSUE_HU: Dict[str, Range] = {
     "titanium_screw": Range(3000.0, 8000.0),
 }
 
-TISSUE_SOURCES: Dict[str, str] = {
+TISSUE_SOURCES: dict[str, str] = {
     "fat_subcutaneous": "radclass_hu, prokop2003 (fat -50..-100; mediastinal/subcutaneous fat "
                         "rarely below -130); subcutaneous slightly lower than visceral ESTIMATED",
     "fat_visceral": "radclass_hu, prokop2003",
@@ -476,7 +485,7 @@ summarised in vanderhouwen2010 Table 1."""
 
 
 # ---------------------------------------------------------------------------
-_TABLE_FIELDS: Tuple[Tuple[str, str], ...] = (
+_TABLE_FIELDS: tuple[tuple[str, str], ...] = (
     ("body_width", "Body W"), ("body_depth", "Body D"),
     ("body_height_ant", "H ant"), ("body_height_post", "H post"),
     ("pedicle_width", "Ped W"), ("pedicle_height", "Ped H"),

@@ -133,7 +133,7 @@ def layout(verts: dict[str, VertebraParams], discs: dict[str, float], p: Posture
         out[lvl] = dict(R=R[lvl], c=cw, p=cw + R[lvl] @ np.array([0.0, y_off, 0.0]),
                         phi=phi[lvl], psi=psi[lvl], rot=arot[lvl])
     origin = out[centre_level]["p"].copy()
-    for lvl in out:
-        out[lvl]["c"] = out[lvl]["c"] - origin
-        out[lvl]["p"] = out[lvl]["p"] - origin
+    for frame in out.values():
+        frame["c"] = frame["c"] - origin
+        frame["p"] = frame["p"] - origin
     return out

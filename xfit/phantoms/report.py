@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -231,10 +232,10 @@ def _fmt(x: float | None, d: int = 1) -> str:
 
 def markdown(rep: dict[str, Any]) -> str:
     """The report as Markdown tables."""
-    lines = [f"# Phantom realism report ({rep['n']} phantoms, seeds {rep['seed']}-"
-             f"{rep['seed'] + rep['n'] - 1}, {rep['size']}^3 at {rep['spacing_mm']} mm)", "",
-             "Measured on the label maps in each centred vertebra's frame; published values from "
-             "`xfit/phantoms/morphometry.py` (mean ± SD). mm.", ""]
+    lines = [(f"# Phantom realism report ({rep['n']} phantoms, seeds {rep['seed']}-"
+             f"{rep['seed'] + rep['n'] - 1}, {rep['size']}^3 at {rep['spacing_mm']} mm)"), "",
+             ("Measured on the label maps in each centred vertebra's frame; published values from "
+             "`xfit/phantoms/morphometry.py` (mean ± SD). mm."), ""]
     keys = list(MEASURES)
     lines += ["| level | n | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for lvl, rows in rep["dimensions"].items():
@@ -265,14 +266,15 @@ def composition_markdown(rows: Sequence[dict[str, Any]], model: str) -> list[str
     from .composition import SOURCES
 
     out = ["", f"## Body composition at the centred level (model: {model})", "",
-           "Mid-vertebral axial slice of the whole body (2 mm voxels), skeletal muscle -29..150 HU "
+           ("Mid-vertebral axial slice of the whole body (2 mm voxels), skeletal muscle -29..150 HU "
            "within the muscles, fat -190..-30 HU between the skin and the wall muscles "
            "(subcutaneous, SAT) or inside them (visceral, VAT); cm². Published: skeletal muscle "
            "mean ± SD (Framingham women at T5/T8/T10/L3, men derived from van der Werf 2018; other "
            "levels interpolated, see `xfit/phantoms/composition.py`), SAT / VAT medians at L3 "
            "(Kong 2022) grown to the bodies' mean BMI. Sex '-': the default model draws none, so "
-           "both sexes' values are shown (F / M).", "",
-           "| level | sex | n | BMI | muscle (published) | SAT median (published) | VAT median (published) | lung median |",
+           "both sexes' values are shown (F / M)."), "",
+           ("| level | sex | n | BMI | muscle (published) | SAT median (published) | VAT median (published) "
+            "| lung median |"),
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pubs = list(r["published"].values())

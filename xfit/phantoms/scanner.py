@@ -69,7 +69,7 @@ def render_metal(cv: Canvas, sp: SpineParams, lay: dict, sc: ScannerParams) -> N
             p0, p1 = L["c"] + L["R"] @ (entry - 6.0 * dirn), L["c"] + L["R"] @ tip
             heads[s].append(p0)
             _metal_capsule(cv, p0, p1, 3.0)
-    for s, pts in heads.items():
+    for pts in heads.values():
         for a, b in zip(pts[:-1], pts[1:]):
             _metal_capsule(cv, a, b, 2.75)
 

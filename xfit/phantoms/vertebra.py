@@ -13,7 +13,7 @@ alae, scaled by the size draw (it only matters as the neighbour of L5).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

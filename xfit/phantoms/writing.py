@@ -9,8 +9,8 @@ labels), ``caseNNNN_tissue.nii.gz`` (:data:`xfit.phantoms.labels.TISSUE`) and ``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .model import Phantom, make_phantom
 

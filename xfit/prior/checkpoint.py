@@ -33,16 +33,26 @@ import dataclasses
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import (FORMAT_VERSION, check_finite, check_names_shapes, load_tensors, read_safetensors,
-                          save_safetensors, state_dict_tensors, take_prefix, xfit_meta)
+from ..checkpoint import (
+    FORMAT_VERSION,
+    check_finite,
+    check_names_shapes,
+    load_tensors,
+    read_safetensors,
+    save_safetensors,
+    state_dict_tensors,
+    take_prefix,
+    xfit_meta,
+)
 from ..errors import CheckpointError, InputError
 from .config import PriorConfig
 from .networks import Generator, build_generator
@@ -360,7 +370,7 @@ def capture_rng_state(prefix: str = "rng") -> tuple[dict[str, Tensor], dict[str,
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"{prefix}.cuda.{i}"] = s
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state is what resumes)
     version, internal, gauss_next = random.getstate()
     meta = {
         "prefix": prefix,
@@ -379,7 +389,7 @@ def restore_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) ->
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     name, keys, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002 (as saved)
     version, internal, gauss_next = meta["python"]
     random.setstate((version, tuple(internal), gauss_next))
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..configs import config_path as shipped_config_path
 from ..errors import InputError
@@ -142,7 +143,7 @@ class PriorConfig:
         return _jsonable(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PriorConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PriorConfig:
         """Build and validate a config from a (possibly JSON-decoded) dictionary.
 
         Raises:

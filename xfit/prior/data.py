@@ -42,10 +42,11 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,16 @@ from ..errors import InputError, OutputError, XfitError
 from ..io import Volume
 from ..levels import VERTEBRA_LABELS, format_levels, level_name
 from ..units import hu_to_unit
-from .datasets import (Case, Collection, LabelMap, MaskFiles, class_map_values, file_signature, find_cases,
-                       nifti_class_map)
+from .datasets import (
+    Case,
+    Collection,
+    LabelMap,
+    MaskFiles,
+    class_map_values,
+    file_signature,
+    find_cases,
+    nifti_class_map,
+)
 
 #: Default largest fraction of a crop that may lie outside the scan.
 MAX_OUTSIDE = 0.05
@@ -198,7 +207,7 @@ class LevelStats:
     _acc: Any = field(default=None, repr=False)
 
 
-def open_labels(labels: LabelMap | MaskFiles) -> tuple[list["_Nifti"], dict[int, int] | list[int]]:
+def open_labels(labels: LabelMap | MaskFiles) -> tuple[list[_Nifti], dict[int, int] | list[int]]:
     """Open a label source: ``(images, spec)`` where ``spec`` is the value map of a label map
     (file value -> VerSe label) or the VerSe label of each mask file."""
     if isinstance(labels, LabelMap):
@@ -211,7 +220,7 @@ def open_labels(labels: LabelMap | MaskFiles) -> tuple[list["_Nifti"], dict[int,
     return [_Nifti(p) for _, p in labels.masks], [lab for lab, _ in labels.masks]
 
 
-def scan_levels(images: Sequence["_Nifti"], spec: dict[int, int] | list[int]
+def scan_levels(images: Sequence[_Nifti], spec: dict[int, int] | list[int]
                 ) -> tuple[dict[int, LevelStats], list[int]]:
     """Find the vertebrae of opened label images (see :func:`open_labels`).
 
@@ -398,7 +407,7 @@ class CaseReport:
         return "; ".join(parts)
 
 
-def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[int],
+def _cut(ct: _Nifti, images: Sequence[_Nifti], spec: dict[int, int] | list[int],
          settings: DataSettings, rep: CaseReport, with_data: bool) -> list[np.ndarray]:
     """Crops of one CT given its opened label images; fills ``rep`` (raises InputError)."""
     stats, rep.ignored_values = scan_levels(images, spec)
@@ -423,8 +432,8 @@ def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[i
         aff = crop_affine(ct, stats[lab].centroid_mm, size, settings.spacing_mm)
         out = outside_fraction(ct, aff, size)
         if out > settings.max_outside:
-            rep.skipped.append((level_name(lab), f"{100 * out:.0f} % of the crop lies outside the "
-                                f"scan (at most {100 * settings.max_outside:.0f} % allowed)"))
+            rep.skipped.append((level_name(lab), (f"{100 * out:.0f} % of the crop lies outside the "
+                                f"scan (at most {100 * settings.max_outside:.0f} % allowed)")))
             continue
         rep.crops.append(lab)
         todo.append((lab, aff))
@@ -468,7 +477,7 @@ def prepare_case(case: Case, settings: DataSettings, *, with_data: bool = True
         msg = str(exc)
         head = f"{case.ct.name}: "
         rep.error = msg[len(head):] if msg.startswith(head) else msg
-    except (Exception, MemoryError) as exc:  # one bad file must not stop a whole collection
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 (one bad file must not stop a whole collection)
         rep.error = f"cannot prepare it ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
     rep.crops = []
     return [], rep
@@ -625,7 +634,7 @@ class CropStore:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 (a finaliser must not raise, e.g. at interpreter shutdown)
             pass
 
 
@@ -871,8 +880,8 @@ class DryRun:
     def lines(self) -> list[str]:
         """The report a person reads: one line per file, then the totals."""
         s = self.settings
-        out = [f"layout {self.layout}; crops of {s.resolution}^3 at {s.spacing_mm} mm around "
-               f"{format_levels(s.chosen())}, at most {100 * s.max_outside:.0f} % outside the scan"]
+        out = [(f"layout {self.layout}; crops of {s.resolution}^3 at {s.spacing_mm} mm around "
+               f"{format_levels(s.chosen())}, at most {100 * s.max_outside:.0f} % outside the scan")]
         out += [r.line() for r in self.reports]
         counts = self.level_counts()
         n_files = sum(r.error is None for r in self.reports)

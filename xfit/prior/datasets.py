@@ -50,9 +50,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
 from ..levels import LEVEL_TO_LABEL, VERTEBRA_LABELS
@@ -219,13 +219,13 @@ def nifti_class_map(path: Path) -> dict[int, str] | None:
     try:
         img = nib.load(str(path))
         exts = list(img.header.extensions)
-    except Exception:
+    except Exception:  # noqa: BLE001 (an unreadable header has no label table; reading the file reports why)
         return None
     for ext in exts:
         try:
             text = ext.get_content()
             text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        except Exception:
+        except Exception:  # noqa: BLE001 (an extension that is not text is not the label table)
             continue
         if "LabelTable" not in text:
             continue
@@ -258,7 +258,7 @@ class Layout:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    find: Callable[[Path, "Path | None", "str | Path | None"], Collection]
+    find: Callable[[Path, Path | None, str | Path | None], Collection]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -309,8 +309,8 @@ def _flat_find(root: Path, masks_dir: Path | None, class_map: str | Path | None 
                 skipped.append((_rel(p, root), "a mask without its CT"))
     for sub in sorted(q for q in root.iterdir() if q.is_dir()):
         if any(nifti_stem(f) for f in sub.rglob("*.nii*")):
-            skipped.append((_rel(sub, root) + "/", "subfolder not read by the xfit layout (it reads one "
-                            "folder; point at the subfolder or choose --layout)"))
+            skipped.append((_rel(sub, root) + "/", ("subfolder not read by the xfit layout (it reads one "
+                            "folder; point at the subfolder or choose --layout)")))
     return Collection(root, "xfit", cases, skipped)
 
 

@@ -16,7 +16,8 @@ scaled at run time by ``lr_multiplier / sqrt(fan_in)``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -619,14 +620,14 @@ class Discriminator(nn.Module):
 # Construction from a config
 
 
-def build_generator(cfg: "PriorConfig") -> Generator:
+def build_generator(cfg: PriorConfig) -> Generator:
     """The generator described by a :class:`~xfit.prior.config.PriorConfig`."""
     return Generator(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.resolution,
                      channels=dict(cfg.g_channels), out_channels=cfg.out_channels,
                      mapping_lr_multiplier=cfg.mapping_lr_multiplier, w_avg_beta=cfg.w_avg_beta)
 
 
-def build_discriminator(cfg: "PriorConfig") -> Discriminator:
+def build_discriminator(cfg: PriorConfig) -> Discriminator:
     """The discriminator described by a :class:`~xfit.prior.config.PriorConfig`."""
     return Discriminator(cfg.resolution, dict(cfg.d_channels), in_channels=cfg.out_channels,
                          mbstd_group_size=cfg.mbstd_group_size,

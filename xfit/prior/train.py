@@ -27,8 +27,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 import torch
@@ -40,17 +41,29 @@ from ..devices import amp_enabled as devices_amp_enabled
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
 from ..levels import format_levels
-from ..training import (STATE_FILE, add_run_arguments, check_crops, check_losses, check_run_folder, levels_arg,
-                        prune_empty, require_run_config, rng_state_tensors, skip_lines, trim_log, write_run_config,
-                        writer_lock)
+from ..training import (
+    STATE_FILE,
+    add_run_arguments,
+    check_crops,
+    check_losses,
+    check_run_folder,
+    levels_arg,
+    prune_empty,
+    require_run_config,
+    rng_state_tensors,
+    skip_lines,
+    trim_log,
+    write_run_config,
+    writer_lock,
+)
 from .checkpoint import (
     compute_w_stats,
     flatten_optimizer,
     load_snapshot,
     load_training_state,
     restore_optimizer,
-    save_snapshot,
     save_prior,
+    save_snapshot,
     save_training_state,
     snapshot_config,
 )
@@ -449,7 +462,7 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     run_dir = Path(run_dir)
     state_path = run_dir / STATE_FILE

@@ -1,8 +1,8 @@
 """Fused CPU projector (numba): the reference's line integrals and their adjoint in one pass per ray.
 
-Needs ``numba`` (a dependency of xfit; an install without it falls back to the reference). Without it, :func:`available` is false and
-``backend="auto"`` uses :mod:`xfit.projector.reference`, which stays the oracle; the tests compare
-the two.
+Needs ``numba`` (a dependency of xfit; an install without it falls back to the reference). Without it,
+:func:`available` is false and ``backend="auto"`` uses :mod:`xfit.projector.reference`, which stays the
+oracle; the tests compare the two.
 
 What it computes
 ----------------
@@ -33,10 +33,11 @@ first use, not at import; compiled code is cached under the user's cache directo
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,15 +52,15 @@ from .reference import _prepare, as_affine, as_volume, ray_steps
 #: dtypes the kernels accept (the volume's; geometry is cast to it as in the reference)
 DTYPES = (torch.float32, torch.float64)
 
-__all__ = ["available", "project_rays", "backproject_rays", "march", "march_adjoint", "DTYPES"]
+__all__ = ["DTYPES", "available", "backproject_rays", "march", "march_adjoint", "project_rays"]
 
 
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
     """Whether numba imports (the kernels themselves compile on first use)."""
     try:
-        import numba  # noqa: F401, PLC0415 (optional dependency)
-    except Exception:  # ImportError, or a numba/llvmlite/numpy mismatch raising at import
+        importlib.import_module("numba")  # imported only to see that it loads (an optional dependency)
+    except Exception:  # noqa: BLE001 (ImportError, or a numba/llvmlite/numpy mismatch raising at import)
         return False
     return True
 
@@ -85,7 +86,7 @@ def _kernels():
     pointed at :func:`_cache_dir` while they register; each compiles (or loads) on first call."""
     if not available():
         raise InputError("the fused CPU projector needs numba (pip install numba)")
-    import numba  # noqa: PLC0415
+    import numba
 
     if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
         # numba's default OpenMP layer spins its idle workers on the libgomp that torch uses too:
@@ -97,7 +98,7 @@ def _kernels():
     saved = numba.config.CACHE_DIR
     try:  # numba picks the cache locator when a cached function is defined: point it at our folder
         numba.config.CACHE_DIR = cache_dir or ""
-        from . import _fused_kernels as k  # noqa: PLC0415
+        from . import _fused_kernels as k
     finally:
         numba.config.CACHE_DIR = saved
     return numba, k.forward, k.adjoint

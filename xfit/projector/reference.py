@@ -56,7 +56,7 @@ come from recomputing the chunk with autograd. Peak memory is O(volume + rays + 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -31,8 +31,8 @@ imported (the Triton interpreter: exact but slow; the tests use it).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -232,7 +232,7 @@ if triton is not None:
         dt = tl.load(dt_ptr + geo, mask=live, other=0.0)
         vol = mu_ptr + b * size_i * size_j * size_k
         acc = tl.zeros([BLOCK], dtype=out_ptr.dtype.element_ty)
-        for n in range(0, n_samples):
+        for n in range(n_samples):
             t = t0 + (n + 0.5) * dt
             i, j, k, fx, fy, fz = _sample_point(ox, oy, oz, dx, dy, dz, t, size_i, size_j, size_k)
             gx = 1.0 - fx
@@ -270,7 +270,7 @@ if triton is not None:
         g = tl.load(img_ptr + b * n_rays + ray, mask=live, other=0.0) * dt
         live = live & (g != 0.0)  # rays that miss or carry no gradient scatter nothing
         vol = grad_ptr + b * size_i * size_j * size_k
-        for n in range(0, n_samples):
+        for n in range(n_samples):
             t = t0 + (n + 0.5) * dt
             i, j, k, fx, fy, fz = _sample_point(ox, oy, oz, dx, dy, dz, t, size_i, size_j, size_k)
             gx = 1.0 - fx

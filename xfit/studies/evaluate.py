@@ -72,9 +72,10 @@ import time
 import types
 import typing
 import warnings
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ from ..baselines.common import METHODS as BASELINE_METHODS
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
 from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder
-from ..io import folder_lock as run_lock  # noqa: F401 (a run or sweep folder is held while it is written)
+from ..io import folder_lock as run_lock  # a run or sweep folder is held while it is written
 from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
@@ -501,7 +502,7 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
         ctx.memo["truth_third"] = project_hu(case.hu, ctx.affine, [third])[0]
     m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], ctx.memo["truth_third"])
     if not recon.extra.get("ct_output", True):  # a shape drawn as two HU levels is no CT to score
-        m.update({k: math.nan for k in CT_METRICS})
+        m.update(dict.fromkeys(CT_METRICS, math.nan))
     return m
 
 
@@ -544,7 +545,7 @@ _ctx: Context | None = None
 
 
 def _context(spec: EvalSpec) -> Context:
-    global _ctx
+    global _ctx  # noqa: PLW0603 (one context per worker process, rebuilt when the spec changes)
     if _ctx is None or _ctx.spec != spec:
         _ctx = Context(spec)
     return _ctx
@@ -728,7 +729,7 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
     if absent:
         raise InputError(f"{path} is damaged: no {', '.join(absent)}")
     key = meta["key"]
-    if key["phantoms"] is not None and not 1 <= key["phantoms"] <= MAX_PHANTOMS or not 0 <= key["first_seed"] <= 2**32 - 1:
+    if (key["phantoms"] is not None and not 1 <= key["phantoms"] <= MAX_PHANTOMS) or not 0 <= key["first_seed"] <= 2**32 - 1:
         raise InputError(f"{path} is damaged: key.phantoms {key['phantoms']} or key.first_seed {key['first_seed']} "
                          f"out of range (1 to {MAX_PHANTOMS} phantoms, seeds 0 to 2**32-1)")
     try:
@@ -1210,7 +1211,6 @@ def _run(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str]], offers: Se
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
-    methods = meta["methods"]
     panel = list(cases[:PANEL_CASES])
     refilled = fill_panel_slices(spec, out, panel)
     worked = bool(todo or refilled)
@@ -1291,8 +1291,8 @@ def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
 
 def fill_panel_slices(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str] | str]) -> list[str]:
     """Recompute the panel cases' slices (``cases``: ``(index in the run, name)``, or the names of
-    the run's first cases) that are missing for the methods of ``spec`` other than the fits (a run resumed on a fresh machine:
-    slices are not committed, and rows computed elsewhere left none here; a damaged slice file
+    the run's first cases) that are missing for the methods of ``spec`` other than the fits (a run resumed on a
+    fresh machine: slices are not committed, and rows computed elsewhere left none here; a damaged slice file
     counts as missing, :func:`load_slices`). The methods are deterministic, so the slices are those
     of the rows; the fits are too slow to rerun for a picture and stay blank. Returns the methods run."""
     ran = []

@@ -24,8 +24,9 @@ Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -27,15 +27,30 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import InputError, OutputExistsError
 from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, held_lock, holder_text
-from .evaluate import (FIT_METHODS, case_names, finish_run, folder_entries, load_slices, machines,
-                       read_run, read_settings, run_lock, shard_cases, shard_of, shard_text, slice_path,
-                       spec_from_settings, unfilled)
+from .evaluate import (
+    FIT_METHODS,
+    case_names,
+    finish_run,
+    folder_entries,
+    load_slices,
+    machines,
+    read_run,
+    read_settings,
+    run_lock,
+    shard_cases,
+    shard_of,
+    shard_text,
+    slice_path,
+    spec_from_settings,
+    unfilled,
+)
 
 
 @dataclass

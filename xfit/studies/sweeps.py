@@ -33,16 +33,31 @@ import csv
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, OutputExistsError, XfitError
 from ..io import atomic_folder, atomic_write, check_output_folder
-from .evaluate import (LABELS, METRICS, ORACLE_METHODS, EvalSpec, check_folder, check_spec, evaluate, folder_entries,
-                       parse_shard, read_run, rewrite_summary, run_lock, shard_cases, spec_inputs)
+from .evaluate import (
+    LABELS,
+    METRICS,
+    ORACLE_METHODS,
+    EvalSpec,
+    check_folder,
+    check_spec,
+    evaluate,
+    folder_entries,
+    parse_shard,
+    read_run,
+    rewrite_summary,
+    run_lock,
+    shard_cases,
+    spec_inputs,
+)
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -439,7 +454,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
     import typing
-
     import warnings
 
     from ..console import os_error_line, show_warning
