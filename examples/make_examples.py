@@ -32,7 +32,9 @@ def main() -> None:
     write_nifti(HERE / "ct.nii.gz", ph.hu, ph.affine, force=a.force)
     write_nifti(HERE / "seg.nii.gz", ph.seg, ph.affine, force=a.force)
     with tempfile.TemporaryDirectory() as tmp:
-        simulate(HERE / "ct.nii.gz", [0.0, 90.0], Path(tmp) / "xr", detector_shape=(128, 128), pixel_spacing_mm=(1.0, 1.0))
+        simulate(
+            HERE / "ct.nii.gz", [0.0, 90.0], Path(tmp) / "xr", detector_shape=(128, 128), pixel_spacing_mm=(1.0, 1.0)
+        )
         for name in ("ap.png", "ap.json", "lat.png", "lat.json", "views.png"):
             dst = HERE / name
             if dst.exists() and not a.force:

@@ -40,8 +40,14 @@ def os_error_line(exc: OSError) -> str:
     return " ".join(f"{where}: {exc.strerror}".split()) if where else " ".join(exc.strerror.split())
 
 
-_ALLOC_WORDS = ("can't allocate memory", "not enough memory", "defaultcpuallocator", "out of memory",
-                "array is too big", "maximum allowed dimension")
+_ALLOC_WORDS = (
+    "can't allocate memory",
+    "not enough memory",
+    "defaultcpuallocator",
+    "out of memory",
+    "array is too big",
+    "maximum allowed dimension",
+)
 
 
 def is_allocation_failure(exc: BaseException) -> bool:
@@ -51,8 +57,10 @@ def is_allocation_failure(exc: BaseException) -> bool:
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` of xfit's commands: ``xfit: warning: ...`` on one line."""
-    click.echo(f"xfit: warning: {one_line(message) if isinstance(message, BaseException) else ' '.join(str(message).split())}",
-               err=True)
+    click.echo(
+        f"xfit: warning: {one_line(message) if isinstance(message, BaseException) else ' '.join(str(message).split())}",
+        err=True,
+    )
 
 
 def sigterm_as_interrupt():
@@ -106,8 +114,10 @@ class OneLineErrors:
         except XfitError as exc:
             fail(one_line(exc))
         except (MemoryError, torch_oom_errors()) as exc:
-            fail("out of memory; try a smaller detector (--detector), fewer --restarts, "
-                 f"or --device cpu ({one_line(exc)[:120]})")
+            fail(
+                "out of memory; try a smaller detector (--detector), fewer --restarts, "
+                f"or --device cpu ({one_line(exc)[:120]})"
+            )
         except OSError as exc:  # read-only or full file system, permission, symlink loop ...
             fail(os_error_line(exc))
         except OverflowError as exc:
@@ -115,8 +125,10 @@ class OneLineErrors:
         except (RuntimeError, ValueError) as exc:
             if not is_allocation_failure(exc):
                 raise  # a bug in xfit: keep the traceback
-            fail("out of memory; try a smaller detector (--detector), fewer samples or --restarts "
-                 f"({one_line(exc)[:120]})")
+            fail(
+                "out of memory; try a smaller detector (--detector), fewer samples or --restarts "
+                f"({one_line(exc)[:120]})"
+            )
         return None
 
 
@@ -175,8 +187,15 @@ class FiniteFloat(click.ParamType):
 SEED = click.IntRange(0, SEED_MAX)
 
 
-def pair_option(text: str | None, name: str | Sequence[str], cast: Callable = float, *, lo: float = -math.inf,
-                 hi: float = math.inf, lo_open: bool = False) -> tuple | None:
+def pair_option(
+    text: str | None,
+    name: str | Sequence[str],
+    cast: Callable = float,
+    *,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    lo_open: bool = False,
+) -> tuple | None:
     """Parse ``"128"`` or ``"128,96"`` into a pair (a single value is repeated); numbers must be
     finite and in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
     if text is None:
@@ -193,6 +212,7 @@ def pair_option(text: str | None, name: str | Sequence[str], cast: Callable = fl
     for x in parts:
         if not math.isfinite(x) or not ((x > lo if lo_open else x >= lo) and x <= hi):
             left = "(" if lo_open else "["
-            raise click.BadParameter(f"{text!r}: each value must be a finite number in {left}{lo:g}, {hi:g}]",
-                                     param_hint=name)
+            raise click.BadParameter(
+                f"{text!r}: each value must be a finite number in {left}{lo:g}, {hi:g}]", param_hint=name
+            )
     return tuple(parts)

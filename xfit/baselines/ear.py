@@ -88,8 +88,9 @@ class GatedConv(nn.Module):
 
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.gate = nn.Sequential(conv3(2 * c, c), nn.BatchNorm3d(c), nn.ReLU(), conv3(c, c), nn.BatchNorm3d(c),
-                                  nn.Sigmoid())
+        self.gate = nn.Sequential(
+            conv3(2 * c, c), nn.BatchNorm3d(c), nn.ReLU(), conv3(c, c), nn.BatchNorm3d(c), nn.Sigmoid()
+        )
 
     def forward(self, f: Tensor, g: Tensor) -> Tensor:
         return f * self.gate(torch.cat([f, g], 1)) + f

@@ -24,5 +24,16 @@ from .labels import TISSUE, TISSUE_NAMES
 from .model import CENTRES, LEVELS, REGIONS, Phantom, draw_params, make_phantom
 from .writing import case_names, montage, write_phantoms
 
-__all__ = ["CENTRES", "LEVELS", "REGIONS", "TISSUE", "TISSUE_NAMES", "Phantom", "case_names",
-           "draw_params", "make_phantom", "montage", "write_phantoms"]
+__all__ = [
+    "CENTRES",
+    "LEVELS",
+    "REGIONS",
+    "TISSUE",
+    "TISSUE_NAMES",
+    "Phantom",
+    "case_names",
+    "draw_params",
+    "make_phantom",
+    "montage",
+    "write_phantoms",
+]

@@ -118,8 +118,11 @@ def _warn_fallback() -> None:
     """Warn once per process that CUDA tensors are projected by the (slower) reference backend."""
     import warnings
 
-    warnings.warn("the Triton projector is unavailable (triton missing or failed to import): CUDA tensors are "
-                  "projected by the pure-PyTorch reference backend, which is slower", stacklevel=3)
+    warnings.warn(
+        "the Triton projector is unavailable (triton missing or failed to import): CUDA tensors are "
+        "projected by the pure-PyTorch reference backend, which is slower",
+        stacklevel=3,
+    )
 
 
 def _views(views: View | Sequence[View]) -> list[View]:
@@ -231,5 +234,4 @@ def backproject(
         raise InputError(f"images must be a [B, V, R, C] tensor, got {getattr(images, 'shape', type(images))}")
     views = _views(views)
     rays = make_rays(views, angle_deg=angle_deg, pose=pose, device=images.device, dtype=images.dtype)
-    return backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm,
-                            chunk_rays=chunk_rays, backend=backend)
+    return backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm, chunk_rays=chunk_rays, backend=backend)

@@ -125,13 +125,15 @@ def march(mu: Tensor, first: Tensor, stride: Tensor, dt: Tensor, n: int) -> Tens
     out = torch.empty(dt.shape, dtype=mu.dtype)
     with _LOCK:
         _threads(numba)
-        forward(_np(mu).reshape(mu.shape[0], -1), tuple(mu.shape[2:]), _np(first), _np(stride), _np(dt), int(n),
-                out.numpy())
+        forward(
+            _np(mu).reshape(mu.shape[0], -1), tuple(mu.shape[2:]), _np(first), _np(stride), _np(dt), int(n), out.numpy()
+        )
     return out
 
 
-def march_adjoint(grad: Tensor, volume_shape: Sequence[int], first: Tensor, stride: Tensor, dt: Tensor,
-                  n: int) -> Tensor:
+def march_adjoint(
+    grad: Tensor, volume_shape: Sequence[int], first: Tensor, stride: Tensor, dt: Tensor, n: int
+) -> Tensor:
     """Adjoint of :func:`march` w.r.t. ``mu``: ``grad [B, M]`` -> ``[B, 1, I, J, K]``."""
     numba, _, adjoint = _kernels()
     with _LOCK:
@@ -179,8 +181,12 @@ class _FusedBackproject(torch.autograd.Function):
 
 def _fusable(volume: Tensor, *geometry: Tensor) -> bool:
     """The fused kernels apply: a CPU float32/float64 volume and no gradient w.r.t. the geometry."""
-    return (volume.device.type == "cpu" and volume.dtype in DTYPES
-            and not any(g.requires_grad for g in geometry) and available())
+    return (
+        volume.device.type == "cpu"
+        and volume.dtype in DTYPES
+        and not any(g.requires_grad for g in geometry)
+        and available()
+    )
 
 
 def project_rays(
@@ -221,8 +227,7 @@ def backproject_rays(
     """Exact adjoint of :func:`project_rays` w.r.t. the volume; same arguments and result as
     :func:`reference.backproject_rays`."""
     if not isinstance(images, Tensor) or not _fusable(images):
-        return reference.backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm,
-                                          chunk_rays=chunk_rays)
+        return reference.backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm, chunk_rays=chunk_rays)
     shape, batch = reference.check_backprojection(images, rays, volume_shape)
     affine_t = as_affine(affine, batch, dtype=images.dtype, device=images.device)
     _, o_idx, d_idx, t_near, t_far, n, _ = _prepare(rays, affine_t.detach(), shape, step_mm, chunk_rays, batch)

@@ -107,11 +107,7 @@ def _check_rays(rays: Rays) -> tuple[int, ...]:
     if not isinstance(rays, Rays):
         raise GeometryError(f"rays must be xfit.geometry.Rays, got {type(rays).__name__}")
     lead = tuple(rays.origins.shape[:-1])
-    if (
-        rays.origins.shape[-1] != 3
-        or rays.directions.shape != rays.origins.shape
-        or tuple(rays.lengths.shape) != lead
-    ):
+    if rays.origins.shape[-1] != 3 or rays.directions.shape != rays.origins.shape or tuple(rays.lengths.shape) != lead:
         raise GeometryError("rays must have origins/directions [..., 3] and lengths [...] of one shape")
     return lead
 
@@ -312,17 +308,12 @@ def _launch(kernel, data: Tensor, result: Tensor, vr: VoxelRays, volume_shape: S
     if g not in (1, batch):
         raise InputError(f"geometry for {g} volumes cannot serve a batch of {batch}")
     dtype, device = result.dtype, result.device
-    geometry = [
-        t.to(device=device, dtype=dtype).contiguous()
-        for t in (vr.origins, vr.directions, vr.t_near, vr.dt)
-    ]
+    geometry = [t.to(device=device, dtype=dtype).contiguous() for t in (vr.origins, vr.directions, vr.t_near, vr.dt)]
     si, sj, sk = (int(s) for s in volume_shape)
     if si * sj * sk >= 2**31:
         raise InputError(f"volume {si}x{sj}x{sk} is too large for the kernels' int32 voxel offsets")
     grid = (triton.cdiv(n_rays, BLOCK_RAYS), batch)
-    kernel[grid](
-        data, result, *geometry, n_rays, vr.n_samples, si, sj, sk, int(g > 1), BLOCK=BLOCK_RAYS
-    )
+    kernel[grid](data, result, *geometry, n_rays, vr.n_samples, si, sj, sk, int(g > 1), BLOCK=BLOCK_RAYS)
 
 
 def forward_kernel(mu: Tensor, vr: VoxelRays) -> Tensor:
