@@ -40,9 +40,16 @@ def load_case(index: int, work: Path) -> dict:
         return json.loads(saved.read_text())
     case = make_case(SEED0 + index, folder, detector=(448, 384), pixel_mm=0.6, offset_mm=(25.0, 50.0))
     labels, cents = vertebra_centroids(case)
-    out = {"seed": case["seed"], "label": case["label"], "level": case["level"], "tilt_deg": case["tilt_deg"],
-           "iso": [float(x) for x in case["iso"]], "images": [str(p) for p in case["images"]],
-           "labels": labels, "centroids_mm": cents.tolist()}
+    out = {
+        "seed": case["seed"],
+        "label": case["label"],
+        "level": case["level"],
+        "tilt_deg": case["tilt_deg"],
+        "iso": [float(x) for x in case["iso"]],
+        "images": [str(p) for p in case["images"]],
+        "labels": labels,
+        "centroids_mm": cents.tolist(),
+    }
     saved.write_text(json.dumps(out))
     return out
 
@@ -56,7 +63,7 @@ def main() -> None:
     prior = load_prior(DEFAULT_PRIOR)
     mu, affine = mean_volume(prior)
     rows: dict[str, list[tuple[float, bool]]] = {k: [] for k in VARIANTS}
-    secs = {k: 0.0 for k in VARIANTS}
+    secs = dict.fromkeys(VARIANTS, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         work = a.work or Path(tmp)
         for i in range(a.first, a.first + a.cases):
@@ -73,9 +80,11 @@ def main() -> None:
     base = secs[next(iter(VARIANTS))]
     for name, r in rows.items():
         err = np.array([e for e, _ in r])
-        print(f"{name:40s}: within 10 mm of a vertebra centre {np.sum(err < 10)}/{len(err)}, median distance "
-              f"{np.median(err):.1f} mm, worst {err.max():.1f} mm, the wanted vertebra {np.mean([w for _, w in r]):.2f}, "
-              f"{secs[name] / a.cases:.2f} s per pair ({secs[name] / base:.1f}x the first)")
+        print(
+            f"{name:40s}: within 10 mm of a vertebra centre {np.sum(err < 10)}/{len(err)}, median distance "
+            f"{np.median(err):.1f} mm, worst {err.max():.1f} mm, the wanted vertebra {np.mean([w for _, w in r]):.2f}, "
+            f"{secs[name] / a.cases:.2f} s per pair ({secs[name] / base:.1f}x the first)"
+        )
 
 
 if __name__ == "__main__":

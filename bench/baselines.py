@@ -55,7 +55,7 @@ def _one(method: str, steps: int, device: str, bf16: bool) -> dict:
     res = {"method": method, "device": device, "threads": torch.get_num_threads()}
     crops = _crops(cfg.training.batch_size, cfg.resolution)
     levels = torch.full((cfg.training.batch_size,), 20.0)  # L1 (TransVert's target; ignored by the others)
-    for mode in (["off", "bf16"] if bf16 else ["off"]):
+    for mode in ["off", "bf16"] if bf16 else ["off"]:
         tr = BaselineTrainer(cfg, device, amp=mode)
         if method == "igcn":  # the template: the mean label of the (synthetic) crops
             from xfit.baselines.igcn import template_from_crops
@@ -98,8 +98,7 @@ def _one(method: str, steps: int, device: str, bf16: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", action="append", choices=METHODS, default=None,
-                   help="repeatable [default: all six]")
+    p.add_argument("--method", action="append", choices=METHODS, default=None, help="repeatable [default: all six]")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
@@ -112,24 +111,42 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     for m in a.method or METHODS:
-        cmd = [sys.executable, __file__, "--child", m, "--steps", str(a.steps), "--threads", str(a.threads),
-               "--device", a.device] + (["--no-bf16"] if a.no_bf16 else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            m,
+            "--steps",
+            str(a.steps),
+            "--threads",
+            str(a.threads),
+            "--device",
+            a.device,
+        ] + (["--no-bf16"] if a.no_bf16 else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    head = f"{'method':9} {'params G':>9} {'params D':>9} {'img/s fp32':>10} {'img/s bf16':>10} {'sim s/img':>9} " \
-           f"{'infer s':>8} {'peak MB':>8}"
+    head = (
+        f"{'method':9} {'params G':>9} {'params D':>9} {'img/s fp32':>10} {'img/s bf16':>10} {'sim s/img':>9} "
+        f"{'infer s':>8} {'peak MB':>8}"
+    )
     print(head)
     for r in rows:
-        print(f"{r['method']:9} {r['params_G'] / 1e6:8.2f}M {r['params_D'] / 1e6:8.2f}M "
-              f"{r['train_img_per_s_off']:10.3f} {r.get('train_img_per_s_bf16', float('nan')):10.3f} "
-              f"{r['simulate_s_per_img']:9.3f} {r['inference_s']:8.3f} {r['peak_rss_mb']:8.0f}")
+        print(
+            f"{r['method']:9} {r['params_G'] / 1e6:8.2f}M {r['params_D'] / 1e6:8.2f}M "
+            f"{r['train_img_per_s_off']:10.3f} {r.get('train_img_per_s_bf16', float('nan')):10.3f} "
+            f"{r['simulate_s_per_img']:9.3f} {r['inference_s']:8.3f} {r['peak_rss_mb']:8.0f}"
+        )
     ref = rows[0]
     for r in rows[1:]:
-        print(f"{r['method']} / {ref['method']}: training {r['train_img_per_s_off'] / ref['train_img_per_s_off']:.2f}x "
-              f"img/s, inference {r['inference_s'] / ref['inference_s']:.2f}x time")
+        print(
+            f"{r['method']} / {ref['method']}: training {r['train_img_per_s_off'] / ref['train_img_per_s_off']:.2f}x "
+            f"img/s, inference {r['inference_s'] / ref['inference_s']:.2f}x time"
+        )
     for r in rows:
         if "train_img_per_s_bf16" in r:
-            print(f"{r['method']}: bf16 / fp32 training speed {r['train_img_per_s_bf16'] / r['train_img_per_s_off']:.2f}x")
+            print(
+                f"{r['method']}: bf16 / fp32 training speed {r['train_img_per_s_bf16'] / r['train_img_per_s_off']:.2f}x"
+            )
     print(json.dumps(rows))
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-RUNNER = r'''
+RUNNER = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 from xfit.prior.data import load_training_set
@@ -48,7 +48,7 @@ print(json.dumps({"crops": n, "prepare_s": prep, "train_s": train_s, "steps": s[
                   "img_per_s": s["img_per_s"], "rss_after_prepare_mb": rss_prep / 1024,
                   "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "worker_rss_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-'''
+"""
 
 
 def write_collection(folder: Path, n_files: int) -> None:
@@ -76,21 +76,28 @@ def main(argv: list[str] | None = None) -> None:
             write_collection(root / "ct", max(1, -(-crops // 7)))
             write_s = time.perf_counter() - t0
             env = {**os.environ, "OMP_NUM_THREADS": "2"}
-            res = subprocess.run([sys.executable, "-c", RUNNER, str(root / "ct"), str(root / "run"), str(a.steps),
-                                  str(a.workers)], capture_output=True, text=True, env=env)
+            res = subprocess.run(
+                [sys.executable, "-c", RUNNER, str(root / "ct"), str(root / "run"), str(a.steps), str(a.workers)],
+                check=False,
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if res.returncode != 0:
                 raise SystemExit(res.stderr[-3000:])
             rec = json.loads(res.stdout.strip().splitlines()[-1])
             cache = next((root / "run" / "cache").glob("data-*"))
-            rec["cache_mb"] = sum(f.stat().st_size for f in cache.iterdir()) / 2 ** 20
+            rec["cache_mb"] = sum(f.stat().st_size for f in cache.iterdir()) / 2**20
             rec["files"] = max(1, -(-crops // 7))
             rec["write_s"] = write_s
             results.append(rec)
-            print(f"{rec['crops']} crops from {rec['files']} files: prepare {rec['prepare_s']:.0f} s "
-                  f"({a.workers} workers), {rec['steps']} steps {rec['train_s']:.0f} s; peak RSS "
-                  f"{rec['rss_peak_mb']:.0f} MB (after preparing {rec['rss_after_prepare_mb']:.0f} MB), "
-                  f"largest worker {rec['worker_rss_peak_mb']:.0f} MB; cache {rec['cache_mb']:.0f} MB",
-                  flush=True)
+            print(
+                f"{rec['crops']} crops from {rec['files']} files: prepare {rec['prepare_s']:.0f} s "
+                f"({a.workers} workers), {rec['steps']} steps {rec['train_s']:.0f} s; peak RSS "
+                f"{rec['rss_peak_mb']:.0f} MB (after preparing {rec['rss_after_prepare_mb']:.0f} MB), "
+                f"largest worker {rec['worker_rss_peak_mb']:.0f} MB; cache {rec['cache_mb']:.0f} MB",
+                flush=True,
+            )
         finally:
             if not a.keep:
                 shutil.rmtree(root, ignore_errors=True)

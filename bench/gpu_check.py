@@ -55,8 +55,9 @@ def projector_checks(device, sizes: list[tuple[int, int]], reps: int) -> dict:
     from xfit.projector import backproject_rays, project_rays, resolved_backend
 
     out: dict = {"agreement": {}, "rays_per_s": {}}
-    backends = ["reference", "triton"] + (["fused"] if device.type == "cpu" and
-                                          resolved_backend("fused", device) == "fused" else [])
+    backends = ["reference", "triton"] + (
+        ["fused"] if device.type == "cpu" and resolved_backend("fused", device) == "fused" else []
+    )
     for n, det in sizes:
         gen = torch.Generator().manual_seed(0)
         mu = (torch.rand(1, 1, n, n, n, generator=gen) * 0.02).to(device)
@@ -77,9 +78,11 @@ def projector_checks(device, sizes: list[tuple[int, int]], reps: int) -> dict:
         }
         out["rays_per_s"][key] = {}
         for b in backends:
+
             def step(b=b):
                 m = mu.detach().requires_grad_(True)
                 project_rays(m, affine, rays, backend=b).sum().backward()
+
             out["rays_per_s"][key][b] = det * det / _median(step, device, reps)
     return out
 
@@ -113,41 +116,76 @@ def fit_times(device, dry_run: bool) -> dict:
         t0 = time.perf_counter()
         res = fit(prior, case.images, views, load_fit_config(None, **overrides), progress=False)
         _sync(device)
-        out[name] = {"wall_s": time.perf_counter() - t0, "steps": res.stopped_at,
-                     "per_step_s": res.timings.get("per_step"), "amp": res.config.get("amp_resolved")}
+        out[name] = {
+            "wall_s": time.perf_counter() - t0,
+            "steps": res.stopped_at,
+            "per_step_s": res.timings.get("per_step"),
+            "amp": res.config.get("amp_resolved"),
+        }
     return out
 
 
 def training_rate(device, dry_run: bool) -> dict:
     """Prior training images per second from ``bench/prior.py`` (its printed table)."""
-    cmd = [sys.executable, str(ROOT / "bench" / "prior.py"), "--device", device.type,
-           "--config", "tiny" if dry_run else "64", "--train-steps", "2" if dry_run else "20",
-           "--repeats", "1" if dry_run else "3"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "prior.py"),
+        "--device",
+        device.type,
+        "--config",
+        "tiny" if dry_run else "64",
+        "--train-steps",
+        "2" if dry_run else "20",
+        "--repeats",
+        "1" if dry_run else "3",
+    ]
     if not dry_run:
         cmd += ["--config", "128"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    return {"command": " ".join(["bench/prior.py", *cmd[2:]]), "returncode": res.returncode,
-            "output": res.stdout.strip().splitlines()[-12:], "stderr_tail": res.stderr.strip().splitlines()[-3:]}
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=os.environ.copy())
+    return {
+        "command": " ".join(["bench/prior.py", *cmd[2:]]),
+        "returncode": res.returncode,
+        "output": res.stdout.strip().splitlines()[-12:],
+        "stderr_tail": res.stderr.strip().splitlines()[-3:],
+    }
 
 
 def to_markdown(report: dict) -> str:
     """The report as a page for ``results/gpu/``."""
-    lines = [f"# GPU check: {report['device_name']}", "",
-             f"`python bench/gpu_check.py` on {report['date']}, torch {report['torch']}, "
-             f"dry run: {report['dry_run']}.", "", "## Projector", "",
-             "| size | Triton vs reference, forward | adjoint | " +
-             " | ".join(f"{b} rays/s (fwd+bwd)" for b in next(iter(report["projector"]["rays_per_s"].values()))) + " |",
-             "|---|---|---|" + "---|" * len(next(iter(report["projector"]["rays_per_s"].values())))]
+    lines = [
+        f"# GPU check: {report['device_name']}",
+        "",
+        (f"`python bench/gpu_check.py` on {report['date']}, torch {report['torch']}, dry run: {report['dry_run']}."),
+        "",
+        "## Projector",
+        "",
+        "| size | Triton vs reference, forward | adjoint | "
+        + " | ".join(f"{b} rays/s (fwd+bwd)" for b in next(iter(report["projector"]["rays_per_s"].values())))
+        + " |",
+        "|---|---|---|" + "---|" * len(next(iter(report["projector"]["rays_per_s"].values()))),
+    ]
     for key, agree in report["projector"]["agreement"].items():
         rates = report["projector"]["rays_per_s"][key]
-        lines.append(f"| {key} | {agree['forward_max_rel']:.2e} | {agree['adjoint_max_rel']:.2e} | "
-                     + " | ".join(f"{v:,.0f}" for v in rates.values()) + " |")
+        lines.append(
+            f"| {key} | {agree['forward_max_rel']:.2e} | {agree['adjoint_max_rel']:.2e} | "
+            + " | ".join(f"{v:,.0f}" for v in rates.values())
+            + " |"
+        )
     lines += ["", "## Fit", "", "| prior | wall s | steps | s/step | amp |", "|---|---|---|---|---|"]
     for name, r in report["fit"].items():
         lines.append(f"| {name} | {r['wall_s']:.2f} | {r['steps']} | {r['per_step_s']:.3f} | {r['amp']} |")
     t = report["training"]
-    lines += ["", "## Prior training", "", f"`python {t['command']}` (exit {t['returncode']}):", "", "```",
-              *t["output"], "```", ""]
+    lines += [
+        "",
+        "## Prior training",
+        "",
+        f"`python {t['command']}` (exit {t['returncode']}):",
+        "",
+        "```",
+        *t["output"],
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -169,10 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         device, name = torch.device("cuda"), torch.cuda.get_device_name(0)
     sizes = [(6, 5)] if args.dry_run else [(64, 128), (128, 256)]
-    report = {"device_name": name, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-              "dry_run": args.dry_run,
-              "projector": projector_checks(device, sizes, 1 if args.dry_run else args.reps),
-              "fit": fit_times(device, args.dry_run), "training": training_rate(device, args.dry_run)}
+    report = {
+        "device_name": name,
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "dry_run": args.dry_run,
+        "projector": projector_checks(device, sizes, 1 if args.dry_run else args.reps),
+        "fit": fit_times(device, args.dry_run),
+        "training": training_rate(device, args.dry_run),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))

@@ -68,9 +68,10 @@ def ssim_rows(reps: int) -> list[tuple[str, float, float, float]]:
         return float(kornia.metrics.ssim3d(pt[None, None], tt[None, None], 7, max_val=rng, padding="valid").mean())
 
     ours2d, ours3d = ssim2d_slices(p, t, rng), ssim3d(p, t, rng)
-    return [("SSIM 2D slices, 64^3", _time(lambda: ssim2d_slices(p, t, rng), reps), _time(k2d, reps),
-             abs(ours2d - k2d())),
-            ("SSIM 3D, 64^3", _time(lambda: ssim3d(p, t, rng), reps), _time(k3d, reps), abs(ours3d - k3d()))]
+    return [
+        ("SSIM 2D slices, 64^3", _time(lambda: ssim2d_slices(p, t, rng), reps), _time(k2d, reps), abs(ours2d - k2d())),
+        ("SSIM 3D, 64^3", _time(lambda: ssim3d(p, t, rng), reps), _time(k3d, reps), abs(ours3d - k3d())),
+    ]
 
 
 def ssim_loss_row(reps: int) -> tuple[str, float, float, float]:
@@ -92,8 +93,12 @@ def ssim_loss_row(reps: int) -> tuple[str, float, float, float]:
         return torch.stack(losses).mean()
 
     diff = float((multiview_ssim_loss(pred, target) - k(pred)).abs().detach())
-    return ("SSIM loss fwd+bwd, 2x1x64^3 float32", _time(lambda: multiview_ssim_loss(pred, target).backward(), reps),
-            _time(lambda: k(pred).backward(), reps), diff)
+    return (
+        "SSIM loss fwd+bwd, 2x1x64^3 float32",
+        _time(lambda: multiview_ssim_loss(pred, target).backward(), reps),
+        _time(lambda: k(pred).backward(), reps),
+        diff,
+    )
 
 
 def gradient_row(reps: int) -> tuple[str, float, float, float]:
@@ -140,8 +145,12 @@ def warp_row(reps: int) -> tuple[str, float, float, float]:
         return kornia.geometry.transform.warp_affine3d(x, m, (r, r, r), flags="bilinear", align_corners=True)
 
     diff = float((ours() - theirs()).abs().max().detach())
-    return ("3D affine warp fwd+bwd, 4x2x32^3", _time(lambda: ours().sum().backward(), reps),
-            _time(lambda: theirs().sum().backward(), reps), diff)
+    return (
+        "3D affine warp fwd+bwd, 4x2x32^3",
+        _time(lambda: ours().sum().backward(), reps),
+        _time(lambda: theirs().sum().backward(), reps),
+        diff,
+    )
 
 
 def main() -> None:

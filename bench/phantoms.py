@@ -25,8 +25,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=6, help="cases in the montage")
     p.add_argument("--force", action="store_true", help="replace the output folder")
-    p.add_argument("--body-composition", default="default", choices=["default", "published"],
-                   help="phantom model (xfit phantoms --body-composition)")
+    p.add_argument(
+        "--body-composition",
+        default="default",
+        choices=["default", "published"],
+        help="phantom model (xfit phantoms --body-composition)",
+    )
     a = p.parse_args()
     t0 = time.perf_counter()
     run_report(a.n, a.out, seed=a.seed, n_images=a.images, force=a.force, body_composition=a.body_composition)

@@ -129,17 +129,34 @@ def train_case(config: str, device: torch.device, steps: int) -> dict:
         trainer.train_step(reals)
     sync()
     dt = time.perf_counter() - t0
-    return {"config": config, "resolution": r, "batch": b, "device": str(device),
-            "img_per_s": steps * b / dt, "step_s": dt / steps, "train_mb": mem.peak()}
+    return {
+        "config": config,
+        "resolution": r,
+        "batch": b,
+        "device": str(device),
+        "img_per_s": steps * b / dt,
+        "step_s": dt / steps,
+        "train_mb": mem.peak(),
+    }
 
 
 # ----------------------------------------------------------------------------- driver
 
 
 def _spawn(args: argparse.Namespace, **case) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(case), "--threads", str(args.threads),
-           "--repeats", str(args.repeats), "--train-steps", str(args.train_steps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        json.dumps(case),
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+        "--train-steps",
+        str(args.train_steps),
+    ]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
@@ -159,8 +176,12 @@ def _child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", action="append", default=None,
-                   help="config name or YAML (repeatable; default tiny and 64, plus 128 on CUDA)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="config name or YAML (repeatable; default tiny and 64, plus 128 on CUDA)",
+    )
     p.add_argument("--all", action="store_true", help="also the 128 config on CPU")
     p.add_argument("--device", action="append", default=None, help="cpu and/or cuda (default: both if available)")
     p.add_argument("--repeats", type=int, default=3)
@@ -172,10 +193,11 @@ def main() -> None:
         _child(args)
         return
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), median of {args.repeats}; "
-          "CPU memory = peak RSS increase of a fresh process, CUDA = max_memory_allocated")
-    header = (f"{'config':>7} {'res':>4} {'dev':>5} {'batch':>5} | {'fwd s':>8} {'f+b s':>8} "
-              f"{'fwd MB':>8} {'f+b MB':>8}")
+    print(
+        f"torch {torch.__version__}, {args.threads} CPU thread(s), median of {args.repeats}; "
+        "CPU memory = peak RSS increase of a fresh process, CUDA = max_memory_allocated"
+    )
+    header = f"{'config':>7} {'res':>4} {'dev':>5} {'batch':>5} | {'fwd s':>8} {'f+b s':>8} {'fwd MB':>8} {'f+b MB':>8}"
     print(header)
     print("-" * len(header))
     trains = []
@@ -187,8 +209,11 @@ def main() -> None:
                 if "error" in r:
                     print(f"{config:>7} {'':>4} {device:>5} {batch:>5} | failed: {r['error']}", flush=True)
                     continue
-                print(f"{config:>7} {r['resolution']:>4} {device:>5} {batch:>5} | {r['fwd_s']:8.3f} "
-                      f"{r['fwdbwd_s']:8.3f} {r['fwd_mb']:8.0f} {r['fwdbwd_mb']:8.0f}", flush=True)
+                print(
+                    f"{config:>7} {r['resolution']:>4} {device:>5} {batch:>5} | {r['fwd_s']:8.3f} "
+                    f"{r['fwdbwd_s']:8.3f} {r['fwd_mb']:8.0f} {r['fwdbwd_mb']:8.0f}",
+                    flush=True,
+                )
             trains.append(_spawn(args, kind="train", config=config, device=device))
     print()
     header = f"{'config':>7} {'res':>4} {'dev':>5} {'batch':>5} | {'img/s':>8} {'s/step':>8} {'MB':>8}"
@@ -199,8 +224,10 @@ def main() -> None:
         if "error" in r:
             print(f"failed: {r['error']}")
             continue
-        print(f"{r['config']:>7} {r['resolution']:>4} {r['device']:>5} {r['batch']:>5} | "
-              f"{r['img_per_s']:8.2f} {r['step_s']:8.3f} {r['train_mb']:8.0f}")
+        print(
+            f"{r['config']:>7} {r['resolution']:>4} {r['device']:>5} {r['batch']:>5} | "
+            f"{r['img_per_s']:8.2f} {r['step_s']:8.3f} {r['train_mb']:8.0f}"
+        )
 
 
 if __name__ == "__main__":

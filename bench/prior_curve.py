@@ -34,11 +34,16 @@ def main() -> None:
         reports.append((step * a.batch / 1000, json.loads(p.read_text())))
     if not reports:
         raise SystemExit(f"no prior-stepNNNNNN.json in {a.folder}")
-    panels = [("HU Wasserstein-1 (HU)", lambda r: r["hu_w1"], None),
-              ("feature FD (random 3D features)", lambda r: r["feature_fd"], None),
-              ("pairwise SSIM (diversity)", lambda r: r["diversity_ssim"]["fake"], lambda r: r["diversity_ssim"]["real"]),
-              ("bone fraction (> 250 HU)", lambda r: r["bone_fraction"]["fake"]["mean"],
-               lambda r: r["bone_fraction"]["real"]["mean"])]
+    panels = [
+        ("HU Wasserstein-1 (HU)", lambda r: r["hu_w1"], None),
+        ("feature FD (random 3D features)", lambda r: r["feature_fd"], None),
+        ("pairwise SSIM (diversity)", lambda r: r["diversity_ssim"]["fake"], lambda r: r["diversity_ssim"]["real"]),
+        (
+            "bone fraction (> 250 HU)",
+            lambda r: r["bone_fraction"]["fake"]["mean"],
+            lambda r: r["bone_fraction"]["real"]["mean"],
+        ),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     kimg = [k for k, _ in reports]
     for ax, (title, get, real) in zip(axes, panels):

@@ -35,22 +35,32 @@ def network_flops(name: str) -> dict[str, float]:
         with FlopCounterMode(display=False) as fc:
             D(torch.randn(1, cfg.out_channels, *(cfg.resolution,) * 3))
         d = fc.get_total_flops()
-    return dict(G=float(g), D=float(d), G_params=float(sum(p.numel() for p in G.parameters())),
-                D_params=float(sum(p.numel() for p in D.parameters())), train_image=4.0 * g + 8.3 * d,
-                resolution=cfg.resolution, spacing_mm=cfg.spacing_mm)
+    return dict(
+        G=float(g),
+        D=float(d),
+        G_params=float(sum(p.numel() for p in G.parameters())),
+        D_params=float(sum(p.numel() for p in D.parameters())),
+        train_image=4.0 * g + 8.3 * d,
+        resolution=cfg.resolution,
+        spacing_mm=cfg.spacing_mm,
+    )
 
 
 def main(argv: list[str]) -> None:
     names = argv or ["64", "128"]
     rows = {n: network_flops(n) for n in names}
     base = rows[names[0]]["train_image"]
-    print(f"| config | grid | G forward | D forward | G / D parameters | per training image | per kimg | vs {names[0]} |")
+    print(
+        f"| config | grid | G forward | D forward | G / D parameters | per training image | per kimg | vs {names[0]} |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n, r in rows.items():
-        print(f"| {n} | {r['resolution']}³ at {r['spacing_mm']:g} mm | {r['G'] / 1e9:.1f} GFLOP | "
-              f"{r['D'] / 1e9:.1f} GFLOP | {r['G_params'] / 1e6:.1f} M / {r['D_params'] / 1e6:.1f} M | "
-              f"{r['train_image'] / 1e12:.2f} TFLOP | {r['train_image'] * 1000 / 1e15:.2f} PFLOP | "
-              f"{r['train_image'] / base:.1f}x |")
+        print(
+            f"| {n} | {r['resolution']}³ at {r['spacing_mm']:g} mm | {r['G'] / 1e9:.1f} GFLOP | "
+            f"{r['D'] / 1e9:.1f} GFLOP | {r['G_params'] / 1e6:.1f} M / {r['D_params'] / 1e6:.1f} M | "
+            f"{r['train_image'] / 1e12:.2f} TFLOP | {r['train_image'] * 1000 / 1e15:.2f} PFLOP | "
+            f"{r['train_image'] / base:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -99,8 +99,9 @@ def diffdrr_setup(mu: torch.Tensor, affine: torch.Tensor, view):
     subject = torchio.Subject(volume=image, density=image, reorient=reorient, mask=None)
     rows, cols = view.shape
     dr, dc = view.pixel_spacing_mm
-    drr = DRR(subject, sdd=view.sdd_mm, height=rows, width=cols, delx=dc, dely=dr,
-              reverse_x_axis=True, renderer="siddon")
+    drr = DRR(
+        subject, sdd=view.sdd_mm, height=rows, width=cols, delx=dc, dely=dr, reverse_x_axis=True, renderer="siddon"
+    )
     # DiffDRR applies reorient first, then the pose: world = pose @ reorient @ camera
     pose = camera_to_world(view) @ torch.linalg.inv(reorient.double())
     return drr, RigidTransform(pose.float())
@@ -116,10 +117,10 @@ def nanodrr_setup(mu: torch.Tensor, affine: torch.Tensor, view):
     import torchio
     from nanodrr.data import Subject
     from nanodrr.drr import DRR
+
     from xfit.geometry import detector_frame
 
-    subject = Subject.from_images(torchio.ScalarImage(tensor=mu[None], affine=affine.numpy()),
-                                  convert_to_mu=False)
+    subject = Subject.from_images(torchio.ScalarImage(tensor=mu[None], affine=affine.numpy()), convert_to_mu=False)
     rows, cols = view.shape
     dr, dc = view.pixel_spacing_mm
     drr = DRR.from_carm_intrinsics(view.sdd_mm, dc, dr, 0.0, 0.0, rows, cols, dtype=torch.float32)
@@ -231,7 +232,7 @@ def time_case(methods: list[str], n: int, detector: int, repeats: int, out_dir: 
         fns[method] = fn
         result["methods"][method] = {"fwd": [], "fwdbwd": [], "geometry_check_mm": check}
     for r in range(repeats):
-        order = methods[r % len(methods):] + methods[:r % len(methods)]  # rotate who goes first
+        order = methods[r % len(methods) :] + methods[: r % len(methods)]  # rotate who goes first
         for method in order:
             rec = result["methods"][method]
             t0 = time.perf_counter()
@@ -274,8 +275,9 @@ def fit_steps(threads: int, repeats: int) -> None:
     from xfit.studies.evaluate import default_views, make_case
 
     torch.set_num_threads(threads)
-    prior = load_prior(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "xfit", "data",
-                                    "prior-64.safetensors"))
+    prior = load_prior(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "xfit", "data", "prior-64.safetensors")
+    )
     cfg = load_fit_config(None)
     views = default_views((0.0, 90.0), 128, 1.0)
     targets = normalised_targets(make_case(9001, prior, views).images, torch.device("cpu"))
@@ -348,16 +350,27 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _spawn(args: argparse.Namespace, n: int, detector: int, extra: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--n", str(n), "--detector", str(detector),
-           "--repeats", str(args.repeats), "--threads", str(args.threads), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--n",
+        str(n),
+        "--detector",
+        str(detector),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+        *extra,
+    ]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-LABELS = {"reference": "xfit reference", "fused": "xfit fused", "diffdrr": "DiffDRR 0.6.1",
-          "nanodrr": "nanodrr torch"}
+LABELS = {"reference": "xfit reference", "fused": "xfit fused", "diffdrr": "DiffDRR 0.6.1", "nanodrr": "nanodrr torch"}
 
 
 def report_case(n: int, det: int, timing: dict, memory: dict, tmp: str) -> None:
@@ -365,15 +378,19 @@ def report_case(n: int, det: int, timing: dict, memory: dict, tmp: str) -> None:
     recs = timing["methods"]
     images = {m: np.load(os.path.join(tmp, f"{m}.npy")) for m in recs}
     print(f"\n{n}^3 volume, {det}^2 detector ({timing['n_samples']} samples per ray for xfit and nanodrr)")
-    head = (f"  {'method':<15} {'fwd s':>7} {'f+b s':>7} {'fwd MB':>7} {'f+b MB':>7} | "
-            f"{'vs DiffDRR: max':>15} {'mean':>7} | {'geometry check':>14}")
+    head = (
+        f"  {'method':<15} {'fwd s':>7} {'f+b s':>7} {'fwd MB':>7} {'f+b MB':>7} | "
+        f"{'vs DiffDRR: max':>15} {'mean':>7} | {'geometry check':>14}"
+    )
     print(head)
     print("  " + "-" * (len(head) - 2))
     peer = images.get("diffdrr")
     for m, rec in recs.items():
         mem = memory.get(m, {})
-        line = (f"  {LABELS[m]:<15} {rec['fwd_s']:7.3f} {rec['fwdbwd_s']:7.3f} "
-                f"{mem.get('fwd_mb', float('nan')):7.0f} {mem.get('fwdbwd_mb', float('nan')):7.0f} | ")
+        line = (
+            f"  {LABELS[m]:<15} {rec['fwd_s']:7.3f} {rec['fwdbwd_s']:7.3f} "
+            f"{mem.get('fwd_mb', float('nan')):7.0f} {mem.get('fwdbwd_mb', float('nan')):7.0f} | "
+        )
         if peer is not None:
             diff = np.abs(images[m] - peer) / np.abs(peer).max()
             line += f"{diff.max():15.4f} {diff.mean():7.4f} | "
@@ -389,8 +406,10 @@ def report_case(n: int, det: int, timing: dict, memory: dict, tmp: str) -> None:
         for theirs in ("diffdrr", "nanodrr"):
             if ours in recs and theirs in recs:
                 a, b = recs[ours], recs[theirs]
-                print(f"  speed-up of {LABELS[ours]} over {LABELS[theirs]}: forward "
-                      f"{b['fwd_s'] / a['fwd_s']:.2f}x, forward+backward {b['fwdbwd_s'] / a['fwdbwd_s']:.2f}x")
+                print(
+                    f"  speed-up of {LABELS[ours]} over {LABELS[theirs]}: forward "
+                    f"{b['fwd_s'] / a['fwd_s']:.2f}x, forward+backward {b['fwdbwd_s'] / a['fwdbwd_s']:.2f}x"
+                )
 
 
 def main() -> None:
@@ -398,11 +417,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only 64^3/128^2, 2 repeats")
     parser.add_argument("--all", action="store_true", help="also 64^3/256^2 and 128^3/128^2")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median printed)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch (and numba) threads (default 1: stable timings on a shared CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch (and numba) threads (default 1: stable timings on a shared CPU)"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory processes")
-    parser.add_argument("--fit", action="store_true",
-                        help="instead: the fit's projector per step (reference vs fused), with --threads")
+    parser.add_argument(
+        "--fit", action="store_true", help="instead: the fit's projector per step (reference vs fused), with --threads"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--methods", default="", help=argparse.SUPPRESS)
     parser.add_argument("--memory-of", default="", help=argparse.SUPPRESS)
@@ -424,9 +445,11 @@ def main() -> None:
     if args.quick:
         cases = [(64, 128)]
     methods, notes = available_methods()
-    print(f"torch {torch.__version__}, {args.threads} thread(s), cone beam sdd={SDD_MM} sod={SOD_MM} "
-          f"angle={ANGLE_DEG}, median of {args.repeats} interleaved rounds; memory = peak RSS increase; "
-          f"differences relative to DiffDRR's maximum")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), cone beam sdd={SDD_MM} sod={SOD_MM} "
+        f"angle={ANGLE_DEG}, median of {args.repeats} interleaved rounds; memory = peak RSS increase; "
+        f"differences relative to DiffDRR's maximum"
+    )
     for note in notes:
         print("note: " + note)
     for n, det in cases:

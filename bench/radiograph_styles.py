@@ -36,8 +36,11 @@ def main() -> None:
 
     ph = make_phantom(a.seed, size=(160, 144, 224), spacing_mm=1.5, level="lumbar")
     half = {k: v.replace(strength=0.5) for k, v in PRESETS.items()}
-    rows = {"ideal (line integrals)": ("ideal", None), "clinical, strength 0.5": ("clinical", half),
-            "clinical (the presets)": ("clinical", PRESETS)}
+    rows = {
+        "ideal (line integrals)": ("ideal", None),
+        "clinical, strength 0.5": ("clinical", half),
+        "clinical (the presets)": ("clinical", PRESETS),
+    }
     images: dict[str, list[np.ndarray]] = {}
     secs: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,8 +48,16 @@ def main() -> None:
         write_nifti(ct, ph.hu.astype(np.float32), ph.affine)
         for i, (title, (style, styles)) in enumerate(rows.items()):
             t0 = time.perf_counter()
-            sims = simulate(ct, [0.0, 90.0], Path(tmp) / f"s{i}", detector_shape=(384, 320),
-                            pixel_spacing_mm=(0.8, 0.8), style=style, styles=styles, seed=a.seed)
+            sims = simulate(
+                ct,
+                [0.0, 90.0],
+                Path(tmp) / f"s{i}",
+                detector_shape=(384, 320),
+                pixel_spacing_mm=(0.8, 0.8),
+                style=style,
+                styles=styles,
+                seed=a.seed,
+            )
             secs[title] = time.perf_counter() - t0
             images[title] = [read_xray(s.png).image for s in sims]
     fig, axes = plt.subplots(2, len(rows), figsize=(3.0 * len(rows), 7.0))

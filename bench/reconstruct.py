@@ -84,15 +84,21 @@ def radiograph(threads: int) -> None:
     for case in ("example", "radiograph"):
         with tempfile.TemporaryDirectory() as tmp:
             args = dict(case=case, threads=threads, root=root, tmp=tmp)
-            res = subprocess.run([sys.executable, "-c", RADIOGRAPH, json.dumps(args)], capture_output=True, text=True,
-                                 check=True)
+            res = subprocess.run(
+                [sys.executable, "-c", RADIOGRAPH, json.dumps(args)], capture_output=True, text=True, check=True
+            )
             out[case] = json.loads(res.stdout.strip().splitlines()[-1])
     ex, rg = out["example"], out["radiograph"]
     print(f"{threads} thread(s)")
-    print(f"README example (128 x 128 px):             {ex['wall_s']:6.1f} s, {ex['steps']} steps, fitted {ex['fitted_shapes']}")
-    print(f"2500 x 2000 px pair with --target (clicks): {rg['wall_s']:6.1f} s, {rg['steps']} steps, fitted {rg['fitted_shapes']}")
+    print(
+        f"README example (128 x 128 px):             {ex['wall_s']:6.1f} s, {ex['steps']} steps, "
+        f"fitted {ex['fitted_shapes']}"
+    )
+    print(
+        f"2500 x 2000 px pair with --target (clicks): {rg['wall_s']:6.1f} s, {rg['steps']} steps, "
+        f"fitted {rg['fitted_shapes']}"
+    )
     print(f"ratio radiograph / example: {rg['wall_s'] / ex['wall_s']:.2f}")
-
 
 
 def _median_time(fn, reps: int) -> float:
@@ -142,8 +148,10 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     print(cpu_line())
     from xfit.projector import resolved_backend
 
-    print(f"{threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}, "
-          f"projector {resolved_backend('auto', torch.device('cpu'))} ($XFIT_PROJECTOR=reference for the oracle)")
+    print(
+        f"{threads} thread(s), amp {cfg.amp} -> {'bf16' if amp else 'float32'}, "
+        f"projector {resolved_backend('auto', torch.device('cpu'))} ($XFIT_PROJECTOR=reference for the oracle)"
+    )
     views = default_views((0.0, 90.0), 128, 1.0)
     case = make_case(9001, prior, views)
     targets = normalised_targets(case.images, torch.device("cpu"))
@@ -177,14 +185,16 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
             hu, _ = generate_hu(prior, mean + std * u, noise, res, amp)
         mu = hu_to_mu(hu)[:, None].requires_grad_(True)
         rows.setdefault("projector forward", [0.0, 0.0])[col] = _median_time(
-            lambda: [p.detach() for p in objective.render(mu.detach())], reps)
+            lambda: [p.detach() for p in objective.render(mu.detach())], reps
+        )
 
         def proj_fwd_bwd():
             preds = objective.render(mu)
             sum(p.sum() for p in preds).backward()
 
-        rows.setdefault("projector backward", [0.0, 0.0])[col] = \
+        rows.setdefault("projector backward", [0.0, 0.0])[col] = (
             _median_time(proj_fwd_bwd, reps) - rows["projector forward"][col]
+        )
         preds = [p.detach().requires_grad_(True) for p in objective.render(mu.detach())]
         w = (mean + std * u).detach().requires_grad_(True)
 
@@ -201,16 +211,19 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     with torch.no_grad():
         t_map = _median_time(lambda: prior.G.mapping(z), reps)
     rows["mapping forward (init samples only)"] = [t_map, t_map]
+
     def order(name: str) -> tuple:
         if name.startswith("synthesis block"):
-            return (0, int(name.split()[2].split("^")[0]), "backward" in name)
+            return (0, int(name.split()[2].split("^", maxsplit=1)[0]), "backward" in name)
         return (1, list(rows).index(name))
 
     for name in sorted(rows, key=order):
         a, b = rows[name]
         print(f"{name:34s} {a:8.4f} {b:8.4f}")
-    print(f"{'sum':34s} {sum(v[0] for k, v in rows.items() if 'mapping' not in k):8.4f} "
-          f"{sum(v[1] for k, v in rows.items() if 'mapping' not in k):8.4f}")
+    print(
+        f"{'sum':34s} {sum(v[0] for k, v in rows.items() if 'mapping' not in k):8.4f} "
+        f"{sum(v[1] for k, v in rows.items() if 'mapping' not in k):8.4f}"
+    )
 
     t0 = time.perf_counter()
     res = fit(prior, case.images, views, cfg, progress=False)
@@ -225,37 +238,61 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
 
 
-def run_case(prior: str, detector: int, pixel_spacing: float, overrides: dict, threads: int,
-             env: dict[str, str] | None = None) -> dict:
+def run_case(
+    prior: str, detector: int, pixel_spacing: float, overrides: dict, threads: int, env: dict[str, str] | None = None
+) -> dict:
     """Fit once in a fresh interpreter (``env``: extra environment variables); returns its
     timing record."""
     args = dict(prior=prior, detector=detector, pixel_spacing=pixel_spacing, overrides=overrides, threads=threads)
-    out = subprocess.run([sys.executable, "-c", CASE, json.dumps(args)], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})})
+    out = subprocess.run(
+        [sys.executable, "-c", CASE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def row(name: str, r: dict, base: float) -> str:
     """One table line of a timing record."""
     t = r["timings"]
-    return (f"{name:48s} {r['wall_s']:7.1f} {r['steps']:5d} {r['wall_s'] / max(r['steps'], 1):7.2f} "
-            f"{t.get('init', 0):7.1f} {t.get('generator', 0):7.1f} {t.get('projector', 0):7.1f} {t.get('optimizer', 0):7.1f} "
-            f"{r['peak_rss_mb']:8.0f} {r['wall_s'] / base:6.2f}")
+    return (
+        f"{name:48s} {r['wall_s']:7.1f} {r['steps']:5d} {r['wall_s'] / max(r['steps'], 1):7.2f} "
+        f"{t.get('init', 0):7.1f} {t.get('generator', 0):7.1f} "
+        f"{t.get('projector', 0):7.1f} {t.get('optimizer', 0):7.1f} "
+        f"{r['peak_rss_mb']:8.0f} {r['wall_s'] / base:6.2f}"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--prior", default=str(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors"))
+    p.add_argument(
+        "--prior", default=str(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors")
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="only the default and one variation per axis")
-    p.add_argument("--levers", action="store_true",
-                   help="only the default and the speed levers kept (bf16 generator, fused projector) switched off")
-    p.add_argument("--radiograph", action="store_true", help="only: README example vs a 2500 x 2000 px pair with --target")
-    p.add_argument("--profile", action="store_true",
-                   help="only: seconds per part of a fit step (each synthesis block, projector, loss, Adam), "
-                        "the whole fit's timings and the top operators, with the CPU model and its bf16 units")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
-                   help="fit config override for --profile (repeatable), e.g. --set amp=off")
+    p.add_argument(
+        "--levers",
+        action="store_true",
+        help="only the default and the speed levers kept (bf16 generator, fused projector) switched off",
+    )
+    p.add_argument(
+        "--radiograph", action="store_true", help="only: README example vs a 2500 x 2000 px pair with --target"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="only: seconds per part of a fit step (each synthesis block, projector, loss, Adam), "
+        "the whole fit's timings and the top operators, with the CPU model and its bf16 units",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="fit config override for --profile (repeatable), e.g. --set amp=off",
+    )
     a = p.parse_args()
     if a.radiograph:
         return radiograph(a.threads)
@@ -269,13 +306,17 @@ def main() -> None:
 
     default = load_fit_config(None)
     print(cpu_line())
-    print(f"prior {a.prior}; torch {torch.__version__}; {a.threads} thread(s); default steps {default.steps}, "
-          f"restarts {default.restarts}")
+    print(
+        f"prior {a.prior}; torch {torch.__version__}; {a.threads} thread(s); default steps {default.steps}, "
+        f"restarts {default.restarts}"
+    )
     cases = [("default (128 px, 1.0 mm)", 128, 1.0, {}, None)]
     if a.levers:  # the speed levers kept, each switched off, then both (the default before them)
-        cases += [("float32 generator (amp: off)", 128, 1.0, {"amp": "off"}, None),
-                  ("reference projector (XFIT_PROJECTOR=reference)", 128, 1.0, {}, {"XFIT_PROJECTOR": "reference"}),
-                  ("both off (the default before them)", 128, 1.0, {"amp": "off"}, {"XFIT_PROJECTOR": "reference"})]
+        cases += [
+            ("float32 generator (amp: off)", 128, 1.0, {"amp": "off"}, None),
+            ("reference projector (XFIT_PROJECTOR=reference)", 128, 1.0, {}, {"XFIT_PROJECTOR": "reference"}),
+            ("both off (the default before them)", 128, 1.0, {"amp": "off"}, {"XFIT_PROJECTOR": "reference"}),
+        ]
     else:
         cases += [("glibc's allocator (XFIT_MALLOC=system)", 128, 1.0, {}, {"XFIT_MALLOC": "system"})]
     if not a.levers:
@@ -285,7 +326,10 @@ def main() -> None:
         cases += [("detector 64 px, 2.0 mm", 64, 2.0, {}, None), ("restarts 2", 128, 1.0, {"restarts": 2}, None)]
     if not a.quick and not a.levers:
         cases += [("detector 256 px, 0.5 mm", 256, 0.5, {}, None), ("restarts 4", 128, 1.0, {"restarts": 4}, None)]
-    head = f"{'case':48s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'init s':>7s} {'gen s':>7s} {'proj s':>7s} {'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}"
+    head = (
+        f"{'case':48s} {'wall s':>7s} {'steps':>5s} {'s/step':>7s} {'init s':>7s} {'gen s':>7s} {'proj s':>7s} "
+        f"{'opt s':>7s} {'peak MB':>8s} {'ratio':>6s}"
+    )
     print(head)
     base = None
     for name, det, sp, ov, env in cases:

@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
                 times[m].append(_time_steps(tr, reals, a.steps))
         ips = {m: b / statistics.median(ts) for m, ts in times.items()}
         results[name] = {"img_per_s": ips, "s_per_step": times, "speedup_bf16": ips["bf16"] / ips["off"]}
-        print(f"config {name}: fp32 {ips['off']:.2f} img/s, bf16 autocast {ips['bf16']:.2f} img/s "
-              f"(x{ips['bf16'] / ips['off']:.2f}); {a.threads} thread(s), {a.steps} steps x {a.rounds} rounds")
+        print(
+            f"config {name}: fp32 {ips['off']:.2f} img/s, bf16 autocast {ips['bf16']:.2f} img/s "
+            f"(x{ips['bf16'] / ips['off']:.2f}); {a.threads} thread(s), {a.steps} steps x {a.rounds} rounds"
+        )
     print(json.dumps(results))
 
 

@@ -21,7 +21,14 @@ def on_files(files: Files, config) -> Files:
         return files
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".md"):
         rel = path.relative_to(docs.parent).as_posix()  # results/<run>/<file>
-        files.append(File("../" + rel, src_dir=str(docs), dest_dir=config["site_dir"],
-                          use_directory_urls=config["use_directory_urls"], dest_uri=rel,
-                          inclusion=InclusionLevel.INCLUDED))
+        files.append(
+            File(
+                "../" + rel,
+                src_dir=str(docs),
+                dest_dir=config["site_dir"],
+                use_directory_urls=config["use_directory_urls"],
+                dest_uri=rel,
+                inclusion=InclusionLevel.INCLUDED,
+            )
+        )
     return files

@@ -4,9 +4,9 @@
 
 Writes ``examples/ct.nii.gz``, ``examples/seg.nii.gz`` (ground truth, 64^3 at 1.25 mm, the
 grid centred on the centroid of the vertebra, at the world origin = the isocentre; the label map
-holds every vertebra by its VerSe level; the centred one is the vertebra at the grid centre) and ``examples/ap.png``, ``examples/lat.png``
-with their sidecars (cone beam, sdd 1800 mm, sod 1500 mm, 128 x 128 px of 1.0 mm). The prior
-shipped with xfit was trained on phantom seeds 1000-1599; the example uses seed 9001.
+holds every vertebra by its VerSe level; the centred one is the vertebra at the grid centre) and
+``examples/ap.png``, ``examples/lat.png`` with their sidecars (cone beam, sdd 1800 mm, sod 1500 mm,
+128 x 128 px of 1.0 mm). The prior shipped with xfit was trained on phantom seeds 1000-1599; the example uses seed 9001.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def main() -> None:
     write_nifti(HERE / "ct.nii.gz", ph.hu, ph.affine, force=a.force)
     write_nifti(HERE / "seg.nii.gz", ph.seg, ph.affine, force=a.force)
     with tempfile.TemporaryDirectory() as tmp:
-        simulate(HERE / "ct.nii.gz", [0.0, 90.0], Path(tmp) / "xr", detector_shape=(128, 128), pixel_spacing_mm=(1.0, 1.0))
+        simulate(
+            HERE / "ct.nii.gz", [0.0, 90.0], Path(tmp) / "xr", detector_shape=(128, 128), pixel_spacing_mm=(1.0, 1.0)
+        )
         for name in ("ap.png", "ap.json", "lat.png", "lat.json", "views.png"):
             dst = HERE / name
             if dst.exists() and not a.force:

@@ -11,7 +11,7 @@ def study_parser(doc: str) -> argparse.ArgumentParser:
     ``--steps`` (add the study's own to the result)."""
     from xfit.reconstruct import DEFAULT_PRIOR
 
-    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n", maxsplit=1)[0])
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
     ap.add_argument("--fit-config", default=None)

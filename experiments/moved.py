@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,18 +28,22 @@ from xfit.metrics import volume_metrics
 from xfit.phantoms.model import make_phantom
 from xfit.projector import project
 from xfit.studies.cases import mode_table, run_cases, write_summary
+from xfit.studies.evaluate import default_views
 
 from _study import study_parser
-from xfit.studies.evaluate import default_views
 
 #: Seeds of this study's phantoms (apart from the training, held-out and radiograph seeds).
 SEED0 = 6000
 
 
-def moved_phantom(seed: int, prior, rotation_deg: float, scales: Sequence[float]) -> tuple[np.ndarray, np.ndarray, dict]:
+def moved_phantom(
+    seed: int, prior, rotation_deg: float, scales: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """HU and vertebra mask ``[R, R, R]`` of phantom ``seed`` moved by a similarity transform."""
     cfg = prior.config
-    big = make_phantom(seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, fov_mm=1.6 * cfg.resolution * cfg.spacing_mm)
+    big = make_phantom(
+        seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, fov_mm=1.6 * cfg.resolution * cfg.spacing_mm
+    )
     rng = np.random.default_rng(seed)
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
@@ -52,12 +57,16 @@ def moved_phantom(seed: int, prior, rotation_deg: float, scales: Sequence[float]
     grid[:3, 3] = -s * (r - 1) / 2
     back = np.linalg.inv(move) @ grid  # moved grid voxel -> the phantom point it shows
     hu = resample_onto(Volume(big.hu, big.affine), back, (r, r, r), order=1, cval=-1000.0).data
-    mask = resample_onto(Volume(big.vertebra_mask.astype(np.float32), big.affine), back, (r, r, r),
-                         order=1, cval=0.0).data > 0.5
+    mask = (
+        resample_onto(Volume(big.vertebra_mask.astype(np.float32), big.affine), back, (r, r, r), order=1, cval=0.0).data
+        > 0.5
+    )
     return hu, mask, {"axis": axis.tolist(), "rotation_deg": rotation_deg, "scale": scale}
 
 
-def run_case(index: int, prior, cfg_path, rotation_deg: float, scales: Sequence[float], steps: int | None) -> dict[str, Any]:
+def run_case(
+    index: int, prior, cfg_path, rotation_deg: float, scales: Sequence[float], steps: int | None
+) -> dict[str, Any]:
     from xfit.prior.sample import prior_affine
 
     seed = SEED0 + index
@@ -81,12 +90,14 @@ def run_case(index: int, prior, cfg_path, rotation_deg: float, scales: Sequence[
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> str:
-    table = mode_table(results, ("fixed", "transform"), ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "seconds"),
-                       label="fit")
+    table = mode_table(
+        results, ("fixed", "transform"), ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "seconds"), label="fit"
+    )
     wins = sum(r["modes"]["transform"]["dice"] > r["modes"]["fixed"]["dice"] for r in results)
     psnr = sum(r["modes"]["transform"]["psnr_db"] > r["modes"]["fixed"]["psnr_db"] for r in results)
-    return table + (f"\nThe transform gives the higher Dice in {wins} and the higher PSNR in {psnr} of "
-                    f"{len(results)} cases.\n")
+    return table + (
+        f"\nThe transform gives the higher Dice in {wins} and the higher PSNR in {psnr} of {len(results)} cases.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,10 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     scales = [float(x) for x in a.scales.split(",")]
     t0 = time.perf_counter()
     results = run_cases(a.out, a.cases, lambda i: run_case(i, prior, a.fit_config, a.rotation_deg, scales, a.steps))
-    head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}) rotated {a.rotation_deg:g} deg "
-            f"about a random axis and scaled by one of {scales}; AP + lateral 128 px of 1 mm; prior {a.prior.name}. "
-            f"{time.perf_counter() - t0:.0f} s.\n\n")
+    head = (
+        f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}) rotated {a.rotation_deg:g} deg "
+        f"about a random axis and scaled by one of {scales}; AP + lateral 128 px of 1 mm; prior {a.prior.name}. "
+        f"{time.perf_counter() - t0:.0f} s.\n\n"
+    )
     write_summary(a.out, head + summarize(results))
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

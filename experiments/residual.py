@@ -12,7 +12,8 @@ central half of the detector, inside the cube's silhouette). Run::
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +24,9 @@ from xfit.metrics import ncc, volume_metrics
 from xfit.phantoms.model import make_phantom
 from xfit.projector import project
 from xfit.studies.cases import mode_table, run_cases, write_summary
+from xfit.studies.evaluate import default_views
 
 from _study import study_parser
-from xfit.studies.evaluate import default_views
 
 #: Seeds of this study's phantoms.
 SEED0 = 7000
@@ -41,7 +42,7 @@ def central(image: np.ndarray) -> np.ndarray:
     """The central half (per side) of an image: the pixels whose rays cross the vertebra's cube
     (the cube's silhouette would dominate a whole-image NCC)."""
     r, c = image.shape
-    return image[r // 4: r - r // 4, c // 4: c - c // 4]
+    return image[r // 4 : r - r // 4, c // 4 : c - c // 4]
 
 
 def run_case(index: int, prior, cfg_path, residual_steps: int, third_angle: float, steps: int | None) -> dict[str, Any]:
@@ -69,12 +70,18 @@ def run_case(index: int, prior, cfg_path, residual_steps: int, third_angle: floa
 
 def summarize(results: Sequence[dict[str, Any]]) -> str:
     a, b = list(results[0]["modes"])
-    table = mode_table(results, (a, b), ("psnr_db", "ssim", "mae_hu", "dice", "fitted_views_ncc", "third_view_ncc",
-                                         "seconds"), label="fit")
+    table = mode_table(
+        results,
+        (a, b),
+        ("psnr_db", "ssim", "mae_hu", "dice", "fitted_views_ncc", "third_view_ncc", "seconds"),
+        label="fit",
+    )
     worse = sum(r["modes"][b]["third_view_ncc"] < r["modes"][a]["third_view_ncc"] for r in results)
     better = sum(r["modes"][b]["psnr_db"] > r["modes"][a]["psnr_db"] for r in results)
-    return (table + f"\nWith the residual: higher PSNR in {better} of {len(results)} cases; "
-            f"a worse third-view NCC in {worse} of {len(results)}.\n")
+    return (
+        table + f"\nWith the residual: higher PSNR in {better} of {len(results)} cases; "
+        f"a worse third-view NCC in {worse} of {len(results)}.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,12 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     prior = load_prior(a.prior)
     t0 = time.perf_counter()
-    results = run_cases(a.out, a.cases,
-                        lambda i: run_case(i, prior, a.fit_config, a.residual_steps, a.third_angle, a.steps))
-    head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}); AP + lateral 128 px of 1 mm; "
-            f"residual stage {a.residual_steps} steps; third view at {a.third_angle:g} deg; prior {a.prior.name}. "
-            f"{time.perf_counter() - t0:.0f} s.\n\n")
+    results = run_cases(
+        a.out, a.cases, lambda i: run_case(i, prior, a.fit_config, a.residual_steps, a.third_angle, a.steps)
+    )
+    head = (
+        f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}); AP + lateral 128 px of 1 mm; "
+        f"residual stage {a.residual_steps} steps; third view at {a.third_angle:g} deg; prior {a.prior.name}. "
+        f"{time.perf_counter() - t0:.0f} s.\n\n"
+    )
     write_summary(a.out, head + summarize(results))
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

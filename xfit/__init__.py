@@ -2,21 +2,21 @@
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, GeometryError, InputError, OutputExistsError, XfitError  # noqa: E402
-from .geometry import View, make_rays  # noqa: E402
-from .projector import backproject, project  # noqa: E402
-from .reconstruct import reconstruct  # noqa: E402
+from .errors import CheckpointError, GeometryError, InputError, OutputExistsError, XfitError
+from .geometry import View, make_rays
+from .projector import backproject, project
+from .reconstruct import reconstruct
 
 __all__ = [
-    "__version__",
+    "CheckpointError",
+    "GeometryError",
+    "InputError",
+    "OutputExistsError",
     "View",
+    "XfitError",
+    "__version__",
+    "backproject",
     "make_rays",
     "project",
-    "backproject",
     "reconstruct",
-    "XfitError",
-    "InputError",
-    "GeometryError",
-    "CheckpointError",
-    "OutputExistsError",
 ]

@@ -40,7 +40,7 @@ def keep_freed_memory() -> bool:
         True when the thresholds are set (now or by an earlier call); False where the C library
         has no ``mallopt`` (macOS, Windows, musl) or the user opted out (see the module notes).
     """
-    global _applied
+    global _applied  # noqa: PLW0603 (applied once per process)
     if _applied is not None:
         return _applied
     _applied = False

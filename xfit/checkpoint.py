@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,18 +33,16 @@ MAX_HEADER = 100_000_000
 
 def state_dict_tensors(module: nn.Module, prefix: str) -> dict[str, Tensor]:
     """``{prefix.key: tensor}`` for a module's state dict, detached contiguous CPU copies."""
-    return {f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous()
-            for k, v in module.state_dict().items()}
+    return {f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
 
 
 def take_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Entries ``prefix.<key>`` as ``{key: tensor}`` (inverse of :func:`state_dict_tensors`)."""
     head = prefix + "."
-    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+    return {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}
 
 
-def save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str], force: bool
-                     ) -> Path:
+def save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str], force: bool) -> Path:
     """Write a safetensors file atomically (temporary name, then rename; normal permissions).
 
     Raises:
@@ -75,8 +74,10 @@ def check_finite(tensors: Mapping[str, Tensor], path: Path) -> None:
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise CheckpointError(f"{path} holds NaN or Inf in {bad[0]}{more}: training cannot continue from it; "
-                              "use an earlier state or restart with --force")
+        raise CheckpointError(
+            f"{path} holds NaN or Inf in {bad[0]}{more}: training cannot continue from it; "
+            "use an earlier state or restart with --force"
+        )
 
 
 def read_safetensors(path: Path, what: str) -> tuple[bytes, dict[str, Any]]:
@@ -95,7 +96,7 @@ def read_safetensors(path: Path, what: str) -> tuple[bytes, dict[str, Any]]:
     if n > min(MAX_HEADER, len(data) - 8):
         raise CheckpointError(f"{bad} (invalid header length)")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"{bad} (header is not JSON)") from exc
     if not isinstance(header, dict):
@@ -107,8 +108,7 @@ def xfit_meta(header: dict[str, Any], path: Path, fmt: str) -> dict[str, Any]:
     """Decode and check the ``xfit`` metadata entry (format name and version)."""
     raw = (header.get("__metadata__") or {}).get("xfit")
     if raw is None:
-        raise CheckpointError(f"{path} is a safetensors file but not an xfit {fmt} file "
-                              "(no 'xfit' metadata)")
+        raise CheckpointError(f"{path} is a safetensors file but not an xfit {fmt} file (no 'xfit' metadata)")
     try:
         meta = json.loads(raw)
     except ValueError as exc:
@@ -117,8 +117,9 @@ def xfit_meta(header: dict[str, Any], path: Path, fmt: str) -> dict[str, Any]:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{path}: expected format {fmt!r}, got {got!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported format_version {meta.get('format_version')!r} "
-                              f"(this xfit reads {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: unsupported format_version {meta.get('format_version')!r} (this xfit reads {FORMAT_VERSION})"
+        )
     return meta
 
 
@@ -132,13 +133,15 @@ def load_tensors(data: bytes, path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: corrupt safetensors data ({exc})") from exc
 
 
-def check_names_shapes(tensors: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]
-                       ) -> str | None:
+def check_names_shapes(tensors: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]) -> str | None:
     """A message describing the mismatch, or ``None`` when names and shapes agree exactly."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(f"{k} {list(tensors[k].shape)} (expected {list(expected[k])})"
-                   for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
+    wrong = sorted(
+        f"{k} {list(tensors[k].shape)} (expected {list(expected[k])})"
+        for k in set(expected) & set(tensors)
+        if tuple(tensors[k].shape) != expected[k]
+    )
     parts = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if items:

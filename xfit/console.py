@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
@@ -39,8 +40,14 @@ def os_error_line(exc: OSError) -> str:
     return " ".join(f"{where}: {exc.strerror}".split()) if where else " ".join(exc.strerror.split())
 
 
-_ALLOC_WORDS = ("can't allocate memory", "not enough memory", "defaultcpuallocator", "out of memory",
-                "array is too big", "maximum allowed dimension")
+_ALLOC_WORDS = (
+    "can't allocate memory",
+    "not enough memory",
+    "defaultcpuallocator",
+    "out of memory",
+    "array is too big",
+    "maximum allowed dimension",
+)
 
 
 def is_allocation_failure(exc: BaseException) -> bool:
@@ -48,10 +55,12 @@ def is_allocation_failure(exc: BaseException) -> bool:
     return isinstance(exc, (RuntimeError, ValueError)) and any(w in str(exc).lower() for w in _ALLOC_WORDS)
 
 
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` of xfit's commands: ``xfit: warning: ...`` on one line."""
-    click.echo(f"xfit: warning: {one_line(message) if isinstance(message, BaseException) else ' '.join(str(message).split())}",
-               err=True)
+    click.echo(
+        f"xfit: warning: {one_line(message) if isinstance(message, BaseException) else ' '.join(str(message).split())}",
+        err=True,
+    )
 
 
 def sigterm_as_interrupt():
@@ -60,7 +69,7 @@ def sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def handler(signum, frame):  # noqa: ANN001
+    def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
@@ -88,7 +97,7 @@ class OneLineErrors:
             sys.exit(rv)
         return rv
 
-    def _main(self, args, prog_name, complete_var, **extra):  # noqa: ANN001
+    def _main(self, args, prog_name, complete_var, **extra):
         def fail(text: str) -> None:
             click.echo(f"xfit: error: {text}", err=True)
             sys.exit(2)
@@ -105,8 +114,10 @@ class OneLineErrors:
         except XfitError as exc:
             fail(one_line(exc))
         except (MemoryError, torch_oom_errors()) as exc:
-            fail("out of memory; try a smaller detector (--detector), fewer --restarts, "
-                 f"or --device cpu ({one_line(exc)[:120]})")
+            fail(
+                "out of memory; try a smaller detector (--detector), fewer --restarts, "
+                f"or --device cpu ({one_line(exc)[:120]})"
+            )
         except OSError as exc:  # read-only or full file system, permission, symlink loop ...
             fail(os_error_line(exc))
         except OverflowError as exc:
@@ -114,8 +125,10 @@ class OneLineErrors:
         except (RuntimeError, ValueError) as exc:
             if not is_allocation_failure(exc):
                 raise  # a bug in xfit: keep the traceback
-            fail("out of memory; try a smaller detector (--detector), fewer samples or --restarts "
-                 f"({one_line(exc)[:120]})")
+            fail(
+                "out of memory; try a smaller detector (--detector), fewer samples or --restarts "
+                f"({one_line(exc)[:120]})"
+            )
         return None
 
 
@@ -156,7 +169,7 @@ class FiniteFloat(click.ParamType):
         left = "(" if self.lo_open else "["
         return f"a finite number in {left}{self.lo:g}, {self.hi:g}]"
 
-    def convert(self, value: Any, param, ctx) -> float:  # noqa: ANN001
+    def convert(self, value: Any, param, ctx) -> float:
         try:
             x = float(value)
         except (TypeError, ValueError, OverflowError):
@@ -174,8 +187,15 @@ class FiniteFloat(click.ParamType):
 SEED = click.IntRange(0, SEED_MAX)
 
 
-def pair_option(text: str | None, name: str | Sequence[str], cast: Callable = float, *, lo: float = -math.inf,
-                 hi: float = math.inf, lo_open: bool = False) -> tuple | None:
+def pair_option(
+    text: str | None,
+    name: str | Sequence[str],
+    cast: Callable = float,
+    *,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    lo_open: bool = False,
+) -> tuple | None:
     """Parse ``"128"`` or ``"128,96"`` into a pair (a single value is repeated); numbers must be
     finite and in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
     if text is None:
@@ -184,7 +204,7 @@ def pair_option(text: str | None, name: str | Sequence[str], cast: Callable = fl
     try:
         parts = [cast(p.strip()) for p in str(text).split(",")]
     except (ValueError, OverflowError):
-        raise click.BadParameter(bad, param_hint=name)
+        raise click.BadParameter(bad, param_hint=name) from None
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2:
@@ -192,6 +212,7 @@ def pair_option(text: str | None, name: str | Sequence[str], cast: Callable = fl
     for x in parts:
         if not math.isfinite(x) or not ((x > lo if lo_open else x >= lo) and x <= hi):
             left = "(" if lo_open else "["
-            raise click.BadParameter(f"{text!r}: each value must be a finite number in {left}{lo:g}, {hi:g}]",
-                                     param_hint=name)
+            raise click.BadParameter(
+                f"{text!r}: each value must be a finite number in {left}{lo:g}, {hi:g}]", param_hint=name
+            )
     return tuple(parts)

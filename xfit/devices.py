@@ -57,14 +57,16 @@ def check_device(device: str | torch.device | None) -> torch.device:
     try:
         available = torch.cuda.is_available()
         count = torch.cuda.device_count() if available else 0
-    except Exception:  # a broken driver install: treat as no GPU  # pragma: no cover
+    except Exception:  # noqa: BLE001 (a broken driver install: treat as no GPU)  # pragma: no cover
         available, count = False, 0
     if not available or count == 0:
-        raise InputError(f"--device {text}: CUDA is not available on this machine (no usable GPU or "
-                         "driver); use --device cpu")
+        raise InputError(
+            f"--device {text}: CUDA is not available on this machine (no usable GPU or driver); use --device cpu"
+        )
     if index is not None and int(index) >= count:
-        raise InputError(f"--device {text}: there is no GPU {int(index)} (this machine has {count}: "
-                         f"cuda:0..cuda:{count - 1})")
+        raise InputError(
+            f"--device {text}: there is no GPU {int(index)} (this machine has {count}: cuda:0..cuda:{count - 1})"
+        )
     return torch.device(text)
 
 

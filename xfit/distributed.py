@@ -30,7 +30,7 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 def all_reduce_grads(module: torch.nn.Module) -> None:
     """Average the gradients of ``module`` over every process (one flat all-reduce; none alone)."""
-    rank, world = rank_world()
+    _rank, world = rank_world()
     if world == 1:
         return
     params = [p for p in module.parameters() if p.grad is not None]

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -124,8 +125,10 @@ def check_detector_shape(shape: Any, name: str = "detector shape") -> tuple[int,
     if rows < 1 or cols < 1:
         raise GeometryError(f"{name} must be positive, got {shape!r}")
     if rows > MAX_DETECTOR_SIDE or cols > MAX_DETECTOR_SIDE or rows * cols > MAX_DETECTOR_PIXELS:
-        raise GeometryError(f"{name} {rows}x{cols} is too large: at most {MAX_DETECTOR_SIDE} pixels per side "
-                            f"and {MAX_DETECTOR_PIXELS} pixels in all")
+        raise GeometryError(
+            f"{name} {rows}x{cols} is too large: at most {MAX_DETECTOR_SIDE} pixels per side "
+            f"and {MAX_DETECTOR_PIXELS} pixels in all"
+        )
     return rows, cols
 
 
@@ -176,8 +179,10 @@ class View:
                 "the isocentre has to lie between source and detector"
             )
         set_("shape", check_detector_shape(self.shape))
-        set_("pixel_spacing_mm", _pair("pixel_spacing_mm", self.pixel_spacing_mm, positive=True,
-                                       limit=MAX_PIXEL_SPACING_MM))
+        set_(
+            "pixel_spacing_mm",
+            _pair("pixel_spacing_mm", self.pixel_spacing_mm, positive=True, limit=MAX_PIXEL_SPACING_MM),
+        )
         set_("offset_px", _pair("offset_px", self.offset_px, positive=False, limit=MAX_OFFSET))
         try:
             iso = tuple(_finite("isocenter_mm", x) for x in self.isocenter_mm)
@@ -202,7 +207,7 @@ class View:
         m = self.magnification
         return (self.pixel_spacing_mm[0] / m, self.pixel_spacing_mm[1] / m)
 
-    def with_(self, **changes: Any) -> "View":
+    def with_(self, **changes: Any) -> View:
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
@@ -224,7 +229,7 @@ class View:
         return out
 
     @classmethod
-    def from_sidecar(cls, data: Mapping[str, Any], shape: Sequence[int], **overrides: Any) -> "View":
+    def from_sidecar(cls, data: Mapping[str, Any], shape: Sequence[int], **overrides: Any) -> View:
         """Build a view from a sidecar dictionary and the image shape (rows, cols).
 
         Unknown keys are rejected so that typos do not silently fall back to defaults.
@@ -296,8 +301,10 @@ def validate_sidecar(data: Any) -> dict[str, Any]:
         raise GeometryError(f"a sidecar must be a JSON object, got {type(data).__name__}")
     unknown = [k for k in data if k not in SIDECAR_KEYS and k not in SIDECAR_OPTIONAL_KEYS]
     if unknown:
-        raise GeometryError(f"unknown sidecar key(s): {', '.join(sorted(map(str, unknown)))} "
-                            f"(known: {', '.join(SIDECAR_KEYS + SIDECAR_OPTIONAL_KEYS)})")
+        raise GeometryError(
+            f"unknown sidecar key(s): {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(SIDECAR_KEYS + SIDECAR_OPTIONAL_KEYS)})"
+        )
     out: dict[str, Any] = {}
     for key, value in data.items():
         if value is None:
@@ -318,8 +325,9 @@ def validate_sidecar(data: Any) -> dict[str, Any]:
             out[key] = value
         elif key in ("flip_lr", "invert"):
             if not isinstance(value, bool):
-                raise GeometryError(f"{key} must be true or false (a JSON boolean, not a string or number), "
-                                    f"got {value!r}")
+                raise GeometryError(
+                    f"{key} must be true or false (a JSON boolean, not a string or number), got {value!r}"
+                )
             out[key] = value
         elif key == "shape":
             if not isinstance(value, (list, tuple)):
@@ -329,8 +337,9 @@ def validate_sidecar(data: Any) -> dict[str, Any]:
             rows = value if isinstance(value, (list, tuple)) else None
             if rows is None or len(rows) != 4 or not all(isinstance(r, (list, tuple)) and len(r) == 4 for r in rows):
                 raise GeometryError(f"pose must be a 4x4 list of numbers, got {value!r}")
-            out[key] = [[_finite("pose", x) if not isinstance(x, bool) else _finite("pose", None) for x in r]
-                        for r in rows]
+            out[key] = [
+                [_finite("pose", x) if not isinstance(x, bool) else _finite("pose", None) for x in r] for r in rows
+            ]
     return out
 
 

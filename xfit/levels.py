@@ -35,11 +35,10 @@ LEVEL_TO_LABEL: dict[str, int] = {
 LABEL_TO_LEVEL: dict[int, str] = {v: k for k, v in LEVEL_TO_LABEL.items()}
 #: Level names cranial to caudal.
 ANATOMICAL_ORDER: tuple[str, ...] = tuple(
-    [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 14)]
-    + [f"L{i}" for i in range(1, 7)] + ["S1", "Co"])
+    [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 14)] + [f"L{i}" for i in range(1, 7)] + ["S1", "Co"]
+)
 #: Labels of the mobile vertebrae (what a crop may be centred on): C1..L6 and T13.
-VERTEBRA_LABELS: tuple[int, ...] = tuple(LEVEL_TO_LABEL[n] for n in ANATOMICAL_ORDER
-                                         if n not in ("S1", "Co"))
+VERTEBRA_LABELS: tuple[int, ...] = tuple(LEVEL_TO_LABEL[n] for n in ANATOMICAL_ORDER if n not in ("S1", "Co"))
 
 
 def _canonical(name: str) -> str:
@@ -49,8 +48,7 @@ def _canonical(name: str) -> str:
     key = s[0].upper() + s[1:].lower()
     if key in LEVEL_TO_LABEL:
         return key
-    raise InputError(f"unknown vertebral level {name!r}; expected one of C1-C7, T1-T12, L1-L5 "
-                     "(or T13, L6, S1)")
+    raise InputError(f"unknown vertebral level {name!r}; expected one of C1-C7, T1-T12, L1-L5 (or T13, L6, S1)")
 
 
 def level_label(name: str) -> int:
@@ -101,16 +99,18 @@ def parse_levels(text: str | None) -> tuple[int, ...]:
             lo, _, hi = item.partition("-")
             a, b = ANATOMICAL_ORDER.index(_canonical(lo)), ANATOMICAL_ORDER.index(_canonical(hi))
             if a > b:
-                raise InputError(f"level range {item!r} runs upwards; write it cranial to caudal, "
-                                 f"e.g. {ANATOMICAL_ORDER[b]}-{ANATOMICAL_ORDER[a]}")
-            chosen.extend(ANATOMICAL_ORDER[a:b + 1])
+                raise InputError(
+                    f"level range {item!r} runs upwards; write it cranial to caudal, "
+                    f"e.g. {ANATOMICAL_ORDER[b]}-{ANATOMICAL_ORDER[a]}"
+                )
+            chosen.extend(ANATOMICAL_ORDER[a : b + 1])
         else:
             chosen.append(_canonical(item))
     order = {n: i for i, n in enumerate(ANATOMICAL_ORDER)}
     return tuple(LEVEL_TO_LABEL[n] for n in sorted(set(chosen), key=order.__getitem__))
 
 
-def format_levels(labels: "list[int] | tuple[int, ...]") -> str:
+def format_levels(labels: list[int] | tuple[int, ...]) -> str:
     """Compact text of VerSe labels in anatomical order, e.g. ``"T10-L2,L4"``."""
     order = {LEVEL_TO_LABEL[n]: i for i, n in enumerate(ANATOMICAL_ORDER)}
     idx = sorted({order[int(x)] for x in labels if int(x) in order})

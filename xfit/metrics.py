@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -163,8 +164,7 @@ def _ssim_map(p: np.ndarray, t: np.ndarray, data_range: float, win: int, sigma: 
     return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
 
 
-def ssim3d(pred: ArrayLike, target: ArrayLike, data_range: float, *, win: int = 7,
-           sigma: float = 1.5) -> float:
+def ssim3d(pred: ArrayLike, target: ArrayLike, data_range: float, *, win: int = 7, sigma: float = 1.5) -> float:
     """Structural similarity of two 3D volumes with a 3D Gaussian window.
 
     Borders: the mean is over the window positions that fit inside the volume (no padding), i.e.
@@ -189,8 +189,9 @@ def ssim3d(pred: ArrayLike, target: ArrayLike, data_range: float, *, win: int = 
     return float(_ssim_map(p[None], t[None], data_range, win, sigma).mean())
 
 
-def ssim2d_slices(pred: ArrayLike, target: ArrayLike, data_range: float, *, axis: int = 2,
-                  win: int = 7, sigma: float = 1.5) -> float:
+def ssim2d_slices(
+    pred: ArrayLike, target: ArrayLike, data_range: float, *, axis: int = 2, win: int = 7, sigma: float = 1.5
+) -> float:
     """Mean 2D SSIM of the slices of two volumes taken along ``axis`` (same window as ssim3d).
 
     Args:
@@ -277,8 +278,7 @@ def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def surface_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float]
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances in mm: from each boundary voxel of A to B's boundary, and back.
 
     Returns:
@@ -297,8 +297,7 @@ def surface_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[f
     return d_to_y[sx], d_to_x[sy]
 
 
-def _pooled_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float], name: str
-                      ) -> np.ndarray | float:
+def _pooled_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float], name: str) -> np.ndarray | float:
     """The pooled A->B and B->A surface distances (mm), or the answer itself when a mask is
     empty: 0.0 for both, ``inf`` for one."""
     x, y = _np(a, bool), _np(b, bool)
@@ -311,8 +310,7 @@ def _pooled_distances(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[f
     return np.concatenate([d_ab, d_ba])
 
 
-def hausdorff(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float],
-              percentile: float = 100.0) -> float:
+def hausdorff(a: ArrayLike, b: ArrayLike, spacing_mm: float | Sequence[float], percentile: float = 100.0) -> float:
     """Symmetric (percentile) Hausdorff distance between two masks' surfaces, in mm.
 
     Args:
@@ -363,9 +361,13 @@ LPIPS_SHIFT, LPIPS_SCALE = (-0.030, -0.088, -0.188), (0.458, 0.448, 0.450)
 #: AlexNet conv layers ``(tensor prefix, out channels, kernel, stride, padding, max-pool first)``
 #: as in ``torchvision.models.alexnet().features`` (indices 0, 3, 6, 8, 10), named as in the
 #: ``lpips`` package's ``LPIPS(net="alex").state_dict()``.
-_ALEX = (("net.slice1.0", 64, 11, 4, 2, False), ("net.slice2.3", 192, 5, 1, 2, True),
-         ("net.slice3.6", 384, 3, 1, 1, True), ("net.slice4.8", 256, 3, 1, 1, False),
-         ("net.slice5.10", 256, 3, 1, 1, False))
+_ALEX = (
+    ("net.slice1.0", 64, 11, 4, 2, False),
+    ("net.slice2.3", 192, 5, 1, 2, True),
+    ("net.slice3.6", 384, 3, 1, 1, True),
+    ("net.slice4.8", 256, 3, 1, 1, False),
+    ("net.slice5.10", 256, 3, 1, 1, False),
+)
 #: Smallest slice side the AlexNet trunk accepts.
 LPIPS_MIN_SIZE = 31
 _warned_lpips_fallback = False
@@ -423,8 +425,9 @@ def load_lpips_weights(path: str | os.PathLike) -> dict[str, Tensor]:
         if name not in raw:
             raise InputError(f"LPIPS weights {path}: tensor {name!r} missing")
         if tuple(raw[name].shape) != shape:
-            raise InputError(f"LPIPS weights {path}: {name!r} has shape {list(raw[name].shape)}, "
-                             f"expected {list(shape)}")
+            raise InputError(
+                f"LPIPS weights {path}: {name!r} has shape {list(raw[name].shape)}, expected {list(shape)}"
+            )
         out[name] = raw[name].float()
     return out
 
@@ -448,15 +451,21 @@ def lpips_alex(x: Tensor, y: Tensor, w: dict[str, Tensor]) -> Tensor:
             h = torch.nn.functional.max_pool2d(h, 3, 2)
         h = torch.relu(torch.nn.functional.conv2d(h, w[f"{name}.weight"], w[f"{name}.bias"], stride, pad))
         f = h / (h.square().sum(1, keepdim=True).sqrt() + 1e-10)
-        d = (f[: x.shape[0]] - f[x.shape[0]:]).square()
+        d = (f[: x.shape[0]] - f[x.shape[0] :]).square()
         total += torch.nn.functional.conv2d(d, w[f"lin{i}.model.1.weight"]).mean((1, 2, 3))
     return total
 
 
-def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
-                 window: tuple[float, float] = HU_WINDOW, axis: int = 2,
-                 weights: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                 batch: int = 32) -> PerceptualScore:
+def lpips_slices(
+    pred_hu: ArrayLike,
+    target_hu: ArrayLike,
+    window: tuple[float, float] = HU_WINDOW,
+    axis: int = 2,
+    weights: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    batch: int = 32,
+) -> PerceptualScore:
     """Perceptual distance of two CT volumes: LPIPS averaged over the 2D slices along ``axis``.
 
     Slices are clipped to ``window`` (HU), mapped to [-1, 1] and repeated to 3 channels. Weights
@@ -481,7 +490,7 @@ def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
         InputError: bad volumes, window or axis; a given weights file that is missing or invalid;
             slices smaller than 31 pixels on the LPIPS path.
     """
-    global _warned_lpips_fallback
+    global _warned_lpips_fallback  # noqa: PLW0603 (warn once per process)
     p, t = _np(pred_hu), _np(target_hu)
     _check_pair(p, t, "lpips_slices", ndim=3)
     axis = _check_axis(axis, "lpips_slices")
@@ -494,20 +503,25 @@ def lpips_slices(pred_hu: ArrayLike, target_hu: ArrayLike,
     if path is None:
         if not _warned_lpips_fallback:
             _warned_lpips_fallback = True
-            warnings.warn(f"lpips_slices: no LPIPS weights (pass weights= or set {LPIPS_WEIGHTS_ENV} "
-                          "to a safetensors file); using 1 - mean 2D SSIM instead (method "
-                          "'1-ssim2d'), not comparable with LPIPS values", LPIPSFallbackWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"lpips_slices: no LPIPS weights (pass weights= or set {LPIPS_WEIGHTS_ENV} "
+                "to a safetensors file); using 1 - mean 2D SSIM instead (method "
+                "'1-ssim2d'), not comparable with LPIPS values",
+                LPIPSFallbackWarning,
+                stacklevel=2,
+            )
         return PerceptualScore(1.0 - ssim2d_slices(p, t, 2.0, axis=0), "1-ssim2d")
     if min(p.shape[1:]) < LPIPS_MIN_SIZE:
-        raise InputError(f"lpips_slices: slices of {list(p.shape[1:])} pixels are smaller than "
-                         f"AlexNet's {LPIPS_MIN_SIZE}")
+        raise InputError(
+            f"lpips_slices: slices of {list(p.shape[1:])} pixels are smaller than AlexNet's {LPIPS_MIN_SIZE}"
+        )
     w = {k: v.to(device) for k, v in load_lpips_weights(path).items()}
     vals = []
     with torch.no_grad():
         for i in range(0, p.shape[0], max(1, int(batch))):
-            x, y = (torch.from_numpy(a[i:i + batch]).float().to(device)[:, None].expand(-1, 3, -1, -1)
-                    for a in (p, t))
+            x, y = (
+                torch.from_numpy(a[i : i + batch]).float().to(device)[:, None].expand(-1, 3, -1, -1) for a in (p, t)
+            )
             vals.append(lpips_alex(x, y, w).double().cpu())
     return PerceptualScore(float(torch.cat(vals).mean()), "lpips-alex")
 

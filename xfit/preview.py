@@ -9,8 +9,8 @@ Volumes are ``[I, J, K]`` arrays in canonical RAS voxel order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,9 @@ def material_fractions(hu: np.ndarray) -> np.ndarray:
     return out
 
 
-def material_paths(hu: np.ndarray, affine: np.ndarray, views: Sequence[View], *, device: str = "cpu") -> list[np.ndarray]:
+def material_paths(
+    hu: np.ndarray, affine: np.ndarray, views: Sequence[View], *, device: str = "cpu"
+) -> list[np.ndarray]:
     """Path lengths (mm) through each tissue of :data:`TISSUES`, ``[3, R, C]`` per view, by
     projecting the :func:`material_fractions` volumes with :func:`xfit.projector.project`."""
     from .projector import project
@@ -120,8 +123,9 @@ def material_paths(hu: np.ndarray, affine: np.ndarray, views: Sequence[View], *,
     return out
 
 
-def spectrum(kvp: float, filtration_mm_al: float, filtration_mm_cu: float, *, step_kev: float = 1.0
-             ) -> tuple[np.ndarray, np.ndarray]:
+def spectrum(
+    kvp: float, filtration_mm_al: float, filtration_mm_cu: float, *, step_kev: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Energy bins (keV) and detector weights of a filtered tungsten-anode spectrum.
 
     Kramers' law for the bremsstrahlung photon fluence, ``N(E) ~ (kVp - E) / E`` (H. A. Kramers,
@@ -229,7 +233,7 @@ class ClinicalStyle:
     grid_contrast: float = 0.03
     grid_lines: str = "vertical"
 
-    def replace(self, **changes: Any) -> "ClinicalStyle":
+    def replace(self, **changes: Any) -> ClinicalStyle:
         """A copy with some parameters changed (checked by :func:`check_style`)."""
         return check_style(dataclasses.replace(self, **changes))
 
@@ -243,15 +247,35 @@ class ClinicalStyle:
 #: anterior side). ``xfit/configs/style-clinical.yaml`` repeats them.
 PRESETS: dict[str, ClinicalStyle] = {
     "ap": ClinicalStyle(),
-    "lateral": ClinicalStyle(kvp=90.0, spr=1.0, scatter_sigma_mm=60.0, photons=3.0e6, window_percentiles=(10.0, 99.8),
-                             marker="L",
-                             marker_position=(0.12, 0.78), collimation_mm=(8.0, 8.0, 8.0, 8.0)),
+    "lateral": ClinicalStyle(
+        kvp=90.0,
+        spr=1.0,
+        scatter_sigma_mm=60.0,
+        photons=3.0e6,
+        window_percentiles=(10.0, 99.8),
+        marker="L",
+        marker_position=(0.12, 0.78),
+        collimation_mm=(8.0, 8.0, 8.0, 8.0),
+    ),
 }
 #: The off value of every parameter that has one: ``ideal_style()`` sets all of them.
-_OFF: dict[str, Any] = dict(polychromatic=False, spr=0.0, heel=0.0, mtf_sigma_mm=0.0, photons=0.0,
-                            electronic_noise=0.0, window_percentiles=(0.0, 100.0), lut_slope=0.0,
-                            enhance_gains=(), enhance_sigmas_mm=(), bit_depth=16, monochrome1=False,
-                            collimation_mm=(0.0, 0.0, 0.0, 0.0), marker="", grid_contrast=0.0)
+_OFF: dict[str, Any] = dict(
+    polychromatic=False,
+    spr=0.0,
+    heel=0.0,
+    mtf_sigma_mm=0.0,
+    photons=0.0,
+    electronic_noise=0.0,
+    window_percentiles=(0.0, 100.0),
+    lut_slope=0.0,
+    enhance_gains=(),
+    enhance_sigmas_mm=(),
+    bit_depth=16,
+    monochrome1=False,
+    collimation_mm=(0.0, 0.0, 0.0, 0.0),
+    marker="",
+    grid_contrast=0.0,
+)
 
 
 def ideal_style() -> ClinicalStyle:
@@ -274,8 +298,14 @@ def _fail(name: str, why: str, value: Any) -> InputError:
 
 def _number(style: ClinicalStyle, name: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
     v = getattr(style, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v > hi or v < lo \
-            or (lo_open and v == lo):
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+        or v > hi
+        or v < lo
+        or (lo_open and v == lo)
+    ):
         raise _fail(name, f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]", v)
 
 
@@ -317,21 +347,30 @@ def check_style(style: ClinicalStyle) -> ClinicalStyle:
     sig = _floats(style.enhance_sigmas_mm, "enhance_sigmas_mm", None)
     gains = _floats(style.enhance_gains, "enhance_gains", None)
     if len(sig) != len(gains) or len(sig) > 4:
-        raise _fail("enhance_gains", f"must give one gain per band of enhance_sigmas_mm ({len(sig)}), at most 4",
-                    style.enhance_gains)
+        raise _fail(
+            "enhance_gains",
+            f"must give one gain per band of enhance_sigmas_mm ({len(sig)}), at most 4",
+            style.enhance_gains,
+        )
     if any(s <= 0 or s > 500 for s in sig) or any(b <= a for a, b in zip(sig, sig[1:])):
         raise _fail("enhance_sigmas_mm", "must be increasing sigmas in (0, 500] mm", style.enhance_sigmas_mm)
     if any(not -1.0 <= g <= 10.0 for g in gains):
         raise _fail("enhance_gains", "must be gains in [-1, 10]", style.enhance_gains)
     if any(not 0.0 <= m <= 1e4 for m in _floats(style.collimation_mm, "collimation_mm", 4)):
-        raise _fail("collimation_mm", "must be four margins (top, bottom, left, right) in [0, 10000] mm",
-                    style.collimation_mm)
+        raise _fail(
+            "collimation_mm", "must be four margins (top, bottom, left, right) in [0, 10000] mm", style.collimation_mm
+        )
     pos = _floats(style.marker_position, "marker_position", 2)
     if not isinstance(style.marker, str) or any(c not in FONT for c in style.marker.upper()) or len(style.marker) > 8:
-        raise _fail("marker", f"must be up to 8 of the letters {''.join(sorted(FONT)).strip()} (or empty)", style.marker)
+        raise _fail(
+            "marker", f"must be up to 8 of the letters {''.join(sorted(FONT)).strip()} (or empty)", style.marker
+        )
     if any(not 0.0 <= p <= 1.0 for p in pos):
-        raise _fail("marker_position", "must be (row, col) fractions of the image in [0, 1]: the marker is "
-                    "outside the image", style.marker_position)
+        raise _fail(
+            "marker_position",
+            "must be (row, col) fractions of the image in [0, 1]: the marker is outside the image",
+            style.marker_position,
+        )
     return style
 
 
@@ -355,13 +394,20 @@ def check_style_for_view(style: ClinicalStyle, view: View) -> None:
     rows, cols = view.shape
     field_px = _field_box(style.collimation_mm, view)
     if field_px[1] - field_px[0] < 2 or field_px[3] - field_px[2] < 2:
-        raise _fail("collimation_mm", f"leaves no field on a {rows}x{cols} detector of "
-                    f"{view.pixel_spacing_mm[0]:g} x {view.pixel_spacing_mm[1]:g} mm pixels", style.collimation_mm)
+        raise _fail(
+            "collimation_mm",
+            f"leaves no field on a {rows}x{cols} detector of "
+            f"{view.pixel_spacing_mm[0]:g} x {view.pixel_spacing_mm[1]:g} mm pixels",
+            style.collimation_mm,
+        )
     if style.marker:
         r0, c0, h, w = _marker_box(style, view)
         if r0 + h > rows or c0 + w > cols:
-            raise _fail("marker_position", f"puts the {h}x{w} px marker {style.marker!r} partly outside the "
-                        f"{rows}x{cols} image", style.marker_position)
+            raise _fail(
+                "marker_position",
+                f"puts the {h}x{w} px marker {style.marker!r} partly outside the {rows}x{cols} image",
+                style.marker_position,
+            )
 
 
 def _coerce(name: str, default: Any, value: Any) -> Any:
@@ -428,13 +474,14 @@ def parse_style_params(items: Sequence[str]) -> dict[str, dict[str, str]]:
         preset, dot, key = name.rpartition(".")
         if dot and preset not in PRESETS:
             raise InputError(f"unknown style preset {preset!r} in {item!r} (known: {', '.join(PRESETS)})")
-        for p in ([preset] if dot else PRESETS):
+        for p in [preset] if dot else PRESETS:
             out[p][key] = value
     return out
 
 
-def styles_from_mapping(data: Mapping[str, Any], base: Mapping[str, ClinicalStyle] | None = None
-                        ) -> dict[str, ClinicalStyle]:
+def styles_from_mapping(
+    data: Mapping[str, Any], base: Mapping[str, ClinicalStyle] | None = None
+) -> dict[str, ClinicalStyle]:
     """Styles per preset from a YAML mapping: keys ``ap`` and/or ``lateral`` holding parameters,
     and/or parameters at the top level (for both). Unknown keys are errors."""
     styles = dict(base or PRESETS)
@@ -518,12 +565,13 @@ def field_mask(view: View, collimation_mm: Sequence[float]) -> np.ndarray:
     """Boolean ``[R, C]``: inside the collimated field (margins top, bottom, left, right in mm)."""
     r0, r1, c0, c1 = _field_box(collimation_mm, view)
     mask = np.zeros(view.shape, dtype=bool)
-    mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
+    mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
     return mask
 
 
-def add_scatter(primary: np.ndarray, thickness: np.ndarray, spr: float, sigma_mm: float, view: View,
-                body: np.ndarray) -> np.ndarray:
+def add_scatter(
+    primary: np.ndarray, thickness: np.ndarray, spr: float, sigma_mm: float, view: View, body: np.ndarray
+) -> np.ndarray:
     """Primary plus scatter: ``S = c * G_sigma(primary * thickness)``, a convolution model of the
     scatter (J. A. Love and R. A. Kruger, Med. Phys. 14, 178, 1987; the thickness weighting as in
     B. Ohnesorge et al., Eur. Radiol. 9, 563, 1999), with ``c`` such that the mean scatter over
@@ -588,7 +636,9 @@ def _marker_box(style: ClinicalStyle, view: View) -> tuple[int, int, int, int]:
     return r0, c0, bitmap.shape[0], bitmap.shape[1]
 
 
-def burn_marker(image: np.ndarray, style: ClinicalStyle, view: View, value: float = 1.0, amount: float = 1.0) -> np.ndarray:
+def burn_marker(
+    image: np.ndarray, style: ClinicalStyle, view: View, value: float = 1.0, amount: float = 1.0
+) -> np.ndarray:
     """Burn ``style.marker`` into a display image ``[R, C]`` in [0, 1] (``value`` 1 = saturated
     white; ``amount`` blends it in). The marker must fit (:func:`check_style_for_view`)."""
     if not style.marker or amount <= 0:
@@ -596,7 +646,7 @@ def burn_marker(image: np.ndarray, style: ClinicalStyle, view: View, value: floa
     r0, c0, h, w = _marker_box(style, view)
     bitmap = text_bitmap(style.marker, int(round(style.marker_size_mm / view.pixel_spacing_mm[0])))
     out = image.copy()
-    patch = out[r0:r0 + h, c0:c0 + w]
+    patch = out[r0 : r0 + h, c0 : c0 + w]
     patch[bitmap] = (1.0 - amount) * patch[bitmap] + amount * value
     return out
 
@@ -670,14 +720,19 @@ def scaled(style: ClinicalStyle) -> ClinicalStyle:
         return style
     lo, hi = style.window_percentiles
     return dataclasses.replace(
-        style, spr=style.spr * s, heel=style.heel * s, mtf_sigma_mm=style.mtf_sigma_mm * s,
+        style,
+        spr=style.spr * s,
+        heel=style.heel * s,
+        mtf_sigma_mm=style.mtf_sigma_mm * s,
         photons=style.photons / s if s > 0 and style.photons > 0 else 0.0,
-        electronic_noise=style.electronic_noise * s, lut_slope=style.lut_slope * s,
+        electronic_noise=style.electronic_noise * s,
+        lut_slope=style.lut_slope * s,
         window_percentiles=(lo * s, 100.0 - (100.0 - hi) * s),
         enhance_gains=tuple(g * s for g in style.enhance_gains),
         bit_depth=int(round(16 - (16 - style.bit_depth) * s)),
         collimation_mm=tuple(m * s for m in style.collimation_mm),
-        grid_contrast=style.grid_contrast * s)
+        grid_contrast=style.grid_contrast * s,
+    )
 
 
 def _ideal_paths(line_integrals: np.ndarray) -> dict[str, np.ndarray]:
@@ -685,9 +740,14 @@ def _ideal_paths(line_integrals: np.ndarray) -> dict[str, np.ndarray]:
     return {"water": np.asarray(line_integrals, dtype=np.float64) / MU_WATER}
 
 
-def radiograph(line_integrals: np.ndarray, view: View, style: ClinicalStyle, *,
-               paths_mm: Mapping[str, np.ndarray] | np.ndarray | None = None,
-               seed: int | Sequence[int] = 0) -> Radiograph:
+def radiograph(
+    line_integrals: np.ndarray,
+    view: View,
+    style: ClinicalStyle,
+    *,
+    paths_mm: Mapping[str, np.ndarray] | np.ndarray | None = None,
+    seed: int | Sequence[int] = 0,
+) -> Radiograph:
     """The processed radiograph of a view from what the simulator computes.
 
     Args:

@@ -29,17 +29,27 @@ import platform
 import struct
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import (atomic_folder, atomic_write, check_device, check_output_folder, finite_json, read_nifti,
-                 read_xray, resample_onto, write_nifti)
+from .io import (
+    atomic_folder,
+    atomic_write,
+    check_device,
+    check_output_folder,
+    finite_json,
+    read_nifti,
+    read_xray,
+    resample_onto,
+    write_nifti,
+)
 
 #: The prior shipped inside the package (trained on xfit's phantoms with configs/prior-64.yaml).
 DEFAULT_PRIOR = Path(__file__).parent / "data" / "prior-64.safetensors"
@@ -72,8 +82,9 @@ class Inputs:
         rows, cols = self.stored_shapes[index]
         r, c = (float(x) for x in rc)
         if not pixel_inside((r, c), (rows, cols)):
-            raise InputError(f"--target {r:g},{c:g} lies outside image {index} ({self.paths[index].name}: "
-                             f"{rows} x {cols} px)")
+            raise InputError(
+                f"--target {r:g},{c:g} lies outside image {index} ({self.paths[index].name}: {rows} x {cols} px)"
+            )
         return stored_to_image((r, c), self.stored_shapes[index], self.orientations[index])
 
 
@@ -150,7 +161,7 @@ class Reconstruction:
     gt_labels: np.ndarray | None = None
     seconds: float = 0.0
     #: where the cube was placed and how (None: at the isocentre, as before targets existed)
-    target: "Target | None" = None
+    target: Target | None = None
     #: per view, the region of interest fitted (None: the whole images)
     rois: list | None = None
     #: the images and views actually fitted (the ROI crops; the inputs without a target)
@@ -170,8 +181,13 @@ class Reconstruction:
         return self.fit.affine
 
 
-def gt_on_grid(gt_path: str | Path, affine: np.ndarray, shape: Sequence[int], gt_seg: str | Path | None = None,
-               iso_in_gt_mm: Sequence[float] | None = None):
+def gt_on_grid(
+    gt_path: str | Path,
+    affine: np.ndarray,
+    shape: Sequence[int],
+    gt_seg: str | Path | None = None,
+    iso_in_gt_mm: Sequence[float] | None = None,
+):
     """Ground-truth HU (and label map, or None) resampled onto the fit's grid.
 
     The X-rays' world frame has their isocentre at the origin; in the CT's own frame that point
@@ -237,7 +253,12 @@ def centred_vertebra(labels: np.ndarray) -> np.ndarray:
 
 def _find_seg(ct_path: Path) -> Path | None:
     name = ct_path.name
-    for a, b in (("_ct.nii.gz", "_seg.nii.gz"), ("_ct.nii", "_seg.nii"), ("ct.nii.gz", "seg.nii.gz"), (".nii.gz", "_seg.nii.gz")):
+    for a, b in (
+        ("_ct.nii.gz", "_seg.nii.gz"),
+        ("_ct.nii", "_seg.nii"),
+        ("ct.nii.gz", "seg.nii.gz"),
+        (".nii.gz", "_seg.nii.gz"),
+    ):
         if name.endswith(a):
             cand = ct_path.with_name(name[: -len(a)] + b)
             if cand.exists() and cand != ct_path:
@@ -281,8 +302,12 @@ class Target:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"point_mm": [float(x) for x in self.point_mm], "method": self.method,
-                "pixels_rc": [[float(r), float(c)] for r, c in self.pixels_rc], **self.details}
+        return {
+            "point_mm": [float(x) for x in self.point_mm],
+            "method": self.method,
+            "pixels_rc": [[float(r), float(c)] for r, c in self.pixels_rc],
+            **self.details,
+        }
 
 
 def group_targets(pixels: Sequence[Sequence[float]], n_views: int) -> list[list[tuple[float, float]]]:
@@ -292,9 +317,11 @@ def group_targets(pixels: Sequence[Sequence[float]], n_views: int) -> list[list[
         InputError: a count that is not a multiple of the number of images, or too many.
     """
     if len(pixels) == 0 or len(pixels) % n_views:
-        raise InputError(f"{len(pixels)} --target value(s) for {n_views} images: give one ROW,COL per "
-                         "image for each vertebra, in the order of the images")
-    groups = [[(float(r), float(c)) for r, c in pixels[i:i + n_views]] for i in range(0, len(pixels), n_views)]
+        raise InputError(
+            f"{len(pixels)} --target value(s) for {n_views} images: give one ROW,COL per "
+            "image for each vertebra, in the order of the images"
+        )
+    groups = [[(float(r), float(c)) for r, c in pixels[i : i + n_views]] for i in range(0, len(pixels), n_views)]
     if len(groups) > MAX_TARGETS:
         raise InputError(f"{len(groups)} vertebrae targeted; at most {MAX_TARGETS} per run")
     return groups
@@ -343,17 +370,29 @@ def locate(prior, inputs: Inputs, clicks: Sequence[tuple[float, float]] | str | 
         info = found.to_dict()
         dark = auto_target([img.max() - img for img in inputs.images], inputs.views, mu, affine, top_k=1)
         if dark.score > found.score + AUTO_DARK_MARGIN:
-            warnings.warn(f"--target auto matches the prior's vertebra better with the images inverted (NCC "
-                          f"{dark.score:.2f} against {found.score:.2f}): is bone dark in them? then give --invert")
+            warnings.warn(
+                f"--target auto matches the prior's vertebra better with the images inverted (NCC "
+                f"{dark.score:.2f} against {found.score:.2f}): is bone dark in them? then give --invert"
+            )
         elif found.score < AUTO_MIN_SCORE:
-            warnings.warn(f"--target auto found no clear vertebra (best NCC {found.score:.2f}); check the region of "
-                          "interest in preview.png, or click the vertebra with --target ROW,COL")
-        return Target(np.asarray(found.point_mm, dtype=np.float64), "auto", list(found.pixels_rc),
-                      {"score": info["score"], "candidates": info["candidates"]})
+            warnings.warn(
+                f"--target auto found no clear vertebra (best NCC {found.score:.2f}); check the region of "
+                "interest in preview.png, or click the vertebra with --target ROW,COL"
+            )
+        return Target(
+            np.asarray(found.point_mm, dtype=np.float64),
+            "auto",
+            list(found.pixels_rc),
+            {"score": info["score"], "candidates": info["candidates"]},
+        )
     tri = triangulate(inputs.views, list(clicks))
     info = tri.to_dict()
-    return Target(np.asarray(tri.point_mm, dtype=np.float64), "clicks", list(clicks),
-                  {"residual_mm": info["residual_mm"], "distances_mm": info["distances_mm"]})
+    return Target(
+        np.asarray(tri.point_mm, dtype=np.float64),
+        "clicks",
+        list(clicks),
+        {"residual_mm": info["residual_mm"], "distances_mm": info["distances_mm"]},
+    )
 
 
 def regions_of_interest(prior, inputs: Inputs, target: Target):
@@ -369,8 +408,10 @@ def regions_of_interest(prior, inputs: Inputs, target: Target):
 
     spacing = float(prior.config.spacing_mm)
     fov = spacing * int(prior.config.resolution)
-    rois = [roi_for_cube(v, target.point_mm, fov, margin=ROI_MARGIN, spacing_mm=spacing, index=i)
-            for i, v in enumerate(inputs.views)]
+    rois = [
+        roi_for_cube(v, target.point_mm, fov, margin=ROI_MARGIN, spacing_mm=spacing, index=i)
+        for i, v in enumerate(inputs.views)
+    ]
     images = [crop_image(img, roi) for img, roi in zip(inputs.images, rois)]
     return images, [roi.view for roi in rois], rois
 
@@ -437,8 +478,13 @@ class ReconstructSettings:
 
     def fit_overrides(self) -> dict[str, Any]:
         """The fit config keys these settings override (those given)."""
-        return {k: v for k, v in dict(steps=self.steps, restarts=self.restarts, refine_pose=self.refine_pose,
-                                      transform=self.transform).items() if v is not None}
+        return {
+            k: v
+            for k, v in dict(
+                steps=self.steps, restarts=self.restarts, refine_pose=self.refine_pose, transform=self.transform
+            ).items()
+            if v is not None
+        }
 
 
 def reconstruct(
@@ -458,8 +504,9 @@ def reconstruct(
     return reconstruct_vertebrae(images, targets=clicks, **kwargs)[0]
 
 
-def reconstruct_vertebrae(images: Sequence[str | Path], settings: ReconstructSettings | None = None,
-                          **kwargs: Any) -> list[Reconstruction]:
+def reconstruct_vertebrae(
+    images: Sequence[str | Path], settings: ReconstructSettings | None = None, **kwargs: Any
+) -> list[Reconstruction]:
     """Reconstruct vertebrae from X-ray files, one fit per target; see the module docstring.
 
     Stages: the request is checked (:func:`check_request`), the images read
@@ -564,8 +611,9 @@ def read_inputs(images: Sequence[str | Path], s: ReconstructSettings) -> Inputs:
     return inputs
 
 
-def target_groups(inputs: Inputs, targets: Sequence[Sequence[tuple[float, float]]] | str | None
-                  ) -> tuple[list, list | None]:
+def target_groups(
+    inputs: Inputs, targets: Sequence[Sequence[tuple[float, float]]] | str | None
+) -> tuple[list, list | None]:
     """The targets as one entry per fit: ``None`` (the isocentre), ``"auto"``, or per vertebra
     one (row, col) per image of ``inputs.images`` (the clicks mapped from the files as stored).
 
@@ -577,16 +625,25 @@ def target_groups(inputs: Inputs, targets: Sequence[Sequence[tuple[float, float]
     if isinstance(targets, str) and targets != "auto":
         raise InputError(f"--target must be ROW,COL or 'auto', got {targets!r}")
     if targets is not None and not isinstance(targets, str) and any(len(g) != len(inputs.views) for g in targets):
-        raise InputError(f"each vertebra needs one (row, col) per image ({len(inputs.views)}), got groups of "
-                         f"{sorted({len(g) for g in targets})}")
-    groups: list = [None] if targets is None else (["auto"] if isinstance(targets, str) else
-                                                   group_targets([p for g in targets for p in g], len(inputs.views)))
+        raise InputError(
+            f"each vertebra needs one (row, col) per image ({len(inputs.views)}), got groups of "
+            f"{sorted({len(g) for g in targets})}"
+        )
+    groups: list = (
+        [None]
+        if targets is None
+        else (
+            ["auto"] if isinstance(targets, str) else group_targets([p for g in targets for p in g], len(inputs.views))
+        )
+    )
     if targets is None:
         for i, img in enumerate(inputs.images):
             if img.size > LARGE_IMAGE_PIXELS:
-                warnings.warn(f"{inputs.paths[i].name} is {img.shape[0]} x {img.shape[1]} px: without --target the "
-                              "whole image is fitted, which is slow; --target ROW,COL per image (or auto) fits only "
-                              "what the prior's cube sees")
+                warnings.warn(
+                    f"{inputs.paths[i].name} is {img.shape[0]} x {img.shape[1]} px: without --target the "
+                    "whole image is fitted, which is slow; --target ROW,COL per image (or auto) fits only "
+                    "what the prior's cube sees"
+                )
     clicked = None
     if groups[0] not in (None, "auto"):  # every click is checked before the prior is loaded
         clicked = groups
@@ -611,8 +668,10 @@ def fit_setup(s: ReconstructSettings):
         raise InputError(f"the default prior {prior_path} is missing from this installation; give --prior")
     cfg = load_fit_config(s.config, **s.fit_overrides())  # a bad config fails before the prior is loaded
     if s.method == "fit" and s.checkpoint is not None and cfg.init_network is None:
-        raise InputError("--checkpoint with --method fit is the checkpoint of the network that starts the fit; "
-                         "the fit config sets no init_network")
+        raise InputError(
+            "--checkpoint with --method fit is the checkpoint of the network that starts the fit; "
+            "the fit config sets no init_network"
+        )
     for extra in (s.gt, s.gt_seg, s.encoder):
         if extra is not None and not Path(extra).is_file():
             raise InputError(f"{extra}: file not found")
@@ -652,8 +711,15 @@ def place_targets(prior, inputs: Inputs, groups: list, clicked: list | None):
     return located, crops
 
 
-def run_method(prior, images: Sequence[np.ndarray], views: Sequence[View], target: Target, rois: list | None, cfg,
-               s: ReconstructSettings):
+def run_method(
+    prior,
+    images: Sequence[np.ndarray],
+    views: Sequence[View],
+    target: Target,
+    rois: list | None,
+    cfg,
+    s: ReconstructSettings,
+):
     """One target's reconstruction by the settings' method: the oracle ceiling, a feed-forward
     baseline, or the fit (started from the encoder without a crop, else from the fit config's
     start). ``rois``: the regions of interest the images were cropped to (``None``: the whole
@@ -668,12 +734,20 @@ def run_method(prior, images: Sequence[np.ndarray], views: Sequence[View], targe
         r = prior.config.resolution
         affine = prior_affine(prior, centre_mm=target.point_mm)
         gt_hu, gt_labels = gt_on_grid(s.gt, affine, (r, r, r), s.gt_seg, s.gt_isocenter_mm)
-        result = ceiling_result(prior, gt_hu, None if gt_labels is None else centred_vertebra(gt_labels),
-                                images, views, target.point_mm)
+        result = ceiling_result(
+            prior, gt_hu, None if gt_labels is None else centred_vertebra(gt_labels), images, views, target.point_mm
+        )
         return result, "oracle ceiling: the prior fitted to the 3D truth (--gt)"
     if s.method != "fit":
-        result = baseline_result(s.method, s.checkpoint, images, views, target.point_mm, s.device,
-                                 centroid_rc=None if target.method == "isocentre" else target_pixels(target, rois))
+        result = baseline_result(
+            s.method,
+            s.checkpoint,
+            images,
+            views,
+            target.point_mm,
+            s.device,
+            centroid_rc=None if target.method == "isocentre" else target_pixels(target, rois),
+        )
         return result, f"feed-forward baseline {s.method}"
     from .fitting import fit
     from .fitting.encoder import warm_start_w_plus
@@ -682,8 +756,17 @@ def run_method(prior, images: Sequence[np.ndarray], views: Sequence[View], targe
         w_init, init_note = warm_start_w_plus(prior, images, views, encoder=s.encoder)
     else:
         w_init, init_note = None, "w_mean (with a target; the encoder expects the vertebra at the isocentre)"
-    result = fit(prior, images, views, cfg, seed=s.seed, w_init=w_init, centre_mm=target.point_mm,
-                 progress=s.progress, init_checkpoint=None if s.checkpoint is None else str(s.checkpoint))
+    result = fit(
+        prior,
+        images,
+        views,
+        cfg,
+        seed=s.seed,
+        w_init=w_init,
+        centre_mm=target.point_mm,
+        progress=s.progress,
+        init_checkpoint=None if s.checkpoint is None else str(s.checkpoint),
+    )
     if w_init is None:
         init_note = result.start if cfg.init_network is not None else init_note
     return result, init_note
@@ -708,13 +791,21 @@ def target_pixels(target: Target, rois) -> list[tuple[float, float]]:
     crops when there are any (a crop pixel ``j`` covers original pixels ``row0 + j f .. + f``)."""
     if not rois:
         return [(float(r), float(c)) for r, c in target.pixels_rc]
-    return [((r - roi.row0 + 0.5) / roi.factor[0] - 0.5, (c - roi.col0 + 0.5) / roi.factor[1] - 0.5)
-            for (r, c), roi in zip(target.pixels_rc, rois)]
+    return [
+        ((r - roi.row0 + 0.5) / roi.factor[0] - 0.5, (c - roi.col0 + 0.5) / roi.factor[1] - 0.5)
+        for (r, c), roi in zip(target.pixels_rc, rois)
+    ]
 
 
-def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray],
-                    views: Sequence[View], centre_mm: np.ndarray, device: str,
-                    centroid_rc: Sequence[Sequence[float]] | None = None):
+def baseline_result(
+    method: str,
+    checkpoint: str | Path | None,
+    images: Sequence[np.ndarray],
+    views: Sequence[View],
+    centre_mm: np.ndarray,
+    device: str,
+    centroid_rc: Sequence[Sequence[float]] | None = None,
+):
     """A feed-forward baseline's prediction as a :class:`~xfit.fitting.FitResult`, with its
     re-projections compared to the images exactly as a fit's are. ``centroid_rc``: the target's
     pixel in each image (TransVert's annotation; :func:`target_pixels`)."""
@@ -722,15 +813,14 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
 
     from .baselines.infer import predict
     from .fitting import FitResult, load_fit_config
-    from .fitting.optimize import build_objective, compare_views, normalised_targets
+    from .fitting.optimize import build_objective, check_images, compare_views, normalised_targets
     from .io import hu_to_mu
-
-    from .fitting.optimize import check_images
 
     check_images(images, views)  # the fit's checks (a constant image has nothing to reconstruct)
     t0 = time.perf_counter()
-    hu, labels, affine, notes = predict(method, checkpoint, images, views, device=device, target_mm=centre_mm,
-                                        centroid_rc=centroid_rc)
+    hu, labels, affine, notes = predict(
+        method, checkpoint, images, views, device=device, target_mm=centre_mm, centroid_rc=centroid_rc
+    )
     mesh = notes.pop("mesh", None)  # IGCN's own surface: written as surface.stl with --mesh
     cfg = load_fit_config(None)
     arrays = [np.asarray(a, dtype=np.float64) for a in images]
@@ -739,16 +829,38 @@ def baseline_result(method: str, checkpoint: str | Path | None, images: Sequence
         preds = objective.render(hu_to_mu(torch.from_numpy(np.ascontiguousarray(hu, np.float32)))[None, None])
     ncc, proj = compare_views(objective, preds, arrays)
     return FitResult(
-        hu=hu.astype(np.float32), label_prob=labels.astype(np.float32), labels=labels.astype(np.uint8),
-        uncertainty=None, affine=np.asarray(affine, np.float64), w_plus=np.zeros((0, 0), np.float32), noise=[],
-        history=[], view_ncc=ncc, projections=proj, backgrounds=None, views=list(views), pose=None, restarts=[],
-        best_restart=0, stopped_at=0, perceptual=None, timings={"total": time.perf_counter() - t0},
+        hu=hu.astype(np.float32),
+        label_prob=labels.astype(np.float32),
+        labels=labels.astype(np.uint8),
+        uncertainty=None,
+        affine=np.asarray(affine, np.float64),
+        w_plus=np.zeros((0, 0), np.float32),
+        noise=[],
+        history=[],
+        view_ncc=ncc,
+        projections=proj,
+        backgrounds=None,
+        views=list(views),
+        pose=None,
+        restarts=[],
+        best_restart=0,
+        stopped_at=0,
+        perceptual=None,
+        timings={"total": time.perf_counter() - t0},
         config={"method": method, **{k: v for k, v in notes.items() if k != "training"}},
-        centre_mm=[float(x) for x in centre_mm], mesh=mesh)
+        centre_mm=[float(x) for x in centre_mm],
+        mesh=mesh,
+    )
 
 
-def ceiling_result(prior, gt_hu: np.ndarray, gt_mask: np.ndarray | None, images: Sequence[np.ndarray],
-                   views: Sequence[View], centre_mm: np.ndarray):
+def ceiling_result(
+    prior,
+    gt_hu: np.ndarray,
+    gt_mask: np.ndarray | None,
+    images: Sequence[np.ndarray],
+    views: Sequence[View],
+    centre_mm: np.ndarray,
+):
     """The oracle ceiling of a case as a :class:`~xfit.fitting.FitResult`: the prior's W+ and noise
     fitted to the truth ``gt_hu`` (and its centred vertebra ``gt_mask``) on the prior's cube at
     ``centre_mm`` (:func:`xfit.fitting.invert.invert_volume`), its re-projections compared to the
@@ -764,21 +876,41 @@ def ceiling_result(prior, gt_hu: np.ndarray, gt_mask: np.ndarray | None, images:
     inv = invert_volume(prior, gt_hu, gt_mask, steps=CEILING_STEPS)
     affine = prior_affine(prior, centre_mm=centre_mm)
     arrays = [np.asarray(a, dtype=np.float64) for a in images]
-    objective = build_objective(views, normalised_targets(arrays, "cpu"), affine, inv.hu.shape[0], load_fit_config(None))
+    objective = build_objective(
+        views, normalised_targets(arrays, "cpu"), affine, inv.hu.shape[0], load_fit_config(None)
+    )
     with torch.no_grad():
         preds = objective.render(hu_to_mu(torch.from_numpy(inv.hu))[None, None])
     ncc, proj = compare_views(objective, preds, arrays)
     labels = (inv.label_prob > 0.5).astype(np.uint8)
     return FitResult(
-        hu=inv.hu, label_prob=inv.label_prob, labels=labels, uncertainty=None, affine=affine, w_plus=inv.w_plus,
-        noise=[n[0] for n in inv.noise], history=[], view_ncc=ncc, projections=proj, backgrounds=None,
-        views=list(views), pose=None, restarts=[], best_restart=0, stopped_at=CEILING_STEPS, perceptual=None,
-        timings={"total": inv.seconds}, config={"method": "ceiling", "steps": CEILING_STEPS, "loss": inv.loss},
-        centre_mm=[float(x) for x in centre_mm], start="oracle ceiling")
+        hu=inv.hu,
+        label_prob=inv.label_prob,
+        labels=labels,
+        uncertainty=None,
+        affine=affine,
+        w_plus=inv.w_plus,
+        noise=[n[0] for n in inv.noise],
+        history=[],
+        view_ncc=ncc,
+        projections=proj,
+        backgrounds=None,
+        views=list(views),
+        pose=None,
+        restarts=[],
+        best_restart=0,
+        stopped_at=CEILING_STEPS,
+        perceptual=None,
+        timings={"total": inv.seconds},
+        config={"method": "ceiling", "steps": CEILING_STEPS, "loss": inv.loss},
+        centre_mm=[float(x) for x in centre_mm],
+        start="oracle ceiling",
+    )
 
 
-def combined_grid(points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int
-                  ) -> tuple[np.ndarray, tuple[int, int, int]]:
+def combined_grid(
+    points_mm: Sequence[np.ndarray], spacing_mm: float, resolution: int
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Axis-aligned grid (affine, shape) at ``spacing_mm`` covering every vertebra's cube of
     ``resolution`` voxels per side centred at ``points_mm``."""
     s = float(spacing_mm)
@@ -797,9 +929,11 @@ def check_combined_grid(points_mm: Sequence[np.ndarray], prior) -> None:
     voxels = int(np.prod(shape))
     if voxels > MAX_COMBINED_VOXELS:
         extent = [round(n * float(prior.config.spacing_mm)) for n in shape]
-        raise InputError(f"the {len(points_mm)} targets span {extent} mm: their combined label map "
-                         f"would need {voxels / 1e6:.0f} M voxels (at most {MAX_COMBINED_VOXELS / 1e6:.0f} M); "
-                         "check the clicks, or reconstruct the vertebrae in separate runs")
+        raise InputError(
+            f"the {len(points_mm)} targets span {extent} mm: their combined label map "
+            f"would need {voxels / 1e6:.0f} M voxels (at most {MAX_COMBINED_VOXELS / 1e6:.0f} M); "
+            "check the clicks, or reconstruct the vertebrae in separate runs"
+        )
 
 
 def combined_labels(recs: Sequence[Reconstruction], values: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -818,8 +952,9 @@ def combined_labels(recs: Sequence[Reconstruction], values: Sequence[int]) -> tu
     best = np.full(shape, 0.5, np.float32)
     labels = np.zeros(shape, np.int16)
     for rec, value in zip(recs, values):
-        prob = resample_onto(Volume(rec.fit.label_prob.astype(np.float32), rec.fit.affine), affine, shape,
-                             order=1, cval=0.0).data
+        prob = resample_onto(
+            Volume(rec.fit.label_prob.astype(np.float32), rec.fit.affine), affine, shape, order=1, cval=0.0
+        ).data
         take = prob > best
         labels[take], best[take] = value, prob[take]
     return labels, affine
@@ -934,8 +1069,9 @@ def write_reconstruction(rec: Reconstruction, out_dir: str | Path, *, force: boo
         if mesh:
             report["surface"] = surface
         with atomic_write(out / "report.json", force=True) as tmp:
-            Path(tmp).write_text(json.dumps(finite_json(report), indent=2, default=_json_default,
-                                            allow_nan=False) + "\n")
+            Path(tmp).write_text(
+                json.dumps(finite_json(report), indent=2, default=_json_default, allow_nan=False) + "\n"
+            )
     return Path(out_dir)
 
 
@@ -994,7 +1130,9 @@ def write_preview(rec: Reconstruction, path: Path) -> Path:
         lim = max(float(np.abs(res).max()), 1e-6)
         axes[base, c].imshow(inp, cmap="gray")
         masked = " (yellow: masked)" if f.data_masks is not None else ""
-        axes[base, c].set_title(f"input {rec.inputs.paths[c].name} ({rec.inputs.views[c].angle_deg:g} deg){masked}", fontsize=8)
+        axes[base, c].set_title(
+            f"input {rec.inputs.paths[c].name} ({rec.inputs.views[c].angle_deg:g} deg){masked}", fontsize=8
+        )
         if f.data_masks is not None and f.data_masks[c].shape == inp.shape and not f.data_masks[c].all():
             axes[base, c].contour(f.data_masks[c].astype(np.float32), levels=[0.5], colors="y", linewidths=0.5)
         axes[base + 1, c].imshow(rep, cmap="gray", vmin=float(inp.min()), vmax=float(inp.max()))
@@ -1023,14 +1161,22 @@ def _show_roi(ax, image: np.ndarray, roi, target_rc) -> None:
     from matplotlib.patches import Rectangle
 
     ax.imshow(image, cmap="gray")
-    ax.add_patch(Rectangle((roi.col0 - 0.5, roi.row0 - 0.5), roi.cols, roi.rows, fill=False, edgecolor="y",
-                           linewidth=0.8))
+    ax.add_patch(
+        Rectangle((roi.col0 - 0.5, roi.row0 - 0.5), roi.cols, roi.rows, fill=False, edgecolor="y", linewidth=0.8)
+    )
     ax.plot([target_rc[1]], [target_rc[0]], "r+", markersize=8)
     ax.set_title(f"whole image {image.shape[0]}x{image.shape[1]}: region of interest", fontsize=8)
 
 
-def write_vertebrae(recs: Sequence[Reconstruction], out_dir: str | Path, *, names: Sequence[str],
-                    values: Sequence[int], force: bool = False, mesh: bool = False) -> Path:
+def write_vertebrae(
+    recs: Sequence[Reconstruction],
+    out_dir: str | Path,
+    *,
+    names: Sequence[str],
+    values: Sequence[int],
+    force: bool = False,
+    mesh: bool = False,
+) -> Path:
     """Several vertebrae: one reconstruction folder per vertebra (``OUT/<name>/``) and one
     combined ``OUT/labels.nii.gz`` in the X-rays' frame (vertebra ``k`` labelled ``values[k]``),
     with ``OUT/report.json`` listing them. Written as a whole (:func:`xfit.io.atomic_folder`)."""
@@ -1039,14 +1185,24 @@ def write_vertebrae(recs: Sequence[Reconstruction], out_dir: str | Path, *, name
             write_reconstruction(rec, out / name, mesh=mesh)
         labels, affine = combined_labels(recs, values)
         write_nifti(out / "labels.nii.gz", labels, affine, force=True)
-        summary = {"xfit_version": __version__, "labels": "labels.nii.gz",
-                   "vertebrae": [{"name": n, "label": int(v), "folder": n,
-                                  "target": None if r.target is None else r.target.to_dict(),
-                                  "metrics_vs_gt": r.metrics}
-                                 for r, n, v in zip(recs, names, values)]}
+        summary = {
+            "xfit_version": __version__,
+            "labels": "labels.nii.gz",
+            "vertebrae": [
+                {
+                    "name": n,
+                    "label": int(v),
+                    "folder": n,
+                    "target": None if r.target is None else r.target.to_dict(),
+                    "metrics_vs_gt": r.metrics,
+                }
+                for r, n, v in zip(recs, names, values)
+            ],
+        }
         with atomic_write(out / "report.json", force=True) as tmp:
-            Path(tmp).write_text(json.dumps(finite_json(summary), indent=2, default=_json_default,
-                                            allow_nan=False) + "\n")
+            Path(tmp).write_text(
+                json.dumps(finite_json(summary), indent=2, default=_json_default, allow_nan=False) + "\n"
+            )
     return Path(out_dir)
 
 
@@ -1056,10 +1212,18 @@ def check_output_free(out_dir: str | Path, force: bool, inputs: Sequence[str | P
     return check_output_folder(out_dir, force=force, inputs=inputs)
 
 
-def preflight(images: Sequence[str | Path], out_dir: str | Path, *, force: bool = False,
-              device: str = "cpu", prior: str | Path | None = None, config: str | Path | None = None,
-              gt: str | Path | None = None, gt_seg: str | Path | None = None,
-              encoder: str | Path | None = None) -> None:
+def preflight(
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    device: str = "cpu",
+    prior: str | Path | None = None,
+    config: str | Path | None = None,
+    gt: str | Path | None = None,
+    gt_seg: str | Path | None = None,
+    encoder: str | Path | None = None,
+) -> None:
     """Every check of ``xfit reconstruct`` that is cheap, in one place, before any work: the
     device, the output folder (free or ``force``, writable, not holding an input), that every
     input file exists, and that the fit config is valid.

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import InputError
 from .geometry import View, view_dict
-from .io import (Volume, atomic_folder, atomic_write, check_output_folder, read_nifti, write_radiograph,
-                 write_xray)
+from .io import Volume, atomic_folder, atomic_write, check_output_folder, read_nifti, write_radiograph, write_xray
+from .projector import project
 from .units import hu_to_mu
 
 #: Documented ranges of the dose (photons per pixel) and the PNG scale of ``simulate``.
 MAX_PHOTONS = 1.0e12
 MAX_LINE_INTEGRAL_SCALE = 1.0e6
-from .projector import project
 
 
 def view_name(angle_deg: float, index: int, used: set[str]) -> str:
@@ -67,8 +67,12 @@ def add_poisson_noise(p: torch.Tensor, photons: float, generator: torch.Generato
 
 def check_photons(photons: float) -> float:
     """The dose: a finite number of photons per pixel in (0, :data:`MAX_PHOTONS`]."""
-    if isinstance(photons, bool) or not isinstance(photons, (int, float)) or not math.isfinite(photons) \
-            or not 0 < photons <= MAX_PHOTONS:
+    if (
+        isinstance(photons, bool)
+        or not isinstance(photons, (int, float))
+        or not math.isfinite(photons)
+        or not 0 < photons <= MAX_PHOTONS
+    ):
         raise InputError(f"dose must be a number of photons per pixel in (0, {MAX_PHOTONS:g}], got {photons!r}")
     return float(photons)
 
@@ -153,12 +157,26 @@ def simulate(
     if photons is not None:
         check_photons(photons)
     if line_integral_scale is not None and (
-            isinstance(line_integral_scale, bool) or not isinstance(line_integral_scale, (int, float))
-            or not math.isfinite(line_integral_scale) or not 0 < line_integral_scale <= MAX_LINE_INTEGRAL_SCALE):
-        raise InputError(f"the line integral scale must be in (0, {MAX_LINE_INTEGRAL_SCALE:g}], got {line_integral_scale!r}")
+        isinstance(line_integral_scale, bool)
+        or not isinstance(line_integral_scale, (int, float))
+        or not math.isfinite(line_integral_scale)
+        or not 0 < line_integral_scale <= MAX_LINE_INTEGRAL_SCALE
+    ):
+        raise InputError(
+            f"the line integral scale must be in (0, {MAX_LINE_INTEGRAL_SCALE:g}], got {line_integral_scale!r}"
+        )
     # the geometry (detector size limits included) is checked before the CT is even read
-    probe = [View(angle_deg=a, sdd_mm=sdd_mm, sod_mm=sod_mm, shape=tuple(detector_shape),
-                  pixel_spacing_mm=tuple(pixel_spacing_mm), projection=projection) for a in angles]
+    probe = [
+        View(
+            angle_deg=a,
+            sdd_mm=sdd_mm,
+            sod_mm=sod_mm,
+            shape=tuple(detector_shape),
+            pixel_spacing_mm=tuple(pixel_spacing_mm),
+            projection=projection,
+        )
+        for a in angles
+    ]
     view_styles = _check_styles(style, styles, probe, photons, line_integral_scale)
     inputs = [ct_path] + ([Path(mask_path)] if mask_path is not None else [])
     check_output_folder(out_dir, force=force, inputs=inputs)
@@ -181,21 +199,28 @@ def simulate(
         for i, (view, img) in enumerate(zip(views, images)):
             png = out / f"{view_name(view.angle_deg, i, used)}.png"
             if radiographs is None:
-                scale = write_xray(png, img, view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
-                                   line_integral_scale=line_integral_scale, force=True)
+                scale = write_xray(
+                    png,
+                    img,
+                    view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
+                    line_integral_scale=line_integral_scale,
+                    force=True,
+                )
                 results.append(SimulatedView(img, view, Path(out_dir) / png.name, scale))
             else:
                 rad = radiographs[i]
-                write_radiograph(png, rad.codes, rad.bits, view.with_(isocenter_mm=(0.0, 0.0, 0.0)),
-                                 invert=rad.inverted, force=True)
+                write_radiograph(
+                    png, rad.codes, rad.bits, view.with_(isocenter_mm=(0.0, 0.0, 0.0)), invert=rad.inverted, force=True
+                )
                 results.append(SimulatedView(img, view, Path(out_dir) / png.name, None, rad, view_styles[i][0]))
         settings = {
             "ct": str(ct_path),
             "isocenter_mm": [float(x) for x in iso],
             "photons_per_pixel": photons,
             "seed": seed,
-            "views": [dict(view_dict(r.view), png=r.png.name, line_integral_scale=r.line_integral_scale)
-                      for r in results],
+            "views": [
+                dict(view_dict(r.view), png=r.png.name, line_integral_scale=r.line_integral_scale) for r in results
+            ],
         }
         if radiographs is not None:  # the ideal style's simulate.json stays as it was
             settings["style"] = style
@@ -203,8 +228,11 @@ def simulate(
                 entry["style"] = dict(preset=r.preset, **st.to_dict())
         with atomic_write(out / "simulate.json", force=True) as tmp:
             Path(tmp).write_text(json.dumps(settings, indent=2, allow_nan=False) + "\n")
-        write_views_preview([r.image if r.radiograph is None else r.radiograph.image for r in results],
-                            [r.png.stem for r in results], out / "views.png")
+        write_views_preview(
+            [r.image if r.radiograph is None else r.radiograph.image for r in results],
+            [r.png.stem for r in results],
+            out / "views.png",
+        )
     return results
 
 
@@ -212,8 +240,13 @@ def simulate(
 STYLES = ("ideal", "clinical")
 
 
-def _check_styles(style: str, styles: Mapping[str, Any] | None, views: Sequence[View], photons: float | None,
-                  line_integral_scale: float | None) -> list[tuple[str, Any]] | None:
+def _check_styles(
+    style: str,
+    styles: Mapping[str, Any] | None,
+    views: Sequence[View],
+    photons: float | None,
+    line_integral_scale: float | None,
+) -> list[tuple[str, Any]] | None:
     """(preset, ClinicalStyle) per view for ``style="clinical"`` (None for ``"ideal"``), all checked
     against the detector before anything is read or written."""
     if style not in STYLES:
@@ -225,8 +258,10 @@ def _check_styles(style: str, styles: Mapping[str, Any] | None, views: Sequence[
     from .radiograph import PRESETS, check_style, check_style_for_view, preset_for
 
     if photons is not None:
-        raise InputError("--dose is the ideal style's noise: with --style clinical set the quantum noise with "
-                         "--style-param photons=N")
+        raise InputError(
+            "--dose is the ideal style's noise: with --style clinical set the quantum noise with "
+            "--style-param photons=N"
+        )
     if line_integral_scale is not None:
         raise InputError("--scale applies to line integrals: a clinical-style radiograph is not calibrated")
     chosen = dict(PRESETS if styles is None else styles)
@@ -241,14 +276,22 @@ def _check_styles(style: str, styles: Mapping[str, Any] | None, views: Sequence[
     return out
 
 
-def _clinical(volume: Volume, views: Sequence[View], images: Sequence[np.ndarray], view_styles: Sequence[tuple[str, Any]],
-              seed: int, device: str) -> list[Any]:
+def _clinical(
+    volume: Volume,
+    views: Sequence[View],
+    images: Sequence[np.ndarray],
+    view_styles: Sequence[tuple[str, Any]],
+    seed: int,
+    device: str,
+) -> list[Any]:
     """The processed radiograph of each view (tissue path lengths projected once per view)."""
     from .radiograph import material_paths, radiograph
 
     paths = material_paths(volume.data, volume.affine, views, device=device)
-    return [radiograph(img, view, st, paths_mm=pth, seed=(seed, i))
-            for i, (view, img, pth, (_, st)) in enumerate(zip(views, images, paths, view_styles))]
+    return [
+        radiograph(img, view, st, paths_mm=pth, seed=(seed, i))
+        for i, (view, img, pth, (_, st)) in enumerate(zip(views, images, paths, view_styles))
+    ]
 
 
 def write_views_preview(images: Sequence[np.ndarray], titles: Sequence[str], path: Path) -> Path:

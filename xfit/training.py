@@ -15,8 +15,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,12 +76,22 @@ def require_run_config(run_dir: str | Path) -> None:
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists() and (run_dir / STATE_FILE).exists():
-        raise InputError(f"{run_dir / 'config.json'} is missing, so the config the run was started with is unknown; "
-                         "resume with --config FILE (that config), or restart with --force")
+        raise InputError(
+            f"{run_dir / 'config.json'} is missing, so the config the run was started with is unknown; "
+            "resume with --config FILE (that config), or restart with --force"
+        )
 
 
-def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, started: Callable[[Path], bool],
-                     config_matches: Callable[[dict], bool], clear: Callable[[Path], None]) -> None:
+def check_run_folder(
+    run_dir: Path,
+    *,
+    resume: bool,
+    force: bool,
+    rank: int,
+    started: Callable[[Path], bool],
+    config_matches: Callable[[dict], bool],
+    clear: Callable[[Path], None],
+) -> None:
     """The run-folder rules every trainer follows, before any work: ``--resume`` needs the
     folder's ``state.safetensors`` and its own ``config.json``; a started run (``started``) is not
     overwritten without ``force`` (then rank 0 ``clear`` s it); a file is not a run folder.
@@ -103,8 +114,10 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, sta
     # can only be restarted, so neither message sends the user to the other
     no_state = run_dir.is_dir() and not (run_dir / STATE_FILE).exists() and started(run_dir)
     if resume and not (run_dir / STATE_FILE).exists():
-        raise InputError(f"nothing to resume: {run_dir / STATE_FILE} does not exist"
-                         + (" (the run stopped before its first checkpoint; restart it with --force)" if no_state else ""))
+        raise InputError(
+            f"nothing to resume: {run_dir / STATE_FILE} does not exist"
+            + (" (the run stopped before its first checkpoint; restart it with --force)" if no_state else "")
+        )
     if rank != 0:
         return
     if run_dir.exists() and not run_dir.is_dir():
@@ -112,10 +125,13 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool, rank: int, sta
     if not resume and started(run_dir):
         if not force:
             if no_state:
-                raise OutputExistsError(f"run folder {run_dir} holds a run that stopped before its first checkpoint "
-                                        f"(no {STATE_FILE}, nothing to resume); use --force to restart it")
-            raise OutputExistsError(f"run folder {run_dir} holds a started run; use --resume to continue "
-                                    "or --force to restart")
+                raise OutputExistsError(
+                    f"run folder {run_dir} holds a run that stopped before its first checkpoint "
+                    f"(no {STATE_FILE}, nothing to resume); use --force to restart it"
+                )
+            raise OutputExistsError(
+                f"run folder {run_dir} holds a started run; use --resume to continue or --force to restart"
+            )
         clear(run_dir)
 
 
@@ -161,7 +177,7 @@ def check_crops(volumes: Any, chunk: int = 64) -> None:
     where = getattr(volumes, "path", None)  # a CropStore's file
     hint = f" in {where}; remove {where.parent} to prepare them again" if where is not None else ""
     for start in range(0, len(volumes), chunk):
-        if not bool(torch.isfinite(volumes[start:start + chunk]).all()):
+        if not bool(torch.isfinite(volumes[start : start + chunk]).all()):
             end = min(start + chunk, len(volumes)) - 1
             raise InputError(f"training crops {start}..{end} hold NaN or Inf{hint}")
 
@@ -181,8 +197,10 @@ def check_losses(logs: Mapping[str, float], step: int, device: torch.device) -> 
         dist.all_reduce(flag)
         bad = bad or (["a loss on another process"] if flag.item() else [])
     if bad:
-        raise XfitError(f"training diverged at step {step}: {', '.join(bad)} not finite; the checkpoint on disk is "
-                        "the last one before; restart with a lower learning rate (--force)")
+        raise XfitError(
+            f"training diverged at step {step}: {', '.join(bad)} not finite; the checkpoint on disk is "
+            "the last one before; restart with a lower learning rate (--force)"
+        )
 
 
 def levels_arg(levels: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:

@@ -38,9 +38,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,17 +60,28 @@ PART2_METHODS = ("transvert", "xctrsnet", "igcn")
 METHODS = PART1_METHODS + PART2_METHODS
 MODEL_FORMAT = "xfit-baseline"
 #: Loss terms each method may weight (``training.weights``).
-LOSS_TERMS = {"x2ct-cnn": ("recon", "proj"), "x2ct-gan": ("adv", "recon", "proj"),
-              "ear": ("recon", "edge", "freq", "proj"), "transvert": ("recon", "adv"),
-              "xctrsnet": ("recon", "perc", "dice", "dice_gt", "rsc"), "igcn": ("pos", "map", "laplacian", "normal")}
+LOSS_TERMS = {
+    "x2ct-cnn": ("recon", "proj"),
+    "x2ct-gan": ("adv", "recon", "proj"),
+    "ear": ("recon", "edge", "freq", "proj"),
+    "transvert": ("recon", "adv"),
+    "xctrsnet": ("recon", "perc", "dice", "dice_gt", "rsc"),
+    "igcn": ("pos", "map", "laplacian", "normal"),
+}
 #: Methods trained with an LSGAN discriminator (the trainer builds one for them).
 ADVERSARIAL = ("x2ct-gan", "transvert")
 #: Methods whose network outputs a CT volume; the others output only the vertebra's shape, and
 #: :func:`xfit.baselines.infer.predict` renders that shape as a two-level "CT" (see there).
 CT_OUTPUT = {"x2ct-cnn": True, "x2ct-gan": True, "ear": True, "transvert": False, "xctrsnet": True, "igcn": False}
 #: Methods with a segmentation (or shape) output: their labels are their own, not the threshold.
-SEGMENTATION_OUTPUT = {"x2ct-cnn": False, "x2ct-gan": False, "ear": False, "transvert": True, "xctrsnet": True,
-                       "igcn": True}
+SEGMENTATION_OUTPUT = {
+    "x2ct-cnn": False,
+    "x2ct-gan": False,
+    "ear": False,
+    "transvert": True,
+    "xctrsnet": True,
+    "igcn": True,
+}
 #: Reconstructions without a segmentation output get their vertebra label from this threshold
 #: (see :func:`labels_from_hu`).
 LABEL_THRESHOLD_HU = 150.0
@@ -102,19 +114,29 @@ class ViewsConfig:
     projection: str = "cone"
 
     def views(self, angles: Sequence[float] | None = None) -> list[View]:
-        return [View(float(a), sdd_mm=self.sdd_mm, sod_mm=self.sod_mm, shape=tuple(self.detector),
-                     pixel_spacing_mm=tuple(self.pixel_spacing_mm), projection=self.projection)
-                for a in (self.angles_deg if angles is None else angles)]
+        return [
+            View(
+                float(a),
+                sdd_mm=self.sdd_mm,
+                sod_mm=self.sod_mm,
+                shape=tuple(self.detector),
+                pixel_spacing_mm=tuple(self.pixel_spacing_mm),
+                projection=self.projection,
+            )
+            for a in (self.angles_deg if angles is None else angles)
+        ]
 
     def jitters(self) -> list[float]:
         """Angle jitter (degrees, >= 0) of each view of ``angles_deg``; InputError if malformed."""
         j = self.angle_jitter_deg
         vals = list(j) if isinstance(j, (list, tuple)) else [j] * len(self.angles_deg)
         if len(vals) != len(self.angles_deg) or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 180
-                for x in vals):
-            raise InputError(f"views.angle_jitter_deg must be a number in [0, 180] or one per view "
-                             f"({len(self.angles_deg)}), got {j!r}")
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 180 for x in vals
+        ):
+            raise InputError(
+                f"views.angle_jitter_deg must be a number in [0, 180] or one per view "
+                f"({len(self.angles_deg)}), got {j!r}"
+            )
         return [float(x) for x in vals]
 
 
@@ -157,13 +179,16 @@ class StyleConfig:
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1):
                 raise InputError(f"style.{k} must be a number in [0, 1], got {v!r}")
         if self.min_strength > self.max_strength:
-            raise InputError(f"style.min_strength {self.min_strength:g} exceeds style.max_strength {self.max_strength:g}")
+            raise InputError(
+                f"style.min_strength {self.min_strength:g} exceeds style.max_strength {self.max_strength:g}"
+            )
         if self.probability > 0:
             from ..radiograph import PRESETS, check_style, check_style_for_view, preset_for
 
             for v in views:
-                check_style_for_view(check_style(dataclasses.replace(PRESETS[preset_for(v)],
-                                                                     strength=float(self.max_strength))), v)
+                check_style_for_view(
+                    check_style(dataclasses.replace(PRESETS[preset_for(v)], strength=float(self.max_strength))), v
+                )
 
 
 @dataclass
@@ -199,8 +224,9 @@ class BaselineConfig:
         allowed = LOSS_TERMS[self.method]
         bad = sorted(set(t.weights) - set(allowed))
         if bad:
-            raise InputError(f"training.weights: unknown term(s) {', '.join(bad)} for {self.method} "
-                             f"(known: {', '.join(allowed)})")
+            raise InputError(
+                f"training.weights: unknown term(s) {', '.join(bad)} for {self.method} (known: {', '.join(allowed)})"
+            )
         _check_arch(self)
         if len(self.views.angles_deg) < 1:
             raise InputError("views.angles_deg needs at least one angle")
@@ -215,7 +241,7 @@ class BaselineConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "BaselineConfig":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> BaselineConfig:
         if not isinstance(data, Mapping):
             raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
         d = dict(data)
@@ -225,16 +251,21 @@ class BaselineConfig:
         views = d.pop("views", {}) or {}
         training = d.pop("training", {}) or {}
         style = d.pop("style", {}) or {}
-        for sub, sub_cls, name in ((views, ViewsConfig, "views"), (training, TrainConfig, "training"),
-                                   (style, StyleConfig, "style")):
+        for sub, sub_cls, name in (
+            (views, ViewsConfig, "views"),
+            (training, TrainConfig, "training"),
+            (style, StyleConfig, "style"),
+        ):
             if not isinstance(sub, Mapping):
                 raise InputError(f"{where}: {name} must be a mapping")
             _no_unknown(sub, sub_cls, f"{where}: {name}")
         try:
-            return cls(views=ViewsConfig(**_typed(views, ViewsConfig, f"{where}: views")),
-                       training=TrainConfig(**_typed(training, TrainConfig, f"{where}: training")),
-                       style=StyleConfig(**_typed(style, StyleConfig, f"{where}: style")),
-                       **_typed(d, cls, where))
+            return cls(
+                views=ViewsConfig(**_typed(views, ViewsConfig, f"{where}: views")),
+                training=TrainConfig(**_typed(training, TrainConfig, f"{where}: training")),
+                style=StyleConfig(**_typed(style, StyleConfig, f"{where}: style")),
+                **_typed(d, cls, where),
+            )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
@@ -265,7 +296,7 @@ DEFAULT_ARCHS = {
 }
 
 
-def _check_arch(cfg: "BaselineConfig") -> None:
+def _check_arch(cfg: BaselineConfig) -> None:
     """InputError for unknown architecture keys, non-positive widths or too many levels."""
     keys = ARCH_KEYS[cfg.method]
     unknown = sorted(set(cfg.arch) - set(keys))
@@ -295,7 +326,9 @@ def _check_arch(cfg: "BaselineConfig") -> None:
     elif cfg.method == "igcn":
         levels = len(a.get("enc", DEFAULT_ARCH["enc"]))
         if len(cfg.views.angles_deg) != 1:
-            raise InputError(f"igcn takes a single projection: views.angles_deg needs one angle, got {cfg.views.angles_deg}")
+            raise InputError(
+                f"igcn takes a single projection: views.angles_deg needs one angle, got {cfg.views.angles_deg}"
+            )
     else:
         enc, path = a.get("enc", DEFAULT_ARCH["enc"]), a.get("path", DEFAULT_ARCH["path"])
         if len(enc) != len(path):
@@ -393,11 +426,16 @@ def footprint(image: Tensor, view: View, centre_mm: Sequence[float], fov_mm: flo
     return (fp - fp.mean()) / (fp.std() + 1e-6)
 
 
-def footprints(images: Tensor, views: Sequence[Sequence[View]], centre_mm: Sequence[float], fov_mm: float,
-               res: int) -> Tensor:
+def footprints(
+    images: Tensor, views: Sequence[Sequence[View]], centre_mm: Sequence[float], fov_mm: float, res: int
+) -> Tensor:
     """``[B, V, R, C]`` X-rays with per-example views ``views[b][v]`` -> ``[B, V, res, res]``."""
-    return torch.stack([torch.stack([footprint(images[b, v], views[b][v], centre_mm, fov_mm, res)
-                                     for v in range(images.shape[1])]) for b in range(images.shape[0])])
+    return torch.stack(
+        [
+            torch.stack([footprint(images[b, v], views[b][v], centre_mm, fov_mm, res) for v in range(images.shape[1])])
+            for b in range(images.shape[0])
+        ]
+    )
 
 
 class Lifter:
@@ -503,7 +541,7 @@ def annotation_disc(centres: Tensor, res: int, radius_px: float = 1.0) -> Tensor
     ax = torch.arange(res, dtype=torch.float64)
     dr = ax.view(*([1] * (centres.dim() - 1)), res, 1) - centres[..., 0, None, None].double()
     dc = ax.view(*([1] * (centres.dim() - 1)), 1, res) - centres[..., 1, None, None].double()
-    return (dr.square() + dc.square() <= radius_px ** 2 + 1e-9).float()
+    return (dr.square() + dc.square() <= radius_px**2 + 1e-9).float()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -572,15 +610,26 @@ def centred_component(mask: np.ndarray) -> np.ndarray:
 # Model checkpoint
 
 
-def save_model(path: str | Path, model: nn.Module, cfg: BaselineConfig, summary: Mapping[str, Any] | None = None,
-               *, half: bool = False, force: bool = False) -> Path:
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    cfg: BaselineConfig,
+    summary: Mapping[str, Any] | None = None,
+    *,
+    half: bool = False,
+    force: bool = False,
+) -> Path:
     """Write a baseline checkpoint (atomically; float16 tensors with ``half``)."""
     from ..checkpoint import FORMAT_VERSION, save_safetensors
 
-    tensors = {f"G.{k}": (v.half() if half and v.is_floating_point() else v)
-               for k, v in model.state_dict().items()}
-    meta = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "method": cfg.method,
-            "config": cfg.to_dict(), "training": dict(summary or {})}
+    tensors = {f"G.{k}": (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": cfg.method,
+        "config": cfg.to_dict(),
+        "training": dict(summary or {}),
+    }
     try:
         text = json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -88,8 +88,9 @@ class GatedConv(nn.Module):
 
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.gate = nn.Sequential(conv3(2 * c, c), nn.BatchNorm3d(c), nn.ReLU(), conv3(c, c), nn.BatchNorm3d(c),
-                                  nn.Sigmoid())
+        self.gate = nn.Sequential(
+            conv3(2 * c, c), nn.BatchNorm3d(c), nn.ReLU(), conv3(c, c), nn.BatchNorm3d(c), nn.Sigmoid()
+        )
 
     def forward(self, f: Tensor, g: Tensor) -> Tensor:
         return f * self.gate(torch.cat([f, g], 1)) + f
@@ -160,7 +161,7 @@ class EAR(nn.Module):
         self.out = Conv3d(stem, 1, 1)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "EAR":
+    def from_config(cls, cfg: BaselineConfig) -> EAR:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, int(a["stem"]), list(a["enc"]), len(cfg.views.angles_deg), int(a["cbam_reduction"]))
 

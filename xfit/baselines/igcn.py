@@ -142,9 +142,16 @@ class IGCN(nn.Module):
         self.resolution, self.num_views, self.half = resolution, 1, fov_mm / 2
         cins = [1] + list(enc[:-1])
         self.enc = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(a, b, 3, 1, 1), nn.InstanceNorm2d(b, affine=True), nn.ReLU(),
-                          nn.Conv2d(b, b, 3, 1, 1), nn.InstanceNorm2d(b, affine=True), nn.ReLU())
-            for a, b in zip(cins, enc))
+            nn.Sequential(
+                nn.Conv2d(a, b, 3, 1, 1),
+                nn.InstanceNorm2d(b, affine=True),
+                nn.ReLU(),
+                nn.Conv2d(b, b, 3, 1, 1),
+                nn.InstanceNorm2d(b, affine=True),
+                nn.ReLU(),
+            )
+            for a, b in zip(cins, enc)
+        )
         widths = [sum(enc) + 3] + list(gcn)
         self.gcn = nn.ModuleList(GraphConv(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out = GraphConv(gcn[-1], 3)
@@ -156,7 +163,7 @@ class IGCN(nn.Module):
         self.register_buffer("degree", torch.ones(0), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "IGCN":
+    def from_config(cls, cfg: BaselineConfig) -> IGCN:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, cfg.fov_mm, list(a["enc"]), list(a["gcn"]), len(cfg.views.angles_deg))
 
@@ -224,8 +231,9 @@ def chamfer(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return da.mean() + d.min(1)[0].mean(), ia
 
 
-def losses(out: dict[str, Tensor], gt: Tensor, gt_normals: Tensor, model: IGCN, lifter: Lifter,
-           weights: dict[str, float]) -> dict[str, Tensor]:
+def losses(
+    out: dict[str, Tensor], gt: Tensor, gt_normals: Tensor, model: IGCN, lifter: Lifter, weights: dict[str, float]
+) -> dict[str, Tensor]:
     """Terms and weighted ``total`` of IGCN's loss (see the module docstring).
 
     Args:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,16 @@ import torch
 from ..errors import CheckpointError, InputError
 from ..geometry import View
 from ..prior.config import unit_to_hu
-from .common import (CT_OUTPUT, LABEL_THRESHOLD_HU, Lifter, centred_component, check_method, cube_affine, footprints,
-                     labels_from_hu)
+from .common import (
+    CT_OUTPUT,
+    LABEL_THRESHOLD_HU,
+    Lifter,
+    centred_component,
+    check_method,
+    cube_affine,
+    footprints,
+    labels_from_hu,
+)
 from .registry import Baseline, load_model
 
 #: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.
@@ -60,16 +69,19 @@ def view_differences(views: Sequence[View], baseline: Baseline) -> list[str]:
     for i, (v, t, jit) in enumerate(zip(views, trained, vc.jitters())):
         d = (v.angle_deg - t.angle_deg + 180.0) % 360.0 - 180.0
         if abs(d) > jit + 1e-6:
-            out.append(f"view {i} angle {v.angle_deg:g} deg (trained {t.angle_deg:g}"
-                       + (f" +- {jit:g}" if jit else "") + ")")
+            out.append(
+                f"view {i} angle {v.angle_deg:g} deg (trained {t.angle_deg:g}" + (f" +- {jit:g}" if jit else "") + ")"
+            )
         for key, unit in (("sdd_mm", " mm"), ("sod_mm", " mm")):
             if abs(getattr(v, key) - getattr(t, key)) > 1e-6:
                 out.append(f"view {i} {key[:3]} {getattr(v, key):g}{unit} (trained {getattr(t, key):g})")
         if tuple(v.shape) != tuple(t.shape):
             out.append(f"view {i} detector {v.shape[0]}x{v.shape[1]} (trained {t.shape[0]}x{t.shape[1]})")
         if not np.allclose(v.pixel_spacing_mm, t.pixel_spacing_mm, atol=1e-9):
-            out.append(f"view {i} pixel spacing {v.pixel_spacing_mm[0]:g},{v.pixel_spacing_mm[1]:g} mm "
-                       f"(trained {t.pixel_spacing_mm[0]:g},{t.pixel_spacing_mm[1]:g})")
+            out.append(
+                f"view {i} pixel spacing {v.pixel_spacing_mm[0]:g},{v.pixel_spacing_mm[1]:g} mm "
+                f"(trained {t.pixel_spacing_mm[0]:g},{t.pixel_spacing_mm[1]:g})"
+            )
         if v.projection != t.projection:
             out.append(f"view {i} {v.projection} beam (trained {t.projection})")
         if v.pose is not None or any(abs(x) > 1e-9 for x in v.offset_px):
@@ -81,8 +93,10 @@ def load_baseline(method: str, checkpoint: str | Path | None = None, device: str
     """Load (and cache) a baseline checkpoint of ``method`` (default: the shipped one)."""
     path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(method)
     if checkpoint is None and not path.is_file():
-        raise CheckpointError(f"no shipped checkpoint for {method} ({path}); train one with "
-                              f"`xfit train-baseline {method} CT_DIR -o RUN` and pass --checkpoint RUN/baseline.safetensors")
+        raise CheckpointError(
+            f"no shipped checkpoint for {method} ({path}); train one with "
+            f"`xfit train-baseline {method} CT_DIR -o RUN` and pass --checkpoint RUN/baseline.safetensors"
+        )
     if not path.is_file():
         return load_model(path, method, device)  # CheckpointError naming the file
     key = (method, str(path.resolve()), str(device))
@@ -94,10 +108,16 @@ def load_baseline(method: str, checkpoint: str | Path | None = None, device: str
     return hit[1]
 
 
-def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndarray], views: Sequence[View], *,
-            device: str | torch.device = "cpu", target_mm: Sequence[float] | None = None,
-            centroid_rc: Sequence[Sequence[float]] | None = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+def predict(
+    method: str,
+    checkpoint: str | Path | None,
+    images: Sequence[np.ndarray],
+    views: Sequence[View],
+    *,
+    device: str | torch.device = "cpu",
+    target_mm: Sequence[float] | None = None,
+    centroid_rc: Sequence[Sequence[float]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Reconstruct with a trained baseline.
 
     Args:
@@ -160,8 +180,9 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
             hu = unit_to_hu(out["volume"][0, 0].float().clamp(-1, 1), tuple(cfg.hu_window)).cpu().numpy()
             if "seg_logit" in out:
                 labels = centred_component(torch.sigmoid(out["seg_logit"][0, 0].float()).cpu().numpy() > 0.5)
-                extra["labels"] = ("segmentation output: sigmoid > 0.5, the component nearest the cube centre, "
-                                   "holes filled")
+                extra["labels"] = (
+                    "segmentation output: sigmoid > 0.5, the component nearest the cube centre, holes filled"
+                )
             else:
                 labels = labels_from_hu(hu.astype(np.float32))
     hu = hu.astype(np.float32)
@@ -173,19 +194,22 @@ def predict(method: str, checkpoint: str | Path | None, images: Sequence[np.ndar
         "checkpoint": str(b.path) if b.path else None,
         "checkpoint_sha256": sha,
         "labels": f"threshold: connected component of HU > {LABEL_THRESHOLD_HU:g} nearest the cube centre, "
-                  "holes filled (the network has no segmentation output)",
+        "holes filled (the network has no segmentation output)",
         "ct_output": CT_OUTPUT[method],
         "view_differences": diffs,
         "trained_views": cfg.to_dict()["views"],
-        "training": {k: v for k, v in b.meta.get("training", {}).items() if k in ("steps", "images", "examples", "levels")},
+        "training": {
+            k: v for k, v in b.meta.get("training", {}).items() if k in ("steps", "images", "examples", "levels")
+        },
         "seconds": time.perf_counter() - t0,
     }
     notes.update(extra)
     return hu, labels, cube_affine(R, cfg.spacing_mm, centre), notes
 
 
-def _igcn(b: Baseline, x: torch.Tensor, lifter: Lifter, centre: tuple[float, ...]
-          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _igcn(
+    b: Baseline, x: torch.Tensor, lifter: Lifter, centre: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """IGCN's prediction: (two-level hu, labels, notes with the mesh in world mm)."""
     from . import igcn
 
@@ -196,7 +220,7 @@ def _igcn(b: Baseline, x: torch.Tensor, lifter: Lifter, centre: tuple[float, ...
     hu = np.where(labels > 0, SHAPE_HU[1], SHAPE_HU[0]).astype(np.float32)
     notes = {
         "labels": "mesh output: the deformed template voxelised by ray parity, the component nearest the cube "
-                  "centre, holes filled",
+        "centre, holes filled",
         "hu": f"no CT output: the labels rendered as {SHAPE_HU[1]:g} HU inside, {SHAPE_HU[0]:g} HU outside",
         "mesh_size": {"vertices": int(verts.shape[0]), "faces": int(faces.shape[0])},
         "mesh": {"vertices_mm": verts + np.asarray(centre), "faces": faces},
@@ -204,8 +228,14 @@ def _igcn(b: Baseline, x: torch.Tensor, lifter: Lifter, centre: tuple[float, ...
     return hu, labels, notes
 
 
-def _transvert(b: Baseline, x: torch.Tensor, lifter: Lifter, views: Sequence[View], centre: tuple[float, ...],
-               centroid_rc: Sequence[Sequence[float]] | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _transvert(
+    b: Baseline,
+    x: torch.Tensor,
+    lifter: Lifter,
+    views: Sequence[View],
+    centre: tuple[float, ...],
+    centroid_rc: Sequence[Sequence[float]] | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """TransVert's prediction: (two-level hu, labels, notes)."""
     from ..geometry import world_to_pixel
     from ..levels import LABEL_TO_LEVEL, level_name
@@ -229,11 +259,11 @@ def _transvert(b: Baseline, x: torch.Tensor, lifter: Lifter, views: Sequence[Vie
     hu = np.where(labels > 0, SHAPE_HU[1], SHAPE_HU[0]).astype(np.float32)
     notes = {
         "labels": "shape output: voxels above half the predicted level index, the component nearest the cube "
-                  "centre, holes filled",
+        "centre, holes filled",
         "level": level_name(level) if level in LABEL_TO_LEVEL else None,
         "level_index": level,
         "annotation": f"disc of radius 1 px at {where}: "
-                      + "; ".join(f"view {i} ({r:.1f}, {c:.1f})" for i, (r, c) in enumerate(centroid_rc)),
+        + "; ".join(f"view {i} ({r:.1f}, {c:.1f})" for i, (r, c) in enumerate(centroid_rc)),
         "hu": f"no CT output: the shape rendered as {SHAPE_HU[1]:g} HU inside, {SHAPE_HU[0]:g} HU outside",
     }
     return hu, labels, notes

@@ -37,7 +37,6 @@ def build_model(cfg: BaselineConfig) -> nn.Module:
     return MODELS[check_method(cfg.method)].from_config(cfg)
 
 
-
 @dataclass
 class Baseline:
     """A loaded baseline: network (eval mode, float32), config, metadata."""

@@ -17,8 +17,8 @@ prior's training collection (docs/measurements.md, "The shipped prior"):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 
@@ -59,9 +59,15 @@ def _config(method: str, run: Path, resume: bool, jitter: float | list[float] | 
     return cfg
 
 
-def ship(ct_dir: str | Path, runs: str | Path, methods: Sequence[str] = METHODS,
-         data_dir: str | Path = DATA_DIR, workers: int | None = None, progress: bool = True,
-         jitter: float | list[float] | None = None) -> list[Path]:
+def ship(
+    ct_dir: str | Path,
+    runs: str | Path,
+    methods: Sequence[str] = METHODS,
+    data_dir: str | Path = DATA_DIR,
+    workers: int | None = None,
+    progress: bool = True,
+    jitter: float | list[float] | None = None,
+) -> list[Path]:
     """Train every method to its config's steps (resuming a started run) and export it;
     with ``jitter``, the angle-jittered variants (``<method>-jitter``). Every method, config and
     the folder are checked before any training.

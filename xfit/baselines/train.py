@@ -44,7 +44,7 @@ import torch.distributed as dist
 from ..devices import AMP_CHOICES
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
-from ..io import atomic_write, hu_to_mu
+from ..io import hu_to_mu
 from ..levels import format_levels
 from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_optimizer, save_training_state
 from ..prior.config import unit_to_hu
@@ -52,8 +52,20 @@ from ..prior.data import MAX_OUTSIDE, DataSettings, load_training_set
 from ..prior.datasets import find_cases
 from ..prior.train import amp_enabled as prior_amp_enabled
 from ..projector import project
-from ..training import (add_run_arguments, check_crops, check_losses, check_run_folder, levels_arg, prune_empty,
-                        require_run_config, rng_state_tensors, skip_lines, trim_log, write_run_config, writer_lock)
+from ..training import (
+    add_run_arguments,
+    check_crops,
+    check_losses,
+    check_run_folder,
+    levels_arg,
+    prune_empty,
+    require_run_config,
+    rng_state_tensors,
+    skip_lines,
+    trim_log,
+    write_run_config,
+    writer_lock,
+)
 from . import ear, igcn, transvert, x2ct, xctrsnet
 from .common import ADVERSARIAL, BaselineConfig, Lifter, cube_affine, footprints, load_config, save_model
 from .registry import build_model
@@ -93,13 +105,16 @@ def data_settings(cfg: BaselineConfig, levels=None, max_outside: float = MAX_OUT
 class BaselineTrainer:
     """Networks, optimisers and random stream of one training process."""
 
-    def __init__(self, cfg: BaselineConfig, device: torch.device | str = "cpu", rank: int = 0, world: int = 1,
-                 amp: str = "off") -> None:
+    def __init__(
+        self, cfg: BaselineConfig, device: torch.device | str = "cpu", rank: int = 0, world: int = 1, amp: str = "off"
+    ) -> None:
         self.cfg, self.device, self.rank, self.world = cfg, torch.device(device), rank, world
         t = cfg.training
         torch.manual_seed(t.seed)
         self.G = build_model(cfg).to(self.device).train()
-        self.D = x2ct.PatchDiscriminator3D.from_config(cfg).to(self.device).train() if cfg.method in ADVERSARIAL else None
+        self.D = (
+            x2ct.PatchDiscriminator3D.from_config(cfg).to(self.device).train() if cfg.method in ADVERSARIAL else None
+        )
         for m in self.modules().values():
             broadcast_module(m)
         betas = tuple(float(b) for b in t.betas)
@@ -172,8 +187,12 @@ class BaselineTrainer:
             strength = st.min_strength + u * (st.max_strength - st.min_strength)
             for v, view in enumerate(views[b]):
                 style = dataclasses.replace(PRESETS[preset_for(view)], strength=strength)
-                rad = radiograph(images[b, v].double().cpu().numpy(), view, style,
-                                 seed=(self.cfg.training.seed, self.rank, self.step, b, v))
+                rad = radiograph(
+                    images[b, v].double().cpu().numpy(),
+                    view,
+                    style,
+                    seed=(self.cfg.training.seed, self.rank, self.step, b, v),
+                )
                 out[b, v] = torch.from_numpy(rad.image).to(out)
         return out
 
@@ -189,14 +208,21 @@ class BaselineTrainer:
         crops' vertebra masks (``label [B, 1, R, R, R]``)."""
         cfg = self.cfg
         pts = transvert.mask_centroids(label, cfg.spacing_mm)
-        return transvert.annotation_points(pts, lifter.views, (0.0, 0.0, 0.0), cfg.fov_mm, cfg.resolution).to(self.device)
+        return transvert.annotation_points(pts, lifter.views, (0.0, 0.0, 0.0), cfg.fov_mm, cfg.resolution).to(
+            self.device
+        )
 
     def _d(self, v: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.D(v).float()
 
-    def losses(self, out: dict[str, torch.Tensor], target: torch.Tensor, label: torch.Tensor,
-               d_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        out: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        label: torch.Tensor,
+        d_fake: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The method's loss terms; for TransVert ``target`` is its level-valued voxel map."""
         if self.cfg.method == "ear":
             return ear.losses(out, target, label, self.weights)
@@ -219,8 +245,10 @@ class BaselineTrainer:
         method = self.cfg.method
         if method == "transvert":
             if levels is None or levels.shape != (crops.shape[0],):
-                raise InputError(f"transvert needs one level per crop ([{crops.shape[0]}]), got "
-                                 f"{None if levels is None else list(levels.shape)}")
+                raise InputError(
+                    f"transvert needs one level per crop ([{crops.shape[0]}]), got "
+                    f"{None if levels is None else list(levels.shape)}"
+                )
             target = transvert.shape_target(label, levels)
             out = self._forward(x, lifter, self.annotation(label, lifter))
         elif method == "xctrsnet":
@@ -274,8 +302,12 @@ class BaselineTrainer:
         for name, module in self.modules().items():
             for k, v in module.state_dict().items():
                 tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
-        meta: dict[str, Any] = {"step": self.step, "world_size": self.world, "method": self.cfg.method,
-                                "config": self.cfg.to_dict()}
+        meta: dict[str, Any] = {
+            "step": self.step,
+            "world_size": self.world,
+            "method": self.cfg.method,
+            "config": self.cfg.to_dict(),
+        }
         for name, opt in self.optimizers().items():
             ts, m = flatten_optimizer(opt, name)
             tensors.update(ts)
@@ -293,14 +325,19 @@ class BaselineTrainer:
         if meta.get("method") != self.cfg.method:
             raise CheckpointError(f"the training state is of method {meta.get('method')!r}, not {self.cfg.method!r}")
         if meta.get("world_size", 1) != self.world:
-            raise InputError(f"the run was trained with {meta.get('world_size')} process(es); resume with the same number")
+            raise InputError(
+                f"the run was trained with {meta.get('world_size')} process(es); resume with the same number"
+            )
         try:
             for name, module in self.modules().items():
                 head = f"{name}."
-                module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
+                module.load_state_dict(
+                    {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}, strict=True
+                )
         except RuntimeError as exc:
-            raise CheckpointError(f"the training state does not match this architecture "
-                                  f"({str(exc).splitlines()[0]})") from exc
+            raise CheckpointError(
+                f"the training state does not match this architecture ({str(exc).splitlines()[0]})"
+            ) from exc
         for name, opt in self.optimizers().items():
             restore_optimizer(opt, tensors, meta[name])
         self.gen.set_state(tensors[f"rng.{self.rank}.gen"])
@@ -340,18 +377,33 @@ def check_training(cfg: BaselineConfig) -> None:
     t = cfg.training
     if not 0 <= t.seed <= 2**32 - 1:
         raise InputError(f"training.seed must be in [0, {2**32 - 1}], got {t.seed}")
-    if len(t.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                                    for b in t.betas):
+    if len(t.betas) != 2 or not all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in t.betas
+    ):
         raise InputError(f"training.betas must be two numbers in [0, 1), got {t.betas}")
     for key in ("lr", "d_lr", "weight_decay"):
         if not getattr(t, key) >= 0:
             raise InputError(f"training.{key} must be >= 0, got {getattr(t, key)}")
 
 
-def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks_dir=None, layout=None,
-          class_map=None, levels=None, max_outside: float = MAX_OUTSIDE, workers: int | None = None,
-          amp: str = "auto", resume: bool = False, force: bool = False, device: str | torch.device | None = None,
-          max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+def train(
+    cfg: BaselineConfig,
+    ct_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    masks_dir=None,
+    layout=None,
+    class_map=None,
+    levels=None,
+    max_outside: float = MAX_OUTSIDE,
+    workers: int | None = None,
+    amp: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    device: str | torch.device | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train (or resume) a baseline on a CT collection; returns the training summary.
 
     Args:
@@ -374,27 +426,64 @@ def train(cfg: BaselineConfig, ct_dir: str | Path, run_dir: str | Path, *, masks
     created = not Path(run_dir).exists()
     try:
         with writer_lock(run_dir):  # a second trainer on this folder is refused
-            return _train(cfg, ct_dir, Path(run_dir), masks_dir=masks_dir, layout=layout, class_map=class_map,
-                          levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume, force=force,
-                          device=device, max_steps=max_steps, progress=progress)
+            return _train(
+                cfg,
+                ct_dir,
+                Path(run_dir),
+                masks_dir=masks_dir,
+                layout=layout,
+                class_map=class_map,
+                levels=levels,
+                max_outside=max_outside,
+                workers=workers,
+                amp=amp,
+                resume=resume,
+                force=force,
+                device=device,
+                max_steps=max_steps,
+                progress=progress,
+            )
     except BaseException:
         if rank_world()[0] == 0 and not run_started(run_dir):
             prune_empty(Path(run_dir), created)
         raise
 
 
-def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, max_outside, workers, amp, resume,
-           force, device, max_steps, progress) -> dict[str, Any]:
+def _train(
+    cfg,
+    ct_dir,
+    run_dir: Path,
+    *,
+    masks_dir,
+    layout,
+    class_map,
+    levels,
+    max_outside,
+    workers,
+    amp,
+    resume,
+    force,
+    device,
+    max_steps,
+    progress,
+) -> dict[str, Any]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     state_path = run_dir / STATE_FILE
     find_cases(ct_dir, layout, masks_dir, class_map)  # a bad folder fails before anything is created
     settings = data_settings(cfg, levels, max_outside)
-    check_run_folder(run_dir, resume=resume, force=force, rank=rank, started=run_started,
-                     config_matches=lambda saved: same_config(saved, cfg), clear=_clear_run)
+    check_run_folder(
+        run_dir,
+        resume=resume,
+        force=force,
+        rank=rank,
+        started=run_started,
+        config_matches=lambda saved: same_config(saved, cfg),
+        clear=_clear_run,
+    )
     if world > 1:
         dist.barrier()
     load = dict(layout=layout, masks_dir=masks_dir, class_map=class_map, cache_dir=run_dir / "cache", workers=workers)
@@ -436,8 +525,9 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
     from tqdm.auto import tqdm
 
     log_path = run_dir / "log.jsonl"
-    bar = tqdm(total=total, initial=trainer.step, desc=f"train-baseline {cfg.method}",
-               disable=not (progress and rank == 0))
+    bar = tqdm(
+        total=total, initial=trainer.step, desc=f"train-baseline {cfg.method}", disable=not (progress and rank == 0)
+    )
     t0, step0, seconds0 = time.perf_counter(), trainer.step, 0.0
     volumes = data.volumes
     levels_all = torch.tensor([int(x) for x in data.levels], dtype=torch.float32)
@@ -453,13 +543,29 @@ def _train(cfg, ct_dir, run_dir: Path, *, masks_dir, layout, class_map, levels, 
             bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{ips:.2f}")
             if rank == 0 and (step % t.log_every == 0 or step == total):
                 with open(log_path, "a") as fh:
-                    fh.write(json.dumps({"step": step, "images": step * batch * world, "img_per_s": ips, **logs,
-                                         "time": time.time()}) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "images": step * batch * world,
+                                "img_per_s": ips,
+                                **logs,
+                                "time": time.time(),
+                            }
+                        )
+                        + "\n"
+                    )
             if step % t.checkpoint_every == 0 or step == total:
                 tensors, meta = trainer.state()  # collective with several processes
                 if rank == 0:
-                    summary.update({"steps": step, "images": step * batch * world, "img_per_s": ips,
-                                    "seconds_this_session": seconds0 + elapsed})
+                    summary.update(
+                        {
+                            "steps": step,
+                            "images": step * batch * world,
+                            "img_per_s": ips,
+                            "seconds_this_session": seconds0 + elapsed,
+                        }
+                    )
                     save_model(run_dir / MODEL_FILE, trainer.G, cfg, summary, force=True)
                     save_training_state(state_path, tensors, meta, force=True)
     finally:
@@ -482,9 +588,21 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         cfg = resolve_config(a.method, a.config, a.out, a.resume)
         try:
-            train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
-                  workers=a.workers, amp=a.amp, resume=a.resume, force=a.force, device=a.device,
-                  max_steps=a.max_steps)
+            train(
+                cfg,
+                a.ct_dir,
+                a.out,
+                masks_dir=a.masks,
+                layout=a.layout,
+                class_map=a.class_map,
+                levels=a.levels,
+                workers=a.workers,
+                amp=a.amp,
+                resume=a.resume,
+                force=a.force,
+                device=a.device,
+                max_steps=a.max_steps,
+            )
         finally:
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()

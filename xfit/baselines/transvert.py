@@ -51,11 +51,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..geometry import View, world_to_pixel
-from .common import DEFAULT_ARCHS, BaselineConfig, Conv3d, Lifter, annotation_disc, centred_component, check_shape, footprint_pixels
+from .common import (
+    DEFAULT_ARCHS,
+    BaselineConfig,
+    Conv3d,
+    Lifter,
+    annotation_disc,
+    centred_component,
+    check_shape,
+    footprint_pixels,
+)
 
 DEFAULT_ARCH = DEFAULT_ARCHS["transvert"]
 #: The paper's weights: alpha_G = 10 (L1), alpha_D = 0.1 (LSGAN).
@@ -150,12 +158,13 @@ class TransVert(nn.Module):
         self.maps = nn.ModuleList(MapBlock(enc[-1], map_width, self.bottom) for _ in range(num_views))
         widths = [num_views * map_width] + list(dec)
         self.fuse = _block3d(widths[0], widths[0])
-        self.up = nn.ModuleList(nn.Sequential(nn.ConvTranspose3d(a, b, 2, 2), _block3d(b, b))
-                                for a, b in zip(widths[:-1], widths[1:]))
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose3d(a, b, 2, 2), _block3d(b, b)) for a, b in zip(widths[:-1], widths[1:])
+        )
         self.out = Conv3d(dec[-1], 1, 1)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "TransVert":
+    def from_config(cls, cfg: BaselineConfig) -> TransVert:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, list(a["enc"]), int(a["map"]), list(a["dec"]), len(cfg.views.angles_deg))
 
@@ -163,8 +172,12 @@ class TransVert(nn.Module):
         r = self.resolution
         check_shape(x, [None, self.num_views, r, r], "footprints")
         check_shape(annotation, [x.shape[0], self.num_views, r, r], "annotation")
-        lat = [lifter.lift_volume(self.maps[v](self.encoders[v](torch.stack([x[:, v], annotation[:, v]], 1))),
-                                  v, self.bottom) for v in range(self.num_views)]
+        lat = [
+            lifter.lift_volume(
+                self.maps[v](self.encoders[v](torch.stack([x[:, v], annotation[:, v]], 1))), v, self.bottom
+            )
+            for v in range(self.num_views)
+        ]
         h = self.fuse(torch.cat(lat, 1))
         for up in self.up:
             h = up(h)
@@ -191,15 +204,28 @@ def mask_centroids(label: Tensor, spacing_mm: float) -> Tensor:
     r = m.shape[-1]
     ax = (torch.arange(r, dtype=torch.float64, device=m.device) - (r - 1) / 2) * spacing_mm
     n = m.sum((1, 2, 3)).clamp_min(1e-9)
-    c = torch.stack([(m * ax.view(-1, 1, 1)).sum((1, 2, 3)), (m * ax.view(1, -1, 1)).sum((1, 2, 3)),
-                     (m * ax.view(1, 1, -1)).sum((1, 2, 3))], -1) / n[:, None]
+    c = (
+        torch.stack(
+            [
+                (m * ax.view(-1, 1, 1)).sum((1, 2, 3)),
+                (m * ax.view(1, -1, 1)).sum((1, 2, 3)),
+                (m * ax.view(1, 1, -1)).sum((1, 2, 3)),
+            ],
+            -1,
+        )
+        / n[:, None]
+    )
     return c.cpu()
 
 
 def annotation_pixels(rc: list[tuple[float, float]], views: list[View], centre_mm, fov_mm: float, res: int) -> Tensor:
     """Per view, a detector pixel (row, col) -> the annotation disc ``[1, V, res, res]``."""
-    return torch.stack([annotation_disc(footprint_pixels(torch.tensor([p], dtype=torch.float64), v, centre_mm,
-                                                         fov_mm, res)[0], res) for p, v in zip(rc, views)])[None]
+    return torch.stack(
+        [
+            annotation_disc(footprint_pixels(torch.tensor([p], dtype=torch.float64), v, centre_mm, fov_mm, res)[0], res)
+            for p, v in zip(rc, views)
+        ]
+    )[None]
 
 
 def annotation_points(points_mm: Tensor, views: list[list[View]], centre_mm, fov_mm: float, res: int) -> Tensor:
@@ -212,8 +238,9 @@ def annotation_points(points_mm: Tensor, views: list[list[View]], centre_mm, fov
     return torch.stack(out)
 
 
-def generator_losses(pred: Tensor, target: Tensor, weights: dict[str, float],
-                     d_fake: Tensor | None = None) -> dict[str, Tensor]:
+def generator_losses(
+    pred: Tensor, target: Tensor, weights: dict[str, float], d_fake: Tensor | None = None
+) -> dict[str, Tensor]:
     """Terms and weighted ``total`` of eq. 2: ``recon`` = mean |y - G|, ``adv`` = mean (D(G) - 1)^2."""
     out = {"recon": (pred - target).abs().mean()}
     if d_fake is not None:

@@ -91,21 +91,30 @@ class X2CTGenerator(nn.Module):
         self.bottom = b
         self.encoders = nn.ModuleList(Encoder2D(enc) for _ in range(num_views))
         self.fc = nn.ModuleList(
-            nn.Sequential(nn.Flatten(), nn.Linear(enc[-1] * b * b, fc_hidden), nn.ReLU(),
-                          nn.Linear(fc_hidden, dec[-1] * b ** 3), nn.ReLU()) for _ in range(num_views))
+            nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(enc[-1] * b * b, fc_hidden),
+                nn.ReLU(),
+                nn.Linear(fc_hidden, dec[-1] * b**3),
+                nn.ReLU(),
+            )
+            for _ in range(num_views)
+        )
         self.head = _block3d(dec[-1], dec[-1])
         # connection B: 2D 1x1 conv to the decoder width, lifting, a 3D conv (per view and level)
-        self.skip2d = nn.ModuleList(nn.ModuleList(nn.Conv2d(enc[i], dec[i], 1) for i in range(len(enc) - 1))
-                                    for _ in range(num_views))
-        self.skip3d = nn.ModuleList(nn.ModuleList(_block3d(dec[i], dec[i]) for i in range(len(enc) - 1))
-                                    for _ in range(num_views))
+        self.skip2d = nn.ModuleList(
+            nn.ModuleList(nn.Conv2d(enc[i], dec[i], 1) for i in range(len(enc) - 1)) for _ in range(num_views)
+        )
+        self.skip3d = nn.ModuleList(
+            nn.ModuleList(_block3d(dec[i], dec[i]) for i in range(len(enc) - 1)) for _ in range(num_views)
+        )
         self.up = nn.ModuleList(nn.ConvTranspose3d(dec[i + 1], dec[i], 2, 2) for i in range(len(enc) - 1))
         self.fuse = nn.ModuleList(_block3d(2 * dec[i], dec[i]) for i in range(len(enc) - 1))
         self.out = Conv3d(dec[0], 1, 1)
         self.dec = dec
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "X2CTGenerator":
+    def from_config(cls, cfg: BaselineConfig) -> X2CTGenerator:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, list(a["enc"]), list(a["dec"]), int(a["fc_hidden"]), len(cfg.views.angles_deg))
 
@@ -118,8 +127,9 @@ class X2CTGenerator(nn.Module):
         for i in reversed(range(len(self.levels) - 1)):
             r = self.levels[i]
             h = self.up[i](h)
-            skip = torch.stack([self.skip3d[v][i](lifter.lift(self.skip2d[v][i](feats[v][i]), v, r))
-                                for v in range(self.num_views)]).mean(0)  # connection C
+            skip = torch.stack(
+                [self.skip3d[v][i](lifter.lift(self.skip2d[v][i](feats[v][i]), v, r)) for v in range(self.num_views)]
+            ).mean(0)  # connection C
             h = self.fuse[i](torch.cat([h, skip], 1))
         return {"volume": self.out(h)}
 
@@ -141,7 +151,7 @@ class PatchDiscriminator3D(nn.Module):
         self.net = nn.Sequential(*layers)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "PatchDiscriminator3D":
+    def from_config(cls, cfg: BaselineConfig) -> PatchDiscriminator3D:
         return cls(list({**DEFAULT_ARCH, **cfg.arch}["disc"]))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -157,8 +167,9 @@ def projection_loss(pred: Tensor, target: Tensor) -> Tensor:
     return sum((pred.mean(d) - target.mean(d)).abs().mean() for d in (2, 3, 4)) / 3
 
 
-def generator_losses(pred: Tensor, target: Tensor, weights: dict[str, float],
-                     d_fake: Tensor | None = None) -> dict[str, Tensor]:
+def generator_losses(
+    pred: Tensor, target: Tensor, weights: dict[str, float], d_fake: Tensor | None = None
+) -> dict[str, Tensor]:
     """Terms and weighted ``total`` of the generator loss.
 
     Args:

@@ -86,9 +86,16 @@ class Encoder2D(nn.Module):
         super().__init__()
         cins = [1] + list(widths[:-1])
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(a, b, 3, 2, 1), nn.InstanceNorm2d(b, affine=True), nn.LeakyReLU(0.2),
-                          nn.Conv2d(b, b, 3, 1, 1), nn.InstanceNorm2d(b, affine=True), nn.LeakyReLU(0.2))
-            for a, b in zip(cins, widths))
+            nn.Sequential(
+                nn.Conv2d(a, b, 3, 2, 1),
+                nn.InstanceNorm2d(b, affine=True),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(b, b, 3, 1, 1),
+                nn.InstanceNorm2d(b, affine=True),
+                nn.LeakyReLU(0.2),
+            )
+            for a, b in zip(cins, widths)
+        )
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = []
@@ -125,8 +132,9 @@ class SpaDRNet(nn.Module):
         self.resolution, self.num_views = resolution, num_views
         self.sizes = [resolution >> (i + 1) for i in range(len(enc))]
         self.encoders = nn.ModuleList(Encoder2D(enc) for _ in range(num_views))
-        self.paths = nn.ModuleList(nn.ModuleList(Path2Dto3D(enc[i], path[i], s) for i, s in enumerate(self.sizes))
-                                   for _ in range(num_views))
+        self.paths = nn.ModuleList(
+            nn.ModuleList(Path2Dto3D(enc[i], path[i], s) for i, s in enumerate(self.sizes)) for _ in range(num_views)
+        )
         c = [num_views * p for p in path]
         n = len(c)
         self.up_from = nn.ModuleList(Conv3d(c[i + 1], c[i], 1) for i in range(n - 1))  # U
@@ -139,8 +147,10 @@ class SpaDRNet(nn.Module):
 
     def forward(self, x: Tensor, lifter: Lifter) -> Tensor:
         feats = [enc(x[:, v : v + 1]) for v, enc in enumerate(self.encoders)]
-        p = [torch.cat([lifter.lift_volume(self.paths[v][i](feats[v][i]), v, s) for v in range(self.num_views)], 1)
-             for i, s in enumerate(self.sizes)]
+        p = [
+            torch.cat([lifter.lift_volume(self.paths[v][i](feats[v][i]), v, s) for v in range(self.num_views)], 1)
+            for i, s in enumerate(self.sizes)
+        ]
         m = []
         for i in range(len(p)):
             h = p[i]
@@ -216,7 +226,7 @@ class XCTRSNet(nn.Module):
         self.mulsis = MulSISNet(seg)
 
     @classmethod
-    def from_config(cls, cfg: BaselineConfig) -> "XCTRSNet":
+    def from_config(cls, cfg: BaselineConfig) -> XCTRSNet:
         a = {**DEFAULT_ARCH, **cfg.arch}
         return cls(cfg.resolution, list(a["enc"]), list(a["path"]), list(a["seg"]), len(cfg.views.angles_deg))
 
@@ -235,8 +245,9 @@ class XCTRSNet(nn.Module):
 # Losses
 
 
-def ssim_slices(pred: Tensor, target: Tensor, axis: int, data_range: float = UNIT_RANGE, win: int = 7,
-                sigma: float = 1.5) -> Tensor:
+def ssim_slices(
+    pred: Tensor, target: Tensor, axis: int, data_range: float = UNIT_RANGE, win: int = 7, sigma: float = 1.5
+) -> Tensor:
     """Differentiable mean 2D SSIM of the slices normal to volume ``axis`` (2, 3 or 4 of
     ``[B, 1, I, J, K]``), per example ``[B]``; the window and constants of
     :func:`xfit.metrics.ssim2d_slices` (valid positions, window shrunk to fit)."""
@@ -247,9 +258,9 @@ def ssim_slices(pred: Tensor, target: Tensor, axis: int, data_range: float = UNI
     g = gaussian_window(win, sigma).to(p)
     m = _blur(torch.cat([p, t, p * p, t * t, p * t], 0), g)
     mu_p, mu_t, e_pp, e_tt, e_pt = m.chunk(5, 0)
-    var_p, var_t, cov = e_pp - mu_p ** 2, e_tt - mu_t ** 2, e_pt - mu_p * mu_t
+    var_p, var_t, cov = e_pp - mu_p**2, e_tt - mu_t**2, e_pt - mu_p * mu_t
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (var_p + var_t + c2))
+    s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
     return s.view(b, -1).mean(1)
 
 

@@ -40,11 +40,18 @@ def main() -> None:
 
 
 for _command in (
-    data.phantoms, data.simulate,                                                        # data
-    prior.train_prior, prior.sample, prior.evaluate_prior, prior.snapshot,               # the prior
-    reconstruct.reconstruct,                                                             # fitting
-    baselines.train_baseline,                                                            # baselines
-    studies.evaluate_cmd, studies.study, studies.merge_cmd, studies.summarize_cmd,       # studies
+    data.phantoms,
+    data.simulate,  # data
+    prior.train_prior,
+    prior.sample,
+    prior.evaluate_prior,
+    prior.snapshot,  # the prior
+    reconstruct.reconstruct,  # fitting
+    baselines.train_baseline,  # baselines
+    studies.evaluate_cmd,
+    studies.study,
+    studies.merge_cmd,
+    studies.summarize_cmd,  # studies
     studies.results_cmd,
 ):
     main.add_command(_command)

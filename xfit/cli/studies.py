@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 
@@ -14,7 +15,7 @@ from ..studies import RESULTS_DIR, RESULTS_PAGE
 # evaluate and the studies
 
 
-def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:  # noqa: ANN001
+def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:
     """``--shard K/N`` -> ``(K, N)`` (:func:`xfit.studies.evaluate.parse_shard`)."""
     if value is None:
         return None
@@ -30,32 +31,130 @@ def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:  # n
 def _eval_options(f: Callable) -> Callable:
     """The options ``xfit evaluate`` and every ``xfit study`` share."""
     opts = [
-        click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="run folder (resumed when it holds the same settings)"),
-        click.option("--methods", default="fit,mean,best-of-n", show_default=True,
-                     help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, ceiling (oracle: the prior fitted to the 3D truth), x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn (a baseline may carry a tag: x2ct-cnn@jitter)"),
-        click.option("--checkpoint", "checkpoints", multiple=True, metavar="METHOD=FILE",
-                     help="a baseline's checkpoint (repeatable) [default: the shipped one]"),
-        click.option("--prior", default=None, type=click.Path(dir_okay=False), help="prior checkpoint [default: the shipped prior]"),
-        click.option("--phantoms", default=None, type=click.IntRange(1, 100_000), help="held-out phantoms to evaluate [default: 20 without --data]"),
-        click.option("--first-seed", default=0, show_default=True, type=SEED, help="seed of the first phantom (the shipped prior trained on 1000-1799)"),
-        click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False), help="CT folder in any train-prior layout instead of phantoms"),
-        click.option("--layout", type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]), default=None, help="layout of --data [default: detected]"),
+        click.option(
+            "-o",
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False),
+            help="run folder (resumed when it holds the same settings)",
+        ),
+        click.option(
+            "--methods",
+            default="fit,mean,best-of-n",
+            show_default=True,
+            help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, ceiling (oracle: the prior "
+            "fitted to the 3D truth), x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn "
+            "(a baseline may carry a tag: x2ct-cnn@jitter)",
+        ),
+        click.option(
+            "--checkpoint",
+            "checkpoints",
+            multiple=True,
+            metavar="METHOD=FILE",
+            help="a baseline's checkpoint (repeatable) [default: the shipped one]",
+        ),
+        click.option(
+            "--prior",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="prior checkpoint [default: the shipped prior]",
+        ),
+        click.option(
+            "--phantoms",
+            default=None,
+            type=click.IntRange(1, 100_000),
+            help="held-out phantoms to evaluate [default: 20 without --data]",
+        ),
+        click.option(
+            "--first-seed",
+            default=0,
+            show_default=True,
+            type=SEED,
+            help="seed of the first phantom (the shipped prior trained on 1000-1799)",
+        ),
+        click.option(
+            "--data",
+            "data_dir",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="CT folder in any train-prior layout instead of phantoms",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]),
+            default=None,
+            help="layout of --data [default: detected]",
+        ),
         click.option("--levels", default=None, help="vertebrae of --data to evaluate, e.g. T10-L5 [default: all]"),
-        click.option("--max-cases", default=None, type=click.IntRange(1, 10**7), help="at most this many crops of --data"),
-        click.option("--detector", default=128, show_default=True, type=click.IntRange(8, 4096), help="detector pixels per side"),
-        click.option("--pixel-spacing", default=1.0, show_default=True, type=FiniteFloat(0.01, 10.0), help="detector pixel spacing (mm)"),
-        click.option("--third-view", default=45.0, show_default=True, type=FiniteFloat(-360.0, 360.0), help="angle of the held-out view (deg)"),
-        click.option("--whole-body", "whole_body", default=None, type=FiniteFloat(80.0, 2000.0), metavar="FOV_MM", help="phantom X-rays through the whole torso on a FOV_MM grid"),
-        click.option("--random", "n_random", default=32, show_default=True, type=click.IntRange(1, 10_000), help="prior samples of best-of-n"),
-        click.option("--fit-config", default=None, type=click.Path(dir_okay=False), help="fit config YAML [default: xfit/configs/fit.yaml]"),
-        click.option("--no-warm-start", is_flag=True, help="start every fit at w_mean even when the prior has an encoder"),
-        click.option("--seed", default=0, show_default=True, type=SEED, help="seed of the fit and of the perturbations"),
-        click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="cases run in parallel processes (threads are split between them)"),
-        click.option("--reuse", multiple=True, type=click.Path(exists=True, file_okay=False),
-                     help="copy finished rows from this run folder (or sweep folder) where its settings match (repeatable)"),
-        click.option("--shard", default=None, callback=_shard_option, metavar="K/N",
-                     help="run only shard K of N (K from 1 to N; a 0-based array index I is $((I+1))/N): the K-th "
-                          "of N equal blocks of the cases, into its own folder -o; `xfit merge` joins the N folders"),
+        click.option(
+            "--max-cases", default=None, type=click.IntRange(1, 10**7), help="at most this many crops of --data"
+        ),
+        click.option(
+            "--detector", default=128, show_default=True, type=click.IntRange(8, 4096), help="detector pixels per side"
+        ),
+        click.option(
+            "--pixel-spacing",
+            default=1.0,
+            show_default=True,
+            type=FiniteFloat(0.01, 10.0),
+            help="detector pixel spacing (mm)",
+        ),
+        click.option(
+            "--third-view",
+            default=45.0,
+            show_default=True,
+            type=FiniteFloat(-360.0, 360.0),
+            help="angle of the held-out view (deg)",
+        ),
+        click.option(
+            "--whole-body",
+            "whole_body",
+            default=None,
+            type=FiniteFloat(80.0, 2000.0),
+            metavar="FOV_MM",
+            help="phantom X-rays through the whole torso on a FOV_MM grid",
+        ),
+        click.option(
+            "--random",
+            "n_random",
+            default=32,
+            show_default=True,
+            type=click.IntRange(1, 10_000),
+            help="prior samples of best-of-n",
+        ),
+        click.option(
+            "--fit-config",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="fit config YAML [default: xfit/configs/fit.yaml]",
+        ),
+        click.option(
+            "--no-warm-start", is_flag=True, help="start every fit at w_mean even when the prior has an encoder"
+        ),
+        click.option(
+            "--seed", default=0, show_default=True, type=SEED, help="seed of the fit and of the perturbations"
+        ),
+        click.option(
+            "--workers",
+            default=1,
+            show_default=True,
+            type=click.IntRange(1, 256),
+            help="cases run in parallel processes (threads are split between them)",
+        ),
+        click.option(
+            "--reuse",
+            multiple=True,
+            type=click.Path(exists=True, file_okay=False),
+            help="copy finished rows from this run folder (or sweep folder) where its settings match (repeatable)",
+        ),
+        click.option(
+            "--shard",
+            default=None,
+            callback=_shard_option,
+            metavar="K/N",
+            help="run only shard K of N (K from 1 to N; a 0-based array index I is $((I+1))/N): the K-th "
+            "of N equal blocks of the cases, into its own folder -o; `xfit merge` joins the N folders",
+        ),
         click.option("--force", is_flag=True, help="start the run folder afresh"),
         click.option("--quiet", is_flag=True, help="no progress bar"),
     ]
@@ -80,8 +179,10 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
         if name not in methods:
             raise click.BadParameter(f"{name!r} is not among --methods", param_hint="--checkpoint")
         if name.partition("@")[0] not in BASELINE_METHODS:
-            raise click.BadParameter(f"{name!r} takes no checkpoint (only a baseline does: "
-                                     f"{', '.join(BASELINE_METHODS)})", param_hint="--checkpoint")
+            raise click.BadParameter(
+                f"{name!r} takes no checkpoint (only a baseline does: {', '.join(BASELINE_METHODS)})",
+                param_hint="--checkpoint",
+            )
         if name in checkpoints:
             raise click.BadParameter(f"{name!r} is given twice", param_hint="--checkpoint")
         if not Path(path).is_file():
@@ -93,10 +194,15 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
         raise InputError(f"{kw['data_dir']}: folder not found")
     n_phantoms = None if kw["data_dir"] else (kw["phantoms"] or 20)
     if n_phantoms is not None and kw["first_seed"] + n_phantoms - 1 > SEED_MAX:
-        raise click.BadParameter(f"{kw['first_seed']} + {n_phantoms} phantoms passes the largest seed {SEED_MAX}; "
-                                 f"at most {SEED_MAX - n_phantoms + 1}", param_hint="--first-seed")
+        raise click.BadParameter(
+            f"{kw['first_seed']} + {n_phantoms} phantoms passes the largest seed {SEED_MAX}; "
+            f"at most {SEED_MAX - n_phantoms + 1}",
+            param_hint="--first-seed",
+        )
     if kw["levels"] is not None and kw["data_dir"] is None:
-        raise click.BadParameter("selects the vertebrae of --data; it does not apply to phantoms", param_hint="--levels")
+        raise click.BadParameter(
+            "selects the vertebrae of --data; it does not apply to phantoms", param_hint="--levels"
+        )
     if kw["levels"] is not None:
         from ..levels import parse_levels
 
@@ -107,19 +213,43 @@ def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
     from ..io import check_output_path
 
     check_output_path(kw["out"])
-    return EvalSpec(prior=str(prior), methods=methods, checkpoints=checkpoints,
-                    phantoms=n_phantoms, first_seed=kw["first_seed"],
-                    data=kw["data_dir"], layout=kw["layout"], levels=kw["levels"], max_cases=kw["max_cases"],
-                    angles=tuple(angles), detector=kw["detector"], pixel_spacing_mm=kw["pixel_spacing"],
-                    third_view_deg=kw["third_view"], whole_body_fov_mm=kw["whole_body"], n_random=kw["n_random"],
-                    fit_config=kw["fit_config"], warm_start=not kw["no_warm_start"], seed=kw["seed"])
+    return EvalSpec(
+        prior=str(prior),
+        methods=methods,
+        checkpoints=checkpoints,
+        phantoms=n_phantoms,
+        first_seed=kw["first_seed"],
+        data=kw["data_dir"],
+        layout=kw["layout"],
+        levels=kw["levels"],
+        max_cases=kw["max_cases"],
+        angles=tuple(angles),
+        detector=kw["detector"],
+        pixel_spacing_mm=kw["pixel_spacing"],
+        third_view_deg=kw["third_view"],
+        whole_body_fov_mm=kw["whole_body"],
+        n_random=kw["n_random"],
+        fit_config=kw["fit_config"],
+        warm_start=not kw["no_warm_start"],
+        seed=kw["seed"],
+    )
 
 
 @click.command("evaluate")
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles of the X-rays (deg)")
-@click.option("--dose", "photons", type=FiniteFloat(1, 1e12), default=None, help="Poisson noise: photons per pixel (as study noise --dose)")
-@click.option("--style-strength", type=FiniteFloat(0.0, 1.0), default=None,
-              help="hand clinical-style radiographs (xfit simulate --style clinical presets) at this strength (as study style)")
+@click.option(
+    "--dose",
+    "photons",
+    type=FiniteFloat(1, 1e12),
+    default=None,
+    help="Poisson noise: photons per pixel (as study noise --dose)",
+)
+@click.option(
+    "--style-strength",
+    type=FiniteFloat(0.0, 1.0),
+    default=None,
+    help="hand clinical-style radiographs (xfit simulate --style clinical presets) at this strength (as study style)",
+)
 @_eval_options
 def evaluate_cmd(angles, photons, style_strength, **kw) -> None:
     """Run each method on held-out phantoms or a CT folder: OUT/cases.csv, summary.md (mean ± std,
@@ -130,8 +260,15 @@ def evaluate_cmd(angles, photons, style_strength, **kw) -> None:
     from ..studies.evaluate import evaluate
 
     spec = dc.replace(_eval_spec(kw, parse_angles(angles)), photons=photons, style_strength=style_strength)
-    evaluate(spec, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"], reuse=kw["reuse"],
-             shard=kw["shard"])
+    evaluate(
+        spec,
+        kw["out"],
+        workers=kw["workers"],
+        force=kw["force"],
+        progress=not kw["quiet"],
+        reuse=kw["reuse"],
+        shard=kw["shard"],
+    )
     click.echo((Path(kw["out"]) / "summary.md").read_text())
 
 
@@ -144,18 +281,33 @@ def study() -> None:
 def _run_study(conds, kw, angles=(0.0, 90.0)) -> None:
     from ..studies.sweeps import run_sweep
 
-    run_sweep(_eval_spec(kw, angles), conds, kw["out"], workers=kw["workers"], force=kw["force"], progress=not kw["quiet"],
-              reuse=kw["reuse"], shard=kw["shard"])
+    run_sweep(
+        _eval_spec(kw, angles),
+        conds,
+        kw["out"],
+        workers=kw["workers"],
+        force=kw["force"],
+        progress=not kw["quiet"],
+        reuse=kw["reuse"],
+        shard=kw["shard"],
+    )
     if kw["shard"] is None:
         click.echo((Path(kw["out"]) / "summary.md").read_text())
     else:
         k, n = kw["shard"]
-        click.echo(f"{kw['out']}: shard {k}/{n} of the study, each condition folder holding its cases; "
-                   f"`xfit merge` its {n} shard folders to draw the curves")
+        click.echo(
+            f"{kw['out']}: shard {k}/{n} of the study, each condition folder holding its cases; "
+            f"`xfit merge` its {n} shard folders to draw the curves"
+        )
 
 
 @study.command("angles")
-@click.option("--second-angle", default="60:140:10", show_default=True, help="angles of the second view (deg), a list or START:STOP:STEP; the first is at 0")
+@click.option(
+    "--second-angle",
+    default="60:140:10",
+    show_default=True,
+    help="angles of the second view (deg), a list or START:STOP:STEP; the first is at 0",
+)
 @_eval_options
 def study_angles(second_angle, **kw) -> None:
     """Each metric against the angle between the two views (EAR's experiment)."""
@@ -174,13 +326,19 @@ def study_geometry(angle_error, shift_error, angles, **kw) -> None:
     from ..geometry import parse_angles
     from ..studies.sweeps import geometry_conditions, parse_values
 
-    conds = geometry_conditions(parse_values(angle_error, "--angle-error", 0.0, 45.0),
-                                parse_values(shift_error, "--shift-error", 0.0, 100.0))
+    conds = geometry_conditions(
+        parse_values(angle_error, "--angle-error", 0.0, 45.0), parse_values(shift_error, "--shift-error", 0.0, 100.0)
+    )
     _run_study(conds, kw, parse_angles(angles))
 
 
 @study.command("noise")
-@click.option("--dose", default="1e3,1e4,1e5,1e6", show_default=True, help="photons per pixel (Poisson noise of xfit simulate --dose)")
+@click.option(
+    "--dose",
+    default="1e3,1e4,1e5,1e6",
+    show_default=True,
+    help="photons per pixel (Poisson noise of xfit simulate --dose)",
+)
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles (deg)")
 @_eval_options
 def study_noise(dose, angles, **kw) -> None:
@@ -192,12 +350,18 @@ def study_noise(dose, angles, **kw) -> None:
 
 
 @study.command("style")
-@click.option("--strengths", default="0,0.25,0.5,1", show_default=True,
-              help="strengths of the clinical style (0: ideal images, 1: the lumbar AP / lateral presets of xfit simulate --style clinical)")
+@click.option(
+    "--strengths",
+    default="0,0.25,0.5,1",
+    show_default=True,
+    help="strengths of the clinical style (0: ideal images, 1: the lumbar AP / lateral presets of "
+    "xfit simulate --style clinical)",
+)
 @click.option("--angles", default="0,90", show_default=True, help="gantry angles (deg)")
 @_eval_options
 def study_style(strengths, angles, **kw) -> None:
-    """Each metric from ideal DRRs to processed clinical radiographs (scatter, noise, LUT, enhancement, collimation, markers)."""
+    """Each metric from ideal DRRs to processed clinical radiographs (scatter, noise, LUT, enhancement,
+    collimation, markers)."""
     from ..geometry import parse_angles
     from ..studies.sweeps import parse_values, style_conditions
 
@@ -232,12 +396,19 @@ def merge_cmd(shards, out, force) -> None:
 
 @study.command("radiographs")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="study folder (resumable)")
-@click.option("--prior", type=click.Path(dir_okay=False), default=None, help="prior checkpoint (default: the shipped one)")
+@click.option(
+    "--prior", type=click.Path(dir_okay=False), default=None, help="prior checkpoint (default: the shipped one)"
+)
 @click.option("--cases", type=click.IntRange(1, 10_000), default=6, show_default=True, help="phantoms")
 @click.option("--steps", type=click.IntRange(1, 1_000_000), default=None, help="fit steps (default: the fit config's)")
 @click.option("--detector", default="448,384", show_default=True, help="detector rows,cols (px)")
-@click.option("--pixel-mm", type=FiniteFloat(0, 100, lo_open=True), default=0.6, show_default=True,
-              help="detector pixel spacing (mm)")
+@click.option(
+    "--pixel-mm",
+    type=FiniteFloat(0, 100, lo_open=True),
+    default=0.6,
+    show_default=True,
+    help="detector pixel spacing (mm)",
+)
 @click.option("--offset-mm", default="25,50", show_default=True, help="isocentre offset range from the vertebra (mm)")
 @click.option("--modes", default="isocentre,clicks,auto", show_default=True, help="comma separated")
 @click.option("--keep", is_flag=True, help="write each reconstruction folder (preview.png...)")
@@ -249,8 +420,18 @@ def study_radiographs(out, prior, cases, steps, detector, pixel_mm, offset_mm, m
 
     det = pair_option(detector, "--detector", int, lo=1, hi=8192)
     offset = pair_option(offset_mm, "--offset-mm", lo=0.0, hi=10_000.0)
-    run_study(out, prior=prior, cases=cases, steps=steps, detector=det, pixel_mm=pixel_mm, offset_mm=offset,
-              modes=[m for m in modes.split(",") if m], keep=keep, redo=[m for m in redo.split(",") if m])
+    run_study(
+        out,
+        prior=prior,
+        cases=cases,
+        steps=steps,
+        detector=det,
+        pixel_mm=pixel_mm,
+        offset_mm=offset,
+        modes=[m for m in modes.split(",") if m],
+        keep=keep,
+        redo=[m for m in redo.split(",") if m],
+    )
 
 
 @click.command("summarize")
@@ -264,10 +445,17 @@ def summarize_cmd(folders) -> None:
 
 
 @click.command("results")
-@click.option("--readme", default=RESULTS_PAGE, show_default=True, type=click.Path(dir_okay=False),
-              help="the generated page")
-@click.option("--results", "results_dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False),
-              help="folder of the committed run folders")
+@click.option(
+    "--readme", default=RESULTS_PAGE, show_default=True, type=click.Path(dir_okay=False), help="the generated page"
+)
+@click.option(
+    "--results",
+    "results_dir",
+    default=RESULTS_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="folder of the committed run folders",
+)
 @click.option("--check", is_flag=True, help="exit 1 when the page is not up to date (write nothing)")
 @click.pass_context
 def results_cmd(ctx, readme, results_dir, check) -> None:

@@ -1,7 +1,7 @@
 """Settings of test-time fitting (:class:`FitConfig`), read from ``xfit/configs/fit.yaml``.
 
-Every field has a default here; ``xfit/configs/fit.yaml`` (shipped inside the package) repeats them so that the defaults are
-visible and editable in one place (a test checks that the two agree). The whole config is
+Every field has a default here; ``xfit/configs/fit.yaml`` (shipped inside the package) repeats them
+so that the defaults are visible and editable in one place (a test checks that the two agree). The whole config is
 saved with the fit's outputs (``FitResult.config``).
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..configs import CONFIG_DIR
 from ..devices import AMP_CHOICES
@@ -205,10 +206,9 @@ class FitConfig:
 
     def transform_sigmas(self):
         """The :class:`~xfit.fitting.transform.TransformSigmas` of these settings."""
-        from .transform import TransformSigmas  # noqa: PLC0415
+        from .transform import TransformSigmas
 
-        return TransformSigmas(self.transform_sigma_deg, self.transform_sigma_mm,
-                               self.transform_sigma_log_scale)
+        return TransformSigmas(self.transform_sigma_deg, self.transform_sigma_mm, self.transform_sigma_log_scale)
 
 
 #: Documented ranges (inclusive) of the integer settings.
@@ -228,20 +228,44 @@ INT_RANGES = {
 }
 #: Documented ranges (inclusive) of the float settings.
 FLOAT_RANGES = {
-    "lr": (0.0, 10.0), "lr_rampup": (0.0, 1.0), "lr_rampdown": (0.0, 1.0),
-    "init_perturbation": (0.0, 100.0), "lambda_w": (0.0, 1e6), "lambda_c": (0.0, 1e6),
-    "lambda_n": (0.0, 1e6), "lambda_perceptual": (0.0, 1e6), "coarse_fraction": (0.0, 1.0),
-    "footprint": (0.0, 1.0), "lambda_background": (0.0, 1e6), "early_stop_tol": (0.0, 1.0),
-    "lr_pose": (0.0, 100.0), "pose_sigma_deg": (0.0, 180.0), "pose_sigma_mm": (0.0, 1000.0),
-    "lambda_pose": (0.0, 1e6), "lr_transform": (0.0, 10.0), "transform_sigma_deg": (0.0, 90.0),
-    "transform_sigma_mm": (0.0, 1000.0), "transform_sigma_log_scale": (0.0, 2.0),
-    "lambda_transform": (0.0, 1e6), "lr_residual": (0.0, 10.0), "lambda_residual": (0.0, 1e6),
-    "ensemble_tol": (0.0, 100.0), "lambda_anchor": (0.0, 1e6), "lambda_anchor_label": (0.0, 1e6),
-    "lr_intensity_map": (0.0, 10.0), "lambda_intensity_map": (0.0, 1e6),
+    "lr": (0.0, 10.0),
+    "lr_rampup": (0.0, 1.0),
+    "lr_rampdown": (0.0, 1.0),
+    "init_perturbation": (0.0, 100.0),
+    "lambda_w": (0.0, 1e6),
+    "lambda_c": (0.0, 1e6),
+    "lambda_n": (0.0, 1e6),
+    "lambda_perceptual": (0.0, 1e6),
+    "coarse_fraction": (0.0, 1.0),
+    "footprint": (0.0, 1.0),
+    "lambda_background": (0.0, 1e6),
+    "early_stop_tol": (0.0, 1.0),
+    "lr_pose": (0.0, 100.0),
+    "pose_sigma_deg": (0.0, 180.0),
+    "pose_sigma_mm": (0.0, 1000.0),
+    "lambda_pose": (0.0, 1e6),
+    "lr_transform": (0.0, 10.0),
+    "transform_sigma_deg": (0.0, 90.0),
+    "transform_sigma_mm": (0.0, 1000.0),
+    "transform_sigma_log_scale": (0.0, 2.0),
+    "lambda_transform": (0.0, 1e6),
+    "lr_residual": (0.0, 10.0),
+    "lambda_residual": (0.0, 1e6),
+    "ensemble_tol": (0.0, 100.0),
+    "lambda_anchor": (0.0, 1e6),
+    "lambda_anchor_label": (0.0, 1e6),
+    "lr_intensity_map": (0.0, 10.0),
+    "lambda_intensity_map": (0.0, 1e6),
 }
 #: Settings that must be > 0 (not just >= 0).
-POSITIVE = ("lr", "pose_sigma_deg", "pose_sigma_mm", "transform_sigma_deg", "transform_sigma_mm",
-            "transform_sigma_log_scale")
+POSITIVE = (
+    "lr",
+    "pose_sigma_deg",
+    "pose_sigma_mm",
+    "transform_sigma_deg",
+    "transform_sigma_mm",
+    "transform_sigma_log_scale",
+)
 BOOLS = ("optimize_noise", "refine_pose", "coarse_generator", "transform", "ensemble", "mask_saturated")
 MAX_SCALE = 64
 MAX_STEP_MM = 100.0
@@ -258,6 +282,7 @@ def _is_number(value: Any) -> bool:
 def _validate(cfg: FitConfig) -> None:
     """Typed schema: integers and numbers are never booleans or strings, every number is finite
     and in its documented range (:data:`INT_RANGES`, :data:`FLOAT_RANGES`), booleans are booleans."""
+
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise InputError(f"fit config: {msg}")
@@ -273,36 +298,56 @@ def _validate(cfg: FitConfig) -> None:
         object.__setattr__(cfg, name, float(value))
     for name in POSITIVE:
         need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)!r}")
-    need(isinstance(cfg.noise_init, str) and cfg.noise_init in NOISE_INITS,
-         f"noise_init must be one of {', '.join(NOISE_INITS)}, got {cfg.noise_init!r}")
-    need(isinstance(cfg.perceptual_net, str) and cfg.perceptual_net == "alex",
-         f"perceptual_net must be 'alex' (the LPIPS network xfit implements), got {cfg.perceptual_net!r}")
+    need(
+        isinstance(cfg.noise_init, str) and cfg.noise_init in NOISE_INITS,
+        f"noise_init must be one of {', '.join(NOISE_INITS)}, got {cfg.noise_init!r}",
+    )
+    need(
+        isinstance(cfg.perceptual_net, str) and cfg.perceptual_net == "alex",
+        f"perceptual_net must be 'alex' (the LPIPS network xfit implements), got {cfg.perceptual_net!r}",
+    )
     for name in BOOLS:
         value = getattr(cfg, name)
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
     if cfg.init_network is not None:
-
-        need(isinstance(cfg.init_network, str) and cfg.init_network in INIT_NETWORKS,
-             f"init_network must be null or one of {', '.join(INIT_NETWORKS)}, got {cfg.init_network!r}")
-    need(isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,
-         f"amp must be one of {', '.join(AMP_CHOICES)}, got {cfg.amp!r}")
-    need(isinstance(cfg.intensity_map, str) and cfg.intensity_map in INTENSITY_MAPS,
-         f"intensity_map must be one of {', '.join(INTENSITY_MAPS)}, got {cfg.intensity_map!r}")
-    need(isinstance(cfg.data_term, str) and cfg.data_term in DATA_TERMS,
-         f"data_term must be one of {', '.join(DATA_TERMS)}, got {cfg.data_term!r}")
-    need(isinstance(cfg.background, bool) or cfg.background == "auto",
-         f"background must be true, false or auto, got {cfg.background!r}")
+        need(
+            isinstance(cfg.init_network, str) and cfg.init_network in INIT_NETWORKS,
+            f"init_network must be null or one of {', '.join(INIT_NETWORKS)}, got {cfg.init_network!r}",
+        )
+    need(
+        isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,
+        f"amp must be one of {', '.join(AMP_CHOICES)}, got {cfg.amp!r}",
+    )
+    need(
+        isinstance(cfg.intensity_map, str) and cfg.intensity_map in INTENSITY_MAPS,
+        f"intensity_map must be one of {', '.join(INTENSITY_MAPS)}, got {cfg.intensity_map!r}",
+    )
+    need(
+        isinstance(cfg.data_term, str) and cfg.data_term in DATA_TERMS,
+        f"data_term must be one of {', '.join(DATA_TERMS)}, got {cfg.data_term!r}",
+    )
+    need(
+        isinstance(cfg.background, bool) or cfg.background == "auto",
+        f"background must be true, false or auto, got {cfg.background!r}",
+    )
     scales = cfg.scales
-    need(isinstance(scales, (list, tuple)) and len(scales) > 0
-         and all(_is_int(s) and 1 <= s <= MAX_SCALE for s in scales),
-         f"scales must be a non-empty list of integers in [1, {MAX_SCALE}], got {scales!r}")
+    need(
+        isinstance(scales, (list, tuple))
+        and len(scales) > 0
+        and all(_is_int(s) and 1 <= s <= MAX_SCALE for s in scales),
+        f"scales must be a non-empty list of integers in [1, {MAX_SCALE}], got {scales!r}",
+    )
     cfg.scales = tuple(scales)
     r = cfg.init_network_resolution
-    need(r is None or (_is_int(r) and 4 <= r <= 4096 and r & (r - 1) == 0),
-         f"init_network_resolution must be null or a power of two >= 4, got {r!r}")
+    need(
+        r is None or (_is_int(r) and 4 <= r <= 4096 and r & (r - 1) == 0),
+        f"init_network_resolution must be null or a power of two >= 4, got {r!r}",
+    )
     if cfg.step_mm is not None:
-        need(_is_number(cfg.step_mm) and math.isfinite(cfg.step_mm) and 0 < cfg.step_mm <= MAX_STEP_MM,
-             f"step_mm must be null or a number in (0, {MAX_STEP_MM:g}], got {cfg.step_mm!r}")
+        need(
+            _is_number(cfg.step_mm) and math.isfinite(cfg.step_mm) and 0 < cfg.step_mm <= MAX_STEP_MM,
+            f"step_mm must be null or a number in (0, {MAX_STEP_MM:g}], got {cfg.step_mm!r}",
+        )
         cfg.step_mm = float(cfg.step_mm)
 
 

@@ -26,22 +26,30 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import (check_names_shapes, load_tensors, read_safetensors, save_safetensors, state_dict_tensors,
-                          take_prefix, xfit_meta)
+from ..checkpoint import (
+    check_names_shapes,
+    load_tensors,
+    read_safetensors,
+    save_safetensors,
+    state_dict_tensors,
+    take_prefix,
+    xfit_meta,
+)
 from ..errors import CheckpointError, GeometryError, InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from ..units import hu_to_mu, unit_to_hu
 from ..prior.sample import prior_affine
 from ..projector import project
+from ..units import hu_to_mu, unit_to_hu
 
 ENCODER_FORMAT = "xfit-encoder"
 FORMAT_VERSION = 1
@@ -82,8 +90,7 @@ def resample_view(img: Tensor, view: View, image_size: int, window_mm: float) ->
         ``[B, S, S]`` resampled images (border values outside the detector).
     """
     if img.ndim != 3 or tuple(img.shape[1:]) != tuple(view.shape):
-        raise InputError(f"image must be [B, {view.shape[0]}, {view.shape[1]}] for its view, "
-                         f"got {list(img.shape)}")
+        raise InputError(f"image must be [B, {view.shape[0]}, {view.shape[1]}] for its view, got {list(img.shape)}")
     rows, cols = view.shape
     dr, dc = view.pixel_spacing_mm
     half = 0.5 * window_mm * view.magnification  # mm on the detector
@@ -104,8 +111,9 @@ def resample_view(img: Tensor, view: View, image_size: int, window_mm: float) ->
     return out[:, 0]
 
 
-def preprocess_images(images: Sequence[Tensor | np.ndarray] | Tensor, views: Sequence[View],
-                      image_size: int, window_mm: float) -> Tensor:
+def preprocess_images(
+    images: Sequence[Tensor | np.ndarray] | Tensor, views: Sequence[View], image_size: int, window_mm: float
+) -> Tensor:
     """Resample and normalise V views into the encoder input.
 
     Args:
@@ -121,8 +129,7 @@ def preprocess_images(images: Sequence[Tensor | np.ndarray] | Tensor, views: Seq
     if isinstance(images, Tensor) and images.ndim == 4:
         per_view = [images[:, i] for i in range(images.shape[1])]
     else:
-        per_view = [torch.as_tensor(np.asarray(im) if not isinstance(im, Tensor) else im)[None]
-                    for im in images]
+        per_view = [torch.as_tensor(np.asarray(im) if not isinstance(im, Tensor) else im)[None] for im in images]
     if len(per_view) != len(views):
         raise InputError(f"{len(per_view)} images for {len(views)} views")
     out = []
@@ -171,18 +178,33 @@ class Encoder(nn.Module):
     The last layer starts at zero, so an untrained encoder predicts ``w_mean``.
     """
 
-    def __init__(self, num_views: int, image_size: int, num_ws: int, w_dim: int, *,
-                 mode: str = "w", channels: Sequence[int] = (16, 32, 64, 96), hidden: int = 256,
-                 w_mean: Tensor | None = None, w_std: Tensor | None = None):
+    def __init__(
+        self,
+        num_views: int,
+        image_size: int,
+        num_ws: int,
+        w_dim: int,
+        *,
+        mode: str = "w",
+        channels: Sequence[int] = (16, 32, 64, 96),
+        hidden: int = 256,
+        w_mean: Tensor | None = None,
+        w_std: Tensor | None = None,
+    ):
         super().__init__()
         if mode not in MODES:
             raise InputError(f"encoder mode must be one of {MODES}, got {mode!r}")
         if num_views < 1 or image_size < 8 or num_ws < 1 or w_dim < 1 or not channels:
-            raise InputError("encoder needs num_views >= 1, image_size >= 8, num_ws, w_dim >= 1 "
-                             "and at least one stage")
-        self.arch = {"num_views": int(num_views), "image_size": int(image_size),
-                     "num_ws": int(num_ws), "w_dim": int(w_dim), "mode": mode,
-                     "channels": [int(c) for c in channels], "hidden": int(hidden)}
+            raise InputError("encoder needs num_views >= 1, image_size >= 8, num_ws, w_dim >= 1 and at least one stage")
+        self.arch = {
+            "num_views": int(num_views),
+            "image_size": int(image_size),
+            "num_ws": int(num_ws),
+            "w_dim": int(w_dim),
+            "mode": mode,
+            "channels": [int(c) for c in channels],
+            "hidden": int(hidden),
+        }
         self.num_ws, self.w_dim, self.mode = int(num_ws), int(w_dim), mode
         self.stem = nn.Sequential(nn.Conv2d(num_views, channels[0], 3, 1, 1), nn.SiLU())
         stages, c = [], channels[0]
@@ -192,14 +214,11 @@ class Encoder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(4)
         n_out = w_dim if mode == "w" else num_ws * w_dim
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * 16, hidden), nn.SiLU(),
-                                  nn.Linear(hidden, n_out))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * 16, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        self.register_buffer("w_mean", torch.zeros(w_dim) if w_mean is None
-                             else w_mean.detach().float().clone())
-        self.register_buffer("w_std", torch.ones(w_dim) if w_std is None
-                             else w_std.detach().float().clone())
+        self.register_buffer("w_mean", torch.zeros(w_dim) if w_mean is None else w_mean.detach().float().clone())
+        self.register_buffer("w_std", torch.ones(w_dim) if w_std is None else w_std.detach().float().clone())
         #: view family, window, prior sha256 and training summary (saved as JSON).
         self.meta: dict[str, Any] = {}
 
@@ -253,8 +272,7 @@ def match_views(encoder: Encoder, views: Sequence[View]) -> tuple[list[int] | No
             best, best_err = list(perm), err
     if best_err > tol:
         got = [v.angle_deg for v in views]
-        return None, (f"view angles {got} differ from the encoder's {angles} by {best_err:.1f} "
-                      f"deg (> {tol:g})")
+        return None, (f"view angles {got} differ from the encoder's {angles} by {best_err:.1f} deg (> {tol:g})")
     return best, ""
 
 
@@ -262,8 +280,9 @@ def match_views(encoder: Encoder, views: Sequence[View]) -> tuple[list[int] | No
 
 
 @torch.no_grad()
-def predict_w_plus(encoder: Encoder, images: Sequence[np.ndarray | Tensor],
-                   views: Sequence[View], *, strict: bool = True) -> Tensor | None:
+def predict_w_plus(
+    encoder: Encoder, images: Sequence[np.ndarray | Tensor], views: Sequence[View], *, strict: bool = True
+) -> Tensor | None:
     """Predict a starting W+ for fitting.
 
     Args:
@@ -286,8 +305,12 @@ def predict_w_plus(encoder: Encoder, images: Sequence[np.ndarray | Tensor],
     if len(images) != len(views):
         raise InputError(f"{len(images)} images for {len(views)} views")
     device = encoder.w_mean.device
-    x = preprocess_images([images[i] for i in order], [views[i] for i in order],
-                          encoder.arch["image_size"], float(encoder.meta["window_mm"])).to(device)
+    x = preprocess_images(
+        [images[i] for i in order],
+        [views[i] for i in order],
+        encoder.arch["image_size"],
+        float(encoder.meta["window_mm"]),
+    ).to(device)
     was_training = encoder.training
     encoder.eval()
     w = encoder.to_w_plus(encoder(x))[0]
@@ -298,21 +321,23 @@ def predict_w_plus(encoder: Encoder, images: Sequence[np.ndarray | Tensor],
 # ----------------------------------------------------------------------------- training data
 
 
-def default_views(prior: Prior, detector: int = 128, pixel_spacing_mm: float | None = None
-                  ) -> list[View]:
+def default_views(prior: Prior, detector: int = 128, pixel_spacing_mm: float | None = None) -> list[View]:
     """AP + lateral views of the shipped examples' setup (1800/1500 mm cone beam).
 
     ``pixel_spacing_mm`` defaults to 1.0 mm for a 128 detector and otherwise to the spacing that
     covers the same 128 mm.
     """
     ps = 128.0 / detector if pixel_spacing_mm is None else float(pixel_spacing_mm)
-    return [View(a, sdd_mm=DEFAULT_SDD_MM, sod_mm=DEFAULT_SOD_MM, shape=(detector, detector),
-                 pixel_spacing_mm=(ps, ps)) for a in DEFAULT_ANGLES]
+    return [
+        View(a, sdd_mm=DEFAULT_SDD_MM, sod_mm=DEFAULT_SOD_MM, shape=(detector, detector), pixel_spacing_mm=(ps, ps))
+        for a in DEFAULT_ANGLES
+    ]
 
 
 @torch.no_grad()
-def sample_w_plus_mixed(prior: Prior, n: int, gen: torch.Generator, *, style_mix_prob: float = 0.0,
-                        truncation_psi: float = 1.0) -> Tensor:
+def sample_w_plus_mixed(
+    prior: Prior, n: int, gen: torch.Generator, *, style_mix_prob: float = 0.0, truncation_psi: float = 1.0
+) -> Tensor:
     """``[n, num_ws, w_dim]`` styles of random z (optional style mixing / truncation)."""
     G = prior.G
     device = prior.w_mean.device
@@ -330,9 +355,16 @@ def sample_w_plus_mixed(prior: Prior, n: int, gen: torch.Generator, *, style_mix
 
 
 @torch.no_grad()
-def simulate_samples(prior: Prior, views: Sequence[View], w_plus: Tensor, gen: torch.Generator, *,
-                     angle_jitter_deg: float = 0.0, noise_mode: str = "random",
-                     chunk: int = 16) -> Tensor:
+def simulate_samples(
+    prior: Prior,
+    views: Sequence[View],
+    w_plus: Tensor,
+    gen: torch.Generator,
+    *,
+    angle_jitter_deg: float = 0.0,
+    noise_mode: str = "random",
+    chunk: int = 16,
+) -> Tensor:
     """DRRs of the prior's volumes for given styles, each sample with its own angle jitter.
 
     Args:
@@ -350,17 +382,18 @@ def simulate_samples(prior: Prior, views: Sequence[View], w_plus: Tensor, gen: t
     base = torch.tensor([v.angle_deg for v in views], dtype=torch.float32)
     out = []
     for i in range(0, w_plus.shape[0], chunk):
-        vol = prior.G.synthesis(w_plus[i:i + chunk], noise_mode=noise_mode)
+        vol = prior.G.synthesis(w_plus[i : i + chunk], noise_mode=noise_mode)
         mu = hu_to_mu(unit_to_hu(vol[:, :1].float(), prior.config.hu_window))
         for b in range(mu.shape[0]):
             jitter = (torch.rand(len(views), generator=gen) * 2 - 1) * angle_jitter_deg
             angle = (base + jitter).to(mu.device)
-            out.append(project(mu[b:b + 1], affine, list(views), angle_deg=angle).cpu())
+            out.append(project(mu[b : b + 1], affine, list(views), angle_deg=angle).cpu())
     return torch.cat(out)
 
 
-def augment_images(images: Tensor, gen: torch.Generator, *, gain: float = 0.3,
-                   offset: float = 0.5, noise_std: float = 0.03) -> Tensor:
+def augment_images(
+    images: Tensor, gen: torch.Generator, *, gain: float = 0.3, offset: float = 0.5, noise_std: float = 0.03
+) -> Tensor:
     """Random per-image gain (log-uniform in 1/(1+gain)..1+gain), offset (in image stds) and
     Gaussian noise (std up to ``noise_std`` image stds): ``[B, V, R, C]`` -> same shape."""
     b, v = images.shape[:2]
@@ -380,8 +413,15 @@ def regression_loss(u_pred: Tensor, u_true: Tensor, mode: str) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate_encoder(encoder: Encoder, prior: Prior, views: Sequence[View], n: int = 32, *,
-                     seed: int = 12345, angle_jitter_deg: float = 0.0) -> dict[str, float]:
+def evaluate_encoder(
+    encoder: Encoder,
+    prior: Prior,
+    views: Sequence[View],
+    n: int = 32,
+    *,
+    seed: int = 12345,
+    angle_jitter_deg: float = 0.0,
+) -> dict[str, float]:
     """Normalized MSE of predicted vs true W+ on held-out prior samples, and of ``w_mean``.
 
     Returns:
@@ -396,8 +436,7 @@ def evaluate_encoder(encoder: Encoder, prior: Prior, views: Sequence[View], n: i
     u = encoder(x.to(encoder.w_mean.device)).cpu()
     encoder.train(was_training)
     u_true = ((w - prior.w_mean) / prior.w_std).cpu()
-    return {"mse_encoder": float(F.mse_loss(u, u_true)),
-            "mse_mean": float(u_true.square().mean())}
+    return {"mse_encoder": float(F.mse_loss(u, u_true)), "mse_mean": float(u_true.square().mean())}
 
 
 # ----------------------------------------------------------------------------- training
@@ -462,26 +501,35 @@ def train_encoder(
     window = default_window_mm(prior) if window_mm is None else float(window_mm)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    enc = Encoder(len(views), image_size, prior.num_ws, prior.config.w_dim, mode=mode,
-                  channels=channels, hidden=hidden, w_mean=prior.w_mean, w_std=prior.w_std
-                  ).to(device)
+    enc = Encoder(
+        len(views),
+        image_size,
+        prior.num_ws,
+        prior.config.w_dim,
+        mode=mode,
+        channels=channels,
+        hidden=hidden,
+        w_mean=prior.w_mean,
+        w_std=prior.w_std,
+    ).to(device)
     enc.meta = {
-        "views": {"angles_deg": [v.angle_deg for v in views], "sdd_mm": views[0].sdd_mm,
-                  "sod_mm": views[0].sod_mm, "projection": views[0].projection,
-                  "shape": list(views[0].shape),
-                  "pixel_spacing_mm": list(views[0].pixel_spacing_mm),
-                  "angle_jitter_deg": angle_jitter_deg,
-                  "angle_tol_deg": angle_jitter_deg + 2.0 if angle_tol_deg is None
-                  else float(angle_tol_deg)},
+        "views": {
+            "angles_deg": [v.angle_deg for v in views],
+            "sdd_mm": views[0].sdd_mm,
+            "sod_mm": views[0].sod_mm,
+            "projection": views[0].projection,
+            "shape": list(views[0].shape),
+            "pixel_spacing_mm": list(views[0].pixel_spacing_mm),
+            "angle_jitter_deg": angle_jitter_deg,
+            "angle_tol_deg": angle_jitter_deg + 2.0 if angle_tol_deg is None else float(angle_tol_deg),
+        },
         "window_mm": window,
         "prior_sha256": prior.sha256,
     }
 
     def draw(n: int) -> tuple[Tensor, Tensor]:
-        w = sample_w_plus_mixed(prior, n, gen, style_mix_prob=style_mix_prob,
-                                truncation_psi=truncation_psi)
-        imgs = simulate_samples(prior, views, w, gen, angle_jitter_deg=angle_jitter_deg,
-                                chunk=gen_batch)
+        w = sample_w_plus_mixed(prior, n, gen, style_mix_prob=style_mix_prob, truncation_psi=truncation_psi)
+        imgs = simulate_samples(prior, views, w, gen, angle_jitter_deg=angle_jitter_deg, chunk=gen_batch)
         return imgs, ((w - prior.w_mean) / prior.w_std).cpu()
 
     t0 = time.perf_counter()
@@ -491,7 +539,8 @@ def train_encoder(
     t_bank = time.perf_counter() - t0
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / n_steps))))
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / n_steps)))
+    )
     enc.train()
     losses: list[float] = []
     for step in range(n_steps):
@@ -511,15 +560,21 @@ def train_encoder(
             callback(step, losses[-1])
         if progress and (step + 1) % max(1, n_steps // 10) == 0:
             recent = sum(losses[-50:]) / len(losses[-50:])
-            print(f"encoder step {step + 1}/{n_steps}  loss {recent:.4f}  "
-                  f"{time.perf_counter() - t0:.1f}s", flush=True)
+            print(f"encoder step {step + 1}/{n_steps}  loss {recent:.4f}  {time.perf_counter() - t0:.1f}s", flush=True)
     enc.eval()
     k = min(20, n_steps)
     enc.meta["training"] = {
-        "n_steps": n_steps, "batch": batch, "lr": lr, "seed": seed, "bank": bank,
-        "style_mix_prob": style_mix_prob, "truncation_psi": truncation_psi,
-        "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
-        "seconds_bank": t_bank, "seconds_total": time.perf_counter() - t0,
+        "n_steps": n_steps,
+        "batch": batch,
+        "lr": lr,
+        "seed": seed,
+        "bank": bank,
+        "style_mix_prob": style_mix_prob,
+        "truncation_psi": truncation_psi,
+        "loss_first": sum(losses[:k]) / k,
+        "loss_last": sum(losses[-k:]) / k,
+        "seconds_bank": t_bank,
+        "seconds_total": time.perf_counter() - t0,
     }
     return enc
 
@@ -527,8 +582,9 @@ def train_encoder(
 # ----------------------------------------------------------------------------- checkpoint
 
 
-def save_encoder(path: str | Path, encoder: Encoder, meta: Mapping[str, Any] | None = None,
-                 force: bool = False) -> Path:
+def save_encoder(
+    path: str | Path, encoder: Encoder, meta: Mapping[str, Any] | None = None, force: bool = False
+) -> Path:
     """Write an encoder checkpoint (safetensors + JSON metadata, atomically).
 
     Args:
@@ -544,8 +600,13 @@ def save_encoder(path: str | Path, encoder: Encoder, meta: Mapping[str, Any] | N
     missing = [k for k in ("views", "window_mm", "prior_sha256") if k not in info]
     if missing:
         raise InputError(f"encoder metadata lacks {', '.join(missing)}")
-    doc = {"format": ENCODER_FORMAT, "format_version": FORMAT_VERSION, "arch": encoder.arch,
-           "image_size": encoder.arch["image_size"], **info}
+    doc = {
+        "format": ENCODER_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": encoder.arch,
+        "image_size": encoder.arch["image_size"],
+        **info,
+    }
     try:
         text = json.dumps(doc)
     except (TypeError, ValueError) as exc:
@@ -553,8 +614,7 @@ def save_encoder(path: str | Path, encoder: Encoder, meta: Mapping[str, Any] | N
     return save_safetensors(Path(path), state_dict_tensors(encoder, "E"), {"xfit": text}, force)
 
 
-def load_encoder(path: str | Path, prior: Prior | None = None,
-                 device: str | torch.device = "cpu") -> Encoder:
+def load_encoder(path: str | Path, prior: Prior | None = None, device: str | torch.device = "cpu") -> Encoder:
     """Load an encoder checkpoint.
 
     Args:
@@ -574,8 +634,15 @@ def load_encoder(path: str | Path, prior: Prior | None = None,
     arch = meta.get("arch")
     try:
         arch = dict(arch)
-        enc = Encoder(arch["num_views"], arch["image_size"], arch["num_ws"], arch["w_dim"],
-                      mode=arch["mode"], channels=arch["channels"], hidden=arch["hidden"])
+        enc = Encoder(
+            arch["num_views"],
+            arch["image_size"],
+            arch["num_ws"],
+            arch["w_dim"],
+            mode=arch["mode"],
+            channels=arch["channels"],
+            hidden=arch["hidden"],
+        )
         views = meta["views"]
         angles = [float(a) for a in views["angles_deg"]]
         window = float(meta["window_mm"])
@@ -585,9 +652,11 @@ def load_encoder(path: str | Path, prior: Prior | None = None,
         raise CheckpointError(f"{path}: inconsistent encoder metadata (views / window)")
     if prior is not None:
         if meta.get("prior_sha256") != prior.sha256:
-            raise CheckpointError(f"{path} was trained for prior sha256 "
-                                  f"{str(meta.get('prior_sha256'))[:12]}..., not "
-                                  f"{prior.sha256[:12]}... ({prior.path})")
+            raise CheckpointError(
+                f"{path} was trained for prior sha256 "
+                f"{str(meta.get('prior_sha256'))[:12]}..., not "
+                f"{prior.sha256[:12]}... ({prior.path})"
+            )
         if (arch["num_ws"], arch["w_dim"]) != (prior.num_ws, prior.config.w_dim):
             raise CheckpointError(f"{path}: W+ shape does not match the prior")
     tensors = take_prefix(load_tensors(data, path), "E")
@@ -598,8 +667,7 @@ def load_encoder(path: str | Path, prior: Prior | None = None,
     if not all(torch.isfinite(t).all() for t in tensors.values()):
         raise CheckpointError(f"{path}: non-finite encoder weights")
     enc.load_state_dict(tensors, strict=True)
-    enc.meta = {k: v for k, v in meta.items()
-                if k not in ("format", "format_version", "arch", "image_size")}
+    enc.meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "arch", "image_size")}
     return enc.to(device).eval()
 
 
@@ -608,8 +676,12 @@ def encoder_path_for(prior: Prior) -> Path:
     return Path(prior.path).with_name(Path(prior.path).stem + ".encoder.safetensors")
 
 
-def warm_start_w_plus(prior: Prior, images: Sequence[np.ndarray | Tensor], views: Sequence[View],
-                      encoder: Encoder | str | Path | None = None) -> tuple[Tensor | None, str]:
+def warm_start_w_plus(
+    prior: Prior,
+    images: Sequence[np.ndarray | Tensor],
+    views: Sequence[View],
+    encoder: Encoder | str | Path | None = None,
+) -> tuple[Tensor | None, str]:
     """Starting W+ for :func:`xfit.fitting.fit` from the encoder, or ``None`` to use ``w_mean``.
 
     Args:
@@ -636,8 +708,23 @@ def warm_start_w_plus(prior: Prior, images: Sequence[np.ndarray | Tensor], views
 
 
 __all__ = [
-    "DEFAULT_ANGLES", "ENCODER_FORMAT", "Encoder", "augment_images", "default_views",
-    "default_window_mm", "encoder_path_for", "evaluate_encoder", "load_encoder", "match_views",
-    "normalize_images", "predict_w_plus", "preprocess_images", "regression_loss", "resample_view", "save_encoder",
-    "simulate_samples", "train_encoder", "warm_start_w_plus",
+    "DEFAULT_ANGLES",
+    "ENCODER_FORMAT",
+    "Encoder",
+    "augment_images",
+    "default_views",
+    "default_window_mm",
+    "encoder_path_for",
+    "evaluate_encoder",
+    "load_encoder",
+    "match_views",
+    "normalize_images",
+    "predict_w_plus",
+    "preprocess_images",
+    "regression_loss",
+    "resample_view",
+    "save_encoder",
+    "simulate_samples",
+    "train_encoder",
+    "warm_start_w_plus",
 ]

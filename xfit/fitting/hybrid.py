@@ -9,9 +9,9 @@ then refines it against the images, so the network decides the start, never the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from torch import Tensor
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .invert import invert_volume, pool_to
 from .config import INIT_NETWORKS
+from .invert import invert_volume, pool_to
 from .objective import Anchor
 
 
@@ -55,14 +55,18 @@ def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = Non
     from ..baselines.infer import load_baseline
 
     if method not in INIT_NETWORKS:
-        raise InputError(f"init_network must be one of {', '.join(INIT_NETWORKS)} (a network with CT output), got {method!r}")
+        raise InputError(
+            f"init_network must be one of {', '.join(INIT_NETWORKS)} (a network with CT output), got {method!r}"
+        )
     cfg = load_baseline(method, checkpoint).config
     pr, ps = int(prior.config.resolution), float(prior.config.spacing_mm)
     if int(cfg.resolution) == pr and abs(float(cfg.spacing_mm) - ps) <= 1e-6:
         return None
     where = f" ({checkpoint})" if checkpoint is not None else ""
-    return (f"the initialising network {method}{where} reconstructs {cfg.resolution}^3 voxels of "
-            f"{cfg.spacing_mm:g} mm, but the prior's grid is {pr}^3 of {ps:g} mm: it cannot start this fit")
+    return (
+        f"the initialising network {method}{where} reconstructs {cfg.resolution}^3 voxels of "
+        f"{cfg.spacing_mm:g} mm, but the prior's grid is {pr}^3 of {ps:g} mm: it cannot start this fit"
+    )
 
 
 def check_init_network(prior: Prior, method: str, checkpoint: str | Path | None = None) -> None:
@@ -77,9 +81,18 @@ def check_init_network(prior: Prior, method: str, checkpoint: str | Path | None 
         raise InputError(why)
 
 
-def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[View], centre_mm: Sequence[float],
-                  method: str, checkpoint: str | Path | None = None, *, steps: int = 100,
-                  resolution: int | None = None, amp: bool = False) -> NetworkStart:
+def network_start(
+    prior: Prior,
+    images: Sequence[np.ndarray],
+    views: Sequence[View],
+    centre_mm: Sequence[float],
+    method: str,
+    checkpoint: str | Path | None = None,
+    *,
+    steps: int = 100,
+    resolution: int | None = None,
+    amp: bool = False,
+) -> NetworkStart:
     """W+ ``[num_ws, w_dim]`` that reproduces ``method``'s reconstruction of the X-rays.
 
     Args:
@@ -111,17 +124,23 @@ def network_start(prior: Prior, images: Sequence[np.ndarray], views: Sequence[Vi
     n = len(load_baseline(method, checkpoint).config.views.angles_deg)
     if len(views) < n:
         return NetworkStart(None, f"w_mean ({method} needs {n} views, got {len(views)})")
-    hu, labels, _, _ = predict(method, checkpoint, list(images[:n]), list(views[:n]),
-                               device=prior.w_mean.device, target_mm=list(centre_mm))
+    hu, labels, _, _ = predict(
+        method, checkpoint, list(images[:n]), list(views[:n]), device=prior.w_mean.device, target_mm=list(centre_mm)
+    )
     if steps == 0:
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
     inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp)
-    return NetworkStart(torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
-                        f"{method} volume inverted into W+ ({steps} steps)", hu, labels.astype(bool))
+    return NetworkStart(
+        torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
+        f"{method} volume inverted into W+ ({steps} steps)",
+        hu,
+        labels.astype(bool),
+    )
 
 
-def anchors(prior: Prior, hu: np.ndarray, labels: np.ndarray, resolutions: Sequence[int],
-            hu_weight: float, label_weight: float) -> dict[int, Anchor]:
+def anchors(
+    prior: Prior, hu: np.ndarray, labels: np.ndarray, resolutions: Sequence[int], hu_weight: float, label_weight: float
+) -> dict[int, Anchor]:
     """The network's volume as an :class:`~xfit.fitting.objective.Anchor` at each generator
     resolution of the fit (average-pooled from the prior's grid), with the weights of its terms."""
     from ..units import hu_to_unit
@@ -130,8 +149,10 @@ def anchors(prior: Prior, hu: np.ndarray, labels: np.ndarray, resolutions: Seque
     unit = hu_to_unit(torch.as_tensor(np.asarray(hu, np.float32)), window)
     lab = torch.as_tensor(np.asarray(labels, np.float32))
     device = prior.w_mean.device
-    return {r: Anchor(pool_to(unit, r).to(device), pool_to(lab, r).to(device), window, hu_weight, label_weight)
-            for r in resolutions}
+    return {
+        r: Anchor(pool_to(unit, r).to(device), pool_to(lab, r).to(device), window, hu_weight, label_weight)
+        for r in resolutions
+    }
 
 
 __all__ = ["INIT_NETWORKS", "NetworkStart", "anchors", "check_init_network", "grid_mismatch", "network_start"]

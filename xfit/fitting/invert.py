@@ -30,8 +30,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..prior.checkpoint import Prior
-from ..units import hu_to_unit
 from ..prior.sample import generate_hu, synthesize
+from ..units import hu_to_unit
 from .objective import noise_prior, w_gaussian_prior
 from .schedule import lr_schedule
 
@@ -62,7 +62,9 @@ class Inversion:
     seconds: float
 
 
-def check_target(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None) -> tuple[Tensor, Tensor | None]:
+def check_target(
+    prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None
+) -> tuple[Tensor, Tensor | None]:
     """The target on the prior's unit scale ``[1, R, R, R]`` and the label ``[1, R, R, R]`` in {0, 1}.
 
     Raises:
@@ -95,10 +97,21 @@ def pool_to(volume: Tensor, resolution: int) -> Tensor:
     return out.reshape(*lead, *out.shape[-3:])
 
 
-def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Tensor | None = None, *,
-                  steps: int = 150, lr: float = 0.1, optimize_noise: bool = True, lambda_w: float = 0.001,
-                  lambda_n: float = 0.01, label_weight: float = 0.1, w_init: Tensor | None = None,
-                  resolution: int | None = None, amp: bool = False) -> Inversion:
+def invert_volume(
+    prior: Prior,
+    hu: np.ndarray | Tensor,
+    label: np.ndarray | Tensor | None = None,
+    *,
+    steps: int = 150,
+    lr: float = 0.1,
+    optimize_noise: bool = True,
+    lambda_w: float = 0.001,
+    lambda_n: float = 0.01,
+    label_weight: float = 0.1,
+    w_init: Tensor | None = None,
+    resolution: int | None = None,
+    amp: bool = False,
+) -> Inversion:
     """Fit W+ (and noise) so that the generated volume matches ``hu`` (and ``label``).
 
     Args:
@@ -163,9 +176,20 @@ def invert_volume(prior: Prior, hu: np.ndarray | Tensor, label: np.ndarray | Ten
     )
 
 
-def _terms(prior: Prior, u: Tensor, noise: list[Tensor], unit: Tensor, lab: Tensor | None, mean: Tensor,
-           std: Tensor, lambda_w: float, lambda_n: float, label_weight: float,
-           resolution: int | None = None, amp: bool = False) -> dict[str, Tensor]:
+def _terms(
+    prior: Prior,
+    u: Tensor,
+    noise: list[Tensor],
+    unit: Tensor,
+    lab: Tensor | None,
+    mean: Tensor,
+    std: Tensor,
+    lambda_w: float,
+    lambda_n: float,
+    label_weight: float,
+    resolution: int | None = None,
+    amp: bool = False,
+) -> dict[str, Tensor]:
     """The inversion's loss terms (scalars) for styles ``u`` (``w_std`` units) and noise maps,
     the generator stopped at ``resolution`` (``None``: full), under bf16 autocast with ``amp``."""
     w = mean + std * u

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +32,15 @@ _EPS = 1e-8
 _TINY_VAR = 1e-20  # squared per-pixel variance floor of NCC (keeps constant images finite)
 
 
-
 # ----------------------------------------------------------------------------- data terms
 
 
 def _check_pred_target(pred: Tensor, target: Tensor) -> None:
     if pred.ndim != 4 or target.ndim != 3 or tuple(pred.shape[1:]) != tuple(target.shape):
-        raise InputError(f"pred must be [B, V, R, C] and target [V, R, C] of the same views, "
-                         f"got {list(pred.shape)} and {list(target.shape)}")
+        raise InputError(
+            f"pred must be [B, V, R, C] and target [V, R, C] of the same views, "
+            f"got {list(pred.shape)} and {list(target.shape)}"
+        )
 
 
 def ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -86,8 +87,9 @@ def _pool(x: Tensor, s: int) -> Tensor:
     return y.reshape(*lead, *y.shape[-2:])
 
 
-def multiscale_ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-                            scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+def multiscale_ncc_per_view(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, scales: Sequence[int] = (1, 2, 4)
+) -> Tensor:
     """``1 - NCC`` per view averaged over an avg-pool pyramid.
 
     Scales that would leave fewer than 4 pixels per side are skipped (scale 1 is always used).
@@ -100,14 +102,16 @@ def multiscale_ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = 
     """
     _check_pred_target(pred, target)
     used = [s for s in scales if s == 1 or min(target.shape[-2:]) // s >= 4] or [1]
-    terms = [1.0 - ncc_per_view(_pool(pred, s), _pool(target, s),
-                                None if mask is None else _pool(mask.to(pred.dtype), s))
-             for s in used]
+    terms = [
+        1.0 - ncc_per_view(_pool(pred, s), _pool(target, s), None if mask is None else _pool(mask.to(pred.dtype), s))
+        for s in used
+    ]
     return torch.stack(terms).mean(0)
 
 
-def multiscale_ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-                        scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+def multiscale_ncc_loss(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, scales: Sequence[int] = (1, 2, 4)
+) -> Tensor:
     """Multi-scale ``1 - NCC`` (see :func:`multiscale_ncc_per_view`) averaged over views: ``[B]``."""
     return multiscale_ncc_per_view(pred, target, mask, scales).mean(-1)
 
@@ -121,8 +125,9 @@ def gradient_magnitude(x: Tensor) -> Tensor:
     return torch.sqrt(gr * gr + gc * gc + 1e-12).reshape(*lead, *x.shape[-2:])
 
 
-def gradient_ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-                          scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+def gradient_ncc_per_view(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, scales: Sequence[int] = (1, 2, 4)
+) -> Tensor:
     """Edge agreement per view: multi-scale ``1 - NCC`` of gradient magnitudes.
 
     The images are pooled first, then differentiated, so coarse scales compare coarse edges.
@@ -134,15 +139,21 @@ def gradient_ncc_per_view(pred: Tensor, target: Tensor, mask: Tensor | None = No
     """
     _check_pred_target(pred, target)
     used = [s for s in scales if s == 1 or min(target.shape[-2:]) // s >= 4] or [1]
-    terms = [1.0 - ncc_per_view(gradient_magnitude(_pool(pred, s)),
-                                gradient_magnitude(_pool(target, s)),
-                                None if mask is None else _pool(mask.to(pred.dtype), s))
-             for s in used]
+    terms = [
+        1.0
+        - ncc_per_view(
+            gradient_magnitude(_pool(pred, s)),
+            gradient_magnitude(_pool(target, s)),
+            None if mask is None else _pool(mask.to(pred.dtype), s),
+        )
+        for s in used
+    ]
     return torch.stack(terms).mean(0)
 
 
-def gradient_ncc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None,
-                      scales: Sequence[int] = (1, 2, 4)) -> Tensor:
+def gradient_ncc_loss(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, scales: Sequence[int] = (1, 2, 4)
+) -> Tensor:
     """:func:`gradient_ncc_per_view` averaged over views (the LPIPS fallback).
 
     Returns:
@@ -175,7 +186,9 @@ def monotone_map(pred: Tensor, slopes: Tensor, mask: Tensor | None = None) -> Te
         ``[B, V, R, C]`` mapped images (standardised units at the identity).
     """
     if slopes.ndim != 3 or tuple(slopes.shape[:2]) != tuple(pred.shape[:2]) or slopes.shape[-1] < 2:
-        raise InputError(f"slopes must be [B, V, K-1] with K >= 3 for pred {list(pred.shape)}, got {list(slopes.shape)}")
+        raise InputError(
+            f"slopes must be [B, V, K-1] with K >= 3 for pred {list(pred.shape)}, got {list(slopes.shape)}"
+        )
     w = torch.ones_like(pred[:1]) if mask is None else mask[None].to(pred.dtype)
     n = w.sum((-2, -1), keepdim=True).clamp_min(_EPS)
     mean = (w * pred).sum((-2, -1), keepdim=True) / n
@@ -226,8 +239,12 @@ def saturation_mask(image: Tensor, *, dilate: int = 1, min_kept: float = 0.1) ->
     peeled = True
     while peeled and r1 - r0 > 1 and c1 - c0 > 1:  # peel constant border lines, corners shared
         peeled = False
-        for line, side in ((image[r0, c0:c1], "top"), (image[r1 - 1, c0:c1], "bottom"),
-                           (image[r0:r1, c0], "left"), (image[r0:r1, c1 - 1], "right")):
+        for line, side in (
+            (image[r0, c0:c1], "top"),
+            (image[r1 - 1, c0:c1], "bottom"),
+            (image[r0:r1, c0], "left"),
+            (image[r0:r1, c1 - 1], "right"),
+        ):
             if bool(line.max() == line.min()):
                 r0, r1 = r0 + (side == "top"), r1 - (side == "bottom")
                 c0, c1 = c0 + (side == "left"), c1 - (side == "right")
@@ -285,8 +302,7 @@ class PerceptualLoss(nn.Module):
 
     _warned = False
 
-    def __init__(self, net: str = "alex", weights: str | Path | None = None,
-                 scales: Sequence[int] = (1, 2, 4)):
+    def __init__(self, net: str = "alex", weights: str | Path | None = None, scales: Sequence[int] = (1, 2, 4)):
         from ..metrics import LPIPS_WEIGHTS_ENV, load_lpips_weights, lpips_weights_path
 
         super().__init__()
@@ -317,8 +333,12 @@ class PerceptualLoss(nn.Module):
         span = (t.amax((-2, -1), keepdim=True) - lo).clamp_min(_EPS)
         p, t = 2 * (p - lo) / span - 1, 2 * (t - lo) / span - 1
         size = (max(64, r), max(64, c))
-        prep = lambda x: F.interpolate(x.reshape(b * v, 1, r, c), size=size, mode="bilinear",  # noqa: E731
-                                       align_corners=False).expand(-1, 3, -1, -1)
+
+        def prep(x: Tensor) -> Tensor:
+            return F.interpolate(x.reshape(b * v, 1, r, c), size=size, mode="bilinear", align_corners=False).expand(
+                -1, 3, -1, -1
+            )
+
         from ..metrics import lpips_alex
 
         w = {k: x.to(device=p.device, dtype=p.dtype) for k, x in self.weights.items()}
@@ -379,8 +399,7 @@ def noise_prior(noise: Sequence[Tensor]) -> Tensor:
     return torch.stack([n.square().flatten(1).mean(-1) for n in noise]).mean(0)
 
 
-def pose_prior(delta_angle_deg: Tensor, delta_shift_mm: Tensor, sigma_deg: float, sigma_mm: float
-               ) -> Tensor:
+def pose_prior(delta_angle_deg: Tensor, delta_shift_mm: Tensor, sigma_deg: float, sigma_mm: float) -> Tensor:
     """Gaussian negative log-prior on pose corrections (mean of squared z-scores).
 
     Args:
@@ -406,8 +425,7 @@ def upsample_background(grid: Tensor, shape: Sequence[int]) -> Tensor:
         ``[B, R, C]`` (or ``[B, V, R, C]``); corner control points sit on the corner pixels.
     """
     lead = grid.shape[:-2]
-    up = F.interpolate(grid.reshape(-1, 1, *grid.shape[-2:]), size=tuple(shape), mode="bilinear",
-                       align_corners=True)
+    up = F.interpolate(grid.reshape(-1, 1, *grid.shape[-2:]), size=tuple(shape), mode="bilinear", align_corners=True)
     return up.reshape(*lead, *up.shape[-2:])
 
 
@@ -470,16 +488,31 @@ class Objective:
         data_term: ``"ncc"`` or ``"ncc+gradient"`` (:meth:`data_per_view`).
     """
 
-    def __init__(self, groups: Sequence[ViewGroup], targets: Sequence[Tensor], affine: Tensor, *,
-                 lambda_w: float = 0.1, lambda_c: float = 0.05, lambda_n: float = 10.0,
-                 lambda_perceptual: float = 0.0, lambda_background: float = 0.01,
-                 lambda_pose: float = 0.01, lambda_transform: float = 0.01,
-                 lambda_residual: float = 1.0, scales: Sequence[int] = (1, 2, 4),
-                 pose_sigma_deg: float = 5.0, pose_sigma_mm: float = 5.0,
-                 perceptual: PerceptualLoss | None = None, perceptual_net: str = "alex",
-                 masks: Sequence[Tensor | None] | None = None, step_mm: float | None = None,
-                 anchor: "Anchor | None" = None, lambda_intensity_map: float = 0.001,
-                 data_term: str = "ncc"):
+    def __init__(
+        self,
+        groups: Sequence[ViewGroup],
+        targets: Sequence[Tensor],
+        affine: Tensor,
+        *,
+        lambda_w: float = 0.1,
+        lambda_c: float = 0.05,
+        lambda_n: float = 10.0,
+        lambda_perceptual: float = 0.0,
+        lambda_background: float = 0.01,
+        lambda_pose: float = 0.01,
+        lambda_transform: float = 0.01,
+        lambda_residual: float = 1.0,
+        scales: Sequence[int] = (1, 2, 4),
+        pose_sigma_deg: float = 5.0,
+        pose_sigma_mm: float = 5.0,
+        perceptual: PerceptualLoss | None = None,
+        perceptual_net: str = "alex",
+        masks: Sequence[Tensor | None] | None = None,
+        step_mm: float | None = None,
+        anchor: Anchor | None = None,
+        lambda_intensity_map: float = 0.001,
+        data_term: str = "ncc",
+    ):
         if data_term not in ("ncc", "ncc+gradient"):
             raise InputError(f"data_term must be ncc or ncc+gradient, got {data_term!r}")
         self.groups, self.targets = list(groups), list(targets)
@@ -509,9 +542,16 @@ class Objective:
 
     # -- forward model
 
-    def render(self, mu: Tensor, *, background: Tensor | None = None,
-               delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
-               affine: Tensor | None = None, intensity_map: Tensor | None = None) -> list[Tensor]:
+    def render(
+        self,
+        mu: Tensor,
+        *,
+        background: Tensor | None = None,
+        delta_angle_deg: Tensor | None = None,
+        delta_shift_mm: Tensor | None = None,
+        affine: Tensor | None = None,
+        intensity_map: Tensor | None = None,
+    ) -> list[Tensor]:
         """Re-projections of volumes for every view group.
 
         Args:
@@ -534,9 +574,14 @@ class Objective:
             if delta_angle_deg is None and delta_shift_mm is None:
                 pred = project(mu, affine, list(g.views), step_mm=self.step_mm)
             else:
-                pred = torch.cat([self._project_posed(mu[b:b + 1], _batch_item(affine, b), g, ix,
-                                                      delta_angle_deg, delta_shift_mm, b)
-                                  for b in range(mu.shape[0])])
+                pred = torch.cat(
+                    [
+                        self._project_posed(
+                            mu[b : b + 1], _batch_item(affine, b), g, ix, delta_angle_deg, delta_shift_mm, b
+                        )
+                        for b in range(mu.shape[0])
+                    ]
+                )
             if background is not None:
                 pred = pred + upsample_background(background[:, ix], g.shape)
             if intensity_map is not None:
@@ -544,16 +589,25 @@ class Objective:
             out.append(pred)
         return out
 
-    def _project_posed(self, mu: Tensor, affine: Tensor, g: ViewGroup, ix: list[int],
-                       d_angle: Tensor | None, d_shift: Tensor | None, b: int) -> Tensor:
+    def _project_posed(
+        self,
+        mu: Tensor,
+        affine: Tensor,
+        g: ViewGroup,
+        ix: list[int],
+        d_angle: Tensor | None,
+        d_shift: Tensor | None,
+        b: int,
+    ) -> Tensor:
         kw = dict(dtype=mu.dtype, device=mu.device)
         angle = torch.tensor([v.angle_deg for v in g.views], **kw)
         if d_angle is not None:
             angle = angle + d_angle[b, ix]
         pose = None
         if d_shift is not None:
-            base = torch.stack([torch.tensor(v.pose, **kw) if v.pose is not None
-                                else torch.eye(4, **kw) for v in g.views])
+            base = torch.stack(
+                [torch.tensor(v.pose, **kw) if v.pose is not None else torch.eye(4, **kw) for v in g.views]
+            )
             pose = _translate(base, d_shift[b, ix])
         return project(mu, affine, list(g.views), angle_deg=angle, pose=pose, step_mm=self.step_mm)
 
@@ -565,20 +619,33 @@ class Objective:
         ``ncc+gradient``, the mean of that and :func:`gradient_ncc_per_view`."""
         if len(preds) != len(self.targets):
             raise InputError(f"expected {len(self.targets)} groups of predictions, got {len(preds)}")
-        out = torch.cat([multiscale_ncc_per_view(p, t, m, self.scales)
-                         for p, t, m in zip(preds, self.targets, self.masks)], dim=1)
+        out = torch.cat(
+            [multiscale_ncc_per_view(p, t, m, self.scales) for p, t, m in zip(preds, self.targets, self.masks)], dim=1
+        )
         if self.data_term == "ncc+gradient":
-            grad = torch.cat([gradient_ncc_per_view(p, t, m, self.scales)
-                              for p, t, m in zip(preds, self.targets, self.masks)], dim=1)
+            grad = torch.cat(
+                [gradient_ncc_per_view(p, t, m, self.scales) for p, t, m in zip(preds, self.targets, self.masks)], dim=1
+            )
             out = 0.5 * (out + grad)
         return out
 
-    def terms(self, preds: Sequence[Tensor], *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
-              noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
-              delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None,
-              transform: Tensor | None = None, residual: Tensor | None = None,
-              hu: Tensor | None = None, logit: Tensor | None = None,
-              intensity_map: Tensor | None = None) -> dict[str, Tensor]:
+    def terms(
+        self,
+        preds: Sequence[Tensor],
+        *,
+        w_plus: Tensor,
+        w_mean: Tensor,
+        w_std: Tensor,
+        noise: Sequence[Tensor] | None = None,
+        background: Tensor | None = None,
+        delta_angle_deg: Tensor | None = None,
+        delta_shift_mm: Tensor | None = None,
+        transform: Tensor | None = None,
+        residual: Tensor | None = None,
+        hu: Tensor | None = None,
+        logit: Tensor | None = None,
+        intensity_map: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """All loss terms, each ``[B]``, and their weighted sum ``total``.
 
         Args:
@@ -598,39 +665,64 @@ class Objective:
             (unweighted, ``[B]``; zero when its input is absent) and ``total`` (weighted sum).
         """
         zero = w_plus.new_zeros(w_plus.shape[0])
-        inputs = {"w_plus": w_plus, "w_mean": w_mean, "w_std": w_std, "noise": noise or None,
-                  "background": background, "delta_angle_deg": delta_angle_deg,
-                  "delta_shift_mm": delta_shift_mm, "transform": transform, "residual": residual,
-                  "hu": hu if self.anchor is not None else None, "logit": logit,
-                  "intensity_map": intensity_map}
+        inputs = {
+            "w_plus": w_plus,
+            "w_mean": w_mean,
+            "w_std": w_std,
+            "noise": noise or None,
+            "background": background,
+            "delta_angle_deg": delta_angle_deg,
+            "delta_shift_mm": delta_shift_mm,
+            "transform": transform,
+            "residual": residual,
+            "hu": hu if self.anchor is not None else None,
+            "logit": logit,
+            "intensity_map": intensity_map,
+        }
         terms: dict[str, Tensor] = {"data": self.data_per_view(preds).mean(-1)}
         if self.lambda_perceptual > 0 and self.perceptual is not None:
-            per = [self.perceptual(p, t, m) * p.shape[1]
-                   for p, t, m in zip(preds, self.targets, self.masks)]
+            per = [self.perceptual(p, t, m) * p.shape[1] for p, t, m in zip(preds, self.targets, self.masks)]
             terms["perceptual"] = torch.stack(per).sum(0) / sum(p.shape[1] for p in preds)
         else:
             terms["perceptual"] = zero
         for term in PRIOR_TERMS:
             present = any(inputs[k] is not None for k in term.needs)
             terms[term.name] = term.fn(self, inputs) if present else zero
-        weights = {"data": 1.0, "perceptual": self.lambda_perceptual,
-                   **{t.name: getattr(self, t.weight) for t in PRIOR_TERMS}}
+        weights = {
+            "data": 1.0,
+            "perceptual": self.lambda_perceptual,
+            **{t.name: getattr(self, t.weight) for t in PRIOR_TERMS},
+        }
         terms["total"] = sum(weights[k] * terms[k] for k in weights)
         return terms
 
-    def evaluate(self, mu: Tensor, *, w_plus: Tensor, w_mean: Tensor, w_std: Tensor,
-                 noise: Sequence[Tensor] | None = None, background: Tensor | None = None,
-                 delta_angle_deg: Tensor | None = None, delta_shift_mm: Tensor | None = None
-                 ) -> dict[str, Tensor]:
+    def evaluate(
+        self,
+        mu: Tensor,
+        *,
+        w_plus: Tensor,
+        w_mean: Tensor,
+        w_std: Tensor,
+        noise: Sequence[Tensor] | None = None,
+        background: Tensor | None = None,
+        delta_angle_deg: Tensor | None = None,
+        delta_shift_mm: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """:meth:`render` then :meth:`terms`: volumes ``mu [B, 1, I, J, K]`` (1/mm) -> terms ``[B]``."""
-        preds = self.render(mu, background=background, delta_angle_deg=delta_angle_deg,
-                            delta_shift_mm=delta_shift_mm)
-        return self.terms(preds, w_plus=w_plus, w_mean=w_mean, w_std=w_std, noise=noise,
-                          background=background, delta_angle_deg=delta_angle_deg,
-                          delta_shift_mm=delta_shift_mm)
+        preds = self.render(mu, background=background, delta_angle_deg=delta_angle_deg, delta_shift_mm=delta_shift_mm)
+        return self.terms(
+            preds,
+            w_plus=w_plus,
+            w_mean=w_mean,
+            w_std=w_std,
+            noise=noise,
+            background=background,
+            delta_angle_deg=delta_angle_deg,
+            delta_shift_mm=delta_shift_mm,
+        )
 
 
-def _pose_term(obj: "Objective", x: dict) -> Tensor:
+def _pose_term(obj: Objective, x: dict) -> Tensor:
     zero = x["w_plus"].new_zeros(x["w_plus"].shape[0])
     da = x["delta_angle_deg"] if x["delta_angle_deg"] is not None else zero[:, None]
     ds = x["delta_shift_mm"] if x["delta_shift_mm"] is not None else zero[:, None, None]
@@ -647,14 +739,14 @@ class PriorTerm:
     name: str
     weight: str
     needs: tuple[str, ...]
-    fn: Callable[["Objective", dict], Tensor]
+    fn: Callable[[Objective, dict], Tensor]
 
 
-def _transform_prior(obj: "Objective", x: dict) -> Tensor:
+def _transform_prior(obj: Objective, x: dict) -> Tensor:
     return transform_prior(x["transform"])
 
 
-def _residual_prior(obj: "Objective", x: dict) -> Tensor:
+def _residual_prior(obj: Objective, x: dict) -> Tensor:
     return residual_penalty(x["residual"])
 
 
@@ -668,8 +760,12 @@ PRIOR_TERMS = (
     PriorTerm("transform", "lambda_transform", ("transform",), _transform_prior),
     PriorTerm("residual", "lambda_residual", ("residual",), _residual_prior),
     PriorTerm("anchor", "lambda_anchor", ("hu",), lambda o, x: anchor_term(o.anchor, x["hu"], x["logit"])),
-    PriorTerm("intensity_map", "lambda_intensity_map", ("intensity_map",),
-              lambda o, x: x["intensity_map"].square().flatten(1).mean(-1)),
+    PriorTerm(
+        "intensity_map",
+        "lambda_intensity_map",
+        ("intensity_map",),
+        lambda o, x: x["intensity_map"].square().flatten(1).mean(-1),
+    ),
 )
 
 

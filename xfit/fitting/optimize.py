@@ -32,8 +32,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,13 +44,21 @@ from torch import Tensor
 from ..devices import amp_enabled
 from ..errors import GeometryError, InputError, XfitError
 from ..geometry import View, pixel_inside, view_dict, world_to_pixel
-from ..units import hu_to_mu
 from ..prior.checkpoint import Prior
 from ..prior.sample import generate_hu, prior_affine
 from ..projector import project, resolved_backend
+from ..units import hu_to_mu
 from .config import FitConfig, load_fit_config
-from .objective import (Objective, ViewGroup, group_views, map_curve, match_gain_offset, ncc_per_view,
-                        saturation_mask, upsample_background)
+from .objective import (
+    Objective,
+    ViewGroup,
+    group_views,
+    map_curve,
+    match_gain_offset,
+    ncc_per_view,
+    saturation_mask,
+    upsample_background,
+)
 from .residual import upsample_residual
 from .roi import crop_view, rescale_view
 from .schedule import lr_schedule
@@ -157,11 +166,14 @@ def check_views(views: Sequence[View]) -> list[View]:
             a, b = views[i], views[j]
             diff = abs((a.angle_deg - b.angle_deg + 180.0) % 360.0 - 180.0)
             same_pose = (a.pose is None and b.pose is None) or (
-                a.pose is not None and b.pose is not None
-                and np.allclose(np.asarray(a.pose), np.asarray(b.pose), atol=1e-6))
+                a.pose is not None
+                and b.pose is not None
+                and np.allclose(np.asarray(a.pose), np.asarray(b.pose), atol=1e-6)
+            )
             if diff < 1e-3 and same_pose and a.isocenter_mm == b.isocenter_mm:
-                raise GeometryError(f"views {i} and {j} are identical (angle {a.angle_deg} deg): "
-                                    "a second copy adds no information")
+                raise GeometryError(
+                    f"views {i} and {j} are identical (angle {a.angle_deg} deg): a second copy adds no information"
+                )
     return views
 
 
@@ -181,8 +193,7 @@ def check_images(images: Sequence[np.ndarray | Tensor], views: Sequence[View]) -
         if arr.ndim != 2:
             raise InputError(f"image {i} must be 2D [rows, cols], got shape {list(arr.shape)}")
         if tuple(arr.shape) != tuple(v.shape):
-            raise InputError(f"image {i} has shape {list(arr.shape)} but its view expects "
-                             f"{list(v.shape)}")
+            raise InputError(f"image {i} has shape {list(arr.shape)} but its view expects {list(v.shape)}")
         if not np.isfinite(arr).all():
             raise InputError(f"image {i} contains NaN or inf")
         if arr.std() <= 0:
@@ -210,8 +221,7 @@ def _normalise(img: np.ndarray) -> Tensor:
     return torch.from_numpy(((img - img.mean()) / img.std()).astype(np.float32))
 
 
-def _groups_targets(views: list[View], images: list[Tensor], coarse: bool
-                    ) -> tuple[list[ViewGroup], list[Tensor]]:
+def _groups_targets(views: list[View], images: list[Tensor], coarse: bool) -> tuple[list[ViewGroup], list[Tensor]]:
     """View groups and stacked targets, optionally at half resolution."""
     if coarse:
         views = [half_resolution(v) for v in views]
@@ -237,8 +247,17 @@ def footprint_masks(groups: list[ViewGroup], affine: Tensor, resolution: int, fr
 
 
 @torch.no_grad()
-def best_prior_samples(prior: Prior, objective: Objective, n: int, k: int, *, seed: int = 0,
-                       resolution: int | None = None, batch: int = 4, amp: bool = False) -> Tensor:
+def best_prior_samples(
+    prior: Prior,
+    objective: Objective,
+    n: int,
+    k: int,
+    *,
+    seed: int = 0,
+    resolution: int | None = None,
+    batch: int = 4,
+    amp: bool = False,
+) -> Tensor:
     """The ``k`` of ``n`` random prior samples whose projections best match the targets
     (``amp``: the generator under bf16 autocast).
 
@@ -249,12 +268,12 @@ def best_prior_samples(prior: Prior, objective: Objective, n: int, k: int, *, se
     Returns:
         ``[k, num_ws, w_dim]`` W+ of the best samples, best first.
     """
-    from ..prior.sample import sample_w_plus  # noqa: PLC0415
+    from ..prior.sample import sample_w_plus
 
     ws = sample_w_plus(prior, n, seed=7_777_777 + seed)  # a pool apart from the study's references
     scores = []
     for i in range(0, n, batch):
-        w = ws[i:i + batch]
+        w = ws[i : i + batch]
         hu, _ = generate_hu(prior, w, resolution=resolution, amp=amp)
         preds = objective.render(hu_to_mu(hu)[:, None])
         scores.append(objective.data_per_view(preds).mean(-1))
@@ -266,7 +285,7 @@ def _progress(total: int, enabled: bool):
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm  # noqa: PLC0415 (optional)
+        from tqdm.auto import tqdm  # only when a progress bar is asked for
     except ImportError:
         return None
     return tqdm(total=total, desc="fit", leave=False)
@@ -276,9 +295,15 @@ def _progress(total: int, enabled: bool):
 
 
 #: Optimised parameters by name: the config setting of their learning rate.
-PARAM_LR = {"u": "lr", "noise": "lr", "background": "lr", "pose": "lr_pose",
-            "transform": "lr_transform", "residual": "lr_residual",
-            "intensity_map": "lr_intensity_map"}
+PARAM_LR = {
+    "u": "lr",
+    "noise": "lr",
+    "background": "lr",
+    "pose": "lr_pose",
+    "transform": "lr_transform",
+    "residual": "lr_residual",
+    "intensity_map": "lr_intensity_map",
+}
 
 
 def _leaf(x: Tensor) -> Tensor:
@@ -334,8 +359,9 @@ class Restart:
                 self.init[name] = [p.detach().clone() for p in self.params[name]]
 
 
-def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None, seed: int,
-                    w_starts: Tensor | None) -> list[dict[str, list[Tensor]]]:
+def _initial_values(
+    prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None, seed: int, w_starts: Tensor | None
+) -> list[dict[str, list[Tensor]]]:
     """Per restart, the initial value of every enabled parameter (CPU tensors)."""
     G = prior.G
     b, k, d = cfg.restarts, G.num_ws, G.w_dim
@@ -350,14 +376,16 @@ def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor
         elif w_init.ndim == 2:
             w_init = w_init[None]
         if w_init.ndim != 3 or tuple(w_init.shape[1:]) != (k, d) or w_init.shape[0] not in (1, b):
-            raise InputError(f"w_init must be [w_dim], [num_ws, w_dim] or [B, num_ws, w_dim] "
-                             f"with num_ws={k}, w_dim={d}, B in (1, {b}); got {list(w_init.shape)}")
+            raise InputError(
+                f"w_init must be [w_dim], [num_ws, w_dim] or [B, num_ws, w_dim] "
+                f"with num_ws={k}, w_dim={d}, B in (1, {b}); got {list(w_init.shape)}"
+            )
         u0 = ((w_init - mean) / std).expand(b, k, d).clone()
     if b > 1:  # restart 0 starts exactly at the given / mean W+, the others nearby
         u0[1:] += cfg.init_perturbation * torch.randn(b - 1, 1, d, generator=gen)
     if w_starts is not None and b > 1:  # ... or at the best prior samples
         n = min(b - 1, w_starts.shape[0])
-        u0[1:1 + n] = (w_starts[:n].float().cpu() - mean) / std
+        u0[1 : 1 + n] = (w_starts[:n].float().cpu() - mean) / std
     shapes = G.synthesis.noise_shapes()
     if cfg.noise_init == "randn":
         n0 = [[torch.randn(1, *s[1:], generator=gen) for s in shapes] for _ in range(b)]
@@ -365,7 +393,7 @@ def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor
         n0 = [[torch.zeros(1, *s[1:]) for s in shapes] for _ in range(b)]
     out = []
     for r in range(b):
-        values = {"u": [u0[r:r + 1]], "noise": n0[r]}
+        values = {"u": [u0[r : r + 1]], "noise": n0[r]}
         if cfg.background:
             values["background"] = [torch.zeros(1, num_views, cfg.background_grid, cfg.background_grid)]
         if cfg.refine_pose:
@@ -381,8 +409,15 @@ def _initial_values(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor
     return out
 
 
-def make_restarts(prior: Prior, cfg: FitConfig, num_views: int, w_init: Tensor | None, seed: int,
-                  device: torch.device, w_starts: Tensor | None = None) -> list[Restart]:
+def make_restarts(
+    prior: Prior,
+    cfg: FitConfig,
+    num_views: int,
+    w_init: Tensor | None,
+    seed: int,
+    device: torch.device,
+    w_starts: Tensor | None = None,
+) -> list[Restart]:
     """The restarts of a fit with their parameters on ``device`` (see :class:`Restart`)."""
     restarts = []
     for r, values in enumerate(_initial_values(prior, cfg, num_views, w_init, seed, w_starts)):
@@ -445,10 +480,15 @@ class Stage:
 def plan_stages(cfg: FitConfig, can_coarse: bool) -> list[Stage]:
     """The stages of a fit: align (with ``transform``: the transform alone, W+ frozen), coarse,
     fine (W+, noise and the enabled extras), then residual."""
-    main = tuple(n for n in ("u", "noise", "background", "pose", "transform", "intensity_map")
-                 if (n != "noise" or cfg.optimize_noise) and (n != "background" or cfg.background)
-                 and (n != "pose" or cfg.refine_pose) and (n != "transform" or cfg.transform)
-                 and (n != "intensity_map" or cfg.intensity_map == "monotone"))
+    main = tuple(
+        n
+        for n in ("u", "noise", "background", "pose", "transform", "intensity_map")
+        if (n != "noise" or cfg.optimize_noise)
+        and (n != "background" or cfg.background)
+        and (n != "pose" or cfg.refine_pose)
+        and (n != "transform" or cfg.transform)
+        and (n != "intensity_map" or cfg.intensity_map == "monotone")
+    )
     n_coarse = int(round(cfg.coarse_fraction * cfg.steps)) if can_coarse else 0
     stages = []
     if cfg.transform and cfg.align_steps > 0:  # register the volume as a whole before W+ moves
@@ -478,18 +518,34 @@ class StageRunner:
         amp: run the generator under bfloat16 autocast.
     """
 
-    def __init__(self, prior: Prior, cfg: FitConfig, restarts: list[Restart],
-                 objectives: dict[bool, Objective], centre_mm: Tensor, coarse_res: int | None,
-                 *, bar=None, callback: Callback | None = None, amp: bool = False):
+    def __init__(
+        self,
+        prior: Prior,
+        cfg: FitConfig,
+        restarts: list[Restart],
+        objectives: dict[bool, Objective],
+        centre_mm: Tensor,
+        coarse_res: int | None,
+        *,
+        bar=None,
+        callback: Callback | None = None,
+        amp: bool = False,
+    ):
         self.prior, self.cfg, self.restarts, self.amp = prior, cfg, restarts, amp
         self.objectives, self.centre_mm, self.coarse_res = objectives, centre_mm, coarse_res
         self.bar, self.callback = bar, callback
         self.sigmas = cfg.transform_sigmas()
         self.mean, self.std = prior.w_mean.float().to(centre_mm.device), prior.w_std.float().to(centre_mm.device)
         self.opt = torch.optim.Adam(
-            [{"params": r.params[name], "name": name, "restart": r.index}
-             for r in restarts for name in r.params if name in PARAM_LR],
-            lr=cfg.lr, betas=(0.9, 0.999))
+            [
+                {"params": r.params[name], "name": name, "restart": r.index}
+                for r in restarts
+                for name in r.params
+                if name in PARAM_LR
+            ],
+            lr=cfg.lr,
+            betas=(0.9, 0.999),
+        )
         self.step = 0
         self.times = {"generator": 0.0, "projector": 0.0, "optimizer": 0.0}
         self._frozen_hu: Tensor | None = None
@@ -506,16 +562,22 @@ class StageRunner:
             hu, logit = self._frozen_hu
         else:
             with torch.set_grad_enabled(not frozen and torch.is_grad_enabled()):
-                hu, logit = generate_hu(self.prior, x["w_plus"], x["noise"],
-                                        resolution=self.coarse_res if stage.coarse else None, amp=self.amp)
+                hu, logit = generate_hu(
+                    self.prior,
+                    x["w_plus"],
+                    x["noise"],
+                    resolution=self.coarse_res if stage.coarse else None,
+                    amp=self.amp,
+                )
             if frozen:
                 self._frozen_hu = (hu.detach(), logit.detach())
         if x["residual"] is not None:
             hu = hu + upsample_residual(x["residual"], hu.shape[-3:])[:, 0]
         return hu, logit
 
-    def forward(self, x: dict[str, Any], stage: Stage, objective: Objective
-                ) -> tuple[Tensor, Tensor, Tensor, list[Tensor], dict[str, Tensor]]:
+    def forward(
+        self, x: dict[str, Any], stage: Stage, objective: Objective
+    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor], dict[str, Tensor]]:
         """HU, label logits, mu ``[B, 1, r, r, r]``, re-projections and loss terms of the batch
         ``x`` (see :func:`batch_params`)."""
         t0 = time.perf_counter()
@@ -525,16 +587,30 @@ class StageRunner:
         affine = None
         if x["transform"] is not None:
             affine = moved_affine(objective.affine, x["transform"], self.centre_mm, self.sigmas)
-        preds = objective.render(mu, background=x["background"], delta_angle_deg=x["delta_angle_deg"],
-                                 delta_shift_mm=x["delta_shift_mm"], affine=affine,
-                                 intensity_map=x["intensity_map"])
+        preds = objective.render(
+            mu,
+            background=x["background"],
+            delta_angle_deg=x["delta_angle_deg"],
+            delta_shift_mm=x["delta_shift_mm"],
+            affine=affine,
+            intensity_map=x["intensity_map"],
+        )
         t2 = time.perf_counter()
-        terms = objective.terms(preds, w_plus=x["w_plus"], w_mean=self.mean, w_std=self.std,
-                                noise=x["noise"] if self.cfg.optimize_noise else None,
-                                background=x["background"], delta_angle_deg=x["delta_angle_deg"],
-                                delta_shift_mm=x["delta_shift_mm"], transform=x["transform"],
-                                residual=x["residual"], hu=hu, logit=logit,
-                                intensity_map=x["intensity_map"])
+        terms = objective.terms(
+            preds,
+            w_plus=x["w_plus"],
+            w_mean=self.mean,
+            w_std=self.std,
+            noise=x["noise"] if self.cfg.optimize_noise else None,
+            background=x["background"],
+            delta_angle_deg=x["delta_angle_deg"],
+            delta_shift_mm=x["delta_shift_mm"],
+            transform=x["transform"],
+            residual=x["residual"],
+            hu=hu,
+            logit=logit,
+            intensity_map=x["intensity_map"],
+        )
         self.times["generator"] += t1 - t0
         self.times["projector"] += t2 - t1
         return hu, logit, mu, preds, terms
@@ -624,16 +700,23 @@ class StageRunner:
                 self.bar.set_postfix(data=f"{min(out['values']['data']):.4f}", stage=stage.name)
             stop = False
             if self.callback is not None:
-                info = {"stage": stage.name, "terms": out["values"], "lr": out["lrs"],
-                        "params": {n: [r.params[n][0] if len(r.params[n]) == 1 and n != "noise"
-                                       else r.params[n] for r in self.restarts]
-                                   for n in self.restarts[0].params},
-                        "divergences": [r.divergences for r in self.restarts]}
+                info = {
+                    "stage": stage.name,
+                    "terms": out["values"],
+                    "lr": out["lrs"],
+                    "params": {
+                        n: [
+                            r.params[n][0] if len(r.params[n]) == 1 and n != "noise" else r.params[n]
+                            for r in self.restarts
+                        ]
+                        for n in self.restarts[0].params
+                    },
+                    "divergences": [r.divergences for r in self.restarts],
+                }
                 stop = bool(self.callback(self.step, info))
             self.step += 1
             if all(r.failed for r in self.restarts):
-                raise XfitError(f"every restart diverged {self.cfg.max_divergences + 1} times; try a "
-                                "smaller lr")
+                raise XfitError(f"every restart diverged {self.cfg.max_divergences + 1} times; try a smaller lr")
             if stop:
                 return "stopped"
             if converged(self.restarts, self.cfg):
@@ -680,8 +763,9 @@ def converged(restarts: Sequence[Restart], cfg: FitConfig) -> bool:
 
 
 @torch.no_grad()
-def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray],
-                  *, masked_match: bool = False) -> tuple[list[float], list[np.ndarray]]:
+def compare_views(
+    objective: Objective, preds: Sequence[Tensor], arrays: Sequence[np.ndarray], *, masked_match: bool = False
+) -> tuple[list[float], list[np.ndarray]]:
     """Per input view (input order): NCC of its re-projection with the image over the
     objective's footprint mask, and the re-projection matched to the image by the least-squares
     gain and offset (over every pixel, or with ``masked_match`` over the objective's mask: the
@@ -703,8 +787,17 @@ def compare_views(objective: Objective, preds: Sequence[Tensor], arrays: Sequenc
     return ncc, proj
 
 
-def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np.ndarray, resolution: int,
-                    cfg: FitConfig, *, coarse: bool = False, perceptual=None, anchor=None) -> Objective:
+def build_objective(
+    views: Sequence[View],
+    targets: Sequence[Tensor],
+    affine: np.ndarray,
+    resolution: int,
+    cfg: FitConfig,
+    *,
+    coarse: bool = False,
+    perceptual=None,
+    anchor=None,
+) -> Objective:
     """The fit's objective for volumes of ``resolution`` voxels per side on ``affine``.
 
     Args:
@@ -726,15 +819,29 @@ def build_objective(views: Sequence[View], targets: Sequence[Tensor], affine: np
     if cfg.mask_saturated:
         auto = saturation_masks(groups, list(targets), coarse)
         masks = auto if masks is None else [a * m for a, m in zip(auto, masks)]
-    return Objective(groups, tg, aff, masks=masks, lambda_w=cfg.lambda_w, lambda_c=cfg.lambda_c,
-                     lambda_n=cfg.lambda_n, lambda_perceptual=cfg.lambda_perceptual,
-                     lambda_background=cfg.lambda_background, lambda_pose=cfg.lambda_pose,
-                     lambda_transform=cfg.lambda_transform, lambda_residual=cfg.lambda_residual,
-                     scales=cfg.scales, pose_sigma_deg=cfg.pose_sigma_deg,
-                     pose_sigma_mm=cfg.pose_sigma_mm, perceptual=perceptual,
-                     perceptual_net=cfg.perceptual_net, anchor=anchor,
-                     step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]),
-                     lambda_intensity_map=cfg.lambda_intensity_map, data_term=cfg.data_term)
+    return Objective(
+        groups,
+        tg,
+        aff,
+        masks=masks,
+        lambda_w=cfg.lambda_w,
+        lambda_c=cfg.lambda_c,
+        lambda_n=cfg.lambda_n,
+        lambda_perceptual=cfg.lambda_perceptual,
+        lambda_background=cfg.lambda_background,
+        lambda_pose=cfg.lambda_pose,
+        lambda_transform=cfg.lambda_transform,
+        lambda_residual=cfg.lambda_residual,
+        scales=cfg.scales,
+        pose_sigma_deg=cfg.pose_sigma_deg,
+        pose_sigma_mm=cfg.pose_sigma_mm,
+        perceptual=perceptual,
+        perceptual_net=cfg.perceptual_net,
+        anchor=anchor,
+        step_mm=cfg.step_mm if cfg.step_mm is not None else float(aff[0, 0]),
+        lambda_intensity_map=cfg.lambda_intensity_map,
+        data_term=cfg.data_term,
+    )
 
 
 def saturation_masks(groups: list[ViewGroup], images: list[Tensor], coarse: bool) -> list[Tensor]:
@@ -760,8 +867,9 @@ def saturation_masks(groups: list[ViewGroup], images: list[Tensor], coarse: bool
 BACKGROUND_AUTO_RATIO = 0.1
 
 
-def needs_background(views: Sequence[View], arrays: Sequence[np.ndarray], affine: np.ndarray,
-                     resolution: int) -> tuple[bool, float]:
+def needs_background(
+    views: Sequence[View], arrays: Sequence[np.ndarray], affine: np.ndarray, resolution: int
+) -> tuple[bool, float]:
     """Whether the X-rays show anatomy outside the fitted cube, so that a smooth background must
     explain it (``background: auto``).
 
@@ -824,8 +932,9 @@ def check_centre(centre_mm: Sequence[float] | np.ndarray | None, views: Sequence
     if centre_mm is None:  # the views' common isocentre
         isos = {tuple(v.isocenter_mm) for v in views}
         if len(isos) > 1:
-            raise GeometryError(f"the views have different isocentres {sorted(isos)}: say where the cube goes "
-                                "(centre_mm)")
+            raise GeometryError(
+                f"the views have different isocentres {sorted(isos)}: say where the cube goes (centre_mm)"
+            )
         centre_mm = isos.pop()
     c = np.asarray(centre_mm, dtype=np.float64).reshape(-1)
     if c.shape != (3,) or not np.isfinite(c).all():
@@ -834,8 +943,10 @@ def check_centre(centre_mm: Sequence[float] | np.ndarray | None, views: Sequence
         row, col = world_to_pixel(torch.as_tensor(c[None]), v)[0].tolist()
         rows, cols = v.shape
         if not pixel_inside((row, col), (rows, cols)):
-            raise GeometryError(f"the fitted cube's centre {np.round(c, 1).tolist()} mm projects to "
-                                f"pixel ({row:.0f}, {col:.0f}), outside view {i} ({rows} x {cols})")
+            raise GeometryError(
+                f"the fitted cube's centre {np.round(c, 1).tolist()} mm projects to "
+                f"pixel ({row:.0f}, {col:.0f}), outside view {i} ({rows} x {cols})"
+            )
     return c
 
 
@@ -902,24 +1013,39 @@ def fit(
     t_init = 0.0
     anchor_at: dict[int, Any] = {}
     if w_init is None and cfg.init_network is not None:
-        from .hybrid import anchors, network_start  # noqa: PLC0415
+        from .hybrid import anchors, network_start
 
-        net = network_start(prior, arrays, views, centre, cfg.init_network, init_checkpoint,
-                            steps=cfg.init_network_steps, resolution=inversion_resolution(cfg, full_res, coarse_res),
-                            amp=amp)
+        net = network_start(
+            prior,
+            arrays,
+            views,
+            centre,
+            cfg.init_network,
+            init_checkpoint,
+            steps=cfg.init_network_steps,
+            resolution=inversion_resolution(cfg, full_res, coarse_res),
+            amp=amp,
+        )
         w_init, start = net.w_init, net.note
         t_init = time.perf_counter() - t_start
         if net.hu is not None and (cfg.lambda_anchor > 0 or cfg.lambda_anchor_label > 0):
-            anchor_at = anchors(prior, net.hu, net.labels, [full_res] + ([coarse_res] if coarse_res else []),
-                                cfg.lambda_anchor, cfg.lambda_anchor_label)
+            anchor_at = anchors(
+                prior,
+                net.hu,
+                net.labels,
+                [full_res] + ([coarse_res] if coarse_res else []),
+                cfg.lambda_anchor,
+                cfg.lambda_anchor_label,
+            )
     elif init_checkpoint is not None:
         raise InputError("an init_checkpoint needs init_network in the fit config")
 
     def make_objective(coarse: bool, perceptual=None) -> Objective:
         res = coarse_res if coarse and coarse_res else full_res
         aff = prior_affine(prior, res, centre_mm=centre)
-        return build_objective(views, targets, aff, res, cfg, coarse=coarse, perceptual=perceptual,
-                               anchor=anchor_at.get(res))
+        return build_objective(
+            views, targets, aff, res, cfg, coarse=coarse, perceptual=perceptual, anchor=anchor_at.get(res)
+        )
 
     fine = make_objective(False)
     stages = plan_stages(cfg, min(min(v.shape) for v in views) >= MIN_COARSE_SIDE)
@@ -927,14 +1053,28 @@ def fit(
 
     w_starts = None
     if cfg.init_samples > 0 and cfg.restarts > 1:
-        w_starts = best_prior_samples(prior, coarse if coarse is not None else fine,
-                                      cfg.init_samples, cfg.restarts - 1, seed=seed,
-                                      resolution=coarse_res if coarse is not None else None, amp=amp)
+        w_starts = best_prior_samples(
+            prior,
+            coarse if coarse is not None else fine,
+            cfg.init_samples,
+            cfg.restarts - 1,
+            seed=seed,
+            resolution=coarse_res if coarse is not None else None,
+            amp=amp,
+        )
     restarts = make_restarts(prior, cfg, len(views), w_init, seed, device, w_starts=w_starts)
     bar = _progress(sum(s.steps for s in stages), progress)
-    runner = StageRunner(prior, cfg, restarts, {False: fine, True: coarse},
-                         torch.as_tensor(centre, dtype=torch.float32, device=device), coarse_res,
-                         bar=bar, callback=callback, amp=amp)
+    runner = StageRunner(
+        prior,
+        cfg,
+        restarts,
+        {False: fine, True: coarse},
+        torch.as_tensor(centre, dtype=torch.float32, device=device),
+        coarse_res,
+        bar=bar,
+        callback=callback,
+        amp=amp,
+    )
     try:
         runner.run_all(stages)
     finally:
@@ -953,12 +1093,15 @@ def fit(
         "total": t_end - t_start,
         "per_step": (t_opt_end - t_start) / max(1, runner.step),
     }
-    result.config = {**cfg.to_dict(), "seed": seed, "amp_resolved": "bf16" if amp else "off",
-                     "projector_resolved": resolved_backend("auto", device)}
+    result.config = {
+        **cfg.to_dict(),
+        "seed": seed,
+        "amp_resolved": "bf16" if amp else "off",
+        "projector_resolved": resolved_backend("auto", device),
+    }
     if background_ratio is not None:
         result.config["background_auto_ratio"] = background_ratio
-    result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 \
-        else fine.perceptual.kind
+    result.perceptual = None if fine.perceptual is None or cfg.lambda_perceptual == 0 else fine.perceptual.kind
     return result
 
 
@@ -973,8 +1116,9 @@ def inversion_resolution(cfg: FitConfig, full_res: int, coarse_res: int | None) 
     if r is None:
         return coarse_res
     if r > full_res or full_res % r:
-        raise InputError(f"init_network_resolution {r} is not a generator block of this prior "
-                         f"(powers of two from 4 to {full_res})")
+        raise InputError(
+            f"init_network_resolution {r} is not a generator block of this prior (powers of two from 4 to {full_res})"
+        )
     return None if r == full_res else r
 
 
@@ -986,8 +1130,9 @@ def ensemble_members(data: Tensor, alive: Sequence[int], best: int, tol: float) 
 
 
 @torch.no_grad()
-def _finish(runner: StageRunner, objective: Objective, views: list[View],
-            arrays: list[np.ndarray], centre_mm: np.ndarray) -> FitResult:
+def _finish(
+    runner: StageRunner, objective: Objective, views: list[View], arrays: list[np.ndarray], centre_mm: np.ndarray
+) -> FitResult:
     """Final full-resolution evaluation, best restart, uncertainty and re-projections.
 
     A moved volume (``transform``) is resampled onto the fixed cube at ``centre_mm``, so every
@@ -1019,21 +1164,22 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
     label_prob = prob[members].mean(0).cpu().numpy().astype(np.float32)
 
     if len(members) > 1 and x["transform"] is None:  # the report describes the volume returned
-        bg = None if x["background"] is None else x["background"][best:best + 1]
-        da = None if x["delta_angle_deg"] is None else x["delta_angle_deg"][best:best + 1]
-        ds = None if x["delta_shift_mm"] is None else x["delta_shift_mm"][best:best + 1]
-        im = None if x["intensity_map"] is None else x["intensity_map"][best:best + 1]
-        preds = objective.render(hu_to_mu(out_hu)[None, None], background=bg, delta_angle_deg=da,
-                                 delta_shift_mm=ds, intensity_map=im)
+        bg = None if x["background"] is None else x["background"][best : best + 1]
+        da = None if x["delta_angle_deg"] is None else x["delta_angle_deg"][best : best + 1]
+        ds = None if x["delta_shift_mm"] is None else x["delta_shift_mm"][best : best + 1]
+        im = None if x["intensity_map"] is None else x["intensity_map"][best : best + 1]
+        preds = objective.render(
+            hu_to_mu(out_hu)[None, None], background=bg, delta_angle_deg=da, delta_shift_mm=ds, intensity_map=im
+        )
         preds_best = preds
     else:
-        preds_best = [p[best:best + 1] for p in preds]
+        preds_best = [p[best : best + 1] for p in preds]
     levers = cfg.mask_saturated or cfg.intensity_map == "monotone"
     ncc, proj = compare_views(objective, preds_best, arrays, masked_match=levers)
     backgrounds = [None] * len(views) if cfg.background else None
     if backgrounds is not None:
         for i, v in enumerate(views):
-            bg = upsample_background(x["background"][best:best + 1, i], v.shape)[0]
+            bg = upsample_background(x["background"][best : best + 1, i], v.shape)[0]
             backgrounds[i] = bg.cpu().numpy().astype(np.float32)
 
     out_views, pose = views, None
@@ -1046,16 +1192,22 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
             base = base.copy()
             base[:3, 3] += np.asarray(s)
             out_views.append(v.with_(angle_deg=v.angle_deg + a, pose=base.tolist()))
-        pose = {"delta_angle_deg": da, "delta_shift_mm": ds,
-                "views": [view_dict(v) for v in out_views]}
+        pose = {"delta_angle_deg": da, "delta_shift_mm": ds, "views": [view_dict(v) for v in out_views]}
     residual_hu = None
     if x["residual"] is not None:
-        residual_hu = float(upsample_residual(x["residual"][best:best + 1], hu.shape[-3:]).square().mean().sqrt())
+        residual_hu = float(upsample_residual(x["residual"][best : best + 1], hu.shape[-3:]).square().mean().sqrt())
 
-    summary = [{"final_data": float(data[r.index]), "final_total": float(terms["total"][r.index]),
-                "divergences": r.divergences, "lr_scale": r.lr_scale, "failed": r.failed,
-                "in_output": r.index in members}
-               for r in restarts]
+    summary = [
+        {
+            "final_data": float(data[r.index]),
+            "final_total": float(terms["total"][r.index]),
+            "divergences": r.divergences,
+            "lr_scale": r.lr_scale,
+            "failed": r.failed,
+            "in_output": r.index in members,
+        }
+        for r in restarts
+    ]
     return FitResult(
         hu=out_hu.cpu().numpy().astype(np.float32),
         label_prob=label_prob,
@@ -1078,8 +1230,9 @@ def _finish(runner: StageRunner, objective: Objective, views: list[View],
         transform=transform,
         residual_rms_hu=residual_hu,
         centre_mm=[float(c) for c in centre_mm],
-        intensity_maps=None if x["intensity_map"] is None else [map_curve(x["intensity_map"][best, i])
-                                                                for i in range(len(views))],
+        intensity_maps=None
+        if x["intensity_map"] is None
+        else [map_curve(x["intensity_map"][best, i]) for i in range(len(views))],
         data_masks=None if not cfg.mask_saturated else _view_masks(objective, len(views)),
     )
 
@@ -1089,6 +1242,5 @@ def _view_masks(objective: Objective, n: int) -> list[np.ndarray]:
     out: list[np.ndarray] = [None] * n  # type: ignore[list-item]
     for g, t, m in zip(objective.groups, objective.targets, objective.masks):
         for j, i in enumerate(g.index):
-            out[i] = (np.ones(tuple(t.shape[1:]), np.uint8) if m is None
-                      else (m[j] > 0).cpu().numpy().astype(np.uint8))
+            out[i] = np.ones(tuple(t.shape[1:]), np.uint8) if m is None else (m[j] > 0).cpu().numpy().astype(np.uint8)
     return out

@@ -12,7 +12,7 @@ Control points are in units of :data:`HU_UNIT` so that the fit's learning rates 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GeometryError, InputError
-from ..geometry import (View, check_detector_shape, detector_frame, pixel_inside, rotation_matrix, view_dict,
-                        world_to_pixel)
+from ..geometry import (
+    View,
+    check_detector_shape,
+    detector_frame,
+    pixel_inside,
+    rotation_matrix,
+    view_dict,
+    world_to_pixel,
+)
 from ..geometry import pixel_rays as geometry_pixel_rays
 from ..projector import project
 
@@ -50,13 +58,33 @@ AUTO_HIGHPASS_MM = 6.0
 #: Rotation vectors (degrees, world RAS) of the template poses that ``auto_target`` tries: the
 #: sagittal tilt (about x, left-right) of a lumbar or thoracic vertebra spans about +-30 degrees
 #: (lordosis, kyphosis), the coronal one (about y) much less (scoliosis).
-AUTO_TILTS_DEG = ((0.0, 0.0, 0.0), (-15.0, 0.0, 0.0), (15.0, 0.0, 0.0), (-30.0, 0.0, 0.0), (30.0, 0.0, 0.0),
-                  (0.0, -12.0, 0.0), (0.0, 12.0, 0.0))
+AUTO_TILTS_DEG = (
+    (0.0, 0.0, 0.0),
+    (-15.0, 0.0, 0.0),
+    (15.0, 0.0, 0.0),
+    (-30.0, 0.0, 0.0),
+    (30.0, 0.0, 0.0),
+    (0.0, -12.0, 0.0),
+    (0.0, 12.0, 0.0),
+)
 
 __all__ = [
-    "AutoTarget", "ROI", "Triangulation", "area_resample", "auto_target", "back_projected_spacing_mm",
-    "check_target", "closest_point", "crop_image", "crop_view", "cube_corners", "ncc_map", "pixel_rays",
-    "rescale_view", "roi_for_cube", "triangulate",
+    "ROI",
+    "AutoTarget",
+    "Triangulation",
+    "area_resample",
+    "auto_target",
+    "back_projected_spacing_mm",
+    "check_target",
+    "closest_point",
+    "crop_image",
+    "crop_view",
+    "cube_corners",
+    "ncc_map",
+    "pixel_rays",
+    "rescale_view",
+    "roi_for_cube",
+    "triangulate",
 ]
 
 
@@ -141,8 +169,7 @@ def check_target(view: View, rc: Any, index: int) -> tuple[float, float]:
     row, col = points[0]
     rows, cols = view.shape
     if not pixel_inside((row, col), (rows, cols)):
-        raise InputError(f"the target (row {row:g}, col {col:g}) lies outside image {index} "
-                         f"({rows} x {cols} pixels)")
+        raise InputError(f"the target (row {row:g}, col {col:g}) lies outside image {index} ({rows} x {cols} pixels)")
     return float(row), float(col)
 
 
@@ -162,8 +189,11 @@ class Triangulation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return {"point_mm": [float(x) for x in self.point_mm], "residual_mm": float(self.residual_mm),
-                "distances_mm": [float(x) for x in self.distances_mm]}
+        return {
+            "point_mm": [float(x) for x in self.point_mm],
+            "residual_mm": float(self.residual_mm),
+            "distances_mm": [float(x) for x in self.distances_mm],
+        }
 
 
 def _largest_angle_deg(directions: np.ndarray) -> float:
@@ -187,8 +217,9 @@ def _line_distances(point: np.ndarray, origins: np.ndarray, directions: np.ndarr
     return np.linalg.norm(rel - (rel * directions).sum(1, keepdims=True) * directions, axis=1)
 
 
-def triangulate(views: Sequence[View], pixels_rc: Sequence[Any], *, max_residual_mm: float = 10.0,
-                min_angle_deg: float = 5.0) -> Triangulation:
+def triangulate(
+    views: Sequence[View], pixels_rc: Sequence[Any], *, max_residual_mm: float = 10.0, min_angle_deg: float = 5.0
+) -> Triangulation:
     """World point marked by one target pixel (row, col) in each of V >= 2 views.
 
     Args:
@@ -211,15 +242,19 @@ def triangulate(views: Sequence[View], pixels_rc: Sequence[Any], *, max_residual
     directions = np.concatenate([d for _, d in rays])
     angle = _largest_angle_deg(directions)
     if angle < min_angle_deg:
-        raise InputError(f"the targets do not triangulate: the views are only {angle:.1f} deg apart "
-                         f"(at least {min_angle_deg:g} deg are needed)")
+        raise InputError(
+            f"the targets do not triangulate: the views are only {angle:.1f} deg apart "
+            f"(at least {min_angle_deg:g} deg are needed)"
+        )
     point = closest_point(origins, directions)
     distances = _line_distances(point, origins, directions)
     residual = float(np.sqrt(np.mean(distances**2)))
     if residual > max_residual_mm:
-        raise InputError(f"the targets are inconsistent: their rays pass {residual:.1f} mm (RMS) from their "
-                         f"closest common point (more than {max_residual_mm:g} mm); check that each --target "
-                         "marks the same vertebra in every image")
+        raise InputError(
+            f"the targets are inconsistent: their rays pass {residual:.1f} mm (RMS) from their "
+            f"closest common point (more than {max_residual_mm:g} mm); check that each --target "
+            "marks the same vertebra in every image"
+        )
     return Triangulation(point_mm=point, residual_mm=residual, distances_mm=[float(d) for d in distances])
 
 
@@ -238,8 +273,7 @@ def crop_view(view: View, row0: int, col0: int, rows: int, cols: int) -> View:
     n_rows, n_cols = view.shape
     for name, start, size, n in (("row", row0, rows, n_rows), ("col", col0, cols, n_cols)):
         if int(start) != start or int(size) != size or size < 1 or start < 0 or start + size > n:
-            raise GeometryError(f"a crop of {size} {name}s from {name} {start} does not fit a detector of "
-                                f"{n} {name}s")
+            raise GeometryError(f"a crop of {size} {name}s from {name} {start} does not fit a detector of {n} {name}s")
     off = (view.offset_px[0] + row0 + (rows - n_rows) / 2, view.offset_px[1] + col0 + (cols - n_cols) / 2)
     return view.with_(shape=(int(rows), int(cols)), offset_px=off)
 
@@ -313,9 +347,17 @@ class ROI:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (the view as :func:`~xfit.geometry.view_dict`)."""
-        return {"index": self.index, "row0": self.row0, "col0": self.col0, "rows": self.rows, "cols": self.cols,
-                "shape": list(self.shape), "factor": [float(f) for f in self.factor],
-                "image_shape": list(self.image_shape), "view": view_dict(self.view)}
+        return {
+            "index": self.index,
+            "row0": self.row0,
+            "col0": self.col0,
+            "rows": self.rows,
+            "cols": self.cols,
+            "shape": list(self.shape),
+            "factor": [float(f) for f in self.factor],
+            "image_shape": list(self.image_shape),
+            "view": view_dict(self.view),
+        }
 
 
 def _crop_range(lo: float, hi: float, n: int) -> tuple[int, int]:
@@ -349,8 +391,9 @@ def _resampled_size(size: int, spacing_mm: float, wanted_mm: float | None) -> in
     return max(min(size, MIN_ROI_SIDE), int(round(size * spacing_mm / wanted_mm)))
 
 
-def roi_for_cube(view: View, centre_mm: Any, fov_mm: float, *, margin: float = 0.15,
-                 spacing_mm: float | None = None, index: int = 0) -> ROI:
+def roi_for_cube(
+    view: View, centre_mm: Any, fov_mm: float, *, margin: float = 0.15, spacing_mm: float | None = None, index: int = 0
+) -> ROI:
     """The pixels of a view whose rays cross a cube, cropped and optionally downsampled.
 
     The 8 corners of the axis-aligned cube of side ``fov_mm`` (mm) at ``centre_mm`` (world mm)
@@ -379,11 +422,15 @@ def roi_for_cube(view: View, centre_mm: Any, fov_mm: float, *, margin: float = 0
     outside = (np.maximum(0, -0.5 - lo) + np.maximum(0, hi - (size - 0.5))) / np.maximum(hi - lo, 1e-9)
     if outside.max() > 0:
         c = corners.mean(0)
-        where = (f"the {fov_mm:g} mm cube at ({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f}) mm projects to rows "
-                 f"{lo[0]:.0f}..{hi[0]:.0f}, cols {lo[1]:.0f}..{hi[1]:.0f} of a {n_rows} x {n_cols} image")
+        where = (
+            f"the {fov_mm:g} mm cube at ({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f}) mm projects to rows "
+            f"{lo[0]:.0f}..{hi[0]:.0f}, cols {lo[1]:.0f}..{hi[1]:.0f} of a {n_rows} x {n_cols} image"
+        )
         if outside.max() > MAX_OUTSIDE_FRACTION:
-            raise InputError(f"the region of interest around the target leaves image {index}: {where} "
-                             f"({100 * outside.max():.0f} % outside, at most {100 * MAX_OUTSIDE_FRACTION:.0f} %)")
+            raise InputError(
+                f"the region of interest around the target leaves image {index}: {where} "
+                f"({100 * outside.max():.0f} % outside, at most {100 * MAX_OUTSIDE_FRACTION:.0f} %)"
+            )
         warnings.warn(f"image {index}: {where}; the fit sees {100 * (1 - outside.max()):.0f} % of it along that axis")
     grow = margin * (hi - lo)
     row0, rows = _crop_range(lo[0] - grow[0], hi[0] + grow[0], n_rows)
@@ -391,8 +438,17 @@ def roi_for_cube(view: View, centre_mm: Any, fov_mm: float, *, margin: float = 0
     bp_r, bp_c = back_projected_spacing_mm(view, corners.mean(0))
     shape = (_resampled_size(rows, bp_r, spacing_mm), _resampled_size(cols, bp_c, spacing_mm))
     new_view = rescale_view(crop_view(view, row0, col0, rows, cols), shape)
-    return ROI(index=index, row0=row0, col0=col0, rows=rows, cols=cols, shape=shape, view=new_view,
-               factor=(rows / shape[0], cols / shape[1]), image_shape=(n_rows, n_cols))
+    return ROI(
+        index=index,
+        row0=row0,
+        col0=col0,
+        rows=rows,
+        cols=cols,
+        shape=shape,
+        view=new_view,
+        factor=(rows / shape[0], cols / shape[1]),
+        image_shape=(n_rows, n_cols),
+    )
 
 
 def crop_image(image: Any, roi: ROI) -> np.ndarray:
@@ -406,9 +462,10 @@ def crop_image(image: Any, roi: ROI) -> np.ndarray:
     """
     img = np.asarray(image.detach().cpu() if isinstance(image, Tensor) else image, dtype=np.float64)
     if img.shape != tuple(roi.image_shape):
-        raise InputError(f"image {roi.index} has shape {img.shape}, but its region of interest was made for "
-                         f"{tuple(roi.image_shape)}")
-    crop = img[roi.row0:roi.row0 + roi.rows, roi.col0:roi.col0 + roi.cols]
+        raise InputError(
+            f"image {roi.index} has shape {img.shape}, but its region of interest was made for {tuple(roi.image_shape)}"
+        )
+    crop = img[roi.row0 : roi.row0 + roi.rows, roi.col0 : roi.col0 + roi.cols]
     return area_resample(crop, roi.shape)
 
 
@@ -437,11 +494,16 @@ class AutoTarget:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return {"point_mm": [float(x) for x in self.point_mm], "score": float(self.score),
-                "tilt_deg": self.tilts_deg[0],
-                "candidates": [{"point_mm": [float(x) for x in p], "score": float(s), "tilt_deg": t}
-                               for (p, s), t in zip(self.candidates, self.tilts_deg)],
-                "pixels_rc": [[float(r), float(c)] for r, c in self.pixels_rc]}
+        return {
+            "point_mm": [float(x) for x in self.point_mm],
+            "score": float(self.score),
+            "tilt_deg": self.tilts_deg[0],
+            "candidates": [
+                {"point_mm": [float(x) for x in p], "score": float(s), "tilt_deg": t}
+                for (p, s), t in zip(self.candidates, self.tilts_deg)
+            ],
+            "pixels_rc": [[float(r), float(c)] for r, c in self.pixels_rc],
+        }
 
 
 def ncc_map(image: Tensor, template: Tensor) -> Tensor:
@@ -482,8 +544,9 @@ def _template_view(view: View, spacing_mm: tuple[float, float], corners_mm: np.n
     return probe.with_(shape=tuple(int(x) for x in 2 * half + 1))
 
 
-def _template_image(view: View, mu: Tensor, affine: np.ndarray,
-                    rotation: np.ndarray | None = None) -> tuple[Tensor, np.ndarray]:
+def _template_image(
+    view: View, mu: Tensor, affine: np.ndarray, rotation: np.ndarray | None = None
+) -> tuple[Tensor, np.ndarray]:
     """Anti-aliased DRR ``[h, w]`` of the template placed at ``view``'s isocentre (rotated about
     its centre by ``rotation`` ``[3, 3]``, if given), trimmed to its support, and the fractional
     (row, col) ``[2]`` of the template centre in it."""
@@ -507,7 +570,7 @@ def _template_image(view: View, mu: Tensor, affine: np.ndarray,
     keep_c = np.flatnonzero(drr.max(0) > 1e-3 * drr.max())
     if drr.max() <= 0 or keep_r.size < 2 or keep_c.size < 2:
         raise InputError("template_mu projects to a flat image: it needs some positive attenuation")
-    drr = drr[keep_r[0]:keep_r[-1] + 1, keep_c[0]:keep_c[-1] + 1]
+    drr = drr[keep_r[0] : keep_r[-1] + 1, keep_c[0] : keep_c[-1] + 1]
     return torch.from_numpy(drr), anchor - np.array([keep_r[0], keep_c[0]])
 
 
@@ -532,15 +595,20 @@ def _search_grid(views: Sequence[View], step_mm: float, search_mm: float | None)
     a cube of side ``search_mm``, or by default one holding every view's field at its isocentre."""
     centre = np.mean([v.isocenter_mm for v in views], axis=0)
     if search_mm is None:
-        half = max(0.5 * max(n * s for n, s in zip(v.shape, v.iso_pixel_spacing_mm))
-                   + max(abs(o) * s for o, s in zip(v.offset_px, v.iso_pixel_spacing_mm))
-                   + float(np.linalg.norm(np.asarray(v.isocenter_mm) - centre)) for v in views)
+        half = max(
+            0.5 * max(n * s for n, s in zip(v.shape, v.iso_pixel_spacing_mm))
+            + max(abs(o) * s for o, s in zip(v.offset_px, v.iso_pixel_spacing_mm))
+            + float(np.linalg.norm(np.asarray(v.isocenter_mm) - centre))
+            for v in views
+        )
     else:
         half = 0.5 * float(search_mm)
     n = 2 * int(half // step_mm) + 1
     if n**3 > MAX_SEARCH_POINTS:
-        raise InputError(f"the target search grid would have {n**3} points (at most {MAX_SEARCH_POINTS}): "
-                         "give a larger spacing_mm or a smaller search_mm")
+        raise InputError(
+            f"the target search grid would have {n**3} points (at most {MAX_SEARCH_POINTS}): "
+            "give a larger spacing_mm or a smaller search_mm"
+        )
     axis = step_mm * (np.arange(n) - n // 2)
     return centre + np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
 
@@ -586,10 +654,19 @@ def _suppress(grid: np.ndarray, scores: Tensor, top_k: int) -> list[tuple[np.nda
     return chosen
 
 
-def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tensor, template_affine: Any, *,
-                combine: str = "mean", tilts_deg: Sequence[Sequence[float]] = AUTO_TILTS_DEG,
-                highpass_mm: float = AUTO_HIGHPASS_MM,
-                spacing_mm: float = 4.0, search_mm: float | None = None, top_k: int = 5) -> AutoTarget:
+def auto_target(
+    images: Sequence[Any],
+    views: Sequence[View],
+    template_mu: Tensor,
+    template_affine: Any,
+    *,
+    combine: str = "mean",
+    tilts_deg: Sequence[Sequence[float]] = AUTO_TILTS_DEG,
+    highpass_mm: float = AUTO_HIGHPASS_MM,
+    spacing_mm: float = 4.0,
+    search_mm: float | None = None,
+    top_k: int = 5,
+) -> AutoTarget:
     """Find the vertebra in the images without clicks, by template matching in 3D.
 
     Method: each image is area-averaged to pixels of about ``spacing_mm`` at its isocentre; the
@@ -633,8 +710,9 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
     mu = torch.as_tensor(template_mu).detach().to("cpu", torch.float32)
     if mu.ndim != 3:
         raise InputError(f"template_mu must be [I, J, K], got shape {tuple(mu.shape)}")
-    affine = np.asarray(template_affine.detach().cpu() if isinstance(template_affine, Tensor) else template_affine,
-                        dtype=np.float64)
+    affine = np.asarray(
+        template_affine.detach().cpu() if isinstance(template_affine, Tensor) else template_affine, dtype=np.float64
+    )
     tilts = np.asarray(tilts_deg, dtype=np.float64).reshape(-1, 3) if len(tilts_deg) else np.zeros((0, 3))
     if not len(tilts) or not np.isfinite(tilts).all():
         raise InputError(f"tilts_deg must hold at least one finite rotation vector (degrees), got {tilts_deg!r}")
@@ -676,11 +754,17 @@ def auto_target(images: Sequence[Any], views: Sequence[View], template_mu: Tenso
             top, top_pose = torch.where(better, score, top), torch.where(better, pose, top_pose)
     if top is None:
         i = int(too_small)
-        raise InputError(f"image {i} ({views[i].shape[0]} x {views[i].shape[1]} pixels) is smaller than the "
-                         "template's projection: give a smaller spacing_mm or a larger image")
+        raise InputError(
+            f"image {i} ({views[i].shape[0]} x {views[i].shape[1]} pixels) is smaller than the "
+            "template's projection: give a smaller spacing_mm or a larger image"
+        )
     found = _suppress(grid, top.reshape(grid.shape[:3]), int(top_k))
     best, score, _ = found[0]
     pixels = [tuple(float(x) for x in _project_points(best, v)[0]) for v in views]
-    return AutoTarget(point_mm=best, score=score, pixels_rc=pixels,
-                      candidates=[([float(x) for x in p], s) for p, s, _ in found],
-                      tilts_deg=[[float(x) for x in tilts[int(top_pose[i])]] for _, _, i in found])
+    return AutoTarget(
+        point_mm=best,
+        score=score,
+        pixels_rc=pixels,
+        candidates=[([float(x) for x in p], s) for p, s, _ in found],
+        tilts_deg=[[float(x) for x in tilts[int(top_pose[i])]] for _, _, i in found],
+    )

@@ -130,7 +130,9 @@ def resample_to_grid(volume: Tensor, transform: Tensor, affine: Tensor, fill: fl
 
 def describe(v: Tensor, sigmas: TransformSigmas) -> dict[str, list[float] | float]:
     """Report entry of one transform ``[7]``: rotation vector (deg), translation (mm), scale."""
-    x = (v.detach().double().cpu() * sigmas.vector(dtype=torch.float64))
-    return {"rotation_deg": [math.degrees(float(a)) for a in x[:3]],
-            "translation_mm": [float(t) for t in x[3:6]],
-            "scale": math.exp(float(x[6]))}
+    x = v.detach().double().cpu() * sigmas.vector(dtype=torch.float64)
+    return {
+        "rotation_deg": [math.degrees(float(a)) for a in x[:3]],
+        "translation_mm": [float(t) for t in x[3:6]],
+        "scale": math.exp(float(x[6])),
+    }

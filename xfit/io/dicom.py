@@ -68,16 +68,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import GeometryError, InputError
 
-__all__ = ["DicomInfo", "read_dataset", "resolve", "view_angle_from_tags", "orientation_vectors", "TAG_TABLE"]
+__all__ = ["TAG_TABLE", "DicomInfo", "orientation_vectors", "read_dataset", "resolve", "view_angle_from_tags"]
 
 #: (tag, keyword, what xfit takes from it) -- the documented mapping, one row per tag.
 TAG_TABLE: tuple[tuple[str, str, str], ...] = (
@@ -99,8 +99,14 @@ TAG_TABLE: tuple[tuple[str, str, str], ...] = (
 #: View positions with a defined gantry angle (theta in degrees).
 VIEW_POSITION_ANGLE: dict[str, float] = {"AP": 0.0, "PA": 180.0, "LL": 90.0, "RL": -90.0}
 
-_LETTER = {"R": (1.0, 0.0, 0.0), "L": (-1.0, 0.0, 0.0), "A": (0.0, 1.0, 0.0), "P": (0.0, -1.0, 0.0),
-           "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0)}
+_LETTER = {
+    "R": (1.0, 0.0, 0.0),
+    "L": (-1.0, 0.0, 0.0),
+    "A": (0.0, 1.0, 0.0),
+    "P": (0.0, -1.0, 0.0),
+    "H": (0.0, 0.0, 1.0),
+    "F": (0.0, 0.0, -1.0),
+}
 _CARM_MODALITIES = ("XA", "RF")
 _ANGLE_TOL_DEG = 1.0
 _REL_TOL = 0.01
@@ -269,13 +275,17 @@ def _pixels(ds: Any, path: Path, info: DicomInfo) -> np.ndarray:
     if shape not in ("", "IDENTITY", "INVERSE"):
         raise InputError(f"{path}: PresentationLUTShape {shape!r} must be IDENTITY or INVERSE")
     if photometric == "MONOCHROME2" and shape == "INVERSE" and _text(ds, "Modality") in ("DX", "CR", "MG", "IO"):
-        raise InputError(f"{path}: PhotometricInterpretation MONOCHROME2 contradicts PresentationLUTShape "
-                         "INVERSE (DX pairs INVERSE with MONOCHROME1)")
+        raise InputError(
+            f"{path}: PhotometricInterpretation MONOCHROME2 contradicts PresentationLUTShape "
+            "INVERSE (DX pairs INVERSE with MONOCHROME1)"
+        )
     invert = photometric == "MONOCHROME1" or shape == "INVERSE"
     if invert:
         arr = -arr
-        why = [f"PhotometricInterpretation {photometric}" if photometric == "MONOCHROME1" else "",
-               "PresentationLUTShape INVERSE" if shape == "INVERSE" else ""]
+        why = [
+            f"PhotometricInterpretation {photometric}" if photometric == "MONOCHROME1" else "",
+            "PresentationLUTShape INVERSE" if shape == "INVERSE" else "",
+        ]
         info.sources["invert"] = "DICOM " + " + ".join(w for w in why if w)
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{path}: the image holds NaN or infinite values")
@@ -302,25 +312,31 @@ def view_angle_from_tags(ds: Any, path: Path, info: DicomInfo) -> None:
                 raise InputError(f"{path}: PositionerPrimaryAngle {primary:g} must be in [-180, 180]")
             side = "LAO" if primary > 0 else "RAO" if primary < 0 else ""
             what = f"{side} {abs(primary):g}" if side else "PA"
-            candidates.append((_wrap(180.0 - primary),
-                               f"DICOM PositionerPrimaryAngle {primary:g} ({what}; theta = 180 - angle)"))
+            candidates.append(
+                (_wrap(180.0 - primary), f"DICOM PositionerPrimaryAngle {primary:g} ({what}; theta = 180 - angle)")
+            )
         if secondary is not None and not -90.0 <= secondary <= 90.0:
             raise InputError(f"{path}: PositionerSecondaryAngle {secondary:g} must be in [-90, 90]")
     else:
         for name, value in (("PositionerPrimaryAngle", primary), ("PositionerSecondaryAngle", secondary)):
             if value not in (None, 0.0):
-                info.assumptions.append(f"{name} {value:g} ignored: it is defined for C-arm positioners only "
-                                        f"(PositionerType {_text(ds, 'PositionerType') or 'absent'}, "
-                                        f"Modality {modality or 'absent'})")
+                info.assumptions.append(
+                    f"{name} {value:g} ignored: it is defined for C-arm positioners only "
+                    f"(PositionerType {_text(ds, 'PositionerType') or 'absent'}, "
+                    f"Modality {modality or 'absent'})"
+                )
         secondary = None
     for name in ("DetectorPrimaryAngle", "DetectorSecondaryAngle"):
         value = _number(ds, name, path)
         if value not in (None, 0.0):
-            info.assumptions.append(f"{name} {value:g} (a beam tilt relative to the detector normal) "
-                                    "is not modelled: ignored")
+            info.assumptions.append(
+                f"{name} {value:g} (a beam tilt relative to the detector normal) is not modelled: ignored"
+            )
     if len(candidates) == 2 and _angle_diff(candidates[0][0], candidates[1][0]) > _ANGLE_TOL_DEG:
-        raise InputError(f"{path}: {candidates[0][1]} (theta {candidates[0][0]:g}) contradicts "
-                         f"{candidates[1][1]} (theta {candidates[1][0]:g})")
+        raise InputError(
+            f"{path}: {candidates[0][1]} (theta {candidates[0][0]:g}) contradicts "
+            f"{candidates[1][1]} (theta {candidates[1][0]:g})"
+        )
     if candidates:
         angle = candidates[-1][0] if carm else candidates[0][0]
         info.values["angle_deg"] = angle
@@ -330,8 +346,9 @@ def view_angle_from_tags(ds: Any, path: Path, info: DicomInfo) -> None:
             direction = "cranial" if secondary > 0 else "caudal"
             info.sources["pose"] = f"DICOM PositionerSecondaryAngle {secondary:g} ({direction} tilt)"
     elif secondary:
-        info.assumptions.append(f"PositionerSecondaryAngle {secondary:g} ignored: there is no gantry angle "
-                                "from the tags to tilt")
+        info.assumptions.append(
+            f"PositionerSecondaryAngle {secondary:g} ignored: there is no gantry angle from the tags to tilt"
+        )
     # how the image is stored when PatientOrientation is missing
     if carm:
         info.default_display = "detector"
@@ -377,8 +394,12 @@ def read_dataset(path: str | Path) -> DicomInfo:
     sod_iso = _number(ds, "DistanceSourceToIsocenter", path)
     sod_pat = _number(ds, "DistanceSourceToPatient", path)
     ermf = _number(ds, "EstimatedRadiographicMagnificationFactor", path)
-    for name, value in (("DistanceSourceToDetector", sdd), ("DistanceSourceToIsocenter", sod_iso),
-                        ("DistanceSourceToPatient", sod_pat), ("EstimatedRadiographicMagnificationFactor", ermf)):
+    for name, value in (
+        ("DistanceSourceToDetector", sdd),
+        ("DistanceSourceToIsocenter", sod_iso),
+        ("DistanceSourceToPatient", sod_pat),
+        ("EstimatedRadiographicMagnificationFactor", ermf),
+    ):
         if value is not None and value <= 0:
             raise InputError(f"{path}: DICOM {name} must be > 0, got {value:g}")
     if sdd is not None:
@@ -392,11 +413,14 @@ def read_dataset(path: str | Path) -> DicomInfo:
         info.sources["sod_mm"] = "DICOM DistanceSourceToPatient (0018,1111)"
     elif sdd is not None and ermf is not None:
         info.values["sod_mm"], sod_tag = sdd / ermf, "EstimatedRadiographicMagnificationFactor"
-        info.sources["sod_mm"] = ("DICOM DistanceSourceToDetector / EstimatedRadiographicMagnificationFactor "
-                                  f"({sdd:g} / {ermf:g})")
+        info.sources["sod_mm"] = (
+            f"DICOM DistanceSourceToDetector / EstimatedRadiographicMagnificationFactor ({sdd:g} / {ermf:g})"
+        )
     if sdd is not None and "sod_mm" in info.values and info.values["sod_mm"] >= sdd:
-        raise InputError(f"{path}: DICOM {sod_tag} ({info.values['sod_mm']:g} mm) must be smaller than "
-                         f"DistanceSourceToDetector ({sdd:g} mm): the patient lies between source and detector")
+        raise InputError(
+            f"{path}: DICOM {sod_tag} ({info.values['sod_mm']:g} mm) must be smaller than "
+            f"DistanceSourceToDetector ({sdd:g} mm): the patient lies between source and detector"
+        )
     # pixel spacing
     imager = _spacing_tag(ds, "ImagerPixelSpacing", info)
     patient = _spacing_tag(ds, "PixelSpacing", info)
@@ -408,16 +432,20 @@ def read_dataset(path: str | Path) -> DicomInfo:
             if ermf is not None and any(abs(m - ermf) > _REL_TOL * ermf for m in implied):
                 raise InputError(
                     f"{path}: ImagerPixelSpacing {imager} / PixelSpacing {patient} (magnification "
-                    f"{implied[0]:.4g}) contradicts EstimatedRadiographicMagnificationFactor {ermf:g}")
+                    f"{implied[0]:.4g}) contradicts EstimatedRadiographicMagnificationFactor {ermf:g}"
+                )
     elif patient is not None:
         if ermf is not None:
             info.values["pixel_spacing_mm"] = [p * ermf for p in patient]
-            info.sources["pixel_spacing_mm"] = (f"DICOM PixelSpacing (0028,0030) x "
-                                                f"EstimatedRadiographicMagnificationFactor {ermf:g}")
+            info.sources["pixel_spacing_mm"] = (
+                f"DICOM PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor {ermf:g}"
+            )
         else:
             info.patient_spacing = patient
-            info.assumptions.append("no ImagerPixelSpacing nor EstimatedRadiographicMagnificationFactor: "
-                                    "PixelSpacing taken at the isocentre and multiplied by sdd/sod")
+            info.assumptions.append(
+                "no ImagerPixelSpacing nor EstimatedRadiographicMagnificationFactor: "
+                "PixelSpacing taken at the isocentre and multiplied by sdd/sod"
+            )
     return info
 
 
@@ -436,8 +464,9 @@ def _agree(key: str, a: Any, b: Any) -> bool:
     return abs(float(a) - float(b)) <= _REL_TOL * abs(float(b))
 
 
-def _orientation_ops(info: DicomInfo, angle: float, pose: Any, path: Path,
-                     angle_source: str) -> tuple[bool, bool, bool, str]:
+def _orientation_ops(
+    info: DicomInfo, angle: float, pose: Any, path: Path, angle_source: str
+) -> tuple[bool, bool, bool, str]:
     """(transpose, flip_rows (up-down), flip_cols (left-right), why) taking the stored image to
     the beam's-eye view of ``angle``."""
     u, v = beam_axes(angle, pose)
@@ -453,7 +482,8 @@ def _orientation_ops(info: DicomInfo, angle: float, pose: Any, path: Path,
             raise InputError(
                 f"{path}: PatientOrientation {text} contradicts {angle_source} (theta {angle:g}): the image "
                 f"axes do not lie in that view's detector plane (its columns should run toward "
-                f"{_letters(u)} and its rows toward {_letters(v)})")
+                f"{_letters(u)} and its rows toward {_letters(v)})"
+            )
     flip_lr = bool(row_dir @ u < 0)
     flip_ud = bool(col_dir @ v < 0)
     return transpose, flip_ud, flip_lr, f"DICOM PatientOrientation {text}"
@@ -502,8 +532,13 @@ def resolve(
     assumptions = list(info.assumptions)
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    option_names = {"angle_deg": "--angles", "sdd_mm": "--sdd", "sod_mm": "--sod",
-                    "pixel_spacing_mm": "--pixel-spacing", "projection": "--projection"}
+    option_names = {
+        "angle_deg": "--angles",
+        "sdd_mm": "--sdd",
+        "sod_mm": "--sod",
+        "pixel_spacing_mm": "--pixel-spacing",
+        "projection": "--projection",
+    }
     for key in ("angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "pose", "projection", "offset_px"):
         tag_value = info.values.get(key)
         given = [(options[key], f"option {key} ({option_names.get(key, key)})")] if key in options else []
@@ -512,8 +547,7 @@ def resolve(
         if tag_value is not None:
             for value, where in given:
                 if not _agree(key, value, tag_value):
-                    raise InputError(f"{path}: {where} = {value} contradicts {info.sources[key]} = "
-                                     f"{_show(tag_value)}")
+                    raise InputError(f"{path}: {where} = {value} contradicts {info.sources[key]} = {_show(tag_value)}")
             data[key], sources[key] = tag_value, info.sources[key]
         elif given:
             data[key], sources[key] = given[0]
@@ -534,8 +568,10 @@ def resolve(
         elif "sdd_mm" not in data and "sod_mm" not in data:
             data["sdd_mm"], sources["sdd_mm"] = sdd0, f"default ({sdd0:g} mm)"
             data["sod_mm"], sources["sod_mm"] = sod0, f"default ({sod0:g} mm)"
-            assumptions.append(f"no DistanceSourceToDetector/DistanceSourceToPatient: sdd_mm = {sdd0:g} mm and "
-                               f"sod_mm = {sod0:g} mm assumed")
+            assumptions.append(
+                f"no DistanceSourceToDetector/DistanceSourceToPatient: sdd_mm = {sdd0:g} mm and "
+                f"sod_mm = {sod0:g} mm assumed"
+            )
     if info.invalid:  # an unusable spacing tag: another tag, or an option or sidecar, stands in for it
         bad = "; ".join(info.invalid.values())
         if "pixel_spacing_mm" in info.values or info.patient_spacing is not None:
@@ -547,17 +583,26 @@ def resolve(
     if info.patient_spacing is not None and "pixel_spacing_mm" not in data:
         sdd, sod = data.get("sdd_mm"), data.get("sod_mm")
         if sdd is None or sod is None:
-            raise GeometryError(f"{path}: PixelSpacing is in the patient and the magnification is unknown: "
-                                "give --sdd and --sod or --pixel-spacing")
+            raise GeometryError(
+                f"{path}: PixelSpacing is in the patient and the magnification is unknown: "
+                "give --sdd and --sod or --pixel-spacing"
+            )
         data["pixel_spacing_mm"] = [p * sdd / sod for p in info.patient_spacing]
-        sources["pixel_spacing_mm"] = (f"DICOM PixelSpacing (0028,0030) x sdd/sod ({sources['sdd_mm']} / "
-                                       f"{sources['sod_mm']})")
+        sources["pixel_spacing_mm"] = (
+            f"DICOM PixelSpacing (0028,0030) x sdd/sod ({sources['sdd_mm']} / {sources['sod_mm']})"
+        )
     elif info.patient_spacing is not None:
         assumptions = [a for a in assumptions if not a.startswith("no ImagerPixelSpacing")]
-    if "sdd_mm" in data and "sod_mm" in data and data["sod_mm"] >= data["sdd_mm"] and \
-            data.get("projection", "cone") == "cone":
-        raise InputError(f"{path}: sod_mm {data['sod_mm']:g} ({sources['sod_mm']}) must be smaller than sdd_mm "
-                         f"{data['sdd_mm']:g} ({sources['sdd_mm']})")
+    if (
+        "sdd_mm" in data
+        and "sod_mm" in data
+        and data["sod_mm"] >= data["sdd_mm"]
+        and data.get("projection", "cone") == "cone"
+    ):
+        raise InputError(
+            f"{path}: sod_mm {data['sod_mm']:g} ({sources['sod_mm']}) must be smaller than sdd_mm "
+            f"{data['sdd_mm']:g} ({sources['sdd_mm']})"
+        )
     # orientation
     image = info.image
     side_flip = sidecar.get("flip_lr")
@@ -567,23 +612,33 @@ def resolve(
     if "angle_deg" in data:
         angle = float(data["angle_deg"])
         if info.patient_orientation is not None:
-            transpose, flip_ud, do_flip, why = _orientation_ops(info, angle, data.get("pose"), path,
-                                                                sources["angle_deg"])
+            transpose, flip_ud, do_flip, why = _orientation_ops(
+                info, angle, data.get("pose"), path, sources["angle_deg"]
+            )
             if user_flip is not None and bool(user_flip) != do_flip:
-                raise InputError(f"{path}: {user_flip_name} = {bool(user_flip)} contradicts {why}, which "
-                                 f"{'needs' if do_flip else 'needs no'} left-right flip for theta {angle:g}")
-            sources["orientation"] = (f"{why}: " + ", ".join(
-                [s for s, on in (("transposed", transpose), ("rows flipped", flip_ud),
-                                 ("columns flipped", do_flip)) if on] or ["as stored"]))
+                raise InputError(
+                    f"{path}: {user_flip_name} = {bool(user_flip)} contradicts {why}, which "
+                    f"{'needs' if do_flip else 'needs no'} left-right flip for theta {angle:g}"
+                )
+            sources["orientation"] = f"{why}: " + ", ".join(
+                [
+                    s
+                    for s, on in (("transposed", transpose), ("rows flipped", flip_ud), ("columns flipped", do_flip))
+                    if on
+                ]
+                or ["as stored"]
+            )
         elif user_flip is not None:
             do_flip = bool(user_flip)
             sources["orientation"] = f"{user_flip_name} = {do_flip}"
         else:
             do_flip, what = _default_flip(info, angle)
             sources["orientation"] = f"assumed ({what}): " + ("columns flipped" if do_flip else "as stored")
-            assumptions.append(f"no PatientOrientation: assumed {what}" +
-                               (", so the image is flipped left-right" if do_flip else ", used as stored") +
-                               " (give PatientOrientation or flip_lr / --flip-lr to say otherwise)")
+            assumptions.append(
+                f"no PatientOrientation: assumed {what}"
+                + (", so the image is flipped left-right" if do_flip else ", used as stored")
+                + " (give PatientOrientation or flip_lr / --flip-lr to say otherwise)"
+            )
     else:
         do_flip = bool(user_flip) if user_flip is not None else False
     data["_orientation"] = (bool(transpose), bool(flip_ud), bool(do_flip))
@@ -608,11 +663,14 @@ def _default_flip(info: DicomInfo, angle: float) -> tuple[bool, str]:
     u, _ = beam_axes(angle)
     if info.default_display == "display":
         # radiology display of AP/PA: the patient's right on the image left (columns toward L)
-        return (bool(u @ np.array([-1.0, 0.0, 0.0]) < 0),
-                "stored as displayed, the patient's right on the image left (L\\F)")
+        return (
+            bool(u @ np.array([-1.0, 0.0, 0.0]) < 0),
+            "stored as displayed, the patient's right on the image left (L\\F)",
+        )
     if info.default_display == "detector":
-        return True, (f"{info.modality or 'C-arm'} image stored as seen from the detector "
-                      "(mirror of the beam's-eye view)")
+        return True, (
+            f"{info.modality or 'C-arm'} image stored as seen from the detector (mirror of the beam's-eye view)"
+        )
     return False, f"{info.view_position or 'image'} stored as the beam's-eye view (seen from the X-ray tube)"
 
 

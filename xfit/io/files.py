@@ -15,8 +15,8 @@ import secrets
 import socket
 import stat
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -139,8 +139,9 @@ def _check_path_components(path: Path) -> Path:
             try:
                 os.stat(here)
             except FileNotFoundError as exc:
-                raise OutputError(f"cannot use output {path}: {here} is a dangling symlink "
-                                  f"(to {os.readlink(here)})") from exc
+                raise OutputError(
+                    f"cannot use output {path}: {here} is a dangling symlink (to {os.readlink(here)})"
+                ) from exc
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise OutputError(f"cannot use output {path}: {here} is a symlink loop") from exc
@@ -368,10 +369,14 @@ def _take_lock(path: Path) -> str:
             if holder is not None and not _is_stale(holder):
                 who = holder_text(holder)
                 if who is None:
-                    raise OutputExistsError(f"{path.parent} holds a lock file {path} that no xfit run wrote (not 'pid "
-                                            f"host'); delete it if no run is going on") from None
-                raise OutputExistsError(f"{path.parent} is being written by another xfit run ({who}); wait for it, "
-                                        f"or delete {path} if no run is going on") from None
+                    raise OutputExistsError(
+                        f"{path.parent} holds a lock file {path} that no xfit run wrote (not 'pid "
+                        f"host'); delete it if no run is going on"
+                    ) from None
+                raise OutputExistsError(
+                    f"{path.parent} is being written by another xfit run ({who}); wait for it, "
+                    f"or delete {path} if no run is going on"
+                ) from None
             if holder is not None:
                 aside = path.with_name(f"{LOCK_NAME}.stale-{secrets.token_hex(4)}")
                 with contextlib.suppress(FileNotFoundError):  # another process may take it over first

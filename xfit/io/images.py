@@ -45,8 +45,10 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 def _check_image_size(path: Path, rows: int, cols: int) -> None:
     if rows > MAX_DETECTOR_SIDE or cols > MAX_DETECTOR_SIDE or rows * cols > MAX_DETECTOR_PIXELS:
-        raise InputError(f"{path}: {rows}x{cols} pixels is too large for an X-ray (at most {MAX_DETECTOR_SIDE} "
-                         f"per side and {MAX_DETECTOR_PIXELS} in all; downsample it)")
+        raise InputError(
+            f"{path}: {rows}x{cols} pixels is too large for an X-ray (at most {MAX_DETECTOR_SIDE} "
+            f"per side and {MAX_DETECTOR_PIXELS} in all; downsample it)"
+        )
 
 
 def _read_pil(path: Path) -> np.ndarray:

@@ -16,7 +16,6 @@ from torch import Tensor
 from ..errors import InputError
 from .files import PathLike, _one_line, _os_reason, _to_numpy, atomic_write
 
-
 #: Sidecars and config files larger than this are refused (they hold a few numbers).
 MAX_SMALL_FILE_BYTES = 1 << 20
 
@@ -25,8 +24,9 @@ def _read_small_text(path: Path, what: str) -> str:
     try:
         size = path.stat().st_size
         if size > MAX_SMALL_FILE_BYTES:
-            raise InputError(f"{path}: {size} bytes is too large for a {what} "
-                             f"(at most {MAX_SMALL_FILE_BYTES // 1024} KiB)")
+            raise InputError(
+                f"{path}: {size} bytes is too large for a {what} (at most {MAX_SMALL_FILE_BYTES // 1024} KiB)"
+            )
         return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is fine
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
@@ -125,10 +125,13 @@ def _make_strict_yaml_loader() -> type:
         for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
     StrictLoader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+        re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
 
     def construct_mapping(loader, node, deep=False):  # type: ignore[no-untyped-def]
         loader.flatten_mapping(node)

@@ -4,9 +4,10 @@ reading (reoriented to the closest canonical RAS+), writing, resampling and cent
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -195,8 +196,9 @@ def resample(
     return resample_onto(volume, a_out, n_out, order=order, cval=cval)
 
 
-def resample_onto(volume: Volume, affine: np.ndarray, shape: Sequence[int], *, order: int = 1,
-                  cval: float = HU_AIR) -> Volume:
+def resample_onto(
+    volume: Volume, affine: np.ndarray, shape: Sequence[int], *, order: int = 1, cval: float = HU_AIR
+) -> Volume:
     """Resample a volume onto any grid: voxel index -> world mm ``affine`` ``[4, 4]`` and ``shape``.
 
     Both volumes live in one world frame; output voxels whose world point lies outside the input
@@ -222,8 +224,13 @@ def resample_onto(volume: Volume, affine: np.ndarray, shape: Sequence[int], *, o
     eps = 1e-6
     if np.any(corners_in < -0.5 - eps) or np.any(corners_in > (n_in - 0.5 + eps)[:, None]):
         inside = ndimage.affine_transform(
-            np.ones(volume.shape, np.uint8), matrix, offset=offset,
-            output_shape=tuple(int(x) for x in n_out), order=0, mode="constant", cval=0,
+            np.ones(volume.shape, np.uint8),
+            matrix,
+            offset=offset,
+            output_shape=tuple(int(x) for x in n_out),
+            order=0,
+            mode="constant",
+            cval=0,
         )
         out = np.where(inside.astype(bool), out, np.asarray(cval, dtype=out.dtype))
     if out.dtype != src.dtype:

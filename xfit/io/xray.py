@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -32,6 +33,7 @@ _DICOM_SUFFIXES = (".dcm", ".dicom")
 def sidecar_path(image_path: PathLike) -> Path:
     """The JSON sidecar next to an image: ``ap.png`` -> ``ap.json``."""
     return Path(image_path).with_suffix(".json")
+
 
 @dataclass
 class XRay:
@@ -61,7 +63,9 @@ class XRay:
     stored_shape: tuple[int, int] | None = None
 
 
-def stored_to_image(rc: Sequence[float], stored_shape: Sequence[int], orientation: Sequence[bool]) -> tuple[float, float]:
+def stored_to_image(
+    rc: Sequence[float], stored_shape: Sequence[int], orientation: Sequence[bool]
+) -> tuple[float, float]:
     """A pixel (row, col) of the file's own array (as a viewer shows it) -> the same pixel of the
     image as xfit orients it (:attr:`XRay.image`: transposed, then rows, then columns flipped)."""
     transpose, flip_ud, flip_lr = (bool(x) for x in orientation)
@@ -146,8 +150,10 @@ def write_radiograph(
     arr = _to_numpy(codes)
     top = (1 << int(bits)) - 1 if isinstance(bits, (int, np.integer)) and 1 <= bits <= 16 else None
     if top is None or arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() > top:
-        raise InputError(f"codes must be [R, C] integers in [0, 2^bits - 1] with bits in 1..16, got {arr.dtype} "
-                         f"{arr.shape} and bits {bits!r}")
+        raise InputError(
+            f"codes must be [R, C] integers in [0, 2^bits - 1] with bits in 1..16, got {arr.dtype} "
+            f"{arr.shape} and bits {bits!r}"
+        )
     if tuple(arr.shape) != tuple(view.shape):
         raise GeometryError(f"image shape {arr.shape} differs from the view's detector shape {view.shape}")
     side = sidecar_path(path_png)
@@ -217,8 +223,13 @@ def read_pixels(path: PathLike) -> np.ndarray:
 
 def _geometry_sources(data: dict, overrides: dict, sidecar_name: str | None, defaulted: set) -> dict[str, str]:
     """Which option, sidecar key or default supplied each geometry value of a non-DICOM image."""
-    names = {"angle_deg": "--angles", "sdd_mm": "--sdd", "sod_mm": "--sod", "pixel_spacing_mm": "--pixel-spacing",
-             "projection": "--projection"}
+    names = {
+        "angle_deg": "--angles",
+        "sdd_mm": "--sdd",
+        "sod_mm": "--sod",
+        "pixel_spacing_mm": "--pixel-spacing",
+        "projection": "--projection",
+    }
     out: dict[str, str] = {}
     for key in ("angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "projection", "offset_px", "pose"):
         if overrides.get(key) is not None:
@@ -282,16 +293,26 @@ def read_xray(
         except GeometryError as exc:
             raise GeometryError(f"{side}: {exc}") from exc
     overrides = dict(
-        angle_deg=angle_deg, sdd_mm=sdd_mm, sod_mm=sod_mm,
-        pixel_spacing_mm=pixel_spacing_mm, projection=projection,
+        angle_deg=angle_deg,
+        sdd_mm=sdd_mm,
+        sod_mm=sod_mm,
+        pixel_spacing_mm=pixel_spacing_mm,
+        projection=projection,
     )
     if _is_dicom(path):
         from .dicom import read_dataset, resolve
 
         info = read_dataset(path)
         defaults = None if has_sidecar else {"sdd_mm": DEFAULT_SDD_MM, "sod_mm": DEFAULT_SOD_MM}
-        image, data, sources = resolve(info, path, sidecar=side_data, sidecar_name=side.name, options=overrides,
-                                       flip_lr=None if flip_lr is None else bool(flip_lr), defaults=defaults)
+        image, data, sources = resolve(
+            info,
+            path,
+            sidecar=side_data,
+            sidecar_name=side.name,
+            options=overrides,
+            flip_lr=None if flip_lr is None else bool(flip_lr),
+            defaults=defaults,
+        )
         orientation = tuple(data.pop("_orientation"))
         stored_shape = image.shape[::-1] if orientation[0] else image.shape
         overrides = {}  # merged (and checked against the tags) by resolve
@@ -323,8 +344,10 @@ def read_xray(
         after = f" (after {sources['invert']})" if "invert" in sources else ""
         sources["invert"] = "option invert (--invert)" + after
     if data.get("shape") is not None and tuple(data["shape"]) != tuple(image.shape):
-        raise GeometryError(f"{side}: shape {data['shape']} differs from the image's {list(image.shape)} "
-                            f"pixels (rows, cols) of {path.name}")
+        raise GeometryError(
+            f"{side}: shape {data['shape']} differs from the image's {list(image.shape)} "
+            f"pixels (rows, cols) of {path.name}"
+        )
     if data.get("pixel_spacing_mm") is None and overrides.get("pixel_spacing_mm") is None:
         where = f"in {side.name} " if has_sidecar else ""
         raise GeometryError(f"{path}: the pixel spacing is unknown: give pixel_spacing_mm {where}or --pixel-spacing")
@@ -348,5 +371,12 @@ def read_xray(
     if scale is not None:
         scale = float(scale)  # validated by the schema: finite, in (0, 1e6]
         image = image * np.float32(scale)
-    return XRay(image=np.ascontiguousarray(image, dtype=np.float32), view=view, line_integral_scale=scale, path=path,
-                sources=sources, orientation=orientation, stored_shape=tuple(int(n) for n in stored_shape))
+    return XRay(
+        image=np.ascontiguousarray(image, dtype=np.float32),
+        view=view,
+        line_integral_scale=scale,
+        path=path,
+        sources=sources,
+        orientation=orientation,
+        stored_shape=tuple(int(n) for n in stored_shape),
+    )

@@ -9,7 +9,7 @@ The package's modules follow the model:
 | :mod:`.posture` | lordosis, kyphosis, scoliosis and the pose of every vertebra |
 | :mod:`.materials` | bone density across ages, cortical shell, trabecular texture |
 | :mod:`.anatomy` | discs, canal and cord, ribs, and the surroundings by level |
-| :mod:`.composition` | optional: sex, BMI and per-level muscle / fat areas from published CT data, the torso fitted to them |
+| :mod:`.composition` | optional: sex, BMI, per-level muscle / fat areas from published CT data; the torso fitted |
 | :mod:`.scanner` | slice thickness, in-plane blur, correlated noise, metal |
 | :mod:`.labels` | the tissue classes of the tissue maps |
 | :mod:`.model` | draw all parameters from the seed, sample them on a grid |
@@ -24,5 +24,16 @@ from .labels import TISSUE, TISSUE_NAMES
 from .model import CENTRES, LEVELS, REGIONS, Phantom, draw_params, make_phantom
 from .writing import case_names, montage, write_phantoms
 
-__all__ = ["CENTRES", "LEVELS", "REGIONS", "TISSUE", "TISSUE_NAMES", "Phantom", "case_names",
-           "draw_params", "make_phantom", "montage", "write_phantoms"]
+__all__ = [
+    "CENTRES",
+    "LEVELS",
+    "REGIONS",
+    "TISSUE",
+    "TISSUE_NAMES",
+    "Phantom",
+    "case_names",
+    "draw_params",
+    "make_phantom",
+    "montage",
+    "write_phantoms",
+]

@@ -39,20 +39,31 @@ def draw_torso(rng: np.random.Generator) -> TorsoParams:
     """Body habitus and soft-tissue HU (ranges in :data:`.morphometry.TISSUE_HU`)."""
     adip = float(rng.beta(2.0, 2.0))
     t = TorsoParams(
-        adiposity=adip, half_width=float(rng.uniform(120.0, 150.0) + 25.0 * adip),
+        adiposity=adip,
+        half_width=float(rng.uniform(120.0, 150.0) + 25.0 * adip),
         half_depth=float(rng.uniform(85.0, 100.0) + 30.0 * adip),
-        superellipse=float(rng.uniform(2.1, 2.6)), skin=float(rng.uniform(1.5, 2.5)),
-        fat=float(6.0 + 34.0 * adip * rng.uniform(0.7, 1.3)), wall=float(rng.uniform(8.0, 14.0)),
-        post_muscle=float(rng.uniform(6.0, 14.0)), muscle_hu=float(rng.uniform(40.0, 58.0)),
-        fat_hu=float(rng.uniform(-115.0, -85.0)), organ_hu=float(rng.uniform(25.0, 45.0)),
-        liver_hu=float(rng.uniform(50.0, 68.0)), spleen_hu=float(rng.uniform(40.0, 52.0)),
-        kidney_hu=float(rng.uniform(28.0, 38.0)), blood_hu=float(rng.uniform(35.0, 50.0)),
+        superellipse=float(rng.uniform(2.1, 2.6)),
+        skin=float(rng.uniform(1.5, 2.5)),
+        fat=float(6.0 + 34.0 * adip * rng.uniform(0.7, 1.3)),
+        wall=float(rng.uniform(8.0, 14.0)),
+        post_muscle=float(rng.uniform(6.0, 14.0)),
+        muscle_hu=float(rng.uniform(40.0, 58.0)),
+        fat_hu=float(rng.uniform(-115.0, -85.0)),
+        organ_hu=float(rng.uniform(25.0, 45.0)),
+        liver_hu=float(rng.uniform(50.0, 68.0)),
+        spleen_hu=float(rng.uniform(40.0, 52.0)),
+        kidney_hu=float(rng.uniform(28.0, 38.0)),
+        blood_hu=float(rng.uniform(35.0, 50.0)),
         lung_hu=float(rng.uniform(-900.0, -840.0)),
         muscle_fat_infiltration=float(np.clip(rng.beta(1.5, 6.0) + 0.15 * adip, 0.0, 0.6)),
-        rib_drop=float(rng.uniform(30.0, 50.0)), aorta_r=float(rng.uniform(10.0, 13.0)),
-        dome=float(rng.uniform(25.0, 40.0)))
-    t.gas = [[float(rng.uniform(-1, 1)), float(rng.uniform(0, 1)), float(rng.uniform(0, 1)),
-              float(rng.uniform(5.0, 16.0))] for _ in range(int(rng.integers(12, 30)))]
+        rib_drop=float(rng.uniform(30.0, 50.0)),
+        aorta_r=float(rng.uniform(10.0, 13.0)),
+        dome=float(rng.uniform(25.0, 40.0)),
+    )
+    t.gas = [
+        [float(rng.uniform(-1, 1)), float(rng.uniform(0, 1)), float(rng.uniform(0, 1)), float(rng.uniform(5.0, 16.0))]
+        for _ in range(int(rng.integers(12, 30)))
+    ]
     return t
 
 
@@ -62,8 +73,10 @@ def spine_line(lay: dict, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     px = np.array([lay[n]["p"][0] for n in SPINE_LEVELS])[::-1]
     py = np.array([lay[n]["p"][1] for n in SPINE_LEVELS])[::-1]
     order = np.argsort(pz)
-    return (np.interp(z, pz[order], px[order]).astype(np.float32),
-            np.interp(z, pz[order], py[order]).astype(np.float32))
+    return (
+        np.interp(z, pz[order], px[order]).astype(np.float32),
+        np.interp(z, pz[order], py[order]).astype(np.float32),
+    )
 
 
 # ----------------------------------------------------------------------------- spine
@@ -73,7 +86,7 @@ def render_vertebrae(cv: Canvas, sp: SpineParams, lay: dict, seed: int) -> None:
     """Every vertebra as bone with its VerSe label; the centred vertebra last, so it is whole."""
     g = cv.grid
     order = sorted(SPINE_LEVELS, key=lambda n: (n == sp.centre_level, 0))
-    for i, lvl in enumerate(order):
+    for lvl in order:
         v, L = sp.vertebrae[lvl], lay[lvl]
         corners = (L["R"] @ local_box(v).T).T + L["c"]
         sl = g.box(corners.min(0), corners.max(0))
@@ -85,8 +98,7 @@ def render_vertebrae(cv: Canvas, sp: SpineParams, lay: dict, seed: int) -> None:
         occ = occupancy(sdf, g.spacing)
         if not np.any(occ > 0):
             continue
-        hu = vertebra_hu(sdf, posterior, endplate, loc, pts, v,
-                         seed * 31 + SPINE_LEVELS.index(lvl) + 1000, g.spacing)
+        hu = vertebra_hu(sdf, posterior, endplate, loc, pts, v, seed * 31 + SPINE_LEVELS.index(lvl) + 1000, g.spacing)
         cv.bone(sl, occ, hu, "vertebra", v.label)
 
 
@@ -143,29 +155,30 @@ def _above(lvl: str) -> str:
 # ----------------------------------------------------------------------------- ribs
 
 
-def _rib_points(sp: SpineParams, lay: dict, lvl: str, side: float, cage: dict,
-                to: TorsoParams) -> np.ndarray:
+def _rib_points(sp: SpineParams, lay: dict, lvl: str, side: float, cage: dict, to: TorsoParams) -> np.ndarray:
     """``[P, 3]`` world polyline of one rib: head on the body (costovertebral joint), neck on the
     transverse process (costotransverse joint), then the arc around the hemithorax."""
     v, L = sp.vertebrae[lvl], lay[lvl]
     head = L["c"] + L["R"] @ np.array([side * v.a * 0.9, -v.b * 0.55, v.hb * 0.8])
-    neck = L["c"] + L["R"] @ np.array([side * (v.width / 2 - 3), -v.b - v.pl - v.tp_back + 4,
-                                       v.hb - v.ph / 2 + 2])
+    neck = L["c"] + L["R"] @ np.array([side * (v.width / 2 - 3), -v.b - v.pl - v.tp_back + 4, v.hb - v.ph / 2 + 2])
     k = int(lvl[1:])
     end = 70.0 if k < 10 else (60.0 if k < 11 else (10.0 if k < 12 else -20.0))
     f = float(np.clip(0.55 + 0.09 * k, 0.6, 1.0)) if k < 8 else 1.0
     xs, ys = spine_line(lay, np.array([neck[2]]))
     phis = np.linspace(-90.0, end, 16)
     t = (phis + 90.0) / 160.0
-    arc = np.stack([xs[0] + side * (cage["cx"] + cage["A"] * f * np.cos(np.radians(phis))),
-                    ys[0] + cage["cy"] + cage["B"] * f * np.sin(np.radians(phis)),
-                    neck[2] + 4.0 * np.sin(np.pi * np.clip(t * 3, 0, 1)) - to.rib_drop * t**1.3],
-                   axis=1)
+    arc = np.stack(
+        [
+            xs[0] + side * (cage["cx"] + cage["A"] * f * np.cos(np.radians(phis))),
+            ys[0] + cage["cy"] + cage["B"] * f * np.sin(np.radians(phis)),
+            neck[2] + 4.0 * np.sin(np.pi * np.clip(t * 3, 0, 1)) - to.rib_drop * t**1.3,
+        ],
+        axis=1,
+    )
     return np.vstack([head, neck, arc[1:]])
 
 
-def render_ribs(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoParams,
-                seed: int) -> None:
+def render_ribs(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoParams, seed: int) -> None:
     """Ribs of T1-T12: chains of elliptic capsules with a thin cortex and marrow."""
     g = cv.grid
     for lvl in SPINE_LEVELS:
@@ -188,15 +201,21 @@ def render_ribs(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPar
                 rel = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(seg_sl, sl))
                 shape = tuple(s.stop - s.start for s in seg_sl)
                 q = g.points(seg_sl)
-                d = np.broadcast_to(ellcapsule(q, p0, p1, np.cross(p1 - p0, [0, 0, 1.0]) + 1e-6,
-                                               r1, r2), shape)
+                d = np.broadcast_to(ellcapsule(q, p0, p1, np.cross(p1 - p0, [0, 0, 1.0]) + 1e-6, r1, r2), shape)
                 np.minimum(sdf[rel], d, out=sdf[rel])
             occ = occupancy(sdf, g.spacing)
             if not np.any(occ > 0):
                 continue
-            hu = bone_hu(sdf, wp, v.trab_hu + 40.0, 0.85 * v.cort_hu, 1.0, 30.0,
-                         seed * 37 + SPINE_LEVELS.index(lvl) * 2 + int(side > 0) + 5000,
-                         g.spacing)
+            hu = bone_hu(
+                sdf,
+                wp,
+                v.trab_hu + 40.0,
+                0.85 * v.cort_hu,
+                1.0,
+                30.0,
+                seed * 37 + SPINE_LEVELS.index(lvl) * 2 + int(side > 0) + 5000,
+                g.spacing,
+            )
             cv.bone(sl, occ, hu, "rib")
 
 
@@ -214,12 +233,20 @@ def ribcage(sp: SpineParams, lay: dict, to: TorsoParams) -> dict[str, float]:
     y_front = y_post_skin + 2 * to.half_depth - inner
     back = y_tp - 8.0
     b_ = (y_front - back) / 2
-    return dict(cx=cx, cy=back + b_, A=max(to.half_width - inner - cx, 20.0), B=b_,
-                y_body=y_body, y_tp=y_tp, y_post_skin=y_post_skin)
+    return dict(
+        cx=cx,
+        cy=back + b_,
+        A=max(to.half_width - inner - cx, 20.0),
+        B=b_,
+        y_body=y_body,
+        y_tp=y_tp,
+        y_post_skin=y_post_skin,
+    )
 
 
-def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoParams,
-                 seed: int, regions: dict | None = None) -> None:
+def render_torso(
+    cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoParams, seed: int, regions: dict | None = None
+) -> None:
     """Body outline, skin, fat, muscles and the thoracic or abdominal contents (soft tissue).
 
     Args:
@@ -245,13 +272,13 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
     pe = to.superellipse
     ex, ey = np.abs(x / to.half_width), np.abs((yb_ - yc) / to.half_depth)
     r = (ex**pe + ey**pe) ** (1 / pe)
-    grad = np.sqrt((ex ** (pe - 1) / to.half_width) ** 2
-                   + (ey ** (pe - 1) / to.half_depth) ** 2) * np.maximum(r, 1e-3) ** (1 - pe)
+    grad = np.sqrt((ex ** (pe - 1) / to.half_width) ** 2 + (ey ** (pe - 1) / to.half_depth) ** 2) * np.maximum(
+        r, 1e-3
+    ) ** (1 - pe)
     depth = ((1.0 - r) / np.maximum(grad, 1e-6)).astype(np.float32)
     body = occ(-depth)
     cv.soft(full, body, np.float32(30.0), "skin")
-    sub = np.float32(to.fat) * (1.0 + 0.35 * np.clip((yb_ - yc) / to.half_depth, -1, 1)) \
-        + 3.0 * fat_field
+    sub = np.float32(to.fat) * (1.0 + 0.35 * np.clip((yb_ - yc) / to.half_depth, -1, 1)) + 3.0 * fat_field
     cv.soft(full, occ(to.skin - depth) * body, fat_hu, "fat")
     inner = depth - to.skin - sub
     cv.soft(full, occ(-inner), mus_hu, "muscle")
@@ -266,8 +293,11 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
     hx = (np.abs(xl) - cage["cx"]) / cage["A"]
     hy = (yl - cage["cy"]) / cage["B"]
     rho2 = hx**2 + hy**2
-    z_dia = np.float32(zl["T11"]) + np.float32(to.dome) * np.clip(1.0 - rho2, 0, 1) \
-        + np.float32(10.0) / (1.0 + np.exp(-xl / np.float32(25.0)))  # right dome higher
+    z_dia = (
+        np.float32(zl["T11"])
+        + np.float32(to.dome) * np.clip(1.0 - rho2, 0, 1)
+        + np.float32(10.0) / (1.0 + np.exp(-xl / np.float32(25.0)))
+    )  # right dome higher
     thorax = occ(z_dia - z)  # 1 above the diaphragm
     # thoracic contents: lungs around the mediastinum and the spine
     hemi = (np.sqrt(rho2) - 1.0) * np.float32(min(cage["A"], cage["B"])) + 9.0
@@ -277,8 +307,7 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
     lung = occ(np.maximum(np.maximum(hemi, -med), np.maximum(-para, -post_box))) * thorax * cavity
     del hemi, med, para, post_box, rho2
     cv.soft(full, cavity * thorax, np.float32(to.blood_hu - 5.0), "viscera")  # mediastinum
-    vessels = np.clip(smooth_field(g.axes[0], g.axes[1], g.axes[2], seed * 43 + 3, 4.0) - 1.3,
-                      0, 1)
+    vessels = np.clip(smooth_field(g.axes[0], g.axes[1], g.axes[2], seed * 43 + 3, 4.0) - 1.3, 0, 1)
     cv.soft(full, lung, np.float32(to.lung_hu) + 500.0 * vessels, "lung")
     del vessels
     # heart: anterior mediastinum, left of the midline, above the diaphragm
@@ -296,12 +325,10 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
     cv.soft(full, abd, np.float32(to.organ_hu), "viscera")
     vfat = np.clip((fat_field - (1.0 - 1.8 * to.adiposity)) * 1.5, 0, 1) * abd
     cv.soft(full, vfat, fat_hu, "fat")
-    retro = occ(ellipse2d(xl, yl - yb, a0 + 30.0 + 20 * to.adiposity,
-                          b0 + 24.0 + 10 * to.adiposity)) * abd
+    retro = occ(ellipse2d(xl, yl - yb, a0 + 30.0 + 20 * to.adiposity, b0 + 24.0 + 10 * to.adiposity)) * abd
     cv.soft(full, retro, fat_hu + 10.0, "fat")
     for cx_, rad, name in ((-a0 * 0.35 - 4.0, to.aorta_r, "aorta"), (a0 * 0.6 + 10.0, 11.0, "ivc")):
-        d = np.sqrt(((xl - cx_) / (1.0 if name == "aorta" else 1.4)) ** 2
-                    + (yl - yb - b0 - rad - 2.0) ** 2) - rad
+        d = np.sqrt(((xl - cx_) / (1.0 if name == "aorta" else 1.4)) ** 2 + (yl - yb - b0 - rad - 2.0) ** 2) - rad
         cv.soft(full, occ(d) * abd, np.float32(to.blood_hu), "blood")
     _abdominal_organs(cv, x, xl, yl, z, zl, abd, cage, v0, to, thorax)
     # paraspinal muscles (erector spinae, multifidus): one belly per side between the transverse
@@ -311,15 +338,15 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
     half_d = max((y_front_m - y_back_m) / 2.0, 8.0)
     half_w = v0.width / 2.0 * 0.62 + 6.0
     inf = np.float32(to.muscle_fat_infiltration) * np.clip(
-        0.6 + 0.8 * smooth_field(g.axes[0], g.axes[1], g.axes[2], seed * 47 + 5, 5.0), 0, 1.5)
+        0.6 + 0.8 * smooth_field(g.axes[0], g.axes[1], g.axes[2], seed * 47 + 5, 5.0), 0, 1.5
+    )
     for s in (-1.0, 1.0):
         ps = ellipse2d(xl - s * (half_w + 3.0), yl - (y_back_m + half_d), half_w, half_d)
         cv.soft(full, occ(ps - 2.0), fat_hu, "fat")
         cv.soft(full, occ(ps), mus_hu + inf * (fat_hu - mus_hu), "muscle")
     # bowel gas in the anterior abdomen
     for gx_, gy_, gz_, rad in to.gas:
-        c = np.array([gx_ * (to.half_width - 50.0), yb + b0 + 35.0 + gy_ * 70.0,
-                      zl["T12"] - 60.0 - gz_ * 220.0])
+        c = np.array([gx_ * (to.half_width - 50.0), yb + b0 + 35.0 + gy_ * 70.0, zl["T12"] - 60.0 - gz_ * 220.0])
         sl = g.box(c - rad - 2, c + rad + 2)
         if sl is None:
             continue
@@ -328,8 +355,7 @@ def render_torso(cv: Canvas, sp: SpineParams, lay: dict, cage: dict, to: TorsoPa
         cv.soft(sl, occ(d) * abd[sl], np.float32(-1000.0), "gas")
 
 
-def _abdominal_organs(cv: Canvas, x, xl, yl, z, zl: dict, abd, cage: dict, v0, to: TorsoParams,
-                      thorax) -> None:
+def _abdominal_organs(cv: Canvas, x, xl, yl, z, zl: dict, abd, cage: dict, v0, to: TorsoParams, thorax) -> None:
     """Liver, spleen, kidneys in perirenal fat, psoas and diaphragm crura (in place)."""
     g = cv.grid
     h = g.spacing
@@ -338,8 +364,7 @@ def _abdominal_organs(cv: Canvas, x, xl, yl, z, zl: dict, abd, cage: dict, v0, t
     occ = lambda d: occupancy(d, h)  # noqa: E731
     z11, z12, zl3 = zl["T11"], zl["T12"], zl["L3"]
     # liver: right upper quadrant under the diaphragm, right of the vena cava and the crura
-    liver = ellipsoid((x, yl, z), (to.half_width * 0.5, yb + 55.0, z11 - 40.0),
-                      (to.half_width * 0.65, 85.0, 90.0))
+    liver = ellipsoid((x, yl, z), (to.half_width * 0.5, yb + 55.0, z11 - 40.0), (to.half_width * 0.65, 85.0, 90.0))
     liver = np.maximum(liver, (a0 + 12.0) - xl)
     cv.soft(full, occ(liver) * abd, np.float32(to.liver_hu), "liver")
     # spleen: left, posterior

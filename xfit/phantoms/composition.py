@@ -67,19 +67,19 @@ FAT_HU = (-190.0, -30.0)
 
 SOURCES: dict[str, str] = {
     "tonnesen2023": "Tonnesen PE, Mercaldo ND, Tahir I, et al. Muscle reference values from thoracic "
-                    "and abdominal CT for sarcopenia assessment: the Framingham Heart Study. Invest "
-                    "Radiol 2024;59(3):259-270. doi:10.1097/RLI.0000000000001012 (PMC10920396)",
+    "and abdominal CT for sarcopenia assessment: the Framingham Heart Study. Invest "
+    "Radiol 2024;59(3):259-270. doi:10.1097/RLI.0000000000001012 (PMC10920396)",
     "vanderwerf2018": "van der Werf A, Langius JAE, de van der Schueren MAE, et al. Percentiles for "
-                      "skeletal muscle index, area and radiation attenuation based on computed "
-                      "tomography imaging in a healthy Caucasian population. Eur J Clin Nutr "
-                      "2018;72(2):288-296. doi:10.1038/s41430-017-0034-5 (PMC5842880)",
+    "skeletal muscle index, area and radiation attenuation based on computed "
+    "tomography imaging in a healthy Caucasian population. Eur J Clin Nutr "
+    "2018;72(2):288-296. doi:10.1038/s41430-017-0034-5 (PMC5842880)",
     "derstine2018": "Derstine BA, Holcombe SA, Ross BE, et al. Skeletal muscle cutoff values for "
-                    "sarcopenia diagnosis using T10 to L5 measurements in a healthy US population. "
-                    "Sci Rep 2018;8:11369. doi:10.1038/s41598-018-29825-5 (PMC6063941)",
+    "sarcopenia diagnosis using T10 to L5 measurements in a healthy US population. "
+    "Sci Rep 2018;8:11369. doi:10.1038/s41598-018-29825-5 (PMC6063941)",
     "kong2022": "Kong M, Xu M, Zhou Y, et al. Assessing visceral obesity and abdominal adipose tissue "
-                "distribution in healthy populations based on computed tomography: a large "
-                "multicenter cross-sectional study. Front Nutr 2022;9:871697. "
-                "doi:10.3389/fnut.2022.871697 (PMC9082940)",
+    "distribution in healthy populations based on computed tomography: a large "
+    "multicenter cross-sectional study. Front Nutr 2022;9:871697. "
+    "doi:10.3389/fnut.2022.871697 (PMC9082940)",
 }
 
 
@@ -102,8 +102,7 @@ def _sma_table() -> dict[str, dict[str, AreaStat]]:
     women = {"T5": (145.0, 19.8), "T8": (79.3, 12.5), "T10": (67.5, 11.2), "L3": (119.5, 18.5)}
 
     def lerp(a: str, b: str, t: float) -> tuple[float, float]:
-        return (women[a][0] + t * (women[b][0] - women[a][0]),
-                women[a][1] + t * (women[b][1] - women[a][1]))
+        return (women[a][0] + t * (women[b][0] - women[a][0]), women[a][1] + t * (women[b][1] - women[a][1]))
 
     est = {f"T{i}": women["T5"] for i in range(1, 5)}
     est.update(T6=lerp("T5", "T8", 1 / 3), T7=lerp("T5", "T8", 2 / 3), T9=lerp("T8", "T10", 0.5))
@@ -116,8 +115,13 @@ def _sma_table() -> dict[str, dict[str, AreaStat]]:
         pub = lvl in women
         m, sd = women[lvl] if pub else est[lvl]
         out["female"][lvl] = AreaStat(m, sd, "tonnesen2023" if pub else "ESTIMATED (interpolated)")
-        src = ("DERIVED from vanderwerf2018 p5" if lvl == "L3" else
-               "DERIVED (women x men/women L3 ratio)" if pub else "ESTIMATED (interpolated)")
+        src = (
+            "DERIVED from vanderwerf2018 p5"
+            if lvl == "L3"
+            else "DERIVED (women x men/women L3 ratio)"
+            if pub
+            else "ESTIMATED (interpolated)"
+        )
         out["male"][lvl] = AreaStat(m * _MEN_RATIO, sd * _MEN_RATIO, src)
     return out
 
@@ -159,8 +163,9 @@ def fat_median(kind: str, sex: str, bmi: float, level: str) -> float:
     return a * (THORACIC_SAT_RATIO if level[0] == "T" else 1.0)
 
 
-def published_ranges(sex: str, level: str, bmi: float | None = None, n_sd: float = 3.0
-                     ) -> dict[str, tuple[float, float]]:
+def published_ranges(
+    sex: str, level: str, bmi: float | None = None, n_sd: float = 3.0
+) -> dict[str, tuple[float, float]]:
     """Published ranges (cm²) for ``sex`` at ``level``: SMA mean ± ``n_sd`` SD; SAT and VAT the
     median at ``bmi`` (``None``: at either end of :data:`BMI_RANGE`) times ``exp(± n_sd`` residual
     SDs)."""
@@ -184,20 +189,30 @@ def draw_composition(rng: np.random.Generator, level: str) -> CompositionParams:
     resid = math.sqrt(max(st.sd**2 - (slope * sd) ** 2, (0.3 * st.sd) ** 2))
     sma = st.mean + slope * (bmi - SMA_BMI_REF) + resid * float(np.clip(rng.standard_normal(), -2.5, 2.5))
     sat = fat_median("sat", sex, bmi, level) * math.exp(
-        FAT_RESIDUAL_SD * float(np.clip(rng.standard_normal(), -2.5, 2.5)))
+        FAT_RESIDUAL_SD * float(np.clip(rng.standard_normal(), -2.5, 2.5))
+    )
     vat = fat_median("vat", sex, bmi, level) * math.exp(
-        FAT_RESIDUAL_SD * float(np.clip(rng.standard_normal(), -2.5, 2.5)))
+        FAT_RESIDUAL_SD * float(np.clip(rng.standard_normal(), -2.5, 2.5))
+    )
     other = OTHER_CM2[(level[0], sex)] * float(rng.uniform(0.9, 1.1))
-    return CompositionParams(model="published", sex=sex, bmi=bmi, level=level, sma_cm2=float(sma),
-                             sat_cm2=float(sat), vat_cm2=float(vat),
-                             body_cm2=float(sma + sat + vat + other))
+    return CompositionParams(
+        model="published",
+        sex=sex,
+        bmi=bmi,
+        level=level,
+        sma_cm2=float(sma),
+        sat_cm2=float(sat),
+        vat_cm2=float(vat),
+        body_cm2=float(sma + sat + vat + other),
+    )
 
 
 # ----------------------------------------------------------------------------- measuring
 
 
-def slice_areas(hu: np.ndarray, tissue: np.ndarray, regions: dict[str, np.ndarray],
-                spacing_mm: float) -> dict[str, float]:
+def slice_areas(
+    hu: np.ndarray, tissue: np.ndarray, regions: dict[str, np.ndarray], spacing_mm: float
+) -> dict[str, float]:
     """Areas (cm²) of one axial slice with the standard windows (module docstring).
 
     Args:
@@ -212,15 +227,18 @@ def slice_areas(hu: np.ndarray, tissue: np.ndarray, regions: dict[str, np.ndarra
     px = spacing_mm**2 / 100.0
     fat = (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])
     muscle = (tissue == TISSUE["muscle"]) & (hu >= MUSCLE_HU[0]) & (hu <= MUSCLE_HU[1])
-    return dict(sma=float(muscle.sum() * px), sat=float((fat & regions["subcutaneous"]).sum() * px),
-                vat=float((fat & regions["cavity"]).sum() * px),
-                body=float((tissue != TISSUE["air"]).sum() * px))
+    return dict(
+        sma=float(muscle.sum() * px),
+        sat=float((fat & regions["subcutaneous"]).sum() * px),
+        vat=float((fat & regions["cavity"]).sum() * px),
+        body=float((tissue != TISSUE["air"]).sum() * px),
+    )
 
 
 def _slab_areas(p: PhantomParams, lay: dict, spacing_mm: float = 2.0) -> dict[str, float]:
     """:func:`slice_areas` of the centred level's mid-vertebral slice, rendered on a thin slab
     (torso, discs, ribs and vertebrae; no scanner effects)."""
-    from .anatomy import ribcage, render_discs_and_canal, render_ribs, render_torso, render_vertebrae
+    from .anatomy import render_discs_and_canal, render_ribs, render_torso, render_vertebrae, ribcage
     from .render import Canvas, Grid
 
     sp, to = p.spine, p.torso
@@ -235,8 +253,7 @@ def _slab_areas(p: PhantomParams, lay: dict, spacing_mm: float = 2.0) -> dict[st
     render_discs_and_canal(cv, sp, lay)
     render_ribs(cv, sp, lay, cage, to, p.seed)
     render_vertebrae(cv, sp, lay, p.seed)
-    return slice_areas(cv.hu()[:, :, 0], cv.tissue[:, :, 0],
-                       {k: v[:, :, 0] for k, v in reg.items()}, spacing_mm)
+    return slice_areas(cv.hu()[:, :, 0], cv.tissue[:, :, 0], {k: v[:, :, 0] for k, v in reg.items()}, spacing_mm)
 
 
 def _superellipse_cm2(a: float, b: float, pe: float) -> float:
@@ -263,13 +280,16 @@ def fit_torso(p: PhantomParams, lay: dict, comp: CompositionParams, iterations: 
         a, b = to.half_width, to.half_depth
         perimeter_cm = math.pi * math.sqrt(2 * (a * a + b * b)) / 10.0
         inner_cm = perimeter_cm - 2 * math.pi * (to.skin + to.fat) / 10.0
-        to.fat = float(np.clip(to.fat + (comp.sat_cm2 - last["sat"]) / max(perimeter_cm, 1.0) * 10.0
-                               * 0.8, 1.0, 0.45 * min(a, b)))
-        to.wall = float(np.clip(to.wall + (comp.sma_cm2 - last["sma"]) / max(inner_cm, 1.0) * 10.0
-                                * 0.8, 2.0, 0.3 * min(a, b)))
+        to.fat = float(
+            np.clip(to.fat + (comp.sat_cm2 - last["sat"]) / max(perimeter_cm, 1.0) * 10.0 * 0.8, 1.0, 0.45 * min(a, b))
+        )
+        to.wall = float(
+            np.clip(to.wall + (comp.sma_cm2 - last["sma"]) / max(inner_cm, 1.0) * 10.0 * 0.8, 2.0, 0.3 * min(a, b))
+        )
         if abdominal:
-            to.adiposity = float(np.clip(to.adiposity + 0.8 * (comp.vat_cm2 - last["vat"])
-                                         / max(comp.vat_cm2, 30.0) * 0.5, 0.0, 1.0))
+            to.adiposity = float(
+                np.clip(to.adiposity + 0.8 * (comp.vat_cm2 - last["vat"]) / max(comp.vat_cm2, 30.0) * 0.5, 0.0, 1.0)
+            )
     comp.fitted = _slab_areas(p, lay)
 
 
@@ -288,5 +308,11 @@ def composition_json(c: CompositionParams | None) -> dict[str, Any] | None:
     """The composition as the phantom's metadata records it (``None`` for the default model)."""
     if c is None:
         return None
-    return dict(model=c.model, sex=c.sex, bmi=c.bmi, level=c.level, targets_cm2=dict(
-        sma=c.sma_cm2, sat=c.sat_cm2, vat=c.vat_cm2, body=c.body_cm2), fitted_cm2=dict(c.fitted))
+    return dict(
+        model=c.model,
+        sex=c.sex,
+        bmi=c.bmi,
+        level=c.level,
+        targets_cm2=dict(sma=c.sma_cm2, sat=c.sat_cm2, vat=c.vat_cm2, body=c.body_cm2),
+        fitted_cm2=dict(c.fitted),
+    )

@@ -7,7 +7,7 @@ so a crop of a large phantom equals the small phantom of the same seed (``xfit.p
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,17 +30,18 @@ def _u32(a: np.ndarray | int) -> np.ndarray:
 
 def _mix(mx: np.ndarray, my: np.ndarray, mz: np.ndarray, key: int) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return (_u32(mx)[:, None, None] * np.uint32(0x9E3779B1)
-                + _u32(my)[None, :, None] * np.uint32(0x85EBCA77)
-                + _u32(mz)[None, None, :] * np.uint32(0xC2B2AE3D)
-                + hash_u32(_u32(key)))
+        return (
+            _u32(mx)[:, None, None] * np.uint32(0x9E3779B1)
+            + _u32(my)[None, :, None] * np.uint32(0x85EBCA77)
+            + _u32(mz)[None, None, :] * np.uint32(0xC2B2AE3D)
+            + hash_u32(_u32(key))
+        )
 
 
 def lattice_values(mx: np.ndarray, my: np.ndarray, mz: np.ndarray, key: int) -> np.ndarray:
     """Unit-variance uniform pseudo-random values ``[Mx, My, Mz]`` at integer lattice nodes."""
     h = hash_u32(hash_u32(_mix(mx, my, mz, key)))
-    return ((h.astype(np.float64) / 4294967296.0) * 2.0 - 1.0).astype(np.float32) * np.float32(
-        math.sqrt(3.0))
+    return ((h.astype(np.float64) / 4294967296.0) * 2.0 - 1.0).astype(np.float32) * np.float32(math.sqrt(3.0))
 
 
 def _bspline_weights(coords: np.ndarray, cell_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +53,9 @@ def _bspline_weights(coords: np.ndarray, cell_mm: float) -> tuple[np.ndarray, np
     return ms, w.astype(np.float32)
 
 
-def smooth_field(xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, key: int,
-                 cell_mm: float | Sequence[float]) -> np.ndarray:
+def smooth_field(
+    xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, key: int, cell_mm: float | Sequence[float]
+) -> np.ndarray:
     """Smooth zero-mean, ~unit-std random field ``[I, J, K]`` at the world axes ``xs, ys, zs`` (mm).
 
     Args:

@@ -11,7 +11,7 @@ vertical trabeculae), and a basivertebral venous channel crosses the back of eac
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,21 +29,31 @@ def draw_bone(rng: np.random.Generator, age_density: float) -> dict[str, float]:
     ``TISSUE_HU["trabecular_osteoporotic"]`` (1); the cortex from ``TISSUE_HU["cortical_bone"]``
     and :data:`CORTICAL_THICKNESS_MM`, thinner and less dense with age.
     """
-    from .morphometry import CORTICAL_THICKNESS_MM as ct, TISSUE_HU as t
+    from .morphometry import CORTICAL_THICKNESS_MM as ct
+    from .morphometry import TISSUE_HU as t
 
     young = rng.uniform(t["trabecular_young"].lo, t["trabecular_young"].hi)
     old = rng.uniform(t["trabecular_osteoporotic"].lo, t["trabecular_osteoporotic"].hi)
     cort = t["cortical_bone"]
-    return dict(trabecular=float(young + (old - young) * age_density),
-                posterior=float(rng.uniform(80.0, 180.0)),
-                cortical=float(rng.uniform(cort.lo + 100, cort.hi - 200) - 200.0 * age_density),
-                cortical_mm=float(rng.uniform(ct.lo, ct.hi) * (1.0 - 0.3 * age_density) + 0.1),
-                sclerosis=float(rng.uniform(300.0, 700.0)))
+    return dict(
+        trabecular=float(young + (old - young) * age_density),
+        posterior=float(rng.uniform(80.0, 180.0)),
+        cortical=float(rng.uniform(cort.lo + 100, cort.hi - 200) - 200.0 * age_density),
+        cortical_mm=float(rng.uniform(ct.lo, ct.hi) * (1.0 - 0.3 * age_density) + 0.1),
+        sclerosis=float(rng.uniform(300.0, 700.0)),
+    )
 
 
-def vertebra_hu(sdf: np.ndarray, posterior: np.ndarray, endplate: np.ndarray,
-                local: Sequence[np.ndarray], world: Sequence[np.ndarray], v: VertebraParams,
-                key: int, spacing: float) -> np.ndarray:
+def vertebra_hu(
+    sdf: np.ndarray,
+    posterior: np.ndarray,
+    endplate: np.ndarray,
+    local: Sequence[np.ndarray],
+    world: Sequence[np.ndarray],
+    v: VertebraParams,
+    key: int,
+    spacing: float,
+) -> np.ndarray:
     """HU of a vertebra's voxels: textured trabecular core, denser posterior elements, endplate
     sclerosis, basivertebral channel and a cortical shell with partial volume.
 
@@ -60,8 +70,16 @@ def vertebra_hu(sdf: np.ndarray, posterior: np.ndarray, endplate: np.ndarray,
     return bone_hu(sdf, world, core, v.cort_hu, v.cort_t, v.tex_hu, key, spacing)
 
 
-def bone_hu(sdf: np.ndarray, world: Sequence[np.ndarray], core: float | np.ndarray,
-            cort: float, cort_t: float, tex: float, key: int, spacing: float) -> np.ndarray:
+def bone_hu(
+    sdf: np.ndarray,
+    world: Sequence[np.ndarray],
+    core: float | np.ndarray,
+    cort: float,
+    cort_t: float,
+    tex: float,
+    key: int,
+    spacing: float,
+) -> np.ndarray:
     """HU of the bone part of each voxel: a cortical shell of ``cort_t`` mm over a textured core.
 
     Along the surface normal, a voxel of side ``spacing`` at signed distance ``sdf`` holds bone
@@ -71,8 +89,7 @@ def bone_hu(sdf: np.ndarray, world: Sequence[np.ndarray], core: float | np.ndarr
     occ = np.clip(0.5 - sdf / spacing, 0.0, 1.0)
     shell = (occ - np.clip(0.5 - (sdf + cort_t) / spacing, 0.0, 1.0)) / np.maximum(occ, 1e-3)
     shape = np.broadcast_shapes(*[np.shape(x) for x in world])
-    f = smooth_field(np.ravel(world[0]), np.ravel(world[1]), np.ravel(world[2]), key,
-                     TRABECULAR_CELL_MM)
+    f = smooth_field(np.ravel(world[0]), np.ravel(world[1]), np.ravel(world[2]), key, TRABECULAR_CELL_MM)
     f = np.broadcast_to(f, shape)
     c = core + tex * f
     return (c + (cort - c) * shell).astype(np.float32)

@@ -10,16 +10,16 @@ data loader cuts from a larger one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..levels import level_label, parse_levels, LABEL_TO_LEVEL
+from ..levels import LABEL_TO_LEVEL, level_label, parse_levels
+from .anatomy import draw_torso, render_discs_and_canal, render_ribs, render_torso, render_vertebrae, ribcage
 from .composition import composition_json
-from .anatomy import (draw_torso, render_discs_and_canal, render_ribs, render_torso,
-                      render_vertebrae, ribcage)
 from .materials import draw_bone
 from .morphometry import MORPHOMETRY
 from .params import PhantomParams, SpineParams
@@ -80,8 +80,7 @@ class Phantom:
     def to_json(self) -> dict[str, Any]:
         from .labels import TISSUE
 
-        return dict(self.info, params=self.params.to_json(),
-                    tissue_classes={str(v): k for k, v in TISSUE.items()})
+        return dict(self.info, params=self.params.to_json(), tissue_classes={str(v): k for k, v in TISSUE.items()})
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -121,12 +120,20 @@ def draw_spine(rng: np.random.Generator, level: str | None) -> SpineParams:
         loss = deg * rng.uniform(0.3, 0.8) if rng.random() < deg else 0.0
         discs[lvl] = float(max(hgt * (1.0 - loss), 1.5))
     discs["S1"] = 0.0
-    return SpineParams(centre_level=centre, centre_label=level_label(centre), size=z_size,
-                       age_density=age, degeneration=deg, vertebrae=verts, discs=discs,
-                       disc_hu=float(rng.uniform(75.0, 100.0) - 20.0 * deg),
-                       nucleus_hu=float(rng.uniform(60.0, 80.0) + 30.0 * deg),
-                       csf_hu=float(rng.uniform(0.0, 15.0)), cord_hu=float(rng.uniform(30.0, 40.0)),
-                       posture=posture)
+    return SpineParams(
+        centre_level=centre,
+        centre_label=level_label(centre),
+        size=z_size,
+        age_density=age,
+        degeneration=deg,
+        vertebrae=verts,
+        discs=discs,
+        disc_hu=float(rng.uniform(75.0, 100.0) - 20.0 * deg),
+        nucleus_hu=float(rng.uniform(60.0, 80.0) + 30.0 * deg),
+        csf_hu=float(rng.uniform(0.0, 15.0)),
+        cord_hu=float(rng.uniform(30.0, 40.0)),
+        posture=posture,
+    )
 
 
 def draw_params(seed: int, level: str | None = None, body_composition: str = "default") -> PhantomParams:
@@ -140,8 +147,9 @@ def draw_params(seed: int, level: str | None = None, body_composition: str = "de
 
     check_body_composition(body_composition)
     sp = draw_spine(_rng(seed, 0), level)
-    p = PhantomParams(seed=int(seed), spine=sp, torso=draw_torso(_rng(seed, 1)),
-                      scanner=draw_scanner(_rng(seed, 2), sp.centre_level))
+    p = PhantomParams(
+        seed=int(seed), spine=sp, torso=draw_torso(_rng(seed, 1)), scanner=draw_scanner(_rng(seed, 2), sp.centre_level)
+    )
     if body_composition == "published":
         p = apply_published(p, _rng(seed, 3))
     return p
@@ -158,8 +166,9 @@ def _shape(size: int | Sequence[int], spacing_mm: float, fov_mm: float | None) -
     return tuple(max(k + ((k - n) % 2), 8) for n in sizes)
 
 
-def vertebra_centroid(p: PhantomParams, lay: dict, spacing_mm: float,
-                      halves: Sequence[float] = (0.0, 0.5)) -> dict[float, np.ndarray]:
+def vertebra_centroid(
+    p: PhantomParams, lay: dict, spacing_mm: float, halves: Sequence[float] = (0.0, 0.5)
+) -> dict[float, np.ndarray]:
     """World centroid (mm) of the centred vertebra's label on lattices of ``spacing_mm``.
 
     Args:
@@ -181,11 +190,20 @@ def vertebra_centroid(p: PhantomParams, lay: dict, spacing_mm: float,
     return out
 
 
-def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float = 1.25,
-                 fov_mm: float | None = None, level: str | None = None,
-                 centre: str = "vertebra", noise_hu: float | None = None, blur: bool = True,
-                 metal: bool | None = None, body_composition: str = "default",
-                 regions: bool = False) -> Phantom:
+def make_phantom(
+    seed: int,
+    *,
+    size: int | Sequence[int] = 64,
+    spacing_mm: float = 1.25,
+    fov_mm: float | None = None,
+    level: str | None = None,
+    centre: str = "vertebra",
+    noise_hu: float | None = None,
+    blur: bool = True,
+    metal: bool | None = None,
+    body_composition: str = "default",
+    regions: bool = False,
+) -> Phantom:
     """Draw a procedural spine CT phantom.
 
     Args:
@@ -237,7 +255,7 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
         sc.metal = bool(metal)
         if sc.metal and not sc.metal_levels:
             i = min(SPINE_LEVELS.index(p.spine.centre_level), len(SPINE_LEVELS) - 3)
-            sc.metal_levels = tuple(SPINE_LEVELS[max(i - 1, 0):i + 2])
+            sc.metal_levels = tuple(SPINE_LEVELS[max(i - 1, 0) : i + 2])
     sp = p.spine
     lay = layout(sp.vertebrae, sp.discs, sp.posture, sp.centre_level)
     h = float(spacing_mm)
@@ -266,20 +284,35 @@ def make_phantom(seed: int, *, size: int | Sequence[int] = 64, spacing_mm: float
     crop = tuple(slice(m, m + n) for n in shape)
     out_grid = Grid(shape, h)  # the grid centre is the world origin of the written volume
     v = sp.vertebrae[sp.centre_level]
-    info = dict(seed=int(seed), shape=list(shape), spacing_mm=h, centre=centre,
-                centre_mm=[float(x) for x in origin], centre_level=sp.centre_level,
-                centre_label=sp.centre_label,
-                body_composition=composition_json(p.composition) or "default",
-                levels={lvl: sp.vertebrae[lvl].label for lvl in SPINE_LEVELS},
-                vertebra=dict(level=sp.centre_level, body_width_mm=2 * v.a,
-                              body_depth_mm=2 * v.b, body_height_mm=2 * v.hb,
-                              width_mm=v.width, depth_mm=v.depth,
-                              body_centre_mm=[float(x) for x in lay[sp.centre_level]["c"] - origin],
-                              sagittal_tilt_deg=float(lay[sp.centre_level]["phi"]),
-                              coronal_tilt_deg=float(lay[sp.centre_level]["psi"]),
-                              axial_rotation_deg=float(lay[sp.centre_level]["rot"] + v.axial_rot)))
-    return Phantom(hu=np.ascontiguousarray(hu[crop], np.float32),
-                   seg=np.ascontiguousarray(cv.seg[crop]),
-                   tissue=np.ascontiguousarray(cv.tissue[crop]), affine=out_grid.affine,
-                   params=p, info=info,
-                   regions=None if reg is None else {k: np.ascontiguousarray(v[crop]) for k, v in reg.items()})
+    info = dict(
+        seed=int(seed),
+        shape=list(shape),
+        spacing_mm=h,
+        centre=centre,
+        centre_mm=[float(x) for x in origin],
+        centre_level=sp.centre_level,
+        centre_label=sp.centre_label,
+        body_composition=composition_json(p.composition) or "default",
+        levels={lvl: sp.vertebrae[lvl].label for lvl in SPINE_LEVELS},
+        vertebra=dict(
+            level=sp.centre_level,
+            body_width_mm=2 * v.a,
+            body_depth_mm=2 * v.b,
+            body_height_mm=2 * v.hb,
+            width_mm=v.width,
+            depth_mm=v.depth,
+            body_centre_mm=[float(x) for x in lay[sp.centre_level]["c"] - origin],
+            sagittal_tilt_deg=float(lay[sp.centre_level]["phi"]),
+            coronal_tilt_deg=float(lay[sp.centre_level]["psi"]),
+            axial_rotation_deg=float(lay[sp.centre_level]["rot"] + v.axial_rot),
+        ),
+    )
+    return Phantom(
+        hu=np.ascontiguousarray(hu[crop], np.float32),
+        seg=np.ascontiguousarray(cv.seg[crop]),
+        tissue=np.ascontiguousarray(cv.tissue[crop]),
+        affine=out_grid.affine,
+        params=p,
+        info=info,
+        regions=None if reg is None else {k: np.ascontiguousarray(v[crop]) for k, v in reg.items()},
+    )

@@ -64,8 +64,7 @@ class VertebraParams:
         """Antero-posterior extent from the body front to the spinous tip (approximate)."""
         import math
 
-        return (2 * self.b + self.cd + self.lt
-                + self.sp_len * math.cos(math.radians(self.sp_ang)) + self.sp_t / 2)
+        return 2 * self.b + self.cd + self.lt + self.sp_len * math.cos(math.radians(self.sp_ang)) + self.sp_t / 2
 
 
 @dataclass

@@ -22,8 +22,7 @@ import numpy as np
 from .params import PostureParams, VertebraParams
 
 #: Drawn levels, cranial to caudal.
-SPINE_LEVELS: tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)]
-                                      + [f"L{i}" for i in range(1, 6)] + ["S1"])
+SPINE_LEVELS: tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"])
 #: Share of the L1-S1 lordosis taken by the disc below each lumbar level.
 LORDOSIS_SHARE = {"L1": 0.07, "L2": 0.11, "L3": 0.17, "L4": 0.27, "L5": 0.38}
 #: Fraction of cases with scoliosis.
@@ -38,8 +37,11 @@ def draw_posture(rng: np.random.Generator) -> PostureParams:
     """Draw a supine spine posture (angles in degrees; ranges in :mod:`.morphometry`)."""
     from .morphometry import POSTURE
 
-    ll, tk, ss = POSTURE["lumbar_lordosis_L1_S1_deg"], POSTURE["thoracic_kyphosis_T4_T12_deg"], \
-        POSTURE["sacral_slope_deg"]
+    ll, tk, ss = (
+        POSTURE["lumbar_lordosis_L1_S1_deg"],
+        POSTURE["thoracic_kyphosis_T4_T12_deg"],
+        POSTURE["sacral_slope_deg"],
+    )
     lordosis = _clipped_normal(rng, (ll.lo + ll.hi) / 2, (ll.hi - ll.lo) / 4, ll.lo - 10, ll.hi + 5)
     kyphosis = _clipped_normal(rng, (tk.lo + tk.hi) / 2, (tk.hi - tk.lo) / 4, tk.lo - 5, tk.hi + 10)
     slope = _clipped_normal(rng, (ss.lo + ss.hi) / 2, (ss.hi - ss.lo) / 4, ss.lo - 5, ss.hi + 5)
@@ -48,11 +50,16 @@ def draw_posture(rng: np.random.Generator) -> PostureParams:
     apex = float(rng.uniform(SPINE_LEVELS.index("T7"), SPINE_LEVELS.index("L2")))
     side = 1.0 if rng.random() < (0.8 if apex < SPINE_LEVELS.index("T12") else 0.4) else -1.0
     return PostureParams(
-        sacral_slope=slope, lordosis=lordosis, kyphosis=kyphosis, scoliosis_cobb=cobb,
-        scoliosis_apex=apex, scoliosis_half_span=float(rng.uniform(3.0, 5.0)),
-        scoliosis_side=side, apical_rotation=float(cobb * rng.uniform(0.2, 0.4)),
-        table_rotation=(float(rng.uniform(-3, 3)), float(rng.uniform(-3, 3)),
-                        float(rng.uniform(-4, 4))))
+        sacral_slope=slope,
+        lordosis=lordosis,
+        kyphosis=kyphosis,
+        scoliosis_cobb=cobb,
+        scoliosis_apex=apex,
+        scoliosis_half_span=float(rng.uniform(3.0, 5.0)),
+        scoliosis_side=side,
+        apical_rotation=float(cobb * rng.uniform(0.2, 0.4)),
+        table_rotation=(float(rng.uniform(-3, 3)), float(rng.uniform(-3, 3)), float(rng.uniform(-4, 4))),
+    )
 
 
 def sagittal_tilts(p: PostureParams) -> dict[str, float]:
@@ -82,8 +89,9 @@ def coronal_profile(p: PostureParams) -> tuple[dict[str, float], dict[str, float
         else:
             s = math.copysign(max(0.0, 1.0 - (abs(d) - h) / h), d)
         psi[lvl] = p.scoliosis_side * 0.5 * p.scoliosis_cobb * s
-        rot[lvl] = p.scoliosis_side * p.apical_rotation * max(0.0, math.cos(0.5 * math.pi * d / h)) \
-            if abs(d) < h else 0.0
+        rot[lvl] = (
+            p.scoliosis_side * p.apical_rotation * max(0.0, math.cos(0.5 * math.pi * d / h)) if abs(d) < h else 0.0
+        )
     return psi, rot
 
 
@@ -98,8 +106,9 @@ def _align_z(t: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
-def layout(verts: dict[str, VertebraParams], discs: dict[str, float], p: PostureParams,
-           centre_level: str) -> dict[str, dict[str, np.ndarray]]:
+def layout(
+    verts: dict[str, VertebraParams], discs: dict[str, float], p: PostureParams, centre_level: str
+) -> dict[str, dict[str, np.ndarray]]:
     """World pose of every vertebra, with the centred vertebra's AP-centre at the origin.
 
     Returns:
@@ -123,17 +132,17 @@ def layout(verts: dict[str, VertebraParams], discs: dict[str, float], p: Posture
         lvl, below = SPINE_LEVELS[i], SPINE_LEVELS[i + 1]
         tm = tangent[lvl] + tangent[below]
         tm /= np.linalg.norm(tm)
-        c[lvl] = (c[below] + tangent[below] * verts[below].hb + tm * discs[lvl]
-                  + tangent[lvl] * verts[lvl].hb)
+        c[lvl] = c[below] + tangent[below] * verts[below].hb + tm * discs[lvl] + tangent[lvl] * verts[lvl].hb
     out = {}
     for lvl in SPINE_LEVELS:
         v = verts[lvl]
         y_off = v.b - v.depth / 2.0
         cw = rg @ c[lvl]
-        out[lvl] = dict(R=R[lvl], c=cw, p=cw + R[lvl] @ np.array([0.0, y_off, 0.0]),
-                        phi=phi[lvl], psi=psi[lvl], rot=arot[lvl])
+        out[lvl] = dict(
+            R=R[lvl], c=cw, p=cw + R[lvl] @ np.array([0.0, y_off, 0.0]), phi=phi[lvl], psi=psi[lvl], rot=arot[lvl]
+        )
     origin = out[centre_level]["p"].copy()
-    for lvl in out:
-        out[lvl]["c"] = out[lvl]["c"] - origin
-        out[lvl]["p"] = out[lvl]["p"] - origin
+    for frame in out.values():
+        frame["c"] = frame["c"] - origin
+        frame["p"] = frame["p"] - origin
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,8 +20,9 @@ class Grid:
         self.shape = tuple(int(s) for s in shape)
         self.spacing = float(spacing)
         self.centre = np.asarray(centre, np.float64)
-        self.axes = [((np.arange(n) - (n - 1) / 2.0) * spacing + c).astype(np.float32)
-                     for n, c in zip(self.shape, self.centre)]
+        self.axes = [
+            ((np.arange(n) - (n - 1) / 2.0) * spacing + c).astype(np.float32) for n, c in zip(self.shape, self.centre)
+        ]
 
     @property
     def affine(self) -> np.ndarray:
@@ -47,15 +48,17 @@ class Grid:
 
     def points(self, sl: tuple[slice, slice, slice]) -> list[np.ndarray]:
         """World coordinates (broadcastable ``[i,1,1]``, ``[1,j,1]``, ``[1,1,k]``) of a box."""
-        return [self.axes[0][sl[0]][:, None, None], self.axes[1][sl[1]][None, :, None],
-                self.axes[2][sl[2]][None, None, :]]
+        return [
+            self.axes[0][sl[0]][:, None, None],
+            self.axes[1][sl[1]][None, :, None],
+            self.axes[2][sl[2]][None, None, :],
+        ]
 
 
 def to_local(pts: Sequence[np.ndarray], c: np.ndarray, r: np.ndarray) -> list[np.ndarray]:
     """Local coordinates ``R^T (p - c)`` of broadcastable world points."""
     d = [pts[i] - np.float32(c[i]) for i in range(3)]
-    return [(d[0] * np.float32(r[0, m]) + d[1] * np.float32(r[1, m]) + d[2] * np.float32(r[2, m]))
-            for m in range(3)]
+    return [(d[0] * np.float32(r[0, m]) + d[1] * np.float32(r[1, m]) + d[2] * np.float32(r[2, m])) for m in range(3)]
 
 
 class Canvas:

@@ -44,8 +44,11 @@ def draw_scanner(rng: np.random.Generator, centre_level: str) -> ScannerParams:
     return ScannerParams(
         slice_thickness_mm=float(rng.uniform(*SLICE_THICKNESS_MM)),
         inplane_fwhm_mm=float(rng.uniform(*INPLANE_FWHM_MM)),
-        noise_hu=float(rng.uniform(*NOISE_HU)), noise_corr_mm=float(rng.uniform(0.5, 0.9)),
-        metal=metal, metal_levels=tuple(SPINE_LEVELS[start:start + n]) if metal else ())
+        noise_hu=float(rng.uniform(*NOISE_HU)),
+        noise_corr_mm=float(rng.uniform(0.5, 0.9)),
+        metal=metal,
+        metal_levels=tuple(SPINE_LEVELS[start : start + n]) if metal else (),
+    )
 
 
 def margin_vox(sc: ScannerParams, spacing: float) -> int:
@@ -69,7 +72,7 @@ def render_metal(cv: Canvas, sp: SpineParams, lay: dict, sc: ScannerParams) -> N
             p0, p1 = L["c"] + L["R"] @ (entry - 6.0 * dirn), L["c"] + L["R"] @ tip
             heads[s].append(p0)
             _metal_capsule(cv, p0, p1, 3.0)
-    for s, pts in heads.items():
+    for pts in heads.values():
         for a, b in zip(pts[:-1], pts[1:]):
             _metal_capsule(cv, a, b, 2.75)
 

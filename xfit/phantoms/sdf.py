@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,8 +23,9 @@ def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return b + (a - b) * h - k * h * (1.0 - h)
 
 
-def ellcapsule(q: Sequence[np.ndarray], p0: np.ndarray, p1: np.ndarray, n1: np.ndarray,
-               r1: float, r2: float) -> np.ndarray:
+def ellcapsule(
+    q: Sequence[np.ndarray], p0: np.ndarray, p1: np.ndarray, n1: np.ndarray, r1: float, r2: float
+) -> np.ndarray:
     """Approximate signed distance to a capsule with elliptic cross-section.
 
     Args:
@@ -49,8 +50,7 @@ def ellcapsule(q: Sequence[np.ndarray], p0: np.ndarray, p1: np.ndarray, n1: np.n
     return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
 
 
-def ellipse2d(u: np.ndarray, v: np.ndarray, a: np.ndarray | float,
-              b: np.ndarray | float) -> np.ndarray:
+def ellipse2d(u: np.ndarray, v: np.ndarray, a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
     """Approximate signed distance to the ellipse ``(u/a)^2 + (v/b)^2 = 1``."""
     k0 = np.sqrt((u / a) ** 2 + (v / b) ** 2)
     k1 = np.sqrt((u / a**2) ** 2 + (v / b**2) ** 2)

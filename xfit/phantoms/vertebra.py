@@ -13,7 +13,7 @@ alae, scaled by the size draw (it only matters as the neighbour of L5).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,8 +43,9 @@ def _draw(rng: np.random.Generator, s: Stat, z_size: float | None) -> float:
     return float(s.mean + s.sd * float(np.clip(z, -MAX_SD, MAX_SD)))
 
 
-def draw_vertebra(rng: np.random.Generator, level: str, z_size: float,
-                  materials: dict[str, float], degeneration: float) -> VertebraParams:
+def draw_vertebra(
+    rng: np.random.Generator, level: str, z_size: float, materials: dict[str, float], degeneration: float
+) -> VertebraParams:
     """Draw one vertebra of ``level`` (``"T1"``..``"L5"`` or ``"S1"``).
 
     Args:
@@ -73,36 +74,87 @@ def draw_vertebra(rng: np.random.Generator, level: str, z_size: float,
     osteo = float(degeneration * rng.uniform(0.0, 4.0)) if rng.random() < degeneration else 0.0
     cup = max(d(m.endplate_concavity), 0.3)
     return VertebraParams(
-        level=level, label=level_label(level), region=region, a=a, b=b,
-        hb_ant=h_ant / 2, hb_post=h_post / 2, cup=cup, waist=float(rng.uniform(0.03, 0.09)),
-        cw=cw, cd=cd, pw=pw, ph=ph, pl=float(0.55 * cd + 2.0), ped_angle=ped_angle, lt=lt, lh=lh,
+        level=level,
+        label=level_label(level),
+        region=region,
+        a=a,
+        b=b,
+        hb_ant=h_ant / 2,
+        hb_post=h_post / 2,
+        cup=cup,
+        waist=float(rng.uniform(0.03, 0.09)),
+        cw=cw,
+        cd=cd,
+        pw=pw,
+        ph=ph,
+        pl=float(0.55 * cd + 2.0),
+        ped_angle=ped_angle,
+        lt=lt,
+        lh=lh,
         width=max(width, 2 * (cw / 2 + pw) + 8.0),
         tp_back=(3.0 + 0.5 * (int(level[1:]) - 1)) if region == "L" else 12.0 - 0.5 * (int(level[1:]) - 1),
         tp_up=0.0 if region == "L" else 3.0,
         tp_r=(4.0, 5.5) if region == "L" else (5.0, 5.5),
-        sp_len=sp_len, sp_ang=sp_ang, sp_t=7.0 if region == "L" else 6.0,
+        sp_len=sp_len,
+        sp_ang=sp_ang,
+        sp_t=7.0 if region == "L" else 6.0,
         sp_h=(16.0 - 0.6 * int(level[1:])) if region == "L" else 8.5,
-        sap_h=8.0 if region == "L" else 6.0, iap_h=7.0 if region == "L" else 6.0,
-        facet_angle=ang(m.facet_transverse_angle), axial_rot=float(rng.uniform(-1.5, 1.5)),
-        osteophyte=osteo, trab_hu=float(materials["trabecular"] + rng.uniform(-10, 10)),
-        tex_hu=float(rng.uniform(25.0, 45.0)), post_hu=float(materials["posterior"]),
+        sap_h=8.0 if region == "L" else 6.0,
+        iap_h=7.0 if region == "L" else 6.0,
+        facet_angle=ang(m.facet_transverse_angle),
+        axial_rot=float(rng.uniform(-1.5, 1.5)),
+        osteophyte=osteo,
+        trab_hu=float(materials["trabecular"] + rng.uniform(-10, 10)),
+        tex_hu=float(rng.uniform(25.0, 45.0)),
+        post_hu=float(materials["posterior"]),
         cort_hu=float(materials["cortical"] + rng.uniform(-60, 60)),
         cort_t=float(materials["cortical_mm"] * rng.uniform(0.9, 1.1)),
-        sclerosis_hu=float(materials["sclerosis"] * degeneration * rng.uniform(0.5, 1.0)))
+        sclerosis_hu=float(materials["sclerosis"] * degeneration * rng.uniform(0.5, 1.0)),
+    )
 
 
-def _sacrum(rng: np.random.Generator, z_size: float, materials: dict[str, float],
-            degeneration: float) -> VertebraParams:
+def _sacrum(
+    rng: np.random.Generator, z_size: float, materials: dict[str, float], degeneration: float
+) -> VertebraParams:
     f = 1.0 + 0.05 * z_size
     return VertebraParams(
-        level="S1", label=level_label("S1"), region="S", a=25.0 * f, b=17.0 * f,
-        hb_ant=11.0 * f, hb_post=9.0 * f, cup=0.8, waist=0.04, cw=18.0 * f, cd=10.0,
-        pw=12.0, ph=12.0, pl=7.5, ped_angle=20.0, lt=5.0, lh=14.0, width=100.0 * f,
-        tp_back=-4.0, tp_up=0.0, tp_r=(9.0, 11.0), sp_len=12.0, sp_ang=30.0, sp_t=5.0,
-        sp_h=8.0, sap_h=6.0, iap_h=0.0, facet_angle=40.0, axial_rot=0.0, osteophyte=0.0,
-        trab_hu=float(materials["trabecular"] + 20.0), tex_hu=30.0,
-        post_hu=float(materials["posterior"]), cort_hu=float(materials["cortical"]),
-        cort_t=float(materials["cortical_mm"]), sclerosis_hu=0.0)
+        level="S1",
+        label=level_label("S1"),
+        region="S",
+        a=25.0 * f,
+        b=17.0 * f,
+        hb_ant=11.0 * f,
+        hb_post=9.0 * f,
+        cup=0.8,
+        waist=0.04,
+        cw=18.0 * f,
+        cd=10.0,
+        pw=12.0,
+        ph=12.0,
+        pl=7.5,
+        ped_angle=20.0,
+        lt=5.0,
+        lh=14.0,
+        width=100.0 * f,
+        tp_back=-4.0,
+        tp_up=0.0,
+        tp_r=(9.0, 11.0),
+        sp_len=12.0,
+        sp_ang=30.0,
+        sp_t=5.0,
+        sp_h=8.0,
+        sap_h=6.0,
+        iap_h=0.0,
+        facet_angle=40.0,
+        axial_rot=0.0,
+        osteophyte=0.0,
+        trab_hu=float(materials["trabecular"] + 20.0),
+        tex_hu=30.0,
+        post_hu=float(materials["posterior"]),
+        cort_hu=float(materials["cortical"]),
+        cort_t=float(materials["cortical_mm"]),
+        sclerosis_hu=0.0,
+    )
 
 
 def notch_radius(a: float, region: str) -> float:
@@ -110,8 +162,7 @@ def notch_radius(a: float, region: str) -> float:
     return (0.42 if region == "L" else 0.3) * a
 
 
-def vertebra_sdf(q: Sequence[np.ndarray], v: VertebraParams) -> tuple[np.ndarray, np.ndarray,
-                                                                       np.ndarray]:
+def vertebra_sdf(q: Sequence[np.ndarray], v: VertebraParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Signed distance (mm) of a whole vertebra at local points ``q`` (body centre origin).
 
     The body is kidney-shaped in axial section (posterior notch), waisted, wedged (anterior and
@@ -139,8 +190,7 @@ def vertebra_sdf(q: Sequence[np.ndarray], v: VertebraParams) -> tuple[np.ndarray
     dz = np.abs(w) - surf
     rr = 1.5
     q1, q2 = d2 + rr, dz + rr
-    body = np.sqrt(np.maximum(q1, 0) ** 2 + np.maximum(q2, 0) ** 2) + np.minimum(
-        np.maximum(q1, q2), 0) - rr
+    body = np.sqrt(np.maximum(q1, 0) ** 2 + np.maximum(q2, 0) ** 2) + np.minimum(np.maximum(q1, q2), 0) - rr
     post = _posterior_sdf(q, v)
     return smin(body, post, 2.0), (post < body).astype(np.float32), np.maximum(-dz, 0.0)
 
@@ -159,24 +209,35 @@ def _posterior_sdf(q: Sequence[np.ndarray], v: VertebraParams) -> np.ndarray:
         up0 = s * (cw / 2 + pw / 2)
         up1 = up0 + s * pl * conv * 0.5
         parts = [
-            ellcapsule(q, np.array([up0, -b + 5, wp]), np.array([up1, -b - pl, wp]), ex,
-                       pw / 2, ph / 2),
-            ellcapsule(q, np.array([up1, -b - pl, wl]), np.array([0, vj, wl - 4.0]), ez,
-                       lh / 2, lt / 2),
+            ellcapsule(q, np.array([up0, -b + 5, wp]), np.array([up1, -b - pl, wp]), ex, pw / 2, ph / 2),
+            ellcapsule(q, np.array([up1, -b - pl, wl]), np.array([0, vj, wl - 4.0]), ez, lh / 2, lt / 2),
         ]
         r1, r2 = v.tp_r
         tip = np.array([s * (v.width / 2 - min(r1, r2)), -b - pl - v.tp_back, wp + v.tp_up])
-        parts.append(ellcapsule(q, np.array([s * (cw / 2 + pw * 0.7), -b - pl * 0.9, wp]),
-                                tip, ey, r1, r2))
+        parts.append(ellcapsule(q, np.array([s * (cw / 2 + pw * 0.7), -b - pl * 0.9, wp]), tip, ey, r1, r2))
         n_facet = np.array([math.cos(fa), s * math.sin(fa), 0.0])
         if v.sap_h > 0:
-            parts.append(ellcapsule(q, np.array([s * (cw / 2 + pw * 0.6), -b - pl - 1, wp]),
-                                    np.array([s * (cw / 2 + pw * 0.6 + 1), -b - pl - 4,
-                                              hb + v.sap_h]), n_facet, 3.0, 5.0))
+            parts.append(
+                ellcapsule(
+                    q,
+                    np.array([s * (cw / 2 + pw * 0.6), -b - pl - 1, wp]),
+                    np.array([s * (cw / 2 + pw * 0.6 + 1), -b - pl - 4, hb + v.sap_h]),
+                    n_facet,
+                    3.0,
+                    5.0,
+                )
+            )
         if v.iap_h > 0:
-            parts.append(ellcapsule(q, np.array([s * (cw / 2 + 2.0), vj + 2, wl - 3]),
-                                    np.array([s * (cw / 2 + 1.0), vj + 1, -hb - v.iap_h]),
-                                    n_facet, 3.0, 4.5))
+            parts.append(
+                ellcapsule(
+                    q,
+                    np.array([s * (cw / 2 + 2.0), vj + 2, wl - 3]),
+                    np.array([s * (cw / 2 + 1.0), vj + 1, -hb - v.iap_h]),
+                    n_facet,
+                    3.0,
+                    4.5,
+                )
+            )
         for part in parts:
             post = part if post is None else np.minimum(post, part)
     ang = math.radians(v.sp_ang)
@@ -192,5 +253,4 @@ def local_box(v: VertebraParams) -> np.ndarray:
     back = v.b + v.cd + v.lt + (v.sp_len + v.sp_t) * math.cos(ang) + 4
     low = min(-v.hb - v.iap_h, -v.hb - v.sp_len * math.sin(ang)) - v.sp_h - 4
     high = max(v.hb_ant, v.hb_post) + max(v.sap_h, 0) + 6
-    return np.array([[x, y, z] for x in (-hw, hw) for y in (-back, v.b + 8 + v.osteophyte)
-                     for z in (low, high)])
+    return np.array([[x, y, z] for x in (-hw, hw) for y in (-back, v.b + 8 + v.osteophyte) for z in (low, high)])

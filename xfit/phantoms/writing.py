@@ -9,14 +9,15 @@ labels), ``caseNNNN_tissue.nii.gz`` (:data:`xfit.phantoms.labels.TISSUE`) and ``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .model import Phantom, make_phantom
 
 
-def montage(phantoms: Sequence[Phantom], path: str | Path, *, force: bool = True,
-            titles: Sequence[str] | None = None) -> Path:
+def montage(
+    phantoms: Sequence[Phantom], path: str | Path, *, force: bool = True, titles: Sequence[str] | None = None
+) -> Path:
     """PNG montage through :func:`xfit.preview.volumes_montage`: one row per phantom (axial,
     coronal, sagittal slices with the centred vertebra outlined, AP and lateral DRRs).
 
@@ -31,16 +32,19 @@ def montage(phantoms: Sequence[Phantom], path: str | Path, *, force: bool = True
         raise InputError("montage needs at least one phantom")
     if titles is None:
         titles = [f"seed {ph.info['seed']} {ph.info['centre_level']}" for ph in phantoms]
-    return preview.volumes_montage([ph.hu for ph in phantoms], path,
-                                   spacing_mm=phantoms[0].spacing_mm,
-                                   labels=[ph.vertebra_mask for ph in phantoms], titles=titles,
-                                   force=force)
+    return preview.volumes_montage(
+        [ph.hu for ph in phantoms],
+        path,
+        spacing_mm=phantoms[0].spacing_mm,
+        labels=[ph.vertebra_mask for ph in phantoms],
+        titles=titles,
+        force=force,
+    )
 
 
 def case_names(i: int) -> tuple[str, str, str, str]:
     """File names of case ``i``: CT, vertebra labels, tissue classes, parameters."""
-    return (f"case{i:04d}_ct.nii.gz", f"case{i:04d}_seg.nii.gz", f"case{i:04d}_tissue.nii.gz",
-            f"case{i:04d}.json")
+    return (f"case{i:04d}_ct.nii.gz", f"case{i:04d}_seg.nii.gz", f"case{i:04d}_tissue.nii.gz", f"case{i:04d}.json")
 
 
 def write_case(folder: Path, i: int, ph: Phantom) -> list[Path]:
@@ -48,20 +52,34 @@ def write_case(folder: Path, i: int, ph: Phantom) -> list[Path]:
     from ..io import atomic_write, write_nifti
 
     ct, seg, tis, js = (folder / x for x in case_names(i))
-    out = [write_nifti(ct, ph.hu, ph.affine, force=True),
-           write_nifti(seg, ph.seg, ph.affine, force=True),
-           write_nifti(tis, ph.tissue, ph.affine, force=True)]
+    out = [
+        write_nifti(ct, ph.hu, ph.affine, force=True),
+        write_nifti(seg, ph.seg, ph.affine, force=True),
+        write_nifti(tis, ph.tissue, ph.affine, force=True),
+    ]
     with atomic_write(js, force=True) as tmp:
         Path(tmp).write_text(json.dumps(ph.to_json(), indent=1))
     return out + [js]
 
 
-def write_phantoms(out_dir: str | Path, n: int, *, size: int | Sequence[int] = 64,
-                   spacing_mm: float = 1.25, seed: int = 0, fov_mm: float | None = None,
-                   force: bool = False, progress: bool = True, level: str | None = None,
-                   centre: str = "vertebra", noise_hu: float | None = None, blur: bool = True,
-                   metal: bool | None = None, n_montage: int = 4,
-                   body_composition: str = "default") -> list[Path]:
+def write_phantoms(
+    out_dir: str | Path,
+    n: int,
+    *,
+    size: int | Sequence[int] = 64,
+    spacing_mm: float = 1.25,
+    seed: int = 0,
+    fov_mm: float | None = None,
+    force: bool = False,
+    progress: bool = True,
+    level: str | None = None,
+    centre: str = "vertebra",
+    noise_hu: float | None = None,
+    blur: bool = True,
+    metal: bool | None = None,
+    n_montage: int = 4,
+    body_composition: str = "default",
+) -> list[Path]:
     """Write ``n`` phantoms (case ``i`` uses seed ``seed + i``) as one folder, atomically.
 
     Per case: ``caseNNNN_ct.nii.gz`` (HU), ``caseNNNN_seg.nii.gz`` (vertebrae, VerSe labels),
@@ -86,8 +104,17 @@ def write_phantoms(out_dir: str | Path, n: int, *, size: int | Sequence[int] = 6
     if int(n) < 1:
         raise InputError(f"n must be >= 1, got {n}")
     out = check_output_folder(out_dir, force=force)
-    kw = dict(size=size, spacing_mm=spacing_mm, fov_mm=fov_mm, level=level, centre=centre,
-              noise_hu=noise_hu, blur=blur, metal=metal, body_composition=body_composition)
+    kw = dict(
+        size=size,
+        spacing_mm=spacing_mm,
+        fov_mm=fov_mm,
+        level=level,
+        centre=centre,
+        noise_hu=noise_hu,
+        blur=blur,
+        metal=metal,
+        body_composition=body_composition,
+    )
     first = make_phantom(seed, **kw)  # bad arguments fail here, before any file
     written: list[Path] = []
     shown = []

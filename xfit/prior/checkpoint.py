@@ -33,16 +33,26 @@ import dataclasses
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import (FORMAT_VERSION, check_finite, check_names_shapes, load_tensors, read_safetensors,
-                          save_safetensors, state_dict_tensors, take_prefix, xfit_meta)
+from ..checkpoint import (
+    FORMAT_VERSION,
+    check_finite,
+    check_names_shapes,
+    load_tensors,
+    read_safetensors,
+    save_safetensors,
+    state_dict_tensors,
+    take_prefix,
+    xfit_meta,
+)
 from ..errors import CheckpointError, InputError
 from .config import PriorConfig
 from .networks import Generator, build_generator
@@ -116,10 +126,17 @@ def _expected_shapes(cfg: PriorConfig) -> dict[str, tuple[int, ...]]:
 # Prior
 
 
-def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor,
-               config: PriorConfig, summary: Mapping[str, Any] | None = None,
-               label_names: tuple[str, ...] | list[str] | None = None, force: bool = False,
-               half: bool = False) -> Path:
+def save_prior(
+    path: str | Path,
+    G_ema: Generator,
+    w_mean: Tensor,
+    w_std: Tensor,
+    config: PriorConfig,
+    summary: Mapping[str, Any] | None = None,
+    label_names: tuple[str, ...] | list[str] | None = None,
+    force: bool = False,
+    half: bool = False,
+) -> Path:
     """Write a prior checkpoint (atomically).
 
     Args:
@@ -142,8 +159,9 @@ def save_prior(path: str | Path, G_ema: Generator, w_mean: Tensor, w_std: Tensor
     """
     if label_names is not None:
         if len(label_names) != len(config.label_names):
-            raise InputError(f"label_names {list(label_names)} must have "
-                             f"{len(config.label_names)} entries like the config")
+            raise InputError(
+                f"label_names {list(label_names)} must have {len(config.label_names)} entries like the config"
+            )
         config = dataclasses.replace(config, label_names=tuple(label_names))
     tensors = state_dict_tensors(G_ema, "G")
     if half:
@@ -195,8 +213,7 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Prior:
     tensors = load_tensors(data, path)
     problem = check_names_shapes(tensors, _expected_shapes(config))
     if problem:
-        raise CheckpointError(f"{path}: tensors do not match the architecture of its config: "
-                              f"{problem}")
+        raise CheckpointError(f"{path}: tensors do not match the architecture of its config: {problem}")
     bad = sorted(k for k, v in tensors.items() if not v.is_floating_point())
     if bad:
         raise CheckpointError(f"{path}: non-floating-point tensors: {', '.join(bad[:5])}")
@@ -208,13 +225,21 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Prior:
         G = build_generator(config)
     G.load_state_dict(take_prefix(tensors, "G"), strict=True, assign=True)
     G = G.to(device).eval().requires_grad_(False)
-    return Prior(G=G, w_mean=w_mean.to(device), w_std=w_std.to(device), config=config, meta=meta,
-                 sha256=hashlib.sha256(data).hexdigest(), path=path)
+    return Prior(
+        G=G,
+        w_mean=w_mean.to(device),
+        w_std=w_std.to(device),
+        config=config,
+        meta=meta,
+        sha256=hashlib.sha256(data).hexdigest(),
+        path=path,
+    )
 
 
 @torch.no_grad()
-def compute_w_stats(G: Generator, n: int = 10000, batch: int = 1000, seed: int = 0,
-                    device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
+def compute_w_stats(
+    G: Generator, n: int = 10000, batch: int = 1000, seed: int = 0, device: str | torch.device | None = None
+) -> tuple[Tensor, Tensor]:
     """Mean and std of w = mapping(z) (no truncation) over ``n`` seeded random z.
 
     Args:
@@ -250,8 +275,9 @@ def compute_w_stats(G: Generator, n: int = 10000, batch: int = 1000, seed: int =
 # Training state
 
 
-def save_training_state(path: str | Path, tensors: Mapping[str, Tensor], meta: Mapping[str, Any],
-                        force: bool = False) -> Path:
+def save_training_state(
+    path: str | Path, tensors: Mapping[str, Tensor], meta: Mapping[str, Any], force: bool = False
+) -> Path:
     """Write named tensors plus JSON ``meta`` as one safetensors file (atomically).
 
     Raises:
@@ -259,8 +285,7 @@ def save_training_state(path: str | Path, tensors: Mapping[str, Tensor], meta: M
         OutputExistsError: ``path`` exists and ``force`` is false.
     """
     try:
-        text = json.dumps({"format": TRAIN_STATE_FORMAT, "format_version": FORMAT_VERSION,
-                           "meta": dict(meta)})
+        text = json.dumps({"format": TRAIN_STATE_FORMAT, "format_version": FORMAT_VERSION, "meta": dict(meta)})
     except (TypeError, ValueError) as exc:
         raise InputError(f"training-state metadata is not JSON-serialisable: {exc}") from exc
     return save_safetensors(Path(path), dict(tensors), {"xfit": text}, force)
@@ -281,8 +306,7 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, 
     return tensors, meta.get("meta", {})
 
 
-def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt"
-                      ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt") -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Split an optimizer state dict into tensors and JSON.
 
     Tensor state entries become ``{prefix}.state.{param_index}.{name}`` (e.g.
@@ -327,13 +351,13 @@ def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt"
     return tensors, meta
 
 
-def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor],
-                      meta: Mapping[str, Any]) -> None:
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
     """Load a state flattened by :func:`flatten_optimizer` into ``opt`` (same param layout).
 
     Raises:
         CheckpointError: a referenced tensor is missing or the state does not fit ``opt``.
     """
+
     def value(entry: Mapping[str, Any]) -> Any:
         if "tensor" in entry:
             if entry["tensor"] not in tensors:
@@ -343,8 +367,7 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor],
         return tuple(v) if entry.get("tuple") else v
 
     try:
-        state = {int(idx): {name: value(e) for name, e in item.items()}
-                 for idx, item in meta["state"].items()}
+        state = {int(idx): {name: value(e) for name, e in item.items()} for idx, item in meta["state"].items()}
         groups = [{name: value(e) for name, e in g.items()} for g in meta["param_groups"]]
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (KeyError, TypeError, ValueError) as exc:
@@ -360,7 +383,7 @@ def capture_rng_state(prefix: str = "rng") -> tuple[dict[str, Tensor], dict[str,
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"{prefix}.cuda.{i}"] = s
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state is what resumes)
     version, internal, gauss_next = random.getstate()
     meta = {
         "prefix": prefix,
@@ -379,7 +402,7 @@ def restore_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) ->
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     name, keys, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002 (as saved)
     version, internal, gauss_next = meta["python"]
     random.setstate((version, tuple(internal), gauss_next))
 
@@ -388,10 +411,18 @@ def restore_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) ->
 # Compact training snapshot
 
 
-def save_snapshot(path: str | Path, modules: Mapping[str, nn.Module] | Mapping[str, Tensor], *,
-                  step: int, kimg: float, config: PriorConfig, world_size: int = 1,
-                  dtype: str = "float16", summary: Mapping[str, Any] | None = None,
-                  force: bool = False) -> Path:
+def save_snapshot(
+    path: str | Path,
+    modules: Mapping[str, nn.Module] | Mapping[str, Tensor],
+    *,
+    step: int,
+    kimg: float,
+    config: PriorConfig,
+    world_size: int = 1,
+    dtype: str = "float16",
+    summary: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
     """Write a compact, resumable snapshot of the networks (atomically).
 
     Args:
@@ -419,11 +450,17 @@ def save_snapshot(path: str | Path, modules: Mapping[str, nn.Module] | Mapping[s
             tensors.update(state_dict_tensors(value, key))
         elif key.split(".")[0] in ("G", "G_ema", "D"):
             tensors[key] = value.detach().to("cpu", copy=True).contiguous()
-    tensors = {k: v.to(half) if v.is_floating_point() and not k.endswith("w_avg") else v
-               for k, v in tensors.items()}
-    meta = {"format": SNAPSHOT_FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
-            "kimg": float(kimg), "world_size": int(world_size), "dtype": dtype,
-            "config": config.to_dict(), "summary": dict(summary or {})}
+    tensors = {k: v.to(half) if v.is_floating_point() and not k.endswith("w_avg") else v for k, v in tensors.items()}
+    meta = {
+        "format": SNAPSHOT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "step": int(step),
+        "kimg": float(kimg),
+        "world_size": int(world_size),
+        "dtype": dtype,
+        "config": config.to_dict(),
+        "summary": dict(summary or {}),
+    }
     try:
         text = json.dumps(meta)
     except (TypeError, ValueError) as exc:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..configs import config_path as shipped_config_path
 from ..errors import InputError
@@ -116,10 +117,8 @@ class PriorConfig:
     mapping_layers: int = 4
     mapping_lr_multiplier: float = 0.01
     w_avg_beta: float = 0.998
-    g_channels: dict[int, int] = field(
-        default_factory=lambda: {4: 256, 8: 128, 16: 64, 32: 32, 64: 16})
-    d_channels: dict[int, int] = field(
-        default_factory=lambda: {4: 128, 8: 64, 16: 32, 32: 16, 64: 8})
+    g_channels: dict[int, int] = field(default_factory=lambda: {4: 256, 8: 128, 16: 64, 32: 32, 64: 16})
+    d_channels: dict[int, int] = field(default_factory=lambda: {4: 128, 8: 64, 16: 32, 32: 16, 64: 8})
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -142,7 +141,7 @@ class PriorConfig:
         return _jsonable(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PriorConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PriorConfig:
         """Build and validate a config from a (possibly JSON-decoded) dictionary.
 
         Raises:
@@ -180,11 +179,34 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 _NESTED = {"training": TrainingConfig, "augment": AugmentConfig}
-_INT_FIELDS = {"resolution", "z_dim", "w_dim", "mapping_layers", "mbstd_group_size",
-               "mbstd_num_channels", "batch_size", "r1_interval", "checkpoint_every",
-               "sample_every", "seed", "shift_vox", "log_every"}
-_FLOAT_FIELDS = {"spacing_mm", "mapping_lr_multiplier", "w_avg_beta", "g_lr", "d_lr", "r1_gamma",
-                 "style_mix_prob", "ema_half_life_kimg", "total_kimg", "rotate_deg", "intensity"}
+_INT_FIELDS = {
+    "resolution",
+    "z_dim",
+    "w_dim",
+    "mapping_layers",
+    "mbstd_group_size",
+    "mbstd_num_channels",
+    "batch_size",
+    "r1_interval",
+    "checkpoint_every",
+    "sample_every",
+    "seed",
+    "shift_vox",
+    "log_every",
+}
+_FLOAT_FIELDS = {
+    "spacing_mm",
+    "mapping_lr_multiplier",
+    "w_avg_beta",
+    "g_lr",
+    "d_lr",
+    "r1_gamma",
+    "style_mix_prob",
+    "ema_half_life_kimg",
+    "total_kimg",
+    "rotate_deg",
+    "intensity",
+}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -203,8 +225,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     if name in ("g_channels", "d_channels"):
         if not isinstance(value, Mapping):
             raise InputError(f"{where} must map resolution -> width, got {value!r}")
-        return {_to_int(k, f"{where} key", digits_ok=True): _to_int(v, f"{where}[{k}]")
-                for k, v in value.items()}
+        return {_to_int(k, f"{where} key", digits_ok=True): _to_int(v, f"{where}[{k}]") for k, v in value.items()}
     if name == "label_names":
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise InputError(f"{where} must be a list of names, got {value!r}")
@@ -267,15 +288,26 @@ def expected_resolutions(resolution: int) -> list[int]:
 MAX_RESOLUTION = 1024
 RANGES: dict[str, tuple[float, float]] = {
     "spacing_mm": (0.0, 100.0),
-    "z_dim": (1, 8192), "w_dim": (1, 8192), "mapping_layers": (1, 64),
-    "mapping_lr_multiplier": (0.0, 100.0), "mbstd_group_size": (1, 1024), "mbstd_num_channels": (1, 64),
-    "training.batch_size": (1, 65536), "training.g_lr": (0.0, 10.0), "training.d_lr": (0.0, 10.0),
-    "training.r1_gamma": (0.0, 1e6), "training.r1_interval": (1, 1_000_000),
-    "training.ema_half_life_kimg": (0.0, 1e6), "training.ema_rampup": (0.0, 1e3),
-    "training.total_kimg": (0.0, 1e9), "training.checkpoint_every": (1, 10**9),
-    "training.sample_every": (1, 10**9), "training.log_every": (1, 10**9),
+    "z_dim": (1, 8192),
+    "w_dim": (1, 8192),
+    "mapping_layers": (1, 64),
+    "mapping_lr_multiplier": (0.0, 100.0),
+    "mbstd_group_size": (1, 1024),
+    "mbstd_num_channels": (1, 64),
+    "training.batch_size": (1, 65536),
+    "training.g_lr": (0.0, 10.0),
+    "training.d_lr": (0.0, 10.0),
+    "training.r1_gamma": (0.0, 1e6),
+    "training.r1_interval": (1, 1_000_000),
+    "training.ema_half_life_kimg": (0.0, 1e6),
+    "training.ema_rampup": (0.0, 1e3),
+    "training.total_kimg": (0.0, 1e9),
+    "training.checkpoint_every": (1, 10**9),
+    "training.sample_every": (1, 10**9),
+    "training.log_every": (1, 10**9),
     "training.seed": (0, 2**32 - 1),
-    "training.augment.rotate_deg": (0.0, 180.0), "training.augment.shift_vox": (0, 1024),
+    "training.augment.rotate_deg": (0.0, 180.0),
+    "training.augment.shift_vox": (0, 1024),
     "training.augment.intensity": (0.0, 1.0),
 }
 #: Channel widths, HU window bounds and label values must lie within these.
@@ -329,8 +361,7 @@ def _validate(cfg: PriorConfig) -> None:
     for key in ("g_channels", "d_channels"):
         widths = getattr(cfg, key)
         if sorted(widths) != want:
-            raise InputError(f"{key} must have exactly the keys {want} for resolution {r}, "
-                             f"got {sorted(widths)}")
+            raise InputError(f"{key} must have exactly the keys {want} for resolution {r}, got {sorted(widths)}")
         bad = {k: v for k, v in widths.items() if v < 1}
         if bad:
             raise InputError(f"{key} widths must be >= 1, got {bad}")
@@ -339,8 +370,17 @@ def _validate(cfg: PriorConfig) -> None:
 
 
 def _validate_training(t: TrainingConfig) -> None:
-    positive = ("batch_size", "g_lr", "d_lr", "r1_interval", "ema_half_life_kimg", "total_kimg",
-                "checkpoint_every", "sample_every", "log_every")
+    positive = (
+        "batch_size",
+        "g_lr",
+        "d_lr",
+        "r1_interval",
+        "ema_half_life_kimg",
+        "total_kimg",
+        "checkpoint_every",
+        "sample_every",
+        "log_every",
+    )
     for key in positive:
         if not getattr(t, key) > 0:
             raise InputError(f"training.{key} must be > 0, got {getattr(t, key)}")

@@ -42,10 +42,11 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,16 @@ from ..errors import InputError, OutputError, XfitError
 from ..io import Volume
 from ..levels import VERTEBRA_LABELS, format_levels, level_name
 from ..units import hu_to_unit
-from .datasets import (Case, Collection, LabelMap, MaskFiles, class_map_values, file_signature, find_cases,
-                       nifti_class_map)
+from .datasets import (
+    Case,
+    Collection,
+    LabelMap,
+    MaskFiles,
+    class_map_values,
+    file_signature,
+    find_cases,
+    nifti_class_map,
+)
 
 #: Default largest fraction of a crop that may lie outside the scan.
 MAX_OUTSIDE = 0.05
@@ -89,8 +98,16 @@ class DataSettings:
         return tuple(VERTEBRA_LABELS if self.levels is None else self.levels)
 
     def key(self) -> str:
-        return json.dumps([self.resolution, float(self.spacing_mm), [float(x) for x in self.hu_window],
-                           list(self.chosen()), float(self.max_outside), "pad-nearest"])
+        return json.dumps(
+            [
+                self.resolution,
+                float(self.spacing_mm),
+                [float(x) for x in self.hu_window],
+                list(self.chosen()),
+                float(self.max_outside),
+                "pad-nearest",
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,8 +126,9 @@ class _Nifti:
             # decompressing from the start for each read
             img = nib.load(str(path), keep_file_open=True)
         except Exception as exc:  # nibabel raises many types for corrupt or foreign files
-            raise InputError(f"{path.name}: cannot read as NIfTI ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())})") from exc
+            raise InputError(
+                f"{path.name}: cannot read as NIfTI ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            ) from exc
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"{path.name}: not a NIfTI file ({type(img).__name__})")
         shape = tuple(int(s) for s in img.shape)
@@ -134,8 +152,9 @@ class _Nifti:
         try:
             return np.asarray(self.img.dataobj[sl])
         except Exception as exc:
-            raise InputError(f"{self.path.name}: cannot read voxels ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())})") from exc
+            raise InputError(
+                f"{self.path.name}: cannot read voxels ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            ) from exc
 
     def _slices(self, k0: int, k1: int) -> np.ndarray:
         """Whole slices ``[k0, k1)`` of a compressed file through a forward-moving window: a gzip
@@ -144,10 +163,10 @@ class _Nifti:
         w = self._win
         w1 = self._w0 + (w.shape[2] if w is not None else 0)
         if w is not None and self._w0 <= k0 and k1 <= w1:
-            return w[:, :, k0 - self._w0:k1 - self._w0]
+            return w[:, :, k0 - self._w0 : k1 - self._w0]
         if w is not None and self._w0 <= k0 < w1:  # overlap: keep the tail, read on from w1
             new = self._read((0, 0, w1), (n0, n1, k1))
-            w = np.concatenate([w[:, :, k0 - self._w0:], new.astype(w.dtype, copy=False)], axis=2)
+            w = np.concatenate([w[:, :, k0 - self._w0 :], new.astype(w.dtype, copy=False)], axis=2)
         else:
             w = self._read((0, 0, k0), (n0, n1, k1))
         self._win, self._w0 = w, k0
@@ -156,7 +175,7 @@ class _Nifti:
     def block(self, lo: Sequence[int], hi: Sequence[int], *, integer: bool = False) -> np.ndarray:
         """Voxels ``[lo, hi)`` per axis: float32 with the NIfTI scaling, or int64 labels."""
         if self.compressed:
-            raw = self._slices(int(lo[2]), int(hi[2]))[int(lo[0]):int(hi[0]), int(lo[1]):int(hi[1])]
+            raw = self._slices(int(lo[2]), int(hi[2]))[int(lo[0]) : int(hi[0]), int(lo[1]) : int(hi[1])]
         else:
             raw = self._read(lo, hi)
         if integer:
@@ -198,7 +217,7 @@ class LevelStats:
     _acc: Any = field(default=None, repr=False)
 
 
-def open_labels(labels: LabelMap | MaskFiles) -> tuple[list["_Nifti"], dict[int, int] | list[int]]:
+def open_labels(labels: LabelMap | MaskFiles) -> tuple[list[_Nifti], dict[int, int] | list[int]]:
     """Open a label source: ``(images, spec)`` where ``spec`` is the value map of a label map
     (file value -> VerSe label) or the VerSe label of each mask file."""
     if isinstance(labels, LabelMap):
@@ -211,8 +230,7 @@ def open_labels(labels: LabelMap | MaskFiles) -> tuple[list["_Nifti"], dict[int,
     return [_Nifti(p) for _, p in labels.masks], [lab for lab, _ in labels.masks]
 
 
-def scan_levels(images: Sequence["_Nifti"], spec: dict[int, int] | list[int]
-                ) -> tuple[dict[int, LevelStats], list[int]]:
+def scan_levels(images: Sequence[_Nifti], spec: dict[int, int] | list[int]) -> tuple[dict[int, LevelStats], list[int]]:
     """Find the vertebrae of opened label images (see :func:`open_labels`).
 
     Returns:
@@ -232,8 +250,7 @@ def scan_levels(images: Sequence["_Nifti"], spec: dict[int, int] | list[int]
             vals = slab[nz]
             uniq, inv = np.unique(vals, return_inverse=True)
             counts = np.bincount(inv, minlength=len(uniq))
-            sums = [np.bincount(inv, weights=nz[a] + (k0 if a == 2 else 0), minlength=len(uniq))
-                    for a in range(3)]
+            sums = [np.bincount(inv, weights=nz[a] + (k0 if a == 2 else 0), minlength=len(uniq)) for a in range(3)]
             for n, v in enumerate(uniq.tolist()):
                 a = acc.setdefault(v, np.zeros(4))
                 a += (counts[n], sums[0][n], sums[1][n], sums[2][n])
@@ -275,8 +292,11 @@ def crop_affine(ct: _Nifti, centre_mm: np.ndarray, size: int, spacing_mm: float)
     half = (size - 1) / 2.0
     rot = ct.affine[:3, :3]
     a = np.abs(rot)
-    lattice = np.all(np.isclose(a.max(0), spacing_mm, rtol=1e-4)) and np.all(
-        (a > 1e-6 * spacing_mm).sum(0) == 1) and np.all((a > 1e-6 * spacing_mm).sum(1) == 1)
+    lattice = (
+        np.all(np.isclose(a.max(0), spacing_mm, rtol=1e-4))
+        and np.all((a > 1e-6 * spacing_mm).sum(0) == 1)
+        and np.all((a > 1e-6 * spacing_mm).sum(1) == 1)
+    )
     centre = np.asarray(centre_mm, dtype=np.float64)
     if lattice:
         idx = np.linalg.solve(rot, centre - ct.affine[:3, 3])
@@ -389,8 +409,10 @@ class CaseReport:
         """One human-readable line for ``--dry-run``."""
         if self.error is not None:
             return f"{self.name}: SKIPPED ({self.error})"
-        parts = [f"{self.name}: levels {format_levels(self.found) or 'none'}",
-                 f"{len(self.crops)} crop(s)" + (f" ({format_levels(self.crops)})" if self.crops else "")]
+        parts = [
+            f"{self.name}: levels {format_levels(self.found) or 'none'}",
+            f"{len(self.crops)} crop(s)" + (f" ({format_levels(self.crops)})" if self.crops else ""),
+        ]
         parts += [f"skip {lev}: {why}" for lev, why in self.skipped]
         if self.ignored_values:
             more = f" and {len(self.ignored_values) - 8} more" if len(self.ignored_values) > 8 else ""
@@ -398,22 +420,36 @@ class CaseReport:
         return "; ".join(parts)
 
 
-def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[int],
-         settings: DataSettings, rep: CaseReport, with_data: bool) -> list[np.ndarray]:
+def _cut(
+    ct: _Nifti,
+    images: Sequence[_Nifti],
+    spec: dict[int, int] | list[int],
+    settings: DataSettings,
+    rep: CaseReport,
+    with_data: bool,
+) -> list[np.ndarray]:
     """Crops of one CT given its opened label images; fills ``rep`` (raises InputError)."""
     stats, rep.ignored_values = scan_levels(images, spec)
     rep.found = [lab for lab in VERTEBRA_LABELS if lab in stats]  # anatomical order
     if not rep.found:
-        raise InputError("its labels hold no vertebra" + (
-            f" (values {rep.ignored_values[:8]} are not VerSe vertebra labels; choose the layout "
-            "or give the class map)" if rep.ignored_values else " (the mask is empty)"))
+        raise InputError(
+            "its labels hold no vertebra"
+            + (
+                f" (values {rep.ignored_values[:8]} are not VerSe vertebra labels; choose the layout "
+                "or give the class map)"
+                if rep.ignored_values
+                else " (the mask is empty)"
+            )
+        )
     lo_ct, hi_ct = ct.world_box()
     for img in images:
         lo_m, hi_m = img.world_box()
         if np.any(np.minimum(hi_ct, hi_m) <= np.maximum(lo_ct, lo_m)):
-            raise InputError(f"mask {img.path.name} does not overlap its CT (CT box "
-                             f"{np.round(lo_ct).tolist()}..{np.round(hi_ct).tolist()} mm, mask box "
-                             f"{np.round(lo_m).tolist()}..{np.round(hi_m).tolist()} mm)")
+            raise InputError(
+                f"mask {img.path.name} does not overlap its CT (CT box "
+                f"{np.round(lo_ct).tolist()}..{np.round(hi_ct).tolist()} mm, mask box "
+                f"{np.round(lo_m).tolist()}..{np.round(hi_m).tolist()} mm)"
+            )
     chosen = set(settings.chosen())
     size = settings.resolution
     todo: list[tuple[int, np.ndarray]] = []
@@ -423,8 +459,15 @@ def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[i
         aff = crop_affine(ct, stats[lab].centroid_mm, size, settings.spacing_mm)
         out = outside_fraction(ct, aff, size)
         if out > settings.max_outside:
-            rep.skipped.append((level_name(lab), f"{100 * out:.0f} % of the crop lies outside the "
-                                f"scan (at most {100 * settings.max_outside:.0f} % allowed)"))
+            rep.skipped.append(
+                (
+                    level_name(lab),
+                    (
+                        f"{100 * out:.0f} % of the crop lies outside the "
+                        f"scan (at most {100 * settings.max_outside:.0f} % allowed)"
+                    ),
+                )
+            )
             continue
         rep.crops.append(lab)
         todo.append((lab, aff))
@@ -439,13 +482,13 @@ def _cut(ct: "_Nifti", images: Sequence["_Nifti"], spec: dict[int, int] | list[i
             mask = sample_mask(images[0], aff, size, [v for v, l in spec.items() if l == lab])
         else:
             mask = sample_mask(images[spec.index(lab)], aff, size, None)
-        done[lab] = np.stack([hu_to_unit(hu, settings.hu_window),
-                              np.where(mask, 1.0, -1.0).astype(np.float32)]).astype(np.float16)
+        done[lab] = np.stack([hu_to_unit(hu, settings.hu_window), np.where(mask, 1.0, -1.0).astype(np.float32)]).astype(
+            np.float16
+        )
     return [done[lab] for lab, _ in todo]
 
 
-def prepare_case(case: Case, settings: DataSettings, *, with_data: bool = True
-                 ) -> tuple[list[np.ndarray], CaseReport]:
+def prepare_case(case: Case, settings: DataSettings, *, with_data: bool = True) -> tuple[list[np.ndarray], CaseReport]:
     """Cut the crops of one CT.
 
     Args:
@@ -467,8 +510,8 @@ def prepare_case(case: Case, settings: DataSettings, *, with_data: bool = True
     except InputError as exc:
         msg = str(exc)
         head = f"{case.ct.name}: "
-        rep.error = msg[len(head):] if msg.startswith(head) else msg
-    except (Exception, MemoryError) as exc:  # one bad file must not stop a whole collection
+        rep.error = msg[len(head) :] if msg.startswith(head) else msg
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 (one bad file must not stop a whole collection)
         rep.error = f"cannot prepare it ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
     rep.crops = []
     return [], rep
@@ -524,8 +567,9 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def iter_prepared(cases: Sequence[Case], settings: DataSettings, *, with_data: bool = True,
-                  workers: int | None = None) -> Iterator[tuple[list[np.ndarray], CaseReport]]:
+def iter_prepared(
+    cases: Sequence[Case], settings: DataSettings, *, with_data: bool = True, workers: int | None = None
+) -> Iterator[tuple[list[np.ndarray], CaseReport]]:
     """:func:`prepare_case` over the cases, in order, in ``workers`` processes (default: one per
     CPU core, at most one per case; 1 runs in this process). At most ``2 * workers`` cases are in
     flight, so memory does not grow with the collection."""
@@ -570,7 +614,7 @@ class CropStore:
     def __init__(self, path: str | Path | None, n: int, resolution: int, *, fd: int | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.n, self.resolution = int(n), int(resolution)
-        self.row_elems = 2 * self.resolution ** 3
+        self.row_elems = 2 * self.resolution**3
         self.row_bytes = self.row_elems * 2
         self._fd = fd if fd is not None else os.open(str(path), os.O_RDONLY)
         size = os.fstat(self._fd).st_size
@@ -625,7 +669,7 @@ class CropStore:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 (a finaliser must not raise, e.g. at interpreter shutdown)
             pass
 
 
@@ -692,8 +736,14 @@ def _report_to_json(r: CaseReport) -> dict:
 
 
 def _report_from_json(d: dict) -> CaseReport:
-    return CaseReport(d["name"], list(d["found"]), list(d["crops"]), [tuple(s) for s in d["skipped"]],
-                      d.get("error"), list(d.get("ignored_values", [])))
+    return CaseReport(
+        d["name"],
+        list(d["found"]),
+        list(d["crops"]),
+        [tuple(s) for s in d["skipped"]],
+        d.get("error"),
+        list(d.get("ignored_values", [])),
+    )
 
 
 def _open_cached(folder: Path) -> TrainingSet | None:
@@ -801,17 +851,29 @@ def load_training_set(
             detail = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
             found = sorted({lab for r in reports for lab in r.found})
             if found and not set(found) & set(settings.chosen()):
-                detail = (f"the labels hold {format_levels(found)}, none of the chosen levels "
-                          f"{format_levels(settings.chosen())}" + (f"; {detail}" if detail else ""))
-            raise InputError(f"no usable vertebra crop in {ct_dir} (layout {coll.layout}; "
-                             f"{len(coll.cases)} CT file(s); {detail})")
+                detail = (
+                    f"the labels hold {format_levels(found)}, none of the chosen levels "
+                    f"{format_levels(settings.chosen())}" + (f"; {detail}" if detail else "")
+                )
+            raise InputError(
+                f"no usable vertebra crop in {ct_dir} (layout {coll.layout}; {len(coll.cases)} CT file(s); {detail})"
+            )
         if folder is not None:
             with _writing_cache(where):
                 fh.close()
-            meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "n": len(levels),
-                    "resolution": settings.resolution, "dtype": "float16", "shape": [len(levels), 2] + [settings.resolution] * 3,
-                    "settings": json.loads(settings.key()), "layout": coll.layout, "sources": sources,
-                    "levels": levels, "reports": [_report_to_json(r) for r in reports]}
+            meta = {
+                "format": CACHE_FORMAT,
+                "version": CACHE_VERSION,
+                "n": len(levels),
+                "resolution": settings.resolution,
+                "dtype": "float16",
+                "shape": [len(levels), 2] + [settings.resolution] * 3,
+                "settings": json.loads(settings.key()),
+                "layout": coll.layout,
+                "sources": sources,
+                "levels": levels,
+                "reports": [_report_to_json(r) for r in reports],
+            }
             with _writing_cache(where):
                 (tmp_dir / "index.json").write_text(json.dumps(meta))
             try:
@@ -823,8 +885,9 @@ def load_training_set(
         else:
             fd = os.dup(fh.fileno())
             fh.close()
-            data = TrainingSet(CropStore(None, len(levels), settings.resolution, fd=fd), sources, skipped,
-                               levels, reports, coll.layout)
+            data = TrainingSet(
+                CropStore(None, len(levels), settings.resolution, fd=fd), sources, skipped, levels, reports, coll.layout
+            )
     except BaseException:
         if not fh.closed:
             with contextlib.suppress(OSError):  # a full disk fails the flush of what is buffered again
@@ -834,8 +897,10 @@ def load_training_set(
         raise
     n_bad = sum(r.error is not None for r in data.reports)
     if n_bad:
-        warnings.warn(f"skipped {n_bad} of {len(data.reports)} CT file(s): "
-                      + "; ".join(r.name for r in data.reports if r.error is not None)[:500])
+        warnings.warn(
+            f"skipped {n_bad} of {len(data.reports)} CT file(s): "
+            + "; ".join(r.name for r in data.reports if r.error is not None)[:500]
+        )
     return data
 
 
@@ -871,15 +936,21 @@ class DryRun:
     def lines(self) -> list[str]:
         """The report a person reads: one line per file, then the totals."""
         s = self.settings
-        out = [f"layout {self.layout}; crops of {s.resolution}^3 at {s.spacing_mm} mm around "
-               f"{format_levels(s.chosen())}, at most {100 * s.max_outside:.0f} % outside the scan"]
+        out = [
+            (
+                f"layout {self.layout}; crops of {s.resolution}^3 at {s.spacing_mm} mm around "
+                f"{format_levels(s.chosen())}, at most {100 * s.max_outside:.0f} % outside the scan"
+            )
+        ]
         out += [r.line() for r in self.reports]
         counts = self.level_counts()
         n_files = sum(r.error is None for r in self.reports)
         n_bad = len(self.reports) - n_files
-        out.append(f"total: {sum(counts.values())} crop(s) from {n_files} file(s)"
-                   + (f", {n_bad} file(s) skipped" if n_bad else "")
-                   + f", {sum(len(r.skipped) for r in self.reports)} vertebra(e) skipped")
+        out.append(
+            f"total: {sum(counts.values())} crop(s) from {n_files} file(s)"
+            + (f", {n_bad} file(s) skipped" if n_bad else "")
+            + f", {sum(len(r.skipped) for r in self.reports)} vertebra(e) skipped"
+        )
         out.append("crops per level: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
         if self.montage is not None:
             out.append(f"montage of a few crops: {self.montage}")
@@ -942,6 +1013,7 @@ def dry_run(
             if hu_list:
                 from ..preview import volumes_montage
 
-                out.montage = volumes_montage(hu_list, montage, spacing_mm=settings.spacing_mm,
-                                              labels=labels, titles=titles)
+                out.montage = volumes_montage(
+                    hu_list, montage, spacing_mm=settings.spacing_mm, labels=labels, titles=titles
+                )
     return out

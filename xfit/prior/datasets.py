@@ -50,9 +50,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
 from ..levels import LEVEL_TO_LABEL, VERTEBRA_LABELS
@@ -164,10 +164,20 @@ class Collection:
 #: Vertebra entries of TotalSegmentator's ``total`` class maps (``totalsegmentator/map_to_binary.py``):
 #: v1 (``total_v1``) numbers L5..C1 as 18..41, v2 (``total``) S1..C1 as 26..50.
 TOTALSEG_CLASS_MAPS: dict[str, dict[int, str]] = {
-    "totalseg-v1": {18 + n: f"vertebrae_{lev}" for n, lev in enumerate(
-        ["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + [f"C{i}" for i in range(7, 0, -1)])},
-    "totalseg-v2": {26 + n: f"vertebrae_{lev}" for n, lev in enumerate(
-        ["S1", "L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + [f"C{i}" for i in range(7, 0, -1)])},
+    "totalseg-v1": {
+        18 + n: f"vertebrae_{lev}"
+        for n, lev in enumerate(
+            ["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + [f"C{i}" for i in range(7, 0, -1)]
+        )
+    },
+    "totalseg-v2": {
+        26 + n: f"vertebrae_{lev}"
+        for n, lev in enumerate(
+            ["S1", "L5", "L4", "L3", "L2", "L1"]
+            + [f"T{i}" for i in range(12, 0, -1)]
+            + [f"C{i}" for i in range(7, 0, -1)]
+        )
+    },
 }
 _STRUCTURE = re.compile(r"^vertebrae_([A-Za-z]+\d*)$")
 
@@ -219,13 +229,13 @@ def nifti_class_map(path: Path) -> dict[int, str] | None:
     try:
         img = nib.load(str(path))
         exts = list(img.header.extensions)
-    except Exception:
+    except Exception:  # noqa: BLE001 (an unreadable header has no label table; reading the file reports why)
         return None
     for ext in exts:
         try:
             text = ext.get_content()
             text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        except Exception:
+        except Exception:  # noqa: BLE001 (an extension that is not text is not the label table)
             continue
         if "LabelTable" not in text:
             continue
@@ -258,7 +268,7 @@ class Layout:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    find: Callable[[Path, "Path | None", "str | Path | None"], Collection]
+    find: Callable[[Path, Path | None, str | Path | None], Collection]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -309,8 +319,15 @@ def _flat_find(root: Path, masks_dir: Path | None, class_map: str | Path | None 
                 skipped.append((_rel(p, root), "a mask without its CT"))
     for sub in sorted(q for q in root.iterdir() if q.is_dir()):
         if any(nifti_stem(f) for f in sub.rglob("*.nii*")):
-            skipped.append((_rel(sub, root) + "/", "subfolder not read by the xfit layout (it reads one "
-                            "folder; point at the subfolder or choose --layout)"))
+            skipped.append(
+                (
+                    _rel(sub, root) + "/",
+                    (
+                        "subfolder not read by the xfit layout (it reads one "
+                        "folder; point at the subfolder or choose --layout)"
+                    ),
+                )
+            )
     return Collection(root, "xfit", cases, skipped)
 
 
@@ -352,9 +369,8 @@ def _verse_find(root: Path, masks_dir: Path | None, class_map: str | Path | None
                 skipped.append((_rel(ct, root), "not a VerSe CT name (*_ct.nii.gz)"))
                 continue
             want = f"{stem[:-3]}_seg-vert_msk"
-            folder = (masks_dir if masks_dir is not None else deriv / ct.parent.relative_to(raw))
-            mask = _nifti_with_stem(folder, want) or (
-                _nifti_with_stem(folder, stem) if masks_dir is not None else None)
+            folder = masks_dir if masks_dir is not None else deriv / ct.parent.relative_to(raw)
+            mask = _nifti_with_stem(folder, want) or (_nifti_with_stem(folder, stem) if masks_dir is not None else None)
             cases.append(Case(_rel(ct, root), ct, LabelMap(mask, values) if mask is not None else None))
     split_dirs = {r.parent for r in _rawdata_dirs(root)}
     for sub in sorted(q for q in root.iterdir() if q.is_dir()):
@@ -413,12 +429,13 @@ def _ts_subjects(root: Path) -> list[Path]:
 
 def _ts_detect(root: Path) -> bool:
     return (root / "segmentations").is_dir() or any(
-        (s / "segmentations").is_dir() or any(_nifti_with_stem(s, m) for m in _TS_MULTI)
-        for s in _ts_subjects(root))
+        (s / "segmentations").is_dir() or any(_nifti_with_stem(s, m) for m in _TS_MULTI) for s in _ts_subjects(root)
+    )
 
 
-def _ts_labels(folder: Path | None, multi: Path | None, class_map: str | Path | None, where: str
-               ) -> tuple[MaskFiles | LabelMap | None, str | None]:
+def _ts_labels(
+    folder: Path | None, multi: Path | None, class_map: str | Path | None, where: str
+) -> tuple[MaskFiles | LabelMap | None, str | None]:
     if folder is not None and folder.is_dir():
         masks = []
         for p in _niftis(folder):
@@ -431,9 +448,11 @@ def _ts_labels(folder: Path | None, multi: Path | None, class_map: str | Path | 
     if multi is not None:
         table = read_class_map(class_map) if class_map is not None else nifti_class_map(multi)
         if table is None:
-            return None, (f"{multi.name} is a multilabel file without a class map in its header; give "
-                          f"the class map ({' or '.join(TOTALSEG_CLASS_MAPS)}, or a JSON file): the "
-                          "numbering differs between TotalSegmentator versions")
+            return None, (
+                f"{multi.name} is a multilabel file without a class map in its header; give "
+                f"the class map ({' or '.join(TOTALSEG_CLASS_MAPS)}, or a JSON file): the "
+                "numbering differs between TotalSegmentator versions"
+            )
         values = class_map_values(table)
         if not values:
             return None, f"{multi.name}: its class map names no vertebrae_* structure"
@@ -456,8 +475,9 @@ def _ts_find(root: Path, masks_dir: Path | None, class_map: str | Path | None = 
                 labels, why = _ts_labels(folder if folder.is_dir() and multi is None else None, multi, class_map, name)
             else:
                 multi = next((m for m in (_nifti_with_stem(s, n) for n in _TS_MULTI) if m), None)
-                labels, why = _ts_labels(s / "segmentations" if (s / "segmentations").is_dir() else None,
-                                         multi, class_map, name)
+                labels, why = _ts_labels(
+                    s / "segmentations" if (s / "segmentations").is_dir() else None, multi, class_map, name
+                )
             if why is not None:
                 skipped.append((name, why))
                 continue
@@ -480,15 +500,32 @@ def _ts_find(root: Path, masks_dir: Path | None, class_map: str | Path | None = 
 
 
 LAYOUTS: dict[str, Layout] = {
-    "xfit": Layout("xfit", "X_ct.nii.gz + X_seg.nii.gz (VerSe labels) in one folder, as "
-                   "`xfit phantoms` writes", _flat_detect, _flat_find),
-    "verse": Layout("verse", "VerSe 2019/2020: rawdata/sub-*/*_ct.nii.gz + "
-                    "derivatives/sub-*/*_seg-vert_msk.nii.gz", _verse_detect, _verse_find),
-    "ctspine1k": Layout("ctspine1k", "CTSpine1K: volumes/<source>/X.nii.gz + labels/<source>/X_seg.nii.gz",
-                        _ctspine_detect, _ctspine_find),
-    "totalsegmentator": Layout("totalsegmentator", "TotalSegmentator: <subject>/ct.nii.gz + "
-                               "<subject>/segmentations/vertebrae_*.nii.gz, or a multilabel file "
-                               "with its class map", _ts_detect, _ts_find),
+    "xfit": Layout(
+        "xfit",
+        "X_ct.nii.gz + X_seg.nii.gz (VerSe labels) in one folder, as `xfit phantoms` writes",
+        _flat_detect,
+        _flat_find,
+    ),
+    "verse": Layout(
+        "verse",
+        "VerSe 2019/2020: rawdata/sub-*/*_ct.nii.gz + derivatives/sub-*/*_seg-vert_msk.nii.gz",
+        _verse_detect,
+        _verse_find,
+    ),
+    "ctspine1k": Layout(
+        "ctspine1k",
+        "CTSpine1K: volumes/<source>/X.nii.gz + labels/<source>/X_seg.nii.gz",
+        _ctspine_detect,
+        _ctspine_find,
+    ),
+    "totalsegmentator": Layout(
+        "totalsegmentator",
+        "TotalSegmentator: <subject>/ct.nii.gz + "
+        "<subject>/segmentations/vertebrae_*.nii.gz, or a multilabel file "
+        "with its class map",
+        _ts_detect,
+        _ts_find,
+    ),
 }
 #: Order in which :func:`detect_layout` tries the layouts (most specific first).
 DETECT_ORDER: list[str] = ["verse", "ctspine1k", "totalsegmentator", "xfit"]
@@ -512,8 +549,8 @@ def detect_layout(root: str | Path) -> str:
     others = sorted(p.name for p in root.iterdir())[:5]
     raise InputError(
         f"no NIfTI CT files (*.nii, *.nii.gz) in {root} in any known layout "
-        f"({', '.join(LAYOUTS)})"
-        + (f"; found e.g. {', '.join(others)}" if others else " (the folder is empty)"))
+        f"({', '.join(LAYOUTS)})" + (f"; found e.g. {', '.join(others)}" if others else " (the folder is empty)")
+    )
 
 
 def _detect_or_none(root: Path) -> str | None:
@@ -541,8 +578,12 @@ def _mixed_find(root: Path, masks_dir: Path | None, class_map: str | Path | None
     return Collection(root, "mixed(" + ",".join(kinds) + ")", cases, skipped)
 
 
-def find_cases(root: str | Path, layout: str | None = None, masks_dir: str | Path | None = None,
-               class_map: str | Path | None = None) -> Collection:
+def find_cases(
+    root: str | Path,
+    layout: str | None = None,
+    masks_dir: str | Path | None = None,
+    class_map: str | Path | None = None,
+) -> Collection:
     """Find the CTs of a collection and their vertebra labels.
 
     Args:
@@ -579,7 +620,8 @@ def find_cases(root: str | Path, layout: str | None = None, masks_dir: str | Pat
         raise InputError(
             f"no CT files found in {root} as layout {layout!r}"
             + (f" ({detail})" if detail else "")
-            + (f"; found e.g. {', '.join(others)}" if others else " (the folder is empty)"))
+            + (f"; found e.g. {', '.join(others)}" if others else " (the folder is empty)")
+        )
     return coll
 
 

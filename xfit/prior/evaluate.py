@@ -82,8 +82,14 @@ class VolumeSet:
         return int(self.hu.shape[0])
 
 
-def load_real_set(data_dir: str | Path, config: PriorConfig, *, masks_dir: str | Path | None = None,
-                  max_real: int | None = None, progress: bool = False) -> VolumeSet:
+def load_real_set(
+    data_dir: str | Path,
+    config: PriorConfig,
+    *,
+    masks_dir: str | Path | None = None,
+    max_real: int | None = None,
+    progress: bool = False,
+) -> VolumeSet:
     """CT folder -> crops prepared exactly as for training (first ``max_real`` if given).
 
     Raises:
@@ -91,12 +97,11 @@ def load_real_set(data_dir: str | Path, config: PriorConfig, *, masks_dir: str |
     """
     # every vertebra level, cropped exactly as for training (xfit.prior.train.data_settings)
     settings = DataSettings(config.resolution, config.spacing_mm, tuple(config.hu_window), None)
-    data = load_training_set(data_dir, settings, masks_dir=masks_dir, cache_dir=None,
-                             progress=progress)
+    data = load_training_set(data_dir, settings, masks_dir=masks_dir, cache_dir=None, progress=progress)
     vol = data.volumes if max_real is None else data.volumes[:max_real]
     vol = vol.float()
     hu = unit_to_hu(vol[:, 0], config.hu_window).numpy().astype(np.float32)
-    return VolumeSet(hu, (vol[:, 1] > 0).numpy(), list(data.sources[:len(vol)]))
+    return VolumeSet(hu, (vol[:, 1] > 0).numpy(), list(data.sources[: len(vol)]))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -109,8 +114,7 @@ def hu_histogram(hu: np.ndarray, window: tuple[float, float], bins: int = HIST_B
     return h / max(h.sum(), 1)
 
 
-def histogram_distances(p: np.ndarray, q: np.ndarray, window: tuple[float, float]
-                        ) -> tuple[float, float]:
+def histogram_distances(p: np.ndarray, q: np.ndarray, window: tuple[float, float]) -> tuple[float, float]:
     """(Wasserstein-1 in HU, L1) between two normalised histograms on the same bins."""
     width = (window[1] - window[0]) / len(p)
     w1 = float(np.abs(np.cumsum(p) - np.cumsum(q)).sum() * width)
@@ -134,8 +138,7 @@ def label_extents_mm(labels: np.ndarray, spacing_mm: float) -> np.ndarray:
     return out
 
 
-def label_check(labels: np.ndarray, spacing_mm: float, neighbours: np.ndarray | None = None
-                ) -> dict[str, np.ndarray]:
+def label_check(labels: np.ndarray, spacing_mm: float, neighbours: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Is each label mask one vertebra without pieces of its neighbours? (module docstring)
 
     Args:
@@ -161,12 +164,18 @@ def label_check(labels: np.ndarray, spacing_mm: float, neighbours: np.ndarray | 
     if labels.ndim != 4:
         raise InputError(f"labels must be [N, I, J, K], got shape {list(labels.shape)}")
     if neighbours is not None and np.shape(neighbours) != labels.shape:
-        raise InputError(f"neighbours must have the labels' shape {list(labels.shape)}, "
-                         f"got {list(np.shape(neighbours))}")
+        raise InputError(
+            f"neighbours must have the labels' shape {list(labels.shape)}, got {list(np.shape(neighbours))}"
+        )
     n = len(labels)
-    out = dict(components=np.zeros(n, np.int64), largest_fraction=np.full(n, np.nan),
-               beyond_z_fraction=np.full(n, np.nan), extent_excess_mm=np.full((n, 3), np.nan),
-               neighbour_overlap=np.full(n, np.nan), crisp=np.zeros(n, bool))
+    out = dict(
+        components=np.zeros(n, np.int64),
+        largest_fraction=np.full(n, np.nan),
+        beyond_z_fraction=np.full(n, np.nan),
+        extent_excess_mm=np.full((n, 3), np.nan),
+        neighbour_overlap=np.full(n, np.nan),
+        crisp=np.zeros(n, bool),
+    )
     structure = np.ones((3, 3, 3), bool)
     for i, m in enumerate(labels):
         total = int(m.sum())
@@ -179,9 +188,10 @@ def label_check(labels: np.ndarray, spacing_mm: float, neighbours: np.ndarray | 
         out["largest_fraction"][i] = sizes.max() / total
         zs = np.flatnonzero(big.any(axis=(0, 1)))
         z_all = m.sum(axis=(0, 1))
-        out["beyond_z_fraction"][i] = (z_all[:zs[0]].sum() + z_all[zs[-1] + 1:].sum()) / total
-        out["extent_excess_mm"][i] = (label_extents_mm(m[None], spacing_mm)[0]
-                                      - label_extents_mm(big[None], spacing_mm)[0])
+        out["beyond_z_fraction"][i] = (z_all[: zs[0]].sum() + z_all[zs[-1] + 1 :].sum()) / total
+        out["extent_excess_mm"][i] = (
+            label_extents_mm(m[None], spacing_mm)[0] - label_extents_mm(big[None], spacing_mm)[0]
+        )
         crisp = out["largest_fraction"][i] >= CRISP_FRACTION
         if neighbours is not None:
             out["neighbour_overlap"][i] = float((m & neighbours[i]).sum()) / total
@@ -195,19 +205,28 @@ def label_check_summary(check: dict[str, np.ndarray]) -> dict[str, Any]:
     masks that are not crisp, and the per-volume values."""
     ok = ~np.isnan(check["largest_fraction"])
     mean = lambda x: _json(np.mean(x[ok], 0)) if ok.any() else None  # noqa: E731
-    return {"components": mean(check["components"].astype(float)),
-            "largest_fraction": mean(check["largest_fraction"]),
-            "beyond_z_fraction": mean(check["beyond_z_fraction"]),
-            "extent_excess_mm": mean(check["extent_excess_mm"]),
-            "neighbour_overlap": mean(check["neighbour_overlap"])
-            if not np.isnan(check["neighbour_overlap"][ok]).all() else None,
-            "not_crisp": int((ok & ~check["crisp"]).sum()), "empty": int((~ok).sum()),
-            "crisp_fraction_threshold": CRISP_FRACTION,
-            "per_volume": [{"components": int(check["components"][i]),
-                            "largest_fraction": _json(check["largest_fraction"][i]),
-                            "beyond_z_fraction": _json(check["beyond_z_fraction"][i]),
-                            "neighbour_overlap": _json(check["neighbour_overlap"][i]),
-                            "crisp": bool(check["crisp"][i])} for i in range(len(ok))]}
+    return {
+        "components": mean(check["components"].astype(float)),
+        "largest_fraction": mean(check["largest_fraction"]),
+        "beyond_z_fraction": mean(check["beyond_z_fraction"]),
+        "extent_excess_mm": mean(check["extent_excess_mm"]),
+        "neighbour_overlap": mean(check["neighbour_overlap"])
+        if not np.isnan(check["neighbour_overlap"][ok]).all()
+        else None,
+        "not_crisp": int((ok & ~check["crisp"]).sum()),
+        "empty": int((~ok).sum()),
+        "crisp_fraction_threshold": CRISP_FRACTION,
+        "per_volume": [
+            {
+                "components": int(check["components"][i]),
+                "largest_fraction": _json(check["largest_fraction"][i]),
+                "beyond_z_fraction": _json(check["beyond_z_fraction"][i]),
+                "neighbour_overlap": _json(check["neighbour_overlap"][i]),
+                "crisp": bool(check["crisp"][i]),
+            }
+            for i in range(len(ok))
+        ],
+    }
 
 
 def _radial_power(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -266,8 +285,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     return max(fd, 0.0)
 
 
-def mean_pairwise_ssim(hu: np.ndarray, data_range: float, *, pairs: int = DIVERSITY_PAIRS,
-                       seed: int = 0) -> float:
+def mean_pairwise_ssim(hu: np.ndarray, data_range: float, *, pairs: int = DIVERSITY_PAIRS, seed: int = 0) -> float:
     """Mean 3D SSIM over up to ``pairs`` distinct random pairs (all pairs if fewer); NaN if N < 2."""
     n = len(hu)
     if n < 2:
@@ -279,15 +297,14 @@ def mean_pairwise_ssim(hu: np.ndarray, data_range: float, *, pairs: int = DIVERS
     return float(np.mean([ssim3d(hu[i], hu[j], data_range) for i, j in all_pairs]))
 
 
-def nearest_mse(query: np.ndarray, reference: np.ndarray, window: tuple[float, float],
-                chunk: int = 16) -> np.ndarray:
+def nearest_mse(query: np.ndarray, reference: np.ndarray, window: tuple[float, float], chunk: int = 16) -> np.ndarray:
     """For each query volume the smallest MSE ``[Nq]`` to any reference volume (unit intensity)."""
     scale = 2.0 / (window[1] - window[0])
     ref = torch.from_numpy(reference.reshape(len(reference), -1).astype(np.float64) * scale)
     ref_sq = ref.square().sum(1)
     out = []
     for i in range(0, len(query), chunk):
-        q = torch.from_numpy(query[i:i + chunk].reshape(-1, ref.shape[1]).astype(np.float64) * scale)
+        q = torch.from_numpy(query[i : i + chunk].reshape(-1, ref.shape[1]).astype(np.float64) * scale)
         d = q.square().sum(1)[:, None] + ref_sq[None] - 2 * q @ ref.T
         out.append((d.clamp_min(0).min(1).values / ref.shape[1]).numpy())
     return np.concatenate(out)
@@ -297,9 +314,11 @@ def _stats(x: np.ndarray) -> dict[str, Any]:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 2:
         ok = ~np.isnan(x).any(1)
-        return {"mean": _json(np.mean(x[ok], 0)) if ok.any() else [None] * x.shape[1],
-                "std": _json(np.std(x[ok], 0)) if ok.any() else [None] * x.shape[1],
-                "empty": int((~ok).sum())}
+        return {
+            "mean": _json(np.mean(x[ok], 0)) if ok.any() else [None] * x.shape[1],
+            "std": _json(np.std(x[ok], 0)) if ok.any() else [None] * x.shape[1],
+            "empty": int((~ok).sum()),
+        }
     return {"mean": _json(x.mean()), "std": _json(x.std()), "median": _json(np.median(x))}
 
 
@@ -311,49 +330,69 @@ def _json(x: Any) -> Any:
     return x if math.isfinite(x) else None
 
 
-def compare_volume_sets(real: VolumeSet, fake: VolumeSet, *, spacing_mm: float,
-                        hu_window: tuple[float, float], train: VolumeSet | None = None,
-                        seed: int = 0) -> dict[str, Any]:
+def compare_volume_sets(
+    real: VolumeSet,
+    fake: VolumeSet,
+    *,
+    spacing_mm: float,
+    hu_window: tuple[float, float],
+    train: VolumeSet | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Every statistic of the module docstring for two sets on the same grid (JSON-able dict)."""
     if real.hu.shape[1:] != fake.hu.shape[1:]:
-        raise InputError(f"real and generated volumes differ in grid: {real.hu.shape[1:]} vs "
-                         f"{fake.hu.shape[1:]}")
+        raise InputError(f"real and generated volumes differ in grid: {real.hu.shape[1:]} vs {fake.hu.shape[1:]}")
     window = (float(hu_window[0]), float(hu_window[1]))
-    w1, l1 = histogram_distances(hu_histogram(real.hu, window), hu_histogram(fake.hu, window),
-                                 window)
+    w1, l1 = histogram_distances(hu_histogram(real.hu, window), hu_histogram(fake.hu, window), window)
     f_real, f_fake = volume_features(real.hu, window), volume_features(fake.hu, window)
     report: dict[str, Any] = {
         "n_real": len(real),
         "n_fake": len(fake),
         "hu_w1": w1,
         "hu_hist_l1": l1,
-        "bone_fraction": {"real": _stats(bone_fractions(real.hu)),
-                          "fake": _stats(bone_fractions(fake.hu))},
-        "vertebra_extent_mm": {"real": _stats(label_extents_mm(real.labels, spacing_mm)),
-                               "fake": _stats(label_extents_mm(fake.labels, spacing_mm))},
-        "label_check": {"real": label_check_summary(label_check(real.labels, spacing_mm)),
-                        "fake": label_check_summary(label_check(fake.labels, spacing_mm))},
-        "feature_fd": _json(frechet_distance(f_real, f_fake))
-        if len(real) > 1 and len(fake) > 1 else None,
+        "bone_fraction": {"real": _stats(bone_fractions(real.hu)), "fake": _stats(bone_fractions(fake.hu))},
+        "vertebra_extent_mm": {
+            "real": _stats(label_extents_mm(real.labels, spacing_mm)),
+            "fake": _stats(label_extents_mm(fake.labels, spacing_mm)),
+        },
+        "label_check": {
+            "real": label_check_summary(label_check(real.labels, spacing_mm)),
+            "fake": label_check_summary(label_check(fake.labels, spacing_mm)),
+        },
+        "feature_fd": _json(frechet_distance(f_real, f_fake)) if len(real) > 1 and len(fake) > 1 else None,
         "features_version": FEATURES_VERSION,
-        "diversity_ssim": {"real": _json(mean_pairwise_ssim(real.hu, window[1] - window[0], seed=seed)),
-                           "fake": _json(mean_pairwise_ssim(fake.hu, window[1] - window[0], seed=seed))},
+        "diversity_ssim": {
+            "real": _json(mean_pairwise_ssim(real.hu, window[1] - window[0], seed=seed)),
+            "fake": _json(mean_pairwise_ssim(fake.hu, window[1] - window[0], seed=seed)),
+        },
         "nearest_train_mse": None,
     }
     if train is not None:
-        report["nearest_train_mse"] = {"real": _stats(nearest_mse(real.hu, train.hu, window)),
-                                       "fake": _stats(nearest_mse(fake.hu, train.hu, window))}
+        report["nearest_train_mse"] = {
+            "real": _stats(nearest_mse(real.hu, train.hu, window)),
+            "fake": _stats(nearest_mse(fake.hu, train.hu, window)),
+        }
     return report
 
 
 # ----------------------------------------------------------------------------- entry point
 
 
-def evaluate_prior(prior: Prior | str | Path, data_dir: str | Path, *, n_samples: int = 64,
-                   seed: int = 0, max_real: int | None = None, train_dir: str | Path | None = None,
-                   masks_dir: str | Path | None = None, truncation_psi: float = 1.0,
-                   out: str | Path | None = None, force: bool = False,
-                   device: str | torch.device = "cpu", progress: bool = False) -> dict[str, Any]:
+def evaluate_prior(
+    prior: Prior | str | Path,
+    data_dir: str | Path,
+    *,
+    n_samples: int = 64,
+    seed: int = 0,
+    max_real: int | None = None,
+    train_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    truncation_psi: float = 1.0,
+    out: str | Path | None = None,
+    force: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
     """Compare ``n_samples`` prior samples with held-out real CTs (see the module docstring).
 
     Args:
@@ -383,7 +422,9 @@ def evaluate_prior(prior: Prior | str | Path, data_dir: str | Path, *, n_samples
         device = check_device(device)
     for folder in (data_dir, train_dir, masks_dir):
         if folder is not None and not Path(folder).is_dir():
-            raise InputError(f"{folder}: folder not found" if not Path(folder).exists() else f"{folder} is not a folder")
+            raise InputError(
+                f"{folder}: folder not found" if not Path(folder).exists() else f"{folder} is not a folder"
+            )
     if out is not None:  # checked before any work: free (or force) and writable
         check_output_file(out, force=force)
     prior = as_prior(prior, device=device)
@@ -393,13 +434,22 @@ def evaluate_prior(prior: Prior | str | Path, data_dir: str | Path, *, n_samples
     hu, labels = generate_samples(prior, n_samples, seed=seed, truncation_psi=truncation_psi)
     fake = VolumeSet(hu, labels, [f"sample{i:03d}" for i in range(n_samples)])
     report = {
-        "prior": {"path": str(prior.path), "sha256": prior.sha256, "resolution": cfg.resolution,
-                  "spacing_mm": cfg.spacing_mm, "hu_window": list(cfg.hu_window)},
-        "settings": {"data_dir": str(data_dir), "train_dir": None if train_dir is None else str(train_dir),
-                     "n_samples": n_samples, "seed": seed, "max_real": max_real,
-                     "truncation_psi": truncation_psi},
-        **compare_volume_sets(real, fake, spacing_mm=cfg.spacing_mm, hu_window=cfg.hu_window,
-                              train=train, seed=seed),
+        "prior": {
+            "path": str(prior.path),
+            "sha256": prior.sha256,
+            "resolution": cfg.resolution,
+            "spacing_mm": cfg.spacing_mm,
+            "hu_window": list(cfg.hu_window),
+        },
+        "settings": {
+            "data_dir": str(data_dir),
+            "train_dir": None if train_dir is None else str(train_dir),
+            "n_samples": n_samples,
+            "seed": seed,
+            "max_real": max_real,
+            "truncation_psi": truncation_psi,
+        },
+        **compare_volume_sets(real, fake, spacing_mm=cfg.spacing_mm, hu_window=cfg.hu_window, train=train, seed=seed),
     }
     if out is not None:
         with atomic_write(out, force=force) as tmp:

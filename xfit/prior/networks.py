@@ -16,7 +16,8 @@ scaled at run time by ``lr_multiplier / sqrt(fan_in)``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +58,15 @@ def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
 class FullyConnectedLayer(nn.Module):
     """Equalized-lr linear layer ``[B, in] -> [B, out]`` with optional lrelu."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 activation: str = "linear", lr_multiplier: float = 1.0, bias_init: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.activation = _check_activation(activation)
@@ -82,8 +90,15 @@ class Conv3dLayer(nn.Module):
     Shape: ``[B, in, D, D, D] -> [B, out, D/down, D/down, D/down]`` (``same`` padding).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", down: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        down: int = 1,
+    ):
         super().__init__()
         if down not in (1, 2):
             raise InputError(f"down must be 1 or 2, got {down}")
@@ -111,21 +126,33 @@ class MappingNetwork(nn.Module):
     Tracks the running mean ``w_avg [w_dim]`` (buffer) for the truncation trick.
     """
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_ws: int | None,
+        num_layers: int = 8,
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.998,
+    ):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
         self.w_avg_beta = w_avg_beta
         features = [z_dim] + [w_dim] * num_layers
         self.layers = nn.ModuleList(
-            FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
-                                lr_multiplier=lr_multiplier)
+            FullyConnectedLayer(features[i], features[i + 1], activation="lrelu", lr_multiplier=lr_multiplier)
             for i in range(num_layers)
         )
         self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def forward(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                num_ws: int | None = -1, update_emas: bool | None = None) -> Tensor:
+    def forward(
+        self,
+        z: Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        num_ws: int | None = -1,
+        update_emas: bool | None = None,
+    ) -> Tensor:
         """Map latents to styles.
 
         Args:
@@ -147,8 +174,7 @@ class MappingNetwork(nn.Module):
             x = layer(x)
         if update_emas or (update_emas is None and self.training):
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(0).to(self.w_avg.dtype).lerp(self.w_avg,
-                                                                            self.w_avg_beta))
+                self.w_avg.copy_(x.detach().mean(0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
         num_ws = self.num_ws if num_ws == -1 else num_ws
         if num_ws is not None:
             x = x.unsqueeze(1).repeat(1, num_ws, 1)
@@ -169,9 +195,15 @@ class MappingNetwork(nn.Module):
 # Modulated convolution
 
 
-def modulated_conv3d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True,
-                     padding: int = 1, fused: bool | None = None, eps: float = 1e-8
-                     ) -> Tensor:
+def modulated_conv3d(
+    x: Tensor,
+    weight: Tensor,
+    styles: Tensor,
+    demodulate: bool = True,
+    padding: int = 1,
+    fused: bool | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
     """StyleGAN2 modulated (and demodulated) 3D convolution.
 
     Each sample's kernel is ``weight * styles[b]`` over input channels; with ``demodulate`` it is
@@ -197,8 +229,10 @@ def modulated_conv3d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     b, cin = x.shape[:2]
     cout = weight.shape[0]
     if weight.ndim != 5 or weight.shape[1] != cin or styles.shape != (b, cin):
-        raise InputError(f"modulated_conv3d: x {list(x.shape)}, weight {list(weight.shape)} and "
-                         f"styles {list(styles.shape)} do not agree")
+        raise InputError(
+            f"modulated_conv3d: x {list(x.shape)}, weight {list(weight.shape)} and "
+            f"styles {list(styles.shape)} do not agree"
+        )
     dcoefs = None
     if demodulate:
         w = weight.unsqueeze(0) * styles.reshape(b, 1, cin, 1, 1, 1)  # [B, Cout, Cin, k, k, k]
@@ -228,8 +262,16 @@ class SynthesisLayer(nn.Module):
     ``[1 or B, 1, r, r, r]`` is scaled by the learned ``noise_strength`` (initialised at 0).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 up: int = 1, kernel_size: int = 3, activation: str = "lrelu"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: int = 1,
+        kernel_size: int = 3,
+        activation: str = "lrelu",
+    ):
         super().__init__()
         if up not in (1, 2):
             raise InputError(f"up must be 1 or 2, got {up}")
@@ -249,13 +291,13 @@ class SynthesisLayer(nn.Module):
         r = self.resolution
         return (1, 1, r, r, r)
 
-    def forward(self, x: Tensor, w: Tensor, noise: Tensor | None = None,
-                noise_mode: str = "random", fused: bool | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, w: Tensor, noise: Tensor | None = None, noise_mode: str = "random", fused: bool | None = None
+    ) -> Tensor:
         if self.up == 2:
             x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
         styles = self.affine(w)
-        x = modulated_conv3d(x, self.weight.to(x.dtype), styles, demodulate=True,
-                             padding=self.padding, fused=fused)
+        x = modulated_conv3d(x, self.weight.to(x.dtype), styles, demodulate=True, padding=self.padding, fused=fused)
         if noise is None and noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
         elif noise is None and noise_mode == "const":
@@ -266,8 +308,7 @@ class SynthesisLayer(nn.Module):
         return _activate(x, self.activation)
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, "
-                f"up={self.up}")
+        return f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, up={self.up}"
 
 
 class ToOutput(nn.Module):
@@ -282,8 +323,7 @@ class ToOutput(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor, fused: bool | None = None) -> Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv3d(x, self.weight.to(x.dtype), styles, demodulate=False, padding=0,
-                             fused=fused)
+        x = modulated_conv3d(x, self.weight.to(x.dtype), styles, demodulate=False, padding=0, fused=fused)
         return x + self.bias.to(x.dtype).reshape(1, -1, 1, 1, 1)
 
 
@@ -297,8 +337,7 @@ class SynthesisBlock(nn.Module):
     read, of which the last is shared with the next block's first conv (as in StyleGAN2).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 img_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int):
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
         if in_channels == 0:
@@ -319,9 +358,15 @@ class SynthesisBlock(nn.Module):
         """The noise-consuming layers in order."""
         return [self.conv1] if self.conv0 is None else [self.conv0, self.conv1]
 
-    def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor,
-                noise: Sequence[Tensor | None], noise_mode: str = "random",
-                fused: bool | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        x: Tensor | None,
+        img: Tensor | None,
+        ws: Tensor,
+        noise: Sequence[Tensor | None],
+        noise_mode: str = "random",
+        fused: bool | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """``ws [B, num_conv + 1, w_dim]`` -> (features ``[B, C, r^3]``, output ``[B, O, r^3]``)."""
         if self.const is not None:
             x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1, 1)
@@ -342,8 +387,7 @@ def _block_resolutions(resolution: int) -> list[int]:
     return [2**i for i in range(2, int(math.log2(resolution)) + 1)]
 
 
-def channels_from_base(resolution: int, channel_base: int = 16384, channel_max: int = 512
-                       ) -> dict[int, int]:
+def channels_from_base(resolution: int, channel_base: int = 16384, channel_max: int = 512) -> dict[int, int]:
     """StyleGAN's width rule ``min(channel_base // r, channel_max)`` for r = 4..resolution."""
     return {r: max(1, min(channel_base // r, channel_max)) for r in _block_resolutions(resolution)}
 
@@ -367,8 +411,7 @@ class SynthesisNetwork(nn.Module):
         img_channels: output channels (intensity + label logits).
     """
 
-    def __init__(self, w_dim: int, resolution: int, channels: dict[int, int],
-                 img_channels: int = 2):
+    def __init__(self, w_dim: int, resolution: int, channels: dict[int, int], img_channels: int = 2):
         super().__init__()
         _check_resolution(resolution)
         self.w_dim, self.resolution, self.img_channels = w_dim, resolution, img_channels
@@ -389,32 +432,42 @@ class SynthesisNetwork(nn.Module):
         """Shapes ``(1, 1, r, r, r)`` of the noise inputs in the order consumed."""
         return [layer.noise_shape for layer in self.layers]
 
-    def make_noise(self, batch: int = 1, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-                   ) -> list[Tensor]:
+    def make_noise(
+        self,
+        batch: int = 1,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> list[Tensor]:
         """Fresh standard-normal noise inputs, each ``[batch, 1, r, r, r]``.
 
         ``generator`` (optional) makes them reproducible; they are drawn on its device and then
         moved to ``device``.
         """
         src = generator.device if generator is not None else device
-        return [torch.randn(batch, *s[1:], generator=generator, dtype=dtype, device=src).to(device)
-                for s in self.noise_shapes()]
+        return [
+            torch.randn(batch, *s[1:], generator=generator, dtype=dtype, device=src).to(device)
+            for s in self.noise_shapes()
+        ]
 
     def _check_noise(self, noise: Sequence[Tensor], batch: int) -> None:
         shapes = self.noise_shapes()
         if len(noise) != len(shapes):
             raise InputError(f"noise must be a list of {len(shapes)} tensors, got {len(noise)}")
         for i, (n, s) in enumerate(zip(noise, shapes)):
-            if not isinstance(n, Tensor) or n.ndim != 5 or tuple(n.shape[1:]) != s[1:] \
-                    or n.shape[0] not in (1, batch):
+            if not isinstance(n, Tensor) or n.ndim != 5 or tuple(n.shape[1:]) != s[1:] or n.shape[0] not in (1, batch):
                 got = list(n.shape) if isinstance(n, Tensor) else type(n).__name__
                 want = ", ".join(map(str, s[1:]))
                 raise InputError(f"noise[{i}] must have shape [1 or {batch}, {want}], got {got}")
 
-    def forward(self, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
-                noise_mode: str = "random", fused: bool | None = None,
-                max_resolution: int | None = None) -> Tensor:
+    def forward(
+        self,
+        w_plus: Tensor,
+        noise: Sequence[Tensor] | None = None,
+        noise_mode: str = "random",
+        fused: bool | None = None,
+        max_resolution: int | None = None,
+    ) -> Tensor:
         """Synthesise volumes.
 
         Args:
@@ -432,11 +485,9 @@ class SynthesisNetwork(nn.Module):
             intensity, 1.. label logits.
         """
         if max_resolution is not None and max_resolution not in self.block_resolutions:
-            raise InputError(f"max_resolution must be one of {self.block_resolutions}, "
-                             f"got {max_resolution!r}")
+            raise InputError(f"max_resolution must be one of {self.block_resolutions}, got {max_resolution!r}")
         if w_plus.ndim != 3 or tuple(w_plus.shape[1:]) != (self.num_ws, self.w_dim):
-            raise InputError(f"w_plus must be [B, {self.num_ws}, {self.w_dim}], "
-                             f"got {list(w_plus.shape)}")
+            raise InputError(f"w_plus must be [B, {self.num_ws}, {self.w_dim}], got {list(w_plus.shape)}")
         if noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if noise is not None:
@@ -472,10 +523,19 @@ class Generator(nn.Module):
         mapping_lr_multiplier, w_avg_beta: mapping network settings.
     """
 
-    def __init__(self, z_dim: int, w_dim: int, mapping_layers: int, resolution: int,
-                 channels: dict[int, int] | None = None, channel_base: int = 16384,
-                 channel_max: int = 512, out_channels: int = 2, mapping_lr_multiplier: float = 0.01,
-                 w_avg_beta: float = 0.998):
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        mapping_layers: int,
+        resolution: int,
+        channels: dict[int, int] | None = None,
+        channel_base: int = 16384,
+        channel_max: int = 512,
+        out_channels: int = 2,
+        mapping_lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.998,
+    ):
         super().__init__()
         _check_resolution(resolution)
         if channels is None:
@@ -484,15 +544,24 @@ class Generator(nn.Module):
         self.resolution, self.out_channels = resolution, out_channels
         self.synthesis = SynthesisNetwork(w_dim, resolution, channels, out_channels)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers,
-                                      lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta)
+        self.mapping = MappingNetwork(
+            z_dim, w_dim, self.num_ws, mapping_layers, lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta
+        )
 
-    def forward(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "random", noise: Sequence[Tensor] | None = None,
-                update_emas: bool | None = None, fused: bool | None = None) -> Tensor:
+    def forward(
+        self,
+        z: Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "random",
+        noise: Sequence[Tensor] | None = None,
+        update_emas: bool | None = None,
+        fused: bool | None = None,
+    ) -> Tensor:
         """``z [B, z_dim]`` -> volumes ``[B, out_channels, R, R, R]`` (no style mixing here)."""
-        ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
+        ws = self.mapping(
+            z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+        )
         return self.synthesis(ws, noise=noise, noise_mode=noise_mode, fused=fused)
 
 
@@ -507,12 +576,10 @@ class DiscriminatorBlock(nn.Module):
     Main path conv 3^3 -> down + conv 3^3, skip 1^3 conv-down; both scaled by 1/sqrt(2).
     """
 
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int,
-                 img_channels: int):
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int, img_channels: int):
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
-        self.from_input = (Conv3dLayer(img_channels, tmp_channels, 1, activation="lrelu")
-                           if in_channels == 0 else None)
+        self.from_input = Conv3dLayer(img_channels, tmp_channels, 1, activation="lrelu") if in_channels == 0 else None
         self.conv0 = Conv3dLayer(tmp_channels, tmp_channels, 3, activation="lrelu")
         self.conv1 = Conv3dLayer(tmp_channels, out_channels, 3, activation="lrelu", down=2)
         self.skip = Conv3dLayer(tmp_channels, out_channels, 1, bias=False, down=2)
@@ -560,13 +627,10 @@ class MinibatchStdLayer(nn.Module):
 class DiscriminatorEpilogue(nn.Module):
     """At 4^3: minibatch std, conv 3^3, FC, output FC: ``[B, C, 4^3] -> [B, 1]``."""
 
-    def __init__(self, in_channels: int, resolution: int = 4, mbstd_group_size: int = 4,
-                 mbstd_num_channels: int = 1):
+    def __init__(self, in_channels: int, resolution: int = 4, mbstd_group_size: int = 4, mbstd_num_channels: int = 1):
         super().__init__()
-        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) \
-            if mbstd_num_channels > 0 else None
-        self.conv = Conv3dLayer(in_channels + mbstd_num_channels, in_channels, 3,
-                                activation="lrelu")
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
+        self.conv = Conv3dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu")
         self.fc = FullyConnectedLayer(in_channels * resolution**3, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, 1)
 
@@ -587,8 +651,14 @@ class Discriminator(nn.Module):
         mbstd_group_size, mbstd_num_channels: minibatch std settings.
     """
 
-    def __init__(self, resolution: int, channels: dict[int, int], in_channels: int = 2,
-                 mbstd_group_size: int = 4, mbstd_num_channels: int = 1):
+    def __init__(
+        self,
+        resolution: int,
+        channels: dict[int, int],
+        in_channels: int = 2,
+        mbstd_group_size: int = 4,
+        mbstd_num_channels: int = 1,
+    ):
         super().__init__()
         _check_resolution(resolution)
         if resolution < 8:
@@ -597,18 +667,19 @@ class Discriminator(nn.Module):
         self.channels = _check_channels(channels, resolution, "channels")
         self.block_resolutions = _block_resolutions(resolution)[:0:-1]  # R, ..., 8
         self.blocks = nn.ModuleList(
-            DiscriminatorBlock(0 if r == resolution else self.channels[r], self.channels[r],
-                               self.channels[r // 2], r, in_channels)
+            DiscriminatorBlock(
+                0 if r == resolution else self.channels[r], self.channels[r], self.channels[r // 2], r, in_channels
+            )
             for r in self.block_resolutions
         )
-        self.epilogue = DiscriminatorEpilogue(self.channels[4], 4, mbstd_group_size,
-                                              mbstd_num_channels)
+        self.epilogue = DiscriminatorEpilogue(self.channels[4], 4, mbstd_group_size, mbstd_num_channels)
 
     def forward(self, img: Tensor) -> Tensor:
         r = self.resolution
         if img.ndim != 5 or tuple(img.shape[1:]) != (self.in_channels, r, r, r):
-            raise InputError(f"discriminator input must be [B, {self.in_channels}, {r}, {r}, {r}], "
-                             f"got {list(img.shape)}")
+            raise InputError(
+                f"discriminator input must be [B, {self.in_channels}, {r}, {r}, {r}], got {list(img.shape)}"
+            )
         x = None
         for block in self.blocks:
             x = block(x, img)
@@ -619,15 +690,26 @@ class Discriminator(nn.Module):
 # Construction from a config
 
 
-def build_generator(cfg: "PriorConfig") -> Generator:
+def build_generator(cfg: PriorConfig) -> Generator:
     """The generator described by a :class:`~xfit.prior.config.PriorConfig`."""
-    return Generator(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.resolution,
-                     channels=dict(cfg.g_channels), out_channels=cfg.out_channels,
-                     mapping_lr_multiplier=cfg.mapping_lr_multiplier, w_avg_beta=cfg.w_avg_beta)
+    return Generator(
+        cfg.z_dim,
+        cfg.w_dim,
+        cfg.mapping_layers,
+        cfg.resolution,
+        channels=dict(cfg.g_channels),
+        out_channels=cfg.out_channels,
+        mapping_lr_multiplier=cfg.mapping_lr_multiplier,
+        w_avg_beta=cfg.w_avg_beta,
+    )
 
 
-def build_discriminator(cfg: "PriorConfig") -> Discriminator:
+def build_discriminator(cfg: PriorConfig) -> Discriminator:
     """The discriminator described by a :class:`~xfit.prior.config.PriorConfig`."""
-    return Discriminator(cfg.resolution, dict(cfg.d_channels), in_channels=cfg.out_channels,
-                         mbstd_group_size=cfg.mbstd_group_size,
-                         mbstd_num_channels=cfg.mbstd_num_channels)
+    return Discriminator(
+        cfg.resolution,
+        dict(cfg.d_channels),
+        in_channels=cfg.out_channels,
+        mbstd_group_size=cfg.mbstd_group_size,
+        mbstd_num_channels=cfg.mbstd_num_channels,
+    )

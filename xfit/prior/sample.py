@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -54,8 +54,9 @@ def as_prior(prior: Prior | str | Path, device: str | torch.device = "cpu") -> P
     return prior if isinstance(prior, Prior) else load_prior(prior, device=device)
 
 
-def prior_affine(prior: Prior, resolution: int | None = None,
-                 centre_mm: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+def prior_affine(
+    prior: Prior, resolution: int | None = None, centre_mm: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
     """Voxel index -> world (RAS mm) ``[4, 4]`` of the prior grid, its centre at ``centre_mm``
     (default: the origin).
 
@@ -74,8 +75,13 @@ def prior_affine(prior: Prior, resolution: int | None = None,
     return affine
 
 
-def synthesize(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
-               resolution: int | None = None, amp: bool = False) -> Tensor:
+def synthesize(
+    prior: Prior,
+    w_plus: Tensor,
+    noise: Sequence[Tensor] | None = None,
+    resolution: int | None = None,
+    amp: bool = False,
+) -> Tensor:
     """The generator's raw output ``[B, C, r, r, r]`` in float32 (channel 0 unit intensity,
     1.. label logits) from styles ``w_plus [B, num_ws, w_dim]``, with the stored constant noise
     unless ``noise`` is given; ``resolution`` stops at that block; ``amp`` runs the synthesis
@@ -86,8 +92,13 @@ def synthesize(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = No
     return out.float()
 
 
-def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = None,
-                resolution: int | None = None, amp: bool = False) -> tuple[Tensor, Tensor]:
+def generate_hu(
+    prior: Prior,
+    w_plus: Tensor,
+    noise: Sequence[Tensor] | None = None,
+    resolution: int | None = None,
+    amp: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Synthesise HU volumes and label logits from styles (differentiable in ``w_plus``/noise).
 
     Args:
@@ -109,8 +120,7 @@ def generate_hu(prior: Prior, w_plus: Tensor, noise: Sequence[Tensor] | None = N
 
 
 @torch.no_grad()
-def sample_w_plus(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float = 1.0
-                  ) -> Tensor:
+def sample_w_plus(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float = 1.0) -> Tensor:
     """Styles ``[n, num_ws, w_dim]`` of ``n`` seeded latents (sample i does not depend on n).
 
     Truncation pulls w toward the generator's tracked mean ``w_avg`` (psi = 1: none).
@@ -124,8 +134,9 @@ def sample_w_plus(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float 
 
 
 @torch.no_grad()
-def generate_samples(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float = 1.0,
-                     batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def generate_samples(
+    prior: Prior, n: int, *, seed: int = 0, truncation_psi: float = 1.0, batch: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` samples as NumPy: HU clamped to the window ``[n, R, R, R]`` float32 and masks (bool).
 
     Memory stays bounded by generating ``batch`` volumes at a time.
@@ -147,10 +158,12 @@ def iter_samples(prior: Prior, n: int, *, seed: int = 0, truncation_psi: float =
     ws = sample_w_plus(prior, n, seed=seed, truncation_psi=truncation_psi)
     lo, hi = prior.config.hu_window
     for i in range(0, n, max(1, batch)):
-        hu, logit = generate_hu(prior, ws[i:i + batch])
+        hu, logit = generate_hu(prior, ws[i : i + batch])
         if not (torch.isfinite(hu).all() and torch.isfinite(logit).all()):
-            raise CheckpointError(f"the prior {prior.path} generates NaN or infinite values (sample {i} on); "
-                                  "the checkpoint is corrupt or its training diverged")
+            raise CheckpointError(
+                f"the prior {prior.path} generates NaN or infinite values (sample {i} on); "
+                "the checkpoint is corrupt or its training diverged"
+            )
         yield hu.clamp(lo, hi).cpu().numpy().astype(np.float32), (logit > 0).cpu().numpy()
 
 
@@ -160,8 +173,16 @@ def sample_paths(out_dir: Path, n: int) -> list[Path]:
     return files + [out_dir / "samples.json", out_dir / "montage.png"]
 
 
-def sample_prior(prior: Prior | str | Path, n: int, out_dir: str | Path, *, seed: int = 0,
-                 truncation_psi: float = 1.0, force: bool = False, batch: int = 4) -> list[Path]:
+def sample_prior(
+    prior: Prior | str | Path,
+    n: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    force: bool = False,
+    batch: int = 4,
+) -> list[Path]:
     """Write ``n`` prior samples as NIfTI (HU and labels), a JSON record and a montage.
 
     Args:
@@ -202,14 +223,27 @@ def sample_prior(prior: Prior | str | Path, n: int, out_dir: str | Path, *, seed
                     shown_hu.append(h)
                     shown_labels.append(lab)
                 i += 1
-        record = {"n": n, "seed": seed, "truncation_psi": truncation_psi, "prior": str(prior.path),
-                  "prior_sha256": prior.sha256, "resolution": prior.config.resolution,
-                  "spacing_mm": prior.config.spacing_mm, "hu_window": list(prior.config.hu_window)}
+        record = {
+            "n": n,
+            "seed": seed,
+            "truncation_psi": truncation_psi,
+            "prior": str(prior.path),
+            "prior_sha256": prior.sha256,
+            "resolution": prior.config.resolution,
+            "spacing_mm": prior.config.spacing_mm,
+            "hu_window": list(prior.config.hu_window),
+        }
         with atomic_write(local[-2], force=True) as f:
             Path(f).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
         from ..preview import volumes_montage
 
         k = len(shown_hu)
-        volumes_montage(shown_hu, local[-1], spacing_mm=prior.config.spacing_mm,
-                        labels=shown_labels, titles=[f"sample{j:03d}" for j in range(k)], force=True)
+        volumes_montage(
+            shown_hu,
+            local[-1],
+            spacing_mm=prior.config.spacing_mm,
+            labels=shown_labels,
+            titles=[f"sample{j:03d}" for j in range(k)],
+            force=True,
+        )
     return paths

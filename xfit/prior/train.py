@@ -27,8 +27,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 import torch
@@ -40,17 +41,29 @@ from ..devices import amp_enabled as devices_amp_enabled
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
 from ..levels import format_levels
-from ..training import (STATE_FILE, add_run_arguments, check_crops, check_losses, check_run_folder, levels_arg,
-                        prune_empty, require_run_config, rng_state_tensors, skip_lines, trim_log, write_run_config,
-                        writer_lock)
+from ..training import (
+    STATE_FILE,
+    add_run_arguments,
+    check_crops,
+    check_losses,
+    check_run_folder,
+    levels_arg,
+    prune_empty,
+    require_run_config,
+    rng_state_tensors,
+    skip_lines,
+    trim_log,
+    write_run_config,
+    writer_lock,
+)
 from .checkpoint import (
     compute_w_stats,
     flatten_optimizer,
     load_snapshot,
     load_training_state,
     restore_optimizer,
-    save_snapshot,
     save_prior,
+    save_snapshot,
     save_training_state,
     snapshot_config,
 )
@@ -129,8 +142,9 @@ def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) 
 class Trainer:
     """Holds networks, optimizers and RNG of one training process."""
 
-    def __init__(self, cfg: PriorConfig, device: torch.device, rank: int = 0, world: int = 1,
-                 amp: str = "auto") -> None:
+    def __init__(
+        self, cfg: PriorConfig, device: torch.device, rank: int = 0, world: int = 1, amp: str = "auto"
+    ) -> None:
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         t = cfg.training
         torch.manual_seed(t.seed)
@@ -246,22 +260,23 @@ class Trainer:
             )
         for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             prefix = f"{name}."
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(sd, strict=True)
         for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
             prefix = f"{name}."
-            restore_optimizer(opt, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta[name])
+            restore_optimizer(
+                opt, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, meta[name]
+            )
         self.gen.set_state(tensors[f"rng.{self.rank}.gen"])
         torch.set_rng_state(tensors[f"rng.{self.rank}.global"])
         self.step = int(meta["step"])
-
 
     def load_snapshot(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue from a compact snapshot (:func:`xfit.prior.checkpoint.save_snapshot`): weights
         and step; fresh Adam moments; random streams reseeded from the seed, rank and step."""
         for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             prefix = f"{name}."
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(sd, strict=True)
         self.step = int(meta["step"])
         seed = self.cfg.training.seed * 1000 + self.rank + 7919 * (self.step + 1)
@@ -283,8 +298,7 @@ def _run_config(path: Path) -> PriorConfig:
         raise InputError(f"{path}: cannot read the run's config: {exc}") from exc
 
 
-def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16",
-                 force: bool = False) -> Path:
+def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16", force: bool = False) -> Path:
     """Write a compact resumable snapshot of a run's last checkpoint (``state.safetensors``).
 
     Args:
@@ -313,8 +327,17 @@ def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16"
         except CheckpointError:
             summary = {}
     nets = {k: v for k, v in tensors.items() if k.split(".")[0] in ("G", "G_ema", "D")}
-    return save_snapshot(out, nets, step=step, kimg=step * cfg.training.batch_size * world / 1000,
-                         config=cfg, world_size=world, dtype=dtype, summary=summary, force=force)
+    return save_snapshot(
+        out,
+        nets,
+        step=step,
+        kimg=step * cfg.training.batch_size * world / 1000,
+        config=cfg,
+        world_size=world,
+        dtype=dtype,
+        summary=summary,
+        force=force,
+    )
 
 
 def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *, spacing_mm: float) -> Path:
@@ -322,7 +345,9 @@ def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *
     :func:`xfit.preview.volumes_montage`."""
     from ..preview import volumes_montage
 
-    vol = unit_volumes.detach().float().cpu() if isinstance(unit_volumes, torch.Tensor) else torch.as_tensor(unit_volumes)
+    vol = (
+        unit_volumes.detach().float().cpu() if isinstance(unit_volumes, torch.Tensor) else torch.as_tensor(unit_volumes)
+    )
     hu = unit_to_hu(vol[:, 0].clamp(-1, 1), tuple(hu_window)).numpy()
     labels = (vol[:, 1] > 0).numpy()
     return volumes_montage(list(hu), path, spacing_mm=spacing_mm, labels=list(labels))
@@ -380,8 +405,9 @@ def same_config(saved: dict, cfg: PriorConfig) -> bool:
     return json.loads(json.dumps(parsed.to_dict())) == json.loads(json.dumps(cfg.to_dict()))
 
 
-def data_settings(cfg: PriorConfig, levels: str | tuple[int, ...] | list[int] | None = None,
-                  max_outside: float = MAX_OUTSIDE) -> DataSettings:
+def data_settings(
+    cfg: PriorConfig, levels: str | tuple[int, ...] | list[int] | None = None, max_outside: float = MAX_OUTSIDE
+) -> DataSettings:
     """The crop settings of a prior config (``levels``: ``"T10-L5"``, labels, or ``None`` = all).
 
     The config's legacy ``training.vertebra_labels`` (label values of the old phantom format) is
@@ -434,22 +460,53 @@ def train(
     created = not Path(run_dir).exists()
     try:
         with writer_lock(run_dir):  # a second trainer on this folder is refused
-            return _train(cfg, ct_dir, run_dir, masks_dir=masks_dir, layout=layout, class_map=class_map,
-                          levels=levels, max_outside=max_outside, workers=workers, amp=amp, resume=resume,
-                          resume_from=resume_from, force=force, device=device, max_steps=max_steps,
-                          progress=progress)
+            return _train(
+                cfg,
+                ct_dir,
+                run_dir,
+                masks_dir=masks_dir,
+                layout=layout,
+                class_map=class_map,
+                levels=levels,
+                max_outside=max_outside,
+                workers=workers,
+                amp=amp,
+                resume=resume,
+                resume_from=resume_from,
+                force=force,
+                device=device,
+                max_steps=max_steps,
+                progress=progress,
+            )
     except BaseException:
         if rank_world()[0] == 0 and not run_started(run_dir):
             prune_empty(Path(run_dir), created)  # a start that failed leaves nothing behind
         raise
 
 
-def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_outside, workers, amp,
-           resume, resume_from, force, device, max_steps, progress) -> dict[str, Any]:
+def _train(
+    cfg,
+    ct_dir,
+    run_dir,
+    *,
+    masks_dir,
+    layout,
+    class_map,
+    levels,
+    max_outside,
+    workers,
+    amp,
+    resume,
+    resume_from,
+    force,
+    device,
+    max_steps,
+    progress,
+) -> dict[str, Any]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     run_dir = Path(run_dir)
     state_path = run_dir / STATE_FILE
@@ -461,10 +518,19 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
             raise InputError("--resume continues a run folder, --resume-from a snapshot: give one")
         snap = load_snapshot(resume_from)
         if not same_config(snap[1]["config"], cfg):
-            raise InputError(f"{resume_from} was trained with another config; resume from it with its own "
-                             "(the default without --config)")
-    check_run_folder(run_dir, resume=resume, force=force, rank=rank, started=run_started,
-                     config_matches=lambda saved: same_config(saved, cfg), clear=_clear_run)
+            raise InputError(
+                f"{resume_from} was trained with another config; resume from it with its own "
+                "(the default without --config)"
+            )
+    check_run_folder(
+        run_dir,
+        resume=resume,
+        force=force,
+        rank=rank,
+        started=run_started,
+        config_matches=lambda saved: same_config(saved, cfg),
+        clear=_clear_run,
+    )
     if world > 1:
         dist.barrier()
     t = cfg.training
@@ -553,8 +619,7 @@ def _train(cfg, ct_dir, run_dir, *, masks_dir, layout, class_map, levels, max_ou
     return summary
 
 
-@click.command("snapshot", cls=XfitCommand,
-               help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
+@click.command("snapshot", cls=XfitCommand, help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
@@ -600,9 +665,22 @@ def main(argv: list[str] | None = None) -> None:
                 require_run_config(a.out)
             cfg = load_config("64")
         try:
-            train(cfg, a.ct_dir, a.out, masks_dir=a.masks, layout=a.layout, class_map=a.class_map, levels=a.levels,
-                  workers=a.workers, amp=a.amp, resume=a.resume, resume_from=a.resume_from, force=a.force,
-                  device=a.device, max_steps=a.max_steps)
+            train(
+                cfg,
+                a.ct_dir,
+                a.out,
+                masks_dir=a.masks,
+                layout=a.layout,
+                class_map=a.class_map,
+                levels=a.levels,
+                workers=a.workers,
+                amp=a.amp,
+                resume=a.resume,
+                resume_from=a.resume_from,
+                force=a.force,
+                device=a.device,
+                max_steps=a.max_steps,
+            )
         finally:
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()

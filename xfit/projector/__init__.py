@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,23 +38,32 @@ BACKENDS = ("auto", "reference", "fused", "triton")
 #: environment variable that replaces what ``backend="auto"`` means (one of :data:`BACKENDS`)
 BACKEND_ENV = "XFIT_PROJECTOR"
 
-__all__ = ["BACKENDS", "BACKEND_ENV", "get_backend", "resolved_backend", "project", "project_rays", "backproject",
-           "backproject_rays", "reference"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV",
+    "backproject",
+    "backproject_rays",
+    "get_backend",
+    "project",
+    "project_rays",
+    "reference",
+    "resolved_backend",
+]
 
 
 @functools.lru_cache(maxsize=1)
 def _triton() -> ModuleType | None:
     """The Triton backend module, or None when it (or triton, or a GPU stack) is unavailable."""
     try:
-        from . import triton as module  # noqa: PLC0415 (optional backend)
-    except Exception:  # ImportError, or a broken GPU stack raising at import
+        from . import triton as module  # the optional backend
+    except Exception:  # noqa: BLE001 (ImportError, or a broken GPU stack raising at import)
         return None
     return module
 
 
 def _fused() -> ModuleType | None:
     """The fused CPU backend module when numba imports, else None."""
-    from . import fused as module  # noqa: PLC0415 (imports numba lazily itself)
+    from . import fused as module  # imports numba lazily itself
 
     return module if module.available() else None
 
@@ -107,10 +116,13 @@ def resolved_backend(backend: str, device: torch.device) -> str:
 @functools.lru_cache(maxsize=1)
 def _warn_fallback() -> None:
     """Warn once per process that CUDA tensors are projected by the (slower) reference backend."""
-    import warnings  # noqa: PLC0415
+    import warnings
 
-    warnings.warn("the Triton projector is unavailable (triton missing or failed to import): CUDA tensors are "
-                  "projected by the pure-PyTorch reference backend, which is slower", stacklevel=3)
+    warnings.warn(
+        "the Triton projector is unavailable (triton missing or failed to import): CUDA tensors are "
+        "projected by the pure-PyTorch reference backend, which is slower",
+        stacklevel=3,
+    )
 
 
 def _views(views: View | Sequence[View]) -> list[View]:
@@ -222,5 +234,4 @@ def backproject(
         raise InputError(f"images must be a [B, V, R, C] tensor, got {getattr(images, 'shape', type(images))}")
     views = _views(views)
     rays = make_rays(views, angle_deg=angle_deg, pose=pose, device=images.device, dtype=images.dtype)
-    return backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm,
-                            chunk_rays=chunk_rays, backend=backend)
+    return backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm, chunk_rays=chunk_rays, backend=backend)

@@ -26,8 +26,9 @@ def _corner(v, ix, iy, iz, n_i, n_j, n_k):
     if x0 >= 0 and y0 >= 0 and z0 >= 0 and x0 + 1 < n_k and y0 + 1 < n_j and z0 + 1 < n_i:
         c = (z0 * n_j + y0) * n_k + x0
         d = c + n_j * n_k
-        return (gz * (gy * (gx * v[c] + fx * v[c + 1]) + fy * (gx * v[c + n_k] + fx * v[c + n_k + 1]))
-                + fz * (gy * (gx * v[d] + fx * v[d + 1]) + fy * (gx * v[d + n_k] + fx * v[d + n_k + 1])))
+        return gz * (gy * (gx * v[c] + fx * v[c + 1]) + fy * (gx * v[c + n_k] + fx * v[c + n_k + 1])) + fz * (
+            gy * (gx * v[d] + fx * v[d + 1]) + fy * (gx * v[d + n_k] + fx * v[d + n_k + 1])
+        )
     acc = 0.0
     for dz in range(2):
         zi = z0 + dz

@@ -1,8 +1,8 @@
 """Fused CPU projector (numba): the reference's line integrals and their adjoint in one pass per ray.
 
-Needs ``numba`` (a dependency of xfit; an install without it falls back to the reference). Without it, :func:`available` is false and
-``backend="auto"`` uses :mod:`xfit.projector.reference`, which stays the oracle; the tests compare
-the two.
+Needs ``numba`` (a dependency of xfit; an install without it falls back to the reference). Without it,
+:func:`available` is false and ``backend="auto"`` uses :mod:`xfit.projector.reference`, which stays the
+oracle; the tests compare the two.
 
 What it computes
 ----------------
@@ -33,10 +33,11 @@ first use, not at import; compiled code is cached under the user's cache directo
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,15 +52,15 @@ from .reference import _prepare, as_affine, as_volume, ray_steps
 #: dtypes the kernels accept (the volume's; geometry is cast to it as in the reference)
 DTYPES = (torch.float32, torch.float64)
 
-__all__ = ["available", "project_rays", "backproject_rays", "march", "march_adjoint", "DTYPES"]
+__all__ = ["DTYPES", "available", "backproject_rays", "march", "march_adjoint", "project_rays"]
 
 
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
     """Whether numba imports (the kernels themselves compile on first use)."""
     try:
-        import numba  # noqa: F401, PLC0415 (optional dependency)
-    except Exception:  # ImportError, or a numba/llvmlite/numpy mismatch raising at import
+        importlib.import_module("numba")  # imported only to see that it loads (an optional dependency)
+    except Exception:  # noqa: BLE001 (ImportError, or a numba/llvmlite/numpy mismatch raising at import)
         return False
     return True
 
@@ -85,7 +86,7 @@ def _kernels():
     pointed at :func:`_cache_dir` while they register; each compiles (or loads) on first call."""
     if not available():
         raise InputError("the fused CPU projector needs numba (pip install numba)")
-    import numba  # noqa: PLC0415
+    import numba
 
     if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
         # numba's default OpenMP layer spins its idle workers on the libgomp that torch uses too:
@@ -97,7 +98,7 @@ def _kernels():
     saved = numba.config.CACHE_DIR
     try:  # numba picks the cache locator when a cached function is defined: point it at our folder
         numba.config.CACHE_DIR = cache_dir or ""
-        from . import _fused_kernels as k  # noqa: PLC0415
+        from . import _fused_kernels as k
     finally:
         numba.config.CACHE_DIR = saved
     return numba, k.forward, k.adjoint
@@ -124,13 +125,15 @@ def march(mu: Tensor, first: Tensor, stride: Tensor, dt: Tensor, n: int) -> Tens
     out = torch.empty(dt.shape, dtype=mu.dtype)
     with _LOCK:
         _threads(numba)
-        forward(_np(mu).reshape(mu.shape[0], -1), tuple(mu.shape[2:]), _np(first), _np(stride), _np(dt), int(n),
-                out.numpy())
+        forward(
+            _np(mu).reshape(mu.shape[0], -1), tuple(mu.shape[2:]), _np(first), _np(stride), _np(dt), int(n), out.numpy()
+        )
     return out
 
 
-def march_adjoint(grad: Tensor, volume_shape: Sequence[int], first: Tensor, stride: Tensor, dt: Tensor,
-                  n: int) -> Tensor:
+def march_adjoint(
+    grad: Tensor, volume_shape: Sequence[int], first: Tensor, stride: Tensor, dt: Tensor, n: int
+) -> Tensor:
     """Adjoint of :func:`march` w.r.t. ``mu``: ``grad [B, M]`` -> ``[B, 1, I, J, K]``."""
     numba, _, adjoint = _kernels()
     with _LOCK:
@@ -178,8 +181,12 @@ class _FusedBackproject(torch.autograd.Function):
 
 def _fusable(volume: Tensor, *geometry: Tensor) -> bool:
     """The fused kernels apply: a CPU float32/float64 volume and no gradient w.r.t. the geometry."""
-    return (volume.device.type == "cpu" and volume.dtype in DTYPES
-            and not any(g.requires_grad for g in geometry) and available())
+    return (
+        volume.device.type == "cpu"
+        and volume.dtype in DTYPES
+        and not any(g.requires_grad for g in geometry)
+        and available()
+    )
 
 
 def project_rays(
@@ -220,8 +227,7 @@ def backproject_rays(
     """Exact adjoint of :func:`project_rays` w.r.t. the volume; same arguments and result as
     :func:`reference.backproject_rays`."""
     if not isinstance(images, Tensor) or not _fusable(images):
-        return reference.backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm,
-                                          chunk_rays=chunk_rays)
+        return reference.backproject_rays(images, affine, rays, volume_shape, step_mm=step_mm, chunk_rays=chunk_rays)
     shape, batch = reference.check_backprojection(images, rays, volume_shape)
     affine_t = as_affine(affine, batch, dtype=images.dtype, device=images.device)
     _, o_idx, d_idx, t_near, t_far, n, _ = _prepare(rays, affine_t.detach(), shape, step_mm, chunk_rays, batch)

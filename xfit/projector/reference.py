@@ -56,7 +56,7 @@ come from recomputing the chunk with autograd. Peak memory is O(volume + rays + 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -94,9 +94,7 @@ def as_volume(mu: Tensor | np.ndarray) -> Tensor:
     elif mu.ndim == 4:
         mu = mu[:, None]
     elif mu.ndim != 5 or mu.shape[1] != 1:
-        raise InputError(
-            f"volume must be [I,J,K], [B,I,J,K] or [B,1,I,J,K], got shape {tuple(mu.shape)}"
-        )
+        raise InputError(f"volume must be [I,J,K], [B,I,J,K] or [B,1,I,J,K], got shape {tuple(mu.shape)}")
     if min(mu.shape[2:]) < 2 or mu.shape[0] < 1:
         raise InputError(f"every volume axis needs at least 2 voxels, got shape {tuple(mu.shape)}")
     return mu
@@ -121,9 +119,7 @@ def as_affine(
     if affine.ndim == 2:
         affine = affine[None]
     if affine.ndim != 3 or affine.shape[1:] != (4, 4) or affine.shape[0] not in (1, batch):
-        raise GeometryError(
-            f"affine must be [4,4] or [{batch},4,4] for {batch} volume(s), got {tuple(affine.shape)}"
-        )
+        raise GeometryError(f"affine must be [4,4] or [{batch},4,4] for {batch} volume(s), got {tuple(affine.shape)}")
     with torch.no_grad():
         if not torch.isfinite(affine).all():
             raise GeometryError("affine must be finite (found NaN or inf)")
@@ -213,8 +209,9 @@ def default_chunk_rays(batch: int, n_samples: int) -> int:
 # ----------------------------------------------------------------------------- ray marching
 
 
-def ray_steps(o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int,
-              volume_shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+def ray_steps(
+    o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int, volume_shape: Sequence[int]
+) -> tuple[Tensor, Tensor, Tensor]:
     """First midpoint sample and the step between samples of rays, in ``grid_sample`` units.
 
     Sample ``k`` of a ray lies at ``first + k * stride`` (normalised to [-1, 1] with
@@ -238,8 +235,9 @@ def ray_steps(o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: in
     return first, stride, dt
 
 
-def sample_grid(o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int,
-                volume_shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+def sample_grid(
+    o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int, volume_shape: Sequence[int]
+) -> tuple[Tensor, Tensor]:
     """Midpoint sample positions of a chunk of rays as a ``grid_sample`` grid.
 
     Args:
@@ -270,8 +268,9 @@ def march(mu: Tensor, o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tenso
     return values[:, 0, 0].sum(-1) * dt
 
 
-def march_adjoint(grad: Tensor, mu_like: Tensor, o_idx: Tensor, d_idx: Tensor, t_near: Tensor,
-                  t_far: Tensor, n: int) -> Tensor:
+def march_adjoint(
+    grad: Tensor, mu_like: Tensor, o_idx: Tensor, d_idx: Tensor, t_near: Tensor, t_far: Tensor, n: int
+) -> Tensor:
     """Adjoint of :func:`march` w.r.t. ``mu`` for one chunk: ``A_chunk^T grad``.
 
     Args:
@@ -344,8 +343,7 @@ class _Backproject(torch.autograd.Function):
     def forward(ctx, images, mu_like, o_idx, d_idx, t_near, t_far, n: int, chunk: int):  # type: ignore[override]
         out = torch.zeros_like(mu_like)
         for sl in _chunks(t_near.shape[1], chunk):
-            out += march_adjoint(images[:, sl], mu_like, o_idx[:, sl], d_idx[:, sl],
-                                 t_near[:, sl], t_far[:, sl], n)
+            out += march_adjoint(images[:, sl], mu_like, o_idx[:, sl], d_idx[:, sl], t_near[:, sl], t_far[:, sl], n)
         ctx.save_for_backward(o_idx, d_idx, t_near, t_far)
         ctx.n, ctx.chunk = n, chunk
         return out
@@ -363,14 +361,14 @@ class _Backproject(torch.autograd.Function):
 # ----------------------------------------------------------------------------- public functions
 
 
-def _prepare(rays: Rays, affine: Tensor, volume_shape: Sequence[int], step_mm: float | None,
-             chunk_rays: int | None, batch: int):
+def _prepare(
+    rays: Rays, affine: Tensor, volume_shape: Sequence[int], step_mm: float | None, chunk_rays: int | None, batch: int
+):
     """Index-space rays, chord ends, sample count and chunk size shared by forward and adjoint."""
     if not isinstance(rays, Rays):
         raise GeometryError(f"rays must be xfit.geometry.Rays, got {type(rays).__name__}")
     lead = tuple(rays.origins.shape[:-1])
-    if rays.origins.shape[-1] != 3 or rays.directions.shape != rays.origins.shape \
-            or tuple(rays.lengths.shape) != lead:
+    if rays.origins.shape[-1] != 3 or rays.directions.shape != rays.origins.shape or tuple(rays.lengths.shape) != lead:
         raise GeometryError("rays must have origins/directions [..., 3] and lengths [...] of one shape")
     kw = dict(dtype=affine.dtype, device=affine.device)
     origins = rays.origins.to(**kw).reshape(-1, 3)
@@ -457,8 +455,6 @@ def backproject_rays(
     """
     shape, batch = check_backprojection(images, rays, volume_shape)
     affine_t = as_affine(affine, batch, dtype=images.dtype, device=images.device)
-    _, o_idx, d_idx, t_near, t_far, n, chunk = _prepare(
-        rays, affine_t.detach(), shape, step_mm, chunk_rays, batch
-    )
+    _, o_idx, d_idx, t_near, t_far, n, chunk = _prepare(rays, affine_t.detach(), shape, step_mm, chunk_rays, batch)
     mu_like = images.new_zeros(batch, 1, *shape)
     return _Backproject.apply(images.reshape(batch, -1), mu_like, o_idx, d_idx, t_near, t_far, n, chunk)

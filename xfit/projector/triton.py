@@ -31,8 +31,8 @@ imported (the Triton interpreter: exact but slow; the tests use it).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -107,11 +107,7 @@ def _check_rays(rays: Rays) -> tuple[int, ...]:
     if not isinstance(rays, Rays):
         raise GeometryError(f"rays must be xfit.geometry.Rays, got {type(rays).__name__}")
     lead = tuple(rays.origins.shape[:-1])
-    if (
-        rays.origins.shape[-1] != 3
-        or rays.directions.shape != rays.origins.shape
-        or tuple(rays.lengths.shape) != lead
-    ):
+    if rays.origins.shape[-1] != 3 or rays.directions.shape != rays.origins.shape or tuple(rays.lengths.shape) != lead:
         raise GeometryError("rays must have origins/directions [..., 3] and lengths [...] of one shape")
     return lead
 
@@ -232,7 +228,7 @@ if triton is not None:
         dt = tl.load(dt_ptr + geo, mask=live, other=0.0)
         vol = mu_ptr + b * size_i * size_j * size_k
         acc = tl.zeros([BLOCK], dtype=out_ptr.dtype.element_ty)
-        for n in range(0, n_samples):
+        for n in range(n_samples):
             t = t0 + (n + 0.5) * dt
             i, j, k, fx, fy, fz = _sample_point(ox, oy, oz, dx, dy, dz, t, size_i, size_j, size_k)
             gx = 1.0 - fx
@@ -270,7 +266,7 @@ if triton is not None:
         g = tl.load(img_ptr + b * n_rays + ray, mask=live, other=0.0) * dt
         live = live & (g != 0.0)  # rays that miss or carry no gradient scatter nothing
         vol = grad_ptr + b * size_i * size_j * size_k
-        for n in range(0, n_samples):
+        for n in range(n_samples):
             t = t0 + (n + 0.5) * dt
             i, j, k, fx, fy, fz = _sample_point(ox, oy, oz, dx, dy, dz, t, size_i, size_j, size_k)
             gx = 1.0 - fx
@@ -312,17 +308,12 @@ def _launch(kernel, data: Tensor, result: Tensor, vr: VoxelRays, volume_shape: S
     if g not in (1, batch):
         raise InputError(f"geometry for {g} volumes cannot serve a batch of {batch}")
     dtype, device = result.dtype, result.device
-    geometry = [
-        t.to(device=device, dtype=dtype).contiguous()
-        for t in (vr.origins, vr.directions, vr.t_near, vr.dt)
-    ]
+    geometry = [t.to(device=device, dtype=dtype).contiguous() for t in (vr.origins, vr.directions, vr.t_near, vr.dt)]
     si, sj, sk = (int(s) for s in volume_shape)
     if si * sj * sk >= 2**31:
         raise InputError(f"volume {si}x{sj}x{sk} is too large for the kernels' int32 voxel offsets")
     grid = (triton.cdiv(n_rays, BLOCK_RAYS), batch)
-    kernel[grid](
-        data, result, *geometry, n_rays, vr.n_samples, si, sj, sk, int(g > 1), BLOCK=BLOCK_RAYS
-    )
+    kernel[grid](data, result, *geometry, n_rays, vr.n_samples, si, sj, sk, int(g > 1), BLOCK=BLOCK_RAYS)
 
 
 def forward_kernel(mu: Tensor, vr: VoxelRays) -> Tensor:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,14 +28,19 @@ def _load_case(path: Path) -> dict[str, Any] | None:
         res = json.loads(path.read_bytes().decode("utf-8"))
     except ValueError:  # also UnicodeDecodeError
         res = None
-    if isinstance(res, dict) and isinstance(res.get("modes"), dict) and all(isinstance(d, dict) for d in res["modes"].values()):
+    if (
+        isinstance(res, dict)
+        and isinstance(res.get("modes"), dict)
+        and all(isinstance(d, dict) for d in res["modes"].values())
+    ):
         return res
     warnings.warn(f"{path} is damaged; its case is computed again")
     return None
 
 
-def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
-              modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def run_cases(
+    out: Path, n: int, run_one: Callable[..., dict[str, Any]], modes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Results of cases ``0..n-1``: each is saved to ``out/caseNN.json`` (atomically) as it
     finishes and read back on a later run, so an interrupted study resumes where it stopped.
 
@@ -55,8 +61,15 @@ def run_cases(out: Path, n: int, run_one: Callable[..., dict[str, Any]],
             if saved is not None:
                 res = {**saved, "modes": {**saved["modes"], **res["modes"]}}
             _save_case(path, res)
-            print(json.dumps({m: {k: round(v, 4) for k, v in d.items() if isinstance(v, (int, float))}
-                              for m, d in res["modes"].items()}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        m: {k: round(v, 4) for k, v in d.items() if isinstance(v, (int, float))}
+                        for m, d in res["modes"].items()
+                    }
+                ),
+                flush=True,
+            )
         results.append(_load_case(path))
     return results
 
@@ -74,8 +87,9 @@ def drop_modes(out: Path, modes: Sequence[str]) -> int:
     return changed
 
 
-def mode_table(results: Sequence[dict[str, Any]], modes: Sequence[str], keys: Sequence[str],
-               label: str = "mode") -> str:
+def mode_table(
+    results: Sequence[dict[str, Any]], modes: Sequence[str], keys: Sequence[str], label: str = "mode"
+) -> str:
     """Markdown table: per mode, mean ± std over the cases of each metric (non-finite values,
     such as HD95 of an empty label, left out)."""
     lines = [f"| {label} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

@@ -72,9 +72,10 @@ import time
 import types
 import typing
 import warnings
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,16 +86,27 @@ from ..baselines.common import METHODS as BASELINE_METHODS
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
 from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder
-from ..io import folder_lock as run_lock  # noqa: F401 (a run or sweep folder is held while it is written)
+from ..io import folder_lock as run_lock  # a run or sweep folder is held while it is written
 from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
 from ..units import HU_WINDOW, hu_to_mu, unit_to_hu
 
 #: Every metric column of ``cases.csv``, and whether lower is better.
-METRICS: dict[str, bool] = {"psnr_db": False, "ssim": False, "mae_hu": True, "mae_mask_hu": True, "dice": False,
-                            "hd95_mm": True, "asd_mm": True, "freq_dist": True, "view_ncc": False,
-                            "volume_view_ncc": False, "third_view_ncc": False, "seconds": True}
+METRICS: dict[str, bool] = {
+    "psnr_db": False,
+    "ssim": False,
+    "mae_hu": True,
+    "mae_mask_hu": True,
+    "dice": False,
+    "hd95_mm": True,
+    "asd_mm": True,
+    "freq_dist": True,
+    "view_ncc": False,
+    "volume_view_ncc": False,
+    "third_view_ncc": False,
+    "seconds": True,
+}
 #: Columns of the summary table.
 SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "volume_view_ncc", "third_view_ncc", "seconds")
 #: The HU window of every volume metric (``volume_metrics``' default).
@@ -106,11 +118,20 @@ ORACLE_METHODS = ("best-of-n-oracle", "ceiling")
 #: ``volume_view_ncc`` compares pixels whose ray crosses at least this fraction of the cube's
 #: longest chord (the fit's default footprint): the central region, where the cube explains it all.
 CENTRAL_FRACTION = 0.9
-LABELS = {"fit": "xfit fit", "fit-pose": "xfit fit, pose refined", "mean": "prior mean volume",
-          "best-of-n": "best of {n} samples (by X-ray NCC)", "best-of-n-oracle": "best of {n} samples (oracle, PSNR to truth)",
-          "ceiling": "prior fitted to the 3D truth (oracle ceiling)",
-          "x2ct-cnn": "X2CT-CNN", "x2ct-gan": "X2CT-GAN", "ear": "EAR", "transvert": "TransVert (shape only)",
-          "xctrsnet": "X-CTRSNet", "igcn": "IGCN (one view, shape only)"}
+LABELS = {
+    "fit": "xfit fit",
+    "fit-pose": "xfit fit, pose refined",
+    "mean": "prior mean volume",
+    "best-of-n": "best of {n} samples (by X-ray NCC)",
+    "best-of-n-oracle": "best of {n} samples (oracle, PSNR to truth)",
+    "ceiling": "prior fitted to the 3D truth (oracle ceiling)",
+    "x2ct-cnn": "X2CT-CNN",
+    "x2ct-gan": "X2CT-GAN",
+    "ear": "EAR",
+    "transvert": "TransVert (shape only)",
+    "xctrsnet": "X-CTRSNet",
+    "igcn": "IGCN (one view, shape only)",
+}
 #: The columns that score a CT; left empty for a method without CT output (TransVert, IGCN).
 CT_METRICS = ("psnr_db", "ssim", "mae_hu", "mae_mask_hu", "freq_dist", "view_ncc", "volume_view_ncc", "third_view_ncc")
 
@@ -160,8 +181,13 @@ def make_case(seed: int, prior, views: Sequence[View], whole_body_fov_mm: float 
     """
     cfg = prior.config
     ph = make_phantom(seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra")
-    src = ph if whole_body_fov_mm is None else make_phantom(
-        seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra", fov_mm=whole_body_fov_mm)
+    src = (
+        ph
+        if whole_body_fov_mm is None
+        else make_phantom(
+            seed, size=cfg.resolution, spacing_mm=cfg.spacing_mm, centre="vertebra", fov_mm=whole_body_fov_mm
+        )
+    )
     return Case(seed, ph.hu, ph.vertebra_mask, project_hu(src.hu, src.affine, views), f"phantom{seed:04d}")
 
 
@@ -172,8 +198,16 @@ def project_hu(hu: np.ndarray, affine: np.ndarray, views: Sequence[View]) -> lis
         return [project(mu, affine, [v])[0, 0].numpy() for v in views]
 
 
-def observe(case: Case, views: Sequence[View], *, angle_error_deg: float = 0.0, shift_error_mm: float = 0.0,
-            photons: float | None = None, seed: int = 0, style_strength: float | None = None) -> Observation:
+def observe(
+    case: Case,
+    views: Sequence[View],
+    *,
+    angle_error_deg: float = 0.0,
+    shift_error_mm: float = 0.0,
+    photons: float | None = None,
+    seed: int = 0,
+    style_strength: float | None = None,
+) -> Observation:
     """The case as a method sees it.
 
     Each view handed over has its angle off by ``±angle_error_deg`` (random sign) and its
@@ -192,8 +226,13 @@ def observe(case: Case, views: Sequence[View], *, angle_error_deg: float = 0.0, 
         sign = rng.choice([-1.0, 1.0])
         d = rng.normal(size=3)
         d *= shift_error_mm / max(float(np.linalg.norm(d)), 1e-12)
-        given.append(dataclasses.replace(v, angle_deg=v.angle_deg + sign * angle_error_deg,
-                                         isocenter_mm=tuple(float(a + b) for a, b in zip(v.isocenter_mm, d))))
+        given.append(
+            dataclasses.replace(
+                v,
+                angle_deg=v.angle_deg + sign * angle_error_deg,
+                isocenter_mm=tuple(float(a + b) for a, b in zip(v.isocenter_mm, d)),
+            )
+        )
     images = [np.asarray(im, np.float32) for im in case.images]
     if photons is not None:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -203,8 +242,9 @@ def observe(case: Case, views: Sequence[View], *, angle_error_deg: float = 0.0, 
     return Observation(images, given)
 
 
-def styled_images(case: Case, views: Sequence[View], images: Sequence[np.ndarray], strength: float,
-                  seed: int = 0) -> list[np.ndarray]:
+def styled_images(
+    case: Case, views: Sequence[View], images: Sequence[np.ndarray], strength: float, seed: int = 0
+) -> list[np.ndarray]:
     """The clinical-style radiographs ``[R, C]`` float32 of line integrals through ``views`` at
     ``strength`` (their noise seeded by ``seed``, the case and the view: deterministic)."""
     from ..radiograph import PRESETS, preset_for, radiograph
@@ -218,9 +258,15 @@ def styled_images(case: Case, views: Sequence[View], images: Sequence[np.ndarray
     return out
 
 
-def data_cases(ct_dir: str | Path, prior, *, layout: str | None = None, levels: str | None = None,
-               masks_dir: str | Path | None = None, class_map: str | Path | None = None
-               ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def data_cases(
+    ct_dir: str | Path,
+    prior,
+    *,
+    layout: str | None = None,
+    levels: str | None = None,
+    masks_dir: str | Path | None = None,
+    class_map: str | Path | None = None,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, hu [R, R, R], vertebra [R, R, R] bool)`` of every vertebra crop of a CT folder.
 
     The crops are ``train-prior``'s (:func:`xfit.prior.data.load_training_set` with the prior's
@@ -230,10 +276,12 @@ def data_cases(ct_dir: str | Path, prior, *, layout: str | None = None, levels: 
     from ..prior.data import DataSettings, load_training_set
 
     cfg = prior.config
-    settings = DataSettings(cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window),
-                            tuple(parse_levels(levels)) if levels else None)
-    data = load_training_set(ct_dir, settings, layout=layout, masks_dir=masks_dir, class_map=class_map,
-                             progress=False, workers=1)
+    settings = DataSettings(
+        cfg.resolution, cfg.spacing_mm, tuple(cfg.hu_window), tuple(parse_levels(levels)) if levels else None
+    )
+    data = load_training_set(
+        ct_dir, settings, layout=layout, masks_dir=masks_dir, class_map=class_map, progress=False, workers=1
+    )
     out = []
     for i, name in enumerate(data.sources):
         crop = data.volumes[i].float()
@@ -304,7 +352,9 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     for m in names:
         base = m.split("@", 1)[0]
         if base not in known:
-            raise InputError(f"unknown method {m!r}; choose from {', '.join(known)} (a baseline may carry a tag: x2ct-cnn@jitter)")
+            raise InputError(
+                f"unknown method {m!r}; choose from {', '.join(known)} (a baseline may carry a tag: x2ct-cnn@jitter)"
+            )
         if "@" in m and (base not in BASELINES or not m.split("@", 1)[1].replace("-", "").replace("_", "").isalnum()):
             raise InputError(f"{m!r}: only a baseline takes a tag, made of letters, digits, - and _")
     if not names or len(set(names)) != len(names):
@@ -356,9 +406,15 @@ def method_sources(spec: EvalSpec) -> dict[str, str]:
         if base in BASELINES:
             path = method_checkpoint(spec, m)
             if not path.is_file():
-                raise InputError(f"{m}: checkpoint {path} not found" + (
-                    "" if spec.checkpoints.get(m) else f" (none ships yet: train one with `xfit train-baseline {base} CT_DIR -o RUN`"
-                    f" and pass --checkpoint {m}=RUN/baseline.safetensors)"))
+                raise InputError(
+                    f"{m}: checkpoint {path} not found"
+                    + (
+                        ""
+                        if spec.checkpoints.get(m)
+                        else f" (none ships yet: train one with `xfit train-baseline {base} CT_DIR -o RUN`"
+                        f" and pass --checkpoint {m}=RUN/baseline.safetensors)"
+                    )
+                )
             out[m] = _file_sha(path)
         else:
             out[m] = _file_sha(spec.prior)
@@ -402,10 +458,21 @@ def _fit(ctx: Context, case: Case, obs: Observation, **overrides: Any) -> Recon:
     from ..fitting.encoder import warm_start_w_plus
 
     cfg = dataclasses.replace(ctx.cfg, **overrides) if overrides else ctx.cfg
-    w_init, start = warm_start_w_plus(ctx.prior, obs.images, obs.views) if ctx.spec.warm_start \
+    w_init, start = (
+        warm_start_w_plus(ctx.prior, obs.images, obs.views)
+        if ctx.spec.warm_start
         else (None, "w_mean (warm start off)")
-    res = fit(ctx.prior, obs.images, obs.views, cfg, seed=ctx.spec.seed, w_init=w_init, centre_mm=(0.0, 0.0, 0.0),
-              progress=False)
+    )
+    res = fit(
+        ctx.prior,
+        obs.images,
+        obs.views,
+        cfg,
+        seed=ctx.spec.seed,
+        w_init=w_init,
+        centre_mm=(0.0, 0.0, 0.0),
+        progress=False,
+    )
     return Recon(res.hu, res.label_prob > 0.5, {"start": start if w_init is not None else res.start})
 
 
@@ -428,7 +495,7 @@ def _samples(ctx: Context, case: Case, obs: Observation) -> tuple[Recon, Recon]:
         best_x = best_o = None
         for i in range(ctx.spec.n_random):
             with torch.no_grad():
-                hu, logit = generate_hu(ctx.prior, ws[i: i + 1])
+                hu, logit = generate_hu(ctx.prior, ws[i : i + 1])
             r = Recon(hu[0].numpy(), logit[0].numpy() > 0)
             agree = float(np.mean([ncc(p, im) for p, im in zip(project_hu(r.hu, ctx.affine, obs.views), obs.images)]))
             score = psnr(np.clip(r.hu, *HU_RANGE), np.clip(case.hu, *HU_RANGE), HU_RANGE[1] - HU_RANGE[0])
@@ -437,7 +504,10 @@ def _samples(ctx: Context, case: Case, obs: Observation) -> tuple[Recon, Recon]:
             if best_o is None or score > best_o[0]:
                 best_o = (score, r)
         seconds = {"seconds": time.perf_counter() - t0}  # the draw both choices share
-        ctx.memo["samples"] = (Recon(best_x[1].hu, best_x[1].vertebra, seconds), Recon(best_o[1].hu, best_o[1].vertebra, seconds))
+        ctx.memo["samples"] = (
+            Recon(best_x[1].hu, best_x[1].vertebra, seconds),
+            Recon(best_o[1].hu, best_o[1].vertebra, seconds),
+        )
     return ctx.memo["samples"]
 
 
@@ -463,9 +533,12 @@ def _baseline(ctx: Context, case: Case, obs: Observation, method: str) -> Recon:
     hu, labels, affine, notes = predict(base, ckpt, obs.images[:n], obs.views[:n])
     if hu.shape != case.hu.shape or not np.allclose(affine, ctx.affine):
         hu = resample_onto(Volume(hu, affine), ctx.affine, case.hu.shape).data
-        labels = resample_onto(Volume(labels.astype(np.float32), affine), ctx.affine, case.hu.shape, cval=0.0).data > 0.5
-    return Recon(np.asarray(hu, np.float32), np.asarray(labels, bool),
-                 {"labels": notes["labels"], "ct_output": CT_OUTPUT[base]})
+        labels = (
+            resample_onto(Volume(labels.astype(np.float32), affine), ctx.affine, case.hu.shape, cval=0.0).data > 0.5
+        )
+    return Recon(
+        np.asarray(hu, np.float32), np.asarray(labels, bool), {"labels": notes["labels"], "ct_output": CT_OUTPUT[base]}
+    )
 
 
 #: name -> ``method(ctx, case, observation) -> Recon``.
@@ -491,8 +564,9 @@ def run_method(ctx: Context, name: str, case: Case, obs: Observation) -> Recon:
 
 def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: Sequence[View]) -> dict[str, float]:
     """The metric columns of one reconstruction (see the module docstring)."""
-    m = volume_metrics(recon.hu, case.hu, recon.vertebra, case.vertebra, ctx.prior.config.spacing_mm,
-                       with_asd=True, with_freq=True)
+    m = volume_metrics(
+        recon.hu, case.hu, recon.vertebra, case.vertebra, ctx.prior.config.spacing_mm, with_asd=True, with_freq=True
+    )
     handed = project_hu(recon.hu, ctx.affine, obs.views)
     m["view_ncc"] = float(np.mean([ncc(p, im) for p, im in zip(handed, obs.images)]))
     m["volume_view_ncc"] = volume_view_ncc(handed, obs.images, central_masks(ctx, obs.views))
@@ -501,7 +575,7 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
         ctx.memo["truth_third"] = project_hu(case.hu, ctx.affine, [third])[0]
     m["third_view_ncc"] = ncc(project_hu(recon.hu, ctx.affine, [third])[0], ctx.memo["truth_third"])
     if not recon.extra.get("ct_output", True):  # a shape drawn as two HU levels is no CT to score
-        m.update({k: math.nan for k in CT_METRICS})
+        m.update(dict.fromkeys(CT_METRICS, math.nan))
     return m
 
 
@@ -521,8 +595,9 @@ def central_masks(ctx: Context, views: Sequence[View]) -> list[np.ndarray]:
     return ctx.memo["central"]
 
 
-def volume_view_ncc(projections: Sequence[np.ndarray], images: Sequence[np.ndarray],
-                    masks: Sequence[np.ndarray]) -> float:
+def volume_view_ncc(
+    projections: Sequence[np.ndarray], images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+) -> float:
     """Mean over views of the NCC between the projection of a volume alone (no background, no
     gain: NCC ignores gain and offset) and the X-ray it was handed, over each view's central
     mask: how much of the X-rays the returned volume itself explains."""
@@ -544,7 +619,7 @@ _ctx: Context | None = None
 
 
 def _context(spec: EvalSpec) -> Context:
-    global _ctx
+    global _ctx  # noqa: PLW0603 (one context per worker process, rebuilt when the spec changes)
     if _ctx is None or _ctx.spec != spec:
         _ctx = Context(spec)
     return _ctx
@@ -569,8 +644,12 @@ def parse_shard(text: str) -> tuple[int, int]:
         InputError: not two whole numbers ``K/N`` with ``1 <= K <= N <= MAX_SHARDS``.
     """
     k_text, sep, n_text = str(text).partition("/")
-    if not sep or not (k_text.isascii() and k_text.isdigit() and n_text.isascii() and n_text.isdigit()) \
-            or len(k_text) > 9 or len(n_text) > 9:
+    if (
+        not sep
+        or not (k_text.isascii() and k_text.isdigit() and n_text.isascii() and n_text.isdigit())
+        or len(k_text) > 9
+        or len(n_text) > 9
+    ):
         raise InputError(f"--shard {text!r}: expected K/N, shard K of N counted from 1 (e.g. 1/4)")
     k, n = int(k_text), int(n_text)
     if not 1 <= n <= MAX_SHARDS:
@@ -591,9 +670,11 @@ def shard_cases(names: Sequence[str], shard: tuple[int, int] | None) -> list[tup
         return list(enumerate(names))
     k, n = shard
     if n > len(names):
-        raise InputError(f"shard {k}/{n}: {n} shards for {len(names)} case(s) leave some without a case; "
-                         f"use at most {len(names)} shards")
-    return list(enumerate(names))[(k - 1) * len(names) // n: k * len(names) // n]
+        raise InputError(
+            f"shard {k}/{n}: {n} shards for {len(names)} case(s) leave some without a case; "
+            f"use at most {len(names)} shards"
+        )
+    return list(enumerate(names))[(k - 1) * len(names) // n : k * len(names) // n]
 
 
 _data_memo: dict[str, list] = {}
@@ -615,14 +696,23 @@ def build_case(spec: EvalSpec, index: int, views: Sequence[View]) -> Case:
     return Case(-1, hu, vert, project_hu(hu, ctx.affine, views), name)
 
 
-def evaluate_case(spec: EvalSpec, index: int, methods: Sequence[str]) -> tuple[str, list[dict[str, Any]], dict[str, np.ndarray]]:
+def evaluate_case(
+    spec: EvalSpec, index: int, methods: Sequence[str]
+) -> tuple[str, list[dict[str, Any]], dict[str, np.ndarray]]:
     """Run ``methods`` on case ``index``: ``(case name, CSV rows, {method or 'truth': mid slices})``."""
     ctx = _context(spec)
     ctx.memo = {}
     views = default_views(spec.angles, spec.detector, spec.pixel_spacing_mm)
     case = build_case(spec, index, views)
-    obs = observe(case, views, angle_error_deg=spec.angle_error_deg, shift_error_mm=spec.shift_error_mm,
-                  photons=spec.photons, seed=spec.seed, style_strength=spec.style_strength)
+    obs = observe(
+        case,
+        views,
+        angle_error_deg=spec.angle_error_deg,
+        shift_error_mm=spec.shift_error_mm,
+        photons=spec.photons,
+        seed=spec.seed,
+        style_strength=spec.style_strength,
+    )
     rows, slices = [], {"truth": mid_slices(case.hu)}
     for m in methods:
         t0 = time.perf_counter()
@@ -657,12 +747,23 @@ def _spec_from_dict(d: dict[str, Any]) -> EvalSpec:
 
 #: The entries of ``settings.json`` and their types (``key`` is checked field by field: :data:`KEY_TYPES`).
 SETTINGS_TYPES: dict[str, Any] = {
-    "key": dict[str, Any], "prior": str, "methods": list[str], "checkpoints": dict[str, str],
-    "sources": dict[str, str], "fit_settings": dict[str, Any], "wall_seconds": float, "machine": str,
-    "panel_cells": list[str], "reused_rows": dict[str, int], "shard": dict[str, Any]}
+    "key": dict[str, Any],
+    "prior": str,
+    "methods": list[str],
+    "checkpoints": dict[str, str],
+    "sources": dict[str, str],
+    "fit_settings": dict[str, Any],
+    "wall_seconds": float,
+    "machine": str,
+    "panel_cells": list[str],
+    "reused_rows": dict[str, int],
+    "shard": dict[str, Any],
+}
 #: The fields of ``settings.json``'s ``key`` and their types (:meth:`EvalSpec.key`).
-KEY_TYPES: dict[str, Any] = {**{k: v for k, v in typing.get_type_hints(EvalSpec).items()
-                                if k not in ("prior", "methods", "checkpoints")}, "prior_sha256": str}
+KEY_TYPES: dict[str, Any] = {
+    **{k: v for k, v in typing.get_type_hints(EvalSpec).items() if k not in ("prior", "methods", "checkpoints")},
+    "prior_sha256": str,
+}
 
 
 def _fits(value: Any, kind: Any) -> bool:
@@ -724,29 +825,44 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
         wrong = [f"key.{k}" for k, v in meta["key"].items() if k not in KEY_TYPES or not _fits(v, KEY_TYPES[k])]
     if wrong:
         raise InputError(f"{path} is damaged: unknown or mistyped {', '.join(wrong)}")
-    absent = [f"key.{k}" for k in KEY_TYPES if k not in meta["key"] and k not in OPTIONAL_KEYS]  # a default would be reported instead
+    absent = [
+        f"key.{k}" for k in KEY_TYPES if k not in meta["key"] and k not in OPTIONAL_KEYS
+    ]  # a default would be reported instead
     if absent:
         raise InputError(f"{path} is damaged: no {', '.join(absent)}")
     key = meta["key"]
-    if key["phantoms"] is not None and not 1 <= key["phantoms"] <= MAX_PHANTOMS or not 0 <= key["first_seed"] <= 2**32 - 1:
-        raise InputError(f"{path} is damaged: key.phantoms {key['phantoms']} or key.first_seed {key['first_seed']} "
-                         f"out of range (1 to {MAX_PHANTOMS} phantoms, seeds 0 to 2**32-1)")
+    if (key["phantoms"] is not None and not 1 <= key["phantoms"] <= MAX_PHANTOMS) or not 0 <= key[
+        "first_seed"
+    ] <= 2**32 - 1:
+        raise InputError(
+            f"{path} is damaged: key.phantoms {key['phantoms']} or key.first_seed {key['first_seed']} "
+            f"out of range (1 to {MAX_PHANTOMS} phantoms, seeds 0 to 2**32-1)"
+        )
     try:
         parse_methods(meta["methods"])
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     if "shard" in meta and not _sound_shard(meta["shard"]):
-        raise InputError(f"{path} is damaged: shard {json.dumps(meta['shard'])[:80]} is not "
-                         '{"index": K, "count": N, "cases": [names]} with 1 <= K <= N')
+        raise InputError(
+            f"{path} is damaged: shard {json.dumps(meta['shard'])[:80]} is not "
+            '{"index": K, "count": N, "cases": [names]} with 1 <= K <= N'
+        )
     return meta
 
 
 def _sound_shard(entry: Any) -> bool:
     """Whether a ``settings.json`` ``shard`` entry is ``{"index": K, "count": N, "cases": [...]}``
     with ``1 <= K <= N <= MAX_SHARDS`` and distinct case names."""
-    return isinstance(entry, dict) and set(entry) == {"index", "count", "cases"} \
-        and _fits(entry["index"], int) and _fits(entry["count"], int) and 1 <= entry["index"] <= entry["count"] <= MAX_SHARDS \
-        and _fits(entry["cases"], list[str]) and len(entry["cases"]) > 0 and len(set(entry["cases"])) == len(entry["cases"])
+    return (
+        isinstance(entry, dict)
+        and set(entry) == {"index", "count", "cases"}
+        and _fits(entry["index"], int)
+        and _fits(entry["count"], int)
+        and 1 <= entry["index"] <= entry["count"] <= MAX_SHARDS
+        and _fits(entry["cases"], list[str])
+        and len(entry["cases"]) > 0
+        and len(set(entry["cases"])) == len(entry["cases"])
+    )
 
 
 def shard_of(meta: dict[str, Any]) -> tuple[int, int] | None:
@@ -763,12 +879,14 @@ def shard_text(shard: tuple[int, int] | None) -> str:
 def spec_from_settings(meta: dict[str, Any]) -> EvalSpec:
     """The :class:`EvalSpec` a run's checked settings (:func:`read_settings`) were made with."""
     key = {k: v for k, v in meta["key"].items() if k != "prior_sha256"}
-    return _spec_from_dict({**key, "prior": meta["prior"], "methods": meta["methods"],
-                            "checkpoints": meta.get("checkpoints", {})})
+    return _spec_from_dict(
+        {**key, "prior": meta["prior"], "methods": meta["methods"], "checkpoints": meta.get("checkpoints", {})}
+    )
 
 
-def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[str] | None,
-               methods: Collection[str] | None) -> tuple[dict[str, Any], str | None]:
+def _parse_row(
+    fields: Sequence[str], header: Sequence[str], cases: Collection[str] | None, methods: Collection[str] | None
+) -> tuple[dict[str, Any], str | None]:
     """One ``cases.csv`` record as a row (metrics as floats, empty cells left out) and what is
     wrong with it (``None`` when it is sound)."""
     if len(fields) != len(header):
@@ -793,7 +911,8 @@ def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[s
             v = row[k]
             if not math.isnan(v) and not (lo - 1e-6 <= v <= hi + 1e-6 and (math.isfinite(v) or k in INF_METRICS)):
                 return row, f"{k} {raw[k]!r} is not a value it can take ([{lo:g}, {hi:g}]" + (
-                    ", inf" if k in INF_METRICS else "") + ")"
+                    ", inf" if k in INF_METRICS else ""
+                ) + ")"
     return row, None
 
 
@@ -802,10 +921,19 @@ def _parse_row(fields: Sequence[str], header: Sequence[str], cases: Collection[s
 #: A cell outside is damage. MAE is bounded by the HU window, NCC and SSIM by 1, the frequency
 #: distance (log10 of an RMS of differences in [-2, 2], plus 1e-8) by -8 and log10(2 sqrt 2) < 1.
 METRIC_RANGES: dict[str, tuple[float, float]] = {
-    "psnr_db": (0.0, math.inf), "ssim": (-1.0, 1.0), "mae_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]),
-    "mae_mask_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]), "dice": (0.0, 1.0), "hd95_mm": (0.0, math.inf),
-    "asd_mm": (0.0, math.inf), "freq_dist": (-8.0, 1.0), "view_ncc": (-1.0, 1.0), "volume_view_ncc": (-1.0, 1.0),
-    "third_view_ncc": (-1.0, 1.0), "seconds": (0.0, math.inf)}
+    "psnr_db": (0.0, math.inf),
+    "ssim": (-1.0, 1.0),
+    "mae_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]),
+    "mae_mask_hu": (0.0, HU_RANGE[1] - HU_RANGE[0]),
+    "dice": (0.0, 1.0),
+    "hd95_mm": (0.0, math.inf),
+    "asd_mm": (0.0, math.inf),
+    "freq_dist": (-8.0, 1.0),
+    "view_ncc": (-1.0, 1.0),
+    "volume_view_ncc": (-1.0, 1.0),
+    "third_view_ncc": (-1.0, 1.0),
+    "seconds": (0.0, math.inf),
+}
 INF_METRICS = ("psnr_db", "hd95_mm", "asd_mm")
 
 
@@ -817,8 +945,9 @@ LATER_METRICS = ("volume_view_ncc",)
 NAN_METRICS = ("mae_mask_hu", "view_ncc", "volume_view_ncc", "third_view_ncc")
 
 
-def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Collection[str] | None = None
-               ) -> tuple[list[dict[str, Any]], list[str]]:
+def parse_rows(
+    path: Path, *, cases: Collection[str] | None = None, methods: Collection[str] | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The sound rows of a ``cases.csv`` and, in words, the records left out.
 
     A sound row has one field per column of the header, a method (of ``methods`` when given)
@@ -844,8 +973,10 @@ def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Col
         raise InputError(f"{path}: not a cases.csv ({exc})") from None
     columns = ("case", "method", *METRICS)
     if not {"case", "method"} <= set(header) or len(set(header)) != len(header) or not set(header) <= set(columns):
-        raise InputError(f"{path}: the header {','.join(header)[:100]!r} is not case,method and metric columns "
-                         f"({', '.join(METRICS)}), each once")
+        raise InputError(
+            f"{path}: the header {','.join(header)[:100]!r} is not case,method and metric columns "
+            f"({', '.join(METRICS)}), each once"
+        )
     lacking = [k for k in METRICS if k not in header and k not in LATER_METRICS]
     if lacking:  # a column every run has written was cut away: its values would read as not measured
         raise InputError(f"{path}: the header lacks the column(s) {', '.join(lacking)}")
@@ -866,8 +997,9 @@ def parse_rows(path: Path, *, cases: Collection[str] | None = None, methods: Col
     return [found[0][1] for found in rows.values() if len(found) == 1], problems
 
 
-def read_rows(path: Path, *, cases: Collection[str] | None = None,
-              methods: Collection[str] | None = None) -> list[dict[str, Any]]:
+def read_rows(
+    path: Path, *, cases: Collection[str] | None = None, methods: Collection[str] | None = None
+) -> list[dict[str, Any]]:
     """The rows of a ``cases.csv`` (:func:`parse_rows`), every one sound, else InputError (one
     line naming the first damaged record): a damaged row is never averaged."""
     rows, problems = parse_rows(path, cases=cases, methods=methods)
@@ -883,8 +1015,17 @@ def unfilled(row: dict[str, Any]) -> list[str]:
     output (TransVert, IGCN) leaves :data:`CT_METRICS` NaN), or are empty although every run
     writes them (all but :data:`LATER_METRICS`): damage, computed again on resume."""
     ct = CT_OUTPUT.get(row["method"].split("@", 1)[0], True)
-    return [k for k in METRICS if (k not in row and k not in LATER_METRICS)
-            or (isinstance(row.get(k), float) and math.isnan(row[k]) and k not in NAN_METRICS and (ct or k not in CT_METRICS))]
+    return [
+        k
+        for k in METRICS
+        if (k not in row and k not in LATER_METRICS)
+        or (
+            isinstance(row.get(k), float)
+            and math.isnan(row[k])
+            and k not in NAN_METRICS
+            and (ct or k not in CT_METRICS)
+        )
+    ]
 
 
 def known_cases(spec: EvalSpec) -> set[str] | None:
@@ -902,8 +1043,10 @@ def read_run(folder: str | Path, spec: EvalSpec | None = None) -> tuple[dict[str
     if "shard" in meta:  # a shard folder holds the cases of its shard only
         mine = meta["shard"]["cases"]
         if cases is not None and mine != [n for _, n in shard_cases(case_names(spec), shard_of(meta))]:
-            raise InputError(f"{Path(folder) / 'settings.json'} is damaged: the cases of {shard_text(shard_of(meta))} "
-                             "are not those of its settings")
+            raise InputError(
+                f"{Path(folder) / 'settings.json'} is damaged: the cases of {shard_text(shard_of(meta))} "
+                "are not those of its settings"
+            )
         cases = set(mine)
     return meta, spec, read_rows(Path(folder) / "cases.csv", cases=cases, methods=meta["methods"])
 
@@ -924,8 +1067,9 @@ def folder_entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
 
 
-def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None, shard: tuple[int, int] | None = None
-                 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def check_folder(
+    spec: EvalSpec, out: Path, names: Collection[str] | None = None, shard: tuple[int, int] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """What a run folder holds, read without writing: its checked ``settings.json`` (empty for a
     new folder), the rows kept, and in words the rows to compute again (damaged, of a case not in
     ``names`` (when given), or NaN where the method fills the column, :func:`unfilled`).
@@ -946,41 +1090,65 @@ def check_folder(spec: EvalSpec, out: Path, names: Collection[str] | None = None
     key = json.loads(json.dumps(spec.key()))
     if old["key"] != key:
         diff = sorted(k for k in key.keys() | old["key"].keys() if old["key"].get(k) != key.get(k))
-        raise OutputExistsError(f"{out} holds a run with other settings ({', '.join(diff)}); use another folder or --force")
+        raise OutputExistsError(
+            f"{out} holds a run with other settings ({', '.join(diff)}); use another folder or --force"
+        )
     if shard_of(old) != (None if shard is None else tuple(shard)):
-        hint = f"give --shard {shard_of(old)[0]}/{shard_of(old)[1]} to resume it, or merge its shards with `xfit merge`" \
-            if shard is None else "use one folder per shard"
-        raise OutputExistsError(f"{out} holds {shard_text(shard_of(old))} of these settings, not "
-                                f"{shard_text(shard)}; {hint}")
+        hint = (
+            f"give --shard {shard_of(old)[0]}/{shard_of(old)[1]} to resume it, or merge its shards with `xfit merge`"
+            if shard is None
+            else "use one folder per shard"
+        )
+        raise OutputExistsError(
+            f"{out} holds {shard_text(shard_of(old))} of these settings, not {shard_text(shard)}; {hint}"
+        )
     changed = [m for m, sha in method_sources(spec).items() if old.get("sources", {}).get(m, sha) != sha]
     if changed:
-        raise OutputExistsError(f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
-                                "were computed; use another folder or --force")
-    rows, redo = parse_rows(out / "cases.csv", cases=None if names is None else set(names),
-                            methods=list(dict.fromkeys(old["methods"] + list(spec.methods))))
+        raise OutputExistsError(
+            f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
+            "were computed; use another folder or --force"
+        )
+    rows, redo = parse_rows(
+        out / "cases.csv",
+        cases=None if names is None else set(names),
+        methods=list(dict.fromkeys(old["methods"] + list(spec.methods))),
+    )
     redo += [f"{r['case']} {r['method']}: NaN or nothing in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
     rows = [r for r in rows if not unfilled(r)]
     fit_cfg = fit_settings(spec)
     if any(r["method"] in FIT_METHODS for r in rows) and old.get("fit_settings", fit_cfg) != fit_cfg:
         diff = sorted(k for k in fit_cfg if old["fit_settings"].get(k) != fit_cfg[k])
-        raise OutputExistsError(f"{out}: the fit config changed since its fit rows were computed "
-                                f"({', '.join(diff) or 'keys'}); use another folder or --force")
+        raise OutputExistsError(
+            f"{out}: the fit config changed since its fit rows were computed "
+            f"({', '.join(diff) or 'keys'}); use another folder or --force"
+        )
     return old, rows, redo
 
 
-def open_run(spec: EvalSpec, out: Path, names: Sequence[str], shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+def open_run(
+    spec: EvalSpec, out: Path, names: Sequence[str], shard: tuple[int, int] | None = None
+) -> list[dict[str, Any]]:
     """Check the run folder (:func:`check_folder`, again: under the lock), drop the rows to compute
     again from ``cases.csv`` with one warning, write ``settings.json`` (with the ``shard`` and its
     cases ``names``, for a shard); return the rows kept."""
     old, rows, redo = check_folder(spec, out, names, shard)
     if redo:
-        warnings.warn(f"{out / 'cases.csv'}: {len(redo)} row(s) dropped, to be computed again: "
-                      + "; ".join(redo[:3]) + (" ..." if len(redo) > 3 else ""))
+        warnings.warn(
+            f"{out / 'cases.csv'}: {len(redo)} row(s) dropped, to be computed again: "
+            + "; ".join(redo[:3])
+            + (" ..." if len(redo) > 3 else "")
+        )
         write_rows(out / "cases.csv", rows)
-    meta = {**old, "key": spec.key(), "prior": str(spec.prior),
-            "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
-            "checkpoints": spec.checkpoints, "sources": {**old.get("sources", {}), **method_sources(spec)},
-            "fit_settings": fit_settings(spec), "wall_seconds": float(old.get("wall_seconds", 0.0))}
+    meta = {
+        **old,
+        "key": spec.key(),
+        "prior": str(spec.prior),
+        "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
+        "checkpoints": spec.checkpoints,
+        "sources": {**old.get("sources", {}), **method_sources(spec)},
+        "fit_settings": fit_settings(spec),
+        "wall_seconds": float(old.get("wall_seconds", 0.0)),
+    }
     if shard is not None:
         meta["shard"] = {"index": shard[0], "count": shard[1], "cases": list(names)}
     with atomic_write(out / "settings.json", force=True) as tmp:
@@ -988,8 +1156,9 @@ def open_run(spec: EvalSpec, out: Path, names: Sequence[str], shard: tuple[int, 
     return rows
 
 
-def find_reusable(spec: EvalSpec, out: Path, folders: Sequence[str | Path], names: Sequence[str]
-                  ) -> list[tuple[Path, list[dict[str, Any]]]]:
+def find_reusable(
+    spec: EvalSpec, out: Path, folders: Sequence[str | Path], names: Sequence[str]
+) -> list[tuple[Path, list[dict[str, Any]]]]:
     """The rows the ``reuse`` folders offer, read without writing: of each run folder (a sweep
     folder offers each of its condition folders) with the same settings key, the sound rows of
     this run's cases and of a method with the same prior or checkpoint (sha256) and, for the fit
@@ -1005,22 +1174,32 @@ def find_reusable(spec: EvalSpec, out: Path, folders: Sequence[str | Path], name
         if not folder.is_dir():
             raise InputError(f"--reuse {folder}: folder not found")
         for run in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-            if run.resolve() == out.resolve() or not (run / "settings.json").is_file() \
-                    or not (run / "cases.csv").is_file():
+            if (
+                run.resolve() == out.resolve()
+                or not (run / "settings.json").is_file()
+                or not (run / "cases.csv").is_file()
+            ):
                 continue
             meta = read_settings(run)
             if meta["key"] != key:
                 continue
             rows, _ = parse_rows(run / "cases.csv", cases=set(names), methods=meta["methods"])
-            rows = [r for r in rows if r["method"] in sources and not unfilled(r)
-                    and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
-                    and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)]
+            rows = [
+                r
+                for r in rows
+                if r["method"] in sources
+                and not unfilled(r)
+                and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
+                and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)
+            ]
             if rows:
                 offers.append((run, rows))
     return offers
 
 
-def take_reused(out: Path, offers: Sequence[tuple[Path, list[dict[str, Any]]]], rows: list[dict[str, Any]]) -> dict[str, int]:
+def take_reused(
+    out: Path, offers: Sequence[tuple[Path, list[dict[str, Any]]]], rows: list[dict[str, Any]]
+) -> dict[str, int]:
     """Append to ``rows`` the offered rows (:func:`find_reusable`) it lacks and copy their slices
     into ``out/slices``; returns the number of rows taken per folder (empty ones left out)."""
     import shutil
@@ -1075,16 +1254,23 @@ def check_spec(spec: EvalSpec) -> list[str]:
     """
     from ..baselines.infer import load_baseline
 
-    ignored = [what for what, given in (
-        ("max_cases (--max-cases)", spec.data is None and spec.max_cases is not None),
-        ("layout (--layout)", spec.data is None and spec.layout is not None),
-        ("levels (--levels)", spec.data is None and spec.levels is not None),
-        ("first_seed (--first-seed)", spec.data is not None and spec.first_seed != 0),
-        ("whole_body_fov_mm (--whole-body)", spec.data is not None and spec.whole_body_fov_mm is not None)) if given]
+    ignored = [
+        what
+        for what, given in (
+            ("max_cases (--max-cases)", spec.data is None and spec.max_cases is not None),
+            ("layout (--layout)", spec.data is None and spec.layout is not None),
+            ("levels (--levels)", spec.data is None and spec.levels is not None),
+            ("first_seed (--first-seed)", spec.data is not None and spec.first_seed != 0),
+            ("whole_body_fov_mm (--whole-body)", spec.data is not None and spec.whole_body_fov_mm is not None),
+        )
+        if given
+    ]
     if ignored:  # accepted, they would be recorded in settings.json and do nothing
-        raise InputError(f"{', '.join(ignored)} only appl{'ies' if len(ignored) == 1 else 'y'} to "
-                         f"{'a CT folder (--data)' if spec.data is None else 'phantoms'}, not to "
-                         f"{'phantoms' if spec.data is None else 'a CT folder'}")
+        raise InputError(
+            f"{', '.join(ignored)} only appl{'ies' if len(ignored) == 1 else 'y'} to "
+            f"{'a CT folder (--data)' if spec.data is None else 'phantoms'}, not to "
+            f"{'phantoms' if spec.data is None else 'a CT folder'}"
+        )
     if spec.style_strength is not None:
         check_style_strength(spec)
     method_sources(spec)
@@ -1095,8 +1281,10 @@ def check_spec(spec: EvalSpec) -> list[str]:
         if base in BASELINES:
             n = len(load_baseline(base, method_checkpoint(spec, m)).config.views.angles_deg)
             if len(spec.angles) < n:
-                raise InputError(f"{m}: the network takes {n} views; the run has {len(spec.angles)} "
-                                 f"({', '.join(f'{a:g}' for a in spec.angles)} deg)")
+                raise InputError(
+                    f"{m}: the network takes {n} views; the run has {len(spec.angles)} "
+                    f"({', '.join(f'{a:g}' for a in spec.angles)} deg)"
+                )
     names = case_names(spec)
     if not names:
         raise InputError("no case to evaluate")
@@ -1130,9 +1318,16 @@ def machines(meta: dict[str, Any]) -> list[str]:
     return [m for m in str(meta.get("machine", "")).split("; ") if m]
 
 
-def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool = False,
-             progress: bool = True, reuse: Sequence[str | Path] = (), shard: tuple[int, int] | None = None
-             ) -> list[dict[str, Any]]:
+def evaluate(
+    spec: EvalSpec,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    reuse: Sequence[str | Path] = (),
+    shard: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
     """Run every method of ``spec`` on every case; write the folder described in the module
     docstring; return all rows. Cases run in ``workers`` processes (threads split between them);
     rows found in the ``reuse`` folders (:func:`find_reusable`) are copied, not recomputed. With
@@ -1162,8 +1357,16 @@ def evaluate(spec: EvalSpec, out: str | Path, *, workers: int = 1, force: bool =
             return _run(spec, tmp, cases, offers, workers=workers, progress=progress, shard=shard)
 
 
-def _run(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str]], offers: Sequence[tuple[Path, list[dict[str, Any]]]],
-         *, workers: int, progress: bool, shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+def _run(
+    spec: EvalSpec,
+    out: Path,
+    cases: Sequence[tuple[int, str]],
+    offers: Sequence[tuple[Path, list[dict[str, Any]]]],
+    *,
+    workers: int,
+    progress: bool,
+    shard: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
     """:func:`evaluate` once its checks passed, in the locked folder ``out``; ``cases`` are
     ``(index in the run, name)``."""
     from tqdm.auto import tqdm
@@ -1195,8 +1398,9 @@ def _run(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str]], offers: Se
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         spec_d = dataclasses.asdict(spec)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+        ) as pool:
             futures = [pool.submit(_worker, (spec_d, i, ms)) for i, ms in todo]
             try:
                 for f in as_completed(futures):
@@ -1210,7 +1414,6 @@ def _run(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str]], offers: Se
     taken = meta.setdefault("reused_rows", {}) if reused else {}  # rows not computed here (not in wall_seconds)
     for k, n in reused.items():
         taken[k] = taken.get(k, 0) + n
-    methods = meta["methods"]
     panel = list(cases[:PANEL_CASES])
     refilled = fill_panel_slices(spec, out, panel)
     worked = bool(todo or refilled)
@@ -1221,8 +1424,9 @@ def _run(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str]], offers: Se
     return finish_run(out, spec, meta, rows, names)
 
 
-def finish_run(out: Path, spec: EvalSpec, meta: dict[str, Any], rows: list[dict[str, Any]],
-               names: Sequence[str]) -> list[dict[str, Any]]:
+def finish_run(
+    out: Path, spec: EvalSpec, meta: dict[str, Any], rows: list[dict[str, Any]], names: Sequence[str]
+) -> list[dict[str, Any]]:
     """The last writes of a run (or of merged shards) whose rows and slices are in ``out``:
     ``panel.png`` of the first :data:`PANEL_CASES` of ``names`` (unless it would drop a cell shown
     before), ``settings.json`` (``meta``), ``cases.csv`` in the order of ``names`` and of
@@ -1238,7 +1442,9 @@ def finish_run(out: Path, spec: EvalSpec, meta: dict[str, Any], rows: list[dict[
     with atomic_write(out / "settings.json", force=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     order = {n: i for i, n in enumerate(names)}
-    rows.sort(key=lambda r: (order.get(r["case"], len(order)), methods.index(r["method"]) if r["method"] in methods else 99))
+    rows.sort(
+        key=lambda r: (order.get(r["case"], len(order)), methods.index(r["method"]) if r["method"] in methods else 99)
+    )
     write_rows(out / "cases.csv", rows)
     rewrite_summary(out, spec)
     return rows
@@ -1256,8 +1462,10 @@ def rewrite_summary(out: str | Path, spec: EvalSpec | None = None) -> Path:
     text = summary_markdown(rows, meta["methods"], spec)
     if "shard" in meta:
         mine = meta["shard"]["cases"]
-        text += (f"\nThis folder is {shard_text(shard_of(meta))} of that run: {len(mine)} case(s), {mine[0]} to "
-                 f"{mine[-1]}; `xfit merge` joins the {meta['shard']['count']} shard folders into one run folder.\n")
+        text += (
+            f"\nThis folder is {shard_text(shard_of(meta))} of that run: {len(mine)} case(s), {mine[0]} to "
+            f"{mine[-1]}; `xfit merge` joins the {meta['shard']['count']} shard folders into one run folder.\n"
+        )
     with atomic_write(out / "summary.md", force=True) as tmp:
         Path(tmp).write_text(text)
     return out / "summary.md"
@@ -1274,8 +1482,13 @@ def load_slices(path: Path, size: int | None = None) -> np.ndarray | None:
     if not isinstance(arr, np.ndarray):  # an .npz archive
         arr.close()
         return None
-    if arr.ndim != 3 or arr.shape[0] != 3 or arr.shape[1] != arr.shape[2] \
-            or not np.issubdtype(arr.dtype, np.floating) or (size is not None and arr.shape[1] != size):
+    if (
+        arr.ndim != 3
+        or arr.shape[0] != 3
+        or arr.shape[1] != arr.shape[2]
+        or not np.issubdtype(arr.dtype, np.floating)
+        or (size is not None and arr.shape[1] != size)
+    ):
         return None
     return arr
 
@@ -1291,8 +1504,8 @@ def save_slices(out: Path, name: str, slices: dict[str, np.ndarray]) -> None:
 
 def fill_panel_slices(spec: EvalSpec, out: Path, cases: Sequence[tuple[int, str] | str]) -> list[str]:
     """Recompute the panel cases' slices (``cases``: ``(index in the run, name)``, or the names of
-    the run's first cases) that are missing for the methods of ``spec`` other than the fits (a run resumed on a fresh machine:
-    slices are not committed, and rows computed elsewhere left none here; a damaged slice file
+    the run's first cases) that are missing for the methods of ``spec`` other than the fits (a run resumed on a
+    fresh machine: slices are not committed, and rows computed elsewhere left none here; a damaged slice file
     counts as missing, :func:`load_slices`). The methods are deterministic, so the slices are those
     of the rows; the fits are too slow to rerun for a picture and stay blank. Returns the methods run."""
     ran = []
@@ -1361,8 +1574,14 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
     text = "\n".join(lines) + "\n\n(mean ± std over the cases; lower is better for MAE, HD95 and seconds)\n"
     if ref is not None and len(present) > 1:
         keys = ("psnr_db", "ssim", "mae_hu", "dice", "third_view_ncc")
-        text += (f"\nPaired against `{ref}` (same cases): cases where the method is better, and the two-sided "
-                 "Wilcoxon signed-rank p-value.\n\n| method | " + " | ".join(keys) + " |\n" + "|---" * (len(keys) + 1) + "|\n")
+        text += (
+            f"\nPaired against `{ref}` (same cases): cases where the method is better, and the two-sided "
+            "Wilcoxon signed-rank p-value.\n\n| method | "
+            + " | ".join(keys)
+            + " |\n"
+            + "|---" * (len(keys) + 1)
+            + "|\n"
+        )
         for m in present:
             if m == ref:
                 continue
@@ -1372,17 +1591,28 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str], spe
                 cells.append(f"{better}/{n}, p={p:.2g}" if n else "-")
             text += f"| `{m}` | " + " | ".join(cells) + " |\n"
     if spec is not None:
-        what = f"{spec.phantoms} held-out phantoms (seeds {spec.first_seed}-{spec.first_seed + (spec.phantoms or 0) - 1})" \
-            if spec.data is None else f"the vertebra crops of {spec.data}"
-        text += (f"\nCases: {what}; views {', '.join(f'{a:g}' for a in spec.angles)} deg, {spec.detector}² px of "
-                 f"{spec.pixel_spacing_mm:g} mm, cone beam, SDD 1800 / SOD 1500 mm"
-                 + (f", X-rays through the whole torso ({spec.whole_body_fov_mm:g} mm)" if spec.whole_body_fov_mm else "")
-                 + (f"; handed views off by {spec.angle_error_deg:g} deg and {spec.shift_error_mm:g} mm"
-                    if spec.angle_error_deg or spec.shift_error_mm else "")
-                 + (f"; Poisson noise, {spec.photons:g} photons/pixel" if spec.photons else "")
-                 + (f"; clinical-style radiographs at strength {spec.style_strength:g}"
-                    if spec.style_strength is not None else "")
-                 + f"; third view at {spec.third_view_deg:g} deg.\n")
+        what = (
+            f"{spec.phantoms} held-out phantoms (seeds {spec.first_seed}-{spec.first_seed + (spec.phantoms or 0) - 1})"
+            if spec.data is None
+            else f"the vertebra crops of {spec.data}"
+        )
+        text += (
+            f"\nCases: {what}; views {', '.join(f'{a:g}' for a in spec.angles)} deg, {spec.detector}² px of "
+            f"{spec.pixel_spacing_mm:g} mm, cone beam, SDD 1800 / SOD 1500 mm"
+            + (f", X-rays through the whole torso ({spec.whole_body_fov_mm:g} mm)" if spec.whole_body_fov_mm else "")
+            + (
+                f"; handed views off by {spec.angle_error_deg:g} deg and {spec.shift_error_mm:g} mm"
+                if spec.angle_error_deg or spec.shift_error_mm
+                else ""
+            )
+            + (f"; Poisson noise, {spec.photons:g} photons/pixel" if spec.photons else "")
+            + (
+                f"; clinical-style radiographs at strength {spec.style_strength:g}"
+                if spec.style_strength is not None
+                else ""
+            )
+            + f"; third view at {spec.third_view_deg:g} deg.\n"
+        )
     return text
 
 
@@ -1395,8 +1625,15 @@ def panel_slices(out: Path, names: Sequence[str], methods: Sequence[str]) -> lis
         if truth is None:
             continue
         got = {c: slice_path(out, n, c) for c in methods}
-        found.append((n, {"truth": slice_path(out, n, "truth"),
-                          **{c: p for c, p in got.items() if load_slices(p, truth.shape[1]) is not None}}))
+        found.append(
+            (
+                n,
+                {
+                    "truth": slice_path(out, n, "truth"),
+                    **{c: p for c, p in got.items() if load_slices(p, truth.shape[1]) is not None},
+                },
+            )
+        )
     return found
 
 

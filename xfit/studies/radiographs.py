@@ -24,8 +24,9 @@ Finished cases are kept (``case*.json``) and skipped when the run is resumed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,9 @@ def _offset(seed: int, lo_mm: float, hi_mm: float) -> np.ndarray:
     return d / np.linalg.norm(d) * rng.uniform(lo_mm, hi_mm)
 
 
-def make_case(seed: int, folder: Path, *, detector: tuple[int, int], pixel_mm: float,
-              offset_mm: tuple[float, float]) -> dict[str, Any]:
+def make_case(
+    seed: int, folder: Path, *, detector: tuple[int, int], pixel_mm: float, offset_mm: tuple[float, float]
+) -> dict[str, Any]:
     """Phantom, CT files and the simulated AP + lateral PNG pair of one case."""
     ph = make_phantom(seed, size=(160, 144, 224), spacing_mm=1.5, level="lumbar")
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,13 +61,28 @@ def make_case(seed: int, folder: Path, *, detector: tuple[int, int], pixel_mm: f
     write_nifti(ct, ph.hu.astype(np.float32), ph.affine, force=True)
     write_nifti(seg, ph.seg.astype(np.int16), ph.affine, force=True)
     iso = _offset(seed, *offset_mm)  # the vertebra is at the phantom's world origin
-    sims = simulate(ct, [0.0, 90.0], folder / "xr", detector_shape=detector, pixel_spacing_mm=(pixel_mm, pixel_mm),
-                    isocenter_mm=iso, force=True)
+    sims = simulate(
+        ct,
+        [0.0, 90.0],
+        folder / "xr",
+        detector_shape=detector,
+        pixel_spacing_mm=(pixel_mm, pixel_mm),
+        isocenter_mm=iso,
+        force=True,
+    )
     origin = torch.zeros(1, 3, dtype=torch.float64)
     pixels = [tuple(world_to_pixel(origin, s.view)[0].tolist()) for s in sims]
-    return {"seed": seed, "ct": ct, "seg": seg, "iso": iso, "images": [s.png for s in sims], "pixels": pixels,
-            "label": int(ph.centre_label), "level": ph.info.get("centre_level"),
-            "tilt_deg": ph.info["vertebra"]["sagittal_tilt_deg"]}
+    return {
+        "seed": seed,
+        "ct": ct,
+        "seg": seg,
+        "iso": iso,
+        "images": [s.png for s in sims],
+        "pixels": pixels,
+        "label": int(ph.centre_label),
+        "level": ph.info.get("centre_level"),
+        "tilt_deg": ph.info["vertebra"]["sagittal_tilt_deg"],
+    }
 
 
 def vertebra_centroids(case: dict[str, Any]) -> tuple[list[int], np.ndarray]:
@@ -96,18 +113,30 @@ def judge(rec, case: dict[str, Any], prior, label: int, centre_mm: np.ndarray) -
     grid[:3, 3] += case["iso"]  # the same grid in the phantom's frame
     gt_hu = resample_onto(read_nifti(case["ct"]), grid, (r, r, r), order=1, cval=-1000.0).data
     gt_seg = resample_onto(read_nifti(case["seg"]), grid, (r, r, r), order=0, cval=0.0).data
-    hu = resample_onto(Volume(rec.fit.hu.astype(np.float32), rec.fit.affine), truth_affine, (r, r, r),
-                       order=1, cval=-1000.0).data
-    lab = resample_onto(Volume(rec.fit.labels.astype(np.float32), rec.fit.affine), truth_affine, (r, r, r),
-                        order=0, cval=0.0).data
+    hu = resample_onto(
+        Volume(rec.fit.hu.astype(np.float32), rec.fit.affine), truth_affine, (r, r, r), order=1, cval=-1000.0
+    ).data
+    lab = resample_onto(
+        Volume(rec.fit.labels.astype(np.float32), rec.fit.affine), truth_affine, (r, r, r), order=0, cval=0.0
+    ).data
     m = volume_metrics(hu, gt_hu, lab > 0.5, np.rint(gt_seg) == label, float(prior.config.spacing_mm))
     m["target_error_mm"] = float(np.linalg.norm(np.asarray(rec.fit.centre_mm) + case["iso"] - centre_mm))
     m["seconds"] = float(rec.seconds)
     return m
 
 
-def run_case(index: int, out: Path, prior_path: Path | None, *, steps: int | None, detector, pixel_mm,
-             offset_mm, modes: Sequence[str], keep: bool) -> dict[str, Any]:
+def run_case(
+    index: int,
+    out: Path,
+    prior_path: Path | None,
+    *,
+    steps: int | None,
+    detector,
+    pixel_mm,
+    offset_mm,
+    modes: Sequence[str],
+    keep: bool,
+) -> dict[str, Any]:
     from ..prior.checkpoint import load_prior
     from ..reconstruct import DEFAULT_PRIOR, reconstruct, write_reconstruction
 
@@ -115,8 +144,14 @@ def run_case(index: int, out: Path, prior_path: Path | None, *, steps: int | Non
     prior = load_prior(prior_path)
     seed = SEED0 + index
     case = make_case(seed, out / f"case{index:02d}", detector=detector, pixel_mm=pixel_mm, offset_mm=offset_mm)
-    result = {"case": index, "seed": seed, "level": case["level"], "tilt_deg": case["tilt_deg"],
-              "isocentre_offset_mm": float(np.linalg.norm(case["iso"])), "modes": {}}
+    result = {
+        "case": index,
+        "seed": seed,
+        "level": case["level"],
+        "tilt_deg": case["tilt_deg"],
+        "isocentre_offset_mm": float(np.linalg.norm(case["iso"])),
+        "modes": {},
+    }
     for mode in modes:
         target = {"isocentre": None, "clicks": list(case["pixels"]), "auto": "auto"}[mode]
         rec = reconstruct(case["images"], prior=prior_path, target=target, steps=steps, progress=False)
@@ -132,14 +167,24 @@ def run_case(index: int, out: Path, prior_path: Path | None, *, steps: int | Non
 
 
 def summarize(results: Sequence[dict[str, Any]], modes: Sequence[str]) -> str:
-    return mode_table(results, modes, ("psnr_db", "ssim", "mae_hu", "dice", "target_error_mm", "wanted_vertebra",
-                                       "seconds"))
+    return mode_table(
+        results, modes, ("psnr_db", "ssim", "mae_hu", "dice", "target_error_mm", "wanted_vertebra", "seconds")
+    )
 
 
-def run_study(out: str | Path, *, prior: str | Path | None = None, cases: int = 6, steps: int | None = None,
-              detector: tuple[int, int] = (448, 384), pixel_mm: float = 0.6,
-              offset_mm: tuple[float, float] = (25.0, 50.0), modes: Sequence[str] = MODES, keep: bool = False,
-              redo: Sequence[str] = ()) -> Path:
+def run_study(
+    out: str | Path,
+    *,
+    prior: str | Path | None = None,
+    cases: int = 6,
+    steps: int | None = None,
+    detector: tuple[int, int] = (448, 384),
+    pixel_mm: float = 0.6,
+    offset_mm: tuple[float, float] = (25.0, 50.0),
+    modes: Sequence[str] = MODES,
+    keep: bool = False,
+    redo: Sequence[str] = (),
+) -> Path:
     """The study (``xfit study radiographs``): ``cases`` phantoms, each reconstructed in every
     mode of ``modes`` (finished cases are kept and skipped; ``redo``: modes run again on them),
     then ``OUT/summary.md``. ``keep`` writes each reconstruction folder.
@@ -156,13 +201,21 @@ def run_study(out: str | Path, *, prior: str | Path | None = None, cases: int = 
     t0 = time.perf_counter()
     if redo:
         drop_modes(out, redo)
-    results = run_cases(out, cases, lambda i, todo: run_case(
-        i, out, prior, steps=steps, detector=detector, pixel_mm=pixel_mm, offset_mm=offset_mm, modes=todo,
-        keep=keep), modes=modes)
+    results = run_cases(
+        out,
+        cases,
+        lambda i, todo: run_case(
+            i, out, prior, steps=steps, detector=detector, pixel_mm=pixel_mm, offset_mm=offset_mm, modes=todo, keep=keep
+        ),
+        modes=modes,
+    )
     table = summarize(results, modes)
-    head = (f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}, lumbar), AP + lateral "
-            f"{detector[0]}x{detector[1]} px of {pixel_mm} mm, isocentre {offset_mm[0]:g}-{offset_mm[1]:g} mm from the "
-            f"vertebra; metrics on the cube centred on the wanted vertebra. This run: {time.perf_counter() - t0:.0f} s"
-            + (f" (re-ran {', '.join(redo)})" if redo else "") + ".\n\n")
+    head = (
+        f"{len(results)} held-out phantoms (seeds {SEED0}..{SEED0 + len(results) - 1}, lumbar), AP + lateral "
+        f"{detector[0]}x{detector[1]} px of {pixel_mm} mm, isocentre {offset_mm[0]:g}-{offset_mm[1]:g} mm from the "
+        f"vertebra; metrics on the cube centred on the wanted vertebra. This run: {time.perf_counter() - t0:.0f} s"
+        + (f" (re-ran {', '.join(redo)})" if redo else "")
+        + ".\n\n"
+    )
     write_summary(out, head + table)
     return out

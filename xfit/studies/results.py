@@ -27,10 +27,15 @@ def _evaluate_entry(folder: Path, base: Path) -> str:
     wall = meta.get("wall_seconds")
     rel = _rel(folder, base)
     text = f"#### `{folder.name}`\n\n"
-    text += (f"Run folder `{rel}`; prior `{Path(meta.get('prior', '?')).name}` (sha256 "
-             f"{meta['key'].get('prior_sha256', '?')[:12]}); methods {', '.join(meta['methods'])}. ")
-    text += f"Machine: {meta.get('machine', 'not recorded')}; wall time {wall / 60:.0f} min in all.\n\n" if wall \
+    text += (
+        f"Run folder `{rel}`; prior `{Path(meta.get('prior', '?')).name}` (sha256 "
+        f"{meta['key'].get('prior_sha256', '?')[:12]}); methods {', '.join(meta['methods'])}. "
+    )
+    text += (
+        f"Machine: {meta.get('machine', 'not recorded')}; wall time {wall / 60:.0f} min in all.\n\n"
+        if wall
         else f"Machine: {meta.get('machine', 'not recorded')}.\n\n"
+    )
     text += (folder / "summary.md").read_text().strip() + "\n"
     if (folder / "panel.png").is_file():
         text += f"\n![{folder.name}]({rel}/panel.png)\n"

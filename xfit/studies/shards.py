@@ -27,15 +27,30 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import InputError, OutputExistsError
 from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, held_lock, holder_text
-from .evaluate import (FIT_METHODS, case_names, finish_run, folder_entries, load_slices, machines,
-                       read_run, read_settings, run_lock, shard_cases, shard_of, shard_text, slice_path,
-                       spec_from_settings, unfilled)
+from .evaluate import (
+    FIT_METHODS,
+    case_names,
+    finish_run,
+    folder_entries,
+    load_slices,
+    machines,
+    read_run,
+    read_settings,
+    run_lock,
+    shard_cases,
+    shard_of,
+    shard_text,
+    slice_path,
+    spec_from_settings,
+    unfilled,
+)
 
 
 @dataclass
@@ -58,8 +73,10 @@ def _not_being_written(folder: Path) -> None:
     holder = held_lock(folder)
     if holder is not None:
         who = holder_text(holder) or "a lock file no xfit run wrote"
-        raise InputError(f"{folder} is being written by an xfit run ({who}); merge it once that run has finished "
-                         f"(or delete {folder / LOCK_NAME} if no run is going on)")
+        raise InputError(
+            f"{folder} is being written by an xfit run ({who}); merge it once that run has finished "
+            f"(or delete {folder / LOCK_NAME} if no run is going on)"
+        )
 
 
 def read_shard(folder: str | Path) -> Shard:
@@ -85,9 +102,11 @@ def read_shard(folder: str | Path) -> Shard:
     nan = [f"{r['case']} {r['method']}" for r in rows if unfilled(r)]
     if missing or nan:
         what = missing or nan
-        raise InputError(f"{folder}: {shard_text(shard_of(meta))} is not finished ({len(what)} row(s) "
-                         f"{'missing' if missing else 'NaN'}: {', '.join(what[:3])}{' ...' if len(what) > 3 else ''}); "
-                         "run its command again to finish it")
+        raise InputError(
+            f"{folder}: {shard_text(shard_of(meta))} is not finished ({len(what)} row(s) "
+            f"{'missing' if missing else 'NaN'}: {', '.join(what[:3])}{' ...' if len(what) > 3 else ''}); "
+            "run its command again to finish it"
+        )
     return Shard(folder, meta, rows, shard_of(meta))
 
 
@@ -102,8 +121,10 @@ def check_shards(shards: Sequence[Shard]) -> list[Shard]:
     counts = sorted({s.shard[1] for s in shards})
     if len(counts) > 1:
         by = {n: next(s for s in shards if s.shard[1] == n) for n in counts}
-        raise InputError(f"shards of different splits: {by[counts[0]].folder} is {shard_text(by[counts[0]].shard)}, "
-                         f"{by[counts[1]].folder} is {shard_text(by[counts[1]].shard)}")
+        raise InputError(
+            f"shards of different splits: {by[counts[0]].folder} is {shard_text(by[counts[0]].shard)}, "
+            f"{by[counts[1]].folder} is {shard_text(by[counts[1]].shard)}"
+        )
     n = counts[0]
     seen: dict[int, Shard] = {}
     for s in shards:
@@ -112,26 +133,38 @@ def check_shards(shards: Sequence[Shard]) -> list[Shard]:
         seen[s.shard[0]] = s
     absent = [f"{k}/{n}" for k in range(1, n + 1) if k not in seen]
     if absent:
-        raise InputError(f"shard(s) {', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''} missing: merge all {n} "
-                         f"shards (given: {', '.join(shard_text(s.shard) for s in sorted(shards, key=lambda s: s.shard))})")
+        raise InputError(
+            f"shard(s) {', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''} missing: merge all {n} "
+            f"shards (given: {', '.join(shard_text(s.shard) for s in sorted(shards, key=lambda s: s.shard))})"
+        )
     ordered = [seen[k] for k in range(1, n + 1)]
     first = ordered[0]
     for s in ordered[1:]:
         a, b = first.meta, s.meta
         if a["key"] != b["key"]:
             diff = sorted(k for k in a["key"].keys() | b["key"].keys() if a["key"].get(k) != b["key"].get(k))
-            raise InputError(f"{first.folder} and {s.folder} were made with other settings ({', '.join(diff)}); "
-                             "shards of one run share every setting")
+            raise InputError(
+                f"{first.folder} and {s.folder} were made with other settings ({', '.join(diff)}); "
+                "shards of one run share every setting"
+            )
         if a["methods"] != b["methods"]:
-            raise InputError(f"{first.folder} and {s.folder} ran other methods ({','.join(a['methods'])} against "
-                             f"{','.join(b['methods'])}); run the same --methods on every shard")
+            raise InputError(
+                f"{first.folder} and {s.folder} ran other methods ({','.join(a['methods'])} against "
+                f"{','.join(b['methods'])}); run the same --methods on every shard"
+            )
         changed = [m for m in a["methods"] if a.get("sources", {}).get(m) != b.get("sources", {}).get(m)]
         if changed:
-            raise InputError(f"{first.folder} and {s.folder}: the prior or checkpoint of {', '.join(changed)} differs "
-                             "(sha256); shards of one run use the same files")
+            raise InputError(
+                f"{first.folder} and {s.folder}: the prior or checkpoint of {', '.join(changed)} differs "
+                "(sha256); shards of one run use the same files"
+            )
         if any(m in FIT_METHODS for m in a["methods"]) and a.get("fit_settings") != b.get("fit_settings"):
-            diff = sorted(k for k in (a.get("fit_settings") or {}) if (b.get("fit_settings") or {}).get(k) != a["fit_settings"][k])
-            raise InputError(f"{first.folder} and {s.folder} fitted with other fit configs ({', '.join(diff) or 'keys'})")
+            diff = sorted(
+                k for k in (a.get("fit_settings") or {}) if (b.get("fit_settings") or {}).get(k) != a["fit_settings"][k]
+            )
+            raise InputError(
+                f"{first.folder} and {s.folder} fitted with other fit configs ({', '.join(diff) or 'keys'})"
+            )
     owner: dict[str, Shard] = {}
     for s in ordered:
         for c in s.cases:
@@ -191,7 +224,9 @@ def _sweep_parts(folder: Path) -> dict[str, Path]:
     _not_being_written(folder)
     parts = {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and parse_condition(p.name) is not None}
     if not parts:
-        raise InputError(f"{folder} is neither an evaluate run folder (no settings.json) nor a study folder (no condition folder)")
+        raise InputError(
+            f"{folder} is neither an evaluate run folder (no settings.json) nor a study folder (no condition folder)"
+        )
     return parts
 
 
@@ -220,7 +255,9 @@ def merge(folders: Sequence[str | Path], out: str | Path, *, force: bool = False
     is_run = [(f / "settings.json").is_file() for f in folders]
     if any(is_run) and not all(is_run):
         odd = folders[is_run.index(False)] if any(is_run) else folders[0]
-        raise InputError(f"{odd} is not an evaluate run folder (no settings.json), unlike {folders[is_run.index(True)]}")
+        raise InputError(
+            f"{odd} is not an evaluate run folder (no settings.json), unlike {folders[is_run.index(True)]}"
+        )
     if all(is_run):
         plan = {None: check_shards([read_shard(f) for f in folders])}
     else:
@@ -228,8 +265,10 @@ def merge(folders: Sequence[str | Path], out: str | Path, *, force: bool = False
         for f, p in zip(folders[1:], parts[1:]):
             if set(p) != set(parts[0]):
                 odd = sorted(set(p) ^ set(parts[0]))
-                raise InputError(f"{folders[0]} and {f} hold other conditions ({', '.join(odd[:3])}); "
-                                 "shards of one study share every condition")
+                raise InputError(
+                    f"{folders[0]} and {f} hold other conditions ({', '.join(odd[:3])}); "
+                    "shards of one study share every condition"
+                )
         plan = {name: check_shards([read_shard(p[name]) for p in parts]) for name in parts[0]}
     check_output_folder(out, force=force or not folder_entries(out), inputs=folders)  # a lone lock: run_lock says whose
     with run_lock(out):

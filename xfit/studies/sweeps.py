@@ -33,16 +33,31 @@ import csv
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, OutputExistsError, XfitError
 from ..io import atomic_folder, atomic_write, check_output_folder
-from .evaluate import (LABELS, METRICS, ORACLE_METHODS, EvalSpec, check_folder, check_spec, evaluate, folder_entries,
-                       parse_shard, read_run, rewrite_summary, run_lock, shard_cases, spec_inputs)
+from .evaluate import (
+    LABELS,
+    METRICS,
+    ORACLE_METHODS,
+    EvalSpec,
+    check_folder,
+    check_spec,
+    evaluate,
+    folder_entries,
+    parse_shard,
+    read_run,
+    rewrite_summary,
+    run_lock,
+    shard_cases,
+    spec_inputs,
+)
 
 #: Metrics drawn against the condition.
 CURVE_KEYS = ("psnr_db", "ssim", "dice", "third_view_ncc")
@@ -82,8 +97,13 @@ def parse_values(text: str, what: str, lo: float, hi: float) -> list[float]:
 
 
 #: Each sweep axis and the prefix of its condition folders, named ``<prefix><value>`` (:func:`value_text`).
-AXIS_PREFIX = {"second_angle_deg": "angle_", "angle_error_deg": "angle_error_", "shift_error_mm": "shift_error_",
-               "photons": "dose_", "style_strength": "style_"}
+AXIS_PREFIX = {
+    "second_angle_deg": "angle_",
+    "angle_error_deg": "angle_error_",
+    "shift_error_mm": "shift_error_",
+    "photons": "dose_",
+    "style_strength": "style_",
+}
 
 
 def value_text(value: float) -> str:
@@ -108,7 +128,7 @@ def parse_condition(name: str) -> Condition | None:
     for axis, prefix in sorted(AXIS_PREFIX.items(), key=lambda kv: -len(kv[1])):  # angle_error_ before angle_
         if name.startswith(prefix):
             try:
-                value = float(name[len(prefix):])
+                value = float(name[len(prefix) :])
             except ValueError:
                 return None
             c = condition(axis, value) if math.isfinite(value) else None
@@ -121,8 +141,10 @@ def check_conditions(conds: Sequence[Condition]) -> None:
     seen: dict[str, Condition] = {}
     for c in conds:
         if c.name in seen:
-            raise InputError(f"the conditions {value_text(seen[c.name].value)} and {value_text(c.value)} would share "
-                             f"the folder {c.name}")
+            raise InputError(
+                f"the conditions {value_text(seen[c.name].value)} and {value_text(c.value)} would share "
+                f"the folder {c.name}"
+            )
         seen[c.name] = c
 
 
@@ -132,8 +154,10 @@ def angle_conditions(second_angles: Sequence[float], first: float = 0.0) -> list
     for a in second_angles:
         sep = abs((a - first + 180.0) % 360.0 - 180.0)
         if sep < 10.0 or sep > 170.0:
-            raise InputError(f"second angle {a:g} deg is within 10 deg of the first view's line ({first:g} deg): "
-                             "the pair sees the same projection")
+            raise InputError(
+                f"second angle {a:g} deg is within 10 deg of the first view's line ({first:g} deg): "
+                "the pair sees the same projection"
+            )
         out.append(condition("second_angle_deg", a, (("angles", (first, float(a))),)))
     return out
 
@@ -141,8 +165,11 @@ def angle_conditions(second_angles: Sequence[float], first: float = 0.0) -> list
 def geometry_conditions(angle_errors: Sequence[float], shift_errors: Sequence[float]) -> list[Condition]:
     """Angle errors with the true isocentre, then shift errors with true angles (0 once)."""
     out = [condition("angle_error_deg", e, (("angle_error_deg", float(e)),)) for e in angle_errors]
-    out += [condition("shift_error_mm", e, (("shift_error_mm", float(e)),))
-            for e in shift_errors if not (e == 0 and 0 in angle_errors)]
+    out += [
+        condition("shift_error_mm", e, (("shift_error_mm", float(e)),))
+        for e in shift_errors
+        if not (e == 0 and 0 in angle_errors)
+    ]
     return out
 
 
@@ -174,8 +201,17 @@ def curve_rows(results: dict[Condition, list[dict[str, Any]]], conds: Sequence[C
                 for k in METRICS:
                     v = np.array([r.get(k, math.nan) for r in rows if r["method"] == m], dtype=float)
                     v = v[np.isfinite(v)]
-                    out.append({"axis": axis, "value": c.value, "method": m, "metric": k, "n": int(v.size),
-                                "mean": float(v.mean()) if v.size else math.nan, "std": float(v.std()) if v.size else math.nan})
+                    out.append(
+                        {
+                            "axis": axis,
+                            "value": c.value,
+                            "method": m,
+                            "metric": k,
+                            "n": int(v.size),
+                            "mean": float(v.mean()) if v.size else math.nan,
+                            "std": float(v.std()) if v.size else math.nan,
+                        }
+                    )
     return sorted(out, key=lambda r: (r["axis"], r["value"]))
 
 
@@ -185,15 +221,23 @@ def write_curve_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=["axis", "value", "method", "metric", "n", "mean", "std"], lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (value_text(r[k]) if k == "value" else f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
-                    for k in w.fieldnames})
+        w.writerow(
+            {
+                k: (value_text(r[k]) if k == "value" else f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                for k in w.fieldnames
+            }
+        )
     with atomic_write(path, force=True) as tmp:
         Path(tmp).write_text(buf.getvalue())
 
 
-AXIS_LABELS = {"second_angle_deg": "angle of the second view (deg; first at 0)", "angle_error_deg": "angle error handed (deg)",
-               "shift_error_mm": "isocentre error handed (mm)", "photons": "dose (photons per pixel)",
-               "style_strength": "clinical style strength (0: ideal, 1: the presets)"}
+AXIS_LABELS = {
+    "second_angle_deg": "angle of the second view (deg; first at 0)",
+    "angle_error_deg": "angle error handed (deg)",
+    "shift_error_mm": "isocentre error handed (mm)",
+    "photons": "dose (photons per pixel)",
+    "style_strength": "clinical style strength (0: ideal, 1: the presets)",
+}
 
 
 def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
@@ -223,8 +267,12 @@ def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
             if axis == "photons":
                 ax.set_xscale("log")
         # one legend for every method, also those (shape only) missing from some panels
-        fig.legend([handles[m] for m in methods if m in handles], [m for m in methods if m in handles],
-                   loc="center right", fontsize=7)
+        fig.legend(
+            [handles[m] for m in methods if m in handles],
+            [m for m in methods if m in handles],
+            loc="center right",
+            fontsize=7,
+        )
         fig.subplots_adjust(right=1 - 1.5 / fig.get_figwidth(), wspace=0.3)
         paths.append(figure_to_png(fig, out / f"curve_{axis}.png"))
     return paths
@@ -232,16 +280,26 @@ def plot_curves(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
 
 def _best(sel: Sequence[dict[str, Any]], value: float, key: str, digits: int) -> str:
     """``method (mean)`` of the best mean at one condition (oracles left out), or ``-``."""
-    cands = [r for r in sel if r["value"] == value and r["n"] and math.isfinite(r["mean"])
-             and r["method"].split("@", 1)[0] not in ORACLE_METHODS]
+    cands = [
+        r
+        for r in sel
+        if r["value"] == value
+        and r["n"]
+        and math.isfinite(r["mean"])
+        and r["method"].split("@", 1)[0] not in ORACLE_METHODS
+    ]
     if not cands:
         return "-"
     pick = (min if METRICS.get(key, False) else max)(cands, key=lambda r: r["mean"])
     return f"`{pick['method']}` {pick['mean']:.{digits}f}"
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], conds: Sequence[Condition],
-                     reused: dict[str, int] | None = None) -> str:
+def summary_markdown(
+    rows: Sequence[dict[str, Any]],
+    walls: dict[str, float],
+    conds: Sequence[Condition],
+    reused: dict[str, int] | None = None,
+) -> str:
     """One table per axis (rows: method, columns: conditions; last row the best method) for each
     curve metric, and wall times (and how many rows of a condition were copied from another run,
     not timed here). A cell averaged over fewer cases than the condition has says so (n=K of N)."""
@@ -257,15 +315,27 @@ def summary_markdown(rows: Sequence[dict[str, Any]], walls: dict[str, float], co
             digits = 1 if k == "psnr_db" else 3
             for m in dict.fromkeys(r["method"] for r in sel):
                 cell = {r["value"]: r for r in sel if r["method"] == m}
-                text += f"| {LABELS.get(m.split('@')[0], m)} (`{m}`) | " + " | ".join(
-                    f"{cell[v]['mean']:.{digits}f} ± {cell[v]['std']:.{digits}f}"
-                    + (f" (n={cell[v]['n']} of {full[v]})" if cell[v]["n"] < full[v] else "")
-                    if v in cell and cell[v]["n"] else "-" for v in values) + " |\n"
+                text += (
+                    f"| {LABELS.get(m.split('@')[0], m)} (`{m}`) | "
+                    + " | ".join(
+                        f"{cell[v]['mean']:.{digits}f} ± {cell[v]['std']:.{digits}f}"
+                        + (f" (n={cell[v]['n']} of {full[v]})" if cell[v]["n"] < full[v] else "")
+                        if v in cell and cell[v]["n"]
+                        else "-"
+                        for v in values
+                    )
+                    + " |\n"
+                )
             text += "| **best** | " + " | ".join(_best(sel, v, k, digits) for v in values) + " |\n\n"
-    text += "Wall time per condition (summed over its runs, on the machines its settings.json names): " + ", ".join(
-        f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min"
-        + (f" (+{reused[c.name]} rows reused from another run)" if reused and reused.get(c.name) else "")
-        for c in conds) + "\n"
+    text += (
+        "Wall time per condition (summed over its runs, on the machines its settings.json names): "
+        + ", ".join(
+            f"{c.name} {walls.get(c.name, math.nan) / 60:.1f} min"
+            + (f" (+{reused[c.name]} rows reused from another run)" if reused and reused.get(c.name) else "")
+            for c in conds
+        )
+        + "\n"
+    )
     return text
 
 
@@ -282,13 +352,23 @@ def check_sweep_folder(out: Path, conds: Sequence[Condition]) -> None:
 
     foreign = sorted(p.name for p in folder_entries(out) if not ours(p))
     if foreign:
-        raise OutputExistsError(f"{out} exists and is not a sweep of {', '.join(sorted(axes))} (it holds "
-                                f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); use another folder or --force")
+        raise OutputExistsError(
+            f"{out} exists and is not a sweep of {', '.join(sorted(axes))} (it holds "
+            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); use another folder or --force"
+        )
 
 
-def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, workers: int = 1,
-              force: bool = False, progress: bool = True, reuse: Sequence[str | Path] = (),
-              shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+def run_sweep(
+    base: EvalSpec,
+    conds: Sequence[Condition],
+    out: str | Path,
+    *,
+    workers: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    reuse: Sequence[str | Path] = (),
+    shard: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
     """Evaluate every condition into ``out/<condition>/`` (taking the rows of ``reuse`` folders
     with the same settings, see :func:`xfit.studies.evaluate.find_reusable`); write the curves;
     return their rows. With ``shard=(K, N)`` each condition folder holds shard K of N of its
@@ -321,8 +401,15 @@ def run_sweep(base: EvalSpec, conds: Sequence[Condition], out: str | Path, *, wo
             return _sweep(specs, tmp, workers=workers, progress=progress, reuse=reuse, shard=shard)
 
 
-def _sweep(specs: Sequence[tuple[Condition, EvalSpec]], out: Path, *, workers: int, progress: bool,
-           reuse: Sequence[str | Path], shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+def _sweep(
+    specs: Sequence[tuple[Condition, EvalSpec]],
+    out: Path,
+    *,
+    workers: int,
+    progress: bool,
+    reuse: Sequence[str | Path],
+    shard: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
     """:func:`run_sweep` once its checks passed, in the locked folder ``out``."""
     for c, spec in specs:
         evaluate(spec, out / c.name, workers=workers, progress=progress, reuse=reuse, shard=shard)
@@ -333,8 +420,11 @@ def folder_conditions(out: str | Path) -> list[Condition]:
     """The conditions of a sweep folder, read from its condition folder names (those holding a
     ``settings.json``; for rewriting the curves of a sweep that has not finished; ``overrides``
     are left empty)."""
-    conds = [c for p in sorted(Path(out).iterdir()) if (p / "settings.json").is_file()
-             and (c := parse_condition(p.name)) is not None]
+    conds = [
+        c
+        for p in sorted(Path(out).iterdir())
+        if (p / "settings.json").is_file() and (c := parse_condition(p.name)) is not None
+    ]
     return sorted(conds, key=condition_order)
 
 
@@ -344,10 +434,12 @@ def condition_order(c: Condition) -> tuple[int, float]:
 
 
 #: The sweeps a study writes: their axes, and the settings (``key`` fields) those axes set.
-SWEEP_KINDS = (({"second_angle_deg"}, ("angles",)),
-               ({"angle_error_deg", "shift_error_mm"}, ("angle_error_deg", "shift_error_mm")),
-               ({"photons"}, ("photons",)),
-               ({"style_strength"}, ("style_strength",)))
+SWEEP_KINDS = (
+    ({"second_angle_deg"}, ("angles",)),
+    ({"angle_error_deg", "shift_error_mm"}, ("angle_error_deg", "shift_error_mm")),
+    ({"photons"}, ("photons",)),
+    ({"style_strength"}, ("style_strength",)),
+)
 
 
 def _run_value(axis: str, key: dict[str, Any]) -> float | None:
@@ -376,15 +468,19 @@ def check_sweep_runs(out: Path, conds: Sequence[Condition], keys: Sequence[dict[
     for c, key in zip(conds, keys):
         got = _run_value(c.axis, key)
         if got != c.value:
-            raise InputError(f"{out / c.name}: a run made at {c.axis} {'none' if got is None else value_text(got)}, "
-                             f"not at the {value_text(c.value)} its folder name says")
+            raise InputError(
+                f"{out / c.name}: a run made at {c.axis} {'none' if got is None else value_text(got)}, "
+                f"not at the {value_text(c.value)} its folder name says"
+            )
         rest = {k: v for k, v in key.items() if k not in kind[1]}
         if first is None:
             first = (c, rest)
         elif rest != first[1]:
             diff = sorted(k for k in rest.keys() | first[1].keys() if rest.get(k) != first[1].get(k))
-            raise InputError(f"{out}: the runs {first[0].name} and {c.name} differ in {', '.join(diff)}: "
-                             "the conditions of a sweep share every other setting")
+            raise InputError(
+                f"{out}: the runs {first[0].name} and {c.name} differ in {', '.join(diff)}: "
+                "the conditions of a sweep share every other setting"
+            )
 
 
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
@@ -439,7 +535,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
     import typing
-
     import warnings
 
     from ..console import os_error_line, show_warning
