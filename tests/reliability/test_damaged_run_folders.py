@@ -295,7 +295,8 @@ def _live_lock(folder: Path) -> str:
 def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, ct_dir):
     # before: no lock; two `train-baseline` (or `train-prior`) on one folder both exited 0, their
     # log.jsonl interleaved (steps 1, 1, 2, 2, ...) and each overwrote the other's state
-    from test_entry_points import _baseline_yaml, _prior_cfg, _train_baseline
+    from cli_helpers import train_baseline as _train_baseline
+    from tiny_configs import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
 
     from xfit.errors import OutputExistsError
     from xfit.prior import train as prior_train
@@ -327,7 +328,8 @@ def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, ct_dir):
 def test_a_run_stopped_before_its_first_checkpoint_is_sent_to_force(tmp_path, ct_dir):
     # before: a full disk stopped a fresh `train-baseline` before its first checkpoint; the plain
     # command then said "use --resume", and --resume said "nothing to resume" (a dead end)
-    from test_entry_points import _baseline_yaml, _train_baseline
+    from cli_helpers import train_baseline as _train_baseline
+    from tiny_configs import baseline_yaml as _baseline_yaml
 
     run_dir = tmp_path / "run"
     config = _baseline_yaml(tmp_path)

@@ -9,7 +9,8 @@ from xfit.baselines.common import BaselineConfig, load_config
 from xfit.baselines.train import BaselineTrainer
 from xfit.errors import InputError
 
-from test_baselines import TINY_ARCH, _crops
+from spine_synth import synthetic_crops as _crops
+from tiny_configs import TINY_ARCH
 
 
 def _cfg(method: str, style: dict | None = None) -> BaselineConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "xfit"
+ROOT = Path(__file__).resolve().parents[2] / "xfit"
 
 
 def module_name(path: Path, root: Path) -> str:

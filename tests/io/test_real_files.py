@@ -16,7 +16,7 @@ from xfit.io import read_image, read_image_raw, read_xray, write_nifti
 from xfit.radiograph import text_bitmap
 
 from cli_helpers import assert_user_error, run
-from test_dicom import _beams_eye, _dicom
+from dicom_files import beams_eye as _beams_eye, write_dicom as _dicom
 
 #: Geometry of the exports below (they have no sidecar): what a user gives on the command line.
 GEOMETRY = dict(sdd_mm=1800.0, sod_mm=1500.0, pixel_spacing_mm=1.2)

@@ -10,9 +10,9 @@ import pytest
 
 from cli_helpers import assert_user_error, run, save_tiny_prior
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 XRAYS = (EXAMPLES / "ap.png", EXAMPLES / "lat.png")
-SHIPPED_NET = Path(__file__).resolve().parents[1] / "xfit" / "data" / "baseline-xctrsnet.safetensors"
+SHIPPED_NET = Path(__file__).resolve().parents[2] / "xfit" / "data" / "baseline-xctrsnet.safetensors"
 
 
 @pytest.fixture(scope="module")

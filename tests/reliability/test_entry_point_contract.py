@@ -14,22 +14,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
 from xfit.baselines.train import BaselineTrainer
 from xfit.errors import CheckpointError, InputError
 from xfit.io import read_xray, write_png16, write_sidecar
 from xfit.prior import train as prior_train
 from xfit.prior.checkpoint import load_training_state, save_training_state
-from xfit.prior.config import PriorConfig, load_config
+from xfit.prior.config import load_config
 
-from cli_helpers import assert_user_error, baseline_cli, run, save_tiny_prior
-from test_baselines import tiny
-from test_dicom import _beams_eye, _dicom
+from cli_helpers import assert_user_error, run, save_tiny_prior, train_baseline as _train_baseline
+from dicom_files import beams_eye as _beams_eye, write_dicom as _dicom
+from tiny_configs import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: What safetensors' writer raises on a full and on a read-only disk (not an OSError).
 DISK_ERRORS = {"no space left on device": 'Error while serializing: I/O error: No space left on device (os error 28) '
                                           'at path "/x/.tmpAbC"',
@@ -69,26 +68,6 @@ def prior_run(tmp_path) -> Path:
     save_training_state(folder / prior_train.STATE_FILE, *prior_train.Trainer(cfg, torch.device("cpu"), amp="off").state())
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
     return folder
-
-
-def _baseline_yaml(tmp_path: Path, **training) -> Path:
-    """The tiny x2ct-cnn config (a checkpoint every 2 steps) as a YAML file."""
-    path = tmp_path / "baseline.yaml"
-    path.write_text(yaml.safe_dump(tiny("x2ct-cnn", **training).to_dict()))
-    return path
-
-
-def _train_baseline(ct_dir: Path, out: Path, *args):
-    """``xfit train-baseline x2ct-cnn CT_DIR -o OUT ARGS`` in process."""
-    return CliRunner().invoke(baseline_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(out), "--quiet",
-                                               "--workers", "1", *[str(a) for a in args]])
-
-
-def _prior_cfg() -> PriorConfig:
-    """The tiny prior config, a checkpoint every 2 steps, logs every step, no samples."""
-    data = load_config("tiny").to_dict()
-    data["training"].update(checkpoint_every=2, sample_every=1000, log_every=1)
-    return PriorConfig.from_dict(data)
 
 
 def _logged_steps(folder: Path) -> list[int]:

@@ -20,43 +20,7 @@ from xfit.errors import GeometryError, InputError, XfitError
 from xfit.geometry import View, detector_frame
 from xfit.io import read_dicom, read_xray, write_png16, write_sidecar
 
-ROWS, COLS = 6, 8
-
-
-def _beams_eye() -> np.ndarray:
-    """The image the fit should see (beam's-eye view), 16-bit, spanning 0..65535."""
-    rng = np.random.default_rng(17)
-    img = rng.integers(1, 65535, size=(ROWS, COLS)).astype(np.uint16)
-    img[0, 0], img[-1, 1] = 0, 65535  # min-max normalization of the DICOM == PNG / 65535
-    return img
-
-
-def _dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
-    """A single-frame DICOM radiograph; a tag given as None is left out."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    base = dict(Modality="DX", PhotometricInterpretation="MONOCHROME2", DistanceSourceToDetector=1100.0,
-                DistanceSourceToPatient=700.0, ImagerPixelSpacing=[0.2, 0.3])
-    base.update(tags)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    for key, value in base.items():
-        if value is not None:
-            setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(pixels).astype("<u2").tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
+from dicom_files import COLS, ROWS, beams_eye as _beams_eye, write_dicom as _dicom
 
 
 def _png(path: Path, pixels: np.ndarray, **sidecar) -> Path:

@@ -25,24 +25,9 @@ from xfit.prior.checkpoint import load_training_state
 
 from cli_helpers import baseline_cli
 from spine_synth import synthetic_crops as _crops
+from tiny_configs import tiny_baseline as tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY_ARCH = {
-    "x2ct-cnn": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
-    "x2ct-gan": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16, "disc": [4, 8]},
-    "ear": {"stem": 4, "enc": [4, 8, 8]},
-}
-
-
-def tiny(method: str, **training) -> BaselineConfig:
-    t = {"batch_size": 2, "steps": 4, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1, "seed": 0, **training}
-    if method == "ear":
-        t.setdefault("betas", [0.9, 0.999])
-    return BaselineConfig.from_dict({
-        "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
-        "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}, "training": t})
-
 
 # ----------------------------------------------------------------------------------------------
 # networks
@@ -284,7 +269,7 @@ def test_bad_checkpoints(tmp_path, trained):
     with pytest.raises(CheckpointError, match="do not match the x2ct-cnn architecture"):
         load_model(bad, "x2ct-cnn")
     with pytest.raises(CheckpointError, match="expected format 'xfit-baseline', got 'xfit-prior'"):
-        load_model(Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors", "ear")
+        load_model(Path(__file__).resolve().parents[2] / "xfit" / "data" / "prior-64.safetensors", "ear")
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_model(tmp_path / "junk.safetensors")

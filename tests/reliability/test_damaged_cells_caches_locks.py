@@ -11,8 +11,8 @@ import pytest
 
 from xfit.errors import OutputError
 
-from cli_helpers import assert_user_error
-from test_entry_points import _baseline_yaml, _train_baseline
+from cli_helpers import assert_user_error, train_baseline as _train_baseline
+from tiny_configs import baseline_yaml as _baseline_yaml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,7 +50,7 @@ def test_a_missing_config_json_on_resume_is_reported_missing(tmp_path, ct_dir):
     """Before: ``--resume`` of a run folder whose ``config.json`` is gone took the default config,
     and the state then failed as "does not match this architecture" (train-baseline) or "does not
     match this config" (train-prior): a settings mismatch, not the missing file."""
-    from test_entry_points import _prior_cfg
+    from tiny_configs import tiny_prior_training as _prior_cfg
     from xfit.baselines.train import main as baseline_main
     from xfit.cli import main as xfit_main
     from xfit.prior import train as prior_train

@@ -30,7 +30,7 @@ from xfit.studies.sweeps import main as sweeps_main
 from cli_helpers import save_tiny_prior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
