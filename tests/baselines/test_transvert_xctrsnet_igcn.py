@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from xfit.baselines import igcn, transvert, xctrsnet
-from xfit.baselines.common import (METHODS, PART2_METHODS, BaselineConfig, Lifter, annotation_disc, check_method,
+from xfit.baselines.common import (PART2_METHODS, BaselineConfig, Lifter, annotation_disc, check_method,
                                    footprint_pixels, load_config, param_count, save_model)
 from xfit.baselines.registry import build_model, load_model
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
@@ -80,7 +80,11 @@ def _forward(net, method, x, lifter):
 
 
 def test_registry():
-    assert set(PART2_METHODS) <= set(METHODS)
+    from xfit.baselines.registry import MODELS
+
+    # the registry wires each part-2 method to its own network
+    assert {m: MODELS[m] for m in PART2_METHODS} == {"transvert": transvert.TransVert, "xctrsnet": xctrsnet.XCTRSNet,
+                                                     "igcn": igcn.IGCN}
     for m in PART2_METHODS:
         assert check_method(m) == m and load_config(m).method == m
 

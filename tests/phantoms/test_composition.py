@@ -12,7 +12,7 @@ import pytest
 
 from xfit.errors import InputError
 from xfit.phantoms import TISSUE, make_phantom, write_phantoms
-from xfit.phantoms.composition import (FAT_HU, MUSCLE_HU, SMA_PUBLISHED, draw_composition,
+from xfit.phantoms.composition import (SMA_PUBLISHED, draw_composition,
                                        fat_median, published_ranges, slice_areas)
 from xfit.phantoms.morphometry import TISSUE_HU
 from xfit.phantoms.report import composition_markdown, composition_rows, measure_composition
@@ -80,7 +80,14 @@ def test_published_draws_follow_the_tables():
     assert SMA_PUBLISHED["female"]["L3"].mean == 119.5 and SMA_PUBLISHED["female"]["T8"].sd == 12.5
     assert published_ranges("male", "L3")["sma"][0] > 90  # a wasted 50 cm^2 man is out of range
     assert fat_median("vat", "male", 30.0, "T8") == 0.0  # no visceral fat target in the thorax
-    assert MUSCLE_HU == (-29.0, 150.0) and FAT_HU == (-190.0, -30.0)
+    # the standard windows, measured at their edges: skeletal muscle -29..150 HU (muscle class
+    # only), adipose tissue -190..-30 HU (any class); 1 cm² pixels
+    hu = np.array([[-29.0, -30.0, 150.0, 151.0, -190.0, -191.0, -30.0, -29.0]])
+    tissue = np.full(hu.shape, TISSUE["muscle"])
+    tissue[0, 4:] = TISSUE["fat"]
+    regions = {"subcutaneous": np.ones(hu.shape, bool), "cavity": np.zeros(hu.shape, bool)}
+    areas = slice_areas(hu, tissue, regions, spacing_mm=10.0)
+    assert areas["sma"] == 2.0 and areas["sat"] == 3.0 and areas["vat"] == 0.0, areas
 
 
 def test_default_model_is_the_old_phantom_and_published_keeps_the_spine():

@@ -93,6 +93,11 @@ def test_fit_config_fuzz(data):
         cfg = fit_config_from_dict(data)
     except XfitError:
         return
+    _check_fit_config(cfg)
+
+
+def _check_fit_config(cfg: FitConfig) -> None:
+    """Every ranged number of an accepted fit config is in its range, every flag a bool."""
     for name, (lo, hi) in INT_RANGES.items():
         v = getattr(cfg, name)
         assert isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -122,7 +127,7 @@ def test_fit_config_yaml_text_fuzz(tmp_path_factory, text):
         cfg = load_fit_config(path)
     except XfitError:
         return
-    assert isinstance(cfg, FitConfig)
+    _check_fit_config(cfg)  # accepted YAML obeys the schema like an accepted dict
 
 
 BASE_PRIOR = load_config("tiny").to_dict()
@@ -154,4 +159,6 @@ def test_prior_config_fuzz(changes):
 
 @pytest.mark.parametrize("name", ["tiny", "64", "128"])
 def test_shipped_configs_pass_the_schema(name):
-    assert isinstance(load_config(name), PriorConfig)
+    cfg = load_config(name)
+    assert cfg.resolution == {"tiny": 32, "64": 64, "128": 128}[name]
+    assert PriorConfig.from_dict(cfg.to_dict()) == cfg  # the schema takes back what it gave
