@@ -10,7 +10,7 @@ from xfit.baselines.train import BaselineTrainer
 from xfit.errors import InputError
 
 from spine_synth import synthetic_crops as _crops
-from tiny_configs import TINY_ARCH
+from tiny_models import TINY_ARCH
 
 
 def _cfg(method: str, style: dict | None = None) -> BaselineConfig:

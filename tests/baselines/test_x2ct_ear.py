@@ -25,7 +25,7 @@ from xfit.prior.checkpoint import load_training_state
 
 from cli_helpers import baseline_cli
 from spine_synth import synthetic_crops as _crops
-from tiny_configs import tiny_baseline as tiny
+from tiny_models import tiny_baseline as tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,15 +10,15 @@ from PIL import Image
 
 import xfit
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 
 FAST = ["--steps", "4", "--restarts", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_prior_file):
     root = tmp_path_factory.mktemp("rec")
-    prior = save_tiny_prior(root / "tiny.safetensors", n=500)
+    prior = tiny_prior_file(n=500)
     assert run("phantoms", root / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
     ct = root / "ct" / "case0000_ct.nii.gz"
     res = run("simulate", ct, "--angles", "0,90", "-o", root / "xr", "--detector", 32, "--pixel-spacing", 3.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 XRAYS = (EXAMPLES / "ap.png", EXAMPLES / "lat.png")
@@ -16,8 +16,8 @@ SHIPPED_NET = Path(__file__).resolve().parents[2] / "xfit" / "data" / "baseline-
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return save_tiny_prior(tmp_path_factory.mktemp("prior") / "tiny.safetensors")
+def tiny(tiny_prior_file) -> Path:
+    return tiny_prior_file()
 
 
 def test_ceiling_without_a_truth_is_refused(tmp_path):

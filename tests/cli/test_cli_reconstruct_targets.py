@@ -13,7 +13,7 @@ from xfit.phantoms.model import make_phantom
 from xfit.io import write_nifti
 from xfit.simulate import simulate
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 
 reconstruct_module = importlib.import_module("xfit.reconstruct")
 FAST = ["--steps", "3", "--restarts", "1", "--quiet"]
@@ -22,9 +22,9 @@ ISO = np.array([12.0, -8.0, 30.0])
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_prior_file):
     root = tmp_path_factory.mktemp("targets")
-    prior = save_tiny_prior(root / "tiny.safetensors")
+    prior = tiny_prior_file()
     ph = make_phantom(3, size=(64, 56, 96), spacing_mm=2.5, level="L3", noise_hu=0, blur=False)
     ct = root / "ct.nii.gz"
     write_nifti(ct, ph.hu, ph.affine, force=True)

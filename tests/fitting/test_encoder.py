@@ -22,9 +22,7 @@ from xfit.fitting.encoder import (
     warm_start_w_plus,
 )
 from xfit.geometry import View
-from xfit.prior.checkpoint import compute_w_stats, load_prior, save_prior
-from xfit.prior.config import load_config
-from xfit.prior.networks import build_generator
+from xfit.prior.checkpoint import load_prior
 
 DET, PS = (32, 32), (3.5, 3.5)
 
@@ -34,25 +32,13 @@ def _views(angles=(0.0, 90.0)) -> list[View]:
 
 
 @pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    cfg = load_config("tiny")
-    torch.manual_seed(0)
-    G = build_generator(cfg).eval()
-    w_mean, w_std = compute_w_stats(G, n=2000)
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(path, G, w_mean, w_std, cfg, {}, cfg.label_names)
-    return load_prior(path)
+def prior(tiny_prior_file):
+    return load_prior(tiny_prior_file(n=2000))
 
 
 @pytest.fixture(scope="module")
-def other_prior(tmp_path_factory):
-    cfg = load_config("tiny")
-    torch.manual_seed(1)
-    G = build_generator(cfg).eval()
-    w_mean, w_std = compute_w_stats(G, n=200)
-    path = tmp_path_factory.mktemp("prior2") / "tiny2.safetensors"
-    save_prior(path, G, w_mean, w_std, cfg, {}, cfg.label_names)
-    return load_prior(path)
+def other_prior(tiny_prior_file):
+    return load_prior(tiny_prior_file(torch_seed=1, n=200))
 
 
 @pytest.fixture(scope="module")

@@ -199,13 +199,13 @@ def test_levers_default_off_and_config_errors():
 # ----------------------------------------------------------------------------- reconstruct
 
 
-def test_reconstruct_clinical_style_reports_the_map_and_masks(tmp_path):
+def test_reconstruct_clinical_style_reports_the_map_and_masks(tmp_path, tiny_prior_file):
     """A clinical-style pair fitted with the levers on: the report holds each view's map and the
     share of pixels the data term used; preview.png shows the re-projection after the map."""
-    from cli_helpers import run, save_tiny_prior
+    from cli_helpers import run
     from xfit.reconstruct import preview_projection_title
 
-    prior = save_tiny_prior(tmp_path / "tiny.safetensors", n=300)
+    prior = tiny_prior_file(n=300)
     assert run("phantoms", tmp_path / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
     ct = tmp_path / "ct" / "case0000_ct.nii.gz"
     res = run("simulate", ct, "--angles", "0,90", "-o", tmp_path / "xr", "--detector", 32, "--pixel-spacing", 3.0,

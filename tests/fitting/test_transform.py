@@ -77,14 +77,13 @@ def test_residual_upsampling_and_penalty():
 
 
 @pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory):
-    from cli_helpers import save_tiny_prior
+def loaded_tiny_prior(tiny_prior_file):
     from xfit.prior.checkpoint import load_prior
 
-    return load_prior(save_tiny_prior(tmp_path_factory.mktemp("tp") / "tiny.safetensors"))
+    return load_prior(tiny_prior_file())
 
 
-def test_fit_recovers_a_moved_volume(tiny_prior):
+def test_fit_recovers_a_moved_volume(loaded_tiny_prior):
     """A prior sample scaled by 1.2, turned 10 deg and shifted 4 mm: started at its true W+, the
     fit with the transform finds the scale and explains the X-rays better than the fit without."""
     from xfit.fitting import fit, load_fit_config
@@ -93,7 +92,7 @@ def test_fit_recovers_a_moved_volume(tiny_prior):
     from xfit.projector import project
     from xfit.prior.sample import generate_hu, prior_affine, sample_w_plus
 
-    prior = tiny_prior
+    prior = loaded_tiny_prior
     w = sample_w_plus(prior, 1, seed=4)
     with torch.no_grad():
         hu, _ = generate_hu(prior, w)

@@ -391,23 +391,13 @@ def test_cli_reports_a_contradiction_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_dicom_pair_reconstructs_the_same_volume_as_png_pair(tmp_path):
+def test_dicom_pair_reconstructs_the_same_volume_as_png_pair(tmp_path, tiny_prior_file):
     """The issue's 'done when': a PA + left-lateral pair stored with the standard display
     orientation, no option given, reconstructs what the PNG + sidecar pair does (tiny random
     prior, two steps: the fit is deterministic, so equal inputs give the equal volume)."""
-    import torch
-
     import xfit
-    from xfit.prior.checkpoint import compute_w_stats, save_prior
-    from xfit.prior.config import load_config
-    from xfit.prior.networks import build_generator
 
-    torch.manual_seed(0)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    w_mean, w_std = compute_w_stats(G, n=100, seed=0)
-    prior = tmp_path / "tiny.safetensors"
-    save_prior(prior, G, w_mean, w_std, cfg, {"note": "random init, for tests"}, cfg.label_names)
+    prior = tiny_prior_file()
     rng = np.random.default_rng(5)
     pa_truth, ll_truth = (rng.integers(0, 65536, size=(16, 16)).astype(np.uint16) for _ in range(2))
     for a in (pa_truth, ll_truth):

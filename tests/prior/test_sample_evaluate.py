@@ -15,8 +15,7 @@ from xfit.cli import main
 from xfit.errors import CheckpointError, InputError, OutputExistsError
 from xfit.io import read_nifti
 from xfit.phantoms import make_phantom, write_phantoms
-from xfit.prior.checkpoint import compute_w_stats, load_prior, save_prior
-from xfit.prior.config import load_config
+from xfit.prior.checkpoint import load_prior
 from xfit.prior.evaluate import (
     VolumeSet,
     compare_volume_sets,
@@ -29,7 +28,6 @@ from xfit.prior.evaluate import (
     load_real_set,
     volume_features,
 )
-from xfit.prior.networks import build_generator
 from xfit.prior.sample import generate_hu, prior_affine, sample_prior, sample_w_plus
 
 WINDOW = (-1000.0, 1500.0)
@@ -48,15 +46,8 @@ def assert_user_error(res, *words):
 
 
 @pytest.fixture(scope="module")
-def prior_path(tmp_path_factory):
-    cfg = load_config("tiny")
-    torch.manual_seed(0)
-    G = build_generator(cfg)
-    with torch.no_grad():
-        for layer in G.synthesis.layers:
-            layer.noise_strength.fill_(0.3)
-    w_mean, w_std = compute_w_stats(G, n=256, batch=128)
-    return save_prior(tmp_path_factory.mktemp("prior") / "prior.safetensors", G, w_mean, w_std, cfg)
+def prior_path(tiny_prior_file):
+    return tiny_prior_file(n=256, noise_strength=0.3)
 
 
 @pytest.fixture(scope="module")

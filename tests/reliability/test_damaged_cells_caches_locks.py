@@ -12,7 +12,7 @@ import pytest
 from xfit.errors import OutputError
 
 from cli_helpers import assert_user_error, train_baseline as _train_baseline
-from tiny_configs import baseline_yaml as _baseline_yaml
+from tiny_models import baseline_yaml as _baseline_yaml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,7 +50,7 @@ def test_a_missing_config_json_on_resume_is_reported_missing(tmp_path, ct_dir):
     """Before: ``--resume`` of a run folder whose ``config.json`` is gone took the default config,
     and the state then failed as "does not match this architecture" (train-baseline) or "does not
     match this config" (train-prior): a settings mismatch, not the missing file."""
-    from tiny_configs import tiny_prior_training as _prior_cfg
+    from tiny_models import tiny_prior_training as _prior_cfg
     from xfit.baselines.train import main as baseline_main
     from xfit.cli import main as xfit_main
     from xfit.prior import train as prior_train
@@ -84,13 +84,12 @@ def test_a_missing_config_json_on_resume_is_reported_missing(tmp_path, ct_dir):
 
 
 @pytest.fixture(scope="module")
-def run_of_two(tmp_path_factory):
+def run_of_two(tmp_path_factory, tiny_prior_file):
     """A finished run of ``mean`` on two phantoms, and its shards 1/2 and 2/2."""
-    from cli_helpers import save_tiny_prior
     from xfit.studies.evaluate import EvalSpec, evaluate
 
     d = tmp_path_factory.mktemp("round3")
-    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    prior = tiny_prior_file(torch_seed=1, n=300)
     spec = EvalSpec(prior=str(prior), methods=("mean",), phantoms=2, detector=32, pixel_spacing_mm=3.0, n_random=2)
     evaluate(spec, d / "run", progress=False)
     for k in (1, 2):

@@ -22,17 +22,17 @@ from xfit.studies.evaluate import EvalSpec, evaluate
 from xfit.studies.sweeps import main as sweeps_main
 from xfit.studies.sweeps import noise_conditions, parse_values, run_sweep
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_prior_file):
     """A tiny prior, a finished run of ``mean`` on two phantoms and a noise sweep (1e3, 1e4) of
     one phantom, each copied by the tests that change it."""
     d = tmp_path_factory.mktemp("hostile")
-    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    prior = tiny_prior_file(torch_seed=1, n=300)
     spec = EvalSpec(prior=str(prior), methods=("mean",), phantoms=2, detector=32, pixel_spacing_mm=3.0, n_random=2)
     evaluate(spec, d / "run", progress=False)
     one = dataclasses.replace(spec, phantoms=1)
@@ -296,7 +296,7 @@ def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, ct_dir):
     # before: no lock; two `train-baseline` (or `train-prior`) on one folder both exited 0, their
     # log.jsonl interleaved (steps 1, 1, 2, 2, ...) and each overwrote the other's state
     from cli_helpers import train_baseline as _train_baseline
-    from tiny_configs import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
+    from tiny_models import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
 
     from xfit.errors import OutputExistsError
     from xfit.prior import train as prior_train
@@ -329,7 +329,7 @@ def test_a_run_stopped_before_its_first_checkpoint_is_sent_to_force(tmp_path, ct
     # before: a full disk stopped a fresh `train-baseline` before its first checkpoint; the plain
     # command then said "use --resume", and --resume said "nothing to resume" (a dead end)
     from cli_helpers import train_baseline as _train_baseline
-    from tiny_configs import baseline_yaml as _baseline_yaml
+    from tiny_models import baseline_yaml as _baseline_yaml
 
     run_dir = tmp_path / "run"
     config = _baseline_yaml(tmp_path)

@@ -22,9 +22,9 @@ from xfit.prior import train as prior_train
 from xfit.prior.checkpoint import load_training_state, save_training_state
 from xfit.prior.config import load_config
 
-from cli_helpers import assert_user_error, run, save_tiny_prior, train_baseline as _train_baseline
+from cli_helpers import assert_user_error, run, train_baseline as _train_baseline
 from dicom_files import beams_eye as _beams_eye, write_dicom as _dicom
-from tiny_configs import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
+from tiny_models import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,11 +53,6 @@ def _error_line(res) -> str:
     errors = [ln for ln in res.stderr.splitlines() if "xfit: error:" in ln]
     assert len(errors) == 1 and errors[0].startswith("xfit: error:"), res.stderr
     return errors[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory) -> Path:
-    return save_tiny_prior(tmp_path_factory.mktemp("prior") / "prior.safetensors")
 
 
 @pytest.fixture
@@ -285,7 +280,8 @@ def test_reconstruct_names_the_pixel_spacing_like_simulate(tmp_path, name):
     assert_user_error(res, "--pixel-spacing", "'abc'")
 
 
-def test_first_seed_is_range_checked(tmp_path, tiny_prior):
+def test_first_seed_is_range_checked(tmp_path, tiny_prior_file):
+    tiny_prior = tiny_prior_file()
     res = run("evaluate", "-o", tmp_path / "e", "--prior", tiny_prior, "--methods", "mean", "--phantoms", 2,
               "--first-seed", 4294967295, "--detector", 16)
     assert_user_error(res, "--first-seed", "4294967294")
@@ -298,7 +294,8 @@ def test_first_seed_is_range_checked(tmp_path, tiny_prior):
       "x2ct-cnn=DATA/baseline-x2ct-cnn-jitter.safetensors"], ["--checkpoint", "'x2ct-cnn' is given twice"]),
     (["--methods", "mean", "--levels", "L1"], ["--levels", "phantoms"]),
 ])
-def test_evaluate_refuses_options_it_would_ignore(tmp_path, tiny_prior, extra, words):
+def test_evaluate_refuses_options_it_would_ignore(tmp_path, tiny_prior_file, extra, words):
+    tiny_prior = tiny_prior_file()
     from xfit.baselines.infer import DATA_DIR
 
     extra = [x.replace("PRIOR", str(tiny_prior)).replace("DATA", str(DATA_DIR)) for x in extra]
@@ -317,7 +314,8 @@ def test_reconstruct_baseline_refuses_fit_only_options(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_target_auto_refuses_a_constant_image_like_clicks(tmp_path, tiny_prior):
+def test_target_auto_refuses_a_constant_image_like_clicks(tmp_path, tiny_prior_file):
+    tiny_prior = tiny_prior_file()
     for name, angle in (("ap", 0.0), ("lat", 90.0)):
         write_png16(tmp_path / f"{name}.png", np.full((200, 200), 30000, np.uint16))
         write_sidecar(tmp_path / f"{name}.json", dict(angle_deg=angle, pixel_spacing_mm=[1.0, 1.0]))

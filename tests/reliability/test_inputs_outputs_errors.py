@@ -53,17 +53,8 @@ def ct(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prior_path(tmp_path_factory):
-    from xfit.prior.checkpoint import compute_w_stats, save_prior
-    from xfit.prior.networks import build_generator
-
-    torch.manual_seed(0)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    w_mean, w_std = compute_w_stats(G, n=64, seed=0)
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(path, G, w_mean, w_std, cfg, {"note": "random init, for tests"}, cfg.label_names)
-    return path
+def prior_path(tiny_prior_file):
+    return tiny_prior_file()
 
 
 @pytest.fixture()

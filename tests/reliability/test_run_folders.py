@@ -27,21 +27,19 @@ from xfit.studies.sweeps import (Condition, folder_conditions, noise_conditions,
                                  run_sweep, value_text, write_curve_csv)
 from xfit.studies.sweeps import main as sweeps_main
 
-from cli_helpers import save_tiny_prior
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_prior_file):
     """A tiny prior, an untrained two-view tiny X2CT-CNN checkpoint and a finished run of ``mean``
     on two phantoms (copied by each test that changes it)."""
     from xfit.baselines.common import BaselineConfig, save_model
     from xfit.baselines.registry import build_model
 
     d = tmp_path_factory.mktemp("tiny")
-    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    prior = tiny_prior_file(torch_seed=1, n=300)
     cfg = BaselineConfig.from_dict({"method": "x2ct-cnn", "resolution": 16, "spacing_mm": 5.0,
                                     "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
                                     "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]}})

@@ -19,16 +19,16 @@ from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate, parse_shard, shard_cases
 from xfit.studies.shards import merge
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_prior_file):
     """A tiny prior and a 3-step fit config."""
     d = tmp_path_factory.mktemp("shards")
-    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    prior = tiny_prior_file(torch_seed=1, n=300)
     (d / "fit.yaml").write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
     return {"prior": prior, "fit": d / "fit.yaml"}
 

@@ -16,20 +16,20 @@ from xfit.errors import InputError, OutputExistsError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate, observe, paired_test, parse_methods
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 from spine_synth import write_xfit_collection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_prior_file):
     """A tiny prior, a 3-step fit config and an untrained tiny X2CT-CNN checkpoint."""
     from xfit.baselines.common import BaselineConfig, save_model
     from xfit.baselines.registry import build_model
 
     d = tmp_path_factory.mktemp("tiny")
-    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    prior = tiny_prior_file(torch_seed=1, n=300)
     (d / "fit.yaml").write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
     cfg = BaselineConfig.from_dict({"method": "x2ct-cnn", "resolution": 16, "spacing_mm": 5.0,
                                     "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},

@@ -12,15 +12,15 @@ from xfit.errors import InputError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, observe
 
-from cli_helpers import assert_user_error, run, save_tiny_prior
+from cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_prior_file):
     d = tmp_path_factory.mktemp("tiny_style")
-    prior = save_tiny_prior(d / "prior.safetensors", torch_seed=1, n=300)
+    prior = tiny_prior_file(torch_seed=1, n=300)
     (d / "fit.yaml").write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
     return {"prior": prior, "fit": d / "fit.yaml"}
 
