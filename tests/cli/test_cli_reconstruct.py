@@ -18,7 +18,7 @@ FAST = ["--steps", "4", "--restarts", "2", "--quiet"]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_prior_file):
     root = tmp_path_factory.mktemp("rec")
-    prior = tiny_prior_file(n=500)
+    prior = tiny_prior_file()
     assert run("phantoms", root / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
     ct = root / "ct" / "case0000_ct.nii.gz"
     res = run("simulate", ct, "--angles", "0,90", "-o", root / "xr", "--detector", 32, "--pixel-spacing", 3.0)

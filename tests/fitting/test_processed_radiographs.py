@@ -205,7 +205,7 @@ def test_reconstruct_clinical_style_reports_the_map_and_masks(tmp_path, tiny_pri
     from cli_helpers import run
     from xfit.reconstruct import preview_projection_title
 
-    prior = tiny_prior_file(n=300)
+    prior = tiny_prior_file()
     assert run("phantoms", tmp_path / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
     ct = tmp_path / "ct" / "case0000_ct.nii.gz"
     res = run("simulate", ct, "--angles", "0,90", "-o", tmp_path / "xr", "--detector", 32, "--pixel-spacing", 3.0,

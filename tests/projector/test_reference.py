@@ -17,7 +17,7 @@ F64 = torch.float64
 @pytest.fixture(autouse=True)
 def _reference_backend(monkeypatch):
     """These tests check the reference (the oracle): "auto" means it even where numba is installed
-    (the fused CPU kernels are compared with it in tests/test_projector_fused.py)."""
+    (the fused CPU kernels are compared with it in tests/projector/test_fused.py)."""
     monkeypatch.setenv("XFIT_PROJECTOR", "reference")
 
 
