@@ -1,14 +1,10 @@
-"""Helpers shared by the tests that drive the CLI or need a tiny random prior."""
+"""Helpers shared by the tests that drive the command line."""
 
 from pathlib import Path
 
-import torch
 from click.testing import CliRunner
 
 from xfit.cli import main
-from xfit.prior.checkpoint import compute_w_stats, save_prior
-from xfit.prior.config import load_config
-from xfit.prior.networks import build_generator
 
 
 def run(*args):
@@ -26,15 +22,6 @@ def assert_user_error(res, *words):
         assert w.lower() in lines[0].lower(), lines[0]
 
 
-def save_tiny_prior(path: Path, *, torch_seed: int = 0, n: int = 200) -> Path:
-    """An untrained prior of the tiny config (32³ at 2.5 mm), its w statistics from ``n`` samples."""
-    torch.manual_seed(torch_seed)
-    cfg = load_config("tiny")
-    G = build_generator(cfg).eval()
-    save_prior(path, G, *compute_w_stats(G, n=n, seed=0), cfg, {"note": "random init, for tests"}, cfg.label_names)
-    return path
-
-
 def baseline_cli():
     """A click group holding only ``train-baseline``, with xfit's error handling."""
     import click
@@ -48,3 +35,9 @@ def baseline_cli():
 
     group.add_command(train_baseline)
     return group
+
+
+def train_baseline(ct_dir: Path, out: Path, *args):
+    """``xfit train-baseline x2ct-cnn CT_DIR -o OUT ARGS`` in process."""
+    return CliRunner().invoke(baseline_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(out), "--quiet",
+                                               "--workers", "1", *[str(a) for a in args]])

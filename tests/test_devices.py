@@ -1,5 +1,5 @@
-"""Device questions: ``--device`` strings (tests/test_entry_points.py covers the CLI) and the
-bfloat16 autocast decision."""
+"""Device questions: ``--device`` strings (tests/reliability/test_entry_point_contract.py covers the
+CLI) and the bfloat16 autocast decision."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import save_tiny_prior
 from xfit.reconstruct import ReconstructSettings, reconstruct_vertebrae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,9 +73,9 @@ def check(rec, want: dict) -> None:
     np.testing.assert_allclose(f.label_prob[c, c - 4:c + 4:2, c - 4:c + 4:2], want["prob_slice"], atol=1e-5)
 
 
-def test_default_fit_with_a_tiny_prior_is_pinned(tmp_path, fit_config):
+def test_default_fit_with_a_tiny_prior_is_pinned(tmp_path, fit_config, tiny_prior_file):
     """Through a :class:`ReconstructSettings` (the shipped case below goes through keywords)."""
-    prior = save_tiny_prior(tmp_path / "tiny.safetensors", n=200)
+    prior = tiny_prior_file(n=200)
     settings = ReconstructSettings(prior=prior, config=fit_config, seed=0, progress=False)
     rec = reconstruct_vertebrae([EXAMPLES / "ap.png", EXAMPLES / "lat.png"], settings)[0]
     check(rec, TINY)
