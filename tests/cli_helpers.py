@@ -39,5 +39,17 @@ def baseline_cli():
 
 def train_baseline(ct_dir: Path, out: Path, *args):
     """``xfit train-baseline x2ct-cnn CT_DIR -o OUT ARGS`` in process."""
-    return CliRunner().invoke(baseline_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(out), "--quiet",
-                                               "--workers", "1", *[str(a) for a in args]])
+    return CliRunner().invoke(
+        baseline_cli(),
+        [
+            "train-baseline",
+            "x2ct-cnn",
+            str(ct_dir),
+            "-o",
+            str(out),
+            "--quiet",
+            "--workers",
+            "1",
+            *[str(a) for a in args],
+        ],
+    )

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from spine_synth import write_xfit_collection
 from tiny_models import save_tiny_prior, tiny_generator
 
@@ -30,8 +29,15 @@ def tiny_prior():
 
     G = tiny_generator(torch_seed=0, noise_strength=0.1).requires_grad_(False)
     w_mean, w_std = compute_w_stats(G, n=2000)
-    return Prior(G=G, w_mean=w_mean, w_std=w_std, config=load_config("tiny"), meta={}, sha256="0" * 64,
-                 path=Path("tiny.safetensors"))
+    return Prior(
+        G=G,
+        w_mean=w_mean,
+        w_std=w_std,
+        config=load_config("tiny"),
+        meta={},
+        sha256="0" * 64,
+        path=Path("tiny.safetensors"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +53,9 @@ def tiny_prior_file(tmp_path_factory):
         key = (torch_seed, n, noise_strength)
         if key not in made:
             folder = tmp_path_factory.mktemp(f"tiny_prior_seed{torch_seed}_n{n}")
-            path = save_tiny_prior(folder / "prior.safetensors", torch_seed=torch_seed, n=n,
-                                   noise_strength=noise_strength)
+            path = save_tiny_prior(
+                folder / "prior.safetensors", torch_seed=torch_seed, n=n, noise_strength=noise_strength
+            )
             made[key] = (path, torch.get_rng_state())
         path, rng = made[key]
         torch.set_rng_state(rng)

@@ -30,8 +30,13 @@ def write_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    base = dict(Modality="DX", PhotometricInterpretation="MONOCHROME2", DistanceSourceToDetector=1100.0,
-                DistanceSourceToPatient=700.0, ImagerPixelSpacing=[0.2, 0.3])
+    base = dict(
+        Modality="DX",
+        PhotometricInterpretation="MONOCHROME2",
+        DistanceSourceToDetector=1100.0,
+        DistanceSourceToPatient=700.0,
+        ImagerPixelSpacing=[0.2, 0.3],
+    )
     base.update(tags)
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1

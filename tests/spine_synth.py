@@ -8,8 +8,8 @@ its VerSe number. Enough to test the loaders' geometry and bookkeeping cheaply.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -20,9 +20,15 @@ from xfit.levels import level_label
 GAP_MM = 28.0  # centre-to-centre distance of neighbouring vertebrae
 
 
-def spine_volume(shape: Sequence[int], spacing: Sequence[float], centre_level: str,
-                 levels: Sequence[str], *, seed: int = 0, centre_vox: Sequence[float] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def spine_volume(
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    centre_level: str,
+    levels: Sequence[str],
+    *,
+    seed: int = 0,
+    centre_vox: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HU ``float32``, VerSe labels ``int16`` and a RAS affine with ``centre_level``'s centroid
     at ``centre_vox`` (default: the grid centre), its neighbours ``GAP_MM`` apart along +z
     (cranial levels above)."""
@@ -35,7 +41,7 @@ def spine_volume(shape: Sequence[int], spacing: Sequence[float], centre_level: s
     x, y, z = (ii - c[0]) * sp[0], (jj - c[1]) * sp[1], (kk - c[2]) * sp[2]
     rng = np.random.default_rng(seed)
     hu = np.full(shape, -1000.0, np.float32)
-    body = x ** 2 + y ** 2 < 38.0 ** 2
+    body = x**2 + y**2 < 38.0**2
     hu[body] = 40.0
     seg = np.zeros(shape, np.int16)
     order = list(levels)
@@ -50,8 +56,9 @@ def spine_volume(shape: Sequence[int], spacing: Sequence[float], centre_level: s
     return hu.astype(np.float32), seg, affine
 
 
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, slope: float | None = None,
-                inter: float = 0.0, dtype=None) -> Path:
+def write_nifti(
+    path: Path, data: np.ndarray, affine: np.ndarray, *, slope: float | None = None, inter: float = 0.0, dtype=None
+) -> Path:
     img = nib.Nifti1Image(np.asarray(data if dtype is None else data.astype(dtype)), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -62,9 +69,18 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, slope: floa
     return path
 
 
-def write_xfit_case(folder: Path, n: int, *, size: int = 32, spacing: float = 2.5,
-                    centre_level: str = "L1", levels: Sequence[str] = ("T12", "L1", "L2"),
-                    fov: Sequence[int] | None = None, seed: int = 0, suffix: str = ".nii.gz") -> Path:
+def write_xfit_case(
+    folder: Path,
+    n: int,
+    *,
+    size: int = 32,
+    spacing: float = 2.5,
+    centre_level: str = "L1",
+    levels: Sequence[str] = ("T12", "L1", "L2"),
+    fov: Sequence[int] | None = None,
+    seed: int = 0,
+    suffix: str = ".nii.gz",
+) -> Path:
     """One case in the ``xfit phantoms`` format: ``caseNNNN_ct``, ``_seg``, ``_tissue``, ``.json``."""
     shape = tuple(fov) if fov is not None else (size,) * 3
     hu, seg, affine = spine_volume(shape, (spacing,) * 3, centre_level, levels, seed=seed + n)
@@ -72,8 +88,9 @@ def write_xfit_case(folder: Path, n: int, *, size: int = 32, spacing: float = 2.
     write_nifti(Path(f"{stem}_ct{suffix}"), hu, affine)
     write_nifti(Path(f"{stem}_seg{suffix}"), seg, affine)
     write_nifti(Path(f"{stem}_tissue{suffix}"), (hu > 0).astype(np.int16) + 1, affine)  # must be ignored
-    Path(f"{stem}.json").write_text(json.dumps({"centre_level": centre_level,
-                                                 "centre_label": level_label(centre_level)}))
+    Path(f"{stem}.json").write_text(
+        json.dumps({"centre_level": centre_level, "centre_label": level_label(centre_level)})
+    )
     return Path(f"{stem}_ct{suffix}")
 
 
@@ -89,24 +106,44 @@ def write_xfit_collection(folder: Path, n: int, **kw) -> Path:
 
 # ----------------------------------------------------------------------------- public layouts
 
-TS_V1 = {18 + n: lev for n, lev in enumerate(["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)]
-                                             + [f"C{i}" for i in range(7, 0, -1)])}
-TS_V2 = {27 + n: lev for n, lev in enumerate(["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)]
-                                             + [f"C{i}" for i in range(7, 0, -1)])}
+TS_V1 = {
+    18 + n: lev
+    for n, lev in enumerate(
+        ["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + [f"C{i}" for i in range(7, 0, -1)]
+    )
+}
+TS_V2 = {
+    27 + n: lev
+    for n, lev in enumerate(
+        ["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + [f"C{i}" for i in range(7, 0, -1)]
+    )
+}
 
 
 def caret_label_table(table: dict[int, str]) -> bytes:
     """The XML TotalSegmentator v2 puts in a multilabel file's NIfTI extension (code 0)."""
-    body = "".join(f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]></Label>\n'
-                   for k, v in table.items())
-    return ('<?xml version="1.0" encoding="UTF-8"?> <CaretExtension> <VolumeInformation Index="0"> '
-            f"<LabelTable>\n{body}</LabelTable> <VolumeType><![CDATA[Label]]></VolumeType> "
-            "</VolumeInformation></CaretExtension>").encode()
+    body = "".join(
+        f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]></Label>\n' for k, v in table.items()
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?> <CaretExtension> <VolumeInformation Index="0"> '
+        f"<LabelTable>\n{body}</LabelTable> <VolumeType><![CDATA[Label]]></VolumeType> "
+        "</VolumeInformation></CaretExtension>"
+    ).encode()
 
 
-def write_layout(root: Path, layout: str, n: int, *, size: int = 32, spacing: float = 2.5,
-                 levels: Sequence[str] = ("T12", "L1", "L2"), centres: Sequence[str] = ("L1",),
-                 seed: int = 0, ts_mode: str = "folders") -> Path:
+def write_layout(
+    root: Path,
+    layout: str,
+    n: int,
+    *,
+    size: int = 32,
+    spacing: float = 2.5,
+    levels: Sequence[str] = ("T12", "L1", "L2"),
+    centres: Sequence[str] = ("L1",),
+    seed: int = 0,
+    ts_mode: str = "folders",
+) -> Path:
     """Write ``n`` cases in a public layout: ``verse``, ``ctspine1k`` or ``totalsegmentator``
     (``ts_mode``: ``folders`` (one file per structure), ``ml-header`` (v2 multilabel with its label
     table), ``ml-v1`` (v1 multilabel, no table))."""
@@ -129,8 +166,9 @@ def write_layout(root: Path, layout: str, n: int, *, size: int = 32, spacing: fl
             write_nifti(s / "ct.nii.gz", hu, aff)
             if ts_mode == "folders":
                 for lev in levels:
-                    write_nifti(s / "segmentations" / f"vertebrae_{lev}.nii.gz",
-                                (seg == level_label(lev)).astype(np.uint8), aff)
+                    write_nifti(
+                        s / "segmentations" / f"vertebrae_{lev}.nii.gz", (seg == level_label(lev)).astype(np.uint8), aff
+                    )
                 write_nifti(s / "segmentations" / "spleen.nii.gz", np.zeros_like(seg, np.uint8), aff)
             else:
                 table = TS_V2 if ts_mode == "ml-header" else TS_V1

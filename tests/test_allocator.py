@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import xfit.allocator as allocator
+from xfit import allocator
 
 # Allocate, touch and free a 64 MiB tensor 30 times; report the minor page faults it cost.
 LOOP = r"""

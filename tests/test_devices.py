@@ -14,8 +14,7 @@ INTEL = "processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile avx512_bf16\n"
 OLD = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
 
 
-@pytest.mark.parametrize("text, units", [(AMD, ("avx512_bf16",)), (INTEL, ("amx_bf16", "avx512_bf16")),
-                                         (OLD, ())])
+@pytest.mark.parametrize("text, units", [(AMD, ("avx512_bf16",)), (INTEL, ("amx_bf16", "avx512_bf16")), (OLD, ())])
 def test_cpu_bf16_units_reads_the_flags(tmp_path, text, units):
     path = tmp_path / "cpuinfo"
     path.write_text(text)

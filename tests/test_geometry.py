@@ -126,7 +126,13 @@ def test_sidecar_round_trip_and_validation():
     view = View(90.0, sdd_mm=1200, sod_mm=1000, shape=(64, 48), pixel_spacing_mm=(0.4, 0.5))
     data = view.to_sidecar(line_integral_scale=10.0)
     assert list(data) == [
-        "angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "projection", "flip_lr", "line_integral_scale",
+        "angle_deg",
+        "sdd_mm",
+        "sod_mm",
+        "pixel_spacing_mm",
+        "projection",
+        "flip_lr",
+        "line_integral_scale",
     ]
     assert View.from_sidecar(data, (64, 48)) == view
     assert View.from_sidecar(data, (64, 48), angle_deg=80.0).angle_deg == 80.0
@@ -148,19 +154,22 @@ def test_parse_angles():
 # ----------------------------------------------------------------------------- issue 12: documented ranges
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    (dict(angle_deg=True), "angle_deg"),
-    (dict(angle_deg=1e308), "angle_deg"),
-    (dict(sdd_mm=1e9, sod_mm=10.0), "sdd_mm"),
-    (dict(shape=(100000, 100000)), "too large"),
-    (dict(shape=(True, 4)), "whole numbers"),
-    (dict(shape=(4.5, 4)), "whole numbers"),
-    (dict(pixel_spacing_mm=(1.0, 1e6)), "pixel_spacing_mm"),
-    (dict(pixel_spacing_mm=(True, 1.0)), "pixel_spacing_mm"),
-    (dict(offset_px=(1e9, 0.0)), "offset_px"),
-    (dict(isocenter_mm=(0.0, 0.0, 1e12)), "isocenter_mm"),
-    (dict(projection=["cone"]), "projection"),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        (dict(angle_deg=True), "angle_deg"),
+        (dict(angle_deg=1e308), "angle_deg"),
+        (dict(sdd_mm=1e9, sod_mm=10.0), "sdd_mm"),
+        (dict(shape=(100000, 100000)), "too large"),
+        (dict(shape=(True, 4)), "whole numbers"),
+        (dict(shape=(4.5, 4)), "whole numbers"),
+        (dict(pixel_spacing_mm=(1.0, 1e6)), "pixel_spacing_mm"),
+        (dict(pixel_spacing_mm=(True, 1.0)), "pixel_spacing_mm"),
+        (dict(offset_px=(1e9, 0.0)), "offset_px"),
+        (dict(isocenter_mm=(0.0, 0.0, 1e12)), "isocenter_mm"),
+        (dict(projection=["cone"]), "projection"),
+    ],
+)
 def test_view_ranges(kwargs, words):
     with pytest.raises(GeometryError, match=words):
         View(**kwargs)
@@ -183,8 +192,17 @@ def test_pixel_rays_match_the_detector_grid_and_project_back(projection):
     from xfit.geometry import pixel_rays
 
     pose = ((1.0, 0.0, 0.0, 1.5), (0.0, 0.6, -0.8, 0.0), (0.0, 0.8, 0.6, -2.0), (0.0, 0.0, 0.0, 1.0))
-    view = View(angle_deg=37.0, sdd_mm=1000.0, sod_mm=600.0, shape=(21, 17), pixel_spacing_mm=(1.2, 0.8),
-                offset_px=(1.5, -2.0), projection=projection, isocenter_mm=(5.0, -3.0, 2.0), pose=pose)
+    view = View(
+        angle_deg=37.0,
+        sdd_mm=1000.0,
+        sod_mm=600.0,
+        shape=(21, 17),
+        pixel_spacing_mm=(1.2, 0.8),
+        offset_px=(1.5, -2.0),
+        projection=projection,
+        isocenter_mm=(5.0, -3.0, 2.0),
+        pose=pose,
+    )
     grid = make_rays([view], dtype=torch.float64)
     rc = torch.tensor([[0.0, 0.0], [7.0, 11.0], [20.0, 16.0]], dtype=torch.float64)
     rays = pixel_rays(view, rc)

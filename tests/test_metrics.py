@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-import xfit.metrics as metrics
+from xfit import metrics
 from xfit.errors import InputError
 from xfit.metrics import (
     LPIPS_WEIGHTS_ENV,
@@ -178,8 +178,14 @@ def test_surface_is_boundary():
 def test_volume_metrics_clips_and_reports(vol):
     mask = vol > 300
     out = volume_metrics(vol, vol, mask, mask, spacing_mm=1.25)
-    assert out == {"psnr_db": math.inf, "ssim": pytest.approx(1.0), "mae_hu": 0.0,
-                   "mae_mask_hu": 0.0, "dice": 1.0, "hd95_mm": 0.0}
+    assert out == {
+        "psnr_db": math.inf,
+        "ssim": pytest.approx(1.0),
+        "mae_hu": 0.0,
+        "mae_mask_hu": 0.0,
+        "dice": 1.0,
+        "hd95_mm": 0.0,
+    }
     # values beyond the window are clipped: +3000 vs +1500 does not count
     a, b = np.full((8, 8, 8), 1500.0), np.full((8, 8, 8), 3000.0)
     assert volume_metrics(a, b)["mae_hu"] == 0.0
@@ -241,7 +247,7 @@ def _ref_directed_brute(a, b, spacing) -> np.ndarray:
 
 def _ref_ssim(x: np.ndarray, y: np.ndarray, data_range: float, truncate: float) -> float:
     """Wang et al. SSIM with scipy's Gaussian (sigma 1.5, reflect), mean over the interior."""
-    filt = lambda v: ndimage.gaussian_filter(v, 1.5, truncate=truncate, mode="reflect")  # noqa: E731
+    filt = lambda v: ndimage.gaussian_filter(v, 1.5, truncate=truncate, mode="reflect")
     mx, my = filt(x), filt(y)
     vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -267,8 +273,9 @@ def test_psnr_matches_skimage(vol, noisy):
 def test_ssim3d_matches_skimage_gaussian(vol, noisy):
     from skimage.metrics import structural_similarity
 
-    ref = structural_similarity(vol, noisy, data_range=2500.0, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False)
+    ref = structural_similarity(
+        vol, noisy, data_range=2500.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert 0.1 < ref < 0.99  # a case where a wrong term would show
     assert ssim3d(noisy, vol, 2500.0, win=11) == pytest.approx(ref, abs=1e-10)
     # the default 7-tap window is the same Gaussian truncated at 2 sigma (scipy reference)
@@ -280,9 +287,14 @@ def test_ssim2d_slices_matches_skimage(vol, noisy):
     from skimage.metrics import structural_similarity
 
     for axis in (0, 2):
-        ref = np.mean([structural_similarity(a, b, data_range=2500.0, gaussian_weights=True, sigma=1.5,
-                                             use_sample_covariance=False)
-                       for a, b in zip(np.moveaxis(noisy, axis, 0), np.moveaxis(vol, axis, 0))])
+        ref = np.mean(
+            [
+                structural_similarity(
+                    a, b, data_range=2500.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+                )
+                for a, b in zip(np.moveaxis(noisy, axis, 0), np.moveaxis(vol, axis, 0))
+            ]
+        )
         assert ssim2d_slices(noisy, vol, 2500.0, axis=axis, win=11) == pytest.approx(ref, abs=1e-10)
 
 
@@ -337,7 +349,7 @@ def test_offset_cubes_by_hand(k):
     # B -> A is the mirror image, so the pooled distances hold each value twice as often.
     n, s = 7, (0.5, 2.0, 1.5)
     a = np.zeros((n + k + 2, n + 2, n + 2), bool)
-    a[1:1 + n, 1:1 + n, 1:1 + n] = True
+    a[1 : 1 + n, 1 : 1 + n, 1 : 1 + n] = True
     b = np.roll(a, k, axis=0)
     n_surf = n**3 - (n - 2) ** 3  # 218 surface voxels per cube
     total = (n**2 + (n - 2) ** 2) * k * s[0] + 4 * (n - 1) * s[0] * sum(range(1, k))
@@ -403,11 +415,10 @@ def test_volume_metrics_optional_keys(vol, noisy):
     mask_p, mask_g = noisy > 300, vol > 300
     base = volume_metrics(noisy, vol, mask_p, mask_g, spacing_mm=(1.0, 1.5, 2.0))
     assert set(base) == {"psnr_db", "ssim", "mae_hu", "mae_mask_hu", "dice", "hd95_mm"}
-    out = volume_metrics(noisy, vol, mask_p, mask_g, spacing_mm=(1.0, 1.5, 2.0), with_asd=True,
-                         with_freq=True)
+    out = volume_metrics(noisy, vol, mask_p, mask_g, spacing_mm=(1.0, 1.5, 2.0), with_asd=True, with_freq=True)
     assert {k: out[k] for k in base} == base
     assert out["asd_mm"] == pytest.approx(asd(mask_p, mask_g, (1.0, 1.5, 2.0)))
-    unit = lambda hu: (np.clip(hu, -1000, 1500) + 1000) / 2500 * 2 - 1  # noqa: E731
+    unit = lambda hu: (np.clip(hu, -1000, 1500) + 1000) / 2500 * 2 - 1
     assert out["freq_dist"] == pytest.approx(frequency_distance(unit(noisy), unit(vol)), abs=1e-12)
     assert set(volume_metrics(noisy, vol, with_freq=True)) == {"psnr_db", "ssim", "mae_hu", "freq_dist"}
     with pytest.raises(InputError, match="with_asd"):

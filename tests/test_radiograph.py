@@ -15,10 +15,35 @@ from xfit.errors import InputError
 from xfit.geometry import View
 from xfit.io import MU_WATER, read_image_raw, read_xray, write_nifti
 from xfit.radiograph import (
-    MATERIALS, PRESETS, TABLE_KEV, TISSUES, ClinicalStyle, add_scatter, burn_marker, check_style,
-    check_style_for_view, field_mask, grid_pattern, heel_ramp, ideal_style, load_styles, material_fractions,
-    mu_per_mm, multi_frequency, parse_style_params, polychromatic_transmission, preset_for, quantise,
-    quantum_noise, radiograph, scaled, sigmoid_lut, spectrum, style_from_params, text_bitmap, tissue_anchor_hu,
+    MATERIALS,
+    PRESETS,
+    TABLE_KEV,
+    TISSUES,
+    ClinicalStyle,
+    add_scatter,
+    burn_marker,
+    check_style,
+    check_style_for_view,
+    field_mask,
+    grid_pattern,
+    heel_ramp,
+    ideal_style,
+    load_styles,
+    material_fractions,
+    mu_per_mm,
+    multi_frequency,
+    parse_style_params,
+    polychromatic_transmission,
+    preset_for,
+    quantise,
+    quantum_noise,
+    radiograph,
+    scaled,
+    sigmoid_lut,
+    spectrum,
+    style_from_params,
+    text_bitmap,
+    tissue_anchor_hu,
 )
 from xfit.simulate import simulate
 
@@ -63,7 +88,7 @@ def test_tissue_anchors_and_fractions():
 def test_spectrum_is_normalised_below_kvp_and_hardened_by_filtration():
     kev, w = spectrum(80.0, 2.5, 0.0)
     assert abs(w.sum() - 1) < 1e-12 and kev.max() < 80 and kev.min() >= 10 and np.all(w >= 0)
-    mean = lambda k, x: float((k * x).sum())  # noqa: E731
+    mean = lambda k, x: float((k * x).sum())
     assert mean(*spectrum(80.0, 2.5, 0.3)) > mean(kev, w) + 2  # copper hardens the beam
     assert mean(*spectrum(120.0, 2.5, 0.0)) > mean(kev, w) + 5
     with pytest.raises(InputError):
@@ -173,10 +198,19 @@ def test_each_effect_switches_off_alone():
     p = _slab_p()
     base = ideal_style().replace(window_percentiles=(0.0, 100.0))
     ref = radiograph(p, VIEW, base).codes
-    for change in (dict(spr=1.0), dict(heel=0.3), dict(mtf_sigma_mm=1.0), dict(photons=1e4),
-                   dict(lut_slope=5.0), dict(enhance_sigmas_mm=(2.0,), enhance_gains=(0.5,)),
-                   dict(collimation_mm=(5.0, 5.0, 5.0, 5.0)), dict(marker="L"), dict(grid_contrast=0.2),
-                   dict(polychromatic=True), dict(bit_depth=8)):
+    for change in (
+        dict(spr=1.0),
+        dict(heel=0.3),
+        dict(mtf_sigma_mm=1.0),
+        dict(photons=1e4),
+        dict(lut_slope=5.0),
+        dict(enhance_sigmas_mm=(2.0,), enhance_gains=(0.5,)),
+        dict(collimation_mm=(5.0, 5.0, 5.0, 5.0)),
+        dict(marker="L"),
+        dict(grid_contrast=0.2),
+        dict(polychromatic=True),
+        dict(bit_depth=8),
+    ):
         assert not np.array_equal(radiograph(p, VIEW, base.replace(**change)).codes, ref), change
 
 
@@ -189,7 +223,7 @@ def test_material_paths_feed_the_polychromatic_model():
     st = ideal_style().replace(polychromatic=True)
     with_paths = radiograph(p, VIEW, st, paths_mm={"soft_tissue": soft, "cortical_bone": bone}).image
     water = radiograph(p, VIEW, st).image
-    contrast = lambda im: im[:, 20:30].mean() - im[:, :15].mean()  # noqa: E731
+    contrast = lambda im: im[:, 20:30].mean() - im[:, :15].mean()
     assert contrast(with_paths) > 0 and contrast(water) > 0
     with pytest.raises(InputError, match="path lengths"):
         radiograph(p, VIEW, st, paths_mm={"unobtainium": soft})
@@ -198,15 +232,27 @@ def test_material_paths_feed_the_polychromatic_model():
 # ----------------------------------------------------------------------------- styles and checks
 
 
-@pytest.mark.parametrize("change,words", [
-    (dict(kvp=10.0), "kvp"), (dict(kvp=200.0), "kvp"), (dict(spr=-0.5), "spr"), (dict(heel=2.0), "heel"),
-    (dict(strength=1.5), "strength"), (dict(bit_depth=4), "bit_depth"), (dict(bit_depth=12.5), "bit_depth"),
-    (dict(heel_axis="diagonal"), "heel_axis"), (dict(marker="Q"), "marker"),
-    (dict(marker_position=(0.5, 1.2)), "outside the image"), (dict(window_percentiles=(90.0, 10.0)), "window"),
-    (dict(enhance_gains=(0.5,)), "enhance_gains"), (dict(enhance_sigmas_mm=(4.0, 2.0)), "enhance_sigmas_mm"),
-    (dict(photons=float("nan")), "photons"), (dict(polychromatic="yes"), "polychromatic"),
-    (dict(collimation_mm=(1.0, 2.0)), "collimation_mm"),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        (dict(kvp=10.0), "kvp"),
+        (dict(kvp=200.0), "kvp"),
+        (dict(spr=-0.5), "spr"),
+        (dict(heel=2.0), "heel"),
+        (dict(strength=1.5), "strength"),
+        (dict(bit_depth=4), "bit_depth"),
+        (dict(bit_depth=12.5), "bit_depth"),
+        (dict(heel_axis="diagonal"), "heel_axis"),
+        (dict(marker="Q"), "marker"),
+        (dict(marker_position=(0.5, 1.2)), "outside the image"),
+        (dict(window_percentiles=(90.0, 10.0)), "window"),
+        (dict(enhance_gains=(0.5,)), "enhance_gains"),
+        (dict(enhance_sigmas_mm=(4.0, 2.0)), "enhance_sigmas_mm"),
+        (dict(photons=float("nan")), "photons"),
+        (dict(polychromatic="yes"), "polychromatic"),
+        (dict(collimation_mm=(1.0, 2.0)), "collimation_mm"),
+    ],
+)
 def test_bad_parameters_are_refused_by_name(change, words):
     with pytest.raises(InputError, match=words):
         check_style(dataclasses.replace(ClinicalStyle(), **change))
@@ -221,8 +267,17 @@ def test_detector_dependent_checks():
 
 
 def test_parameters_from_text_and_files(tmp_path):
-    st = style_from_params(PRESETS["ap"], {"kvp": "90", "collimation_mm": "1,2,3,4", "monochrome1": "true",
-                                          "bit_depth": "10", "marker": "", "enhance_gains": "0.1,0.2"})
+    st = style_from_params(
+        PRESETS["ap"],
+        {
+            "kvp": "90",
+            "collimation_mm": "1,2,3,4",
+            "monochrome1": "true",
+            "bit_depth": "10",
+            "marker": "",
+            "enhance_gains": "0.1,0.2",
+        },
+    )
     assert st.kvp == 90.0 and st.collimation_mm == (1.0, 2.0, 3.0, 4.0) and st.monochrome1 and st.bit_depth == 10
     assert st.marker == "" and st.enhance_gains == (0.1, 0.2)
     with pytest.raises(InputError, match="unknown style parameter 'kv'.*known: strength"):
@@ -258,7 +313,7 @@ def test_the_shipped_yaml_repeats_the_presets():
 
 def _box_ct(path: Path) -> Path:
     """A deterministic CT: a water box with a bone cylinder and a fat layer (no phantom generator)."""
-    i, j, k = np.mgrid[0:40, 0:36, 0:44].astype(np.float32)
+    i, j, _k = np.mgrid[0:40, 0:36, 0:44].astype(np.float32)
     hu = np.full(i.shape, -1000.0, dtype=np.float32)
     hu[4:36, 4:32, 2:42] = 40.0
     hu[4:36, 4:8, 2:42] = -90.0
@@ -295,36 +350,60 @@ def test_the_ideal_style_is_unchanged_bit_for_bit(tmp_path, monkeypatch):
         pa, pb = read_image_raw(a.png)[0].astype(np.int64), read_image_raw(b.png)[0].astype(np.int64)
         assert np.abs(pa - pb).max() <= 1
     monkeypatch.setenv("XFIT_PROJECTOR", "reference")
-    explicit = simulate(ct, [0.0, 90.0], tmp_path / "xr2", detector_shape=(40, 48), pixel_spacing_mm=(2.0, 2.0),
-                        style="ideal")
+    explicit = simulate(
+        ct, [0.0, 90.0], tmp_path / "xr2", detector_shape=(40, 48), pixel_spacing_mm=(2.0, 2.0), style="ideal"
+    )
     for a, b in zip(res, explicit):
         assert a.png.read_bytes() == b.png.read_bytes()
         assert a.png.with_suffix(".json").read_bytes() == b.png.with_suffix(".json").read_bytes()
-    assert (tmp_path / "xr" / "simulate.json").read_text().replace("xr", "") == \
-        (tmp_path / "xr2" / "simulate.json").read_text().replace("xr2", "")
+    assert (tmp_path / "xr" / "simulate.json").read_text().replace("xr", "") == (
+        tmp_path / "xr2" / "simulate.json"
+    ).read_text().replace("xr2", "")
 
 
 def test_the_clinical_style_through_the_simulator(tmp_path):
     ct = _box_ct(tmp_path / "ct.nii.gz")
     styles = {**PRESETS, "lateral": PRESETS["lateral"].replace(monochrome1=True, bit_depth=8)}
-    res = simulate(ct, [0.0, 90.0], tmp_path / "xr", detector_shape=(40, 48), pixel_spacing_mm=(2.0, 2.0),
-                   style="clinical", styles=styles, seed=4)
+    res = simulate(
+        ct,
+        [0.0, 90.0],
+        tmp_path / "xr",
+        detector_shape=(40, 48),
+        pixel_spacing_mm=(2.0, 2.0),
+        style="clinical",
+        styles=styles,
+        seed=4,
+    )
     assert [r.preset for r in res] == ["ap", "lateral"]
     ap, lat = (read_xray(r.png) for r in res)
     assert ap.line_integral_scale is None and "invert" not in ap.sources
     assert read_image_raw(res[0].png)[1] == 16 and read_image_raw(res[1].png)[1] == 8
     assert lat.sources["invert"].startswith("lat.json") and np.allclose(lat.image, res[1].radiograph.image, atol=1e-6)
     assert np.allclose(ap.image, res[0].radiograph.image, atol=1e-4)
-    again = simulate(ct, [0.0, 90.0], tmp_path / "xr2", detector_shape=(40, 48), pixel_spacing_mm=(2.0, 2.0),
-                     style="clinical", styles=styles, seed=4)
+    again = simulate(
+        ct,
+        [0.0, 90.0],
+        tmp_path / "xr2",
+        detector_shape=(40, 48),
+        pixel_spacing_mm=(2.0, 2.0),
+        style="clinical",
+        styles=styles,
+        seed=4,
+    )
     assert all(np.array_equal(a.radiograph.codes, b.radiograph.codes) for a, b in zip(res, again))
     with pytest.raises(InputError, match="--dose"):
         simulate(ct, [0.0], tmp_path / "x3", style="clinical", photons=100.0)
     with pytest.raises(InputError, match="style 'clinical'"):
         simulate(ct, [0.0], tmp_path / "x3", styles=PRESETS)
     with pytest.raises(InputError, match="marker"):
-        simulate(ct, [0.0], tmp_path / "x3", style="clinical", detector_shape=(8, 8),
-                 styles={**PRESETS, "ap": PRESETS["ap"].replace(collimation_mm=(0.0,) * 4, marker_size_mm=20.0)})
+        simulate(
+            ct,
+            [0.0],
+            tmp_path / "x3",
+            style="clinical",
+            detector_shape=(8, 8),
+            styles={**PRESETS, "ap": PRESETS["ap"].replace(collimation_mm=(0.0,) * 4, marker_size_mm=20.0)},
+        )
     assert not (tmp_path / "x3").exists()
     assert set(TISSUES) <= set(MATERIALS)
 

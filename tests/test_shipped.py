@@ -42,7 +42,22 @@ def test_default_reconstruction_runs_on_the_examples():
     assert {"psnr_db", "dice"} <= set(rec.metrics)
 
 
-@pytest.mark.parametrize("method", ["x2ct-cnn", "x2ct-gan", "ear", "transvert", "xctrsnet", "igcn", "x2ct-cnn@jitter", "x2ct-gan@jitter", "transvert@jitter", "ear@jitter", "xctrsnet@jitter"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "x2ct-cnn",
+        "x2ct-gan",
+        "ear",
+        "transvert",
+        "xctrsnet",
+        "igcn",
+        "x2ct-cnn@jitter",
+        "x2ct-gan@jitter",
+        "transvert@jitter",
+        "ear@jitter",
+        "xctrsnet@jitter",
+    ],
+)
 def test_shipped_baselines_are_trained_on_the_priors_data(method):
     """Each baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw;
     a ``@jitter`` variant with the second view anywhere in 40..140 degrees."""

@@ -62,7 +62,9 @@ def test_hu_to_mu_gradcheck():
 def test_hu_to_unit_window_ends_and_clamp():
     lo, hi = HU_WINDOW
     hu = torch.tensor([lo - 500.0, lo, (lo + hi) / 2, hi, hi + 500.0], dtype=torch.float64)
-    torch.testing.assert_close(hu_to_unit(hu, HU_WINDOW), torch.tensor([-1.0, -1.0, 0.0, 1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        hu_to_unit(hu, HU_WINDOW), torch.tensor([-1.0, -1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    )
     assert hu_to_unit(hu.float(), HU_WINDOW).dtype == torch.float32
 
 
@@ -116,8 +118,12 @@ def test_conversions_are_defined_only_in_units():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
-        found += [f"{path.relative_to(PACKAGE)}: {m.group(0).strip()}" for m in _DEFINITIONS.finditer(text)
-                  if path.name != "units.py"]
-        found += [f"{path.relative_to(PACKAGE)}: inline hu_to_mu" for _ in _INLINE.finditer(text)
-                  if path.name != "units.py"]
+        found += [
+            f"{path.relative_to(PACKAGE)}: {m.group(0).strip()}"
+            for m in _DEFINITIONS.finditer(text)
+            if path.name != "units.py"
+        ]
+        found += [
+            f"{path.relative_to(PACKAGE)}: inline hu_to_mu" for _ in _INLINE.finditer(text) if path.name != "units.py"
+        ]
     assert found == []

@@ -14,6 +14,7 @@ from xfit.prior.checkpoint import compute_w_stats, save_prior
 from xfit.prior.config import PriorConfig, load_config
 from xfit.prior.networks import Generator, build_generator
 
+
 def tiny_generator(torch_seed: int = 0, noise_strength: float = 0.0) -> Generator:
     """The tiny prior's generator, in eval mode, initialised right after ``torch.manual_seed(torch_seed)``
     (so torch's global generator is left where building it leaves it); every layer's noise strength
@@ -50,9 +51,16 @@ def tiny_baseline(method: str, **training) -> BaselineConfig:
     t = {"batch_size": 2, "steps": 4, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1, "seed": 0, **training}
     if method == "ear":
         t.setdefault("betas", [0.9, 0.999])
-    return BaselineConfig.from_dict({
-        "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
-        "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}, "training": t})
+    return BaselineConfig.from_dict(
+        {
+            "method": method,
+            "resolution": 16,
+            "spacing_mm": 5.0,
+            "arch": TINY_ARCH[method],
+            "views": {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]},
+            "training": t,
+        }
+    )
 
 
 def baseline_yaml(tmp_path: Path, **training) -> Path:

@@ -13,19 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import baseline_cli
 from click.testing import CliRunner
+from spine_synth import synthetic_crops as _crops
 
 from xfit.baselines import igcn, transvert, xctrsnet
-from xfit.baselines.common import (PART2_METHODS, BaselineConfig, Lifter, annotation_disc, check_method,
-                                   footprint_pixels, load_config, param_count, save_model)
+from xfit.baselines.common import (
+    PART2_METHODS,
+    BaselineConfig,
+    Lifter,
+    annotation_disc,
+    check_method,
+    footprint_pixels,
+    load_config,
+    param_count,
+    save_model,
+)
 from xfit.baselines.registry import build_model, load_model
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
 from xfit.errors import CheckpointError, InputError
 from xfit.geometry import View, world_to_pixel
 from xfit.prior.checkpoint import load_training_state
-
-from cli_helpers import baseline_cli
-from spine_synth import synthetic_crops as _crops
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,9 +50,16 @@ def tiny(method: str, **training) -> BaselineConfig:
     views = {"detector": [24, 24], "pixel_spacing_mm": [4.0, 4.0]}
     if method == "igcn":
         views["angles_deg"] = [0.0]
-    return BaselineConfig.from_dict({
-        "method": method, "resolution": 16, "spacing_mm": 5.0, "arch": TINY_ARCH[method],
-        "views": views, "training": t})
+    return BaselineConfig.from_dict(
+        {
+            "method": method,
+            "resolution": 16,
+            "spacing_mm": 5.0,
+            "arch": TINY_ARCH[method],
+            "views": views,
+            "training": t,
+        }
+    )
 
 
 def n_views(method: str) -> int:
@@ -83,8 +98,11 @@ def test_registry():
     from xfit.baselines.registry import MODELS
 
     # the registry wires each part-2 method to its own network
-    assert {m: MODELS[m] for m in PART2_METHODS} == {"transvert": transvert.TransVert, "xctrsnet": xctrsnet.XCTRSNet,
-                                                     "igcn": igcn.IGCN}
+    assert {m: MODELS[m] for m in PART2_METHODS} == {
+        "transvert": transvert.TransVert,
+        "xctrsnet": xctrsnet.XCTRSNet,
+        "igcn": igcn.IGCN,
+    }
     for m in PART2_METHODS:
         assert check_method(m) == m and load_config(m).method == m
 
@@ -141,12 +159,21 @@ def test_annotation_disc_and_footprint_pixels():
     assert annotation_disc(torch.tensor([[-5.0, 3.0]]), 8).sum() == 0
     v = View(90.0, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0))
     centre_px = world_to_pixel(torch.zeros(1, 3, dtype=torch.float64), v)
-    assert torch.allclose(footprint_pixels(centre_px, v, (0, 0, 0), 80.0, 16), torch.tensor([[7.5, 7.5]], dtype=torch.float64))
+    assert torch.allclose(
+        footprint_pixels(centre_px, v, (0, 0, 0), 80.0, 16), torch.tensor([[7.5, 7.5]], dtype=torch.float64)
+    )
     # a point 20 mm superior sits a quarter of the footprint higher (cone magnification cancels)
     up = world_to_pixel(torch.tensor([[0.0, 0.0, 20.0]], dtype=torch.float64), v)
-    assert torch.allclose(footprint_pixels(up, v, (0, 0, 0), 80.0, 16)[0, 0], torch.tensor(3.5, dtype=torch.float64), atol=1e-6)
-    ann = transvert.annotation_points(torch.tensor([[0.0, 0.0, 20.0]]), [[View(0.0, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0)), v]],
-                                      (0, 0, 0), 80.0, 16)
+    assert torch.allclose(
+        footprint_pixels(up, v, (0, 0, 0), 80.0, 16)[0, 0], torch.tensor(3.5, dtype=torch.float64), atol=1e-6
+    )
+    ann = transvert.annotation_points(
+        torch.tensor([[0.0, 0.0, 20.0]]),
+        [[View(0.0, shape=(24, 24), pixel_spacing_mm=(4.0, 4.0)), v]],
+        (0, 0, 0),
+        80.0,
+        16,
+    )
     # centre (3.5, 7.5): the four pixels within 1 px are (3|4, 7|8), in both views
     assert ann.shape == (1, 2, 16, 16) and (ann[0, :, 3:5, 7:9] == 1).all() and ann.sum() == 8
 
@@ -188,7 +215,7 @@ def _box_mesh(lo=(4, 5, 6), hi=(12, 11, 10), res=16, spacing=5.0):
     from skimage.measure import marching_cubes
 
     m = np.zeros((res, res, res), np.float32)
-    m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+    m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
     v, f, _, _ = marching_cubes(np.pad(m, 1), 0.5)
     return m, (v - 1 - (res - 1) / 2) * spacing, f
 
@@ -226,7 +253,7 @@ def test_igcn_losses_by_hand():
     shifted = {"vertices": out["vertices"] + torch.tensor([8.0, 0.0, 0.0])}  # 8 mm = 0.2 half-sides along x
     t = igcn.losses(shifted, gt, normals, net, lif, igcn.WEIGHTS)
     assert t["laplacian"].item() < 1e-10  # a translation keeps the Laplacian coordinates
-    assert 0 < t["pos"].item() <= 2 * 0.2 ** 2 + 1e-6
+    assert 0 < t["pos"].item() <= 2 * 0.2**2 + 1e-6
     assert math.isclose(t["total"].item(), t["pos"].item() + 10 * t["map"].item(), rel_tol=1e-5)
 
 
@@ -283,7 +310,9 @@ def test_xctrsnet_losses_by_hand():
     out = {"volume": pred, "seg_logit": logit, "seg_gt_logit": logit}
     t = xctrsnet.losses(out, target, mask * 2 - 1, xctrsnet.WEIGHTS)
     assert math.isclose(t["recon"].item(), 1 / 8, rel_tol=1e-6) and t["rsc"].item() == 0
-    assert math.isclose(t["dice"].item(), 4 / 7, rel_tol=1e-6) and math.isclose(t["dice_gt"].item(), 4 / 7, rel_tol=1e-6)
+    assert math.isclose(t["dice"].item(), 4 / 7, rel_tol=1e-6) and math.isclose(
+        t["dice_gt"].item(), 4 / 7, rel_tol=1e-6
+    )
     want = 1 / 8 + t["perc"].item() + 2 * 4 / 7
     assert math.isclose(t["total"].item(), want, rel_tol=1e-6)
 
@@ -367,7 +396,9 @@ def test_bad_configs():
     with pytest.raises(InputError, match="one width per scale"):
         BaselineConfig.from_dict({"method": "xctrsnet", "arch": {"path": [4, 4]}})
     with pytest.raises(InputError, match="too many"):
-        BaselineConfig.from_dict({"method": "xctrsnet", "resolution": 16, "arch": {"enc": [4, 4, 4, 4], "path": [4, 4, 4, 4]}})
+        BaselineConfig.from_dict(
+            {"method": "xctrsnet", "resolution": 16, "arch": {"enc": [4, 4, 4, 4], "path": [4, 4, 4, 4]}}
+        )
     with pytest.raises(InputError, match="arch: unknown key"):
         BaselineConfig.from_dict({"method": "xctrsnet", "arch": {"map": 3}})
 
@@ -388,7 +419,7 @@ def test_predict(trained):
     cfg = tiny("transvert")
     views = cfg.views.views()
     images = [np.random.default_rng(i).random((24, 24)).astype(np.float32) for i in range(2)]
-    hu, lab, aff, notes = predict("transvert", trained["transvert"], images, views)
+    hu, lab, _aff, notes = predict("transvert", trained["transvert"], images, views)
     assert hu.shape == (16, 16, 16) and hu.dtype == np.float32 and lab.dtype == np.uint8
     assert set(np.unique(hu)) <= set(SHAPE_HU) and notes["ct_output"] is False and "no CT output" in notes["hu"]
     assert "shape output" in notes["labels"] and "projected cube centre" in notes["annotation"]
@@ -399,7 +430,7 @@ def test_predict(trained):
         predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, 6.0)])
     with pytest.raises(InputError, match="finite"):
         predict("transvert", trained["transvert"], images, views, centroid_rc=[(5.0, float("nan")), (1.0, 1.0)])
-    hu, lab, aff, notes = predict("igcn", trained["igcn"], images[:1], views[:1])
+    hu, lab, _aff, notes = predict("igcn", trained["igcn"], images[:1], views[:1])
     assert notes["ct_output"] is False and "mesh output" in notes["labels"] and lab.dtype == np.uint8
     assert np.array_equal(hu > SHAPE_HU[0], lab > 0) and lab.sum() > 0
     mesh = notes["mesh"]
@@ -430,8 +461,23 @@ def test_cli_train_baseline(tmp_path, ct_dir):
 
     cfgfile = tmp_path / "tiny.yaml"
     cfgfile.write_text(yaml.safe_dump(tiny("transvert").to_dict()))
-    res = CliRunner().invoke(baseline_cli(), ["train-baseline", "transvert", str(ct_dir), "-o", str(tmp_path / "run"),
-                                      "--config", str(cfgfile), "--max-steps", "1", "--quiet", "--workers", "1"])
+    res = CliRunner().invoke(
+        baseline_cli(),
+        [
+            "train-baseline",
+            "transvert",
+            str(ct_dir),
+            "-o",
+            str(tmp_path / "run"),
+            "--config",
+            str(cfgfile),
+            "--max-steps",
+            "1",
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "trained transvert 1 steps" in res.output and (tmp_path / "run" / MODEL_FILE).is_file()
 
@@ -445,8 +491,21 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir, me
 
     ct = sorted(Path(ct_dir).rglob("*_ct.nii.gz"))[0]
     runner = CliRunner()
-    res = runner.invoke(main, ["simulate", str(ct), "--angles", "0,90", "--detector", "24", "--pixel-spacing", "4",
-                               "-o", str(tmp_path / "xr")])
+    res = runner.invoke(
+        main,
+        [
+            "simulate",
+            str(ct),
+            "--angles",
+            "0,90",
+            "--detector",
+            "24",
+            "--pixel-spacing",
+            "4",
+            "-o",
+            str(tmp_path / "xr"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = tmp_path / "rec"
     images = [str(tmp_path / "xr" / "ap.png")] + ([] if method == "igcn" else [str(tmp_path / "xr" / "lat.png")])

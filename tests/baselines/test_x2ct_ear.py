@@ -12,20 +12,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import baseline_cli
 from click.testing import CliRunner
+from spine_synth import synthetic_crops as _crops
+from tiny_models import tiny_baseline as tiny
 
 from xfit.baselines import ear, x2ct
-from xfit.baselines.common import (PART1_METHODS as METHODS, BaselineConfig, Conv3d, Lifter, check_method, cube_affine,
-                                   footprints, labels_from_hu, load_config, param_count, save_model)
+from xfit.baselines.common import PART1_METHODS as METHODS
+from xfit.baselines.common import (
+    BaselineConfig,
+    Conv3d,
+    Lifter,
+    check_method,
+    cube_affine,
+    footprints,
+    labels_from_hu,
+    load_config,
+    param_count,
+    save_model,
+)
 from xfit.baselines.registry import build_model, load_model
 from xfit.baselines.train import MODEL_FILE, STATE_FILE, BaselineTrainer, train
 from xfit.errors import CheckpointError, InputError, OutputExistsError
 from xfit.geometry import View
 from xfit.prior.checkpoint import load_training_state
-
-from cli_helpers import baseline_cli
-from spine_synth import synthetic_crops as _crops
-from tiny_models import tiny_baseline as tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,6 +213,7 @@ def test_per_view_jitter_draws_each_view_in_its_own_range():
 
     class B:  # view_differences only reads the config
         config = cfg
+
     assert not view_differences(cfg.views.views([0, 135]), B)
     assert view_differences(cfg.views.views([3, 90]), B)  # the AP has no jitter
     for bad in ([1, 2, 3], [0, -5], "5", [0, True]):
@@ -264,7 +275,13 @@ def test_bad_checkpoints(tmp_path, trained):
     cfg = tiny("x2ct-cnn")
     wide = BaselineConfig.from_dict({**cfg.to_dict(), "arch": {"enc": [4, 8, 16], "dec": [4, 8, 8], "fc_hidden": 16}})
     tensors = {f"G.{k}": v for k, v in build_model(wide).state_dict().items()}
-    meta = {"format": "xfit-baseline", "format_version": 1, "method": "x2ct-cnn", "config": cfg.to_dict(), "training": {}}
+    meta = {
+        "format": "xfit-baseline",
+        "format_version": 1,
+        "method": "x2ct-cnn",
+        "config": cfg.to_dict(),
+        "training": {},
+    }
     bad = save_safetensors(tmp_path / "bad.safetensors", tensors, {"xfit": json.dumps(meta)}, False)
     with pytest.raises(CheckpointError, match="do not match the x2ct-cnn architecture"):
         load_model(bad, "x2ct-cnn")
@@ -280,8 +297,11 @@ def test_training_state_of_another_method(tmp_path):
     other = BaselineTrainer(tiny("ear"))
     with pytest.raises(CheckpointError, match="method 'x2ct-cnn', not 'ear'"):
         other.load_state(*tr.state())
-    wider = BaselineTrainer(BaselineConfig.from_dict({**tiny("x2ct-cnn").to_dict(),
-                                                      "arch": {"enc": [4, 8, 16], "dec": [4, 8, 8], "fc_hidden": 16}}))
+    wider = BaselineTrainer(
+        BaselineConfig.from_dict(
+            {**tiny("x2ct-cnn").to_dict(), "arch": {"enc": [4, 8, 16], "dec": [4, 8, 8], "fc_hidden": 16}}
+        )
+    )
     with pytest.raises(CheckpointError, match="does not match this architecture"):
         wider.load_state(*tr.state())
 
@@ -347,15 +367,46 @@ def test_cli_train_baseline(tmp_path, ct_dir):
     cfgfile = tmp_path / "tiny.yaml"
     cfgfile.write_text(yaml.safe_dump(tiny("ear").to_dict()))
     runner = CliRunner()
-    res = runner.invoke(baseline_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--config",
-                                 str(cfgfile), "--max-steps", "1", "--quiet", "--workers", "1"])
+    res = runner.invoke(
+        baseline_cli(),
+        [
+            "train-baseline",
+            "ear",
+            str(ct_dir),
+            "-o",
+            str(tmp_path / "run"),
+            "--config",
+            str(cfgfile),
+            "--max-steps",
+            "1",
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "trained ear 1 steps" in res.output and (tmp_path / "run" / MODEL_FILE).is_file()
-    res = runner.invoke(baseline_cli(), ["train-baseline", "ear", str(ct_dir), "-o", str(tmp_path / "run"), "--resume",
-                                 "--max-steps", "2", "--quiet", "--workers", "1"])
+    res = runner.invoke(
+        baseline_cli(),
+        [
+            "train-baseline",
+            "ear",
+            str(ct_dir),
+            "-o",
+            str(tmp_path / "run"),
+            "--resume",
+            "--max-steps",
+            "2",
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(baseline_cli(), ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(tmp_path / "r2"), "--config",
-                                 str(cfgfile)])
+    res = runner.invoke(
+        baseline_cli(),
+        ["train-baseline", "x2ct-cnn", str(ct_dir), "-o", str(tmp_path / "r2"), "--config", str(cfgfile)],
+    )
     assert res.exit_code == 2 and "xfit: error: the config is for method 'ear', not 'x2ct-cnn'" in res.output
     res = runner.invoke(baseline_cli(), ["train-baseline", "nerf", str(ct_dir), "-o", str(tmp_path / "r3")])
     assert res.exit_code == 2 and res.output.startswith("xfit: error:") and len(res.output.strip().splitlines()) == 1
@@ -379,7 +430,7 @@ def test_footprint_and_lifting_agree_with_the_projector():
     assert 11 <= peak[0] <= 13 and 6 <= peak[1] <= 8 and 11 <= peak[2] <= 13, peak
 
 
-DDP_SCRIPT = '''
+DDP_SCRIPT = """
 import hashlib, json, sys
 import torch
 import torch.distributed as dist
@@ -404,7 +455,7 @@ if dist.get_rank() == 0:
     open(out, "w").write(json.dumps(gathered))
 dist.barrier()
 dist.destroy_process_group()
-'''
+"""
 
 
 @pytest.mark.slow
@@ -418,8 +469,19 @@ def test_two_process_training_keeps_ranks_identical(tmp_path, ct_dir, method):
     script.write_text(DDP_SCRIPT)
     config.write_text(json.dumps(tiny(method).to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(ct_dir), str(config), str(tmp_path / "run"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(ct_dir),
+        str(config),
+        str(tmp_path / "run"),
+        str(out),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = json.loads(out.read_text())
@@ -451,12 +513,35 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir):
 
     ct = sorted(Path(ct_dir).rglob("*_ct.nii.gz"))[0]
     runner = CliRunner()
-    res = runner.invoke(main, ["simulate", str(ct), "--angles", "0,90", "--detector", "24", "--pixel-spacing", "4",
-                               "-o", str(tmp_path / "xr")])
+    res = runner.invoke(
+        main,
+        [
+            "simulate",
+            str(ct),
+            "--angles",
+            "0,90",
+            "--detector",
+            "24",
+            "--pixel-spacing",
+            "4",
+            "-o",
+            str(tmp_path / "xr"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = tmp_path / "rec"
-    args = ["reconstruct", str(tmp_path / "xr" / "ap.png"), str(tmp_path / "xr" / "lat.png"), "-o", str(out),
-            "--method", "x2ct-cnn", "--checkpoint", str(trained), "--quiet"]
+    args = [
+        "reconstruct",
+        str(tmp_path / "xr" / "ap.png"),
+        str(tmp_path / "xr" / "lat.png"),
+        "-o",
+        str(out),
+        "--method",
+        "x2ct-cnn",
+        "--checkpoint",
+        str(trained),
+        "--quiet",
+    ]
     res = runner.invoke(main, args)
     assert res.exit_code == 0, (res.output, res.exception)
     for name in ("recon.nii.gz", "labels.nii.gz", "preview.png", "report.json"):

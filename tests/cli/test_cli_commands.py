@@ -5,11 +5,24 @@ entry points that were ``python -m`` only are ``xfit`` subcommands under the sam
 from __future__ import annotations
 
 import pytest
-
 from cli_helpers import assert_user_error, run
 
-COMMANDS = {"phantoms", "simulate", "train-prior", "sample", "evaluate-prior", "snapshot", "reconstruct",
-            "train-baseline", "ship-baselines", "evaluate", "study", "merge", "summarize", "results"}
+COMMANDS = {
+    "phantoms",
+    "simulate",
+    "train-prior",
+    "sample",
+    "evaluate-prior",
+    "snapshot",
+    "reconstruct",
+    "train-baseline",
+    "ship-baselines",
+    "evaluate",
+    "study",
+    "merge",
+    "summarize",
+    "results",
+}
 
 
 def test_every_command_is_registered():
@@ -64,6 +77,7 @@ def test_the_registry_builds_every_baseline():
     assert set(MODELS) == set(METHODS) == set(DEFAULT_ARCHS)
     for method in METHODS:
         views = {"angles_deg": [0.0]} if method == "igcn" else {}
-        net = build_model(BaselineConfig.from_dict({"method": method, "resolution": 64, "spacing_mm": 1.25,
-                                                    "views": views}))
+        net = build_model(
+            BaselineConfig.from_dict({"method": method, "resolution": 64, "spacing_mm": 1.25, "views": views})
+        )
         assert isinstance(net, MODELS[method])

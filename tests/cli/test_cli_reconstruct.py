@@ -6,11 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_user_error, run
 from PIL import Image
 
 import xfit
-
-from cli_helpers import assert_user_error, run
 
 FAST = ["--steps", "4", "--restarts", "2", "--quiet"]
 
@@ -28,7 +27,19 @@ def setup(tmp_path_factory, tiny_prior_file):
 
 def test_reconstruct_writes_all_outputs(setup, tmp_path):
     out = tmp_path / "out"
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"], "--gt", setup["ct"], "--mesh", *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--gt",
+        setup["ct"],
+        "--mesh",
+        *FAST,
+    )
     assert res.exit_code == 0, (res.output, res.stderr)
     for name in ("recon.nii.gz", "labels.nii.gz", "uncertainty.nii.gz", "preview.png", "report.json", "surface.stl"):
         assert (out / name).exists(), name

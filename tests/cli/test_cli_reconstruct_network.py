@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import assert_user_error, run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -50,8 +49,10 @@ def test_init_checkpoint_without_init_network_is_refused(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text,word", [("anchor: 1\n", "anchor"), ("init_network: igcn\n", "init_network"),
-                                       ("background: maybe\n", "background")])
+@pytest.mark.parametrize(
+    "text,word",
+    [("anchor: 1\n", "anchor"), ("init_network: igcn\n", "init_network"), ("background: maybe\n", "background")],
+)
 def test_bad_fit_config_keys_are_refused(tmp_path, text, word):
     cfg = tmp_path / "fit.yaml"
     cfg.write_text(text)
@@ -63,8 +64,19 @@ def test_bad_fit_config_keys_are_refused(tmp_path, text, word):
 def test_ceiling_reconstruction_with_a_truth(tmp_path, tiny):
     """``--method ceiling --gt`` writes the usual folder; its report says it is the oracle."""
     out = tmp_path / "out"
-    res = run("reconstruct", *XRAYS, "--prior", tiny, "--method", "ceiling", "--gt", EXAMPLES / "ct.nii.gz",
-              "-o", out, "--quiet")
+    res = run(
+        "reconstruct",
+        *XRAYS,
+        "--prior",
+        tiny,
+        "--method",
+        "ceiling",
+        "--gt",
+        EXAMPLES / "ct.nii.gz",
+        "-o",
+        out,
+        "--quiet",
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert "ceiling" in json.dumps(report)

@@ -8,12 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from xfit.geometry import world_to_pixel
-from xfit.phantoms.model import make_phantom
-from xfit.io import write_nifti
-from xfit.simulate import simulate
-
 from cli_helpers import assert_user_error, run
+
+from xfit.geometry import world_to_pixel
+from xfit.io import write_nifti
+from xfit.phantoms.model import make_phantom
+from xfit.simulate import simulate
 
 reconstruct_module = importlib.import_module("xfit.reconstruct")
 FAST = ["--steps", "3", "--restarts", "1", "--quiet"]
@@ -28,8 +28,9 @@ def setup(tmp_path_factory, tiny_prior_file):
     ph = make_phantom(3, size=(64, 56, 96), spacing_mm=2.5, level="L3", noise_hu=0, blur=False)
     ct = root / "ct.nii.gz"
     write_nifti(ct, ph.hu, ph.affine, force=True)
-    sims = simulate(ct, [0.0, 90.0], root / "xr", detector_shape=(120, 100), pixel_spacing_mm=(2.0, 2.0),
-                    isocenter_mm=ISO)
+    sims = simulate(
+        ct, [0.0, 90.0], root / "xr", detector_shape=(120, 100), pixel_spacing_mm=(2.0, 2.0), isocenter_mm=ISO
+    )
     origin = torch.zeros(1, 3, dtype=torch.float64)
     above = torch.tensor([[0.0, 0.0, 25.0]], dtype=torch.float64)
     pix = [world_to_pixel(origin, s.view)[0].tolist() for s in sims]
@@ -43,8 +44,20 @@ def rc(p):
 
 def test_clicks_are_triangulated_and_the_cube_placed_there(setup, tmp_path):
     out = tmp_path / "out"
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(setup["pix"][0]), "--target", rc(setup["pix"][1]), *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(setup["pix"][0]),
+        "--target",
+        rc(setup["pix"][1]),
+        *FAST,
+    )
     assert res.exit_code == 0, (res.output, res.stderr)
     assert "target (clicks)" in res.output
     img = nib.load(str(out / "recon.nii.gz"))
@@ -89,9 +102,26 @@ def test_auto_target_warns_when_bone_is_dark_in_the_images(setup):
 
 def test_several_vertebrae_get_folders_and_one_label_map(setup, tmp_path):
     out = tmp_path / "many"
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(setup["pix"][0]), "--target", rc(setup["pix"][1]),
-              "--target", rc(setup["above"][0]), "--target", rc(setup["above"][1]), "--levels", "L3,L2", *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(setup["pix"][0]),
+        "--target",
+        rc(setup["pix"][1]),
+        "--target",
+        rc(setup["above"][0]),
+        "--target",
+        rc(setup["above"][1]),
+        "--levels",
+        "L3,L2",
+        *FAST,
+    )
     assert res.exit_code == 0, (res.output, res.stderr)
     for name in ("L3", "L2"):
         assert (out / name / "recon.nii.gz").exists()
@@ -104,13 +134,16 @@ def test_several_vertebrae_get_folders_and_one_label_map(setup, tmp_path):
     assert labels.shape[2] == 32 + 10
 
 
-@pytest.mark.parametrize("targets, words", [
-    (["500,10", "50,50"], ["outside", "image 0"]),
-    (["60,50", "10,50"], ["inconsistent"]),
-    (["60,50"], ["--target value(s) for 2 images"]),
-    (["auto", "60,50"], ["alone"]),
-    (["60"], ["ROW,COL"]),
-])
+@pytest.mark.parametrize(
+    "targets, words",
+    [
+        (["500,10", "50,50"], ["outside", "image 0"]),
+        (["60,50", "10,50"], ["inconsistent"]),
+        (["60,50"], ["--target value(s) for 2 images"]),
+        (["auto", "60,50"], ["alone"]),
+        (["60"], ["ROW,COL"]),
+    ],
+)
 def test_bad_targets_get_one_line(setup, tmp_path, targets, words):
     out = tmp_path / "bad"
     args = [a for t in targets for a in ("--target", t)]
@@ -127,8 +160,20 @@ def test_a_cube_leaving_the_image_is_refused(setup, tmp_path):
 
     views = [read_xray(p).view for p in (setup["ap"], setup["lat"])]
     pix = [world_to_pixel(top, v)[0].tolist() for v in views]
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(pix[0]), "--target", rc(pix[1]), *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(pix[0]),
+        "--target",
+        rc(pix[1]),
+        *FAST,
+    )
     assert_user_error(res, "leaves image")
     assert not out.exists()
 
@@ -136,18 +181,62 @@ def test_a_cube_leaving_the_image_is_refused(setup, tmp_path):
 def test_more_vertebrae_than_memory_allows(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(reconstruct_module, "MAX_COMBINED_VOXELS", 30**3)
     out = tmp_path / "mem"
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(setup["pix"][0]), "--target", rc(setup["pix"][1]),
-              "--target", rc(setup["above"][0]), "--target", rc(setup["above"][1]), *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(setup["pix"][0]),
+        "--target",
+        rc(setup["pix"][1]),
+        "--target",
+        rc(setup["above"][0]),
+        "--target",
+        rc(setup["above"][1]),
+        *FAST,
+    )
     assert_user_error(res, "combined label map")
     assert not out.exists()
     monkeypatch.setattr(reconstruct_module, "MAX_TARGETS", 1)
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(setup["pix"][0]), "--target", rc(setup["pix"][1]),
-              "--target", rc(setup["above"][0]), "--target", rc(setup["above"][1]), *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(setup["pix"][0]),
+        "--target",
+        rc(setup["pix"][1]),
+        "--target",
+        rc(setup["above"][0]),
+        "--target",
+        rc(setup["above"][1]),
+        *FAST,
+    )
     assert_user_error(res, "at most 1")
-    res = run("reconstruct", setup["ap"], setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(setup["pix"][0]), "--target", rc(setup["pix"][1]), "--levels", "L1,L2", *FAST)
+    res = run(
+        "reconstruct",
+        setup["ap"],
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(setup["pix"][0]),
+        "--target",
+        rc(setup["pix"][1]),
+        "--levels",
+        "L1,L2",
+        *FAST,
+    )
     assert_user_error(res, "for one vertebra use --level")
 
 
@@ -166,8 +255,20 @@ def test_clicks_are_read_in_the_file_as_stored(setup, tmp_path):
     r, c = setup["pix"][0]
     stored = (r, img.shape[1] - 1 - c)
     out = tmp_path / "out"
-    res = run("reconstruct", mirrored, setup["lat"], "-o", out, "--prior", setup["prior"],
-              "--target", rc(stored), "--target", rc(setup["pix"][1]), *FAST)
+    res = run(
+        "reconstruct",
+        mirrored,
+        setup["lat"],
+        "-o",
+        out,
+        "--prior",
+        setup["prior"],
+        "--target",
+        rc(stored),
+        "--target",
+        rc(setup["pix"][1]),
+        *FAST,
+    )
     assert res.exit_code == 0, (res.output, res.stderr)
     report = json.loads((out / "report.json").read_text())
     assert np.allclose(report["grid"]["centre_mm"], -ISO, atol=0.01)

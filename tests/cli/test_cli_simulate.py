@@ -55,7 +55,13 @@ def test_simulate_writes_png_and_sidecars(ct, tmp_path):
     for name in ("ap", "lat"):
         side = json.loads((out / f"{name}.json").read_text())
         assert list(side) == [
-            "angle_deg", "sdd_mm", "sod_mm", "pixel_spacing_mm", "projection", "flip_lr", "line_integral_scale",
+            "angle_deg",
+            "sdd_mm",
+            "sod_mm",
+            "pixel_spacing_mm",
+            "projection",
+            "flip_lr",
+            "line_integral_scale",
         ]
         xr = read_xray(out / f"{name}.png")
         assert xr.image.shape == (48, 48) and xr.image.max() > 0.5  # line integrals through bone
@@ -65,7 +71,20 @@ def test_simulate_writes_png_and_sidecars(ct, tmp_path):
 
 
 def test_simulate_noise_and_parallel(ct, tmp_path):
-    a = run("simulate", ct, "--angles", "30", "-o", tmp_path / "a", "--detector", 32, "--projection", "parallel", "--dose", 1e4)
+    a = run(
+        "simulate",
+        ct,
+        "--angles",
+        "30",
+        "-o",
+        tmp_path / "a",
+        "--detector",
+        32,
+        "--projection",
+        "parallel",
+        "--dose",
+        1e4,
+    )
     b = run("simulate", ct, "--angles", "30", "-o", tmp_path / "b", "--detector", 32, "--projection", "parallel")
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     ia, ib = read_xray(tmp_path / "a" / "view30.png").image, read_xray(tmp_path / "b" / "view30.png").image
@@ -77,7 +96,9 @@ def test_simulate_centre_label_moves_isocentre(ct, tmp_path):
     seg = ct.with_name("case0000_seg.nii.gz")
     values = np.asarray(nib.load(str(seg)).dataobj).astype(int)
     label = int(np.bincount(values[values > 0]).argmax())  # 1, or a VerSe level number
-    res = run("simulate", ct, "--angles", "0", "-o", tmp_path / "c", "--mask", seg, "--center-label", label, "--detector", 32)
+    res = run(
+        "simulate", ct, "--angles", "0", "-o", tmp_path / "c", "--mask", seg, "--center-label", label, "--detector", 32
+    )
     assert res.exit_code == 0, res.output
     iso = json.loads((tmp_path / "c" / "simulate.json").read_text())["isocenter_mm"]
     assert np.linalg.norm(iso) > 0.1  # the vertebra centroid is not the grid centre
@@ -131,8 +152,22 @@ def test_existing_output_needs_force(ct, tmp_path):
 
 def test_simulate_clinical_style(ct, tmp_path):
     out = tmp_path / "clin"
-    res = run("simulate", ct, "-o", out, "--detector", 48, "--pixel-spacing", 2.0, "--style", "clinical",
-              "--style-param", "lateral.monochrome1=true", "--style-param", "kvp=70")
+    res = run(
+        "simulate",
+        ct,
+        "-o",
+        out,
+        "--detector",
+        48,
+        "--pixel-spacing",
+        2.0,
+        "--style",
+        "clinical",
+        "--style-param",
+        "lateral.monochrome1=true",
+        "--style-param",
+        "kvp=70",
+    )
     assert res.exit_code == 0, res.output
     assert "clinical style (ap preset, 12-bit)" in res.output and "lateral preset, 12-bit, MONOCHROME1" in res.output
     ap, lat = (json.loads((out / f"{n}.json").read_text()) for n in ("ap", "lat"))
@@ -146,22 +181,25 @@ def test_simulate_clinical_style(ct, tmp_path):
     assert "--style-param" in help_text and "--style-file" in help_text and "radiographs.md" in help_text
 
 
-@pytest.mark.parametrize("args,words", [
-    (("--style", "clinical", "--style-param", "kvp=10"), ("kvp", "[20, 150]")),
-    (("--style", "clinical", "--style-param", "kvp=151"), ("kvp",)),
-    (("--style", "clinical", "--style-param", "kvpp=90"), ("unknown style parameter", "kvpp")),
-    (("--style", "clinical", "--style-param", "oblique.kvp=90"), ("unknown style preset", "oblique")),
-    (("--style", "clinical", "--style-param", "spr=-1"), ("spr",)),
-    (("--style", "clinical", "--style-param", "kvp"), ("NAME=VALUE",)),
-    (("--style", "clinical", "--style-param", "marker_position=0.5,1.5"), ("marker_position", "outside")),
-    (("--style", "clinical", "--style-param", "marker_position=0.99,0.99"), ("marker", "outside")),
-    (("--style", "clinical", "--style-param", "bit_depth=20"), ("bit_depth",)),
-    (("--style", "clinical", "--dose", "1000"), ("--dose", "photons")),
-    (("--style", "clinical", "--style-file", "{bad_yaml}"), ("unknown style parameter", "scatter")),
-    (("--style", "clinical", "--style-file", "{missing}"), ("missing.yaml",)),
-    (("--style-param", "kvp=90"), ("--style-param", "--style clinical")),
-    (("--style", "watercolour"), ("--style",)),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("--style", "clinical", "--style-param", "kvp=10"), ("kvp", "[20, 150]")),
+        (("--style", "clinical", "--style-param", "kvp=151"), ("kvp",)),
+        (("--style", "clinical", "--style-param", "kvpp=90"), ("unknown style parameter", "kvpp")),
+        (("--style", "clinical", "--style-param", "oblique.kvp=90"), ("unknown style preset", "oblique")),
+        (("--style", "clinical", "--style-param", "spr=-1"), ("spr",)),
+        (("--style", "clinical", "--style-param", "kvp"), ("NAME=VALUE",)),
+        (("--style", "clinical", "--style-param", "marker_position=0.5,1.5"), ("marker_position", "outside")),
+        (("--style", "clinical", "--style-param", "marker_position=0.99,0.99"), ("marker", "outside")),
+        (("--style", "clinical", "--style-param", "bit_depth=20"), ("bit_depth",)),
+        (("--style", "clinical", "--dose", "1000"), ("--dose", "photons")),
+        (("--style", "clinical", "--style-file", "{bad_yaml}"), ("unknown style parameter", "scatter")),
+        (("--style", "clinical", "--style-file", "{missing}"), ("missing.yaml",)),
+        (("--style-param", "kvp=90"), ("--style-param", "--style clinical")),
+        (("--style", "watercolour"), ("--style",)),
+    ],
+)
 def test_simulate_bad_style_is_one_line_and_writes_nothing(ct, tmp_path, args, words):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ap:\n  scatter: 1.0\n")

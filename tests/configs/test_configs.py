@@ -31,8 +31,7 @@ def test_config_path_and_text():
     assert "resolution: 64" in read_config_text("prior-64.yaml")
 
 
-@pytest.mark.parametrize("name", ["prior-65.yaml", "../../setup.cfg", "../configs/fit.yaml", "__init__.py", "fit",
-                                  ""])
+@pytest.mark.parametrize("name", ["prior-65.yaml", "../../setup.cfg", "../configs/fit.yaml", "__init__.py", "fit", ""])
 def test_unknown_names_are_refused_with_the_list(name):
     with pytest.raises(InputError, match=r"no shipped config .*shipped: .*fit\.yaml"):
         config_path(name)
@@ -88,6 +87,7 @@ def test_setup_cfg_ships_the_configs_and_checkpoints():
     assert any(n.startswith("data/") for n in shipped)
     for rel in sorted(shipped):
         package, _, name = rel.partition("/")
-        ok = any(fnmatch.fnmatch(rel, pat) for pat in data.get("xfit", [])) or \
-            any(fnmatch.fnmatch(name, pat) for pat in data.get(f"xfit.{package}", []))
+        ok = any(fnmatch.fnmatch(rel, pat) for pat in data.get("xfit", [])) or any(
+            fnmatch.fnmatch(name, pat) for pat in data.get(f"xfit.{package}", [])
+        )
         assert ok, f"{rel} is not in setup.cfg [options.package_data]"

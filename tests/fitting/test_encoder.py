@@ -44,8 +44,19 @@ def other_prior(tiny_prior_file):
 @pytest.fixture(scope="module")
 def trained(prior):
     torch.set_num_threads(1)
-    return train_encoder(prior, _views(), n_steps=300, batch=32, lr=2e-3, image_size=32,
-                         bank=256, channels=(16, 32, 64), hidden=128, weight_decay=1e-2, seed=0)
+    return train_encoder(
+        prior,
+        _views(),
+        n_steps=300,
+        batch=32,
+        lr=2e-3,
+        image_size=32,
+        bank=256,
+        channels=(16, 32, 64),
+        hidden=128,
+        weight_decay=1e-2,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +75,7 @@ def sample_images(prior):
 def test_encoder_shapes_and_zero_init(mode, batch):
     num_ws, w_dim = 8, 64
     mean, std = torch.randn(w_dim), torch.rand(w_dim) + 0.5
-    enc = Encoder(2, 32, num_ws, w_dim, mode=mode, channels=(8, 16), hidden=32, w_mean=mean,
-                  w_std=std)
+    enc = Encoder(2, 32, num_ws, w_dim, mode=mode, channels=(8, 16), hidden=32, w_mean=mean, w_std=std)
     u = enc(torch.randn(batch, 2, 32, 32))
     assert u.shape == (batch, num_ws, w_dim)
     # last layer starts at zero: the untrained encoder predicts w_mean
@@ -118,8 +128,7 @@ def test_preprocess_gain_offset_invariance_and_normalisation():
     assert x.shape == (2, 2, 32, 32)
     assert torch.allclose(x.mean((-2, -1)), torch.zeros(2, 2), atol=1e-5)
     assert torch.allclose(x.std((-2, -1)), torch.ones(2, 2), atol=1e-4)
-    y = preprocess_images(imgs * torch.tensor([3.7, 0.2])[None, :, None, None] - 5.0,
-                          _views(), 32, 88.0)
+    y = preprocess_images(imgs * torch.tensor([3.7, 0.2])[None, :, None, None] - 5.0, _views(), 32, 88.0)
     assert torch.allclose(x, y, atol=1e-4)
     with pytest.raises(InputError):
         preprocess_images([imgs[0, 0]], _views(), 32, 88.0)
@@ -148,8 +157,7 @@ def test_training_reduces_loss_and_beats_w_mean(trained, prior):
 def test_predict_invariant_to_gain_offset(trained, sample_images, prior):
     imgs, _ = sample_images
     a = predict_w_plus(trained, [imgs[0, 0], imgs[0, 1]], _views())
-    b = predict_w_plus(trained, [imgs[0, 0].numpy() * 250.0 + 17.0, imgs[0, 1] * 0.01 - 3.0],
-                       _views())
+    b = predict_w_plus(trained, [imgs[0, 0].numpy() * 250.0 + 17.0, imgs[0, 1] * 0.01 - 3.0], _views())
     assert a.shape == (prior.num_ws, prior.config.w_dim)
     assert torch.allclose(a, b, atol=1e-3 * float(prior.w_std.mean()))
     other = predict_w_plus(trained, [imgs[1, 0], imgs[1, 1]], _views())

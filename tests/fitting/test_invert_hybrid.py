@@ -24,7 +24,6 @@ from xfit.prior.config import hu_to_unit
 from xfit.prior.sample import generate_hu, prior_affine
 from xfit.projector import project
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems gain nothing from more threads
 
 
@@ -34,8 +33,9 @@ def prior(tiny_prior) -> Prior:
 
 
 def views(n: int = 32) -> list[View]:
-    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0))
-            for a in (0.0, 90.0)]
+    return [
+        View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0)) for a in (0.0, 90.0)
+    ]
 
 
 def sample(prior: Prior, seed: int):
@@ -59,8 +59,9 @@ def test_invert_volume_recovers_a_prior_sample(prior):
     after = float(np.abs(inv.hu - hu).mean())
     assert after < 0.5 * before
     assert inv.w_plus.shape == (prior.G.num_ws, prior.G.w_dim)
-    assert inv.loss["mse"] < 0.5 * float(hu_to_unit(torch.from_numpy(hu), prior.hu_window).sub(
-        hu_to_unit(mean_hu[0], prior.hu_window)).square().mean())
+    assert inv.loss["mse"] < 0.5 * float(
+        hu_to_unit(torch.from_numpy(hu), prior.hu_window).sub(hu_to_unit(mean_hu[0], prior.hu_window)).square().mean()
+    )
 
 
 def test_invert_volume_at_coarse_resolution_and_errors(prior):
@@ -111,7 +112,7 @@ def test_needs_background_tells_crops_from_whole_bodies(prior):
     crop = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], aff, v)[0]]
     r = np.linspace(-1, 1, 48)
     yy, xx = np.meshgrid(r, r, indexing="ij")
-    body = [c + 5.0 * np.exp(-(xx ** 2) / 0.5) * (1 + 0.3 * np.sin(6 * yy)) for c in crop]
+    body = [c + 5.0 * np.exp(-(xx**2) / 0.5) * (1 + 0.3 * np.sin(6 * yy)) for c in crop]
     res = int(prior.config.resolution)
     assert needs_background(v, crop, aff, res) == (False, pytest.approx(0.0, abs=0.05))
     assert needs_background(v, body, aff, res)[0]
@@ -134,8 +135,14 @@ def test_anchor_term_is_zero_at_the_anchor_and_pulls_toward_it(prior):
 
 
 def test_fit_config_new_keys_are_checked():
-    for bad in (dict(background="yes"), dict(init_network="igcn"), dict(init_network="nope"),
-                dict(ensemble="true"), dict(lambda_anchor=-1.0), dict(init_network_steps=-1)):
+    for bad in (
+        dict(background="yes"),
+        dict(init_network="igcn"),
+        dict(init_network="nope"),
+        dict(ensemble="true"),
+        dict(lambda_anchor=-1.0),
+        dict(init_network_steps=-1),
+    ):
         with pytest.raises(InputError):
             load_fit_config(**bad)
     assert load_fit_config(background="auto").background == "auto"
@@ -158,8 +165,14 @@ def test_init_checkpoint_without_init_network_is_refused(prior):
     _, hu, _ = sample(prior, seed=8)
     images = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], prior_affine(prior), views())[0]]
     with pytest.raises(InputError, match="init_network"):
-        fit(prior, images, views(), dataclasses.replace(load_fit_config(steps=1, restarts=1), init_network=None),
-            progress=False, init_checkpoint="x.safetensors")
+        fit(
+            prior,
+            images,
+            views(),
+            dataclasses.replace(load_fit_config(steps=1, restarts=1), init_network=None),
+            progress=False,
+            init_checkpoint="x.safetensors",
+        )
 
 
 def test_init_network_off_the_prior_grid_is_refused(prior):
@@ -195,14 +208,30 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
     prior, case, v = shipped
     net_hu, _, _, _ = predict("xctrsnet", None, case.images, v)
     common = dict(steps=4, restarts=1, background=False, init_network_steps=4, early_stop_tol=0.0)
-    plain = fit(prior, case.images, v, dataclasses.replace(load_fit_config(**common), init_network=None), progress=False)
-    hybrid = fit(prior, case.images, v, load_fit_config(init_network="xctrsnet", lambda_anchor=50.0,
-                                                        lambda_anchor_label=5.0, **common), progress=False)
+    plain = fit(
+        prior, case.images, v, dataclasses.replace(load_fit_config(**common), init_network=None), progress=False
+    )
+    hybrid = fit(
+        prior,
+        case.images,
+        v,
+        load_fit_config(init_network="xctrsnet", lambda_anchor=50.0, lambda_anchor_label=5.0, **common),
+        progress=False,
+    )
     assert plain.start == "w_mean" and hybrid.start.startswith("xctrsnet")
     assert float(np.abs(hybrid.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())
     # no inversion: the fit starts at the mean and the network's volume only anchors it
-    anchored = fit(prior, case.images, v, load_fit_config(init_network="xctrsnet", lambda_anchor=50.0,
-                                                          lambda_anchor_label=5.0, **{**common, "init_network_steps": 0}),
-                   progress=False)
-    assert anchored.start == "w_mean (xctrsnet volume as anchor only)" and anchored.timings["init"] < hybrid.timings["init"]
+    anchored = fit(
+        prior,
+        case.images,
+        v,
+        load_fit_config(
+            init_network="xctrsnet", lambda_anchor=50.0, lambda_anchor_label=5.0, **{**common, "init_network_steps": 0}
+        ),
+        progress=False,
+    )
+    assert (
+        anchored.start == "w_mean (xctrsnet volume as anchor only)"
+        and anchored.timings["init"] < hybrid.timings["init"]
+    )
     assert float(np.abs(anchored.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from xfit.errors import GeometryError, InputError
@@ -32,12 +33,10 @@ from xfit.fitting import (
     w_cosine_prior,
     w_gaussian_prior,
 )
-import torch.nn.functional as F
-
+from xfit.fitting.config import DEFAULT_FIT_CONFIG
 from xfit.fitting.objective import match_gain_offset
 from xfit.fitting.residual import upsample_residual
 from xfit.fitting.transform import TransformSigmas, moved_affine
-from xfit.fitting.config import DEFAULT_FIT_CONFIG
 from xfit.geometry import View
 from xfit.io import hu_to_mu
 from xfit.prior.checkpoint import Prior
@@ -63,8 +62,7 @@ def prior(tiny_prior) -> Prior:
 
 
 def make_views(angles=(0.0, 90.0), n: int = 32) -> list[View]:
-    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0))
-            for a in angles]
+    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0)) for a in angles]
 
 
 def sample_target(prior: Prior, seed: int = 1, zero_noise: bool = False):
@@ -89,7 +87,7 @@ def mae_hu(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def target(prior):
-    w, noise, hu = sample_target(prior, seed=1)
+    w, _noise, hu = sample_target(prior, seed=1)
     lo, hi = prior.hu_window
     return {"w": w, "hu": hu.clamp(lo, hi)[0].numpy(), "images": drr(prior, hu, make_views())}
 
@@ -111,10 +109,8 @@ def test_ncc_identical_and_invariant(batch, dtype):
     target = torch.rand(2, 16, 20, generator=gen, dtype=dtype)
     pred = torch.stack([3.0 * target + 7.0] * batch)  # gain and offset
     assert ncc_loss(pred, target).shape == (batch,)
-    torch.testing.assert_close(ncc_loss(pred, target), torch.zeros(batch, dtype=dtype),
-                               atol=1e-5, rtol=0)
-    torch.testing.assert_close(multiscale_ncc_loss(pred, target), torch.zeros(batch, dtype=dtype),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(ncc_loss(pred, target), torch.zeros(batch, dtype=dtype), atol=1e-5, rtol=0)
+    torch.testing.assert_close(multiscale_ncc_loss(pred, target), torch.zeros(batch, dtype=dtype), atol=1e-5, rtol=0)
     # anti-correlated images give the maximum loss 2, unrelated ones about 1
     assert ncc_loss(-pred, target)[0] == pytest.approx(2.0, abs=1e-5)
     other = torch.rand(batch, 2, 16, 20, generator=gen, dtype=dtype)
@@ -212,8 +208,12 @@ def test_perceptual_lpips_with_local_weights(monkeypatch, tmp_path):
     assert float(got) > float(same)
     p = match_gain_offset(other, target)[0]
     lo, hi = target.amin((-2, -1), keepdim=True), target.amax((-2, -1), keepdim=True)
-    prep = lambda x: F.interpolate((2 * (x - lo) / (hi - lo) - 1)[:, None], size=(64, 64), mode="bilinear",  # noqa: E731
-                                   align_corners=False).expand(-1, 3, -1, -1)
+    prep = lambda x: F.interpolate(
+        (2 * (x - lo) / (hi - lo) - 1)[:, None],
+        size=(64, 64),
+        mode="bilinear",
+        align_corners=False,
+    ).expand(-1, 3, -1, -1)
     want = lpips_alex(prep(p), prep(target), load_lpips_weights(path)).mean()
     assert float(got) == pytest.approx(float(want), rel=1e-5)
     bad = tmp_path / "bad.safetensors"
@@ -235,14 +235,17 @@ def test_lr_schedule():
 
 def test_half_resolution_matches_pooled_projection(prior, target):
     views = make_views()
-    w, _, hu = sample_target(prior, seed=1)
+    _w, _, hu = sample_target(prior, seed=1)
     full = project(hu_to_mu(hu)[:, None], prior_affine(prior), views)
     pooled = torch.nn.functional.avg_pool2d(full[0], 2)
     for odd in (False, True):
         vs = [v.with_(shape=(31, 31), offset_px=(0.5, 0.5)) for v in views] if odd else views
         half = project(hu_to_mu(hu)[:, None], prior_affine(prior), [half_resolution(v) for v in vs])
-        ref = pooled if not odd else torch.nn.functional.avg_pool2d(
-            project(hu_to_mu(hu)[:, None], prior_affine(prior), vs)[0], 2)
+        ref = (
+            pooled
+            if not odd
+            else torch.nn.functional.avg_pool2d(project(hu_to_mu(hu)[:, None], prior_affine(prior), vs)[0], 2)
+        )
         assert half.shape[-2:] == ref.shape[-2:]
         assert float(ncc_loss(half, ref)) < 0.01
 
@@ -256,8 +259,9 @@ def test_objective_gradients_reach_all_parameters(prior, target):
     targets = [torch.stack([torch.from_numpy(target["images"][i]) for i in g.index]) for g in groups]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the LPIPS fallback notice (tested above)
-        obj = Objective(groups, targets, torch.as_tensor(prior_affine(prior), dtype=torch.float32),
-                        lambda_perceptual=0.1)
+        obj = Objective(
+            groups, targets, torch.as_tensor(prior_affine(prior), dtype=torch.float32), lambda_perceptual=0.1
+        )
     b = 2
     u = torch.randn(b, prior.num_ws, prior.G.w_dim, requires_grad=True)
     w_plus = prior.w_mean + prior.w_std * u
@@ -271,25 +275,61 @@ def test_objective_gradients_reach_all_parameters(prior, target):
     hu, _ = generate_hu(prior, w_plus, noise)
     hu = hu + upsample_residual(residual, hu.shape[-3:])[:, 0]
     moved = moved_affine(obj.affine, transform, torch.zeros(3), TransformSigmas())
-    preds = obj.render(hu_to_mu(hu)[:, None], background=background, delta_angle_deg=d_angle,
-                       delta_shift_mm=d_shift, affine=moved, intensity_map=intensity)
-    terms = obj.terms(preds, w_plus=w_plus, w_mean=prior.w_mean, w_std=prior.w_std, noise=noise,
-                      background=background, delta_angle_deg=d_angle, delta_shift_mm=d_shift,
-                      transform=transform, residual=residual, intensity_map=intensity)
-    assert set(terms) == {"data", "perceptual", "w_gauss", "w_cos", "noise", "background", "pose",
-                          "transform", "residual", "anchor", "intensity_map", "total"}
+    preds = obj.render(
+        hu_to_mu(hu)[:, None],
+        background=background,
+        delta_angle_deg=d_angle,
+        delta_shift_mm=d_shift,
+        affine=moved,
+        intensity_map=intensity,
+    )
+    terms = obj.terms(
+        preds,
+        w_plus=w_plus,
+        w_mean=prior.w_mean,
+        w_std=prior.w_std,
+        noise=noise,
+        background=background,
+        delta_angle_deg=d_angle,
+        delta_shift_mm=d_shift,
+        transform=transform,
+        residual=residual,
+        intensity_map=intensity,
+    )
+    assert set(terms) == {
+        "data",
+        "perceptual",
+        "w_gauss",
+        "w_cos",
+        "noise",
+        "background",
+        "pose",
+        "transform",
+        "residual",
+        "anchor",
+        "intensity_map",
+        "total",
+    }
     assert all(v.shape == (b,) and torch.isfinite(v).all() for v in terms.values())
     terms["total"].sum().backward()
-    for name, p in [("w", u), ("noise", noise[-1]), ("background", background),
-                    ("angle", d_angle), ("shift", d_shift), ("transform", transform),
-                    ("residual", residual), ("intensity_map", intensity)]:
+    for name, p in [
+        ("w", u),
+        ("noise", noise[-1]),
+        ("background", background),
+        ("angle", d_angle),
+        ("shift", d_shift),
+        ("transform", transform),
+        ("residual", residual),
+        ("intensity_map", intensity),
+    ]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert (transform.grad.abs() > 0).all(), "every transform parameter moves the projections"
     # restarts are independent: the gradient of restart 0 ignores restart 1's loss
     u0 = u.detach().clone().requires_grad_(True)
     hu0, _ = generate_hu(prior, prior.w_mean + prior.w_std * u0, [n.detach() for n in noise])
-    t0 = obj.evaluate(hu_to_mu(hu0)[:, None], w_plus=prior.w_mean + prior.w_std * u0,
-                      w_mean=prior.w_mean, w_std=prior.w_std)
+    t0 = obj.evaluate(
+        hu_to_mu(hu0)[:, None], w_plus=prior.w_mean + prior.w_std * u0, w_mean=prior.w_mean, w_std=prior.w_std
+    )
     t0["total"][0].backward()
     assert u0.grad[1].abs().sum() == 0 and u0.grad[0].abs().sum() > 0
 
@@ -308,8 +348,7 @@ def test_fit_decreases_data_term_and_approaches_target(prior, target, fitted):
     assert min(res.view_ncc) > 0.95
     w_mean_plus = prior.w_mean.expand(1, prior.num_ws, -1).contiguous()
     lo, hi = prior.hu_window
-    hu_mean = generate_hu(prior, w_mean_plus, [torch.zeros(1, *s[1:]) for s in
-                                               prior.G.synthesis.noise_shapes()])[0]
+    hu_mean = generate_hu(prior, w_mean_plus, [torch.zeros(1, *s[1:]) for s in prior.G.synthesis.noise_shapes()])[0]
     mae_mean = mae_hu(hu_mean.clamp(lo, hi)[0].numpy(), target["hu"])
     mae_fit = mae_hu(res.hu, target["hu"])
     assert mae_fit < 0.85 * mae_mean, (mae_fit, mae_mean)
@@ -344,14 +383,22 @@ def test_fit_divergence_guard(prior, target):
 
 
 def test_fit_refine_pose_reduces_angle_error(prior):
-    w, noise, hu = sample_target(prior, seed=3, zero_noise=True)
+    w, _noise, hu = sample_target(prior, seed=3, zero_noise=True)
     true_views = make_views()
     images = drr(prior, hu, true_views)
     error = 3.0
     wrong = [true_views[0], true_views[1].with_(angle_deg=90.0 + error)]
-    cfg = load_fit_config(steps=30, restarts=1, refine_pose=True, lr=1e-4, lr_pose=0.3,
-                          coarse_fraction=0.0, background=False, early_stop_tol=0.0,
-                          optimize_noise=False)
+    cfg = load_fit_config(
+        steps=30,
+        restarts=1,
+        refine_pose=True,
+        lr=1e-4,
+        lr_pose=0.3,
+        coarse_fraction=0.0,
+        background=False,
+        early_stop_tol=0.0,
+        optimize_noise=False,
+    )
     res = fit(prior, images, wrong, cfg, w_init=w[0], progress=False)
     refined = res.views[1].angle_deg
     assert abs(refined - 90.0) < 0.5 * error, refined
@@ -360,17 +407,19 @@ def test_fit_refine_pose_reduces_angle_error(prior):
 
 def test_fit_background_model(prior):
     """X-rays plus a smooth additive background (a larger body) fitted with background=true."""
-    w, noise, hu = sample_target(prior, seed=2, zero_noise=True)
+    w, _noise, hu = sample_target(prior, seed=2, zero_noise=True)
     views = make_views()
     clean = drr(prior, hu, views)
     r = np.linspace(-1, 1, 32)
     yy, xx = np.meshgrid(r, r, indexing="ij")
     bg = 3.0 * np.exp(-((xx - 0.3) ** 2 + (yy + 0.2) ** 2) / 0.8) + xx + 2.0
     common = dict(steps=30, restarts=1, coarse_fraction=0.0, early_stop_tol=0.0, lr=0.02)
-    with_bg = fit(prior, [c + bg for c in clean], views,
-                  load_fit_config(background=True, **common), w_init=w[0], progress=False)
-    without = fit(prior, [c + bg for c in clean], views,
-                  load_fit_config(background=False, **common), w_init=w[0], progress=False)
+    with_bg = fit(
+        prior, [c + bg for c in clean], views, load_fit_config(background=True, **common), w_init=w[0], progress=False
+    )
+    without = fit(
+        prior, [c + bg for c in clean], views, load_fit_config(background=False, **common), w_init=w[0], progress=False
+    )
     lo, hi = prior.hu_window
     truth = hu.clamp(lo, hi)[0].numpy()
     assert with_bg.backgrounds is not None and without.backgrounds is None
@@ -422,11 +471,10 @@ def test_fit_input_errors(prior, target):
 
 
 def test_fit_views_of_different_shapes(prior, target):
-    w, noise, hu = sample_target(prior, seed=1)
+    _w, _noise, hu = sample_target(prior, seed=1)
     views = [make_views((0.0,), 32)[0], make_views((90.0,), 24)[0]]
     images = [drr(prior, hu, [v])[0] for v in views]
-    res = fit(prior, images, views, load_fit_config(steps=3, restarts=1, background=True),
-              progress=False)
+    res = fit(prior, images, views, load_fit_config(steps=3, restarts=1, background=True), progress=False)
     assert [p.shape for p in res.projections] == [(32, 32), (24, 24)]
     assert [b.shape for b in res.backgrounds] == [(32, 32), (24, 24)]
 
@@ -444,8 +492,14 @@ def test_fit_config_file_and_errors(tmp_path):
     path.write_text("stepz: 5\n")
     with pytest.raises(InputError, match="stepz"):
         load_fit_config(path)
-    for bad in (dict(steps=0), dict(lr=-1.0), dict(noise_init="ones"), dict(scales=[]),
-                dict(coarse_fraction=2.0), dict(background="yes")):
+    for bad in (
+        dict(steps=0),
+        dict(lr=-1.0),
+        dict(noise_init="ones"),
+        dict(scales=[]),
+        dict(coarse_fraction=2.0),
+        dict(background="yes"),
+    ):
         with pytest.raises(InputError):
             load_fit_config(**bad)
     with pytest.raises(InputError):
@@ -475,8 +529,7 @@ def test_objective_target_mismatch(prior):
 
 
 def test_fit_early_stopping(prior, target):
-    cfg = load_fit_config(steps=40, restarts=1, coarse_fraction=0.0, early_stop_tol=0.5,
-                          early_stop_window=3)
+    cfg = load_fit_config(steps=40, restarts=1, coarse_fraction=0.0, early_stop_tol=0.5, early_stop_window=3)
     res = fit(prior, target["images"], make_views(), cfg, progress=False)
     assert 4 <= res.stopped_at < 40
     assert len(res.history) == res.stopped_at
@@ -490,7 +543,10 @@ def test_footprint_mask_keeps_rays_through_the_field_of_view():
     affine = torch.eye(4)
     affine[:3, :3] *= spacing
     affine[:3, 3] = -(res - 1) / 2 * spacing
-    views = [View(0.0, shape=(24, 24), pixel_spacing_mm=(6.0, 6.0)), View(90.0, shape=(24, 24), pixel_spacing_mm=(6.0, 6.0))]
+    views = [
+        View(0.0, shape=(24, 24), pixel_spacing_mm=(6.0, 6.0)),
+        View(90.0, shape=(24, 24), pixel_spacing_mm=(6.0, 6.0)),
+    ]
     (mask,) = footprint_masks(group_views(views), affine, res, 0.9)
     assert mask.shape == (2, 24, 24)
     assert mask[:, 12, 12].eq(1).all() and mask[:, 0, 0].eq(0).all()  # centre in, corner (air) out
@@ -507,7 +563,7 @@ def test_best_prior_samples_finds_the_sample_that_made_the_images(prior):
     views = make_views()
     pool = sample_w_plus(prior, 8, seed=7_777_777 + 3)
     for j in (2, 6):
-        hu, _ = generate_hu(prior, pool[j:j + 1])
+        hu, _ = generate_hu(prior, pool[j : j + 1])
         images = drr(prior, hu, views)
         groups = group_views(views)
         tg = [torch.stack([torch.from_numpy(images[i]).float() for i in g.index]) for g in groups]
@@ -542,7 +598,9 @@ def test_coarse_prior_affine_covers_the_same_cube(prior):
     fine, coarse = prior_affine(prior), prior_affine(prior, r // 2)
     i = np.array([0.0, 3.0, r // 2 - 1.0])
     world_coarse = coarse[:3, :3] @ np.stack([i, i, i]) + coarse[:3, 3:]
-    world_fine = 0.5 * ((fine[:3, :3] @ np.stack([2 * i] * 3) + fine[:3, 3:])
-                        + (fine[:3, :3] @ np.stack([2 * i + 1] * 3) + fine[:3, 3:]))
+    world_fine = 0.5 * (
+        (fine[:3, :3] @ np.stack([2 * i] * 3) + fine[:3, 3:])
+        + (fine[:3, :3] @ np.stack([2 * i + 1] * 3) + fine[:3, 3:])
+    )
     np.testing.assert_allclose(world_coarse, world_fine)
     assert coarse[0, 0] == 2 * fine[0, 0]

@@ -11,8 +11,13 @@ import torch
 from xfit.errors import InputError
 from xfit.fitting import fit, load_fit_config
 from xfit.fitting.config import FitConfig
-from xfit.fitting.objective import (gradient_ncc_per_view, monotone_map, multiscale_ncc_per_view, ncc_per_view,
-                                    saturation_mask)
+from xfit.fitting.objective import (
+    gradient_ncc_per_view,
+    monotone_map,
+    multiscale_ncc_per_view,
+    ncc_per_view,
+    saturation_mask,
+)
 from xfit.fitting.optimize import build_objective, normalised_targets, plan_stages
 from xfit.geometry import View
 from xfit.io import hu_to_mu
@@ -29,8 +34,7 @@ def one_thread():
 
 
 def make_views(angles=(0.0, 90.0), n: int = 32) -> list[View]:
-    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0))
-            for a in angles]
+    return [View(angle_deg=a, sdd_mm=1000.0, sod_mm=800.0, shape=(n, n), pixel_spacing_mm=(3.0, 3.0)) for a in angles]
 
 
 def sample(prior, seed: int):
@@ -125,8 +129,9 @@ def test_mask_saturated_excludes_a_burned_in_block_from_the_data_term(tiny_prior
     cfg = load_fit_config(mask_saturated=True, init_network=None, steps=4, coarse_fraction=0.5, background=False)
     aff = prior_affine(tiny_prior)
     obj = build_objective(views, normalised_targets(images, "cpu"), aff, tiny_prior.resolution, cfg)
-    off = build_objective(views, normalised_targets(images, "cpu"), aff, tiny_prior.resolution,
-                          load_fit_config(init_network=None))
+    off = build_objective(
+        views, normalised_targets(images, "cpu"), aff, tiny_prior.resolution, load_fit_config(init_network=None)
+    )
     assert obj.masks[0][0, 4:10, 20:26].sum() == 0 and off.masks[0][0, 4:10, 20:26].sum() > 0
     # the true volume scores better once the marker is masked
     preds = obj.render(hu_to_mu(hu)[:, None])
@@ -147,10 +152,12 @@ def test_fit_with_monotone_map_explains_a_processed_image(tiny_prior):
     views = make_views()
     w, hu = sample(tiny_prior, 5)
     images = [sigmoid_lut(p) for p in drr(tiny_prior, hu, views)]
-    common = dict(init_network=None, steps=30, coarse_fraction=0.0, early_stop_tol=0.0, background=False,
-                  optimize_noise=False)
-    mono = fit(tiny_prior, images, views, load_fit_config(intensity_map="monotone", **common), w_init=w[0],
-               progress=False)
+    common = dict(
+        init_network=None, steps=30, coarse_fraction=0.0, early_stop_tol=0.0, background=False, optimize_noise=False
+    )
+    mono = fit(
+        tiny_prior, images, views, load_fit_config(intensity_map="monotone", **common), w_init=w[0], progress=False
+    )
     aff = fit(tiny_prior, images, views, load_fit_config(**common), w_init=w[0], progress=False)
     assert min(mono.view_ncc) > min(aff.view_ncc)
     lo, hi = tiny_prior.hu_window
@@ -189,9 +196,16 @@ def test_levers_default_off_and_config_errors():
     assert all("intensity_map" not in s.train for s in plan_stages(cfg, True))
     mono = FitConfig(intensity_map="monotone")
     assert all("intensity_map" in s.train for s in plan_stages(mono, True))
-    for bad in ({"intensity_map": "sigmoid"}, {"intensity_map": True}, {"data_term": "ssim"},
-                {"intensity_knots": 2}, {"intensity_knots": 8.0}, {"mask_saturated": "yes"},
-                {"lr_intensity_map": -1.0}, {"lambda_intensity_map": float("nan")}):
+    for bad in (
+        {"intensity_map": "sigmoid"},
+        {"intensity_map": True},
+        {"data_term": "ssim"},
+        {"intensity_knots": 2},
+        {"intensity_knots": 8.0},
+        {"mask_saturated": "yes"},
+        {"lr_intensity_map": -1.0},
+        {"lambda_intensity_map": float("nan")},
+    ):
         with pytest.raises(InputError):
             load_fit_config(**bad)
 
@@ -203,18 +217,45 @@ def test_reconstruct_clinical_style_reports_the_map_and_masks(tmp_path, tiny_pri
     """A clinical-style pair fitted with the levers on: the report holds each view's map and the
     share of pixels the data term used; preview.png shows the re-projection after the map."""
     from cli_helpers import run
+
     from xfit.reconstruct import preview_projection_title
 
     prior = tiny_prior_file()
     assert run("phantoms", tmp_path / "ct", "-n", 1, "--size", 32, "--spacing", 2.5, "--seed", 5).exit_code == 0
     ct = tmp_path / "ct" / "case0000_ct.nii.gz"
-    res = run("simulate", ct, "--angles", "0,90", "-o", tmp_path / "xr", "--detector", 32, "--pixel-spacing", 3.0,
-              "--style", "clinical")
+    res = run(
+        "simulate",
+        ct,
+        "--angles",
+        "0,90",
+        "-o",
+        tmp_path / "xr",
+        "--detector",
+        32,
+        "--pixel-spacing",
+        3.0,
+        "--style",
+        "clinical",
+    )
     assert res.exit_code == 0, res.output
     (tmp_path / "fit.yaml").write_text("intensity_map: monotone\nmask_saturated: true\ninit_network: null\n")
     out = tmp_path / "out"
-    res = run("reconstruct", tmp_path / "xr" / "ap.png", tmp_path / "xr" / "lat.png", "-o", out, "--prior", prior,
-              "--config", tmp_path / "fit.yaml", "--steps", "4", "--restarts", "1", "--quiet")
+    res = run(
+        "reconstruct",
+        tmp_path / "xr" / "ap.png",
+        tmp_path / "xr" / "lat.png",
+        "-o",
+        out,
+        "--prior",
+        prior,
+        "--config",
+        tmp_path / "fit.yaml",
+        "--steps",
+        "4",
+        "--restarts",
+        "1",
+        "--quiet",
+    )
     assert res.exit_code == 0, (res.output, res.stderr)
     import json
 

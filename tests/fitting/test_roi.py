@@ -27,13 +27,22 @@ from xfit.fitting.roi import (
 from xfit.geometry import View, make_rays, rigid_pose, world_to_pixel
 from xfit.projector import project
 
-POSE = rigid_pose(torch.tensor([0.03, -0.02, 0.05], dtype=torch.float64),
-                  torch.tensor([4.0, -3.0, 6.0], dtype=torch.float64)).tolist()
+POSE = rigid_pose(
+    torch.tensor([0.03, -0.02, 0.05], dtype=torch.float64), torch.tensor([4.0, -3.0, 6.0], dtype=torch.float64)
+).tolist()
 
 
 def _view(angle: float, projection: str = "cone", **kw) -> View:
-    base = dict(sdd_mm=1000.0, sod_mm=700.0, shape=(60, 80), pixel_spacing_mm=(1.1, 0.9), projection=projection,
-                offset_px=(2.5, -3.25), isocenter_mm=(5.0, -8.0, 12.0), pose=POSE)
+    base = dict(
+        sdd_mm=1000.0,
+        sod_mm=700.0,
+        shape=(60, 80),
+        pixel_spacing_mm=(1.1, 0.9),
+        projection=projection,
+        offset_px=(2.5, -3.25),
+        isocenter_mm=(5.0, -8.0, 12.0),
+        pose=POSE,
+    )
     base.update(kw)
     return View(angle, **base)
 

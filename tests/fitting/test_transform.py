@@ -7,8 +7,14 @@ import torch
 
 from xfit.errors import InputError
 from xfit.fitting.residual import residual_penalty, smoothness_penalty, upsample_residual
-from xfit.fitting.transform import (TransformSigmas, describe, moved_affine, resample_to_grid,
-                                    similarity_matrix, transform_prior)
+from xfit.fitting.transform import (
+    TransformSigmas,
+    describe,
+    moved_affine,
+    resample_to_grid,
+    similarity_matrix,
+    transform_prior,
+)
 
 SIG = TransformSigmas(deg=10.0, mm=5.0, log_scale=0.1)
 
@@ -21,11 +27,14 @@ def params(rot_deg=(0, 0, 0), shift_mm=(0, 0, 0), scale=1.0) -> torch.Tensor:
 def test_similarity_matrix_is_rotation_scale_shift_about_centre():
     c = torch.tensor([10.0, -5.0, 3.0], dtype=torch.float64)
     T = similarity_matrix(params((0, 0, 90), (1, 2, 3), 2.0), c, SIG)[0]
-    assert torch.allclose(T @ torch.cat([c, torch.ones(1, dtype=c.dtype)]),
-                          torch.tensor([11.0, -3.0, 6.0, 1.0], dtype=c.dtype))  # centre moves by t only
+    assert torch.allclose(
+        T @ torch.cat([c, torch.ones(1, dtype=c.dtype)]), torch.tensor([11.0, -3.0, 6.0, 1.0], dtype=c.dtype)
+    )  # centre moves by t only
     p = c + torch.tensor([1.0, 0.0, 0.0], dtype=c.dtype)  # +x rotated 90 deg about z -> +y, doubled
     got = (T @ torch.cat([p, torch.ones(1, dtype=c.dtype)]))[:3]
-    assert torch.allclose(got, c + torch.tensor([1.0, 2.0, 3.0], dtype=c.dtype) + torch.tensor([0.0, 2.0, 0.0], dtype=c.dtype), atol=1e-9)
+    assert torch.allclose(
+        got, c + torch.tensor([1.0, 2.0, 3.0], dtype=c.dtype) + torch.tensor([0.0, 2.0, 0.0], dtype=c.dtype), atol=1e-9
+    )
     d = describe(params((5, -3, 2), (1, 2, 3), 1.1)[0], SIG)
     assert d["rotation_deg"] == pytest.approx([5, -3, 2]) and d["translation_mm"] == pytest.approx([1, 2, 3])
     assert d["scale"] == pytest.approx(1.1)
@@ -57,8 +66,7 @@ def test_resample_to_grid_matches_the_moved_volume():
     assert (out[inner] - expected[inner]).abs().max() < 0.02
     wrong = field(world @ T[0, :3, :3].T + T[0, :3, 3])  # T instead of T^-1
     assert (out[inner] - wrong[inner]).abs().max() > 0.2
-    assert torch.allclose(resample_to_grid(vol, torch.eye(4, dtype=torch.float64)[None], affine, 0.0), vol,
-                          atol=1e-9)
+    assert torch.allclose(resample_to_grid(vol, torch.eye(4, dtype=torch.float64)[None], affine, 0.0), vol, atol=1e-9)
     m = moved_affine(affine, params(scale=1.5), torch.zeros(3, dtype=torch.float64), SIG)[0]
     assert torch.allclose(m[:3, :3], 1.5 * affine[:3, :3])
 
@@ -89,8 +97,8 @@ def test_fit_recovers_a_moved_volume(loaded_tiny_prior):
     from xfit.fitting import fit, load_fit_config
     from xfit.geometry import View
     from xfit.io import hu_to_mu
-    from xfit.projector import project
     from xfit.prior.sample import generate_hu, prior_affine, sample_w_plus
+    from xfit.projector import project
 
     prior = loaded_tiny_prior
     w = sample_w_plus(prior, 1, seed=4)
@@ -103,8 +111,14 @@ def test_fit_recovers_a_moved_volume(loaded_tiny_prior):
         images = [project(hu_to_mu(hu)[:, None], affine, [v])[0, 0].numpy() for v in views]
     common = dict(steps=60, restarts=1, init_samples=0, optimize_noise=False, early_stop_tol=0.0, lr=1e-4)
     fixed = fit(prior, images, views, load_fit_config(None, transform=False, **common), w_init=w[0], progress=False)
-    moved = fit(prior, images, views, load_fit_config(None, transform=True, lr_transform=0.1, **common),
-                w_init=w[0], progress=False)
+    moved = fit(
+        prior,
+        images,
+        views,
+        load_fit_config(None, transform=True, lr_transform=0.1, **common),
+        w_init=w[0],
+        progress=False,
+    )
     assert moved.history[-1]["data"] < 0.5 * fixed.history[-1]["data"]
     assert moved.transform["scale"] == pytest.approx(1.2, abs=0.06)
     assert moved.transform["translation_mm"][0] == pytest.approx(4.0, abs=1.5)

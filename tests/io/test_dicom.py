@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_files import COLS, ROWS
+from dicom_files import beams_eye as _beams_eye
+from dicom_files import write_dicom as _dicom
 
-from xfit.io.dicom import TAG_TABLE, beam_axes, orientation_vectors, tilt_pose
 from xfit.errors import GeometryError, InputError, XfitError
 from xfit.geometry import View, detector_frame
 from xfit.io import read_dicom, read_xray, write_png16, write_sidecar
-
-from dicom_files import COLS, ROWS, beams_eye as _beams_eye, write_dicom as _dicom
+from xfit.io.dicom import TAG_TABLE, beam_axes, orientation_vectors, tilt_pose
 
 
 def _png(path: Path, pixels: np.ndarray, **sidecar) -> Path:
@@ -50,8 +51,9 @@ def _assert_views_equal(a: View, b: View) -> None:
         if isinstance(da[key], str) or da[key] is None or db[key] is None:
             assert da[key] == db[key], (key, a, b)
         else:
-            np.testing.assert_allclose(np.asarray(da[key], float), np.asarray(db[key], float), rtol=1e-9,
-                                       atol=1e-12, err_msg=key)
+            np.testing.assert_allclose(
+                np.asarray(da[key], float), np.asarray(db[key], float), rtol=1e-9, atol=1e-12, err_msg=key
+            )
 
 
 def _quiet(fn, *args, **kw):
@@ -64,8 +66,14 @@ def _quiet(fn, *args, **kw):
 
 
 def test_tag_table_and_axes():
-    assert {row[1] for row in TAG_TABLE} >= {"ViewPosition", "PositionerPrimaryAngle", "PatientOrientation",
-                                             "ImagerPixelSpacing", "PixelSpacing", "PresentationLUTShape"}
+    assert {row[1] for row in TAG_TABLE} >= {
+        "ViewPosition",
+        "PositionerPrimaryAngle",
+        "PatientOrientation",
+        "ImagerPixelSpacing",
+        "PixelSpacing",
+        "PresentationLUTShape",
+    }
     # xfit's beam's-eye directions: AP columns toward L, PA toward R, LL toward A, RL toward P
     for angle, letter in ((0, "L"), (180, "R"), (90, "A"), (-90, "P")):
         u, v = beam_axes(angle)
@@ -103,8 +111,13 @@ def test_cranial_tilt_moves_the_detector_toward_the_head():
 def test_dx_views_equal_png_and_sidecar(tmp_path, view_position, orientation, angle, stored):
     truth = _beams_eye()
     spacing = [0.3, 0.2] if orientation[0] in "FH" else [0.2, 0.3]  # a transposed file's own row/col
-    dcm = _dicom(tmp_path / "x.dcm", stored(truth), ViewPosition=view_position, PatientOrientation=orientation,
-                 ImagerPixelSpacing=spacing)
+    dcm = _dicom(
+        tmp_path / "x.dcm",
+        stored(truth),
+        ViewPosition=view_position,
+        PatientOrientation=orientation,
+        ImagerPixelSpacing=spacing,
+    )
     png = _png(tmp_path / "x.png", truth, angle_deg=angle)
     xr = _quiet(_same, dcm, png)
     assert xr.sources["angle_deg"] == f"DICOM ViewPosition {view_position}"
@@ -118,8 +131,14 @@ def test_xa_lao_90_equals_png(tmp_path):
     truth = _beams_eye()
     # LAO 90: detector on the patient's left, source on the right == xfit's theta 90; stored as
     # seen from the detector (posterior on the image right)
-    dcm = _dicom(tmp_path / "xa.dcm", np.fliplr(truth), Modality="XA", PositionerPrimaryAngle=90.0,
-                 PositionerSecondaryAngle=0.0, PatientOrientation=["P", "F"])
+    dcm = _dicom(
+        tmp_path / "xa.dcm",
+        np.fliplr(truth),
+        Modality="XA",
+        PositionerPrimaryAngle=90.0,
+        PositionerSecondaryAngle=0.0,
+        PatientOrientation=["P", "F"],
+    )
     png = _png(tmp_path / "xa.png", truth, angle_deg=90.0)
     xr = _quiet(_same, dcm, png)
     assert "LAO 90" in xr.sources["angle_deg"]
@@ -133,17 +152,27 @@ def test_xa_lao_90_equals_png(tmp_path):
 def test_xa_primary_angles(tmp_path, primary, angle):
     truth = _beams_eye()
     u, _ = beam_axes(angle)
-    row = "".join(l for l, vec in (("L", (-1, 0, 0)), ("R", (1, 0, 0)), ("A", (0, 1, 0)), ("P", (0, -1, 0)))
-                  if np.dot(u, vec) > 0.3)
-    dcm = _dicom(tmp_path / "xa.dcm", truth, Modality="XA", PositionerPrimaryAngle=primary,
-                 PatientOrientation=[row, "F"])
+    row = "".join(
+        l
+        for l, vec in (("L", (-1, 0, 0)), ("R", (1, 0, 0)), ("A", (0, 1, 0)), ("P", (0, -1, 0)))
+        if np.dot(u, vec) > 0.3
+    )
+    dcm = _dicom(
+        tmp_path / "xa.dcm", truth, Modality="XA", PositionerPrimaryAngle=primary, PatientOrientation=[row, "F"]
+    )
     _quiet(_same, dcm, _png(tmp_path / "xa.png", truth, angle_deg=angle))
 
 
 def test_xa_cranial_tilt_is_a_pose(tmp_path):
     truth = _beams_eye()
-    dcm = _dicom(tmp_path / "xa.dcm", truth, Modality="XA", PositionerPrimaryAngle=90.0,
-                 PositionerSecondaryAngle=20.0, PatientOrientation=["A", "F"])
+    dcm = _dicom(
+        tmp_path / "xa.dcm",
+        truth,
+        Modality="XA",
+        PositionerPrimaryAngle=90.0,
+        PositionerSecondaryAngle=20.0,
+        PatientOrientation=["A", "F"],
+    )
     xr = _quiet(_same, dcm, _png(tmp_path / "xa.png", truth, angle_deg=90.0, pose=tilt_pose(90.0, 20.0)))
     assert "cranial" in xr.sources["pose"]
 
@@ -153,14 +182,43 @@ def test_monochrome1_presentation_lut_and_rescale(tmp_path):
     png = _png(tmp_path / "x.png", truth, angle_deg=0.0)
     inverted = (65535 - truth.astype(np.int64)).astype(np.uint16)
     args = dict(ViewPosition="AP", PatientOrientation=["L", "F"])
-    xr = _quiet(_same, _dicom(tmp_path / "m1.dcm", inverted, PhotometricInterpretation="MONOCHROME1",
-                              PresentationLUTShape="INVERSE", **args), png)
+    xr = _quiet(
+        _same,
+        _dicom(
+            tmp_path / "m1.dcm",
+            inverted,
+            PhotometricInterpretation="MONOCHROME1",
+            PresentationLUTShape="INVERSE",
+            **args,
+        ),
+        png,
+    )
     assert "MONOCHROME1" in xr.sources["invert"]
-    _quiet(_same, _dicom(tmp_path / "m2.dcm", truth, PresentationLUTShape="IDENTITY", RescaleSlope=2.0,
-                         RescaleIntercept=-100.0, **args), png)
+    _quiet(
+        _same,
+        _dicom(
+            tmp_path / "m2.dcm",
+            truth,
+            PresentationLUTShape="IDENTITY",
+            RescaleSlope=2.0,
+            RescaleIntercept=-100.0,
+            **args,
+        ),
+        png,
+    )
     # a non-DX image may invert a MONOCHROME2 display with an INVERSE presentation LUT
-    xr = _quiet(_same, _dicom(tmp_path / "m3.dcm", inverted, Modality="RF", PresentationLUTShape="INVERSE",
-                              PositionerPrimaryAngle=180.0, PatientOrientation=["L", "F"]), png)
+    xr = _quiet(
+        _same,
+        _dicom(
+            tmp_path / "m3.dcm",
+            inverted,
+            Modality="RF",
+            PresentationLUTShape="INVERSE",
+            PositionerPrimaryAngle=180.0,
+            PatientOrientation=["L", "F"],
+        ),
+        png,
+    )
     assert "INVERSE" in xr.sources["invert"]
     # DX pairs INVERSE with MONOCHROME1 only
     with pytest.raises(InputError, match="PresentationLUTShape"):
@@ -193,8 +251,9 @@ def test_spacing_from_pixel_spacing_and_magnification(tmp_path):
     truth = _beams_eye()
     args = dict(ViewPosition="AP", PatientOrientation=["L", "F"], ImagerPixelSpacing=None)
     # PixelSpacing is in the patient: times EstimatedRadiographicMagnificationFactor
-    dcm = _dicom(tmp_path / "e.dcm", truth, PixelSpacing=[0.2, 0.25], EstimatedRadiographicMagnificationFactor=1.2,
-                 **args)
+    dcm = _dicom(
+        tmp_path / "e.dcm", truth, PixelSpacing=[0.2, 0.25], EstimatedRadiographicMagnificationFactor=1.2, **args
+    )
     xr = _quiet(_same, dcm, _png(tmp_path / "e.png", truth, angle_deg=0.0, pixel_spacing_mm=[0.24, 0.3]))
     assert "EstimatedRadiographicMagnificationFactor" in xr.sources["pixel_spacing_mm"]
     # without ERMF: times sdd/sod, with a warning
@@ -202,12 +261,24 @@ def test_spacing_from_pixel_spacing_and_magnification(tmp_path):
     with pytest.warns(UserWarning, match="PixelSpacing taken at the isocentre"):
         xr = _same(dcm, _png(tmp_path / "s.png", truth, angle_deg=0.0, pixel_spacing_mm=[0.22, 0.33]))
     # ImagerPixelSpacing wins over PixelSpacing; consistent ERMF is fine
-    dcm = _dicom(tmp_path / "i.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"], PixelSpacing=[0.1, 0.15],
-                 EstimatedRadiographicMagnificationFactor=2.0)
+    dcm = _dicom(
+        tmp_path / "i.dcm",
+        truth,
+        ViewPosition="AP",
+        PatientOrientation=["L", "F"],
+        PixelSpacing=[0.1, 0.15],
+        EstimatedRadiographicMagnificationFactor=2.0,
+    )
     _quiet(_same, dcm, _png(tmp_path / "i.png", truth, angle_deg=0.0))
     # ... a contradicting one is an error naming the tags
-    dcm = _dicom(tmp_path / "c.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"], PixelSpacing=[0.1, 0.15],
-                 EstimatedRadiographicMagnificationFactor=1.3)
+    dcm = _dicom(
+        tmp_path / "c.dcm",
+        truth,
+        ViewPosition="AP",
+        PatientOrientation=["L", "F"],
+        PixelSpacing=[0.1, 0.15],
+        EstimatedRadiographicMagnificationFactor=1.3,
+    )
     with pytest.raises(InputError, match="ImagerPixelSpacing.*PixelSpacing.*EstimatedRadiographicMagnificationFactor"):
         read_xray(dcm)
 
@@ -222,8 +293,9 @@ def test_distances(tmp_path):
     xr = _quiet(_same, dcm, _png(tmp_path / "b.png", truth, angle_deg=0.0, sod_mm=800.0))
     assert "DistanceSourceToIsocenter" in xr.sources["sod_mm"]
     # sdd + ERMF, no sod: sod = sdd / ERMF
-    dcm = _dicom(tmp_path / "c.dcm", truth, DistanceSourceToPatient=None, EstimatedRadiographicMagnificationFactor=1.1,
-                 **args)
+    dcm = _dicom(
+        tmp_path / "c.dcm", truth, DistanceSourceToPatient=None, EstimatedRadiographicMagnificationFactor=1.1, **args
+    )
     xr = _quiet(_same, dcm, _png(tmp_path / "c.png", truth, angle_deg=0.0, sod_mm=1000.0))
     assert "EstimatedRadiographicMagnificationFactor" in xr.sources["sod_mm"]
 
@@ -231,9 +303,18 @@ def test_distances(tmp_path):
 # ----------------------------------------------------------------------------- missing tags
 
 
-@pytest.mark.parametrize("missing", ["ViewPosition", "PatientOrientation", "ImagerPixelSpacing",
-                                     "DistanceSourceToDetector", "DistanceSourceToPatient",
-                                     "PhotometricInterpretation", "Modality"])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "ViewPosition",
+        "PatientOrientation",
+        "ImagerPixelSpacing",
+        "DistanceSourceToDetector",
+        "DistanceSourceToPatient",
+        "PhotometricInterpretation",
+        "Modality",
+    ],
+)
 def test_each_tag_missing_in_turn(tmp_path, missing):
     truth = _beams_eye()
     tags = dict(ViewPosition="PA", PatientOrientation=["L", "F"])
@@ -254,8 +335,12 @@ def test_each_tag_missing_in_turn(tmp_path, missing):
     if missing == "DistanceSourceToPatient":
         side["sod_mm"] = 1100.0 * 1500.0 / 1800.0  # the default 1500 would not fit before 1100: ratio kept
     png = _png(tmp_path / "pa.png", truth, **side)
-    warned = missing in ("PatientOrientation", "DistanceSourceToDetector", "DistanceSourceToPatient",
-                         "PhotometricInterpretation")
+    warned = missing in (
+        "PatientOrientation",
+        "DistanceSourceToDetector",
+        "DistanceSourceToPatient",
+        "PhotometricInterpretation",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xr = _same(dcm, png, **options)
@@ -292,8 +377,17 @@ def test_contradictory_tags_and_options(tmp_path):
     with pytest.raises(InputError, match="ViewPosition PA.*PositionerPrimaryAngle 90"):
         read_xray(_dicom(tmp_path / "a.dcm", truth, Modality="XA", ViewPosition="PA", PositionerPrimaryAngle=90.0))
     # XA at 0 is a PA: agrees with ViewPosition PA
-    _quiet(read_xray, _dicom(tmp_path / "b.dcm", truth, Modality="XA", ViewPosition="PA", PositionerPrimaryAngle=0.0,
-                             PatientOrientation=["L", "F"]))
+    _quiet(
+        read_xray,
+        _dicom(
+            tmp_path / "b.dcm",
+            truth,
+            Modality="XA",
+            ViewPosition="PA",
+            PositionerPrimaryAngle=0.0,
+            PatientOrientation=["L", "F"],
+        ),
+    )
     with pytest.raises(InputError, match=r"PatientOrientation A\\F contradicts DICOM ViewPosition PA"):
         read_xray(_dicom(tmp_path / "c.dcm", truth, ViewPosition="PA", PatientOrientation=["A", "F"]))
     dcm = _dicom(tmp_path / "d.dcm", truth, **pa)
@@ -319,8 +413,9 @@ def test_contradictory_tags_and_options(tmp_path):
 
 def test_read_dicom_returns_the_stored_image_and_tag_geometry(tmp_path):
     truth = _beams_eye()
-    image, geo = read_dicom(_dicom(tmp_path / "x.dcm", np.fliplr(truth), ViewPosition="PA",
-                                   PatientOrientation=["L", "F"]))
+    image, geo = read_dicom(
+        _dicom(tmp_path / "x.dcm", np.fliplr(truth), ViewPosition="PA", PatientOrientation=["L", "F"])
+    )
     np.testing.assert_allclose(image, np.fliplr(truth) / 65535.0, atol=2e-6)
     assert geo == {"angle_deg": 180.0, "sdd_mm": 1100.0, "sod_mm": 700.0, "pixel_spacing_mm": [0.2, 0.3]}
 
@@ -343,12 +438,34 @@ def test_pa_and_left_lateral_pair_equals_png_pair_and_report_sources(tmp_path):
     assert dicom.sources[0]["angle_deg"] == "DICOM ViewPosition PA"
     assert png.sources[1]["angle_deg"] == "ll.json angle_deg"
     assert png.sources[0]["orientation"] == "pa.json flip_lr = False"
-    fit = types.SimpleNamespace(view_ncc=[0.9, 0.8], pose=None, history=[], restarts=1, best_restart=0, stopped_at=0,
-                                perceptual=False, timings={}, views=dicom.views, affine=np.eye(4),
-                                centre_mm=[0.0, 0.0, 0.0], transform=None, residual_rms_hu=None,
-                                intensity_maps=None, data_masks=None)
-    rec = types.SimpleNamespace(fit=fit, inputs=dicom, prior_path=Path("p"), prior_sha256="0", settings={}, seconds=0.0,
-                                metrics={}, target=None, rois=None)
+    fit = types.SimpleNamespace(
+        view_ncc=[0.9, 0.8],
+        pose=None,
+        history=[],
+        restarts=1,
+        best_restart=0,
+        stopped_at=0,
+        perceptual=False,
+        timings={},
+        views=dicom.views,
+        affine=np.eye(4),
+        centre_mm=[0.0, 0.0, 0.0],
+        transform=None,
+        residual_rms_hu=None,
+        intensity_maps=None,
+        data_masks=None,
+    )
+    rec = types.SimpleNamespace(
+        fit=fit,
+        inputs=dicom,
+        prior_path=Path("p"),
+        prior_sha256="0",
+        settings={},
+        seconds=0.0,
+        metrics={},
+        target=None,
+        rois=None,
+    )
     report = json.loads(json.dumps(_report(rec), default=str))
     sources = report["views"][1]["geometry_sources"]
     assert sources["angle_deg"] == "DICOM ViewPosition LL"
@@ -361,17 +478,28 @@ def test_tilts_that_are_not_modelled_are_warned_about(tmp_path):
     truth = _beams_eye()
     png = _png(tmp_path / "x.png", truth, angle_deg=0.0)
     # a DX column stand: PositionerPrimaryAngle is defined for C-arms only
-    dcm = _dicom(tmp_path / "a.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"],
-                 PositionerType="COLUMN", PositionerPrimaryAngle=30.0)
+    dcm = _dicom(
+        tmp_path / "a.dcm",
+        truth,
+        ViewPosition="AP",
+        PatientOrientation=["L", "F"],
+        PositionerType="COLUMN",
+        PositionerPrimaryAngle=30.0,
+    )
     with pytest.warns(UserWarning, match="PositionerPrimaryAngle 30 ignored.*C-arm"):
         _same(dcm, png)
-    dcm = _dicom(tmp_path / "b.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"],
-                 DetectorPrimaryAngle=10.0)
+    dcm = _dicom(tmp_path / "b.dcm", truth, ViewPosition="AP", PatientOrientation=["L", "F"], DetectorPrimaryAngle=10.0)
     with pytest.warns(UserWarning, match="DetectorPrimaryAngle 10"):
         _same(dcm, png)
     # PositionerType CARM on a DX: the C-arm convention (0 = PA)
-    dcm = _dicom(tmp_path / "c.dcm", np.fliplr(truth), PositionerType="CARM", PositionerPrimaryAngle=0.0,
-                 ViewPosition="PA", PatientOrientation=["L", "F"])
+    dcm = _dicom(
+        tmp_path / "c.dcm",
+        np.fliplr(truth),
+        PositionerType="CARM",
+        PositionerPrimaryAngle=0.0,
+        ViewPosition="PA",
+        PatientOrientation=["L", "F"],
+    )
     _quiet(_same, dcm, _png(tmp_path / "c.png", truth, angle_deg=180.0))
 
 
@@ -405,8 +533,10 @@ def test_dicom_pair_reconstructs_the_same_volume_as_png_pair(tmp_path, tiny_prio
     geo = dict(ImagerPixelSpacing=[3.0, 3.0])
     _dicom(tmp_path / "pa.dcm", np.fliplr(pa_truth), ViewPosition="PA", PatientOrientation=["L", "F"], **geo)
     _dicom(tmp_path / "ll.dcm", np.fliplr(ll_truth), ViewPosition="LL", PatientOrientation=["P", "F"], **geo)
-    pngs = [_png(tmp_path / "pa.png", pa_truth, angle_deg=180.0, pixel_spacing_mm=[3.0, 3.0]),
-            _png(tmp_path / "ll.png", ll_truth, angle_deg=90.0, pixel_spacing_mm=[3.0, 3.0])]
+    pngs = [
+        _png(tmp_path / "pa.png", pa_truth, angle_deg=180.0, pixel_spacing_mm=[3.0, 3.0]),
+        _png(tmp_path / "ll.png", ll_truth, angle_deg=90.0, pixel_spacing_mm=[3.0, 3.0]),
+    ]
     kw = dict(prior=prior, steps=2, restarts=1, progress=False, seed=0)
     a = _quiet(xfit.reconstruct, [tmp_path / "pa.dcm", tmp_path / "ll.dcm"], **kw)
     b = _quiet(xfit.reconstruct, pngs, **kw)

@@ -530,8 +530,8 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     """safetensors creates files readable by the owner only; atomic_write hands over 0666 - umask."""
     import os
 
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     from xfit.io import atomic_write
 
@@ -559,12 +559,14 @@ def test_each_io_function_has_one_home_and_the_old_names_still_import():
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 homes.setdefault(node.name, []).append(path.name)
     assert {k: v for k, v in homes.items() if len(v) > 1} == {}
-    before = ("DEFAULT_SDD_MM DEFAULT_SOD_MM LOCK_NAME MAX_SMALL_FILE_BYTES MU_WATER Volume XRay atomic_folder "
-              "atomic_write check_device check_output_file check_output_folder check_output_path crop_centred "
-              "crop_start finite_json folder_lock held_lock holder_text hu_to_mu mu_to_hu parse_json_strict "
-              "prepare_output_dir read_dicom read_image read_image_raw read_nifti read_pixels read_sidecar read_xray "
-              "read_yaml_mapping resample resample_onto sidecar_path stored_to_image write_nifti write_png16 "
-              "write_png8 write_radiograph write_sidecar write_xray").split()
+    before = (
+        "DEFAULT_SDD_MM DEFAULT_SOD_MM LOCK_NAME MAX_SMALL_FILE_BYTES MU_WATER Volume XRay atomic_folder "
+        "atomic_write check_device check_output_file check_output_folder check_output_path crop_centred "
+        "crop_start finite_json folder_lock held_lock holder_text hu_to_mu mu_to_hu parse_json_strict "
+        "prepare_output_dir read_dicom read_image read_image_raw read_nifti read_pixels read_sidecar read_xray "
+        "read_yaml_mapping resample resample_onto sidecar_path stored_to_image write_nifti write_png16 "
+        "write_png8 write_radiograph write_sidecar write_xray"
+    ).split()
     assert [n for n in before if not hasattr(xfit.io, n)] == []
     assert sorted(xfit.io.__all__) == sorted(set(xfit.io.__all__)) and set(before) <= set(xfit.io.__all__)
     assert xfit.io.read_xray.__module__ == "xfit.io.xray" and xfit.io.Volume.__module__ == "xfit.io.volumes"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error, run
+from dicom_files import beams_eye as _beams_eye
+from dicom_files import write_dicom as _dicom
 from PIL import Image
 
 from xfit.errors import InputError
 from xfit.io import read_image, read_image_raw, read_xray, write_nifti
 from xfit.radiograph import text_bitmap
-
-from cli_helpers import assert_user_error, run
-from dicom_files import beams_eye as _beams_eye, write_dicom as _dicom
 
 #: Geometry of the exports below (they have no sidecar): what a user gives on the command line.
 GEOMETRY = dict(sdd_mm=1800.0, sod_mm=1500.0, pixel_spacing_mm=1.2)
@@ -28,8 +28,14 @@ GEOMETRY = dict(sdd_mm=1800.0, sod_mm=1500.0, pixel_spacing_mm=1.2)
 @pytest.mark.parametrize("tag", ["ImagerPixelSpacing", "PixelSpacing"])
 @pytest.mark.parametrize("value", [[0, 0], [-0.2, 0.2], [0.2, 0.0]])
 def test_a_spacing_tag_of_zero_or_less_is_refused_naming_it_unless_an_option_stands_in(tmp_path, tag, value):
-    tags = dict(ImagerPixelSpacing=None, PixelSpacing=None, ViewPosition="AP", PatientOrientation=["L", "F"],
-                Modality="CR", PhotometricInterpretation="MONOCHROME1")
+    tags = dict(
+        ImagerPixelSpacing=None,
+        PixelSpacing=None,
+        ViewPosition="AP",
+        PatientOrientation=["L", "F"],
+        Modality="CR",
+        PhotometricInterpretation="MONOCHROME1",
+    )
     tags[tag] = value
     dcm = _dicom(tmp_path / "cr.dcm", _beams_eye(), **tags)
     with pytest.raises(InputError, match=rf"{tag} \(.*not two positive numbers.*give --pixel-spacing"):
@@ -67,8 +73,15 @@ def _clinical_pair(tmp_path_factory) -> dict:
     labels = [int(v) for v in np.unique(seg) if 0 < v < 100]
     cents = np.array(ndimage.center_of_mass(np.ones(seg.shape), seg, labels)) @ ph.affine[:3, :3].T + ph.affine[:3, 3]
     iso = np.array([12.0, -8.0, 26.0])
-    sims = simulate(folder / "ct.nii.gz", [0.0, 90.0], folder / "xr", detector_shape=(220, 180),
-                    pixel_spacing_mm=(1.2, 1.2), isocenter_mm=iso, style="clinical")
+    sims = simulate(
+        folder / "ct.nii.gz",
+        [0.0, 90.0],
+        folder / "xr",
+        detector_shape=(220, 180),
+        pixel_spacing_mm=(1.2, 1.2),
+        isocenter_mm=iso,
+        style="clinical",
+    )
     return {"folder": folder, "pngs": [s.png for s in sims], "centroids_mm": cents - iso}
 
 
@@ -92,7 +105,7 @@ def _export(png: Path, out: Path, *, border: int = 0, text: str = "", invert: bo
     img = np.pad(img, border, constant_values=0)
     if text:
         bitmap = text_bitmap(text, 14)
-        img[3:3 + bitmap.shape[0], border + 20:border + 20 + bitmap.shape[1]][bitmap] = 255
+        img[3 : 3 + bitmap.shape[0], border + 20 : border + 20 + bitmap.shape[1]][bitmap] = 255
     if invert:
         img = 255 - img
     Image.fromarray(img).save(out, quality=quality)
@@ -129,8 +142,9 @@ def test_target_auto_finds_a_vertebra_on_processed_radiographs(clinical_pair, pr
     target, warned = _auto(clinical_pair["pngs"], prior)
     assert _nearest_mm(target, clinical_pair) < 10.0 and not warned, warned
     # 8-bit JPEG exports with black borders and burned-in text: still found
-    exports = [_export(p, tmp_path / f"{p.stem}.jpg", border=12, text=t) for p, t in
-               zip(clinical_pair["pngs"], ("AP", "LAT"))]
+    exports = [
+        _export(p, tmp_path / f"{p.stem}.jpg", border=12, text=t) for p, t in zip(clinical_pair["pngs"], ("AP", "LAT"))
+    ]
     target, warned = _auto(exports, prior)
     assert _nearest_mm(target, clinical_pair) < 10.0 and not warned, warned
 

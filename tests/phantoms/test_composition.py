@@ -12,8 +12,7 @@ import pytest
 
 from xfit.errors import InputError
 from xfit.phantoms import TISSUE, make_phantom, write_phantoms
-from xfit.phantoms.composition import (SMA_PUBLISHED, draw_composition,
-                                       fat_median, published_ranges, slice_areas)
+from xfit.phantoms.composition import SMA_PUBLISHED, draw_composition, fat_median, published_ranges, slice_areas
 from xfit.phantoms.morphometry import TISSUE_HU
 from xfit.phantoms.report import composition_markdown, composition_rows, measure_composition
 
@@ -45,8 +44,7 @@ def test_measured_areas_hit_the_drawn_targets(seed, level):
     from xfit.phantoms.report import COMPOSITION_GRID
 
     n, k, h = COMPOSITION_GRID
-    ph = make_phantom(seed, size=(n, n, k), spacing_mm=h, level=level, body_composition="published",
-                      regions=True)
+    ph = make_phantom(seed, size=(n, n, k), spacing_mm=h, level=level, body_composition="published", regions=True)
     c = ph.params.composition
     mid = k // 2
     got = slice_areas(ph.hu[:, :, mid], ph.tissue[:, :, mid], {a: b[:, :, mid] for a, b in ph.regions.items()}, h)
@@ -114,15 +112,34 @@ def test_report_rows_and_markdown(measured):
 
 
 def test_write_phantoms_and_cli_option(tmp_path):
-    write_phantoms(tmp_path / "w", 1, size=16, spacing_mm=5.0, seed=3, progress=False,
-                   body_composition="published")
+    write_phantoms(tmp_path / "w", 1, size=16, spacing_mm=5.0, seed=3, progress=False, body_composition="published")
     meta = json.loads((tmp_path / "w" / "case0000.json").read_text())
     assert meta["body_composition"]["model"] == "published"
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "xfit.cli", "phantoms", str(out), "-n", "1", "--size", "16",
-                        "--spacing", "5", "--body-composition", "published"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xfit.cli",
+            "phantoms",
+            str(out),
+            "-n",
+            "1",
+            "--size",
+            "16",
+            "--spacing",
+            "5",
+            "--body-composition",
+            "published",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "case0000.json").read_text())["body_composition"]["model"] == "published"
-    r = subprocess.run([sys.executable, "-m", "xfit.cli", "phantoms", str(tmp_path / "bad"), "-n", "1",
-                        "--body-composition", "obese"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "xfit.cli", "phantoms", str(tmp_path / "bad"), "-n", "1", "--body-composition", "obese"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and not (tmp_path / "bad").exists()

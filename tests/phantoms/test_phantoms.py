@@ -42,13 +42,13 @@ def test_every_vertebra_carries_its_level(phantoms):
         present = set(np.unique(ph.seg)) - {0}
         i = SPINE_LEVELS.index(lvl)
         # the centred vertebra and its two neighbours, labelled in order along z
-        for n in SPINE_LEVELS[max(i - 1, 0): i + 2]:
+        for n in SPINE_LEVELS[max(i - 1, 0) : i + 2]:
             assert LEVEL_TO_LABEL[n] in present, (s, n)
         z_of = {lab: ndimage.center_of_mass(ph.seg == lab)[2] for lab in present}
         order = sorted(present, key=lambda lab: -z_of[lab])  # cranial first
-        assert [SPINE_LEVELS.index(next(k for k, v in LEVEL_TO_LABEL.items() if v == lab))
-                for lab in order] == sorted(SPINE_LEVELS.index(next(
-                    k for k, v in LEVEL_TO_LABEL.items() if v == lab)) for lab in order), s
+        assert [SPINE_LEVELS.index(next(k for k, v in LEVEL_TO_LABEL.items() if v == lab)) for lab in order] == sorted(
+            SPINE_LEVELS.index(next(k for k, v in LEVEL_TO_LABEL.items() if v == lab)) for lab in order
+        ), s
 
 
 def test_deterministic_and_seeds_differ(phantoms):
@@ -79,8 +79,14 @@ def test_dimensions_match_published_table(level):
     for seed in range(3):
         ph = make_phantom(seed, level=level, noise_hu=0.0)
         got = measure_vertebra(ph)
-        for key in ("body_width", "body_depth", "body_height_ant", "body_height_post",
-                    "canal_width", "transverse_width"):
+        for key in (
+            "body_width",
+            "body_depth",
+            "body_height_ant",
+            "body_height_post",
+            "canal_width",
+            "transverse_width",
+        ):
             ref = getattr(m, key)
             assert abs(got[key] - ref.mean) <= 3 * ref.sd + 2.5, (level, seed, key, got[key], ref)
 
@@ -121,8 +127,10 @@ def test_posture_ranges_and_tilts():
     assert np.mean(tilt_l5) > 10 and np.mean(tilt_l1) < 0  # lordosis: L5 forwards, L1 back
     assert 0.05 < scol / 200 < 0.3
     # the centred vertebra tilts up to about 20 degrees across cases
-    tilts = [abs(make_phantom(s, size=16, spacing_mm=4.0, blur=False, noise_hu=0).info["vertebra"]
-                 ["sagittal_tilt_deg"]) for s in range(12)]
+    tilts = [
+        abs(make_phantom(s, size=16, spacing_mm=4.0, blur=False, noise_hu=0).info["vertebra"]["sagittal_tilt_deg"])
+        for s in range(12)
+    ]
     assert max(tilts) > 10
 
 
@@ -161,26 +169,36 @@ def test_scanner_switches():
     assert blurred.hu.max() < clean.hu.max()
     metal = make_phantom(2, size=64, noise_hu=0.0, blur=False, metal=True)
     assert (metal.tissue == TISSUE["metal"]).sum() > 50 and metal.hu.max() > 3000
-    np.testing.assert_array_equal(metal.seg, make_phantom(2, size=64, noise_hu=0.0, blur=False,
-                                                          metal=False).seg)
+    np.testing.assert_array_equal(metal.seg, make_phantom(2, size=64, noise_hu=0.0, blur=False, metal=False).seg)
     assert clean.hu.max() < 2000
 
 
 def test_thoracic_and_lumbar_surroundings():
     t = make_phantom(4, level="T7", fov_mm=200.0, noise_hu=0.0)
     lu = make_phantom(4, level="L3", fov_mm=200.0, noise_hu=0.0)
-    count = lambda ph, name: int((ph.tissue == TISSUE[name]).sum())  # noqa: E731
+    count = lambda ph, name: int((ph.tissue == TISSUE[name]).sum())
     assert count(t, "lung") > 50000 and count(t, "rib") > 2000 and count(t, "blood") > 5000
     assert count(lu, "kidney") > 2000 and count(lu, "lung") == 0
     assert count(lu, "fat") > 20000
     assert np.median(t.hu[t.tissue == TISSUE["lung"]]) < -700
 
 
-@pytest.mark.parametrize("kwargs", [dict(level="X9"), dict(level="C3"), dict(level="L5-L1"),
-                                    dict(size=4), dict(size=(64, 64)), dict(spacing_mm=0.0),
-                                    dict(spacing_mm=float("nan")), dict(fov_mm=-5.0),
-                                    dict(noise_hu=-1.0), dict(centre="middle"),
-                                    dict(fov_mm=1e5)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(level="X9"),
+        dict(level="C3"),
+        dict(level="L5-L1"),
+        dict(size=4),
+        dict(size=(64, 64)),
+        dict(spacing_mm=0.0),
+        dict(spacing_mm=float("nan")),
+        dict(fov_mm=-5.0),
+        dict(noise_hu=-1.0),
+        dict(centre="middle"),
+        dict(fov_mm=1e5),
+    ],
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(InputError):
         make_phantom(0, **kwargs)
@@ -190,9 +208,19 @@ def test_write_phantoms(tmp_path):
     out = tmp_path / "ph"
     paths = write_phantoms(out, 2, size=32, spacing_mm=2.5, seed=7, progress=False)
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["case0000_ct.nii.gz", "case0000_seg.nii.gz", "case0000_tissue.nii.gz",
-                            "case0000.json", "case0001_ct.nii.gz", "case0001_seg.nii.gz",
-                            "case0001_tissue.nii.gz", "case0001.json", "montage.png"])
+    assert names == sorted(
+        [
+            "case0000_ct.nii.gz",
+            "case0000_seg.nii.gz",
+            "case0000_tissue.nii.gz",
+            "case0000.json",
+            "case0001_ct.nii.gz",
+            "case0001_seg.nii.gz",
+            "case0001_tissue.nii.gz",
+            "case0001.json",
+            "montage.png",
+        ]
+    )
     assert all(p.exists() for p in paths)
     ref = make_phantom(8, size=32, spacing_mm=2.5)
     ct, seg = nib.load(out / "case0001_ct.nii.gz"), nib.load(out / "case0001_seg.nii.gz")
@@ -208,7 +236,7 @@ def test_write_phantoms(tmp_path):
 
 
 def test_write_phantoms_interrupted_leaves_nothing(tmp_path, monkeypatch):
-    import xfit.phantoms.writing as writing
+    from xfit.phantoms import writing
 
     real = writing.make_phantom
     calls = []
@@ -238,10 +266,13 @@ def test_montage(tmp_path, phantoms):
 def test_realism_report(tmp_path):
     from xfit.phantoms.report import run_report
 
-    rep = run_report(3, tmp_path / "rep", seed=1, size=32, spacing_mm=2.5, n_images=2,
-                     progress=False)
-    assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.md", "report.json",
-                                                              "montage.png", "whole_body.png"}
+    rep = run_report(3, tmp_path / "rep", seed=1, size=32, spacing_mm=2.5, n_images=2, progress=False)
+    assert {p.name for p in (tmp_path / "rep").iterdir()} == {
+        "report.md",
+        "report.json",
+        "montage.png",
+        "whole_body.png",
+    }
     lvl = next(iter(rep["dimensions"]))
     row = rep["dimensions"][lvl]["body_width"]
     assert row["published_mean"] == MORPHOMETRY[lvl].body_width.mean and row["mean"] > 10

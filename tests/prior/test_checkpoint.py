@@ -195,16 +195,13 @@ def test_load_rejects_foreign_safetensors(tmp_path):
 
 
 def test_load_rejects_wrong_format_and_version(tmp_path, prior_file):
-    v2 = _rewrite(prior_file, tmp_path / "v2.safetensors",
-                  meta_edit=lambda m: m.update(format_version=2))
+    v2 = _rewrite(prior_file, tmp_path / "v2.safetensors", meta_edit=lambda m: m.update(format_version=2))
     with pytest.raises(CheckpointError, match="v2.safetensors.*format_version 2"):
         load_prior(v2)
-    fmt = _rewrite(prior_file, tmp_path / "fmt.safetensors",
-                   meta_edit=lambda m: m.update(format="xfit-train-state"))
+    fmt = _rewrite(prior_file, tmp_path / "fmt.safetensors", meta_edit=lambda m: m.update(format="xfit-train-state"))
     with pytest.raises(CheckpointError, match="expected format 'xfit-prior'"):
         load_prior(fmt)
-    badcfg = _rewrite(prior_file, tmp_path / "cfg.safetensors",
-                      meta_edit=lambda m: m["config"].update(resolution=30))
+    badcfg = _rewrite(prior_file, tmp_path / "cfg.safetensors", meta_edit=lambda m: m["config"].update(resolution=30))
     with pytest.raises(CheckpointError, match="invalid config"):
         load_prior(badcfg)
     with pytest.raises(CheckpointError, match="xfit-train-state"):
@@ -281,8 +278,7 @@ def test_optimizer_flatten_restore_round_trip(tmp_path):
     t_opt, m_opt = flatten_optimizer(opt, "opt_g")
     assert "opt_g.state.3.exp_avg" in t_opt and "opt_g.state.0.step" in t_opt
     tensors = {**state_dict_tensors(model, "G"), **t_opt}
-    path = save_training_state(tmp_path / "state.safetensors", tensors,
-                               {"step": 3, "opt_g": m_opt})
+    path = save_training_state(tmp_path / "state.safetensors", tensors, {"step": 3, "opt_g": m_opt})
     tensors2, meta2 = load_training_state(path)
     assert meta2["step"] == 3
 
@@ -324,11 +320,19 @@ def test_training_state_refuses_overwrite_and_bad_meta(tmp_path):
 def test_rng_capture_restore(tmp_path):
     tensors, meta = capture_rng_state()
     assert tensors["rng.torch"].dtype == torch.uint8
-    first = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    first = (
+        torch.rand(3),
+        np.random.rand(3),  # noqa: NPY002 (the global state is what is restored)
+        [random.random() for _ in range(3)],
+    )
     path = save_training_state(tmp_path / "rng.safetensors", tensors, {"rng": meta})
     t2, m2 = load_training_state(path)
     restore_rng_state(t2, m2["rng"])
-    second = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    second = (
+        torch.rand(3),
+        np.random.rand(3),  # noqa: NPY002
+        [random.random() for _ in range(3)],
+    )
     assert torch.equal(first[0], second[0])
     assert np.array_equal(first[1], second[1])
     assert first[2] == second[2]
@@ -364,13 +368,23 @@ def test_snapshot_round_trip_and_errors(tmp_path):
     G, D = build_generator(cfg), build_discriminator(cfg)
     G.mapping.w_avg.normal_()
     nets = {"G": G, "G_ema": G, "D": D}
-    path = save_snapshot(tmp_path / "s.safetensors", nets, step=7, kimg=0.028, config=cfg, dtype="bfloat16",
-                         summary={"levels": {"L1": 3, "T12": 0, "bogus": 2}})
+    path = save_snapshot(
+        tmp_path / "s.safetensors",
+        nets,
+        step=7,
+        kimg=0.028,
+        config=cfg,
+        dtype="bfloat16",
+        summary={"levels": {"L1": 3, "T12": 0, "bogus": 2}},
+    )
     tensors, meta = load_snapshot(path)
     assert meta["step"] == 7 and meta["dtype"] == "bfloat16" and snapshot_config(path) == cfg
     assert torch.equal(tensors["G.mapping.w_avg"], G.mapping.w_avg)  # kept in float32
-    w = tensors["D.b32.conv0.weight"] if "D.b32.conv0.weight" in tensors else next(
-        v for k, v in tensors.items() if k.startswith("D.") and v.ndim == 5)
+    w = (
+        tensors["D.b32.conv0.weight"]
+        if "D.b32.conv0.weight" in tensors
+        else next(v for k, v in tensors.items() if k.startswith("D.") and v.ndim == 5)
+    )
     assert w.dtype == torch.float32
     key = next(k for k, v in tensors.items() if k.startswith("G.") and v.ndim == 5)
     ref = G.state_dict()[key[2:]]

@@ -9,16 +9,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from spine_synth import TS_V1, TS_V2, spine_volume, write_layout, write_nifti, write_xfit_case, write_xfit_collection
 
 from xfit.errors import InputError
 from xfit.io import crop_centred
 from xfit.levels import level_label, parse_levels
-from xfit.prior.data import (MAX_OUTSIDE, CropStore, DataSettings, dry_run, load_training_set,
-                             prepare_case)
+from xfit.prior.data import MAX_OUTSIDE, CropStore, DataSettings, dry_run, load_training_set, prepare_case
 from xfit.prior.datasets import TOTALSEG_CLASS_MAPS, detect_layout, find_cases, read_class_map
 from xfit.units import hu_to_unit as hu_to_unit_np
-
-from spine_synth import TS_V1, TS_V2, spine_volume, write_layout, write_nifti, write_xfit_case, write_xfit_collection
 
 LEVELS5 = ("T11", "T12", "L1", "L2", "L3")
 S32 = DataSettings(32, 2.5, (-1000.0, 1500.0))
@@ -72,7 +73,7 @@ def test_crop_copies_voxels_exactly_and_label_is_the_centred_vertebra(tmp_path):
 
 def test_levels_choose_the_crops(tmp_path):
     d = write_xfit_collection(tmp_path / "c", 1, fov=(32, 32, 96), levels=LEVELS5)
-    assert _load(d).level_counts() == {n: 1 for n in LEVELS5}
+    assert _load(d).level_counts() == dict.fromkeys(LEVELS5, 1)
     only = DataSettings(32, 2.5, (-1000.0, 1500.0), parse_levels("L1-L5"))
     data = _load(d, only, cache_dir=tmp_path / "cache")
     assert data.level_counts() == {"L1": 1, "L2": 1, "L3": 1}
@@ -82,8 +83,9 @@ def test_levels_choose_the_crops(tmp_path):
         _load(d, none)
 
 
-@pytest.mark.parametrize("shift,kept", [((0, 0, 0), True), ((1, 0, 0), True), ((0, -1, 0), True),
-                                        ((1, 1, 0), False), ((0, 0, 3), False)])
+@pytest.mark.parametrize(
+    "shift,kept", [((0, 0, 0), True), ((1, 0, 0), True), ((0, -1, 0), True), ((1, 1, 0), False), ((0, 0, 3), False)]
+)
 def test_outside_threshold(tmp_path, shift, kept):
     """A crop may hang at most 5 % out of the scan: one voxel of 32 is 3.1 %, two are 6.2 %
     (at 64^3 one voxel along every axis is 4.6 %)."""
@@ -141,7 +143,7 @@ def _mask_centre_offset(vol: torch.Tensor) -> float:
 def test_oblique_and_anisotropic_ct(tmp_path):
     """An oblique affine and a 1.25 x 1.25 x 5 mm grid still give a crop centred on its vertebra
     with about the vertebra's volume (world ellipsoid 14 x 12 x 10 mm semi-axes)."""
-    want = 4 / 3 * np.pi * 14 * 12 * 10 / 2.5 ** 3
+    want = 4 / 3 * np.pi * 14 * 12 * 10 / 2.5**3
     # anisotropic
     hu, seg, aff = spine_volume((64, 64, 16), (1.25, 1.25, 5.0), "L1", ("T12", "L1", "L2"))
     write_nifti(tmp_path / "an" / "x_ct.nii.gz", hu, aff)
@@ -164,7 +166,7 @@ def test_oblique_and_anisotropic_ct(tmp_path):
 def test_mask_on_another_grid_and_not_overlapping(tmp_path):
     hu, seg, aff = spine_volume((32, 32, 32), (2.5,) * 3, "L1", ("L1",))
     write_nifti(tmp_path / "g" / "x_ct.nii.gz", hu, aff)
-    fine, fseg, faff = spine_volume((80, 80, 80), (1.25,) * 3, "L1", ("L1",))  # same world, finer
+    _fine, fseg, faff = spine_volume((80, 80, 80), (1.25,) * 3, "L1", ("L1",))  # same world, finer
     write_nifti(tmp_path / "g" / "x_seg.nii.gz", fseg, faff)
     same = tmp_path / "same"
     write_nifti(same / "x_ct.nii.gz", hu, aff)
@@ -260,8 +262,10 @@ def test_bad_folders(tmp_path):
 # ----------------------------------------------------------------------------- public layouts
 
 
-@pytest.mark.parametrize("layout,mode", [("verse", None), ("ctspine1k", None), ("totalsegmentator", "folders"),
-                                         ("totalsegmentator", "ml-header")])
+@pytest.mark.parametrize(
+    "layout,mode",
+    [("verse", None), ("ctspine1k", None), ("totalsegmentator", "folders"), ("totalsegmentator", "ml-header")],
+)
 def test_public_layouts_are_detected_and_give_the_same_crops(tmp_path, layout, mode):
     """The same two spines in each layout give the same crops as in xfit's own layout."""
     ref = _load(write_xfit_collection(tmp_path / "xfit", 2, centres=["L1", "T12"]))
@@ -279,8 +283,8 @@ def test_public_layouts_are_detected_and_give_the_same_crops(tmp_path, layout, m
 
 def test_totalsegmentator_numbering_comes_from_the_class_map(tmp_path):
     assert read_class_map("totalseg-v1")[22] == "vertebrae_L1" and read_class_map("totalseg-v2")[31] == "vertebrae_L1"
-    assert {k: v[len("vertebrae_"):] for k, v in TOTALSEG_CLASS_MAPS["totalseg-v1"].items()} == TS_V1
-    assert {k: v[len("vertebrae_"):] for k, v in TOTALSEG_CLASS_MAPS["totalseg-v2"].items() if k > 26} == TS_V2
+    assert {k: v[len("vertebrae_") :] for k, v in TOTALSEG_CLASS_MAPS["totalseg-v1"].items()} == TS_V1
+    assert {k: v[len("vertebrae_") :] for k, v in TOTALSEG_CLASS_MAPS["totalseg-v2"].items() if k > 26} == TS_V2
     root = write_layout(tmp_path / "v1", "totalsegmentator", 2, centres=("L1", "T12"), ts_mode="ml-v1")
     with pytest.raises(InputError, match="without a class map.*numbering differs"):
         _load(root)  # never guessed
@@ -317,8 +321,11 @@ def test_mixed_folder(tmp_path):
     data = _load(tmp_path / "m")
     assert data.layout == "mixed(phantoms=xfit,ts=totalsegmentator,verse19=verse)"
     assert [s.split(":")[0] for s in data.sources] == [
-        "phantoms/case0000_ct.nii.gz", "phantoms/case0001_ct.nii.gz", "ts/s0000/ct.nii.gz",
-        "verse19/01_training/rawdata/sub-verse500/sub-verse500_ct.nii.gz"]
+        "phantoms/case0000_ct.nii.gz",
+        "phantoms/case0001_ct.nii.gz",
+        "ts/s0000/ct.nii.gz",
+        "verse19/01_training/rawdata/sub-verse500/sub-verse500_ct.nii.gz",
+    ]
     # a flat folder with a collection below it reads the flat files and reports the subfolder
     write_xfit_collection(tmp_path / "m2", 1)
     write_layout(tmp_path / "m2" / "more", "verse", 1)
@@ -330,15 +337,19 @@ def test_mixed_folder(tmp_path):
 
 
 def test_dry_run_explains_and_draws(tmp_path):
-    d = write_xfit_collection(tmp_path / "c", 3, centres=["T12", "L1"], fov=(32, 32, 64), levels=("T11", "T12", "L1", "L2", "L3"))
+    d = write_xfit_collection(
+        tmp_path / "c", 3, centres=["T12", "L1"], fov=(32, 32, 64), levels=("T11", "T12", "L1", "L2", "L3")
+    )
     (d / "case0009_ct.nii.gz").write_bytes(b"garbage")
     (d / "case0009_seg.nii.gz").write_bytes(b"garbage")
     rep = dry_run(d, S32, montage=tmp_path / "montage.png", n_montage=3, workers=1, progress=False)
     lines = rep.lines()
     assert lines[0] == "layout xfit; crops of 32^3 at 2.5 mm around C1-L6, at most 5 % outside the scan"
-    assert lines[1] == ("case0000_ct.nii.gz: levels T11-T12,L1-L3; 3 crop(s) (T11-T12,L1); skip L2: 19 % of the "
-                        "crop lies outside the scan (at most 5 % allowed); skip L3: 47 % of the crop lies outside "
-                        "the scan (at most 5 % allowed)")
+    assert lines[1] == (
+        "case0000_ct.nii.gz: levels T11-T12,L1-L3; 3 crop(s) (T11-T12,L1); skip L2: 19 % of the "
+        "crop lies outside the scan (at most 5 % allowed); skip L3: 47 % of the crop lies outside "
+        "the scan (at most 5 % allowed)"
+    )
     assert lines[4].startswith("case0009_ct.nii.gz: SKIPPED (cannot read as NIfTI")
     assert rep.level_counts() == {"T11": 2, "T12": 3, "L1": 3, "L2": 1}
     assert lines[5] == "total: 9 crop(s) from 3 file(s), 1 file(s) skipped, 6 vertebra(e) skipped"
@@ -367,19 +378,19 @@ def test_gz_window_reads_match_direct_reads(tmp_path):
         lo = rng.integers(0, [20, 20, 150])
         hi = lo + rng.integers(1, [12, 10, 40])
         hi = np.minimum(hi, full.shape)
-        np.testing.assert_array_equal(gz.block(lo, hi), full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+        np.testing.assert_array_equal(gz.block(lo, hi), full[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
     a, b = _load(tmp_path / "nii.gz"), _load(tmp_path / "nii")
     assert len(a.volumes) == 7 and a.levels == [level_label(n) for n in levels]
     assert torch.equal(a.volumes[:], b.volumes[:])
 
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
-
-
 @hsettings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(angle=st.floats(-40, 40), axis=st.sampled_from([0, 1, 2]),
-       spacing=st.tuples(st.sampled_from([1.5, 2.0, 2.5, 3.0]), st.sampled_from([1.5, 2.5]), st.sampled_from([2.0, 4.0])),
-       flip=st.booleans())
+@given(
+    angle=st.floats(-40, 40),
+    axis=st.sampled_from([0, 1, 2]),
+    spacing=st.tuples(st.sampled_from([1.5, 2.0, 2.5, 3.0]), st.sampled_from([1.5, 2.5]), st.sampled_from([2.0, 4.0])),
+    flip=st.booleans(),
+)
 def test_any_affine_gives_a_centred_vertebra(tmp_path_factory, angle, axis, spacing, flip):
     """Whatever the voxel grid's rotation, spacing and handedness, the crop is centred on its
     vertebra and holds about its world volume (ellipsoid 14 x 12 x 10 mm drawn in voxel space)."""
@@ -396,7 +407,7 @@ def test_any_affine_gives_a_centred_vertebra(tmp_path_factory, angle, axis, spac
     write_nifti(tmp / "x_ct.nii.gz", hu, rot @ aff)
     write_nifti(tmp / "x_seg.nii.gz", seg, rot @ aff)
     v = _load(tmp).volumes[0]
-    want = 4 / 3 * np.pi * 14 * 12 * 10 / 2.5 ** 3
+    want = 4 / 3 * np.pi * 14 * 12 * 10 / 2.5**3
     assert _mask_centre_offset(v) < 0.75
     assert abs((v[1] > 0).sum().item() / want - 1) < 0.2
 

@@ -244,8 +244,8 @@ def test_modulated_conv_gradcheck(fused):
     weight = torch.randn(2, 2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     styles = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, w, s: modulated_conv3d(a, w, s, demodulate=True, fused=fused),
-        (x, weight, styles))
+        lambda a, w, s: modulated_conv3d(a, w, s, demodulate=True, fused=fused), (x, weight, styles)
+    )
 
 
 def test_modulated_conv_shape_error():

@@ -103,8 +103,14 @@ def test_sample_cli_writes_files_and_refuses_overwrite(tmp_path, prior_path, pri
     res = run("sample", prior_path, "-n", 2, "-o", out, "--seed", 3)
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["montage.png", "sample000_ct.nii.gz", "sample000_seg.nii.gz",
-                     "sample001_ct.nii.gz", "sample001_seg.nii.gz", "samples.json"]
+    assert names == [
+        "montage.png",
+        "sample000_ct.nii.gz",
+        "sample000_seg.nii.gz",
+        "sample001_ct.nii.gz",
+        "sample001_seg.nii.gz",
+        "samples.json",
+    ]
     ct, seg = read_nifti(out / "sample001_ct.nii.gz"), read_nifti(out / "sample001_seg.nii.gz", dtype=np.int16)
     r = prior.config.resolution
     assert ct.shape == seg.shape == (r, r, r)

@@ -16,15 +16,14 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from spine_synth import write_layout, write_xfit_collection
 
 from xfit.cli import main
 from xfit.errors import InputError, OutputExistsError
-from xfit.prior.checkpoint import load_prior, load_training_state
+from xfit.prior.checkpoint import levels_seen, load_prior, load_snapshot, load_training_state
 from xfit.prior.config import config_path, load_config
-from xfit.prior.checkpoint import levels_seen, load_snapshot
-from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, main as train_main, snapshot_run, train
-
-from spine_synth import write_layout, write_xfit_collection
+from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, snapshot_run, train
+from xfit.prior.train import main as train_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,7 +173,9 @@ def test_snapshot_resume_continues(tmp_path, ct_dir):
     steps = [v for k, v in tb.items() if k.startswith("opt_g.") and k.endswith(".step")]
     assert mb["step"] == 6 and steps and all(int(v) == 2 for v in steps)  # fresh Adam moments
     assert [json.loads(ln)["step"] for ln in (b / "log.jsonl").read_text().splitlines()] == [5, 6]
-    assert not torch.equal(tb["G.synthesis.blocks.0.conv1.weight"], snap["G.synthesis.blocks.0.conv1.weight"])  # trained on
+    assert not torch.equal(
+        tb["G.synthesis.blocks.0.conv1.weight"], snap["G.synthesis.blocks.0.conv1.weight"]
+    )  # trained on
     # the continued run resumes normally from its own state
     train(cfg, ct_dir, b, resume=True, max_steps=7, progress=False, device="cpu")
     assert _state(b)[1]["step"] == 7
@@ -186,18 +187,41 @@ def test_snapshot_resume_continues(tmp_path, ct_dir):
         train(cfg, ct_dir, b, resume=True, resume_from=out, max_steps=8, progress=False, device="cpu")
 
 
-@pytest.mark.parametrize("layout,mode", [("verse", "folders"), ("ctspine1k", "folders"),
-                                         ("totalsegmentator", "folders"), ("totalsegmentator", "ml-header")])
+@pytest.mark.parametrize(
+    "layout,mode",
+    [
+        ("verse", "folders"),
+        ("ctspine1k", "folders"),
+        ("totalsegmentator", "folders"),
+        ("totalsegmentator", "ml-header"),
+    ],
+)
 def test_each_layout_trains_with_one_command(tmp_path, layout, mode):
-    root = write_layout(tmp_path / "data", layout, 3, centres=("T12", "L1", "L2"),
-                        levels=("T11", "T12", "L1", "L2", "L3"), ts_mode=mode)
+    root = write_layout(
+        tmp_path / "data", layout, 3, centres=("T12", "L1", "L2"), levels=("T11", "T12", "L1", "L2", "L3"), ts_mode=mode
+    )
     run = tmp_path / "run"
     from click.testing import CliRunner
 
     from xfit.cli import main as cli
 
-    res = CliRunner().invoke(cli, ["train-prior", str(root), "-o", str(run), "--config", "tiny", "--max-steps",
-                                   "2", "--device", "cpu", "--amp", "bf16"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train-prior",
+            str(root),
+            "-o",
+            str(run),
+            "--config",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--device",
+            "cpu",
+            "--amp",
+            "bf16",
+        ],
+    )
     assert res.exit_code == 0, res.output
     prior = load_prior(run / PRIOR_FILE)
     assert prior.meta["training"]["layout"] == layout and prior.meta["training"]["steps"] == 2
@@ -217,8 +241,19 @@ def test_levels_provenance_and_amp_choice(tmp_path, ct_dir, cfg):
 
 
 def _train_cmd(ct_dir: Path, run: Path, config: Path, steps: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "xfit.prior.train", str(ct_dir), "-o", str(run), "--config",
-            str(config), "--max-steps", str(steps), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "xfit.prior.train",
+        str(ct_dir),
+        "-o",
+        str(run),
+        "--config",
+        str(config),
+        "--max-steps",
+        str(steps),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -226,8 +261,9 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, ct_dir):
     config = _custom_config(tmp_path, checkpoint_every=2, sample_every=1000)
     steps = 10
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    proc = subprocess.Popen(_train_cmd(ct_dir, killed, config, steps), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _train_cmd(ct_dir, killed, config, steps), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 120
         while not (killed / STATE_FILE).exists():
@@ -245,8 +281,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, ct_dir):
     assert proc.returncode == -signal.SIGKILL
     step_at_kill = _state(killed)[1]["step"]
     assert 2 <= step_at_kill < steps and step_at_kill % 2 == 0
-    for cmd in (_train_cmd(ct_dir, killed, config, steps, "--resume"),
-                _train_cmd(ct_dir, straight, config, steps)):
+    for cmd in (_train_cmd(ct_dir, killed, config, steps, "--resume"), _train_cmd(ct_dir, straight, config, steps)):
         res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
     assert_same_state(killed, straight)
@@ -294,8 +329,19 @@ def test_two_process_training_keeps_ranks_identical(tmp_path, ct_dir):
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ranks.json"
     config = _custom_config(tmp_path, batch_size=2, sample_every=1000)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(ct_dir), str(config), str(tmp_path / "run"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(ct_dir),
+        str(config),
+        str(tmp_path / "run"),
+        str(out),
+    ]
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = json.loads(out.read_text())
@@ -334,9 +380,11 @@ def test_empty_folder_and_junk(tmp_path, cfg):
 def test_cli_train_prior_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args in ([empty, "-o", tmp_path / "run", "--config", "tiny"],
-                 [tmp_path / "missing", "-o", tmp_path / "run2", "--config", "tiny"],
-                 [empty, "-o", tmp_path / "run3", "--config", "no-such-config"]):
+    for args in (
+        [empty, "-o", tmp_path / "run", "--config", "tiny"],
+        [tmp_path / "missing", "-o", tmp_path / "run2", "--config", "tiny"],
+        [empty, "-o", tmp_path / "run3", "--config", "no-such-config"],
+    ):
         res = CliRunner().invoke(main, ["train-prior", *map(str, args)])
         assert res.exit_code == 2, res.output
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
@@ -345,17 +393,34 @@ def test_cli_train_prior_errors(tmp_path):
 
 
 def test_cli_train_prior_runs(tmp_path, ct_dir):
-    res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
-                                    "--config", "tiny", "--max-steps", "1", "--device", "cpu"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "train-prior",
+            str(ct_dir),
+            "-o",
+            str(tmp_path / "run"),
+            "--config",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "trained 1 steps" in res.output
     assert (tmp_path / "run" / PRIOR_FILE).is_file()
     # --resume with another config is a one-line error; without --config the run's own is used
-    res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
-                                    "--config", "64", "--resume", "--max-steps", "2"])
+    res = CliRunner().invoke(
+        main,
+        ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"), "--config", "64", "--resume", "--max-steps", "2"],
+    )
     assert res.exit_code == 2 and "differs" in res.stderr, res.output
-    res = CliRunner().invoke(main, ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"),
-                                    "--resume", "--max-steps", "2", "--device", "cpu"])
+    res = CliRunner().invoke(
+        main,
+        ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"), "--resume", "--max-steps", "2", "--device", "cpu"],
+    )
     assert res.exit_code == 0 and "trained 2 steps" in res.output, res.output
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-import xfit.projector as projector
+from xfit import projector
 from xfit.errors import InputError
 from xfit.geometry import View, make_rays
 from xfit.projector import backproject, fused, get_backend, project, reference, resolved_backend

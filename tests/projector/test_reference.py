@@ -202,8 +202,10 @@ def test_backproject_is_the_adjoint(projection):
     g = torch.Generator().manual_seed(1)
     shape = (9, 11, 10)
     affine = make_affine(shape, (1.2, 1.0, 0.9), (0.5, -0.5, 1.0))
-    views = [View(a, sdd_mm=200, sod_mm=120, shape=(7, 8), pixel_spacing_mm=2.0, projection=projection)
-             for a in (0.0, 37.0, 110.0)]
+    views = [
+        View(a, sdd_mm=200, sod_mm=120, shape=(7, 8), pixel_spacing_mm=2.0, projection=projection)
+        for a in (0.0, 37.0, 110.0)
+    ]
     x = torch.rand(2, 1, *shape, generator=g, dtype=F64)
     y = torch.rand(2, 3, 7, 8, generator=g, dtype=F64)
     ax = project(x, affine, views, chunk_rays=13)
@@ -230,8 +232,10 @@ def tiny_setup(projection="cone"):
     g = torch.Generator().manual_seed(3)
     mu = (0.05 * torch.rand(1, 1, *TINY_SHAPE, generator=g, dtype=F64)).requires_grad_()
     affine = make_affine(TINY_SHAPE, (2.0, 1.8, 2.2), (0.3, -0.2, 0.1))
-    views = [View(a, sdd_mm=150, sod_mm=100, shape=(4, 3), pixel_spacing_mm=(2.5, 3.0), projection=projection)
-             for a in (11.0, 73.0)]
+    views = [
+        View(a, sdd_mm=150, sod_mm=100, shape=(4, 3), pixel_spacing_mm=(2.5, 3.0), projection=projection)
+        for a in (11.0, 73.0)
+    ]
     return mu, affine, views
 
 
@@ -245,7 +249,7 @@ def test_gradcheck_mu(projection):
 def test_gradcheck_angle_and_mu(projection):
     mu, affine, views = tiny_setup(projection)
     angle = torch.tensor([11.0, 73.0], dtype=F64, requires_grad=True)
-    fn = lambda m, a: project(m, affine, views, angle_deg=a, chunk_rays=5)  # noqa: E731
+    fn = lambda m, a: project(m, affine, views, angle_deg=a, chunk_rays=5)
     assert torch.autograd.gradcheck(fn, (mu, angle), atol=1e-6)
 
 
@@ -253,7 +257,7 @@ def test_gradcheck_pose():
     mu, affine, views = tiny_setup("cone")
     rotvec = torch.tensor([[0.02, -0.03, 0.01], [0.0, 0.05, -0.02]], dtype=F64, requires_grad=True)
     shift = torch.tensor([[0.4, -0.3, 0.2], [-0.1, 0.2, 0.5]], dtype=F64, requires_grad=True)
-    fn = lambda r, t: project(mu.detach(), affine, views, pose=rigid_pose(r, t))  # noqa: E731
+    fn = lambda r, t: project(mu.detach(), affine, views, pose=rigid_pose(r, t))
     assert torch.autograd.gradcheck(fn, (rotvec, shift), atol=1e-6)
 
 
@@ -274,7 +278,8 @@ def test_cone_beam_tends_to_parallel_beam():
     shape = (24, 24, 24)
     affine = make_affine(shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     mu = gaussian_volume(shape, affine, (3.0, -2.0, 1.0), 3.0, 0.05) + ellipsoid_volume(
-        shape, affine, (-2.0, 1.0, 0.0), (6.0, 4.0, 8.0), 0.02, supersample=2)
+        shape, affine, (-2.0, 1.0, 0.0), (6.0, 4.0, 8.0), 0.02, supersample=2
+    )
     parallel = View(37.0, sdd_mm=400, sod_mm=250, shape=(20, 20), pixel_spacing_mm=1.2, projection="parallel")
     reference_drr = project(mu, affine, [parallel])
     diffs = []
@@ -336,8 +341,9 @@ def test_chunking_does_not_change_values_or_gradients():
 def test_batched_shapes_and_dtypes(batch, dtype):
     shape = (8, 9, 7)
     mu = torch.rand(batch, 1, *shape, dtype=dtype)
-    affines = torch.stack([make_affine(shape, (1.0, 1.1, 0.9), (b * 1.5, 0.0, -b * 1.0), dtype=dtype)
-                           for b in range(batch)])
+    affines = torch.stack(
+        [make_affine(shape, (1.0, 1.1, 0.9), (b * 1.5, 0.0, -b * 1.0), dtype=dtype) for b in range(batch)]
+    )
     views = [View(a, sdd_mm=200, sod_mm=120, shape=(5, 6), pixel_spacing_mm=2.0) for a in (0.0, 45.0, 90.0)]
     out = project(mu, affines, views)
     assert out.shape == (batch, 3, 5, 6) and out.dtype == dtype
@@ -438,7 +444,7 @@ def test_chunks_bound_the_working_set(monkeypatch):
 def test_auto_backend_warns_once_when_cuda_falls_back(monkeypatch):
     import warnings
 
-    import xfit.projector as projector
+    from xfit import projector
 
     monkeypatch.setattr(projector, "_triton", lambda: None)
     monkeypatch.delenv(projector.BACKEND_ENV)  # "auto" itself

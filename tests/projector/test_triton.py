@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None, reason="triton is not installed"
-)
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 SHAPE = (6, 5, 4)  # non-cubic so that axis-order mistakes show
 #: Permuted, flipped, anisotropic voxel index -> world mm affine (centred near the isocentre).
@@ -153,7 +151,7 @@ def check_gradcheck() -> None:
     mu = torch.rand(1, 1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda m: project_triton(m, eye, views, n_samples=2), (mu,))
     y = torch.randn(1, 1, 1, 2, dtype=torch.float64, requires_grad=True)
-    bp = lambda im: backproject_triton(im, eye, views, (3, 2, 2), n_samples=2)  # noqa: E731
+    bp = lambda im: backproject_triton(im, eye, views, (3, 2, 2), n_samples=2)
     assert torch.autograd.gradcheck(bp, (y,))
 
 
@@ -283,7 +281,7 @@ def _main(names: list[str]) -> None:
             results[name] = None
         except _Skip as exc:
             results[name] = f"SKIP {exc}"
-        except Exception:  # noqa: BLE001 - reported to the parent test
+        except Exception:  # noqa: BLE001 (any failure is reported in the results)
             results[name] = traceback.format_exc()
     print("RESULTS " + json.dumps(results))
 

@@ -8,11 +8,11 @@ import builtins
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_user_error
+from cli_helpers import train_baseline as _train_baseline
+from tiny_models import baseline_yaml as _baseline_yaml
 
 from xfit.errors import OutputError
-
-from cli_helpers import assert_user_error, train_baseline as _train_baseline
-from tiny_models import baseline_yaml as _baseline_yaml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +39,9 @@ def test_a_full_disk_while_writing_the_crop_cache_names_the_cache(tmp_path, ct_d
 
     _full_disk_for(monkeypatch, data, "crops.f16")
     with pytest.raises(OutputError, match=r"cannot write the crop cache .*cache/data-\w+: No space left on device"):
-        load_training_set(ct_dir, DataSettings(16, 5.0, (-1000.0, 1500.0)), cache_dir=tmp_path / "cache", progress=False, workers=1)
+        load_training_set(
+            ct_dir, DataSettings(16, 5.0, (-1000.0, 1500.0)), cache_dir=tmp_path / "cache", progress=False, workers=1
+        )
     assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # no half-written entry
     run_dir = tmp_path / "run"
     res = _train_baseline(ct_dir, run_dir, "--config", _baseline_yaml(tmp_path), "--max-steps", 2)
@@ -50,12 +52,12 @@ def test_a_missing_config_json_on_resume_is_reported_missing(tmp_path, ct_dir):
     """Before: ``--resume`` of a run folder whose ``config.json`` is gone took the default config,
     and the state then failed as "does not match this architecture" (train-baseline) or "does not
     match this config" (train-prior): a settings mismatch, not the missing file."""
+    from click.testing import CliRunner
     from tiny_models import tiny_prior_training as _prior_cfg
+
     from xfit.baselines.train import main as baseline_main
     from xfit.cli import main as xfit_main
     from xfit.prior import train as prior_train
-
-    from click.testing import CliRunner
 
     base = tmp_path / "baseline"
     config = _baseline_yaml(tmp_path)
@@ -113,8 +115,16 @@ def _table(folder: Path) -> list[dict]:
 
 
 # a value no computation gives: before, kept as done on resume (and, finite, averaged into summary.md)
-IMPOSSIBLE = [("dice", "1e999"), ("ssim", "inf"), ("ssim", "2"), ("mae_hu", "-5"), ("psnr_db", "-inf"),
-              ("third_view_ncc", "7"), ("seconds", "-1"), ("freq_dist", "3")]
+IMPOSSIBLE = [
+    ("dice", "1e999"),
+    ("ssim", "inf"),
+    ("ssim", "2"),
+    ("mae_hu", "-5"),
+    ("psnr_db", "-inf"),
+    ("third_view_ncc", "7"),
+    ("seconds", "-1"),
+    ("freq_dist", "3"),
+]
 
 
 @pytest.mark.parametrize("column,value", IMPOSSIBLE)
@@ -182,8 +192,9 @@ def test_an_empty_cell_where_every_run_writes_one_is_damage(run_of_two, tmp_path
 # ----------------------------------------------------------------------------- round 3: lock files
 
 
-@pytest.mark.parametrize("content", [bytes(range(128, 256)) + b"\n\x00 \x1b[2J", b"\xff\xfe", b"12 host with spaces",
-                                     b"abc def"])
+@pytest.mark.parametrize(
+    "content", [bytes(range(128, 256)) + b"\n\x00 \x1b[2J", b"\xff\xfe", b"12 host with spaces", b"abc def"]
+)
 def test_a_lock_file_no_xfit_run_wrote_is_named_not_printed(tmp_path, content):
     """Before (d757aa0): a damaged ``.lock`` was printed as its holder, ``(pid \\ufffd\\ufffd... on ?)``:
     random bytes, escape codes and all, on the user's terminal."""

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error, run
 
 from xfit.errors import InputError, OutputError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate
 from xfit.studies.sweeps import main as sweeps_main
 from xfit.studies.sweeps import noise_conditions, parse_values, run_sweep
-
-from cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,8 +95,9 @@ def test_a_cases_csv_lacking_a_metric_column_is_refused(tiny, tmp_path, capsys, 
     out = _copy(tiny["run"], tmp_path / "run")
     rows = list(csv.DictReader((out / "cases.csv").open()))
     with (out / "cases.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != column], lineterminator="\n",
-                           extrasaction="ignore")
+        w = csv.DictWriter(
+            fh, fieldnames=[k for k in rows[0] if k != column], lineterminator="\n", extrasaction="ignore"
+        )
         w.writeheader()
         w.writerows(rows)
     with pytest.raises(InputError, match=f"lacks the column.*{column}"):
@@ -185,8 +185,10 @@ def _assembled(tiny, tmp_path, kind: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", ["a condition folder renamed", "a plain run copied in", "a run of other settings",
-                                  "a condition of another sweep"])
+@pytest.mark.parametrize(
+    "kind",
+    ["a condition folder renamed", "a plain run copied in", "a run of other settings", "a condition of another sweep"],
+)
 def test_a_sweep_folder_is_drawn_only_from_one_sweep(tiny, tmp_path, capsys, kind):
     # before: `python -m xfit.studies.sweeps` drew every condition folder at the value its name
     # says, whatever its run was made with, and mixed cases and settings into one curve
@@ -214,18 +216,29 @@ def test_a_forced_run_never_replaces_a_folder_holding_its_prior(tiny, tmp_path):
     sweep = _copy(tiny["sweep"], tmp_path / "sweep")
     prior2 = Path(shutil.copy(tiny["prior"], sweep / "prior.safetensors"))
     with pytest.raises(OutputError, match="holds the input"):
-        run_sweep(dataclasses.replace(tiny["one"], prior=str(prior2)), noise_conditions([1e5]), sweep, force=True,
-                  progress=False)
+        run_sweep(
+            dataclasses.replace(tiny["one"], prior=str(prior2)),
+            noise_conditions([1e5]),
+            sweep,
+            force=True,
+            progress=False,
+        )
     assert prior2.is_file() and (sweep / "dose_1000").is_dir()
 
 
 # ----------------------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"max_cases": 1}, "max_cases"), ({"layout": "verse"}, "layout"), ({"levels": "L1"}, "levels"),
-    ({"phantoms": None, "data": "CT", "first_seed": 5}, "first_seed"),
-    ({"phantoms": None, "data": "CT", "whole_body_fov_mm": 500.0}, "whole_body_fov_mm")])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"max_cases": 1}, "max_cases"),
+        ({"layout": "verse"}, "layout"),
+        ({"levels": "L1"}, "levels"),
+        ({"phantoms": None, "data": "CT", "first_seed": 5}, "first_seed"),
+        ({"phantoms": None, "data": "CT", "whole_body_fov_mm": 500.0}, "whole_body_fov_mm"),
+    ],
+)
 def test_a_setting_that_does_not_apply_to_the_cases_is_refused(tiny, tmp_path, monkeypatch, change, words):
     # before: recorded in settings.json and ignored (--max-cases 1 with --phantoms 2 ran 2 cases)
     (tmp_path / "CT").mkdir()
@@ -237,8 +250,24 @@ def test_a_setting_that_does_not_apply_to_the_cases_is_refused(tiny, tmp_path, m
 
 
 def test_max_cases_with_phantoms_is_one_line_on_the_command_line(tiny, tmp_path):
-    res = run("evaluate", "--prior", tiny["prior"], "--methods", "mean", "--phantoms", 2, "--detector", 32,
-              "--pixel-spacing", 3, "--max-cases", 1, "-o", tmp_path / "out", "--quiet")
+    res = run(
+        "evaluate",
+        "--prior",
+        tiny["prior"],
+        "--methods",
+        "mean",
+        "--phantoms",
+        2,
+        "--detector",
+        32,
+        "--pixel-spacing",
+        3,
+        "--max-cases",
+        1,
+        "-o",
+        tmp_path / "out",
+        "--quiet",
+    )
     assert_user_error(res, "--max-cases", "--data")
     assert not (tmp_path / "out").exists()
 
@@ -296,7 +325,8 @@ def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, ct_dir):
     # before: no lock; two `train-baseline` (or `train-prior`) on one folder both exited 0, their
     # log.jsonl interleaved (steps 1, 1, 2, 2, ...) and each overwrote the other's state
     from cli_helpers import train_baseline as _train_baseline
-    from tiny_models import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
+    from tiny_models import baseline_yaml as _baseline_yaml
+    from tiny_models import tiny_prior_training as _prior_cfg
 
     from xfit.errors import OutputExistsError
     from xfit.prior import train as prior_train
@@ -311,8 +341,9 @@ def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, ct_dir):
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     _live_lock(fresh)
-    assert_user_error(_train_baseline(ct_dir, fresh, "--config", _baseline_yaml(tmp_path), "--max-steps", 2),
-                      "being written")
+    assert_user_error(
+        _train_baseline(ct_dir, fresh, "--config", _baseline_yaml(tmp_path), "--max-steps", 2), "being written"
+    )
     assert sorted(p.name for p in fresh.iterdir()) == [".lock"]
     prior = tmp_path / "prior"
     prior_train.train(_prior_cfg(), ct_dir, prior, max_steps=2, progress=False, device="cpu", workers=1)
@@ -320,8 +351,9 @@ def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, ct_dir):
     _live_lock(prior)
     log = (prior / "log.jsonl").read_text()
     with pytest.raises(OutputExistsError, match="being written"):
-        prior_train.train(_prior_cfg(), ct_dir, prior, resume=True, max_steps=3, progress=False, device="cpu",
-                          workers=1)
+        prior_train.train(
+            _prior_cfg(), ct_dir, prior, resume=True, max_steps=3, progress=False, device="cpu", workers=1
+        )
     assert (prior / "log.jsonl").read_text() == log and (prior / ".lock").read_text() == held
 
 

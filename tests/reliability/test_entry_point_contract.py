@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import assert_user_error, run
+from cli_helpers import train_baseline as _train_baseline
+from dicom_files import beams_eye as _beams_eye
+from dicom_files import write_dicom as _dicom
+from tiny_models import baseline_yaml as _baseline_yaml
+from tiny_models import tiny_prior_training as _prior_cfg
 
 from xfit.baselines.train import BaselineTrainer
 from xfit.errors import CheckpointError, InputError
@@ -22,17 +28,15 @@ from xfit.prior import train as prior_train
 from xfit.prior.checkpoint import load_training_state, save_training_state
 from xfit.prior.config import load_config
 
-from cli_helpers import assert_user_error, run, train_baseline as _train_baseline
-from dicom_files import beams_eye as _beams_eye, write_dicom as _dicom
-from tiny_models import baseline_yaml as _baseline_yaml, tiny_prior_training as _prior_cfg
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: What safetensors' writer raises on a full and on a read-only disk (not an OSError).
-DISK_ERRORS = {"no space left on device": 'Error while serializing: I/O error: No space left on device (os error 28) '
-                                          'at path "/x/.tmpAbC"',
-               "read-only file system": "Error while serializing: I/O error: Read-only file system (os error 30)"}
+DISK_ERRORS = {
+    "no space left on device": "Error while serializing: I/O error: No space left on device (os error 28) "
+    'at path "/x/.tmpAbC"',
+    "read-only file system": "Error while serializing: I/O error: Read-only file system (os error 30)",
+}
 
 
 def _main_error(capsys, main, *args) -> str:
@@ -60,7 +64,9 @@ def prior_run(tmp_path) -> Path:
     """A prior run folder holding the (untrained) training state of the tiny config."""
     cfg = load_config("tiny")
     folder = tmp_path / "prior-run"
-    save_training_state(folder / prior_train.STATE_FILE, *prior_train.Trainer(cfg, torch.device("cpu"), amp="off").state())
+    save_training_state(
+        folder / prior_train.STATE_FILE, *prior_train.Trainer(cfg, torch.device("cpu"), amp="off").state()
+    )
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
     return folder
 
@@ -83,8 +89,15 @@ def test_snapshot_errors_are_one_line_in_cli_terms(tmp_path, prior_run, capsys):
     assert "config.json" in _main_error(capsys, main, "snapshot", prior_run, "-o", tmp_path / "b.safetensors")
 
 
-@pytest.mark.parametrize("args,word", [(["--methods", "x2ct-cnn,nope"], "nope"), (["--jitter", "abc"], "--jitter"),
-                                       (["--workers", "0"], "--workers"), (["--methods", "ear,ear"], "once")])
+@pytest.mark.parametrize(
+    "args,word",
+    [
+        (["--methods", "x2ct-cnn,nope"], "nope"),
+        (["--jitter", "abc"], "--jitter"),
+        (["--workers", "0"], "--workers"),
+        (["--methods", "ear,ear"], "once"),
+    ],
+)
 def test_ship_errors_are_one_line(tmp_path, capsys, args, word):
     from xfit.baselines.ship import main
 
@@ -218,11 +231,12 @@ def test_a_non_finite_loss_stops_training_keeping_the_last_finite_checkpoint(tmp
     else:
         config = tmp_path / "prior.yaml"
         config.write_text(yaml.safe_dump(_prior_cfg().to_dict()))
-        res = run("train-prior", ct_dir, "-o", folder, "--config", config, "--max-steps", 4, "--device", "cpu",
-                  "--workers", 1)
+        res = run(
+            "train-prior", ct_dir, "-o", folder, "--config", config, "--max-steps", 4, "--device", "cpu", "--workers", 1
+        )
     line = _error_line(res)
     assert "diverged at step 3" in line and "not finite" in line
-    tensors, meta = load_training_state(folder / "state.safetensors")
+    _tensors, meta = load_training_state(folder / "state.safetensors")
     assert meta["step"] == 2 and _logged_steps(folder) == [1, 2]
 
 
@@ -250,8 +264,15 @@ def test_an_option_stands_in_for_an_invalid_pixel_spacing_tag(tmp_path, spacing)
 
 
 def test_a_valid_spacing_tag_wins_over_an_invalid_one_and_contradictions_stay_errors(tmp_path):
-    dcm = _dicom(tmp_path / "i.dcm", _beams_eye(), Modality="DX", ViewPosition="AP", PatientOrientation=["L", "F"],
-                 ImagerPixelSpacing=[0.2, 0.3], PixelSpacing=[0, 0])
+    dcm = _dicom(
+        tmp_path / "i.dcm",
+        _beams_eye(),
+        Modality="DX",
+        ViewPosition="AP",
+        PatientOrientation=["L", "F"],
+        ImagerPixelSpacing=[0.2, 0.3],
+        PixelSpacing=[0, 0],
+    )
     with pytest.warns(UserWarning, match=r"PixelSpacing \(0028,0030\) is 0.*ignored"):
         assert read_xray(dcm).view.pixel_spacing_mm == (0.2, 0.3)
     with pytest.raises(InputError, match=r"--pixel-spacing.*contradicts DICOM ImagerPixelSpacing"):
@@ -260,8 +281,9 @@ def test_a_valid_spacing_tag_wins_over_an_invalid_one_and_contradictions_stay_er
 
 @pytest.mark.parametrize("slope", ["abcdefg", "0.00000"])
 def test_a_non_numeric_or_zero_rescale_slope_is_an_input_error(tmp_path, slope):
-    dcm = _dicom(tmp_path / "s.dcm", _beams_eye(), ViewPosition="AP", PatientOrientation=["L", "F"],
-                 RescaleSlope="1.23456")
+    dcm = _dicom(
+        tmp_path / "s.dcm", _beams_eye(), ViewPosition="AP", PatientOrientation=["L", "F"], RescaleSlope="1.23456"
+    )
     data = dcm.read_bytes()
     assert data.count(b"1.23456 ") == 1
     dcm.write_bytes(data.replace(b"1.23456 ", slope.encode() + b" "))  # what no writer would store
@@ -282,18 +304,43 @@ def test_reconstruct_names_the_pixel_spacing_like_simulate(tmp_path, name):
 
 def test_first_seed_is_range_checked(tmp_path, tiny_prior_file):
     tiny_prior = tiny_prior_file()
-    res = run("evaluate", "-o", tmp_path / "e", "--prior", tiny_prior, "--methods", "mean", "--phantoms", 2,
-              "--first-seed", 4294967295, "--detector", 16)
+    res = run(
+        "evaluate",
+        "-o",
+        tmp_path / "e",
+        "--prior",
+        tiny_prior,
+        "--methods",
+        "mean",
+        "--phantoms",
+        2,
+        "--first-seed",
+        4294967295,
+        "--detector",
+        16,
+    )
     assert_user_error(res, "--first-seed", "4294967294")
     assert not (tmp_path / "e").exists()
 
 
-@pytest.mark.parametrize("extra,words", [
-    (["--methods", "mean", "--checkpoint", "mean=PRIOR"], ["--checkpoint", "'mean' takes no checkpoint"]),
-    (["--methods", "x2ct-cnn", "--checkpoint", "x2ct-cnn=DATA/baseline-x2ct-cnn.safetensors", "--checkpoint",
-      "x2ct-cnn=DATA/baseline-x2ct-cnn-jitter.safetensors"], ["--checkpoint", "'x2ct-cnn' is given twice"]),
-    (["--methods", "mean", "--levels", "L1"], ["--levels", "phantoms"]),
-])
+@pytest.mark.parametrize(
+    "extra,words",
+    [
+        (["--methods", "mean", "--checkpoint", "mean=PRIOR"], ["--checkpoint", "'mean' takes no checkpoint"]),
+        (
+            [
+                "--methods",
+                "x2ct-cnn",
+                "--checkpoint",
+                "x2ct-cnn=DATA/baseline-x2ct-cnn.safetensors",
+                "--checkpoint",
+                "x2ct-cnn=DATA/baseline-x2ct-cnn-jitter.safetensors",
+            ],
+            ["--checkpoint", "'x2ct-cnn' is given twice"],
+        ),
+        (["--methods", "mean", "--levels", "L1"], ["--levels", "phantoms"]),
+    ],
+)
 def test_evaluate_refuses_options_it_would_ignore(tmp_path, tiny_prior_file, extra, words):
     tiny_prior = tiny_prior_file()
     from xfit.baselines.infer import DATA_DIR
@@ -308,7 +355,7 @@ def test_reconstruct_baseline_refuses_fit_only_options(tmp_path):
     args = ["reconstruct", EXAMPLES / "ap.png", EXAMPLES / "lat.png", "-o", tmp_path / "r", "--method", "x2ct-cnn"]
     res = run(*args, "--transform", "--refine-pose", "--steps", 5)
     assert_user_error(res, "--transform", "--refine-pose", "--steps", "x2ct-cnn")
-    line = [ln for ln in res.stderr.splitlines() if ln.startswith("xfit: error")][0]
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("xfit: error"))
     assert "--restarts" not in line and "--config" not in line
     assert_user_error(run(*args, "--restarts", 2), "--restarts")
     assert not (tmp_path / "r").exists()
@@ -321,7 +368,19 @@ def test_target_auto_refuses_a_constant_image_like_clicks(tmp_path, tiny_prior_f
         write_sidecar(tmp_path / f"{name}.json", dict(angle_deg=angle, pixel_spacing_mm=[1.0, 1.0]))
     images = [tmp_path / "ap.png", tmp_path / "lat.png"]
     for target in (["auto"], ["100,100", "100,100"]):
-        res = run("reconstruct", *images, "-o", tmp_path / "r", "--prior", tiny_prior, "--steps", 1, "--restarts", 1,
-                  "--quiet", *[a for t in target for a in ("--target", t)])
+        res = run(
+            "reconstruct",
+            *images,
+            "-o",
+            tmp_path / "r",
+            "--prior",
+            tiny_prior,
+            "--steps",
+            1,
+            "--restarts",
+            1,
+            "--quiet",
+            *[a for t in target for a in ("--target", t)],
+        )
         assert_user_error(res, "constant")
     assert not (tmp_path / "r").exists()

@@ -11,21 +11,25 @@ from hypothesis import strategies as st
 
 from xfit.errors import XfitError
 from xfit.fitting.config import BOOLS, FLOAT_RANGES, INT_RANGES, FitConfig, fit_config_from_dict
-from xfit.geometry import (MAX_ANGLE_DEG, MAX_DISTANCE_MM, SIDECAR_KEYS, SIDECAR_OPTIONAL_KEYS, View,
-                           validate_sidecar)
+from xfit.geometry import MAX_ANGLE_DEG, MAX_DISTANCE_MM, SIDECAR_KEYS, SIDECAR_OPTIONAL_KEYS, View, validate_sidecar
 from xfit.io import parse_json_strict, read_xray, read_yaml_mapping, write_xray
 from xfit.prior.config import PriorConfig, load_config
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**30, 10**30),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
     st.sampled_from(["false", "true", "cone", "parallel", "1e3", "nan", "yes"]),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                       st.dictionaries(st.text(max_size=5), inner, max_size=4)),
-                      max_leaves=20)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=20,
+)
 sidecar_keys = st.sampled_from(SIDECAR_KEYS + SIDECAR_OPTIONAL_KEYS + ("colour", "angle", ""))
 VALID_SIDECAR = View(angle_deg=0.0, shape=(4, 4)).to_sidecar(line_integral_scale=10.0)
 # random dictionaries, and valid sidecars with one or two keys changed (reach the deeper checks)
@@ -60,8 +64,11 @@ def test_validate_sidecar_fuzz(data):
         return
     _check_clean_sidecar(out)
     try:
-        view = View.from_sidecar({k: v for k, v in out.items() if k not in ("flip_lr", "invert", "line_integral_scale", "shape")},
-                                 (4, 4), angle_deg=0.0)
+        view = View.from_sidecar(
+            {k: v for k, v in out.items() if k not in ("flip_lr", "invert", "line_integral_scale", "shape")},
+            (4, 4),
+            angle_deg=0.0,
+        )
     except XfitError:
         return
     assert math.isfinite(view.angle_deg) and view.sdd_mm > 0
@@ -83,7 +90,7 @@ def test_read_sidecar_text_fuzz(tmp_path_factory, text):
     _check_clean_sidecar(validate_sidecar(side))
 
 
-fit_keys = st.sampled_from(sorted({f for f in FitConfig.__dataclass_fields__} | {"stepz", "Lr"}))
+fit_keys = st.sampled_from(sorted(set(FitConfig.__dataclass_fields__) | {"stepz", "Lr"}))
 
 
 @FUZZ
@@ -111,7 +118,8 @@ def _check_fit_config(cfg: FitConfig) -> None:
 yaml_text = st.one_of(
     st.text(max_size=120),
     st.dictionaries(fit_keys, scalars, max_size=5).map(
-        lambda d: "".join(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}\n" for k, v in d.items())),
+        lambda d: "".join(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}\n" for k, v in d.items())
+    ),
 )
 
 
@@ -131,11 +139,25 @@ def test_fit_config_yaml_text_fuzz(tmp_path_factory, text):
 
 
 BASE_PRIOR = load_config("tiny").to_dict()
-prior_paths = st.sampled_from([("resolution",), ("spacing_mm",), ("hu_window",), ("name",), ("z_dim",),
-                               ("g_channels",), ("label_names",), ("training", "batch_size"),
-                               ("training", "betas"), ("training", "seed"), ("training", "ema_rampup"),
-                               ("training", "vertebra_labels"), ("training", "augment", "flip_lr"),
-                               ("training", "augment", "rotate_deg"), ("colour",)])
+prior_paths = st.sampled_from(
+    [
+        ("resolution",),
+        ("spacing_mm",),
+        ("hu_window",),
+        ("name",),
+        ("z_dim",),
+        ("g_channels",),
+        ("label_names",),
+        ("training", "batch_size"),
+        ("training", "betas"),
+        ("training", "seed"),
+        ("training", "ema_rampup"),
+        ("training", "vertebra_labels"),
+        ("training", "augment", "flip_lr"),
+        ("training", "augment", "rotate_deg"),
+        ("colour",),
+    ]
+)
 
 
 @FUZZ

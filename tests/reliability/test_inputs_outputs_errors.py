@@ -17,8 +17,15 @@ from xfit.devices import check_device
 from xfit.errors import GeometryError, InputError, OutputError, OutputExistsError
 from xfit.fitting import load_fit_config
 from xfit.geometry import View, validate_sidecar
-from xfit.io import (atomic_folder, check_output_file, check_output_folder, parse_json_strict, read_xray,
-                     read_yaml_mapping, write_xray)
+from xfit.io import (
+    atomic_folder,
+    check_output_file,
+    check_output_folder,
+    parse_json_strict,
+    read_xray,
+    read_yaml_mapping,
+    write_xray,
+)
 from xfit.prior.config import PriorConfig, load_config
 
 HAS_CUDA = torch.cuda.is_available()
@@ -30,8 +37,11 @@ def run(*args):
 
 def assert_user_error(res, *words):
     assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("xfit: warning")
-             and "it/s]" not in ln and "%|" not in ln]  # progress bars
+    lines = [
+        ln
+        for ln in res.stderr.splitlines()
+        if ln.strip() and not ln.startswith("xfit: warning") and "it/s]" not in ln and "%|" not in ln
+    ]  # progress bars
     assert len(lines) == 1 and lines[0].startswith("xfit: error:"), res.stderr
     assert "Traceback" not in res.output
     for w in words:
@@ -71,20 +81,23 @@ def xray_pair(tmp_path):
 # ============================================================================ 1. silent wrong results
 
 
-@pytest.mark.parametrize("key,value,words", [
-    ("flip_lr", "false", ("flip_lr", "boolean")),
-    ("invert", "false", ("invert", "boolean")),
-    ("flip_lr", 0, ("flip_lr",)),
-    ("angle_deg", True, ("angle_deg", "number")),
-    ("angle_deg", 1e308, ("angle_deg", "360")),
-    ("sdd_mm", "1800", ("sdd_mm", "number")),
-    ("sdd_mm", 1e9, ("sdd_mm",)),
-    ("pixel_spacing_mm", [0.5, True], ("pixel_spacing_mm",)),
-    ("line_integral_scale", -1, ("line_integral_scale",)),
-    ("projection", "Cone", ("projection",)),
-    ("shape", [3, 3], ("shape", "differs")),
-    ("angel_deg", 0, ("angel_deg",)),
-])
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("flip_lr", "false", ("flip_lr", "boolean")),
+        ("invert", "false", ("invert", "boolean")),
+        ("flip_lr", 0, ("flip_lr",)),
+        ("angle_deg", True, ("angle_deg", "number")),
+        ("angle_deg", 1e308, ("angle_deg", "360")),
+        ("sdd_mm", "1800", ("sdd_mm", "number")),
+        ("sdd_mm", 1e9, ("sdd_mm",)),
+        ("pixel_spacing_mm", [0.5, True], ("pixel_spacing_mm",)),
+        ("line_integral_scale", -1, ("line_integral_scale",)),
+        ("projection", "Cone", ("projection",)),
+        ("shape", [3, 3], ("shape", "differs")),
+        ("angel_deg", 0, ("angel_deg",)),
+    ],
+)
 def test_sidecar_types_are_strict(xray_pair, key, value, words):
     side = xray_pair / "ap.json"
     data = json.loads(side.read_text())
@@ -106,13 +119,16 @@ def test_sidecar_true_booleans_still_work(xray_pair):
     assert np.allclose(read_xray(xray_pair / "ap.png").image, plain)
 
 
-@pytest.mark.parametrize("text,words", [
-    ('{"angle_deg": NaN}', ("nan",)),
-    ('{"angle_deg": Infinity}', ("infinity",)),
-    ('{"angle_deg": 1e400}', ("finite",)),  # json reads 1e400 as inf
-    ('{"flip_lr": false, "flip_lr": true}', ("twice",)),
-    ("[" * 100000 + "]" * 100000, ("nested",)),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ('{"angle_deg": NaN}', ("nan",)),
+        ('{"angle_deg": Infinity}', ("infinity",)),
+        ('{"angle_deg": 1e400}', ("finite",)),  # json reads 1e400 as inf
+        ('{"flip_lr": false, "flip_lr": true}', ("twice",)),
+        ("[" * 100000 + "]" * 100000, ("nested",)),
+    ],
+)
 def test_sidecar_json_is_strict(xray_pair, text, words):
     (xray_pair / "ap.json").write_text(text)
     with pytest.raises((GeometryError, InputError)) as info:
@@ -153,22 +169,25 @@ def test_sample_refuses_prior_that_generates_nan(tmp_path, prior_path):
     assert not (tmp_path / "s").exists() and no_temp_left(tmp_path)
 
 
-@pytest.mark.parametrize("text,words", [
-    ("background: 'false'\n", ("background", "true, false or auto")),
-    ("refine_pose: yes\n", ("refine_pose",)),  # YAML 1.1 'yes' is not a boolean here
-    ("steps: true\n", ("steps", "integer")),
-    ("steps: 2.5\n", ("steps",)),
-    ("lr: .nan\n", ("lr", "finite")),
-    ("lr: 1e39\n", ("lr",)),
-    ("restarts: 100000\n", ("restarts", "1024")),
-    ("scales: [1, true]\n", ("scales",)),
-    ("scales: [1.5]\n", ("scales",)),
-    ("step_mm: .inf\n", ("step_mm",)),
-    ("max_divergences: true\n", ("max_divergences",)),
-    ("stepz: 3\n", ("stepz",)),
-    ("1: 2\nfoo: 3\n", ("1", "foo")),  # mixed key types: named, not a TypeError
-    ("steps: 3\nsteps: 4\n", ("twice",)),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("background: 'false'\n", ("background", "true, false or auto")),
+        ("refine_pose: yes\n", ("refine_pose",)),  # YAML 1.1 'yes' is not a boolean here
+        ("steps: true\n", ("steps", "integer")),
+        ("steps: 2.5\n", ("steps",)),
+        ("lr: .nan\n", ("lr", "finite")),
+        ("lr: 1e39\n", ("lr",)),
+        ("restarts: 100000\n", ("restarts", "1024")),
+        ("scales: [1, true]\n", ("scales",)),
+        ("scales: [1.5]\n", ("scales",)),
+        ("step_mm: .inf\n", ("step_mm",)),
+        ("max_divergences: true\n", ("max_divergences",)),
+        ("stepz: 3\n", ("stepz",)),
+        ("1: 2\nfoo: 3\n", ("1", "foo")),  # mixed key types: named, not a TypeError
+        ("steps: 3\nsteps: 4\n", ("twice",)),
+    ],
+)
 def test_fit_config_schema(tmp_path, text, words):
     path = tmp_path / "fit.yaml"
     path.write_text(text)
@@ -185,18 +204,21 @@ def test_fit_config_yaml12_floats(tmp_path):
     assert cfg.lr == 0.01 and cfg.refine_pose is True
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"resolution": "64"}, ("resolution", "integer")),
-    ({"resolution": True}, ("resolution",)),
-    ({"resolution": 2**20}, ("resolution",)),
-    ({"spacing_mm": float("inf")}, ("spacing_mm", "finite")),
-    ({"z_dim": 10**9}, ("z_dim",)),
-    ({"name": ["x"]}, ("name",)),
-    ({"training": {"augment": {"flip_lr": "no"}}}, ("flip_lr", "true or false")),
-    ({"training": {"seed": -1}}, ("seed",)),
-    ({"training": {"vertebra_labels": [10**6]}}, ("vertebra_labels",)),
-    ({3: 1, "colour": 2}, ("colour",)),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"resolution": "64"}, ("resolution", "integer")),
+        ({"resolution": True}, ("resolution",)),
+        ({"resolution": 2**20}, ("resolution",)),
+        ({"spacing_mm": float("inf")}, ("spacing_mm", "finite")),
+        ({"z_dim": 10**9}, ("z_dim",)),
+        ({"name": ["x"]}, ("name",)),
+        ({"training": {"augment": {"flip_lr": "no"}}}, ("flip_lr", "true or false")),
+        ({"training": {"seed": -1}}, ("seed",)),
+        ({"training": {"vertebra_labels": [10**6]}}, ("vertebra_labels",)),
+        ({3: 1, "colour": 2}, ("colour",)),
+    ],
+)
 def test_prior_config_schema(change, words):
     d = load_config("tiny").to_dict()
     for k, v in change.items():
@@ -290,8 +312,14 @@ def _fail_after_first_file(monkeypatch, exc):
     return calls
 
 
-@pytest.mark.parametrize("exc,code", [(RuntimeError("injected fault"), None), (KeyboardInterrupt(), 130),
-                                      (OSError(errno.EROFS, "Read-only file system"), 2)])
+@pytest.mark.parametrize(
+    "exc,code",
+    [
+        (RuntimeError("injected fault"), None),
+        (KeyboardInterrupt(), 130),
+        (OSError(errno.EROFS, "Read-only file system"), 2),
+    ],
+)
 def test_fault_between_files_leaves_folder_whole_or_absent(ct, tmp_path, monkeypatch, exc, code):
     out = tmp_path / "xr"
     # a fresh folder: absent after the fault
@@ -319,8 +347,14 @@ def test_force_leaves_no_stale_files(ct, tmp_path):
     assert run("simulate", ct, "--angles", "0,90,45", "-o", out, "--detector", 16).exit_code == 0
     assert (out / "view45.png").exists()
     assert run("simulate", ct, "--angles", "0,90", "-o", out, "--detector", 16, "--force").exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["ap.json", "ap.png", "lat.json", "lat.png",
-                                                      "simulate.json", "views.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ap.json",
+        "ap.png",
+        "lat.json",
+        "lat.png",
+        "simulate.json",
+        "views.png",
+    ]
     assert no_temp_left(tmp_path)
 
 
@@ -370,7 +404,15 @@ def test_check_device_accepts():
 def test_device_checked_first_on_every_command(tmp_path, device, command):
     missing = tmp_path / "missing.safetensors"  # the device must be refused before this is looked at
     args = {
-        "reconstruct": ("reconstruct", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "o", "--prior", missing),
+        "reconstruct": (
+            "reconstruct",
+            tmp_path / "a.png",
+            tmp_path / "b.png",
+            "-o",
+            tmp_path / "o",
+            "--prior",
+            missing,
+        ),
         "sample": ("sample", missing, "-o", tmp_path / "o"),
         "evaluate-prior": ("evaluate-prior", missing, "--data", tmp_path),
         "train-prior": ("train-prior", tmp_path / "nope", "-o", tmp_path / "o"),
@@ -444,23 +486,26 @@ def test_permission_error_names_path(ct, tmp_path, monkeypatch):
     assert not (tmp_path / "xr").exists()
 
 
-@pytest.mark.parametrize("args,words", [
-    (("--detector", "100000"), ("detector", "8192")),
-    (("--detector", "0"), ("detector", "positive")),
-    (("--detector", "1e3"), ("detector",)),
-    (("--sdd", "nan"), ("--sdd", "finite")),
-    (("--sdd", "1e400"), ("--sdd", "finite")),
-    (("--sod", "-5"), ("--sod",)),
-    (("--pixel-spacing", "inf"), ("--pixel-spacing", "finite")),
-    (("--pixel-spacing", "0.5,nan"), ("--pixel-spacing",)),
-    (("--dose", "nan"), ("--dose",)),
-    (("--dose", "1e300"), ("--dose",)),
-    (("--scale", "-1"), ("--scale",)),
-    (("--angles", "1e308"), ("angles", "360")),
-    (("--angles", "0,inf"), ("angles", "finite")),
-    (("--seed", "99999999999999999999"), ("--seed",)),
-    (("--center-label", "70000"), ("--center-label",)),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("--detector", "100000"), ("detector", "8192")),
+        (("--detector", "0"), ("detector", "positive")),
+        (("--detector", "1e3"), ("detector",)),
+        (("--sdd", "nan"), ("--sdd", "finite")),
+        (("--sdd", "1e400"), ("--sdd", "finite")),
+        (("--sod", "-5"), ("--sod",)),
+        (("--pixel-spacing", "inf"), ("--pixel-spacing", "finite")),
+        (("--pixel-spacing", "0.5,nan"), ("--pixel-spacing",)),
+        (("--dose", "nan"), ("--dose",)),
+        (("--dose", "1e300"), ("--dose",)),
+        (("--scale", "-1"), ("--scale",)),
+        (("--angles", "1e308"), ("angles", "360")),
+        (("--angles", "0,inf"), ("angles", "finite")),
+        (("--seed", "99999999999999999999"), ("--seed",)),
+        (("--center-label", "70000"), ("--center-label",)),
+    ],
+)
 def test_simulate_options_checked_before_any_allocation(ct, tmp_path, monkeypatch, args, words):
     import xfit.simulate as sim
 
@@ -472,36 +517,50 @@ def test_simulate_options_checked_before_any_allocation(ct, tmp_path, monkeypatc
     assert not (tmp_path / "xr").exists()
 
 
-@pytest.mark.parametrize("args,words", [
-    (("--truncation", "1e39"), ("--truncation",)),
-    (("--truncation", "inf"), ("--truncation", "finite")),
-    (("-n", "10000000"), ("-n",)),
-    (("--seed", "-1"), ("--seed",)),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("--truncation", "1e39"), ("--truncation",)),
+        (("--truncation", "inf"), ("--truncation", "finite")),
+        (("-n", "10000000"), ("-n",)),
+        (("--seed", "-1"), ("--seed",)),
+    ],
+)
 def test_sample_options(prior_path, tmp_path, args, words):
     assert_user_error(run("sample", prior_path, "-o", tmp_path / "s", *args), *words)
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("args,words", [
-    (("--spacing", "nan"), ("--spacing",)),
-    (("--spacing", "0.01"), ("--spacing",)),
-    (("--fov", "inf"), ("--fov",)),
-    (("--fov", "9000", "--spacing", "1"), ("--fov", "1024")),
-    (("--size", "100000"), ("--size",)),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("--spacing", "nan"), ("--spacing",)),
+        (("--spacing", "0.01"), ("--spacing",)),
+        (("--fov", "inf"), ("--fov",)),
+        (("--fov", "9000", "--spacing", "1"), ("--fov", "1024")),
+        (("--size", "100000"), ("--size",)),
+    ],
+)
 def test_phantoms_options(tmp_path, args, words):
     assert_user_error(run("phantoms", tmp_path / "ph", "-n", 1, *args), *words)
     assert not (tmp_path / "ph").exists()
 
 
-@pytest.mark.parametrize("exc,words", [
-    (MemoryError(), ("out of memory",)),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
-                  "you tried to allocate 120000000000 bytes"), ("out of memory",)),
-    (OverflowError("cannot convert float infinity to integer"), ("too large",)),
-    (OSError(errno.ELOOP, "Too many levels of symbolic links", "/x/y"), ("/x/y", "symbolic links")),
-])
+@pytest.mark.parametrize(
+    "exc,words",
+    [
+        (MemoryError(), ("out of memory",)),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 120000000000 bytes"
+            ),
+            ("out of memory",),
+        ),
+        (OverflowError("cannot convert float infinity to integer"), ("too large",)),
+        (OSError(errno.ELOOP, "Too many levels of symbolic links", "/x/y"), ("/x/y", "symbolic links")),
+    ],
+)
 def test_allocation_overflow_and_os_errors_are_one_line(ct, tmp_path, monkeypatch, exc, words):
     import xfit.simulate as sim
 

@@ -23,8 +23,16 @@ import torch
 from xfit.errors import InputError, OutputExistsError, XfitError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate
-from xfit.studies.sweeps import (Condition, folder_conditions, noise_conditions, angle_conditions, parse_condition,
-                                 run_sweep, value_text, write_curve_csv)
+from xfit.studies.sweeps import (
+    Condition,
+    angle_conditions,
+    folder_conditions,
+    noise_conditions,
+    parse_condition,
+    run_sweep,
+    value_text,
+    write_curve_csv,
+)
 from xfit.studies.sweeps import main as sweeps_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,9 +48,15 @@ def tiny(tmp_path_factory, tiny_prior_file):
 
     d = tmp_path_factory.mktemp("tiny")
     prior = tiny_prior_file(torch_seed=1, n=300)
-    cfg = BaselineConfig.from_dict({"method": "x2ct-cnn", "resolution": 16, "spacing_mm": 5.0,
-                                    "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
-                                    "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]}})
+    cfg = BaselineConfig.from_dict(
+        {
+            "method": "x2ct-cnn",
+            "resolution": 16,
+            "spacing_mm": 5.0,
+            "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
+            "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]},
+        }
+    )
     torch.manual_seed(0)
     ckpt = save_model(d / "x2ct.safetensors", build_model(cfg).eval(), cfg, {"steps": 0})
     spec = EvalSpec(prior=str(prior), methods=("mean",), phantoms=2, detector=32, pixel_spacing_mm=3.0, n_random=2)
@@ -88,9 +102,15 @@ def _damage_rows(text: str, kind: str) -> str:
 
 
 # kind -> the case computed again on resume
-DAMAGE = {"torn inside the row": [(1, ("mean",))], "torn at its end": [(1, ("mean",))],
-          "not a number": [(0, ("mean",))], "nan where the method fills it": [(0, ("mean",))],
-          "duplicated": [(0, ("mean",))], "foreign case": [], "unknown method": []}
+DAMAGE = {
+    "torn inside the row": [(1, ("mean",))],
+    "torn at its end": [(1, ("mean",))],
+    "not a number": [(0, ("mean",))],
+    "nan where the method fills it": [(0, ("mean",))],
+    "duplicated": [(0, ("mean",))],
+    "foreign case": [],
+    "unknown method": [],
+}
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
@@ -112,8 +132,9 @@ def test_a_damaged_row_is_computed_again_on_resume(tiny, tmp_path, monkeypatch, 
     assert "(`mean`) | 2 |" in text and "99" not in text
 
 
-@pytest.mark.parametrize("kind", ["torn inside the row", "torn at its end", "not a number", "duplicated",
-                                  "foreign case", "unknown method"])
+@pytest.mark.parametrize(
+    "kind", ["torn inside the row", "torn at its end", "not a number", "duplicated", "foreign case", "unknown method"]
+)
 def test_a_summary_refuses_a_damaged_row(tiny, tmp_path, capsys, kind):
     # before: the torn, duplicated or foreign row was averaged into summary.md ("abc": a traceback)
     out = _copy(tiny, tmp_path / "run")
@@ -148,9 +169,15 @@ def test_committed_results_read_strictly_without_a_problem():
     for settings in sorted((REPO / "results").glob("**/settings.json")):
         meta, spec, rows = ev.read_run(settings.parent)
         assert rows and len(rows) == len({(r["case"], r["method"]) for r in rows}), settings
-        assert ev.parse_rows(settings.parent / "cases.csv", cases=ev.known_cases(spec), methods=meta["methods"])[1] == []
-    assert [c.name for c in folder_conditions(REPO / "results" / "noise")] == \
-        ["dose_1000", "dose_10000", "dose_100000", "dose_1e+06"]
+        assert (
+            ev.parse_rows(settings.parent / "cases.csv", cases=ev.known_cases(spec), methods=meta["methods"])[1] == []
+        )
+    assert [c.name for c in folder_conditions(REPO / "results" / "noise")] == [
+        "dose_1000",
+        "dose_10000",
+        "dose_100000",
+        "dose_1e+06",
+    ]
 
 
 SETTINGS_DAMAGE = {
@@ -172,7 +199,9 @@ def _write(path: Path, data) -> None:
     (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
 
 
-@pytest.mark.parametrize("file,kind", [("settings.json", k) for k in SETTINGS_DAMAGE] + [("cases.csv", k) for k in CSV_DAMAGE])
+@pytest.mark.parametrize(
+    "file,kind", [("settings.json", k) for k in SETTINGS_DAMAGE] + [("cases.csv", k) for k in CSV_DAMAGE]
+)
 def test_a_damaged_run_folder_is_one_line_everywhere(tiny, tmp_path, capsys, file, kind):
     # before: JSONDecodeError, AttributeError, UnicodeDecodeError or TypeError tracebacks, a renamed
     # header read as NaN and averaged, and --reuse left a partial folder behind
@@ -204,8 +233,13 @@ def test_the_sweeps_entry_point_ends_in_one_line(tiny, tmp_path):
     # before: `python -m xfit.studies.sweeps` printed a JSONDecodeError traceback
     out = _copy(tiny, tmp_path / "run")
     (out / "settings.json").write_text('{"key": ')
-    res = subprocess.run([sys.executable, "-m", "xfit.studies.sweeps", str(out)], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "xfit.studies.sweeps", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xfit: error:") and "settings.json" in lines[0]
@@ -228,7 +262,7 @@ def test_a_second_writer_is_refused(tiny, tmp_path, monkeypatch):
     def first():
         try:
             evaluate(tiny["spec"], out, progress=False)
-        except BaseException as exc:  # pragma: no cover (reported below)
+        except BaseException as exc:  # noqa: BLE001 # pragma: no cover (reported below)
             errors.append(exc)
 
     t = threading.Thread(target=first)
@@ -269,19 +303,39 @@ def test_condition_folders_round_trip_the_exact_value(tmp_path):
     assert [c.name for c in angles] == ["angle_90", "angle_90.0000001"]
     for c in doses + angles:
         assert parse_condition(c.name).value == c.value
-    for v in [0.0, -0.0, 0.5, 60.0, 1e3, 1e6, 1e12, 123456789.0, 2.0 ** 60, 1 / 3, 1e-7, 45.00000000000001,
-              *np.random.default_rng(0).uniform(0, 1e7, 50)]:
+    for v in [
+        0.0,
+        -0.0,
+        0.5,
+        60.0,
+        1e3,
+        1e6,
+        1e12,
+        123456789.0,
+        2.0**60,
+        1 / 3,
+        1e-7,
+        45.00000000000001,
+        *np.random.default_rng(0).uniform(0, 1e7, 50),
+    ]:
         assert float(value_text(v)) == v
-    write_curve_csv(tmp_path / "curve.csv", [{"axis": "photons", "value": v, "method": "mean", "metric": "ssim",
-                                              "n": 1, "mean": 0.5, "std": 0.0} for v in (1e6, 1000001.0)])
+    write_curve_csv(
+        tmp_path / "curve.csv",
+        [
+            {"axis": "photons", "value": v, "method": "mean", "metric": "ssim", "n": 1, "mean": 0.5, "std": 0.0}
+            for v in (1e6, 1000001.0)
+        ],
+    )
     assert [r["value"] for r in csv.DictReader((tmp_path / "curve.csv").open())] == ["1e+06", "1000001"]
 
 
 def test_conditions_sharing_a_folder_are_refused_before_any_work(tiny, tmp_path, monkeypatch):
     # before: the second condition ran into the first one's folder (OutputExistsError after work)
     calls = _record_cases(monkeypatch)
-    conds = [Condition("dose_5", "photons", 5.0, (("photons", 5.0),)),
-             Condition("dose_5", "photons", 5.0000001, (("photons", 5.0000001),))]
+    conds = [
+        Condition("dose_5", "photons", 5.0, (("photons", 5.0),)),
+        Condition("dose_5", "photons", 5.0000001, (("photons", 5.0000001),)),
+    ]
     spec = dataclasses.replace(tiny["spec"], phantoms=1)
     with pytest.raises(InputError, match="share the folder dose_5"):
         run_sweep(spec, conds, tmp_path / "sweep", progress=False)
@@ -324,8 +378,9 @@ def test_a_failed_check_leaves_nothing(tiny, tmp_path, what):
         (tmp_path / "ct").mkdir()
         spec = dataclasses.replace(spec, phantoms=None, data=str(tmp_path / "ct"))
     else:
-        spec = dataclasses.replace(spec, methods=("x2ct-cnn",), checkpoints={"x2ct-cnn": str(tiny["ckpt"])},
-                                   angles=(0.0,))
+        spec = dataclasses.replace(
+            spec, methods=("x2ct-cnn",), checkpoints={"x2ct-cnn": str(tiny["ckpt"])}, angles=(0.0,)
+        )
     with pytest.raises(XfitError) as info:
         evaluate(spec, tmp_path / "out" / "run", progress=False)
     if what == "one angle for a two-view net":

@@ -52,10 +52,23 @@ def test_no_tracked_text_file_points_outside_the_repository():
     if not files:
         pytest.skip("not a git checkout")
     # results/ holds recorded run settings (absolute paths of the machine that ran them): left as recorded
-    texts = [f for f in files if f.endswith((".py", ".md", ".yaml", ".yml", ".cfg", ".toml"))
-             and not f.startswith("results/") and f != "tests/repo/test_docs.py"]
-    pattern = re.compile("|".join(["shared/" + "seeds", r"\.\./" + "shared", "/" + "work/", r"\.\./NOTES" + r"\.md",
-                                   "ARCHITECTURE" + r"\.md"]))
-    bad = [f"{f}: {m.group(0)}" for f in texts if (REPO / f).is_file()
-           for m in [pattern.search((REPO / f).read_text(errors="replace"))] if m]
+    texts = [
+        f
+        for f in files
+        if f.endswith((".py", ".md", ".yaml", ".yml", ".cfg", ".toml"))
+        and not f.startswith("results/")
+        and f != "tests/repo/test_docs.py"
+    ]
+    pattern = re.compile(
+        "|".join(
+            ["shared/" + "seeds", r"\.\./" + "shared", "/" + "work/", r"\.\./NOTES" + r"\.md", "ARCHITECTURE" + r"\.md"]
+        )
+    )
+    bad = [
+        f"{f}: {m.group(0)}"
+        for f in texts
+        if (REPO / f).is_file()
+        for m in [pattern.search((REPO / f).read_text(errors="replace"))]
+        if m
+    ]
     assert not bad, bad

@@ -13,13 +13,12 @@ import types
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_user_error, run
 
 from xfit.errors import InputError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate, parse_shard, shard_cases
 from xfit.studies.shards import merge
-
-from cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,8 +39,15 @@ def frozen_clock(monkeypatch):
 
 
 def _spec(tiny, **kw) -> EvalSpec:
-    base = dict(prior=str(tiny["prior"]), methods=("fit", "mean", "best-of-n"), phantoms=4, detector=32,
-                pixel_spacing_mm=3.0, n_random=2, fit_config=str(tiny["fit"]))
+    base = dict(
+        prior=str(tiny["prior"]),
+        methods=("fit", "mean", "best-of-n"),
+        phantoms=4,
+        detector=32,
+        pixel_spacing_mm=3.0,
+        n_random=2,
+        fit_config=str(tiny["fit"]),
+    )
     return EvalSpec(**{**base, **kw})
 
 
@@ -56,8 +62,22 @@ def assert_same_folder(a: Path, b: Path) -> None:
 
 
 def _opts(tiny, *extra):
-    return ["--prior", tiny["prior"], "--phantoms", "3", "--detector", "32", "--pixel-spacing", "3", "--random", "2",
-            "--fit-config", tiny["fit"], "--quiet", *extra]
+    return [
+        "--prior",
+        tiny["prior"],
+        "--phantoms",
+        "3",
+        "--detector",
+        "32",
+        "--pixel-spacing",
+        "3",
+        "--random",
+        "2",
+        "--fit-config",
+        tiny["fit"],
+        "--quiet",
+        *extra,
+    ]
 
 
 # ----------------------------------------------------------------------------- the split
@@ -65,8 +85,25 @@ def _opts(tiny, *extra):
 
 def test_parse_shard_and_the_blocks():
     assert parse_shard("1/1") == (1, 1) and parse_shard("3/4") == (3, 4)
-    for bad in ("0/0", "3/2", "a/b", "1/0", "-1/2", "0/2", "1/-2", " 1/2", "1/2/3", "1", "1.0/2", "", "/", "1/",
-                "٣/٤", "9" * 12 + "/1", "1/100001"):
+    for bad in (
+        "0/0",
+        "3/2",
+        "a/b",
+        "1/0",
+        "-1/2",
+        "0/2",
+        "1/-2",
+        " 1/2",
+        "1/2/3",
+        "1",
+        "1.0/2",
+        "",
+        "/",
+        "1/",
+        "٣/٤",
+        "9" * 12 + "/1",
+        "1/100001",
+    ):
         with pytest.raises(InputError, match="--shard"):
             parse_shard(bad)
     names = [f"c{i}" for i in range(5)]
@@ -104,7 +141,9 @@ def test_cli_shards_and_merge_of_evaluate_and_of_a_study(tiny, tmp_path, frozen_
     res = run("evaluate", *_opts(tiny, "--methods", "mean,best-of-n", "-o", tmp_path / "one"))
     assert res.exit_code == 0, res.output
     for k in (1, 2):
-        res = run("evaluate", *_opts(tiny, "--methods", "mean,best-of-n", "--shard", f"{k}/2", "-o", tmp_path / f"ev{k}"))
+        res = run(
+            "evaluate", *_opts(tiny, "--methods", "mean,best-of-n", "--shard", f"{k}/2", "-o", tmp_path / f"ev{k}")
+        )
         assert res.exit_code == 0, res.output
     res = run("merge", tmp_path / "ev1", tmp_path / "ev2", "-o", tmp_path / "merged")
     assert res.exit_code == 0, res.output
@@ -128,7 +167,15 @@ def test_the_study_summary_lists_conditions_by_value_whatever_their_order(tiny, 
     ``summary.md`` lists the wall times by axis and value, as ``python -m xfit.studies.sweeps``
     always did; before, a study in the order given (1e4 before 1e3)."""
     for name, doses in (("down", "1e4,1e3"), ("up", "1e3,1e4")):
-        res = run("study", "noise", "--dose", doses, "--methods", "mean", *_opts(tiny, "--phantoms", "1", "-o", tmp_path / name))
+        res = run(
+            "study",
+            "noise",
+            "--dose",
+            doses,
+            "--methods",
+            "mean",
+            *_opts(tiny, "--phantoms", "1", "-o", tmp_path / name),
+        )
         assert res.exit_code == 0, res.output
     text = (tmp_path / "down" / "summary.md").read_text()
     assert text == (tmp_path / "up" / "summary.md").read_text()
@@ -141,13 +188,18 @@ def test_the_study_summary_lists_conditions_by_value_whatever_their_order(tiny, 
 @pytest.mark.parametrize("bad", ["0/0", "3/2", "a/b", "1/0", "-1/2", "0/2", "2", "1/2/2"])
 def test_bad_shard_specs_are_one_line_and_write_nothing(tiny, tmp_path, bad):
     for cmd in (["evaluate"], ["study", "noise", "--dose", "1e3"]):
-        assert_user_error(run(*cmd, *_opts(tiny, "--methods", "mean", "--shard", bad, "-o", tmp_path / "out")), "--shard")
+        assert_user_error(
+            run(*cmd, *_opts(tiny, "--methods", "mean", "--shard", bad, "-o", tmp_path / "out")), "--shard"
+        )
         assert not (tmp_path / "out").exists()
 
 
 def test_more_shards_than_cases_is_refused_before_writing(tiny, tmp_path):
-    assert_user_error(run("evaluate", *_opts(tiny, "--methods", "mean", "--shard", "4/4", "-o", tmp_path / "out")),
-                      "4 shards for 3 case(s)", "at most 3")
+    assert_user_error(
+        run("evaluate", *_opts(tiny, "--methods", "mean", "--shard", "4/4", "-o", tmp_path / "out")),
+        "4 shards for 3 case(s)",
+        "at most 3",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -186,8 +238,10 @@ def test_merge_refuses_shards_that_do_not_make_one_run(shards, tmp_path):
         _refused(dirs, out, *words)
         assert not out.exists(), dirs
     # a shard that has not finished (a row missing), or is damaged
-    for name, edit, word in (("cut", lambda t: t.rstrip("\n").rsplit("\n", 1)[0] + "\n", "not finished"),
-                             ("torn", lambda t: t.rstrip("\n")[:-3], "torn")):
+    for name, edit, word in (
+        ("cut", lambda t: t.rstrip("\n").rsplit("\n", 1)[0] + "\n", "not finished"),
+        ("torn", lambda t: t.rstrip("\n")[:-3], "torn"),
+    ):
         bad = tmp_path / name
         shutil.copytree(s2, bad)
         (bad / "cases.csv").write_text(edit((bad / "cases.csv").read_text()))
@@ -222,8 +276,13 @@ def test_merge_output_rules(shards, tmp_path):
 
 def test_merge_refuses_a_mix_of_runs_and_studies_and_studies_of_other_conditions(tiny, shards, tmp_path):
     for k, doses in ((1, "1e3"), (2, "1e4")):
-        res = run("study", "noise", "--dose", doses, *_opts(tiny, "--methods", "mean", "--shard", f"{k}/2",
-                                                            "-o", tmp_path / f"st{k}"))
+        res = run(
+            "study",
+            "noise",
+            "--dose",
+            doses,
+            *_opts(tiny, "--methods", "mean", "--shard", f"{k}/2", "-o", tmp_path / f"st{k}"),
+        )
         assert res.exit_code == 0, res.output
     _refused([tmp_path / "st1", tmp_path / "st2"], tmp_path / "out", "other conditions")
     _refused([shards / "s1", tmp_path / "st2"], tmp_path / "out", "not an evaluate run folder")
@@ -236,16 +295,22 @@ def test_a_shard_folder_resumes_only_as_its_shard(tiny, shards, tmp_path):
     base = _opts(tiny, "--methods", "mean", "-o", s1)
     assert_user_error(run("evaluate", *base, "--shard", "2/2"), "shard 1/2", "one folder per shard")
     assert_user_error(run("evaluate", *base), "shard 1/2", "--shard 1/2")
-    assert_user_error(run("evaluate", *_opts(tiny, "--methods", "mean", "--shard", "1/2", "-o", shards / "whole")),
-                      "a whole run")
+    assert_user_error(
+        run("evaluate", *_opts(tiny, "--methods", "mean", "--shard", "1/2", "-o", shards / "whole")), "a whole run"
+    )
     res = run("evaluate", *base, "--shard", "1/2")
     assert res.exit_code == 0, res.output
 
 
 def test_a_damaged_shard_entry_is_one_line(shards, tmp_path):
-    for entry in ({"index": 3, "count": 2, "cases": ["phantom0000"]}, {"index": 1, "count": 2},
-                  {"index": 1, "count": 2, "cases": []}, {"index": True, "count": 2, "cases": ["phantom0000"]},
-                  {"index": 1, "count": 2, "cases": ["phantom0002"]}, [1, 2]):
+    for entry in (
+        {"index": 3, "count": 2, "cases": ["phantom0000"]},
+        {"index": 1, "count": 2},
+        {"index": 1, "count": 2, "cases": []},
+        {"index": True, "count": 2, "cases": ["phantom0000"]},
+        {"index": 1, "count": 2, "cases": ["phantom0002"]},
+        [1, 2],
+    ):
         bad = tmp_path / "bad"
         shutil.rmtree(bad, ignore_errors=True)
         shutil.copytree(shards / "s1", bad)

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_user_error, run
+from spine_synth import write_xfit_collection
 
 from xfit.errors import InputError, OutputExistsError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate, observe, paired_test, parse_methods
-
-from cli_helpers import assert_user_error, run
-from spine_synth import write_xfit_collection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,17 +30,30 @@ def tiny(tmp_path_factory, tiny_prior_file):
     d = tmp_path_factory.mktemp("tiny")
     prior = tiny_prior_file(torch_seed=1, n=300)
     (d / "fit.yaml").write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
-    cfg = BaselineConfig.from_dict({"method": "x2ct-cnn", "resolution": 16, "spacing_mm": 5.0,
-                                    "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
-                                    "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]}})
+    cfg = BaselineConfig.from_dict(
+        {
+            "method": "x2ct-cnn",
+            "resolution": 16,
+            "spacing_mm": 5.0,
+            "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
+            "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]},
+        }
+    )
     torch.manual_seed(0)
     ckpt = save_model(d / "x2ct.safetensors", build_model(cfg).eval(), cfg, {"steps": 0})
     return {"prior": prior, "fit": d / "fit.yaml", "ckpt": ckpt}
 
 
 def _spec(tiny, **kw) -> EvalSpec:
-    base = dict(prior=str(tiny["prior"]), methods=("fit", "mean"), phantoms=2, detector=32, pixel_spacing_mm=3.0,
-                n_random=3, fit_config=str(tiny["fit"]))
+    base = dict(
+        prior=str(tiny["prior"]),
+        methods=("fit", "mean"),
+        phantoms=2,
+        detector=32,
+        pixel_spacing_mm=3.0,
+        n_random=3,
+        fit_config=str(tiny["fit"]),
+    )
     return EvalSpec(**{**base, **kw})
 
 
@@ -57,7 +69,10 @@ def test_evaluate_writes_rows_summary_and_panel(tiny, tmp_path):
     for r in rows:
         for k in ("psnr_db", "ssim", "mae_hu", "dice", "view_ncc", "third_view_ncc", "seconds"):
             assert math.isfinite(r[k]), (r["method"], k)
-    for case in ("phantom0000", "phantom0001"):  # the oracle picks the best PSNR of the samples the X-ray criterion sees
+    for case in (
+        "phantom0000",
+        "phantom0001",
+    ):  # the oracle picks the best PSNR of the samples the X-ray criterion sees
         by = {r["method"]: r for r in rows if r["case"] == case}
         assert by["best-of-n-oracle"]["psnr_db"] >= by["best-of-n"]["psnr_db"]
     assert len(_rows(tmp_path / "ev")) == 10
@@ -73,8 +88,9 @@ def test_evaluate_writes_rows_summary_and_panel(tiny, tmp_path):
     assert s.shape == (3, 32, 32)
     meta = json.loads((tmp_path / "ev" / "settings.json").read_text())
     assert meta["wall_seconds"] > 0 and "cores" in meta["machine"] and set(meta["sources"]) == set(methods)
-    import shutil  # resumed on a fresh machine (slices are not committed): the panel's are recomputed, but not the fit's
+    import shutil
 
+    # resumed on a fresh machine (slices are not committed): the panel's are recomputed, but not the fit's
     assert meta["panel_cells"] == [f"phantom000{i}/{c}" for i in (0, 1) for c in ("truth", *methods)]
     shutil.rmtree(tmp_path / "ev" / "slices")
     before, png = _rows(tmp_path / "ev"), (tmp_path / "ev" / "panel.png").read_bytes()
@@ -134,17 +150,23 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     calls = []
     real = ev.evaluate_case
     monkeypatch.setattr(ev, "evaluate_case", lambda s, i, m: (calls.append((s.angles, i, tuple(m))), real(s, i, m))[1])
-    run_sweep(_spec(tiny, methods=("fit", "mean")), angle_conditions([60.0, 90.0]), tmp_path / "ang",
-              progress=False, reuse=[tmp_path / "plain"])
+    run_sweep(
+        _spec(tiny, methods=("fit", "mean")),
+        angle_conditions([60.0, 90.0]),
+        tmp_path / "ang",
+        progress=False,
+        reuse=[tmp_path / "plain"],
+    )
     assert calls == [((0.0, 60.0), 0, ("fit", "mean")), ((0.0, 60.0), 1, ("fit", "mean"))]  # 90: all copied
-    key = lambda r: (r["case"], r["method"])  # noqa: E731
+    key = lambda r: (r["case"], r["method"])
     assert sorted(_rows(tmp_path / "ang" / "angle_90"), key=key) == sorted(_rows(tmp_path / "plain"), key=key)
     assert (tmp_path / "ang" / "angle_90" / "slices" / "phantom0001__fit.npy").is_file()
     meta = json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())
     assert meta["reused_rows"] == {str(tmp_path / "plain"): 4}
     run_sweep(_spec(tiny, methods=("fit", "mean")), angle_conditions([60.0, 90.0]), tmp_path / "ang", progress=False)
-    assert json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())["reused_rows"] == \
-        meta["reused_rows"]  # a resumed sweep keeps the record
+    assert (
+        json.loads((tmp_path / "ang" / "angle_90" / "settings.json").read_text())["reused_rows"] == meta["reused_rows"]
+    )  # a resumed sweep keeps the record
     text = (tmp_path / "ang" / "summary.md").read_text()
     assert "+4 rows reused" in text
     best = {}
@@ -161,9 +183,14 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     import shutil
 
     shutil.copytree(tmp_path / "ang", tmp_path / "part")  # a sweep stopped part way: the short cell says so
-    ev.write_rows(tmp_path / "part" / "angle_60" / "cases.csv",
-                  [r for r in ev.read_rows(tmp_path / "part" / "angle_60" / "cases.csv")
-                   if not (r["method"] == "fit" and r["case"] == "phantom0001")])
+    ev.write_rows(
+        tmp_path / "part" / "angle_60" / "cases.csv",
+        [
+            r
+            for r in ev.read_rows(tmp_path / "part" / "angle_60" / "cases.csv")
+            if not (r["method"] == "fit" and r["case"] == "phantom0001")
+        ],
+    )
     assert sweeps_main([str(tmp_path / "part")]) == 0
     assert "(n=1 of 2)" in (tmp_path / "part" / "summary.md").read_text()
     plain = (tmp_path / "plain" / "summary.md").read_text()
@@ -172,8 +199,12 @@ def test_reuse_copies_rows_of_runs_with_the_same_settings_only(tiny, tmp_path, m
     (tmp_path / "empty").mkdir()
     assert sweeps_main([str(tmp_path / "empty")]) == 2  # neither a sweep nor a run folder
     calls.clear()  # a method the other run lacks is computed; a sweep folder offers its conditions
-    evaluate(_spec(tiny, methods=("fit", "mean", "best-of-n"), angles=(0.0, 60.0)), tmp_path / "more",
-             progress=False, reuse=[tmp_path / "ang"])
+    evaluate(
+        _spec(tiny, methods=("fit", "mean", "best-of-n"), angles=(0.0, 60.0)),
+        tmp_path / "more",
+        progress=False,
+        reuse=[tmp_path / "ang"],
+    )
     assert calls == [((0.0, 60.0), 0, ("best-of-n",)), ((0.0, 60.0), 1, ("best-of-n",))]
     with pytest.raises(InputError, match="not found"):
         evaluate(_spec(tiny, methods=("mean",)), tmp_path / "x", progress=False, reuse=[tmp_path / "nowhere"])
@@ -231,8 +262,13 @@ def test_paired_test_by_hand():
 def test_observe_perturbs_what_the_method_is_handed():
     from xfit.geometry import View
 
-    case = ev.Case(3, np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), bool),
-                   [np.full((8, 8), 2.0, np.float32)] * 2, "phantom0003")
+    case = ev.Case(
+        3,
+        np.zeros((4, 4, 4), np.float32),
+        np.zeros((4, 4, 4), bool),
+        [np.full((8, 8), 2.0, np.float32)] * 2,
+        "phantom0003",
+    )
     views = [View(0.0, shape=(8, 8)), View(90.0, shape=(8, 8))]
     obs = observe(case, views, angle_error_deg=2.0, shift_error_mm=5.0, photons=1e4, seed=1)
     for v, t in zip(obs.views, views):
@@ -263,9 +299,21 @@ def test_whole_body_case_keeps_the_crop_truth():
 
 def test_data_folder_cases(tiny, tmp_path):
     data = write_xfit_collection(tmp_path / "ct", 1, centres=["L1"], levels=("T12", "L1", "L2"))
-    rows = evaluate(EvalSpec(prior=str(tiny["prior"]), methods=("mean",), phantoms=None, data=str(data),
-                             detector=32, pixel_spacing_mm=3.0), tmp_path / "ev", progress=False)
-    assert rows and all(r["case"].startswith("case0000") and r["case"].split(":")[1] in ("T12", "L1", "L2") for r in rows)
+    rows = evaluate(
+        EvalSpec(
+            prior=str(tiny["prior"]),
+            methods=("mean",),
+            phantoms=None,
+            data=str(data),
+            detector=32,
+            pixel_spacing_mm=3.0,
+        ),
+        tmp_path / "ev",
+        progress=False,
+    )
+    assert rows and all(
+        r["case"].startswith("case0000") and r["case"].split(":")[1] in ("T12", "L1", "L2") for r in rows
+    )
     assert all(r["dice"] >= 0 for r in rows)
 
 
@@ -277,24 +325,48 @@ def test_parse_methods():
 
 
 def _opts(tiny, *extra):
-    return ["--prior", tiny["prior"], "--phantoms", "1", "--detector", "32", "--pixel-spacing", "3",
-            "--random", "2", "--fit-config", tiny["fit"], "--quiet", *extra]
+    return [
+        "--prior",
+        tiny["prior"],
+        "--phantoms",
+        "1",
+        "--detector",
+        "32",
+        "--pixel-spacing",
+        "3",
+        "--random",
+        "2",
+        "--fit-config",
+        tiny["fit"],
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_cli_evaluate_and_studies(tiny, tmp_path):
     res = run("evaluate", *_opts(tiny, "--methods", "mean,fit", "-o", tmp_path / "ev"))
     assert res.exit_code == 0, res.output
     assert "xfit fit (`fit`)" in res.output
-    res = run("study", "angles", *_opts(tiny, "--methods", "mean", "--second-angle", "60:90:30", "-o", tmp_path / "ang"))
+    res = run(
+        "study", "angles", *_opts(tiny, "--methods", "mean", "--second-angle", "60:90:30", "-o", tmp_path / "ang")
+    )
     assert res.exit_code == 0, res.output
     curve = list(csv.DictReader((tmp_path / "ang" / "curve.csv").open()))
     assert {(r["value"], r["method"]) for r in curve} == {("60", "mean"), ("90", "mean")}
     assert (tmp_path / "ang" / "curve_second_angle_deg.png").is_file()
-    res = run("study", "geometry", *_opts(tiny, "--methods", "mean,fit-pose", "--angle-error", "0,2",
-                                          "--shift-error", "0,3", "-o", tmp_path / "geo"))
+    res = run(
+        "study",
+        "geometry",
+        *_opts(
+            tiny, "--methods", "mean,fit-pose", "--angle-error", "0,2", "--shift-error", "0,3", "-o", tmp_path / "geo"
+        ),
+    )
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "geo").iterdir() if p.is_dir()) == \
-        ["angle_error_0", "angle_error_2", "shift_error_3"]
+    assert sorted(p.name for p in (tmp_path / "geo").iterdir() if p.is_dir()) == [
+        "angle_error_0",
+        "angle_error_2",
+        "shift_error_3",
+    ]
     for axis in ("angle_error_deg", "shift_error_mm"):
         assert (tmp_path / "geo" / f"curve_{axis}.png").is_file()
     res = run("study", "noise", *_opts(tiny, "--methods", "mean", "--dose", "1e3", "-o", tmp_path / "noise"))
@@ -304,8 +376,12 @@ def test_cli_evaluate_and_studies(tiny, tmp_path):
 
 def test_cli_bad_input(tiny, tmp_path):
     assert_user_error(run("evaluate", *_opts(tiny, "--methods", "fit,magic", "-o", tmp_path / "a")), "unknown method")
-    assert_user_error(run("study", "angles", *_opts(tiny, "--second-angle", "60,200", "-o", tmp_path / "b")), "[-180, 180]")
-    assert_user_error(run("study", "angles", *_opts(tiny, "--second-angle", "5", "-o", tmp_path / "b")), "same projection")
+    assert_user_error(
+        run("study", "angles", *_opts(tiny, "--second-angle", "60,200", "-o", tmp_path / "b")), "[-180, 180]"
+    )
+    assert_user_error(
+        run("study", "angles", *_opts(tiny, "--second-angle", "5", "-o", tmp_path / "b")), "same projection"
+    )
     assert_user_error(run("study", "geometry", *_opts(tiny, "--angle-error", "x", "-o", tmp_path / "b")), "cannot read")
     bare = tmp_path / "nomasks"
     bare.mkdir()
@@ -315,11 +391,15 @@ def test_cli_bad_input(tiny, tmp_path):
     (bare / "x.txt").write_text("")
     for f in data.glob("*_ct.nii.gz"):
         f.rename(bare / f.name)
-    res = run("evaluate", "--prior", tiny["prior"], "--data", bare, "--methods", "mean", "--quiet", "-o", tmp_path / "c")
+    res = run(
+        "evaluate", "--prior", tiny["prior"], "--data", bare, "--methods", "mean", "--quiet", "-o", tmp_path / "c"
+    )
     assert_user_error(res)
     # a tagged baseline without --checkpoint looks for a shipped variant (baseline-x2ct-cnn-nope.safetensors)
     assert_user_error(run("evaluate", *_opts(tiny, "--methods", "x2ct-cnn@nope", "-o", tmp_path / "d")), "none ships")
-    assert_user_error(run("evaluate", *_opts(tiny, "--checkpoint", "ear=/nonexistent", "-o", tmp_path / "e")), "not among")
+    assert_user_error(
+        run("evaluate", *_opts(tiny, "--checkpoint", "ear=/nonexistent", "-o", tmp_path / "e")), "not among"
+    )
 
 
 def test_cases_in_two_processes_match_one(tiny, tmp_path):
@@ -356,8 +436,10 @@ def test_shape_only_and_single_view_baselines(tiny, tmp_path):
     from xfit.baselines.common import BaselineConfig, save_model
     from xfit.baselines.registry import build_model
 
-    arch = {"transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
-            "igcn": {"enc": [4, 8], "gcn": [8, 8], "gt_points": 200, "template_step": 1}}
+    arch = {
+        "transvert": {"enc": [4, 8], "map": 4, "dec": [4, 4], "disc": [4, 8]},
+        "igcn": {"enc": [4, 8], "gcn": [8, 8], "gt_points": 200, "template_step": 1},
+    }
     ckpts = {}
     for m, a in arch.items():
         views = {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0], **({"angles_deg": [0.0]} if m == "igcn" else {})}
@@ -370,8 +452,9 @@ def test_shape_only_and_single_view_baselines(tiny, tmp_path):
             crops[:, :, 5:11, 4:12, 6:10] = 1.0  # a box vertebra and its mask
             net.set_template(*igcn.template_from_crops(crops, cfg))
         ckpts[m] = str(save_model(tmp_path / f"{m}.safetensors", net, cfg, {"steps": 0}))
-    rows = evaluate(_spec(tiny, methods=("transvert", "igcn"), phantoms=1, checkpoints=ckpts), tmp_path / "ev",
-                    progress=False)
+    rows = evaluate(
+        _spec(tiny, methods=("transvert", "igcn"), phantoms=1, checkpoints=ckpts), tmp_path / "ev", progress=False
+    )
     for r in rows:
         assert math.isnan(r["psnr_db"]) and math.isnan(r["third_view_ncc"]), r["method"]
         assert math.isfinite(r["dice"]) and math.isfinite(r["seconds"])
@@ -401,14 +484,26 @@ def test_run_cases_adds_and_reruns_modes_without_touching_the_others(tmp_path):
 def test_folder_conditions_reads_only_the_names_a_sweep_writes(tmp_path):
     from xfit.studies.sweeps import folder_conditions
 
-    for name in ("angle_60", "angle_060", "angle_nan", "angle_1e2", "shift_error_2", "angle_error_0.5", "dose_1e+06",
-                 "notes"):
+    for name in (
+        "angle_60",
+        "angle_060",
+        "angle_nan",
+        "angle_1e2",
+        "shift_error_2",
+        "angle_error_0.5",
+        "dose_1e+06",
+        "notes",
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "settings.json").write_text("{}")
     (tmp_path / "angle_70").mkdir()  # no settings.json: not a run
     got = [(c.name, c.axis, c.value) for c in folder_conditions(tmp_path)]
-    assert got == [("angle_60", "second_angle_deg", 60.0), ("angle_error_0.5", "angle_error_deg", 0.5),
-                   ("shift_error_2", "shift_error_mm", 2.0), ("dose_1e+06", "photons", 1e6)]
+    assert got == [
+        ("angle_60", "second_angle_deg", 60.0),
+        ("angle_error_0.5", "angle_error_deg", 0.5),
+        ("shift_error_2", "shift_error_mm", 2.0),
+        ("dose_1e+06", "photons", 1e6),
+    ]
     from xfit.studies.sweeps import main as sweeps_main
 
     assert sweeps_main([str(tmp_path / "angle_60")]) == 2  # a settings.json that is not a run's: one line

@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error, run
 
 from xfit.errors import InputError
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, observe
-
-from cli_helpers import assert_user_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,8 +66,22 @@ def test_style_strength_key_and_checks(tiny):
 
 
 def _opts(tiny, *extra):
-    return ["--prior", tiny["prior"], "--phantoms", "2", "--detector", "32", "--pixel-spacing", "3",
-            "--random", "2", "--fit-config", tiny["fit"], "--quiet", *extra]
+    return [
+        "--prior",
+        tiny["prior"],
+        "--phantoms",
+        "2",
+        "--detector",
+        "32",
+        "--pixel-spacing",
+        "3",
+        "--random",
+        "2",
+        "--fit-config",
+        tiny["fit"],
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_cli_study_style(tiny, tmp_path):
@@ -79,17 +92,21 @@ def test_cli_study_style(tiny, tmp_path):
     assert (out / "curve_style_strength.png").is_file()
     curve = list(csv.DictReader((out / "curve.csv").open()))
     assert {(r["axis"], r["value"], r["method"]) for r in curve} == {
-        ("style_strength", v, m) for v in ("0", "1") for m in ("mean", "fit")}
+        ("style_strength", v, m) for v in ("0", "1") for m in ("mean", "fit")
+    }
     key = json.loads((out / "style_1" / "settings.json").read_text())["key"]
     assert key["style_strength"] == 1.0
     assert "clinical-style radiographs at strength 1" in (out / "style_1" / "summary.md").read_text()
     assert "clinical style strength" in (out / "summary.md").read_text()
     # the methods were handed other images at strength 1 than at 0
-    ncc = {s: [r["view_ncc"] for r in csv.DictReader((out / s / "cases.csv").open()) if r["method"] == "fit"]
-           for s in ("style_0", "style_1")}
+    ncc = {
+        s: [r["view_ncc"] for r in csv.DictReader((out / s / "cases.csv").open()) if r["method"] == "fit"]
+        for s in ("style_0", "style_1")
+    }
     assert len(ncc["style_0"]) == 2 and ncc["style_0"] != ncc["style_1"]
     res = run("evaluate", *_opts(tiny, "--methods", "mean", "--style-strength", "0.5", "-o", tmp_path / "ev"))
     assert res.exit_code == 0, res.output
     assert_user_error(run("study", "style", *_opts(tiny, "--strengths", "0,2", "-o", tmp_path / "b")), "[0, 1]")
-    assert_user_error(run("evaluate", *_opts(tiny, "--style-strength", "1", "--dose", "1e3", "-o", tmp_path / "c")),
-                      "own")
+    assert_user_error(
+        run("evaluate", *_opts(tiny, "--style-strength", "1", "--dose", "1e3", "-o", tmp_path / "c")), "own"
+    )

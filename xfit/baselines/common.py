@@ -558,7 +558,7 @@ class Conv3d(nn.Conv3d):
     On CPUs with AVX512-BF16 but no AMX (seen on an AMD EPYC; docs/baselines.md), PyTorch 2.14.1's bf16
     3x3x3 convolution returns a garbage weight gradient (values up to 1e36, inf, NaN; different on
     every call) when the input depth is 2; the output and the input gradient are right.
-    ``tests/test_baselines.py::test_conv3d_bf16_weight_grad_on_thin_volumes`` checks it. Volumes
+    ``tests/baselines/test_x2ct_ear.py::test_conv3d_bf16_weight_grad_on_thin_volumes`` checks it. Volumes
     that thin are cheap, so an input ``[B, C, D, H, W]`` with a side <= :data:`BF16_THIN_SIDE`
     runs in float32 (its output cast back to the autocast dtype); everything else is unchanged,
     and the parameters are those of ``nn.Conv3d`` (same state-dict keys)."""
