@@ -12,6 +12,7 @@ import click
 
 from ..baselines.common import METHODS
 from ..baselines.ship import ship_command
+from .training import check_training_request, collection_options, run_options
 
 #: ``python -m xfit.baselines.ship`` as an ``xfit`` subcommand.
 ship_baselines = ship_command
@@ -30,36 +31,7 @@ ship_baselines = ship_command
     help="config: a name (x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn) or a YAML file "
     "[default: xfit/configs/baseline-NAME.yaml, or the run's own with --resume]",
 )
-@click.option(
-    "--layout",
-    type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]),
-    default=None,
-    help="collection layout [default: detected], as for train-prior",
-)
-@click.option("--levels", default=None, help="vertebrae to train on, e.g. T10-L5 [default: all]")
-@click.option(
-    "--masks",
-    "masks_dir",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="folder of vertebra masks under the CTs' names",
-)
-@click.option(
-    "--class-map", default=None, help="class map of multilabel masks not in the VerSe numbering (as for train-prior)"
-)
-@click.option(
-    "--max-outside",
-    type=click.FloatRange(0.0, 1.0),
-    default=0.05,
-    show_default=True,
-    help="largest fraction of a crop allowed outside its scan",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="processes preparing the crops [default: one per CPU core]",
-)
+@collection_options
 @click.option(
     "--amp",
     type=click.Choice(["auto", "bf16", "off"]),
@@ -69,8 +41,7 @@ ship_baselines = ship_command
 )
 @click.option("--resume", is_flag=True, help="continue bit-for-bit from OUT/state.safetensors")
 @click.option("--force", is_flag=True, help="restart a started run (keeps the data cache)")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-@click.option("--max-steps", type=click.IntRange(1, 10**9), default=None, help="stop after this many steps in total")
+@run_options
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def train_baseline(
     name,
@@ -95,20 +66,8 @@ def train_baseline(
     from pathlib import Path
 
     from ..baselines.train import MODEL_FILE, resolve_config, train
-    from ..errors import InputError
-    from ..io import check_device, check_output_path
-    from ..levels import parse_levels
 
-    if device is not None:
-        check_device(device)
-    if levels is not None:
-        parse_levels(levels)
-    check_output_path(out)
-    for folder in (ct_dir, masks_dir):
-        if folder is not None and not Path(folder).is_dir():
-            raise InputError(
-                f"{folder}: folder not found" if not Path(folder).exists() else f"{folder} is not a folder"
-            )
+    check_training_request(ct_dir, out, masks_dir=masks_dir, levels=levels, device=device)
     cfg = resolve_config(name, config_name, out, resume)
     summary = train(
         cfg,

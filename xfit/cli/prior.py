@@ -6,6 +6,7 @@ import click
 
 from ..console import SEED, FiniteFloat
 from ..prior.train import snapshot_cli
+from .training import check_training_request, collection_options, run_options
 
 #: ``python -m xfit.prior.train snapshot`` as an ``xfit`` subcommand: a compact resumable
 #: snapshot of a run (:func:`xfit.prior.train.snapshot_run`).
@@ -27,41 +28,7 @@ snapshot = snapshot_cli
     default=None,
     help="config name (tiny, 64, 128) or YAML file [default: 64, or the run's own config with --resume]",
 )
-@click.option(
-    "--layout",
-    type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]),
-    default=None,
-    help="collection layout [default: detected]; see the README, 'Train on your own data'",
-)
-@click.option(
-    "--levels", default=None, help="vertebrae to train on: names, ranges or lists, e.g. T10-L5 or L1,L3 [default: all]"
-)
-@click.option(
-    "--masks",
-    "masks_dir",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="folder of vertebra masks under the CTs' names (default: the layout's own)",
-)
-@click.option(
-    "--class-map",
-    default=None,
-    help="class map of multilabel masks not in the VerSe numbering: totalseg-v1, totalseg-v2 or a "
-    "JSON file {value: structure} [default: the file's header]",
-)
-@click.option(
-    "--max-outside",
-    type=FiniteFloat(0.0, 1.0),
-    default=0.05,
-    show_default=True,
-    help="largest fraction of a crop allowed outside its scan",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="processes preparing the crops [default: one per CPU core]",
-)
+@collection_options
 @click.option(
     "--amp",
     type=click.Choice(["auto", "bf16", "off"]),
@@ -86,8 +53,7 @@ snapshot = snapshot_cli
     is_flag=True,
     help="restart a started run (removes its log, state, prior, samples, snapshots; keeps the data cache)",
 )
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-@click.option("--max-steps", type=click.IntRange(1, 10**9), default=None, help="stop after this many steps in total")
+@run_options
 def train_prior(
     ct_dir,
     out,
@@ -112,22 +78,12 @@ def train_prior(
     from pathlib import Path
 
     from ..errors import InputError
-    from ..io import check_device, check_output_path, parse_json_strict
-    from ..levels import parse_levels
+    from ..io import parse_json_strict
     from ..prior.checkpoint import snapshot_config
     from ..prior.config import PriorConfig, load_config
     from ..prior.train import data_settings, require_run_config, train
 
-    if device is not None:
-        check_device(device)
-    if levels is not None:
-        parse_levels(levels)  # a bad level is one line, before any work
-    check_output_path(out)
-    for folder in (ct_dir, masks_dir):
-        if folder is not None and not Path(folder).is_dir():
-            raise InputError(
-                f"{folder}: folder not found" if not Path(folder).exists() else f"{folder} is not a folder"
-            )
+    check_training_request(ct_dir, out, masks_dir=masks_dir, levels=levels, device=device)
     if resume and resume_from:
         raise InputError("use --resume (this run folder) or --resume-from SNAPSHOT (a new run folder), not both")
     saved = Path(out) / "config.json"
