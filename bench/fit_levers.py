@@ -51,6 +51,16 @@ def describe(path: Path) -> str:
     return path.stem
 
 
+def mean_cells(rows: dict[str, dict]) -> list[str]:
+    """One markdown cell per column of :data:`KEYS`: the mean over the cases (finite values only)."""
+    cells = []
+    for k in KEYS:
+        v = np.array([r[k] for r in rows.values()], float)
+        v = v[np.isfinite(v)]
+        cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
+    return cells
+
+
 def table(
     out: Path,
     files: list[Path],
@@ -89,11 +99,7 @@ def table(
         got = runs[f.stem]
         if not got:
             continue
-        cells = []
-        for k in KEYS:
-            v = np.array([r[k] for r in got.values()], float)
-            v = v[np.isfinite(v)]
-            cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
+        cells = mean_cells(got)
         common = [c for c in got if c in base]
         dp = np.mean([got[c]["psnr_db"] - base[c]["psnr_db"] for c in common]) if common else np.nan
         ds = np.mean([got[c]["ssim"] - base[c]["ssim"] for c in common]) if common else np.nan
@@ -110,11 +116,7 @@ def table(
         if refs_run is not None:
             got = {c: r for c, r in got.items() if c in lever_cases}
         if got:
-            cells = []
-            for k in KEYS:
-                v = np.array([r[k] for r in got.values()], float)
-                v = v[np.isfinite(v)]
-                cells.append(f"{v.mean():.{3 if k in ('ssim', 'dice', 'volume_view_ncc') else 2}f}" if v.size else "-")
+            cells = mean_cells(got)
             refrows.append(f"| `{m}` | reference method | {len(got)} | " + " | ".join(cells) + " | | | |")
     meta_files = [out / f.stem / "settings.json" for f in files if (out / f.stem / "settings.json").is_file()]
     for run in (reference_run, refs_run):
