@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from timing import median_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,19 +33,6 @@ def _sync(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _median(fn, device, reps: int) -> float:
-    """Median seconds of ``fn()`` over ``reps`` calls after one warm-up."""
-    fn()
-    _sync(device)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
 
 
 def projector_checks(device, sizes: list[tuple[int, int]], reps: int) -> dict:
@@ -83,7 +72,7 @@ def projector_checks(device, sizes: list[tuple[int, int]], reps: int) -> dict:
                 m = mu.detach().requires_grad_(True)
                 project_rays(m, affine, rays, backend=b).sum().backward()
 
-            out["rays_per_s"][key][b] = det * det / _median(step, device, reps)
+            out["rays_per_s"][key][b] = det * det / median_seconds(step, reps, sync=lambda: _sync(device))
     return out
 
 

@@ -23,23 +23,16 @@ installed (``pip install kornia``) and is not run by the tests.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import median_seconds
 
 
 def _time(fn, reps: int) -> float:
     """Median wall time of ``fn()`` in milliseconds (one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+    return 1000.0 * median_seconds(fn, reps)
 
 
 def _volumes(n: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -21,23 +21,12 @@ import argparse
 import json
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import time
 
 import torch
-
-
-def _median_time(fn, repeats: int, sync) -> float:
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def _reset_peak_rss() -> None:
@@ -96,7 +85,7 @@ def generator_case(config: str, batch: int, device: torch.device, repeats: int) 
     mem.reset()
     with torch.no_grad():
         G.synthesis(ws, noise_mode="const")  # warm-up
-        out["fwd_s"] = _median_time(lambda: G.synthesis(ws, noise_mode="const"), repeats, sync)
+        out["fwd_s"] = median_seconds(lambda: G.synthesis(ws, noise_mode="const"), repeats, sync=sync, warmup=0)
     out["fwd_mb"] = mem.peak()
 
     def fwd_bwd():
@@ -105,7 +94,7 @@ def generator_case(config: str, batch: int, device: torch.device, repeats: int) 
 
     mem.reset()
     fwd_bwd()
-    out["fwdbwd_s"] = _median_time(fwd_bwd, repeats, sync)
+    out["fwdbwd_s"] = median_seconds(fwd_bwd, repeats, sync=sync, warmup=0)
     out["fwdbwd_mb"] = mem.peak()
     return out
 

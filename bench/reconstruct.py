@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from timing import median_seconds
+
 CASE = r"""
 import json, resource, sys, time, torch
 from xfit.allocator import keep_freed_memory
@@ -101,19 +103,6 @@ def radiograph(threads: int) -> None:
     print(f"ratio radiograph / example: {rg['wall_s'] / ex['wall_s']:.2f}")
 
 
-def _median_time(fn, reps: int) -> float:
-    """Median wall seconds of ``fn()`` over ``reps`` calls, after one warm-up call."""
-    import time
-
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
-
-
 def cpu_line() -> str:
     """This machine (``xfit.studies.evaluate.machine``) and its CPU's native bfloat16 units
     (``xfit.devices.cpu_bf16_units``)."""
@@ -176,7 +165,7 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
         for r in S.block_resolutions:
             if r > res:
                 break
-            tf, tfb = _median_time(lambda: gen_fwd(r), reps), _median_time(lambda: gen_fwd_bwd(r), reps)
+            tf, tfb = median_seconds(lambda: gen_fwd(r), reps), median_seconds(lambda: gen_fwd_bwd(r), reps)
             rows.setdefault(f"synthesis block {r}^3 forward", [0.0, 0.0])[col] = tf - prev_f
             rows.setdefault(f"synthesis block {r}^3 backward", [0.0, 0.0])[col] = (tfb - tf) - (prev_fb - prev_f)
             prev_f, prev_fb = tf, tfb
@@ -184,7 +173,7 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
         with torch.no_grad():
             hu, _ = generate_hu(prior, mean + std * u, noise, res, amp)
         mu = hu_to_mu(hu)[:, None].requires_grad_(True)
-        rows.setdefault("projector forward", [0.0, 0.0])[col] = _median_time(
+        rows.setdefault("projector forward", [0.0, 0.0])[col] = median_seconds(
             lambda: [p.detach() for p in objective.render(mu.detach())], reps
         )
 
@@ -193,7 +182,7 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
             sum(p.sum() for p in preds).backward()
 
         rows.setdefault("projector backward", [0.0, 0.0])[col] = (
-            _median_time(proj_fwd_bwd, reps) - rows["projector forward"][col]
+            median_seconds(proj_fwd_bwd, reps) - rows["projector forward"][col]
         )
         preds = [p.detach().requires_grad_(True) for p in objective.render(mu.detach())]
         w = (mean + std * u).detach().requires_grad_(True)
@@ -201,15 +190,15 @@ def profile(threads: int, overrides: dict, reps: int = 5, top: int = 15) -> None
         def loss_fwd_bwd():
             objective.terms(preds, w_plus=w, w_mean=mean, w_std=std, noise=noise)["total"].sum().backward()
 
-        rows.setdefault("loss forward + backward", [0.0, 0.0])[col] = _median_time(loss_fwd_bwd, reps)
+        rows.setdefault("loss forward + backward", [0.0, 0.0])[col] = median_seconds(loss_fwd_bwd, reps)
         params = [u] + noise
         for p_ in params:
             p_.grad = torch.zeros_like(p_)
         opt = torch.optim.Adam(params, lr=1e-9)
-        rows.setdefault("Adam step", [0.0, 0.0])[col] = _median_time(opt.step, reps)
+        rows.setdefault("Adam step", [0.0, 0.0])[col] = median_seconds(opt.step, reps)
     z = torch.randn(1, prior.G.z_dim)
     with torch.no_grad():
-        t_map = _median_time(lambda: prior.G.mapping(z), reps)
+        t_map = median_seconds(lambda: prior.G.mapping(z), reps)
     rows["mapping forward (init samples only)"] = [t_map, t_map]
 
     def order(name: str) -> tuple:
