@@ -10,6 +10,7 @@ import click
 
 from ..console import SEED, SEED_MAX, FiniteFloat, pair_option
 from ..studies import RESULTS_DIR, RESULTS_PAGE
+from .training import LAYOUTS
 
 # ----------------------------------------------------------------------------------------------
 # evaluate and the studies
@@ -81,7 +82,7 @@ def _eval_options(f: Callable) -> Callable:
         ),
         click.option(
             "--layout",
-            type=click.Choice(["xfit", "verse", "ctspine1k", "totalsegmentator", "mixed"]),
+            type=click.Choice(LAYOUTS),
             default=None,
             help="layout of --data [default: detected]",
         ),

@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from ..console import FiniteFloat
+from ..prior.datasets import LAYOUTS as COLLECTION_LAYOUTS
 
-#: Layouts of a CT collection (``xfit.prior.datasets``).
-LAYOUTS = ("xfit", "verse", "ctspine1k", "totalsegmentator", "mixed")
+#: ``--layout`` choices: each layout of :mod:`xfit.prior.datasets`, or ``mixed`` (one per subfolder).
+LAYOUTS = (*COLLECTION_LAYOUTS, "mixed")
 
 
 def collection_options(f: Callable[..., Any]) -> Callable[..., Any]:
