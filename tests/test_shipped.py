@@ -1,5 +1,6 @@
 """What a new user gets on a fresh install: the shipped prior and the example X-rays work."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ def test_default_reconstruction_runs_on_the_examples():
         "transvert@jitter",
         "ear@jitter",
         "xctrsnet@jitter",
+        "xctrsnet@style",
     ],
 )
 def test_shipped_baselines_are_trained_on_the_priors_data(method):
@@ -76,3 +78,9 @@ def test_shipped_baselines_are_trained_on_the_priors_data(method):
     t, p = b.meta["training"], prior.meta["training"]
     assert t["steps"] == b.config.training.steps and t["images"] > 0 and t["wall_seconds"] > 0
     assert (t["examples"], t["levels"], t["layout"]) == (p["examples"], p["levels"], p["layout"])
+    if tag == "style":  # fine-tuned from the shipped network with clinical-style radiographs
+        assert b.config.style.probability > 0
+        plain = shipped_checkpoint(base)
+        assert t["init_from"]["sha256"] == hashlib.sha256(plain.read_bytes()).hexdigest()
+    else:
+        assert b.config.style.probability == 0

@@ -65,6 +65,7 @@ def tiny_baseline(method: str, **training) -> BaselineConfig:
 
 def baseline_yaml(tmp_path: Path, **training) -> Path:
     """The tiny x2ct-cnn config (a checkpoint every 2 steps) as a YAML file."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "baseline.yaml"
     path.write_text(yaml.safe_dump(tiny_baseline("x2ct-cnn", **training).to_dict()))
     return path

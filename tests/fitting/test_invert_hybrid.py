@@ -185,6 +185,28 @@ def test_init_network_off_the_prior_grid_is_refused(prior):
         check_init_network(prior, "transvert")
 
 
+def test_a_tagged_init_network_names_its_shipped_variant(tmp_path):
+    from xfit.baselines.infer import shipped_checkpoint
+    from xfit.errors import CheckpointError
+    from xfit.fitting.config import split_network
+    from xfit.fitting.hybrid import grid_mismatch, network_checkpoint
+
+    assert split_network("xctrsnet@style") == ("xctrsnet", "style") and split_network("ear") == ("ear", None)
+    assert network_checkpoint("xctrsnet@style") == ("xctrsnet", shipped_checkpoint("xctrsnet", "style"))
+    assert network_checkpoint("xctrsnet@style", tmp_path / "a.safetensors") == ("xctrsnet", tmp_path / "a.safetensors")
+    assert network_checkpoint("ear") == ("ear", None)
+    assert load_fit_config(init_network="x2ct-cnn@jitter").init_network == "x2ct-cnn@jitter"
+    for bad in ("igcn@style", "xctrsnet@", "xctrsnet@a/b", "transvert"):
+        with pytest.raises(InputError, match="init_network"):
+            load_fit_config(init_network=bad)
+    from xfit.prior.checkpoint import load_prior
+    from xfit.reconstruct import DEFAULT_PRIOR
+
+    with pytest.raises(CheckpointError, match="nosuchtag"):  # a tag with no shipped file names it
+        grid_mismatch(load_prior(DEFAULT_PRIOR), "xctrsnet@nosuchtag")
+    assert grid_mismatch(load_prior(DEFAULT_PRIOR), "x2ct-cnn@jitter") is None
+
+
 # ----------------------------------------------------------------------------- with the shipped prior and network
 
 

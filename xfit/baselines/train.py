@@ -31,6 +31,7 @@ checkpoint; :func:`xfit.baselines.registry.load_model`), ``cache/``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -38,13 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from ..devices import AMP_CHOICES
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
-from ..io import hu_to_mu
+from ..io import hu_to_mu, read_sidecar, write_sidecar
 from ..levels import format_levels
 from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_optimizer, save_training_state
 from ..prior.config import unit_to_hu
@@ -68,10 +70,12 @@ from ..training import (
 )
 from . import ear, igcn, transvert, x2ct, xctrsnet
 from .common import ADVERSARIAL, BaselineConfig, Lifter, cube_affine, footprints, load_config, save_model
-from .registry import build_model
+from .registry import Baseline, build_model, load_model
 
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "baseline.safetensors"
+#: Where a fine-tuning run records the network it started from (``--init-from``).
+INIT_FILE = "init_from.json"
 STARTED_MARKERS = (STATE_FILE, MODEL_FILE, "log.jsonl")
 #: Whether ``amp="auto"`` uses bfloat16 autocast on the CPU: ``bench/baselines.py`` measured
 #: training 1.8-2.0x faster with it on this 2-core CPU for every method (docs/baselines.md).
@@ -95,6 +99,38 @@ def default_weights(method: str) -> dict[str, float]:
     if method == "igcn":
         return igcn.default_weights()
     return x2ct.default_weights(method)
+
+
+def load_start_network(path: str | Path, cfg: BaselineConfig) -> Baseline:
+    """The network a fine-tuning run starts from (``--init-from``): a checkpoint of ``cfg``'s
+    method whose cube (resolution, spacing, HU window) and architecture are ``cfg``'s.
+
+    Raises:
+        CheckpointError: a missing, foreign or corrupt checkpoint, or one of another method.
+        InputError: another cube or architecture (the message names what differs).
+    """
+    start = load_model(path, cfg.method)
+    for key in ("resolution", "spacing_mm", "hu_window"):
+        mine, theirs = getattr(cfg, key), getattr(start.config, key)
+        if [float(x) for x in np.atleast_1d(mine)] != [float(x) for x in np.atleast_1d(theirs)]:
+            raise InputError(f"--init-from {path}: its {key} is {theirs}, this config's {mine}")
+    want = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in start.model.state_dict().items()}
+    if want != have:
+        raise InputError(f"--init-from {path}: its architecture (arch widths) is not this config's")
+    return start
+
+
+def start_record(start: Baseline) -> dict[str, Any]:
+    """What ``init_from.json`` and the training summary say about the start network: its file,
+    SHA-256 and the images it had been trained on."""
+    path = Path(start.path) if start.path is not None else None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else None
+    return {
+        "path": str(path) if path is not None else None,
+        "sha256": digest,
+        "images": (start.meta.get("training") or {}).get("images"),
+    }
 
 
 def data_settings(cfg: BaselineConfig, levels=None, max_outside: float = MAX_OUTSIDE) -> DataSettings:
@@ -403,6 +439,7 @@ def train(
     device: str | torch.device | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a baseline on a CT collection; returns the training summary.
 
@@ -415,6 +452,9 @@ def train(
         resume: continue bit-for-bit from ``run_dir/state.safetensors``.
         force: restart in a folder holding a started run (the data cache is kept).
         max_steps: stop after this many total steps (default ``training.steps``).
+        init_from: fine-tune: start the network from this checkpoint of the same method and
+            architecture (a ``baseline.safetensors``, e.g. a shipped one) instead of random
+            weights; the optimiser and the step count start afresh. Not with ``resume``.
     Raises:
         InputError, OutputExistsError, CheckpointError: before any training work (a state or
         crops holding NaN or Inf included). XfitError: a loss that is not finite stops the run
@@ -442,6 +482,7 @@ def train(
                 device=device,
                 max_steps=max_steps,
                 progress=progress,
+                init_from=init_from,
             )
     except BaseException:
         if rank_world()[0] == 0 and not run_started(run_dir):
@@ -466,6 +507,7 @@ def _train(
     device,
     max_steps,
     progress,
+    init_from=None,
 ) -> dict[str, Any]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
@@ -473,6 +515,9 @@ def _train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     state_path = run_dir / STATE_FILE
+    if init_from is not None and resume:
+        raise InputError("--init-from starts a new run from a network, --resume continues a run: give one")
+    start = load_start_network(init_from, cfg) if init_from is not None else None
     find_cases(ct_dir, layout, masks_dir, class_map)  # a bad folder fails before anything is created
     settings = data_settings(cfg, levels, max_outside)
     check_run_folder(
@@ -497,6 +542,8 @@ def _train(
     trainer = BaselineTrainer(cfg, device, rank, world, amp=amp)
     if cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
         trainer.G.set_template(*igcn.template_from_crops(data.volumes, cfg))
+    if start is not None and not resume:
+        trainer.G.load_state_dict(start.model.state_dict())
     if resume:
         tensors, meta = load_training_state(state_path)
         trainer.load_state(tensors, meta)
@@ -522,6 +569,12 @@ def _train(
         "amp_bf16": trainer.amp,
         "views": cfg.to_dict()["views"],
     }
+    if start is not None:
+        summary["init_from"] = start_record(start)
+    elif resume and (run_dir / INIT_FILE).is_file():
+        summary["init_from"] = read_sidecar(run_dir / INIT_FILE)
+    if start is not None and rank == 0:
+        write_sidecar(run_dir / INIT_FILE, summary["init_from"], force=True)
     from tqdm.auto import tqdm
 
     log_path = run_dir / "log.jsonl"
@@ -583,6 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("method")
     p.add_argument("ct_dir")
     add_run_arguments(p)
+    p.add_argument("--init-from", default=None, help="fine-tune from this checkpoint of the same method")
     a = p.parse_args(argv)
 
     def body() -> None:
@@ -602,6 +656,7 @@ def main(argv: list[str] | None = None) -> None:
                 force=a.force,
                 device=a.device,
                 max_steps=a.max_steps,
+                init_from=a.init_from,
             )
         finally:
             if dist.is_available() and dist.is_initialized():

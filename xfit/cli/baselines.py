@@ -40,6 +40,13 @@ ship_baselines = ship_command
     help="bfloat16 autocast (auto: on; bf16 measured 1.8-2.0x faster on this CPU, docs/baselines.md)",
 )
 @click.option("--resume", is_flag=True, help="continue bit-for-bit from OUT/state.safetensors")
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="fine-tune: start from this checkpoint of the same method and architecture (e.g. "
+    "xfit/data/baseline-NAME.safetensors) instead of random weights",
+)
 @click.option("--force", is_flag=True, help="restart a started run (keeps the data cache)")
 @run_options
 @click.option("--quiet", is_flag=True, help="no progress bar")
@@ -56,6 +63,7 @@ def train_baseline(
     workers,
     amp,
     resume,
+    init_from,
     force,
     device,
     max_steps,
@@ -85,6 +93,7 @@ def train_baseline(
         device=device,
         max_steps=max_steps,
         progress=not quiet,
+        init_from=init_from,
     )
     click.echo(
         f"trained {name} {summary.get('steps', 0)} steps ({summary.get('images', 0)} images) on "

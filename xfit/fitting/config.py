@@ -25,6 +25,22 @@ NOISE_INITS = ("zero", "randn")
 #: The networks that can start a fit (``init_network``, :mod:`xfit.fitting.hybrid`): those whose
 #: output is a CT (TransVert and IGCN output shapes).
 INIT_NETWORKS = ("xctrsnet", "ear", "x2ct-cnn", "x2ct-gan")
+
+
+def split_network(name: str) -> tuple[str, str | None]:
+    """``"xctrsnet@style"`` -> ``("xctrsnet", "style")``: an ``init_network`` and the tag of its
+    shipped variant (``xfit/data/baseline-<network>-<tag>.safetensors``; ``None``: the plain one)."""
+    base, sep, tag = str(name).partition("@")
+    return base, (tag if sep else None)
+
+
+def _sound_network(name: object) -> bool:
+    if not isinstance(name, str):
+        return False
+    base, tag = split_network(name)
+    return base in INIT_NETWORKS and (tag is None or (tag != "" and tag.replace("-", "").replace("_", "").isalnum()))
+
+
 #: Intensity maps between a re-projection and its X-ray that the data term is invariant to.
 INTENSITY_MAPS = ("affine", "monotone")
 #: Data terms: multi-scale NCC, or its mean with the multi-scale NCC of gradient magnitudes.
@@ -102,9 +118,11 @@ class FitConfig:
             drops the texture that the X-rays cannot pin down.
         ensemble_tol: relative data-term tolerance of the ensemble (0.2: within 20 % of the best).
         init_network: ``null``, or a network with CT output (``xctrsnet``, ``ear``, ``x2ct-cnn``,
-            ``x2ct-gan``) whose reconstruction of the X-rays, inverted into W+ at the generator's
-            coarse resolution (:mod:`xfit.fitting.hybrid`), starts restart 0 instead of ``w_mean``
-            (an explicit ``w_init`` wins).
+            ``x2ct-gan``; ``NAME@TAG`` for a shipped variant, e.g. ``xctrsnet@style``, the default:
+            X-CTRSNet fine-tuned on clinical-style radiographs too) whose reconstruction of the
+            X-rays, inverted into W+ at the generator's coarse resolution
+            (:mod:`xfit.fitting.hybrid`), starts restart 0 instead of ``w_mean`` (an explicit
+            ``w_init`` wins).
         init_network_steps: Adam steps of that inversion (0: no inversion; the fit starts at
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
@@ -181,7 +199,7 @@ class FitConfig:
     step_mm: float | None = None
     ensemble: bool = False
     ensemble_tol: float = 0.2
-    init_network: str | None = "xctrsnet"
+    init_network: str | None = "xctrsnet@style"
     init_network_steps: int = 50
     init_network_resolution: int | None = None
     lambda_anchor: float = 5.0
@@ -311,8 +329,9 @@ def _validate(cfg: FitConfig) -> None:
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
     if cfg.init_network is not None:
         need(
-            isinstance(cfg.init_network, str) and cfg.init_network in INIT_NETWORKS,
-            f"init_network must be null or one of {', '.join(INIT_NETWORKS)}, got {cfg.init_network!r}",
+            _sound_network(cfg.init_network),
+            f"init_network must be null or one of {', '.join(INIT_NETWORKS)} (NAME@TAG for a shipped "
+            f"variant, e.g. xctrsnet@style), got {cfg.init_network!r}",
         )
     need(
         isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,

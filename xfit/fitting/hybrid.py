@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .config import INIT_NETWORKS
+from .config import INIT_NETWORKS, split_network
 from .invert import invert_volume, pool_to
 from .objective import Anchor
 
@@ -44,6 +44,26 @@ class NetworkStart:
     labels: np.ndarray | None = None
 
 
+def network_checkpoint(method: str, checkpoint: str | Path | None = None) -> tuple[str, Path | None]:
+    """``(network, checkpoint)`` of an ``init_network``: ``xctrsnet@style`` without a checkpoint
+    is the shipped ``xfit/data/baseline-xctrsnet-style.safetensors``; a plain name keeps
+    ``checkpoint`` (``None``: the shipped one).
+
+    Raises:
+        InputError: not a network with CT output.
+    """
+    from ..baselines.infer import shipped_checkpoint
+
+    base, tag = split_network(method)
+    if base not in INIT_NETWORKS:
+        raise InputError(
+            f"init_network must be one of {', '.join(INIT_NETWORKS)} (a network with CT output), got {method!r}"
+        )
+    if checkpoint is None and tag is not None:
+        return base, shipped_checkpoint(base, tag)
+    return base, (Path(checkpoint) if checkpoint is not None else None)
+
+
 def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = None) -> str | None:
     """Why ``method``'s network cannot start a fit of ``prior`` (its output grid, voxels and
     spacing, is not the prior's), or ``None`` when it can.
@@ -54,11 +74,8 @@ def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = Non
     """
     from ..baselines.infer import load_baseline
 
-    if method not in INIT_NETWORKS:
-        raise InputError(
-            f"init_network must be one of {', '.join(INIT_NETWORKS)} (a network with CT output), got {method!r}"
-        )
-    cfg = load_baseline(method, checkpoint).config
+    base, checkpoint = network_checkpoint(method, checkpoint)
+    cfg = load_baseline(base, checkpoint).config
     pr, ps = int(prior.config.resolution), float(prior.config.spacing_mm)
     if int(cfg.resolution) == pr and abs(float(cfg.spacing_mm) - ps) <= 1e-6:
         return None
@@ -121,11 +138,12 @@ def network_start(
             raise InputError(why)
         # a default, not the user's choice: said in the report (``init``), not warned about
         return NetworkStart(None, f"w_mean (the shipped {method} is not on the prior's grid)")
-    n = len(load_baseline(method, checkpoint).config.views.angles_deg)
+    base, path = network_checkpoint(method, checkpoint)
+    n = len(load_baseline(base, path).config.views.angles_deg)
     if len(views) < n:
         return NetworkStart(None, f"w_mean ({method} needs {n} views, got {len(views)})")
     hu, labels, _, _ = predict(
-        method, checkpoint, list(images[:n]), list(views[:n]), device=prior.w_mean.device, target_mm=list(centre_mm)
+        base, path, list(images[:n]), list(views[:n]), device=prior.w_mean.device, target_mm=list(centre_mm)
     )
     if steps == 0:
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
@@ -155,4 +173,12 @@ def anchors(
     }
 
 
-__all__ = ["INIT_NETWORKS", "NetworkStart", "anchors", "check_init_network", "grid_mismatch", "network_start"]
+__all__ = [
+    "INIT_NETWORKS",
+    "NetworkStart",
+    "anchors",
+    "check_init_network",
+    "grid_mismatch",
+    "network_checkpoint",
+    "network_start",
+]
