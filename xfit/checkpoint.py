@@ -12,6 +12,7 @@ checks that name the file (:func:`read_safetensors`, :func:`xfit_meta`, :func:`l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -24,6 +25,12 @@ from torch import Tensor, nn
 
 from .errors import CheckpointError, OutputError, OutputExistsError
 from .io import atomic_write
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (how run folders and notes name a checkpoint)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 
 #: Version of the ``xfit`` metadata layout this xfit writes and reads (every format).
 FORMAT_VERSION = 1

@@ -186,12 +186,12 @@ def test_init_network_off_the_prior_grid_is_refused(prior):
 
 
 def test_a_tagged_init_network_names_its_shipped_variant(tmp_path):
+    from xfit.baselines.common import split_tag
     from xfit.baselines.infer import shipped_checkpoint
     from xfit.errors import CheckpointError
-    from xfit.fitting.config import split_network
     from xfit.fitting.hybrid import grid_mismatch, network_checkpoint
 
-    assert split_network("xctrsnet@style") == ("xctrsnet", "style") and split_network("ear") == ("ear", None)
+    assert split_tag("xctrsnet@style") == ("xctrsnet", "style") and split_tag("ear") == ("ear", None)
     assert network_checkpoint("xctrsnet@style") == ("xctrsnet", shipped_checkpoint("xctrsnet", "style"))
     assert network_checkpoint("xctrsnet@style", tmp_path / "a.safetensors") == ("xctrsnet", tmp_path / "a.safetensors")
     assert network_checkpoint("ear") == ("ear", None)

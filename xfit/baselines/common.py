@@ -94,6 +94,19 @@ def check_method(method: str) -> str:
     return method
 
 
+def split_tag(name: str) -> tuple[str, str | None]:
+    """``"xctrsnet@style"`` -> ``("xctrsnet", "style")``: a method and the tag of one of its
+    checkpoints (``xfit/data/baseline-<method>-<tag>.safetensors`` when shipped); ``None`` when
+    untagged, ``""`` for a bare ``@`` (no tag: see :func:`is_tag`)."""
+    base, sep, tag = str(name).partition("@")
+    return base, (tag if sep else None)
+
+
+def is_tag(tag: str | None) -> bool:
+    """Whether ``tag`` is a checkpoint tag: letters, digits, ``-`` and ``_``, not empty."""
+    return bool(tag) and str(tag).replace("-", "").replace("_", "").isalnum()
+
+
 # ----------------------------------------------------------------------------------------------
 # Config
 

@@ -22,7 +22,6 @@ follow the given geometry, and one warning names every difference.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import file_sha256
 from ..errors import CheckpointError, InputError
 from ..geometry import View
 from ..prior.config import unit_to_hu
@@ -186,9 +186,7 @@ def predict(
             else:
                 labels = labels_from_hu(hu.astype(np.float32))
     hu = hu.astype(np.float32)
-    sha = None
-    if b.path is not None:
-        sha = hashlib.sha256(b.path.read_bytes()).hexdigest()
+    sha = file_sha256(b.path) if b.path is not None else None
     notes = {
         "method": method,
         "checkpoint": str(b.path) if b.path else None,

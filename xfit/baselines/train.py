@@ -31,7 +31,6 @@ checkpoint; :func:`xfit.baselines.registry.load_model`), ``cache/``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import file_sha256
 from ..devices import AMP_CHOICES
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
@@ -125,7 +125,7 @@ def start_record(start: Baseline) -> dict[str, Any]:
     """What ``init_from.json`` and the training summary say about the start network: its file,
     SHA-256 and the images it had been trained on."""
     path = Path(start.path) if start.path is not None else None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else None
+    digest = file_sha256(path) if path is not None and path.is_file() else None
     return {
         "path": str(path) if path is not None else None,
         "sha256": digest,
@@ -542,7 +542,7 @@ def _train(
     trainer = BaselineTrainer(cfg, device, rank, world, amp=amp)
     if cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
         trainer.G.set_template(*igcn.template_from_crops(data.volumes, cfg))
-    if start is not None and not resume:
+    if start is not None:
         trainer.G.load_state_dict(start.model.state_dict())
     if resume:
         tensors, meta = load_training_state(state_path)
@@ -571,10 +571,10 @@ def _train(
     }
     if start is not None:
         summary["init_from"] = start_record(start)
+        if rank == 0:
+            write_sidecar(run_dir / INIT_FILE, summary["init_from"], force=True)
     elif resume and (run_dir / INIT_FILE).is_file():
         summary["init_from"] = read_sidecar(run_dir / INIT_FILE)
-    if start is not None and rank == 0:
-        write_sidecar(run_dir / INIT_FILE, summary["init_from"], force=True)
     from tqdm.auto import tqdm
 
     log_path = run_dir / "log.jsonl"

@@ -27,18 +27,14 @@ NOISE_INITS = ("zero", "randn")
 INIT_NETWORKS = ("xctrsnet", "ear", "x2ct-cnn", "x2ct-gan")
 
 
-def split_network(name: str) -> tuple[str, str | None]:
-    """``"xctrsnet@style"`` -> ``("xctrsnet", "style")``: an ``init_network`` and the tag of its
-    shipped variant (``xfit/data/baseline-<network>-<tag>.safetensors``; ``None``: the plain one)."""
-    base, sep, tag = str(name).partition("@")
-    return base, (tag if sep else None)
-
-
 def _sound_network(name: object) -> bool:
+    """``NAME`` or ``NAME@TAG`` with NAME in :data:`INIT_NETWORKS` (the tag of a shipped variant)."""
+    from ..baselines.common import is_tag, split_tag
+
     if not isinstance(name, str):
         return False
-    base, tag = split_network(name)
-    return base in INIT_NETWORKS and (tag is None or (tag != "" and tag.replace("-", "").replace("_", "").isalnum()))
+    base, tag = split_tag(name)
+    return base in INIT_NETWORKS and (tag is None or is_tag(tag))
 
 
 #: Intensity maps between a re-projection and its X-ray that the data term is invariant to.

@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .config import INIT_NETWORKS, split_network
+from .config import INIT_NETWORKS
 from .invert import invert_volume, pool_to
 from .objective import Anchor
 
@@ -52,9 +52,10 @@ def network_checkpoint(method: str, checkpoint: str | Path | None = None) -> tup
     Raises:
         InputError: not a network with CT output.
     """
+    from ..baselines.common import split_tag
     from ..baselines.infer import shipped_checkpoint
 
-    base, tag = split_network(method)
+    base, tag = split_tag(method)
     if base not in INIT_NETWORKS:
         raise InputError(
             f"init_network must be one of {', '.join(INIT_NETWORKS)} (a network with CT output), got {method!r}"

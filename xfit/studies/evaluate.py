@@ -81,8 +81,9 @@ import numpy as np
 import torch
 
 from ..allocator import keep_freed_memory
-from ..baselines.common import CT_OUTPUT
+from ..baselines.common import CT_OUTPUT, is_tag, split_tag
 from ..baselines.common import METHODS as BASELINE_METHODS
+from ..checkpoint import file_sha256
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
 from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder
@@ -350,12 +351,12 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text)]
     known = PRIOR_METHODS + BASELINES
     for m in names:
-        base = m.split("@", 1)[0]
+        base, tag = split_tag(m)
         if base not in known:
             raise InputError(
                 f"unknown method {m!r}; choose from {', '.join(known)} (a baseline may carry a tag: x2ct-cnn@jitter)"
             )
-        if "@" in m and (base not in BASELINES or not m.split("@", 1)[1].replace("-", "").replace("_", "").isalnum()):
+        if tag is not None and (base not in BASELINES or not is_tag(tag)):
             raise InputError(f"{m!r}: only a baseline takes a tag, made of letters, digits, - and _")
     if not names or len(set(names)) != len(names):
         raise InputError(f"methods {text!r}: give each method once")
@@ -370,7 +371,7 @@ def _file_sha(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _sha_of(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def method_checkpoint(spec: EvalSpec, method: str) -> Path:
