@@ -17,6 +17,7 @@ from xfit.io import (
     Volume,
     XRay,
     atomic_write,
+    portable_path,
     prepare_output_dir,
     read_dicom,
     read_image,
@@ -570,3 +571,12 @@ def test_each_io_function_has_one_home_and_the_old_names_still_import():
     assert [n for n in before if not hasattr(xfit.io, n)] == []
     assert sorted(xfit.io.__all__) == sorted(set(xfit.io.__all__)) and set(before) <= set(xfit.io.__all__)
     assert xfit.io.read_xray.__module__ == "xfit.io.xray" and xfit.io.Volume.__module__ == "xfit.io.volumes"
+
+
+def test_portable_path_names_no_machine_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "xfit" / "data" / "prior-64.safetensors"
+    assert portable_path(inside) == "xfit/data/prior-64.safetensors"
+    assert portable_path("run/prior.safetensors") == "run/prior.safetensors"  # as given
+    outside = tmp_path.parent / "elsewhere.safetensors"
+    assert portable_path(outside) == str(outside)  # outside the checkout: the only name it has

@@ -39,6 +39,7 @@ from .files import (
     folder_lock,
     held_lock,
     holder_text,
+    portable_path,
     prepare_output_dir,
 )
 from .images import read_image, read_image_raw, write_png8, write_png16
@@ -88,6 +89,7 @@ __all__ = [
     "hu_to_mu",
     "mu_to_hu",
     "parse_json_strict",
+    "portable_path",
     "prepare_output_dir",
     "read_dicom",
     "read_image",

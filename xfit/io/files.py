@@ -171,6 +171,16 @@ def _is_within(inner: Path, outer: Path) -> bool:
         return False
 
 
+def portable_path(path: PathLike) -> str:
+    """``path`` as a record (``settings.json``, ``evaluate-prior`` reports) names it: relative to
+    the working directory when it lies under it (``xfit/data/prior-64.safetensors`` from a
+    checkout), so that committed records name no machine's folders; else as given."""
+    p, cwd = Path(path), Path.cwd().resolve()
+    if p.is_absolute() and p.resolve().is_relative_to(cwd):
+        return p.resolve().relative_to(cwd).as_posix()
+    return str(path)
+
+
 def check_output_folder(path: PathLike, *, force: bool = False, inputs: Sequence[PathLike] = ()) -> Path:
     """Pre-flight check of an output folder, before any work.
 

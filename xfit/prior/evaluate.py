@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import atomic_write, check_device, check_output_file, finite_json
+from ..io import atomic_write, check_device, check_output_file, finite_json, portable_path
 from ..metrics import ssim3d
 from ..units import unit_to_hu
 from .checkpoint import Prior
@@ -435,15 +435,15 @@ def evaluate_prior(
     fake = VolumeSet(hu, labels, [f"sample{i:03d}" for i in range(n_samples)])
     report = {
         "prior": {
-            "path": str(prior.path),
+            "path": portable_path(prior.path),
             "sha256": prior.sha256,
             "resolution": cfg.resolution,
             "spacing_mm": cfg.spacing_mm,
             "hu_window": list(cfg.hu_window),
         },
         "settings": {
-            "data_dir": str(data_dir),
-            "train_dir": None if train_dir is None else str(train_dir),
+            "data_dir": portable_path(data_dir),
+            "train_dir": None if train_dir is None else portable_path(train_dir),
             "n_samples": n_samples,
             "seed": seed,
             "max_real": max_real,

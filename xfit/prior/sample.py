@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..devices import autocast
 from ..errors import CheckpointError, InputError
-from ..io import atomic_folder, atomic_write, check_output_folder, write_nifti
+from ..io import atomic_folder, atomic_write, check_output_folder, portable_path, write_nifti
 from ..units import unit_to_hu
 from .checkpoint import Prior, load_prior
 
@@ -227,7 +227,7 @@ def sample_prior(
             "n": n,
             "seed": seed,
             "truncation_psi": truncation_psi,
-            "prior": str(prior.path),
+            "prior": portable_path(prior.path),
             "prior_sha256": prior.sha256,
             "resolution": prior.config.resolution,
             "spacing_mm": prior.config.spacing_mm,

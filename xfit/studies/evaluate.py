@@ -86,7 +86,7 @@ from ..baselines.common import METHODS as BASELINE_METHODS
 from ..checkpoint import file_sha256
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
-from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder
+from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, portable_path
 from ..io import folder_lock as run_lock  # a run or sweep folder is held while it is written
 from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
@@ -399,9 +399,29 @@ def fit_settings(spec: EvalSpec) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(load_fit_config(spec.fit_config))))
 
 
+def init_network_sha(spec: EvalSpec) -> str | None:
+    """sha256 of the network that starts the fit methods (the fit config's ``init_network``, the
+    shipped file of its name or tag), ``None`` when the config sets none or its file is absent
+    (the fit then starts from ``w_mean`` and says so in its report)."""
+    from ..fitting import load_fit_config
+    from ..fitting.hybrid import network_checkpoint
+
+    cfg = load_fit_config(spec.fit_config)
+    if cfg.init_network is None:
+        return None
+    from ..baselines.infer import shipped_checkpoint
+
+    base, path = network_checkpoint(cfg.init_network)
+    path = path if path is not None else shipped_checkpoint(base, None)
+    return _file_sha(path) if path.is_file() else None
+
+
 def method_sources(spec: EvalSpec) -> dict[str, str]:
-    """Per method, the sha256 of the file its numbers come from (prior or checkpoint)."""
+    """Per method, the sha256 of the files its numbers come from: a baseline's checkpoint; the
+    prior, and for the fit methods also the network that starts them (``PRIOR+NETWORK``), so that
+    a changed shipped network is not mixed into old rows on ``--resume`` or ``--reuse``."""
     out = {}
+    net = init_network_sha(spec) if any(m in FIT_METHODS for m in spec.methods) else None
     for m in spec.methods:
         base = m.split("@", 1)[0]
         if base in BASELINES:
@@ -418,7 +438,7 @@ def method_sources(spec: EvalSpec) -> dict[str, str]:
                 )
             out[m] = _file_sha(path)
         else:
-            out[m] = _file_sha(spec.prior)
+            out[m] = _file_sha(spec.prior) + (f"+{net}" if m in FIT_METHODS and net is not None else "")
     return out
 
 
@@ -1143,7 +1163,7 @@ def open_run(
     meta = {
         **old,
         "key": spec.key(),
-        "prior": str(spec.prior),
+        "prior": portable_path(spec.prior),
         "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
         "checkpoints": spec.checkpoints,
         "sources": {**old.get("sources", {}), **method_sources(spec)},
