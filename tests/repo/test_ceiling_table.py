@@ -1,0 +1,46 @@
+"""``bench/ceiling_table.py``: the ceiling per prior snapshot, paired on the common cases."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("ceiling_table", ROOT / "bench" / "ceiling_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _psnr(folder: Path) -> dict[str, float]:
+    with open(folder / "cases.csv") as f:
+        return {r["case"]: float(r["psnr_db"]) for r in csv.DictReader(f) if r["method"] == "ceiling"}
+
+
+def test_paired_on_common_cases(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    ref, snap = Path("results/heldout20"), sorted(Path("results").glob("ceiling_step*"))[0]
+    text = _bench().table([ref, snap], batch=4)
+    a, b = _psnr(ref), _psnr(snap)
+    common = sorted(set(a) & set(b))
+    assert len(common) < len(a)  # heldout20 holds 20 cases, the snapshot's run fewer: only the common ones count
+    assert f"Ceiling on {len(common)} cases" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`results/" in line]
+    assert len(rows) == 2
+    assert f"{np.mean([a[c] for c in common]):.2f} |" in rows[0]
+    delta = np.mean([b[c] - a[c] for c in common])
+    ups = sum(b[c] > a[c] for c in common)
+    assert f"({delta:+.2f}, {ups}/{len(common)} up)" in rows[1]
+
+
+def test_a_run_without_ceiling_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match="no ceiling rows"):
+        _bench().table([Path("results/heldout20"), Path("results/style20/style_0")], batch=4)
