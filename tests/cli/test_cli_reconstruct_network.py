@@ -99,11 +99,5 @@ def test_constant_images_are_refused_by_a_baseline_too(tmp_path):
     assert not out.exists()
 
 
-def test_results_entry_point_speaks_one_line(tmp_path, capsys):
-    from xfit.studies.results import main
-
-    with pytest.raises(SystemExit) as info:
-        main(["--readme", str(tmp_path / "missing.md"), "--results", str(tmp_path)])
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("xfit: error:")
+def test_results_command_speaks_one_line(tmp_path):
+    assert_user_error(run("results", "--readme", tmp_path / "missing.md", "--results", tmp_path), "missing.md")

@@ -410,7 +410,7 @@ def test_cases_in_two_processes_match_one(tiny, tmp_path):
 
 
 def test_results_section_is_generated_from_run_folders(tiny, tmp_path):
-    from xfit.studies.results import BEGIN, END, main, update_readme
+    from xfit.studies.results import BEGIN, END, update_readme
 
     root = tmp_path / "docs" / "results"
     evaluate(_spec(tiny, methods=("mean",), phantoms=1), root / "ev", progress=False)
@@ -421,13 +421,11 @@ def test_results_section_is_generated_from_run_folders(tiny, tmp_path):
     assert "OLD-TEXT" not in text and text.endswith("after\n") and "prior mean volume (`mean`)" in text
     assert "wall time" in text and "docs/results/ev/panel.png" in text
     assert not update_readme(readme, root)  # idempotent
-    with pytest.raises(SystemExit) as e:
-        main(["--readme", str(readme), "--results", str(root), "--check"])
-    assert e.value.code == 0
+    assert run("results", "--readme", readme, "--results", root, "--check").exit_code == 0
     readme.write_text(f"{BEGIN}\n{END}\n")
-    with pytest.raises(SystemExit) as e:
-        main(["--readme", str(readme), "--results", str(root), "--check"])
-    assert e.value.code == 1
+    assert run("results", "--readme", readme, "--results", root, "--check").exit_code == 1
+    assert run("results", "--readme", readme, "--results", root).exit_code == 0  # rewrites it
+    assert run("results", "--readme", readme, "--results", root, "--check").exit_code == 0
 
 
 def test_shape_only_and_single_view_baselines(tiny, tmp_path):

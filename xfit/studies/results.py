@@ -1,6 +1,6 @@
 """The docs' results page, generated from the committed result folders.
 
-``xfit results`` (or ``python -m xfit.studies.results``) reads every run folder under ``results/`` (an
+``xfit results`` (its one entry point) reads every run folder under ``results/`` (an
 ``xfit evaluate`` run: ``settings.json`` + ``summary.md``; an ``xfit study`` sweep:
 ``curve.csv`` + ``summary.md``) and rewrites ``docs/results.md`` (``--readme``) between the markers
 ``<!-- results:begin -->`` and ``<!-- results:end -->``. Each entry names the command's settings,
@@ -9,14 +9,11 @@ the machine and the wall time recorded by the run; no figure is typed by hand.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write
-from . import RESULTS_DIR, RESULTS_PAGE
 from .evaluate import machines, read_settings
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -90,31 +87,8 @@ def update_readme(readme: str | Path, root: str | Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m xfit.studies.results", description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", default=RESULTS_PAGE, help=f"the page to update [default: {RESULTS_PAGE}]")
-    ap.add_argument("--results", default=RESULTS_DIR)
-    ap.add_argument("--check", action="store_true", help="exit 1 when the page is not up to date (write nothing)")
-    a = ap.parse_args(argv)
-    try:
-        _main(a)
-    except (InputError, OSError) as exc:  # one line and exit 2, as every xfit command
-        print(f"xfit: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def readme_is_current(readme: str | Path, root: str | Path) -> bool:
     """Whether ``readme``'s results block is what :func:`update_readme` would write."""
     text = Path(readme).read_text()
     want = BEGIN + "\n" + results_section(root, Path(readme).parent).rstrip() + "\n" + END
     return want in text
-
-
-def _main(a: argparse.Namespace) -> None:
-    if a.check:
-        raise SystemExit(0 if readme_is_current(a.readme, a.results) else 1)
-    print(f"{a.readme} updated" if update_readme(a.readme, a.results) else f"{a.readme} already up to date")
-
-
-if __name__ == "__main__":
-    main()
