@@ -205,9 +205,40 @@ class StyleConfig:
 
 
 @dataclass
+class WholeBodyConfig:
+    """Training augmentation with whole-torso X-rays: each example's line integrals get, with
+    ``probability``, the X-ray of a torso outside the cube added (one of ``count`` phantoms from
+    seed ``seed`` on, ``fov_mm`` across; :mod:`xfit.baselines.wholebody`), as a radiograph that
+    is not collimated to the crop shows it. ``probability`` 0 (the default) is off."""
+
+    probability: float = 0.0
+    fov_mm: float = 320.0
+    count: int = 32
+    seed: int = 100_000
+
+    def check(self, resolution: int, spacing_mm: float) -> None:
+        """InputError for a probability outside [0, 1], a torso not wider than the cube, a count
+        outside 1..4096 or a negative seed."""
+        p = self.probability
+        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1):
+            raise InputError(f"whole_body.probability must be a number in [0, 1], got {p!r}")
+        cube_mm = resolution * spacing_mm
+        f = self.fov_mm
+        if not (isinstance(f, (int, float)) and math.isfinite(f) and cube_mm < f <= 1000):
+            raise InputError(
+                f"whole_body.fov_mm must be wider than the cube ({cube_mm:g} mm) and at most 1000, got {f!r}"
+            )
+        if not (isinstance(self.count, int) and 1 <= self.count <= 4096):
+            raise InputError(f"whole_body.count must be an integer in [1, 4096], got {self.count!r}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise InputError(f"whole_body.seed must be an integer >= 0, got {self.seed!r}")
+
+
+@dataclass
 class BaselineConfig:
     """A baseline: method, cube, architecture widths (``arch``, per method), views, training,
-    and the optional clinical-style augmentation (``style``, :class:`StyleConfig`; off by default)."""
+    and the optional augmentations, both off by default: clinical-style radiographs (``style``,
+    :class:`StyleConfig`) and whole-torso X-rays (``whole_body``, :class:`WholeBodyConfig`)."""
 
     method: str
     name: str = ""
@@ -218,6 +249,7 @@ class BaselineConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
+    whole_body: WholeBodyConfig = field(default_factory=WholeBodyConfig)
 
     def __post_init__(self) -> None:
         check_method(self.method)
@@ -245,6 +277,7 @@ class BaselineConfig:
             raise InputError("views.angles_deg needs at least one angle")
         self.views.jitters()
         self.style.check(self.views.views())  # GeometryError on impossible views
+        self.whole_body.check(int(self.resolution), float(self.spacing_mm))
 
     @property
     def fov_mm(self) -> float:
@@ -264,10 +297,12 @@ class BaselineConfig:
         views = d.pop("views", {}) or {}
         training = d.pop("training", {}) or {}
         style = d.pop("style", {}) or {}
+        whole_body = d.pop("whole_body", {}) or {}
         for sub, sub_cls, name in (
             (views, ViewsConfig, "views"),
             (training, TrainConfig, "training"),
             (style, StyleConfig, "style"),
+            (whole_body, WholeBodyConfig, "whole_body"),
         ):
             if not isinstance(sub, Mapping):
                 raise InputError(f"{where}: {name} must be a mapping")
@@ -277,6 +312,7 @@ class BaselineConfig:
                 views=ViewsConfig(**_typed(views, ViewsConfig, f"{where}: views")),
                 training=TrainConfig(**_typed(training, TrainConfig, f"{where}: training")),
                 style=StyleConfig(**_typed(style, StyleConfig, f"{where}: style")),
+                whole_body=WholeBodyConfig(**_typed(whole_body, WholeBodyConfig, f"{where}: whole_body")),
                 **_typed(d, cls, where),
             )
         except (TypeError, ValueError) as exc:

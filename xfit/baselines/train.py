@@ -6,8 +6,10 @@ spacing and HU window; :func:`xfit.prior.data.load_training_set`, cached in ``RU
 step draws a batch of crops, simulates their X-rays on the fly with :func:`xfit.projector.project`
 exactly as ``xfit simulate`` does (HU of the crop -> mu -> line integrals; views of the config
 with the isocentre at the crop centre; each angle drawn in ``angle +- angle_jitter_deg``), turns
-them into footprints (:mod:`xfit.baselines.common`; with the config's ``style`` on, an example's
-X-rays are first made clinical-style radiographs at a random strength, :meth:`BaselineTrainer.styled`)
+them into footprints (:mod:`xfit.baselines.common`; with the config's ``whole_body`` on, an
+example's line integrals first get a whole torso around the crop, :meth:`BaselineTrainer.with_outside`;
+with ``style`` on, its X-rays are then made clinical-style radiographs at a random strength,
+:meth:`BaselineTrainer.styled`)
 and takes one optimiser step on the method's
 loss (X2CT-GAN and TransVert: one LSGAN discriminator step, then one generator step). TransVert's
 target is the crop's mask valued with its level (the training set's ``levels``) and its annotation
@@ -142,9 +144,17 @@ class BaselineTrainer:
     """Networks, optimisers and random stream of one training process."""
 
     def __init__(
-        self, cfg: BaselineConfig, device: torch.device | str = "cpu", rank: int = 0, world: int = 1, amp: str = "off"
+        self,
+        cfg: BaselineConfig,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world: int = 1,
+        amp: str = "off",
+        cache_dir: Path | None = None,
     ) -> None:
         self.cfg, self.device, self.rank, self.world = cfg, torch.device(device), rank, world
+        self.cache_dir = cache_dir
+        self._outside: torch.Tensor | None = None
         t = cfg.training
         torch.manual_seed(t.seed)
         self.G = build_model(cfg).to(self.device).train()
@@ -202,10 +212,44 @@ class BaselineTrainer:
         mu = hu_to_mu(unit_to_hu(crops[:, :1], tuple(self.cfg.hu_window)))
         with torch.no_grad():
             images = torch.cat([project(mu[b : b + 1], self.affine, views[b]) for b in range(crops.shape[0])])
+        if self.cfg.whole_body.probability > 0:
+            images = self.with_outside(images)
         if self.cfg.style.probability > 0:
             images = self.styled(images, views)
         x = footprints(images, views, (0.0, 0.0, 0.0), self.cfg.fov_mm, self.cfg.resolution).to(self.device)
         return x, Lifter(views, (0.0, 0.0, 0.0), self.cfg.fov_mm), target, label
+
+    def outside_bank(self, progress: bool = False) -> torch.Tensor:
+        """The run's whole-torso outside images ``[count, V, rows, cols]`` of the config's views
+        (:func:`xfit.baselines.wholebody.outside_bank`, cached in ``cache_dir``), made once."""
+        if self._outside is None:
+            from .wholebody import outside_bank
+
+            wb, cfg = self.cfg.whole_body, self.cfg
+            self._outside = outside_bank(
+                cfg.resolution,
+                cfg.spacing_mm,
+                wb.fov_mm,
+                wb.seed,
+                wb.count,
+                cfg.views.views(),
+                cache_dir=self.cache_dir,
+                progress=progress,
+            )
+        return self._outside
+
+    def with_outside(self, images: torch.Tensor) -> torch.Tensor:
+        """Line integrals ``[B, V, R, C]`` -> the same, each example with probability
+        ``whole_body.probability`` plus the outside images of a torso drawn from the bank (draws
+        from the trainer's stream, so a resumed run repeats them). The bank holds the config's
+        nominal views; with angle jitter the torso is that of the nominal angle."""
+        bank = self.outside_bank()
+        out = images.clone()
+        for b in range(images.shape[0]):
+            use, u = torch.rand(2, generator=self.gen, dtype=torch.float64).tolist()
+            if use < self.cfg.whole_body.probability:
+                out[b] += bank[min(int(u * len(bank)), len(bank) - 1)].to(out)
+        return out
 
     def styled(self, images: torch.Tensor, views: list[list]) -> torch.Tensor:
         """Line integrals ``[B, V, R, C]`` -> the same, each example with probability
@@ -539,7 +583,13 @@ def _train(
     if rank != 0:
         data = load_training_set(ct_dir, settings, progress=False, **load)
     check_crops(data.volumes)
-    trainer = BaselineTrainer(cfg, device, rank, world, amp=amp)
+    trainer = BaselineTrainer(cfg, device, rank, world, amp=amp, cache_dir=run_dir / "cache")
+    if cfg.whole_body.probability > 0:  # made by the first process, read by the others
+        if rank == 0:
+            trainer.outside_bank(progress=progress)
+        if world > 1:
+            dist.barrier()
+        trainer.outside_bank()
     if cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
         trainer.G.set_template(*igcn.template_from_crops(data.volumes, cfg))
     if start is not None:
