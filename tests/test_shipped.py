@@ -58,6 +58,7 @@ def test_default_reconstruction_runs_on_the_examples():
         "ear@jitter",
         "xctrsnet@jitter",
         "xctrsnet@style",
+        "xctrsnet@wholebody",
     ],
 )
 def test_shipped_baselines_are_trained_on_the_priors_data(method):

@@ -257,3 +257,34 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
         and anchored.timings["init"] < hybrid.timings["init"]
     )
     assert float(np.abs(anchored.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())
+
+
+def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
+    """X-rays with anatomy outside the cube start the fit from ``init_network_whole_body``;
+    crop-sized ones, a user's own checkpoint or ``null`` keep ``init_network``."""
+    from xfit.fitting.hybrid import start_network
+    from xfit.studies.evaluate import make_case
+
+    cfg = load_fit_config()
+    assert (cfg.init_network, cfg.init_network_whole_body) == ("xctrsnet@style", "xctrsnet@wholebody")
+    assert start_network(cfg, False) == "xctrsnet@style" and start_network(cfg, True) == "xctrsnet@wholebody"
+    assert start_network(cfg, True, "mine.safetensors") == "xctrsnet@style"  # the user's network decides
+    assert start_network(dataclasses.replace(cfg, init_network_whole_body=None), True) == "xctrsnet@style"
+    assert start_network(dataclasses.replace(cfg, init_network=None), True) is None
+    with pytest.raises(InputError, match="init_network_whole_body"):
+        load_fit_config(init_network_whole_body="transvert")
+
+    prior, crop, v = shipped
+    torso = make_case(3, prior, v, whole_body_fov_mm=160.0)
+    from xfit.fitting.optimize import shows_torso
+    from xfit.studies.evaluate import observe
+
+    aff = prior_affine(prior)
+    for style in (None, 1.0):  # a crop shows its silhouette, processed or not; a torso does not
+        assert not shows_torso(v, observe(crop, v, style_strength=style).images, aff, 64)[0]
+        assert shows_torso(v, observe(torso, v, style_strength=style).images, aff, 64)[0]
+    quick = load_fit_config(steps=2, restarts=1, init_network_steps=2, early_stop_tol=0.0)
+    body = fit(prior, torso.images, v, quick, progress=False)
+    assert body.start.startswith("xctrsnet@wholebody") and body.backgrounds is not None
+    cropped = fit(prior, crop.images, v, quick, progress=False)
+    assert cropped.start.startswith("xctrsnet@style") and cropped.backgrounds is None

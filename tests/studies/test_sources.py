@@ -26,6 +26,7 @@ def shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(infer, "DATA_DIR", data)
     net = data / "baseline-xctrsnet-style.safetensors"
     net.write_bytes(b"network v1")
+    (data / "baseline-xctrsnet-wholebody.safetensors").write_bytes(b"whole-body network v1")
     return net
 
 
@@ -37,8 +38,12 @@ def test_fit_source_covers_its_start_network(tmp_path, shipped):
     shipped.write_bytes(b"network v2")  # a new shipped network: the fit's rows are not its rows
     again = method_sources(_spec(tmp_path, "xctrsnet@style"))
     assert again["fit"] != started["fit"] and again["mean"] == started["mean"]
+    assert again["fit"].count("+") == 2  # the prior, the start network and the whole-torso one
+    (shipped.parent / "baseline-xctrsnet-wholebody.safetensors").write_bytes(b"whole-body network v2")
+    assert method_sources(_spec(tmp_path, "xctrsnet@style"))["fit"] != again["fit"]
 
 
 def test_absent_start_network_is_the_prior_alone(tmp_path, shipped):
-    shipped.unlink()  # the fit then starts from w_mean (its report says so)
+    for net in shipped.parent.iterdir():
+        net.unlink()  # the fit then starts from w_mean (its report says so)
     assert method_sources(_spec(tmp_path, "xctrsnet@style"))["fit"] == method_sources(_spec(tmp_path, None))["fit"]

@@ -119,6 +119,12 @@ class FitConfig:
             X-rays, inverted into W+ at the generator's coarse resolution
             (:mod:`xfit.fitting.hybrid`), starts restart 0 instead of ``w_mean`` (an explicit
             ``w_init`` wins).
+        init_network_whole_body: the network that starts the fit instead of ``init_network`` when
+            the X-rays are of a whole torso, not of the cube alone (no view shows the cube's
+            silhouette, :func:`xfit.fitting.optimize.shows_torso`), as uncollimated radiographs are
+            (default ``xctrsnet@wholebody``: X-CTRSNet fine-tuned on whole-torso X-rays too,
+            :mod:`xfit.baselines.wholebody`); ``null``: ``init_network`` for every input. Unused
+            without ``init_network`` or with a given ``init_checkpoint`` (the user's network).
         init_network_steps: Adam steps of that inversion (0: no inversion; the fit starts at
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
@@ -196,6 +202,7 @@ class FitConfig:
     ensemble: bool = False
     ensemble_tol: float = 0.2
     init_network: str | None = "xctrsnet@style"
+    init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_steps: int = 50
     init_network_resolution: int | None = None
     lambda_anchor: float = 5.0
@@ -323,11 +330,12 @@ def _validate(cfg: FitConfig) -> None:
     for name in BOOLS:
         value = getattr(cfg, name)
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
-    if cfg.init_network is not None:
+    for key in ("init_network", "init_network_whole_body"):
+        value = getattr(cfg, key)
         need(
-            _sound_network(cfg.init_network),
-            f"init_network must be null or one of {', '.join(INIT_NETWORKS)} (NAME@TAG for a shipped "
-            f"variant, e.g. xctrsnet@style), got {cfg.init_network!r}",
+            value is None or _sound_network(value),
+            f"{key} must be null or one of {', '.join(INIT_NETWORKS)} (NAME@TAG for a shipped "
+            f"variant, e.g. xctrsnet@style), got {value!r}",
         )
     need(
         isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,

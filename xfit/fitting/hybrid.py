@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .config import INIT_NETWORKS
+from .config import INIT_NETWORKS, FitConfig
 from .invert import invert_volume, pool_to
 from .objective import Anchor
 
@@ -63,6 +63,18 @@ def network_checkpoint(method: str, checkpoint: str | Path | None = None) -> tup
     if checkpoint is None and tag is not None:
         return base, shipped_checkpoint(base, tag)
     return base, (Path(checkpoint) if checkpoint is not None else None)
+
+
+def start_network(cfg: FitConfig, torso: bool, checkpoint: str | Path | None = None) -> str | None:
+    """The network that starts a fit of these X-rays: ``cfg.init_network_whole_body`` when they
+    are of a whole torso (:func:`xfit.fitting.optimize.shows_torso`) and the config names one
+    (and no ``checkpoint`` of the user's own was given for ``init_network``), else
+    ``cfg.init_network`` (``None``: no network)."""
+    if cfg.init_network is None:
+        return None
+    if torso and checkpoint is None and cfg.init_network_whole_body is not None:
+        return cfg.init_network_whole_body
+    return cfg.init_network
 
 
 def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = None) -> str | None:
@@ -182,4 +194,5 @@ __all__ = [
     "grid_mismatch",
     "network_checkpoint",
     "network_start",
+    "start_network",
 ]

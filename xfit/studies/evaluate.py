@@ -400,20 +400,24 @@ def fit_settings(spec: EvalSpec) -> dict[str, Any]:
 
 
 def init_network_sha(spec: EvalSpec) -> str | None:
-    """sha256 of the network that starts the fit methods (the fit config's ``init_network``, the
-    shipped file of its name or tag), ``None`` when the config sets none or its file is absent
-    (the fit then starts from ``w_mean`` and says so in its report)."""
+    """sha256 of the networks that may start the fit methods (the fit config's ``init_network``
+    and ``init_network_whole_body``, the shipped files of their names or tags), joined by ``+``;
+    ``None`` when the config sets none. A network whose file is absent is left out (the fit then
+    starts from ``w_mean`` and says so in its report)."""
+    from ..baselines.infer import shipped_checkpoint
     from ..fitting import load_fit_config
     from ..fitting.hybrid import network_checkpoint
 
     cfg = load_fit_config(spec.fit_config)
     if cfg.init_network is None:
         return None
-    from ..baselines.infer import shipped_checkpoint
-
-    base, path = network_checkpoint(cfg.init_network)
-    path = path if path is not None else shipped_checkpoint(base, None)
-    return _file_sha(path) if path.is_file() else None
+    shas = []
+    for name in dict.fromkeys(n for n in (cfg.init_network, cfg.init_network_whole_body) if n is not None):
+        base, path = network_checkpoint(name)
+        path = path if path is not None else shipped_checkpoint(base, None)
+        if path.is_file():
+            shas.append(_file_sha(path))
+    return "+".join(shas) or None
 
 
 def method_sources(spec: EvalSpec) -> dict[str, str]:
