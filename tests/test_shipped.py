@@ -79,9 +79,10 @@ def test_shipped_baselines_are_trained_on_the_priors_data(method):
     t, p = b.meta["training"], prior.meta["training"]
     assert t["steps"] == b.config.training.steps and t["images"] > 0 and t["wall_seconds"] > 0
     assert (t["examples"], t["levels"], t["layout"]) == (p["examples"], p["levels"], p["layout"])
-    if tag == "style":  # fine-tuned from the shipped network with clinical-style radiographs
-        assert b.config.style.probability > 0
-        plain = shipped_checkpoint(base)
-        assert t["init_from"]["sha256"] == hashlib.sha256(plain.read_bytes()).hexdigest()
-    else:
-        assert b.config.style.probability == 0
+    # fine-tuned: @style from the shipped network with clinical-style radiographs, @wholebody from
+    # @style with whole-torso X-rays as well
+    start = {"style": shipped_checkpoint(base), "wholebody": shipped_checkpoint(base, "style")}.get(tag)
+    if start is not None:
+        assert t["init_from"]["sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+    assert (b.config.style.probability > 0) == (tag in ("style", "wholebody"))
+    assert (b.config.whole_body.probability > 0) == (tag == "wholebody")

@@ -48,7 +48,7 @@ from ..checkpoint import file_sha256
 from ..devices import AMP_CHOICES
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
-from ..io import hu_to_mu, read_sidecar, write_sidecar
+from ..io import hu_to_mu, portable_path, read_sidecar, write_sidecar
 from ..levels import format_levels
 from ..prior.checkpoint import flatten_optimizer, load_training_state, restore_optimizer, save_training_state
 from ..prior.config import unit_to_hu
@@ -129,7 +129,7 @@ def start_record(start: Baseline) -> dict[str, Any]:
     path = Path(start.path) if start.path is not None else None
     digest = file_sha256(path) if path is not None and path.is_file() else None
     return {
-        "path": str(path) if path is not None else None,
+        "path": portable_path(path) if path is not None else None,
         "sha256": digest,
         "images": (start.meta.get("training") or {}).get("images"),
     }
