@@ -1,7 +1,8 @@
 """Plot ``xfit evaluate-prior`` reports over training: ``python bench/prior_curve.py DIR -o curve.png``.
 
 Reads every ``prior-stepNNNNNN.json`` in DIR (one report per training snapshot, from
-``xfit evaluate-prior SNAPSHOT --data HELDOUT -o DIR/prior-stepNNNNNN.json``) and draws HU
+``xfit evaluate-prior SNAPSHOT --data HELDOUT -o DIR/prior-stepNNNNNN.json``; with ``--prefix P``
+every ``Pprior-stepNNNNNN.json``) and draws HU
 Wasserstein-1, feature FD, pairwise SSIM and bone fraction against kimg, with the held-out
 data's own value as a dashed line where it has one. ``--batch`` is the training batch size
 (images per step; 4 in ``xfit/configs/prior-64.yaml``).
@@ -20,6 +21,9 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument(
+        "--prefix", default="", help="the reports' name prefix (heldoutp_ for heldoutp_prior-stepNNNNNN.json)"
+    )
     a = ap.parse_args()
     import matplotlib
 
@@ -29,11 +33,11 @@ def main() -> None:
     from xfit.preview import figure_to_png
 
     reports = []
-    for p in sorted(a.folder.glob("prior-step*.json")):
+    for p in sorted(a.folder.glob(f"{a.prefix}prior-step*.json")):
         step = int(re.search(r"step(\d+)", p.name).group(1))
         reports.append((step * a.batch / 1000, json.loads(p.read_text())))
     if not reports:
-        raise SystemExit(f"no prior-stepNNNNNN.json in {a.folder}")
+        raise SystemExit(f"no {a.prefix}prior-stepNNNNNN.json in {a.folder}")
     panels = [
         ("HU Wasserstein-1 (HU)", lambda r: r["hu_w1"], None),
         ("feature FD (random 3D features)", lambda r: r["feature_fd"], None),
