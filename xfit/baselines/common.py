@@ -172,6 +172,11 @@ class TrainConfig:
     weights: dict[str, float] = field(default_factory=dict)
 
 
+def _unit_number(value: object) -> bool:
+    """Whether ``value`` is a finite number (not a bool) in [0, 1]: a probability or a strength."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
 @dataclass
 class StyleConfig:
     """Training augmentation with processed radiographs (issue 28): each example is, with
@@ -189,7 +194,7 @@ class StyleConfig:
         preset whose collimation or marker does not fit the views' detectors."""
         for k in ("probability", "min_strength", "max_strength"):
             v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1):
+            if not _unit_number(v):
                 raise InputError(f"style.{k} must be a number in [0, 1], got {v!r}")
         if self.min_strength > self.max_strength:
             raise InputError(
@@ -219,9 +224,8 @@ class WholeBodyConfig:
     def check(self, resolution: int, spacing_mm: float) -> None:
         """InputError for a probability outside [0, 1], a torso not wider than the cube, a count
         outside 1..4096 or a negative seed."""
-        p = self.probability
-        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1):
-            raise InputError(f"whole_body.probability must be a number in [0, 1], got {p!r}")
+        if not _unit_number(self.probability):
+            raise InputError(f"whole_body.probability must be a number in [0, 1], got {self.probability!r}")
         cube_mm = resolution * spacing_mm
         f = self.fov_mm
         if not (isinstance(f, (int, float)) and math.isfinite(f) and cube_mm < f <= 1000):

@@ -1051,7 +1051,7 @@ def fit(
 
     full_res = int(prior.config.resolution)
     coarse_res = full_res // 2 if cfg.coarse_generator and full_res >= 8 else None
-    from .hybrid import start_network
+    from .hybrid import anchors, network_start, start_network
 
     background_ratio, torso = None, False
     cube = prior_affine(prior, centre_mm=centre)
@@ -1066,8 +1066,6 @@ def fit(
     anchor_at: dict[int, Any] = {}
     network = start_network(cfg, torso, init_checkpoint)
     if w_init is None and network is not None:
-        from .hybrid import anchors, network_start
-
         net = network_start(
             prior,
             arrays,

@@ -406,15 +406,13 @@ def init_network_sha(spec: EvalSpec) -> str | None:
     starts from ``w_mean`` and says so in its report)."""
     from ..baselines.infer import shipped_checkpoint
     from ..fitting import load_fit_config
-    from ..fitting.hybrid import network_checkpoint
 
     cfg = load_fit_config(spec.fit_config)
     if cfg.init_network is None:
         return None
     shas = []
     for name in dict.fromkeys(n for n in (cfg.init_network, cfg.init_network_whole_body) if n is not None):
-        base, path = network_checkpoint(name)
-        path = path if path is not None else shipped_checkpoint(base, None)
+        path = shipped_checkpoint(*split_tag(name))  # the fit methods here run the shipped networks
         if path.is_file():
             shas.append(_file_sha(path))
     return "+".join(shas) or None
@@ -427,7 +425,7 @@ def method_sources(spec: EvalSpec) -> dict[str, str]:
     out = {}
     net = init_network_sha(spec) if any(m in FIT_METHODS for m in spec.methods) else None
     for m in spec.methods:
-        base = m.split("@", 1)[0]
+        base, _ = split_tag(m)
         if base in BASELINES:
             path = method_checkpoint(spec, m)
             if not path.is_file():
