@@ -22,7 +22,7 @@ from xfit.cli import main
 from xfit.errors import InputError, OutputExistsError
 from xfit.prior.checkpoint import levels_seen, load_prior, load_snapshot, load_training_state
 from xfit.prior.config import config_path, load_config
-from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, snapshot_run, train
+from xfit.prior.train import PRIOR_FILE, STATE_FILE, Trainer, amp_enabled, lr_factor, snapshot_run, train
 from xfit.prior.train import main as train_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,6 +107,29 @@ def test_resume_accepts_a_config_json_without_newer_keys(tmp_path, ct_dir, cfg):
     other.training.seed = 5
     with pytest.raises(InputError, match="another config"):
         train(other, ct_dir, run, max_steps=3, resume=True, progress=False, device="cpu")
+
+
+def test_lr_decay_schedule_and_a_run_that_continues_with_it(tmp_path, ct_dir, cfg):
+    """``lr_decay_kimg`` lowers both optimizers' lrs by a half cosine to ``lr_final``; a run
+    started at constant lr continues (``--resume``) under a config that adds the decay, and the
+    optimizers then step at the decayed lr; any other training change is still refused."""
+    t = load_config(_custom_config(tmp_path, lr_decay_kimg=[0.008, 0.016], lr_final=0.2)).training
+    assert [round(lr_factor(t, k), 6) for k in (0.0, 0.008, 0.012, 0.016, 1.0)] == [1.0, 1.0, 0.6, 0.2, 0.2]
+    assert lr_factor(cfg.training, 1e6) == 1.0  # none configured: constant
+    run = tmp_path / "run"
+    train(cfg, ct_dir, run, max_steps=2, progress=False, device="cpu")  # batch 4: 0.008 kimg
+    decayed = load_config(_custom_config(tmp_path, lr_decay_kimg=[0.008, 0.016], lr_final=0.2, log_every=1))
+    train(decayed, ct_dir, run, max_steps=4, resume=True, progress=False, device="cpu")
+    lines = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert [round(ln["lr_factor"], 6) for ln in lines if "lr_factor" in ln] == [1.0, 0.6]
+    assert json.loads((run / "config.json").read_text())["training"]["lr_decay_kimg"] == [0.008, 0.016]
+    trainer = Trainer(decayed, torch.device("cpu"))
+    trainer.load_state(*_state(run))
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.training.g_lr * 0.6)
+    with pytest.raises(InputError, match="lr_decay_kimg"):
+        load_config(_custom_config(tmp_path, lr_decay_kimg=[5, 5]))
+    with pytest.raises(InputError, match="lr_final"):
+        load_config(_custom_config(tmp_path, lr_final=1.5))
 
 
 def test_failed_start_does_not_block_a_retry(tmp_path, ct_dir, cfg):

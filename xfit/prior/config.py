@@ -61,6 +61,10 @@ class TrainingConfig:
         ema_half_life_kimg: half-life of the generator EMA in thousands of images.
         ema_rampup: EMA ramp-up ratio (``None`` for none), as in StyleGAN2-ADA.
         total_kimg: training length in thousands of images.
+        lr_decay_kimg: ``(start, end)`` in thousands of images: the learning rates of G and D
+            fall by a half cosine from their full value at ``start`` to ``lr_final`` times it
+            at ``end`` and stay there (``None``: constant, as in StyleGAN2).
+        lr_final: the fraction of the learning rates left at the end of ``lr_decay_kimg``.
         checkpoint_every: steps between training-state/prior checkpoints.
         sample_every: steps between sample previews.
         seed: global random seed.
@@ -79,6 +83,8 @@ class TrainingConfig:
     ema_half_life_kimg: float = 2.0
     ema_rampup: float | None = 0.05
     total_kimg: float = 50.0
+    lr_decay_kimg: tuple[float, float] | None = None
+    lr_final: float = 0.1
     checkpoint_every: int = 500
     sample_every: int = 250
     seed: int = 0
@@ -204,6 +210,7 @@ _FLOAT_FIELDS = {
     "style_mix_prob",
     "ema_half_life_kimg",
     "total_kimg",
+    "lr_final",
     "rotate_deg",
     "intensity",
 }
@@ -218,6 +225,12 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return _to_float(value, where)
     if name == "ema_rampup":
         return None if value is None else _to_float(value, where)
+    if name == "lr_decay_kimg":
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise InputError(f"{where} must be [start, end] in kimg or null, got {value!r}")
+        return (_to_float(value[0], where), _to_float(value[1], where))
     if name in ("hu_window", "betas"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise InputError(f"{where} must be a pair of numbers, got {value!r}")
@@ -302,6 +315,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "training.ema_half_life_kimg": (0.0, 1e6),
     "training.ema_rampup": (0.0, 1e3),
     "training.total_kimg": (0.0, 1e9),
+    "training.lr_final": (0.0, 1.0),
     "training.checkpoint_every": (1, 10**9),
     "training.sample_every": (1, 10**9),
     "training.log_every": (1, 10**9),
@@ -390,6 +404,8 @@ def _validate_training(t: TrainingConfig) -> None:
         raise InputError(f"training.betas must be in [0, 1), got {t.betas}")
     if not 0 <= t.style_mix_prob <= 1:
         raise InputError(f"training.style_mix_prob must be in [0, 1], got {t.style_mix_prob}")
+    if t.lr_decay_kimg is not None and not 0 <= t.lr_decay_kimg[0] < t.lr_decay_kimg[1]:
+        raise InputError(f"training.lr_decay_kimg must be [start, end] with 0 <= start < end, got {list(t.lr_decay_kimg)}")
     if t.ema_rampup is not None and not t.ema_rampup > 0:
         raise InputError(f"training.ema_rampup must be > 0 or null, got {t.ema_rampup}")
     a = t.augment

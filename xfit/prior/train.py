@@ -67,7 +67,7 @@ from .checkpoint import (
     save_training_state,
     snapshot_config,
 )
-from .config import AugmentConfig, PriorConfig, load_config, unit_to_hu
+from .config import AugmentConfig, PriorConfig, TrainingConfig, load_config, unit_to_hu
 from .data import MAX_OUTSIDE, DataSettings, load_training_set
 from .datasets import find_cases
 from .networks import build_discriminator, build_generator
@@ -139,6 +139,16 @@ def amp_enabled(amp: str, device: torch.device, cpu_auto: bool = CPU_BF16_AUTO) 
     return devices_amp_enabled(amp, device, cpu_auto)
 
 
+def lr_factor(t: TrainingConfig, kimg: float) -> float:
+    """Learning-rate multiplier at ``kimg`` thousand images: 1, then a half-cosine fall to
+    ``t.lr_final`` over ``t.lr_decay_kimg`` (none when it is ``None``)."""
+    if t.lr_decay_kimg is None:
+        return 1.0
+    start, end = t.lr_decay_kimg
+    frac = min(max((kimg - start) / (end - start), 0.0), 1.0)
+    return t.lr_final + (1.0 - t.lr_final) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
 class Trainer:
     """Holds networks, optimizers and RNG of one training process."""
 
@@ -159,6 +169,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(
             self.D.parameters(), lr=t.d_lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8
         )
+        self.base_lr = {"g": t.g_lr, "d": t.d_lr * c}
         self.gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
         torch.manual_seed(t.seed * 1000 + rank)
         self.step = 0
@@ -194,6 +205,12 @@ class Trainer:
         """One D step (with lazy R1) and one G step on a batch of reals ``[B, 2, R, R, R]``."""
         t, b = self.cfg.training, reals.shape[0]
         logs: dict[str, float] = {}
+        factor = lr_factor(t, self.step * b * self.world / 1000)
+        for key, opt in (("g", self.opt_g), ("d", self.opt_d)):
+            for group in opt.param_groups:
+                group["lr"] = self.base_lr[key] * factor
+        if t.lr_decay_kimg is not None:
+            logs["lr_factor"] = factor
         # --- discriminator
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
@@ -394,15 +411,27 @@ def _clear_run(run_dir: Path) -> None:
             shutil.rmtree(run_dir / sub)
 
 
+#: Training keys a run may change when it continues (``--resume``, ``--resume-from``): how long it
+#: runs, its learning-rate decay and how often it writes. Everything else must match.
+SCHEDULE_KEYS = ("total_kimg", "lr_decay_kimg", "lr_final", "checkpoint_every", "sample_every", "log_every")
+
+
 def same_config(saved: dict, cfg: PriorConfig) -> bool:
-    """Whether a stored config (``config.json``, snapshot metadata) is ``cfg``: compared after
-    parsing, so that a key added to :class:`PriorConfig` later (with its default) does not stop
-    an older run from resuming."""
+    """Whether a stored config (``config.json``, snapshot metadata) is ``cfg`` up to the
+    :data:`SCHEDULE_KEYS`: compared after parsing, so that a key added to :class:`PriorConfig`
+    later (with its default) does not stop an older run from resuming."""
     try:
         parsed = PriorConfig.from_dict(saved)
     except InputError:
         return False
-    return json.loads(json.dumps(parsed.to_dict())) == json.loads(json.dumps(cfg.to_dict()))
+
+    def core(c: PriorConfig) -> dict:
+        d = json.loads(json.dumps(c.to_dict()))
+        for key in SCHEDULE_KEYS:
+            d["training"].pop(key, None)
+        return d
+
+    return core(parsed) == core(cfg)
 
 
 def data_settings(
@@ -561,8 +590,7 @@ def _train(
             raise CheckpointError(f"{state_path}: does not match this config ({str(exc).splitlines()[0]})") from exc
         if rank == 0:  # drop lines logged after the checkpoint
             trim_log(run_dir / "log.jsonl", trainer.step)
-            if not (run_dir / "config.json").exists():  # resumed with --config: the state matched it
-                write_run_config(run_dir, cfg)
+            write_run_config(run_dir, cfg)  # the config it continues with (its schedule may differ)
     elif rank == 0:
         write_run_config(run_dir, cfg)
     batch = int(t.batch_size)
