@@ -445,6 +445,11 @@ def test_cli_train_prior_runs(tmp_path, ct_dir):
         ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"), "--resume", "--max-steps", "2", "--device", "cpu"],
     )
     assert res.exit_code == 0 and "trained 2 steps" in res.output, res.output
+    # ... and a config that changes only the schedule (here an lr decay) continues it
+    decayed = _custom_config(tmp_path, lr_decay_kimg=[0.004, 0.02], total_kimg=0.02)
+    args = ["train-prior", str(ct_dir), "-o", str(tmp_path / "run"), "--resume", "--config", str(decayed)]
+    res = CliRunner().invoke(main, [*args, "--max-steps", "3", "--device", "cpu"])
+    assert res.exit_code == 0 and "trained 3 steps" in res.output, res.output
 
 
 # ----------------------------------------------------------------------------- the 128^3 GPU config

@@ -74,14 +74,13 @@ def train_prior(
 ) -> None:
     """Train the 3D StyleGAN2 prior on vertebra-centred crops of a CT collection (multi-GPU: torchrun -m
     xfit.prior.train)."""
-    import json
     from pathlib import Path
 
     from ..errors import InputError
     from ..io import parse_json_strict
     from ..prior.checkpoint import snapshot_config
     from ..prior.config import PriorConfig, load_config
-    from ..prior.train import data_settings, require_run_config, train
+    from ..prior.train import SCHEDULE_KEYS, data_settings, require_run_config, same_config, train
 
     check_training_request(ct_dir, out, masks_dir=masks_dir, levels=levels, device=device)
     if resume and resume_from:
@@ -100,10 +99,11 @@ def train_prior(
             raise InputError(f"{saved}: cannot read the run's config: {exc}") from exc
         if config_name is None:
             cfg = run_cfg
-        elif json.loads(json.dumps(cfg.to_dict())) != json.loads(json.dumps(run_cfg.to_dict())):
+        elif not same_config(run_cfg.to_dict(), cfg):
             raise InputError(
                 f"--config {config_name} differs from the config the run {out} was started "
-                "with; resume without --config (or with the same one), or restart with --force"
+                f"with in more than its schedule ({', '.join(SCHEDULE_KEYS)}); resume without "
+                "--config (or with the same one), or restart with --force"
             )
     if dry_run:
         from ..prior.data import dry_run as run_dry

@@ -405,7 +405,9 @@ def _validate_training(t: TrainingConfig) -> None:
     if not 0 <= t.style_mix_prob <= 1:
         raise InputError(f"training.style_mix_prob must be in [0, 1], got {t.style_mix_prob}")
     if t.lr_decay_kimg is not None and not 0 <= t.lr_decay_kimg[0] < t.lr_decay_kimg[1]:
-        raise InputError(f"training.lr_decay_kimg must be [start, end] with 0 <= start < end, got {list(t.lr_decay_kimg)}")
+        raise InputError(
+            f"training.lr_decay_kimg must be [start, end] with 0 <= start < end, got {list(t.lr_decay_kimg)}"
+        )
     if t.ema_rampup is not None and not t.ema_rampup > 0:
         raise InputError(f"training.ema_rampup must be > 0 or null, got {t.ema_rampup}")
     a = t.augment
