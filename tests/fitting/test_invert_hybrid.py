@@ -259,6 +259,29 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
     assert float(np.abs(anchored.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())
 
 
+def test_network_start_continues_the_inversion_at_full_resolution(shipped):
+    """``init_network_fine_steps`` continues the coarse inversion with the full generator: its
+    full-resolution volume is closer to the network's than the coarse inversion's, and the start
+    note says so."""
+    from xfit.fitting.hybrid import network_start
+
+    prior, case, v = shipped
+    args = (prior, case.images, v, [0.0, 0.0, 0.0], "xctrsnet")
+    coarse = network_start(*args, steps=6, resolution=32)
+    fine = network_start(*args, steps=6, resolution=32, fine_steps=6)
+    assert coarse.note == "xctrsnet volume inverted into W+ (6 steps)"
+    assert fine.note == "xctrsnet volume inverted into W+ (6 steps, then 6 at full resolution)"
+    lo, hi = prior.hu_window
+
+    def error(start) -> float:
+        hu, _ = generate_hu(prior, start.w_init[None])
+        return float(np.abs(hu[0].clamp(lo, hi).numpy() - start.hu.clip(lo, hi)).mean())
+
+    assert error(fine) < 0.95 * error(coarse)
+    with pytest.raises(InputError, match="init_network_fine_steps"):
+        load_fit_config(init_network_fine_steps=-1)
+
+
 def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     """X-rays with anatomy outside the cube start the fit from ``init_network_whole_body``;
     crop-sized ones, a user's own checkpoint or ``null`` keep ``init_network``."""

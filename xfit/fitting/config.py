@@ -129,6 +129,10 @@ class FitConfig:
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
             stage's, half the prior's; a smaller power of two is cheaper and coarser).
+        init_network_fine_steps: Adam steps that continue the inversion with the full-resolution
+            generator, from where the coarse one ends (0: none). The coarse inversion leaves the
+            finest layers' styles where they started; these steps fit them to the network's
+            volume before the X-rays are fitted.
         lambda_anchor: weight of the anchor's intensity term: the mean squared difference, on the
             prior's unit scale, between the generated volume and that network's volume during the
             whole fit (:func:`xfit.fitting.objective.anchor_term`; needs ``init_network``).
@@ -205,6 +209,7 @@ class FitConfig:
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_steps: int = 50
     init_network_resolution: int | None = None
+    init_network_fine_steps: int = 0
     lambda_anchor: float = 5.0
     lambda_anchor_label: float = 5.0
     amp: str = "auto"
@@ -245,6 +250,7 @@ INT_RANGES = {
     "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
     "init_network_steps": (0, 100_000),
+    "init_network_fine_steps": (0, 100_000),
     "intensity_knots": (3, 64),
 }
 #: Documented ranges (inclusive) of the float settings.

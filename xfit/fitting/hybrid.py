@@ -121,6 +121,7 @@ def network_start(
     *,
     steps: int = 100,
     resolution: int | None = None,
+    fine_steps: int = 0,
     amp: bool = False,
 ) -> NetworkStart:
     """W+ ``[num_ws, w_dim]`` that reproduces ``method``'s reconstruction of the X-rays.
@@ -133,6 +134,7 @@ def network_start(
         steps: Adam steps of the inversion (0: none; the fit starts at ``w_mean`` and the
             network's volume only enters through the anchor terms).
         resolution: generator resolution of the inversion (``None``: full).
+        fine_steps: Adam steps that continue the inversion at full resolution (0: none).
         amp: bfloat16 autocast of the generator during the inversion.
     Returns:
         :class:`NetworkStart`; its ``w_init`` is ``None`` (and ``note`` says why) when the network
@@ -161,9 +163,14 @@ def network_start(
     if steps == 0:
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
     inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp)
+    note = f"{method} volume inverted into W+ ({steps} steps"
+    if fine_steps > 0:
+        w0 = torch.from_numpy(inv.w_plus).to(prior.w_mean.device)
+        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, amp=amp)
+        note += f", then {fine_steps} at full resolution"
     return NetworkStart(
         torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
-        f"{method} volume inverted into W+ ({steps} steps)",
+        note + ")",
         hu,
         labels.astype(bool),
     )

@@ -1075,6 +1075,7 @@ def fit(
             init_checkpoint,
             steps=cfg.init_network_steps,
             resolution=inversion_resolution(cfg, full_res, coarse_res),
+            fine_steps=cfg.init_network_fine_steps,
             amp=amp,
         )
         w_init, start = net.w_init, net.note
