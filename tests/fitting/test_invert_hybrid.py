@@ -81,6 +81,25 @@ def test_invert_volume_at_coarse_resolution_and_errors(prior):
         invert_volume(prior, hu, steps=0)
 
 
+def test_coarse_stage_leaves_the_ws_and_noise_it_does_not_read(prior):
+    """In a coarse stage the generator stops at half resolution; the W+ and noise priors then see
+    only the ws and maps it reads, so the finer layers' ws keep their start exactly (a prior alone
+    would move them: Adam turns any gradient into a full step)."""
+    _, hu, _ = sample(prior, seed=5)
+    v = views()
+    images = [im.numpy() for im in project(hu_to_mu(torch.from_numpy(hu))[None, None], prior_affine(prior), v)[0]]
+    gen = torch.Generator().manual_seed(1)
+    w0 = prior.w_mean + prior.w_std * torch.randn(prior.G.num_ws, prior.G.w_dim, generator=gen)
+    cfg = load_fit_config(
+        steps=6, coarse_fraction=1.0, restarts=1, init_network=None, background=False, early_stop_tol=0.0
+    )
+    res = fit(prior, images, v, cfg, w_init=w0, progress=False)
+    n_ws, _ = prior.G.synthesis.inputs_used(int(prior.config.resolution) // 2)
+    assert n_ws < prior.G.num_ws
+    assert np.array_equal(res.w_plus[n_ws:], w0[n_ws:].numpy())  # not read: untouched
+    assert not np.allclose(res.w_plus[:n_ws], w0[:n_ws].numpy())  # read: fitted
+
+
 # ----------------------------------------------------------------------------- ensemble, background, anchor
 
 
@@ -257,6 +276,26 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
         and anchored.timings["init"] < hybrid.timings["init"]
     )
     assert float(np.abs(anchored.hu - net_hu).mean()) < float(np.abs(plain.hu - net_hu).mean())
+
+
+def test_a_network_start_takes_the_warm_schedule(shipped):
+    """``warm_steps``, ``warm_lr`` and ``warm_coarse_fraction`` replace the cold values when the fit
+    starts from a network's volume, and only then; ``null`` keeps the cold ones."""
+    prior, case, v = shipped
+    common = dict(steps=4, lr=0.05, coarse_fraction=0.5, restarts=1, background=False, early_stop_tol=0.0)
+    warm = dict(warm_steps=2, warm_lr=0.01, warm_coarse_fraction=0.0, init_network_steps=2)
+    hybrid = fit(prior, case.images, v, load_fit_config(init_network="xctrsnet", **common, **warm), progress=False)
+    assert hybrid.start.startswith("xctrsnet") and hybrid.stopped_at == 2
+    assert (hybrid.config["steps"], hybrid.config["lr"], hybrid.config["coarse_fraction"]) == (2, 0.01, 0.0)
+    assert {h["stage"] for h in hybrid.history if "stage" in h} == {"fine"}
+    cold = dataclasses.replace(load_fit_config(**common, **warm), init_network=None)
+    plain = fit(prior, case.images, v, cold, progress=False)
+    assert plain.start == "w_mean" and plain.stopped_at == 4 and plain.config["lr"] == 0.05
+    cfg = dataclasses.replace(load_fit_config(**common), warm_steps=None, warm_lr=None, warm_coarse_fraction=None)
+    assert cfg.warm() == cfg
+    for bad in (dict(warm_steps=0), dict(warm_steps=2.5), dict(warm_lr=0.0), dict(warm_coarse_fraction=1.5)):
+        with pytest.raises(InputError, match="warm_"):
+            load_fit_config(**bad)
 
 
 def test_network_start_continues_the_inversion_at_full_resolution(shipped):

@@ -129,6 +129,10 @@ class FitConfig:
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
             stage's, half the prior's; a smaller power of two is cheaper and coarser).
+        warm_steps, warm_lr, warm_coarse_fraction: ``steps``, ``lr`` and ``coarse_fraction`` of
+            a fit that starts from a network's volume inverted into W+ (``init_network``): a start
+            near the answer wants a few small steps at full resolution, where a start at
+            ``w_mean`` wants many large ones from coarse to fine. ``null``: the cold values.
         init_network_fine_steps: Adam steps that continue the inversion with the full-resolution
             generator, from where the coarse one ends (0: none). The coarse inversion leaves the
             finest layers' styles where they started; these steps fit them to the network's
@@ -209,7 +213,10 @@ class FitConfig:
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_steps: int = 50
     init_network_resolution: int | None = None
-    init_network_fine_steps: int = 0
+    init_network_fine_steps: int = 100
+    warm_steps: int | None = 40
+    warm_lr: float | None = None
+    warm_coarse_fraction: float | None = 0.0
     lambda_anchor: float = 5.0
     lambda_anchor_label: float = 5.0
     amp: str = "auto"
@@ -229,6 +236,14 @@ class FitConfig:
         d = dataclasses.asdict(self)
         d["scales"] = list(self.scales)
         return d
+
+    def warm(self) -> FitConfig:
+        """These settings for a fit that starts from a network's volume: ``warm_steps``,
+        ``warm_lr`` and ``warm_coarse_fraction`` in place of ``steps``, ``lr`` and
+        ``coarse_fraction`` where they are set."""
+        pairs = (("steps", "warm_steps"), ("lr", "warm_lr"), ("coarse_fraction", "warm_coarse_fraction"))
+        changes = {cold: getattr(self, warm) for cold, warm in pairs if getattr(self, warm) is not None}
+        return dataclasses.replace(self, **changes) if changes else self
 
     def transform_sigmas(self):
         """The :class:`~xfit.fitting.transform.TransformSigmas` of these settings."""
@@ -367,6 +382,19 @@ def _validate(cfg: FitConfig) -> None:
         f"scales must be a non-empty list of integers in [1, {MAX_SCALE}], got {scales!r}",
     )
     cfg.scales = tuple(scales)
+    for name, lo, hi, integer in (
+        ("warm_steps", 1, 1_000_000, True),
+        ("warm_lr", 0.0, 10.0, False),
+        ("warm_coarse_fraction", 0.0, 1.0, False),
+    ):
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        ok = _is_int(value) if integer else _is_number(value) and math.isfinite(value)
+        need(ok and lo <= value <= hi, f"{name} must be null or a number in [{lo:g}, {hi:g}], got {value!r}")
+        need(name != "warm_lr" or value > 0, f"warm_lr must be > 0, got {value!r}")
+        if not integer:
+            object.__setattr__(cfg, name, float(value))
     r = cfg.init_network_resolution
     need(
         r is None or (_is_int(r) and 4 <= r <= 4096 and r & (r - 1) == 0),

@@ -596,12 +596,15 @@ class StageRunner:
             intensity_map=x["intensity_map"],
         )
         t2 = time.perf_counter()
+        # the priors see only the ws and noise maps this stage's generator reads: a prior alone
+        # would move the others (Adam scales any gradient to the full step) away from their start
+        n_ws, n_noise = self.prior.G.synthesis.inputs_used(self.coarse_res if stage.coarse else None)
         terms = objective.terms(
             preds,
-            w_plus=x["w_plus"],
+            w_plus=x["w_plus"][:, :n_ws],
             w_mean=self.mean,
             w_std=self.std,
-            noise=x["noise"] if self.cfg.optimize_noise else None,
+            noise=x["noise"][:n_noise] if self.cfg.optimize_noise else None,
             background=x["background"],
             delta_angle_deg=x["delta_angle_deg"],
             delta_shift_mm=x["delta_shift_mm"],
@@ -1080,6 +1083,8 @@ def fit(
         )
         w_init, start = net.w_init, net.note
         t_init = time.perf_counter() - t_start
+        if w_init is not None:  # a start near the answer: the warm schedule
+            cfg = cfg.warm()
         if net.hu is not None and (cfg.lambda_anchor > 0 or cfg.lambda_anchor_label > 0):
             anchor_at = anchors(
                 prior,

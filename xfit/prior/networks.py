@@ -432,6 +432,16 @@ class SynthesisNetwork(nn.Module):
         """Shapes ``(1, 1, r, r, r)`` of the noise inputs in the order consumed."""
         return [layer.noise_shape for layer in self.layers]
 
+    def inputs_used(self, max_resolution: int | None = None) -> tuple[int, int]:
+        """``(ws, noise maps)``: how many of the leading ws of W+ and of the noise inputs a forward
+        pass stopped at ``max_resolution`` reads (``None``: all of them)."""
+        if max_resolution is None:
+            return self.num_ws, len(self.layers)
+        if max_resolution not in self.block_resolutions:
+            raise InputError(f"max_resolution must be one of {self.block_resolutions}, got {max_resolution!r}")
+        blocks = [b for b in self.blocks if b.resolution <= max_resolution]
+        return sum(b.num_conv for b in blocks) + blocks[-1].num_out, sum(len(b.layers) for b in blocks)
+
     def make_noise(
         self,
         batch: int = 1,
