@@ -69,6 +69,29 @@ def test_max_resolution_returns_the_skip_output_of_that_block(G, cfg):
         G.synthesis(ws, max_resolution=r // 2 + 1)
 
 
+def test_inputs_used_are_exactly_those_a_stopped_forward_reads(G, cfg):
+    """Changing a w or noise map past ``inputs_used(r)`` leaves the output stopped at ``r`` as it
+    is; changing the last one it counts does not."""
+    ws = G.mapping(torch.randn(1, cfg.z_dim))
+    noise = G.synthesis.make_noise(1, torch.Generator().manual_seed(0))
+    r = cfg.resolution // 2
+    n_ws, n_noise = G.synthesis.inputs_used(r)
+    assert (
+        G.synthesis.inputs_used(None) == (G.num_ws, len(G.synthesis.layers)) == G.synthesis.inputs_used(cfg.resolution)
+    )
+    assert 0 < n_ws < G.num_ws and 0 < n_noise < len(noise)
+    out = G.synthesis(ws, noise=noise, max_resolution=r)
+    ws2, noise2 = ws.clone(), [n.clone() for n in noise]
+    ws2[:, n_ws:] += 1.0
+    for n in noise2[n_noise:]:
+        n += 1.0
+    assert torch.equal(G.synthesis(ws2, noise=noise2, max_resolution=r), out)
+    ws2[:, n_ws - 1] += 1.0
+    assert not torch.equal(G.synthesis(ws2, noise=noise2, max_resolution=r), out)
+    with pytest.raises(InputError, match="max_resolution"):
+        G.synthesis.inputs_used(r + 1)
+
+
 def test_generator_float64(G, cfg):
     ws = G.mapping(torch.randn(2, cfg.z_dim, dtype=torch.float64))
     out = G.synthesis(ws, noise_mode="const")
