@@ -145,4 +145,8 @@ def test_settings_are_given_one_way():
     with pytest.raises(TypeError, match="stepz"):
         reconstruct_vertebrae(images, stepz=3)
     assert ReconstructSettings().fit_overrides() == {}
-    assert ReconstructSettings(steps=3, transform=False).fit_overrides() == {"steps": 3, "transform": False}
+    assert ReconstructSettings(steps=3, transform=False).fit_overrides() == {
+        "steps": 3,
+        "warm_steps": 3,  # the steps of every fit, from a network's start too
+        "transform": False,
+    }

@@ -477,11 +477,16 @@ class ReconstructSettings:
     progress: bool = True
 
     def fit_overrides(self) -> dict[str, Any]:
-        """The fit config keys these settings override (those given)."""
+        """The fit config keys these settings override (those given). ``steps`` sets the steps of
+        every fit, from a network's start too (``warm_steps``)."""
         return {
             k: v
             for k, v in dict(
-                steps=self.steps, restarts=self.restarts, refine_pose=self.refine_pose, transform=self.transform
+                steps=self.steps,
+                warm_steps=self.steps,
+                restarts=self.restarts,
+                refine_pose=self.refine_pose,
+                transform=self.transform,
             ).items()
             if v is not None
         }

@@ -248,7 +248,15 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
 
     prior, case, v = shipped
     net_hu, _, _, _ = predict("xctrsnet", None, case.images, v)
-    common = dict(steps=4, restarts=1, background=False, init_network_steps=4, early_stop_tol=0.0)
+    common = dict(
+        steps=4,
+        warm_steps=4,
+        restarts=1,
+        background=False,
+        init_network_steps=4,
+        init_network_fine_steps=2,
+        early_stop_tol=0.0,
+    )
     plain = fit(
         prior, case.images, v, dataclasses.replace(load_fit_config(**common), init_network=None), progress=False
     )
@@ -283,7 +291,7 @@ def test_a_network_start_takes_the_warm_schedule(shipped):
     starts from a network's volume, and only then; ``null`` keeps the cold ones."""
     prior, case, v = shipped
     common = dict(steps=4, lr=0.05, coarse_fraction=0.5, restarts=1, background=False, early_stop_tol=0.0)
-    warm = dict(warm_steps=2, warm_lr=0.01, warm_coarse_fraction=0.0, init_network_steps=2)
+    warm = dict(warm_steps=2, warm_lr=0.01, warm_coarse_fraction=0.0, init_network_steps=2, init_network_fine_steps=2)
     hybrid = fit(prior, case.images, v, load_fit_config(init_network="xctrsnet", **common, **warm), progress=False)
     assert hybrid.start.startswith("xctrsnet") and hybrid.stopped_at == 2
     assert (hybrid.config["steps"], hybrid.config["lr"], hybrid.config["coarse_fraction"]) == (2, 0.01, 0.0)
@@ -345,7 +353,9 @@ def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     for style in (None, 1.0):  # a crop shows its silhouette, processed or not; a torso does not
         assert not shows_torso(v, observe(crop, v, style_strength=style).images, aff, 64)[0]
         assert shows_torso(v, observe(torso, v, style_strength=style).images, aff, 64)[0]
-    quick = load_fit_config(steps=2, restarts=1, init_network_steps=2, early_stop_tol=0.0)
+    quick = load_fit_config(
+        steps=2, warm_steps=2, restarts=1, init_network_steps=2, init_network_fine_steps=2, early_stop_tol=0.0
+    )
     body = fit(prior, torso.images, v, quick, progress=False)
     assert body.start.startswith("xctrsnet@wholebody") and body.backgrounds is not None
     cropped = fit(prior, crop.images, v, quick, progress=False)
