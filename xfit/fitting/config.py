@@ -391,7 +391,8 @@ def _validate(cfg: FitConfig) -> None:
         if value is None:
             continue
         ok = _is_int(value) if integer else _is_number(value) and math.isfinite(value)
-        need(ok and lo <= value <= hi, f"{name} must be null or a number in [{lo:g}, {hi:g}], got {value!r}")
+        kind = "an integer" if integer else "a number"
+        need(ok and lo <= value <= hi, f"{name} must be null or {kind} in [{lo:g}, {hi:g}], got {value!r}")
         need(name != "warm_lr" or value > 0, f"warm_lr must be > 0, got {value!r}")
         if not integer:
             object.__setattr__(cfg, name, float(value))
