@@ -64,6 +64,27 @@ def test_invert_volume_recovers_a_prior_sample(prior):
     )
 
 
+def test_invert_volume_by_lbfgs_recovers_a_prior_sample_within_its_budget(prior, monkeypatch):
+    """L-BFGS inverts a prior sample as well as Adam's test asks, with at most 1.25 generator
+    passes per iteration (plus the final one); an unknown optimiser is refused."""
+    import xfit.fitting.invert as invert
+
+    _, hu, label = sample(prior, seed=3)
+    mean_hu, _ = generate_hu(prior, prior.w_mean.view(1, 1, -1).expand(1, prior.G.num_ws, -1))
+    lo, hi = prior.hu_window
+    before = float(np.abs(mean_hu[0].clamp(lo, hi).numpy() - hu).mean())
+    calls = []
+    real = invert.synthesize
+    monkeypatch.setattr(invert, "synthesize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    inv = invert_volume(prior, hu, label, steps=20, optimizer="lbfgs")
+    assert float(np.abs(inv.hu - hu).mean()) < 0.5 * before
+    assert len(calls) <= 20 * 5 // 4 + 1 + 1  # the iterations' passes and the final loss
+    with pytest.raises(InputError, match="optimizer"):
+        invert_volume(prior, hu, steps=1, optimizer="sgd")
+    with pytest.raises(InputError, match="init_network_optimizer"):
+        load_fit_config(init_network_optimizer="sgd")
+
+
 def test_invert_volume_at_coarse_resolution_and_errors(prior):
     _, hu, label = sample(prior, seed=4)
     r = int(prior.config.resolution)

@@ -137,6 +137,9 @@ class FitConfig:
             generator, from where the coarse one ends (0: none). The coarse inversion leaves the
             finest layers' styles where they started; these steps fit them to the network's
             volume before the X-rays are fitted.
+        init_network_optimizer: ``adam`` or ``lbfgs``: the optimiser of both parts of that
+            inversion (:func:`xfit.fitting.invert.invert_volume`); with ``lbfgs`` the two step
+            counts are L-BFGS iterations (at most 1.25 generator passes each).
         lambda_anchor: weight of the anchor's intensity term: the mean squared difference, on the
             prior's unit scale, between the generated volume and that network's volume during the
             whole fit (:func:`xfit.fitting.objective.anchor_term`; needs ``init_network``).
@@ -214,6 +217,7 @@ class FitConfig:
     init_network_steps: int = 50
     init_network_resolution: int | None = None
     init_network_fine_steps: int = 100
+    init_network_optimizer: str = "adam"
     warm_steps: int | None = 40
     warm_lr: float | None = None
     warm_coarse_fraction: float | None = 0.0
@@ -252,6 +256,8 @@ class FitConfig:
         return TransformSigmas(self.transform_sigma_deg, self.transform_sigma_mm, self.transform_sigma_log_scale)
 
 
+#: Optimisers of the inversion of a volume into W+ (:func:`xfit.fitting.invert.invert_volume`).
+INVERSION_OPTIMIZERS = ("adam", "lbfgs")
 #: Documented ranges (inclusive) of the integer settings.
 INT_RANGES = {
     "steps": (1, 1_000_000),
@@ -358,6 +364,10 @@ def _validate(cfg: FitConfig) -> None:
             f"{key} must be null or one of {', '.join(INIT_NETWORKS)} (NAME@TAG for a shipped "
             f"variant, e.g. xctrsnet@style), got {value!r}",
         )
+    need(
+        isinstance(cfg.init_network_optimizer, str) and cfg.init_network_optimizer in INVERSION_OPTIMIZERS,
+        f"init_network_optimizer must be one of {', '.join(INVERSION_OPTIMIZERS)}, got {cfg.init_network_optimizer!r}",
+    )
     need(
         isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,
         f"amp must be one of {', '.join(AMP_CHOICES)}, got {cfg.amp!r}",

@@ -123,6 +123,7 @@ def network_start(
     resolution: int | None = None,
     fine_steps: int = 0,
     amp: bool = False,
+    optimizer: str = "adam",
 ) -> NetworkStart:
     """W+ ``[num_ws, w_dim]`` that reproduces ``method``'s reconstruction of the X-rays.
 
@@ -136,6 +137,8 @@ def network_start(
         resolution: generator resolution of the inversion (``None``: full).
         fine_steps: Adam steps that continue the inversion at full resolution (0: none).
         amp: bfloat16 autocast of the generator during the inversion.
+        optimizer: ``adam`` or ``lbfgs`` for both parts of the inversion (``steps`` and
+            ``fine_steps`` are then its iterations).
     Returns:
         :class:`NetworkStart`; its ``w_init`` is ``None`` (and ``note`` says why) when the network
         cannot take these views (fewer than it was trained on), or when the *shipped* network
@@ -162,11 +165,11 @@ def network_start(
     )
     if steps == 0:
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
-    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp)
-    note = f"{method} volume inverted into W+ ({steps} steps"
+    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp, optimizer=optimizer)
+    note = f"{method} volume inverted into W+ ({steps} {'L-BFGS ' if optimizer == 'lbfgs' else ''}steps"
     if fine_steps > 0:
         w0 = torch.from_numpy(inv.w_plus).to(prior.w_mean.device)
-        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, amp=amp)
+        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, amp=amp, optimizer=optimizer)
         note += f", then {fine_steps} at full resolution"
     return NetworkStart(
         torch.from_numpy(inv.w_plus).to(prior.w_mean.device),

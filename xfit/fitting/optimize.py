@@ -1080,6 +1080,7 @@ def fit(
             resolution=inversion_resolution(cfg, full_res, coarse_res),
             fine_steps=cfg.init_network_fine_steps,
             amp=amp,
+            optimizer=cfg.init_network_optimizer,
         )
         w_init, start = net.w_init, net.note
         t_init = time.perf_counter() - t_start
