@@ -276,6 +276,7 @@ def test_network_start_and_anchor_pull_the_fit_toward_the_network(shipped):
         background=False,
         init_network_steps=4,
         init_network_fine_steps=2,
+        init_network_optimizer="adam",  # 4 Adam steps move W+; 4 L-BFGS iterations barely do (no curvature yet)
         early_stop_tol=0.0,
     )
     plain = fit(

@@ -125,7 +125,7 @@ class FitConfig:
             (default ``xctrsnet@wholebody``: X-CTRSNet fine-tuned on whole-torso X-rays too,
             :mod:`xfit.baselines.wholebody`); ``null``: ``init_network`` for every input. Unused
             without ``init_network`` or with a given ``init_checkpoint`` (the user's network).
-        init_network_steps: Adam steps of that inversion (0: no inversion; the fit starts at
+        init_network_steps: steps of that inversion (0: no inversion; the fit starts at
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
             stage's, half the prior's; a smaller power of two is cheaper and coarser).
@@ -133,7 +133,7 @@ class FitConfig:
             a fit that starts from a network's volume inverted into W+ (``init_network``): a start
             near the answer wants a few small steps at full resolution, where a start at
             ``w_mean`` wants many large ones from coarse to fine. ``null``: the cold values.
-        init_network_fine_steps: Adam steps that continue the inversion with the full-resolution
+        init_network_fine_steps: steps that continue the inversion with the full-resolution
             generator, from where the coarse one ends (0: none). The coarse inversion leaves the
             finest layers' styles where they started; these steps fit them to the network's
             volume before the X-rays are fitted.
@@ -214,10 +214,10 @@ class FitConfig:
     ensemble_tol: float = 0.2
     init_network: str | None = "xctrsnet@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
-    init_network_steps: int = 50
+    init_network_steps: int = 20
     init_network_resolution: int | None = None
-    init_network_fine_steps: int = 100
-    init_network_optimizer: str = "adam"
+    init_network_fine_steps: int = 80
+    init_network_optimizer: str = "lbfgs"
     warm_steps: int | None = 40
     warm_lr: float | None = None
     warm_coarse_fraction: float | None = 0.0
