@@ -165,11 +165,14 @@ def network_start(
     )
     if steps == 0:
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
-    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, amp=amp, optimizer=optimizer)
+    # W+ alone: the fit starts from W+ and zero noise, and L-BFGS keeps its history of every
+    # parameter (the noise maps would add about 0.2 GB at 64^3)
+    common = dict(amp=amp, optimizer=optimizer, optimize_noise=False)
+    inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, **common)
     note = f"{method} volume inverted into W+ ({steps} {'L-BFGS ' if optimizer == 'lbfgs' else ''}steps"
     if fine_steps > 0:
         w0 = torch.from_numpy(inv.w_plus).to(prior.w_mean.device)
-        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, amp=amp, optimizer=optimizer)
+        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, **common)
         note += f", then {fine_steps} at full resolution"
     return NetworkStart(
         torch.from_numpy(inv.w_plus).to(prior.w_mean.device),
