@@ -351,6 +351,22 @@ def test_network_start_continues_the_inversion_at_full_resolution(shipped):
         load_fit_config(init_network_fine_steps=-1)
 
 
+def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, monkeypatch):
+    """The start's inversion fits W+ alone (the fit starts from W+ and zero noise; L-BFGS would
+    keep a history of every noise voxel) with the optimiser it is given, and says which."""
+    import xfit.fitting.hybrid as hybrid
+
+    prior, case, v = shipped
+    calls = []
+    real = hybrid.invert_volume
+    monkeypatch.setattr(hybrid, "invert_volume", lambda *a, **k: calls.append(k) or real(*a, **k))
+    start = hybrid.network_start(
+        prior, case.images, v, [0.0, 0.0, 0.0], "xctrsnet", steps=2, resolution=32, fine_steps=2, optimizer="lbfgs"
+    )
+    assert start.note == "xctrsnet volume inverted into W+ (2 L-BFGS steps, then 2 at full resolution)"
+    assert [(k["optimizer"], k["optimize_noise"]) for k in calls] == [("lbfgs", False)] * 2
+
+
 def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     """X-rays with anatomy outside the cube start the fit from ``init_network_whole_body``;
     crop-sized ones, a user's own checkpoint or ``null`` keep ``init_network``."""
