@@ -42,8 +42,9 @@ from .objective import noise_prior, w_gaussian_prior
 from .schedule import lr_schedule
 
 #: Adam steps of the oracle ceiling (``xfit evaluate --methods ceiling``, ``reconstruct --method
-#: ceiling``). Measured on held-out phantoms 0 and 1: 100 steps give 0.45-0.6 dB less PSNR than
-#: 200, so 200 is itself a little below the prior's true ceiling (a conservative bound).
+#: ceiling``), as the fit issue defines it, so that every committed ceiling row stays comparable.
+#: A conservative bound: on held-out phantoms 0 and 1, 100 steps give 0.45-0.6 dB less PSNR than
+#: 200, and L-BFGS on the same loss (80-120 iterations) 0.5-0.6 dB more (docs/fit.md).
 CEILING_STEPS = 200
 #: L-BFGS history (pairs of steps and gradient changes kept).
 LBFGS_HISTORY = 20
