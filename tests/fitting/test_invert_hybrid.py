@@ -67,7 +67,7 @@ def test_invert_volume_recovers_a_prior_sample(prior):
 def test_invert_volume_by_lbfgs_recovers_a_prior_sample_within_its_budget(prior, monkeypatch):
     """L-BFGS inverts a prior sample as well as Adam's test asks, with at most 1.25 generator
     passes per iteration (plus the final one); an unknown optimiser is refused."""
-    import xfit.fitting.invert as invert
+    from xfit.fitting import invert
 
     _, hu, label = sample(prior, seed=3)
     mean_hu, _ = generate_hu(prior, prior.w_mean.view(1, 1, -1).expand(1, prior.G.num_ws, -1))
@@ -354,7 +354,7 @@ def test_network_start_continues_the_inversion_at_full_resolution(shipped):
 def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, monkeypatch):
     """The start's inversion fits W+ alone (the fit starts from W+ and zero noise; L-BFGS would
     keep a history of every noise voxel) with the optimiser it is given, and says which."""
-    import xfit.fitting.hybrid as hybrid
+    from xfit.fitting import hybrid
 
     prior, case, v = shipped
     calls = []
