@@ -328,6 +328,24 @@ def test_a_network_start_takes_the_warm_schedule(shipped):
             load_fit_config(**bad)
 
 
+def test_restarts_after_a_network_start_start_near_it(shipped, monkeypatch):
+    """After a network start every restart runs the warm schedule, so restarts 1.. start near
+    restart 0 (a perturbation of the network's W+), not at prior samples; from the mean they
+    still start at the best prior samples."""
+    import xfit.fitting.optimize as optimize
+
+    prior, case, v = shipped
+    drawn = []
+    real = optimize.best_prior_samples
+    monkeypatch.setattr(optimize, "best_prior_samples", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    common = dict(steps=2, warm_steps=2, restarts=2, init_samples=4, background=False, early_stop_tol=0.0)
+    warm = load_fit_config(init_network="xctrsnet", init_network_steps=2, init_network_fine_steps=2, **common)
+    res = fit(prior, case.images, v, warm, progress=False)
+    assert res.start.startswith("xctrsnet") and len(res.restarts) == 2 and drawn == []
+    cold = dataclasses.replace(warm, init_network=None)
+    assert fit(prior, case.images, v, cold, progress=False).start == "w_mean" and drawn == [1]
+
+
 def test_network_start_continues_the_inversion_at_full_resolution(shipped):
     """``init_network_fine_steps`` continues the coarse inversion with the full generator: its
     full-resolution volume is closer to the network's than the coarse inversion's, and the start

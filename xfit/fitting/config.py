@@ -59,7 +59,9 @@ class FitConfig:
         noise_init: ``"zero"`` (the mode of the noise prior, default) or ``"randn"``.
         init_samples: draw this many random prior samples, score their data term (at the coarse
             stage's resolution, no gradients) and start restarts 1.. from the best of them
-            instead of random perturbations of restart 0's start (0 = off).
+            instead of random perturbations of restart 0's start (0 = off). Not when the fit
+            starts from a network's volume: its short warm schedule is for starts near the
+            answer, so restarts 1.. then start near restart 0's (``init_perturbation``).
         optimize_noise: optimise the per-layer noise maps as well as W+.
         lambda_w: weight of the Gaussian prior on every w of W+.
         lambda_c: weight of the von Mises (cosine) prior between pairs of w's.

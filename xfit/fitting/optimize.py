@@ -1067,6 +1067,7 @@ def fit(
     start = "w_init" if w_init is not None else "w_mean"
     t_init = 0.0
     anchor_at: dict[int, Any] = {}
+    network_w = None  # W+ of a network's volume, when the fit starts there
     network = start_network(cfg, torso, init_checkpoint)
     if w_init is None and network is not None:
         net = network_start(
@@ -1082,7 +1083,8 @@ def fit(
             amp=amp,
             optimizer=cfg.init_network_optimizer,
         )
-        w_init, start = net.w_init, net.note
+        w_init = network_w = net.w_init
+        start = net.note
         t_init = time.perf_counter() - t_start
         if w_init is not None:  # a start near the answer: the warm schedule
             cfg = cfg.warm()
@@ -1110,7 +1112,9 @@ def fit(
     coarse = make_objective(True, fine.perceptual) if any(s.coarse for s in stages) else None
 
     w_starts = None
-    if cfg.init_samples > 0 and cfg.restarts > 1:
+    # after a network start every restart runs the warm schedule, meant for starts near the answer:
+    # restarts 1.. then start near restart 0's (init_perturbation), not at prior samples
+    if cfg.init_samples > 0 and cfg.restarts > 1 and network_w is None:
         w_starts = best_prior_samples(
             prior,
             coarse if coarse is not None else fine,
