@@ -132,10 +132,10 @@ def network_start(
         images, views: the fit's inputs (the network takes the first views it was trained on).
         centre_mm: world position of the fitted cube's centre.
         method, checkpoint: the network (``None``: its shipped checkpoint).
-        steps: Adam steps of the inversion (0: none; the fit starts at ``w_mean`` and the
-            network's volume only enters through the anchor terms).
+        steps: steps of the inversion, Adam steps or L-BFGS iterations (0: none; the fit starts
+            at ``w_mean`` and the network's volume only enters through the anchor terms).
         resolution: generator resolution of the inversion (``None``: full).
-        fine_steps: Adam steps that continue the inversion at full resolution (0: none).
+        fine_steps: steps that continue the inversion at full resolution (0: none).
         amp: bfloat16 autocast of the generator during the inversion.
         optimizer: ``adam`` or ``lbfgs`` for both parts of the inversion (``steps`` and
             ``fine_steps`` are then its iterations).
