@@ -332,7 +332,7 @@ def test_restarts_after_a_network_start_start_near_it(shipped, monkeypatch):
     """After a network start every restart runs the warm schedule, so restarts 1.. start near
     restart 0 (a perturbation of the network's W+), not at prior samples; from the mean they
     still start at the best prior samples."""
-    import xfit.fitting.optimize as optimize
+    from xfit.fitting import optimize
 
     prior, case, v = shipped
     drawn = []
