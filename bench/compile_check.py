@@ -2,11 +2,12 @@
 
 Times the forward + backward of the shipped prior's synthesis network at 64³, batch 1, under
 bfloat16 autocast (as the fit runs it on a CPU with bf16 units), W+ and the noise maps requiring
-gradients, eager against ``torch.compile`` (inductor). Prints both, the ratio and the compile
-time. Needs a C++ compiler for inductor on the CPU; nothing is downloaded.
+gradients, eager against ``torch.compile`` (inductor). Prints the median of each, the ratio and
+the compile time. Needs a C++ compiler for inductor on the CPU; nothing is downloaded.
 
-Measured 2026-12-05 on an AMD EPYC (AVX512-BF16, no AMX), 2 threads, alone: eager 0.37 s,
-compiled 0.78 s (2.1x slower), 64 s to compile. The fit does not compile (docs/speed.md).
+Measured 2026-12-05 on an AMD EPYC (AVX512-BF16, no AMX), 2 threads, alone (medians of 10):
+eager 0.28 s, compiled 0.70 s (2.5x slower); 64 s to compile the first time, 5 s from inductor's
+cache. The fit does not compile (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from reconstruct import cpu_line
+from timing import median_seconds
 
-from xfit.devices import cpu_bf16_units
 from xfit.prior.checkpoint import load_prior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +33,6 @@ def step(synthesis, w_plus: torch.Tensor, noise: list[torch.Tensor], amp: bool) 
     w_plus.grad = None
     for n in noise:
         n.grad = None
-
-
-def seconds(fn, reps: int) -> float:
-    """Mean wall seconds of ``fn()`` over ``reps`` calls after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
 
 
 def main() -> None:
@@ -57,14 +49,14 @@ def main() -> None:
     w_plus = (0.1 * torch.randn(1, synthesis.num_ws, synthesis.w_dim)).requires_grad_(True)
     noise = [n.requires_grad_(True) for n in synthesis.make_noise(1)]
     amp = args.amp == "bf16"
-    print(f"CPU bf16 units: {', '.join(cpu_bf16_units()) or 'none'}; threads {args.threads}; amp {args.amp}")
-    eager = seconds(lambda: step(synthesis, w_plus, noise, amp), args.reps)
+    print(f"{cpu_line()}; threads {args.threads}; amp {args.amp}")
+    eager = median_seconds(lambda: step(synthesis, w_plus, noise, amp), args.reps, warmup=3)
     print(f"eager    {eager:.3f} s per forward + backward")
     t0 = time.perf_counter()
     compiled = torch.compile(synthesis, dynamic=False)
     step(compiled, w_plus, noise, amp)
     print(f"compile  {time.perf_counter() - t0:.1f} s")
-    fast = seconds(lambda: step(compiled, w_plus, noise, amp), args.reps)
+    fast = median_seconds(lambda: step(compiled, w_plus, noise, amp), args.reps, warmup=3)
     print(f"compiled {fast:.3f} s per forward + backward; eager / compiled = {eager / fast:.2f}x")
 
 
