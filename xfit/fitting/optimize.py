@@ -1067,7 +1067,7 @@ def fit(
     start = "w_init" if w_init is not None else "w_mean"
     t_init = 0.0
     anchor_at: dict[int, Any] = {}
-    network_w = None  # W+ of a network's volume, when the fit starts there
+    from_network = False  # the fit starts from a network's volume inverted into W+
     network = start_network(cfg, torso, init_checkpoint)
     if w_init is None and network is not None:
         net = network_start(
@@ -1083,10 +1083,10 @@ def fit(
             amp=amp,
             optimizer=cfg.init_network_optimizer,
         )
-        w_init = network_w = net.w_init
-        start = net.note
+        w_init, start = net.w_init, net.note
         t_init = time.perf_counter() - t_start
-        if w_init is not None:  # a start near the answer: the warm schedule
+        from_network = w_init is not None
+        if from_network:  # a start near the answer: the warm schedule
             cfg = cfg.warm()
         if net.hu is not None and (cfg.lambda_anchor > 0 or cfg.lambda_anchor_label > 0):
             anchor_at = anchors(
@@ -1114,7 +1114,7 @@ def fit(
     w_starts = None
     # after a network start every restart runs the warm schedule, meant for starts near the answer:
     # restarts 1.. then start near restart 0's (init_perturbation), not at prior samples
-    if cfg.init_samples > 0 and cfg.restarts > 1 and network_w is None:
+    if cfg.init_samples > 0 and cfg.restarts > 1 and not from_network:
         w_starts = best_prior_samples(
             prior,
             coarse if coarse is not None else fine,
