@@ -92,6 +92,7 @@ from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
 from ..units import HU_WINDOW, hu_to_mu, unit_to_hu
+from .code_sha import BASELINE_PARTS, COMMON_PARTS, PRIOR_PARTS, changed_parts, code_record
 
 #: Every metric column of ``cases.csv``, and whether lower is better.
 METRICS: dict[str, bool] = {
@@ -444,6 +445,38 @@ def method_sources(spec: EvalSpec) -> dict[str, str]:
     return out
 
 
+def method_parts(method: str) -> tuple[str, ...]:
+    """The parts of the package one method's rows depend on (:mod:`xfit.studies.code_sha`): the
+    common ones, ``prior/`` and ``fitting/`` for a prior method (and ``baselines/`` for the fit
+    methods, whose start is a network), ``baselines/`` for a baseline."""
+    if method not in PRIOR_METHODS:
+        return COMMON_PARTS + BASELINE_PARTS
+    return COMMON_PARTS + PRIOR_PARTS + (BASELINE_PARTS if method in FIT_METHODS else ())
+
+
+def method_code(methods: Sequence[str]) -> dict[str, str]:
+    """``settings.json``'s ``code``: the sha256 of every part the ``methods`` depend on."""
+    return code_record(p for m in methods for p in method_parts(m))
+
+
+def code_changes(methods: Collection[str], old: dict[str, Any], new: dict[str, str]) -> dict[str, list[str]]:
+    """Per method of ``methods`` whose code differs between a folder's settings ``old`` and the
+    ``new`` code record, the parts that differ (all of them when ``old`` records none)."""
+    changes = {m: changed_parts(method_parts(m), old.get("code", {}), new) for m in methods}
+    return {m: parts for m, parts in changes.items() if parts}
+
+
+def code_text(changes: dict[str, list[str]], old: dict[str, Any]) -> str:
+    """``fit, ceiling (prior, fitting)``, or ``... (no code recorded: an older xfit wrote it)``."""
+    parts = list(dict.fromkeys(p for ps in changes.values() for p in ps))
+    why = (
+        "no code recorded: an older xfit wrote it"
+        if not old.get("code")
+        else ", ".join(parts[:4]) + (" ..." if len(parts) > 4 else "")
+    )
+    return f"{', '.join(changes)} ({why})"
+
+
 # ----------------------------------------------------------------------------------------------
 # Methods
 
@@ -775,6 +808,7 @@ SETTINGS_TYPES: dict[str, Any] = {
     "methods": list[str],
     "checkpoints": dict[str, str],
     "sources": dict[str, str],
+    "code": dict[str, str],
     "fit_settings": dict[str, Any],
     "wall_seconds": float,
     "machine": str,
@@ -1100,7 +1134,8 @@ def check_folder(
     Raises:
         OutputExistsError: ``out`` is a file, holds something other than an evaluate run, or a
             run with other settings, another shard (``shard``: ``(K, N)``, ``None`` for a whole
-            run), a changed prior or checkpoint, or fit rows of another fit config.
+            run), a changed prior or checkpoint, rows of other code (:mod:`.code_sha`), or fit
+            rows of another fit config.
         InputError: a damaged ``settings.json`` or ``cases.csv`` header.
     """
     if out.exists() and not out.is_dir():
@@ -1136,6 +1171,12 @@ def check_folder(
         cases=None if names is None else set(names),
         methods=list(dict.fromkeys(old["methods"] + list(spec.methods))),
     )
+    stale = code_changes(list(dict.fromkeys(r["method"] for r in rows)), old, method_code(spec.methods))
+    if stale:
+        raise OutputExistsError(
+            f"{out}: the code of {code_text(stale, old)} changed since its rows were computed; "
+            f"run into another folder with --reuse {out} to keep the rows whose code is unchanged, or use --force"
+        )
     redo += [f"{r['case']} {r['method']}: NaN or nothing in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
     rows = [r for r in rows if not unfilled(r)]
     fit_cfg = fit_settings(spec)
@@ -1169,6 +1210,7 @@ def open_run(
         "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
         "checkpoints": spec.checkpoints,
         "sources": {**old.get("sources", {}), **method_sources(spec)},
+        "code": {**old.get("code", {}), **method_code(spec.methods)},
         "fit_settings": fit_settings(spec),
         "wall_seconds": float(old.get("wall_seconds", 0.0)),
     }
@@ -1184,14 +1226,15 @@ def find_reusable(
 ) -> list[tuple[Path, list[dict[str, Any]]]]:
     """The rows the ``reuse`` folders offer, read without writing: of each run folder (a sweep
     folder offers each of its condition folders) with the same settings key, the sound rows of
-    this run's cases and of a method with the same prior or checkpoint (sha256) and, for the fit
-    methods, the same fit config (rows with NaN where the method fills the column are left out).
+    this run's cases and of a method with the same prior or checkpoint (sha256), the same code
+    (:func:`method_parts`) and, for the fit methods, the same fit config (rows with NaN where the
+    method fills the column are left out).
 
     Raises:
         InputError: a folder not found, or a damaged ``settings.json`` or ``cases.csv`` header.
     """
     key = json.loads(json.dumps(spec.key()))
-    sources, fit_cfg = method_sources(spec), fit_settings(spec)
+    sources, fit_cfg, code = method_sources(spec), fit_settings(spec), method_code(spec.methods)
     offers = []
     for folder in map(Path, folders):
         if not folder.is_dir():
@@ -1214,6 +1257,7 @@ def find_reusable(
                 and not unfilled(r)
                 and meta.get("sources", {}).get(r["method"]) == sources[r["method"]]
                 and (r["method"] not in FIT_METHODS or meta.get("fit_settings") == fit_cfg)
+                and not changed_parts(method_parts(r["method"]), meta.get("code", {}), code)
             ]
             if rows:
                 offers.append((run, rows))

@@ -37,6 +37,8 @@ from ..io import LOCK_NAME, atomic_folder, atomic_write, check_output_folder, he
 from .evaluate import (
     FIT_METHODS,
     case_names,
+    code_changes,
+    code_text,
     finish_run,
     folder_entries,
     load_slices,
@@ -115,8 +117,9 @@ def check_shards(shards: Sequence[Shard]) -> list[Shard]:
 
     Raises:
         InputError: different N, a K given twice or missing, different settings (``key``),
-            methods, prior or checkpoint (sha256), fit config (when a fit method runs), a case in
-            two shards, or (phantoms) cases that are not the run's.
+            methods, prior or checkpoint (sha256), code (:mod:`.code_sha`; a shard that records
+            none), fit config (when a fit method runs), a case in two shards, or (phantoms)
+            cases that are not the run's.
     """
     counts = sorted({s.shard[1] for s in shards})
     if len(counts) > 1:
@@ -158,6 +161,13 @@ def check_shards(shards: Sequence[Shard]) -> list[Shard]:
                 f"{first.folder} and {s.folder}: the prior or checkpoint of {', '.join(changed)} differs "
                 "(sha256); shards of one run use the same files"
             )
+        stale = code_changes(a["methods"], b, a.get("code", {}))
+        if stale or not a.get("code"):
+            what = code_text(stale, b) if stale else "every method (no code recorded)"
+            raise InputError(
+                f"{first.folder} and {s.folder}: the code of {what} differs; "
+                "shards of one run are computed by the same xfit"
+            )
         if any(m in FIT_METHODS for m in a["methods"]) and a.get("fit_settings") != b.get("fit_settings"):
             diff = sorted(
                 k for k in (a.get("fit_settings") or {}) if (b.get("fit_settings") or {}).get(k) != a["fit_settings"][k]
@@ -184,7 +194,9 @@ def _merged_meta(shards: Sequence[Shard]) -> dict[str, Any]:
     """``settings.json`` of the whole run before its panel: the entries of shard 1, in the order a
     run writes them, ``wall_seconds`` summed, reused rows summed, every machine once."""
     first = shards[0].meta
-    meta = {k: first[k] for k in ("key", "prior", "methods", "checkpoints", "sources", "fit_settings") if k in first}
+    meta = {
+        k: first[k] for k in ("key", "prior", "methods", "checkpoints", "sources", "code", "fit_settings") if k in first
+    }
     meta["wall_seconds"] = float(math.fsum(float(s.meta.get("wall_seconds", 0.0)) for s in shards))
     reused: dict[str, int] = {}
     for s in shards:
