@@ -102,6 +102,16 @@ def test_invert_volume_at_coarse_resolution_and_errors(prior):
         invert_volume(prior, hu, steps=0)
 
 
+def test_invert_volume_for_w_plus_alone_skips_the_volume_not_the_fit(prior):
+    _, hu, label = sample(prior, seed=5)
+    r = int(prior.config.resolution)
+    full = invert_volume(prior, hu, label, steps=3, resolution=r // 2, optimizer="lbfgs")
+    alone = invert_volume(prior, hu, label, steps=3, resolution=r // 2, optimizer="lbfgs", outputs=False)
+    np.testing.assert_array_equal(alone.w_plus, full.w_plus)
+    assert alone.hu is None and alone.label_prob is None and alone.loss == {}
+    assert full.hu.shape == (r, r, r) and set(full.loss) == {"mse", "bce", "w_gauss", "noise", "total"}
+
+
 def test_coarse_stage_leaves_the_ws_and_noise_it_does_not_read(prior):
     """In a coarse stage the generator stops at half resolution; the W+ and noise priors then see
     only the ws and maps it reads, so the finer layers' ws keep their start exactly (a prior alone
@@ -382,7 +392,7 @@ def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, mo
         prior, case.images, v, [0.0, 0.0, 0.0], "xctrsnet", steps=2, resolution=32, fine_steps=2, optimizer="lbfgs"
     )
     assert start.note == "xctrsnet volume inverted into W+ (2 L-BFGS steps, then 2 at full resolution)"
-    assert [(k["optimizer"], k["optimize_noise"]) for k in calls] == [("lbfgs", False)] * 2
+    assert [(k["optimizer"], k["optimize_noise"], k["outputs"]) for k in calls] == [("lbfgs", False, False)] * 2
 
 
 def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):

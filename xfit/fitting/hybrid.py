@@ -167,7 +167,7 @@ def network_start(
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
     # W+ alone: the fit starts from W+ and zero noise, and L-BFGS keeps its history of every
     # parameter (the noise maps would add about 0.2 GB at 64^3)
-    common = dict(amp=amp, optimizer=optimizer, optimize_noise=False)
+    common = dict(amp=amp, optimizer=optimizer, optimize_noise=False, outputs=False)
     inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, **common)
     note = f"{method} volume inverted into W+ ({steps} {'L-BFGS ' if optimizer == 'lbfgs' else ''}steps"
     if fine_steps > 0:

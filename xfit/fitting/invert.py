@@ -58,16 +58,18 @@ class Inversion:
     Attributes:
         w_plus: ``[num_ws, w_dim]`` fitted styles.
         noise: fitted noise maps, each ``[1, r, r, r]`` (generator layout without the batch).
-        hu: ``[R, R, R]`` float32 HU of the generated volume, clamped to the prior's window.
-        label_prob: ``[R, R, R]`` float32 sigmoid of the label logit.
-        loss: final loss terms (``mse``, ``bce``, ``w_gauss``, ``noise``, ``total``).
+        hu: ``[R, R, R]`` float32 HU of the generated volume, clamped to the prior's window
+            (``None`` when :func:`invert_volume` was asked for W+ alone).
+        label_prob: ``[R, R, R]`` float32 sigmoid of the label logit (or ``None``, as ``hu``).
+        loss: final loss terms (``mse``, ``bce``, ``w_gauss``, ``noise``, ``total``; empty with
+            W+ alone).
         seconds: wall time.
     """
 
     w_plus: np.ndarray
     noise: list[np.ndarray]
-    hu: np.ndarray
-    label_prob: np.ndarray
+    hu: np.ndarray | None
+    label_prob: np.ndarray | None
     loss: dict[str, float]
     seconds: float
 
@@ -122,6 +124,7 @@ def invert_volume(
     resolution: int | None = None,
     amp: bool = False,
     optimizer: str = "adam",
+    outputs: bool = True,
 ) -> Inversion:
     """Fit W+ (and noise) so that the generated volume matches ``hu`` (and ``label``).
 
@@ -141,6 +144,8 @@ def invert_volume(
             to it (about 4x cheaper per halving; the outputs stay at full resolution).
         amp: bfloat16 autocast of the generator (:func:`xfit.prior.sample.synthesize`).
         optimizer: ``adam`` or ``lbfgs`` (see the module's docstring).
+        outputs: also generate the fitted volume and its final loss terms (two generator passes;
+            a hybrid start that only continues from W+ skips them).
     Returns:
         :class:`Inversion`.
     """
@@ -178,13 +183,18 @@ def invert_volume(
         _adam(params, loss, steps, lr)
     with torch.no_grad():
         w = mean + std * u
-        out_hu, logit = generate_hu(prior, w, noise, amp=amp)
-        terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp)
+        hu_out = prob = None
+        terms: dict[str, Tensor] = {}
+        if outputs:
+            out_hu, logit = generate_hu(prior, w, noise, amp=amp)
+            hu_out = out_hu[0].clamp(lo, hi).cpu().numpy().astype(np.float32)
+            prob = torch.sigmoid(logit[0]).cpu().numpy().astype(np.float32)
+            terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp)
     return Inversion(
         w_plus=w[0].cpu().numpy().astype(np.float32),
         noise=[n[0].detach().cpu().numpy().astype(np.float32) for n in noise],
-        hu=out_hu[0].clamp(lo, hi).cpu().numpy().astype(np.float32),
-        label_prob=torch.sigmoid(logit[0]).cpu().numpy().astype(np.float32),
+        hu=hu_out,
+        label_prob=prob,
         loss={k: float(v) for k, v in terms.items()},
         seconds=time.perf_counter() - t0,
     )
