@@ -414,7 +414,8 @@ def merge_cmd(shards, out, force) -> None:
 @click.option("--modes", default="isocentre,clicks,auto", show_default=True, help="comma separated")
 @click.option("--keep", is_flag=True, help="write each reconstruction folder (preview.png...)")
 @click.option("--redo", default="", help="modes to run again on the saved cases (e.g. auto), keeping the others")
-def study_radiographs(out, prior, cases, steps, detector, pixel_mm, offset_mm, modes, keep, redo) -> None:
+@click.option("--force", is_flag=True, help="start afresh: drop the saved cases (resuming other settings is refused)")
+def study_radiographs(out, prior, cases, steps, detector, pixel_mm, offset_mm, modes, keep, redo, force) -> None:
     """Whole-body radiographs of held-out phantoms: does the fit find and reconstruct the
     vertebra (no target, clicked target, --target auto)? See xfit.studies.radiographs."""
     from ..studies.radiographs import run_study
@@ -432,6 +433,7 @@ def study_radiographs(out, prior, cases, steps, detector, pixel_mm, offset_mm, m
         modes=[m for m in modes.split(",") if m],
         keep=keep,
         redo=[m for m in redo.split(",") if m],
+        force=force,
     )
 
 

@@ -1,4 +1,5 @@
-"""What every case-by-case study shares: resumable runs over cases and the table of modes."""
+"""What every case-by-case study shares: resumable runs over cases, checked against the
+settings and code they were made with, and the table of modes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,59 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, OutputExistsError
 from ..io import atomic_write
+
+#: The record of a case-by-case study's settings and code, beside its ``case*.json``.
+SETTINGS_NAME = "settings.json"
+
+
+def open_study(out: Path, settings: dict[str, Any], *, force: bool = False) -> None:
+    """Check a study folder against the ``settings`` (JSON values: settings that decide every
+    case's numbers, the prior's sha256, the code record of :mod:`.code_sha`) before any case runs,
+    and record them in ``out/settings.json``: a resumed study whose settings or code changed
+    would mix cases of two studies into one table.
+
+    ``force`` removes the saved cases, summary and settings first (a fresh study).
+
+    Raises:
+        OutputExistsError: ``out`` is a file; it holds cases made with other settings or code
+            (the message names them), or cases without a settings record (an older xfit wrote
+            them).
+        InputError: a damaged ``settings.json``.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file, not a folder")
+    path = out / SETTINGS_NAME
+    if force and out.is_dir():
+        for f in [*out.glob("case*.json"), out / "summary.md", path]:
+            f.unlink(missing_ok=True)
+    saved = sorted(out.glob("case*.json")) if out.is_dir() else []
+    if path.exists():
+        try:
+            old = json.loads(path.read_bytes().decode("utf-8"))
+        except ValueError as exc:
+            raise InputError(f"{path} is not JSON: {exc}") from None
+        if not isinstance(old, dict):
+            raise InputError(f"{path} is damaged: not a JSON object")
+        new = json.loads(json.dumps(settings))
+        old_code, new_code = old.get("code") if isinstance(old.get("code"), dict) else {}, new.get("code", {})
+        diff = sorted(k for k in old.keys() | new.keys() if k != "code" and old.get(k) != new.get(k))
+        code = sorted(p for p in old_code.keys() | new_code.keys() if old_code.get(p) != new_code.get(p))
+        if code:
+            diff.append(f"the code of {', '.join(code[:4])}{' ...' if len(code) > 4 else ''}")
+        if saved and diff:
+            raise OutputExistsError(
+                f"{out} holds cases of a study with other settings ({', '.join(diff)}); use another folder or --force"
+            )
+    elif saved:
+        raise OutputExistsError(
+            f"{out} holds cases of a study that recorded no settings (an older xfit wrote them); "
+            "use another folder or --force"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, force=True) as tmp:
+        Path(tmp).write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def _save_case(path: Path, res: dict[str, Any]) -> None:

@@ -18,7 +18,9 @@ is meant). Run::
 
     xfit study radiographs -o results/radiograph_study --cases 6
 
-Finished cases are kept (``case*.json``) and skipped when the run is resumed.
+Finished cases are kept (``case*.json``) and skipped when the run is resumed; ``settings.json``
+records what decides their numbers (prior sha256, geometry, steps, the fit config and the code:
+:func:`study_settings`), and a resume with any of them changed is refused.
 """
 
 from __future__ import annotations
@@ -37,11 +39,49 @@ from ..metrics import volume_metrics
 from ..phantoms.model import make_phantom
 from ..prior.sample import prior_affine
 from ..simulate import simulate
-from .cases import drop_modes, mode_table, run_cases, write_summary
+from .cases import drop_modes, mode_table, open_study, run_cases, write_summary
+from .code_sha import BASELINE_PARTS, COMMON_PARTS, PRIOR_PARTS, code_record
 
 MODES = ("isocentre", "clicks", "auto")
 #: Seeds of the study's phantoms (apart from the training 1000.. and held-out 0.. seeds).
 SEED0 = 5000
+#: The parts of the package the study's numbers depend on (:mod:`.code_sha`).
+CODE_PARTS = (
+    *(p for p in COMMON_PARTS if p != "studies/evaluate.py"),
+    *PRIOR_PARTS,
+    *BASELINE_PARTS,
+    "reconstruct.py",
+    "studies/radiographs.py",
+)
+
+
+def study_settings(
+    prior: str | Path | None, steps: int | None, detector: Sequence[int], pixel_mm: float, offset_mm: Sequence[float]
+) -> dict[str, Any]:
+    """What decides a case's numbers, as JSON values (``settings.json``): the prior's sha256, the
+    fit steps, detector (px), pixel spacing and isocentre offset range (mm), the default fit config
+    and the code record of :data:`CODE_PARTS`."""
+    import dataclasses
+
+    from ..checkpoint import file_sha256
+    from ..fitting import load_fit_config
+    from ..reconstruct import DEFAULT_PRIOR
+
+    from ..errors import InputError
+
+    path = Path(prior) if prior is not None else DEFAULT_PRIOR
+    if not path.is_file():
+        raise InputError(f"prior {path} not found")
+    return {
+        "study": "radiographs",
+        "prior_sha256": file_sha256(path),
+        "steps": steps,
+        "detector": [int(d) for d in detector],
+        "pixel_mm": float(pixel_mm),
+        "offset_mm": [float(o) for o in offset_mm],
+        "fit_settings": dataclasses.asdict(load_fit_config(None)),
+        "code": code_record(CODE_PARTS),
+    }
 
 
 def _offset(seed: int, lo_mm: float, hi_mm: float) -> np.ndarray:
@@ -184,13 +224,15 @@ def run_study(
     modes: Sequence[str] = MODES,
     keep: bool = False,
     redo: Sequence[str] = (),
+    force: bool = False,
 ) -> Path:
     """The study (``xfit study radiographs``): ``cases`` phantoms, each reconstructed in every
     mode of ``modes`` (finished cases are kept and skipped; ``redo``: modes run again on them),
-    then ``OUT/summary.md``. ``keep`` writes each reconstruction folder.
+    then ``OUT/summary.md``. ``keep`` writes each reconstruction folder. ``force`` starts afresh.
 
     Raises:
         InputError: a mode that is not one of :data:`MODES`.
+        OutputExistsError: ``out`` holds cases of other settings or code (:func:`open_study`).
     """
     from ..errors import InputError
 
@@ -198,6 +240,7 @@ def run_study(
     modes, redo = list(modes), list(redo)
     if set(modes + redo) - set(MODES):
         raise InputError(f"modes must be among {', '.join(MODES)}")
+    open_study(out, study_settings(prior, steps, detector, pixel_mm, offset_mm), force=force)
     t0 = time.perf_counter()
     if redo:
         drop_modes(out, redo)
