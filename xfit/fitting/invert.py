@@ -47,6 +47,9 @@ from .schedule import lr_schedule
 #: A conservative bound: on held-out phantoms 0 and 1, 100 steps give 0.45-0.6 dB less PSNR than
 #: 200, and L-BFGS on the same loss (80-120 iterations) 0.5-0.6 dB more (docs/fit.md).
 CEILING_STEPS = 200
+#: L-BFGS iterations of the tighter ceiling (``xfit evaluate --methods ceiling-lbfgs``): the same
+#: loss, minimised well below what :data:`CEILING_STEPS` Adam steps reach (docs/fit.md).
+CEILING_LBFGS_STEPS = 120
 #: L-BFGS history (pairs of steps and gradient changes kept).
 LBFGS_HISTORY = 20
 
@@ -261,4 +264,4 @@ def _terms(
     return {"mse": mse, "bce": bce, "w_gauss": wg, "noise": nz, "total": total}
 
 
-__all__ = ["CEILING_STEPS", "Inversion", "check_target", "invert_volume", "pool_to"]
+__all__ = ["CEILING_LBFGS_STEPS", "CEILING_STEPS", "Inversion", "check_target", "invert_volume", "pool_to"]

@@ -64,10 +64,9 @@ def study_settings(
     import dataclasses
 
     from ..checkpoint import file_sha256
+    from ..errors import InputError
     from ..fitting import load_fit_config
     from ..reconstruct import DEFAULT_PRIOR
-
-    from ..errors import InputError
 
     path = Path(prior) if prior is not None else DEFAULT_PRIOR
     if not path.is_file():
