@@ -63,6 +63,25 @@ def tiny_baseline(method: str, **training) -> BaselineConfig:
     )
 
 
+def untrained_x2ct_checkpoint(path: Path) -> Path:
+    """An untrained tiny X2CT-CNN (16³ at 5 mm, two 32 x 32 px views of 3 mm) saved at ``path``,
+    its weights drawn right after ``torch.manual_seed(0)``: the baseline of the study tests."""
+    from xfit.baselines.common import save_model
+    from xfit.baselines.registry import build_model
+
+    cfg = BaselineConfig.from_dict(
+        {
+            "method": "x2ct-cnn",
+            "resolution": 16,
+            "spacing_mm": 5.0,
+            "arch": TINY_ARCH["x2ct-cnn"],
+            "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]},
+        }
+    )
+    torch.manual_seed(0)
+    return save_model(path, build_model(cfg).eval(), cfg, {"steps": 0})
+
+
 def baseline_yaml(tmp_path: Path, **training) -> Path:
     """The tiny x2ct-cnn config (a checkpoint every 2 steps) as a YAML file."""
     tmp_path.mkdir(parents=True, exist_ok=True)

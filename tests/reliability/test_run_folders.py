@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from xfit.errors import InputError, OutputExistsError, XfitError
 from xfit.studies import evaluate as ev
@@ -43,22 +42,11 @@ REPO = Path(__file__).resolve().parents[2]
 def tiny(tmp_path_factory, tiny_prior_file):
     """A tiny prior, an untrained two-view tiny X2CT-CNN checkpoint and a finished run of ``mean``
     on two phantoms (copied by each test that changes it)."""
-    from xfit.baselines.common import BaselineConfig, save_model
-    from xfit.baselines.registry import build_model
+    from tiny_models import untrained_x2ct_checkpoint
 
     d = tmp_path_factory.mktemp("tiny")
     prior = tiny_prior_file(torch_seed=1, n=300)
-    cfg = BaselineConfig.from_dict(
-        {
-            "method": "x2ct-cnn",
-            "resolution": 16,
-            "spacing_mm": 5.0,
-            "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
-            "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]},
-        }
-    )
-    torch.manual_seed(0)
-    ckpt = save_model(d / "x2ct.safetensors", build_model(cfg).eval(), cfg, {"steps": 0})
+    ckpt = untrained_x2ct_checkpoint(d / "x2ct.safetensors")
     spec = EvalSpec(prior=str(prior), methods=("mean",), phantoms=2, detector=32, pixel_spacing_mm=3.0, n_random=2)
     evaluate(spec, d / "run", progress=False)
     return {"prior": prior, "ckpt": ckpt, "spec": spec, "run": d / "run"}

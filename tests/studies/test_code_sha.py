@@ -54,19 +54,9 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_rows_of_other_code_are_neither_resumed_nor_reused(tmp_path, tiny_prior_file, monkeypatch):
-    from xfit.baselines.common import BaselineConfig, save_model
-    from xfit.baselines.registry import build_model
+    from tiny_models import untrained_x2ct_checkpoint
 
-    cfg = BaselineConfig.from_dict(
-        {
-            "method": "x2ct-cnn",
-            "resolution": 16,
-            "spacing_mm": 5.0,
-            "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
-            "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]},
-        }
-    )
-    ckpt = save_model(tmp_path / "x2ct.safetensors", build_model(cfg).eval(), cfg, {"steps": 0})
+    ckpt = untrained_x2ct_checkpoint(tmp_path / "x2ct.safetensors")
     spec = EvalSpec(
         prior=str(tiny_prior_file(torch_seed=1, n=300)),
         methods=("mean", "x2ct-cnn"),

@@ -13,6 +13,7 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, run
 from spine_synth import write_xfit_collection
+from tiny_models import untrained_x2ct_checkpoint
 
 from xfit.errors import InputError, OutputExistsError
 from xfit.studies import evaluate as ev
@@ -24,23 +25,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_prior_file):
     """A tiny prior, a 3-step fit config and an untrained tiny X2CT-CNN checkpoint."""
-    from xfit.baselines.common import BaselineConfig, save_model
-    from xfit.baselines.registry import build_model
-
     d = tmp_path_factory.mktemp("tiny")
     prior = tiny_prior_file(torch_seed=1, n=300)
     (d / "fit.yaml").write_text("steps: 3\nrestarts: 1\ncoarse_fraction: 0.0\n")
-    cfg = BaselineConfig.from_dict(
-        {
-            "method": "x2ct-cnn",
-            "resolution": 16,
-            "spacing_mm": 5.0,
-            "arch": {"enc": [4, 8, 8], "dec": [4, 8, 8], "fc_hidden": 16},
-            "views": {"detector": [32, 32], "pixel_spacing_mm": [3.0, 3.0]},
-        }
-    )
-    torch.manual_seed(0)
-    ckpt = save_model(d / "x2ct.safetensors", build_model(cfg).eval(), cfg, {"steps": 0})
+    ckpt = untrained_x2ct_checkpoint(d / "x2ct.safetensors")
     return {"prior": prior, "fit": d / "fit.yaml", "ckpt": ckpt}
 
 
