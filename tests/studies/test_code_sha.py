@@ -4,13 +4,14 @@ do not mix rows of other code."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from xfit.errors import OutputExistsError
+from xfit.errors import InputError, OutputExistsError
 from xfit.studies import code_sha
 from xfit.studies import evaluate as ev
 from xfit.studies.evaluate import EvalSpec, evaluate, method_parts
@@ -42,11 +43,11 @@ def test_a_part_hashes_its_sources_and_changes_with_them(tmp_path, monkeypatch):
 
 def test_each_method_depends_on_its_own_parts_and_every_part_exists():
     fit, mean, net = method_parts("fit"), method_parts("mean"), method_parts("x2ct-cnn@jitter")
-    assert {"prior", "fitting", "baselines", "projector"} <= set(fit)
-    assert {"prior", "fitting", "projector"} <= set(mean) and "baselines" not in mean
-    assert "baselines" in net and not {"prior", "fitting"} & set(net)
+    # every row is scored on the prior's grid, its volume_view_ncc through the fit's footprint masks
+    assert {"prior", "fitting", "projector", "metrics.py", "torch", "numpy"} <= set(mean)
+    assert "baselines" not in mean and set(fit) == set(net) == set(mean) | {"baselines"}
     code = ev.method_code(("fit", "x2ct-cnn"))  # every part is a module or folder of the package
-    assert set(code) == set(fit) | set(net)
+    assert set(code) == set(fit) and len(set(code.values())) == len(code)
 
 
 def _rows(out: Path) -> list[dict]:
@@ -70,23 +71,51 @@ def test_rows_of_other_code_are_neither_resumed_nor_reused(tmp_path, tiny_prior_
     evaluate(spec, old, progress=False)
     meta = json.loads((old / "settings.json").read_text())
     assert meta["code"] == ev.method_code(spec.methods)
-    evaluate(spec, old, progress=False)  # the same code: resumed, nothing to do
-    meta["code"]["fitting"] = "0" * 64  # the rows of `mean` were computed by another fitting/
-    (old / "settings.json").write_text(json.dumps(meta))
-    with pytest.raises(OutputExistsError, match=r"code of mean \(fitting\) changed"):
-        evaluate(spec, old, progress=False)
     calls = []
     real = ev.evaluate_case
     monkeypatch.setattr(ev, "evaluate_case", lambda s, i, m: (calls.append(tuple(m)), real(s, i, m))[1])
+    evaluate(spec, old, progress=False)  # the same code: resumed, nothing to do
+    evaluate(dataclasses.replace(spec, methods=("x2ct-cnn",)), old, progress=False)  # fewer methods: the same
+    assert calls == [] and json.loads((old / "settings.json").read_text())["code"] == meta["code"]
+    meta["code"]["baselines"] = "0" * 64  # the baseline's row was computed by another baselines/
+    (old / "settings.json").write_text(json.dumps(meta))
+    with pytest.raises(OutputExistsError, match=r"code of x2ct-cnn \(baselines\) changed.*--reuse"):
+        evaluate(spec, old, progress=False)
     evaluate(spec, tmp_path / "new", progress=False, reuse=[old])
-    assert calls == [("mean",)]  # the baseline's row, whose code is unchanged, is reused
+    assert calls == [("x2ct-cnn",)]  # the row of `mean`, whose code is unchanged, is reused
     assert json.loads((tmp_path / "new" / "settings.json").read_text())["reused_rows"] == {str(old): 1}
     shutil.copytree(old, tmp_path / "older")  # a folder written before xfit recorded code
     meta.pop("code")
     (tmp_path / "older" / "settings.json").write_text(json.dumps(meta))
-    with pytest.raises(OutputExistsError, match="no code recorded"):
+    with pytest.raises(
+        OutputExistsError,
+        match=r"record no code .*cannot be resumed; use another folder",
+    ):
         evaluate(spec, tmp_path / "older", progress=False)
     calls.clear()
     evaluate(spec, tmp_path / "newer", progress=False, reuse=[tmp_path / "older"])
     assert calls == [("mean", "x2ct-cnn")]  # nothing reused
     assert len(_rows(tmp_path / "newer")) == 2
+
+
+@pytest.mark.parametrize("code", [None, [], {"prior": 5}, {"prior": None}, "abc"])
+def test_a_mistyped_code_record_is_one_line(tmp_path, code):
+    (tmp_path / "settings.json").write_text(json.dumps({"key": {}, "methods": ["mean"], "prior": "p", "code": code}))
+    with pytest.raises(InputError, match="mistyped code"):
+        ev.read_settings(tmp_path)
+
+
+def test_a_sweep_of_conditions_computed_by_other_code_is_refused(tmp_path):
+    from xfit.studies.sweeps import Condition, check_sweep_runs
+
+    conds = [Condition("angle_60", "second_angle_deg", 60.0, ()), Condition("angle_90", "second_angle_deg", 90.0, ())]
+    keys = [{"angles": [0.0, 60.0]}, {"angles": [0.0, 90.0]}]
+    code = ev.method_code(["mean", "x2ct-cnn"])
+    metas = [{"methods": ["mean", "x2ct-cnn"], "code": code}, {"methods": ["mean"], "code": dict(code)}]
+    check_sweep_runs(tmp_path, conds, keys, metas)  # the same code
+    check_sweep_runs(tmp_path, conds, keys, [{"methods": ["mean"]}] * 2)  # neither records code (older sweeps)
+    metas[1]["code"]["baselines"] = "0" * 64  # a part the shared method does not depend on
+    check_sweep_runs(tmp_path, conds, keys, metas)
+    metas[1]["code"]["fitting"] = "0" * 64
+    with pytest.raises(InputError, match=r"other code \(mean \(fitting\)\)"):
+        check_sweep_runs(tmp_path, conds, keys, metas)

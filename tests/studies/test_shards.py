@@ -237,6 +237,17 @@ def test_merge_refuses_shards_that_do_not_make_one_run(shards, tmp_path):
     for dirs, *words in cases:
         _refused(dirs, out, *words)
         assert not out.exists(), dirs
+    # a shard computed by other code, or by an xfit that recorded none
+    for name, edit, words in (
+        ("code2", lambda m: {**m, "code": {**m["code"], "fitting": "0" * 64}}, ("code of mean (fitting) differs",)),
+        ("bare2", lambda m: {k: v for k, v in m.items() if k != "code"}, ("no code recorded",)),
+    ):
+        bad = tmp_path / name
+        shutil.copytree(s2, bad)
+        meta = json.loads((bad / "settings.json").read_text())
+        (bad / "settings.json").write_text(json.dumps(edit(meta)))
+        _refused([s1, bad], out, *words)
+        assert not out.exists()
     # a shard that has not finished (a row missing), or is damaged
     for name, edit, word in (
         ("cut", lambda t: t.rstrip("\n").rsplit("\n", 1)[0] + "\n", "not finished"),

@@ -44,6 +44,8 @@ def open_study(out: Path, settings: dict[str, Any], *, force: bool = False) -> N
             old = json.loads(path.read_bytes().decode("utf-8"))
         except ValueError as exc:
             raise InputError(f"{path} is not JSON: {exc}") from None
+        except RecursionError:
+            raise InputError(f"{path} is not JSON: nested too deeply") from None
         if not isinstance(old, dict):
             raise InputError(f"{path} is damaged: not a JSON object")
         new = json.loads(json.dumps(settings))

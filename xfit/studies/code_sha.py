@@ -2,24 +2,30 @@
 do not mix rows of other code into one table.
 
 A run folder's ``settings.json`` records ``code``: for each part of the package that decides
-some method's numbers (a module or a folder, plus the PyTorch version), the sha256 of its Python
-sources. Each method depends on the common parts (cases, X-rays, projector, metrics, the study
-code itself) and on its own: the prior methods on ``prior/`` and ``fitting/``, the fit methods
-also on ``baselines/`` (the network that starts them), a baseline on ``baselines/``. A part
-hashes every ``*.py`` file under it, so a comment edit counts as a change too: the check is
-conservative, never lenient.
+some method's numbers (a module or a folder), the sha256 of its Python sources, and of the
+versions of the numerical libraries. Every method depends on the common parts: the cases and
+their X-rays, the projector, the metrics, the study code, and ``prior/`` and ``fitting/`` too,
+since every row is scored on the prior's grid and its ``volume_view_ncc`` through the fit's
+footprint masks. The baselines and the fits (which a network starts) also depend on
+``baselines/``. A part hashes every ``*.py`` file under it, so a comment edit counts as a change
+too: the check errs on the side of recomputing. What it cannot see: compiled code (oneDNN's
+kernels beyond the library versions) and the CPU, which the run records as its machine.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 #: The package folder the parts are named relative to.
 PACKAGE = Path(__file__).resolve().parents[1]
-#: Parts every method's numbers depend on: the cases, their X-rays, the metrics and the run itself.
+#: Libraries whose version is a part (their compiled code decides numbers too).
+LIBRARIES = ("torch", "numpy", "scipy")
+#: Parts every method's numbers depend on: the cases, their X-rays, the prior's grid, the scoring
+#: (metrics, the fit's footprint masks of ``volume_view_ncc``) and the run itself.
 COMMON_PARTS = (
     "geometry.py",
     "units.py",
@@ -27,30 +33,30 @@ COMMON_PARTS = (
     "metrics.py",
     "radiograph.py",
     "simulate.py",
+    "devices.py",
+    "checkpoint.py",
     "io",
     "phantoms",
     "projector",
-    "prior/data.py",
+    "prior",
+    "fitting",
     "studies/evaluate.py",
-    "torch",
+    *LIBRARIES,
 )
-#: Parts of the methods that search the prior (``mean``, ``best-of-n``, ``ceiling``, the fits).
-PRIOR_PARTS = ("prior", "fitting")
 #: Parts of the feed-forward baselines, and of the network that starts a fit.
 BASELINE_PARTS = ("baselines",)
 
 
 def part_sha256(part: str) -> str:
-    """sha256 of one part: ``"torch"`` -> of its version string; a module or folder of the
-    package -> of its ``*.py`` files (relative path and bytes, in path order). Hex, 64 digits.
+    """sha256 of one part: a library of :data:`LIBRARIES` -> of its installed version string; a
+    module or folder of the package -> of its ``*.py`` files (relative path and bytes, in path
+    order). Hex, 64 digits.
 
     Raises:
         ValueError: the part is not in the package.
     """
-    if part == "torch":
-        import torch
-
-        return hashlib.sha256(f"torch {torch.__version__}".encode()).hexdigest()
+    if part in LIBRARIES:
+        return hashlib.sha256(f"{part} {importlib.metadata.version(part)}".encode()).hexdigest()
     return _sources_sha256(PACKAGE, part)
 
 

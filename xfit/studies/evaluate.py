@@ -93,7 +93,7 @@ from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
 from ..units import HU_WINDOW, hu_to_mu, unit_to_hu
-from .code_sha import BASELINE_PARTS, COMMON_PARTS, PRIOR_PARTS, changed_parts, code_record
+from .code_sha import BASELINE_PARTS, COMMON_PARTS, changed_parts, code_record
 
 #: Every metric column of ``cases.csv``, and whether lower is better.
 METRICS: dict[str, bool] = {
@@ -449,11 +449,10 @@ def method_sources(spec: EvalSpec) -> dict[str, str]:
 
 def method_parts(method: str) -> tuple[str, ...]:
     """The parts of the package one method's rows depend on (:mod:`xfit.studies.code_sha`): the
-    common ones, ``prior/`` and ``fitting/`` for a prior method (and ``baselines/`` for the fit
-    methods, whose start is a network), ``baselines/`` for a baseline."""
-    if method not in PRIOR_METHODS:
-        return COMMON_PARTS + BASELINE_PARTS
-    return COMMON_PARTS + PRIOR_PARTS + (BASELINE_PARTS if method in FIT_METHODS else ())
+    common ones, and ``baselines/`` for a baseline and for the fit methods, whose start is a network."""
+    if method in PRIOR_METHODS and method not in FIT_METHODS:
+        return COMMON_PARTS
+    return COMMON_PARTS + BASELINE_PARTS
 
 
 def method_code(methods: Sequence[str]) -> dict[str, str]:
@@ -1184,14 +1183,20 @@ def check_folder(
         cases=None if names is None else set(names),
         methods=list(dict.fromkeys(old["methods"] + list(spec.methods))),
     )
-    stale = code_changes(list(dict.fromkeys(r["method"] for r in rows)), old, method_code(spec.methods))
-    if stale:
-        raise OutputExistsError(
-            f"{out}: the code of {code_text(stale, old)} changed since its rows were computed; "
-            f"run into another folder with --reuse {out} to keep the rows whose code is unchanged, or use --force"
-        )
     redo += [f"{r['case']} {r['method']}: NaN or nothing in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
     rows = [r for r in rows if not unfilled(r)]
+    all_methods = list(dict.fromkeys(old["methods"] + list(spec.methods)))
+    stale = code_changes(list(dict.fromkeys(r["method"] for r in rows)), old, method_code(all_methods))
+    if stale and not old.get("code"):
+        raise OutputExistsError(
+            f"{out}: its rows record no code (an older xfit wrote them), so they cannot be resumed; "
+            "use another folder or --force"
+        )
+    if stale:
+        raise OutputExistsError(
+            f"{out}: the code of {code_text(stale, old)} changed since its rows were computed; run into "
+            f"another folder with --reuse {out} to keep the rows whose code is unchanged, or use --force"
+        )
     fit_cfg = fit_settings(spec)
     if any(r["method"] in FIT_METHODS for r in rows) and old.get("fit_settings", fit_cfg) != fit_cfg:
         diff = sorted(k for k in fit_cfg if old["fit_settings"].get(k) != fit_cfg[k])
@@ -1223,7 +1228,10 @@ def open_run(
         "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
         "checkpoints": spec.checkpoints,
         "sources": {**old.get("sources", {}), **method_sources(spec)},
-        "code": {**old.get("code", {}), **method_code(spec.methods)},
+        "code": {
+            **old.get("code", {}),
+            **method_code(list(dict.fromkeys(old.get("methods", []) + list(spec.methods)))),
+        },
         "fit_settings": fit_settings(spec),
         "wall_seconds": float(old.get("wall_seconds", 0.0)),
     }

@@ -40,7 +40,7 @@ from ..phantoms.model import make_phantom
 from ..prior.sample import prior_affine
 from ..simulate import simulate
 from .cases import drop_modes, mode_table, open_study, run_cases, write_summary
-from .code_sha import BASELINE_PARTS, COMMON_PARTS, PRIOR_PARTS, code_record
+from .code_sha import BASELINE_PARTS, COMMON_PARTS, code_record
 
 MODES = ("isocentre", "clicks", "auto")
 #: Seeds of the study's phantoms (apart from the training 1000.. and held-out 0.. seeds).
@@ -48,7 +48,6 @@ SEED0 = 5000
 #: The parts of the package the study's numbers depend on (:mod:`.code_sha`).
 CODE_PARTS = (
     *(p for p in COMMON_PARTS if p != "studies/evaluate.py"),
-    *PRIOR_PARTS,
     *BASELINE_PARTS,
     "reconstruct.py",
     "studies/radiographs.py",

@@ -142,6 +142,12 @@ def check_shards(shards: Sequence[Shard]) -> list[Shard]:
         )
     ordered = [seen[k] for k in range(1, n + 1)]
     first = ordered[0]
+    bare = [str(s.folder) for s in ordered if not s.meta.get("code")]
+    if bare:
+        raise InputError(
+            f"{', '.join(bare[:3])}{' ...' if len(bare) > 3 else ''}: no code recorded (an older xfit wrote "
+            f"{'it' if len(bare) == 1 else 'them'}); run the shards again with this xfit"
+        )
     for s in ordered[1:]:
         a, b = first.meta, s.meta
         if a["key"] != b["key"]:
@@ -161,11 +167,10 @@ def check_shards(shards: Sequence[Shard]) -> list[Shard]:
                 f"{first.folder} and {s.folder}: the prior or checkpoint of {', '.join(changed)} differs "
                 "(sha256); shards of one run use the same files"
             )
-        stale = code_changes(a["methods"], b, a.get("code", {}))
-        if stale or not a.get("code"):
-            what = code_text(stale, b) if stale else "every method (no code recorded)"
+        stale = code_changes(a["methods"], b, a["code"])
+        if stale:
             raise InputError(
-                f"{first.folder} and {s.folder}: the code of {what} differs; "
+                f"{first.folder} and {s.folder}: the code of {code_text(stale, b)} differs; "
                 "shards of one run are computed by the same xfit"
             )
         if any(m in FIT_METHODS for m in a["methods"]) and a.get("fit_settings") != b.get("fit_settings"):

@@ -49,6 +49,8 @@ from .evaluate import (
     EvalSpec,
     check_folder,
     check_spec,
+    code_changes,
+    code_text,
     evaluate,
     folder_entries,
     parse_shard,
@@ -455,11 +457,17 @@ def _run_value(axis: str, key: dict[str, Any]) -> float | None:
     return None if key["photons"] is None else float(key["photons"])
 
 
-def check_sweep_runs(out: Path, conds: Sequence[Condition], keys: Sequence[dict[str, Any]]) -> None:
+def check_sweep_runs(
+    out: Path,
+    conds: Sequence[Condition],
+    keys: Sequence[dict[str, Any]],
+    metas: Sequence[dict[str, Any]] | None = None,
+) -> None:
     """Refuse (InputError) a sweep folder whose condition folders do not make one sweep: the
     conditions are of one study, each run was made at the value its folder names, and the runs
     share every other setting (a folder renamed or copied in would otherwise be drawn at a value
-    it was not run at, or mix cases, prior or views into the curve)."""
+    it was not run at, or mix cases, prior or views into the curve) and, given their checked
+    settings ``metas``, the code of the methods they share (when any of them records code)."""
     axes = {c.axis for c in conds}
     kind = next(((a, fields) for a, fields in SWEEP_KINDS if axes <= a), None)
     if kind is None:
@@ -481,6 +489,15 @@ def check_sweep_runs(out: Path, conds: Sequence[Condition], keys: Sequence[dict[
                 f"{out}: the runs {first[0].name} and {c.name} differ in {', '.join(diff)}: "
                 "the conditions of a sweep share every other setting"
             )
+    if metas and any(m.get("code") for m in metas):
+        for c, meta in zip(conds[1:], metas[1:]):
+            shared = [m for m in metas[0]["methods"] if m in meta["methods"]]
+            stale = code_changes(shared, meta, metas[0].get("code", {}))
+            if stale:
+                raise InputError(
+                    f"{out}: the runs {conds[0].name} and {c.name} were computed by other code "
+                    f"({code_text(stale, meta)}): one curve needs one xfit"
+                )
 
 
 def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> list[dict[str, Any]]:
@@ -495,13 +512,14 @@ def write_sweep(out: str | Path, conds: Sequence[Condition] | None = None) -> li
     conds = folder_conditions(out) if conds is None else sorted(conds, key=condition_order)  # as the folders list them
     if not conds:
         raise InputError(f"{out}: no condition folder of a sweep")
-    results, walls, reused, keys = {}, {}, {}, []
+    results, walls, reused, keys, metas = {}, {}, {}, [], []
     for c in conds:
         meta, _, results[c] = read_run(out / c.name)
         walls[c.name] = float(meta.get("wall_seconds", math.nan))
         reused[c.name] = sum(meta.get("reused_rows", {}).values())
         keys.append(meta["key"])
-    check_sweep_runs(out, conds, keys)
+        metas.append(meta)
+    check_sweep_runs(out, conds, keys, metas)
     rows = curve_rows(results, conds)
     write_curve_csv(out / "curve.csv", rows)
     plot_curves(out, rows)
