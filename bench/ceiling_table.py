@@ -2,10 +2,11 @@
 
 Each RUN is an ``xfit evaluate`` run folder with ``ceiling`` rows (the prior's W+ and noise
 fitted to the 3D truth: what the prior can hold). The first RUN is the reference, usually the
-shipped prior's (``results/heldout20``). Only the cases that every RUN holds are compared, and
-each snapshot gets its mean and its paired difference from the reference, with how many cases
-improved. The prior of a RUN is named by its ``settings.json`` (path and kimg, read from the
-snapshot's name ``prior-stepNNNNNN`` when it has one, 4 images per step).
+prior the prior issue measures against (step 5000, ``results/heldout20_step5000``). Only the
+cases that every RUN holds are compared, and each snapshot gets its mean and its paired
+difference from the reference, with how many cases improved. The prior of a RUN is named by its
+``settings.json`` (kimg from the file's metadata when the file there is the run's, else from a
+snapshot's name ``prior-stepNNNNNN``, 4 images per step, else the name and the run's sha256).
 
 Prints a markdown table (``-o FILE`` also writes it), the table the prior issue asks for in
 ``docs/measurements.md``.
@@ -31,11 +32,16 @@ METRICS = (
 
 
 def prior_name(settings: dict, batch: int) -> str:
-    """``step 9000 (36 kimg)``: from the prior file's training metadata when the file is here,
-    else from a snapshot's name ``prior-stepNNNNNN``, else the file's name."""
+    """``step 9000 (36 kimg)``: from the prior file's training metadata when the file here is the
+    run's (same sha256), else from a snapshot's name ``prior-stepNNNNNN``, else the file's name
+    and the run's sha256 (a shipped prior since replaced)."""
+    from xfit.checkpoint import file_sha256
+
     path = Path(settings["prior"])
-    shipped = ", shipped" if path.parent.as_posix().endswith("xfit/data") else ""
-    if path.is_file():
+    sha = settings["key"]["prior_sha256"]
+    here = path.is_file() and file_sha256(path) == sha
+    shipped = ", shipped" if here and path.parent.as_posix().endswith("xfit/data") else ""
+    if here:
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as f:
@@ -46,7 +52,7 @@ def prior_name(settings: dict, batch: int) -> str:
     if m:
         step = int(m.group(1))
         return f"step {step} ({step * batch / 1000:g} kimg){shipped}"
-    return f"`{path.name}`{shipped}"
+    return f"`{path.name}`" + (shipped if here else f" (sha256 {sha[:12]}, not the file there now)")
 
 
 def ceiling_rows(folder: Path) -> dict[str, dict]:

@@ -26,7 +26,7 @@ def _psnr(folder: Path) -> dict[str, float]:
 
 def test_paired_on_common_cases(monkeypatch):
     monkeypatch.chdir(ROOT)
-    ref, snap = Path("results/heldout20"), sorted(Path("results").glob("ceiling_step*"))[0]
+    ref, snap = Path("results/heldout20_step5000"), sorted(Path("results").glob("ceiling_step*"))[0]
     text = _bench().table([ref, snap], batch=4)
     a, b = _psnr(ref), _psnr(snap)
     common = sorted(set(a) & set(b))
@@ -43,4 +43,4 @@ def test_paired_on_common_cases(monkeypatch):
 def test_a_run_without_ceiling_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="no ceiling rows"):
-        _bench().table([Path("results/heldout20"), Path("results/style20/style_0")], batch=4)
+        _bench().table([Path("results/heldout20_step5000"), Path("results/style20/style_0")], batch=4)
