@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, OutputExistsError
 from ..io import atomic_write
+from .code_sha import changed_parts, parts_text
 
 #: The record of a case-by-case study's settings and code, beside its ``case*.json``.
 SETTINGS_NAME = "settings.json"
@@ -51,9 +52,9 @@ def open_study(out: Path, settings: dict[str, Any], *, force: bool = False) -> N
         new = json.loads(json.dumps(settings))
         old_code, new_code = old.get("code") if isinstance(old.get("code"), dict) else {}, new.get("code", {})
         diff = sorted(k for k in old.keys() | new.keys() if k != "code" and old.get(k) != new.get(k))
-        code = sorted(p for p in old_code.keys() | new_code.keys() if old_code.get(p) != new_code.get(p))
+        code = changed_parts(sorted(old_code.keys() | new_code.keys()), old_code, new_code)
         if code:
-            diff.append(f"the code of {', '.join(code[:4])}{' ...' if len(code) > 4 else ''}")
+            diff.append(f"the code of {parts_text(code)}")
         if saved and diff:
             raise OutputExistsError(
                 f"{out} holds cases of a study with other settings ({', '.join(diff)}); use another folder or --force"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 #: The package folder the parts are named relative to.
@@ -76,6 +76,11 @@ def _sources_sha256(package: Path, part: str) -> str:
 def code_record(parts: Iterable[str]) -> dict[str, str]:
     """``{part: sha256}`` for the given parts: ``settings.json``'s ``code``."""
     return {p: part_sha256(p) for p in dict.fromkeys(parts)}
+
+
+def parts_text(parts: Sequence[str], most: int = 4) -> str:
+    """``prior, fitting`` (at most ``most`` names, then `` ...``): the parts a message names."""
+    return ", ".join(parts[:most]) + (" ..." if len(parts) > most else "")
 
 
 def changed_parts(parts: Iterable[str], old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
