@@ -51,13 +51,8 @@ from torch import Tensor, nn
 from ..configs import CONFIG_DIR  # the shipped configs, xfit/configs/
 from ..errors import InputError
 from ..geometry import View, world_to_pixel
+from .methods import METHODS, PART1_METHODS, PART2_METHODS  # noqa: F401 (re-exported)
 
-#: Part 1 (issue 13): the dense-CT methods X2CT-CNN, X2CT-GAN and EAR.
-PART1_METHODS = ("x2ct-cnn", "x2ct-gan", "ear")
-#: Part 2 (issue 14): the shape-first methods TransVert, X-CTRSNet and IGCN.
-PART2_METHODS = ("transvert", "xctrsnet", "igcn")
-#: Every baseline by CLI name.
-METHODS = PART1_METHODS + PART2_METHODS
 MODEL_FORMAT = "xfit-baseline"
 #: Loss terms each method may weight (``training.weights``).
 LOSS_TERMS = {

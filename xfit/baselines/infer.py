@@ -45,10 +45,9 @@ from .common import (
     footprints,
     labels_from_hu,
 )
+from .methods import DATA_DIR
 from .registry import Baseline, load_model
 
-#: Shipped checkpoints: ``xfit/data/baseline-<method>.safetensors``.
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 _warned: set[str] = set()
 _cache: dict[tuple[str, str, str], tuple[int, Baseline]] = {}
 #: (outside, inside) HU of the two-level volume a shape-only method (TransVert) returns as ``hu``.

@@ -19,15 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..console import XfitCommand
 from ..errors import InputError
-from .common import METHODS, BaselineConfig, check_method, save_model
-from .infer import DATA_DIR
-from .registry import load_model
-from .train import MODEL_FILE, STATE_FILE, resolve_config, train
+from .methods import DATA_DIR, METHODS
+
+if TYPE_CHECKING:  # the networks load only when a command runs, so ``xfit --help`` stays quick
+    from .common import BaselineConfig
 
 
 def run_wall_seconds(run_dir: Path) -> float | None:
@@ -44,6 +45,10 @@ def run_wall_seconds(run_dir: Path) -> float | None:
 
 def export_half(run_dir: Path, method: str, out: Path) -> Path:
     """``run_dir/baseline.safetensors`` as a float16 copy at ``out`` (replaced), wall time added."""
+    from .common import save_model
+    from .registry import load_model
+    from .train import MODEL_FILE
+
     b = load_model(run_dir / MODEL_FILE, method)
     summary = {**b.meta.get("training", {}), "wall_seconds": run_wall_seconds(run_dir)}
     return save_model(out, b.model, b.config, summary, half=True, force=True)
@@ -51,6 +56,8 @@ def export_half(run_dir: Path, method: str, out: Path) -> Path:
 
 def _config(method: str, run: Path, resume: bool, jitter: float | list[float] | None) -> BaselineConfig:
     """The config of one method's run: its own when resumed, else the default (jittered)."""
+    from .train import resolve_config
+
     cfg = resolve_config(method, None, run, resume)
     if jitter is not None and not resume:
         cfg.views.angle_jitter_deg = jitter
@@ -75,6 +82,9 @@ def ship(
     Raises:
         InputError: an unknown or repeated method, a bad jitter, a missing CT folder.
     """
+    from .common import check_method
+    from .train import STATE_FILE, train
+
     runs, data_dir = Path(runs), Path(data_dir)
     suffix = "" if jitter is None else "-jitter"
     for m in methods:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from ..baselines.common import METHODS
+from ..baselines.methods import METHODS
 from ..baselines.ship import ship_command
 from .training import check_training_request, collection_options, run_options
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from ..console import SEED, FiniteFloat
-from ..prior.train import snapshot_cli
+from ..prior.snapshot import snapshot_cli
 from .training import check_training_request, collection_options, run_options
 
 #: ``python -m xfit.prior.train snapshot`` as an ``xfit`` subcommand: a compact resumable
-#: snapshot of a run (:func:`xfit.prior.train.snapshot_run`).
+#: snapshot of a run (:func:`xfit.prior.snapshot.snapshot_run`).
 snapshot = snapshot_cli
 
 

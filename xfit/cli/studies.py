@@ -167,7 +167,7 @@ def _eval_options(f: Callable) -> Callable:
 
 def _eval_spec(kw: dict[str, Any], angles: Sequence[float] = (0.0, 90.0)):
     """The :class:`xfit.studies.evaluate.EvalSpec` of the shared options (checked, nothing run)."""
-    from ..baselines.common import METHODS as BASELINE_METHODS
+    from ..baselines.methods import METHODS as BASELINE_METHODS
     from ..errors import InputError
     from ..reconstruct import DEFAULT_PRIOR
     from ..studies.evaluate import EvalSpec, parse_methods

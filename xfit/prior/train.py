@@ -31,12 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..console import XfitCommand, run_entry_point
+from ..console import run_entry_point
 from ..devices import amp_enabled as devices_amp_enabled
 from ..distributed import all_reduce_grads, broadcast_module, init_distributed, rank_world
 from ..errors import CheckpointError, InputError
@@ -63,7 +62,6 @@ from .checkpoint import (
     load_training_state,
     restore_optimizer,
     save_prior,
-    save_snapshot,
     save_training_state,
     snapshot_config,
 )
@@ -71,9 +69,8 @@ from .config import AugmentConfig, PriorConfig, TrainingConfig, load_config, uni
 from .data import MAX_OUTSIDE, DataSettings, load_training_set
 from .datasets import find_cases
 from .networks import build_discriminator, build_generator
-
-PRIOR_FILE = "prior.safetensors"
-
+from .snapshot import PRIOR_FILE, snapshot_cli, snapshot_run  # noqa: F401 (snapshot_run re-exported)
+from .snapshot import run_config as _run_config
 
 # ----------------------------------------------------------------------------- augmentation
 
@@ -299,62 +296,6 @@ class Trainer:
         seed = self.cfg.training.seed * 1000 + self.rank + 7919 * (self.step + 1)
         self.gen.manual_seed(seed)
         torch.manual_seed(seed)
-
-
-def _run_config(path: Path) -> PriorConfig:
-    """The config a run folder was started with (its ``config.json``).
-
-    Raises:
-        InputError: naming the file.
-    """
-    from ..io import parse_json_strict
-
-    try:
-        return PriorConfig.from_dict(parse_json_strict(path.read_text(errors="replace")))
-    except ValueError as exc:
-        raise InputError(f"{path}: cannot read the run's config: {exc}") from exc
-
-
-def snapshot_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float16", force: bool = False) -> Path:
-    """Write a compact resumable snapshot of a run's last checkpoint (``state.safetensors``).
-
-    Args:
-        run_dir: a run folder (``config.json`` and ``state.safetensors``).
-        out: the snapshot file (e.g. ``xfit/data/prior-64.state.safetensors``).
-        dtype: ``float16`` or ``bfloat16``.
-    Raises:
-        InputError: no training state or config in ``run_dir``.
-        CheckpointError: a corrupt state file.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / STATE_FILE).is_file() or not (run_dir / "config.json").is_file():
-        raise InputError(f"{run_dir} holds no training state (needs {STATE_FILE} and config.json)")
-    cfg = _run_config(run_dir / "config.json")
-    tensors, meta = load_training_state(run_dir / STATE_FILE)
-    try:
-        world, step = int(meta.get("world_size", 1)), int(meta["step"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / STATE_FILE}: its metadata holds no valid step") from exc
-    summary = {}
-    if (run_dir / PRIOR_FILE).is_file():
-        from .checkpoint import load_prior
-
-        try:
-            summary = dict(load_prior(run_dir / PRIOR_FILE).meta.get("training", {}))
-        except CheckpointError:
-            summary = {}
-    nets = {k: v for k, v in tensors.items() if k.split(".")[0] in ("G", "G_ema", "D")}
-    return save_snapshot(
-        out,
-        nets,
-        step=step,
-        kimg=step * cfg.training.batch_size * world / 1000,
-        config=cfg,
-        world_size=world,
-        dtype=dtype,
-        summary=summary,
-        force=force,
-    )
 
 
 def volume_montage(unit_volumes, hu_window: Sequence[float], path: str | Path, *, spacing_mm: float) -> Path:
@@ -647,20 +588,8 @@ def _train(
     return summary
 
 
-@click.command("snapshot", cls=XfitCommand, help="Compact resumable snapshot of a run (G, G_ema, D in half precision).")
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the snapshot file")
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True)
-@click.option("--force", is_flag=True, help="replace an existing snapshot")
-def snapshot_cli(run_dir: str, out: str, dtype: str, force: bool) -> None:
-    """``xfit snapshot RUN -o FILE`` (also ``python -m xfit.prior.train snapshot RUN -o FILE``):
-    :func:`snapshot_run`, under xfit's error contract (one line ``xfit: error: ...``, exit 2)."""
-    path = snapshot_run(run_dir, out, dtype=dtype, force=force)
-    click.echo(f"snapshot: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-
 def snapshot_command(argv: list[str]) -> None:
-    """``python -m xfit.prior.train snapshot RUN -o FILE``: :func:`snapshot_cli` on its own."""
+    """``python -m xfit.prior.train snapshot RUN -o FILE``: the ``snapshot`` command on its own."""
     snapshot_cli.main(argv, prog_name="python -m xfit.prior.train snapshot")
 
 
