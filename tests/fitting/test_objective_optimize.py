@@ -382,6 +382,55 @@ def test_fit_divergence_guard(prior, target):
     assert np.isfinite(res.hu).all()
 
 
+def test_fit_lbfgs_stages(prior, target):
+    """``optimizer: lbfgs``: every step is one loss evaluation of L-BFGS, the budget holds and
+    the fit ends at its lowest total."""
+    cfg = load_fit_config(steps=40, restarts=2, background=False, early_stop_tol=0.0, optimizer="lbfgs")
+    res = fit(prior, target["images"], make_views(), cfg, progress=False)
+    steps = [h for h in res.history if "stage" in h]
+    assert len(steps) == 40 and all(h["optimizer"] == "lbfgs" for h in steps)
+    assert {h["stage"] for h in steps} == {"coarse", "fine"}
+    fine = [h["total"] for h in steps if h["stage"] == "fine"]
+    assert res.history[-1]["data"] < 0.3 * res.history[0]["data"]
+    assert min(res.view_ncc) > 0.95
+    assert min(fine) < fine[0]
+    best = res.restarts[res.best_restart]
+    assert best["final_total"] <= min(fine) * (1 + 1e-4)  # the lowest total evaluated, not the last
+
+
+def test_fit_lbfgs_callback_stop_and_divergence(prior, target):
+    seen = []
+
+    def stop(step, state):
+        seen.append(step)
+        return step == 4
+
+    cfg = load_fit_config(steps=12, coarse_fraction=0.0, early_stop_tol=0.0, optimizer="lbfgs")
+    res = fit(prior, target["images"], make_views(), cfg, progress=False, callback=stop)
+    assert seen == [0, 1, 2, 3, 4] and res.stopped_at == 5
+
+    def poison(step, state):  # after the first evaluation: the line search steps from NaN
+        if step == 0:
+            with torch.no_grad():
+                state["params"]["u"][0].fill_(float("nan"))
+
+    res = fit(prior, target["images"], make_views(), cfg, progress=False, callback=poison)
+    events = [h for h in res.history if h.get("event") == "diverged"]
+    assert len(events) == 1 and events[0]["optimizer"] == "lbfgs"
+    # the rest of the stage ran with Adam from the stage's start, and ended finite
+    assert any("stage" in h and "optimizer" not in h for h in res.history)
+    assert np.isfinite(res.hu).all() and res.stopped_at == 12
+
+
+def test_fit_optimizer_settings():
+    assert load_fit_config(optimizer="lbfgs", warm_optimizer=None).warm().optimizer == "lbfgs"
+    assert load_fit_config(warm_optimizer="lbfgs").warm().optimizer == "lbfgs"
+    assert load_fit_config(warm_optimizer="lbfgs").optimizer == "adam"
+    for key, bad in (("optimizer", "sgd"), ("optimizer", 3), ("warm_optimizer", "newton")):
+        with pytest.raises(InputError, match=key):
+            load_fit_config(**{key: bad})
+
+
 def test_fit_refine_pose_reduces_angle_error(prior):
     w, _noise, hu = sample_target(prior, seed=3, zero_noise=True)
     true_views = make_views()

@@ -48,7 +48,11 @@ class FitConfig:
     """Optimisation settings of :func:`xfit.fitting.fit`.
 
     Attributes:
-        steps: Adam steps per restart.
+        steps: steps per restart: Adam steps, or with ``optimizer: lbfgs`` loss evaluations of
+            L-BFGS (each one generator pass, the cost of one Adam step).
+        optimizer: ``adam`` or ``lbfgs``: the optimiser of the coarse and fine stages (the align
+            and residual stages always use Adam). L-BFGS (strong-Wolfe line search, no learning
+            rate) suits the deterministic MAP objective when the start is near the answer.
         restarts: independent fits, run batched in one generator call (B = restarts).
         lr: peak Adam learning rate of W+, in units of ``w_std`` (W+ is parametrised as
             ``w_mean + w_std * u``) and of the noise maps.
@@ -131,7 +135,8 @@ class FitConfig:
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
             stage's, half the prior's; a smaller power of two is cheaper and coarser).
-        warm_steps, warm_lr, warm_coarse_fraction: ``steps``, ``lr`` and ``coarse_fraction`` of
+        warm_steps, warm_lr, warm_coarse_fraction, warm_optimizer: ``steps``, ``lr``,
+            ``coarse_fraction`` and ``optimizer`` of
             a fit that starts from a network's volume inverted into W+ (``init_network``): a start
             near the answer wants a few small steps at full resolution, where a start at
             ``w_mean`` wants many large ones from coarse to fine. ``null``: the cold values.
@@ -172,6 +177,7 @@ class FitConfig:
     """
 
     steps: int = 80
+    optimizer: str = "adam"
     restarts: int = 1
     lr: float = 0.05
     lr_rampup: float = 0.05
@@ -223,6 +229,7 @@ class FitConfig:
     warm_steps: int | None = 40
     warm_lr: float | None = None
     warm_coarse_fraction: float | None = 0.0
+    warm_optimizer: str | None = None
     lambda_anchor: float = 5.0
     lambda_anchor_label: float = 5.0
     amp: str = "auto"
@@ -245,9 +252,14 @@ class FitConfig:
 
     def warm(self) -> FitConfig:
         """These settings for a fit that starts from a network's volume: ``warm_steps``,
-        ``warm_lr`` and ``warm_coarse_fraction`` in place of ``steps``, ``lr`` and
-        ``coarse_fraction`` where they are set."""
-        pairs = (("steps", "warm_steps"), ("lr", "warm_lr"), ("coarse_fraction", "warm_coarse_fraction"))
+        ``warm_lr``, ``warm_coarse_fraction`` and ``warm_optimizer`` in place of ``steps``, ``lr``,
+        ``coarse_fraction`` and ``optimizer`` where they are set."""
+        pairs = (
+            ("steps", "warm_steps"),
+            ("lr", "warm_lr"),
+            ("coarse_fraction", "warm_coarse_fraction"),
+            ("optimizer", "warm_optimizer"),
+        )
         changes = {cold: getattr(self, warm) for cold, warm in pairs if getattr(self, warm) is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
@@ -258,7 +270,8 @@ class FitConfig:
         return TransformSigmas(self.transform_sigma_deg, self.transform_sigma_mm, self.transform_sigma_log_scale)
 
 
-#: Optimisers of the inversion of a volume into W+ (:func:`xfit.fitting.invert.invert_volume`).
+#: Optimisers of the inversion of a volume into W+ (:func:`xfit.fitting.invert.invert_volume`)
+#: and of the X-ray fit's coarse and fine stages (``optimizer``, ``warm_optimizer``).
 INVERSION_OPTIMIZERS = ("adam", "lbfgs")
 #: Documented ranges (inclusive) of the integer settings.
 INT_RANGES = {
@@ -366,10 +379,13 @@ def _validate(cfg: FitConfig) -> None:
             f"{key} must be null or one of {', '.join(INIT_NETWORKS)} (NAME@TAG for a shipped "
             f"variant, e.g. xctrsnet@style), got {value!r}",
         )
-    need(
-        isinstance(cfg.init_network_optimizer, str) and cfg.init_network_optimizer in INVERSION_OPTIMIZERS,
-        f"init_network_optimizer must be one of {', '.join(INVERSION_OPTIMIZERS)}, got {cfg.init_network_optimizer!r}",
-    )
+    for key in ("optimizer", "init_network_optimizer", "warm_optimizer"):
+        value = getattr(cfg, key)
+        need(
+            (value is None and key == "warm_optimizer") or (isinstance(value, str) and value in INVERSION_OPTIMIZERS),
+            f"{key} must be one of {', '.join(INVERSION_OPTIMIZERS)}"
+            f"{' or null' if key == 'warm_optimizer' else ''}, got {value!r}",
+        )
     need(
         isinstance(cfg.amp, str) and cfg.amp in AMP_CHOICES,
         f"amp must be one of {', '.join(AMP_CHOICES)}, got {cfg.amp!r}",

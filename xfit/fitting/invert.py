@@ -214,19 +214,25 @@ def _adam(params: list[Tensor], loss, steps: int, lr: float) -> None:
         opt.step()
 
 
-def _lbfgs(params: list[Tensor], loss, steps: int) -> None:
-    """``steps`` L-BFGS iterations on ``loss()`` with a strong-Wolfe line search (at most
-    ``1.25 * steps`` evaluations; no early stop on small changes)."""
-    opt = torch.optim.LBFGS(
+def new_lbfgs(params: list[Tensor], iterations: int, evaluations: int) -> torch.optim.LBFGS:
+    """L-BFGS over ``params`` with a strong-Wolfe line search: at most ``iterations`` iterations
+    and ``evaluations`` loss evaluations, no early stop on small changes (the inversion here and
+    the X-ray fit's ``optimizer: lbfgs`` stages share it)."""
+    return torch.optim.LBFGS(
         params,
         lr=1.0,
-        max_iter=steps,
-        max_eval=steps * 5 // 4 + 1,
+        max_iter=iterations,
+        max_eval=evaluations,
         history_size=LBFGS_HISTORY,
         line_search_fn="strong_wolfe",
         tolerance_grad=0.0,
         tolerance_change=0.0,
     )
+
+
+def _lbfgs(params: list[Tensor], loss, steps: int) -> None:
+    """``steps`` L-BFGS iterations on ``loss()`` (at most ``1.25 * steps`` evaluations)."""
+    opt = new_lbfgs(params, steps, steps * 5 // 4 + 1)
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
@@ -264,4 +270,4 @@ def _terms(
     return {"mse": mse, "bce": bce, "w_gauss": wg, "noise": nz, "total": total}
 
 
-__all__ = ["CEILING_LBFGS_STEPS", "CEILING_STEPS", "Inversion", "check_target", "invert_volume", "pool_to"]
+__all__ = ["CEILING_LBFGS_STEPS", "CEILING_STEPS", "Inversion", "check_target", "invert_volume", "new_lbfgs", "pool_to"]

@@ -49,6 +49,7 @@ from ..prior.sample import generate_hu, prior_affine
 from ..projector import project, resolved_backend
 from ..units import hu_to_mu
 from .config import FitConfig, load_fit_config
+from .invert import new_lbfgs
 from .objective import (
     Objective,
     ViewGroup,
@@ -468,6 +469,8 @@ class Stage:
             ``coarse_generator``).
         train: names of the parameters updated (:data:`PARAM_LR`).
         schedule: learning-rate schedule the stage belongs to.
+        optimizer: ``adam`` or ``lbfgs`` (:meth:`StageRunner.run_lbfgs`; ``steps`` are then its
+            loss evaluations).
     """
 
     name: str
@@ -475,6 +478,7 @@ class Stage:
     coarse: bool
     train: tuple[str, ...]
     schedule: str = "main"
+    optimizer: str = "adam"
 
 
 def plan_stages(cfg: FitConfig, can_coarse: bool) -> list[Stage]:
@@ -495,9 +499,9 @@ def plan_stages(cfg: FitConfig, can_coarse: bool) -> list[Stage]:
         align = ("transform", "background") if cfg.background else ("transform",)
         stages.append(Stage("align", cfg.align_steps, can_coarse, align, schedule="align"))
     if n_coarse > 0:
-        stages.append(Stage("coarse", n_coarse, True, main))
+        stages.append(Stage("coarse", n_coarse, True, main, optimizer=cfg.optimizer))
     if cfg.steps - n_coarse > 0:
-        stages.append(Stage("fine", cfg.steps - n_coarse, False, main))
+        stages.append(Stage("fine", cfg.steps - n_coarse, False, main, optimizer=cfg.optimizer))
     if cfg.residual_steps > 0:
         extra = ("residual", "background") if cfg.background else ("residual",)
         stages.append(Stage("residual", cfg.residual_steps, False, extra, schedule="residual"))
@@ -696,28 +700,13 @@ class StageRunner:
         self._frozen_hu = None
         for r in self.restarts:
             r.totals = []
+        if stage.optimizer == "lbfgs":
+            outcome = self.run_lbfgs(stage, end)
+            if outcome != "diverged":
+                return outcome
         while self.step < end:
             out = self.one_step(stage, span)
-            if self.bar is not None:
-                self.bar.update(1)
-                self.bar.set_postfix(data=f"{min(out['values']['data']):.4f}", stage=stage.name)
-            stop = False
-            if self.callback is not None:
-                info = {
-                    "stage": stage.name,
-                    "terms": out["values"],
-                    "lr": out["lrs"],
-                    "params": {
-                        n: [
-                            r.params[n][0] if len(r.params[n]) == 1 and n != "noise" else r.params[n]
-                            for r in self.restarts
-                        ]
-                        for n in self.restarts[0].params
-                    },
-                    "divergences": [r.divergences for r in self.restarts],
-                }
-                stop = bool(self.callback(self.step, info))
-            self.step += 1
+            stop = self.after_step(stage, out["values"], out["lrs"])
             if all(r.failed for r in self.restarts):
                 raise XfitError(f"every restart diverged {self.cfg.max_divergences + 1} times; try a smaller lr")
             if stop:
@@ -725,6 +714,95 @@ class StageRunner:
             if converged(self.restarts, self.cfg):
                 return "converged"
         return "done"
+
+    def after_step(self, stage: Stage, values: dict[str, list[float]], lrs: list[float]) -> bool:
+        """Progress bar and callback after one step (or one L-BFGS evaluation); advances the
+        step count and returns whether the callback asked to stop."""
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(data=f"{min(values['data']):.4f}", stage=stage.name)
+        stop = False
+        if self.callback is not None:
+            info = {
+                "stage": stage.name,
+                "terms": values,
+                "lr": lrs,
+                "params": {
+                    n: [
+                        r.params[n][0] if len(r.params[n]) == 1 and n != "noise" else r.params[n] for r in self.restarts
+                    ]
+                    for n in self.restarts[0].params
+                },
+                "divergences": [r.divergences for r in self.restarts],
+            }
+            stop = bool(self.callback(self.step, info))
+        self.step += 1
+        return stop
+
+    def run_lbfgs(self, stage: Stage, end: int) -> str:
+        """Run ``stage`` by L-BFGS over every live restart's trained parameters (their totals
+        summed: independent problems) until step ``end``, one step per loss evaluation (one
+        generator pass, the cost of an Adam step). Returns ``"done"``, ``"stopped"`` (by the
+        callback) or ``"diverged"``: a non-finite loss or gradient puts the stage's parameters
+        back where it began, and the caller runs the rest of the stage with Adam. Each restart
+        ends at the lowest total it was evaluated at (the line search may be cut off by the
+        budget at a trial point)."""
+        live = [r for r in self.restarts if not r.failed]
+        budget = end - self.step
+        if budget <= 0 or not live:
+            return "done"
+        opt = new_lbfgs([p for r in live for p in r.leaves(stage.train)], budget, budget)
+        objective = self.objectives[stage.coarse]
+        best: dict[int, tuple[float, list[Tensor]]] = {}
+
+        class _Halt(Exception):
+            pass
+
+        def closure() -> Tensor:
+            if self.step >= end:
+                raise _Halt("done")
+            x = batch_params(self.restarts, self.mean, self.std)
+            _, _, mu, _, terms = self.forward(x, stage, objective)
+            t0 = time.perf_counter()
+            total = terms["total"][[r.index for r in live]].sum()
+            if not (bool(torch.isfinite(total)) and bool(torch.isfinite(mu.detach()).all())):
+                raise _Halt("diverged")
+            for r in self.restarts:
+                for p in r.leaves():
+                    p.grad = None
+            total.backward()
+            leaves = [p for r in live for p in r.leaves(stage.train)]
+            if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in leaves):
+                raise _Halt("diverged")
+            self.times["optimizer"] += time.perf_counter() - t0
+            values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
+            for r in live:
+                r.totals.append(values["total"][r.index])
+                if r.index not in best or values["total"][r.index] < best[r.index][0]:
+                    best[r.index] = (values["total"][r.index], [p.detach().clone() for p in r.leaves(stage.train)])
+                entry = {"step": self.step, "stage": stage.name, "lr": 0.0, "optimizer": "lbfgs"}
+                entry.update({k: v[r.index] for k, v in values.items()})
+                r.history.append(entry)
+            if self.after_step(stage, values, [0.0] * len(self.restarts)):
+                raise _Halt("stopped")
+            return total.detach()
+
+        outcome = "done"
+        try:
+            opt.step(closure)
+        except _Halt as halt:
+            outcome = "done" if str(halt) == "done" else str(halt)
+        if outcome == "diverged":
+            for r in live:
+                r.reset(stage.train)
+                r.history.append({"step": self.step, "event": "diverged", "optimizer": "lbfgs"})
+            return outcome
+        with torch.no_grad():
+            for r in live:
+                if r.index in best:
+                    for p, v in zip(r.leaves(stage.train), best[r.index][1]):
+                        p.copy_(v)
+        return outcome
 
     def run_all(self, stages: Sequence[Stage]) -> None:
         """Run the stages in order (see :class:`Stage` for how schedules and budgets work)."""
