@@ -1,7 +1,9 @@
 """The ceiling of each prior snapshot, paired on the same cases: ``python bench/ceiling_table.py RUN...``.
 
 Each RUN is an ``xfit evaluate`` run folder with ``ceiling`` rows (the prior's W+ and noise
-fitted to the 3D truth: what the prior can hold). The first RUN is the reference, usually the
+fitted to the 3D truth by 200 Adam steps: what the prior can hold), or with ``--method
+ceiling-lbfgs`` its ``ceiling-lbfgs`` rows (the same loss by 120 L-BFGS iterations, about 1 dB
+tighter). The first RUN is the reference, usually the
 prior the prior issue measures against (step 5000, ``results/heldout20_step5000``). Only the
 cases that every RUN holds are compared, and each snapshot gets its mean and its paired
 difference from the reference, with how many cases improved. The prior of a RUN is named by its
@@ -55,18 +57,19 @@ def prior_name(settings: dict, batch: int) -> str:
     return f"`{path.name}`" + (shipped if here else f" (sha256 {sha[:12]}, not the file there now)")
 
 
-def ceiling_rows(folder: Path) -> dict[str, dict]:
-    """Case name -> the ``ceiling`` row of a run folder (InputError if it has none)."""
+def ceiling_rows(folder: Path, method: str = "ceiling") -> dict[str, dict]:
+    """Case name -> the ``method`` row (``ceiling`` or ``ceiling-lbfgs``) of a run folder
+    (SystemExit if it has none)."""
     rows = read_rows(folder / "cases.csv", methods=read_settings(folder)["methods"])
-    out = {r["case"]: r for r in rows if r["method"] == "ceiling"}
+    out = {r["case"]: r for r in rows if r["method"] == method}
     if not out:
-        raise SystemExit(f"{folder}: no ceiling rows (run xfit evaluate --methods ceiling)")
+        raise SystemExit(f"{folder}: no {method} rows (run xfit evaluate --methods {method})")
     return out
 
 
-def table(folders: list[Path], batch: int) -> str:
+def table(folders: list[Path], batch: int, method: str = "ceiling") -> str:
     """The markdown table: one row per run folder, means and paired differences on the common cases."""
-    runs = [(f, read_settings(f), ceiling_rows(f)) for f in folders]
+    runs = [(f, read_settings(f), ceiling_rows(f, method)) for f in folders]
     cases = sorted(set.intersection(*(set(rows) for _, _, rows in runs)))
     if not cases:
         raise SystemExit("the run folders share no case")
@@ -83,8 +86,9 @@ def table(folders: list[Path], batch: int) -> str:
                 cell += f" ({np.nanmean(d):+.{digits}f}, {int(np.sum(d > 0))}/{len(cases)} up)"
             cells.append(cell)
         lines.append(f"| {prior_name(settings, batch)} | `{folder}` | " + " | ".join(cells) + " |")
+    name = "Ceiling" if method == "ceiling" else f"`{method}`"
     return (
-        f"Ceiling on {len(cases)} cases ({cases[0]} to {cases[-1]}); in brackets the paired difference "
+        f"{name} on {len(cases)} cases ({cases[0]} to {cases[-1]}); in brackets the paired difference "
         f"from the first row and the cases that improved.\n\n" + "\n".join(lines) + "\n"
     )
 
@@ -94,8 +98,9 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="run folders with ceiling rows; the first is the reference")
     ap.add_argument("-o", "--out", type=Path, help="also write the table here")
     ap.add_argument("--batch", type=int, default=4, help="images per training step (kimg from step)")
+    ap.add_argument("--method", choices=("ceiling", "ceiling-lbfgs"), default="ceiling", help="which ceiling's rows")
     a = ap.parse_args()
-    text = table(a.runs, a.batch)
+    text = table(a.runs, a.batch, a.method)
     print(text)
     if a.out is not None:
         a.out.write_text(text)

@@ -44,3 +44,16 @@ def test_a_run_without_ceiling_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="no ceiling rows"):
         _bench().table([Path("results/heldout20_step5000"), Path("results/style20/style_0")], batch=4)
+
+
+def test_the_lbfgs_ceiling_is_its_own_table(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    run = Path("results/heldout20")
+    text = _bench().table([run], batch=4, method="ceiling-lbfgs")
+    with open(run / "cases.csv") as f:
+        lbfgs = [float(r["psnr_db"]) for r in csv.DictReader(f) if r["method"] == "ceiling-lbfgs"]
+    assert text.startswith(f"`ceiling-lbfgs` on {len(lbfgs)} cases")
+    assert f"| {np.mean(lbfgs):.2f} |" in text
+    assert f"| {np.mean(list(_psnr(run).values())):.2f} |" not in text  # the Adam ceiling's rows are not read
+    with pytest.raises(SystemExit, match="no ceiling-lbfgs rows"):
+        _bench().table([Path("results/heldout20_step5000")], batch=4, method="ceiling-lbfgs")

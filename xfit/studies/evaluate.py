@@ -93,7 +93,7 @@ from ..metrics import ncc, psnr, volume_metrics
 from ..phantoms import make_phantom
 from ..projector import project
 from ..units import HU_WINDOW, hu_to_mu, unit_to_hu
-from .code_sha import BASELINE_PARTS, COMMON_PARTS, changed_parts, code_record
+from .code_sha import BASELINE_PARTS, COMMON_PARTS, changed_parts, code_record, parts_text
 
 #: Every metric column of ``cases.csv``, and whether lower is better.
 METRICS: dict[str, bool] = {
@@ -470,11 +470,7 @@ def code_changes(methods: Collection[str], old: dict[str, Any], new: dict[str, s
 def code_text(changes: dict[str, list[str]], old: dict[str, Any]) -> str:
     """``fit, ceiling (prior, fitting)``, or ``... (no code recorded: an older xfit wrote it)``."""
     parts = list(dict.fromkeys(p for ps in changes.values() for p in ps))
-    why = (
-        "no code recorded: an older xfit wrote it"
-        if not old.get("code")
-        else ", ".join(parts[:4]) + (" ..." if len(parts) > 4 else "")
-    )
+    why = parts_text(parts) if old.get("code") else "no code recorded: an older xfit wrote it"
     return f"{', '.join(changes)} ({why})"
 
 
@@ -1178,14 +1174,10 @@ def check_folder(
             f"{out}: the prior or checkpoint of {', '.join(changed)} changed since its rows "
             "were computed; use another folder or --force"
         )
-    rows, redo = parse_rows(
-        out / "cases.csv",
-        cases=None if names is None else set(names),
-        methods=list(dict.fromkeys(old["methods"] + list(spec.methods))),
-    )
+    all_methods = run_methods(old, spec)
+    rows, redo = parse_rows(out / "cases.csv", cases=None if names is None else set(names), methods=all_methods)
     redo += [f"{r['case']} {r['method']}: NaN or nothing in {', '.join(unfilled(r))}" for r in rows if unfilled(r)]
     rows = [r for r in rows if not unfilled(r)]
-    all_methods = list(dict.fromkeys(old["methods"] + list(spec.methods)))
     stale = code_changes(list(dict.fromkeys(r["method"] for r in rows)), old, method_code(all_methods))
     if stale and not old.get("code"):
         raise OutputExistsError(
@@ -1207,6 +1199,12 @@ def check_folder(
     return old, rows, redo
 
 
+def run_methods(old: dict[str, Any], spec: EvalSpec) -> list[str]:
+    """The methods of a run folder once ``spec`` runs in it: those its ``settings.json`` (``old``)
+    holds, then the new ones of ``spec``, each once."""
+    return list(dict.fromkeys(old.get("methods", []) + list(spec.methods)))
+
+
 def open_run(
     spec: EvalSpec, out: Path, names: Sequence[str], shard: tuple[int, int] | None = None
 ) -> list[dict[str, Any]]:
@@ -1225,13 +1223,10 @@ def open_run(
         **old,
         "key": spec.key(),
         "prior": portable_path(spec.prior),
-        "methods": list(dict.fromkeys(old.get("methods", []) + list(spec.methods))),
+        "methods": run_methods(old, spec),
         "checkpoints": spec.checkpoints,
         "sources": {**old.get("sources", {}), **method_sources(spec)},
-        "code": {
-            **old.get("code", {}),
-            **method_code(list(dict.fromkeys(old.get("methods", []) + list(spec.methods)))),
-        },
+        "code": {**old.get("code", {}), **method_code(run_methods(old, spec))},
         "fit_settings": fit_settings(spec),
         "wall_seconds": float(old.get("wall_seconds", 0.0)),
     }
