@@ -36,9 +36,12 @@ def test_keep_freed_memory_saves_page_faults():
     if not kept["applied"]:
         pytest.skip("this C library has no mallopt (not glibc)")
     assert system["applied"] is False
-    # one 64 MiB tensor is 16384 pages: glibc's default faults them in on every allocation
-    assert system["faults"] > 10 * 16384
-    assert kept["faults"] < 3 * 16384
+    # one 64 MiB tensor is 16384 pages: glibc's default faults them in on every allocation (30
+    # rounds); kept, most rounds reuse the freed block (how many fault in anew depends on what the
+    # process allocated before: 2 of 30 when ``import xfit`` loaded torch and the projector, 5-8
+    # since it loads nothing)
+    assert system["faults"] > 25 * 16384
+    assert kept["faults"] < 10 * 16384 and kept["faults"] < system["faults"] / 3
 
 
 def test_user_settings_are_respected(monkeypatch):

@@ -7,6 +7,8 @@ do not import torch.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -19,13 +21,28 @@ _LAZY = {
     "make_rays": ".geometry",
     "project": ".projector",
     "backproject": ".projector",
-    "reconstruct": ".reconstruct",
 }
 
 if TYPE_CHECKING:
     from .geometry import View, make_rays
     from .projector import backproject, project
     from .reconstruct import reconstruct
+
+
+class _Package(types.ModuleType):
+    """``xfit.reconstruct`` names both a submodule and the public function; the function wins, as
+    when it was imported eagerly (importing the submodule binds the module here, and is ignored)."""
+
+    @property
+    def reconstruct(self):
+        return importlib.import_module(".reconstruct", __name__).reconstruct
+
+    @reconstruct.setter
+    def reconstruct(self, value) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -37,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"reconstruct"})
 
 
 __all__ = [

@@ -32,6 +32,15 @@ def test_import_xfit_is_light_and_names_still_resolve():
     assert "torch" in _heavy_after("import xfit\nassert xfit.View.__name__ == 'View' and callable(xfit.reconstruct)")
 
 
+def test_reconstruct_is_the_function_even_after_its_module_is_imported():
+    body = (
+        "import xfit.reconstruct, xfit\n"
+        "assert callable(xfit.reconstruct) and xfit.reconstruct.__name__ == 'reconstruct', xfit.reconstruct\n"
+        "from xfit import reconstruct\nassert reconstruct is xfit.reconstruct"
+    )
+    assert "torch" in _heavy_after(body)
+
+
 def test_unknown_attribute_is_an_attribute_error():
     import xfit
 
