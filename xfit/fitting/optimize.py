@@ -751,7 +751,8 @@ class StageRunner:
         budget = end - self.step
         if budget <= 0 or not live:
             return "done"
-        opt = new_lbfgs([p for r in live for p in r.leaves(stage.train)], budget, budget)
+        leaves = [p for r in live for p in r.leaves(stage.train)]
+        opt = new_lbfgs(leaves, budget, budget)
         objective = self.objectives[stage.coarse]
         best: dict[int, tuple[float, list[Tensor]]] = {}
 
@@ -771,7 +772,6 @@ class StageRunner:
                 for p in r.leaves():
                     p.grad = None
             total.backward()
-            leaves = [p for r in live for p in r.leaves(stage.train)]
             if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in leaves):
                 raise _Halt("diverged")
             self.times["optimizer"] += time.perf_counter() - t0
@@ -791,7 +791,7 @@ class StageRunner:
         try:
             opt.step(closure)
         except _Halt as halt:
-            outcome = "done" if str(halt) == "done" else str(halt)
+            outcome = str(halt)
         if outcome == "diverged":
             for r in live:
                 r.reset(stage.train)

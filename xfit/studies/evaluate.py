@@ -83,7 +83,7 @@ import torch
 
 from ..allocator import keep_freed_memory
 from ..baselines.common import CT_OUTPUT, is_tag, split_tag
-from ..baselines.common import METHODS as BASELINE_METHODS
+from ..baselines.methods import METHODS as BASELINE_METHODS
 from ..checkpoint import file_sha256
 from ..errors import InputError, OutputExistsError
 from ..geometry import View
@@ -1219,14 +1219,15 @@ def open_run(
             + (" ..." if len(redo) > 3 else "")
         )
         write_rows(out / "cases.csv", rows)
+    methods = run_methods(old, spec)
     meta = {
         **old,
         "key": spec.key(),
         "prior": portable_path(spec.prior),
-        "methods": run_methods(old, spec),
+        "methods": methods,
         "checkpoints": spec.checkpoints,
         "sources": {**old.get("sources", {}), **method_sources(spec)},
-        "code": {**old.get("code", {}), **method_code(run_methods(old, spec))},
+        "code": {**old.get("code", {}), **method_code(methods)},
         "fit_settings": fit_settings(spec),
         "wall_seconds": float(old.get("wall_seconds", 0.0)),
     }
