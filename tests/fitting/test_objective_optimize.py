@@ -417,6 +417,8 @@ def test_fit_lbfgs_callback_stop_and_divergence(prior, target):
     res = fit(prior, target["images"], make_views(), cfg, progress=False, callback=poison)
     events = [h for h in res.history if h.get("event") == "diverged"]
     assert len(events) == 1 and events[0]["optimizer"] == "lbfgs"
+    # counted like an Adam divergence: the report says so, and the rest runs at half the lr
+    assert res.restarts[0]["divergences"] == 1 and res.restarts[0]["lr_scale"] == 0.5
     # the rest of the stage ran with Adam from the stage's start, and ended finite
     assert any("stage" in h and "optimizer" not in h for h in res.history)
     assert np.isfinite(res.hu).all() and res.stopped_at == 12

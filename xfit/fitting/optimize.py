@@ -743,8 +743,9 @@ class StageRunner:
         """Run ``stage`` by L-BFGS over every live restart's trained parameters (their totals
         summed: independent problems) until step ``end``, one step per loss evaluation (one
         generator pass, the cost of an Adam step). Returns ``"done"``, ``"stopped"`` (by the
-        callback) or ``"diverged"``: a non-finite loss or gradient puts the stage's parameters
-        back where it began, and the caller runs the rest of the stage with Adam. Each restart
+        callback) or ``"diverged"``: a non-finite loss or gradient counts as a divergence of every
+        live restart (:meth:`diverged`: parameters back where the stage began, half the lr), and
+        the caller runs the rest of the stage with Adam. Each restart
         ends at the lowest total it was evaluated at (the line search may be cut off by the
         budget at a trial point)."""
         live = [r for r in self.restarts if not r.failed]
@@ -794,8 +795,8 @@ class StageRunner:
             outcome = str(halt)
         if outcome == "diverged":
             for r in live:
-                r.reset(stage.train)
-                r.history.append({"step": self.step, "event": "diverged", "optimizer": "lbfgs"})
+                self.diverged(r, stage)
+                r.history[-1]["optimizer"] = "lbfgs"
             return outcome
         with torch.no_grad():
             for r in live:
