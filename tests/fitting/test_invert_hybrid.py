@@ -395,6 +395,61 @@ def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, mo
     assert [(k["optimizer"], k["optimize_noise"], k["outputs"]) for k in calls] == [("lbfgs", False, False)] * 2
 
 
+def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monkeypatch):
+    """Views at angles the start network was not trained at (beyond its jitter and the tolerance)
+    start the fit from ``init_network_other_angles`` when that one covers them, else from
+    ``w_mean`` with no anchor; a user's own network always decides."""
+    from xfit.baselines.infer import angles_off, load_baseline
+    from xfit.fitting import hybrid
+    from xfit.fitting.hybrid import NetworkStart, start_network
+    from xfit.studies.evaluate import default_views
+
+    cfg = load_fit_config()
+    assert (cfg.init_network_other_angles, cfg.init_network_angle_tolerance_deg) == ("xctrsnet@jitter", 3.0)
+
+    def at(angle: float) -> list[View]:
+        return default_views((0.0, angle), 64, 2.0)
+
+    style = load_baseline("xctrsnet", hybrid.network_checkpoint("xctrsnet@style")[1])
+    assert angles_off(at(90.0), style) == [] and angles_off(at(88.0), style) == [1]
+    assert angles_off(at(88.0), style, 3.0) == [] and angles_off(at(-270.0), style) == []  # the same angle
+    for angle, torso, want in (
+        (90.0, False, "xctrsnet@style"),
+        (88.0, False, "xctrsnet@style"),  # within the tolerance
+        (88.0, True, "xctrsnet@wholebody"),
+        (86.0, False, "xctrsnet@jitter"),
+        (60.0, True, "xctrsnet@jitter"),
+        (140.0, False, "xctrsnet@jitter"),  # the jitter's edge: 90 + 50
+        (150.0, False, None),
+    ):
+        assert start_network(cfg, torso, None, at(angle)) == want, (angle, torso)
+    assert start_network(dataclasses.replace(cfg, init_network_angle_tolerance_deg=0.0), False, None, at(88.0)) == (
+        "xctrsnet@jitter"
+    )
+    assert start_network(dataclasses.replace(cfg, init_network_other_angles=None), False, None, at(60.0)) is None
+    assert start_network(cfg, False, "mine.safetensors", at(60.0)) == "xctrsnet@style"
+    with pytest.raises(InputError, match="init_network_other_angles"):
+        load_fit_config(init_network_other_angles="igcn")
+    with pytest.raises(InputError, match="init_network_angle_tolerance_deg"):
+        load_fit_config(init_network_angle_tolerance_deg=-1.0)
+
+    # the fit asks for the network its views call for, and says when none starts it
+    prior, case, _ = shipped
+    asked = []
+
+    def fake_start(prior, images, views, centre, method, *a, **k):
+        asked.append(method)
+        return NetworkStart(None, f"w_mean ({method} not run in this test)")
+
+    monkeypatch.setattr(hybrid, "network_start", fake_start)
+    quick = load_fit_config(steps=1, early_stop_tol=0.0, background=False, init_samples=0)
+    for angle in (60.0, 150.0):
+        res = fit(prior, case.images, at(angle), quick, progress=False)
+        assert res.start.startswith("w_mean")
+    assert asked == ["xctrsnet@jitter"]  # none at 150 degrees
+    assert res.start == "w_mean (no start network of the config was trained at these view angles)"
+
+
 def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     """X-rays with anatomy outside the cube start the fit from ``init_network_whole_body``;
     crop-sized ones, a user's own checkpoint or ``null`` keep ``init_network``."""

@@ -60,14 +60,27 @@ def shipped_checkpoint(method: str, tag: str | None = None) -> Path:
     return DATA_DIR / f"baseline-{check_method(method)}{'-' + tag if tag else ''}.safetensors"
 
 
+def _angle_off(view: View, trained: View, jitter_deg: float) -> bool:
+    """Whether ``view``'s angle is beyond ``trained``'s nominal angle +- ``jitter_deg``."""
+    d = (view.angle_deg - trained.angle_deg + 180.0) % 360.0 - 180.0
+    return abs(d) > jitter_deg + 1e-6
+
+
+def angles_off(views: Sequence[View], baseline: Baseline, tolerance_deg: float = 0.0) -> list[int]:
+    """Indices of the ``views`` (of those the baseline reads) whose angle it was not trained on:
+    beyond its nominal angle +- (its trained jitter + ``tolerance_deg``)."""
+    vc = baseline.config.views
+    pairs = zip(views, vc.views(), vc.jitters())
+    return [i for i, (v, t, jit) in enumerate(pairs) if _angle_off(v, t, jit + tolerance_deg)]
+
+
 def view_differences(views: Sequence[View], baseline: Baseline) -> list[str]:
     """Human-readable differences between ``views`` and the views the baseline was trained on."""
     vc = baseline.config.views
     trained = vc.views()
     out = []
     for i, (v, t, jit) in enumerate(zip(views, trained, vc.jitters())):
-        d = (v.angle_deg - t.angle_deg + 180.0) % 360.0 - 180.0
-        if abs(d) > jit + 1e-6:
+        if _angle_off(v, t, jit):
             out.append(
                 f"view {i} angle {v.angle_deg:g} deg (trained {t.angle_deg:g}" + (f" +- {jit:g}" if jit else "") + ")"
             )

@@ -131,6 +131,18 @@ class FitConfig:
             (default ``xctrsnet@wholebody``: X-CTRSNet fine-tuned on whole-torso X-rays too,
             :mod:`xfit.baselines.wholebody`); ``null``: ``init_network`` for every input. Unused
             without ``init_network`` or with a given ``init_checkpoint`` (the user's network).
+        init_network_other_angles: the network that starts the fit instead when the views'
+            angles are not those the chosen network was trained on (beyond its nominal angles +- its
+            trained jitter, :func:`xfit.baselines.infer.angles_off`), e.g. a 60 degree pair for a
+            network trained at 0 and 90 (default ``xctrsnet@jitter``: X-CTRSNet trained with the
+            second view anywhere in 40-140 degrees). When it does not cover the angles either, or is
+            ``null``, no network starts the fit: it starts at ``w_mean`` without an anchor, since a
+            network fed views it was not trained on pulls the fit toward a wrong volume
+            (docs/fit.md, "Non-orthogonal views"). Unused with a given ``init_checkpoint``.
+        init_network_angle_tolerance_deg: how far (deg) beyond a network's trained angles (+- its
+            jitter) a view may be and still count as trained: small errors of a nominal angle cost
+            a network little (X-CTRSNet, trained at exactly 0 and 90: -0.1 dB at 1 degree off, -0.6
+            at 2, -3.1 at 5; ``results/geometry``).
         init_network_steps: steps of that inversion (0: no inversion; the fit starts at
             ``w_mean`` and the network's volume acts only through the anchor terms).
         init_network_resolution: generator resolution of that inversion (``null``: the coarse
@@ -222,6 +234,8 @@ class FitConfig:
     ensemble_tol: float = 0.2
     init_network: str | None = "xctrsnet@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
+    init_network_other_angles: str | None = "xctrsnet@jitter"
+    init_network_angle_tolerance_deg: float = 3.0
     init_network_steps: int = 20
     init_network_resolution: int | None = None
     init_network_fine_steps: int = 80
@@ -319,6 +333,7 @@ FLOAT_RANGES = {
     "lambda_anchor_label": (0.0, 1e6),
     "lr_intensity_map": (0.0, 10.0),
     "lambda_intensity_map": (0.0, 1e6),
+    "init_network_angle_tolerance_deg": (0.0, 180.0),
 }
 #: Settings that must be > 0 (not just >= 0).
 POSITIVE = (
@@ -372,7 +387,7 @@ def _validate(cfg: FitConfig) -> None:
     for name in BOOLS:
         value = getattr(cfg, name)
         need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
-    for key in ("init_network", "init_network_whole_body"):
+    for key in ("init_network", "init_network_whole_body", "init_network_other_angles"):
         value = getattr(cfg, key)
         need(
             value is None or _sound_network(value),

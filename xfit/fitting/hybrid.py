@@ -65,16 +65,46 @@ def network_checkpoint(method: str, checkpoint: str | Path | None = None) -> tup
     return base, (Path(checkpoint) if checkpoint is not None else None)
 
 
-def start_network(cfg: FitConfig, torso: bool, checkpoint: str | Path | None = None) -> str | None:
-    """The network that starts a fit of these X-rays: ``cfg.init_network_whole_body`` when they
-    are of a whole torso (:func:`xfit.fitting.optimize.shows_torso`) and the config names one
-    (and no ``checkpoint`` of the user's own was given for ``init_network``), else
-    ``cfg.init_network`` (``None``: no network)."""
+def start_network(
+    cfg: FitConfig, torso: bool, checkpoint: str | Path | None = None, views: Sequence[View] | None = None
+) -> str | None:
+    """The network that starts a fit of these X-rays (``None``: none, the fit starts at
+    ``w_mean``).
+
+    ``cfg.init_network_whole_body`` when they are of a whole torso
+    (:func:`xfit.fitting.optimize.shows_torso`) and the config names one, else
+    ``cfg.init_network``. With ``views``, a shipped network that was not trained at their angles
+    (:func:`xfit.baselines.infer.angles_off`, give or take
+    ``cfg.init_network_angle_tolerance_deg``) gives way to ``cfg.init_network_other_angles`` if
+    that one was, else to none. A given ``checkpoint`` (the user's own network for
+    ``init_network``) always decides.
+
+    Raises:
+        CheckpointError: a shipped network's file is missing or corrupt (with ``views``).
+    """
     if cfg.init_network is None:
         return None
-    if torso and checkpoint is None and cfg.init_network_whole_body is not None:
-        return cfg.init_network_whole_body
-    return cfg.init_network
+    if checkpoint is not None:
+        return cfg.init_network
+    first = cfg.init_network_whole_body if torso and cfg.init_network_whole_body is not None else cfg.init_network
+    tol = cfg.init_network_angle_tolerance_deg
+    if views is None or trained_at(first, views, tol):
+        return first
+    other = cfg.init_network_other_angles
+    return other if other is not None and trained_at(other, views, tol) else None
+
+
+def trained_at(method: str, views: Sequence[View], tolerance_deg: float = 0.0) -> bool:
+    """Whether the shipped network ``method`` (``NAME@TAG``) was trained at the angles of
+    ``views``: each within its nominal angle +- (its trained jitter + ``tolerance_deg``).
+
+    Raises:
+        CheckpointError: its file is missing or corrupt.
+    """
+    from ..baselines.infer import angles_off, load_baseline
+
+    base, path = network_checkpoint(method)
+    return not angles_off(views, load_baseline(base, path), tolerance_deg)
 
 
 def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = None) -> str | None:
@@ -208,4 +238,5 @@ __all__ = [
     "network_checkpoint",
     "network_start",
     "start_network",
+    "trained_at",
 ]

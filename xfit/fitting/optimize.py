@@ -1147,7 +1147,9 @@ def fit(
     t_init = 0.0
     anchor_at: dict[int, Any] = {}
     from_network = False  # the fit starts from a network's volume inverted into W+
-    network = start_network(cfg, torso, init_checkpoint)
+    network = start_network(cfg, torso, init_checkpoint, views) if w_init is None else None
+    if w_init is None and network is None and cfg.init_network is not None:
+        start = "w_mean (no start network of the config was trained at these view angles)"
     if w_init is None and network is not None:
         net = network_start(
             prior,

@@ -403,10 +403,10 @@ def fit_settings(spec: EvalSpec) -> dict[str, Any]:
 
 
 def init_network_sha(spec: EvalSpec) -> str | None:
-    """sha256 of the networks that may start the fit methods (the fit config's ``init_network``
-    and ``init_network_whole_body``, the shipped files of their names or tags), joined by ``+``;
-    ``None`` when the config sets none. A network whose file is absent is left out (the fit then
-    starts from ``w_mean`` and says so in its report)."""
+    """sha256 of the networks that may start the fit methods (the fit config's ``init_network``,
+    ``init_network_whole_body`` and ``init_network_other_angles``, the shipped files of their
+    names or tags), joined by ``+``; ``None`` when the config sets none. A network whose file is
+    absent is left out (the fit then starts from ``w_mean`` and says so in its report)."""
     from ..baselines.infer import shipped_checkpoint
     from ..fitting import load_fit_config
 
@@ -414,7 +414,8 @@ def init_network_sha(spec: EvalSpec) -> str | None:
     if cfg.init_network is None:
         return None
     shas = []
-    for name in dict.fromkeys(n for n in (cfg.init_network, cfg.init_network_whole_body) if n is not None):
+    names = (cfg.init_network, cfg.init_network_whole_body, cfg.init_network_other_angles)
+    for name in dict.fromkeys(n for n in names if n is not None):
         path = shipped_checkpoint(*split_tag(name))  # the fit methods here run the shipped networks
         if path.is_file():
             shas.append(_file_sha(path))
