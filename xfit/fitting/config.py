@@ -41,6 +41,8 @@ def _sound_network(name: object) -> bool:
 INTENSITY_MAPS = ("affine", "monotone")
 #: Data terms: multi-scale NCC, or its mean with the multi-scale NCC of gradient magnitudes.
 DATA_TERMS = ("ncc", "ncc+gradient")
+#: Voxel weights of the data-consistency step (:mod:`xfit.fitting.consistency`).
+CONSISTENCY_WEIGHTS = ("edges", "flat")
 
 
 @dataclass
@@ -119,6 +121,13 @@ class FitConfig:
             restarts agree where the X-rays decide and differ where they do not, so the mean
             drops the texture that the X-rays cannot pin down.
         ensemble_tol: relative data-term tolerance of the ensemble (0.2: within 20 % of the best).
+        consistency_steps: CGLS iterations of the data-consistency step after the fit (0 = off;
+            :mod:`xfit.fitting.consistency`): a correction off the prior's range that makes the
+            volume's projections agree with the X-rays. Skipped, and said so in the report, with
+            a fitted background, a monotone intensity map, ``refine_pose`` or ``transform``.
+        consistency_weights: ``edges`` (the correction goes where the start network's volume,
+            or the fit's own without one, has edges; :func:`~xfit.fitting.consistency.edge_weights`)
+            or ``flat`` (spread evenly along each ray).
         init_network: ``null``, or a network with CT output (``xctrsnet``, ``ear``, ``x2ct-cnn``,
             ``x2ct-gan``; ``NAME@TAG`` for a shipped variant, e.g. ``xctrsnet@style``, the default:
             X-CTRSNet fine-tuned on clinical-style radiographs too) whose reconstruction of the
@@ -232,6 +241,8 @@ class FitConfig:
     step_mm: float | None = None
     ensemble: bool = False
     ensemble_tol: float = 0.2
+    consistency_steps: int = 3
+    consistency_weights: str = "edges"
     init_network: str | None = "xctrsnet@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_other_angles: str | None = "xctrsnet@jitter"
@@ -296,6 +307,7 @@ INT_RANGES = {
     "early_stop_window": (1, 1_000_000),
     "max_divergences": (0, 100),
     "residual_steps": (0, 1_000_000),
+    "consistency_steps": (0, 1000),
     "align_steps": (0, 1_000_000),
     "residual_grid": (2, 64),
     "seed": (0, 2**32 - 1),
@@ -408,6 +420,10 @@ def _validate(cfg: FitConfig) -> None:
     need(
         isinstance(cfg.intensity_map, str) and cfg.intensity_map in INTENSITY_MAPS,
         f"intensity_map must be one of {', '.join(INTENSITY_MAPS)}, got {cfg.intensity_map!r}",
+    )
+    need(
+        isinstance(cfg.consistency_weights, str) and cfg.consistency_weights in CONSISTENCY_WEIGHTS,
+        f"consistency_weights must be one of {', '.join(CONSISTENCY_WEIGHTS)}, got {cfg.consistency_weights!r}",
     )
     need(
         isinstance(cfg.data_term, str) and cfg.data_term in DATA_TERMS,

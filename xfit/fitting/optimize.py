@@ -49,6 +49,7 @@ from ..prior.sample import generate_hu, prior_affine
 from ..projector import project, resolved_backend
 from ..units import hu_to_mu
 from .config import FitConfig, load_fit_config
+from .consistency import consistency_skip_reason, consistency_step, edge_weights
 from .invert import new_lbfgs
 from .objective import (
     Objective,
@@ -119,6 +120,10 @@ class FitResult:
             (:func:`xfit.fitting.objective.map_curve`), else ``None``.
         data_masks: with ``mask_saturated``, per view the ``[R_v, C_v]`` uint8 mask of the pixels
             the data term used (footprint and saturation masks combined), else ``None``.
+        consistency: what the data-consistency step did (:class:`~xfit.fitting.consistency.Consistency`
+            as a dictionary, with ``weights_from`` and ``seconds``), ``{"skipped": why}``, or
+            ``None`` when ``consistency_steps`` is 0. ``hu``, ``projections`` and ``view_ncc``
+            describe the corrected volume.
     """
 
     hu: np.ndarray
@@ -147,6 +152,7 @@ class FitResult:
     start: str = ""
     intensity_maps: list[dict] | None = None
     data_masks: list[np.ndarray] | None = None
+    consistency: dict | None = None
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -1226,6 +1232,7 @@ def fit(
 
     t_opt_end = time.perf_counter()
     result = _finish(runner, fine, views, arrays, centre)
+    result.consistency = _consistency(result, cfg, fine, arrays, net.hu if from_network else None, prior.hu_window)
     result.stopped_at = runner.step
     result.start = start
     t_end = time.perf_counter()
@@ -1378,6 +1385,37 @@ def _finish(
         else [map_curve(x["intensity_map"][best, i]) for i in range(len(views))],
         data_masks=None if not cfg.mask_saturated else _view_masks(objective, len(views)),
     )
+
+
+def _consistency(
+    result: FitResult,
+    cfg: FitConfig,
+    objective: Objective,
+    arrays: list[np.ndarray],
+    reference_hu: np.ndarray | None,
+    hu_window: tuple[float, float],
+) -> dict[str, Any] | None:
+    """Run the data-consistency step on ``result`` in place (its HU, re-projections and view
+    NCC then describe the corrected volume) and say what it did; ``None`` when it is off."""
+    if cfg.consistency_steps == 0:
+        return None
+    why = consistency_skip_reason(cfg, result.view_ncc)
+    if why is not None:
+        return {"skipped": why}
+    t0 = time.perf_counter()
+    weights = None
+    if cfg.consistency_weights == "edges":
+        weights = edge_weights(result.hu if reference_hu is None else reference_hu)
+    hu, info = consistency_step(result.hu, arrays, result.views, result.affine, cfg.consistency_steps, weights)
+    lo, hi = hu_window
+    result.hu = np.clip(hu, lo, hi).astype(np.float32)
+    preds = objective.render(hu_to_mu(torch.from_numpy(result.hu).to(objective.affine.device))[None, None])
+    result.view_ncc, result.projections = compare_views(objective, preds, arrays)
+    return {
+        **info.to_dict(),
+        "weights_from": "the fit" if reference_hu is None else "the start network",
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _view_masks(objective: Objective, n: int) -> list[np.ndarray]:

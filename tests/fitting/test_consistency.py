@@ -1,0 +1,161 @@
+"""Tests of xfit.fitting.consistency: the data-consistency step after the fit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from xfit.errors import InputError
+from xfit.fitting import FitConfig, fit, load_fit_config
+from xfit.fitting.consistency import (
+    MIN_VIEW_NCC,
+    consistency_skip_reason,
+    consistency_step,
+    edge_weights,
+    noise_sigma,
+    residuals,
+)
+from xfit.geometry import View
+from xfit.projector import project
+from xfit.units import hu_to_mu
+
+R = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread(one_thread):
+    yield
+
+
+def cube_affine(spacing: float = 2.0) -> np.ndarray:
+    a = np.diag([spacing, spacing, spacing, 1.0])
+    a[:3, 3] = -spacing * (R - 1) / 2
+    return a
+
+
+def views(angles=(0.0, 90.0)) -> list[View]:
+    return [View(a, sdd_mm=1000.0, sod_mm=800.0, shape=(24, 24), pixel_spacing_mm=(2.0, 2.0)) for a in angles]
+
+
+def volume(seed: int) -> np.ndarray:
+    """A smooth random ``[R, R, R]`` HU volume with an edge (a bright block), above air."""
+    rng = np.random.default_rng(seed)
+    hu = ndimage.gaussian_filter(rng.normal(0, 300, (R, R, R)), 2.0)
+    hu[5:11, 6:10, 4:12] += 600.0
+    return hu.astype(np.float32)
+
+
+def drr(hu: np.ndarray, vs: list[View]) -> list[np.ndarray]:
+    mu = hu_to_mu(torch.from_numpy(hu))[None, None]
+    with torch.no_grad():
+        return [project(mu, cube_affine(), [v])[0, 0].numpy() for v in vs]
+
+
+def err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_step_moves_toward_any_volume_that_explains_the_xrays(weighted):
+    # on the projector's own line integrals the step is a projection onto the volumes that explain
+    # them (in the W-weighted norm), so it cannot move away from the truth in that norm
+    truth, start = volume(0), volume(1)
+    vs = views()
+    w = edge_weights(start) if weighted else None
+    out, info = consistency_step(start, drr(truth, vs), vs, cube_affine(), 8, w, tau=None)
+    norm = (lambda d: err(d / np.sqrt(w), 0)) if weighted else (lambda d: err(d, 0))
+    assert norm(out - truth) < norm(start - truth)
+    assert info.iterations == 8 and info.residual_after < 0.3 * info.residual_before
+    assert err(out, truth) < err(start, truth)
+    again = drr(out, vs)
+    assert max(err(a, b) for a, b in zip(again, drr(truth, vs))) < 0.3 * max(
+        err(a, b) for a, b in zip(drr(start, vs), drr(truth, vs))
+    )
+
+
+def test_step_ignores_gain_and_offset_and_stops_at_zero_residual():
+    truth, start = volume(2), volume(3)
+    vs = views((0.0, 70.0))
+    images = drr(truth, vs)
+    a, _ = consistency_step(start, images, vs, cube_affine(), 3)
+    b, _ = consistency_step(start, [3.0 * im + 7.0 for im in images], vs, cube_affine(), 3)
+    assert err(a, b) < 1e-2 * err(a, start)
+    # a volume that already explains its X-rays stays where it is
+    same, info = consistency_step(truth, images, vs, cube_affine(), 3)
+    assert err(same, truth) < 1.0 and info.rms_hu < 1.0
+    r, gains = residuals(torch.from_numpy(truth), images, cube_affine(), vs)
+    assert max(float(x.abs().max()) for x in r) < 1e-4 and np.allclose(gains, 1.0, atol=1e-4)
+
+
+def test_noise_estimate_and_discrepancy_stop():
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(64, 64)), 6.0) * 10
+    assert noise_sigma(smooth) < 0.02 * smooth.std()
+    assert noise_sigma(smooth + rng.normal(0, 0.3, smooth.shape)) == pytest.approx(0.3, rel=0.1)
+    truth, start = volume(4), volume(5)
+    vs = views()
+    clean = drr(truth, vs)
+    _, run = consistency_step(start, clean, vs, cube_affine(), 3)
+    assert run.iterations >= 1 and run.residual_after <= 1.5 * run.noise_sigma or run.iterations == 3
+    # noise well above the start's residual: nothing to explain, nothing done
+    noisy = [im + rng.normal(0, 20 * run.residual_before, im.shape).astype(np.float32) for im in clean]
+    out, info = consistency_step(start, noisy, vs, cube_affine(), 3)
+    assert info.iterations == 0 and info.rms_hu == 0.0 and np.array_equal(out, start)
+    assert info.noise_sigma == pytest.approx(20 * run.residual_before, rel=0.15)
+
+
+def test_edge_weights_are_high_at_edges_and_positive():
+    hu = np.zeros((R, R, R), np.float32)
+    hu[:, :, R // 2 :] = 1000.0
+    w = edge_weights(hu, floor=0.05)
+    assert w.min() >= 0.05 and abs(w.mean() - 1.05) < 1e-6
+    assert w[R // 2, R // 2, R // 2] > 10 * w[R // 2, R // 2, 1]
+    flat = edge_weights(np.zeros((R, R, R)))
+    assert np.allclose(flat, 1.05)
+
+
+def test_skip_reasons_and_config():
+    assert consistency_skip_reason(FitConfig(background=False)) is None
+    assert "background" in consistency_skip_reason(FitConfig(background=True))
+    assert "processed" in consistency_skip_reason(FitConfig(background=False, intensity_map="monotone"))
+    assert "processed" in consistency_skip_reason(FitConfig(background=False, mask_saturated=True))
+    assert "pose" in consistency_skip_reason(FitConfig(background=False, refine_pose=True))
+    assert consistency_skip_reason(FitConfig(background=False), [0.999, MIN_VIEW_NCC]) is None
+    assert "NCC 0.900" in consistency_skip_reason(FitConfig(background=False), [0.999, 0.9])
+    assert FitConfig().consistency_steps == 3 and FitConfig().consistency_weights == "edges"
+    with pytest.raises(InputError, match="consistency_weights"):
+        FitConfig(consistency_weights="sharp")
+    with pytest.raises(InputError, match="consistency_steps"):
+        FitConfig(consistency_steps=-1)
+
+
+def test_fit_runs_the_step_and_reports_it(tiny_prior, monkeypatch):
+    from xfit.prior.sample import generate_hu, prior_affine
+
+    prior = tiny_prior
+    gen = torch.Generator().manual_seed(5)
+    w = prior.G.mapping(torch.randn(1, prior.G.z_dim, generator=gen))
+    hu, _ = generate_hu(prior, w, prior.G.synthesis.make_noise(1, generator=gen))
+    vs = [View(a, sdd_mm=1000.0, sod_mm=800.0, shape=(32, 32), pixel_spacing_mm=(3.0, 3.0)) for a in (0.0, 90.0)]
+    with torch.no_grad():
+        images = [im.numpy() for im in project(hu_to_mu(hu)[:, None], prior_affine(prior), vs)[0]]
+    base = load_fit_config(steps=10, restarts=1, background=False, init_network=None, consistency_steps=0)
+    off = fit(prior, images, vs, base, progress=False)
+    assert off.consistency is None
+    # a 10-step fit of a random tiny prior explains its X-rays with NCC 0.84-0.92: below the gate
+    gated = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3), progress=False)
+    assert "NCC" in gated.consistency["skipped"] and np.array_equal(gated.hu, off.hu)
+    monkeypatch.setattr("xfit.fitting.consistency.MIN_VIEW_NCC", 0.5)
+    on = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3), progress=False)
+    assert on.consistency["iterations"] >= 1 and on.consistency["weights_from"] == "the fit"
+    assert on.consistency["residual_after"] < on.consistency["residual_before"]
+    assert min(on.view_ncc) > min(off.view_ncc)
+    lo, hi = prior.hu_window
+    assert on.hu.min() >= lo and on.hu.max() <= hi and not np.array_equal(on.hu, off.hu)
+    np.testing.assert_array_equal(on.labels, off.labels)  # the label channel is the prior's
+    skipped = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3, background=True), progress=False)
+    assert "background" in skipped.consistency["skipped"]

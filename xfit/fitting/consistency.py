@@ -1,0 +1,224 @@
+"""Data consistency: an optional last step that moves the fitted volume off the prior's range,
+toward agreement with the X-rays (``consistency_steps`` in the fit config; ``docs/fit.md``,
+"Data consistency").
+
+A volume of the prior's range explains the X-rays only up to a residual ``r`` (each X-ray mapped
+onto the re-projection's line-integral units by least squares, :func:`residuals`). The step solves,
+by a few iterations of CGLS (conjugate gradients on the normal equations), the weighted
+minimum-norm correction ``d`` (HU) with ``A d = r``::
+
+    d = W A^T (A W A^T)^-1 r        (A: the projector, HU -> line integrals; W: voxel weights)
+
+so each ray's residual is spread along the ray in proportion to ``W``. With ``W = 1`` it would be
+smeared evenly and draw streaks; :func:`edge_weights` puts it where a smooth estimate errs most,
+at the edges of a reference volume (the start network's, or the fit's own). Stopping early is
+the regularisation, after a few iterations or once the residual is down to the images' noise
+(Morozov's discrepancy principle): later iterations fit noise and the mismatch between a real
+X-ray and the discrete projector.
+
+Its place: on noise-free line integrals of the projector's own grid the step is an orthogonal
+projection onto the volumes that explain the X-rays, and so cannot move away from the truth;
+on finer-grid X-rays, with quantum noise or with a vendor's processing it can, which is why it is
+measured under each of these (``bench/data_consistency.py``) and skipped where its model does not
+hold (:func:`consistency_skip_reason`: a fitted background, anatomy outside the cube; a monotone
+intensity map or masked pixels, or a re-projection that explains an X-ray with NCC below
+:data:`MIN_VIEW_NCC`, units that are not line integrals; refined poses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from ..geometry import View
+from ..projector import project
+from ..units import MU_WATER, hu_to_mu
+
+#: mu per HU above air (1/mm): the projector is linear in HU above -1000.
+MU_PER_HU = MU_WATER / 1000.0
+#: Morozov's discrepancy factor: stop once the residual is within this many noise stds.
+DISCREPANCY_TAU = 1.5
+#: The step runs only when every view's re-projection explains the X-ray this well (NCC over
+#: the data term's pixels): line integrals, noisy or not, give >= 0.996 with the start network's
+#: volume, processed radiographs <= 0.91 even at a tenth of the clinical presets'
+#: strength (phantoms 100-103, docs/fit.md "Data consistency").
+MIN_VIEW_NCC = 0.99
+
+
+@dataclass
+class Consistency:
+    """What the step did.
+
+    Attributes:
+        iterations: CGLS iterations run.
+        weights: ``edges`` or ``flat``.
+        rms_hu: RMS of the correction over the volume (HU).
+        residual_before, residual_after: RMS of the line-integral residual over all pixels.
+        noise_sigma: the images' estimated noise in the same units (:func:`noise_sigma`).
+    """
+
+    iterations: int
+    weights: str
+    rms_hu: float
+    residual_before: float
+    residual_after: float
+    noise_sigma: float
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return dict(self.__dict__)
+
+
+def consistency_skip_reason(cfg, view_ncc: Sequence[float] = ()) -> str | None:
+    """Why the step cannot run with these fit settings (a :class:`~xfit.fitting.FitConfig`) and
+    the fit's ``view_ncc``, or ``None``: its model needs the X-rays to be line integrals of the
+    cube alone, up to gain and offset, on the views as given."""
+    if cfg.background:
+        return "a fitted background: the X-rays hold anatomy outside the cube"
+    if cfg.intensity_map != "affine" or cfg.mask_saturated:
+        return "a processed radiograph (monotone intensity map or masked pixels): not line integrals"
+    if cfg.refine_pose or cfg.transform:
+        return "refined poses or a moved volume"
+    if len(view_ncc) and min(view_ncc) < MIN_VIEW_NCC:
+        return (
+            f"the re-projection explains an X-ray with NCC {min(view_ncc):.3f} < {MIN_VIEW_NCC}: "
+            "not line integrals (a processed radiograph?)"
+        )
+    return None
+
+
+def edge_weights(reference_hu: np.ndarray, blur_vox: float = 1.0, spread_vox: float = 1.5, floor: float = 0.05) -> np.ndarray:
+    """Voxel weights ``[R, R, R]`` (mean 1 + ``floor``): the squared gradient magnitude of the
+    reference volume (HU) smoothed by ``blur_vox``, spread by a Gaussian of ``spread_vox`` voxels.
+    ``floor`` keeps every voxel correctable."""
+    v = ndimage.gaussian_filter(np.asarray(reference_hu, np.float64), blur_vox, mode="nearest")
+    g = sum(ndimage.sobel(v, axis=a, mode="nearest") ** 2 for a in range(3))
+    w = ndimage.gaussian_filter(g, spread_vox, mode="nearest")
+    mean = float(w.mean())
+    return (w / mean if mean > 0 else np.ones_like(w)) + floor
+
+
+def _forward(d_hu: Tensor, affine: np.ndarray, views: Sequence[View]) -> list[Tensor]:
+    """Line integrals ``[R_v, C_v]`` per view of an HU offset volume ``[R, R, R]`` (linear)."""
+    mu = MU_PER_HU * d_hu[None, None]
+    return [project(mu, affine, [v])[0, 0] for v in views]
+
+
+def _adjoint(r: Sequence[Tensor], affine: np.ndarray, views: Sequence[View], shape: torch.Size) -> Tensor:
+    """``A^T r``: the back-projection ``[R, R, R]`` of per-view residuals (autograd of the
+    projector, its exact adjoint)."""
+    d = torch.zeros(shape, requires_grad=True)
+    s = sum((p * ri).sum() for p, ri in zip(_forward(d, affine, views), r))
+    return torch.autograd.grad(s, d)[0]
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Robust estimate of the white-noise std of an image ``[R, C]`` (its units): the median
+    absolute deviation of its second differences along rows and columns, divided by
+    ``sqrt(6)`` (the std of ``x[i-1] - 2 x[i] + x[i+1]`` for white noise of std 1). Smooth
+    structure barely enters it; on noise-free DRRs it gives a small floor. Correlated noise
+    (detector blur) is underestimated."""
+    im = np.asarray(image, np.float64)
+    if min(im.shape) < 3:
+        return 0.0
+    d = np.concatenate([(im[:, 2:] - 2 * im[:, 1:-1] + im[:, :-2]).ravel(), (im[2:] - 2 * im[1:-1] + im[:-2]).ravel()])
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(6.0))
+
+
+def residuals(
+    hu: Tensor, images: Sequence[np.ndarray], affine: np.ndarray, views: Sequence[View]
+) -> tuple[list[Tensor], list[float]]:
+    """Per view ``[R_v, C_v]``: the X-ray mapped onto the re-projection's units minus the
+    re-projection of ``hu``, and the gain ``c`` of that map. The map ``c * image + b`` is the
+    least-squares fit of the re-projection on the image, which is unbiased when the volume's
+    error is uncorrelated with the image (the fit of the image on the re-projection would
+    shrink ``c``)."""
+    with torch.no_grad():
+        mu = hu_to_mu(hu)[None, None]
+        out, gains = [], []
+        for im, v in zip(images, views):
+            p = project(mu, affine, [v])[0, 0].double()
+            y = torch.as_tensor(np.asarray(im), dtype=torch.float64)
+            yc = y - y.mean()
+            var = float((yc * yc).sum())
+            c = float((yc * (p - p.mean())).sum()) / var if var > 0 else 0.0
+            out.append((c * yc + p.mean() - p).float())
+            gains.append(c)
+    return out, gains
+
+
+def consistency_step(
+    hu: np.ndarray,
+    images: Sequence[np.ndarray],
+    views: Sequence[View],
+    affine: np.ndarray,
+    iterations: int,
+    weights: np.ndarray | None = None,
+    tau: float | None = DISCREPANCY_TAU,
+) -> tuple[np.ndarray, Consistency]:
+    """The corrected volume ``hu + d`` (``[R, R, R]`` HU) after at most ``iterations`` of
+    weighted CGLS.
+
+    Args:
+        hu: ``[R, R, R]`` HU on the grid of ``affine``.
+        images: the X-rays ``[R_v, C_v]`` (any gain and offset), one per view.
+        views: their views.
+        affine: ``[4, 4]`` voxel index -> world mm of ``hu``.
+        iterations: most CGLS iterations (each: one forward and one back-projection per view).
+        weights: ``[R, R, R]`` positive voxel weights ``W`` (``None``: flat).
+        tau: Morozov's discrepancy principle: stop once the RMS residual is within ``tau`` times
+            the images' noise (:func:`noise_sigma`, in the re-projection's units); ``None``:
+            run every iteration. With quantum noise of 1000 photons per pixel it stops before
+            the first, and the volume is returned unchanged.
+    Returns:
+        ``(hu + d, info)``; float32.
+    """
+    x0 = torch.from_numpy(np.ascontiguousarray(hu, np.float32))
+    sw = torch.ones_like(x0) if weights is None else torch.from_numpy(np.sqrt(np.asarray(weights, np.float32)))
+    r, gains = residuals(x0, images, affine, views)
+    count = sum(ri.numel() for ri in r)
+    norm = lambda rs: float(torch.sqrt(sum((ri * ri).sum() for ri in rs) / count))  # noqa: E731
+    sigma = float(np.sqrt(sum((c * noise_sigma(im)) ** 2 * im.size for c, im in zip(gains, map(np.asarray, images))) / count))
+    floor = 0.0 if tau is None else tau * sigma
+    before = norm(r)
+    e = torch.zeros_like(x0)  # d = sqrt(W) e: CGLS on B = A sqrt(W) gives the W-weighted min norm
+    s = _adjoint(r, affine, views, x0.shape) * sw
+    p, gamma = s.clone(), float((s * s).sum())
+    done, residual = 0, before
+    while done < iterations and residual > floor and gamma > 0:
+        with torch.no_grad():
+            q = _forward(p * sw, affine, views)
+        qq = float(sum((qi * qi).sum() for qi in q))
+        if qq <= 0:
+            break
+        alpha = gamma / qq
+        e = e + alpha * p
+        r = [ri - alpha * qi for ri, qi in zip(r, q)]
+        residual = norm(r)
+        done += 1
+        if done < iterations and residual > floor:
+            s = _adjoint(r, affine, views, x0.shape) * sw
+            g2 = float((s * s).sum())
+            p, gamma = s + (g2 / gamma) * p, g2
+    d = e * sw
+    info = Consistency(
+        done, "flat" if weights is None else "edges", float(d.square().mean().sqrt()), before, residual, sigma
+    )
+    return (x0 + d).numpy(), info
+
+
+__all__ = [
+    "DISCREPANCY_TAU",
+    "MIN_VIEW_NCC",
+    "MU_PER_HU",
+    "Consistency",
+    "consistency_skip_reason",
+    "consistency_step",
+    "edge_weights",
+    "noise_sigma",
+    "residuals",
+]
