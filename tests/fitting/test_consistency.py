@@ -100,7 +100,7 @@ def test_noise_estimate_and_discrepancy_stop():
     vs = views()
     clean = drr(truth, vs)
     _, run = consistency_step(start, clean, vs, cube_affine(), 3)
-    assert run.iterations >= 1 and run.residual_after <= 1.5 * run.noise_sigma or run.iterations == 3
+    assert (run.iterations >= 1 and run.residual_after <= 1.5 * run.noise_sigma) or run.iterations == 3
     # noise well above the start's residual: nothing to explain, nothing done
     noisy = [im + rng.normal(0, 20 * run.residual_before, im.shape).astype(np.float32) for im in clean]
     out, info = consistency_step(start, noisy, vs, cube_affine(), 3)

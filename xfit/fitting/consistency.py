@@ -91,7 +91,9 @@ def consistency_skip_reason(cfg, view_ncc: Sequence[float] = ()) -> str | None:
     return None
 
 
-def edge_weights(reference_hu: np.ndarray, blur_vox: float = 1.0, spread_vox: float = 1.5, floor: float = 0.05) -> np.ndarray:
+def edge_weights(
+    reference_hu: np.ndarray, blur_vox: float = 1.0, spread_vox: float = 1.5, floor: float = 0.05
+) -> np.ndarray:
     """Voxel weights ``[R, R, R]`` (mean 1 + ``floor``): the squared gradient magnitude of the
     reference volume (HU) smoothed by ``blur_vox``, spread by a Gaussian of ``spread_vox`` voxels.
     ``floor`` keeps every voxel correctable."""
@@ -182,7 +184,9 @@ def consistency_step(
     r, gains = residuals(x0, images, affine, views)
     count = sum(ri.numel() for ri in r)
     norm = lambda rs: float(torch.sqrt(sum((ri * ri).sum() for ri in rs) / count))  # noqa: E731
-    sigma = float(np.sqrt(sum((c * noise_sigma(im)) ** 2 * im.size for c, im in zip(gains, map(np.asarray, images))) / count))
+    sigma = float(
+        np.sqrt(sum((c * noise_sigma(im)) ** 2 * im.size for c, im in zip(gains, map(np.asarray, images))) / count)
+    )
     floor = 0.0 if tau is None else tau * sigma
     before = norm(r)
     e = torch.zeros_like(x0)  # d = sqrt(W) e: CGLS on B = A sqrt(W) gives the W-weighted min norm
