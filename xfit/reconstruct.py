@@ -1024,6 +1024,7 @@ def _report(rec: Reconstruction) -> dict[str, Any]:
         "grid": {"affine": np.asarray(f.affine).tolist(), "centre_mm": f.centre_mm},
         "transform": f.transform,
         "residual_rms_hu": f.residual_rms_hu,
+        "consistency": f.consistency,
         "views": views,
         "losses": {"final": f.history[-1] if f.history else {}, "history": f.history},
         "restarts": f.restarts,

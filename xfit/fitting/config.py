@@ -124,7 +124,9 @@ class FitConfig:
         consistency_steps: CGLS iterations of the data-consistency step after the fit (0 = off;
             :mod:`xfit.fitting.consistency`): a correction off the prior's range that makes the
             volume's projections agree with the X-rays. Skipped, and said so in the report, with
-            a fitted background, a monotone intensity map, ``refine_pose`` or ``transform``.
+            a fitted background, a monotone intensity map, ``mask_saturated``, ``refine_pose`` or
+            ``transform``, and when a view's re-projection explains its X-ray with an NCC below
+            :data:`~xfit.fitting.consistency.MIN_VIEW_NCC` (not line integrals).
         consistency_weights: ``edges`` (the correction goes where the start network's volume,
             or the fit's own without one, has edges; :func:`~xfit.fitting.consistency.edge_weights`)
             or ``flat`` (spread evenly along each ray).

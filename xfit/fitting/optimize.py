@@ -1399,7 +1399,7 @@ def _consistency(
     NCC then describe the corrected volume) and say what it did; ``None`` when it is off."""
     if cfg.consistency_steps == 0:
         return None
-    why = consistency_skip_reason(cfg, result.view_ncc)
+    why = consistency_skip_reason(cfg)
     if why is not None:
         return {"skipped": why}
     t0 = time.perf_counter()
@@ -1407,6 +1407,8 @@ def _consistency(
     if cfg.consistency_weights == "edges":
         weights = edge_weights(result.hu if reference_hu is None else reference_hu)
     hu, info = consistency_step(result.hu, arrays, result.views, result.affine, cfg.consistency_steps, weights)
+    if info.skipped is not None:
+        return {"skipped": info.skipped, "view_ncc": info.view_ncc}
     lo, hi = hu_window
     result.hu = np.clip(hu, lo, hi).astype(np.float32)
     preds = objective.render(hu_to_mu(torch.from_numpy(result.hu).to(objective.affine.device))[None, None])
