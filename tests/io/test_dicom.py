@@ -454,6 +454,7 @@ def test_pa_and_left_lateral_pair_equals_png_pair_and_report_sources(tmp_path):
         residual_rms_hu=None,
         intensity_maps=None,
         data_masks=None,
+        consistency=None,
     )
     rec = types.SimpleNamespace(
         fit=fit,
