@@ -37,7 +37,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from ..geometry import View
-from ..projector import project
+from ..projector import backproject, project
 from ..units import MU_WATER, hu_to_mu
 
 #: mu per HU above air (1/mm): the projector is linear in HU above -1000.
@@ -112,11 +112,12 @@ def _forward(d_hu: Tensor, affine: np.ndarray, views: Sequence[View]) -> list[Te
 
 
 def _adjoint(r: Sequence[Tensor], affine: np.ndarray, views: Sequence[View], shape: torch.Size) -> Tensor:
-    """``A^T r``: the back-projection ``[R, R, R]`` of per-view residuals (autograd of the
-    projector, its exact adjoint)."""
-    d = torch.zeros(shape, requires_grad=True)
-    s = sum((p * ri).sum() for p, ri in zip(_forward(d, affine, views), r))
-    return torch.autograd.grad(s, d)[0]
+    """``A^T r``: the back-projection ``[R, R, R]`` (HU units) of per-view residuals ``[R_v, C_v]``
+    (:func:`~xfit.projector.backproject`, the projector's exact adjoint)."""
+    out = torch.zeros(shape)
+    for ri, v in zip(r, views):
+        out += backproject(ri[None, None], affine, [v], tuple(shape))[0, 0]
+    return MU_PER_HU * out
 
 
 def noise_sigma(image: np.ndarray) -> float:
