@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from bench_scripts import load_bench
 
 from xfit.geometry import View
 from xfit.metrics import ncc
 from xfit.phantoms import make_phantom
 from xfit.studies.evaluate import project_hu
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("data_consistency", ROOT / "bench" / "data_consistency.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("data_consistency")
 
 
 def test_fine_xrays_are_the_same_phantom_on_a_finer_grid():

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import load_bench
 
 
 def _split():
-    spec = importlib.util.spec_from_file_location("fit_decomposition", ROOT / "bench" / "fit_decomposition.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.split
+    return load_bench("fit_decomposition").split
 
 
 def test_split_adds_up_and_reads_the_direction():
