@@ -42,8 +42,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from xfit.fitting import consistency
-from xfit.fitting.consistency import MIN_VIEW_NCC, consistency_step, edge_weights
+from xfit.fitting.consistency import consistency_step, edge_weights
 from xfit.geometry import View
 from xfit.metrics import ncc, volume_metrics
 from xfit.phantoms import make_phantom
@@ -79,16 +78,6 @@ def oracle_weights(hu: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """The volume's squared error, smoothed (1.5 voxels), mean 1, plus 0.05 (needs the truth)."""
     w = ndimage.gaussian_filter((np.asarray(hu, np.float64) - truth) ** 2, 1.5)
     return w / max(float(w.mean()), 1e-12) + 0.05
-
-
-def ungated(hu, images, views, affine, iterations, weights):
-    """The step with neither the view-NCC gate nor the discrepancy stop: the lever alone."""
-    gate = consistency.MIN_VIEW_NCC
-    consistency.MIN_VIEW_NCC = -1.0
-    try:
-        return consistency_step(hu, images, views, affine, iterations, weights, tau=None)
-    finally:
-        consistency.MIN_VIEW_NCC = gate
 
 
 def gap_weights(fit_hu: np.ndarray, net_hu: np.ndarray) -> np.ndarray:
@@ -127,23 +116,24 @@ def main(argv: list[str] | None = None) -> int:
             ctx.memo = {}
             net = run_method(ctx, args.network, case, obs).hu
             fitted = run_method(ctx, "fit", case, obs)
+            edges_net = edge_weights(net)
             edges = {
-                "edges-net": edge_weights(net),
+                "edges-net": edges_net,
                 "edges-fit": edge_weights(fitted.hu),
-                "edges-net+gap": edge_weights(net) + gap_weights(fitted.hu, net),
+                "edges-net+gap": edges_net + gap_weights(fitted.hu, net),
             }
             for name, hu in (("network", net), ("fit", fitted.hu)):
                 rows[(cond, name, "-")].append(scores(hu, case, ctx, truth_third, third))
                 for wname, w in (("flat", None), *edges.items(), ("oracle", oracle_weights(hu, case.hu))):
                     for k in ITERATIONS:
-                        out, _ = ungated(hu, obs.images, obs.views, ctx.affine, k, w)
+                        # the lever alone: neither the view-NCC gate nor the discrepancy stop
+                        out, _ = consistency_step(
+                            hu, obs.images, obs.views, ctx.affine, k, w, tau=None, min_view_ncc=-np.inf
+                        )
                         rows[(cond, name, f"{wname} x{k}")].append(scores(out, case, ctx, truth_third, third))
-                # as the fit runs it: the view-NCC gate (here over all pixels), 3 iterations,
-                # edge weights of the network's volume, discrepancy stop
-                gate = min(ncc(p, im) for p, im in zip(project_hu(hu, ctx.affine, obs.views), obs.images))
-                hu_d = hu
-                if gate >= MIN_VIEW_NCC:
-                    hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, 3, edges["edges-net"])
+                # as the fit runs it: 3 iterations, edge weights of the network's volume, the
+                # discrepancy stop and the view-NCC gate
+                hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, 3, edges_net)
                 rows[(cond, name, "default")].append(scores(hu_d, case, ctx, truth_third, third))
             print(json.dumps({"seed": seed, "cond": cond}), flush=True)
     print("\n| X-rays | volume | step | PSNR | SSIM | third-view NCC |")

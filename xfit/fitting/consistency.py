@@ -57,7 +57,6 @@ class Consistency:
 
     Attributes:
         iterations: CGLS iterations run.
-        weights: ``edges`` or ``flat``.
         rms_hu: RMS of the correction over the volume (HU).
         residual_before, residual_after: RMS of the line-integral residual over all pixels.
         noise_sigma: the images' estimated noise in the same units (:func:`noise_sigma`).
@@ -67,7 +66,6 @@ class Consistency:
     """
 
     iterations: int
-    weights: str
     rms_hu: float
     residual_before: float
     residual_after: float
@@ -166,6 +164,7 @@ def consistency_step(
     iterations: int,
     weights: np.ndarray | None = None,
     tau: float | None = DISCREPANCY_TAU,
+    min_view_ncc: float | None = None,
 ) -> tuple[np.ndarray, Consistency]:
     """The corrected volume ``hu + d`` (``[R, R, R]`` HU) after at most ``iterations`` of
     weighted CGLS.
@@ -181,6 +180,9 @@ def consistency_step(
             the images' noise (:func:`noise_sigma`, in the re-projection's units); ``None``:
             run every iteration. With quantum noise of 1000 photons per pixel it stops before
             the first, and the volume is returned unchanged.
+        min_view_ncc: the gate: the step does nothing when a view's re-projection explains its
+            X-ray with an NCC (all pixels) below this (``None``: :data:`MIN_VIEW_NCC`; ``-inf``:
+            no gate).
     Returns:
         ``(hu + d, info)``; float32.
     """
@@ -189,18 +191,18 @@ def consistency_step(
     r, gains, nccs = residuals(x0, images, affine, views)
     count = sum(ri.numel() for ri in r)
     norm = lambda rs: float(torch.sqrt(sum((ri * ri).sum() for ri in rs) / count))  # noqa: E731
-    kind = "flat" if weights is None else "edges"
-    if min(nccs) < MIN_VIEW_NCC:
+    before = norm(r)
+    gate = MIN_VIEW_NCC if min_view_ncc is None else min_view_ncc
+    if min(nccs) < gate:
         why = (
-            f"the volume's re-projection explains an X-ray with NCC {min(nccs):.3f} < {MIN_VIEW_NCC}: "
+            f"the volume's re-projection explains an X-ray with NCC {min(nccs):.3f} < {gate}: "
             "not line integrals (a processed radiograph?)"
         )
-        return x0.numpy(), Consistency(0, kind, 0.0, norm(r), norm(r), 0.0, nccs, why)
+        return x0.numpy(), Consistency(0, 0.0, before, before, 0.0, nccs, why)
     sigma = float(
         np.sqrt(sum((c * noise_sigma(im)) ** 2 * im.size for c, im in zip(gains, map(np.asarray, images))) / count)
     )
     floor = 0.0 if tau is None else tau * sigma
-    before = norm(r)
     e = torch.zeros_like(x0)  # d = sqrt(W) e: CGLS on B = A sqrt(W) gives the W-weighted min norm
     s = _adjoint(r, affine, views, x0.shape) * sw
     p, gamma = s.clone(), float((s * s).sum())
@@ -221,7 +223,7 @@ def consistency_step(
             g2 = float((s * s).sum())
             p, gamma = s + (g2 / gamma) * p, g2
     d = e * sw
-    info = Consistency(done, kind, float(d.square().mean().sqrt()), before, residual, sigma, nccs)
+    info = Consistency(done, float(d.square().mean().sqrt()), before, residual, sigma, nccs)
     return (x0 + d).numpy(), info
 
 

@@ -121,8 +121,9 @@ class FitResult:
         data_masks: with ``mask_saturated``, per view the ``[R_v, C_v]`` uint8 mask of the pixels
             the data term used (footprint and saturation masks combined), else ``None``.
         consistency: what the data-consistency step did (:class:`~xfit.fitting.consistency.Consistency`
-            as a dictionary, with ``weights_from`` and ``seconds``), ``{"skipped": why}``, or
-            ``None`` when ``consistency_steps`` is 0. ``hu``, ``projections`` and ``view_ncc``
+            as a dictionary, with ``weights``, ``weights_from`` and ``seconds``), ``{"skipped":
+            why}`` (plus ``view_ncc`` when the X-rays failed the gate), or ``None`` when
+            ``consistency_steps`` is 0. ``hu``, ``projections`` and ``view_ncc``
             describe the corrected volume.
     """
 
@@ -1415,6 +1416,7 @@ def _consistency(
     result.view_ncc, result.projections = compare_views(objective, preds, arrays)
     return {
         **info.to_dict(),
+        "weights": cfg.consistency_weights,
         "weights_from": "the fit" if reference_hu is None else "the start network",
         "seconds": time.perf_counter() - t0,
     }
