@@ -3,8 +3,8 @@
 For each case and each way the X-rays are made, the script takes two volumes, the start
 network's (``--network``) and the fit's before the step (the default fit with
 ``consistency_steps: 0``), and runs the step on each with every weighting at 1, 3 and 5 CGLS
-iterations (neither the view-NCC gate nor the discrepancy stop), and as the default runs it (3
-iterations, discrepancy stop, the view-NCC gate). It prints the mean PSNR, SSIM and third-view
+iterations (neither the view-NCC gate nor the discrepancy stop), and as the default runs it (its
+iterations and weights, the discrepancy stop, the view-NCC gate). It prints the mean PSNR, SSIM and third-view
 NCC (45 deg, against the truth's projection) per row, as a markdown table.
 
 Weights: ``flat`` (W = 1: each ray's residual spread evenly along it), ``edges-net`` and
@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from xfit.fitting.consistency import consistency_step, edge_weights
+from xfit.fitting import FitConfig
+from xfit.fitting.consistency import consistency_step, edge_weights, gap_weights, step_weights
 from xfit.geometry import View
 from xfit.metrics import ncc, volume_metrics
 from xfit.phantoms import make_phantom
@@ -59,6 +60,7 @@ from xfit.studies.evaluate import (
 
 PRIOR = Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safetensors"
 ITERATIONS = (1, 3, 5)
+DEFAULT = FitConfig()
 
 
 def observation(cond: str, case, ctx: Context, views: list[View]) -> Observation:
@@ -78,13 +80,6 @@ def oracle_weights(hu: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """The volume's squared error, smoothed (1.5 voxels), mean 1, plus 0.05 (needs the truth)."""
     w = ndimage.gaussian_filter((np.asarray(hu, np.float64) - truth) ** 2, 1.5)
     return w / max(float(w.mean()), 1e-12) + 0.05
-
-
-def gap_weights(fit_hu: np.ndarray, net_hu: np.ndarray) -> np.ndarray:
-    """Where the fit and the network disagree: their squared difference, smoothed (1.5 voxels),
-    mean 1 (a proxy for the error's spread that needs no truth)."""
-    w = ndimage.gaussian_filter((np.asarray(fit_hu, np.float64) - net_hu) ** 2, 1.5)
-    return w / max(float(w.mean()), 1e-12)
 
 
 def scores(hu: np.ndarray, case, ctx: Context, truth_third: np.ndarray, third: View) -> dict[str, float]:
@@ -131,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                             hu, obs.images, obs.views, ctx.affine, k, w, tau=None, min_view_ncc=-np.inf
                         )
                         rows[(cond, name, f"{wname} x{k}")].append(scores(out, case, ctx, truth_third, third))
-                # as the fit runs it: 3 iterations, edge weights of the network's volume, the
-                # discrepancy stop and the view-NCC gate
-                hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, 3, edges_net)
+                # as the fit runs it: the default's iterations and weights (of the fit's volume
+                # and the network's), the discrepancy stop and the view-NCC gate
+                w = step_weights(DEFAULT.consistency_weights, fitted.hu, net)
+                hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, DEFAULT.consistency_steps, w)
                 rows[(cond, name, "default")].append(scores(hu_d, case, ctx, truth_third, third))
             print(json.dumps({"seed": seed, "cond": cond}), flush=True)
     print("\n| X-rays | volume | step | PSNR | SSIM | third-view NCC |")

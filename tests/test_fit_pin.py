@@ -1,4 +1,5 @@
-"""The default fit path pinned to recorded numbers (both cases re-recorded 2026-12-06 late morning,
+"""The default fit path pinned to recorded numbers (the shipped case re-recorded 2026-12-06 noon,
+when the data-consistency step's weights became edges + gap; both cases 2026-12-06 late morning,
 when the data-consistency step joined the default; the shipped case before that on 2026-12-06, when
 the shipped prior became step 15000 (60 kimg); before that on 2026-12-05 late evening, when the
 inversion of the start network's volume became L-BFGS of W+ alone; before that when the warm
@@ -61,28 +62,28 @@ TINY = {
 
 SHIPPED = {
     "init": "xctrsnet volume inverted into W+ (4 L-BFGS steps, then 4 at full resolution)",
-    "hu_mean": 51.455623019562395,
-    "hu_std": 138.25883129856416,
-    "hu_min": -519.8275146484375,
-    "hu_max": 1075.184814453125,
+    "hu_mean": 49.80710562716473,
+    "hu_std": 132.5668784923606,
+    "hu_min": -651.4998168945312,
+    "hu_max": 933.353759765625,
     "label_prob_sum": 17408.400352657205,
     "label_voxels": 17389,
-    "view_ncc": [0.9802969694137573, 0.9729692935943604],
+    "view_ncc": [0.9934329986572266, 0.9868857264518738],
     "best_restart": 1,
     "metrics": {
-        "psnr_db": 26.114364647430556,
-        "ssim": 0.4535530634366668,
-        "mae_hu": 82.01937747644514,
-        "mae_mask_hu": 112.91212756336536,
+        "psnr_db": 26.727504079616118,
+        "ssim": 0.5227869136317987,
+        "mae_hu": 74.27469423793985,
+        "mae_mask_hu": 113.9946152188765,
         "dice": 0.8318819920047104,
         "hd95_mm": 2.7950849718747373,
     },
     # hu[c, c-4:c+4:2, c-4:c+4:2] and label_prob[c, c-4:c+4:2, c-4:c+4:2], c = 32
     "hu_slice": [
-        [26.929576873779297, 6.6076202392578125, 12.733978271484375, 83.46232604980469],
-        [134.11622619628906, 184.83670043945312, 270.119140625, 345.80755615234375],
-        [142.94320678710938, 95.65864562988281, 115.52083587646484, 143.9722442626953],
-        [128.2415313720703, 92.6964340209961, 78.93058013916016, 124.3501968383789],
+        [49.128753662109375, 1.6010093688964844, -5.241607666015625, 65.33499908447266],
+        [181.6138153076172, 190.75653076171875, 242.8936767578125, 311.0879821777344],
+        [156.64608764648438, 103.21334838867188, 109.28435516357422, 138.6326904296875],
+        [143.55494689941406, 102.1297607421875, 80.13033294677734, 122.8931884765625],
     ],
     "prob_slice": [
         [1.6598381401430017e-14, 4.113978461958408e-15, 2.40365451118109e-17, 2.1905913142331512e-16],

@@ -16,8 +16,10 @@ from xfit.fitting.consistency import (
     consistency_skip_reason,
     consistency_step,
     edge_weights,
+    gap_weights,
     noise_sigma,
     residuals,
+    step_weights,
 )
 from xfit.geometry import View
 from xfit.projector import project
@@ -125,13 +127,29 @@ def test_edge_weights_are_high_at_edges_and_positive():
     assert np.allclose(flat, 1.05)
 
 
+def test_gap_and_step_weights():
+    ref = np.zeros((R, R, R), np.float32)
+    ref[:, :, R // 2 :] = 1000.0
+    fit_hu = ref.copy()
+    fit_hu[2:5, 2:5, 2:5] += 300.0  # the fit disagrees with the reference in one corner only
+    g = gap_weights(fit_hu, ref)
+    assert abs(g.mean() - 1.0) < 1e-6 and g[3, 3, 3] > 20 * g[R - 3, R - 3, 3]
+    assert np.allclose(gap_weights(ref, ref), 1.0)
+    assert step_weights("flat", fit_hu, ref) is None
+    assert np.array_equal(step_weights("edges", fit_hu, ref), edge_weights(ref))
+    assert np.array_equal(step_weights("edges", fit_hu, None), edge_weights(fit_hu))
+    assert np.allclose(step_weights("edges+gap", fit_hu, ref), edge_weights(ref) + g)
+    # no reference (no start network): the fit's own edges, no gap
+    assert np.array_equal(step_weights("edges+gap", fit_hu, None), edge_weights(fit_hu))
+
+
 def test_skip_reasons_and_config():
     assert consistency_skip_reason(FitConfig(background=False)) is None
     assert "background" in consistency_skip_reason(FitConfig(background=True))
     assert "processed" in consistency_skip_reason(FitConfig(background=False, intensity_map="monotone"))
     assert "processed" in consistency_skip_reason(FitConfig(background=False, mask_saturated=True))
     assert "pose" in consistency_skip_reason(FitConfig(background=False, refine_pose=True))
-    assert FitConfig().consistency_steps == 3 and FitConfig().consistency_weights == "edges"
+    assert FitConfig().consistency_steps == 3 and FitConfig().consistency_weights == "edges+gap"
     with pytest.raises(InputError, match="consistency_weights"):
         FitConfig(consistency_weights="sharp")
     with pytest.raises(InputError, match="consistency_steps"):

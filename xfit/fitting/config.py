@@ -42,7 +42,7 @@ INTENSITY_MAPS = ("affine", "monotone")
 #: Data terms: multi-scale NCC, or its mean with the multi-scale NCC of gradient magnitudes.
 DATA_TERMS = ("ncc", "ncc+gradient")
 #: Voxel weights of the data-consistency step (:mod:`xfit.fitting.consistency`).
-CONSISTENCY_WEIGHTS = ("edges", "flat")
+CONSISTENCY_WEIGHTS = ("edges+gap", "edges", "flat")
 
 
 @dataclass
@@ -127,9 +127,10 @@ class FitConfig:
             a fitted background, a monotone intensity map, ``mask_saturated``, ``refine_pose`` or
             ``transform``, and when a view's re-projection explains its X-ray with an NCC below
             :data:`~xfit.fitting.consistency.MIN_VIEW_NCC` (not line integrals).
-        consistency_weights: ``edges`` (the correction goes where the start network's volume,
-            or the fit's own without one, has edges; :func:`~xfit.fitting.consistency.edge_weights`)
-            or ``flat`` (spread evenly along each ray).
+        consistency_weights: ``edges+gap`` (the correction goes where the start network's
+            volume has edges and where the fit and that volume disagree), ``edges`` (edges only;
+            of the fit's own volume without a start network) or ``flat`` (spread evenly along each
+            ray); :func:`~xfit.fitting.consistency.step_weights`.
         init_network: ``null``, or a network with CT output (``xctrsnet``, ``ear``, ``x2ct-cnn``,
             ``x2ct-gan``; ``NAME@TAG`` for a shipped variant, e.g. ``xctrsnet@style``, the default:
             X-CTRSNet fine-tuned on clinical-style radiographs too) whose reconstruction of the
@@ -244,7 +245,7 @@ class FitConfig:
     ensemble: bool = False
     ensemble_tol: float = 0.2
     consistency_steps: int = 3
-    consistency_weights: str = "edges"
+    consistency_weights: str = "edges+gap"
     init_network: str | None = "xctrsnet@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_other_angles: str | None = "xctrsnet@jitter"
@@ -253,7 +254,7 @@ class FitConfig:
     init_network_resolution: int | None = None
     init_network_fine_steps: int = 80
     init_network_optimizer: str = "lbfgs"
-    warm_steps: int | None = 40
+    warm_steps: int | None = 20
     warm_lr: float | None = None
     warm_coarse_fraction: float | None = 0.0
     warm_optimizer: str | None = None

@@ -103,6 +103,28 @@ def edge_weights(
     return (w / mean if mean > 0 else np.ones_like(w)) + floor
 
 
+def gap_weights(fit_hu: np.ndarray, reference_hu: np.ndarray, spread_vox: float = 1.5) -> np.ndarray:
+    """Voxel weights ``[R, R, R]`` (mean 1) where two estimates disagree: the squared difference of
+    the fit's and the reference's HU, smoothed by ``spread_vox`` voxels. A proxy for where either
+    errs that needs no truth (all ones where they agree everywhere)."""
+    w = ndimage.gaussian_filter((np.asarray(fit_hu, np.float64) - reference_hu) ** 2, spread_vox, mode="nearest")
+    mean = float(w.mean())
+    return w / mean if mean > 0 else np.ones_like(w)
+
+
+def step_weights(kind: str, fit_hu: np.ndarray, reference_hu: np.ndarray | None) -> np.ndarray | None:
+    """The step's voxel weights ``W`` ``[R, R, R]`` of a ``consistency_weights`` setting: ``flat``
+    (``None``: ``W = 1``), ``edges`` (:func:`edge_weights` of the reference, the start network's
+    volume, or of the fit's own volume without one) or ``edges+gap`` (plus :func:`gap_weights` of
+    the fit and the reference; edges of the fit alone without a reference)."""
+    if kind == "flat":
+        return None
+    w = edge_weights(fit_hu if reference_hu is None else reference_hu)
+    if kind == "edges+gap" and reference_hu is not None:
+        w = w + gap_weights(fit_hu, reference_hu)
+    return w
+
+
 def _forward(d_hu: Tensor, affine: np.ndarray, views: Sequence[View]) -> list[Tensor]:
     """Line integrals ``[R_v, C_v]`` per view of an HU offset volume ``[R, R, R]`` (linear)."""
     mu = MU_PER_HU * d_hu[None, None]
@@ -235,6 +257,8 @@ __all__ = [
     "consistency_skip_reason",
     "consistency_step",
     "edge_weights",
+    "gap_weights",
     "noise_sigma",
     "residuals",
+    "step_weights",
 ]

@@ -49,7 +49,7 @@ from ..prior.sample import generate_hu, prior_affine
 from ..projector import project, resolved_backend
 from ..units import hu_to_mu
 from .config import FitConfig, load_fit_config
-from .consistency import consistency_skip_reason, consistency_step, edge_weights
+from .consistency import consistency_skip_reason, consistency_step, step_weights
 from .invert import new_lbfgs
 from .objective import (
     Objective,
@@ -1404,9 +1404,7 @@ def _consistency(
     if why is not None:
         return {"skipped": why}
     t0 = time.perf_counter()
-    weights = None
-    if cfg.consistency_weights == "edges":
-        weights = edge_weights(result.hu if reference_hu is None else reference_hu)
+    weights = step_weights(cfg.consistency_weights, result.hu, reference_hu)
     hu, info = consistency_step(result.hu, arrays, result.views, result.affine, cfg.consistency_steps, weights)
     if info.skipped is not None:
         return {"skipped": info.skipped, "view_ncc": info.view_ncc}
