@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         rows[(cond, name, f"{wname} x{k}")].append(scores(out, case, ctx, truth_third, third))
                 # as the fit runs it: the default's iterations and weights (of the fit's volume
                 # and the network's), the discrepancy stop and the view-NCC gate
-                w = step_weights(DEFAULT.consistency_weights, fitted.hu, net)
+                w, _ = step_weights(DEFAULT.consistency_weights, fitted.hu, net)
                 hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, DEFAULT.consistency_steps, w)
                 rows[(cond, name, "default")].append(scores(hu_d, case, ctx, truth_third, third))
             print(json.dumps({"seed": seed, "cond": cond}), flush=True)

@@ -135,12 +135,16 @@ def test_gap_and_step_weights():
     g = gap_weights(fit_hu, ref)
     assert abs(g.mean() - 1.0) < 1e-6 and g[3, 3, 3] > 20 * g[R - 3, R - 3, 3]
     assert np.allclose(gap_weights(ref, ref), 1.0)
-    assert step_weights("flat", fit_hu, ref) is None
-    assert np.array_equal(step_weights("edges", fit_hu, ref), edge_weights(ref))
-    assert np.array_equal(step_weights("edges", fit_hu, None), edge_weights(fit_hu))
-    assert np.allclose(step_weights("edges+gap", fit_hu, ref), edge_weights(ref) + g)
+    assert step_weights("flat", fit_hu, ref) == (None, "flat")
+    w, used = step_weights("edges", fit_hu, ref)
+    assert used == "edges" and np.array_equal(w, edge_weights(ref))
+    w, used = step_weights("edges", fit_hu, None)
+    assert used == "edges" and np.array_equal(w, edge_weights(fit_hu))
+    w, used = step_weights("edges+gap", fit_hu, ref)
+    assert used == "edges+gap" and np.allclose(w, edge_weights(ref) + g)
     # no reference (no start network): the fit's own edges, no gap
-    assert np.array_equal(step_weights("edges+gap", fit_hu, None), edge_weights(fit_hu))
+    w, used = step_weights("edges+gap", fit_hu, None)
+    assert used == "edges" and np.array_equal(w, edge_weights(fit_hu))
 
 
 def test_skip_reasons_and_config():
@@ -175,6 +179,7 @@ def test_fit_runs_the_step_and_reports_it(tiny_prior, monkeypatch):
     monkeypatch.setattr("xfit.fitting.consistency.MIN_VIEW_NCC", 0.5)
     on = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3), progress=False)
     assert on.consistency["iterations"] >= 1 and on.consistency["weights_from"] == "the fit"
+    assert on.consistency["weights"] == "edges"  # the default edges+gap has no gap without a network
     assert on.consistency["residual_after"] < on.consistency["residual_before"]
     assert min(on.view_ncc) > min(off.view_ncc)
     lo, hi = prior.hu_window

@@ -112,17 +112,18 @@ def gap_weights(fit_hu: np.ndarray, reference_hu: np.ndarray, spread_vox: float 
     return w / mean if mean > 0 else np.ones_like(w)
 
 
-def step_weights(kind: str, fit_hu: np.ndarray, reference_hu: np.ndarray | None) -> np.ndarray | None:
-    """The step's voxel weights ``W`` ``[R, R, R]`` of a ``consistency_weights`` setting: ``flat``
-    (``None``: ``W = 1``), ``edges`` (:func:`edge_weights` of the reference, the start network's
-    volume, or of the fit's own volume without one) or ``edges+gap`` (plus :func:`gap_weights` of
-    the fit and the reference; edges of the fit alone without a reference)."""
+def step_weights(kind: str, fit_hu: np.ndarray, reference_hu: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+    """The step's voxel weights ``W`` ``[R, R, R]`` of a ``consistency_weights`` setting, and the
+    kind actually used: ``flat`` (``None``: ``W = 1``), ``edges`` (:func:`edge_weights` of the
+    reference, the start network's volume, or of the fit's own volume without one) or
+    ``edges+gap`` (plus :func:`gap_weights` of the fit and the reference; without a reference
+    there is no gap, and the kind used is ``edges`` of the fit)."""
     if kind == "flat":
-        return None
+        return None, "flat"
     w = edge_weights(fit_hu if reference_hu is None else reference_hu)
     if kind == "edges+gap" and reference_hu is not None:
-        w = w + gap_weights(fit_hu, reference_hu)
-    return w
+        return w + gap_weights(fit_hu, reference_hu), "edges+gap"
+    return w, "edges"
 
 
 def _forward(d_hu: Tensor, affine: np.ndarray, views: Sequence[View]) -> list[Tensor]:

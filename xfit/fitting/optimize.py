@@ -121,7 +121,8 @@ class FitResult:
         data_masks: with ``mask_saturated``, per view the ``[R_v, C_v]`` uint8 mask of the pixels
             the data term used (footprint and saturation masks combined), else ``None``.
         consistency: what the data-consistency step did (:class:`~xfit.fitting.consistency.Consistency`
-            as a dictionary, with ``weights``, ``weights_from`` and ``seconds``), ``{"skipped":
+            as a dictionary, with ``weights`` (the kind used: ``edges+gap``, ``edges`` or
+            ``flat``), ``weights_from`` and ``seconds``), ``{"skipped":
             why}`` (plus ``view_ncc`` when the X-rays failed the gate), or ``None`` when
             ``consistency_steps`` is 0. ``hu``, ``projections`` and ``view_ncc``
             describe the corrected volume.
@@ -1404,7 +1405,7 @@ def _consistency(
     if why is not None:
         return {"skipped": why}
     t0 = time.perf_counter()
-    weights = step_weights(cfg.consistency_weights, result.hu, reference_hu)
+    weights, used = step_weights(cfg.consistency_weights, result.hu, reference_hu)
     hu, info = consistency_step(result.hu, arrays, result.views, result.affine, cfg.consistency_steps, weights)
     if info.skipped is not None:
         return {"skipped": info.skipped, "view_ncc": info.view_ncc}
@@ -1414,7 +1415,7 @@ def _consistency(
     result.view_ncc, result.projections = compare_views(objective, preds, arrays)
     return {
         **info.to_dict(),
-        "weights": cfg.consistency_weights,
+        "weights": used,
         "weights_from": "the fit" if reference_hu is None else "the start network",
         "seconds": time.perf_counter() - t0,
     }
