@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 "edges-fit": edge_weights(fitted.hu),
                 "edges-net+gap": edges_net + gap_weights(fitted.hu, net),
             }
+            # the default's weights (of the fit's volume and the network's), for both volumes
+            w_default, _ = step_weights(DEFAULT.consistency_weights, fitted.hu, net)
             for name, hu in (("network", net), ("fit", fitted.hu)):
                 rows[(cond, name, "-")].append(scores(hu, case, ctx, truth_third, third))
                 for wname, w in (("flat", None), *edges.items(), ("oracle", oracle_weights(hu, case.hu))):
@@ -126,10 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                             hu, obs.images, obs.views, ctx.affine, k, w, tau=None, min_view_ncc=-np.inf
                         )
                         rows[(cond, name, f"{wname} x{k}")].append(scores(out, case, ctx, truth_third, third))
-                # as the fit runs it: the default's iterations and weights (of the fit's volume
-                # and the network's), the discrepancy stop and the view-NCC gate
-                w, _ = step_weights(DEFAULT.consistency_weights, fitted.hu, net)
-                hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, DEFAULT.consistency_steps, w)
+                # as the fit runs it: the default's iterations and weights, the discrepancy stop
+                # and the view-NCC gate
+                hu_d, _ = consistency_step(hu, obs.images, obs.views, ctx.affine, DEFAULT.consistency_steps, w_default)
                 rows[(cond, name, "default")].append(scores(hu_d, case, ctx, truth_third, third))
             print(json.dumps({"seed": seed, "cond": cond}), flush=True)
     print("\n| X-rays | volume | step | PSNR | SSIM | third-view NCC |")

@@ -90,6 +90,12 @@ def consistency_skip_reason(cfg) -> str | None:
     return None
 
 
+def _mean_one(w: np.ndarray) -> np.ndarray:
+    """``w`` scaled to mean 1 (all ones where ``w`` is zero everywhere)."""
+    mean = float(w.mean())
+    return w / mean if mean > 0 else np.ones_like(w)
+
+
 def edge_weights(
     reference_hu: np.ndarray, blur_vox: float = 1.0, spread_vox: float = 1.5, floor: float = 0.05
 ) -> np.ndarray:
@@ -98,18 +104,16 @@ def edge_weights(
     ``floor`` keeps every voxel correctable."""
     v = ndimage.gaussian_filter(np.asarray(reference_hu, np.float64), blur_vox, mode="nearest")
     g = sum(ndimage.sobel(v, axis=a, mode="nearest") ** 2 for a in range(3))
-    w = ndimage.gaussian_filter(g, spread_vox, mode="nearest")
-    mean = float(w.mean())
-    return (w / mean if mean > 0 else np.ones_like(w)) + floor
+    return _mean_one(ndimage.gaussian_filter(g, spread_vox, mode="nearest")) + floor
 
 
 def gap_weights(fit_hu: np.ndarray, reference_hu: np.ndarray, spread_vox: float = 1.5) -> np.ndarray:
     """Voxel weights ``[R, R, R]`` (mean 1) where two estimates disagree: the squared difference of
     the fit's and the reference's HU, smoothed by ``spread_vox`` voxels. A proxy for where either
     errs that needs no truth (all ones where they agree everywhere)."""
-    w = ndimage.gaussian_filter((np.asarray(fit_hu, np.float64) - reference_hu) ** 2, spread_vox, mode="nearest")
-    mean = float(w.mean())
-    return w / mean if mean > 0 else np.ones_like(w)
+    return _mean_one(
+        ndimage.gaussian_filter((np.asarray(fit_hu, np.float64) - reference_hu) ** 2, spread_vox, mode="nearest")
+    )
 
 
 def step_weights(kind: str, fit_hu: np.ndarray, reference_hu: np.ndarray | None) -> tuple[np.ndarray | None, str]:
