@@ -13,10 +13,12 @@ from xfit.errors import InputError
 from xfit.fitting import FitConfig, fit, load_fit_config
 from xfit.fitting.consistency import (
     MIN_VIEW_NCC,
+    MIN_VIEW_NCC_BACKGROUND,
     consistency_skip_reason,
     consistency_step,
     edge_weights,
     gap_weights,
+    highpass,
     noise_sigma,
     residuals,
     step_weights,
@@ -149,7 +151,7 @@ def test_gap_and_step_weights():
 
 def test_skip_reasons_and_config():
     assert consistency_skip_reason(FitConfig(background=False)) is None
-    assert "background" in consistency_skip_reason(FitConfig(background=True))
+    assert consistency_skip_reason(FitConfig(background=True)) is None  # whole torso: footprint, high-passed
     assert "processed" in consistency_skip_reason(FitConfig(background=False, intensity_map="monotone"))
     assert "processed" in consistency_skip_reason(FitConfig(background=False, mask_saturated=True))
     assert "pose" in consistency_skip_reason(FitConfig(background=False, refine_pose=True))
@@ -158,6 +160,64 @@ def test_skip_reasons_and_config():
         FitConfig(consistency_weights="sharp")
     with pytest.raises(InputError, match="consistency_steps"):
         FitConfig(consistency_steps=-1)
+    assert FitConfig().consistency_highpass_px == 3.0
+    with pytest.raises(InputError, match="consistency_highpass_px"):
+        FitConfig(consistency_highpass_px=-1.0)
+
+
+def test_highpass_takes_out_slow_fields_inside_the_mask_only():
+    yy, xx = np.mgrid[:24, :24].astype(np.float64)
+    mask = np.zeros((24, 24), bool)
+    mask[4:20, 6:18] = True
+    slow = 0.3 + 0.01 * xx - 0.02 * yy  # a plane: what a smooth background leaves
+    hp = highpass(slow, mask, 3.0)
+    assert np.all(hp[~mask] == 0) and np.abs(hp[mask]).max() < 0.2 * np.ptp(slow[mask])
+    assert np.abs(highpass(np.full((24, 24), 7.0), mask, 3.0)).max() < 1e-9  # an offset, exactly
+    spike = np.zeros((24, 24))
+    spike[12, 12] = 1.0
+    assert highpass(spike, mask, 3.0)[12, 12] > 0.9  # an edge-sized detail stays
+
+
+def test_step_with_a_background_explains_the_footprint_after_it():
+    # whole-torso X-rays: the cube's line integrals plus a smooth field of anatomy outside it
+    truth, start = volume(6), volume(7)
+    vs = views()
+    yy, xx = np.mgrid[:24, :24].astype(np.float32)
+    fields = [0.5 + 0.02 * xx + 0.01 * yy, 0.8 - 0.015 * yy + 0.0005 * xx * yy]
+    images = [d + f for d, f in zip(drr(truth, vs), fields)]
+    masks = [np.ones((24, 24), bool)] * 2
+    masks = [m.copy() for m in masks]
+    for m in masks:
+        m[:, :2] = m[:, -2:] = False
+    # the truth with the true fields explains its X-rays: a zero residual and no move
+    r, _, nccs = residuals(torch.from_numpy(truth), images, cube_affine(), vs, fields, masks, 3.0)
+    assert max(float(x.abs().max()) for x in r) < 1e-4 and np.allclose(nccs, 1.0, atol=1e-6)
+    same, _ = consistency_step(truth, images, vs, cube_affine(), 3, backgrounds=fields, masks=masks, highpass_px=3.0)
+    assert err(same, truth) < 1.0
+    # from another volume, with fields only roughly known (their slow part off), it moves toward the truth
+    rough = [f + 0.05 for f in fields]
+    out, info = consistency_step(
+        start,
+        images,
+        vs,
+        cube_affine(),
+        5,
+        edge_weights(start),
+        tau=None,
+        backgrounds=rough,
+        masks=masks,
+        highpass_px=3.0,
+    )
+    assert info.iterations == 5 and info.skipped is None and err(out, truth) < err(start, truth)
+    # without the background the same X-rays are far from line integrals of the cube
+    _, _, plain = residuals(torch.from_numpy(start), images, cube_affine(), vs)
+    _, _, with_bg = residuals(torch.from_numpy(start), images, cube_affine(), vs, fields, masks)
+    assert min(with_bg) > min(plain)
+    # the gate with a background is its own, over the footprint (and weaker: a strong contrast
+    # curve passes it, X-rays of something else do not)
+    other = [np.random.default_rng(i).normal(size=(24, 24)).astype(np.float32) for i in range(2)]
+    _, info = consistency_step(start, other, vs, cube_affine(), 3, backgrounds=fields, masks=masks, highpass_px=3.0)
+    assert info.skipped is not None and "background" in info.skipped and min(info.view_ncc) < MIN_VIEW_NCC_BACKGROUND
 
 
 def test_fit_runs_the_step_and_reports_it(tiny_prior, monkeypatch):
@@ -185,5 +245,8 @@ def test_fit_runs_the_step_and_reports_it(tiny_prior, monkeypatch):
     lo, hi = prior.hu_window
     assert on.hu.min() >= lo and on.hu.max() <= hi and not np.array_equal(on.hu, off.hu)
     np.testing.assert_array_equal(on.labels, off.labels)  # the label channel is the prior's
-    skipped = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3, background=True), progress=False)
-    assert "background" in skipped.consistency["skipped"]
+    # with a background (whole-torso X-rays) the step runs on the footprint, high-passed
+    monkeypatch.setattr("xfit.fitting.consistency.MIN_VIEW_NCC_BACKGROUND", 0.5)
+    torso = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3, background=True), progress=False)
+    assert torso.consistency["highpass_px"] == 3.0 and torso.consistency["iterations"] >= 1
+    assert on.consistency["highpass_px"] is None and torso.backgrounds is not None

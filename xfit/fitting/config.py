@@ -124,9 +124,14 @@ class FitConfig:
         consistency_steps: CGLS iterations of the data-consistency step after the fit (0 = off;
             :mod:`xfit.fitting.consistency`): a correction off the prior's range that makes the
             volume's projections agree with the X-rays. Skipped, and said so in the report, with
-            a fitted background, a monotone intensity map, ``mask_saturated``, ``refine_pose`` or
-            ``transform``, and when a view's re-projection explains its X-ray with an NCC below
-            :data:`~xfit.fitting.consistency.MIN_VIEW_NCC` (not line integrals).
+            a monotone intensity map, ``mask_saturated``, ``refine_pose`` or ``transform``, and
+            when a view's re-projection explains its X-ray with an NCC below
+            :data:`~xfit.fitting.consistency.MIN_VIEW_NCC` (not line integrals). With a fitted
+            background (whole-torso X-rays) it explains the footprint's residual after the
+            background, high-passed (``consistency_highpass_px``).
+        consistency_highpass_px: with a fitted background, the Gaussian (detector pixels) whose
+            local mean is taken out of the step's residual: the background's misfit, left to the
+            background (0: none; :func:`~xfit.fitting.consistency.highpass`).
         consistency_weights: ``edges+gap`` (the correction goes where the start network's
             volume has edges and where the fit and that volume disagree), ``edges`` (edges only;
             of the fit's own volume without a start network) or ``flat`` (spread evenly along each
@@ -246,6 +251,7 @@ class FitConfig:
     ensemble_tol: float = 0.2
     consistency_steps: int = 3
     consistency_weights: str = "edges+gap"
+    consistency_highpass_px: float = 3.0
     init_network: str | None = "xctrsnet@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_other_angles: str | None = "xctrsnet@jitter"
@@ -324,6 +330,7 @@ FLOAT_RANGES = {
     "lr_rampup": (0.0, 1.0),
     "lr_rampdown": (0.0, 1.0),
     "init_perturbation": (0.0, 100.0),
+    "consistency_highpass_px": (0.0, 1000.0),
     "lambda_w": (0.0, 1e6),
     "lambda_c": (0.0, 1e6),
     "lambda_n": (0.0, 1e6),

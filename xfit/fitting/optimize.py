@@ -1406,17 +1406,35 @@ def _consistency(
         return {"skipped": why}
     t0 = time.perf_counter()
     weights, used = step_weights(cfg.consistency_weights, result.hu, reference_hu)
-    hu, info = consistency_step(result.hu, arrays, result.views, result.affine, cfg.consistency_steps, weights)
+    torso = result.backgrounds is not None  # anatomy outside the cube: residual over the footprint, high-passed
+    masks = [m > 0 for m in _view_masks(objective, len(arrays))] if torso else None
+    hu, info = consistency_step(
+        result.hu,
+        arrays,
+        result.views,
+        result.affine,
+        cfg.consistency_steps,
+        weights,
+        backgrounds=result.backgrounds,
+        masks=masks,
+        highpass_px=cfg.consistency_highpass_px if torso else 0.0,
+    )
     if info.skipped is not None:
         return {"skipped": info.skipped, "view_ncc": info.view_ncc}
     lo, hi = hu_window
     result.hu = np.clip(hu, lo, hi).astype(np.float32)
     preds = objective.render(hu_to_mu(torch.from_numpy(result.hu).to(objective.affine.device))[None, None])
+    if torso:
+        preds = [
+            p + torch.stack([torch.from_numpy(result.backgrounds[i]) for i in g.index]).to(p)[None]
+            for g, p in zip(objective.groups, preds)
+        ]
     result.view_ncc, result.projections = compare_views(objective, preds, arrays)
     return {
         **info.to_dict(),
         "weights": used,
         "weights_from": "the fit" if reference_hu is None else "the start network",
+        "highpass_px": cfg.consistency_highpass_px if torso else None,
         "seconds": time.perf_counter() - t0,
     }
 
