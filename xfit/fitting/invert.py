@@ -177,11 +177,13 @@ def invert_volume(
     params = [u] + (noise if optimize_noise else [])
     lo, hi = prior.config.hu_window
 
-    def loss() -> Tensor:
-        return _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp)["total"]
+    def loss(bf16: bool = amp) -> Tensor:
+        return _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, bf16)[
+            "total"
+        ]
 
     if optimizer == "lbfgs":
-        _lbfgs(params, loss, steps)
+        _lbfgs(params, loss, steps, (lambda: loss(False)) if amp else None)
     else:
         _adam(params, loss, steps, lr)
     with torch.no_grad():
@@ -230,9 +232,28 @@ def new_lbfgs(params: list[Tensor], iterations: int, evaluations: int) -> torch.
     )
 
 
-def _lbfgs(params: list[Tensor], loss, steps: int) -> None:
-    """``steps`` L-BFGS iterations on ``loss()`` (at most ``1.25 * steps`` evaluations)."""
-    opt = new_lbfgs(params, steps, steps * 5 // 4 + 1)
+def _lbfgs(params: list[Tensor], loss, steps: int, fallback=None) -> int:
+    """``steps`` L-BFGS iterations on ``loss()`` (at most ``1.25 * steps`` evaluations); returns
+    the iterations run.
+
+    A run can stall: under bf16 autocast the loss is too coarse for the line search at the tiny
+    first step L-BFGS takes, which then finds no decrease and stops (step 0) long before its
+    budget. On phantom 12 of ``results/heldout20`` the fine inversion stopped after one iteration
+    with its loss unchanged, and the fit lost 4.3 dB. Such a stall (neither budget used up) runs
+    the remaining iterations again, with fresh history, on ``fallback`` (the float32 loss), when
+    one is given. Runs that do not stall are untouched."""
+    done, stalled = _lbfgs_run(params, loss, steps)
+    if stalled and fallback is not None and done < steps:
+        more, _ = _lbfgs_run(params, fallback, steps - done)
+        done += more
+    return done
+
+
+def _lbfgs_run(params: list[Tensor], loss, steps: int) -> tuple[int, bool]:
+    """One L-BFGS run: ``(iterations, stalled)``; stalled when it stopped before both its
+    iteration and its evaluation budget (a line search that found no decrease)."""
+    evaluations = steps * 5 // 4 + 1
+    opt = new_lbfgs(params, steps, evaluations)
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
@@ -241,6 +262,9 @@ def _lbfgs(params: list[Tensor], loss, steps: int) -> None:
         return total
 
     opt.step(closure)
+    state = opt.state[params[0]]
+    n, evals = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+    return n, n < steps and evals < evaluations
 
 
 def _terms(
