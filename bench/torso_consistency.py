@@ -37,8 +37,7 @@ import torch
 
 from xfit.fitting import FitConfig, fit
 from xfit.fitting.consistency import consistency_step, step_weights
-from xfit.fitting.objective import group_views
-from xfit.fitting.optimize import footprint_masks
+from xfit.fitting.optimize import view_footprints
 from xfit.metrics import volume_metrics
 from xfit.studies.evaluate import Context, EvalSpec, default_views, make_case, observe, run_method
 
@@ -46,17 +45,6 @@ PRIOR = Path(__file__).resolve().parents[1] / "xfit" / "data" / "prior-64.safete
 HIGHPASS = (0.0, 2.0, 3.0, 4.0, 6.0)
 ITERATIONS = (1, 3, 5)
 DEFAULT = FitConfig()
-
-
-def footprints(views, affine: np.ndarray, resolution: int, fraction: float) -> list[np.ndarray]:
-    """Per view bool ``[R_v, C_v]``: the data term's footprint (as the fit computes it)."""
-    out: list[np.ndarray] = [np.zeros(0, bool)] * len(views)
-    groups = group_views(views)
-    aff = torch.as_tensor(affine, dtype=torch.float32)
-    for g, m in zip(groups, footprint_masks(groups, aff, resolution, fraction)):
-        for j, i in enumerate(g.index):
-            out[i] = m[j].numpy() > 0.5
-    return out
 
 
 def observed(cond: str, case, views):
@@ -81,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclasses.replace(ctx.cfg, consistency_steps=0)
     views = default_views(spec.angles, spec.detector, spec.pixel_spacing_mm)
     res = int(ctx.prior.config.resolution)
-    masks = footprints(views, ctx.affine, res, cfg.footprint)
+    masks = view_footprints(views, ctx.affine, res, cfg.footprint)
     rows: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     gains: dict[str, list[str]] = defaultdict(list)
 

@@ -608,6 +608,21 @@ def test_footprint_mask_keeps_rays_through_the_field_of_view():
     assert loose.sum() > mask.sum()
 
 
+def test_view_footprints_are_the_cube_shadow_in_the_views_order():
+    from xfit.fitting.optimize import view_footprints
+
+    affine = np.diag([2.5, 2.5, 2.5, 1.0])
+    affine[:3, 3] = -2.5 * 15 / 2  # a 16^3 cube of 40 mm about the isocentre
+    views = [View(a, shape=(48, 48), pixel_spacing_mm=(2.0, 2.0)) for a in (0.0, 90.0)]
+    views.insert(1, View(180.0, shape=(40, 40), pixel_spacing_mm=(2.0, 2.0)))  # another group between
+    masks = view_footprints(views, affine, 16, 0.9)
+    assert [m.shape for m in masks] == [(48, 48), (40, 40), (48, 48)]
+    for m in masks:
+        c = m.shape[0] // 2
+        assert m.dtype == bool and m[c, c] and not m[0, 0] and not m[c, 2]
+        assert 0.1 < m.mean() < 0.6  # about the cube's 40 mm of the detector's 80-96
+
+
 def test_best_prior_samples_finds_the_sample_that_made_the_images(prior):
     """Images made from sample j of the candidate pool: j is ranked first and its score is ~0."""
     from xfit.fitting.optimize import best_prior_samples

@@ -255,6 +255,18 @@ def footprint_masks(groups: list[ViewGroup], affine: Tensor, resolution: int, fr
     return masks
 
 
+def view_footprints(views: Sequence[View], affine: np.ndarray, resolution: int, fraction: float) -> list[np.ndarray]:
+    """Per view, in the views' order, bool ``[R_v, C_v]``: :func:`footprint_masks` of the cube
+    ``[resolution]^3`` on ``affine`` (voxel index -> world mm) at ``fraction``."""
+    groups = group_views(views)
+    aff = torch.as_tensor(affine, dtype=torch.float32)
+    out: list[np.ndarray] = [np.zeros(0, bool)] * len(views)
+    for g, m in zip(groups, footprint_masks(groups, aff, resolution, fraction)):
+        for j, i in enumerate(g.index):
+            out[i] = m[j].numpy() > 0.5
+    return out
+
+
 @torch.no_grad()
 def best_prior_samples(
     prior: Prior,

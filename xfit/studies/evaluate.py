@@ -647,15 +647,9 @@ def score(ctx: Context, case: Case, obs: Observation, recon: Recon, true_views: 
 def central_masks(ctx: Context, views: Sequence[View]) -> list[np.ndarray]:
     """Per view ``[rows, cols]`` bool: the central region of :data:`CENTRAL_FRACTION` (memoised per case)."""
     if "central" not in ctx.memo:
-        from ..fitting.objective import group_views
-        from ..fitting.optimize import footprint_masks
+        from ..fitting.optimize import view_footprints
 
-        groups = group_views(views)
-        aff = torch.as_tensor(ctx.affine, dtype=torch.float32)
-        masks: list[np.ndarray] = [np.zeros(0, bool)] * len(views)
-        for g, m in zip(groups, footprint_masks(groups, aff, int(ctx.prior.config.resolution), CENTRAL_FRACTION)):
-            for j, i in enumerate(g.index):
-                masks[i] = m[j].numpy() > 0.5
+        masks = view_footprints(views, ctx.affine, int(ctx.prior.config.resolution), CENTRAL_FRACTION)
         ctx.memo["central"] = masks
     return ctx.memo["central"]
 
