@@ -1,4 +1,6 @@
-"""The default fit path pinned to recorded numbers (the shipped case re-recorded 2026-12-06 noon,
+"""The default fit path pinned to recorded numbers (the shipped case re-recorded 2026-12-06 late
+evening, when the output became the mean of the fitted volume and the start network's before the
+data-consistency step (``blend_start: 0.5``); before that at noon,
 when the data-consistency step's weights became edges + gap; both cases 2026-12-06 late morning,
 when the data-consistency step joined the default; the shipped case before that on 2026-12-06, when
 the shipped prior became step 15000 (60 kimg); before that on 2026-12-05 late evening, when the
@@ -62,28 +64,28 @@ TINY = {
 
 SHIPPED = {
     "init": "xctrsnet volume inverted into W+ (4 L-BFGS steps, then 4 at full resolution)",
-    "hu_mean": 49.80710562716473,
-    "hu_std": 132.5668784923606,
-    "hu_min": -651.4998168945312,
-    "hu_max": 933.353759765625,
+    "hu_mean": 35.517651145336,
+    "hu_std": 125.6038518363547,
+    "hu_min": -511.7618408203125,
+    "hu_max": 857.902099609375,
     "label_prob_sum": 17408.400352657205,
     "label_voxels": 17389,
-    "view_ncc": [0.9934329986572266, 0.9868857264518738],
+    "view_ncc": [0.9968230128288269, 0.9940990209579468],
     "best_restart": 1,
     "metrics": {
-        "psnr_db": 26.727504079616118,
-        "ssim": 0.5227869136317987,
-        "mae_hu": 74.27469423793985,
-        "mae_mask_hu": 113.9946152188765,
+        "psnr_db": 27.903018870541043,
+        "ssim": 0.6403268623493392,
+        "mae_hu": 60.01232353353669,
+        "mae_mask_hu": 109.14450383423477,
         "dice": 0.8318819920047104,
         "hd95_mm": 2.7950849718747373,
     },
     # hu[c, c-4:c+4:2, c-4:c+4:2] and label_prob[c, c-4:c+4:2, c-4:c+4:2], c = 32
     "hu_slice": [
-        [49.128753662109375, 1.6010093688964844, -5.241607666015625, 65.33499908447266],
-        [181.6138153076172, 190.75653076171875, 242.8936767578125, 311.0879821777344],
-        [156.64608764648438, 103.21334838867188, 109.28435516357422, 138.6326904296875],
-        [143.55494689941406, 102.1297607421875, 80.13033294677734, 122.8931884765625],
+        [3.6470375061035156, -47.57149887084961, -63.661739349365234, -9.388294219970703],
+        [150.59788513183594, 154.90310668945312, 199.06349182128906, 263.0308837890625],
+        [191.7778778076172, 139.14390563964844, 140.75021362304688, 142.0851287841797],
+        [120.83352661132812, 98.94853973388672, 94.38643646240234, 117.28882598876953],
     ],
     "prob_slice": [
         [1.6598381401430017e-14, 4.113978461958408e-15, 2.40365451118109e-17, 2.1905913142331512e-16],

@@ -395,6 +395,71 @@ def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, mo
     assert [(k["optimizer"], k["optimize_noise"], k["outputs"]) for k in calls] == [("lbfgs", False, False)] * 2
 
 
+def test_blend_start_mixes_the_start_networks_volume_into_the_output(shipped):
+    """``blend_start``: the output is the fitted volume mixed with the start network's (before the
+    data-consistency step), re-projected; the labels stay the fit's; no network start, no mix."""
+    from xfit.baselines.infer import predict
+
+    prior, case, v = shipped
+    net_hu = predict("xctrsnet", None, case.images, v)[0]
+    common = dict(
+        warm_steps=2,
+        restarts=1,
+        background=False,
+        init_network="xctrsnet",
+        init_network_steps=2,
+        init_network_fine_steps=0,
+        consistency_steps=0,
+        early_stop_tol=0.0,
+    )
+    alone = fit(prior, case.images, v, load_fit_config(blend_start=0.0, **common), progress=False)
+    mixed = fit(prior, case.images, v, load_fit_config(blend_start=0.25, **common), progress=False)
+    lo, hi = prior.hu_window
+    np.testing.assert_allclose(mixed.hu, 0.75 * alone.hu + 0.25 * net_hu.clip(lo, hi), atol=0.5)
+    assert np.array_equal(mixed.labels, alone.labels) and mixed.config["blend_start_applied"] == 0.25
+    assert not np.allclose(mixed.projections[0], alone.projections[0])
+    cold_cfg = dataclasses.replace(load_fit_config(steps=2, blend_start=0.5, **common), init_network=None)
+    cold = fit(prior, case.images, v, cold_cfg, progress=False)
+    assert cold.config["blend_start_applied"] == 0.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match="blend_start"):
+            load_fit_config(blend_start=bad)
+
+
+def test_a_joined_init_network_starts_from_the_mean_of_the_volumes(shipped, monkeypatch):
+    """``A+B`` inverts the mean of the two networks' volumes with the first one's mask; each part
+    is checked like a single network, and a user's checkpoint needs a single one."""
+    from xfit.baselines.infer import predict
+    from xfit.fitting import hybrid
+
+    prior, case, v = shipped
+    a = predict("xctrsnet", None, case.images, v)
+    b = predict("x2ct-cnn", None, case.images, v)
+    seen = []
+    monkeypatch.setattr(hybrid, "invert_volume", lambda _p, hu, lab, **k: seen.append((hu, lab)) or None)
+    start = hybrid.network_start(prior, case.images, v, [0.0, 0.0, 0.0], "xctrsnet+x2ct-cnn", steps=0)
+    assert start.note == "w_mean (xctrsnet+x2ct-cnn volume as anchor only)" and seen == []
+    np.testing.assert_allclose(start.hu, (a[0] + b[0]) / 2, atol=1e-3)
+    assert np.array_equal(start.labels, a[1].astype(bool)) and not np.array_equal(start.hu, a[0])
+    assert load_fit_config(init_network="xctrsnet@style+x2ct-cnn").init_network == "xctrsnet@style+x2ct-cnn"
+    for bad in ("xctrsnet+igcn", "xctrsnet+xctrsnet", "xctrsnet+", "+ear"):
+        with pytest.raises(InputError, match="init_network"):
+            load_fit_config(init_network=bad)
+    assert hybrid.grid_mismatch(prior, "xctrsnet@style+x2ct-cnn") is None
+    assert hybrid.trained_at("xctrsnet@style+x2ct-cnn", v) and not hybrid.trained_at(
+        "xctrsnet@jitter+x2ct-cnn", default_views_at(60.0)
+    )
+    with pytest.raises(InputError, match="one init_network"):
+        hybrid.grid_mismatch(prior, "xctrsnet+x2ct-cnn", "net.safetensors")
+
+
+def default_views_at(second_deg: float) -> list[View]:
+    """AP and a second view at ``second_deg``, as the shipped networks take them."""
+    from xfit.studies.evaluate import default_views
+
+    return default_views((0.0, second_deg), 64, 2.0)
+
+
 def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monkeypatch):
     """Views at angles the start network was not trained at (beyond its jitter and the tolerance)
     start the fit from ``init_network_other_angles`` when that one covers them, else from

@@ -398,6 +398,22 @@ def test_fit_lbfgs_stages(prior, target):
     assert best["final_total"] <= min(fine) * (1 + 1e-4)  # the lowest total evaluated, not the last
 
 
+def test_a_stalled_lbfgs_stage_finishes_with_adam(prior, target, monkeypatch):
+    """An L-BFGS stage that stops before its budget (a line search with no decrease, as bf16 can
+    give) is a stall: the report says so, and Adam runs the rest of the stage's steps."""
+    from xfit.fitting import optimize
+
+    real = optimize.new_lbfgs
+    monkeypatch.setattr(optimize, "new_lbfgs", lambda params, iterations, evaluations: real(params, 1, evaluations))
+    cfg = load_fit_config(steps=12, coarse_fraction=0.0, early_stop_tol=0.0, optimizer="lbfgs")
+    res = fit(prior, target["images"], make_views(), cfg, progress=False)
+    steps = [h for h in res.history if "stage" in h]
+    lbfgs = [h for h in steps if h.get("optimizer") == "lbfgs"]
+    assert 0 < len(lbfgs) < 12 and len(steps) == 12 and res.stopped_at == 12
+    assert [h["event"] for h in res.history if "event" in h] == ["stalled"]
+    assert steps[-1]["total"] < lbfgs[-1]["total"]  # Adam went on downhill
+
+
 def test_fit_lbfgs_callback_stop_and_divergence(prior, target):
     seen = []
 

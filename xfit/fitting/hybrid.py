@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..geometry import View
 from ..prior.checkpoint import Prior
-from .config import INIT_NETWORKS, FitConfig
+from .config import INIT_NETWORKS, FitConfig, network_parts
 from .invert import invert_volume, pool_to
 from .objective import Anchor
 
@@ -95,28 +95,37 @@ def start_network(
 
 
 def trained_at(method: str, views: Sequence[View], tolerance_deg: float = 0.0) -> bool:
-    """Whether the shipped network ``method`` (``NAME@TAG``) was trained at the angles of
-    ``views``: each within its nominal angle +- (its trained jitter + ``tolerance_deg``).
+    """Whether the shipped network ``method`` (``NAME@TAG``; ``A+B``: each of them) was trained at
+    the angles of ``views``: each within its nominal angle +- (its trained jitter +
+    ``tolerance_deg``).
 
     Raises:
         CheckpointError: its file is missing or corrupt.
     """
     from ..baselines.infer import angles_off, load_baseline
 
-    base, path = network_checkpoint(method)
-    return not angles_off(views, load_baseline(base, path), tolerance_deg)
+    for part in network_parts(method):
+        base, path = network_checkpoint(part)
+        if angles_off(views, load_baseline(base, path), tolerance_deg):
+            return False
+    return True
 
 
 def grid_mismatch(prior: Prior, method: str, checkpoint: str | Path | None = None) -> str | None:
-    """Why ``method``'s network cannot start a fit of ``prior`` (its output grid, voxels and
-    spacing, is not the prior's), or ``None`` when it can.
+    """Why ``method``'s network (``A+B``: any of them) cannot start a fit of ``prior`` (its output
+    grid, voxels and spacing, is not the prior's), or ``None`` when it can.
 
     Raises:
-        InputError: not a network with CT output.
+        InputError: not a network with CT output; a ``checkpoint`` for several networks.
         CheckpointError: a missing, foreign or corrupt checkpoint.
     """
     from ..baselines.infer import load_baseline
 
+    parts = network_parts(method)
+    if len(parts) > 1:
+        if checkpoint is not None:
+            raise InputError(f"a checkpoint of the network that starts the fit needs one init_network, got {method!r}")
+        return next((why for p in parts if (why := grid_mismatch(prior, p)) is not None), None)
     base, checkpoint = network_checkpoint(method, checkpoint)
     cfg = load_baseline(base, checkpoint).config
     pr, ps = int(prior.config.resolution), float(prior.config.spacing_mm)
@@ -161,7 +170,8 @@ def network_start(
         prior: the prior being fitted.
         images, views: the fit's inputs (the network takes the first views it was trained on).
         centre_mm: world position of the fitted cube's centre.
-        method, checkpoint: the network (``None``: its shipped checkpoint).
+        method, checkpoint: the network (``None``: its shipped checkpoint); ``A+B``: the mean of
+            their volumes (shipped checkpoints only) and the first one's vertebra mask.
         steps: steps of the inversion, Adam steps or L-BFGS iterations (0: none; the fit starts
             at ``w_mean`` and the network's volume only enters through the anchor terms).
         resolution: generator resolution of the inversion (``None``: full).
@@ -186,13 +196,19 @@ def network_start(
             raise InputError(why)
         # a default, not the user's choice: said in the report (``init``), not warned about
         return NetworkStart(None, f"w_mean (the shipped {method} is not on the prior's grid)")
-    base, path = network_checkpoint(method, checkpoint)
-    n = len(load_baseline(base, path).config.views.angles_deg)
-    if len(views) < n:
-        return NetworkStart(None, f"w_mean ({method} needs {n} views, got {len(views)})")
-    hu, labels, _, _ = predict(
-        base, path, list(images[:n]), list(views[:n]), device=prior.w_mean.device, target_mm=list(centre_mm)
-    )
+    volumes = []
+    for part in network_parts(method):  # A+B: the mean of their volumes, the first one's mask
+        base, path = network_checkpoint(part, checkpoint)
+        n = len(load_baseline(base, path).config.views.angles_deg)
+        if len(views) < n:
+            return NetworkStart(None, f"w_mean ({part} needs {n} views, got {len(views)})")
+        volumes.append(
+            predict(
+                base, path, list(images[:n]), list(views[:n]), device=prior.w_mean.device, target_mm=list(centre_mm)
+            )
+        )
+    hu = np.mean([v[0] for v in volumes], axis=0, dtype=np.float64).astype(np.float32)
+    labels = volumes[0][1]
     if steps == 0:
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
     # W+ alone: the fit starts from W+ and zero noise, and L-BFGS keeps its history of every

@@ -722,7 +722,7 @@ class StageRunner:
             r.totals = []
         if stage.optimizer == "lbfgs":
             outcome = self.run_lbfgs(stage, end)
-            if outcome != "diverged":
+            if outcome not in ("diverged", "stalled"):
                 return outcome
         while self.step < end:
             out = self.one_step(stage, span)
@@ -763,11 +763,12 @@ class StageRunner:
         """Run ``stage`` by L-BFGS over every live restart's trained parameters (their totals
         summed: independent problems) until step ``end``, one step per loss evaluation (one
         generator pass, the cost of an Adam step). Returns ``"done"``, ``"stopped"`` (by the
-        callback) or ``"diverged"``: a non-finite loss or gradient counts as a divergence of every
-        live restart (:meth:`diverged`: parameters back where the stage began, half the lr), and
-        the caller runs the rest of the stage with Adam. Each restart
-        ends at the lowest total it was evaluated at (the line search may be cut off by the
-        budget at a trial point)."""
+        callback), ``"diverged"``: a non-finite loss or gradient counts as a divergence of every
+        live restart (:meth:`diverged`: parameters back where the stage began, half the lr), or
+        ``"stalled"``: L-BFGS stopped before its budget (under bf16 a line search can find no
+        decrease, as in :func:`xfit.fitting.invert._lbfgs`). After either the caller runs the rest
+        of the stage with Adam. Each restart ends at the lowest total it was evaluated at (the
+        line search may be cut off by the budget at a trial point)."""
         live = [r for r in self.restarts if not r.failed]
         budget = end - self.step
         if budget <= 0 or not live:
@@ -823,6 +824,10 @@ class StageRunner:
                 if r.index in best:
                     for p, v in zip(r.leaves(stage.train), best[r.index][1]):
                         p.copy_(v)
+        if outcome == "done" and self.step < end:
+            for r in live:
+                r.history.append({"step": self.step, "event": "stalled", "optimizer": "lbfgs"})
+            return "stalled"
         return outcome
 
     def run_all(self, stages: Sequence[Stage]) -> None:
@@ -1246,6 +1251,9 @@ def fit(
 
     t_opt_end = time.perf_counter()
     result = _finish(runner, fine, views, arrays, centre)
+    blended = from_network and cfg.blend_start > 0  # without a network start there is nothing to mix
+    if blended:
+        _blend_start(result, cfg.blend_start, fine, arrays, net.hu, prior.hu_window)
     result.consistency = _consistency(result, cfg, fine, arrays, net.hu if from_network else None, prior.hu_window)
     result.stopped_at = runner.step
     result.start = start
@@ -1262,6 +1270,7 @@ def fit(
         "seed": seed,
         "amp_resolved": "bf16" if amp else "off",
         "projector_resolved": resolved_backend("auto", device),
+        "blend_start_applied": cfg.blend_start if blended else 0.0,
     }
     if background_ratio is not None:
         result.config["background_auto_ratio"] = background_ratio
@@ -1433,15 +1442,7 @@ def _consistency(
     )
     if info.skipped is not None:
         return {"skipped": info.skipped, "view_ncc": info.view_ncc}
-    lo, hi = hu_window
-    result.hu = np.clip(hu, lo, hi).astype(np.float32)
-    preds = objective.render(hu_to_mu(torch.from_numpy(result.hu).to(objective.affine.device))[None, None])
-    if torso:
-        preds = [
-            p + torch.stack([torch.from_numpy(result.backgrounds[i]) for i in g.index]).to(p)[None]
-            for g, p in zip(objective.groups, preds)
-        ]
-    result.view_ncc, result.projections = compare_views(objective, preds, arrays)
+    _set_hu(result, hu, objective, arrays, hu_window)
     return {
         **info.to_dict(),
         "weights": used,
@@ -1449,6 +1450,38 @@ def _consistency(
         "highpass_px": cfg.consistency_highpass_px if torso else None,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _blend_start(
+    result: FitResult,
+    weight: float,
+    objective: Objective,
+    arrays: list[np.ndarray],
+    start_hu: np.ndarray,
+    hu_window: tuple[float, float],
+) -> None:
+    """Mix the start network's volume ``start_hu`` ``[R, R, R]`` (HU) into ``result``'s, in place:
+    ``(1 - weight) * fit + weight * start`` (``blend_start``); its re-projections and view NCC
+    then describe the mix. The labels stay the fit's."""
+    lo, hi = hu_window
+    mix = (1.0 - weight) * result.hu + weight * np.clip(np.asarray(start_hu, np.float32), lo, hi)
+    _set_hu(result, mix, objective, arrays, hu_window)
+
+
+def _set_hu(
+    result: FitResult, hu: np.ndarray, objective: Objective, arrays: list[np.ndarray], hu_window: tuple[float, float]
+) -> None:
+    """Replace ``result``'s volume by ``hu`` ``[R, R, R]`` (clipped to the prior's window) and
+    re-render its projections (plus its fitted backgrounds) and view NCC against ``arrays``."""
+    lo, hi = hu_window
+    result.hu = np.clip(hu, lo, hi).astype(np.float32)
+    preds = objective.render(hu_to_mu(torch.from_numpy(result.hu).to(objective.affine.device))[None, None])
+    if result.backgrounds is not None:
+        preds = [
+            p + torch.stack([torch.from_numpy(result.backgrounds[i]) for i in g.index]).to(p)[None]
+            for g, p in zip(objective.groups, preds)
+        ]
+    result.view_ncc, result.projections = compare_views(objective, preds, arrays)
 
 
 def _view_masks(objective: Objective, n: int) -> list[np.ndarray]:

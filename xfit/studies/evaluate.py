@@ -409,13 +409,14 @@ def init_network_sha(spec: EvalSpec) -> str | None:
     absent is left out (the fit then starts from ``w_mean`` and says so in its report)."""
     from ..baselines.infer import shipped_checkpoint
     from ..fitting import load_fit_config
+    from ..fitting.config import network_parts
 
     cfg = load_fit_config(spec.fit_config)
     if cfg.init_network is None:
         return None
     shas = []
     names = (cfg.init_network, cfg.init_network_whole_body, cfg.init_network_other_angles)
-    for name in dict.fromkeys(n for n in names if n is not None):
+    for name in dict.fromkeys(p for n in names if n is not None for p in network_parts(n)):
         path = shipped_checkpoint(*split_tag(name))  # the fit methods here run the shipped networks
         if path.is_file():
             shas.append(_file_sha(path))
