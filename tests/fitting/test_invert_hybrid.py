@@ -446,18 +446,13 @@ def test_a_joined_init_network_starts_from_the_mean_of_the_volumes(shipped, monk
         with pytest.raises(InputError, match="init_network"):
             load_fit_config(init_network=bad)
     assert hybrid.grid_mismatch(prior, "xctrsnet@style+x2ct-cnn") is None
+    from xfit.studies.evaluate import default_views
+
     assert hybrid.trained_at("xctrsnet@style+x2ct-cnn", v) and not hybrid.trained_at(
-        "xctrsnet@jitter+x2ct-cnn", default_views_at(60.0)
+        "xctrsnet@jitter+x2ct-cnn", default_views((0.0, 60.0), 64, 2.0)
     )
     with pytest.raises(InputError, match="one init_network"):
         hybrid.grid_mismatch(prior, "xctrsnet+x2ct-cnn", "net.safetensors")
-
-
-def default_views_at(second_deg: float) -> list[View]:
-    """AP and a second view at ``second_deg``, as the shipped networks take them."""
-    from xfit.studies.evaluate import default_views
-
-    return default_views((0.0, second_deg), 64, 2.0)
 
 
 def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monkeypatch):

@@ -243,7 +243,7 @@ def _lbfgs(params: list[Tensor], loss, steps: int, fallback=None) -> int:
     the remaining iterations again, with fresh history, on ``fallback`` (the float32 loss), when
     one is given. Runs that do not stall are untouched."""
     done, stalled = _lbfgs_run(params, loss, steps)
-    if stalled and fallback is not None and done < steps:
+    if stalled and fallback is not None:
         more, _ = _lbfgs_run(params, fallback, steps - done)
         done += more
     return done

@@ -1253,8 +1253,10 @@ def fit(
     result = _finish(runner, fine, views, arrays, centre)
     blended = from_network and cfg.blend_start > 0  # without a network start there is nothing to mix
     if blended:
-        _blend_start(result, cfg.blend_start, fine, arrays, net.hu, prior.hu_window)
+        result.hu = _blend_start(result.hu, cfg.blend_start, net.hu, prior.hu_window)
     result.consistency = _consistency(result, cfg, fine, arrays, net.hu if from_network else None, prior.hu_window)
+    if blended or (result.consistency is not None and result.consistency.get("skipped") is None):
+        _rerender(result, fine, arrays)  # the returned volume is not the generator's: once, for both
     result.stopped_at = runner.step
     result.start = start
     t_end = time.perf_counter()
@@ -1418,8 +1420,9 @@ def _consistency(
     reference_hu: np.ndarray | None,
     hu_window: tuple[float, float],
 ) -> dict[str, Any] | None:
-    """Run the data-consistency step on ``result`` in place (its HU, re-projections and view
-    NCC then describe the corrected volume) and say what it did; ``None`` when it is off."""
+    """Run the data-consistency step on ``result``'s HU in place (clipped to ``hu_window``; its
+    re-projections are the caller's to redo, :func:`_rerender`) and say what it did; ``None``
+    when it is off, a dict whose ``skipped`` is not ``None`` when it did nothing."""
     if cfg.consistency_steps == 0:
         return None
     why = consistency_skip_reason(cfg)
@@ -1442,7 +1445,8 @@ def _consistency(
     )
     if info.skipped is not None:
         return {"skipped": info.skipped, "view_ncc": info.view_ncc}
-    _set_hu(result, hu, objective, arrays, hu_window)
+    lo, hi = hu_window
+    result.hu = np.clip(hu, lo, hi).astype(np.float32)
     return {
         **info.to_dict(),
         "weights": used,
@@ -1452,29 +1456,18 @@ def _consistency(
     }
 
 
-def _blend_start(
-    result: FitResult,
-    weight: float,
-    objective: Objective,
-    arrays: list[np.ndarray],
-    start_hu: np.ndarray,
-    hu_window: tuple[float, float],
-) -> None:
-    """Mix the start network's volume ``start_hu`` ``[R, R, R]`` (HU) into ``result``'s, in place:
-    ``(1 - weight) * fit + weight * start`` (``blend_start``); its re-projections and view NCC
-    then describe the mix. The labels stay the fit's."""
+def _blend_start(hu: np.ndarray, weight: float, start_hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
+    """``(1 - weight) * hu + weight * start_hu`` (``blend_start``), float32 ``[R, R, R]`` HU: the
+    fitted volume mixed with the start network's (clipped to the prior's window, as the fit's
+    volume is)."""
     lo, hi = hu_window
-    mix = (1.0 - weight) * result.hu + weight * np.clip(np.asarray(start_hu, np.float32), lo, hi)
-    _set_hu(result, mix, objective, arrays, hu_window)
+    mix = (1.0 - weight) * hu + weight * np.clip(np.asarray(start_hu, np.float32), lo, hi)
+    return np.clip(mix, lo, hi).astype(np.float32)
 
 
-def _set_hu(
-    result: FitResult, hu: np.ndarray, objective: Objective, arrays: list[np.ndarray], hu_window: tuple[float, float]
-) -> None:
-    """Replace ``result``'s volume by ``hu`` ``[R, R, R]`` (clipped to the prior's window) and
-    re-render its projections (plus its fitted backgrounds) and view NCC against ``arrays``."""
-    lo, hi = hu_window
-    result.hu = np.clip(hu, lo, hi).astype(np.float32)
+def _rerender(result: FitResult, objective: Objective, arrays: list[np.ndarray]) -> None:
+    """Re-render ``result``'s projections of its (changed) volume, plus its fitted backgrounds,
+    and their view NCC against ``arrays``, in place."""
     preds = objective.render(hu_to_mu(torch.from_numpy(result.hu).to(objective.affine.device))[None, None])
     if result.backgrounds is not None:
         preds = [
