@@ -288,7 +288,11 @@ def main() -> None:
     if a.profile:
         import yaml
 
-        return profile(a.threads, {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.set)})
+        from xfit.io.text import _strict_yaml_loader
+
+        # YAML 1.2 as in the config files: ``off`` stays a string (PyYAML's default reads a bool)
+        sets = {k: yaml.load(v, Loader=_strict_yaml_loader()) for k, v in (kv.split("=", 1) for kv in a.set)}  # noqa: S506
+        return profile(a.threads, sets)
     import torch
 
     from xfit.fitting import load_fit_config

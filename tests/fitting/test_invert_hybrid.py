@@ -397,11 +397,12 @@ def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, mo
 
 def test_blend_start_mixes_the_start_networks_volume_into_the_output(shipped):
     """``blend_start``: the output is the fitted volume mixed with the start network's (before the
-    data-consistency step), re-projected; the labels stay the fit's; no network start, no mix."""
+    data-consistency step), re-projected; the labels stay the fit's unless ``blend_labels`` mixes
+    the label probabilities too; no network start, no mix."""
     from xfit.baselines.infer import predict
 
     prior, case, v = shipped
-    net_hu = predict("xctrsnet", None, case.images, v)[0]
+    net_hu, _, _, notes = predict("xctrsnet", None, case.images, v, label_prob=True)
     common = dict(
         warm_steps=2,
         restarts=1,
@@ -413,17 +414,25 @@ def test_blend_start_mixes_the_start_networks_volume_into_the_output(shipped):
         early_stop_tol=0.0,
     )
     alone = fit(prior, case.images, v, load_fit_config(blend_start=0.0, **common), progress=False)
-    mixed = fit(prior, case.images, v, load_fit_config(blend_start=0.25, **common), progress=False)
+    mixed = fit(prior, case.images, v, load_fit_config(blend_start=0.25, blend_labels=False, **common), progress=False)
     lo, hi = prior.hu_window
     np.testing.assert_allclose(mixed.hu, 0.75 * alone.hu + 0.25 * net_hu.clip(lo, hi), atol=0.5)
     assert np.array_equal(mixed.labels, alone.labels) and mixed.config["blend_start_applied"] == 0.25
     assert not np.allclose(mixed.projections[0], alone.projections[0])
+    assert not mixed.config["blend_labels_applied"]
+    both = fit(prior, case.images, v, load_fit_config(blend_start=0.25, blend_labels=True, **common), progress=False)
+    np.testing.assert_allclose(both.hu, mixed.hu)
+    np.testing.assert_allclose(both.label_prob, 0.75 * alone.label_prob + 0.25 * notes["label_prob"], atol=1e-6)
+    assert np.array_equal(both.labels, both.label_prob > 0.5) and both.config["blend_labels_applied"]
+    assert not np.array_equal(both.labels, alone.labels)
     cold_cfg = dataclasses.replace(load_fit_config(steps=2, blend_start=0.5, **common), init_network=None)
     cold = fit(prior, case.images, v, cold_cfg, progress=False)
     assert cold.config["blend_start_applied"] == 0.0
     for bad in (-0.1, 1.5):
         with pytest.raises(InputError, match="blend_start"):
             load_fit_config(blend_start=bad)
+    with pytest.raises(InputError, match="blend_labels must be true or false"):
+        load_fit_config(blend_labels="yes")
 
 
 def test_a_joined_init_network_starts_from_the_mean_of_the_volumes(shipped, monkeypatch):

@@ -100,6 +100,20 @@ def test_generator_float64(G, cfg):
     assert torch.allclose(out.float(), ref, atol=1e-4)
 
 
+def test_bf16_autocast_keeps_features_bf16_and_the_output_in_the_ws_dtype(G, cfg):
+    """Under CPU bf16 autocast the features stay bf16 from conv to conv (float32 elementwise work
+    between them cost the fit most of a generator step, docs/speed.md), while the 2-channel output
+    accumulates in the ws' dtype and stays close to float32's."""
+    ws = G.mapping(torch.randn(1, cfg.z_dim)).detach()
+    layer = G.synthesis.blocks[1].conv0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feat = layer(torch.randn(1, layer.in_channels, 4, 4, 4), ws[:, 0], noise_mode="const")
+        out = G.synthesis(ws, noise_mode="const")
+    assert feat.dtype == torch.bfloat16 and out.dtype == torch.float32
+    ref = G.synthesis(ws, noise_mode="const")
+    assert (out - ref).abs().mean() < 0.02 * ref.abs().mean()
+
+
 def test_channels_from_base_and_generator_without_dict():
     assert channels_from_base(32, channel_base=256, channel_max=32) == {4: 32, 8: 32, 16: 16, 32: 8}
     G = Generator(8, 8, 1, 16, channel_base=128, channel_max=16)

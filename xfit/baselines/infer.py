@@ -129,6 +129,7 @@ def predict(
     device: str | torch.device = "cpu",
     target_mm: Sequence[float] | None = None,
     centroid_rc: Sequence[Sequence[float]] | None = None,
+    label_prob: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Reconstruct with a trained baseline.
 
@@ -144,6 +145,9 @@ def predict(
         centroid_rc: TransVert's vertebra annotation: per view, the (row, col) of the vertebra's
             centroid in that image (``--target``); default: the projection of ``target_mm``.
             Ignored by the other methods.
+        label_prob: also return ``notes["label_prob"]``, ``[R, R, R]`` float32: the probability of
+            the vertebra label (the sigmoid of a segmentation output, before its threshold and
+            component; the 0/1 mask for networks without one). Not JSON: pop it before writing.
     Returns:
         ``(hu [R, R, R] float32, labels [R, R, R] uint8, affine [4, 4] float64, notes)``.
     Raises:
@@ -182,6 +186,7 @@ def predict(
     x = torch.stack(fps, 1).to(device)
     lifter = Lifter(vs, centre, cfg.fov_mm)
     extra: dict[str, Any] = {}
+    prob = None
     with torch.no_grad():
         if method == "transvert":
             hu, labels, extra = _transvert(b, x, lifter, views, centre, centroid_rc)
@@ -191,7 +196,8 @@ def predict(
             out = b.model(x, lifter)
             hu = unit_to_hu(out["volume"][0, 0].float().clamp(-1, 1), tuple(cfg.hu_window)).cpu().numpy()
             if "seg_logit" in out:
-                labels = centred_component(torch.sigmoid(out["seg_logit"][0, 0].float()).cpu().numpy() > 0.5)
+                prob = torch.sigmoid(out["seg_logit"][0, 0].float()).cpu().numpy().astype(np.float32)
+                labels = centred_component(prob > 0.5)
                 extra["labels"] = (
                     "segmentation output: sigmoid > 0.5, the component nearest the cube centre, holes filled"
                 )
@@ -214,6 +220,8 @@ def predict(
         "seconds": time.perf_counter() - t0,
     }
     notes.update(extra)
+    if label_prob:
+        notes["label_prob"] = prob if prob is not None else (np.asarray(labels) > 0).astype(np.float32)
     return hu, labels, cube_affine(R, cfg.spacing_mm, centre), notes
 
 

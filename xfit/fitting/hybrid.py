@@ -36,12 +36,15 @@ class NetworkStart:
         hu: ``[R, R, R]`` the network's HU on the prior's grid (``None`` when the network could
             not run on these inputs).
         labels: ``[R, R, R]`` bool, its vertebra mask.
+        label_prob: ``[R, R, R]`` float32 in [0, 1], the probability behind that mask (the
+            network's sigmoid; the 0/1 mask itself for a network without a segmentation output).
     """
 
     w_init: Tensor | None
     note: str
     hu: np.ndarray | None = None
     labels: np.ndarray | None = None
+    label_prob: np.ndarray | None = None
 
 
 def network_checkpoint(method: str, checkpoint: str | Path | None = None) -> tuple[str, Path | None]:
@@ -204,13 +207,19 @@ def network_start(
             return NetworkStart(None, f"w_mean ({part} needs {n} views, got {len(views)})")
         volumes.append(
             predict(
-                base, path, list(images[:n]), list(views[:n]), device=prior.w_mean.device, target_mm=list(centre_mm)
+                base,
+                path,
+                list(images[:n]),
+                list(views[:n]),
+                device=prior.w_mean.device,
+                target_mm=list(centre_mm),
+                label_prob=True,
             )
         )
     hu = np.mean([v[0] for v in volumes], axis=0, dtype=np.float64).astype(np.float32)
-    labels = volumes[0][1]
+    labels, prob = volumes[0][1], volumes[0][3]["label_prob"]
     if steps == 0:
-        return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool))
+        return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool), prob)
     # W+ alone: the fit starts from W+ and zero noise, and L-BFGS keeps its history of every
     # parameter (the noise maps would add about 0.2 GB at 64^3)
     common = dict(amp=amp, optimizer=optimizer, optimize_noise=False, outputs=False)
@@ -225,6 +234,7 @@ def network_start(
         note + ")",
         hu,
         labels.astype(bool),
+        prob,
     )
 
 

@@ -1254,6 +1254,9 @@ def fit(
     blended = from_network and cfg.blend_start > 0  # without a network start there is nothing to mix
     if blended:
         result.hu = _blend_start(result.hu, cfg.blend_start, net.hu, prior.hu_window)
+        if cfg.blend_labels and net.label_prob is not None:
+            result.label_prob = _blend_labels(result.label_prob, cfg.blend_start, net.label_prob)
+            result.labels = (result.label_prob > 0.5).astype(np.uint8)
     result.consistency = _consistency(result, cfg, fine, arrays, net.hu if from_network else None, prior.hu_window)
     if blended or (result.consistency is not None and result.consistency.get("skipped") is None):
         _rerender(result, fine, arrays)  # the returned volume is not the generator's: once, for both
@@ -1273,6 +1276,7 @@ def fit(
         "amp_resolved": "bf16" if amp else "off",
         "projector_resolved": resolved_backend("auto", device),
         "blend_start_applied": cfg.blend_start if blended else 0.0,
+        "blend_labels_applied": bool(blended and cfg.blend_labels and net.label_prob is not None),
     }
     if background_ratio is not None:
         result.config["background_auto_ratio"] = background_ratio
@@ -1463,6 +1467,12 @@ def _blend_start(hu: np.ndarray, weight: float, start_hu: np.ndarray, hu_window:
     lo, hi = hu_window
     mix = (1.0 - weight) * hu + weight * np.clip(np.asarray(start_hu, np.float32), lo, hi)
     return np.clip(mix, lo, hi).astype(np.float32)
+
+
+def _blend_labels(prob: np.ndarray, weight: float, start_prob: np.ndarray) -> np.ndarray:
+    """``(1 - weight) * prob + weight * start_prob`` (``blend_labels``), float32 ``[R, R, R]`` in
+    [0, 1]: the prior's vertebra probability mixed with the start network's."""
+    return ((1.0 - weight) * prob + weight * np.asarray(start_prob, np.float32)).astype(np.float32)
 
 
 def _rerender(result: FitResult, objective: Objective, arrays: list[np.ndarray]) -> None:

@@ -238,11 +238,12 @@ def modulated_conv3d(
         w = weight.unsqueeze(0) * styles.reshape(b, 1, cin, 1, 1, 1)  # [B, Cout, Cin, k, k, k]
         dcoefs = (w.square().sum(dim=[2, 3, 4, 5]) + eps).rsqrt()  # [B, Cout]
     if not fused:
-        x = x * styles.reshape(b, cin, 1, 1, 1)
+        x = x * styles.reshape(b, cin, 1, 1, 1).to(x.dtype)
         if not x.is_cuda:  # oneDNN's channels-last 3D conv: 64^3 generator fwd+bwd ~1.25x faster
             x = x.contiguous(memory_format=torch.channels_last_3d)
         x = F.conv3d(x, weight, padding=padding)
-        return x if dcoefs is None else x * dcoefs.reshape(b, cout, 1, 1, 1)
+        # the scale in the conv's output dtype: under bf16 autocast the activations stay bf16
+        return x if dcoefs is None else x * dcoefs.reshape(b, cout, 1, 1, 1).to(x.dtype)
     w = weight.unsqueeze(0) * styles.reshape(b, 1, cin, 1, 1, 1)
     if dcoefs is not None:
         w = w * dcoefs.reshape(b, cout, 1, 1, 1, 1)
@@ -303,7 +304,7 @@ class SynthesisLayer(nn.Module):
         elif noise is None and noise_mode == "const":
             noise = self.noise_const.to(x.dtype)
         if noise is not None:
-            x = x + noise * self.noise_strength.to(x.dtype)
+            x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
         x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1, 1)
         return _activate(x, self.activation)
 
@@ -372,7 +373,9 @@ class SynthesisBlock(nn.Module):
             x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1, 1)
         for i, layer in enumerate(self.layers):
             x = layer(x, ws[:, i], noise=noise[i], noise_mode=noise_mode, fused=fused)
-        y = self.to_output(x, ws[:, self.num_conv], fused=fused)
+        # the output channels (2, cheap) accumulate in the ws' dtype, also when the features are
+        # bf16 under autocast
+        y = self.to_output(x, ws[:, self.num_conv], fused=fused).to(ws.dtype)
         if img is not None:
             y = y + F.interpolate(img, scale_factor=2.0, mode="trilinear", align_corners=False)
         return x, y

@@ -1,0 +1,98 @@
+"""Where the fit's vertebra label could come from, scored on the same fits (issue 26's Dice gap).
+
+The X-rays constrain the HU; the prior's label channel follows the HU only loosely
+(``bench/label_coupling.py``). This runs the default fit once per phantom (the HU is the same for
+every variant below) and scores the vertebra Dice of each candidate label against the truth:
+
+- ``prior``: the prior's label channel, ``label_prob > 0.5`` (the default before 2026-12-07);
+- ``network``: the start network's own mask (its segmentation of its own volume);
+- ``mix(prior, network)``: both probabilities averaged at ``blend_start``'s weight (``blend_labels``);
+- ``seg(fit)``: the start network's segmentation head (X-CTRSNet's MulSISNet, trained on
+  reconstructed and true CTs alike) applied to the fit's returned volume;
+- ``mix(prior, seg(fit))``;
+- ``seg(truth)``: that head on the true CT, the segmenter's own ceiling (an oracle, not a method);
+
+each also after :func:`~xfit.baselines.common.centred_component` (``+cc``). Development phantoms
+(seeds 100 and up), never the held-out ones; 2 threads, one process::
+
+    python bench/label_levers.py --first-seed 100 --phantoms 10 [--style-strength 1] [--whole-body 320]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--first-seed", type=int, default=100)
+    p.add_argument("--phantoms", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--style-strength", type=float, default=None)
+    p.add_argument("--whole-body", type=float, default=None, metavar="FOV_MM")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from xfit.baselines.common import centred_component
+    from xfit.baselines.infer import load_baseline, predict
+    from xfit.fitting import fit, load_fit_config
+    from xfit.fitting.hybrid import network_checkpoint, start_network
+    from xfit.metrics import dice
+    from xfit.prior.checkpoint import load_prior
+    from xfit.reconstruct import DEFAULT_PRIOR
+    from xfit.studies.evaluate import default_views, make_case, observe
+    from xfit.units import hu_to_unit
+
+    prior = load_prior(DEFAULT_PRIOR)
+    cfg = load_fit_config()
+    views = default_views((0.0, 90.0), 128, 1.0)
+    scores: dict[str, list[float]] = {}
+    for seed in range(a.first_seed, a.first_seed + a.phantoms):
+        case = make_case(seed, prior, views, a.whole_body)
+        obs = observe(case, views, style_strength=a.style_strength)
+        res = fit(prior, obs.images, obs.views, cfg, seed=0, centre_mm=(0.0, 0.0, 0.0), progress=False)
+        name = start_network(cfg, a.whole_body is not None, views=obs.views)
+        base, path = network_checkpoint(name)
+        _, net_mask, _, notes = predict(base, path, obs.images, obs.views, label_prob=True)
+        seg = load_baseline(base, path).model.mulsis
+
+        def segment(hu: np.ndarray) -> np.ndarray:
+            unit = hu_to_unit(torch.from_numpy(np.asarray(hu, np.float32)), tuple(prior.hu_window))
+            with torch.no_grad():
+                return torch.sigmoid(seg(unit[None, None]).float())[0, 0].numpy()
+
+        w = cfg.blend_start
+        fit_seg = segment(res.hu)
+        probs = {
+            "prior": res.label_prob,
+            "network": net_mask.astype(np.float32),
+            "mix(prior, network)": (1 - w) * res.label_prob + w * notes["label_prob"],
+            "seg(fit)": fit_seg,
+            "mix(prior, seg(fit))": (1 - w) * res.label_prob + w * fit_seg,
+            "seg(truth)": segment(case.hu),
+        }
+        line = []
+        for k, prob in probs.items():
+            for cc in (False, True):
+                mask = prob > 0.5
+                if cc:
+                    mask = centred_component(mask) > 0
+                key = k + (" +cc" if cc else "")
+                scores.setdefault(key, []).append(dice(mask, case.vertebra))
+            line.append(f"{k} {scores[k][-1]:.3f}")
+        print(f"phantom{seed:04d}: " + ", ".join(line), flush=True)
+    ref = scores["prior"]
+    print(f"\nvertebra Dice, {a.phantoms} development phantoms from seed {a.first_seed} (start network {name}):")
+    print(f"{'label':28s} {'mean':>6s} {'vs prior':>9s} {'better':>7s}")
+    for k, v in scores.items():
+        d = [x - y for x, y in zip(v, ref)]
+        better = sum(x > 1e-9 for x in d)
+        print(f"{k:28s} {statistics.mean(v):6.3f} {statistics.mean(d):+9.3f} {better:4d}/{len(d)}")
+
+
+if __name__ == "__main__":
+    main()
