@@ -27,14 +27,15 @@ import numpy as np
 import torch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--first-seed", type=int, default=100)
     p.add_argument("--phantoms", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--style-strength", type=float, default=None)
     p.add_argument("--whole-body", type=float, default=None, metavar="FOV_MM")
-    a = p.parse_args()
+    p.add_argument("--fit-config", default=None, help="fit config YAML (default: the shipped one)")
+    a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
     from xfit.baselines.common import centred_component
@@ -48,7 +49,7 @@ def main() -> None:
     from xfit.units import hu_to_unit
 
     prior = load_prior(DEFAULT_PRIOR)
-    cfg = load_fit_config()
+    cfg = load_fit_config(a.fit_config)
     views = default_views((0.0, 90.0), 128, 1.0)
     scores: dict[str, list[float]] = {}
     for seed in range(a.first_seed, a.first_seed + a.phantoms):
@@ -92,7 +93,8 @@ def main() -> None:
         d = [x - y for x, y in zip(v, ref)]
         better = sum(x > 1e-9 for x in d)
         print(f"{k:28s} {statistics.mean(v):6.3f} {statistics.mean(d):+9.3f} {better:4d}/{len(d)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

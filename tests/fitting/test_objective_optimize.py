@@ -385,7 +385,9 @@ def test_fit_divergence_guard(prior, target):
 def test_fit_lbfgs_stages(prior, target):
     """``optimizer: lbfgs``: every step is one loss evaluation of L-BFGS, the budget holds and
     the fit ends at its lowest total."""
-    cfg = load_fit_config(steps=40, restarts=2, background=False, early_stop_tol=0.0, optimizer="lbfgs")
+    # float32: the line search's bookkeeping is under test, not the CPU's bf16 units (on an Intel
+    # Xeon with AMX the bf16 loss of this tiny prior ended 40 evaluations at view NCC 0.944)
+    cfg = load_fit_config(steps=40, restarts=2, background=False, early_stop_tol=0.0, optimizer="lbfgs", amp="off")
     res = fit(prior, target["images"], make_views(), cfg, progress=False)
     steps = [h for h in res.history if "stage" in h]
     assert len(steps) == 40 and all(h["optimizer"] == "lbfgs" for h in steps)
