@@ -4,7 +4,8 @@ The X-rays constrain the HU; the prior's label channel follows the HU only loose
 (``bench/label_coupling.py``). This runs the default fit once per phantom (the HU is the same for
 every variant below) and scores the vertebra Dice of each candidate label against the truth:
 
-- ``prior``: the prior's label channel, ``label_prob > 0.5`` (the default before 2026-12-07);
+- ``prior``: the prior's label channel, ``label_prob > 0.5`` (``blend_labels: false``; the
+  default before 2026-12-07);
 - ``network``: the start network's own mask (its segmentation of its own volume);
 - ``mix(prior, network)``: both probabilities averaged at ``blend_start``'s weight (``blend_labels``);
 - ``seg(fit)``: the start network's segmentation head (X-CTRSNet's MulSISNet, trained on
@@ -21,6 +22,7 @@ each also after :func:`~xfit.baselines.common.centred_component` (``+cc``). Deve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 
 import numpy as np
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from xfit.baselines.infer import load_baseline, predict
     from xfit.fitting import fit, load_fit_config
     from xfit.fitting.hybrid import network_checkpoint, start_network
+    from xfit.fitting.optimize import _blend_labels
     from xfit.metrics import dice
     from xfit.prior.checkpoint import load_prior
     from xfit.reconstruct import DEFAULT_PRIOR
@@ -49,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from xfit.units import hu_to_unit
 
     prior = load_prior(DEFAULT_PRIOR)
-    cfg = load_fit_config(a.fit_config)
+    # the prior's labels alone in the fit's result; the mixes below are made from them (the HU
+    # do not depend on blend_labels)
+    cfg = dataclasses.replace(load_fit_config(a.fit_config), blend_labels=False)
     views = default_views((0.0, 90.0), 128, 1.0)
     scores: dict[str, list[float]] = {}
     for seed in range(a.first_seed, a.first_seed + a.phantoms):
@@ -71,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         probs = {
             "prior": res.label_prob,
             "network": net_mask.astype(np.float32),
-            "mix(prior, network)": (1 - w) * res.label_prob + w * notes["label_prob"],
+            "mix(prior, network)": _blend_labels(res.label_prob, w, notes["label_prob"]),
             "seg(fit)": fit_seg,
-            "mix(prior, seg(fit))": (1 - w) * res.label_prob + w * fit_seg,
+            "mix(prior, seg(fit))": _blend_labels(res.label_prob, w, fit_seg),
             "seg(truth)": segment(case.hu),
         }
         line = []

@@ -286,13 +286,10 @@ def main() -> None:
     if a.radiograph:
         return radiograph(a.threads)
     if a.profile:
-        import yaml
-
-        from xfit.io.text import _strict_yaml_loader
+        from xfit.io import parse_yaml
 
         # YAML 1.2 as in the config files: ``off`` stays a string (PyYAML's default reads a bool)
-        sets = {k: yaml.load(v, Loader=_strict_yaml_loader()) for k, v in (kv.split("=", 1) for kv in a.set)}  # noqa: S506
-        return profile(a.threads, sets)
+        return profile(a.threads, {k: parse_yaml(v) for k, v in (kv.split("=", 1) for kv in a.set)})
     import torch
 
     from xfit.fitting import load_fit_config

@@ -22,6 +22,7 @@ from xfit.io import (
     check_output_file,
     check_output_folder,
     parse_json_strict,
+    parse_yaml,
     read_xray,
     read_yaml_mapping,
     write_xray,
@@ -670,6 +671,15 @@ def test_yaml_reader_edge_cases(tmp_path):
     path.write_text("!!python/object:os.system {}\n")
     with pytest.raises(InputError):
         read_yaml_mapping(path)  # never constructs Python objects
+
+
+def test_parse_yaml_reads_one_value_by_the_config_files_rules():
+    """``parse_yaml`` (``bench/reconstruct.py --set KEY=YAML``): ``off`` stays a string, as in a
+    config file, where PyYAML's default loader reads ``false``."""
+    assert parse_yaml("off") == "off" and parse_yaml("true") is True and parse_yaml("1e-3") == 1e-3
+    assert parse_yaml("[1, 2]") == [1, 2]
+    with pytest.raises(InputError, match="twice"):
+        parse_yaml("{a: 1, a: 2}")
 
 
 def test_validate_sidecar_round_trip():

@@ -98,7 +98,7 @@ def read_yaml_mapping(path: PathLike, what: str = "config") -> dict:
     path = Path(path)
     text = _read_small_text(path, what)
     try:
-        data = yaml.load(text, Loader=_strict_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+        data = parse_yaml(text)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
@@ -110,6 +110,18 @@ def read_yaml_mapping(path: PathLike, what: str = "config") -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path}: a {what} must be a YAML mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` read as strict YAML (:func:`read_yaml_mapping`'s rules: YAML 1.2 booleans and
+    floats, so ``off`` stays a string, and no duplicate keys); any value, not only a mapping.
+
+    Raises:
+        InputError: a duplicate or unhashable key; yaml.YAMLError: invalid YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_strict_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
 
 
 def _make_strict_yaml_loader() -> type:
