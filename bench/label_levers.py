@@ -8,15 +8,18 @@ every variant below) and scores the vertebra Dice of each candidate label agains
   default before 2026-12-07);
 - ``network``: the start network's own mask (its segmentation of its own volume);
 - ``mix(prior, network)``: both probabilities averaged at ``blend_start``'s weight (``blend_labels``);
+  ``mix@W(prior, network)`` at the network's weight ``W`` instead (``--label-weights``);
 - ``seg(fit)``: the start network's segmentation head (X-CTRSNet's MulSISNet, trained on
   reconstructed and true CTs alike) applied to the fit's returned volume;
-- ``mix(prior, seg(fit))``;
+- ``mix(prior, seg(fit))``; ``mix3``: the mean of prior, network and seg(fit);
 - ``seg(truth)``: that head on the true CT, the segmenter's own ceiling (an oracle, not a method);
 
-each also after :func:`~xfit.baselines.common.centred_component` (``+cc``). Development phantoms
-(seeds 100 and up), never the held-out ones; 2 threads, one process::
+each thresholded at 0.5, or at each of ``--thresholds`` (``>T``), and also after
+:func:`~xfit.baselines.common.centred_component` (``+cc``). Development phantoms (seeds 100 and
+up), never the held-out ones; 2 threads, one process::
 
     python bench/label_levers.py --first-seed 100 --phantoms 10 [--style-strength 1] [--whole-body 320]
+        [--thresholds 0.4,0.5,0.6] [--label-weights 0.25,0.75]
 """
 
 from __future__ import annotations
@@ -37,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style-strength", type=float, default=None)
     p.add_argument("--whole-body", type=float, default=None, metavar="FOV_MM")
     p.add_argument("--fit-config", default=None, help="fit config YAML (default: the shipped one)")
+    p.add_argument("--thresholds", default="0.5", help="comma-separated probability thresholds")
+    p.add_argument("--label-weights", default="", help="comma-separated network weights of extra mixes")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    thresholds = [float(t) for t in a.thresholds.split(",")]
+    label_weights = [float(t) for t in a.label_weights.split(",") if t]
+
+    def key(label: str, t: float, cc: bool) -> str:
+        return label + ("" if len(thresholds) == 1 else f" >{t:g}") + (" +cc" if cc else "")
 
     from xfit.baselines.common import centred_component
     from xfit.baselines.infer import load_baseline, predict
@@ -64,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         name = start_network(cfg, a.whole_body is not None, views=obs.views)
         base, path = network_checkpoint(name)
         _, net_mask, _, notes = predict(base, path, obs.images, obs.views, label_prob=True)
+        net_prob = notes["label_prob"]
         seg = load_baseline(base, path).model.mulsis
 
         def segment(hu: np.ndarray) -> np.ndarray:
@@ -78,26 +89,28 @@ def main(argv: list[str] | None = None) -> int:
             "network": net_mask.astype(np.float32),
             "mix(prior, network)": _blend_labels(res.label_prob, w, notes["label_prob"]),
             "seg(fit)": fit_seg,
+            **{f"mix@{x:g}(prior, network)": _blend_labels(res.label_prob, x, net_prob) for x in label_weights},
             "mix(prior, seg(fit))": _blend_labels(res.label_prob, w, fit_seg),
+            "mix3": (res.label_prob + notes["label_prob"] + fit_seg) / 3.0,
             "seg(truth)": segment(case.hu),
         }
         line = []
         for k, prob in probs.items():
-            for cc in (False, True):
-                mask = prob > 0.5
-                if cc:
-                    mask = centred_component(mask) > 0
-                key = k + (" +cc" if cc else "")
-                scores.setdefault(key, []).append(dice(mask, case.vertebra))
-            line.append(f"{k} {scores[k][-1]:.3f}")
+            for t in thresholds:
+                for cc in (False, True):
+                    mask = prob > t
+                    if cc:
+                        mask = centred_component(mask) > 0
+                    scores.setdefault(key(k, t, cc), []).append(dice(mask, case.vertebra))
+            line.append(f"{k} {scores[key(k, thresholds[0], False)][-1]:.3f}")
         print(f"phantom{seed:04d}: " + ", ".join(line), flush=True)
-    ref = scores["prior"]
+    ref = scores[key("prior", 0.5 if 0.5 in thresholds else thresholds[0], False)]
     print(f"\nvertebra Dice, {a.phantoms} development phantoms from seed {a.first_seed} (start network {name}):")
-    print(f"{'label':28s} {'mean':>6s} {'vs prior':>9s} {'better':>7s}")
+    print(f"{'label':36s} {'mean':>6s} {'vs prior':>9s} {'better':>7s}")
     for k, v in scores.items():
         d = [x - y for x, y in zip(v, ref)]
         better = sum(x > 1e-9 for x in d)
-        print(f"{k:28s} {statistics.mean(v):6.3f} {statistics.mean(d):+9.3f} {better:4d}/{len(d)}")
+        print(f"{k:36s} {statistics.mean(v):6.3f} {statistics.mean(d):+9.3f} {better:4d}/{len(d)}")
     return 0
 
 

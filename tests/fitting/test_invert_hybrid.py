@@ -520,8 +520,9 @@ def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monke
 
 
 def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
-    """X-rays with anatomy outside the cube start the fit from ``init_network_whole_body``;
-    crop-sized ones, a user's own checkpoint or ``null`` keep ``init_network``."""
+    """X-rays with anatomy outside the cube start the fit from ``init_network_whole_body`` and
+    blend its volume at ``blend_start_whole_body``; crop-sized ones, a user's own checkpoint or
+    ``null`` keep ``init_network``."""
     from xfit.fitting.hybrid import start_network
     from xfit.studies.evaluate import make_case
 
@@ -548,5 +549,10 @@ def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     )
     body = fit(prior, torso.images, v, quick, progress=False)
     assert body.start.startswith("xctrsnet@wholebody") and body.backgrounds is not None
+    assert body.config["blend_start_applied"] == quick.blend_start_whole_body == 0.75  # the network weighs more
     cropped = fit(prior, crop.images, v, quick, progress=False)
     assert cropped.start.startswith("xctrsnet@style") and cropped.backgrounds is None
+    assert cropped.config["blend_start_applied"] == quick.blend_start == 0.5
+    for bad in (-0.1, 1.5, "high"):
+        with pytest.raises(InputError, match="blend_start_whole_body must be null or a number"):
+            load_fit_config(blend_start_whole_body=bad)

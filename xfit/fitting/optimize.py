@@ -1190,6 +1190,8 @@ def fit(
             optimizer=cfg.init_network_optimizer,
         )
         w_init, start = net.w_init, net.note
+        if torso and network == cfg.init_network_whole_body and cfg.blend_start_whole_body is not None:
+            cfg = dataclasses.replace(cfg, blend_start=cfg.blend_start_whole_body)
         t_init = time.perf_counter() - t_start
         from_network = w_init is not None
         if from_network:  # a start near the answer: the warm schedule
