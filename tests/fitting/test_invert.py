@@ -40,3 +40,30 @@ def test_lbfgs_stall_reruns_on_the_fallback_loss():
     w = torch.tensor([1.0, -1.0])
     _lbfgs([y], lambda: ((y - w) ** 2).sum() + 0.1 * (y**4).sum(), 5, spy)
     assert not calls
+
+
+def test_w_plus_alone_runs_the_generator_without_noise_maps_to_the_same_bits(tiny_prior):
+    """With W+ alone (``optimize_noise=False``) the inversion runs the generator without noise
+    (``noise_mode="none"``): the loss and its gradient are those of zero maps, bit for bit, in
+    float32 and under bf16 autocast, and the returned maps are zero."""
+    from xfit.fitting.invert import _terms, invert_volume
+
+    G = tiny_prior.G
+    r = int(tiny_prior.config.resolution)
+    torch.manual_seed(0)
+    unit = torch.rand(1, r, r, r) * 2 - 1
+    lab = (torch.rand(1, r, r, r) > 0.7).float()
+    mean, std = tiny_prior.w_mean.float(), tiny_prior.w_std.float()
+    for amp in (False, True):
+        out = []
+        for noise in (None, [torch.zeros(1, *s[1:], requires_grad=True) for s in G.synthesis.noise_shapes()]):
+            u = (0.3 * torch.randn(1, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(1))).requires_grad_()
+            terms = _terms(tiny_prior, u, noise, unit, lab, mean, std, 0.1, 0.01, 0.1, None, amp)
+            terms["total"].backward()
+            out.append((terms["mse"].detach(), terms["total"].detach(), u.grad))
+        assert all(torch.equal(a, b) for a, b in zip(out[0], out[1]))
+        # the noise does matter in this generator: non-zero maps give another volume
+        noisy = _terms(tiny_prior, u.detach(), list(G.synthesis.make_noise(1)), unit, lab, mean, std, 0.1, 0.0, 0.1)
+        assert abs(float(noisy["mse"]) - float(out[0][0])) > 1e-6
+    inv = invert_volume(tiny_prior, unit[0] * 500, steps=2, optimize_noise=False, optimizer="lbfgs", outputs=False)
+    assert all(not n.any() for n in inv.noise)

@@ -173,12 +173,15 @@ def invert_volume(
     else:
         u = ((torch.as_tensor(w_init, dtype=torch.float32, device=device) - mean) / std).reshape(1, G.num_ws, G.w_dim)
     u = u.clone().requires_grad_(True)
-    noise = [torch.zeros(1, *s[1:], device=device, requires_grad=True) for s in G.synthesis.noise_shapes()]
+    noise = [torch.zeros(1, *s[1:], device=device, requires_grad=optimize_noise) for s in G.synthesis.noise_shapes()]
     params = [u] + (noise if optimize_noise else [])
+    # W+ alone: the zero maps add nothing, so the generator runs without them (the same numbers,
+    # bit for bit, without a noise pass per layer and its gradient)
+    fitted_noise = noise if optimize_noise else None
     lo, hi = prior.config.hu_window
 
     def loss(bf16: bool = amp) -> Tensor:
-        return _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, bf16)[
+        return _terms(prior, u, fitted_noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, bf16)[
             "total"
         ]
 
@@ -194,7 +197,9 @@ def invert_volume(
             out_hu, logit = generate_hu(prior, w, noise, amp=amp)
             hu_out = out_hu[0].clamp(lo, hi).cpu().numpy().astype(np.float32)
             prob = torch.sigmoid(logit[0]).cpu().numpy().astype(np.float32)
-            terms = _terms(prior, u, noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp)
+            terms = _terms(
+                prior, u, fitted_noise, unit, lab, mean, std, lambda_w, lambda_n, label_weight, resolution, amp
+            )
     return Inversion(
         w_plus=w[0].cpu().numpy().astype(np.float32),
         noise=[n[0].detach().cpu().numpy().astype(np.float32) for n in noise],
@@ -270,7 +275,7 @@ def _lbfgs_run(params: list[Tensor], loss, steps: int) -> tuple[int, bool]:
 def _terms(
     prior: Prior,
     u: Tensor,
-    noise: list[Tensor],
+    noise: list[Tensor] | None,
     unit: Tensor,
     lab: Tensor | None,
     mean: Tensor,
@@ -282,14 +287,15 @@ def _terms(
     amp: bool = False,
 ) -> dict[str, Tensor]:
     """The inversion's loss terms (scalars) for styles ``u`` (``w_std`` units) and noise maps,
-    the generator stopped at ``resolution`` (``None``: full), under bf16 autocast with ``amp``."""
+    the generator stopped at ``resolution`` (``None``: full), under bf16 autocast with ``amp``;
+    ``noise`` ``None``: no noise (zero maps, their prior term 0)."""
     w = mean + std * u
-    out = synthesize(prior, w, noise, resolution, amp)
+    out = synthesize(prior, w, noise, resolution, amp, noise_mode="none" if noise is None else "const")
     pred = out[:, 0]
     mse = (pred - unit).square().mean()
     bce = F.binary_cross_entropy_with_logits(out[:, 1], lab) if lab is not None else mse.new_zeros(())
     wg = w_gaussian_prior(w, mean, std)[0]
-    nz = noise_prior(noise)[0]
+    nz = noise_prior(noise)[0] if noise is not None else mse.new_zeros(())
     total = mse + label_weight * bce + lambda_w * wg + lambda_n * nz
     return {"mse": mse, "bce": bce, "w_gauss": wg, "noise": nz, "total": total}
 

@@ -81,14 +81,16 @@ def synthesize(
     noise: Sequence[Tensor] | None = None,
     resolution: int | None = None,
     amp: bool = False,
+    noise_mode: str = "const",
 ) -> Tensor:
     """The generator's raw output ``[B, C, r, r, r]`` in float32 (channel 0 unit intensity,
     1.. label logits) from styles ``w_plus [B, num_ws, w_dim]``, with the stored constant noise
-    unless ``noise`` is given; ``resolution`` stops at that block; ``amp`` runs the synthesis
-    under bfloat16 autocast (:func:`xfit.devices.autocast`)."""
+    unless ``noise`` is given (``noise_mode="none"``: no noise, the same output as zero maps
+    without their cost); ``resolution`` stops at that block; ``amp`` runs the synthesis under
+    bfloat16 autocast (:func:`xfit.devices.autocast`)."""
     device = w_plus.device
     with autocast(device, amp):
-        out = prior.G.synthesis(w_plus, noise=noise, noise_mode="const", max_resolution=resolution)
+        out = prior.G.synthesis(w_plus, noise=noise, noise_mode=noise_mode, max_resolution=resolution)
     return out.float()
 
 
