@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         probs = {
             "prior": res.label_prob,
             "network": net_mask.astype(np.float32),
-            "mix(prior, network)": _blend_labels(res.label_prob, w, notes["label_prob"]),
+            "mix(prior, network)": _blend_labels(res.label_prob, w, net_prob),
             "seg(fit)": fit_seg,
             **{f"mix@{x:g}(prior, network)": _blend_labels(res.label_prob, x, net_prob) for x in label_weights},
             "mix(prior, seg(fit))": _blend_labels(res.label_prob, w, fit_seg),
-            "mix3": (res.label_prob + notes["label_prob"] + fit_seg) / 3.0,
+            "mix3": (res.label_prob + net_prob + fit_seg) / 3.0,
             "seg(truth)": segment(case.hu),
         }
         line = []
