@@ -14,17 +14,12 @@ from xfit.fitting import FitConfig, fit, load_fit_config
 from xfit.fitting.consistency import (
     MIN_VIEW_NCC,
     MIN_VIEW_NCC_BACKGROUND,
-    MIN_VIEW_NCC_PROCESSED,
     consistency_skip_reason,
     consistency_step,
     edge_weights,
     gap_weights,
     highpass,
-    isotonic,
-    linearise,
-    monotone_map,
     noise_sigma,
-    processed_masks,
     residuals,
     step_weights,
 )
@@ -166,9 +161,6 @@ def test_skip_reasons_and_config():
     with pytest.raises(InputError, match="consistency_steps"):
         FitConfig(consistency_steps=-1)
     assert FitConfig().consistency_highpass_px == 3.0
-    assert FitConfig().consistency_processed == "linearise"
-    with pytest.raises(InputError, match="consistency_processed"):
-        FitConfig(consistency_processed="bend")
     with pytest.raises(InputError, match="consistency_highpass_px"):
         FitConfig(consistency_highpass_px=-1.0)
 
@@ -238,26 +230,12 @@ def test_fit_runs_the_step_and_reports_it(tiny_prior, monkeypatch):
     vs = [View(a, sdd_mm=1000.0, sod_mm=800.0, shape=(32, 32), pixel_spacing_mm=(3.0, 3.0)) for a in (0.0, 90.0)]
     with torch.no_grad():
         images = [im.numpy() for im in project(hu_to_mu(hu)[:, None], prior_affine(prior), vs)[0]]
-    base = load_fit_config(
-        steps=10, restarts=1, background=False, init_network=None, consistency_steps=0, consistency_processed="skip"
-    )
+    base = load_fit_config(steps=10, restarts=1, background=False, init_network=None, consistency_steps=0)
     off = fit(prior, images, vs, base, progress=False)
     assert off.consistency is None
     # a 10-step fit of a random tiny prior explains its X-rays with NCC 0.84-0.92: below the gate
     gated = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3), progress=False)
     assert "NCC" in gated.consistency["skipped"] and np.array_equal(gated.hu, off.hu)
-    assert gated.consistency["linearised"] is False
-    # ... which the default takes for a processed radiograph: mapped back (NCC 0.75-0.85 after the
-    # map, below its own gate), then stepped once that gate passes
-    linear = dataclasses.replace(base, consistency_steps=3, consistency_processed="linearise")
-    lin = fit(prior, images, vs, linear, progress=False)
-    assert lin.consistency["linearised"] is True and "linearised" in lin.consistency["skipped"]
-    assert np.array_equal(lin.hu, off.hu)
-    monkeypatch.setattr("xfit.fitting.consistency.MIN_VIEW_NCC_PROCESSED", 0.5)
-    lin = fit(prior, images, vs, linear, progress=False)
-    assert lin.consistency["linearised"] is True and lin.consistency["highpass_px"] == 3.0
-    assert lin.consistency.get("skipped") is None and lin.consistency["iterations"] >= 1
-    assert not np.array_equal(lin.hu, off.hu)
     monkeypatch.setattr("xfit.fitting.consistency.MIN_VIEW_NCC", 0.5)
     on = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3), progress=False)
     assert on.consistency["iterations"] >= 1 and on.consistency["weights_from"] == "the fit"
@@ -272,72 +250,3 @@ def test_fit_runs_the_step_and_reports_it(tiny_prior, monkeypatch):
     torso = fit(prior, images, vs, dataclasses.replace(base, consistency_steps=3, background=True), progress=False)
     assert torso.consistency["highpass_px"] == 3.0 and torso.consistency["iterations"] >= 1
     assert on.consistency["highpass_px"] is None and torso.backgrounds is not None
-
-
-def test_isotonic_is_the_least_squares_non_decreasing_fit():
-    assert np.allclose(isotonic(np.array([1.0, 2.0, 5.0]), np.ones(3)), [1, 2, 5])
-    assert np.allclose(isotonic(np.array([1.0, 3.0, 2.0, 4.0]), np.ones(4)), [1, 2.5, 2.5, 4])
-    assert np.allclose(isotonic(np.array([3.0, 1.0]), np.array([1.0, 3.0])), [1.5, 1.5])  # weighted
-    rng = np.random.default_rng(0)
-    out = isotonic(rng.normal(size=200), rng.uniform(0.5, 2, 200))
-    assert np.all(np.diff(out) >= -1e-12)
-
-
-def _processed(p: np.ndarray, slope: float = 2.0) -> np.ndarray:
-    """``p`` ``[R, C]`` with its coarse band flattened (scatter), its fine band lifted (edge
-    enhancement) and through a logistic contrast curve."""
-    g = lambda a, s: ndimage.gaussian_filter(a, s, mode="nearest")
-    q = p - 0.5 * g(p, 6.0) + 0.6 * (p - g(p, 1.5))
-    return 1.0 / (1.0 + np.exp(-slope * (q - q.mean()) / q.std()))
-
-
-def test_linearise_undoes_a_contrast_curve_and_the_filtering():
-    p = drr(volume(8), views())[0].astype(np.float64)
-    mask = p > 0.05 * p.max()
-    ncc = lambda a, b: float(np.corrcoef(a[mask], b[mask])[0, 1])
-    # an increasing map leaves line integrals as they are (up to the bins' interpolation)
-    assert np.abs(monotone_map(2.0 * p + 1.0, p, mask) - p)[mask].max() < 0.05 * np.ptp(p)
-    processed = _processed(p)
-    assert ncc(processed, p) < 0.95
-    curve_undone = monotone_map(processed, p, mask)
-    lin = linearise(processed, p, mask)
-    assert ncc(curve_undone, p) > ncc(processed, p) + 0.03
-    assert ncc(lin, p) > ncc(curve_undone, p) + 0.005 and ncc(lin, p) > 0.98
-    assert np.array_equal(linearise(processed, p, mask, sigmas_px=()), curve_undone)
-
-
-def test_processed_masks_drop_saturated_pixels_and_rays_missing_the_cube():
-    yy, xx = np.mgrid[:24, :24]
-    p = 0.001 * (xx + yy)  # rays that miss the cube: below 5 % of the maximum
-    p[6:18, 6:18] = 1.0 + xx[6:18, 6:18] / 12
-    im = p.copy()
-    im[8, 8] = im.max() + 5  # a burned-in marker at full white
-    (m,) = processed_masks([im], [p])
-    assert not m[0, 0] and not m[8, 8] and not m[9, 9] and m[12, 12]
-
-
-def test_step_on_processed_radiographs_is_linearised_and_sharpens_a_smooth_estimate():
-    # a 32^3 volume, 48^2 px views of 1 mm: the detector must be large against the filter's bands
-    n = 32
-    affine = np.diag([1.0, 1.0, 1.0, 1.0])
-    affine[:3, 3] = -(n - 1) / 2
-    vs = [View(a, sdd_mm=1000.0, sod_mm=800.0, shape=(48, 48), pixel_spacing_mm=(1.0, 1.0)) for a in (0.0, 90.0)]
-    truth = ndimage.gaussian_filter(np.random.default_rng(9).normal(0, 600, (n, n, n)), 3.0)
-    truth[10:22, 12:20, 8:24] += 600.0
-    truth = truth.astype(np.float32)
-    start = ndimage.gaussian_filter(truth, 2.0)  # a smooth estimate: its edges are what it misses
-    with torch.no_grad():
-        lines = [project(hu_to_mu(torch.from_numpy(truth))[None, None], affine, [v])[0, 0].double().numpy() for v in vs]
-    g = lambda a, s: ndimage.gaussian_filter(a, s, mode="nearest")
-    # scatter-like flattening of the coarse band, edge enhancement, a strong contrast curve
-    images = [np.tanh(2 * (x - 0.5 * g(x, 12) + 0.6 * (x - g(x, 1.5)) - x.mean()) / x.std()) for x in lines]
-    w = edge_weights(start)
-    out, info = consistency_step(start, images, vs, affine, 3, w, tau=None, highpass_px=3.0)
-    assert info.skipped is not None and not info.linearised and np.array_equal(out, start)
-    out, info = consistency_step(start, images, vs, affine, 3, w, tau=None, highpass_px=3.0, linearise_processed=True)
-    assert info.linearised and info.skipped is None and info.iterations == 3
-    assert min(info.view_ncc) >= MIN_VIEW_NCC_PROCESSED and err(out, truth) < 0.97 * err(start, truth)
-    # X-rays of something else stay refused after the map
-    other = [np.random.default_rng(i).normal(size=(48, 48)) for i in range(2)]
-    out, info = consistency_step(start, other, vs, affine, 3, linearise_processed=True, highpass_px=3.0)
-    assert info.linearised and "linearised" in info.skipped and np.array_equal(out, start)

@@ -52,8 +52,6 @@ INTENSITY_MAPS = ("affine", "monotone")
 DATA_TERMS = ("ncc", "ncc+gradient")
 #: Voxel weights of the data-consistency step (:mod:`xfit.fitting.consistency`).
 CONSISTENCY_WEIGHTS = ("edges+gap", "edges", "flat")
-#: What the data-consistency step does with processed radiographs (crop-sized X-rays that fail its gate).
-CONSISTENCY_PROCESSED = ("linearise", "skip")
 
 
 @dataclass
@@ -140,15 +138,9 @@ class FitConfig:
             :data:`~xfit.fitting.consistency.MIN_VIEW_NCC` (not line integrals). With a fitted
             background (whole-torso X-rays) it explains the footprint's residual after the
             background, high-passed (``consistency_highpass_px``).
-        consistency_processed: ``linearise`` (processed radiographs, which fail that gate, are
-            mapped back onto line-integral units first: a fitted increasing map and enhancement
-            filter, :func:`~xfit.fitting.consistency.linearise`; saturated pixels and rays that
-            miss the cube left out; the residual high-passed) or ``skip`` (the step does nothing
-            on them).
-        consistency_highpass_px: with a fitted background or a linearised radiograph, the
-            Gaussian (detector pixels) whose local mean is taken out of the step's residual: the
-            background's misfit, or scatter's and the heel's (0: none;
-            :func:`~xfit.fitting.consistency.highpass`).
+        consistency_highpass_px: with a fitted background, the Gaussian (detector pixels) whose
+            local mean is taken out of the step's residual: the background's misfit, left to the
+            background (0: none; :func:`~xfit.fitting.consistency.highpass`).
         consistency_weights: ``edges+gap`` (the correction goes where the start network's
             volume has edges and where the fit and that volume disagree), ``edges`` (edges only;
             of the fit's own volume without a start network) or ``flat`` (spread evenly along each
@@ -285,7 +277,6 @@ class FitConfig:
     ensemble_tol: float = 0.2
     consistency_steps: int = 3
     consistency_weights: str = "edges+gap"
-    consistency_processed: str = "linearise"
     consistency_highpass_px: float = 3.0
     blend_start: float = 0.5
     blend_start_whole_body: float | None = 0.75
@@ -481,10 +472,6 @@ def _validate(cfg: FitConfig) -> None:
     need(
         isinstance(cfg.consistency_weights, str) and cfg.consistency_weights in CONSISTENCY_WEIGHTS,
         f"consistency_weights must be one of {', '.join(CONSISTENCY_WEIGHTS)}, got {cfg.consistency_weights!r}",
-    )
-    need(
-        isinstance(cfg.consistency_processed, str) and cfg.consistency_processed in CONSISTENCY_PROCESSED,
-        f"consistency_processed must be one of {', '.join(CONSISTENCY_PROCESSED)}, got {cfg.consistency_processed!r}",
     )
     need(
         isinstance(cfg.data_term, str) and cfg.data_term in DATA_TERMS,

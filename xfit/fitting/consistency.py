@@ -47,7 +47,6 @@ from torch import Tensor
 from ..geometry import View
 from ..projector import backproject, project
 from ..units import MU_WATER, hu_to_mu
-from .objective import saturation_mask
 
 #: mu per HU above air (1/mm): the projector is linear in HU above -1000.
 MU_PER_HU = MU_WATER / 1000.0
@@ -63,17 +62,6 @@ MIN_VIEW_NCC = 0.95
 #: (phantoms 100-109); it guards against fits that explain little, not against processed images
 #: (the clinical presets give 0.89-0.99 there too).
 MIN_VIEW_NCC_BACKGROUND = 0.85
-#: ... and for a processed radiograph after :func:`linearise`, over the pixels it keeps: the
-#: clinical presets give 0.85-0.99 with the fit's volume (phantoms 100-105), line integrals >= 0.99.
-MIN_VIEW_NCC_PROCESSED = 0.8
-#: Quantile bins of the increasing map of :func:`linearise`.
-LINEARISE_BINS = 48
-#: Gaussian scales (detector pixels) of the difference-of-Gaussians bands whose gains
-#: :func:`linearise` fits and divides out (edge enhancement, unsharp masking).
-ENHANCE_SIGMAS_PX = (1.5, 4.0, 10.0)
-#: Pixels whose re-projection is below this fraction of its maximum miss the cube (processed
-#: radiographs: left out of the step).
-CUBE_RAY_FRACTION = 0.05
 
 
 @dataclass
@@ -86,11 +74,8 @@ class Consistency:
         residual_before, residual_after: RMS of the line-integral residual over all pixels.
         noise_sigma: the images' estimated noise in the same units (:func:`noise_sigma`).
         view_ncc: per view, NCC of the X-ray and the volume's re-projection before the step,
-            over all pixels (the gate: :data:`MIN_VIEW_NCC`); for a linearised X-ray, over the
-            pixels kept.
+            over all pixels (the gate: :data:`MIN_VIEW_NCC`).
         skipped: why the step did nothing, or ``None``.
-        linearised: the X-rays were processed radiographs mapped onto line-integral units
-            (:func:`linearise`); ``view_ncc`` is then after that map.
     """
 
     iterations: int
@@ -100,7 +85,6 @@ class Consistency:
     noise_sigma: float
     view_ncc: list[float]
     skipped: str | None = None
-    linearised: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -196,109 +180,6 @@ def highpass(r: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
     return (r - num / np.maximum(den, 1e-6)) * m
 
 
-def isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted least-squares non-decreasing fit ``[N]`` of ``values`` ``[N]`` (in their
-    order), by pool-adjacent-violators."""
-    means: list[float] = []
-    sums: list[float] = []
-    counts: list[int] = []
-    for v, w in zip(np.asarray(values, np.float64), np.asarray(weights, np.float64)):
-        means.append(float(v))
-        sums.append(float(w))
-        counts.append(1)
-        while len(means) > 1 and means[-2] > means[-1]:
-            m, w2, c = means.pop(), sums.pop(), counts.pop()
-            means[-1] = (means[-1] * sums[-1] + m * w2) / (sums[-1] + w2)
-            sums[-1] += w2
-            counts[-1] += c
-    return np.repeat(means, counts)
-
-
-def monotone_map(
-    image: np.ndarray, reprojection: np.ndarray, mask: np.ndarray, bins: int = LINEARISE_BINS
-) -> np.ndarray:
-    """``image`` ``[R, C]`` through the non-decreasing map that best predicts ``reprojection`` from
-    it over ``mask`` (bool): the re-projection's mean per quantile bin of the image, made
-    non-decreasing (:func:`isotonic`) and interpolated linearly between the bins' mean image
-    values (held constant beyond them). A vendor's contrast curve (LUT, window) undone up to
-    the volume's own error."""
-    y, p = np.asarray(image, np.float64), np.asarray(reprojection, np.float64)
-    ys, ps = y[mask], p[mask]
-    if ys.size == 0 or float(ys.max()) <= float(ys.min()):
-        return np.full_like(y, float(ps.mean()) if ps.size else 0.0)
-    edges = np.unique(np.quantile(ys, np.linspace(0.0, 1.0, bins + 1)))
-    idx = np.clip(np.searchsorted(edges, ys, side="right") - 1, 0, len(edges) - 2)
-    count = np.bincount(idx, minlength=len(edges) - 1).astype(np.float64)
-    used = count > 0
-    y_mean = np.bincount(idx, ys, minlength=len(edges) - 1)[used] / count[used]
-    p_mean = np.bincount(idx, ps, minlength=len(edges) - 1)[used] / count[used]
-    return np.interp(y, y_mean, isotonic(p_mean, count[used]))
-
-
-def _bands(x: np.ndarray, sigmas_px: Sequence[float]) -> list[np.ndarray]:
-    """``x - G_s x`` ``[R, C]`` for each Gaussian scale ``s`` (pixels)."""
-    return [x - ndimage.gaussian_filter(x, s, mode="nearest") for s in sigmas_px]
-
-
-def linearise(
-    image: np.ndarray,
-    reprojection: np.ndarray,
-    mask: np.ndarray,
-    sigmas_px: Sequence[float] = ENHANCE_SIGMAS_PX,
-    bins: int = LINEARISE_BINS,
-) -> np.ndarray:
-    """A processed radiograph ``[R, C]`` mapped onto the line-integral units of ``reprojection``
-    ``p`` ``[R, C]`` (the volume's), fitted over ``mask`` (bool ``[R, C]``):
-
-    1. the contrast curve (window, LUT, the log of scatter-laden intensities) undone:
-       ``z = g(image)``, :func:`monotone_map`;
-    2. what the chain did to the image's frequencies undone: the filter
-       ``H = a_0 + sum_k a_k (1 - G_k)`` (difference-of-Gaussians bands of ``sigmas_px``: edge
-       enhancement lifts the fine bands, scatter and the heel effect flatten the coarse ones)
-       fitted by least squares as ``z ~ H p + b`` over ``mask`` and divided out in Fourier
-       space (pixels off ``mask`` take the model's ``a_0 p``).
-
-    The filter is fitted in line-integral units, though a vendor enhances after its curve: on
-    the clinical presets this order measured better (``docs/radiographs.md``, "Data
-    consistency on processed radiographs"), since the coarse bands also take up scatter.
-
-    Returns float64 ``[R, C]``: an estimate of the line integrals in the re-projection's units.
-    Without ``sigmas_px``, or when the fitted filter is not safely invertible, step 1 alone.
-    """
-    p = np.asarray(reprojection, np.float64)
-    z = monotone_map(image, p, mask, bins)
-    if not sigmas_px or int(np.count_nonzero(mask)) <= len(sigmas_px) + 2:
-        return z
-    design = np.stack([p, *_bands(p, sigmas_px), np.ones_like(p)], -1)[mask]
-    coef, *_ = np.linalg.lstsq(design, z[mask], rcond=None)
-    rows, cols = p.shape
-    f2 = np.fft.fftfreq(rows)[:, None] ** 2 + np.fft.fftfreq(cols)[None] ** 2
-    h = coef[0] + sum(a * (1.0 - np.exp(-2.0 * np.pi**2 * s**2 * f2)) for a, s in zip(coef[1:-1], sigmas_px))
-    if coef[0] <= 0 or float(np.min(h)) <= 0.05 * coef[0]:
-        return z  # no invertible filter: the contrast curve alone
-    filled = np.where(mask, z - coef[-1], coef[0] * p)
-    return np.real(np.fft.ifft2(np.fft.fft2(filled) / h))
-
-
-def processed_masks(images: Sequence[np.ndarray], reprojections: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per view bool ``[R_v, C_v]``: the pixels of a processed radiograph the step explains, those
-    not saturated (:func:`~xfit.fitting.objective.saturation_mask`: collimated borders, markers,
-    clipped anatomy) whose rays cross the cube (re-projection above :data:`CUBE_RAY_FRACTION` of
-    its maximum)."""
-    out = []
-    for im, p in zip(images, reprojections):
-        keep = saturation_mask(torch.as_tensor(np.asarray(im, np.float64))).numpy() > 0
-        out.append(keep & (np.asarray(p) > CUBE_RAY_FRACTION * max(float(np.max(p)), 1e-12)))
-    return out
-
-
-def _reprojections(hu: Tensor, affine: np.ndarray, views: Sequence[View]) -> list[np.ndarray]:
-    """Line integrals ``[R_v, C_v]`` (float64) of an HU volume per view."""
-    with torch.no_grad():
-        mu = hu_to_mu(hu)[None, None]
-        return [project(mu, affine, [v])[0, 0].double().numpy() for v in views]
-
-
 def residuals(
     hu: Tensor,
     images: Sequence[np.ndarray],
@@ -357,7 +238,6 @@ def consistency_step(
     backgrounds: Sequence[np.ndarray] | None = None,
     masks: Sequence[np.ndarray] | None = None,
     highpass_px: float = 0.0,
-    linearise_processed: bool = False,
 ) -> tuple[np.ndarray, Consistency]:
     """The corrected volume ``hu + d`` (``[R, R, R]`` HU) after at most ``iterations`` of
     weighted CGLS.
@@ -382,11 +262,6 @@ def consistency_step(
             the cube); the others are left out of the residual, the gate and the noise floor.
         highpass_px: with ``masks``, remove the residual's slow part (:func:`highpass`), which
             is the background's misfit rather than the cube's.
-        linearise_processed: X-rays that fail the gate (processed radiographs), without
-            ``backgrounds``, are mapped onto line-integral units (:func:`linearise`) over
-            :func:`processed_masks` (within ``masks``, if given) and the step runs on them with
-            the residual high-passed by ``highpass_px`` and the gate
-            :data:`MIN_VIEW_NCC_PROCESSED`.
     Returns:
         ``(hu + d, info)``; float32.
     """
@@ -399,30 +274,12 @@ def consistency_step(
     before = norm(r)
     default_gate = MIN_VIEW_NCC if backgrounds is None else MIN_VIEW_NCC_BACKGROUND
     gate = default_gate if min_view_ncc is None else min_view_ncc
-    linearised = False
-    if min(nccs) < gate and linearise_processed and backgrounds is None:
-        reproj = _reprojections(x0, affine, views)
-        keep = processed_masks(images, reproj)
-        masks = keep if masks is None else [k & np.asarray(m, bool) for k, m in zip(keep, masks)]
-        images = [linearise(im, p, m) for im, p, m in zip(images, reproj, masks)]
-        r, gains, nccs = residuals(x0, images, affine, views, None, masks, highpass_px)
-        sizes = [int(np.count_nonzero(m)) for m in masks]
-        count = max(sum(sizes), 1)
-        before = norm(r)
-        gate = MIN_VIEW_NCC_PROCESSED if min_view_ncc is None else min_view_ncc
-        linearised = True
     if min(nccs) < gate:
-        what = (
-            "the linearised X-ray"
-            if linearised
-            else "the volume's re-projection"
-            if backgrounds is None
-            else "the re-projection plus background"
-        )
+        what = "the volume's re-projection" if backgrounds is None else "the re-projection plus background"
         why = (
             f"{what} explains an X-ray with NCC {min(nccs):.3f} < {gate}: not line integrals (a processed radiograph?)"
         )
-        return x0.numpy(), Consistency(0, 0.0, before, before, 0.0, nccs, why, linearised)
+        return x0.numpy(), Consistency(0, 0.0, before, before, 0.0, nccs, why)
     sigma = float(
         np.sqrt(sum((c * noise_sigma(im)) ** 2 * n for c, im, n in zip(gains, map(np.asarray, images), sizes)) / count)
     )
@@ -450,7 +307,7 @@ def consistency_step(
             g2 = float((s * s).sum())
             p, gamma = s + (g2 / gamma) * p, g2
     d = e * sw
-    info = Consistency(done, float(d.square().mean().sqrt()), before, residual, sigma, nccs, None, linearised)
+    info = Consistency(done, float(d.square().mean().sqrt()), before, residual, sigma, nccs)
     return (x0 + d).numpy(), info
 
 
@@ -458,7 +315,6 @@ __all__ = [
     "DISCREPANCY_TAU",
     "MIN_VIEW_NCC",
     "MIN_VIEW_NCC_BACKGROUND",
-    "MIN_VIEW_NCC_PROCESSED",
     "MU_PER_HU",
     "Consistency",
     "consistency_skip_reason",
@@ -466,11 +322,7 @@ __all__ = [
     "edge_weights",
     "gap_weights",
     "highpass",
-    "isotonic",
-    "linearise",
-    "monotone_map",
     "noise_sigma",
-    "processed_masks",
     "residuals",
     "step_weights",
 ]

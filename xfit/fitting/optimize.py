@@ -1447,18 +1447,17 @@ def _consistency(
         weights,
         backgrounds=result.backgrounds,
         masks=masks,
-        highpass_px=cfg.consistency_highpass_px if torso or cfg.consistency_processed == "linearise" else 0.0,
-        linearise_processed=cfg.consistency_processed == "linearise",
+        highpass_px=cfg.consistency_highpass_px if torso else 0.0,
     )
     if info.skipped is not None:
-        return {"skipped": info.skipped, "view_ncc": info.view_ncc, "linearised": info.linearised}
+        return {"skipped": info.skipped, "view_ncc": info.view_ncc}
     lo, hi = hu_window
     result.hu = np.clip(hu, lo, hi).astype(np.float32)
     return {
         **info.to_dict(),
         "weights": used,
         "weights_from": "the fit" if reference_hu is None else "the start network",
-        "highpass_px": cfg.consistency_highpass_px if torso or info.linearised else None,
+        "highpass_px": cfg.consistency_highpass_px if torso else None,
         "seconds": time.perf_counter() - t0,
     }
 
