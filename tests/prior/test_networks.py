@@ -114,6 +114,33 @@ def test_bf16_autocast_keeps_features_bf16_and_the_output_in_the_ws_dtype(G, cfg
     assert (out - ref).abs().mean() < 0.02 * ref.abs().mean()
 
 
+def test_bf16_layer_folds_gain_and_bias_into_two_passes_with_the_same_function(G, cfg):
+    """bf16 features take the short epilogue (gain in the demodulation, bias by addcmul, lrelu in
+    place); it is the float32 layer's function up to bf16 rounding, output and W+ gradient."""
+    torch.manual_seed(1)
+    layer = G.synthesis.blocks[2].conv0
+    with torch.no_grad():
+        layer.bias.normal_()  # a bias that matters (it starts at 0)
+    w = G.mapping(torch.randn(1, cfg.z_dim)).detach()[:, 0]
+    x = torch.randn(1, layer.in_channels, *[layer.resolution // layer.up] * 3)
+    noise = torch.randn(1, 1, *[layer.resolution] * 3)
+
+    def run(dtype):
+        wi = w.clone().requires_grad_(True)
+        out = layer(x.to(dtype), wi.to(dtype), noise=noise)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.float().detach(), wi.grad
+
+    ref, g_ref = run(torch.float32)
+    out, g = run(torch.bfloat16)
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max() and (out - ref).abs().mean() < 0.01 * ref.abs().mean()
+    assert torch.nn.functional.cosine_similarity(g, g_ref, dim=-1).item() > 0.995
+    with pytest.raises(InputError, match="bias"):
+        modulated_conv3d(
+            x, layer.weight, torch.ones(1, layer.in_channels), fused=True, bias=layer.bias.view(1, -1, 1, 1, 1)
+        )
+
+
 def test_channels_from_base_and_generator_without_dict():
     assert channels_from_base(32, channel_base=256, channel_max=32) == {4: 32, 8: 32, 16: 16, 32: 8}
     G = Generator(8, 8, 1, 16, channel_base=128, channel_max=16)
