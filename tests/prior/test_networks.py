@@ -114,11 +114,13 @@ def test_bf16_autocast_keeps_features_bf16_and_the_output_in_the_ws_dtype(G, cfg
     assert (out - ref).abs().mean() < 0.02 * ref.abs().mean()
 
 
-def test_bf16_layer_folds_gain_and_bias_into_two_passes_with_the_same_function(G, cfg):
-    """bf16 features take the short epilogue (gain in the demodulation, bias by addcmul, lrelu in
-    place); it is the float32 layer's function up to bf16 rounding, output and W+ gradient."""
+@pytest.mark.parametrize("which", ["conv0", "conv1"])  # with and without the upsampling
+def test_bf16_layer_takes_the_short_path_with_the_same_function(G, cfg, which):
+    """bf16 features take the short path (style scale before the upsampling, gain in the
+    demodulation, bias by addcmul, lrelu in place); it is the float32 layer's function up to bf16
+    rounding, output and W+ gradient."""
     torch.manual_seed(1)
-    layer = G.synthesis.blocks[2].conv0
+    layer = getattr(G.synthesis.blocks[2], which)
     with torch.no_grad():
         layer.bias.normal_()  # a bias that matters (it starts at 0)
     w = G.mapping(torch.randn(1, cfg.z_dim)).detach()[:, 0]
