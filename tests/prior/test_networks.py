@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xfit.errors import InputError
+from xfit.prior import networks
 from xfit.prior.config import load_config
 from xfit.prior.networks import (
     Discriminator,
@@ -115,7 +116,7 @@ def test_bf16_autocast_keeps_features_bf16_and_the_output_in_the_ws_dtype(G, cfg
 
 
 @pytest.mark.parametrize("which", ["conv0", "conv1"])  # with and without the upsampling
-def test_bf16_layer_takes_the_short_path_with_the_same_function(G, cfg, which):
+def test_bf16_layer_takes_the_short_path_with_the_same_function(G, cfg, which, monkeypatch):
     """bf16 features take the short path (style scale before the upsampling, gain in the
     demodulation, bias by addcmul, lrelu in place); it is the float32 layer's function up to bf16
     rounding, output and W+ gradient."""
@@ -135,6 +136,9 @@ def test_bf16_layer_takes_the_short_path_with_the_same_function(G, cfg, which):
 
     ref, g_ref = run(torch.float32)
     out, g = run(torch.bfloat16)
+    monkeypatch.setattr(networks, "SHORT_PATH", False)  # the reference arithmetic in bf16 too
+    long, _ = run(torch.bfloat16)
+    assert not torch.equal(long, out) and (long - ref).abs().max() < 0.05 * ref.abs().max()
     assert (out - ref).abs().max() < 0.05 * ref.abs().max() and (out - ref).abs().mean() < 0.01 * ref.abs().mean()
     assert torch.nn.functional.cosine_similarity(g, g_ref, dim=-1).item() > 0.995
     with pytest.raises(InputError, match="bias"):

@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 NOISE_MODES = ("random", "const", "none")
 ACTIVATIONS = ("linear", "lrelu")
 LRELU_GAIN = math.sqrt(2.0)
+#: bf16/fp16 synthesis layers on the CPU take the short path (:class:`SynthesisLayer`); ``False``
+#: runs the reference arithmetic there too (``bench/synthesis_paths.py`` and the tests compare them).
+SHORT_PATH = True
 
 
 def _activate(x: Tensor, activation: str, gain: float = 1.0) -> Tensor:
@@ -318,7 +321,12 @@ class SynthesisLayer(nn.Module):
         # record): the input's style scale before the upsampling, which it commutes with (8x
         # fewer voxels), the lrelu gain folded into the demodulation, the bias added in the same
         # pass (addcmul) and the activation in place
-        short = self.activation == "lrelu" and x.dtype in (torch.bfloat16, torch.float16) and not (fused or x.is_cuda)
+        short = (
+            SHORT_PATH
+            and self.activation == "lrelu"
+            and x.dtype in (torch.bfloat16, torch.float16)
+            and not (fused or x.is_cuda)
+        )
         scaled = short and self.up == 2
         if scaled:
             x = x * styles.reshape(x.shape[0], -1, 1, 1, 1).to(x.dtype)
