@@ -19,6 +19,30 @@ class _Uphill(torch.autograd.Function):
         return -2.0 * x * g
 
 
+def test_lbfgs_stall_bridges_on_the_fallback_then_resumes(monkeypatch):
+    """After a stall: ``bridge`` iterations on the fallback, the rest on the loss; a second stall
+    hands the rest to the fallback (the runs scripted: which loss, how many iterations)."""
+    from xfit.fitting import invert
+
+    runs = []
+    script = iter([(3, True), (5, False), (20, False)])  # stall at 3, bridge 5, the rest runs
+
+    def fake(params, loss, steps):
+        runs.append((loss, steps))
+        return next(script)
+
+    monkeypatch.setattr(invert, "_lbfgs_run", fake)
+    assert invert._lbfgs([], "bf16", 28, "fp32", bridge=5) == 28
+    assert runs == [("bf16", 28), ("fp32", 5), ("bf16", 20)]
+    runs.clear()
+    script = iter([(1, True), (5, False), (4, True), (18, False)])  # stalls again after the bridge
+    assert invert._lbfgs([], "bf16", 28, "fp32", bridge=5) == 28
+    assert runs == [("bf16", 28), ("fp32", 5), ("bf16", 22), ("fp32", 18)]
+    runs.clear()
+    script = iter([(28, False)])  # no stall: the fallback is never run
+    assert invert._lbfgs([], "bf16", 28, "fp32") == 28 and runs == [("bf16", 28)]
+
+
 def test_lbfgs_stall_reruns_on_the_fallback_loss():
     from xfit.fitting.invert import _lbfgs
 
@@ -29,6 +53,21 @@ def test_lbfgs_stall_reruns_on_the_fallback_loss():
     # with a fallback (the float32 loss in the inversion) the rest of the budget runs on it
     done = _lbfgs([x], lambda: _Uphill.apply(x), 20, lambda: (x * x).sum())  # noqa: PLW0108 (x * x is recomputed per call)
     assert done > 1 and float((x.detach() ** 2).sum()) < 1e-6
+    # after a stall, a few iterations on the fallback, then the loss again (which stalls again
+    # here, so the fallback takes the rest)
+    x = torch.tensor([3.0, -2.0, 1.0], requires_grad=True)
+    calls = {"loss": 0, "fallback": 0}
+
+    def uphill():
+        calls["loss"] += 1
+        return _Uphill.apply(x)
+
+    def plain():
+        calls["fallback"] += 1
+        return (x * x).sum()
+
+    done = _lbfgs([x], uphill, 20, plain, bridge=1)
+    assert done > 2 and calls["loss"] >= 2 and calls["fallback"] >= 2 and float((x.detach() ** 2).sum()) < 1e-6
     # a run that does not stall never touches the fallback
     y = torch.tensor([1.0, 2.0], requires_grad=True)
     calls = []
