@@ -12,6 +12,7 @@ two outputs are apart against the output's spread.
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import torch
@@ -47,16 +48,15 @@ def main() -> None:
     w = prior.w_mean.view(1, 1, -1).expand(1, prior.G.num_ws, -1).clone().requires_grad_(True)
     maps = [torch.zeros(s).requires_grad_(True) for s in synthesis.noise_shapes()]
     for name, noise in (("W+ alone (the inversion)", None), ("W+ and noise maps (the X-ray stage)", maps)):
-        seconds, outs = {}, {}
+        seconds, outs = {True: [], False: []}, {}
         for short in (True, False):
             networks.SHORT_PATH = short
             outs[short] = step(synthesis, w, noise)
         for short in (True, False) * args.reps:  # alternately, so that drift hits both alike
             networks.SHORT_PATH = short
-            seconds.setdefault(short, []).extend([median_seconds(lambda: step(synthesis, w, noise), 1, warmup=0)])
+            seconds[short].append(median_seconds(lambda: step(synthesis, w, noise), 1, warmup=0))
         networks.SHORT_PATH = True
-        t_short = sorted(seconds[True])[len(seconds[True]) // 2]
-        t_ref = sorted(seconds[False])[len(seconds[False]) // 2]
+        t_short, t_ref = statistics.median(seconds[True]), statistics.median(seconds[False])
         diff = (outs[True] - outs[False]).abs().mean() / outs[False].std()
         print(
             f"{name}: short {t_short:.3f} s, reference {t_ref:.3f} s per forward + backward "
