@@ -227,7 +227,7 @@ def network_start(
     note = f"{method} volume inverted into W+ ({steps} {'L-BFGS ' if optimizer == 'lbfgs' else ''}steps"
     if fine_steps > 0:
         w0 = torch.from_numpy(inv.w_plus).to(prior.w_mean.device)
-        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, **common)
+        inv = invert_volume(prior, hu, labels, steps=fine_steps, w_init=w0, history=inv.lbfgs_history, **common)
         note += f", then {fine_steps} at full resolution"
     return NetworkStart(
         torch.from_numpy(inv.w_plus).to(prior.w_mean.device),

@@ -27,7 +27,7 @@ Two optimisers over ``u`` (W+ = ``w_mean + w_std * u``) and the noise maps:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -69,6 +69,8 @@ class Inversion:
         loss: final loss terms (``mse``, ``bce``, ``w_gauss``, ``noise``, ``total``; empty with
             W+ alone).
         seconds: wall time.
+        lbfgs_history: the curvature pairs of an ``lbfgs`` inversion's last run
+            (:class:`LbfgsHistory`; ``None`` after Adam), for a run that continues it.
     """
 
     w_plus: np.ndarray
@@ -77,6 +79,24 @@ class Inversion:
     label_prob: np.ndarray | None
     loss: dict[str, float]
     seconds: float
+    lbfgs_history: LbfgsHistory | None = field(default=None, repr=False)
+
+
+@dataclass
+class LbfgsHistory:
+    """What an L-BFGS run learnt of its loss's curvature, to seed a run that continues it.
+
+    Attributes:
+        steps: the last steps ``s``, each flat ``[P]`` over the run's parameters.
+        grad_changes: the matching changes of the gradient ``y``, each ``[P]``.
+        rho: ``1 / (y . s)`` of each pair.
+        h_diag: the scale of the initial inverse Hessian, ``y . s / y . y`` of the last pair.
+    """
+
+    steps: list[Tensor]
+    grad_changes: list[Tensor]
+    rho: list[Tensor]
+    h_diag: Tensor | float
 
 
 def check_target(
@@ -130,6 +150,7 @@ def invert_volume(
     amp: bool = False,
     optimizer: str = "adam",
     outputs: bool = True,
+    history: LbfgsHistory | None = None,
 ) -> Inversion:
     """Fit W+ (and noise) so that the generated volume matches ``hu`` (and ``label``).
 
@@ -151,6 +172,9 @@ def invert_volume(
         optimizer: ``adam`` or ``lbfgs`` (see the module's docstring).
         outputs: also generate the fitted volume and its final loss terms (two generator passes;
             a hybrid start that only continues from W+ skips them).
+        history: with ``lbfgs``, the curvature history of an inversion this one continues (its
+            :attr:`Inversion.lbfgs_history`, over the same parameters: W+ alone, or W+ and the
+            same noise maps); it seeds the first iteration.
     Returns:
         :class:`Inversion`.
     """
@@ -188,9 +212,10 @@ def invert_volume(
         ]
 
     if optimizer == "lbfgs":
-        _lbfgs(params, loss, steps, (lambda: loss(False)) if amp else None)
+        _, history = _lbfgs(params, loss, steps, (lambda: loss(False)) if amp else None, history=history)
     else:
         _adam(params, loss, steps, lr)
+        history = None
     with torch.no_grad():
         w = mean + std * u
         hu_out = prob = None
@@ -209,6 +234,7 @@ def invert_volume(
         label_prob=prob,
         loss={k: float(v) for k, v in terms.items()},
         seconds=time.perf_counter() - t0,
+        lbfgs_history=history,
     )
 
 
@@ -239,38 +265,54 @@ def new_lbfgs(params: list[Tensor], iterations: int, evaluations: int) -> torch.
     )
 
 
-def _lbfgs(params: list[Tensor], loss, steps: int, fallback=None, bridge: int = LBFGS_BRIDGE) -> int:
+def _lbfgs(
+    params: list[Tensor],
+    loss,
+    steps: int,
+    fallback=None,
+    bridge: int = LBFGS_BRIDGE,
+    history: LbfgsHistory | None = None,
+) -> tuple[int, LbfgsHistory | None]:
     """``steps`` L-BFGS iterations on ``loss()`` (at most ``1.25 * steps`` evaluations); returns
-    the iterations run.
+    the iterations run and the curvature history at the end.
+
+    ``history`` (of an earlier run over the same parameters, such as the inversion at the coarse
+    resolution) seeds the first iteration, which is then a quasi-Newton step of the right scale
+    rather than a steepest-descent step of unit L1 length; each later run here continues the
+    history of the one before it.
 
     A run can stall: under bf16 autocast the loss is too coarse for the line search at the tiny
-    first step L-BFGS takes, which then finds no decrease and stops (step 0) long before its
-    budget. On phantom 12 of ``results/heldout20`` the fine inversion stopped after one iteration
-    with its loss unchanged, and the fit lost 4.3 dB. Such a stall (neither budget used up) runs
-    ``bridge`` iterations, with fresh history, on ``fallback`` (the float32 loss), when one is
-    given, past the flat start, and then the rest on ``loss()`` again; a second stall runs all
-    that is left on ``fallback``. Runs that do not stall are untouched. (Until 2026-12-07 the
-    whole rest ran on ``fallback``, about twice as slow per iteration: the README example's
-    inversion took 29 s instead of 17 s when it stalled; ``docs/speed.md``.)"""
-    done, stalled = _lbfgs_run(params, loss, steps)
+    first step L-BFGS takes without a history, which then finds no decrease and stops (step 0)
+    long before its budget. On phantom 12 of ``results/heldout20`` the fine inversion stopped after
+    one iteration with its loss unchanged, and the fit lost 4.3 dB. Such a stall (neither budget
+    used up) runs ``bridge`` iterations on ``fallback`` (the float32 loss), when one is given,
+    past the flat start, and then the rest on ``loss()`` again; a second stall runs all that is
+    left on ``fallback``. Runs that do not stall are untouched. (Until 2026-12-07 the whole rest
+    ran on ``fallback``, about twice as slow per iteration: the README example's inversion took
+    29 s instead of 17 s when it stalled; ``docs/speed.md``.)"""
+    done, stalled, history = _lbfgs_run(params, loss, steps, history)
     if not stalled or fallback is None:
-        return done
-    more, stalled = _lbfgs_run(params, fallback, min(bridge, steps - done))
+        return done, history
+    more, stalled, history = _lbfgs_run(params, fallback, min(bridge, steps - done), history)
     done += more
     if done < steps and not stalled:
-        more, stalled = _lbfgs_run(params, loss, steps - done)
+        more, stalled, history = _lbfgs_run(params, loss, steps - done, history)
         done += more
         if stalled and done < steps:
-            more, _ = _lbfgs_run(params, fallback, steps - done)
+            more, _, history = _lbfgs_run(params, fallback, steps - done, history)
             done += more
-    return done
+    return done, history
 
 
-def _lbfgs_run(params: list[Tensor], loss, steps: int) -> tuple[int, bool]:
-    """One L-BFGS run: ``(iterations, stalled)``; stalled when it stopped before both its
-    iteration and its evaluation budget (a line search that found no decrease)."""
+def _lbfgs_run(
+    params: list[Tensor], loss, steps: int, history: LbfgsHistory | None = None
+) -> tuple[int, bool, LbfgsHistory | None]:
+    """One L-BFGS run, seeded with ``history`` when given: ``(iterations, stalled, history)``;
+    stalled when it stopped before both its iteration and its evaluation budget (a line search
+    that found no decrease)."""
     evaluations = steps * 5 // 4 + 1
     opt = new_lbfgs(params, steps, evaluations)
+    seeded = _seed(opt, params, history)
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
@@ -280,8 +322,31 @@ def _lbfgs_run(params: list[Tensor], loss, steps: int) -> tuple[int, bool]:
 
     opt.step(closure)
     state = opt.state[params[0]]
-    n, evals = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
-    return n, n < steps and evals < evaluations
+    n, evals = int(state.get("n_iter", 0)) - int(seeded), int(state.get("func_evals", 0))
+    if state.get("old_dirs"):
+        history = LbfgsHistory(state["old_stps"], state["old_dirs"], state["ro"], state["H_diag"])
+    return n, n < steps and evals < evaluations, history
+
+
+def _seed(opt: torch.optim.LBFGS, params: list[Tensor], history: LbfgsHistory | None) -> bool:
+    """Put ``history`` into a fresh ``opt``'s state so that its first iteration uses it (a zero
+    previous step adds no pair); ``False`` (nothing done) without a history or when its
+    vectors do not match ``params``."""
+    size = sum(p.numel() for p in params)
+    if history is None or not history.steps or history.steps[0].numel() != size:
+        return False
+    flat = history.steps[0]
+    opt.state[params[0]].update(
+        n_iter=1,  # so that the first iteration here counts as a later one: it takes the history
+        d=torch.zeros_like(flat),
+        t=0.0,  # ... and its zero step s = d * t adds no curvature pair (y . s = 0)
+        prev_flat_grad=torch.zeros_like(flat),
+        old_dirs=list(history.grad_changes),
+        old_stps=list(history.steps),
+        ro=list(history.rho),
+        H_diag=history.h_diag,
+    )
+    return True
 
 
 def _terms(
@@ -312,4 +377,13 @@ def _terms(
     return {"mse": mse, "bce": bce, "w_gauss": wg, "noise": nz, "total": total}
 
 
-__all__ = ["CEILING_LBFGS_STEPS", "CEILING_STEPS", "Inversion", "check_target", "invert_volume", "new_lbfgs", "pool_to"]
+__all__ = [
+    "CEILING_LBFGS_STEPS",
+    "CEILING_STEPS",
+    "Inversion",
+    "LbfgsHistory",
+    "check_target",
+    "invert_volume",
+    "new_lbfgs",
+    "pool_to",
+]
