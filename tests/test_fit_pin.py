@@ -1,14 +1,16 @@
-"""The default fit path pinned to recorded numbers, per CPU type (:data:`PINS`: the Intel AMX
-records made 2026-12-07, when ``blend_labels`` joined the default and the pin's config turned it off
-to keep pinning the same arithmetic; the AMD AVX512-BF16 records as follows: the shipped case
-re-recorded 2026-12-06 late evening, when the output became the mean of the fitted volume and the
-start network's before the data-consistency step (``blend_start: 0.5``); before that at noon,
-when the data-consistency step's weights became edges + gap; both cases 2026-12-06 late morning,
-when the data-consistency step joined the default; the shipped case before that on 2026-12-06, when
-the shipped prior became step 15000 (60 kimg); before that on 2026-12-05 late evening, when the
-inversion of the start network's volume became L-BFGS of W+ alone; before that when the warm
-schedule and the full-resolution inversion became the default and the W+/noise priors were
-restricted to the inputs each stage's generator reads; first recorded before issue 30's restructuring).
+"""The default fit path pinned to recorded numbers, per CPU type (:data:`PINS`: the Intel AMX shipped
+record re-recorded 2026-12-07 late morning, when the fine inversion began to continue the coarse
+one's L-BFGS history; the Intel AMX records made 2026-12-07, when ``blend_labels`` joined the
+default and the pin's config turned it off to keep pinning the same arithmetic; the AMD AVX512-BF16
+records as follows: the shipped case re-recorded 2026-12-06 late evening, when the output became
+the mean of the fitted volume and the start network's before the data-consistency step
+(``blend_start: 0.5``); before that at noon, when the data-consistency step's weights became edges
++ gap; both cases 2026-12-06 late morning, when the data-consistency step joined the default; the
+shipped case before that on 2026-12-06, when the shipped prior became step 15000 (60 kimg); before
+that on 2026-12-05 late evening, when the inversion of the start network's volume became L-BFGS of
+W+ alone; before that when the warm schedule and the full-resolution inversion became the default
+and the W+/noise priors were restricted to the inputs each stage's generator reads; first recorded
+before issue 30's restructuring).
 
 ``xfit.reconstruct.reconstruct_vertebrae`` on the example X-rays (``examples/ap.png``,
 ``lat.png``) with the default fit config, shortened (4 steps cold and warm, 2 restarts, 4 + 4 inversion steps), amp
@@ -128,39 +130,44 @@ TINY_AMX = {
 
 SHIPPED_AMX = {
     "init": "xctrsnet volume inverted into W+ (4 L-BFGS steps, then 4 at full resolution)",
-    "hu_mean": 33.401742044042074,
-    "hu_std": 127.62673528742597,
-    "hu_min": -494.8798828125,
-    "hu_max": 821.688232421875,
-    "label_prob_sum": 17648.69308930661,
-    "label_voxels": 17638,
-    "view_ncc": [0.9965990781784058, 0.9939414858818054],
+    "hu_mean": 35.10233751569319,
+    "hu_std": 128.4619956564128,
+    "hu_min": -475.3760681152344,
+    "hu_max": 832.1437377929688,
+    "label_prob_sum": 17551.854797400018,
+    "label_voxels": 17531,
+    "view_ncc": [0.9967090487480164, 0.9941471219062805],
     "best_restart": 0,
+    "uncertainty_mean": 14.364468471927076,
     "metrics": {
-        "psnr_db": 27.908975558303833,
-        "ssim": 0.6406948244467073,
-        "mae_hu": 60.345942081698816,
-        "mae_mask_hu": 112.02948132051576,
-        "dice": 0.832031490251553,
+        "psnr_db": 27.901818147978872,
+        "ssim": 0.6399457592375605,
+        "mae_hu": 60.727974756332685,
+        "mae_mask_hu": 112.5432058463494,
+        "dice": 0.832741970318719,
         "hd95_mm": 2.7950849718747373,
     },
     "hu_slice": [
-        [-2.176504135131836, -48.67372512817383, -61.576393127441406, -16.79245376586914],
-        [142.40359497070312, 149.3553466796875, 203.39561462402344, 257.8394775390625],
-        [190.95626831054688, 140.94239807128906, 144.7434539794922, 142.21453857421875],
-        [125.196044921875, 99.51307678222656, 93.79061889648438, 115.16556549072266],
+        [-2.0381927490234375, -47.39717483520508, -62.434173583984375, -19.416744232177734],
+        [144.10833740234375, 155.83041381835938, 210.05592346191406, 263.38970947265625],
+        [192.95700073242188, 142.674072265625, 147.0084991455078, 144.6430206298828],
+        [127.32991027832031, 102.29962921142578, 94.1867904663086, 118.27996063232422],
     ],
     "prob_slice": [
-        [1.655842075867081e-13, 4.535125530322204e-14, 6.762309371972878e-17, 9.93538793292446e-18],
-        [0.9994029998779297, 0.9999967813491821, 0.9999983310699463, 0.9999995231628418],
-        [0.9999998807907104, 0.9999984502792358, 0.9999918937683105, 0.9999982118606567],
-        [0.9999997615814209, 0.9999077320098877, 0.9990923404693604, 0.9998701810836792],
+        [8.742950753561768e-14, 1.4086245157232582e-14, 7.136753852068687e-18, 3.150213965331637e-19],
+        [0.9994651675224304, 0.9999978542327881, 0.9999986886978149, 0.9999996423721313],
+        [0.9999998807907104, 0.9999991655349731, 0.9999964237213135, 0.9999990463256836],
+        [0.9999998807907104, 0.9999498128890991, 0.9993785619735718, 0.9999470710754395],
     ],
 }
 
 #: The records by the CPU's native bf16 units (:func:`xfit.devices.cpu_bf16_units`): AMX (Intel
-#: Sapphire Rapids and later) or AVX512-BF16 alone (the AMD EPYC of the first records).
-PINS = {"amx_bf16": (TINY_AMX, SHIPPED_AMX), "avx512_bf16": (TINY, SHIPPED)}
+#: Sapphire Rapids and later) or AVX512-BF16 alone (the AMD EPYC of the first records). A shipped
+#: record ``None`` went stale when the fine inversion began to continue the coarse one's L-BFGS
+#: history (2026-12-07, recorded on an Intel AMX machine): that case skips on that CPU type until
+#: ``python tests/test_fit_pin.py`` re-records it there (``SHIPPED`` above is the last AMD record,
+#: kept for its layout). The tiny prior's fit starts at ``w_mean`` (no inversion): its records hold.
+PINS = {"amx_bf16": (TINY_AMX, SHIPPED_AMX), "avx512_bf16": (TINY, None)}
 
 
 def pins() -> tuple[dict, dict]:
@@ -234,6 +241,10 @@ def test_default_fit_with_a_tiny_prior_is_pinned(tmp_path, fit_config, tiny_prio
 
 def test_default_fit_with_the_shipped_prior_and_network_is_pinned(fit_config):
     shipped = pins()[1]
+    if shipped is None:
+        pytest.skip(
+            "this CPU type's shipped record is stale (see PINS): re-record it with python tests/test_fit_pin.py"
+        )
     rec = reconstruct_vertebrae(
         [EXAMPLES / "ap.png", EXAMPLES / "lat.png"],
         config=fit_config,
