@@ -398,3 +398,16 @@ def test_snapshot_round_trip_and_errors(tmp_path):
         load_snapshot(save_training_state(tmp_path / "st.safetensors", {"a": torch.zeros(1)}, {"step": 1}))
     with pytest.raises(OutputExistsError):
         save_snapshot(path, nets, step=7, kimg=0.028, config=cfg)
+
+
+def test_load_leaves_the_global_rng_alone_and_holds_the_files_weights(prior_file, G):
+    """The architecture is built on the CPU to take the file's tensors: that build must not
+    move the global RNG (seeded fits and sampling after a load would change) nor keep any of
+    its random weights."""
+    torch.manual_seed(123)
+    want = torch.rand(4)
+    torch.manual_seed(123)
+    prior = load_prior(prior_file)
+    assert torch.equal(torch.rand(4), want)
+    for k, v in G.state_dict().items():
+        assert torch.equal(prior.G.state_dict()[k], v.float()), k

@@ -495,16 +495,19 @@ def test_folder_conditions_reads_only_the_names_a_sweep_writes(tmp_path):
     assert sweeps_main([str(tmp_path / "angle_60")]) == 2  # a settings.json that is not a run's: one line
 
 
-def test_the_lbfgs_ceiling_minimises_the_ceilings_loss_by_lbfgs(tiny, tmp_path, monkeypatch):
+def test_the_ceilings_fit_the_truth_by_adam_and_lbfgs_with_and_without_its_mask(tiny, tmp_path, monkeypatch):
     from xfit.fitting import invert
 
     calls = []
     real = invert.invert_volume
-    monkeypatch.setattr(invert, "invert_volume", lambda *a, **k: calls.append(k) or real(*a, **k))
+    # (is the truth's mask in the loss, keyword arguments)
+    monkeypatch.setattr(invert, "invert_volume", lambda *a, **k: calls.append((a[2] is not None, k)) or real(*a, **k))
     monkeypatch.setattr(invert, "CEILING_STEPS", 4)  # read at each call: a cheap run of the same code
     monkeypatch.setattr(invert, "CEILING_LBFGS_STEPS", 3)
-    rows = evaluate(_spec(tiny, methods=("ceiling", "ceiling-lbfgs"), phantoms=1), tmp_path / "ev", progress=False)
-    assert [r["method"] for r in rows] == ["ceiling", "ceiling-lbfgs"]
+    methods = ("ceiling", "ceiling-lbfgs", "ceiling-hu")
+    rows = evaluate(_spec(tiny, methods=methods, phantoms=1), tmp_path / "ev", progress=False)
+    assert [r["method"] for r in rows] == list(methods)
     assert all(math.isfinite(r["psnr_db"]) and math.isfinite(r["dice"]) for r in rows)
-    assert calls == [{"steps": 4}, {"steps": 3, "optimizer": "lbfgs"}]
+    lbfgs = {"steps": 3, "optimizer": "lbfgs"}
+    assert calls == [(True, {"steps": 4}), (True, lbfgs), (False, lbfgs)]
     assert "by L-BFGS" in (tmp_path / "ev" / "summary.md").read_text()

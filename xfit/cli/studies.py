@@ -45,6 +45,7 @@ def _eval_options(f: Callable) -> Callable:
             show_default=True,
             help="comma separated: fit, fit-pose, mean, best-of-n, best-of-n-oracle, ceiling (oracle: the prior "
             "fitted to the 3D truth by 200 Adam steps), ceiling-lbfgs (the same by 120 L-BFGS iterations), "
+            "ceiling-hu (the same fitted to the truth's HU alone, without its mask), "
             "x2ct-cnn, x2ct-gan, ear, transvert, xctrsnet, igcn "
             "(a baseline may carry a tag: x2ct-cnn@jitter)",
         ),

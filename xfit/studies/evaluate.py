@@ -21,7 +21,9 @@ X-rays), ``best-of-n-oracle`` (of the same samples, the one closest to the truth
 bound of sample selection that no real method can reach), ``ceiling`` (the prior's W+ and noise
 fitted to the 3D truth, :mod:`xfit.fitting.invert`: the oracle upper bound of any reconstruction on
 the prior's manifold, 200 Adam steps), ``ceiling-lbfgs`` (the same loss by 120 L-BFGS iterations:
-a tighter bound), and the baselines ``x2ct-cnn``,
+a tighter bound), ``ceiling-hu`` (the same L-BFGS fit to the truth's HU alone, without its mask:
+the bound of what attenuation tells the prior, whose label channel then follows the HU), and the
+baselines ``x2ct-cnn``,
 ``x2ct-gan``, ``ear``, ``transvert``, ``xctrsnet``, ``igcn`` (:func:`xfit.baselines.infer.predict`;
 IGCN gets the first view only; TransVert and IGCN output a shape, no CT, so only their label
 columns are filled). A method name may carry a tag,
@@ -115,9 +117,9 @@ SUMMARY_KEYS = ("psnr_db", "ssim", "mae_hu", "dice", "hd95_mm", "volume_view_ncc
 #: The HU window of every volume metric (``volume_metrics``' default).
 HU_RANGE = HU_WINDOW
 BASELINES = BASELINE_METHODS
-PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle", "ceiling", "ceiling-lbfgs")
+PRIOR_METHODS = ("fit", "fit-pose", "mean", "best-of-n", "best-of-n-oracle", "ceiling", "ceiling-lbfgs", "ceiling-hu")
 #: The oracle methods: they see the truth (upper bounds, never a method a user can run on X-rays).
-ORACLE_METHODS = ("best-of-n-oracle", "ceiling", "ceiling-lbfgs")
+ORACLE_METHODS = ("best-of-n-oracle", "ceiling", "ceiling-lbfgs", "ceiling-hu")
 #: ``volume_view_ncc`` compares pixels whose ray crosses at least this fraction of the cube's
 #: longest chord (the fit's default footprint): the central region, where the cube explains it all.
 CENTRAL_FRACTION = 0.9
@@ -129,6 +131,7 @@ LABELS = {
     "best-of-n-oracle": "best of {n} samples (oracle, PSNR to truth)",
     "ceiling": "prior fitted to the 3D truth (oracle ceiling)",
     "ceiling-lbfgs": "prior fitted to the 3D truth by L-BFGS (tighter oracle ceiling)",
+    "ceiling-hu": "prior fitted to the 3D truth's HU alone by L-BFGS (oracle, no mask)",
     "x2ct-cnn": "X2CT-CNN",
     "x2ct-gan": "X2CT-GAN",
     "ear": "EAR",
@@ -588,6 +591,18 @@ def _ceiling_lbfgs(ctx: Context, case: Case, obs: Observation) -> Recon:
     return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})
 
 
+def _ceiling_hu(ctx: Context, case: Case, obs: Observation) -> Recon:
+    """The attenuation-only oracle: :func:`_ceiling_lbfgs` without the truth's vertebra mask in the
+    loss, so the label channel is whatever the prior pairs with the fitted HU. X-rays carry
+    attenuation and no mask: the two ceilings' Dice apart is what the mask adds, which no
+    reconstruction from X-rays through this prior's label channel can see (``docs/fit.md``,
+    "What the ceiling's Dice measures")."""
+    from ..fitting.invert import CEILING_LBFGS_STEPS, invert_volume
+
+    inv = invert_volume(ctx.prior, case.hu, None, steps=CEILING_LBFGS_STEPS, optimizer="lbfgs")
+    return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})
+
+
 def _baseline(ctx: Context, case: Case, obs: Observation, method: str) -> Recon:
     """A trained baseline; a single-view method (IGCN) gets the first view (AP)."""
     from ..baselines.infer import load_baseline, predict
@@ -615,6 +630,7 @@ METHODS: dict[str, Callable[[Context, Case, Observation], Recon]] = {
     "best-of-n-oracle": lambda ctx, case, obs: _samples(ctx, case, obs)[1],
     "ceiling": _ceiling,
     "ceiling-lbfgs": _ceiling_lbfgs,
+    "ceiling-hu": _ceiling_hu,
 }
 for _b in BASELINES:
     METHODS[_b] = lambda ctx, case, obs, _m=_b: _baseline(ctx, case, obs, _m)
