@@ -202,6 +202,8 @@ class FitConfig:
         init_network_optimizer: ``adam`` or ``lbfgs``: the optimiser of both parts of that
             inversion (:func:`xfit.fitting.invert.invert_volume`); with ``lbfgs`` the two step
             counts are L-BFGS iterations (at most 1.25 generator passes each).
+        init_network_label_weight: weight of the label BCE against the network's vertebra mask,
+            beside the intensity MSE against its volume, in that inversion (0: its HU alone).
         lambda_anchor: weight of the anchor's intensity term: the mean squared difference, on the
             prior's unit scale, between the generated volume and that network's volume during the
             whole fit (:func:`xfit.fitting.objective.anchor_term`; needs ``init_network``).
@@ -289,6 +291,7 @@ class FitConfig:
     init_network_resolution: int | None = None
     init_network_fine_steps: int = 60
     init_network_optimizer: str = "lbfgs"
+    init_network_label_weight: float = 0.1
     warm_steps: int | None = 20
     warm_lr: float | None = None
     warm_coarse_fraction: float | None = 0.0
@@ -361,6 +364,7 @@ FLOAT_RANGES = {
     "init_perturbation": (0.0, 100.0),
     "consistency_highpass_px": (0.0, 1000.0),
     "blend_start": (0.0, 1.0),
+    "init_network_label_weight": (0.0, 1e6),
     "lambda_w": (0.0, 1e6),
     "lambda_c": (0.0, 1e6),
     "lambda_n": (0.0, 1e6),

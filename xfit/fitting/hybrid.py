@@ -166,6 +166,7 @@ def network_start(
     fine_steps: int = 0,
     amp: bool = False,
     optimizer: str = "adam",
+    label_weight: float = 0.1,
 ) -> NetworkStart:
     """W+ ``[num_ws, w_dim]`` that reproduces ``method``'s reconstruction of the X-rays.
 
@@ -182,6 +183,7 @@ def network_start(
         amp: bfloat16 autocast of the generator during the inversion.
         optimizer: ``adam`` or ``lbfgs`` for both parts of the inversion (``steps`` and
             ``fine_steps`` are then its iterations).
+        label_weight: weight of the label BCE against the network's mask in the inversion.
     Returns:
         :class:`NetworkStart`; its ``w_init`` is ``None`` (and ``note`` says why) when the network
         cannot take these views (fewer than it was trained on), or when the *shipped* network
@@ -222,7 +224,7 @@ def network_start(
         return NetworkStart(None, f"w_mean ({method} volume as anchor only)", hu, labels.astype(bool), prob)
     # W+ alone: the fit starts from W+ and zero noise, and L-BFGS keeps its history of every
     # parameter (the noise maps would add about 0.2 GB at 64^3)
-    common = dict(amp=amp, optimizer=optimizer, optimize_noise=False, outputs=False)
+    common = dict(amp=amp, optimizer=optimizer, optimize_noise=False, outputs=False, label_weight=label_weight)
     inv = invert_volume(prior, hu, labels, steps=steps, resolution=resolution, **common)
     note = f"{method} volume inverted into W+ ({steps} {'L-BFGS ' if optimizer == 'lbfgs' else ''}steps"
     if fine_steps > 0:

@@ -1188,6 +1188,7 @@ def fit(
             fine_steps=cfg.init_network_fine_steps,
             amp=amp,
             optimizer=cfg.init_network_optimizer,
+            label_weight=cfg.init_network_label_weight,
         )
         w_init, start = net.w_init, net.note
         if torso and network == cfg.init_network_whole_body and cfg.blend_start_whole_body is not None:
