@@ -119,11 +119,12 @@ def test_the_fine_inversion_continues_the_coarse_ones_history(tiny_prior, monkey
 
     from xfit.fitting import hybrid, invert
 
-    seen = []
+    seen, weights = [], []
     real = invert.invert_volume
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("history"))
+        weights.append(kwargs.get("label_weight"))
         out = real(*args, **kwargs)
         assert (out.lbfgs_history is None) == (kwargs.get("optimizer") != "lbfgs")
         return out
@@ -143,14 +144,16 @@ def test_the_fine_inversion_continues_the_coarse_ones_history(tiny_prior, monkey
 
     monkeypatch.setattr(infer, "load_baseline", lambda base, path: type("B", (), {"config": _Cfg})())
     monkeypatch.setattr(infer, "predict", lambda *a, **k: (hu, lab, None, {"label_prob": lab.astype(np.float32)}))
-    for optimizer in ("lbfgs", "adam"):
+    for optimizer, label_weight in (("lbfgs", 0.1), ("adam", 0.0)):
         seen.clear()
+        weights.clear()
         hybrid.network_start(
             tiny_prior, [None, None], [None, None], (0, 0, 0), "xctrsnet",
-            steps=2, resolution=r // 2, fine_steps=2, optimizer=optimizer,
+            steps=2, resolution=r // 2, fine_steps=2, optimizer=optimizer, label_weight=label_weight,
         )  # fmt: skip
         assert seen[0] is None
         assert (seen[1] is not None) == (optimizer == "lbfgs")
+        assert weights == [label_weight, label_weight]  # both parts of the inversion
 
 
 def test_w_plus_alone_runs_the_generator_without_noise_maps_to_the_same_bits(tiny_prior):

@@ -377,6 +377,8 @@ def test_network_start_continues_the_inversion_at_full_resolution(shipped):
     assert error(fine) < 0.95 * error(coarse)
     with pytest.raises(InputError, match="init_network_fine_steps"):
         load_fit_config(init_network_fine_steps=-1)
+    with pytest.raises(InputError, match="init_network_label_weight"):
+        load_fit_config(init_network_label_weight=-0.1)
 
 
 def test_network_start_inverts_w_plus_alone_with_the_given_optimizer(shipped, monkeypatch):
