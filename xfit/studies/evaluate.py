@@ -581,25 +581,20 @@ def _ceiling(ctx: Context, case: Case, obs: Observation) -> Recon:
     return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})
 
 
-def _ceiling_lbfgs(ctx: Context, case: Case, obs: Observation) -> Recon:
+def _ceiling_lbfgs(ctx: Context, case: Case, obs: Observation, mask: bool = True) -> Recon:
     """The tighter oracle ceiling: the same loss as :func:`_ceiling` minimised by L-BFGS
     (:data:`~xfit.fitting.invert.CEILING_LBFGS_STEPS` iterations), which finds 0.5-0.6 dB more in
-    the same prior than the 200 Adam steps (``docs/fit.md``, "The ceiling")."""
-    from ..fitting.invert import CEILING_LBFGS_STEPS, invert_volume
+    the same prior than the 200 Adam steps (``docs/fit.md``, "The ceiling").
 
-    inv = invert_volume(ctx.prior, case.hu, case.vertebra, steps=CEILING_LBFGS_STEPS, optimizer="lbfgs")
-    return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})
-
-
-def _ceiling_hu(ctx: Context, case: Case, obs: Observation) -> Recon:
-    """The attenuation-only oracle: :func:`_ceiling_lbfgs` without the truth's vertebra mask in the
-    loss, so the label channel is whatever the prior pairs with the fitted HU. X-rays carry
-    attenuation and no mask: the two ceilings' Dice apart is what the mask adds, which no
+    ``mask`` false (``ceiling-hu``): the attenuation-only oracle, without the truth's vertebra
+    mask in the loss, so the label channel is whatever the prior pairs with the fitted HU. X-rays
+    carry attenuation and no mask: the two ceilings' Dice apart is what the mask adds, which no
     reconstruction from X-rays through this prior's label channel can see (``docs/fit.md``,
     "What the ceiling's Dice measures")."""
     from ..fitting.invert import CEILING_LBFGS_STEPS, invert_volume
 
-    inv = invert_volume(ctx.prior, case.hu, None, steps=CEILING_LBFGS_STEPS, optimizer="lbfgs")
+    label = case.vertebra if mask else None
+    inv = invert_volume(ctx.prior, case.hu, label, steps=CEILING_LBFGS_STEPS, optimizer="lbfgs")
     return Recon(inv.hu, inv.label_prob > 0.5, {"seconds": inv.seconds})
 
 
@@ -630,7 +625,7 @@ METHODS: dict[str, Callable[[Context, Case, Observation], Recon]] = {
     "best-of-n-oracle": lambda ctx, case, obs: _samples(ctx, case, obs)[1],
     "ceiling": _ceiling,
     "ceiling-lbfgs": _ceiling_lbfgs,
-    "ceiling-hu": _ceiling_hu,
+    "ceiling-hu": lambda ctx, case, obs: _ceiling_lbfgs(ctx, case, obs, mask=False),
 }
 for _b in BASELINES:
     METHODS[_b] = lambda ctx, case, obs, _m=_b: _baseline(ctx, case, obs, _m)
