@@ -43,6 +43,11 @@ def test_default_reconstruction_runs_on_the_examples():
     assert {"psnr_db", "dice"} <= set(rec.metrics)
 
 
+def file_sha(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.mark.parametrize(
     "method",
     [
@@ -79,10 +84,17 @@ def test_shipped_baselines_are_trained_on_the_priors_data(method):
     t, p = b.meta["training"], prior.meta["training"]
     assert t["steps"] == b.config.training.steps and t["images"] > 0 and t["wall_seconds"] > 0
     assert (t["examples"], t["levels"], t["layout"]) == (p["examples"], p["levels"], p["layout"])
-    # fine-tuned: @style from the shipped network with clinical-style radiographs, @wholebody from
-    # @style with whole-torso X-rays as well
-    start = {"style": shipped_checkpoint(base), "wholebody": shipped_checkpoint(base, "style")}.get(tag)
-    if start is not None:
-        assert t["init_from"]["sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+    # finished (``ship-baselines --finish``): 600 more images from the network shipped before, the
+    # rate decaying to 0 on a cosine; EAR was trained on its paper's cosine from the start
+    if base == "ear":
+        assert b.config.training.schedule == "cosine" and "init_from" not in t
+    else:
+        assert b.config.name.endswith("-finish") and b.config.training.schedule == "cosine"
+        assert t["images"] == 600 and Path(t["init_from"]["path"]).name == path.name
+        assert len(t["init_from"]["sha256"]) == 64 and t["init_from"]["sha256"] != file_sha(path)
+        # before the finish: 3000 images from random weights, or 1000 fine-tuning ones for
+        # @style (from the shipped network, clinical-style radiographs) and @wholebody (from
+        # @style, whole-torso X-rays as well)
+        assert t["init_from"]["images"] == (1000 if tag in ("style", "wholebody") else 3000)
     assert (b.config.style.probability > 0) == (tag in ("style", "wholebody"))
     assert (b.config.whole_body.probability > 0) == (tag == "wholebody")

@@ -569,3 +569,39 @@ def test_ship_exports_a_half_copy_with_the_wall_time(tmp_path, trained):
     with torch.no_grad():
         assert torch.allclose(b.model(x, lif)["volume"], full.model(x, lif)["volume"], atol=5e-2)
     assert run_wall_seconds(tmp_path) is None
+
+
+def test_ship_finish_continues_the_shipped_network_with_a_decaying_rate(tmp_path, trained, ct_dir, monkeypatch):
+    from xfit.baselines import ship as ship_mod
+    from xfit.checkpoint import file_sha256
+
+    monkeypatch.setattr(ship_mod, "FINISH_IMAGES", 4)  # 2 steps of batch 2
+    data = tmp_path / "data"
+    shipped = ship_mod.export_half(trained.parent, "x2ct-cnn", data / "baseline-x2ct-cnn-jitter.safetensors")
+    before, digest = load_model(shipped, "x2ct-cnn"), file_sha256(shipped)
+    runs = tmp_path / "runs"
+    ship_mod.ship(ct_dir, runs, ["x2ct-cnn@jitter"], data, workers=1, progress=False, finish=True)
+    after = load_model(shipped, "x2ct-cnn")
+    t = after.meta["training"]
+    assert after.config.name == before.config.name + "-finish" and after.config.training.schedule == "cosine"
+    assert after.config.training.steps == 2 and t["init_from"]["sha256"] == digest
+    assert (runs / "x2ct-cnn-jitter-finish" / "init_from.json").is_file()
+    start, end = before.model.state_dict(), after.model.state_dict()
+    assert any(not torch.equal(start[k], end[k]) for k in start)
+    # the rate starts at the one the network was trained at and falls on a cosine
+    from xfit.training import read_log
+
+    lrs = [r["lr"] for r in read_log(runs / "x2ct-cnn-jitter-finish" / "log.jsonl") if "lr" in r]
+    assert lrs == pytest.approx([before.config.training.lr, before.config.training.lr / 2])
+    # the same command again resumes the finished run: the same network, nothing trained twice
+    ship_mod.ship(ct_dir, runs, ["x2ct-cnn@jitter"], data, workers=1, progress=False, finish=True)
+    again = load_model(shipped, "x2ct-cnn").model.state_dict()
+    assert all(torch.equal(again[k], end[k]) for k in end)
+    # a finished network is not finished twice, and bad requests are refused before any training
+    with pytest.raises(InputError, match="already finished"):
+        ship_mod.ship(ct_dir, tmp_path / "fresh", ["x2ct-cnn@jitter"], data, finish=True)
+    with pytest.raises(InputError, match="no shipped network"):
+        ship_mod.ship(ct_dir, tmp_path / "fresh", ["x2ct-gan"], data, finish=True)
+    with pytest.raises(InputError, match="--jitter"):
+        ship_mod.ship(ct_dir, tmp_path / "fresh", ["x2ct-cnn"], data, finish=True, jitter=50.0)
+    assert not (tmp_path / "fresh").exists()

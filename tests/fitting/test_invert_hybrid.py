@@ -554,7 +554,7 @@ def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     assert body.config["blend_start_applied"] == quick.blend_start_whole_body == 0.75  # the network weighs more
     cropped = fit(prior, crop.images, v, quick, progress=False)
     assert cropped.start.startswith("xctrsnet@style") and cropped.backgrounds is None
-    assert cropped.config["blend_start_applied"] == quick.blend_start == 0.5
+    assert cropped.config["blend_start_applied"] == quick.blend_start == 0.75
     for bad in (-0.1, 1.5, "high"):
         with pytest.raises(InputError, match="blend_start_whole_body must be null or a number"):
             load_fit_config(blend_start_whole_body=bad)

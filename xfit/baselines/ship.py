@@ -12,10 +12,16 @@ evaluate`` runs as ``<method>@jitter``. The shipped checkpoints were made with `
 prior's training collection (docs/measurements.md, "The shipped prior"):
 ``xfit phantoms train72 -n 800 --size 72 --seed 1000``; the jittered ones with ``--jitter 0,50``
 (the AP at 0 degrees, the second view anywhere in 40..140).
+
+``--finish`` instead continues each shipped network (``--methods`` may name variants such as
+``xctrsnet@style``) for ``FINISH_IMAGES`` more images while its learning rate falls from the rate
+it was trained at to 0 on a cosine, in ``RUNS/<method>[-<tag>]-finish/``, and replaces the shipped
+file with the result (docs/baselines.md, "Finishing with a decaying learning rate").
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +60,56 @@ def export_half(run_dir: Path, method: str, out: Path) -> Path:
     return save_model(out, b.model, b.config, summary, half=True, force=True)
 
 
+#: Images of the finish: a fifth of the shipped networks' 3000 (the decay phase of a
+#: warmup-stable-decay schedule; docs/baselines.md).
+FINISH_IMAGES = 600
+#: The finish's seed, the same for every network.
+FINISH_SEED = 3
+#: The suffix of a finished network's config name (and its run folder).
+FINISH_SUFFIX = "-finish"
+
+
+def finish_config(cfg: BaselineConfig, where: str) -> BaselineConfig:
+    """``cfg`` (a trained network's own config) set for its finish: ``FINISH_IMAGES`` images
+    with the learning rate falling from ``training.lr`` to 0 on a cosine, no warm-up.
+
+    Raises:
+        InputError: a network already finished (its name ends in ``-finish``) or trained with a
+            decaying rate already.
+    """
+    if cfg.name.endswith(FINISH_SUFFIX) or cfg.training.schedule != "constant":
+        raise InputError(f"{where}: already finished ({cfg.name}, schedule {cfg.training.schedule})")
+    out = copy.deepcopy(cfg)
+    t = out.training
+    t.steps = math.ceil(FINISH_IMAGES / t.batch_size)
+    t.schedule, t.warmup_steps, t.seed = "cosine", 0, FINISH_SEED
+    t.checkpoint_every = min(t.checkpoint_every, 50)
+    out.name = f"{cfg.name}{FINISH_SUFFIX}"
+    return out
+
+
+def _finish_plan(name: str, runs: Path, data_dir: Path) -> tuple[str, Path, bool, BaselineConfig, Path]:
+    """``(method, run, resume, config, shipped file)`` of one network's finish: ``name`` is a
+    method or ``method@tag`` whose ``data_dir/baseline-<method>[-<tag>].safetensors`` exists."""
+    from .common import check_method, is_tag, split_tag
+    from .registry import load_model
+    from .train import STATE_FILE, resolve_config
+
+    method, tag = split_tag(name)
+    check_method(method)
+    if tag is not None and not is_tag(tag):
+        raise InputError(f"{name}: a variant is METHOD@TAG, TAG of letters, digits, - and _")
+    stem = f"{method}-{tag}" if tag else method
+    shipped = data_dir / f"baseline-{stem}.safetensors"
+    if not shipped.is_file():
+        raise InputError(f"{name}: no shipped network {shipped}")
+    run = runs / f"{stem}{FINISH_SUFFIX}"
+    resume = (run / STATE_FILE).is_file()
+    if resume:
+        return method, run, True, resolve_config(method, None, run, True), shipped
+    return method, run, False, finish_config(load_model(shipped, method).config, str(shipped)), shipped
+
+
 def _config(method: str, run: Path, resume: bool, jitter: float | list[float] | None) -> BaselineConfig:
     """The config of one method's run: its own when resumed, else the default (jittered)."""
     from .train import resolve_config
@@ -74,35 +130,47 @@ def ship(
     workers: int | None = None,
     progress: bool = True,
     jitter: float | list[float] | None = None,
+    finish: bool = False,
 ) -> list[Path]:
     """Train every method to its config's steps (resuming a started run) and export it;
-    with ``jitter``, the angle-jittered variants (``<method>-jitter``). Every method, config and
-    the folder are checked before any training.
+    with ``jitter``, the angle-jittered variants (``<method>-jitter``); with ``finish``, continue
+    each shipped network (``methods`` may hold ``method@tag`` variants) by :func:`finish_config`
+    from its shipped file and replace that file. Every name, config and the folder are checked
+    before any training.
 
     Raises:
-        InputError: an unknown or repeated method, a bad jitter, a missing CT folder.
+        InputError: an unknown or repeated method, a bad jitter, a missing CT folder, ``finish``
+            with ``jitter``, a network to finish that is not shipped or already finished.
     """
     from .common import check_method
     from .train import STATE_FILE, train
 
     runs, data_dir = Path(runs), Path(data_dir)
-    suffix = "" if jitter is None else "-jitter"
-    for m in methods:
-        check_method(m)
     if len(set(methods)) != len(methods):
         raise InputError(f"methods {','.join(methods)}: give each method once")
+    if finish and jitter is not None:
+        raise InputError("--finish continues the shipped variants: name them (x2ct-cnn@jitter), not --jitter")
+    if not finish:
+        for m in methods:
+            check_method(m)
     if not Path(ct_dir).is_dir():
         raise InputError(f"{ct_dir}: folder not found")
     plans = []
-    for m in methods:
-        run = runs / f"{m}{suffix}"
-        resume = (run / STATE_FILE).is_file()
-        plans.append((m, run, resume, _config(m, run, resume, jitter)))
+    if finish:
+        plans = [_finish_plan(name, runs, data_dir) for name in methods]
+    else:
+        suffix = "" if jitter is None else "-jitter"
+        for m in methods:
+            run = runs / f"{m}{suffix}"
+            resume = (run / STATE_FILE).is_file()
+            shipped = data_dir / f"baseline-{m}{suffix}.safetensors"
+            plans.append((m, run, resume, _config(m, run, resume, jitter), shipped))
     out = []
-    for m, run, resume, cfg in plans:
-        train(cfg, ct_dir, run, resume=resume, workers=workers, progress=progress)
-        out.append(export_half(run, m, data_dir / f"baseline-{m}{suffix}.safetensors"))
-        click.echo(f"{m}{suffix}: {out[-1]}")
+    for m, run, resume, cfg, shipped in plans:
+        start = None if resume or not finish else shipped
+        train(cfg, ct_dir, run, resume=resume, workers=workers, progress=progress, init_from=start)
+        out.append(export_half(run, m, shipped))
+        click.echo(f"{run.name}: {out[-1]}")
     return out
 
 
@@ -130,8 +198,16 @@ def parse_jitter(text: str | None) -> float | list[float] | None:
 @click.option("--jitter", default=None, help="angle jitter in degrees: one number, or one per view (0,50)")
 @click.option("--data-dir", default=str(DATA_DIR), show_default=True, help="where the float16 copies go")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="processes preparing the crops")
-def ship_command(ct_dir: str, out: str, methods: str, jitter: str | None, data_dir: str, workers: int | None) -> None:
-    ship(ct_dir, out, [m.strip() for m in methods.split(",")], data_dir, workers, jitter=parse_jitter(jitter))
+@click.option(
+    "--finish",
+    is_flag=True,
+    help=f"continue each shipped network (METHOD or METHOD@TAG) {FINISH_IMAGES} images with a cosine-decaying rate",
+)
+def ship_command(
+    ct_dir: str, out: str, methods: str, jitter: str | None, data_dir: str, workers: int | None, finish: bool
+) -> None:
+    names = [m.strip() for m in methods.split(",")]
+    ship(ct_dir, out, names, data_dir, workers, jitter=parse_jitter(jitter), finish=finish)
 
 
 def main(argv: list[str] | None = None) -> None:

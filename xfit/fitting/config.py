@@ -147,10 +147,11 @@ class FitConfig:
             ray); :func:`~xfit.fitting.consistency.step_weights`.
         blend_start: weight of the start network's volume in the output, mixed with the fitted
             volume before the data-consistency step (0: the fitted volume alone; needs a network
-            start): two estimates whose errors are partly independent, averaged (0.5, the
-            default: +0.34 to +0.47 dB and +0.05 to +0.08 SSIM on development phantoms, crop,
-            clinical-style and whole-torso X-rays; ``docs/fit.md``, "The output as the mean of
-            two estimates").
+            start): two estimates whose errors are partly independent, averaged (0.5: +0.34 to
+            +0.47 dB and +0.05 to +0.08 SSIM on development phantoms with the unfinished
+            network; ``docs/fit.md``, "The output as the mean of two estimates"). 0.75, the
+            default since the shipped networks were finished: the better the network, the more
+            weight its volume deserves (``docs/fit.md``, "A finished start network").
         blend_start_whole_body: ``blend_start`` instead when the fit starts from
             ``init_network_whole_body`` (X-rays of a whole torso); ``null``: ``blend_start``
             always. Through a whole torso the fit's volume is the weaker of the two estimates
@@ -280,7 +281,7 @@ class FitConfig:
     consistency_steps: int = 3
     consistency_weights: str = "edges+gap"
     consistency_highpass_px: float = 3.0
-    blend_start: float = 0.5
+    blend_start: float = 0.75
     blend_start_whole_body: float | None = 0.75
     blend_labels: bool = True
     init_network: str | None = "xctrsnet@style"
