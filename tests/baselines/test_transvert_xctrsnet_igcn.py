@@ -531,3 +531,26 @@ def test_reconstruct_method_through_the_front_door(tmp_path, trained, ct_dir, me
         assert "given target pixels" in fit["annotation"] and report["target"]["method"] == "clicks"
     lab = np.asarray(nib.load(out / "labels.nii.gz").dataobj)
     assert set(np.unique(lab)) <= {0, 1}
+
+
+def test_igcn_fine_tune_keeps_its_start_networks_mesh(tmp_path, ct_dir):
+    """IGCN's template mesh is data, not architecture: a start network whose mesh has another
+    number of vertices than the crops' own (``ship-baselines --finish`` on the shipped file) is
+    fine-tuned with its mesh, and the run resumes with it."""
+    from xfit.baselines.common import save_model
+
+    cfg = tiny("igcn")
+    first = tmp_path / "first"
+    train(cfg, ct_dir, first, max_steps=2, progress=False, workers=1)
+    start = load_model(first / MODEL_FILE, "igcn")
+    verts, faces = igcn.template_from_labels(np.pad(np.ones((4, 4, 4)), 6) * 0.8, cfg.spacing_mm, 1)
+    assert verts.shape[0] != start.model.template.shape[0]
+    start.model.set_template(verts, faces)
+    path = save_model(tmp_path / "start.safetensors", start.model, start.config, {"images": 4})
+    tuned = tmp_path / "tuned"
+    train(cfg, ct_dir, tuned, max_steps=1, progress=False, workers=1, init_from=path)
+    assert torch.equal(load_model(tuned / MODEL_FILE, "igcn").model.template, verts)
+    train(cfg, ct_dir, tuned, max_steps=2, resume=True, progress=False, workers=1)
+    after = load_model(tuned / MODEL_FILE, "igcn")
+    assert torch.equal(after.model.template, verts) and torch.equal(after.model.faces, faces)
+    assert after.meta["training"]["init_from"]["images"] == 4

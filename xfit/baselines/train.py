@@ -103,6 +103,11 @@ def default_weights(method: str) -> dict[str, float]:
     return x2ct.default_weights(method)
 
 
+#: IGCN's template mesh (vertices, faces): data the network deforms, not its architecture; its
+#: sizes are the training crops'.
+MESH_BUFFERS = ("template", "faces")
+
+
 def load_start_network(path: str | Path, cfg: BaselineConfig) -> Baseline:
     """The network a fine-tuning run starts from (``--init-from``): a checkpoint of ``cfg``'s
     method whose cube (resolution, spacing, HU window) and architecture are ``cfg``'s.
@@ -116,8 +121,8 @@ def load_start_network(path: str | Path, cfg: BaselineConfig) -> Baseline:
         mine, theirs = getattr(cfg, key), getattr(start.config, key)
         if [float(x) for x in np.atleast_1d(mine)] != [float(x) for x in np.atleast_1d(theirs)]:
             raise InputError(f"--init-from {path}: its {key} is {theirs}, this config's {mine}")
-    want = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in start.model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items() if k not in MESH_BUFFERS}
+    have = {k: tuple(v.shape) for k, v in start.model.state_dict().items() if k not in MESH_BUFFERS}
     if want != have:
         raise InputError(f"--init-from {path}: its architecture (arch widths) is not this config's")
     return start
@@ -590,12 +595,16 @@ def _train(
         if world > 1:
             dist.barrier()
         trainer.outside_bank()
-    if cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
+    if cfg.method == "igcn" and start is not None:  # a fine-tune keeps its start network's mesh
+        trainer.G.set_template(start.model.template.float(), start.model.faces.long())
+    elif cfg.method == "igcn":  # the template mesh: the mean label of the crops (the same on every rank)
         trainer.G.set_template(*igcn.template_from_crops(data.volumes, cfg))
     if start is not None:
         trainer.G.load_state_dict(start.model.state_dict())
     if resume:
         tensors, meta = load_training_state(state_path)
+        if cfg.method == "igcn" and "G.template" in tensors:  # the run's mesh (a fine-tune's is its start's)
+            trainer.G.set_template(tensors["G.template"].float(), tensors["G.faces"].long())
         trainer.load_state(tensors, meta)
         if rank == 0:  # drop lines logged after the checkpoint
             trim_log(run_dir / "log.jsonl", trainer.step)
