@@ -1,6 +1,7 @@
 """The default fit path pinned to recorded numbers, per CPU type (:data:`PINS`: the Intel AMX shipped
-record re-recorded 2026-12-07 late morning, when the fine inversion began to continue the coarse
-one's L-BFGS history; the Intel AMX records made 2026-12-07, when ``blend_labels`` joined the
+record re-recorded 2026-12-07 afternoon, when the shipped networks were finished and
+``blend_start`` became 0.75; before that late morning, when the fine inversion began to continue
+the coarse one's L-BFGS history; the Intel AMX records made 2026-12-07, when ``blend_labels`` joined the
 default and the pin's config turned it off to keep pinning the same arithmetic; the AMD AVX512-BF16
 records as follows: the shipped case re-recorded 2026-12-06 late evening, when the output became
 the mean of the fitted volume and the start network's before the data-consistency step
@@ -130,34 +131,34 @@ TINY_AMX = {
 
 SHIPPED_AMX = {
     "init": "xctrsnet volume inverted into W+ (4 L-BFGS steps, then 4 at full resolution)",
-    "hu_mean": 35.10233751569319,
-    "hu_std": 128.4619956564128,
-    "hu_min": -475.3760681152344,
-    "hu_max": 832.1437377929688,
-    "label_prob_sum": 17551.854797400018,
-    "label_voxels": 17531,
-    "view_ncc": [0.9967090487480164, 0.9941471219062805],
+    "hu_mean": 26.73731318195081,
+    "hu_std": 125.83001321424018,
+    "hu_min": -460.4847412109375,
+    "hu_max": 763.1577758789062,
+    "label_prob_sum": 17804.980215310694,
+    "label_voxels": 17773,
+    "view_ncc": [0.9980308413505554, 0.9964248538017273],
     "best_restart": 0,
-    "uncertainty_mean": 14.364468471927076,
+    "uncertainty_mean": 14.113514350415771,
     "metrics": {
-        "psnr_db": 27.901818147978872,
-        "ssim": 0.6399457592375605,
-        "mae_hu": 60.727974756332685,
-        "mae_mask_hu": 112.5432058463494,
-        "dice": 0.832741970318719,
+        "psnr_db": 28.30036084793597,
+        "ssim": 0.6726663351452397,
+        "mae_hu": 55.337796197931766,
+        "mae_mask_hu": 104.39735329205631,
+        "dice": 0.8259577986708725,
         "hd95_mm": 2.7950849718747373,
     },
     "hu_slice": [
-        [-2.0381927490234375, -47.39717483520508, -62.434173583984375, -19.416744232177734],
-        [144.10833740234375, 155.83041381835938, 210.05592346191406, 263.38970947265625],
-        [192.95700073242188, 142.674072265625, 147.0084991455078, 144.6430206298828],
-        [127.32991027832031, 102.29962921142578, 94.1867904663086, 118.27996063232422],
+        [-10.920282363891602, -54.81153869628906, -72.73127746582031, -44.245208740234375],
+        [144.0259246826172, 137.62222290039062, 166.5498046875, 206.27786254882812],
+        [197.7236785888672, 141.99658203125, 148.2963104248047, 130.1644287109375],
+        [106.1683120727539, 86.28182983398438, 87.14639282226562, 101.81034088134766],
     ],
     "prob_slice": [
-        [8.742950753561768e-14, 1.4086245157232582e-14, 7.136753852068687e-18, 3.150213965331637e-19],
-        [0.9994651675224304, 0.9999978542327881, 0.9999986886978149, 0.9999996423721313],
-        [0.9999998807907104, 0.9999991655349731, 0.9999964237213135, 0.9999990463256836],
-        [0.9999998807907104, 0.9999498128890991, 0.9993785619735718, 0.9999470710754395],
+        [1.166446276455171e-14, 2.8481372737142706e-15, 5.9499610177016e-18, 9.118436856211723e-19],
+        [0.6406102180480957, 0.9999582767486572, 0.9999939203262329, 0.9999990463256836],
+        [0.9999998807907104, 0.9999984502792358, 0.9999929666519165, 0.9999985694885254],
+        [0.9999997615814209, 0.999927282333374, 0.9993649125099182, 0.9999220371246338],
     ],
 }
 

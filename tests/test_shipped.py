@@ -88,6 +88,8 @@ def test_shipped_baselines_are_trained_on_the_priors_data(method):
     # rate decaying to 0 on a cosine; EAR was trained on its paper's cosine from the start
     if base == "ear":
         assert b.config.training.schedule == "cosine" and "init_from" not in t
+    elif tag == "jitter":  # not finished yet (docs/baselines.md): turn this branch off once they are
+        assert b.config.training.schedule == "constant" and not b.config.name.endswith("-finish")
     else:
         assert b.config.name.endswith("-finish") and b.config.training.schedule == "cosine"
         assert t["images"] == 600 and Path(t["init_from"]["path"]).name == path.name

@@ -91,21 +91,3 @@ def test_setup_cfg_ships_the_configs_and_checkpoints():
             fnmatch.fnmatch(name, pat) for pat in data.get(f"xfit.{package}", [])
         )
         assert ok, f"{rel} is not in setup.cfg [options.package_data]"
-
-
-@pytest.mark.parametrize("name", ["baseline-xctrsnet-style-decay.yaml", "baseline-xctrsnet-wholebody-decay.yaml"])
-def test_the_finishing_configs_continue_their_network_with_a_decaying_rate(name):
-    """The two finishing fine-tunes (docs/baselines.md, "Finishing with a decaying learning
-    rate") keep the shipped network's cube, architecture and views, so ``--init-from`` takes it,
-    and end with the learning rate at zero."""
-    from xfit.baselines.common import load_config as load_baseline_config
-
-    cfg = load_baseline_config(config_path(name))
-    shipped = load_baseline_config(config_path(name.replace("-decay", "")))
-    assert (cfg.method, cfg.resolution, cfg.arch, cfg.views) == (
-        shipped.method,
-        shipped.resolution,
-        shipped.arch,
-        shipped.views,
-    )
-    assert cfg.training.schedule == "cosine" and cfg.training.steps == 300
