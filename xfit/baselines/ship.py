@@ -91,16 +91,16 @@ def finish_config(cfg: BaselineConfig, where: str) -> BaselineConfig:
 def _finish_plan(name: str, runs: Path, data_dir: Path) -> tuple[str, Path, bool, BaselineConfig, Path]:
     """``(method, run, resume, config, shipped file)`` of one network's finish: ``name`` is a
     method or ``method@tag`` whose ``data_dir/baseline-<method>[-<tag>].safetensors`` exists."""
-    from .common import check_method, is_tag, split_tag
+    from .common import is_tag, split_tag
+    from .infer import shipped_checkpoint
     from .registry import load_model
     from .train import STATE_FILE, resolve_config
 
     method, tag = split_tag(name)
-    check_method(method)
     if tag is not None and not is_tag(tag):
         raise InputError(f"{name}: a variant is METHOD@TAG, TAG of letters, digits, - and _")
+    shipped = shipped_checkpoint(method, tag, data_dir)  # InputError for an unknown method
     stem = f"{method}-{tag}" if tag else method
-    shipped = data_dir / f"baseline-{stem}.safetensors"
     if not shipped.is_file():
         raise InputError(f"{name}: no shipped network {shipped}")
     run = runs / f"{stem}{FINISH_SUFFIX}"
@@ -143,6 +143,7 @@ def ship(
             with ``jitter``, a network to finish that is not shipped or already finished.
     """
     from .common import check_method
+    from .infer import shipped_checkpoint
     from .train import STATE_FILE, train
 
     runs, data_dir = Path(runs), Path(data_dir)
@@ -159,12 +160,11 @@ def ship(
     if finish:
         plans = [_finish_plan(name, runs, data_dir) for name in methods]
     else:
-        suffix = "" if jitter is None else "-jitter"
+        tag = None if jitter is None else "jitter"
         for m in methods:
-            run = runs / f"{m}{suffix}"
+            run = runs / (m if tag is None else f"{m}-{tag}")
             resume = (run / STATE_FILE).is_file()
-            shipped = data_dir / f"baseline-{m}{suffix}.safetensors"
-            plans.append((m, run, resume, _config(m, run, resume, jitter), shipped))
+            plans.append((m, run, resume, _config(m, run, resume, jitter), shipped_checkpoint(m, tag, data_dir)))
     out = []
     for m, run, resume, cfg, shipped in plans:
         start = None if resume or not finish else shipped
