@@ -54,10 +54,12 @@ _cache: dict[tuple[str, str, str], tuple[int, Baseline]] = {}
 SHAPE_HU = (0.0, 700.0)
 
 
-def shipped_checkpoint(method: str, tag: str | None = None, data_dir: str | Path = DATA_DIR) -> Path:
-    """Path of the shipped checkpoint of ``method`` in ``data_dir`` (it may not exist yet); with a
-    ``tag`` (``jitter``) the shipped variant ``baseline-<method>-<tag>.safetensors``."""
-    return Path(data_dir) / f"baseline-{check_method(method)}{'-' + tag if tag else ''}.safetensors"
+def shipped_checkpoint(method: str, tag: str | None = None, data_dir: str | Path | None = None) -> Path:
+    """Path of the shipped checkpoint of ``method`` in ``data_dir`` (default: the package's, read
+    at call time; it may not exist yet); with a ``tag`` (``jitter``) the shipped variant
+    ``baseline-<method>-<tag>.safetensors``."""
+    folder = DATA_DIR if data_dir is None else Path(data_dir)
+    return folder / f"baseline-{check_method(method)}{'-' + tag if tag else ''}.safetensors"
 
 
 def _angle_off(view: View, trained: View, jitter_deg: float) -> bool:
