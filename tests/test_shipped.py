@@ -88,8 +88,6 @@ def test_shipped_baselines_are_trained_on_the_priors_data(method):
     # rate decaying to 0 on a cosine; EAR was trained on its paper's cosine from the start
     if base == "ear":
         assert b.config.training.schedule == "cosine" and "init_from" not in t
-    elif (base, tag) == ("xctrsnet", "jitter"):  # not finished yet (docs/baselines.md): drop this branch once it is
-        assert b.config.training.schedule == "constant" and not b.config.name.endswith("-finish")
     else:
         assert b.config.name.endswith("-finish") and b.config.training.schedule == "cosine"
         assert t["images"] == 600 and Path(t["init_from"]["path"]).name == path.name
