@@ -288,9 +288,9 @@ class FitConfig:
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_other_angles: str | None = "xctrsnet@jitter"
     init_network_angle_tolerance_deg: float = 3.0
-    init_network_steps: int = 40
+    init_network_steps: int = 30
     init_network_resolution: int | None = None
-    init_network_fine_steps: int = 60
+    init_network_fine_steps: int = 30
     init_network_optimizer: str = "lbfgs"
     init_network_label_weight: float = 0.1
     warm_steps: int | None = 20
