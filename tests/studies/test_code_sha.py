@@ -47,7 +47,62 @@ def test_each_method_depends_on_its_own_parts_and_every_part_exists():
     assert {"prior", "fitting", "projector", "metrics.py", "torch", "numpy"} <= set(mean)
     assert "baselines" not in mean and set(fit) == set(net) == set(mean) | {"baselines"}
     code = ev.method_code(("fit", "x2ct-cnn"))  # every part is a module or folder of the package
-    assert set(code) == set(fit) and len(set(code.values())) == len(code)
+    assert set(code) == set(fit) | {"fitting" + code_sha.PLAIN} and len(set(code.values())) == len(code)
+
+
+CONFIG = '''from dataclasses import dataclass, field
+
+LIMIT = 3
+
+
+@dataclass
+class FitConfig:
+    """Settings.
+
+    Attributes:
+        steps: steps (default {doc}).
+    """
+
+    steps: int = {steps}  # a comment
+    names: list = field(default_factory=lambda: ["a"])
+
+    def twice(self) -> int:
+        return 2 * self.steps
+'''
+
+
+def test_the_fits_defaults_do_not_count_but_its_code_does(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    (pkg / "fitting").mkdir(parents=True)
+    cfg = pkg / "fitting" / "config.py"
+    monkeypatch.setattr(code_sha, "PACKAGE", pkg)
+
+    def record(**fmt: object) -> dict[str, str]:
+        cfg.write_text(CONFIG.format(**{"doc": 30, "steps": 30, **fmt}))
+        code_sha._sources_sha256.cache_clear()
+        return code_sha.code_record(["fitting"])
+
+    base = record()
+    plain_key = "fitting" + code_sha.PLAIN
+    assert set(base) == {"fitting", plain_key} and base["fitting"] != base[plain_key]
+    legacy = {"fitting": base[plain_key]}  # a record written before the defaults were left out
+    assert code_sha.changed_parts(["fitting"], legacy, base) == []  # same sources: still matches
+    upgraded = code_sha.upgrade_record(legacy)
+    assert upgraded == base and code_sha.upgrade_record({"fitting": "0" * 64}) == {"fitting": "0" * 64}
+    new_default = record(steps=20, doc=20)  # a new default (and its docstring): the fit rows record it
+    assert new_default["fitting"] == base["fitting"] and new_default[plain_key] != base[plain_key]
+    assert code_sha.changed_parts(["fitting"], upgraded, new_default) == []
+    assert code_sha.changed_parts(["fitting"], legacy, new_default) == ["fitting"]  # not upgraded: stale
+    assert code_sha.changed_parts([plain_key], {}, new_default) == []  # no part of its own
+    for edit in ("LIMIT = 4", "return 3 * self.steps"):  # code outside the defaults counts
+        cfg_text = CONFIG.format(doc=30, steps=30).replace("LIMIT = 3", edit).replace("return 2 * self.steps", edit)
+        cfg.write_text(cfg_text)
+        code_sha._sources_sha256.cache_clear()
+        assert code_sha.code_record(["fitting"])["fitting"] != base["fitting"]
+    cfg.write_text("x = 1\n")
+    code_sha._sources_sha256.cache_clear()
+    with pytest.raises(ValueError, match="no class FitConfig"):
+        code_sha.code_record(["fitting"])
 
 
 def _rows(out: Path) -> list[dict]:
