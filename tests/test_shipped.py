@@ -48,24 +48,35 @@ def file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        "x2ct-cnn",
-        "x2ct-gan",
-        "ear",
-        "transvert",
-        "xctrsnet",
-        "igcn",
-        "x2ct-cnn@jitter",
-        "x2ct-gan@jitter",
-        "transvert@jitter",
-        "ear@jitter",
-        "xctrsnet@jitter",
-        "xctrsnet@style",
-        "xctrsnet@wholebody",
-    ],
-)
+#: Every network shipped in ``xfit/data`` (``METHOD`` or ``METHOD@TAG``).
+SHIPPED_NETWORKS = [
+    "x2ct-cnn",
+    "x2ct-gan",
+    "ear",
+    "transvert",
+    "xctrsnet",
+    "igcn",
+    "x2ct-cnn@jitter",
+    "x2ct-gan@jitter",
+    "transvert@jitter",
+    "ear@jitter",
+    "xctrsnet@jitter",
+    "xctrsnet@style",
+    "xctrsnet@wholebody",
+    "x2ct-cnn@style",
+]
+
+
+def test_every_shipped_network_is_checked_below():
+    """No checkpoint in ``xfit/data`` escapes the checks below (:data:`SHIPPED_NETWORKS`)."""
+    from xfit.baselines.infer import shipped_checkpoint
+    from xfit.baselines.methods import DATA_DIR
+
+    listed = {shipped_checkpoint(*(m.split("@") + [None])[:2]).name for m in SHIPPED_NETWORKS}
+    assert {p.name for p in Path(DATA_DIR).glob("baseline-*.safetensors")} == listed
+
+
+@pytest.mark.parametrize("method", SHIPPED_NETWORKS)
 def test_shipped_baselines_are_trained_on_the_priors_data(method):
     """Each baseline ships in float16 under 20 MB, trained on the crops the shipped prior saw;
     a ``@jitter`` variant with the second view anywhere in 40..140 degrees."""

@@ -24,6 +24,7 @@ grid centre is the truth, :func:`centred_vertebra`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import struct
@@ -677,6 +678,12 @@ def fit_setup(s: ReconstructSettings):
             "--checkpoint with --method fit is the checkpoint of the network that starts the fit; "
             "the fit config sets no init_network"
         )
+    if s.method == "fit" and s.checkpoint is not None:
+        from .fitting.config import network_parts
+
+        parts = network_parts(cfg.init_network)
+        if len(parts) > 1:  # a given file is the first network's: it starts the fit alone
+            cfg = dataclasses.replace(cfg, init_network=parts[0])
     for extra in (s.gt, s.gt_seg, s.encoder):
         if extra is not None and not Path(extra).is_file():
             raise InputError(f"{extra}: file not found")

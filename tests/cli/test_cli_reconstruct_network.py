@@ -101,3 +101,18 @@ def test_constant_images_are_refused_by_a_baseline_too(tmp_path):
 
 def test_results_command_speaks_one_line(tmp_path):
     assert_user_error(run("results", "--readme", tmp_path / "missing.md", "--results", tmp_path), "missing.md")
+
+
+def test_a_given_checkpoint_stands_for_the_first_network_of_an_ensemble_start(tmp_path):
+    """The default starts from the mean of two networks; ``--checkpoint`` names one file, which
+    takes the first one's place and starts the fit alone."""
+    from xfit.fitting import load_fit_config
+    from xfit.fitting.config import network_parts
+    from xfit.reconstruct import ReconstructSettings, fit_setup
+
+    default = load_fit_config(None).init_network
+    assert len(network_parts(default)) == 2
+    _, cfg = fit_setup(ReconstructSettings(checkpoint=SHIPPED_NET))
+    assert cfg.init_network == network_parts(default)[0]
+    _, cfg = fit_setup(ReconstructSettings())
+    assert cfg.init_network == default

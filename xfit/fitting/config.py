@@ -163,12 +163,15 @@ class FitConfig:
             default since 2026-12-07: +0.006 Dice, better in 9 of 10 development phantoms,
             ``bench/label_levers.py``).
         init_network: ``null``, or a network with CT output (``xctrsnet``, ``ear``, ``x2ct-cnn``,
-            ``x2ct-gan``; ``NAME@TAG`` for a shipped variant, e.g. ``xctrsnet@style``, the default:
-            X-CTRSNet fine-tuned on clinical-style radiographs too) whose reconstruction of the
+            ``x2ct-gan``; ``NAME@TAG`` for a shipped variant, e.g. ``xctrsnet@style``: X-CTRSNet
+            fine-tuned on clinical-style radiographs too) whose reconstruction of the
             X-rays, inverted into W+ at the generator's coarse resolution
             (:mod:`xfit.fitting.hybrid`), starts restart 0 instead of ``w_mean`` (an explicit
             ``w_init`` wins). ``A+B`` starts from the mean of several networks' volumes (and the
-            first one's vertebra mask); a user's ``init_checkpoint`` needs a single network.
+            first one's vertebra mask); the default since 2026-12-07 late evening is
+            ``xctrsnet@style+x2ct-cnn@style`` (+0.23 dB on ideal DRRs, +0.26 dB on the clinical
+            presets, development phantoms 100-119; ``docs/fit.md``). A user's ``init_checkpoint``
+            needs a single network (``xfit reconstruct --checkpoint`` keeps the first one).
         init_network_whole_body: the network that starts the fit instead of ``init_network`` when
             the X-rays are of a whole torso, not of the cube alone (no view shows the cube's
             silhouette, :func:`xfit.fitting.optimize.shows_torso`), as uncollimated radiographs are
@@ -284,7 +287,7 @@ class FitConfig:
     blend_start: float = 0.75
     blend_start_whole_body: float | None = 0.75
     blend_labels: bool = True
-    init_network: str | None = "xctrsnet@style"
+    init_network: str | None = "xctrsnet@style+x2ct-cnn@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
     init_network_other_angles: str | None = "xctrsnet@jitter"
     init_network_angle_tolerance_deg: float = 3.0
