@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from xfit.baselines.common import centred_component
     from xfit.baselines.infer import load_baseline, predict
     from xfit.fitting import fit, load_fit_config
+    from xfit.fitting.config import network_parts
     from xfit.fitting.hybrid import network_checkpoint, start_network
     from xfit.fitting.optimize import _blend_labels
     from xfit.metrics import dice
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         obs = observe(case, views, style_strength=a.style_strength)
         res = fit(prior, obs.images, obs.views, cfg, seed=0, centre_mm=(0.0, 0.0, 0.0), progress=False)
         name = start_network(cfg, a.whole_body is not None, views=obs.views)
-        base, path = network_checkpoint(name)
+        base, path = network_checkpoint(network_parts(name)[0])  # a pair's mask is its first network's
         _, net_mask, _, notes = predict(base, path, obs.images, obs.views, label_prob=True)
         net_prob = notes["label_prob"]
         seg = load_baseline(base, path).model.mulsis

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from xfit.baselines.infer import predict
     from xfit.fitting import load_fit_config
+    from xfit.fitting.config import network_parts
     from xfit.fitting.hybrid import network_checkpoint, start_network
     from xfit.metrics import volume_metrics
     from xfit.prior.checkpoint import load_prior
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(a.first_seed, a.first_seed + a.phantoms):
             case = make_case(seed, prior, views, a.whole_body)
             obs = observe(case, views, style_strength=strength)
-            name = a.network or start_network(cfg, a.whole_body is not None, views=obs.views)
+            name = a.network or network_parts(start_network(cfg, a.whole_body is not None, views=obs.views))[0]
             hu, prob = run(name, obs.images, obs.views)
             hu_m, prob_m = run(name, mirror_x(list(obs.images), obs.views), obs.views)
             hu_m, prob_m = hu_m[::-1].copy(), prob_m[::-1].copy()  # world x is the first array axis

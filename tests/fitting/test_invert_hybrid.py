@@ -485,8 +485,8 @@ def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monke
     assert angles_off(at(90.0), style) == [] and angles_off(at(88.0), style) == [1]
     assert angles_off(at(88.0), style, 3.0) == [] and angles_off(at(-270.0), style) == []  # the same angle
     for angle, torso, want in (
-        (90.0, False, "xctrsnet@style"),
-        (88.0, False, "xctrsnet@style"),  # within the tolerance
+        (90.0, False, cfg.init_network),
+        (88.0, False, cfg.init_network),  # within the tolerance
         (88.0, True, "xctrsnet@wholebody"),
         (86.0, False, "xctrsnet@jitter"),
         (60.0, True, "xctrsnet@jitter"),
@@ -498,7 +498,7 @@ def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monke
         "xctrsnet@jitter"
     )
     assert start_network(dataclasses.replace(cfg, init_network_other_angles=None), False, None, at(60.0)) is None
-    assert start_network(cfg, False, "mine.safetensors", at(60.0)) == "xctrsnet@style"
+    assert start_network(cfg, False, "mine.safetensors", at(60.0)) == cfg.init_network
     with pytest.raises(InputError, match="init_network_other_angles"):
         load_fit_config(init_network_other_angles="igcn")
     with pytest.raises(InputError, match="init_network_angle_tolerance_deg"):
@@ -529,10 +529,11 @@ def test_whole_torso_x_rays_start_from_the_whole_body_network(shipped):
     from xfit.studies.evaluate import make_case
 
     cfg = load_fit_config()
-    assert (cfg.init_network, cfg.init_network_whole_body) == ("xctrsnet@style", "xctrsnet@wholebody")
-    assert start_network(cfg, False) == "xctrsnet@style" and start_network(cfg, True) == "xctrsnet@wholebody"
-    assert start_network(cfg, True, "mine.safetensors") == "xctrsnet@style"  # the user's network decides
-    assert start_network(dataclasses.replace(cfg, init_network_whole_body=None), True) == "xctrsnet@style"
+    pair = "xctrsnet@style+x2ct-cnn@style"
+    assert (cfg.init_network, cfg.init_network_whole_body) == (pair, "xctrsnet@wholebody")
+    assert start_network(cfg, False) == pair and start_network(cfg, True) == "xctrsnet@wholebody"
+    assert start_network(cfg, True, "mine.safetensors") == pair  # the user's network decides
+    assert start_network(dataclasses.replace(cfg, init_network_whole_body=None), True) == pair
     assert start_network(dataclasses.replace(cfg, init_network=None), True) is None
     with pytest.raises(InputError, match="init_network_whole_body"):
         load_fit_config(init_network_whole_body="transvert")
