@@ -13,13 +13,16 @@ every variant below) and scores the vertebra Dice of each candidate label agains
   reconstructed and true CTs alike) applied to the fit's returned volume;
 - ``mix(prior, seg(fit))``; ``mix3``: the mean of prior, network and seg(fit);
 - ``seg(truth)``: that head on the true CT, the segmenter's own ceiling (an oracle, not a method);
+- with ``--extra-networks A,B``: ``ensK`` (the mean of the start network's and the first K of
+  these networks' label probabilities, each from the same X-rays) and ``mix(prior, ensK)`` (that
+  mean in place of the start network's in ``blend_labels``' mix);
 
 each thresholded at 0.5, or at each of ``--thresholds`` (``>T``), and also after
 :func:`~xfit.baselines.common.centred_component` (``+cc``). Development phantoms (seeds 100 and
 up), never the held-out ones; 2 threads, one process::
 
     python bench/label_levers.py --first-seed 100 --phantoms 10 [--style-strength 1] [--whole-body 320]
-        [--thresholds 0.4,0.5,0.6] [--label-weights 0.25,0.75]
+        [--thresholds 0.4,0.5,0.6] [--label-weights 0.25,0.75] [--extra-networks xctrsnet,xctrsnet@jitter]
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit-config", default=None, help="fit config YAML (default: the shipped one)")
     p.add_argument("--thresholds", default="0.5", help="comma-separated probability thresholds")
     p.add_argument("--label-weights", default="", help="comma-separated network weights of extra mixes")
+    p.add_argument("--extra-networks", default="", help="comma-separated shipped networks for the ensemble")
     a = p.parse_args(argv)
+    extra = [x for x in a.extra_networks.split(",") if x]
     torch.set_num_threads(a.threads)
     thresholds = [float(t) for t in a.thresholds.split(",")]
     label_weights = [float(t) for t in a.label_weights.split(",") if t]
@@ -76,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         base, path = network_checkpoint(network_parts(name)[0])  # a pair's mask is its first network's
         _, net_mask, _, notes = predict(base, path, obs.images, obs.views, label_prob=True)
         net_prob = notes["label_prob"]
+        ens_probs = [net_prob]
+        for other in extra:
+            ob, op = network_checkpoint(other)
+            ens_probs.append(predict(ob, op, obs.images, obs.views, label_prob=True)[3]["label_prob"])
+        # prefixes: the start network with the first k extra networks, k = 1 .. len(extra)
+        ens = {k: np.mean(ens_probs[: k + 1], axis=0) for k in range(1, len(ens_probs))}
         seg = load_baseline(base, path).model.mulsis
 
         def segment(hu: np.ndarray) -> np.ndarray:
@@ -93,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             **{f"mix@{x:g}(prior, network)": _blend_labels(res.label_prob, x, net_prob) for x in label_weights},
             "mix(prior, seg(fit))": _blend_labels(res.label_prob, w, fit_seg),
             "mix3": (res.label_prob + net_prob + fit_seg) / 3.0,
+            **{f"ens{k}": e for k, e in ens.items()},
+            **{f"mix(prior, ens{k})": _blend_labels(res.label_prob, w, e) for k, e in ens.items()},
             "seg(truth)": segment(case.hu),
         }
         line = []

@@ -476,7 +476,11 @@ def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monke
     from xfit.studies.evaluate import default_views
 
     cfg = load_fit_config()
-    assert (cfg.init_network_other_angles, cfg.init_network_angle_tolerance_deg) == ("xctrsnet@jitter", 3.0)
+    assert (cfg.init_network_other_angles, cfg.init_network_angle_tolerance_deg) == (
+        "xctrsnet@jitter+x2ct-cnn@jitter",
+        3.0,
+    )
+    other = cfg.init_network_other_angles
 
     def at(angle: float) -> list[View]:
         return default_views((0.0, angle), 64, 2.0)
@@ -487,16 +491,14 @@ def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monke
     for angle, torso, want in (
         (90.0, False, cfg.init_network),
         (88.0, False, cfg.init_network),  # within the tolerance
-        (88.0, True, "xctrsnet@wholebody"),
-        (86.0, False, "xctrsnet@jitter"),
-        (60.0, True, "xctrsnet@jitter"),
-        (140.0, False, "xctrsnet@jitter"),  # the jitter's edge: 90 + 50
+        (88.0, True, cfg.init_network_whole_body),
+        (86.0, False, other),
+        (60.0, True, other),
+        (140.0, False, other),  # the jitter's edge: 90 + 50
         (150.0, False, None),
     ):
         assert start_network(cfg, torso, None, at(angle)) == want, (angle, torso)
-    assert start_network(dataclasses.replace(cfg, init_network_angle_tolerance_deg=0.0), False, None, at(88.0)) == (
-        "xctrsnet@jitter"
-    )
+    assert start_network(dataclasses.replace(cfg, init_network_angle_tolerance_deg=0.0), False, None, at(88.0)) == other
     assert start_network(dataclasses.replace(cfg, init_network_other_angles=None), False, None, at(60.0)) is None
     assert start_network(cfg, False, "mine.safetensors", at(60.0)) == cfg.init_network
     with pytest.raises(InputError, match="init_network_other_angles"):
@@ -517,7 +519,7 @@ def test_views_off_the_networks_angles_start_from_another_or_none(shipped, monke
     for angle in (60.0, 150.0):
         res = fit(prior, case.images, at(angle), quick, progress=False)
         assert res.start.startswith("w_mean")
-    assert asked == ["xctrsnet@jitter"]  # none at 150 degrees
+    assert asked == [other]  # none at 150 degrees
     assert res.start == "w_mean (no start network of the config was trained at these view angles)"
 
 

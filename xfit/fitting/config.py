@@ -181,11 +181,12 @@ class FitConfig:
         init_network_other_angles: the network that starts the fit instead when the views'
             angles are not those the chosen network was trained on (beyond its nominal angles +- its
             trained jitter, :func:`xfit.baselines.infer.angles_off`), e.g. a 60 degree pair for a
-            network trained at 0 and 90 (default ``xctrsnet@jitter``: X-CTRSNet trained with the
-            second view anywhere in 40-140 degrees). When it does not cover the angles either, or is
-            ``null``, no network starts the fit: it starts at ``w_mean`` without an anchor, since a
-            network fed views it was not trained on pulls the fit toward a wrong volume
-            (docs/fit.md, "Non-orthogonal views"). Unused with a given ``init_checkpoint``.
+            network trained at 0 and 90 (default ``xctrsnet@jitter+x2ct-cnn@jitter``: the mean of
+            X-CTRSNet and X2CT-CNN trained with the second view anywhere in 40-140 degrees). When
+            it does not cover the angles either, or is ``null``, no network starts the fit: it
+            starts at ``w_mean`` without an anchor, since a network fed views it was not trained on
+            pulls the fit toward a wrong volume (docs/fit.md, "Non-orthogonal views"). Unused
+            with a given ``init_checkpoint``.
         init_network_angle_tolerance_deg: how far (deg) beyond a network's trained angles (+- its
             jitter) a view may be and still count as trained: small errors of a nominal angle cost
             a network little (X-CTRSNet, trained at exactly 0 and 90: -0.1 dB at 1 degree off, -0.6
@@ -289,7 +290,7 @@ class FitConfig:
     blend_labels: bool = True
     init_network: str | None = "xctrsnet@style+x2ct-cnn@style"
     init_network_whole_body: str | None = "xctrsnet@wholebody"
-    init_network_other_angles: str | None = "xctrsnet@jitter"
+    init_network_other_angles: str | None = "xctrsnet@jitter+x2ct-cnn@jitter"
     init_network_angle_tolerance_deg: float = 3.0
     init_network_steps: int = 30
     init_network_resolution: int | None = None
