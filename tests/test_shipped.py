@@ -64,6 +64,7 @@ SHIPPED_NETWORKS = [
     "xctrsnet@style",
     "xctrsnet@wholebody",
     "x2ct-cnn@style",
+    "x2ct-cnn@wholebody",
 ]
 
 
