@@ -13,13 +13,14 @@ def test_label_levers_scores_each_label_and_the_oracle_segmenter(tmp_path, capsy
     cfg.write_text(SHORT)
     bench = load_bench("label_levers")
     args = ["--first-seed", "100", "--phantoms", "1", "--threads", "1", "--fit-config", str(cfg)]
-    assert bench.main(args + ["--thresholds", "0.4,0.5", "--label-weights", "0.75"]) == 0
+    extra = ["--extra-networks", "xctrsnet"]
+    assert bench.main(args + ["--thresholds", "0.4,0.5", "--label-weights", "0.75"] + extra) == 0
     out = capsys.readouterr().out
     table = {
         line[:36].strip(): line[36:].split() for line in out.split("start network")[1].splitlines()[2:] if line.strip()
     }
     labels = ("prior", "network", "mix(prior, network)", "seg(fit)", "mix@0.75(prior, network)")
-    labels += ("mix(prior, seg(fit))", "mix3", "seg(truth)")
+    labels += ("mix(prior, seg(fit))", "mix3", "ens1", "mix(prior, ens1)", "seg(truth)")
     rows = tuple(f"{k} >{t}{cc}" for k in labels for t in ("0.4", "0.5") for cc in ("", " +cc"))
     assert sorted(table) == sorted(rows)
     dice = {k: float(v[0]) for k, v in table.items()}

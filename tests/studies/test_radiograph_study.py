@@ -8,7 +8,7 @@ import pytest
 from cli_helpers import assert_user_error, run
 
 from xfit.errors import OutputExistsError
-from xfit.studies import radiographs
+from xfit.studies import code_sha, radiographs
 from xfit.studies.cases import open_study
 
 
@@ -48,7 +48,7 @@ def test_radiograph_study_refuses_a_resume_with_other_steps(tmp_path, tiny_prior
     out = tmp_path / "rs"
     radiographs.run_study(out, prior=prior, cases=2, steps=3, modes=["clicks"])
     meta = json.loads((out / "settings.json").read_text())
-    parts = {k for k in meta["code"] if not k.endswith(":plain")}  # a part's plain hash is no part
+    parts = {k for k in meta["code"] if not k.endswith(code_sha.PLAIN)}  # a part's plain hash is no part
     assert meta["steps"] == 3 and parts == set(radiographs.CODE_PARTS) and len(meta["prior_sha256"]) == 64
     radiographs.run_study(out, prior=prior, cases=2, steps=3, modes=["clicks"])
     assert calls == [(0, 3, ("clicks",)), (1, 3, ("clicks",))]  # resumed: nothing ran again
