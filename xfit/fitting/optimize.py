@@ -61,6 +61,7 @@ from .objective import (
     saturation_mask,
     upsample_background,
 )
+from .optim import Adam
 from .residual import upsample_residual
 from .roi import crop_view, rescale_view
 from .schedule import lr_schedule
@@ -560,7 +561,7 @@ class StageRunner:
         self.bar, self.callback = bar, callback
         self.sigmas = cfg.transform_sigmas()
         self.mean, self.std = prior.w_mean.float().to(centre_mm.device), prior.w_std.float().to(centre_mm.device)
-        self.opt = torch.optim.Adam(
+        self.opt = Adam(
             [
                 {"params": r.params[name], "name": name, "restart": r.index}
                 for r in restarts
