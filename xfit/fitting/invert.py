@@ -40,7 +40,6 @@ from ..prior.sample import generate_hu, synthesize
 from ..units import hu_to_unit
 from .config import INVERSION_OPTIMIZERS
 from .objective import noise_prior, w_gaussian_prior
-from .optim import LBFGS, Adam
 from .schedule import lr_schedule
 
 #: Adam steps of the oracle ceiling (``xfit evaluate --methods ceiling``, ``reconstruct --method
@@ -241,7 +240,7 @@ def invert_volume(
 
 def _adam(params: list[Tensor], loss, steps: int, lr: float) -> None:
     """``steps`` Adam steps on ``loss()`` with the stylegan2-ada ramp of the learning rate."""
-    opt = Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr)
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * lr_schedule((step + 0.5) / steps, 0.05, 0.25)
@@ -250,11 +249,11 @@ def _adam(params: list[Tensor], loss, steps: int, lr: float) -> None:
         opt.step()
 
 
-def new_lbfgs(params: list[Tensor], iterations: int, evaluations: int) -> LBFGS:
+def new_lbfgs(params: list[Tensor], iterations: int, evaluations: int) -> torch.optim.LBFGS:
     """L-BFGS over ``params`` with a strong-Wolfe line search: at most ``iterations`` iterations
     and ``evaluations`` loss evaluations, no early stop on small changes (the inversion here and
     the X-ray fit's ``optimizer: lbfgs`` stages share it)."""
-    return LBFGS(
+    return torch.optim.LBFGS(
         params,
         lr=1.0,
         max_iter=iterations,
@@ -329,7 +328,7 @@ def _lbfgs_run(
     return n, n < steps and evals < evaluations, history
 
 
-def _seed(opt: LBFGS, params: list[Tensor], history: LbfgsHistory | None) -> bool:
+def _seed(opt: torch.optim.LBFGS, params: list[Tensor], history: LbfgsHistory | None) -> bool:
     """Put ``history`` into a fresh ``opt``'s state so that its first iteration uses it (a zero
     previous step adds no pair); ``False`` (nothing done) without a history or when its
     vectors do not match ``params``."""

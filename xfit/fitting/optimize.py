@@ -61,7 +61,6 @@ from .objective import (
     saturation_mask,
     upsample_background,
 )
-from .optim import Adam
 from .residual import upsample_residual
 from .roi import crop_view, rescale_view
 from .schedule import lr_schedule
@@ -561,7 +560,7 @@ class StageRunner:
         self.bar, self.callback = bar, callback
         self.sigmas = cfg.transform_sigmas()
         self.mean, self.std = prior.w_mean.float().to(centre_mm.device), prior.w_std.float().to(centre_mm.device)
-        self.opt = Adam(
+        self.opt = torch.optim.Adam(
             [
                 {"params": r.params[name], "name": name, "restart": r.index}
                 for r in restarts
