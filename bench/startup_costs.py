@@ -1,9 +1,10 @@
 """What a reconstruction pays before and around its arithmetic: module imports, in fresh processes.
 
 Each row is the median over ``--reps`` fresh interpreters of the wall seconds of one import (or
-call) after what the row before it loaded, so the rows add up to what ``xfit reconstruct`` pays
-in that order. ``torch.optim`` is its own row: the first optimiser built (and every Adam step)
-imports ``torch._dynamo`` through ``torch._disable_dynamo``, although the fit never compiles.
+call) after the row's own setup. ``torch.optim`` is its own row: in a fresh process the
+first optimiser built (and every Adam step) imports ``torch._dynamo`` through
+``torch._disable_dynamo``; a whole ``xfit reconstruct`` measured no faster without that
+(docs/speed.md, "The optimisers without torch._dynamo").
 With ``--example`` it also times the README example end to end (``xfit reconstruct
 examples/ap.png examples/lat.png --gt examples/ct.nii.gz``, 2 threads) and prints each row as a
 share of that wall time. Run it alone on the machine; say which CPU when quoting it::

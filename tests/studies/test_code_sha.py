@@ -174,3 +174,46 @@ def test_a_sweep_of_conditions_computed_by_other_code_is_refused(tmp_path):
     metas[1]["code"]["fitting"] = "0" * 64
     with pytest.raises(InputError, match=r"other code \(mean \(fitting\)\)"):
         check_sweep_runs(tmp_path, conds, keys, metas)
+
+
+def test_a_change_declared_neutral_keeps_older_records_matching_and_upgrades_them(tmp_path, monkeypatch):
+    """A record of the sources before a change that ``NEUTRAL`` declares rows-neutral matches the
+    sources after it (through a chain of such changes too) and is rewritten by ``upgrade_record``;
+    any other change still counts, and so does the same change undeclared."""
+    pkg = tmp_path / "pkg"
+    (pkg / "fitting").mkdir(parents=True)
+    monkeypatch.setattr(code_sha, "PACKAGE", pkg)
+    monkeypatch.setattr(code_sha, "NEUTRAL", {})
+    records = []
+    for text in ("x = 1\n", "x = 1  # same arithmetic\n", "x = 1  # and again\n", "x = 2\n"):
+        code_sha._sources_sha256.cache_clear()
+        (pkg / "fitting" / "a.py").write_text(text)
+        records.append(code_sha.code_record(["fitting", "torch"]))
+    v0, v1, v2, v3 = (r["fitting"] for r in records)
+    assert len({v0, v1, v2, v3}) == 4
+    # undeclared, every edit counts (the sources are now those of v3)
+    assert code_sha.changed_parts(["fitting"], records[0], records[2]) == ["fitting"]
+    code_sha.NEUTRAL["fitting"] = {v1: v0, v2: v1}  # two verified refactors
+    assert code_sha.equivalent_shas("fitting", v2) == [v2, v1, v0]
+    assert code_sha.changed_parts(["fitting", "torch"], records[0], records[2]) == []
+    assert code_sha.changed_parts(["fitting"], records[2], records[0]) == ["fitting"]  # not backwards
+    assert code_sha.changed_parts(["fitting"], records[0], records[3]) == ["fitting"]  # a real change
+    # upgrade: the sources on disk are v3's, so nothing is rewritten; then back at v2's
+    assert code_sha.upgrade_record(records[0]) == records[0]
+    code_sha._sources_sha256.cache_clear()
+    (pkg / "fitting" / "a.py").write_text("x = 1  # and again\n")
+    assert code_sha.upgrade_record(records[0]) == records[2]
+    assert code_sha.upgrade_record({"fitting": "f" * 64}) == {"fitting": "f" * 64}  # unknown: kept
+
+
+def test_the_declared_neutral_changes_are_well_formed():
+    """Each entry of ``NEUTRAL`` maps one record of a real part to another (64 hex digits, not
+    itself), and no chain loops."""
+    parts = set(code_sha.COMMON_PARTS) | set(code_sha.BASELINE_PARTS)
+    for part, pairs in code_sha.NEUTRAL.items():
+        assert part in parts and part not in code_sha.LIBRARIES
+        for after, before in pairs.items():
+            assert after != before
+            assert all(len(x) == 64 and int(x, 16) >= 0 for x in (after, before))
+            chain = code_sha.equivalent_shas(part, after)
+            assert chain[:2] == [after, before] and len(chain) == len(set(chain))

@@ -60,6 +60,15 @@ DEFAULTS_ONLY = {"fitting/config.py": "FitConfig"}
 #: Suffix of a record's second entry for a part holding a :data:`DEFAULTS_ONLY` file: the sha256
 #: of its plain sources, as records written before this rule (2026-12-07) hold under the part's own name.
 PLAIN = ":plain"
+#: Changes of a part's sources verified to change no number: ``{part: {sha256 after: sha256
+#: before}}``, each the part's record as :func:`code_record` writes it (defaults left out). A record
+#: of the sources before then matches the sources after (:func:`changed_parts`; entries chain), and
+#: :func:`upgrade_record` rewrites it. Only for a change that leaves every computation as it was (a
+#: refactor, the same arithmetic by a shorter path), shown twice: by a test that holds the new code
+#: to the old one's results bit for bit, and by rows of a committed folder recomputed with the new
+#: code to the last digit on the CPU type that made them. Each entry's evidence is in
+#: docs/evaluation.md, "Changes that move no number".
+NEUTRAL: dict[str, dict[str, str]] = {}
 
 
 def part_sha256(part: str) -> str:
@@ -145,28 +154,42 @@ def parts_text(parts: Sequence[str], most: int = 4) -> str:
     return ", ".join(parts[:most]) + (" ..." if len(parts) > most else "")
 
 
+def equivalent_shas(part: str, sha: str | None) -> list[str]:
+    """``sha`` (a record of ``part``) and every earlier record that :data:`NEUTRAL` declares
+    equivalent to it, newest first (``[]`` for ``None``)."""
+    out: list[str] = []
+    while sha is not None and sha not in out:
+        out.append(sha)
+        sha = NEUTRAL.get(part, {}).get(sha)
+    return out
+
+
 def changed_parts(parts: Iterable[str], old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     """The ``parts`` whose sha256 differs between an ``old`` ``code`` record and the ``new`` one
     (a part missing from ``old``, as in a folder written before xfit recorded code, counts as
     changed). An old hash equal to the new record's plain one (:data:`PLAIN`: a record written
-    before the defaults were left out, of the same sources) counts as the same; the ``PLAIN``
-    entries themselves are no parts."""
+    before the defaults were left out, of the same sources), or to one that :data:`NEUTRAL`
+    declares equivalent to the new one, counts as the same; the ``PLAIN`` entries themselves are
+    no parts."""
     return [
         p
         for p in parts
-        if not p.endswith(PLAIN) and (old.get(p) is None or old.get(p) not in (new.get(p), new.get(p + PLAIN)))
+        if not p.endswith(PLAIN)
+        and (old.get(p) is None or old.get(p) not in [*equivalent_shas(p, new.get(p)), new.get(p + PLAIN)])
     ]
 
 
 def upgrade_record(old: Mapping[str, str]) -> dict[str, str]:
     """``old`` with each part recorded by its plain hash (before :data:`DEFAULTS_ONLY`) that
-    still matches today's sources rewritten as today's record of that part, so that it keeps
-    matching after the next change of a default; every other entry as it is."""
+    still matches today's sources, or by a hash that :data:`NEUTRAL` declares equivalent to
+    today's, rewritten as today's record of that part, so that it keeps matching after the next
+    change; every other entry as it is."""
     out = dict(old)
     for p, sha in old.items():
-        if p.endswith(PLAIN) or p in LIBRARIES or p + PLAIN in old or not _holds_defaults_only(p):
+        if p.endswith(PLAIN) or p in LIBRARIES:
             continue
         now = code_record([p])
-        if sha == now.get(p + PLAIN):
+        plain_match = p + PLAIN not in old and _holds_defaults_only(p) and sha == now.get(p + PLAIN)
+        if plain_match or (sha != now[p] and sha in equivalent_shas(p, now[p])):
             out.update(now)
     return out
